@@ -9,3 +9,7 @@
 
 pub mod guarded;
 pub mod sys;
+
+mod lockdep;
+pub mod notifier;
+mod sync;
