@@ -1,15 +1,21 @@
 //! `odp`: mirroring a process address space for a software RDMA device.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. In one breath: [`mm`] is the address
-//! space as the device sees it, [`notifier`] its interval tree of invalidation
-//! subscribers with the kernel's sequence scheme, [`umem`] the ODP regions
-//! built on it, `monitor` the userfaultfd thread that turns `munmap`/`madvise`/
-//! `mremap` into invalidations, and [`guarded`] the only way bytes move between
-//! the device and application memory.
+//! space as the device sees it (with its two lifetimes, [`MmGrab`] and
+//! [`MmGet`]), [`notifier`] its interval tree of invalidation subscribers with
+//! the kernel's sequence scheme, [`umem`] the ODP regions built on it, `monitor`
+//! the userfaultfd thread that turns `munmap`/`madvise`/`mremap` into
+//! invalidations, and [`guarded`] the only way bytes move between the device
+//! and application memory.
 
 pub mod guarded;
-pub mod sys;
-
 mod lockdep;
+pub mod mm;
+mod monitor;
 pub mod notifier;
 mod sync;
+pub mod sys;
+pub mod umem;
+
+pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
+pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};

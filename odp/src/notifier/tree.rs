@@ -44,6 +44,7 @@ impl Tree {
         true
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, iv: &Interval) -> bool {
         self.tree
             .get(&(iv.start..iv.end))

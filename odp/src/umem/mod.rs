@@ -1,0 +1,137 @@
+//! ODP umems (`ib_umem_odp`): registering pins nothing; pages are faulted in
+//! when the device first touches them and forgotten when invalidated.
+//!
+//! * [`Region`]: one interval notifier + per-page state + the umem lock, and the
+//!   fault/commit loop. Both umem kinds are made of regions.
+//! * [`Umem`]: an explicit ODP umem over a VA range, one region.
+//! * [`ImplicitUmem`]: the whole address space; a child region per
+//!   [`CHILD_SIZE`] chunk, created on first fault, dropped when emptied.
+//! * [`UmemGuard`]: what a successful fault returns — proof that the umem lock
+//!   and the invalidation barrier are held and the pages are valid for the
+//!   access. All device reads and writes of application memory go through it.
+//! * [`Space`]: what a region needs from the operating system (fault, coverage,
+//!   barrier). [`crate::MmGrab`] implements it; the loom model replaces it.
+
+mod explicit;
+mod guard;
+mod implicit;
+mod pages;
+mod region;
+
+pub use explicit::Umem;
+pub use guard::UmemGuard;
+pub use implicit::{ImplicitUmem, CHILD_SIZE};
+pub use region::{Region, Space};
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Page size the per-page state is kept in (x86-64 base pages).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The kind of access the device wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    pub(crate) fn is_write(self) -> bool {
+        self == Access::Write
+    }
+}
+
+/// Whether a fault may fault pages in, or only map what the CPU has resident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fault,
+    /// `PREFETCH_NO_FAULT` / hmm without `HMM_PFN_REQ_FAULT`.
+    Snapshot,
+}
+
+/// `ibv_advise_mr` advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advice {
+    Prefetch,
+    PrefetchWrite,
+    PrefetchNoFault,
+}
+
+/// Why an access to application memory failed. Each maps to a verbs
+/// completion status (local/remote access error) in the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessError {
+    /// Outside the umem (checked without overflow), or an empty/overflowing registration.
+    OutOfBounds,
+    /// Write asked of a umem registered without write access (`EPERM`).
+    NotWritable,
+    /// Part of the range is not mapped (`MADV_POPULATE` ENOMEM).
+    Unmapped,
+    /// The mapping forbids the access (`PROT_READ` for write, `PROT_NONE`).
+    Permission,
+    /// A file mapping beyond its end.
+    BeyondEof,
+    /// A guarded access faulted at this address (unmapped or re-protected
+    /// after it was faulted in).
+    Fault { addr: u64 },
+    /// Snapshot mode: a page was not resident.
+    NotPresent,
+    /// A 64-bit atomic on an address that is not 8-byte aligned.
+    Misaligned,
+    /// The address space was released (`mmget_not_zero` failed).
+    Gone,
+    /// Invalidations kept racing the fault; gave up after a bounded time.
+    Busy,
+    /// An implicit child was reaped under us (internal: the caller retries).
+    Detached,
+    /// An unexpected errno from the kernel.
+    Os(i32),
+}
+
+impl std::fmt::Display for AccessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for AccessError {}
+
+/// Per-umem counters (the figures `rdma stat show mr` gives for mlx5 ODP MRs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    page_faults: AtomicU64,
+    pages_faulted: AtomicU64,
+    invalidations: AtomicU64,
+    pages_invalidated: AtomicU64,
+    prefetches: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Fault operations that committed pages.
+    pub page_faults: u64,
+    pub pages_faulted: u64,
+    /// Invalidation callbacks that reached this umem.
+    pub invalidations: u64,
+    pub pages_invalidated: u64,
+    pub prefetches: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            page_faults: r(&self.page_faults),
+            pages_faulted: r(&self.pages_faulted),
+            invalidations: r(&self.invalidations),
+            pages_invalidated: r(&self.pages_invalidated),
+            prefetches: r(&self.prefetches),
+        }
+    }
+}
+
+/// `[va, va+len)` inside `[start, end)`, without overflow.
+pub(crate) fn within(va: u64, len: u64, start: u64, end: u64) -> bool {
+    va >= start && va.checked_add(len).is_some_and(|e| e <= end)
+}

@@ -1,0 +1,205 @@
+//! One region: an interval notifier, its per-page state under the umem lock,
+//! and the fault/commit loop (`ib_umem_odp_map_dma_and_lock`).
+//!
+//! ```text
+//! fast:   barrier(shared); lock; all pages valid? -> guard
+//! again:  mm = get()                  -- else Gone
+//!         seq = read_begin()          -- no lock held (asserted)
+//!         cover + populate missing    -- speculative, no lock held
+//!         drop(mm)                    -- a last put must not run under the lock
+//!         barrier(shared); lock
+//!         read_retry(seq)? unlock; goto again
+//!         mark pages; -> guard (lock + barrier held, pages valid)
+//! ```
+//!
+//! The invalidate callback takes the same lock, calls `set_seq`, clears the
+//! pages and returns; a non-blockable invalidation that finds the lock taken
+//! is refused.
+
+use super::pages::Pages;
+use super::{within, Access, AccessError, Counters, Mode, UmemGuard, PAGE_SIZE};
+use crate::lockdep;
+use crate::mm::MmGet;
+use crate::notifier::{Invalidate, Invalidation, IntervalNotifier, Refused, SeqSet};
+use crate::sync::{self, Arc, Mutex, Ordering, RwLockReadGuard};
+
+/// What a region needs from the operating system. [`crate::MmGrab`] is the
+/// real one; tests and the loom model supply their own.
+pub trait Space {
+    /// Proof that the address space is usable (`MmGet` for the real one).
+    type Usable;
+    /// `mmget_not_zero`.
+    fn get(&self) -> Option<Self::Usable>;
+    /// Shared side of the invalidation barrier, held for the guard's life.
+    fn barrier(&self) -> RwLockReadGuard<'_, ()>;
+    /// Make `[start, end)` (page-aligned) covered by the invalidation source,
+    /// then fault it in for read or write.
+    fn fault(&self, mm: &Self::Usable, start: u64, end: u64, write: bool) -> Result<(), AccessError>;
+    /// Cover `[start, end)`, then report the pages the CPU has resident.
+    fn snapshot(&self, mm: &Self::Usable, start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError>;
+}
+
+/// How many commit attempts an invalidation may spoil before giving up.
+const MAX_ROUNDS: u32 = 10_000;
+
+/// The part the notifier tree points at: the lock and the pages.
+pub(crate) struct Core {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) pages: Mutex<Pages>,
+    pub(crate) counters: Arc<Counters>,
+    /// Called (under the lock) when an invalidation leaves no page present.
+    on_empty: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Core {
+    pub(crate) fn page_range(&self, va: u64, len: u64) -> (usize, usize) {
+        let first = (va - self.start) / PAGE_SIZE;
+        let last = (va + len - self.start).div_ceil(PAGE_SIZE);
+        (first as usize, (last - first) as usize)
+    }
+}
+
+impl Invalidate for Core {
+    fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
+        let mut pages = if inv.range().blockable {
+            sync::lock(&self.pages)
+        } else {
+            match sync::try_lock(&self.pages) {
+                Some(g) => g,
+                None => match inv.try_refuse() {
+                    Ok(refused) => return Err(refused),
+                    Err(_) => unreachable!("try_refuse hands back only blockable invalidations"),
+                },
+            }
+        };
+        let (s, e) = inv.clamped();
+        let token = inv.set_seq(&pages);
+        let (first, n) = self.page_range(s, e - s);
+        let cleared = pages.clear(first, n);
+        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.counters.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
+        if cleared > 0 && pages.mapped() == 0 {
+            if let Some(f) = &self.on_empty {
+                f(self.start);
+            }
+        }
+        Ok(token)
+    }
+}
+
+/// One interval of mirrored address space.
+pub struct Region {
+    pub(crate) core: Arc<Core>,
+    notifier: IntervalNotifier,
+}
+
+impl Region {
+    /// Subscribe a page-aligned `[start, end)` (inserting a notifier needs `MmGet`).
+    pub(crate) fn new(
+        mm: &MmGet,
+        start: u64,
+        end: u64,
+        counters: Arc<Counters>,
+        on_empty: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    ) -> Result<Region, AccessError> {
+        debug_assert!(start % PAGE_SIZE == 0 && end % PAGE_SIZE == 0 && start < end);
+        let npages = ((end - start) / PAGE_SIZE) as usize;
+        let core = Arc::new(Core { start, end, pages: Mutex::new(Pages::new(npages)), counters, on_empty });
+        let notifier = mm.notifiers().insert(start, end - start, core.clone()).map_err(|_| AccessError::OutOfBounds)?;
+        Ok(Region { core, notifier })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.core.start
+    }
+
+    pub fn end(&self) -> u64 {
+        self.core.end
+    }
+
+    pub fn notifier(&self) -> &IntervalNotifier {
+        &self.notifier
+    }
+
+    /// Pages currently present.
+    pub fn mapped_pages(&self) -> usize {
+        sync::lock(&self.core.pages).mapped()
+    }
+
+    pub(crate) fn footprint(&self) -> usize {
+        sync::lock(&self.core.pages).footprint() + std::mem::size_of::<Core>()
+    }
+
+    /// Fault `[va, va+len)` (inside the region) for `access` and return with
+    /// the lock held and the pages valid. `len` 0 returns a guard over nothing.
+    pub fn map<'a, S: Space>(&'a self, space: &'a S, va: u64, len: u64, access: Access, mode: Mode) -> Result<UmemGuard<'a>, AccessError> {
+        let core = &*self.core;
+        if !within(va, len, core.start, core.end) {
+            return Err(AccessError::OutOfBounds);
+        }
+        let write = access.is_write();
+        // Taking the lock below while already holding one would deadlock
+        // against an invalidation needing the first (and nest the barrier).
+        lockdep::assert_may_wait_for_invalidation("umem map");
+        let (first, n) = if len == 0 { (0, 0) } else { core.page_range(va, len) };
+        let mut rounds = 0;
+        loop {
+            let (missing, barrier, pages) = {
+                let barrier = space.barrier();
+                let pages = sync::lock(&core.pages);
+                (pages.missing(first, n, write), barrier, pages)
+            };
+            if pages.detached {
+                return Err(AccessError::Detached);
+            }
+            let Some((mfirst, mn)) = missing else {
+                return Ok(UmemGuard::new(pages, barrier, core, va, len, write));
+            };
+            drop(pages);
+            drop(barrier);
+
+            let mm = space.get().ok_or(AccessError::Gone)?;
+            let seq = self.notifier.read_begin();
+            let (ms, me) = (core.start + mfirst as u64 * PAGE_SIZE, core.start + (mfirst + mn) as u64 * PAGE_SIZE);
+            let mut resident: Vec<usize> = Vec::new();
+            let r = match mode {
+                Mode::Fault => space.fault(&mm, ms, me, write),
+                Mode::Snapshot => space.snapshot(&mm, ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
+            };
+            // Bug pattern 3: never let the last MmGet go while holding the lock.
+            drop(mm);
+            if let Err(e) = r {
+                // A fault that raced an invalidation may fail spuriously: retry.
+                if self.notifier.check_retry(seq) && rounds < MAX_ROUNDS {
+                    rounds += 1;
+                    continue;
+                }
+                return Err(e);
+            }
+
+            let barrier = space.barrier();
+            let mut pages = sync::lock(&core.pages);
+            if pages.detached {
+                return Err(AccessError::Detached);
+            }
+            if self.notifier.read_retry(&pages, seq) {
+                rounds += 1;
+                if rounds >= MAX_ROUNDS {
+                    return Err(AccessError::Busy);
+                }
+                continue;
+            }
+            let newly = match mode {
+                Mode::Fault => pages.set(mfirst, mn, write),
+                Mode::Snapshot => resident.iter().map(|&p| pages.set(p, 1, false)).sum(),
+            };
+            core.counters.page_faults.fetch_add(1, Ordering::Relaxed);
+            core.counters.pages_faulted.fetch_add(newly as u64, Ordering::Relaxed);
+            if !pages.all_valid(first, n, write) {
+                return Err(AccessError::NotPresent);
+            }
+            return Ok(UmemGuard::new(pages, barrier, core, va, len, write));
+        }
+    }
+}
