@@ -19,3 +19,6 @@ pub mod umem;
 
 pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
 pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -229,6 +229,9 @@ impl Mm {
 }
 
 fn log_fallback(why: &str) {
+    if cfg!(loom) {
+        return;
+    }
     // One line, once per Mm: the stack works, with a weaker guarantee.
     eprintln!("odp: invalidation source: fallback to guarded copies only ({why})");
 }

@@ -5,15 +5,18 @@
 //! consistent if a panic unwinds through it, and a poisoned mutex in a device
 //! must not turn one bug into a cascade of panics in unrelated QPs.
 
+// `Arc` stays std's under loom: it only expresses ownership here, and loom's
+// cannot coerce to `Arc<dyn Trait>`.
+pub(crate) use std::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

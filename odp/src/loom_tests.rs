@@ -1,0 +1,177 @@
+//! loom models (run with `RUSTFLAGS="--cfg loom"`, see README): every
+//! interleaving of the notifier's reader protocol, of insert/remove against an
+//! invalidation, and of the real `Region` fault/commit loop against an
+//! invalidation.
+//!
+//! The property in each: *once an invalidation has returned, no reader holds a
+//! translation made before it* — modelled as a mapping generation that the
+//! "application" bumps before invalidating (like `munmap` replacing memory),
+//! which a reader samples when it "faults".
+
+use crate::mm::{Mm, MmConfig};
+use crate::notifier::{Event, InvalidateRange, Invalidate, Invalidation, Notifiers, Refused, SeqSet};
+use crate::sync::{self, Arc, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
+use crate::umem::{Access, AccessError, Counters, Mode, Region, Space};
+use loom::thread;
+
+const RANGE: InvalidateRange = InvalidateRange { start: 0, end: 0x1000, event: Event::Unmap, blockable: true };
+
+/// A device page table of one entry: `Some(gen)` = translation of generation gen.
+#[derive(Default)]
+struct OnePage {
+    lock: Mutex<Option<u64>>,
+}
+
+impl Invalidate for OnePage {
+    fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
+        let mut g = sync::lock(&self.lock);
+        let t = inv.set_seq(&g);
+        *g = None;
+        Ok(t)
+    }
+}
+
+#[test]
+fn reader_never_keeps_a_translation_older_than_a_finished_invalidation() {
+    loom::model(|| {
+        let n = Arc::new(Notifiers::new());
+        let page = Arc::new(OnePage::default());
+        let iv = Arc::new(n.insert(0, 0x1000, page.clone()).unwrap());
+        let gen = Arc::new(AtomicU64::new(0));
+
+        let app = {
+            let (n, gen) = (n.clone(), gen.clone());
+            thread::spawn(move || {
+                gen.store(1, Ordering::SeqCst); // the mapping changes...
+                n.invalidate(RANGE).unwrap(); // ...then the notifiers are told
+            })
+        };
+        // The device: at most two attempts (loom needs bounded loops).
+        for _ in 0..2 {
+            let seq = iv.read_begin();
+            let seen = gen.load(Ordering::SeqCst); // "populate"
+            let mut g = sync::lock(&page.lock);
+            if iv.read_retry(&g, seq) {
+                continue;
+            }
+            *g = Some(seen);
+            break;
+        }
+        app.join().unwrap();
+        // The invalidation has finished: an entry left over must be current.
+        let left = *sync::lock(&page.lock);
+        if let Some(seen) = left {
+            assert_eq!(seen, 1, "stale translation survived a finished invalidation");
+        }
+    });
+}
+
+/// Counts callbacks and flags any that runs after `remove` returned.
+#[derive(Default)]
+struct Watch {
+    lock: Mutex<()>,
+    removed: AtomicUsize,
+    late: AtomicUsize,
+}
+
+impl Invalidate for Watch {
+    fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
+        let g = sync::lock(&self.lock);
+        if self.removed.load(Ordering::SeqCst) == 1 {
+            self.late.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(inv.set_seq(&g))
+    }
+}
+
+#[test]
+fn no_callback_after_remove_returns_even_during_an_invalidation() {
+    loom::model(|| {
+        let n = Arc::new(Notifiers::new());
+        let w = Arc::new(Watch::default());
+        let iv = n.insert(0, 0x1000, w.clone()).unwrap();
+        let inv = {
+            let n = n.clone();
+            thread::spawn(move || n.invalidate(RANGE).unwrap())
+        };
+        iv.remove();
+        w.removed.store(1, Ordering::SeqCst);
+        inv.join().unwrap();
+        assert_eq!(w.late.load(Ordering::SeqCst), 0);
+        assert!(n.is_empty());
+        assert_eq!(n.seq() % 2, 0);
+    });
+}
+
+#[test]
+fn insert_racing_an_invalidation_is_applied_and_read_begin_settles() {
+    loom::model(|| {
+        let n = Arc::new(Notifiers::new());
+        let anchor = n.insert(0, 0x1000, Arc::new(OnePage::default())).unwrap();
+        let inv = {
+            let n = n.clone();
+            thread::spawn(move || n.invalidate(RANGE).unwrap())
+        };
+        let page = Arc::new(OnePage::default());
+        let iv = n.insert(0x800, 0x1000, page.clone()).unwrap();
+        let _ = iv.read_begin(); // must not hang, whatever the interleaving
+        inv.join().unwrap();
+        assert_eq!(n.len(), 2, "deferred insert applied");
+        assert_eq!(n.seq() % 2, 0);
+        drop(anchor);
+    });
+}
+
+/// The operating system, modelled: a mapping generation, and a fault that
+/// records which generation it saw.
+struct ModelSpace {
+    barrier: RwLock<()>,
+    gen: AtomicU64,
+    seen: AtomicU64,
+}
+
+impl Space for ModelSpace {
+    type Usable = ();
+    fn get(&self) -> Option<()> {
+        Some(())
+    }
+    fn barrier(&self) -> RwLockReadGuard<'_, ()> {
+        sync::read(&self.barrier)
+    }
+    fn fault(&self, _: &(), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
+        self.seen.store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
+        Ok(())
+    }
+    fn snapshot(&self, _: &(), _: u64, _: u64, _: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+        unreachable!()
+    }
+}
+
+#[test]
+fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation() {
+    loom::model(|| {
+        let mm = Mm::new(MmConfig { userfaultfd: false });
+        let region = Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None).unwrap();
+        let space = Arc::new(ModelSpace { barrier: RwLock::new(()), gen: AtomicU64::new(0), seen: AtomicU64::new(0) });
+        let done = Arc::new(AtomicU64::new(0));
+        let app = {
+            let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
+            thread::spawn(move || {
+                space.gen.store(1, Ordering::SeqCst);
+                mm2.invalidate(0, 0x1000, Event::Unmap, true).unwrap();
+                done.store(1, Ordering::SeqCst);
+            })
+        };
+        match region.map(&*space, 0, 8, Access::Write, Mode::Fault) {
+            Ok(_guard) => {
+                // While we hold the guard no invalidation can be mid-callback
+                // on this region; if one has finished, our pages postdate it.
+                if done.load(Ordering::SeqCst) == 1 {
+                    assert_eq!(space.seen.load(Ordering::SeqCst), 1, "guard over pages faulted before a finished invalidation");
+                }
+            }
+            Err(e) => panic!("map failed: {e:?}"),
+        }
+        app.join().unwrap();
+    });
+}
