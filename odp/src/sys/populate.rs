@@ -35,7 +35,11 @@ pub fn populate(addr: usize, len: usize, write: bool) -> Result<(), PopulateErro
     if len == 0 {
         return Ok(());
     }
-    let advice = if write { libc::MADV_POPULATE_WRITE } else { libc::MADV_POPULATE_READ };
+    let advice = if write {
+        libc::MADV_POPULATE_WRITE
+    } else {
+        libc::MADV_POPULATE_READ
+    };
     loop {
         // SAFETY: MADV_POPULATE_* only faults pages in (as a touch would) and
         // never changes the mapping or the memory's contents; on an unmapped
@@ -70,8 +74,9 @@ pub fn populate_supported() -> bool {
         2 => true,
         _ => {
             let probe = page_size(); // any aligned address; length 0 touches nothing
-            // SAFETY: a zero-length madvise affects no page at all.
-            let r = unsafe { libc::madvise(probe as *mut libc::c_void, 0, libc::MADV_POPULATE_READ) };
+                                     // SAFETY: a zero-length madvise affects no page at all.
+            let r =
+                unsafe { libc::madvise(probe as *mut libc::c_void, 0, libc::MADV_POPULATE_READ) };
             let ok = r == 0;
             STATE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
             ok
