@@ -476,6 +476,11 @@ fn uffd_open_and_features() {
     ] {
         assert_ne!(u.features() & f, 0, "feature {f:#x} not negotiated");
     }
+    assert_eq!(
+        u.features() & abi::UFFD_FEATURE_EVENT_FORK,
+        0,
+        "FORK not enabled"
+    );
     let mut evs = Vec::new();
     assert_eq!(
         u.read_events(&mut evs).unwrap(),
@@ -1024,6 +1029,147 @@ fn uffd_events_map_fixed_over_and_mprotect() {
         ]
     );
     drop(u);
+}
+
+/// The thread doing `munmap` of registered memory blocks until the event is
+/// read; closing the descriptor instead releases it (monitor shutdown). Pages
+/// never touched are covered like any other.
+#[test]
+fn uffd_unmap_blocks_until_read_or_close() {
+    let _g = serial();
+    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE); // never touched
+    let u = open_uffd();
+    u.register_wp(m.addr, m.len).unwrap();
+    let (x, l) = (m.addr, m.len);
+    m.forget();
+    let h = thread::spawn(move || munmap(x, 2 * ps()));
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !h.is_finished(),
+        "munmap returned before its UNMAP event was read"
+    );
+    let mut pfd = libc::pollfd {
+        fd: u.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 0) },
+        1,
+        "fd readable while an event waits"
+    );
+    let mut evs = Vec::new();
+    u.read_events(&mut evs).unwrap();
+    assert_eq!(
+        evs,
+        vec![Event::Unmap {
+            start: x as u64,
+            end: (x + 2 * ps()) as u64
+        }]
+    );
+    h.join().unwrap();
+    // Now nobody reads: closing the descriptor must release the thread.
+    let h = thread::spawn(move || munmap(x + 2 * ps(), l - 2 * ps()));
+    thread::sleep(Duration::from_millis(200));
+    assert!(!h.is_finished());
+    drop(u);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !h.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "close did not release the blocked munmap"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    h.join().unwrap();
+}
+
+/// When the fd becomes readable, a REMOVE's pages are still intact (sent
+/// before the zap), while an UNMAP's range is already gone from the address
+/// space (sent after); a REMAP's old range is already empty too.
+#[test]
+fn uffd_event_timing() {
+    let _g = serial();
+    fn mapped(addr: usize, len: usize) -> bool {
+        // SAFETY: MS_ASYNC only validates the range.
+        unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_ASYNC) == 0 }
+    }
+    fn wait_readable(u: &Userfaultfd) {
+        let mut pfd = libc::pollfd {
+            fd: u.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, 5000) },
+            1,
+            "no event within 5 s"
+        );
+    }
+    let m = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
+    let dst = Map::anon(1, libc::PROT_NONE);
+    write_byte(m.addr, 0x42);
+    let u = open_uffd();
+    u.register_wp(m.addr, m.len).unwrap();
+    let (x, p, d) = (m.addr, ps(), dst.addr);
+    let mut evs = Vec::new();
+
+    let h = thread::spawn(move || assert_eq!(madvise(x, p, libc::MADV_DONTNEED), 0));
+    wait_readable(&u);
+    assert_eq!(
+        read_byte(x),
+        0x42,
+        "REMOVE is queued before the pages are zapped"
+    );
+    u.read_events(&mut evs).unwrap();
+    h.join().unwrap();
+    assert_eq!(read_byte(x), 0, "zapped once the event was read");
+
+    let h = thread::spawn(move || {
+        // SAFETY: moving our own page onto our own reservation.
+        let r = unsafe {
+            libc::mremap(
+                x as *mut _,
+                p,
+                p,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                d as *mut libc::c_void,
+            )
+        };
+        assert_eq!(r as usize, d);
+    });
+    wait_readable(&u);
+    assert!(!mapped(x, p), "REMAP is queued after the move");
+    while !h.is_finished() {
+        u.read_events(&mut evs).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    h.join().unwrap();
+
+    let h = thread::spawn(move || munmap(x + p, p));
+    wait_readable(&u);
+    assert!(
+        !mapped(x + p, p),
+        "UNMAP is queued after the range left the address space"
+    );
+    u.read_events(&mut evs).unwrap();
+    h.join().unwrap();
+    m.forget();
+    drop(u);
+    assert!(
+        matches!(
+            evs[..],
+            [
+                Event::Remove { .. },
+                Event::Remap { .. },
+                Event::Unmap { .. },
+                Event::Unmap { .. }
+            ]
+        ),
+        "{evs:?}"
+    );
 }
 
 /// WP + WP_ASYNC: the application's writes (to present and never-touched

@@ -256,13 +256,18 @@ impl Userfaultfd {
         for mode in [OpenMode::UserModeOnly, OpenMode::Syscall, OpenMode::DevNode] {
             match open_fd(mode) {
                 Ok(fd) => {
-                    let features = handshake(&fd, REQUIRED_FEATURES).map_err(|e| {
+                    let available = handshake(&fd, REQUIRED_FEATURES).map_err(|e| {
                         if e.raw_os_error() == Some(libc::EINVAL) {
                             missing_features_error(mode)
                         } else {
                             e
                         }
                     })?;
+                    // UFFDIO_API reports everything the kernel offers; what
+                    // this descriptor has enabled is what we asked for plus
+                    // WP_UNPOPULATED, which the kernel adds to WP_ASYNC.
+                    let features =
+                        REQUIRED_FEATURES | (available & abi::UFFD_FEATURE_WP_UNPOPULATED);
                     return Ok(Userfaultfd { fd, mode, features });
                 }
                 Err(e) => {
@@ -282,8 +287,8 @@ impl Userfaultfd {
         self.mode
     }
 
-    /// The features enabled on this descriptor (as the kernel reported them;
-    /// includes `WP_UNPOPULATED`, implied by `WP_ASYNC`).
+    /// The features enabled on this descriptor: [`REQUIRED_FEATURES`] plus
+    /// `WP_UNPOPULATED`, which the kernel enables along with `WP_ASYNC`.
     pub fn features(&self) -> u64 {
         self.features
     }
@@ -445,7 +450,9 @@ fn dev_open() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `UFFDIO_API`: returns the features the kernel reports on success.
+/// `UFFDIO_API`: returns the features the kernel *offers* (not only those
+/// enabled). A failed handshake leaves the descriptor unusable (measured:
+/// a second UFFDIO_API answers EINVAL), hence a fresh fd for probing.
 fn handshake(fd: &OwnedFd, features: u64) -> io::Result<u64> {
     let mut api = abi::UffdioApi {
         api: abi::UFFD_API,
