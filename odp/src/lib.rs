@@ -13,11 +13,13 @@ mod lockdep;
 pub mod mm;
 mod monitor;
 pub mod notifier;
+pub mod pinned;
 mod sync;
 pub mod sys;
 pub mod umem;
 
 pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
+pub use pinned::{Memory, Pinned};
 pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};
 
 #[cfg(all(test, loom))]

@@ -8,5 +8,6 @@
 
 pub mod event;
 pub mod mincore;
+pub mod mlock;
 pub mod populate;
 pub mod uffd;

@@ -131,7 +131,7 @@ impl Counters {
     }
 }
 
-/// `[va, va+len)` inside `[start, end)`, without overflow.
-pub(crate) fn within(va: u64, len: u64, start: u64, end: u64) -> bool {
+/// Whether `[va, va+len)` lies inside `[start, end)`, computed without overflow.
+pub fn within(va: u64, len: u64, start: u64, end: u64) -> bool {
     va >= start && va.checked_add(len).is_some_and(|e| e <= end)
 }

@@ -95,8 +95,10 @@ pub struct Region {
 }
 
 impl Region {
-    /// Subscribe a page-aligned `[start, end)` (inserting a notifier needs `MmGet`).
-    pub(crate) fn new(
+    /// Subscribe a page-aligned `[start, end)` (inserting a notifier needs
+    /// `MmGet`). `on_empty` runs, under the region lock, when an invalidation
+    /// leaves no page present.
+    pub fn new(
         mm: &MmGet,
         start: u64,
         end: u64,

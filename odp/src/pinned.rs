@@ -1,0 +1,125 @@
+//! Pinned (non-ODP) regions, and [`Memory`]: what an MR's memory is, so the
+//! device has one access path for every kind and no "null umem" to mistake
+//! (kernel bug pattern 8 cannot be written).
+//!
+//! Pinned means what `ibv_reg_mr` without ON_DEMAND means: faulted in and
+//! locked at registration. In userspace the application can still `munmap`
+//! it, so accesses go through the same guarded copies and fail cleanly.
+
+use crate::guarded;
+use crate::sys::{mlock, populate};
+use crate::umem::{within, AccessError, ImplicitUmem, Umem, PAGE_SIZE};
+
+/// A registered, populated and (if the limit allows) locked range.
+pub struct Pinned {
+    addr: u64,
+    len: u64,
+    writable: bool,
+    /// Page-aligned locked span, if `mlock` succeeded.
+    locked: Option<(usize, usize)>,
+}
+
+impl Pinned {
+    /// Populate (for write if `writable`) and lock `[addr, addr+len)`.
+    /// `mlock` beyond `RLIMIT_MEMLOCK` is not an error: the pages are
+    /// populated, which is what the device needs; `is_locked` tells.
+    pub fn new(addr: u64, len: u64, writable: bool) -> Result<Pinned, AccessError> {
+        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(AccessError::OutOfBounds)?;
+        let start = addr & !(PAGE_SIZE - 1);
+        let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(AccessError::OutOfBounds)?;
+        let (s, l) = (start as usize, (end - start) as usize);
+        populate::populate(s, l, writable).map_err(|e| match e {
+            populate::PopulateError::Hole => AccessError::Unmapped,
+            populate::PopulateError::Permission => AccessError::Permission,
+            populate::PopulateError::BeyondEof => AccessError::BeyondEof,
+            populate::PopulateError::Other(e) => AccessError::Os(e),
+        })?;
+        let locked = mlock::mlock(s, l).ok().map(|_| (s, l));
+        Ok(Pinned { addr, len, writable, locked })
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.is_some()
+    }
+
+    fn check(&self, va: u64, len: u64, write: bool) -> Result<(), AccessError> {
+        if !within(va, len, self.addr, self.addr + self.len) {
+            return Err(AccessError::OutOfBounds);
+        }
+        if write && !self.writable {
+            return Err(AccessError::NotWritable);
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.check(va, data.len() as u64, true)?;
+        // SAFETY: registered application memory (checked), not Rust-owned; faults caught.
+        unsafe { guarded::copy_out(va as *mut u8, data) }.map_err(fault)
+    }
+
+    pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
+        self.check(va, out.len() as u64, false)?;
+        // SAFETY: as in `write`; `out` is a distinct Rust buffer.
+        unsafe { guarded::copy_in(out, va as *const u8) }.map_err(fault)
+    }
+
+    pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
+        self.check(va, 8, true)?;
+        // SAFETY: as in `write`.
+        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }.map_err(fault)
+    }
+
+    pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
+        self.check(va, 8, true)?;
+        // SAFETY: as in `write`.
+        unsafe { guarded::fetch_and_add(va as *mut u64, add) }.map_err(fault)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some((s, l)) = self.locked {
+            mlock::munlock(s, l);
+        }
+    }
+}
+
+fn fault(f: guarded::GuardedFault) -> AccessError {
+    match f {
+        guarded::GuardedFault::Misaligned => AccessError::Misaligned,
+        guarded::GuardedFault::Fault { addr } => AccessError::Fault { addr: addr as u64 },
+    }
+}
+
+/// The memory behind an MR: one enum, one set of access methods.
+pub enum Memory {
+    Pinned(Pinned),
+    Odp(Umem),
+    Implicit(ImplicitUmem),
+}
+
+macro_rules! each {
+    ($self:ident, $m:ident => $e:expr) => {
+        match $self {
+            Memory::Pinned($m) => $e,
+            Memory::Odp($m) => $e,
+            Memory::Implicit($m) => $e,
+        }
+    };
+}
+
+impl Memory {
+    pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
+        each!(self, m => m.write(va, data))
+    }
+    pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
+        each!(self, m => m.read(va, out))
+    }
+    pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
+        each!(self, m => m.compare_and_swap(va, expect, new))
+    }
+    pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
+        each!(self, m => m.fetch_and_add(va, add))
+    }
+}
