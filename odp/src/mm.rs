@@ -185,6 +185,14 @@ impl Mm {
         self.notifiers.invalidate(InvalidateRange { start, end, event, blockable })
     }
 
+    /// Wait until every event the monitor has read is applied. `munmap`
+    /// returns once its event is *read*; the invalidation completes under the
+    /// barrier right after, before any device access can start again — so
+    /// accesses never see stale state, but a reader of counters might.
+    pub fn sync_invalidations(&self) {
+        drop(self.barrier_shared());
+    }
+
     /// Shared side of the invalidation barrier (held by every device access).
     pub(crate) fn barrier_shared(&self) -> RwLockReadGuard<'_, ()> {
         sync::read(&self.barrier)

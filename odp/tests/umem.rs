@@ -1,0 +1,279 @@
+//! ODP umems against real memory and the real userfaultfd monitor.
+
+mod common;
+use common::*;
+use odp::umem::{CounterSnapshot, CHILD_SIZE};
+use odp::{Access, AccessError, Advice, ImplicitUmem, InvalidationSource, Mm, MmConfig, Mode, Umem};
+
+fn mm() -> odp::MmGet {
+    let mm = Mm::new(MmConfig::default());
+    assert!(matches!(mm.source(), InvalidationSource::Userfaultfd(_)), "this machine has userfaultfd: {}", mm.source());
+    mm
+}
+
+#[test]
+fn registration_faults_nothing_and_first_access_faults_only_what_it_touches() {
+    let mm = mm();
+    let m = map_anon(64 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    assert_eq!(u.counters(), CounterSnapshot::default());
+    assert_eq!(u.region().mapped_pages(), 0);
+    u.write(m.addr + 5 * PAGE as u64 + 10, &[7u8; 2 * PAGE]).unwrap();
+    let c = u.counters();
+    assert_eq!(c.page_faults, 1);
+    assert_eq!(c.pages_faulted, 3, "unaligned 2-page write spans 3 pages");
+    assert_eq!(m.byte(5 * PAGE + 10), 7);
+    assert_eq!(m.byte(7 * PAGE + 9), 7);
+    assert_eq!(m.byte(7 * PAGE + 10), 0);
+    // Same pages again: no new fault.
+    u.write(m.addr + 5 * PAGE as u64, &[1u8; 8]).unwrap();
+    assert_eq!(u.counters().page_faults, 1);
+    let mut back = [0u8; 16];
+    u.read(m.addr + 5 * PAGE as u64, &mut back).unwrap();
+    assert_eq!(&back[..8], &[1u8; 8]);
+    assert_eq!(&back[8..10], &[0u8; 2]);
+    assert_eq!(&back[10..], &[7u8; 6]);
+}
+
+#[test]
+fn read_only_present_page_is_faulted_again_for_write() {
+    let mm = mm();
+    let m = map_anon(4 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    let mut b = [0u8; 8];
+    u.read(m.addr, &mut b).unwrap();
+    assert_eq!(u.counters().page_faults, 1);
+    u.write(m.addr, &[9u8; 8]).unwrap();
+    assert_eq!(u.counters().page_faults, 2, "present but not writable must fault for write");
+    assert_eq!(m.byte(0), 9);
+}
+
+#[test]
+fn access_errors_for_holes_protections_and_bounds() {
+    let mm = mm();
+    let m = map_anon(8 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    m.protect(0, PAGE, libc::PROT_READ);
+    m.protect(PAGE, PAGE, libc::PROT_NONE);
+    munmap(m.addr + 2 * PAGE as u64, PAGE);
+    assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Permission));
+    let mut b = [0u8; 1];
+    assert_eq!(u.read(m.addr, &mut b), Ok(()), "reading PROT_READ memory works");
+    assert_eq!(u.read(m.addr + PAGE as u64, &mut b), Err(AccessError::Permission));
+    assert_eq!(u.write(m.addr + 2 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+    assert_eq!(u.write(m.addr + 3 * PAGE as u64, &[1]), Ok(()));
+    assert_eq!(u.write(m.addr + 8 * PAGE as u64, &[1]), Err(AccessError::OutOfBounds));
+    assert_eq!(u.write(m.addr - 1, &[1]), Err(AccessError::OutOfBounds));
+    let ro = Umem::new(&mm, m.addr + 4 * PAGE as u64, PAGE as u64, false).unwrap();
+    assert_eq!(ro.write(m.addr + 4 * PAGE as u64, &[1]), Err(AccessError::NotWritable));
+}
+
+#[test]
+fn munmap_invalidates_and_later_access_is_an_error_not_a_crash() {
+    let mm = mm();
+    let m = map_anon(16 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &vec![3u8; 16 * PAGE]).unwrap();
+    assert_eq!(u.region().mapped_pages(), 16);
+    munmap(m.addr + 4 * PAGE as u64, 4 * PAGE);
+    // munmap returned: the monitor has read the event; wait for it to apply.
+    mm.sync_invalidations();
+    let c = u.counters();
+    assert!(c.invalidations >= 1);
+    assert_eq!(c.pages_invalidated, 4);
+    assert_eq!(u.region().mapped_pages(), 12);
+    assert_eq!(u.write(m.addr + 5 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+    assert_eq!(u.write(m.addr + 9 * PAGE as u64, &[1]), Ok(()));
+    assert!(mm.stats().unmap_events.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn coverage_follows_the_memory_after_munmap_and_mmap_fixed() {
+    let mm = mm();
+    let m = map_anon(8 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[1u8; 8 * PAGE]).unwrap();
+    // Replace two pages with a new mapping: UNMAP event, pages invalidated.
+    m.remap_fixed(2 * PAGE, 2 * PAGE);
+    mm.sync_invalidations();
+    assert_eq!(u.region().mapped_pages(), 6);
+    assert_eq!(m.byte(2 * PAGE), 0, "new mapping is fresh");
+    // ODP follows the VA: the device writes into the new mapping...
+    u.write(m.addr + 2 * PAGE as u64, &[5u8; 4]).unwrap();
+    assert_eq!(m.byte(2 * PAGE), 5);
+    // ...and the new mapping is covered: unmapping it invalidates again.
+    let before = u.counters().pages_invalidated;
+    munmap(m.addr + 2 * PAGE as u64, PAGE);
+    mm.sync_invalidations();
+    assert_eq!(u.counters().pages_invalidated, before + 1, "the re-covered page was invalidated");
+    // Into a hole, later: not covered at first, covered by the next fault.
+    map_fixed(m.addr + 2 * PAGE as u64, PAGE);
+    u.write(m.addr + 2 * PAGE as u64, &[6u8; 4]).unwrap();
+    let before = u.counters().pages_invalidated;
+    m.dontneed(2 * PAGE, PAGE);
+    mm.sync_invalidations();
+    assert_eq!(u.counters().pages_invalidated, before + 1);
+}
+
+#[test]
+fn dontneed_and_mremap_invalidate() {
+    let mm = mm();
+    let m = map_anon(8 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[4u8; 8 * PAGE]).unwrap();
+    m.dontneed(0, 2 * PAGE);
+    mm.sync_invalidations();
+    assert_eq!(u.region().mapped_pages(), 6);
+    let mut b = [9u8; 4];
+    u.read(m.addr, &mut b).unwrap();
+    assert_eq!(b, [0; 4], "discarded anonymous memory reads back as zero");
+    // Move the last two pages elsewhere.
+    let dst = map_anon(2 * PAGE);
+    // SAFETY: moves pages this test owns onto another mapping it owns.
+    let p = unsafe {
+        libc::mremap((m.addr as usize + 6 * PAGE) as *mut libc::c_void, 2 * PAGE, 2 * PAGE, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, dst.addr as *mut libc::c_void)
+    };
+    assert_eq!(p as u64, dst.addr);
+    mm.sync_invalidations();
+    // 8 written, 2 discarded, 1 re-read, 2 moved away.
+    assert_eq!(u.region().mapped_pages(), 5, "moved pages invalidated");
+    assert!(mm.stats().remap_events.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(u.write(m.addr + 6 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+}
+
+#[test]
+fn mprotect_after_fault_gives_an_error_and_the_page_is_re_checked() {
+    let mm = mm();
+    let m = map_anon(2 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[1u8; 16]).unwrap();
+    m.protect(0, PAGE, libc::PROT_READ); // sends no event: pages still "present"
+    let e = u.write(m.addr, &[2u8; 16]).unwrap_err();
+    assert_eq!(e, AccessError::Fault { addr: m.addr }, "guarded copy caught the write");
+    assert_eq!(m.byte(0), 1, "nothing written");
+    assert_eq!(u.write(m.addr, &[2u8; 16]), Err(AccessError::Permission), "the next access re-faults and learns");
+}
+
+#[test]
+fn atomics_are_exact_and_checked() {
+    let mm = mm();
+    let m = map_anon(PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    assert_eq!(u.fetch_and_add(m.addr + 8, 5), Ok(0));
+    assert_eq!(u.fetch_and_add(m.addr + 8, 5), Ok(5));
+    assert_eq!(u.compare_and_swap(m.addr + 8, 10, 99), Ok(10));
+    assert_eq!(u.compare_and_swap(m.addr + 8, 10, 7), Ok(99));
+    assert_eq!(u.fetch_and_add(m.addr + 9, 1), Err(AccessError::Misaligned));
+    assert_eq!(u.fetch_and_add(m.addr + PAGE as u64 - 4, 1), Err(AccessError::OutOfBounds));
+}
+
+#[test]
+fn snapshot_maps_only_resident_pages() {
+    let mm = mm();
+    let m = map_anon(4 * PAGE);
+    m.set_byte(0, 1); // page 0 resident, the rest never touched
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    assert!(u.map(m.addr, 8, Access::Read, Mode::Snapshot).is_ok());
+    assert_eq!(u.map(m.addr + PAGE as u64, 8, Access::Read, Mode::Snapshot).err(), Some(AccessError::NotPresent));
+    assert_eq!(u.region().mapped_pages(), 1);
+}
+
+#[test]
+fn prefetch_advices_sync_and_best_effort() {
+    let mm = mm();
+    let m = map_anon(32 * PAGE);
+    m.set_byte(20 * PAGE, 1);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.prefetch(m.addr, 4 * PAGE as u64, Advice::Prefetch, true).unwrap();
+    assert_eq!(u.region().mapped_pages(), 4);
+    u.prefetch(m.addr + 4 * PAGE as u64, 4 * PAGE as u64, Advice::PrefetchWrite, true).unwrap();
+    assert_eq!(u.region().mapped_pages(), 8);
+    let faults = u.counters().page_faults;
+    u.write(m.addr + 4 * PAGE as u64, &[1; PAGE * 4]).unwrap();
+    assert_eq!(u.counters().page_faults, faults, "prefetched for write: no fault on the write");
+    u.prefetch(m.addr + 16 * PAGE as u64, 8 * PAGE as u64, Advice::PrefetchNoFault, true).unwrap();
+    assert_eq!(u.region().mapped_pages(), 9, "no-fault prefetch maps only the one resident page");
+    // Best effort: happens later, on the worker.
+    u.prefetch(m.addr + 28 * PAGE as u64, 4 * PAGE as u64, Advice::Prefetch, false).unwrap();
+    let t = std::time::Instant::now();
+    while u.region().mapped_pages() < 13 && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(u.region().mapped_pages(), 13);
+    assert_eq!(u.counters().prefetches, 4);
+    let ro = Umem::new(&mm, m.addr, PAGE as u64, false).unwrap();
+    assert_eq!(ro.prefetch(m.addr, 8, Advice::PrefetchWrite, true), Err(AccessError::NotWritable));
+    assert_eq!(u.prefetch(m.addr, u64::MAX, Advice::Prefetch, true), Err(AccessError::OutOfBounds));
+}
+
+#[test]
+fn implicit_children_appear_on_fault_and_go_when_emptied() {
+    let mm = mm();
+    let u = ImplicitUmem::new(&mm, true);
+    let len = 4 * CHILD_SIZE as usize;
+    let m = map_anon(len + 2 * CHILD_SIZE as usize);
+    let base = (m.addr + CHILD_SIZE - 1) & !(CHILD_SIZE - 1); // child-aligned
+    assert_eq!(u.children(), 0);
+    // One write spanning three children.
+    let data = vec![0xabu8; 2 * CHILD_SIZE as usize + 100];
+    u.write(base + CHILD_SIZE - 50, &data).unwrap();
+    assert_eq!(u.children(), 4, "children 0..=3 of the aligned base");
+    let mut back = vec![0u8; data.len()];
+    u.read(base + CHILD_SIZE - 50, &mut back).unwrap();
+    assert_eq!(back, data);
+    // Unmap the middle child entirely: it empties and is reaped.
+    munmap(base + CHILD_SIZE, CHILD_SIZE as usize);
+    mm.sync_invalidations();
+    u.reap();
+    assert_eq!(u.children(), 3);
+    assert_eq!(u.write(base + CHILD_SIZE, &[1]), Err(AccessError::Unmapped));
+    assert!(u.footprint() < 4096, "per-page state of three 2 MiB children is tiny: {}", u.footprint());
+}
+
+#[test]
+fn implicit_racing_creators_settle_on_one_child() {
+    let mm = mm();
+    let u = std::sync::Arc::new(ImplicitUmem::new(&mm, true));
+    let m = std::sync::Arc::new(map_anon(2 * CHILD_SIZE as usize));
+    let base = (m.addr + CHILD_SIZE - 1) & !(CHILD_SIZE - 1);
+    let threads: Vec<_> = (0..4u64)
+        .map(|i| {
+            let u = u.clone();
+            let _m = m.clone();
+            std::thread::spawn(move || u.write(base + i * 64, &[i as u8; 8]).unwrap())
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(u.children(), 1);
+    assert_eq!(m.byte((base - m.addr) as usize + 3 * 64), 3);
+}
+
+#[test]
+fn fallback_mode_still_works_and_says_so() {
+    let mm = Mm::new(MmConfig { userfaultfd: false });
+    assert!(matches!(mm.source(), InvalidationSource::Fallback(_)));
+    assert!(mm.source().to_string().contains("fallback"));
+    let m = map_anon(4 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[1u8; 100]).unwrap();
+    munmap(m.addr, PAGE); // no event: pages stay "present"...
+    let e = u.write(m.addr, &[1u8; 100]).unwrap_err();
+    assert_eq!(e, AccessError::Fault { addr: m.addr }, "...but the guarded copy still refuses, no crash");
+    assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Unmapped));
+}
+
+#[test]
+fn release_invalidates_everything_and_faults_fail_afterwards() {
+    let mm = mm();
+    let grab = mm.grab();
+    let m = map_anon(4 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[1u8; 4 * PAGE]).unwrap();
+    drop(mm); // the last MmGet
+    assert!(grab.is_released());
+    assert!(grab.get().is_none(), "get_not_zero fails after release");
+    assert_eq!(u.region().mapped_pages(), 0);
+    assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Gone));
+    // The descriptor is closed: munmap of formerly covered memory does not hang.
+    within_secs(10, "munmap after release", move || drop(m));
+}
