@@ -569,7 +569,7 @@ fn throughput_64mib() {
         t.elapsed().as_nanos() as f64 / small_n as f64
     };
     println!("64 MiB copy_out: {guarded:.2} GB/s; ptr::copy_nonoverlapping: {plain:.2} GB/s");
-    for n in [8, 32, 63, 64, 256, 4096] {
+    for n in [8, 16, 31, 32, 48, 63, 64, 256, 4096] {
         println!("copy_out {n} B: {:.1} ns", small(n));
     }
 }

@@ -16,7 +16,7 @@
 //!   to the disposition it replaced (std's stack-overflow detector, another
 //!   handler, or the default, which still kills the process).
 //!
-//! Copies use `rep movsb` (fast with ERMS/FSRM), a qword loop below 64 bytes;
+//! Copies use `rep movsb` (fast with ERMS/FSRM), a qword loop below 16 bytes;
 //! on a fault either one resumes byte by byte from where it stopped, so the
 //! reported address is the first byte that could not be accessed.
 //!
