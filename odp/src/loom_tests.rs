@@ -138,11 +138,11 @@ impl Space for ModelSpace {
     fn barrier(&self) -> RwLockReadGuard<'_, ()> {
         sync::read(&self.barrier)
     }
-    fn fault(&self, _: &(), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
+    fn fault(&self, _: &(), _: (u64, u64), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
         self.seen.store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())
     }
-    fn snapshot(&self, _: &(), _: u64, _: u64, _: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    fn snapshot(&self, _: &(), _: (u64, u64), _: u64, _: u64, _: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
         unreachable!()
     }
 }

@@ -203,9 +203,14 @@ impl Mm {
         sync::write(&self.barrier)
     }
 
-    /// Make the monitor cover `[start, end)`: register it with the userfaultfd
-    /// (idempotent). Must run after `read_begin` and before populating, so an
-    /// unmap after this point is seen and forces a retry.
+    /// Make the monitor cover the mapped parts of `[start, end)`: register
+    /// them with the userfaultfd (idempotent; holes are skipped). Must run
+    /// after `read_begin` and before populating, so an unmap after this point
+    /// is seen and forces a retry.
+    ///
+    /// Registration sets a flag on the application's mappings (VMAs); callers
+    /// pass whole regions so a buffer is not split into many mappings (an
+    /// application `mremap` cannot move a range spanning several).
     pub(crate) fn cover(&self, _mm: &MmGet, start: u64, end: u64) -> Coverage {
         let guard = sync::read(&self.uffd);
         let Some(fd) = guard.as_ref() else {

@@ -2,7 +2,7 @@
 
 use super::region::{Region, Space};
 use super::{within, Access, AccessError, Advice, CounterSnapshot, Counters, Mode, UmemGuard, PAGE_SIZE};
-use crate::mm::{Coverage, MmGet, MmGrab};
+use crate::mm::{MmGet, MmGrab};
 use crate::sync::{Arc, Ordering, RwLockReadGuard};
 use crate::sys::{mincore, populate};
 
@@ -135,10 +135,10 @@ impl Space for MmGrab {
         self.barrier_shared()
     }
 
-    fn fault(&self, mm: &MmGet, start: u64, end: u64, write: bool) -> Result<(), AccessError> {
-        if self.cover(mm, start, end) == Coverage::Hole {
-            return Err(AccessError::Unmapped);
-        }
+    fn fault(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, write: bool) -> Result<(), AccessError> {
+        // A hole elsewhere in the span is fine (its mapped parts get covered);
+        // populate below reports a hole where the access needs memory.
+        self.cover(mm, span.0, span.1);
         populate::populate(start as usize, (end - start) as usize, write).map_err(|e| match e {
             populate::PopulateError::Hole => AccessError::Unmapped,
             populate::PopulateError::Permission => AccessError::Permission,
@@ -147,10 +147,8 @@ impl Space for MmGrab {
         })
     }
 
-    fn snapshot(&self, mm: &MmGet, start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
-        if self.cover(mm, start, end) == Coverage::Hole {
-            return Err(AccessError::Unmapped);
-        }
+    fn snapshot(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+        self.cover(mm, span.0, span.1);
         mincore::for_each_resident(start as usize, (end - start) as usize, |p| resident(start + p as u64 * PAGE_SIZE))
             .map_err(|e| if e == libc::ENOMEM { AccessError::Unmapped } else { AccessError::Os(e) })
     }

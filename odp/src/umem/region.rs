@@ -32,11 +32,12 @@ pub trait Space {
     fn get(&self) -> Option<Self::Usable>;
     /// Shared side of the invalidation barrier, held for the guard's life.
     fn barrier(&self) -> RwLockReadGuard<'_, ()>;
-    /// Make `[start, end)` (page-aligned) covered by the invalidation source,
-    /// then fault it in for read or write.
-    fn fault(&self, mm: &Self::Usable, start: u64, end: u64, write: bool) -> Result<(), AccessError>;
-    /// Cover `[start, end)`, then report the pages the CPU has resident.
-    fn snapshot(&self, mm: &Self::Usable, start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError>;
+    /// Make the region `span` covered by the invalidation source (all of it,
+    /// so coverage does not split the application's mappings page by page),
+    /// then fault `[start, end)` (page-aligned, inside `span`) in for read or write.
+    fn fault(&self, mm: &Self::Usable, span: (u64, u64), start: u64, end: u64, write: bool) -> Result<(), AccessError>;
+    /// Cover `span`, then report the pages of `[start, end)` the CPU has resident.
+    fn snapshot(&self, mm: &Self::Usable, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError>;
 }
 
 /// How many commit attempts an invalidation may spoil before giving up.
@@ -166,8 +167,8 @@ impl Region {
             let (ms, me) = (core.start + mfirst as u64 * PAGE_SIZE, core.start + (mfirst + mn) as u64 * PAGE_SIZE);
             let mut resident: Vec<usize> = Vec::new();
             let r = match mode {
-                Mode::Fault => space.fault(&mm, ms, me, write),
-                Mode::Snapshot => space.snapshot(&mm, ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
+                Mode::Fault => space.fault(&mm, (core.start, core.end), ms, me, write),
+                Mode::Snapshot => space.snapshot(&mm, (core.start, core.end), ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
             };
             // Bug pattern 3: never let the last MmGet go while holding the lock.
             drop(mm);

@@ -12,11 +12,37 @@ pub struct Mapping {
     pub len: usize,
 }
 
+/// Test mappings live far below everything else (16 TiB up, 1 GiB apart).
+/// The kernel places new mappings top-down, so it never reuses a hole a test
+/// punches down here — otherwise another thread's stack could land in the
+/// hole, be clobbered by `MAP_FIXED`, or receive an ODP write (ODP follows
+/// the virtual address).
+const LOW_BASE: u64 = 0x1000_0000_0000;
+const STRIDE: u64 = 1 << 30;
+
 pub fn map_anon(len: usize) -> Mapping {
-    // SAFETY: a fresh anonymous mapping chosen by the kernel aliases nothing.
-    let p = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
-    assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-    Mapping { addr: p as u64, len }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    assert!(len as u64 <= STRIDE);
+    loop {
+        let want = LOW_BASE + NEXT.fetch_add(1, Ordering::Relaxed) * STRIDE;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the
+        // new one aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                want as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            return Mapping { addr: p as u64, len };
+        }
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST), "mmap");
+    }
 }
 
 impl Mapping {
