@@ -10,6 +10,19 @@
 //!   [`MmGrab::get`] fails once the last `MmGet` is gone: "if a range is valid,
 //!   the mm is valid".
 //!
+//! ```
+//! # let m = vec![0u8; 8192];
+//! let mm = odp::Mm::new(odp::MmConfig::default());
+//! let umem = odp::Umem::new(&mm, m.as_ptr() as u64, 8192, true); // MmGet: fine
+//! # drop(umem);
+//! ```
+//! ```compile_fail
+//! # let m = vec![0u8; 8192];
+//! let mm = odp::Mm::new(odp::MmConfig::default());
+//! let grab = mm.grab();
+//! let umem = odp::Umem::new(&grab, m.as_ptr() as u64, 8192, true); // MmGrab: no
+//! ```
+//!
 //! When the last `MmGet` drops, [`Mm`] is released: every interval is
 //! invalidated with `Event::Release`, the monitor stops and the userfaultfd is
 //! closed (which also frees any thread blocked in `munmap` on it). If that

@@ -354,7 +354,7 @@ impl Notifiers {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn contains(&self, iv: &Interval) -> bool {
         sync::lock(&self.locked).tree.contains(iv)
     }
