@@ -112,12 +112,19 @@ fn notifier(c: &mut Criterion) {
         });
     }
 
-    for &count in &[1usize, 1000, 100_000] {
+    // One page each, one page apart: interval i is [base + 2i pages, +1 page).
+    let base = 1u64 << 32;
+    let page_of = |i: usize| base + 2 * i as u64 * PAGE;
+    let one_page = |start: u64| InvalidateRange { start, end: start + PAGE, event: Event::Explicit, blockable: true };
+    let populated = |count: usize| {
         let n = Arc::new(Notifiers::new());
         let s = sub();
-        let base = 1u64 << 32;
-        // One page each, one page apart: interval i is [base + 2i pages, +1 page).
-        let ivs: Vec<_> = (0..count).map(|i| n.insert(base + 2 * i as u64 * PAGE, PAGE, s.clone()).unwrap()).collect();
+        let ivs: Vec<_> = (0..count).map(|i| n.insert(page_of(i), PAGE, s.clone()).unwrap()).collect();
+        (n, ivs)
+    };
+
+    for &count in &[1usize, 1000, 100_000] {
+        let (n, ivs) = populated(count);
         // Hit a different interval each time (a fixed stride through the
         // tree), so the timing is not one hot path down to one leaf.
         let stride = (count / 7).max(1) | 1;
@@ -125,9 +132,22 @@ fn notifier(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("invalidate_one_page", count), &count, |b, &count| {
             b.iter(|| {
                 k = (k + stride) % count;
-                let start = base + 2 * k as u64 * PAGE;
-                n.invalidate(InvalidateRange { start, end: start + PAGE, event: Event::Explicit, blockable: true }).unwrap();
+                n.invalidate(one_page(page_of(k))).unwrap();
             })
+        });
+        drop(ivs);
+    }
+
+    // Diagnostic for the one above: the same invalidation aimed at the lowest
+    // and at the highest interval. An O(log n) lookup costs the same for both;
+    // a lookup that visits every interval starting below the query's end does
+    // not.
+    {
+        const COUNT: usize = 100_000;
+        let (n, ivs) = populated(COUNT);
+        g.bench_function(BenchmarkId::new("invalidate_lowest_page", COUNT), |b| b.iter(|| n.invalidate(one_page(page_of(0))).unwrap()));
+        g.bench_function(BenchmarkId::new("invalidate_highest_page", COUNT), |b| {
+            b.iter(|| n.invalidate(one_page(page_of(COUNT - 1))).unwrap())
         });
         drop(ivs);
     }
