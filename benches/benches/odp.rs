@@ -145,6 +145,8 @@ fn notifier(c: &mut Criterion) {
     {
         const COUNT: usize = 100_000;
         let (n, ivs) = populated(COUNT);
+        // The highest one takes ~0.5 ms: fewer samples keep it within 2 s.
+        g.sample_size(50);
         g.bench_function(BenchmarkId::new("invalidate_lowest_page", COUNT), |b| b.iter(|| n.invalidate(one_page(page_of(0))).unwrap()));
         g.bench_function(BenchmarkId::new("invalidate_highest_page", COUNT), |b| {
             b.iter(|| n.invalidate(one_page(page_of(COUNT - 1))).unwrap())
