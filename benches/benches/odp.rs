@@ -222,7 +222,8 @@ fn register(c: &mut Criterion) {
     });
 
     let mut reported = false;
-    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    // ~0.6 s a registration: the minimum of 10 flat samples, one iteration each.
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.bench_function("pinned", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
