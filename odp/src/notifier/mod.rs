@@ -159,6 +159,9 @@ struct Locked {
     deferred: Vec<Deferred>,
     /// Set once by `release`; later inserts fail.
     released: bool,
+    /// Threads asleep on `wq`: `notify_all` is a system call even with no
+    /// sleeper, and invalidations are frequent while sleepers are rare.
+    waiters: usize,
 }
 
 /// The per-address-space notifier state (`mmu_notifier_subscriptions`).
@@ -181,7 +184,7 @@ impl Notifiers {
     pub fn new() -> Self {
         Notifiers {
             seq: AtomicU64::new(2),
-            locked: Mutex::new(Locked { tree: Tree::default(), active: 0, deferred: Vec::new(), released: false }),
+            locked: Mutex::new(Locked { tree: Tree::default(), active: 0, deferred: Vec::new(), released: false, waiters: 0 }),
             wq: Condvar::new(),
         }
     }
@@ -252,9 +255,11 @@ impl Notifiers {
         lockdep::assert_may_wait_for_invalidation("read_begin");
         let mut l = sync::lock(&self.locked);
         let s = iv.seq.load(Ordering::Acquire);
+        l.waiters += 1;
         while self.seq.load(Ordering::Acquire) == s {
             l = sync::wait(&self.wq, l);
         }
+        l.waiters -= 1;
         s
     }
 
@@ -319,8 +324,11 @@ impl Notifiers {
                 }
             }
         }
+        let wake = l.waiters > 0;
         drop(l);
-        self.wq.notify_all();
+        if wake {
+            self.wq.notify_all();
+        }
     }
 
     /// Address-space teardown (`mn_itree_release`): invalidate everything,
@@ -345,9 +353,11 @@ impl Notifiers {
             // In the tree and maybe being called right now: have inv_end take it
             // out, and wait for that.
             l.deferred.push(Deferred::Remove(iv.clone()));
+            l.waiters += 1;
             while self.seq.load(Ordering::Acquire) == seq {
                 l = sync::wait(&self.wq, l);
             }
+            l.waiters -= 1;
         } else {
             let was_there = l.tree.remove(iv);
             debug_assert!(was_there, "removing an interval that is not in the tree");
