@@ -28,12 +28,7 @@ impl Pinned {
         let start = addr & !(PAGE_SIZE - 1);
         let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(AccessError::OutOfBounds)?;
         let (s, l) = (start as usize, (end - start) as usize);
-        populate::populate(s, l, writable).map_err(|e| match e {
-            populate::PopulateError::Hole => AccessError::Unmapped,
-            populate::PopulateError::Permission => AccessError::Permission,
-            populate::PopulateError::BeyondEof => AccessError::BeyondEof,
-            populate::PopulateError::Other(e) => AccessError::Os(e),
-        })?;
+        populate::populate(s, l, writable)?;
         let locked = mlock::mlock(s, l).ok().map(|_| (s, l));
         Ok(Pinned { addr, len, writable, locked })
     }
@@ -55,25 +50,25 @@ impl Pinned {
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
         self.check(va, data.len() as u64, true)?;
         // SAFETY: registered application memory (checked), not Rust-owned; faults caught.
-        unsafe { guarded::copy_out(va as *mut u8, data) }.map_err(fault)
+        unsafe { guarded::copy_out(va as *mut u8, data) }.map_err(AccessError::from)
     }
 
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         self.check(va, out.len() as u64, false)?;
         // SAFETY: as in `write`; `out` is a distinct Rust buffer.
-        unsafe { guarded::copy_in(out, va as *const u8) }.map_err(fault)
+        unsafe { guarded::copy_in(out, va as *const u8) }.map_err(AccessError::from)
     }
 
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
         self.check(va, 8, true)?;
         // SAFETY: as in `write`.
-        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }.map_err(fault)
+        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }.map_err(AccessError::from)
     }
 
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
         self.check(va, 8, true)?;
         // SAFETY: as in `write`.
-        unsafe { guarded::fetch_and_add(va as *mut u64, add) }.map_err(fault)
+        unsafe { guarded::fetch_and_add(va as *mut u64, add) }.map_err(AccessError::from)
     }
 }
 
@@ -82,13 +77,6 @@ impl Drop for Pinned {
         if let Some((s, l)) = self.locked {
             mlock::munlock(s, l);
         }
-    }
-}
-
-fn fault(f: guarded::GuardedFault) -> AccessError {
-    match f {
-        guarded::GuardedFault::Misaligned => AccessError::Misaligned,
-        guarded::GuardedFault::Fault { addr } => AccessError::Fault { addr: addr as u64 },
     }
 }
 

@@ -139,12 +139,7 @@ impl Space for MmGrab {
         // A hole elsewhere in the span is fine (its mapped parts get covered);
         // populate below reports a hole where the access needs memory.
         self.cover(mm, span.0, span.1);
-        populate::populate(start as usize, (end - start) as usize, write).map_err(|e| match e {
-            populate::PopulateError::Hole => AccessError::Unmapped,
-            populate::PopulateError::Permission => AccessError::Permission,
-            populate::PopulateError::BeyondEof => AccessError::BeyondEof,
-            populate::PopulateError::Other(errno) => AccessError::Os(errno),
-        })
+        Ok(populate::populate(start as usize, (end - start) as usize, write)?)
     }
 
     fn snapshot(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError> {

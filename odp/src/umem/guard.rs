@@ -50,17 +50,14 @@ impl<'a> UmemGuard<'a> {
     /// (unmapped, or re-protected — `mprotect` sends no event). Forget it, so
     /// the next access faults again and gets the real answer.
     fn faulted(&mut self, f: GuardedFault) -> AccessError {
-        match f {
-            GuardedFault::Misaligned => AccessError::Misaligned,
-            GuardedFault::Fault { addr } => {
-                let addr = addr as u64;
-                if addr >= self.core.start && addr < self.core.end {
-                    let p = ((addr - self.core.start) / PAGE_SIZE) as usize;
-                    self.pages.clear(p, 1);
-                }
-                AccessError::Fault { addr }
+        if let GuardedFault::Fault { addr } = f {
+            let addr = addr as u64;
+            if addr >= self.core.start && addr < self.core.end {
+                let p = ((addr - self.core.start) / PAGE_SIZE) as usize;
+                self.pages.clear(p, 1);
             }
         }
+        AccessError::from(f)
     }
 
     /// Copy `data` to application address `va`.

@@ -96,6 +96,27 @@ impl std::fmt::Display for AccessError {
 
 impl std::error::Error for AccessError {}
 
+impl From<crate::sys::populate::PopulateError> for AccessError {
+    fn from(e: crate::sys::populate::PopulateError) -> Self {
+        use crate::sys::populate::PopulateError as P;
+        match e {
+            P::Hole => AccessError::Unmapped,
+            P::Permission => AccessError::Permission,
+            P::BeyondEof => AccessError::BeyondEof,
+            P::Other(errno) => AccessError::Os(errno),
+        }
+    }
+}
+
+impl From<crate::guarded::GuardedFault> for AccessError {
+    fn from(f: crate::guarded::GuardedFault) -> Self {
+        match f {
+            crate::guarded::GuardedFault::Misaligned => AccessError::Misaligned,
+            crate::guarded::GuardedFault::Fault { addr } => AccessError::Fault { addr: addr as u64 },
+        }
+    }
+}
+
 /// Per-umem counters (the figures `rdma stat show mr` gives for mlx5 ODP MRs).
 #[derive(Debug, Default)]
 pub struct Counters {
