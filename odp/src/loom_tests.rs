@@ -151,7 +151,7 @@ impl Space for ModelSpace {
 fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation() {
     loom::model(|| {
         let mm = Mm::new(MmConfig { userfaultfd: false });
-        let region = Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None).unwrap();
+        let region = Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None, true).unwrap();
         let space = Arc::new(ModelSpace { barrier: RwLock::new(()), gen: AtomicU64::new(0), seen: AtomicU64::new(0) });
         let done = Arc::new(AtomicU64::new(0));
         let app = {

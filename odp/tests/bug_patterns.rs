@@ -46,7 +46,7 @@ impl Space for Inject<'_> {
 }
 
 fn region(mm: &MmGet, m: &Mapping) -> Region {
-    Region::new(mm, m.addr, m.addr + m.len as u64, Arc::new(Counters::default()), None).unwrap()
+    Region::new(mm, m.addr, m.addr + m.len as u64, Arc::new(Counters::default()), None, true).unwrap()
 }
 
 /// Shared by patterns 1 and 9: a complete invalidation between fault and commit.

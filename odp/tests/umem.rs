@@ -231,6 +231,38 @@ fn implicit_children_appear_on_fault_and_go_when_emptied() {
 }
 
 #[test]
+fn implicit_failed_accesses_leave_no_children_behind() {
+    let mm = mm();
+    let u = ImplicitUmem::new(&mm, true);
+    // Made-up addresses (a peer's choice): unmapped, each in another child.
+    for i in 0..100u64 {
+        let va = 0x3000_0000_0000 + i * CHILD_SIZE * 7;
+        assert_eq!(u.write(va, &[1; 8]), Err(AccessError::Unmapped));
+    }
+    u.reap();
+    assert_eq!(u.children(), 0, "empty children from failed accesses are reaped");
+}
+
+#[test]
+fn implicit_covers_only_what_it_faults() {
+    // A neighbour in the same 2 MiB chunk that the device never touches must
+    // not be registered: its munmap must not involve the monitor.
+    let mm = mm();
+    let u = ImplicitUmem::new(&mm, true);
+    let m = map_anon(2 * CHILD_SIZE as usize);
+    let base = (m.addr + CHILD_SIZE - 1) & !(CHILD_SIZE - 1);
+    u.write(base, &[1; 8]).unwrap();
+    let events = || mm.stats().unmap_events.load(std::sync::atomic::Ordering::Relaxed);
+    let before = events();
+    munmap(base + 64 * PAGE as u64, PAGE); // same child, never touched by the device
+    mm.sync_invalidations();
+    assert_eq!(events(), before, "untouched memory is not covered");
+    munmap(base, PAGE);
+    mm.sync_invalidations();
+    assert_eq!(events(), before + 1, "touched memory is");
+}
+
+#[test]
 fn implicit_racing_creators_settle_on_one_child() {
     let mm = mm();
     let u = std::sync::Arc::new(ImplicitUmem::new(&mm, true));

@@ -28,7 +28,7 @@ impl Umem {
         let start = addr & !(PAGE_SIZE - 1);
         let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(AccessError::OutOfBounds)?;
         let counters = Arc::new(Counters::default());
-        let region = Region::new(mm, start, end, counters.clone(), None)?;
+        let region = Region::new(mm, start, end, counters.clone(), None, true)?;
         Ok(Umem(Arc::new(Shared { mm: mm.grab(), addr, len, writable, counters, region })))
     }
 

@@ -62,7 +62,7 @@ impl ImplicitUmem {
         let mm = self.0.mm.get().ok_or(AccessError::Gone)?;
         let reap = self.0.reap.clone();
         let on_empty: Box<dyn Fn(u64) + Send + Sync> = Box::new(move |s| sync::lock(&reap).push(s));
-        let fresh = Arc::new(Region::new(&mm, start, end, self.0.counters.clone(), Some(on_empty))?);
+        let fresh = Arc::new(Region::new(&mm, start, end, self.0.counters.clone(), Some(on_empty), false)?);
         let mut map = sync::write(&self.0.children);
         let winner = map.entry(start).or_insert_with(|| fresh.clone()).clone();
         drop(map);
@@ -70,6 +70,15 @@ impl ImplicitUmem {
         // (dropping removes its notifier, which may wait).
         drop(fresh);
         Ok(winner)
+    }
+
+    /// A failed access (e.g. to unmapped memory) may have created a child that
+    /// no invalidation will ever empty: queue it, so addresses a peer makes up
+    /// cannot grow the child map without bound.
+    fn reap_if_empty(&self, child: &Region) {
+        if child.mapped_pages() == 0 {
+            sync::lock(&self.0.reap).push(child.start());
+        }
     }
 
     /// Drop children that invalidations emptied and nobody refilled.
@@ -107,7 +116,10 @@ impl ImplicitUmem {
             let child = self.child(va)?;
             let r = match child.map(&self.0.mm, va, len, access, mode) {
                 Err(AccessError::Detached) => continue,
-                Err(e) => Err(e),
+                Err(e) => {
+                    self.reap_if_empty(&child);
+                    Err(e)
+                }
                 Ok(mut g) => f(&mut g),
             };
             return r;
@@ -159,7 +171,11 @@ impl ImplicitUmem {
                 let child = me.child(at)?;
                 match prefetch_now(&child, &me.0.mm, at, n, advice) {
                     Err(AccessError::Detached) => continue,
-                    r => return r,
+                    Err(e) => {
+                        me.reap_if_empty(&child);
+                        return Err(e);
+                    }
+                    Ok(()) => return Ok(()),
                 }
             })
         };

@@ -51,6 +51,11 @@ pub(crate) struct Core {
     pub(crate) counters: Arc<Counters>,
     /// Called (under the lock) when an invalidation leaves no page present.
     on_empty: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// What a fault registers with the monitor: the whole region (explicit
+    /// umems: the application's own buffer, kept in one piece) or only the
+    /// pages faulted (implicit children: a 2 MiB chunk may hold unrelated
+    /// memory — malloc's, a thread stack — whose unmaps must not wait on us).
+    cover_whole: bool,
 }
 
 impl Core {
@@ -98,17 +103,18 @@ pub struct Region {
 impl Region {
     /// Subscribe a page-aligned `[start, end)` (inserting a notifier needs
     /// `MmGet`). `on_empty` runs, under the region lock, when an invalidation
-    /// leaves no page present.
+    /// leaves no page present. `cover_whole`: see `Core::cover_whole`.
     pub fn new(
         mm: &MmGet,
         start: u64,
         end: u64,
         counters: Arc<Counters>,
         on_empty: Option<Box<dyn Fn(u64) + Send + Sync>>,
+        cover_whole: bool,
     ) -> Result<Region, AccessError> {
         debug_assert!(start % PAGE_SIZE == 0 && end % PAGE_SIZE == 0 && start < end);
         let npages = ((end - start) / PAGE_SIZE) as usize;
-        let core = Arc::new(Core { start, end, pages: Mutex::new(Pages::new(npages)), counters, on_empty });
+        let core = Arc::new(Core { start, end, pages: Mutex::new(Pages::new(npages)), counters, on_empty, cover_whole });
         let notifier = mm.notifiers().insert(start, end - start, core.clone()).map_err(|_| AccessError::OutOfBounds)?;
         Ok(Region { core, notifier })
     }
@@ -165,10 +171,11 @@ impl Region {
             let mm = space.get().ok_or(AccessError::Gone)?;
             let seq = self.notifier.read_begin();
             let (ms, me) = (core.start + mfirst as u64 * PAGE_SIZE, core.start + (mfirst + mn) as u64 * PAGE_SIZE);
+            let span = if core.cover_whole { (core.start, core.end) } else { (ms, me) };
             let mut resident: Vec<usize> = Vec::new();
             let r = match mode {
-                Mode::Fault => space.fault(&mm, (core.start, core.end), ms, me, write),
-                Mode::Snapshot => space.snapshot(&mm, (core.start, core.end), ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
+                Mode::Fault => space.fault(&mm, span, ms, me, write),
+                Mode::Snapshot => space.snapshot(&mm, span, ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
             };
             // Bug pattern 3: never let the last MmGet go while holding the lock.
             drop(mm);
