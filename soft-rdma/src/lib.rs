@@ -8,5 +8,8 @@
 //!   QP, SRQ, AH: the objects and their errors;
 //! * [`engine`] — requester, responder, completer: the RC/UC/UD protocol.
 
+pub(crate) mod engine;
+mod sys;
 pub mod transport;
+pub mod verbs;
 pub mod wire;

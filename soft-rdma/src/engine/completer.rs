@@ -1,0 +1,130 @@
+//! The completer (rxe_comp.c's role): acknowledgements, NAKs, READ responses
+//! and atomic ACKs for this QP's requests; completes work requests in order
+//! and turns failures into the verbs statuses (QP to error, rest flushed).
+
+use super::packet::{self, TxQueue};
+use super::psn;
+use super::requester::{self, go_back, on_rnr_nak};
+use crate::verbs::qp::{QpInner, QpShared};
+use crate::verbs::{QpType, SendOp, WcStatus};
+use crate::wire::{Ext, NakCode, Op, PacketRepr, Syndrome};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) {
+    if sh.qp_type != QpType::Rc || q.req.send_idx == 0 {
+        return; // nothing outstanding: a stale or stray response
+    }
+    let p = repr.bth.psn;
+    let mtu = q.path_mtu.bytes() as u64;
+    match (repr.bth.opcode.op(), repr.ext) {
+        (Op::Ack, Ext::Aeth(aeth)) => match aeth.syndrome {
+            Syndrome::Ack { .. } => ack_upto(q, p),
+            Syndrome::RnrNak { timer } => {
+                ack_upto(q, psn::add(p, psn::MASK));
+                complete_front(sh, q);
+                on_rnr_nak(sh, q, p, timer);
+                return;
+            }
+            Syndrome::Nak(code) => {
+                sh.dev.stats.naks_received.fetch_add(1, Ordering::Relaxed);
+                ack_upto(q, psn::add(p, psn::MASK));
+                complete_front(sh, q);
+                if code == NakCode::PsnSequenceError {
+                    sh.dev.stats.retransmits.fetch_add(1, Ordering::Relaxed);
+                    go_back(q, p, mtu);
+                } else {
+                    let status = match code {
+                        NakCode::InvalidRequest | NakCode::InvalidRdRequest => WcStatus::RemInvReqErr,
+                        NakCode::RemoteAccessError => WcStatus::RemAccessErr,
+                        _ => WcStatus::RemOpErr,
+                    };
+                    if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
+                        let w = q.req.sq.remove(pos).expect("found");
+                        sh.complete_send(&w, status);
+                    }
+                    sh.to_error(q);
+                    return;
+                }
+            }
+        },
+        (Op::ReadRespFirst | Op::ReadRespMiddle | Op::ReadRespLast | Op::ReadRespOnly, _) => {
+            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(p)) else {
+                return;
+            };
+            let (first, n) = q.req.sq[i].psn.expect("transmitted");
+            if psn::add(first, q.req.sq[i].read_done) != p {
+                return; // a gap or a duplicate: the timer re-requests the rest
+            }
+            // A READ response acknowledges every earlier request.
+            if i > 0 {
+                ack_upto(q, psn::add(first, psn::MASK));
+            }
+            let off = u64::from(q.req.sq[i].read_done) * mtu;
+            let w = &mut q.req.sq[i];
+            if let Err(st) = packet::scatter(&w.sges, sh.pd, off, payload) {
+                let w = q.req.sq.remove(i).expect("found");
+                sh.complete_send(&w, st);
+                sh.to_error(q);
+                return;
+            }
+            w.read_done += 1;
+            if w.read_done == n {
+                w.result = Some(WcStatus::Success);
+            }
+            q.req.progress_at = Some(Instant::now());
+            q.req.retries_left = q.retry_cnt;
+        }
+        (Op::AtomicAck, Ext::AtomicAck(_, orig)) => {
+            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| w.is_rd_atomic() && w.result.is_none() && w.psn.is_some_and(|(f, _)| f == p)) else {
+                return;
+            };
+            if i > 0 {
+                ack_upto(q, psn::add(p, psn::MASK));
+            }
+            let w = &mut q.req.sq[i];
+            w.result = Some(packet::scatter(&w.sges, sh.pd, 0, &orig.to_ne_bytes()).err().unwrap_or(WcStatus::Success));
+            q.req.progress_at = Some(Instant::now());
+            q.req.retries_left = q.retry_cnt;
+        }
+        _ => return,
+    }
+    complete_front(sh, q);
+    requester::progress(sh, q, tx);
+}
+
+/// Everything up to PSN `a` is acknowledged (if `a` is in the outstanding window).
+fn ack_upto(q: &mut QpInner, a: u32) {
+    let Some(front) = q.req.sq.front().and_then(|w| w.psn) else { return };
+    let last_sent = psn::add(q.req.next_psn, psn::MASK);
+    if psn::diff(a, psn::add(front.0, psn::MASK)) < 0 || psn::diff(a, last_sent) > 0 {
+        return;
+    }
+    if q.req.acked_psn.is_none_or(|old| psn::diff(a, old) > 0) {
+        q.req.acked_psn = Some(a);
+        q.req.progress_at = Some(Instant::now());
+        q.req.retries_left = q.retry_cnt;
+        q.req.rnr_left = q.rnr_retry;
+    }
+}
+
+/// Complete finished work requests from the front, in order.
+fn complete_front(sh: &QpShared, q: &mut QpInner) {
+    while q.req.send_idx > 0 {
+        let w = q.req.sq.front().expect("send_idx > 0");
+        let done = match w.result {
+            Some(_) => true,
+            None if w.is_rd_atomic() => false,
+            None => match (w.last_psn(), q.req.acked_psn) {
+                (Some(l), Some(a)) => psn::diff(a, l) >= 0 && w.next_pkt == w.psn.map_or(0, |(_, n)| n),
+                _ => false,
+            },
+        };
+        if !done {
+            break;
+        }
+        let w = q.req.sq.pop_front().expect("front");
+        q.req.send_idx -= 1;
+        sh.complete_send(&w, w.result.unwrap_or(WcStatus::Success));
+    }
+}

@@ -1,0 +1,16 @@
+//! The protocol engine, by role (as in rxe): [`requester`] sends, [`responder`]
+//! executes what arrives, [`completer`] turns acknowledgements into
+//! completions; [`rx`] and [`timer`] are the two device threads; [`packet`]
+//! builds packets and moves data between packets and scatter/gather lists.
+//!
+//! Progress model: transmission happens inline in `post_send` (the caller's
+//! thread); arriving traffic is handled by the receive thread, which blocks in
+//! `recv`; timers sleep until their deadline. No thread busy-polls.
+
+pub(crate) mod completer;
+pub(crate) mod packet;
+pub(crate) mod psn;
+pub(crate) mod requester;
+pub(crate) mod responder;
+pub(crate) mod rx;
+pub(crate) mod timer;

@@ -1,0 +1,404 @@
+//! The requester (rxe_req.c's role): turns send work requests into packets —
+//! segmentation by path MTU, PSN assignment, `max_rd_atomic`, fences — and
+//! retransmits go-back-N from the oldest unacknowledged PSN on timeout, on a
+//! sequence NAK, or after an RNR wait.
+//!
+//! The retransmission timer is lazy: armed once, and when it fires it checks
+//! whether an acknowledgement made progress since; only then is it a timeout.
+
+use super::packet::{self, ResolvedSge, TxQueue};
+use super::psn;
+use crate::verbs::qp::{QpInner, QpShared};
+use crate::verbs::{Errno, QpState, QpType, SendOp, SendWr, WcStatus};
+use crate::wire::{AtomicEth, Bth, Deth, Ext, Op, Opcode, PacketRepr, Reth, Transport};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A posted send work request and its progress.
+pub(crate) struct SendWqe {
+    pub(crate) wr_id: u64,
+    pub(crate) op: SendOp,
+    pub(crate) sges: Vec<ResolvedSge>,
+    /// `IBV_SEND_INLINE`: the data, copied at post time.
+    pub(crate) inline: Option<Vec<u8>>,
+    pub(crate) signaled: bool,
+    pub(crate) solicited: bool,
+    pub(crate) fence: bool,
+    /// UD: peer endpoint, remote QPN, Q_Key.
+    pub(crate) ud: Option<(SocketAddr, u32, u32)>,
+    pub(crate) len: u64,
+    /// First PSN and number of PSNs, assigned at first transmission.
+    pub(crate) psn: Option<(u32, u32)>,
+    /// Next packet to (re)transmit in this pass (READ/atomic: 0 = request not sent).
+    pub(crate) next_pkt: u32,
+    /// READ: responses received in order.
+    pub(crate) read_done: u32,
+    /// Finished (READ/atomic), waiting to complete in order.
+    pub(crate) result: Option<WcStatus>,
+}
+
+impl SendWqe {
+    pub(crate) fn new(sh: &QpShared, q: &QpInner, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
+        let sges = packet::resolve(&sh.dev, wr.sg_list);
+        let len = packet::total_len(&sges);
+        if len > crate::verbs::device::MAX_MSG {
+            return Err(Errno::EINVAL);
+        }
+        let rd_atomic = matches!(wr.op, SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. });
+        match sh.qp_type {
+            QpType::Ud => {
+                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_)) || wr.ud.is_none() || len > q.path_mtu.bytes() as u64 {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            QpType::Uc if rd_atomic || matches!(wr.op, SendOp::SendInv(_)) => return Err(Errno::EINVAL),
+            _ => {}
+        }
+        if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let inline = if wr.flags.inline && !rd_atomic {
+            if len > u64::from(sh.cap.max_inline_data) {
+                return Err(Errno::EINVAL);
+            }
+            let mut data = vec![0u8; len as usize];
+            crate::sys::copy_inline(wr.sg_list, &mut data).map_err(|_| Errno::EFAULT)?;
+            Some(data)
+        } else {
+            None
+        };
+        let ud = wr.ud.as_ref().map(|u| (packet::peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
+        Ok(SendWqe {
+            wr_id: wr.wr_id,
+            op: wr.op,
+            sges,
+            inline,
+            signaled: wr.flags.signaled,
+            solicited: wr.flags.solicited,
+            fence: wr.flags.fence,
+            ud,
+            len,
+            psn: None,
+            next_pkt: 0,
+            read_done: 0,
+            result: None,
+        })
+    }
+
+    pub(crate) fn is_rd_atomic(&self) -> bool {
+        matches!(self.op, SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. })
+    }
+
+    pub(crate) fn last_psn(&self) -> Option<u32> {
+        self.psn.map(|(f, n)| psn::add(f, n - 1))
+    }
+
+    /// Whether `p` is one of this WQE's PSNs.
+    pub(crate) fn holds(&self, p: u32) -> bool {
+        self.psn.is_some_and(|(f, n)| {
+            let d = psn::diff(p, f);
+            d >= 0 && (d as u32) < n
+        })
+    }
+
+    fn npsn(&self, mtu: u64) -> u32 {
+        match self.op {
+            SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => 1,
+            _ => self.len.div_ceil(mtu).max(1) as u32,
+        }
+    }
+
+    /// Payload bytes `[off, off+out.len())` of the message.
+    fn fill(&self, pd: u32, off: u64, out: &mut [u8]) -> Result<(), WcStatus> {
+        match &self.inline {
+            Some(d) => {
+                out.copy_from_slice(&d[off as usize..off as usize + out.len()]);
+                Ok(())
+            }
+            None => packet::gather(&self.sges, pd, off, out),
+        }
+    }
+}
+
+/// Requester state, under the QP lock.
+#[derive(Default)]
+pub(crate) struct ReqState {
+    pub(crate) sq: VecDeque<SendWqe>,
+    pub(crate) next_psn: u32,
+    /// Highest PSN acknowledged (everything up to it is done on the peer).
+    pub(crate) acked_psn: Option<u32>,
+    /// Index in `sq` of the first WQE with packets still to (re)transmit.
+    pub(crate) send_idx: usize,
+    pub(crate) retries_left: u8,
+    pub(crate) rnr_left: u8,
+    pub(crate) timer_generation: u64,
+    pub(crate) timer_armed: bool,
+    pub(crate) progress_at: Option<Instant>,
+    pub(crate) rnr_waiting: bool,
+}
+
+impl ReqState {
+    pub(crate) fn reset_progress(&mut self) {
+        self.send_idx = 0;
+        self.timer_armed = false;
+        self.rnr_waiting = false;
+    }
+}
+
+/// A BTH with the defaults the device always sends (P_Key 0xffff, no
+/// congestion bits).
+pub(crate) fn bth(opcode: Opcode, dest_qp: u32, psn: u32, ack_req: bool, solicited: bool) -> Bth {
+    Bth { opcode, solicited, mig_req: false, pad: 0, pkey: 0xffff, fecn: false, becn: false, dest_qp, ack_req, psn }
+}
+
+/// Transmit whatever the send queue allows now.
+pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
+    if !matches!(q.state, QpState::Rts) || q.req.rnr_waiting {
+        return;
+    }
+    let mtu = q.path_mtu.bytes() as u64;
+    let transport = match sh.qp_type {
+        QpType::Rc => Transport::Rc,
+        QpType::Uc => Transport::Uc,
+        QpType::Ud => Transport::Ud,
+    };
+    while q.req.send_idx < q.req.sq.len() {
+        let idx = q.req.send_idx;
+        let outstanding = q.req.sq.iter().take(idx).filter(|w| w.is_rd_atomic() && w.result.is_none()).count();
+        {
+            let w = &q.req.sq[idx];
+            if w.is_rd_atomic() && outstanding >= usize::from(q.max_rd_atomic) {
+                break;
+            }
+            if w.fence && outstanding > 0 {
+                break;
+            }
+        }
+        if q.req.sq[idx].psn.is_none() {
+            let n = q.req.sq[idx].npsn(mtu);
+            q.req.sq[idx].psn = Some((q.req.next_psn, n));
+            q.req.next_psn = psn::add(q.req.next_psn, n);
+        }
+        let r = emit(sh, q, idx, transport, mtu, tx);
+        if let Err(status) = r {
+            let w = q.req.sq.remove(idx).expect("index in range");
+            sh.complete_send(&w, status);
+            sh.to_error(q);
+            return;
+        }
+        q.req.send_idx += 1;
+        if sh.qp_type != QpType::Rc {
+            // UC and UD complete once sent, in order.
+            let w = q.req.sq.pop_front().expect("sent one");
+            q.req.send_idx -= 1;
+            sh.complete_send(&w, WcStatus::Success);
+        }
+    }
+    if sh.qp_type == QpType::Rc && q.req.send_idx > 0 {
+        arm(sh, q);
+    }
+}
+
+/// Emit the remaining packets of WQE `idx`.
+fn emit(sh: &QpShared, q: &mut QpInner, idx: usize, transport: Transport, mtu: u64, tx: &mut TxQueue) -> Result<(), WcStatus> {
+    let dev = &*sh.dev;
+    let w = &q.req.sq[idx];
+    let (first, n) = w.psn.expect("assigned");
+    let op_code = |op: Op| Opcode::new(transport, op).expect("op legal for this transport");
+    match (sh.qp_type, w.op) {
+        (QpType::Ud, op) => {
+            let (peer, rqpn, qkey) = w.ud.expect("checked at post");
+            let (o, ext) = match op {
+                SendOp::SendImm(imm) => (Op::SendOnlyImm, Ext::DethImm(Deth { qkey, src_qp: sh.qpn }, imm)),
+                _ => (Op::SendOnly, Ext::Deth(Deth { qkey, src_qp: sh.qpn })),
+            };
+            let repr = PacketRepr { bth: bth(op_code(o), rqpn, first, false, w.solicited), ext, payload_len: w.len as usize };
+            tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, 0, buf))?;
+        }
+        (_, SendOp::Read { remote_addr, rkey }) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            let off = u64::from(w.read_done) * mtu;
+            let reth = Reth { va: remote_addr.wrapping_add(off), rkey, len: (w.len - off.min(w.len)) as u32 };
+            let repr = PacketRepr { bth: bth(op_code(Op::ReadRequest), q.dest_qpn, psn::add(first, w.read_done), true, false), ext: Ext::Reth(reth), payload_len: 0 };
+            tx.push(dev, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+        }
+        (_, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            let (o, eth) = match w.op {
+                SendOp::CompareSwap { remote_addr, rkey, compare, swap } => (Op::CompareSwap, AtomicEth { va: remote_addr, rkey, swap_add: swap, compare }),
+                SendOp::FetchAdd { remote_addr, rkey, add } => (Op::FetchAdd, AtomicEth { va: remote_addr, rkey, swap_add: add, compare: 0 }),
+                _ => unreachable!(),
+            };
+            let repr = PacketRepr { bth: bth(op_code(o), q.dest_qpn, first, true, false), ext: Ext::Atomic(eth), payload_len: 0 };
+            tx.push(dev, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+        }
+        (_, op) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            for k in w.next_pkt..n {
+                let off = u64::from(k) * mtu;
+                let plen = (w.len - off).min(mtu) as usize;
+                let (only, firstp, last) = (n == 1, k == 0, k == n - 1);
+                let (o, ext) = match op {
+                    SendOp::Send => (pick(only, firstp, last, Op::SendOnly, Op::SendFirst, Op::SendMiddle, Op::SendLast), Ext::None),
+                    SendOp::SendImm(imm) => {
+                        let o = pick(only, firstp, last, Op::SendOnlyImm, Op::SendFirst, Op::SendMiddle, Op::SendLastImm);
+                        (o, if last { Ext::Imm(imm) } else { Ext::None })
+                    }
+                    SendOp::SendInv(rk) => {
+                        let o = pick(only, firstp, last, Op::SendOnlyInv, Op::SendFirst, Op::SendMiddle, Op::SendLastInv);
+                        (o, if last { Ext::Inv(rk) } else { Ext::None })
+                    }
+                    SendOp::Write { remote_addr, rkey } => {
+                        let o = pick(only, firstp, last, Op::WriteOnly, Op::WriteFirst, Op::WriteMiddle, Op::WriteLast);
+                        let reth = Reth { va: remote_addr, rkey, len: w.len as u32 };
+                        (o, if firstp { Ext::Reth(reth) } else { Ext::None })
+                    }
+                    SendOp::WriteImm { remote_addr, rkey, imm } => {
+                        let o = pick(only, firstp, last, Op::WriteOnlyImm, Op::WriteFirst, Op::WriteMiddle, Op::WriteLastImm);
+                        let reth = Reth { va: remote_addr, rkey, len: w.len as u32 };
+                        let ext = match (only, firstp, last) {
+                            (true, _, _) => Ext::RethImm(reth, imm),
+                            (_, true, _) => Ext::Reth(reth),
+                            (_, _, true) => Ext::Imm(imm),
+                            _ => Ext::None,
+                        };
+                        (o, ext)
+                    }
+                    _ => unreachable!("rd/atomic handled above"),
+                };
+                let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63);
+                let repr = PacketRepr { bth: bth(op_code(o), q.dest_qpn, psn::add(first, k), ack_req, last && w.solicited), ext, payload_len: plen };
+                tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, off, buf))?;
+            }
+        }
+    }
+    let w = &mut q.req.sq[idx];
+    w.next_pkt = if w.is_rd_atomic() { 1 } else { n };
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pick(only: bool, first: bool, last: bool, o: Op, f: Op, m: Op, l: Op) -> Op {
+    if only {
+        o
+    } else if first {
+        f
+    } else if last {
+        l
+    } else {
+        m
+    }
+}
+
+/// The local ACK timeout: 4.096 µs × 2^timeout (0: none).
+fn rto(q: &QpInner) -> Option<Duration> {
+    (q.timeout != 0).then(|| Duration::from_nanos(4096u64 << q.timeout.min(31)))
+}
+
+/// RNR NAK timer codes (IBA table 45), in microseconds.
+pub(crate) fn rnr_delay(code: u8) -> Duration {
+    const US: [u32; 32] = [
+        655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840, 5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880,
+        163_840, 245_760, 327_680, 491_520,
+    ];
+    Duration::from_micros(u64::from(US[usize::from(code & 0x1f)]))
+}
+
+fn arm(sh: &QpShared, q: &mut QpInner) {
+    if q.req.timer_armed {
+        return;
+    }
+    let Some(d) = rto(q) else { return };
+    q.req.timer_armed = true;
+    q.req.timer_generation += 1;
+    let base = q.req.progress_at.unwrap_or_else(Instant::now).max(Instant::now());
+    sh.dev.timers.arm(base + d, sh.qpn, q.req.timer_generation);
+}
+
+/// Go back to PSN `p`: everything from there is sent again.
+pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
+    let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| w.holds(p) || w.psn.is_some_and(|(f, _)| psn::diff(f, p) > 0)) else {
+        return;
+    };
+    for (j, w) in q.req.sq.iter_mut().enumerate().take(q.req.send_idx).skip(i) {
+        let (f, _) = w.psn.expect("transmitted");
+        if w.is_rd_atomic() {
+            if w.result.is_none() {
+                w.next_pkt = 0;
+            }
+        } else {
+            w.next_pkt = if j == i && w.holds(p) { psn::diff(p, f) as u32 } else { 0 };
+        }
+        let _ = mtu;
+    }
+    q.req.send_idx = i;
+}
+
+/// The QP's timer fired (retransmission timeout or end of an RNR wait).
+pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
+    q.req.timer_armed = false;
+    let mtu = q.path_mtu.bytes() as u64;
+    if q.req.rnr_waiting {
+        q.req.rnr_waiting = false;
+        progress(sh, q, tx);
+        return;
+    }
+    if q.req.send_idx == 0 {
+        return; // nothing outstanding
+    }
+    let Some(d) = rto(q) else { return };
+    if let Some(t) = q.req.progress_at {
+        if t + d > Instant::now() {
+            arm(sh, q); // acknowledged since the timer was armed: not a timeout
+            return;
+        }
+    }
+    if q.req.retries_left == 0 {
+        let w = q.req.sq.pop_front().expect("outstanding");
+        sh.complete_send(&w, WcStatus::RetryExcErr);
+        sh.to_error(q);
+        return;
+    }
+    q.req.retries_left -= 1;
+    sh.dev.stats.retransmits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let from = first_unacked(q);
+    go_back(q, from, mtu);
+    q.req.progress_at = Some(Instant::now());
+    progress(sh, q, tx);
+}
+
+/// The oldest PSN not known to be done.
+pub(crate) fn first_unacked(q: &QpInner) -> u32 {
+    let front = q.req.sq.front().expect("outstanding");
+    let (f, _) = front.psn.expect("transmitted");
+    if front.is_rd_atomic() {
+        return psn::add(f, front.read_done);
+    }
+    match q.req.acked_psn {
+        Some(a) if front.holds(psn::add(a, 1)) => psn::add(a, 1),
+        _ => f,
+    }
+}
+
+/// An RNR NAK for PSN `p`: wait, then go back to `p`.
+pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
+    sh.dev.stats.rnr_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if q.req.rnr_left == 0 {
+        if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
+            let w = q.req.sq.remove(pos).expect("found");
+            sh.complete_send(&w, WcStatus::RnrRetryExcErr);
+        }
+        sh.to_error(q);
+        return;
+    }
+    if q.rnr_retry != 7 {
+        q.req.rnr_left -= 1;
+    }
+    let mtu = q.path_mtu.bytes() as u64;
+    go_back(q, p, mtu);
+    q.req.rnr_waiting = true;
+    q.req.timer_armed = true;
+    q.req.timer_generation += 1;
+    sh.dev.timers.arm(Instant::now() + rnr_delay(timer), sh.qpn, q.req.timer_generation);
+}

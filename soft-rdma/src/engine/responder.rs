@@ -1,0 +1,442 @@
+//! The responder (rxe_resp.c's role): executes requests arriving for a QP.
+//!
+//! Order of checks, each failure a NAK (RC) or a drop (UC/UD) and nothing
+//! written: QP state → PSN (duplicates are answered, gaps NAKed once) →
+//! opcode sequence → QP access flags → R_Key, PD, MR access, bounds (no
+//! overflow) → atomic alignment → receive queue (RNR NAK) → memory (an ODP
+//! region the target unmapped is a remote access error).
+//!
+//! READ and atomic requests are remembered (up to `max_dest_rd_atomic`) so a
+//! duplicate is answered from the record: READ data re-read, atomic result
+//! replayed — an atomic is never executed twice.
+
+use super::packet::{self, ResolvedSge, TxQueue};
+use super::psn;
+use super::requester::bth;
+use crate::verbs::mr::{KeyError, MrShared};
+use crate::verbs::qp::{QpInner, QpShared};
+use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
+use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A posted receive work request.
+pub(crate) struct RecvWqe {
+    pub(crate) wr_id: u64,
+    pub(crate) sges: Vec<ResolvedSge>,
+    pub(crate) len: u64,
+}
+
+/// A multi-packet message being received.
+enum InMsg {
+    Send { wqe: RecvWqe, offset: u64 },
+    Write { mr: Option<Arc<MrShared>>, va: u64, remaining: u64, total: u32 },
+}
+
+/// What a READ or atomic request did, for duplicates.
+enum Replay {
+    Read { first: u32, npsn: u32, reth: Reth },
+    Atomic { psn: u32, orig: u64 },
+}
+
+/// Responder state, under the QP lock.
+#[derive(Default)]
+pub(crate) struct RespState {
+    pub(crate) rq: VecDeque<RecvWqe>,
+    /// Expected PSN.
+    pub(crate) epsn: u32,
+    /// Messages completed (the AETH MSN).
+    pub(crate) msn: u32,
+    /// A sequence NAK was sent for the current gap.
+    nak_sent: bool,
+    cur: Option<InMsg>,
+    replay: VecDeque<Replay>,
+    /// Coalesced ACK to send at the end of the receive batch.
+    pub(crate) ack_pending: Option<u32>,
+}
+
+/// Why a request fails.
+enum Fail {
+    Nak(NakCode),
+    Rnr,
+    /// UC/UD: drop silently.
+    Drop,
+}
+
+fn key_nak(_: KeyError) -> Fail {
+    Fail::Nak(NakCode::RemoteAccessError)
+}
+
+/// Handle a request packet for this QP.
+pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) {
+    if !matches!(q.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
+        return;
+    }
+    if sh.qp_type == QpType::Ud {
+        ud_receive(sh, q, from, repr, payload);
+        return;
+    }
+    let p = repr.bth.psn;
+    let d = psn::diff(p, q.resp.epsn);
+    let op = repr.bth.opcode.op();
+    if sh.qp_type == QpType::Uc {
+        if d != 0 {
+            // UC: a gap loses the message in progress; resync on a new one.
+            q.resp.cur = None;
+            if !is_first_or_only(op) {
+                return;
+            }
+            q.resp.epsn = p;
+        }
+    } else if d < 0 {
+        sh.dev.stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+        duplicate(sh, q, repr, tx);
+        return;
+    } else if d > 0 {
+        sh.dev.stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
+        if !q.resp.nak_sent {
+            q.resp.nak_sent = true;
+            let e = q.resp.epsn;
+            send_aeth(sh, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
+        }
+        return;
+    }
+    q.resp.nak_sent = false;
+    match execute(sh, q, repr, payload, tx) {
+        Ok(npsn) => {
+            q.resp.epsn = psn::add(p, npsn);
+            if repr.bth.ack_req && sh.qp_type == QpType::Rc && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd) {
+                q.resp.ack_pending = Some(p);
+            }
+        }
+        Err(Fail::Rnr) => {
+            let t = q.min_rnr_timer;
+            sh.dev.stats.rnr_naks_sent.fetch_add(1, Ordering::Relaxed);
+            send_aeth(sh, q, tx, p, Syndrome::RnrNak { timer: t });
+        }
+        Err(Fail::Nak(code)) => {
+            q.resp.cur = None;
+            if sh.qp_type == QpType::Rc {
+                sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
+                send_aeth(sh, q, tx, p, Syndrome::Nak(code));
+            }
+        }
+        Err(Fail::Drop) => q.resp.cur = None,
+    }
+}
+
+fn is_first_or_only(op: Op) -> bool {
+    matches!(op, Op::SendFirst | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv | Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm)
+}
+
+/// Run one in-sequence request; returns how many PSNs it used.
+fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) -> Result<u32, Fail> {
+    let op = repr.bth.opcode.op();
+    let mtu = q.path_mtu.bytes() as u64;
+    let invalid = Fail::Nak(NakCode::InvalidRequest);
+    match op {
+        Op::SendFirst | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv => {
+            if q.resp.cur.is_some() {
+                return Err(invalid);
+            }
+            if op == Op::SendFirst && payload.len() as u64 != mtu {
+                return Err(invalid);
+            }
+            let wqe = q.resp.rq.pop_front().ok_or(Fail::Rnr)?;
+            q.resp.cur = Some(InMsg::Send { wqe, offset: 0 });
+            recv_payload(sh, q, repr, payload)
+        }
+        Op::SendMiddle | Op::SendLast | Op::SendLastImm | Op::SendLastInv => {
+            if !matches!(q.resp.cur, Some(InMsg::Send { .. })) {
+                return Err(invalid);
+            }
+            if op == Op::SendMiddle && payload.len() as u64 != mtu {
+                return Err(invalid);
+            }
+            recv_payload(sh, q, repr, payload)
+        }
+        Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm => {
+            if q.resp.cur.is_some() {
+                return Err(invalid);
+            }
+            let reth = match repr.ext {
+                Ext::Reth(r) | Ext::RethImm(r, _) => r,
+                _ => return Err(invalid),
+            };
+            if !q.access.contains(Access::REMOTE_WRITE) {
+                return Err(Fail::Nak(NakCode::RemoteAccessError));
+            }
+            let single = op != Op::WriteFirst;
+            if (single && payload.len() as u64 != u64::from(reth.len)) || (!single && (payload.len() as u64 != mtu || u64::from(reth.len) <= mtu)) {
+                return Err(invalid);
+            }
+            // A zero-length write names no memory: its R_Key is not checked.
+            let mr = if reth.len == 0 {
+                None
+            } else {
+                let mr = sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE).map_err(key_nak)?;
+                Some(mr)
+            };
+            if op == Op::WriteOnlyImm && q.resp.rq.is_empty() {
+                return Err(Fail::Rnr);
+            }
+            q.resp.cur = Some(InMsg::Write { mr, va: reth.va, remaining: u64::from(reth.len), total: reth.len });
+            write_payload(sh, q, repr, payload)
+        }
+        Op::WriteMiddle | Op::WriteLast | Op::WriteLastImm => {
+            if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
+                return Err(invalid);
+            }
+            if op == Op::WriteMiddle && payload.len() as u64 != mtu {
+                return Err(invalid);
+            }
+            if op == Op::WriteLastImm && q.resp.rq.is_empty() {
+                return Err(Fail::Rnr);
+            }
+            write_payload(sh, q, repr, payload)
+        }
+        Op::ReadRequest => {
+            let Ext::Reth(reth) = repr.ext else { return Err(invalid) };
+            if q.resp.cur.is_some() {
+                return Err(invalid);
+            }
+            if !q.access.contains(Access::REMOTE_READ) {
+                return Err(Fail::Nak(NakCode::RemoteAccessError));
+            }
+            if reth.len > 0 {
+                let mr = sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ).map_err(key_nak)?;
+            }
+            let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
+            let first = repr.bth.psn;
+            read_responses(sh, q, first, npsn, reth, 0, tx)?;
+            remember(q, Replay::Read { first, npsn, reth });
+            q.resp.msn = psn::add(q.resp.msn, 1);
+            Ok(npsn)
+        }
+        Op::CompareSwap | Op::FetchAdd => {
+            let Ext::Atomic(a) = repr.ext else { return Err(invalid) };
+            if q.resp.cur.is_some() {
+                return Err(invalid);
+            }
+            if !q.access.contains(Access::REMOTE_ATOMIC) {
+                return Err(Fail::Nak(NakCode::RemoteAccessError));
+            }
+            if a.va % 8 != 0 {
+                return Err(invalid);
+            }
+            let mr = sh.dev.mr(a.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC).map_err(key_nak)?;
+            let r = if op == Op::CompareSwap { mr.memory.compare_and_swap(a.va, a.compare, a.swap_add) } else { mr.memory.fetch_and_add(a.va, a.swap_add) };
+            let orig = r.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+            q.resp.msn = psn::add(q.resp.msn, 1);
+            remember(q, Replay::Atomic { psn: repr.bth.psn, orig });
+            send_atomic_ack(sh, q, tx, repr.bth.psn, orig);
+            Ok(1)
+        }
+        _ => Err(invalid),
+    }
+}
+
+fn remember(q: &mut QpInner, r: Replay) {
+    while q.resp.replay.len() >= usize::from(q.max_dest_rd_atomic).max(1) {
+        q.resp.replay.pop_front();
+    }
+    q.resp.replay.push_back(r);
+}
+
+/// SEND payload into the current receive WQE; completes it on the last packet.
+fn recv_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8]) -> Result<u32, Fail> {
+    let op = repr.bth.opcode.op();
+    let Some(InMsg::Send { wqe, offset }) = q.resp.cur.as_mut() else { unreachable!("checked by the caller") };
+    let end = *offset + payload.len() as u64;
+    let status = if end > wqe.len {
+        Some((WcStatus::LocLenErr, NakCode::InvalidRequest))
+    } else {
+        packet::scatter(&wqe.sges, sh.pd, *offset, payload).err().map(|s| (s, NakCode::RemoteOperationalError))
+    };
+    if let Some((st, nak)) = status {
+        let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() else { unreachable!() };
+        sh.complete_recv(recv_wc(wqe.wr_id, st, WcOpcode::Recv, 0), false);
+        return Err(Fail::Nak(nak));
+    }
+    *offset = end;
+    if matches!(op, Op::SendLast | Op::SendLastImm | Op::SendLastInv | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv) {
+        let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else { unreachable!() };
+        let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
+        match repr.ext {
+            Ext::Imm(i) => wc.imm = Some(i),
+            Ext::Inv(k) => wc.invalidated_rkey = Some(k),
+            _ => {}
+        }
+        q.resp.msn = psn::add(q.resp.msn, 1);
+        sh.complete_recv(wc, repr.bth.solicited);
+    }
+    Ok(1)
+}
+
+/// WRITE payload into the target MR; on a last-with-immediate, a completion.
+fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8]) -> Result<u32, Fail> {
+    let op = repr.bth.opcode.op();
+    let Some(InMsg::Write { mr, va, remaining, total }) = q.resp.cur.as_mut() else { unreachable!("checked by the caller") };
+    let last = matches!(op, Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm);
+    let n = payload.len() as u64;
+    if n > *remaining || (last && n != *remaining) {
+        return Err(Fail::Nak(NakCode::InvalidRequest));
+    }
+    if n > 0 {
+        let m = mr.as_ref().ok_or(Fail::Nak(NakCode::InvalidRequest))?;
+        // The ODP path: a region the target unmapped is a remote access error.
+        m.write(*va, payload).map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+    }
+    *va += n;
+    *remaining -= n;
+    let total = *total;
+    if last {
+        q.resp.cur = None;
+        q.resp.msn = psn::add(q.resp.msn, 1);
+        let imm = match repr.ext {
+            Ext::Imm(i) | Ext::RethImm(_, i) => Some(i),
+            _ => None,
+        };
+        if let Some(i) = imm {
+            let wqe = q.resp.rq.pop_front().expect("checked before writing");
+            let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::RecvRdmaWithImm, total);
+            wc.imm = Some(i);
+            sh.complete_recv(wc, repr.bth.solicited);
+        }
+    }
+    Ok(1)
+}
+
+fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc {
+    Wc { wr_id, status, opcode, byte_len, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+}
+
+fn rc(op: Op) -> Opcode {
+    Opcode::new(Transport::Rc, op).expect("RC has every op")
+}
+
+/// READ responses for PSNs `first+from .. first+npsn`.
+fn read_responses(sh: &QpShared, q: &QpInner, first: u32, npsn: u32, reth: Reth, from: u32, tx: &mut TxQueue) -> Result<(), Fail> {
+    let peer = q.peer.ok_or(Fail::Drop)?;
+    let mtu = q.path_mtu.bytes() as u64;
+    let mr = if reth.len > 0 { Some(sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?) } else { None };
+    let aeth = Aeth { syndrome: Syndrome::Ack { credits: 0x1f }, msn: psn::add(q.resp.msn, 1) };
+    for k in from..npsn {
+        let off = u64::from(k) * mtu;
+        let plen = (u64::from(reth.len) - off).min(mtu) as usize;
+        let (op, ext) = match (npsn == 1, k == 0, k == npsn - 1) {
+            (true, _, _) => (Op::ReadRespOnly, Ext::Aeth(aeth)),
+            (_, true, _) => (Op::ReadRespFirst, Ext::Aeth(aeth)),
+            (_, _, true) => (Op::ReadRespLast, Ext::Aeth(aeth)),
+            _ => (Op::ReadRespMiddle, Ext::None),
+        };
+        let repr = PacketRepr { bth: bth(rc(op), q.dest_qpn, psn::add(first, k), false, false), ext, payload_len: plen };
+        tx.push(&sh.dev, peer, &repr, |buf| match &mr {
+            Some(m) => m.read(reth.va + off, buf).map_err(|_| Fail::Nak(NakCode::RemoteAccessError)),
+            None => Ok(()),
+        })?;
+    }
+    Ok(())
+}
+
+fn send_atomic_ack(sh: &QpShared, q: &QpInner, tx: &mut TxQueue, p: u32, orig: u64) {
+    let Some(peer) = q.peer else { return };
+    let aeth = Aeth { syndrome: Syndrome::Ack { credits: 0x1f }, msn: q.resp.msn };
+    let repr = PacketRepr { bth: bth(rc(Op::AtomicAck), q.dest_qpn, p, false, false), ext: Ext::AtomicAck(aeth, orig), payload_len: 0 };
+    let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
+}
+
+/// An ACK, NAK or RNR NAK for PSN `p` (a pending coalesced ACK goes first).
+pub(crate) fn send_aeth(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue, p: u32, syndrome: Syndrome) {
+    if !matches!(syndrome, Syndrome::Ack { .. }) {
+        flush_ack(sh, q, tx);
+    }
+    let Some(peer) = q.peer else { return };
+    let repr = PacketRepr { bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false), ext: Ext::Aeth(Aeth { syndrome, msn: q.resp.msn }), payload_len: 0 };
+    let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
+}
+
+/// Send the coalesced ACK, if any.
+pub(crate) fn flush_ack(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
+    if let Some(p) = q.resp.ack_pending.take() {
+        send_aeth(sh, q, tx, p, Syndrome::Ack { credits: 0x1f });
+    }
+}
+
+/// A request below the expected PSN: answer it again, execute nothing.
+fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue) {
+    let p = repr.bth.psn;
+    let op = repr.bth.opcode.op();
+    match op {
+        Op::ReadRequest => {
+            let found = q.resp.replay.iter().find_map(|r| match r {
+                Replay::Read { first, npsn, reth } if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn => Some((*first, *npsn, *reth)),
+                _ => None,
+            });
+            if let Some((first, npsn, reth)) = found {
+                let from = psn::diff(p, first) as u32;
+                let _ = read_responses(sh, q, first, npsn, reth, from, tx);
+            }
+        }
+        Op::CompareSwap | Op::FetchAdd => {
+            let orig = q.resp.replay.iter().find_map(|r| match r {
+                Replay::Atomic { psn, orig } if *psn == p => Some(*orig),
+                _ => None,
+            });
+            if let Some(orig) = orig {
+                send_atomic_ack(sh, q, tx, p, orig);
+            }
+        }
+        _ => {
+            // SEND/WRITE already done: acknowledge everything received so far.
+            let last = psn::add(q.resp.epsn, psn::MASK);
+            send_aeth(sh, q, tx, last, Syndrome::Ack { credits: 0x1f });
+        }
+    }
+}
+
+/// UD: one packet, one message, a 40-byte GRH area in front of the data.
+fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRepr, payload: &[u8]) {
+    let (deth, imm) = match repr.ext {
+        Ext::Deth(d) => (d, None),
+        Ext::DethImm(d, i) => (d, Some(i)),
+        _ => return,
+    };
+    if deth.qkey != q.qkey {
+        return;
+    }
+    let Some(wqe) = q.resp.rq.pop_front() else {
+        return; // UD has no RNR: the datagram is lost
+    };
+    let total = 40 + payload.len() as u64;
+    let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, total as u32);
+    if total > wqe.len {
+        wc.status = WcStatus::LocLenErr;
+    } else {
+        let grh = grh(crate::verbs::Gid::from_ip(from.ip()), sh.dev.gid, payload.len());
+        if let Err(s) = packet::scatter(&wqe.sges, sh.pd, 0, &grh).and_then(|_| packet::scatter(&wqe.sges, sh.pd, 40, payload)) {
+            wc.status = s;
+        }
+    }
+    wc.imm = imm;
+    wc.src_qp = deth.src_qp;
+    wc.grh = true;
+    sh.complete_recv(wc, repr.bth.solicited);
+}
+
+/// The GRH a UD receive buffer starts with (IPv6 layout, RoCEv2 GIDs).
+fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8; 40] {
+    let mut g = [0u8; 40];
+    g[0] = 0x60;
+    g[4..6].copy_from_slice(&((payload + 12 + 8 + 4) as u16).to_be_bytes());
+    g[6] = 0x1b;
+    g[7] = 64;
+    g[8..24].copy_from_slice(&sgid.0);
+    g[24..40].copy_from_slice(&dgid.0);
+    g
+}

@@ -1,0 +1,124 @@
+//! Completion queues and completion channels (real pollable descriptors).
+
+use super::{Errno, Result, Wc};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+/// `ibv_comp_channel`: an eventfd that becomes readable when an armed CQ
+/// gets a completion.
+pub struct CompChannel(pub(crate) Arc<ChannelShared>);
+
+pub(crate) struct ChannelShared {
+    fd: OwnedFd,
+    /// CQs whose events are pending (`ibv_get_cq_event` order).
+    events: Mutex<VecDeque<Arc<CqShared>>>,
+}
+
+impl CompChannel {
+    pub fn new() -> Result<CompChannel> {
+        let fd = crate::sys::eventfd().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+        Ok(CompChannel(Arc::new(ChannelShared { fd, events: Mutex::new(VecDeque::new()) })))
+    }
+
+    /// `ibv_get_cq_event`, non-blocking: the next CQ with an event, if any.
+    /// Wait for readability of [`AsRawFd::as_raw_fd`] to block.
+    pub fn get_event(&self) -> Option<Cq> {
+        let mut ev = self.0.events.lock().unwrap_or_else(|e| e.into_inner());
+        let cq = ev.pop_front()?;
+        if ev.is_empty() {
+            crate::sys::eventfd_drain(&self.0.fd);
+        }
+        Some(Cq(cq))
+    }
+}
+
+impl AsRawFd for CompChannel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd.as_raw_fd()
+    }
+}
+
+pub(crate) struct CqState {
+    ring: VecDeque<Wc>,
+    /// `ibv_req_notify_cq`: Some(solicited_only) while armed.
+    armed: Option<bool>,
+    /// Overflowed: the CQ is in error (async event `IBV_EVENT_CQ_ERR`).
+    overflow: bool,
+}
+
+pub(crate) struct CqShared {
+    pub(crate) depth: usize,
+    state: Mutex<CqState>,
+    channel: Option<Arc<ChannelShared>>,
+}
+
+/// A completion queue (`ibv_cq`).
+#[derive(Clone)]
+pub struct Cq(pub(crate) Arc<CqShared>);
+
+impl Cq {
+    pub fn new(depth: usize, channel: Option<&CompChannel>) -> Result<Cq> {
+        if depth == 0 || depth > super::device::MAX_CQE {
+            return Err(Errno::EINVAL);
+        }
+        Ok(Cq(Arc::new(CqShared {
+            depth,
+            state: Mutex::new(CqState { ring: VecDeque::with_capacity(depth), armed: None, overflow: false }),
+            channel: channel.map(|c| c.0.clone()),
+        })))
+    }
+
+    /// `ibv_poll_cq`: move up to `out.len()` completions; returns how many.
+    pub fn poll(&self, out: &mut [Wc]) -> usize {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = out.len().min(s.ring.len());
+        for slot in out.iter_mut().take(n) {
+            *slot = s.ring.pop_front().expect("counted");
+        }
+        n
+    }
+
+    /// `ibv_req_notify_cq`.
+    pub fn req_notify(&self, solicited_only: bool) -> Result<()> {
+        if self.0.channel.is_none() {
+            return Err(Errno::EINVAL);
+        }
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).armed = Some(solicited_only);
+        Ok(())
+    }
+
+    /// Whether the CQ overflowed (completions were lost).
+    pub fn overflowed(&self) -> bool {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).overflow
+    }
+
+    pub fn depth(&self) -> usize {
+        self.0.depth
+    }
+}
+
+impl CqShared {
+    /// Add a completion; signals the channel if armed (and, when armed for
+    /// solicited only, if `solicited`).
+    pub(crate) fn push(self: &Arc<Self>, wc: Wc, solicited: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.ring.len() >= self.depth {
+            s.overflow = true;
+            return;
+        }
+        s.ring.push_back(wc);
+        let fire = match s.armed {
+            Some(only_solicited) => !only_solicited || solicited || wc.status != super::WcStatus::Success,
+            None => false,
+        };
+        if fire {
+            s.armed = None;
+        }
+        drop(s);
+        if let (true, Some(ch)) = (fire, &self.channel) {
+            ch.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(self.clone());
+            crate::sys::eventfd_signal(&ch.fd);
+        }
+    }
+}

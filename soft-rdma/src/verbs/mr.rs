@@ -1,0 +1,132 @@
+//! Memory regions: pinned, explicit ODP and implicit ODP, all reached through
+//! `odp::Memory` — one access path, no "null umem" (kernel bug pattern 8).
+
+use super::{Access, Errno, Pd, Result};
+use crate::verbs::device::DeviceInner;
+use odp::{AccessError, Memory};
+use std::sync::Arc;
+
+pub(crate) struct MrShared {
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) pd_id: u32,
+    pub(crate) key: u32,
+    pub(crate) access: Access,
+    /// Registered `[addr, addr+len)`; implicit ODP: the whole address space.
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    pub(crate) memory: Memory,
+}
+
+/// Why a key/range check failed — mapped to a NAK or a completion status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    /// No such key, or another PD's.
+    BadKey,
+    /// The MR lacks the access right.
+    NoAccess,
+    /// Outside the MR (computed without overflow).
+    OutOfBounds,
+}
+
+impl MrShared {
+    /// Check `[va, va+len)` and the access right: the responder's and the
+    /// requester's one gate before touching memory.
+    pub(crate) fn check(&self, pd_id: u32, va: u64, len: u64, need: Access) -> std::result::Result<(), KeyError> {
+        if self.pd_id != pd_id {
+            return Err(KeyError::BadKey);
+        }
+        if !self.access.contains(need) {
+            return Err(KeyError::NoAccess);
+        }
+        // Implicit ODP: addr 0, len u64::MAX — the whole address space.
+        if !odp::umem::within(va, len, self.addr, self.addr.saturating_add(self.len)) {
+            return Err(KeyError::OutOfBounds);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, va: u64, out: &mut [u8]) -> std::result::Result<(), AccessError> {
+        self.memory.read(va, out)
+    }
+
+    pub(crate) fn write(&self, va: u64, data: &[u8]) -> std::result::Result<(), AccessError> {
+        self.memory.write(va, data)
+    }
+}
+
+/// A registered memory region (`ibv_mr`).
+pub struct Mr(pub(crate) Arc<MrShared>);
+
+impl Mr {
+    pub(crate) fn register(pd: &Pd, addr: u64, len: u64, access: Access) -> Result<Mr> {
+        let dev = pd.dev().clone();
+        // Remote write/atomic imply local write (verbs rule, EINVAL otherwise).
+        if (access.contains(Access::REMOTE_WRITE) || access.contains(Access::REMOTE_ATOMIC)) && !access.contains(Access::LOCAL_WRITE) {
+            return Err(Errno::EINVAL);
+        }
+        let writable = access.contains(Access::LOCAL_WRITE);
+        let implicit = addr == 0 && len == u64::MAX;
+        let memory = if access.contains(Access::ON_DEMAND) {
+            if implicit {
+                Memory::Implicit(odp::ImplicitUmem::new(&dev.mm, writable))
+            } else {
+                Memory::Odp(odp::Umem::new(&dev.mm, addr, len, writable).map_err(|_| Errno::EINVAL)?)
+            }
+        } else {
+            if implicit || len == 0 {
+                return Err(Errno::EINVAL);
+            }
+            Memory::Pinned(odp::Pinned::new(addr, len, writable).map_err(|e| match e {
+                AccessError::OutOfBounds => Errno::EINVAL,
+                _ => Errno::EFAULT,
+            })?)
+        };
+        let key = dev.new_mr_key();
+        let mr = Arc::new(MrShared { dev: dev.clone(), pd_id: pd.id(), key, access, addr, len, memory });
+        dev.mrs.write().unwrap_or_else(|e| e.into_inner()).insert(key >> 8, mr.clone());
+        Ok(Mr(mr))
+    }
+
+    pub fn lkey(&self) -> u32 {
+        self.0.key
+    }
+    pub fn rkey(&self) -> u32 {
+        self.0.key
+    }
+    pub fn addr(&self) -> u64 {
+        self.0.addr
+    }
+    pub fn len(&self) -> u64 {
+        self.0.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+    /// ODP counters (zero for pinned MRs).
+    pub fn odp_counters(&self) -> odp::umem::CounterSnapshot {
+        match &self.0.memory {
+            Memory::Odp(u) => u.counters(),
+            Memory::Implicit(u) => u.counters(),
+            Memory::Pinned(_) => Default::default(),
+        }
+    }
+    /// `ibv_advise_mr` for `[addr, addr+len)` of this MR.
+    pub fn advise(&self, advice: odp::Advice, addr: u64, len: u64, flush: bool) -> Result<()> {
+        let r = match &self.0.memory {
+            Memory::Odp(u) => u.prefetch(addr, len, advice, flush),
+            Memory::Implicit(u) => u.prefetch(addr, len, advice, flush),
+            Memory::Pinned(_) => return Err(Errno::EOPNOTSUPP),
+        };
+        r.map_err(|e| match e {
+            AccessError::NotWritable => Errno::EPERM,
+            AccessError::OutOfBounds => Errno::EFAULT,
+            _ => Errno::EFAULT,
+        })
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        self.0.dev.mrs.write().unwrap_or_else(|e| e.into_inner()).remove(&(self.0.key >> 8));
+    }
+}

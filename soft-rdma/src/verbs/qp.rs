@@ -1,0 +1,330 @@
+//! Queue pairs: the object, its state machine and posting. The protocol work
+//! lives in `engine` (requester, responder, completer), all under the QP lock.
+//!
+//! Lock order: QP lock → CQ lock. Packets a QP produces are sent while its
+//! lock is held, so they leave in PSN order.
+
+use super::cq::CqShared;
+use super::{Access, Cq, Errno, Gid, Mtu, QpAttr, QpCap, QpState, QpType, RecvWr, Result, SendOp, SendWr, Wc, WcOpcode, WcStatus};
+use crate::engine::packet::{self, ResolvedSge, TxQueue};
+use crate::engine::requester::{ReqState, SendWqe};
+use crate::engine::responder::{RecvWqe, RespState};
+use crate::verbs::device::{DeviceInner, MAX_QP_WR, MAX_SGE};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// `ibv_qp_init_attr`.
+#[derive(Clone)]
+pub struct QpInitAttr {
+    pub qp_type: QpType,
+    pub send_cq: Cq,
+    pub recv_cq: Cq,
+    pub cap: QpCap,
+    /// Every send WR generates a completion (`sq_sig_all`).
+    pub sq_sig_all: bool,
+}
+
+pub(crate) struct QpShared {
+    pub(crate) qpn: u32,
+    pub(crate) qp_type: QpType,
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) pd: u32,
+    pub(crate) send_cq: Arc<CqShared>,
+    pub(crate) recv_cq: Arc<CqShared>,
+    pub(crate) cap: QpCap,
+    pub(crate) sq_sig_all: bool,
+    pub(crate) inner: Mutex<QpInner>,
+}
+
+/// Everything under the QP lock.
+pub(crate) struct QpInner {
+    pub(crate) state: QpState,
+    pub(crate) access: Access,
+    pub(crate) qkey: u32,
+    pub(crate) path_mtu: Mtu,
+    pub(crate) dest_qpn: u32,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) timeout: u8,
+    pub(crate) retry_cnt: u8,
+    pub(crate) rnr_retry: u8,
+    pub(crate) min_rnr_timer: u8,
+    pub(crate) max_rd_atomic: u8,
+    pub(crate) max_dest_rd_atomic: u8,
+    pub(crate) req: ReqState,
+    pub(crate) resp: RespState,
+}
+
+impl QpShared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QpInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Post a completion on the send CQ.
+    pub(crate) fn complete_send(&self, wqe: &SendWqe, status: WcStatus) {
+        if status == WcStatus::Success && !(wqe.signaled || self.sq_sig_all) {
+            return;
+        }
+        let opcode = match wqe.op {
+            SendOp::Send | SendOp::SendImm(_) | SendOp::SendInv(_) => WcOpcode::Send,
+            SendOp::Write { .. } | SendOp::WriteImm { .. } => WcOpcode::RdmaWrite,
+            SendOp::Read { .. } => WcOpcode::RdmaRead,
+            SendOp::CompareSwap { .. } => WcOpcode::CompSwap,
+            SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
+        };
+        let byte_len = match wqe.op {
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => wqe.len as u32,
+            _ => 0,
+        };
+        let wc = Wc { wr_id: wqe.wr_id, status, opcode, byte_len, imm: None, invalidated_rkey: None, qp_num: self.qpn, src_qp: 0, grh: false };
+        self.send_cq.push(wc, false);
+    }
+
+    /// Post a completion on the receive CQ.
+    pub(crate) fn complete_recv(&self, wc: Wc, solicited: bool) {
+        self.recv_cq.push(Wc { qp_num: self.qpn, ..wc }, solicited);
+    }
+
+    /// Move to the error state: every outstanding work request completes with
+    /// `WR_FLUSH_ERR` (the one that failed was completed by the caller).
+    pub(crate) fn to_error(&self, q: &mut QpInner) {
+        q.state = QpState::Err;
+        for w in q.req.sq.drain(..) {
+            self.complete_send(&w, WcStatus::WrFlushErr);
+        }
+        q.req.reset_progress();
+        for r in q.resp.rq.drain(..) {
+            self.complete_recv(flush_wc(r.wr_id), false);
+        }
+        q.req.timer_generation += 1;
+    }
+
+    /// A timer armed by this QP expired.
+    pub(crate) fn on_timer(self: &Arc<Self>, generation: u64) {
+        let mut tx = TxQueue::default();
+        let mut q = self.lock();
+        if q.req.timer_generation != generation || q.state == QpState::Err {
+            return;
+        }
+        crate::engine::requester::on_timer(self, &mut q, &mut tx);
+        tx.flush(&self.dev);
+    }
+}
+
+fn flush_wc(wr_id: u64) -> Wc {
+    Wc { wr_id, status: WcStatus::WrFlushErr, opcode: WcOpcode::Recv, byte_len: 0, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+}
+
+/// A queue pair (`ibv_qp`).
+pub struct Qp(pub(crate) Arc<QpShared>);
+
+impl Qp {
+    pub(crate) fn create(pd: &super::Pd, attr: QpInitAttr) -> Result<Qp> {
+        let cap = attr.cap;
+        if cap.max_send_wr > MAX_QP_WR || cap.max_recv_wr > MAX_QP_WR || cap.max_send_sge > MAX_SGE || cap.max_recv_sge > MAX_SGE || cap.max_inline_data > super::device::MAX_INLINE {
+            return Err(Errno::EINVAL);
+        }
+        let dev = pd.dev().clone();
+        let qpn = dev.new_qpn();
+        let shared = Arc::new(QpShared {
+            qpn,
+            qp_type: attr.qp_type,
+            dev: dev.clone(),
+            pd: pd.id(),
+            send_cq: attr.send_cq.0.clone(),
+            recv_cq: attr.recv_cq.0.clone(),
+            cap,
+            sq_sig_all: attr.sq_sig_all,
+            inner: Mutex::new(QpInner {
+                state: QpState::Reset,
+                access: Access::default(),
+                qkey: 0,
+                path_mtu: Mtu::M1024,
+                dest_qpn: 0,
+                peer: None,
+                timeout: 14,
+                retry_cnt: 7,
+                rnr_retry: 7,
+                min_rnr_timer: 12,
+                max_rd_atomic: 1,
+                max_dest_rd_atomic: 1,
+                req: ReqState::default(),
+                resp: RespState::default(),
+            }),
+        });
+        dev.qps.write().unwrap_or_else(|e| e.into_inner()).insert(qpn, shared.clone());
+        Ok(Qp(shared))
+    }
+
+    pub fn qp_num(&self) -> u32 {
+        self.0.qpn
+    }
+
+    pub fn qp_type(&self) -> QpType {
+        self.0.qp_type
+    }
+
+    pub fn state(&self) -> QpState {
+        self.0.lock().state
+    }
+
+    pub fn cap(&self) -> QpCap {
+        self.0.cap
+    }
+
+    /// `ibv_modify_qp`. Transitions and required attributes follow the verbs
+    /// specification (RC/UC connect at RTR, UD needs a Q_Key at INIT);
+    /// anything else is `EINVAL` and changes nothing.
+    pub fn modify(&self, attr: &QpAttr) -> Result<()> {
+        let mut q = self.0.lock();
+        let cur = q.state;
+        let next = attr.state.unwrap_or(cur);
+        let connected = self.0.qp_type != QpType::Ud;
+        use QpState as S;
+        let legal = matches!(
+            (cur, next),
+            (_, S::Reset) | (_, S::Err) | (S::Reset, S::Init) | (S::Init, S::Init) | (S::Init, S::Rtr) | (S::Rtr, S::Rts) | (S::Rts, S::Rts) | (S::Rts, S::Sqd) | (S::Sqd, S::Rts) | (S::Sqd, S::Sqd) | (S::Sqe, S::Rts)
+        );
+        if !legal {
+            return Err(Errno::EINVAL);
+        }
+        match (cur, next) {
+            (S::Reset, S::Init) => {
+                let ok = if connected { attr.access.is_some() || attr.pkey_index.is_some() } else { attr.qkey.is_some() };
+                if !ok || attr.port_num.is_some_and(|p| p != 1) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            (S::Init, S::Rtr) if connected => {
+                if attr.dest_qp_num.is_none() || attr.rq_psn.is_none() || attr.path_mtu.is_none() || (attr.dgid.is_none() && q.peer.is_none()) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            (S::Rtr, S::Rts) if self.0.qp_type == QpType::Rc => {
+                if attr.sq_psn.is_none() {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            _ => {}
+        }
+        if let Some(a) = attr.access {
+            q.access = a;
+        }
+        if let Some(k) = attr.qkey {
+            q.qkey = k;
+        }
+        if let Some(m) = attr.path_mtu {
+            q.path_mtu = m;
+        }
+        if let Some(d) = attr.dest_qp_num {
+            q.dest_qpn = d & crate::engine::psn::MASK;
+        }
+        if let Some(g) = attr.dgid {
+            q.peer = Some(packet::peer_of(g));
+        }
+        if let Some(p) = attr.rq_psn {
+            q.resp.epsn = p & crate::engine::psn::MASK;
+        }
+        if let Some(p) = attr.sq_psn {
+            q.req.next_psn = p & crate::engine::psn::MASK;
+        }
+        if let Some(v) = attr.timeout {
+            q.timeout = v;
+        }
+        if let Some(v) = attr.retry_cnt {
+            q.retry_cnt = v.min(7);
+        }
+        if let Some(v) = attr.rnr_retry {
+            q.rnr_retry = v.min(7);
+        }
+        if let Some(v) = attr.min_rnr_timer {
+            q.min_rnr_timer = v & 0x1f;
+        }
+        if let Some(v) = attr.max_rd_atomic {
+            q.max_rd_atomic = v.clamp(1, super::device::MAX_RD_ATOMIC);
+        }
+        if let Some(v) = attr.max_dest_rd_atomic {
+            q.max_dest_rd_atomic = v.clamp(1, super::device::MAX_RD_ATOMIC);
+        }
+        match next {
+            S::Reset => {
+                q.req = ReqState::default();
+                q.resp = RespState::default();
+            }
+            S::Err if cur != S::Err => self.0.to_error(&mut q),
+            S::Rts if cur == S::Rtr => {
+                q.req.retries_left = q.retry_cnt;
+                q.req.rnr_left = q.rnr_retry;
+            }
+            _ => {}
+        }
+        q.state = next;
+        Ok(())
+    }
+
+    /// `ibv_post_send`: queue and transmit at once (inline progress). On an
+    /// error, the index of the first bad WR and its errno (`bad_wr`).
+    pub fn post_send(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
+        let sh = &self.0;
+        let mut tx = TxQueue::default();
+        let mut q = sh.lock();
+        for (i, wr) in wrs.iter().enumerate() {
+            if !matches!(q.state, QpState::Rts | QpState::Err | QpState::Sqd) {
+                return Err((i, Errno::EINVAL));
+            }
+            if q.req.sq.len() >= sh.cap.max_send_wr.max(1) as usize {
+                return Err((i, Errno::ENOMEM));
+            }
+            if wr.sg_list.len() > sh.cap.max_send_sge.max(1) as usize {
+                return Err((i, Errno::EINVAL));
+            }
+            let wqe = SendWqe::new(sh, &q, wr).map_err(|e| (i, e))?;
+            if q.state == QpState::Err {
+                sh.complete_send(&wqe, WcStatus::WrFlushErr);
+                continue;
+            }
+            q.req.sq.push_back(wqe);
+        }
+        crate::engine::requester::progress(sh, &mut q, &mut tx);
+        tx.flush(&sh.dev);
+        Ok(())
+    }
+
+    /// `ibv_post_recv`.
+    pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
+        let sh = &self.0;
+        let mut q = sh.lock();
+        for (i, wr) in wrs.iter().enumerate() {
+            if q.state == QpState::Reset {
+                return Err((i, Errno::EINVAL));
+            }
+            if q.resp.rq.len() >= sh.cap.max_recv_wr.max(1) as usize {
+                return Err((i, Errno::ENOMEM));
+            }
+            if wr.sg_list.len() > sh.cap.max_recv_sge.max(1) as usize {
+                return Err((i, Errno::EINVAL));
+            }
+            let sges: Vec<ResolvedSge> = packet::resolve(&sh.dev, wr.sg_list);
+            if q.state == QpState::Err {
+                sh.complete_recv(flush_wc(wr.wr_id), false);
+                continue;
+            }
+            q.resp.rq.push_back(RecvWqe { wr_id: wr.wr_id, len: packet::total_len(&sges), sges });
+        }
+        Ok(())
+    }
+
+    /// The local endpoint's GID this QP sends from.
+    pub fn local_gid(&self) -> Gid {
+        self.0.dev.gid
+    }
+}
+
+impl Drop for Qp {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.req.timer_generation += 1;
+        q.state = QpState::Reset;
+        drop(q);
+        self.0.dev.qps.write().unwrap_or_else(|e| e.into_inner()).remove(&self.0.qpn);
+    }
+}

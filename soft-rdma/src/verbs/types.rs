@@ -1,0 +1,251 @@
+//! The verbs vocabulary: flags, states, work requests, completions, errors —
+//! shaped after `infiniband/verbs.h` so the shim maps them one to one.
+
+use std::fmt;
+
+/// A verbs error: the errno the real library would return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const EFAULT: Errno = Errno(libc::EFAULT);
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl std::error::Error for Errno {}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// `ibv_access_flags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Access(pub u32);
+
+impl Access {
+    pub const LOCAL_WRITE: Access = Access(1);
+    pub const REMOTE_WRITE: Access = Access(1 << 1);
+    pub const REMOTE_READ: Access = Access(1 << 2);
+    pub const REMOTE_ATOMIC: Access = Access(1 << 3);
+    pub const ON_DEMAND: Access = Access(1 << 6);
+
+    pub fn contains(self, other: Access) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Access {
+    type Output = Access;
+    fn bitor(self, o: Access) -> Access {
+        Access(self.0 | o.0)
+    }
+}
+
+/// `ibv_qp_type` (the ones the device implements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpType {
+    Rc,
+    Uc,
+    Ud,
+}
+
+/// `ibv_qp_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpState {
+    Reset,
+    Init,
+    Rtr,
+    Rts,
+    Sqd,
+    Sqe,
+    Err,
+}
+
+/// `ibv_mtu` as bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mtu {
+    M256 = 256,
+    M512 = 512,
+    M1024 = 1024,
+    M2048 = 2048,
+    M4096 = 4096,
+}
+
+impl Mtu {
+    pub fn bytes(self) -> usize {
+        self as usize
+    }
+    /// From the `ibv_mtu` enum value (1..=5).
+    pub fn from_ibv(v: u32) -> Option<Mtu> {
+        Some(match v {
+            1 => Mtu::M256,
+            2 => Mtu::M512,
+            3 => Mtu::M1024,
+            4 => Mtu::M2048,
+            5 => Mtu::M4096,
+            _ => return None,
+        })
+    }
+}
+
+/// A GID: 16 bytes; IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Gid(pub [u8; 16]);
+
+impl Gid {
+    pub fn from_ip(ip: std::net::IpAddr) -> Gid {
+        match ip {
+            std::net::IpAddr::V4(v4) => Gid(v4.to_ipv6_mapped().octets()),
+            std::net::IpAddr::V6(v6) => Gid(v6.octets()),
+        }
+    }
+    pub fn to_ip(self) -> std::net::IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        }
+    }
+}
+
+/// `ibv_sge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sge {
+    pub addr: u64,
+    pub length: u32,
+    pub lkey: u32,
+}
+
+/// What a send work request does (`ibv_wr_opcode` with its operands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOp {
+    Send,
+    SendImm(u32),
+    SendInv(u32),
+    Write { remote_addr: u64, rkey: u32 },
+    WriteImm { remote_addr: u64, rkey: u32, imm: u32 },
+    Read { remote_addr: u64, rkey: u32 },
+    CompareSwap { remote_addr: u64, rkey: u32, compare: u64, swap: u64 },
+    FetchAdd { remote_addr: u64, rkey: u32, add: u64 },
+}
+
+/// UD destination of a send (`wr.ud`).
+#[derive(Debug, Clone)]
+pub struct UdDest {
+    pub ah: crate::verbs::Ah,
+    pub remote_qpn: u32,
+    pub remote_qkey: u32,
+}
+
+/// `ibv_send_flags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendFlags {
+    pub signaled: bool,
+    pub solicited: bool,
+    /// Copy the data at post time (`IBV_SEND_INLINE`).
+    pub inline: bool,
+    pub fence: bool,
+}
+
+/// `ibv_send_wr` (one; post a slice for a chain).
+#[derive(Debug, Clone)]
+pub struct SendWr<'a> {
+    pub wr_id: u64,
+    pub sg_list: &'a [Sge],
+    pub op: SendOp,
+    pub flags: SendFlags,
+    pub ud: Option<UdDest>,
+}
+
+/// `ibv_recv_wr`.
+#[derive(Debug, Clone)]
+pub struct RecvWr<'a> {
+    pub wr_id: u64,
+    pub sg_list: &'a [Sge],
+}
+
+/// `ibv_wc_status` (the ones the device produces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WcStatus {
+    Success,
+    LocLenErr,
+    LocQpOpErr,
+    LocProtErr,
+    WrFlushErr,
+    BadRespErr,
+    LocAccessErr,
+    RemInvReqErr,
+    RemAccessErr,
+    RemOpErr,
+    RetryExcErr,
+    RnrRetryExcErr,
+    GeneralErr,
+}
+
+/// `ibv_wc_opcode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WcOpcode {
+    Send,
+    RdmaWrite,
+    RdmaRead,
+    CompSwap,
+    FetchAdd,
+    Recv,
+    RecvRdmaWithImm,
+}
+
+/// `ibv_wc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wc {
+    pub wr_id: u64,
+    pub status: WcStatus,
+    pub opcode: WcOpcode,
+    pub byte_len: u32,
+    pub imm: Option<u32>,
+    pub invalidated_rkey: Option<u32>,
+    pub qp_num: u32,
+    pub src_qp: u32,
+    /// A GRH is present in the first 40 bytes of the buffer (UD).
+    pub grh: bool,
+}
+
+/// `ibv_qp_cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QpCap {
+    pub max_send_wr: u32,
+    pub max_recv_wr: u32,
+    pub max_send_sge: u32,
+    pub max_recv_sge: u32,
+    pub max_inline_data: u32,
+}
+
+/// The fields of `ibv_qp_attr` the device uses; `None` = not in the mask.
+#[derive(Debug, Clone, Default)]
+pub struct QpAttr {
+    pub state: Option<QpState>,
+    pub pkey_index: Option<u16>,
+    pub port_num: Option<u8>,
+    pub qkey: Option<u32>,
+    pub access: Option<Access>,
+    pub path_mtu: Option<Mtu>,
+    pub dest_qp_num: Option<u32>,
+    pub rq_psn: Option<u32>,
+    pub sq_psn: Option<u32>,
+    pub dgid: Option<Gid>,
+    pub max_rd_atomic: Option<u8>,
+    pub max_dest_rd_atomic: Option<u8>,
+    pub min_rnr_timer: Option<u8>,
+    pub timeout: Option<u8>,
+    pub retry_cnt: Option<u8>,
+    pub rnr_retry: Option<u8>,
+}
