@@ -43,7 +43,11 @@ impl Reth {
     /// If `b` is shorter than [`RETH_LEN`] (likewise for the other headers'
     /// `parse_unchecked` / `emit`).
     fn parse_unchecked(b: &[u8]) -> Reth {
-        Reth { va: get_u64(b, 0), rkey: get_u32(b, 8), len: get_u32(b, 12) }
+        Reth {
+            va: get_u64(b, 0),
+            rkey: get_u32(b, 8),
+            len: get_u32(b, 12),
+        }
     }
     pub fn emit(&self, b: &mut [u8]) {
         put_u64(b, 0, self.va);
@@ -99,9 +103,13 @@ impl NakCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syndrome {
     /// ACK with a credit count (0x1f: no limit).
-    Ack { credits: u8 },
+    Ack {
+        credits: u8,
+    },
     /// RNR NAK with the 5-bit RNR timer code.
-    RnrNak { timer: u8 },
+    RnrNak {
+        timer: u8,
+    },
     Nak(NakCode),
 }
 
@@ -159,7 +167,9 @@ impl Syndrome {
 impl fmt::Display for Syndrome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Syndrome::Ack { credits: NO_CREDIT_LIMIT } => f.write_str("ACK"),
+            Syndrome::Ack {
+                credits: NO_CREDIT_LIMIT,
+            } => f.write_str("ACK"),
             Syndrome::Ack { credits } => write!(f, "ACK credits={credits}"),
             Syndrome::RnrNak { timer } => write!(f, "RNR_NAK timer={timer}"),
             Syndrome::Nak(code) => write!(f, "NAK {}", code.name()),
@@ -181,7 +191,10 @@ impl Aeth {
     }
     pub const fn from_u32(word: u32) -> Result<Aeth, WireError> {
         match Syndrome::from_u8((word >> 24) as u8) {
-            Ok(syndrome) => Ok(Aeth { syndrome, msn: word & MAX_U24 }),
+            Ok(syndrome) => Ok(Aeth {
+                syndrome,
+                msn: word & MAX_U24,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -234,7 +247,10 @@ pub struct Deth {
 
 impl Deth {
     fn parse_unchecked(b: &[u8]) -> Deth {
-        Deth { qkey: get_u32(b, 0), src_qp: get_u24(b, 5) }
+        Deth {
+            qkey: get_u32(b, 0),
+            src_qp: get_u24(b, 5),
+        }
     }
     /// Reserved byte 4 written as zero; `src_qp` truncated to 24 bits.
     pub fn emit(&self, b: &mut [u8]) {
@@ -346,9 +362,7 @@ impl Ext {
             ExtKind::Reth => Ext::Reth(Reth::parse_unchecked(b)),
             ExtKind::RethImm => Ext::RethImm(Reth::parse_unchecked(b), get_u32(b, RETH_LEN)),
             ExtKind::Aeth => Ext::Aeth(Aeth::parse_unchecked(b)?),
-            ExtKind::AtomicAck => {
-                Ext::AtomicAck(Aeth::parse_unchecked(b)?, get_u64(b, AETH_LEN))
-            }
+            ExtKind::AtomicAck => Ext::AtomicAck(Aeth::parse_unchecked(b)?, get_u64(b, AETH_LEN)),
             ExtKind::Atomic => Ext::Atomic(AtomicEth::parse_unchecked(b)),
             ExtKind::Deth => Ext::Deth(Deth::parse_unchecked(b)),
             ExtKind::DethImm => Ext::DethImm(Deth::parse_unchecked(b), get_u32(b, DETH_LEN)),

@@ -130,7 +130,10 @@ pub fn compute_with_headers(ip_header: &[u8], udp_header: &[u8], packet: &[u8]) 
     let h = &mut s[n..n + ip_len];
     h.copy_from_slice(ip_header);
     if ip_header.first().is_some_and(|b| b >> 4 == 4) {
-        assert!((IPV4_LEN..=IPV4_MAX_LEN).contains(&ip_len), "IPv4 header length");
+        assert!(
+            (IPV4_LEN..=IPV4_MAX_LEN).contains(&ip_len),
+            "IPv4 header length"
+        );
         h[1] = 0xff;
         h[8] = 0xff;
         h[10] = 0xff;
@@ -195,7 +198,8 @@ mod tests {
     /// UDP (8) + BTH (12) + 16 reserved bytes + ICRC 82 fd 00 2a. The IP
     /// header has TOS 0xc2, ID 0x718c, DF, TTL 0x40.
     const CNP_FRAME: [u8; 74] = [
-        0xe4, 0x1d, 0x2d, 0xab, 0x2b, 0xc2, 0x7c, 0xfe, 0x90, 0x64, 0x3b, 0x32, 0x08, 0x00, // eth
+        0xe4, 0x1d, 0x2d, 0xab, 0x2b, 0xc2, 0x7c, 0xfe, 0x90, 0x64, 0x3b, 0x32, 0x08,
+        0x00, // eth
         0x45, 0xc2, 0x00, 0x3c, 0x71, 0x8c, 0x40, 0x00, 0x40, 0x11, 0x91, 0x61, // ipv4
         0x0a, 0x00, 0x11, 0x01, 0x0a, 0x00, 0x12, 0x01, //
         0x00, 0x00, 0x12, 0xb7, 0x00, 0x28, 0x00, 0x00, // udp
@@ -253,7 +257,10 @@ mod tests {
         ip.copy_from_slice(&CNP_FRAME[14..34]);
         ip[4] = 0;
         ip[5] = 0;
-        assert_eq!(compute(&ctx, ib), compute_with_headers(&ip, &CNP_FRAME[34..42], ib));
+        assert_eq!(
+            compute(&ctx, ib),
+            compute_with_headers(&ip, &CNP_FRAME[34..42], ib)
+        );
         // IPv4-mapped addresses mean IPv4.
         let mapped = IcrcContext {
             src: "::ffff:10.0.17.1".parse().unwrap(),

@@ -34,7 +34,11 @@ impl PacketRepr {
         let bth = packet.bth()?;
         let ext = packet.ext()?;
         let range = packet.payload_range();
-        let repr = PacketRepr { bth, ext, payload_len: range.len() };
+        let repr = PacketRepr {
+            bth,
+            ext,
+            payload_len: range.len(),
+        };
         Ok((repr, range))
     }
 
