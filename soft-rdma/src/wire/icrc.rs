@@ -7,10 +7,37 @@
 //! rebuilt from [`IcrcContext`]. IPv4: DF set and IP ID 0 — what the kernel
 //! sends from a socket with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (measured).
 //!
-//! INTERFACE STUB: filled in by the wire work.
-use std::net::IpAddr;
+//! Masked ("variant") fields: IPv4 TOS, TTL, header checksum; IPv6 traffic
+//! class, flow label, hop limit; UDP checksum; BTH byte 4 (FECN, BECN,
+//! reserved). Everything else, including the IPv4 ID and flags, is covered.
+//!
+//! The `u32` these functions use is the value whose little-endian bytes are
+//! the 4 ICRC bytes on the wire (zlib's `crc32()` of the covered bytes: the
+//! CRC register inverted, as IBA specifies).
+//!
+//! No allocation: the masked headers are assembled in a stack buffer and the
+//! hasher is fed twice per packet.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::bth::BTH_LEN;
+
+/// Length of the ICRC.
+pub const ICRC_LEN: usize = 4;
+
+const LRH_LEN: usize = 8;
+const IPV4_LEN: usize = 20;
+const IPV4_MAX_LEN: usize = 60;
+const IPV6_LEN: usize = 40;
+const UDP_LEN: usize = 8;
+const UDP_PROTO: u8 = 17;
+const SCRATCH_LEN: usize = LRH_LEN + IPV4_MAX_LEN + UDP_LEN + BTH_LEN;
 
 /// What the ICRC covers outside the IB packet.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket
+/// reports for an IPv4 peer) stands for its IPv4 address: when both
+/// addresses are IPv4 or IPv4-mapped, the packet is taken to travel over
+/// IPv4; otherwise over IPv6 (an IPv4 address then taken as IPv4-mapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcrcContext {
     pub src: IpAddr,
@@ -19,21 +46,258 @@ pub struct IcrcContext {
     pub dst_port: u16,
 }
 
+enum Family {
+    V4(Ipv4Addr, Ipv4Addr),
+    V6(Ipv6Addr, Ipv6Addr),
+}
+
+fn family(ctx: &IcrcContext) -> Family {
+    match (ctx.src.to_canonical(), ctx.dst.to_canonical()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Family::V4(s, d),
+        (s, d) => Family::V6(v6(s), v6(d)),
+    }
+}
+
+fn v6(a: IpAddr) -> Ipv6Addr {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
 /// ICRC of `packet` = the whole IB packet *including* the 4 ICRC bytes at the
 /// end (which are not covered).
+///
+/// Never panics; a packet shorter than the ICRC covers no IB bytes.
 pub fn compute(ctx: &IcrcContext, packet: &[u8]) -> u32 {
-    let _ = (ctx, packet);
-    unimplemented!()
+    let mut s = [0u8; SCRATCH_LEN];
+    s[..LRH_LEN].fill(0xff);
+    let mut n = LRH_LEN;
+    // Lengths wrap for packets beyond 64 KiB, which UDP cannot carry anyway.
+    let udp_len = (UDP_LEN + packet.len()) as u16;
+    match family(ctx) {
+        Family::V4(src, dst) => {
+            let h = &mut s[n..n + IPV4_LEN];
+            h[0] = 0x45; // version 4, IHL 5
+            h[1] = 0xff; // TOS (masked)
+            h[2..4].copy_from_slice(&((IPV4_LEN as u16).wrapping_add(udp_len)).to_be_bytes());
+            // ID 0 (bytes 4-5); flags DF, fragment offset 0
+            h[6] = 0x40;
+            h[8] = 0xff; // TTL (masked)
+            h[9] = UDP_PROTO;
+            h[10] = 0xff; // header checksum (masked)
+            h[11] = 0xff;
+            h[12..16].copy_from_slice(&src.octets());
+            h[16..20].copy_from_slice(&dst.octets());
+            n += IPV4_LEN;
+        }
+        Family::V6(src, dst) => {
+            let h = &mut s[n..n + IPV6_LEN];
+            // version 6, traffic class and flow label (masked)
+            h[..4].copy_from_slice(&[0x6f, 0xff, 0xff, 0xff]);
+            h[4..6].copy_from_slice(&udp_len.to_be_bytes());
+            h[6] = UDP_PROTO;
+            h[7] = 0xff; // hop limit (masked)
+            h[8..24].copy_from_slice(&src.octets());
+            h[24..40].copy_from_slice(&dst.octets());
+            n += IPV6_LEN;
+        }
+    }
+    let u = &mut s[n..n + UDP_LEN];
+    u[0..2].copy_from_slice(&ctx.src_port.to_be_bytes());
+    u[2..4].copy_from_slice(&ctx.dst_port.to_be_bytes());
+    u[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    u[6..8].fill(0xff); // checksum (masked)
+    n += UDP_LEN;
+    finish(&mut s, n, packet)
+}
+
+/// The ICRC of `packet` (BTH .. ICRC) as carried under the given raw IP and
+/// UDP headers, e.g. from a capture. The variant fields of the headers are
+/// masked here, whatever they hold; the lengths in the headers are used as
+/// they are (not checked against `packet`). The IP version is taken from
+/// the first nibble of `ip_header` (4, else IPv6).
+///
+/// # Panics
+/// If `udp_header` is not 8 bytes, or `ip_header` is not 20..=60 bytes
+/// (IPv4) or 40 bytes (IPv6).
+pub fn compute_with_headers(ip_header: &[u8], udp_header: &[u8], packet: &[u8]) -> u32 {
+    assert_eq!(udp_header.len(), UDP_LEN, "UDP header length");
+    let mut s = [0u8; SCRATCH_LEN];
+    s[..LRH_LEN].fill(0xff);
+    let mut n = LRH_LEN;
+    let ip_len = ip_header.len();
+    let h = &mut s[n..n + ip_len];
+    h.copy_from_slice(ip_header);
+    if ip_header.first().is_some_and(|b| b >> 4 == 4) {
+        assert!(
+            (IPV4_LEN..=IPV4_MAX_LEN).contains(&ip_len),
+            "IPv4 header length"
+        );
+        h[1] = 0xff;
+        h[8] = 0xff;
+        h[10] = 0xff;
+        h[11] = 0xff;
+    } else {
+        assert_eq!(ip_len, IPV6_LEN, "IPv6 header length");
+        h[0] |= 0x0f;
+        h[1..4].fill(0xff);
+        h[7] = 0xff;
+    }
+    n += ip_len;
+    let u = &mut s[n..n + UDP_LEN];
+    u.copy_from_slice(udp_header);
+    u[6..8].fill(0xff);
+    n += UDP_LEN;
+    finish(&mut s, n, packet)
+}
+
+/// Append the masked BTH to `s[..n]` and hash it and the rest of the packet
+/// (up to its ICRC).
+fn finish(s: &mut [u8; SCRATCH_LEN], n: usize, packet: &[u8]) -> u32 {
+    let covered = &packet[..packet.len().saturating_sub(ICRC_LEN)];
+    let bth_len = covered.len().min(BTH_LEN);
+    s[n..n + bth_len].copy_from_slice(&covered[..bth_len]);
+    if bth_len > 4 {
+        s[n + 4] = 0xff; // FECN, BECN, reserved
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&s[..n + bth_len]);
+    hasher.update(&covered[bth_len..]);
+    hasher.finalize()
+}
+
+fn stored(packet: &[u8]) -> Option<u32> {
+    let tail = packet.get(packet.len().checked_sub(ICRC_LEN)?..)?;
+    Some(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]))
 }
 
 /// Write the ICRC into the last 4 bytes of `packet`.
+///
+/// # Panics
+/// If `packet` is shorter than 4 bytes.
 pub fn seal(ctx: &IcrcContext, packet: &mut [u8]) {
-    let _ = (ctx, packet);
-    unimplemented!()
+    assert!(packet.len() >= ICRC_LEN, "packet shorter than its ICRC");
+    let icrc = compute(ctx, packet);
+    let at = packet.len() - ICRC_LEN;
+    packet[at..].copy_from_slice(&icrc.to_le_bytes());
 }
 
-/// Whether the last 4 bytes of `packet` hold its ICRC.
+/// Whether the last 4 bytes of `packet` hold its ICRC (false for a packet
+/// shorter than 4 bytes).
 pub fn verify(ctx: &IcrcContext, packet: &[u8]) -> bool {
-    let _ = (ctx, packet);
-    unimplemented!()
+    stored(packet) == Some(compute(ctx, packet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CNP captured on a ConnectX-4 Lx, from scapy's test/contrib/roce.uts
+    /// ("RoCE CNP captured on ConnectX-4 Lx"): Ethernet (14) + IPv4 (20) +
+    /// UDP (8) + BTH (12) + 16 reserved bytes + ICRC 82 fd 00 2a. The IP
+    /// header has TOS 0xc2, ID 0x718c, DF, TTL 0x40.
+    const CNP_FRAME: [u8; 74] = [
+        0xe4, 0x1d, 0x2d, 0xab, 0x2b, 0xc2, 0x7c, 0xfe, 0x90, 0x64, 0x3b, 0x32, 0x08,
+        0x00, // eth
+        0x45, 0xc2, 0x00, 0x3c, 0x71, 0x8c, 0x40, 0x00, 0x40, 0x11, 0x91, 0x61, // ipv4
+        0x0a, 0x00, 0x11, 0x01, 0x0a, 0x00, 0x12, 0x01, //
+        0x00, 0x00, 0x12, 0xb7, 0x00, 0x28, 0x00, 0x00, // udp
+        0x81, 0x00, 0xff, 0xff, 0x40, 0x00, 0x01, 0x18, 0x00, 0x00, 0x00, 0x00, // bth
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // reserved
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x82, 0xfd, 0x00, 0x2a, // icrc
+    ];
+
+    #[test]
+    fn cnp_capture_vector() {
+        let ip = &CNP_FRAME[14..34];
+        let udp = &CNP_FRAME[34..42];
+        let ib = &CNP_FRAME[42..];
+        assert_eq!(ib.len(), 32);
+        let icrc = compute_with_headers(ip, udp, ib);
+        assert_eq!(icrc.to_le_bytes(), [0x82, 0xfd, 0x00, 0x2a]);
+        assert_eq!(stored(ib), Some(icrc));
+    }
+
+    #[test]
+    fn cnp_vector_is_sensitive() {
+        let ip = &CNP_FRAME[14..34];
+        let udp = &CNP_FRAME[34..42];
+        let good = compute_with_headers(ip, udp, &CNP_FRAME[42..]);
+        // The IP ID is covered...
+        let mut ip2 = [0u8; 20];
+        ip2.copy_from_slice(ip);
+        ip2[4] ^= 1;
+        assert_ne!(compute_with_headers(&ip2, udp, &CNP_FRAME[42..]), good);
+        // ...TOS, TTL and checksum are not, nor is BTH byte 4.
+        ip2.copy_from_slice(ip);
+        ip2[1] = 0;
+        ip2[8] = 1;
+        ip2[10] = 0x12;
+        assert_eq!(compute_with_headers(&ip2, udp, &CNP_FRAME[42..]), good);
+        let mut ib = [0u8; 32];
+        ib.copy_from_slice(&CNP_FRAME[42..]);
+        ib[4] = 0x80;
+        assert_eq!(compute_with_headers(ip, udp, &ib), good);
+    }
+
+    /// The context path rebuilds exactly the header a kernel sends with
+    /// IP_PMTUDISC_DO (ID 0, DF): same ICRC as the raw-header path on it.
+    #[test]
+    fn context_matches_raw_headers() {
+        let ib = &CNP_FRAME[42..];
+        let ctx = IcrcContext {
+            src: "10.0.17.1".parse().unwrap(),
+            dst: "10.0.18.1".parse().unwrap(),
+            src_port: 0,
+            dst_port: 4791,
+        };
+        let mut ip = [0u8; 20];
+        ip.copy_from_slice(&CNP_FRAME[14..34]);
+        ip[4] = 0;
+        ip[5] = 0;
+        assert_eq!(
+            compute(&ctx, ib),
+            compute_with_headers(&ip, &CNP_FRAME[34..42], ib)
+        );
+        // IPv4-mapped addresses mean IPv4.
+        let mapped = IcrcContext {
+            src: "::ffff:10.0.17.1".parse().unwrap(),
+            dst: "::ffff:10.0.18.1".parse().unwrap(),
+            ..ctx
+        };
+        assert_eq!(compute(&mapped, ib), compute(&ctx, ib));
+
+        let v6 = IcrcContext {
+            src: "fe80::1".parse().unwrap(),
+            dst: "fe80::2".parse().unwrap(),
+            src_port: 0xc001,
+            dst_port: 4791,
+        };
+        let mut ip6 = [0u8; 40];
+        ip6[0] = 0x60;
+        ip6[4..6].copy_from_slice(&40u16.to_be_bytes());
+        ip6[6] = 17;
+        ip6[7] = 64;
+        ip6[8..24].copy_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
+        ip6[24..40].copy_from_slice(&"fe80::2".parse::<Ipv6Addr>().unwrap().octets());
+        let udp6 = [0xc0, 0x01, 0x12, 0xb7, 0x00, 0x28, 0x00, 0x00];
+        assert_eq!(compute(&v6, ib), compute_with_headers(&ip6, &udp6, ib));
+    }
+
+    #[test]
+    fn short_packets_do_not_panic() {
+        let ctx = IcrcContext {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            src_port: 1,
+            dst_port: 4791,
+        };
+        for len in 0..20 {
+            let buf = vec![0u8; len];
+            let _ = compute(&ctx, &buf);
+            assert!(!verify(&ctx, &buf) || len >= ICRC_LEN);
+        }
+    }
 }
