@@ -32,7 +32,11 @@ fn recv_n(link: &UdpLink, batch: &mut RecvBatch, n: usize) -> Vec<(SocketAddr, V
     let mut got = Vec::new();
     let end = Instant::now() + Duration::from_secs(5);
     while got.len() < n {
-        assert!(Instant::now() < end, "only {} of {n} datagrams arrived", got.len());
+        assert!(
+            Instant::now() < end,
+            "only {} of {n} datagrams arrived",
+            got.len()
+        );
         let k = link.recv(batch, Some(Duration::from_millis(500))).unwrap();
         assert_eq!(k, batch.len());
         got.extend(batch.iter().map(|(p, d)| (p, d.to_vec())));
@@ -58,19 +62,31 @@ fn exchange(a: &UdpLink, b: &UdpLink, batches: impl Iterator<Item = usize>, recv
                 fill(seed, len)
             })
             .collect();
-        let out: Vec<Outgoing> = datas.iter().map(|d| Outgoing { peer: b.local(), data: d }).collect();
+        let out: Vec<Outgoing> = datas
+            .iter()
+            .map(|d| Outgoing {
+                peer: b.local(),
+                data: d,
+            })
+            .collect();
         assert_eq!(a.send(&out).unwrap(), n);
         let got = recv_n(b, &mut batch, n);
         for (i, (peer, data)) in got.iter().enumerate() {
             assert_eq!(*peer, a.local(), "datagram {i}: wrong sender");
-            assert_eq!(data, &datas[i], "datagram {i} of batch of {n}: contents differ");
+            assert_eq!(
+                data, &datas[i],
+                "datagram {i} of batch of {n}: contents differ"
+            );
         }
         total += n as u64;
         bytes += datas.iter().map(|d| d.len() as u64).sum::<u64>();
     }
     let (sa, sb) = (a.stats(), b.stats());
     assert_eq!((sa.sent, sa.sent_bytes, sa.send_dropped), (total, bytes, 0));
-    assert_eq!((sb.received, sb.received_bytes, sb.recv_truncated), (total, bytes, 0));
+    assert_eq!(
+        (sb.received, sb.received_bytes, sb.recv_truncated),
+        (total, bytes, 0)
+    );
 }
 
 #[test]
@@ -93,9 +109,16 @@ fn recv_times_out_with_zero() {
     let (_a, b) = pair(3);
     let mut batch = RecvBatch::new(8);
     let t = Instant::now();
-    assert_eq!(b.recv(&mut batch, Some(Duration::from_millis(150))).unwrap(), 0);
+    assert_eq!(
+        b.recv(&mut batch, Some(Duration::from_millis(150)))
+            .unwrap(),
+        0
+    );
     let e = t.elapsed();
-    assert!(e >= Duration::from_millis(150) && e < Duration::from_secs(2), "{e:?}");
+    assert!(
+        e >= Duration::from_millis(150) && e < Duration::from_secs(2),
+        "{e:?}"
+    );
     assert_eq!(b.recv(&mut batch, Some(Duration::ZERO)).unwrap(), 0);
     assert!(batch.is_empty());
 }
@@ -116,8 +139,14 @@ fn close_wakes_blocked_recv() {
     b.close();
     let (n, waited) = t.join().unwrap();
     assert_eq!(n, 0);
-    assert!(waited >= Duration::from_millis(150), "recv returned before close: {waited:?}");
-    assert!(closed_at.elapsed() < Duration::from_millis(500), "close did not wake recv promptly");
+    assert!(
+        waited >= Duration::from_millis(150),
+        "recv returned before close: {waited:?}"
+    );
+    assert!(
+        closed_at.elapsed() < Duration::from_millis(500),
+        "close did not wake recv promptly"
+    );
     // Later calls return at once.
     let mut batch = RecvBatch::new(4);
     let t = Instant::now();
@@ -143,10 +172,22 @@ fn undeliverable_datagrams_are_dropped_not_errors() {
     let (a, b) = pair(6);
     let v6: SocketAddr = "[2001:db8::1]:4791".parse().unwrap(); // wrong family: never sent
     let out = [
-        Outgoing { peer: v6, data: b"x" },
-        Outgoing { peer: b.local(), data: b"ok" },
-        Outgoing { peer: b.local(), data: &vec![0u8; 70_000] }, // too large for UDP
-        Outgoing { peer: b.local(), data: b"ok2" },
+        Outgoing {
+            peer: v6,
+            data: b"x",
+        },
+        Outgoing {
+            peer: b.local(),
+            data: b"ok",
+        },
+        Outgoing {
+            peer: b.local(),
+            data: &vec![0u8; 70_000],
+        }, // too large for UDP
+        Outgoing {
+            peer: b.local(),
+            data: b"ok2",
+        },
     ];
     assert_eq!(a.send(&out).unwrap(), 2);
     assert_eq!(a.stats().send_dropped, 2);
@@ -181,10 +222,16 @@ fn bind_port_in_use() {
         )),
         "{msg}"
     );
-    assert!(msg.contains("SOFTRDMA_ADDR") && !msg.contains('\n'), "{msg}");
+    assert!(
+        msg.contains("SOFTRDMA_ADDR") && !msg.contains('\n'),
+        "{msg}"
+    );
     // Two links on one address are refused the same way.
     let l = UdpLink::bind("127.77.7.2:0".parse().unwrap()).unwrap();
-    assert_eq!(UdpLink::bind(l.local()).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(
+        UdpLink::bind(l.local()).unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse
+    );
 }
 
 #[test]
@@ -219,7 +266,13 @@ impl Sniffer {
         use std::os::fd::FromRawFd;
         let proto = (libc::ETH_P_IP as u16).to_be() as libc::c_int;
         // SAFETY: socket takes no pointers.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                proto,
+            )
+        };
         if fd < 0 {
             return None;
         }
@@ -241,7 +294,12 @@ impl Sniffer {
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        assert_eq!(r, 0, "bind packet socket: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "bind packet socket: {}",
+            std::io::Error::last_os_error()
+        );
         Some(Sniffer(fd))
     }
 
@@ -253,13 +311,26 @@ impl Sniffer {
         let mut buf = [0u8; 65536];
         let end = Instant::now() + Duration::from_secs(5);
         while out.len() < n {
-            assert!(Instant::now() < end, "sniffer saw {} of {n} packets", out.len());
-            let mut pfd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            assert!(
+                Instant::now() < end,
+                "sniffer saw {} of {n} packets",
+                out.len()
+            );
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one live pollfd.
             unsafe { libc::poll(&mut pfd, 1, 200) };
             // SAFETY: buf is writable for its length.
             let r = unsafe {
-                libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if r < 28 {
                 continue;
@@ -289,7 +360,13 @@ fn ipv4_on_the_wire_has_df_and_id_zero() {
         return;
     };
     let msgs: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 100 + i]).collect();
-    let out: Vec<Outgoing> = msgs.iter().map(|d| Outgoing { peer: b.local(), data: d }).collect();
+    let out: Vec<Outgoing> = msgs
+        .iter()
+        .map(|d| Outgoing {
+            peer: b.local(),
+            data: d,
+        })
+        .collect();
     a.send(&out).unwrap();
     // On lo each packet may be seen twice (outgoing and incoming): take 4.
     for (id, df) in sniffer.capture(b.local(), 4) {
@@ -303,6 +380,13 @@ fn ipv4_on_the_wire_has_df_and_id_zero() {
     for _ in 0..4 {
         plain.send_to(b"control", target).unwrap();
     }
-    let ids: Vec<u16> = sniffer.capture(target, 4).into_iter().map(|(id, _)| id).collect();
-    assert!(ids.iter().any(|&id| id != 0), "control: plain socket IDs {ids:?}");
+    let ids: Vec<u16> = sniffer
+        .capture(target, 4)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        ids.iter().any(|&id| id != 0),
+        "control: plain socket IDs {ids:?}"
+    );
 }
