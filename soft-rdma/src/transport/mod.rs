@@ -1,20 +1,36 @@
 //! Moving datagrams (the "phy" layer): a [`Link`] sends and receives whole
 //! UDP payloads (IB transport packets) to and from peers' RoCEv2 endpoints.
 //!
-//! * `udp` — a UDP socket on port 4791, batched (`sendmmsg`/`recvmmsg`);
-//! * `loopback` — an in-process hub of links for tests;
-//! * `pcap` — middleware that records every datagram of the link it wraps
+//! * [`udp`] — a UDP socket on port 4791, batched (`sendmmsg`/`recvmmsg`);
+//! * [`loopback`] — an in-process hub of links for tests;
+//! * [`pcap`] — middleware that records every datagram of the link it wraps
 //!   (`SOFTRDMA_PCAP=file.pcap`), with synthesized Ethernet/IP/UDP headers so
 //!   tshark and scapy decode it and the ICRC verifies;
-//! * `addr` — which local address a device uses (the documented rule).
+//! * [`addr`] — which local address a device uses (the documented rule).
 //!
-//! No per-packet allocation: receive buffers are a preallocated batch.
+//! No per-packet allocation: receive buffers are a preallocated batch
+//! ([`RecvBatch`]), reused across calls.
 //!
-//! INTERFACE STUB: the contract the engine codes against; the transport work
-//! fills in the bodies and the submodules.
+//! Progress model: [`Link::recv`] with `Some(Duration::ZERO)` is a single
+//! non-blocking attempt (for inline receive processing in the caller's verbs
+//! calls); with a timeout or `None` it *blocks* in the kernel (`poll`) or on a
+//! condvar — never spins — and [`Link::close`] wakes it.
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+pub mod addr;
+pub mod loopback;
+pub mod pcap;
+mod sys;
+pub mod udp;
+
+pub use addr::bind_default;
+pub use loopback::{Hub, LoopbackLink};
+pub use pcap::PcapLink;
+pub use udp::UdpLink;
 
 /// RoCEv2's UDP destination port.
 pub const ROCE_PORT: u16 = 4791;
@@ -30,27 +46,177 @@ pub struct Outgoing<'a> {
 }
 
 /// Received datagrams in preallocated buffers, reused across calls.
+///
+/// `n` slots of [`MAX_PACKET`] bytes each, allocated once by [`RecvBatch::new`].
+/// A `recv` overwrites the batch; [`RecvBatch::push`], [`RecvBatch::retain`],
+/// [`RecvBatch::swap`] and [`RecvBatch::get_mut`] let middleware (a fault
+/// injector, a test link) edit it in place.
 pub struct RecvBatch {
-    _private: (),
+    /// `cap * MAX_PACKET` bytes; slot `i` is `bufs[i * MAX_PACKET..][..MAX_PACKET]`.
+    pub(crate) bufs: Box<[u8]>,
+    pub(crate) peers: Box<[SocketAddr]>,
+    pub(crate) lens: Box<[usize]>,
+    pub(crate) len: usize,
 }
 
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
 impl RecvBatch {
-    /// Room for `n` datagrams of up to [`MAX_PACKET`] bytes.
+    /// Room for `n` datagrams of up to [`MAX_PACKET`] bytes (`n` = 0 is taken as 1).
     pub fn new(n: usize) -> RecvBatch {
-        let _ = n;
-        unimplemented!()
+        let n = n.max(1);
+        RecvBatch {
+            bufs: vec![0u8; n * MAX_PACKET].into_boxed_slice(),
+            peers: vec![UNSPECIFIED; n].into_boxed_slice(),
+            lens: vec![0usize; n].into_boxed_slice(),
+            len: 0,
+        }
     }
     /// Datagrams filled by the last `recv`.
     pub fn len(&self) -> usize {
-        unimplemented!()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The `i`th datagram: sender and bytes.
+    /// How many datagrams fit.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+    /// The `i`th datagram: sender and bytes. Panics if `i >= len()`.
     pub fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
-        let _ = i;
-        unimplemented!()
+        assert!(i < self.len, "RecvBatch::get({i}) with len {}", self.len);
+        (self.peers[i], &self.bufs[i * MAX_PACKET..][..self.lens[i]])
+    }
+    /// The `i`th datagram, mutable bytes (e.g. to corrupt it in a test).
+    pub fn get_mut(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
+        assert!(
+            i < self.len,
+            "RecvBatch::get_mut({i}) with len {}",
+            self.len
+        );
+        (
+            self.peers[i],
+            &mut self.bufs[i * MAX_PACKET..][..self.lens[i]],
+        )
+    }
+    /// Iterate over the filled datagrams.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        (0..self.len).map(move |i| self.get(i))
+    }
+    /// Forget the contents (keeps the buffers).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// Append a datagram (a copy). False if the batch is full or `data` is
+    /// longer than [`MAX_PACKET`].
+    pub fn push(&mut self, peer: SocketAddr, data: &[u8]) -> bool {
+        if self.len == self.capacity() || data.len() > MAX_PACKET {
+            return false;
+        }
+        let i = self.len;
+        self.bufs[i * MAX_PACKET..][..data.len()].copy_from_slice(data);
+        self.peers[i] = peer;
+        self.lens[i] = data.len();
+        self.len += 1;
+        true
+    }
+    /// Keep only the datagrams for which `keep` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(SocketAddr, &[u8]) -> bool) {
+        let mut w = 0;
+        for r in 0..self.len {
+            let (peer, data) = self.get(r);
+            if keep(peer, data) {
+                if w != r {
+                    self.move_slot(r, w);
+                }
+                w += 1;
+            }
+        }
+        self.len = w;
+    }
+    /// Exchange datagrams `i` and `j` (both `< len()`).
+    pub fn swap(&mut self, i: usize, j: usize) {
+        assert!(i < self.len && j < self.len, "RecvBatch::swap out of range");
+        if i == j {
+            return;
+        }
+        let (lo, hi) = (i.min(j), i.max(j));
+        let n = self.lens[lo].max(self.lens[hi]);
+        let (a, b) = self.bufs.split_at_mut(hi * MAX_PACKET);
+        a[lo * MAX_PACKET..][..n].swap_with_slice(&mut b[..n]);
+        self.peers.swap(lo, hi);
+        self.lens.swap(lo, hi);
+    }
+    /// Copy slot `from` over slot `to`.
+    pub(crate) fn move_slot(&mut self, from: usize, to: usize) {
+        let n = self.lens[from];
+        self.bufs
+            .copy_within(from * MAX_PACKET..from * MAX_PACKET + n, to * MAX_PACKET);
+        self.lens[to] = n;
+        self.peers[to] = self.peers[from];
+    }
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// Counters of a link, a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams handed to the network (or to the peer's queue).
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+    /// Datagrams dropped on send: buffer full after retries, unreachable or
+    /// unknown peer, address family mismatch, too large.
+    pub send_dropped: u64,
+    /// Received datagrams dropped because they were larger than [`MAX_PACKET`].
+    pub recv_truncated: u64,
+    /// Datagrams dropped before delivery because the receiver's queue was
+    /// full (loopback only: the kernel does not tell a UDP socket this).
+    pub recv_dropped: u64,
+}
+
+/// The live counters behind [`LinkStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub sent: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    pub received: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub send_dropped: AtomicU64,
+    pub recv_truncated: AtomicU64,
+    pub recv_dropped: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        if n != 0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn snapshot(&self) -> LinkStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LinkStats {
+            sent: g(&self.sent),
+            sent_bytes: g(&self.sent_bytes),
+            received: g(&self.received),
+            received_bytes: g(&self.received_bytes),
+            send_dropped: g(&self.send_dropped),
+            recv_truncated: g(&self.recv_truncated),
+            recv_dropped: g(&self.recv_dropped),
+        }
     }
 }
 
@@ -67,4 +233,49 @@ pub trait Link: Send + Sync {
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize>;
     /// Wake every blocked `recv`; later ones return Ok(0) at once.
     fn close(&self);
+    /// The link's counters (middleware forwards its inner link's).
+    fn stats(&self) -> LinkStats {
+        LinkStats::default()
+    }
+}
+
+impl<L: Link + ?Sized> Link for Box<L> {
+    fn local(&self) -> SocketAddr {
+        (**self).local()
+    }
+    fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        (**self).send(batch)
+    }
+    fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        (**self).recv(batch, timeout)
+    }
+    fn close(&self) {
+        (**self).close()
+    }
+    fn stats(&self) -> LinkStats {
+        (**self).stats()
+    }
+}
+
+impl<L: Link + ?Sized> Link for Arc<L> {
+    fn local(&self) -> SocketAddr {
+        (**self).local()
+    }
+    fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        (**self).send(batch)
+    }
+    fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        (**self).recv(batch, timeout)
+    }
+    fn close(&self) {
+        (**self).close()
+    }
+    fn stats(&self) -> LinkStats {
+        (**self).stats()
+    }
+}
+
+/// Deadline arithmetic shared by the links.
+pub(crate) fn deadline(timeout: Option<Duration>) -> Option<std::time::Instant> {
+    timeout.and_then(|t| std::time::Instant::now().checked_add(t))
 }

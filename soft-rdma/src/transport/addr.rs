@@ -1,0 +1,143 @@
+//! Which local address a device uses.
+//!
+//! **The rule.** A soft RDMA device binds one UDP endpoint; its IP address is
+//! the device's GID.
+//!
+//! 1. If `SOFTRDMA_ADDR` is set, it is used as is: an IPv4 or IPv6 address,
+//!    optionally with a port (`192.168.1.10`, `192.168.1.10:4791`, `fd00::2`,
+//!    `[fd00::2]:4791`). Without a port the RoCEv2 port 4791 is used. Set it to
+//!    one of this host's addresses to talk to other hosts or containers. If it
+//!    cannot be bound, the device reports why and does not fall back.
+//! 2. Otherwise the device uses a loopback address of its own, derived from
+//!    the process id: `127.A.B.C:4791` with `A = 1 + ((pid >> 16) & 0x3f)`,
+//!    `B = (pid >> 8) & 0xff`, `C = pid & 0xff`. All of 127.0.0.0/8 reaches
+//!    `lo` on Linux without any configuration, so every process on a host (or
+//!    in a network namespace) gets its own RoCEv2 endpoint and GID, and two
+//!    processes can talk at once with zero configuration; the address is
+//!    distinct for every pid below 2^22 (Linux's largest `pid_max`) and never
+//!    127.0.x.x, so 127.0.0.1 stays free. If that address is in use (a process
+//!    of another pid namespace sharing the network), the next few addresses
+//!    (`C + 1`, … with carry) are tried. Such a device reaches only devices of
+//!    the same host (or network namespace).
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::{UdpLink, ROCE_PORT};
+
+/// The environment variable that names the device's address.
+pub const ENV: &str = "SOFTRDMA_ADDR";
+
+/// How many addresses after the pid-derived one are tried.
+pub const FALLBACK_TRIES: u32 = 8;
+
+/// The pid-derived loopback address of rule 2.
+pub fn pid_loopback(pid: u32) -> Ipv4Addr {
+    let a = 1 + ((pid >> 16) & 0x3f) as u8;
+    Ipv4Addr::new(127, a, (pid >> 8) as u8, pid as u8)
+}
+
+/// The `k`th fallback after `base` (k = 0 is `base`), staying in 127.1-64.x.x.
+fn nth_after(base: Ipv4Addr, k: u32) -> Ipv4Addr {
+    let o = base.octets();
+    let low = (u32::from(o[1] - 1) << 16 | u32::from(o[2]) << 8 | u32::from(o[3])) + k;
+    let low = low % (64 << 16);
+    Ipv4Addr::new(127, 1 + (low >> 16) as u8, (low >> 8) as u8, low as u8)
+}
+
+/// Parse a `SOFTRDMA_ADDR` value; the port defaults to [`ROCE_PORT`].
+pub fn parse(value: &str) -> io::Result<SocketAddr> {
+    let v = value.trim();
+    if let Ok(sa) = v.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, ROCE_PORT));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "softrdma: {ENV}={value:?} is not an IP address (examples: 192.168.1.10, \
+             192.168.1.10:4791, fd00::2, [fd00::2]:4791)"
+        ),
+    ))
+}
+
+/// The address rule 1 names, if `SOFTRDMA_ADDR` is set (and not empty).
+pub fn from_env() -> io::Result<Option<SocketAddr>> {
+    match std::env::var(ENV) {
+        Ok(v) if !v.trim().is_empty() => parse(&v).map(Some),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("softrdma: {ENV}={v:?} is not an IP address"),
+        )),
+    }
+}
+
+/// The address this process's device would use first (rule 1 or 2), without
+/// binding.
+pub fn default_addr() -> io::Result<SocketAddr> {
+    Ok(match from_env()? {
+        Some(a) => a,
+        None => SocketAddr::new(IpAddr::V4(pid_loopback(std::process::id())), ROCE_PORT),
+    })
+}
+
+/// Bind the device's endpoint by the rule above.
+pub fn bind_default() -> io::Result<UdpLink> {
+    if let Some(a) = from_env()? {
+        return UdpLink::bind(a);
+    }
+    let base = pid_loopback(std::process::id());
+    let mut first_err = None;
+    for k in 0..=FALLBACK_TRIES {
+        let addr = SocketAddr::new(IpAddr::V4(nth_after(base, k)), ROCE_PORT);
+        match UdpLink::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_err.unwrap_or_else(|| io::Error::other("softrdma: no loopback address free")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_rule() {
+        assert_eq!(pid_loopback(0), Ipv4Addr::new(127, 1, 0, 0));
+        assert_eq!(pid_loopback(0x12345), Ipv4Addr::new(127, 2, 0x23, 0x45));
+        assert_eq!(
+            pid_loopback((1 << 22) - 1),
+            Ipv4Addr::new(127, 64, 255, 255)
+        );
+        assert_eq!(
+            nth_after(Ipv4Addr::new(127, 1, 0, 255), 1),
+            Ipv4Addr::new(127, 1, 1, 0)
+        );
+        assert_eq!(
+            nth_after(Ipv4Addr::new(127, 64, 255, 255), 1),
+            Ipv4Addr::new(127, 1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn parse_forms() {
+        assert_eq!(parse("10.0.0.1").unwrap(), "10.0.0.1:4791".parse().unwrap());
+        assert_eq!(
+            parse("10.0.0.1:5000").unwrap(),
+            "10.0.0.1:5000".parse().unwrap()
+        );
+        assert_eq!(parse("::1").unwrap(), "[::1]:4791".parse().unwrap());
+        assert_eq!(parse("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        let e = parse("eth0").unwrap_err().to_string();
+        assert!(
+            e.starts_with("softrdma: SOFTRDMA_ADDR=\"eth0\" is not an IP address"),
+            "{e}"
+        );
+    }
+}
