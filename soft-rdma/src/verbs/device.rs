@@ -218,8 +218,12 @@ impl Device {
         }
     }
 
+    /// Active MTU: packets leave with DF set, so they must fit the link. On
+    /// loopback (MTU 65536) that is 4096; elsewhere 1024, what a 1500-byte
+    /// Ethernet link allows (link MTU − 80, rounded down to an IB MTU).
     pub fn port_attr(&self) -> PortAttr {
-        PortAttr { state_active: true, max_mtu: Mtu::M4096, active_mtu: Mtu::M4096, gid_tbl_len: 2, lid: 0 }
+        let active = if self.inner.local.ip().is_loopback() { Mtu::M4096 } else { Mtu::M1024 };
+        PortAttr { state_active: true, max_mtu: Mtu::M4096, active_mtu: active, gid_tbl_len: 2, lid: 0 }
     }
 
     pub fn stats(&self) -> &Stats {
