@@ -1,0 +1,121 @@
+//! `softrdma`: device information (`devinfo`, like `ibv_devinfo`) and
+//! perftest-style benchmarks (`perf`, like `ib_write_bw` & co.) on the soft
+//! RoCEv2 device.
+//!
+//! Exit codes: 0 success, 1 runtime failure (peer unreachable, port in use,
+//! completion error, verification mismatch), 2 usage error.
+
+mod args;
+mod ctrl;
+mod devinfo;
+mod pattern;
+mod perf;
+mod report;
+
+use std::fmt;
+
+/// What went wrong, and so which exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's command line is wrong: exit 2.
+    Usage(String),
+    /// The run failed: exit 1.
+    Runtime(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+pub fn usage<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(CliError::Usage(msg.into()))
+}
+
+pub fn runtime<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(CliError::Runtime(msg.into()))
+}
+
+const HELP: &str = "\
+usage: softrdma devinfo [-v]
+       softrdma perf TEST [flags] [--server | --client HOST | HOST]
+
+TEST: write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat
+
+flags (perftest's):
+  -s, --size SIZE        message size (default 65536 for bw, 2 for lat)
+  -n, --iters N          iterations per size (default 5000 bw, 1000 lat)
+  -a, --all              all sizes 2..2^23
+  -q, --qp N             QPs (bw tests; default 1)
+  -c, --connection T     RC | UC | UD (UD: send tests; UC: not read/atomic)
+  -m, --mtu MTU          256 | 512 | 1024 | 2048 | 4096 (default: the active MTU)
+  -t, --tx-depth N       operations in flight per QP (default 128; lat 1)
+  -r, --rx-depth N       receives posted per QP (send tests; default 512)
+  -Q, --cq-mod N         signal every N-th send (default 100)
+  -A, --atomic_type T    CMP_AND_SWAP | FETCH_AND_ADD (default FETCH_AND_ADD)
+      --odp              register the buffers as ODP memory regions
+      --implicit-odp     register one implicit ODP region (whole address space)
+      --verify           check every byte of the destination (and atomic results)
+      --json             one JSON object per result row instead of the table
+      --server           wait for a client (TCP port -p, on 0.0.0.0)
+      --client HOST      run against a server
+  -p, --port PORT        TCP port of the exchange (default 18516)
+
+Without --server/--client both sides run in this process (two devices).
+The device address follows SOFTRDMA_ADDR (else a per-process 127.x address).";
+
+fn run(argv: Vec<String>) -> CliResult<()> {
+    let mut it = argv.into_iter();
+    match it.next().as_deref() {
+        Some("devinfo") => {
+            let mut verbose = false;
+            for a in it {
+                match a.as_str() {
+                    "-v" | "--verbose" => verbose = true,
+                    "-h" | "--help" => {
+                        println!("usage: softrdma devinfo [-v]");
+                        return Ok(());
+                    }
+                    _ => return usage(format!("devinfo: unknown flag {a:?} (usage: softrdma devinfo [-v])")),
+                }
+            }
+            devinfo::run(verbose)
+        }
+        Some("perf") => {
+            let rest: Vec<String> = it.collect();
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                println!("{HELP}");
+                return Ok(());
+            }
+            let a = args::parse(&rest)?;
+            perf::run(&a)
+        }
+        Some("-h") | Some("--help") | Some("help") => {
+            println!("{HELP}");
+            Ok(())
+        }
+        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf (see softrdma --help)")),
+        None => usage("missing command; try `softrdma devinfo` or `softrdma perf write_bw` (see softrdma --help)"),
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let code = match run(argv) {
+        Ok(()) => 0,
+        Err(CliError::Usage(m)) => {
+            eprintln!("softrdma: {m}");
+            2
+        }
+        Err(CliError::Runtime(m)) => {
+            eprintln!("softrdma: {m}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
