@@ -80,6 +80,11 @@ impl Ctrl {
         Ok(f)
     }
 
+    /// Whether the peer closed the connection (without consuming anything).
+    pub fn peer_closed(&mut self) -> bool {
+        self.readable() && self.reader.fill_buf().map_or(true, |b| b.is_empty())
+    }
+
     /// Whether a line is ready to read without blocking.
     pub fn readable(&mut self) -> bool {
         if !self.reader.buffer().is_empty() {
