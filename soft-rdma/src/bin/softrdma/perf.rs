@@ -1040,7 +1040,16 @@ impl Ctx<'_> {
                     for s in 0..self.k {
                         if let Some(i) = last_in_slot(s, self.k, iters) {
                             let r = read_slot(i, self.k);
+                            let before = fails.len();
                             check(&mut fails, q, s * self.slot, size, self.seed(W_READSRC, q, r as u64), format!("slot {s} (iteration {i}, remote slot {r})"));
+                            if fails.len() > before {
+                                // Whose data is it? (Helps tell a stale or misplaced response.)
+                                let page = self.s.dst[q].bytes(s * self.slot, size.min(4096));
+                                if let Some(o) = (0..self.k).find(|&o| pattern::check(page, self.seed(W_READSRC, q, o as u64)).is_none()) {
+                                    let l = fails.len() - 1;
+                                    fails[l].push_str(&format!("; that data is remote slot {o}'s"));
+                                }
+                            }
                         }
                     }
                 }
