@@ -355,6 +355,7 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         }
     }
     if q.req.retries_left == 0 {
+        crate::log::log!(Warn, "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded", sh.qpn, q.peer, q.retry_cnt);
         let w = q.req.sq.pop_front().expect("outstanding");
         sh.complete_send(&w, WcStatus::RetryExcErr);
         sh.to_error(q);
@@ -385,6 +386,7 @@ pub(crate) fn first_unacked(q: &QpInner) -> u32 {
 pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
     sh.dev.stats.rnr_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.rnr_left == 0 {
+        crate::log::log!(Warn, "qp {:#x}: peer {:?} had no receive posted after {} RNR retries", sh.qpn, q.peer, q.rnr_retry);
         if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
             let w = q.req.sq.remove(pos).expect("found");
             sh.complete_send(&w, WcStatus::RnrRetryExcErr);

@@ -13,6 +13,7 @@
 use super::packet::{self, ResolvedSge, TxQueue};
 use super::psn;
 use super::requester::bth;
+use crate::log::log;
 use crate::verbs::mr::{KeyError, MrShared};
 use crate::verbs::qp::{QpInner, QpShared};
 use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
@@ -118,6 +119,7 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
         }
         Err(Fail::Nak(code)) => {
             q.resp.cur = None;
+            log!(Debug, "qp {:#x}: {} from {from} refused: {code:?}", sh.qpn, repr);
             if sh.qp_type == QpType::Rc {
                 sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));

@@ -87,6 +87,9 @@ impl QpShared {
     /// Move to the error state: every outstanding work request completes with
     /// `WR_FLUSH_ERR` (the one that failed was completed by the caller).
     pub(crate) fn to_error(&self, q: &mut QpInner) {
+        if q.state != QpState::Err {
+            crate::log::log!(Info, "qp {:#x}: -> Err, flushing {} send and {} receive requests", self.qpn, q.req.sq.len(), q.resp.rq.len());
+        }
         q.state = QpState::Err;
         for w in q.req.sq.drain(..) {
             self.complete_send(&w, WcStatus::WrFlushErr);
@@ -256,6 +259,12 @@ impl Qp {
                 q.req.rnr_left = q.rnr_retry;
             }
             _ => {}
+        }
+        if next != cur {
+            crate::log::log!(Info, "qp {:#x} ({:?}): {cur:?} -> {next:?}{}", self.0.qpn, self.0.qp_type, match (next, q.peer) {
+                (S::Rtr, Some(peer)) => format!(", peer qp {:#x} at {peer}, mtu {}, rq_psn {:#x}", q.dest_qpn, q.path_mtu.bytes(), q.resp.epsn),
+                _ => String::new(),
+            });
         }
         q.state = next;
         Ok(())
