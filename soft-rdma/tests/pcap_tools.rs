@@ -27,7 +27,7 @@ fn side(pcap: &Path) -> Side {
 }
 
 fn qp(s: &Side, t: QpType) -> Qp {
-    s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false }).unwrap()
+    s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap()
 }
 
 fn rc_pair(a: &Side, b: &Side) -> (Qp, Qp) {

@@ -78,7 +78,7 @@ fn pair() -> (Side, Side) {
 }
 
 fn connect_with(a: &Side, b: &Side, t: QpType, rnr_retry: u8, retry_cnt: u8, timeout: u8) -> (Qp, Qp) {
-    let mk = |s: &Side| s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false }).unwrap();
+    let mk = |s: &Side| s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
     let (qa, qb) = (mk(a), mk(b));
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
         let init = if t == QpType::Ud {
@@ -301,4 +301,74 @@ fn ud_send_carries_a_grh_and_the_source_qp() {
     wait(&a.cq, 1);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(b.cq.poll(&mut [r[0]; 2]), 0);
+}
+
+#[test]
+fn srq_serves_several_qps_and_raises_its_limit_event_once() {
+    let (a, b) = pair();
+    let srq = b.pd.create_srq(64, 1, 0).unwrap();
+    let mk = |s: &Side, srq: Option<Srq>| s.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq }).unwrap();
+    let dst = Buf::new(64 * 256, |_| 0);
+    let mrb = b.pd.reg_mr(dst.addr(), dst.0.len() as u64, Access::LOCAL_WRITE).unwrap();
+    let wrs: Vec<[Sge; 1]> = (0..8).map(|i| [dst.sge(&mrb, i * 256, 256)]).collect();
+    let posts: Vec<RecvWr<'_>> = wrs.iter().enumerate().map(|(i, s)| RecvWr { wr_id: 100 + i as u64, sg_list: s }).collect();
+    srq.post_recv(&posts).unwrap();
+    srq.set_limit(5).unwrap();
+    let src = Buf::new(256, |i| i as u8);
+    let mra = a.pd.reg_mr(src.addr(), 256, Access::LOCAL_WRITE).unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..2 {
+        let (qa, qb) = (mk(&a, None), mk(&b, Some(srq.clone())));
+        for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
+            q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
+            q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
+            q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+        }
+        assert_eq!(qb.post_recv(&[RecvWr { wr_id: 0, sg_list: &[] }]).err().map(|e| e.1), Some(Errno::EINVAL), "a QP with an SRQ has no receive queue");
+        pairs.push((qa, qb));
+    }
+    for (i, (qa, _)) in pairs.iter().cycle().take(4).enumerate() {
+        qa.post_send(&[SendWr { wr_id: i as u64, sg_list: &[src.sge(&mra, 0, 256)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    }
+    let got = wait(&b.cq, 4);
+    let mut ids: Vec<u64> = got.iter().map(|w| w.wr_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![100, 101, 102, 103], "both QPs consumed the shared queue in order");
+    assert_eq!(srq.len(), 4);
+    assert_eq!(b.dev.get_async_event(), Some(AsyncEvent::SrqLimitReached { srq: srq.id() }), "8 -> 4 crossed the limit of 5");
+    assert_eq!(b.dev.get_async_event(), None, "once: the limit is disarmed after firing");
+}
+
+#[test]
+fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
+    let (a, b) = pair();
+    let ch = CompChannel::new().unwrap();
+    let cq = Cq::new(16, Some(&ch)).unwrap();
+    let qa = a.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), cap: cap(), sq_sig_all: true, srq: None }).unwrap();
+    let qb = b.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
+        q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
+        q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
+        q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+    }
+    let readable = |ms: i32| {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd { fd: ch.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    };
+    let buf = Buf::new(8, |_| 1);
+    let mr = b.pd.reg_mr(buf.addr(), 8, all_access()).unwrap();
+    cq.req_notify(false).unwrap();
+    assert!(!readable(0));
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert!(readable(5000), "an armed CQ's completion makes the channel readable");
+    assert!(ch.get_event().is_some());
+    assert!(!readable(0), "drained by get_event");
+    assert_eq!(wait(&cq, 1)[0].wr_id, 1);
+    // Not armed again: the next completion does not wake the channel.
+    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    wait(&cq, 1);
+    assert!(!readable(50));
 }

@@ -184,7 +184,7 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         if let Err(status) = r {
             let w = q.req.sq.remove(idx).expect("index in range");
             sh.complete_send(&w, status);
-            sh.to_error(q);
+            sh.fail(q);
             return;
         }
         q.req.send_idx += 1;
@@ -358,7 +358,7 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         crate::log::log!(Warn, "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded", sh.qpn, q.peer, q.retry_cnt);
         let w = q.req.sq.pop_front().expect("outstanding");
         sh.complete_send(&w, WcStatus::RetryExcErr);
-        sh.to_error(q);
+        sh.fail(q);
         return;
     }
     q.req.retries_left -= 1;
@@ -391,7 +391,7 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
             let w = q.req.sq.remove(pos).expect("found");
             sh.complete_send(&w, WcStatus::RnrRetryExcErr);
         }
-        sh.to_error(q);
+        sh.fail(q);
         return;
     }
     if q.rnr_retry != 7 {
