@@ -8,8 +8,7 @@ passed=0
 step() { echo; echo "=== $*"; }
 ok() { passed=$((passed + 1)); }
 
-# Installs the Debian packages given that are missing (odp needs none; the
-# device and shim issues add perftest, ibverbs-utils, tshark ...).
+# Installs the Debian packages given that are missing.
 install_missing_debs() {
     local missing=()
     for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -18,7 +17,13 @@ install_missing_debs() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
     fi
 }
-install_missing_debs
+# tshark decodes the device's captures; iproute2 makes the two-host tests'
+# network namespaces.
+install_missing_debs tshark iproute2
+# scapy recomputes ICRCs independently of ours.
+python3 -c "import scapy.contrib.roce" 2>/dev/null || python3 -m pip install -q --root-user-action=ignore scapy
+# The tool checks above are then mandatory, not skipped.
+export SOFTRDMA_REQUIRE_TOOLS=1
 
 step "build (all targets; a warning fails the suite)"
 mkdir -p target

@@ -9,6 +9,7 @@
 //! * [`engine`] — requester, responder, completer: the RC/UC/UD protocol.
 
 pub(crate) mod engine;
+pub mod log;
 mod sys;
 pub mod transport;
 pub mod verbs;

@@ -43,7 +43,7 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
                         let w = q.req.sq.remove(pos).expect("found");
                         sh.complete_send(&w, status);
                     }
-                    sh.to_error(q);
+                    sh.fail(q);
                     return;
                 }
             }
@@ -65,7 +65,7 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
             if let Err(st) = packet::scatter(&w.sges, sh.pd, off, payload) {
                 let w = q.req.sq.remove(i).expect("found");
                 sh.complete_send(&w, st);
-                sh.to_error(q);
+                sh.fail(q);
                 return;
             }
             w.read_done += 1;

@@ -184,7 +184,7 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         if let Err(status) = r {
             let w = q.req.sq.remove(idx).expect("index in range");
             sh.complete_send(&w, status);
-            sh.to_error(q);
+            sh.fail(q);
             return;
         }
         q.req.send_idx += 1;
@@ -355,9 +355,10 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         }
     }
     if q.req.retries_left == 0 {
+        crate::log::log!(Warn, "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded", sh.qpn, q.peer, q.retry_cnt);
         let w = q.req.sq.pop_front().expect("outstanding");
         sh.complete_send(&w, WcStatus::RetryExcErr);
-        sh.to_error(q);
+        sh.fail(q);
         return;
     }
     q.req.retries_left -= 1;
@@ -385,11 +386,12 @@ pub(crate) fn first_unacked(q: &QpInner) -> u32 {
 pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
     sh.dev.stats.rnr_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.rnr_left == 0 {
+        crate::log::log!(Warn, "qp {:#x}: peer {:?} had no receive posted after {} RNR retries", sh.qpn, q.peer, q.rnr_retry);
         if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
             let w = q.req.sq.remove(pos).expect("found");
             sh.complete_send(&w, WcStatus::RnrRetryExcErr);
         }
-        sh.to_error(q);
+        sh.fail(q);
         return;
     }
     if q.rnr_retry != 7 {

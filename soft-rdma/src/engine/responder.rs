@@ -13,6 +13,7 @@
 use super::packet::{self, ResolvedSge, TxQueue};
 use super::psn;
 use super::requester::bth;
+use crate::log::log;
 use crate::verbs::mr::{KeyError, MrShared};
 use crate::verbs::qp::{QpInner, QpShared};
 use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
@@ -118,6 +119,7 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
         }
         Err(Fail::Nak(code)) => {
             q.resp.cur = None;
+            log!(Debug, "qp {:#x}: {} from {from} refused: {code:?}", sh.qpn, repr);
             if sh.qp_type == QpType::Rc {
                 sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));
@@ -144,7 +146,7 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
             if op == Op::SendFirst && payload.len() as u64 != mtu {
                 return Err(invalid);
             }
-            let wqe = q.resp.rq.pop_front().ok_or(Fail::Rnr)?;
+            let wqe = sh.take_recv(q).ok_or(Fail::Rnr)?;
             q.resp.cur = Some(InMsg::Send { wqe, offset: 0 });
             recv_payload(sh, q, repr, payload)
         }
@@ -180,7 +182,7 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE).map_err(key_nak)?;
                 Some(mr)
             };
-            if op == Op::WriteOnlyImm && q.resp.rq.is_empty() {
+            if op == Op::WriteOnlyImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
             q.resp.cur = Some(InMsg::Write { mr, va: reth.va, remaining: u64::from(reth.len), total: reth.len });
@@ -193,7 +195,7 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
             if op == Op::WriteMiddle && payload.len() as u64 != mtu {
                 return Err(invalid);
             }
-            if op == Op::WriteLastImm && q.resp.rq.is_empty() {
+            if op == Op::WriteLastImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
             write_payload(sh, q, repr, payload)
@@ -303,7 +305,7 @@ fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u
             _ => None,
         };
         if let Some(i) = imm {
-            let wqe = q.resp.rq.pop_front().expect("checked before writing");
+            let wqe = sh.take_recv(q).expect("checked before writing");
             let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::RecvRdmaWithImm, total);
             wc.imm = Some(i);
             sh.complete_recv(wc, repr.bth.solicited);
@@ -410,7 +412,7 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
     if deth.qkey != q.qkey {
         return;
     }
-    let Some(wqe) = q.resp.rq.pop_front() else {
+    let Some(wqe) = sh.take_recv(q) else {
         return; // UD has no RNR: the datagram is lost
     };
     let total = 40 + payload.len() as u64;

@@ -4,6 +4,7 @@
 
 use super::packet::{icrc_ctx, TxQueue};
 use super::{completer, responder};
+use crate::log::log;
 use crate::transport::RecvBatch;
 use crate::verbs::device::DeviceInner;
 use crate::verbs::qp::QpShared;
@@ -20,7 +21,7 @@ pub(crate) fn run(dev: &DeviceInner) {
         let n = match dev.link.recv(&mut batch, None) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("softrdma: receive failed: {e}");
+                log!(Error, "receive failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 continue;
             }
@@ -41,16 +42,22 @@ pub(crate) fn run(dev: &DeviceInner) {
 /// One datagram. Anything malformed is dropped and counted, never a panic.
 pub(crate) fn handle(dev: &DeviceInner, from: SocketAddr, bytes: &[u8], tx: &mut TxQueue, acks: &mut Vec<Arc<QpShared>>) {
     dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
-    let Ok((repr, payload)) = PacketRepr::parse(bytes) else {
-        dev.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
-        return;
+    let (repr, payload) = match PacketRepr::parse(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            dev.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+            log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
+            return;
+        }
     };
     if !icrc::verify(&icrc_ctx(from, dev.local), bytes) {
         dev.stats.icrc_errors.fetch_add(1, Ordering::Relaxed);
+        log!(Debug, "dropped {repr} from {from}: bad ICRC");
         return;
     }
     let Some(qp) = dev.qp(repr.bth.dest_qp) else {
         dev.stats.unknown_qp.fetch_add(1, Ordering::Relaxed);
+        log!(Debug, "dropped {repr} from {from}: no such QP");
         return;
     };
     let payload = &bytes[payload];

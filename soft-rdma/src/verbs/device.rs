@@ -90,6 +90,9 @@ pub(crate) struct DeviceInner {
     pub(crate) mrs: RwLock<HashMap<u32, Arc<MrShared>>>,
     pub(crate) timers: Timers,
     pub(crate) stats: Stats,
+    /// Asynchronous events, and an eventfd readable while there are some.
+    events: Mutex<std::collections::VecDeque<super::AsyncEvent>>,
+    events_fd: std::os::fd::OwnedFd,
     next_qpn: AtomicU32,
     next_mr: AtomicU32,
     next_pd: AtomicU32,
@@ -120,6 +123,13 @@ impl DeviceInner {
     pub(crate) fn mr(&self, key: u32) -> Option<Arc<MrShared>> {
         let mr = self.mrs.read().unwrap_or_else(|e| e.into_inner()).get(&(key >> 8)).cloned()?;
         (mr.key == key).then_some(mr)
+    }
+
+    /// Queue an asynchronous event for `Device::get_async_event`.
+    pub(crate) fn raise(&self, ev: super::AsyncEvent) {
+        crate::log::log!(Info, "async event: {ev:?}");
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(ev);
+        crate::sys::eventfd_signal(&self.events_fd);
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -155,6 +165,8 @@ impl Device {
             mrs: RwLock::new(HashMap::new()),
             timers: Timers::default(),
             stats: Stats::default(),
+            events: Mutex::new(Default::default()),
+            events_fd: crate::sys::eventfd().expect("eventfd for async events"),
             next_qpn: AtomicU32::new(0),
             next_mr: AtomicU32::new(1),
             next_pd: AtomicU32::new(0),
@@ -233,6 +245,23 @@ impl Device {
     /// How the ODP regions learn about unmaps (userfaultfd or fallback).
     pub fn odp_source(&self) -> odp::InvalidationSource {
         self.inner.mm.source().clone()
+    }
+
+    /// `ibv_get_async_event`, non-blocking; wait for [`Device::async_fd`] to
+    /// become readable to block.
+    pub fn get_async_event(&self) -> Option<super::AsyncEvent> {
+        let mut q = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        let ev = q.pop_front();
+        if q.is_empty() {
+            crate::sys::eventfd_drain(&self.inner.events_fd);
+        }
+        ev
+    }
+
+    /// The descriptor that is readable while async events are queued.
+    pub fn async_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.inner.events_fd.as_raw_fd()
     }
 
     pub fn alloc_pd(&self) -> super::Pd {

@@ -4,12 +4,14 @@ mod cq;
 pub(crate) mod device;
 pub(crate) mod mr;
 pub(crate) mod qp;
+mod srq;
 mod types;
 
 pub use cq::{CompChannel, Cq};
 pub use device::{Device, DeviceAttr, OdpCaps, PortAttr, Stats};
 pub use mr::Mr;
 pub use qp::{Qp, QpInitAttr};
+pub use srq::{AsyncEvent, Srq};
 pub use types::*;
 
 use device::DeviceInner;
@@ -40,6 +42,11 @@ impl Pd {
     }
     pub fn create_qp(&self, attr: QpInitAttr) -> Result<Qp> {
         Qp::create(self, attr)
+    }
+    /// `ibv_create_srq`: up to `max_wr` receive WQEs of `max_sge` entries;
+    /// `limit` (0: none) arms the limit event.
+    pub fn create_srq(&self, max_wr: u32, max_sge: u32, limit: u32) -> Result<Srq> {
+        Srq::create(self, max_wr, max_sge, limit)
     }
     /// `ibv_create_ah`: the destination GID of UD sends.
     pub fn create_ah(&self, dgid: Gid) -> Ah {

@@ -22,6 +22,8 @@ pub struct QpInitAttr {
     pub cap: QpCap,
     /// Every send WR generates a completion (`sq_sig_all`).
     pub sq_sig_all: bool,
+    /// Receive from this shared receive queue instead of the QP's own.
+    pub srq: Option<super::Srq>,
 }
 
 pub(crate) struct QpShared {
@@ -33,6 +35,7 @@ pub(crate) struct QpShared {
     pub(crate) recv_cq: Arc<CqShared>,
     pub(crate) cap: QpCap,
     pub(crate) sq_sig_all: bool,
+    pub(crate) srq: Option<Arc<super::srq::SrqShared>>,
     pub(crate) inner: Mutex<QpInner>,
 }
 
@@ -57,6 +60,21 @@ pub(crate) struct QpInner {
 impl QpShared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, QpInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next receive WQE: from the SRQ if the QP has one.
+    pub(crate) fn take_recv(&self, q: &mut QpInner) -> Option<RecvWqe> {
+        match &self.srq {
+            Some(s) => s.take(),
+            None => q.resp.rq.pop_front(),
+        }
+    }
+
+    pub(crate) fn has_recv(&self, q: &QpInner) -> bool {
+        match &self.srq {
+            Some(s) => !s.is_empty(),
+            None => !q.resp.rq.is_empty(),
+        }
     }
 
     /// Post a completion on the send CQ.
@@ -84,9 +102,21 @@ impl QpShared {
         self.recv_cq.push(Wc { qp_num: self.qpn, ..wc }, solicited);
     }
 
+    /// The protocol failed (retry or RNR exhaustion, a NAK, a local error):
+    /// to the error state, and tell the application (`IBV_EVENT_QP_FATAL`).
+    pub(crate) fn fail(&self, q: &mut QpInner) {
+        if q.state != QpState::Err {
+            self.dev.raise(super::AsyncEvent::QpFatal { qpn: self.qpn });
+        }
+        self.to_error(q);
+    }
+
     /// Move to the error state: every outstanding work request completes with
     /// `WR_FLUSH_ERR` (the one that failed was completed by the caller).
     pub(crate) fn to_error(&self, q: &mut QpInner) {
+        if q.state != QpState::Err {
+            crate::log::log!(Info, "qp {:#x}: -> Err, flushing {} send and {} receive requests", self.qpn, q.req.sq.len(), q.resp.rq.len());
+        }
         q.state = QpState::Err;
         for w in q.req.sq.drain(..) {
             self.complete_send(&w, WcStatus::WrFlushErr);
@@ -123,6 +153,9 @@ impl Qp {
         if cap.max_send_wr > MAX_QP_WR || cap.max_recv_wr > MAX_QP_WR || cap.max_send_sge > MAX_SGE || cap.max_recv_sge > MAX_SGE || cap.max_inline_data > super::device::MAX_INLINE {
             return Err(Errno::EINVAL);
         }
+        if attr.srq.as_ref().is_some_and(|s| s.pd() != pd.id()) {
+            return Err(Errno::EINVAL);
+        }
         let dev = pd.dev().clone();
         let qpn = dev.new_qpn();
         let shared = Arc::new(QpShared {
@@ -134,6 +167,7 @@ impl Qp {
             recv_cq: attr.recv_cq.0.clone(),
             cap,
             sq_sig_all: attr.sq_sig_all,
+            srq: attr.srq.map(|s| s.0),
             inner: Mutex::new(QpInner {
                 state: QpState::Reset,
                 access: Access::default(),
@@ -257,6 +291,12 @@ impl Qp {
             }
             _ => {}
         }
+        if next != cur {
+            crate::log::log!(Info, "qp {:#x} ({:?}): {cur:?} -> {next:?}{}", self.0.qpn, self.0.qp_type, match (next, q.peer) {
+                (S::Rtr, Some(peer)) => format!(", peer qp {:#x} at {peer}, mtu {}, rq_psn {:#x}", q.dest_qpn, q.path_mtu.bytes(), q.resp.epsn),
+                _ => String::new(),
+            });
+        }
         q.state = next;
         Ok(())
     }
@@ -292,6 +332,9 @@ impl Qp {
     /// `ibv_post_recv`.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
+        if sh.srq.is_some() {
+            return Err((0, Errno::EINVAL)); // receives go to the SRQ
+        }
         let mut q = sh.lock();
         for (i, wr) in wrs.iter().enumerate() {
             if q.state == QpState::Reset {

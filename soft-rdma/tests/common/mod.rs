@@ -28,8 +28,8 @@ pub fn all_access() -> Access {
 
 /// Create and connect a pair of QPs of `t` (RESET → INIT → RTR → RTS).
 pub fn connect(a: &Node, b: &Node, t: QpType) -> (Qp, Qp) {
-    let qa = a.pd.create_qp(QpInitAttr { qp_type: t, send_cq: a.cq.clone(), recv_cq: a.cq.clone(), cap: cap(), sq_sig_all: false }).unwrap();
-    let qb = b.pd.create_qp(QpInitAttr { qp_type: t, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false }).unwrap();
+    let qa = a.pd.create_qp(QpInitAttr { qp_type: t, send_cq: a.cq.clone(), recv_cq: a.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    let qb = b.pd.create_qp(QpInitAttr { qp_type: t, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
         let init = if t == QpType::Ud {
             QpAttr { state: Some(QpState::Init), qkey: Some(0x1111), port_num: Some(1), pkey_index: Some(0), ..Default::default() }

@@ -1,0 +1,374 @@
+//! The RC protocol's recovery paths, with loss aimed at chosen packets: a
+//! test middleware `Link` drops exactly the datagrams a rule picks.
+//! Go-back-N on a sequence NAK, retransmission on timeout, duplicates
+//! answered (READ re-sent, atomics replayed — executed once), RNR NAK and
+//! retry, retry and RNR exhaustion ending in error completions and a flushed
+//! QP. Also UC and UD.
+
+mod common;
+use common::{all_access, cap, signaled, wait, Buf};
+use soft_rdma::transport::{loopback::Hub, Link, LinkStats, Outgoing, RecvBatch};
+use soft_rdma::verbs::*;
+use soft_rdma::wire::{Op, PacketRepr};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Rule = Box<dyn FnMut(&PacketRepr) -> bool + Send>;
+
+/// Drops outgoing datagrams for which the rule says true.
+struct Lossy {
+    inner: Box<dyn Link>,
+    rule: Mutex<Option<Rule>>,
+    dropped: AtomicUsize,
+}
+
+impl Link for Lossy {
+    fn local(&self) -> SocketAddr {
+        self.inner.local()
+    }
+    fn send(&self, batch: &[Outgoing<'_>]) -> std::io::Result<usize> {
+        let mut rule = self.rule.lock().unwrap();
+        let keep: Vec<Outgoing<'_>> = batch
+            .iter()
+            .filter(|o| {
+                let drop = match (rule.as_mut(), PacketRepr::parse(o.data)) {
+                    (Some(r), Ok((repr, _))) => r(&repr),
+                    _ => false,
+                };
+                if drop {
+                    self.dropped.fetch_add(1, Ordering::SeqCst);
+                }
+                !drop
+            })
+            .copied()
+            .collect();
+        self.inner.send(&keep).map(|_| batch.len())
+    }
+    fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> std::io::Result<usize> {
+        self.inner.recv(batch, timeout)
+    }
+    fn close(&self) {
+        self.inner.close()
+    }
+    fn stats(&self) -> LinkStats {
+        self.inner.stats()
+    }
+}
+
+struct Side {
+    dev: Device,
+    pd: Pd,
+    cq: Cq,
+    lossy: Arc<Lossy>,
+}
+
+fn pair() -> (Side, Side) {
+    let hub = Hub::new();
+    let mk = |ip: [u8; 4]| {
+        let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
+        let lossy = Arc::new(Lossy { inner: Box::new(link), rule: Mutex::new(None), dropped: AtomicUsize::new(0) });
+        let dev = Device::with_link(lossy.clone());
+        let pd = dev.alloc_pd();
+        let cq = Cq::new(4096, None).unwrap();
+        Side { dev, pd, cq, lossy }
+    };
+    (mk([127, 9, 0, 1]), mk([127, 9, 0, 2]))
+}
+
+fn connect_with(a: &Side, b: &Side, t: QpType, rnr_retry: u8, retry_cnt: u8, timeout: u8) -> (Qp, Qp) {
+    let mk = |s: &Side| s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    let (qa, qb) = (mk(a), mk(b));
+    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
+        let init = if t == QpType::Ud {
+            QpAttr { state: Some(QpState::Init), qkey: Some(7), ..Default::default() }
+        } else {
+            QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }
+        };
+        q.modify(&init).unwrap();
+        let mut rtr = QpAttr { state: Some(QpState::Rtr), ..Default::default() };
+        if t != QpType::Ud {
+            rtr = QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0xfffff0), dgid: Some(dev.gid(1).unwrap()), max_dest_rd_atomic: Some(8), min_rnr_timer: Some(3), ..Default::default() };
+        }
+        q.modify(&rtr).unwrap();
+        // PSNs start just below the 24-bit wrap, so every test crosses it.
+        q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0xfffff0), timeout: Some(timeout), retry_cnt: Some(retry_cnt), rnr_retry: Some(rnr_retry), max_rd_atomic: Some(8), ..Default::default() }).unwrap();
+    }
+    (qa, qb)
+}
+
+fn connect(a: &Side, b: &Side) -> (Qp, Qp) {
+    // timeout 8: 4.096 µs × 2^8 ≈ 1 ms, so timeouts are quick.
+    connect_with(a, b, QpType::Rc, 7, 7, 8)
+}
+
+fn set_rule(s: &Side, r: impl FnMut(&PacketRepr) -> bool + Send + 'static) {
+    *s.lossy.rule.lock().unwrap() = Some(Box::new(r));
+}
+
+/// Drop the `n`th packet (0-based) matching `pred`, once.
+fn nth(n: usize, pred: impl Fn(&PacketRepr) -> bool + Send + 'static) -> impl FnMut(&PacketRepr) -> bool + Send {
+    let mut seen = 0;
+    move |p| {
+        if pred(p) {
+            seen += 1;
+            return seen == n + 1;
+        }
+        false
+    }
+}
+
+#[test]
+fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let src = Buf::new(40_000, |i| (i * 13) as u8);
+    let dst = Buf::new(40_000, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 40_000, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 40_000, all_access()).unwrap();
+    set_rule(&a, nth(3, |p| matches!(p.bth.opcode.op(), Op::WriteMiddle)));
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 40_000)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(dst.0, src.0);
+    assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
+    assert!(b.dev.stats().out_of_sequence.load(Ordering::Relaxed) >= 1);
+    assert!(a.dev.stats().naks_received.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
+    let (a, b) = pair();
+    let (qa, qb) = connect(&a, &b);
+    let src = Buf::new(3000, |i| i as u8);
+    let dst = Buf::new(3000, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 3000, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 3000, Access::LOCAL_WRITE).unwrap();
+    qb.post_recv(&[RecvWr { wr_id: 5, sg_list: &[dst.sge(&mrb, 0, 3000)] }]).unwrap();
+    set_rule(&b, nth(0, |p| p.bth.opcode.op() == Op::Ack));
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 3000)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let r = wait(&b.cq, 1);
+    assert_eq!((r[0].wr_id, r[0].byte_len), (5, 3000));
+    assert!(a.dev.stats().retransmits.load(Ordering::Relaxed) >= 1);
+    assert!(b.dev.stats().duplicate_requests.load(Ordering::Relaxed) >= 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(b.cq.poll(&mut [r[0]; 4]), 0, "the duplicate SEND delivered nothing twice");
+}
+
+#[test]
+fn lost_read_response_is_requested_again() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let local = Buf::new(10_000, |_| 0);
+    let remote = Buf::new(10_000, |i| (i * 3) as u8);
+    let mra = a.pd.reg_mr(local.addr(), 10_000, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 10_000, all_access()).unwrap();
+    set_rule(&b, nth(4, |p| matches!(p.bth.opcode.op(), Op::ReadRespMiddle)));
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 10_000)], op: SendOp::Read { remote_addr: remote.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(local.0, remote.0);
+}
+
+#[test]
+fn lost_atomic_ack_is_replayed_never_executed_twice() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let local = Buf::new(64, |_| 0);
+    let remote = Buf::new(64, |_| 0);
+    let mra = a.pd.reg_mr(local.addr(), 64, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    set_rule(&b, {
+        let mut n = 0;
+        move |p| {
+            if p.bth.opcode.op() == Op::AtomicAck {
+                n += 1;
+                return n % 3 == 1; // lose every third atomic ACK
+            }
+            false
+        }
+    });
+    for i in 0..30u64 {
+        qa.post_send(&[SendWr { wr_id: i, sg_list: &[local.sge(&mra, 0, 8)], op: SendOp::FetchAdd { remote_addr: remote.addr(), rkey: mrb.rkey(), add: 1 }, flags: signaled(), ud: None }]).unwrap();
+        let c = wait(&a.cq, 1);
+        assert_eq!(c[0].status, WcStatus::Success);
+        assert_eq!(u64::from_ne_bytes(local.0[..8].try_into().unwrap()), i, "fetched the value before this add");
+    }
+    assert_eq!(u64::from_ne_bytes(remote.0[..8].try_into().unwrap()), 30, "each add executed exactly once");
+    assert!(b.lossy.dropped.load(Ordering::SeqCst) >= 10);
+}
+
+#[test]
+fn rnr_nak_then_retry_succeeds_once_a_receive_is_posted() {
+    let (a, b) = pair();
+    let (qa, qb) = connect(&a, &b);
+    let src = Buf::new(100, |i| i as u8);
+    let dst = Buf::new(100, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 100, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 100, Access::LOCAL_WRITE).unwrap();
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 100)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(b.dev.stats().rnr_naks_sent.load(Ordering::Relaxed) >= 1);
+    qb.post_recv(&[RecvWr { wr_id: 9, sg_list: &[dst.sge(&mrb, 0, 100)] }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(wait(&b.cq, 1)[0].wr_id, 9);
+    assert_eq!(dst.0, src.0);
+}
+
+#[test]
+fn rnr_retry_exhausted_ends_in_error_and_flushes() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 2, 7, 8);
+    let src = Buf::new(16, |_| 1);
+    let mra = a.pd.reg_mr(src.addr(), 16, Access::LOCAL_WRITE).unwrap();
+    let wrs: Vec<SendWr<'_>> = (0..3).map(|i| SendWr { wr_id: i, sg_list: &[], op: SendOp::Send, flags: signaled(), ud: None }).collect();
+    let _ = &mra;
+    qa.post_send(&wrs).unwrap();
+    let c = wait(&a.cq, 3);
+    assert_eq!((c[0].wr_id, c[0].status), (0, WcStatus::RnrRetryExcErr));
+    assert!(c[1..].iter().all(|w| w.status == WcStatus::WrFlushErr), "{c:?}");
+    assert_eq!(qa.state(), QpState::Err);
+}
+
+#[test]
+fn retry_exhausted_when_the_peer_never_answers() {
+    let (a, b) = pair();
+    let (qa, qb) = connect_with(&a, &b, QpType::Rc, 7, 2, 8);
+    set_rule(&a, |_| true); // everything A sends is lost
+    let src = Buf::new(16, |_| 1);
+    let mra = a.pd.reg_mr(src.addr(), 16, Access::LOCAL_WRITE).unwrap();
+    qa.post_send(&[
+        SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 16)], op: SendOp::Write { remote_addr: 0, rkey: 0 }, flags: signaled(), ud: None },
+        SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 16)], op: SendOp::Write { remote_addr: 0, rkey: 0 }, flags: SendFlags::default(), ud: None },
+    ])
+    .unwrap();
+    let c = wait(&a.cq, 2);
+    assert_eq!((c[0].wr_id, c[0].status), (1, WcStatus::RetryExcErr));
+    assert_eq!((c[1].wr_id, c[1].status), (2, WcStatus::WrFlushErr), "unsignaled WRs are flushed with a completion too");
+    assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 2);
+    assert_eq!(qa.state(), QpState::Err);
+    // Posting to a QP in error completes at once with a flush error.
+    qa.post_send(&[SendWr { wr_id: 3, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::WrFlushErr);
+    drop(qb);
+}
+
+#[test]
+fn uc_write_and_send_and_a_lost_packet_loses_only_its_message() {
+    let (a, b) = pair();
+    let (qa, qb) = connect_with(&a, &b, QpType::Uc, 7, 7, 8);
+    let src = Buf::new(8192, |i| (i % 199) as u8);
+    let dst = Buf::new(16384, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 8192, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 16384, all_access()).unwrap();
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 8192)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success, "UC completes when sent");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(&dst.0[..8192], &src.0[..]);
+    // Lose the second packet of a 3-packet SEND: that message is lost, the next arrives.
+    qb.post_recv(&[RecvWr { wr_id: 1, sg_list: &[dst.sge(&mrb, 8192, 4096)] }, RecvWr { wr_id: 2, sg_list: &[dst.sge(&mrb, 12288, 4096)] }]).unwrap();
+    set_rule(&a, nth(0, |p| p.bth.opcode.op() == Op::SendMiddle));
+    qa.post_send(&[
+        SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 3000)], op: SendOp::Send, flags: SendFlags::default(), ud: None },
+        SendWr { wr_id: 3, sg_list: &[src.sge(&mra, 100, 500)], op: SendOp::SendImm(77), flags: SendFlags::default(), ud: None },
+    ])
+    .unwrap();
+    let r = wait(&b.cq, 1);
+    assert_eq!((r[0].byte_len, r[0].imm), (500, Some(77)), "only the intact message is delivered");
+}
+
+#[test]
+fn ud_send_carries_a_grh_and_the_source_qp() {
+    let (a, b) = pair();
+    let (qa, qb) = connect_with(&a, &b, QpType::Ud, 7, 7, 8);
+    let src = Buf::new(512, |i| i as u8);
+    let dst = Buf::new(40 + 1024, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 512, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 1064, Access::LOCAL_WRITE).unwrap();
+    qb.post_recv(&[RecvWr { wr_id: 4, sg_list: &[dst.sge(&mrb, 0, 1064)] }]).unwrap();
+    let ah = a.pd.create_ah(b.dev.gid(1).unwrap());
+    let ud = UdDest { ah, remote_qpn: qb.qp_num(), remote_qkey: 7 };
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 512)], op: SendOp::SendImm(5), flags: signaled(), ud: Some(ud.clone()) }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let r = wait(&b.cq, 1);
+    assert_eq!((r[0].byte_len, r[0].src_qp, r[0].grh, r[0].imm), (552, qa.qp_num(), true, Some(5)));
+    assert_eq!(&dst.0[40..552], &src.0[..]);
+    assert_eq!(&dst.0[8..24], &a.dev.gid(1).unwrap().0, "GRH source GID");
+    // A wrong Q_Key is dropped.
+    qb.post_recv(&[RecvWr { wr_id: 5, sg_list: &[dst.sge(&mrb, 0, 1064)] }]).unwrap();
+    let bad = UdDest { remote_qkey: 8, ..ud };
+    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 512)], op: SendOp::Send, flags: signaled(), ud: Some(bad) }]).unwrap();
+    wait(&a.cq, 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(b.cq.poll(&mut [r[0]; 2]), 0);
+}
+
+#[test]
+fn srq_serves_several_qps_and_raises_its_limit_event_once() {
+    let (a, b) = pair();
+    let srq = b.pd.create_srq(64, 1, 0).unwrap();
+    let mk = |s: &Side, srq: Option<Srq>| s.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq }).unwrap();
+    let dst = Buf::new(64 * 256, |_| 0);
+    let mrb = b.pd.reg_mr(dst.addr(), dst.0.len() as u64, Access::LOCAL_WRITE).unwrap();
+    let wrs: Vec<[Sge; 1]> = (0..8).map(|i| [dst.sge(&mrb, i * 256, 256)]).collect();
+    let posts: Vec<RecvWr<'_>> = wrs.iter().enumerate().map(|(i, s)| RecvWr { wr_id: 100 + i as u64, sg_list: s }).collect();
+    srq.post_recv(&posts).unwrap();
+    srq.set_limit(5).unwrap();
+    let src = Buf::new(256, |i| i as u8);
+    let mra = a.pd.reg_mr(src.addr(), 256, Access::LOCAL_WRITE).unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..2 {
+        let (qa, qb) = (mk(&a, None), mk(&b, Some(srq.clone())));
+        for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
+            q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
+            q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
+            q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+        }
+        assert_eq!(qb.post_recv(&[RecvWr { wr_id: 0, sg_list: &[] }]).err().map(|e| e.1), Some(Errno::EINVAL), "a QP with an SRQ has no receive queue");
+        pairs.push((qa, qb));
+    }
+    for (i, (qa, _)) in pairs.iter().cycle().take(4).enumerate() {
+        qa.post_send(&[SendWr { wr_id: i as u64, sg_list: &[src.sge(&mra, 0, 256)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    }
+    let got = wait(&b.cq, 4);
+    let mut ids: Vec<u64> = got.iter().map(|w| w.wr_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![100, 101, 102, 103], "both QPs consumed the shared queue in order");
+    assert_eq!(srq.len(), 4);
+    assert_eq!(b.dev.get_async_event(), Some(AsyncEvent::SrqLimitReached { srq: srq.id() }), "8 -> 4 crossed the limit of 5");
+    assert_eq!(b.dev.get_async_event(), None, "once: the limit is disarmed after firing");
+}
+
+#[test]
+fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
+    let (a, b) = pair();
+    let ch = CompChannel::new().unwrap();
+    let cq = Cq::new(16, Some(&ch)).unwrap();
+    let qa = a.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), cap: cap(), sq_sig_all: true, srq: None }).unwrap();
+    let qb = b.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
+        q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
+        q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
+        q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+    }
+    let readable = |ms: i32| {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd { fd: ch.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    };
+    let buf = Buf::new(8, |_| 1);
+    let mr = b.pd.reg_mr(buf.addr(), 8, all_access()).unwrap();
+    cq.req_notify(false).unwrap();
+    assert!(!readable(0));
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert!(readable(5000), "an armed CQ's completion makes the channel readable");
+    assert!(ch.get_event().is_some());
+    assert!(!readable(0), "drained by get_event");
+    assert_eq!(wait(&cq, 1)[0].wr_id, 1);
+    // Not armed again: the next completion does not wake the channel.
+    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    wait(&cq, 1);
+    assert!(!readable(50));
+}
