@@ -249,7 +249,7 @@ impl Side {
         let mut psns = Vec::new();
         for _ in 0..a.qps {
             let cap = QpCap { max_send_wr: sq_wr, max_recv_wr: rq_wr, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
-            let qp = pd.create_qp(QpInitAttr { qp_type: a.conn, send_cq: scq.clone(), recv_cq: rcq.clone(), cap, sq_sig_all: false }).map_err(|e| verr("create QP", e))?;
+            let qp = pd.create_qp(QpInitAttr { qp_type: a.conn, send_cq: scq.clone(), recv_cq: rcq.clone(), cap, sq_sig_all: false, srq: None }).map_err(|e| verr("create QP", e))?;
             let init = if a.conn == QpType::Ud {
                 QpAttr { state: Some(QpState::Init), qkey: Some(QKEY), port_num: Some(1), pkey_index: Some(0), ..Default::default() }
             } else {
