@@ -296,7 +296,6 @@ fn user_errors_one_line() {
 /// first page still holds the data of the previous READ into the same buffer.
 /// About one run in four fails; run with `--ignored` to see it.
 #[test]
-#[ignore = "library bug: stale first page after retransmitted large READs"]
 fn read_bw_all_sizes_two_qps_verified() {
     for _ in 0..4 {
         ok(&["perf", "read_bw", "-a", "-n", "10", "-q", "2", "--verify"]);

@@ -372,3 +372,33 @@ fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
     wait(&cq, 1);
     assert!(!readable(50));
 }
+
+/// Regression (found by `softrdma perf read_bw -a -q 2 --verify`): after a
+/// go-back-N, a READ that had already finished behind an unfinished one was
+/// transmitted again with a PSN past its range; the responder took that as a
+/// new zero-length READ, and a later READ's first page was never written.
+#[test]
+fn go_back_n_does_not_resend_reads_that_already_finished() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let remote = Buf::new(64 * 1024, |i| (i * 7 + i / 4096) as u8);
+    let local = Buf::new(64 * 1024, |_| 0xee);
+    let mra = a.pd.reg_mr(local.addr(), local.0.len() as u64, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), remote.0.len() as u64, all_access()).unwrap();
+    // READ A (8 KiB, 8 packets), READ B (1 KiB): lose one of A's responses so
+    // that B finishes first and A times out.
+    set_rule(&b, nth(2, |p| p.bth.opcode.op() == Op::ReadRespMiddle));
+    qa.post_send(&[
+        SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 8192)], op: SendOp::Read { remote_addr: remote.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None },
+        SendWr { wr_id: 2, sg_list: &[local.sge(&mra, 8192, 1024)], op: SendOp::Read { remote_addr: remote.addr() + 8192, rkey: mrb.rkey() }, flags: signaled(), ud: None },
+    ])
+    .unwrap();
+    let c = wait(&a.cq, 2);
+    assert!(c.iter().all(|w| w.status == WcStatus::Success), "{c:?}");
+    // READ C afterwards: every byte must arrive.
+    qa.post_send(&[SendWr { wr_id: 3, sg_list: &[local.sge(&mra, 16384, 16384)], op: SendOp::Read { remote_addr: remote.addr() + 16384, rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let differ = |r: std::ops::Range<usize>| r.clone().filter(|&i| local.0[i] != remote.0[i]).count();
+    assert_eq!(differ(0..9216), 0, "READs A and B");
+    assert_eq!(differ(16384..32768), 0, "READ C: every page written");
+}

@@ -39,7 +39,7 @@ pub(crate) struct SendWqe {
 }
 
 impl SendWqe {
-    pub(crate) fn new(sh: &QpShared, q: &QpInner, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
+    pub(crate) fn new(sh: &QpShared, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
         let sges = packet::resolve(&sh.dev, wr.sg_list);
         let len = packet::total_len(&sges);
         if len > crate::verbs::device::MAX_MSG {
@@ -48,7 +48,8 @@ impl SendWqe {
         let rd_atomic = matches!(wr.op, SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. });
         match sh.qp_type {
             QpType::Ud => {
-                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_)) || wr.ud.is_none() || len > q.path_mtu.bytes() as u64 {
+                // UD has no path MTU of its own: a datagram must fit the port's.
+                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_)) || wr.ud.is_none() || len > sh.dev.active_mtu().bytes() as u64 {
                     return Err(Errno::EINVAL);
                 }
             }
@@ -173,6 +174,16 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             }
             if w.fence && outstanding > 0 {
                 break;
+            }
+        }
+        {
+            // Finished, or already requested in this pass (after a go-back-N
+            // only the unfinished ones are reset): nothing to send. Resending a
+            // finished READ would ask for PSNs past its range.
+            let w = &q.req.sq[idx];
+            if w.is_rd_atomic() && (w.result.is_some() || w.next_pkt > 0) {
+                q.req.send_idx += 1;
+                continue;
             }
         }
         if q.req.sq[idx].psn.is_none() {

@@ -132,6 +132,15 @@ impl DeviceInner {
         crate::sys::eventfd_signal(&self.events_fd);
     }
 
+    /// The port's active MTU (see `Device::port_attr`).
+    pub(crate) fn active_mtu(&self) -> Mtu {
+        if self.local.ip().is_loopback() {
+            Mtu::M4096
+        } else {
+            Mtu::M1024
+        }
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -234,8 +243,7 @@ impl Device {
     /// loopback (MTU 65536) that is 4096; elsewhere 1024, what a 1500-byte
     /// Ethernet link allows (link MTU − 80, rounded down to an IB MTU).
     pub fn port_attr(&self) -> PortAttr {
-        let active = if self.inner.local.ip().is_loopback() { Mtu::M4096 } else { Mtu::M1024 };
-        PortAttr { state_active: true, max_mtu: Mtu::M4096, active_mtu: active, gid_tbl_len: 2, lid: 0 }
+        PortAttr { state_active: true, max_mtu: Mtu::M4096, active_mtu: self.inner.active_mtu(), gid_tbl_len: 2, lid: 0 }
     }
 
     pub fn stats(&self) -> &Stats {

@@ -317,7 +317,7 @@ impl Qp {
             if wr.sg_list.len() > sh.cap.max_send_sge.max(1) as usize {
                 return Err((i, Errno::EINVAL));
             }
-            let wqe = SendWqe::new(sh, &q, wr).map_err(|e| (i, e))?;
+            let wqe = SendWqe::new(sh, wr).map_err(|e| (i, e))?;
             if q.state == QpState::Err {
                 sh.complete_send(&wqe, WcStatus::WrFlushErr);
                 continue;
