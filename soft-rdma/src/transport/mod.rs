@@ -239,41 +239,29 @@ pub trait Link: Send + Sync {
     }
 }
 
-impl<L: Link + ?Sized> Link for Box<L> {
-    fn local(&self) -> SocketAddr {
-        (**self).local()
-    }
-    fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        (**self).send(batch)
-    }
-    fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
-        (**self).recv(batch, timeout)
-    }
-    fn close(&self) {
-        (**self).close()
-    }
-    fn stats(&self) -> LinkStats {
-        (**self).stats()
-    }
+/// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
+macro_rules! forward_link {
+    ($($ptr:ident),*) => {$(
+        impl<L: Link + ?Sized> Link for $ptr<L> {
+            fn local(&self) -> SocketAddr {
+                (**self).local()
+            }
+            fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+                (**self).send(batch)
+            }
+            fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
+                (**self).recv(batch, timeout)
+            }
+            fn close(&self) {
+                (**self).close()
+            }
+            fn stats(&self) -> LinkStats {
+                (**self).stats()
+            }
+        }
+    )*};
 }
-
-impl<L: Link + ?Sized> Link for Arc<L> {
-    fn local(&self) -> SocketAddr {
-        (**self).local()
-    }
-    fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        (**self).send(batch)
-    }
-    fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
-        (**self).recv(batch, timeout)
-    }
-    fn close(&self) {
-        (**self).close()
-    }
-    fn stats(&self) -> LinkStats {
-        (**self).stats()
-    }
-}
+forward_link!(Box, Arc);
 
 /// Deadline arithmetic shared by the links.
 pub(crate) fn deadline(timeout: Option<Duration>) -> Option<std::time::Instant> {
