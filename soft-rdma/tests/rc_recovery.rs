@@ -402,3 +402,40 @@ fn go_back_n_does_not_resend_reads_that_already_finished() {
     assert_eq!(differ(0..9216), 0, "READs A and B");
     assert_eq!(differ(16384..32768), 0, "READ C: every page written");
 }
+
+#[test]
+fn bad_lkey_is_a_local_protection_error() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let buf = Buf::new(64, |_| 0);
+    let mrb = b.pd.reg_mr(buf.addr(), 64, all_access()).unwrap();
+    let bad = Sge { addr: buf.addr(), length: 16, lkey: 0x0bad_0bad };
+    qa.post_send(&[
+        SendWr { wr_id: 1, sg_list: &[bad], op: SendOp::Write { remote_addr: buf.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None },
+        SendWr { wr_id: 2, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: None },
+    ])
+    .unwrap();
+    let c = wait(&a.cq, 2);
+    assert_eq!((c[0].wr_id, c[0].status), (1, WcStatus::LocProtErr));
+    assert_eq!((c[1].wr_id, c[1].status), (2, WcStatus::WrFlushErr));
+    assert_eq!(qa.state(), QpState::Err);
+    assert_eq!(a.dev.get_async_event(), Some(AsyncEvent::QpFatal { qpn: qa.qp_num() }));
+}
+
+#[test]
+fn sqd_holds_new_sends_reports_drained_and_rts_resumes() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b);
+    let dst = Buf::new(64, |_| 0);
+    let mrb = b.pd.reg_mr(dst.addr(), 64, all_access()).unwrap();
+    qa.modify(&QpAttr { state: Some(QpState::Sqd), ..Default::default() }).unwrap();
+    assert_eq!(a.dev.get_async_event(), Some(AsyncEvent::SqDrained { qpn: qa.qp_num() }), "nothing in flight: drained at once");
+    let src = Buf::new(8, |_| 7);
+    let mra = a.pd.reg_mr(src.addr(), 8, Access::LOCAL_WRITE).unwrap();
+    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 8)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(dst.0.iter().all(|&x| x == 0), "SQD sends nothing new");
+    qa.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(&dst.0[..8], &src.0[..]);
+}

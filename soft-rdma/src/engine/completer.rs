@@ -126,5 +126,8 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
         let w = q.req.sq.pop_front().expect("front");
         q.req.send_idx -= 1;
         sh.complete_send(&w, w.result.unwrap_or(WcStatus::Success));
+        if q.req.send_idx == 0 && q.state == crate::verbs::QpState::Sqd {
+            sh.dev.raise(crate::verbs::AsyncEvent::SqDrained { qpn: sh.qpn });
+        }
     }
 }

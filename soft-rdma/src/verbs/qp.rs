@@ -291,6 +291,8 @@ impl Qp {
             }
             _ => {}
         }
+        let resume = next == S::Rts && cur == S::Sqd;
+        let drained_now = next == S::Sqd && cur != S::Sqd && q.req.send_idx == 0;
         if next != cur {
             crate::log::log!(Info, "qp {:#x} ({:?}): {cur:?} -> {next:?}{}", self.0.qpn, self.0.qp_type, match (next, q.peer) {
                 (S::Rtr, Some(peer)) => format!(", peer qp {:#x} at {peer}, mtu {}, rq_psn {:#x}", q.dest_qpn, q.path_mtu.bytes(), q.resp.epsn),
@@ -298,6 +300,15 @@ impl Qp {
             });
         }
         q.state = next;
+        if drained_now {
+            self.0.dev.raise(super::AsyncEvent::SqDrained { qpn: self.0.qpn });
+        }
+        if resume {
+            // SQD held back what was posted meanwhile; send it now.
+            let mut tx = TxQueue::default();
+            crate::engine::requester::progress(&self.0, &mut q, &mut tx);
+            tx.flush(&self.0.dev);
+        }
         Ok(())
     }
 

@@ -16,6 +16,9 @@ pub enum AsyncEvent {
     SrqLimitReached { srq: u32 },
     /// A QP went to the error state on its own (`IBV_EVENT_QP_FATAL`).
     QpFatal { qpn: u32 },
+    /// A QP moved to SQD has no send request in flight any more
+    /// (`IBV_EVENT_SQ_DRAINED`).
+    SqDrained { qpn: u32 },
 }
 
 struct SrqState {
