@@ -10,33 +10,69 @@ use crate::wire::PacketRepr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Packets built while a QP lock is held, sent in one batch.
+/// Packets built while a QP lock is held, sent in one batch. They are laid
+/// out back to back in one byte arena that is reused: building a packet
+/// allocates nothing once the arena has grown to the working size.
 #[derive(Default)]
 pub(crate) struct TxQueue {
-    pkts: Vec<(SocketAddr, Vec<u8>)>,
+    bytes: Vec<u8>,
+    /// (peer, start, length) of each packet in `bytes`.
+    pkts: Vec<(SocketAddr, usize, usize)>,
+}
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<TxQueue>> = const { std::cell::Cell::new(None) };
 }
 
 impl TxQueue {
+    /// This thread's queue (kept between calls so its arena is reused).
+    pub(crate) fn take() -> TxQueue {
+        SPARE.with(|s| s.take()).unwrap_or_default()
+    }
+
+    /// Give the (flushed) queue back for the next call on this thread.
+    pub(crate) fn put_back(mut self) {
+        self.bytes.clear();
+        self.pkts.clear();
+        SPARE.with(|s| s.set(Some(self)));
+    }
+
     /// Build one packet to `peer`: `fill` writes the payload.
     pub(crate) fn push<E>(&mut self, dev: &DeviceInner, peer: SocketAddr, repr: &PacketRepr, fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<(), E> {
-        let mut buf = vec![0u8; repr.buffer_len()];
-        repr.emit(&mut buf).expect("engine builds only legal packets");
+        let (start, len) = (self.bytes.len(), repr.buffer_len());
+        // Copy from a zero block (a memcpy even unoptimised) rather than
+        // `resize`, which fills byte by byte in debug builds.
+        static ZEROS: [u8; crate::transport::MAX_PACKET] = [0; crate::transport::MAX_PACKET];
+        self.bytes.extend_from_slice(&ZEROS[..len]);
+        let buf = &mut self.bytes[start..];
+        repr.emit(buf).expect("engine builds only legal packets");
         let h = repr.header_len();
-        fill(&mut buf[h..h + repr.payload_len])?;
-        icrc::seal(&icrc_ctx(dev.local, peer), &mut buf);
-        self.pkts.push((peer, buf));
+        if let Err(e) = fill(&mut buf[h..h + repr.payload_len]) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        icrc::seal(&icrc_ctx(dev.local, peer), buf);
+        self.pkts.push((peer, start, len));
         Ok(())
     }
 
-    /// Send everything queued.
+    /// Send everything queued, up to 64 datagrams a system call.
     pub(crate) fn flush(&mut self, dev: &DeviceInner) {
         if self.pkts.is_empty() {
             return;
         }
-        let batch: Vec<Outgoing<'_>> = self.pkts.iter().map(|(peer, data)| Outgoing { peer: *peer, data }).collect();
-        let _ = dev.link.send(&batch);
+        const BATCH: usize = 64;
+        let none = Outgoing { peer: SocketAddr::from(([0, 0, 0, 0], 0)), data: &[] };
+        let mut batch = [none; BATCH];
+        for chunk in self.pkts.chunks(BATCH) {
+            for (slot, &(peer, start, len)) in batch.iter_mut().zip(chunk) {
+                *slot = Outgoing { peer, data: &self.bytes[start..start + len] };
+            }
+            let _ = dev.link.send(&batch[..chunk.len()]);
+        }
         dev.stats.sent_pkts.fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.pkts.clear();
+        self.bytes.clear();
     }
 }
 

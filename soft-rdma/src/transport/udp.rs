@@ -16,7 +16,7 @@ use super::sys::{self, RawAddr, RecvMeta, CHUNK};
 use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET};
 
 /// Socket buffer size asked for (each direction).
-pub const SOCKET_BUFFER: usize = 4 << 20;
+pub const SOCKET_BUFFER: usize = 16 << 20;
 
 /// How often a send retries a full socket buffer (each wait up to 1 ms).
 const SEND_RETRIES: u32 = 4;

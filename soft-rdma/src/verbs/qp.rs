@@ -130,13 +130,14 @@ impl QpShared {
 
     /// A timer armed by this QP expired.
     pub(crate) fn on_timer(self: &Arc<Self>, generation: u64) {
-        let mut tx = TxQueue::default();
         let mut q = self.lock();
         if q.req.timer_generation != generation || q.state == QpState::Err {
             return;
         }
+        let mut tx = TxQueue::take();
         crate::engine::requester::on_timer(self, &mut q, &mut tx);
         tx.flush(&self.dev);
+        tx.put_back();
     }
 }
 
@@ -305,9 +306,10 @@ impl Qp {
         }
         if resume {
             // SQD held back what was posted meanwhile; send it now.
-            let mut tx = TxQueue::default();
+            let mut tx = TxQueue::take();
             crate::engine::requester::progress(&self.0, &mut q, &mut tx);
             tx.flush(&self.0.dev);
+            tx.put_back();
         }
         Ok(())
     }
@@ -316,8 +318,18 @@ impl Qp {
     /// error, the index of the first bad WR and its errno (`bad_wr`).
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
-        let mut tx = TxQueue::default();
         let mut q = sh.lock();
+        let mut tx = TxQueue::take();
+        let r = self.queue_sends(&mut q, wrs);
+        crate::engine::requester::progress(sh, &mut q, &mut tx);
+        tx.flush(&sh.dev);
+        tx.put_back();
+        r
+    }
+
+    /// Validate and queue each WR (a WR posted to a QP in error is flushed).
+    fn queue_sends(&self, q: &mut QpInner, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
+        let sh = &self.0;
         for (i, wr) in wrs.iter().enumerate() {
             if !matches!(q.state, QpState::Rts | QpState::Err | QpState::Sqd) {
                 return Err((i, Errno::EINVAL));
@@ -335,8 +347,6 @@ impl Qp {
             }
             q.req.sq.push_back(wqe);
         }
-        crate::engine::requester::progress(sh, &mut q, &mut tx);
-        tx.flush(&sh.dev);
         Ok(())
     }
 
