@@ -179,7 +179,19 @@ fn start_server(prefix: &[&str], args: &[&str]) -> (Child, mpsc::Receiver<String
 
 fn finish_server(mut child: Child, rx: mpsc::Receiver<String>) -> (bool, String) {
     let mut err = String::new();
-    let status = child.wait().expect("server");
+    // A server whose client never came (or hung) is a failure, not a hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("server") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, "server did not finish within 60 s (killed)".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut err);
     }
@@ -190,16 +202,32 @@ fn finish_server(mut child: Child, rx: mpsc::Receiver<String>) -> (bool, String)
 #[test]
 fn two_processes_over_tcp() {
     let base = 20000 + (std::process::id() % 20000) as u16;
-    for (k, t) in ["write_bw", "read_bw", "send_bw", "atomic_bw", "write_lat"].iter().enumerate() {
+    // (test, server memory, client flags): ODP and pinned on each side,
+    // implicit ODP, and UC / UD across processes too.
+    let cases: [(&str, &str, &[&str]); 9] = [
+        ("write_bw", "--odp", &[]),
+        ("read_bw", "--odp", &["--odp"]),
+        ("send_bw", "--odp", &[]),
+        ("atomic_bw", "--odp", &["--implicit-odp"]),
+        ("write_lat", "--odp", &[]),
+        ("write_bw", "--implicit-odp", &["--odp"]),
+        ("read_lat", "--implicit-odp", &[]),
+        ("write_bw", "--odp", &["-c", "UC"]),
+        ("send_bw", "--odp", &["-c", "UD"]),
+    ];
+    for (k, (t, server_mem, client)) in cases.iter().enumerate() {
         let port = (base + k as u16).to_string();
-        let (srv, rx) = start_server(&[], &["perf", t, "--server", "-p", &port, "--odp"]);
-        let o = run(&["perf", t, "--client", "127.0.0.1", "-p", &port, "-n", "300", "--verify"]);
+        let (srv, rx) = start_server(&[], &["perf", t, "--server", "-p", &port, server_mem]);
+        let mut args = vec!["perf", *t, "--client", "127.0.0.1", "-p", &port, "-n", "300", "--verify"];
+        args.extend_from_slice(client);
+        let o = run(&args);
         let (out, err) = text(&o);
         let (sok, sout) = finish_server(srv, rx);
         assert!(o.status.success(), "{t} client failed:\n{out}\n{err}\nserver:\n{sout}");
         assert!(sok, "{t} server failed:\n{sout}");
+        let ud = client.contains(&"UD");
         if t.ends_with("bw") {
-            check_bw(&out, if *t == "atomic_bw" { 8.0 } else { 65536.0 }, 300.0);
+            check_bw(&out, if *t == "atomic_bw" { 8.0 } else if ud { 4096.0 } else { 65536.0 }, 300.0);
         } else {
             check_lat(&out, 2.0, 300.0);
         }
