@@ -149,6 +149,12 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
             break;
         }
     }
+    if done == 0 {
+        // soft-rdma processes received packets on its receive thread only;
+        // an application spinning on an empty CQ (both ends of a pingpong on
+        // 2 cores) would starve it for a whole time slice. Let it run.
+        std::thread::yield_now();
+    }
     done as c_int
 }
 
