@@ -11,6 +11,9 @@ pub struct ShimAh {
     pub soft: Ah,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimAh, ah) == 0);
+
 impl ShimAh {
     /// # Safety
     /// `ah` must be a live AH from `ibv_create_ah`.

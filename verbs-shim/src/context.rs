@@ -16,6 +16,9 @@ pub struct ShimContext {
     pub dev: Arc<Device>,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimContext, vctx) == 0);
+
 impl ShimContext {
     /// Recover the wrapper from the `ibv_context` pointer we handed out.
     ///
@@ -190,15 +193,16 @@ unsafe extern "C" fn query_port_op(ctx: *mut ibv_context, port: u8, attr: *mut i
     0
 }
 
-/// The exported `ibv_query_port` takes the compat struct (the fields before
-/// `link_layer`'s successors); `___ibv_query_port` only calls it when the
-/// context has no `query_port` op, and ours has one.
+/// The exported `ibv_query_port` takes `struct _compat_ibv_port_attr`
+/// (opaque in the header; in rdma-core it is `ibv_port_attr` up to `flags`,
+/// i.e. everything before `port_cap_flags2`). `___ibv_query_port` only calls
+/// it when the context has no `query_port` op, and ours has one.
 pub unsafe extern "C" fn shim_ibv_query_port(ctx: *mut ibv_context, port: u8, attr: *mut _compat_ibv_port_attr) -> c_int {
     if ctx.is_null() {
         return libc::EINVAL;
     }
     // SAFETY: forwards the caller's pointers with the compat struct's size.
-    unsafe { query_port_op(ctx, port, attr as *mut ibv_port_attr, size_of::<_compat_ibv_port_attr>()) }
+    unsafe { query_port_op(ctx, port, attr as *mut ibv_port_attr, offset_of!(ibv_port_attr, port_cap_flags2)) }
 }
 
 unsafe extern "C" fn close_xrcd_op(_xrcd: *mut ibv_xrcd) -> c_int {

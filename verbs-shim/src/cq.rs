@@ -17,6 +17,9 @@ pub struct ShimChannel {
     epoll: OwnedFd,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimChannel, ch) == 0);
+
 #[repr(C)]
 pub struct ShimCq {
     pub cq: ibv_cq,
@@ -24,6 +27,9 @@ pub struct ShimCq {
     /// The private soft channel (when created with a channel).
     events: Option<CompChannel>,
 }
+
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimCq, cq) == 0);
 
 impl ShimCq {
     /// # Safety

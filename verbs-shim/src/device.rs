@@ -14,6 +14,9 @@ pub struct ShimDevice {
     pub dev: ibv_device,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimDevice, dev) == 0);
+
 // SAFETY: after construction the struct is only read (by C callers and here).
 unsafe impl Send for ShimDevice {}
 // SAFETY: as above, immutable once built.

@@ -13,6 +13,9 @@ pub struct ShimMr {
     pub soft: Mr,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimMr, mr) == 0);
+
 /// # Safety
 /// `pd` must be NULL or a live PD.
 unsafe fn reg(pd: *mut ibv_pd, addr: *mut c_void, length: usize, iova: u64, access: c_int) -> *mut ibv_mr {

@@ -10,6 +10,9 @@ pub struct ShimPd {
     pub soft: Pd,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimPd, pd) == 0);
+
 impl ShimPd {
     /// # Safety
     /// `pd` must be a live PD from `ibv_alloc_pd`.

@@ -20,6 +20,9 @@ pub struct ShimQp {
     shadow: Mutex<(ibv_qp_attr, ibv_qp_init_attr)>,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimQp, qp) == 0);
+
 impl ShimQp {
     /// # Safety
     /// `qp` must be a live QP from `ibv_create_qp`.

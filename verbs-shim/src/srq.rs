@@ -14,6 +14,9 @@ pub struct ShimSrq {
     attr: Mutex<ibv_srq_attr>,
 }
 
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimSrq, srq) == 0);
+
 impl ShimSrq {
     /// # Safety
     /// `srq` must be a live SRQ from `ibv_create_srq`.
