@@ -113,3 +113,38 @@ fn ib_write_bw() {
         assert!(avg > 0.0, "average bandwidth {avg} in {row:?}");
     }
 }
+
+/// A perftest pair: both sides exit 0 and print the result row
+/// (`#bytes #iterations ...`).
+fn perftest(prog: &str, port: u16, extra: &[&str], bytes: &str, iters: &str) {
+    let mut args = vec!["-d", "softrdma0", "-x", "1"];
+    args.extend_from_slice(extra);
+    let (s, c) = pair(prog, port, &args, &args);
+    let row = c.lines().find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == [bytes, iters]);
+    assert!(row.is_some(), "no result row in the client's output:\n{c}\n--- server:\n{s}");
+}
+
+#[test]
+fn ib_write_bw_odp() {
+    perftest("ib_write_bw", 18711, &["--odp", "-n", "500"], "65536", "500");
+}
+
+#[test]
+fn ib_read_bw() {
+    perftest("ib_read_bw", 18712, &["-n", "500"], "65536", "500");
+}
+
+#[test]
+fn ib_send_bw_ud() {
+    perftest("ib_send_bw", 18713, &["-c", "UD", "-n", "500"], "4096", "500");
+}
+
+#[test]
+fn ib_write_lat() {
+    perftest("ib_write_lat", 18714, &["-s", "2", "-n", "1000"], "2", "1000");
+}
+
+#[test]
+fn ib_atomic_bw() {
+    perftest("ib_atomic_bw", 18715, &["-n", "500"], "8", "500");
+}
