@@ -20,6 +20,11 @@ install_missing_debs() {
 # tshark decodes the device's captures; iproute2 makes the two-host tests'
 # network namespaces.
 install_missing_debs tshark iproute2
+# verbs-shim: the real verbs programs it runs (ibverbs-utils, perftest), the
+# library it replaces and whose exports it checks (libibverbs1, with objdump
+# from binutils), the headers of its layout test (libibverbs-dev), and the
+# providers and librdmacm that perftest links.
+install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers librdmacm1 binutils
 # scapy recomputes ICRCs independently of ours.
 python3 -c "import scapy.contrib.roce" 2>/dev/null || python3 -m pip install -q --root-user-action=ignore scapy
 # The tool checks above are then mandatory, not skipped.

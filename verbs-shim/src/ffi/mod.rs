@@ -1,0 +1,31 @@
+//! The C side: bindings generated from <infiniband/verbs.h> (see
+//! `tools/gen-bindings.sh`) and the few helpers every exported function uses.
+
+#[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+pub mod bindings;
+pub use bindings::*;
+
+pub use std::os::raw::{c_char, c_int, c_uint, c_void};
+
+/// Set the caller's `errno` (the verbs API reports many failures this way).
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// `NULL` with `errno` set: how pointer-returning verbs fail.
+pub fn fail_null<T>(e: i32) -> *mut T {
+    set_errno(e);
+    std::ptr::null_mut()
+}
+
+/// Copy `s` into a fixed C char array, NUL-terminated and truncated to fit.
+pub fn put_cstr(dst: &mut [c_char], s: &str) {
+    let n = s.len().min(dst.len().saturating_sub(1));
+    for (d, b) in dst.iter_mut().zip(s.as_bytes()[..n].iter()) {
+        *d = *b as c_char;
+    }
+    if let Some(z) = dst.get_mut(n) {
+        *z = 0;
+    }
+}

@@ -1,0 +1,298 @@
+//! Queue pairs: create/modify/query/destroy and the data path (`post_send`,
+//! `post_recv` through `ctx->ops`).
+
+use crate::ah::ShimAh;
+use crate::conv;
+use crate::cq::ShimCq;
+use crate::ffi::*;
+use crate::pd::ShimPd;
+use crate::registry::QPS;
+use crate::srq::ShimSrq;
+use soft_rdma::verbs::{self as sv, Qp, QpCap, QpInitAttr};
+use std::sync::Mutex;
+
+#[repr(C)]
+pub struct ShimQp {
+    pub qp: ibv_qp,
+    pub soft: Qp,
+    /// What `ibv_query_qp` reports besides the live state: the attributes
+    /// last set by `ibv_modify_qp`, and the creation attributes.
+    shadow: Mutex<(ibv_qp_attr, ibv_qp_init_attr)>,
+}
+
+// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+const _: () = assert!(std::mem::offset_of!(ShimQp, qp) == 0);
+
+impl ShimQp {
+    /// # Safety
+    /// `qp` must be a live QP from `ibv_create_qp`.
+    pub unsafe fn from_c<'a>(qp: *mut ibv_qp) -> &'a ShimQp {
+        // SAFETY: (caller) `qp` is the first field of a live ShimQp.
+        unsafe { &*(qp as *const ShimQp) }
+    }
+}
+
+fn cap_to_c(c: QpCap) -> ibv_qp_cap {
+    ibv_qp_cap { max_send_wr: c.max_send_wr, max_recv_wr: c.max_recv_wr, max_send_sge: c.max_send_sge, max_recv_sge: c.max_recv_sge, max_inline_data: c.max_inline_data }
+}
+
+pub unsafe extern "C" fn shim_ibv_create_qp(pd: *mut ibv_pd, init: *mut ibv_qp_init_attr) -> *mut ibv_qp {
+    if pd.is_null() || init.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's init attributes.
+    let ia = unsafe { &mut *init };
+    let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else { return fail_null(libc::EOPNOTSUPP) };
+    if ia.send_cq.is_null() || ia.recv_cq.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
+    let (p, send_cq, recv_cq, srq) = unsafe {
+        (ShimPd::from_c(pd), ShimCq::from_c(ia.send_cq).soft.clone(), ShimCq::from_c(ia.recv_cq).soft.clone(), if ia.srq.is_null() { None } else { Some(ShimSrq::from_c(ia.srq).soft.clone()) })
+    };
+    let c = ia.cap;
+    let cap = QpCap { max_send_wr: c.max_send_wr, max_recv_wr: c.max_recv_wr, max_send_sge: c.max_send_sge, max_recv_sge: c.max_recv_sge, max_inline_data: c.max_inline_data };
+    let soft = match p.soft.create_qp(QpInitAttr { qp_type, send_cq, recv_cq, cap, sq_sig_all: ia.sq_sig_all != 0, srq }) {
+        Ok(q) => q,
+        Err(e) => return fail_null(e.0),
+    };
+    ia.cap = cap_to_c(soft.cap());
+    let qp = ibv_qp {
+        context: p.pd.context,
+        qp_context: ia.qp_context,
+        pd,
+        send_cq: ia.send_cq,
+        recv_cq: ia.recv_cq,
+        srq: ia.srq,
+        qp_num: soft.qp_num(),
+        state: IBV_QPS_RESET,
+        qp_type: ia.qp_type,
+        ..Default::default()
+    };
+    let qpn = soft.qp_num();
+    let w = Box::into_raw(Box::new(ShimQp { qp, soft, shadow: Mutex::new((ibv_qp_attr::default(), *ia)) }));
+    QPS.insert(qpn, w);
+    w as *mut ibv_qp
+}
+
+/// `ibv_create_qp_ex` for what `ibv_create_qp` supports (PD, no create
+/// flags, no `send_ops_flags` — those need `ibv_qp_ex`, phase 2).
+pub unsafe extern "C" fn create_qp_ex_op(_ctx: *mut ibv_context, attr: *mut ibv_qp_init_attr_ex) -> *mut ibv_qp {
+    if attr.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's attributes.
+    let a = unsafe { &mut *attr };
+    if a.comp_mask != IBV_QP_INIT_ATTR_PD || a.create_flags != 0 {
+        return fail_null(libc::EOPNOTSUPP);
+    }
+    let mut init = ibv_qp_init_attr { qp_context: a.qp_context, send_cq: a.send_cq, recv_cq: a.recv_cq, srq: a.srq, cap: a.cap, qp_type: a.qp_type, sq_sig_all: a.sq_sig_all };
+    // SAFETY: forwards the caller's PD.
+    let qp = unsafe { shim_ibv_create_qp(a.pd, &mut init) };
+    a.cap = init.cap;
+    qp
+}
+
+pub unsafe extern "C" fn shim_ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, mask: c_int) -> c_int {
+    if qp.is_null() || attr.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: live QP; the caller's attributes.
+    let (w, a) = unsafe { (ShimQp::from_c(qp), &*attr) };
+    let sa = match conv::qp_attr_from_c(a, mask) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if let Err(e) = w.soft.modify(&sa) {
+        return e.0;
+    }
+    conv::merge_qp_attr(&mut w.shadow.lock().unwrap_or_else(|e| e.into_inner()).0, a, mask);
+    if mask as c_uint & IBV_QP_STATE != 0 {
+        // SAFETY: the library owns `state` (the real one writes it here too).
+        unsafe { (*qp).state = a.qp_state };
+    }
+    0
+}
+
+pub unsafe extern "C" fn shim_ibv_query_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, _mask: c_int, init: *mut ibv_qp_init_attr) -> c_int {
+    if qp.is_null() || attr.is_null() || init.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: live QP.
+    let w = unsafe { ShimQp::from_c(qp) };
+    let (mut a, mut i) = *w.shadow.lock().unwrap_or_else(|e| e.into_inner());
+    a.qp_state = conv::qp_state_to_c(w.soft.state());
+    a.cur_qp_state = a.qp_state;
+    a.cap = cap_to_c(w.soft.cap());
+    i.cap = a.cap;
+    // SAFETY: the caller's output structs.
+    unsafe {
+        *attr = a;
+        *init = i;
+    }
+    0
+}
+
+pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
+    if qp.is_null() {
+        return libc::EINVAL;
+    }
+    // soft-rdma makes a receive completion visible before the receive
+    // thread sends the coalesced ACK for it (end of its batch). A program
+    // that polls its last completion and tears down at once (srq_pingpong)
+    // would take the QP away before that ACK leaves, and the peer's send
+    // ends in RETRY_EXC_ERR. Give the receive thread a moment first.
+    // TODO(soft-rdma): ACK before (or atomically with) the receive CQE.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    // SAFETY: the Box from ibv_create_qp; this ends its life.
+    let w = unsafe { Box::from_raw(qp as *mut ShimQp) };
+    QPS.remove(w.soft.qp_num());
+    0
+}
+
+/// `ibv_qp_to_qp_ex`: QPs are not `ibv_qp_ex` yet (phase 2).
+pub unsafe extern "C" fn shim_ibv_qp_to_qp_ex(_qp: *mut ibv_qp) -> *mut ibv_qp_ex {
+    fail_null(libc::EOPNOTSUPP)
+}
+
+/// Collect a C list of SGEs.
+///
+/// # Safety
+/// `sg` must hold `n` entries (or `n` be 0).
+unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Result<Vec<sv::Sge>, i32> {
+    if n < 0 || (n > 0 && sg.is_null()) {
+        return Err(libc::EINVAL);
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: (caller) `sg` holds `n` entries.
+    Ok(unsafe { std::slice::from_raw_parts(sg, n as usize) }.iter().map(conv::sge_from_c).collect())
+}
+
+pub unsafe extern "C" fn post_send_op(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *mut *mut ibv_send_wr) -> c_int {
+    // SAFETY: live QP.
+    let w = unsafe { ShimQp::from_c(qp) };
+    let mut ptrs = Vec::new();
+    let mut lists = Vec::new();
+    let mut err = None;
+    let mut p = wr;
+    while !p.is_null() {
+        // SAFETY: the caller's WR chain.
+        let c = unsafe { &*p };
+        // SAFETY: the WR's SGE array.
+        match unsafe { sges(c.sg_list, c.num_sge) } {
+            Ok(s) => lists.push(s),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+        ptrs.push(p);
+        p = c.next;
+    }
+    let mut wrs = Vec::with_capacity(ptrs.len());
+    for (i, &p) in ptrs.iter().enumerate() {
+        // SAFETY: as above.
+        let c = unsafe { &*p };
+        let op = match conv::send_op_from_c(c) {
+            Ok(op) => op,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        };
+        let ud = if w.qp.qp_type == IBV_QPT_UD {
+            // SAFETY: UD WRs carry `wr.ud`.
+            let u = unsafe { c.wr.ud };
+            if u.ah.is_null() {
+                err = Some(libc::EINVAL);
+                break;
+            }
+            // SAFETY: a live AH from ibv_create_ah.
+            let ah = unsafe { ShimAh::from_c(u.ah) }.soft;
+            Some(sv::UdDest { ah, remote_qpn: u.remote_qpn, remote_qkey: u.remote_qkey })
+        } else {
+            None
+        };
+        wrs.push(sv::SendWr { wr_id: c.wr_id, sg_list: &lists[i], op, flags: conv::send_flags_from_c(c.send_flags), ud });
+    }
+    let first_bad = wrs.len();
+    let r = match w.soft.post_send(&wrs) {
+        Ok(()) => match err {
+            None => return 0,
+            Some(e) => (first_bad, e),
+        },
+        Err((i, e)) => (i, e.0),
+    };
+    if !bad.is_null() {
+        // SAFETY: the caller's out-pointer; r.0 indexes the chain (or is its
+        // length when a WR failed to convert, i.e. that WR).
+        unsafe { *bad = ptrs.get(r.0).copied().unwrap_or(p) };
+    }
+    r.1
+}
+
+pub unsafe extern "C" fn post_recv_op(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad: *mut *mut ibv_recv_wr) -> c_int {
+    // SAFETY: live QP.
+    let w = unsafe { ShimQp::from_c(qp) };
+    // SAFETY: the caller's WR chain.
+    match unsafe { post_recv_chain(wr, |wrs| w.soft.post_recv(wrs)) } {
+        Ok(()) => 0,
+        Err((p, e)) => {
+            if !bad.is_null() {
+                // SAFETY: the caller's out-pointer.
+                unsafe { *bad = p };
+            }
+            e
+        }
+    }
+}
+
+/// Convert a chain of `ibv_recv_wr` and post it with `post`; on failure the
+/// WR that failed and the errno.
+///
+/// # Safety
+/// `wr` must be a valid chain of receive WRs.
+pub unsafe fn post_recv_chain(wr: *mut ibv_recv_wr, post: impl FnOnce(&[sv::RecvWr<'_>]) -> Result<(), (usize, sv::Errno)>) -> Result<(), (*mut ibv_recv_wr, i32)> {
+    let mut ptrs = Vec::new();
+    let mut lists = Vec::new();
+    let mut err = None;
+    let mut p = wr;
+    while !p.is_null() {
+        // SAFETY: (caller) a valid chain.
+        let c = unsafe { &*p };
+        // SAFETY: the WR's SGE array.
+        match unsafe { sges(c.sg_list, c.num_sge) } {
+            Ok(s) => lists.push(s),
+            Err(e) => {
+                err = Some((p, e));
+                break;
+            }
+        }
+        ptrs.push(p);
+        p = c.next;
+    }
+    // SAFETY: (caller) as above.
+    let wrs: Vec<sv::RecvWr<'_>> = ptrs.iter().zip(&lists).map(|(&p, l)| sv::RecvWr { wr_id: unsafe { (*p).wr_id }, sg_list: l }).collect();
+    post(&wrs).map_err(|(i, e)| (ptrs[i], e.0))?;
+    match err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// `ibv_ack_async_event` for a QP event.
+///
+/// # Safety
+/// `qp` must be a live QP.
+pub unsafe fn ack_event(qp: *mut ibv_qp) {
+    // SAFETY: (caller) live QP; its zero-initialised mutex/cond.
+    unsafe {
+        let m = &mut (*qp).mutex as *mut pthread_mutex_t as *mut libc::pthread_mutex_t;
+        libc::pthread_mutex_lock(m);
+        (*qp).events_completed = (*qp).events_completed.wrapping_add(1);
+        libc::pthread_cond_signal(&mut (*qp).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t);
+        libc::pthread_mutex_unlock(m);
+    }
+}

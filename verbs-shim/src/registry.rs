@@ -1,0 +1,28 @@
+//! Process-wide maps from device numbers (QPN, SRQ id, lkey) to the C objects
+//! that carry them: for async events and `ibv_advise_mr`'s SGEs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct Registry(Mutex<Option<HashMap<u32, usize>>>);
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry(Mutex::new(None))
+    }
+    pub fn insert<T>(&self, k: u32, p: *mut T) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(k, p as usize);
+    }
+    pub fn remove(&self, k: u32) {
+        if let Some(m) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            m.remove(&k);
+        }
+    }
+    pub fn get<T>(&self, k: u32) -> Option<*mut T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.get(&k).map(|&p| p as *mut T)
+    }
+}
+
+pub static QPS: Registry = Registry::new();
+pub static SRQS: Registry = Registry::new();
+pub static MRS: Registry = Registry::new();

@@ -1,0 +1,79 @@
+//! The Rust bindings (src/ffi/bindings.rs) have the layout of the installed
+//! <infiniband/verbs.h>: a C program compiled with `cc` prints sizeof and
+//! offsetof of the structures the shim uses; the same figures come from the
+//! bindings here.
+
+#[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[path = "../src/ffi/bindings.rs"]
+mod bindings;
+use bindings::*;
+use std::mem::{offset_of, size_of};
+
+/// (struct, fields whose offsets are compared)
+macro_rules! layouts {
+    ($($t:ident { $($f:ident $(. $g:ident)*),* })*) => {{
+        let mut v: Vec<(String, usize)> = Vec::new();
+        let mut c = String::new();
+        $(
+            v.push((format!("sizeof {}", stringify!($t)), size_of::<$t>()));
+            c += &format!("  printf(\"sizeof {0} %zu\\n\", sizeof(struct {0}));\n", stringify!($t));
+            $(
+                let name = concat!(stringify!($f) $(, ".", stringify!($g))*);
+                v.push((format!("offsetof {}.{}", stringify!($t), name), offset_of!($t, $f $(. $g)*)));
+                c += &format!("  printf(\"offsetof {0}.{1} %zu\\n\", offsetof(struct {0}, {1}));\n", stringify!($t), name);
+            )*
+        )*
+        (v, c)
+    }};
+}
+
+#[test]
+fn bindings_match_the_c_headers() {
+    let (rust, body) = layouts! {
+        ibv_context { device, ops, ops.poll_cq, ops.req_notify_cq, ops.post_srq_recv, ops.post_send, ops.post_recv, cmd_fd, async_fd, num_comp_vectors, mutex, abi_compat }
+        verbs_context { query_port, advise_mr, create_cq_ex, query_device_ex, create_qp_ex, close_xrcd, sz, context }
+        ibv_device { node_type, transport_type, name, dev_name, dev_path, ibdev_path }
+        ibv_qp { context, qp_context, pd, send_cq, recv_cq, srq, handle, qp_num, state, qp_type, mutex, cond, events_completed }
+        ibv_qp_ex { qp_base, comp_mask, wr_id, wr_flags, wr_send, wr_set_sge, wr_complete }
+        ibv_cq { context, channel, cq_context, handle, cqe, mutex, cond, comp_events_completed, async_events_completed }
+        ibv_cq_ex { context, channel, cq_context, handle, cqe, comp_events_completed, start_poll, next_poll, end_poll, read_opcode, read_byte_len }
+        ibv_pd { context, handle }
+        ibv_mr { context, pd, addr, length, handle, lkey, rkey }
+        ibv_srq { context, srq_context, pd, handle, mutex, cond, events_completed }
+        ibv_ah { context, pd, handle }
+        ibv_comp_channel { context, fd, refcnt }
+        ibv_wc { wr_id, status, opcode, vendor_err, byte_len, qp_num, src_qp, wc_flags, pkey_index, slid, sl, dlid_path_bits }
+        ibv_send_wr { wr_id, next, sg_list, num_sge, opcode, send_flags, wr, wr.rdma.remote_addr, wr.rdma.rkey, wr.atomic.compare_add, wr.atomic.swap, wr.ud.ah, wr.ud.remote_qpn, wr.ud.remote_qkey, qp_type }
+        ibv_recv_wr { wr_id, next, sg_list, num_sge }
+        ibv_sge { addr, length, lkey }
+        ibv_qp_attr { qp_state, cur_qp_state, path_mtu, qkey, rq_psn, sq_psn, dest_qp_num, qp_access_flags, cap, ah_attr, ah_attr.grh.dgid, ah_attr.is_global, pkey_index, max_rd_atomic, max_dest_rd_atomic, min_rnr_timer, port_num, timeout, retry_cnt, rnr_retry, rate_limit }
+        ibv_qp_init_attr { qp_context, send_cq, recv_cq, srq, cap, qp_type, sq_sig_all }
+        ibv_qp_init_attr_ex { cap, qp_type, comp_mask, pd, create_flags, send_ops_flags }
+        ibv_port_attr { state, max_mtu, active_mtu, gid_tbl_len, port_cap_flags, max_msg_sz, pkey_tbl_len, lid, link_layer, flags, port_cap_flags2 }
+        ibv_device_attr { fw_ver, node_guid, sys_image_guid, max_mr_size, vendor_id, max_qp, device_cap_flags, max_sge, atomic_cap, max_pkeys, local_ca_ack_delay, phys_port_cnt }
+        ibv_device_attr_ex { orig_attr, comp_mask, odp_caps, odp_caps.general_caps, odp_caps.per_transport_caps.rc_odp_caps, odp_caps.per_transport_caps.ud_odp_caps, completion_timestamp_mask, xrc_odp_caps, phys_port_cnt_ex }
+        ibv_gid_entry { gid, gid_index, port_num, gid_type, ndev_ifindex }
+        ibv_async_event { element, event_type }
+        ibv_srq_init_attr { srq_context, attr }
+        ibv_ah_attr { grh, dlid, is_global, port_num }
+    };
+    let dir = std::env::temp_dir().join(format!("verbs-shim-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("layout.c");
+    let exe = dir.join("layout");
+    std::fs::write(&src, format!("#include <stddef.h>\n#include <stdio.h>\n#include <infiniband/verbs.h>\nint main(void) {{\n{body}  return 0;\n}}\n")).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = std::process::Command::new(&cc).arg("-o").arg(&exe).arg(&src).status().expect("run cc");
+    assert!(st.success(), "{cc} failed on {} (needs libibverbs-dev)", src.display());
+    let out = std::process::Command::new(&exe).output().unwrap();
+    let c: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    let r: Vec<String> = rust.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let bad: Vec<String> = c.iter().zip(&r).filter(|(a, b)| a != b).map(|(a, b)| format!("C: {a}  Rust: {b}")).collect();
+    assert_eq!(c.len(), r.len());
+    assert!(bad.is_empty(), "layout differences:\n{}", bad.join("\n"));
+    // The figures verbs-abi.md records, as a guard on the comparison itself.
+    for (k, v) in [("sizeof ibv_context", 328), ("sizeof verbs_context", 648), ("offsetof verbs_context.context", 320), ("offsetof verbs_context.sz", 312), ("sizeof ibv_qp_ex", 352), ("sizeof ibv_cq_ex", 288), ("sizeof ibv_port_attr", 52)] {
+        assert!(r.contains(&format!("{k} {v}")), "{k} is not {v}");
+    }
+}
