@@ -330,6 +330,10 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(ctx: *mut ibv_context, event: 
                     Some(srq) => (IBV_EVENT_SRQ_LIMIT_REACHED, ibv_async_event__bindgen_ty_1 { srq }),
                     None => continue,
                 },
+                AsyncEvent::SqDrained { qpn } => match registry::QPS.get::<ibv_qp>(qpn) {
+                    Some(qp) => (IBV_EVENT_SQ_DRAINED, ibv_async_event__bindgen_ty_1 { qp }),
+                    None => continue,
+                },
             };
             // SAFETY: `event` points to the caller's struct.
             unsafe { *event = ibv_async_event { element, event_type: ty } };

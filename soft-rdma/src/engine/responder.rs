@@ -56,6 +56,10 @@ pub(crate) struct RespState {
     replay: VecDeque<Replay>,
     /// Coalesced ACK to send at the end of the receive batch.
     pub(crate) ack_pending: Option<u32>,
+    /// Receive completions of this packet, published by the receive thread
+    /// only after the packet's ACK has left: an application that sees its
+    /// completion and exits must not strand the sender without an ACK.
+    pub(crate) completed: Vec<(Wc, bool)>,
 }
 
 /// Why a request fails.
@@ -109,7 +113,13 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req && sh.qp_type == QpType::Rc && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd) {
-                q.resp.ack_pending = Some(p);
+                if q.resp.completed.is_empty() {
+                    q.resp.ack_pending = Some(p);
+                } else {
+                    // A message completed: acknowledge now, not at batch end.
+                    q.resp.ack_pending = None;
+                    send_aeth(sh, q, tx, p, Syndrome::Ack { credits: 0x1f });
+                }
             }
         }
         Err(Fail::Rnr) => {
@@ -262,7 +272,7 @@ fn recv_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8
     };
     if let Some((st, nak)) = status {
         let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() else { unreachable!() };
-        sh.complete_recv(recv_wc(wqe.wr_id, st, WcOpcode::Recv, 0), false);
+        q.resp.completed.push((recv_wc(wqe.wr_id, st, WcOpcode::Recv, 0), false));
         return Err(Fail::Nak(nak));
     }
     *offset = end;
@@ -275,7 +285,7 @@ fn recv_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8
             _ => {}
         }
         q.resp.msn = psn::add(q.resp.msn, 1);
-        sh.complete_recv(wc, repr.bth.solicited);
+        q.resp.completed.push((wc, repr.bth.solicited));
     }
     Ok(1)
 }
@@ -308,7 +318,7 @@ fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u
             let wqe = sh.take_recv(q).expect("checked before writing");
             let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::RecvRdmaWithImm, total);
             wc.imm = Some(i);
-            sh.complete_recv(wc, repr.bth.solicited);
+            q.resp.completed.push((wc, repr.bth.solicited));
         }
     }
     Ok(1)

@@ -67,8 +67,12 @@ pub(crate) fn handle(dev: &DeviceInner, from: SocketAddr, bytes: &[u8], tx: &mut
     } else {
         responder::on_request(&qp, &mut q, from, &repr, payload, tx);
     }
-    // Packets this QP produced leave before its lock is released (PSN order).
+    // Packets this QP produced leave before its lock is released (PSN order),
+    // and before the receive completions they acknowledge become visible.
     tx.flush(dev);
+    for (wc, solicited) in q.resp.completed.drain(..) {
+        qp.complete_recv(wc, solicited);
+    }
     if q.resp.ack_pending.is_some() && !acks.iter().any(|a| Arc::ptr_eq(a, &qp)) {
         drop(q);
         acks.push(qp);

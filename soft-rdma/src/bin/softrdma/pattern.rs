@@ -50,3 +50,11 @@ pub fn check(buf: &[u8], seed: u64) -> Option<(usize, u8, u8, usize)> {
     }
     first.map(|(o, e, g)| (o, e, g, count))
 }
+
+/// Whether `buf` equals the pattern of `seed` from byte `offset` on
+/// (`offset` a multiple of 8: packets are MTU-sized).
+pub fn matches_at(buf: &[u8], seed: u64, offset: usize) -> bool {
+    debug_assert!(offset % 8 == 0);
+    let first = (offset / 8) as u64;
+    buf.chunks(8).enumerate().all(|(wi, c)| c == &word(seed, first + wi as u64).to_le_bytes()[..c.len()])
+}

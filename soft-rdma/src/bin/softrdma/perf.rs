@@ -592,7 +592,7 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
     let mut failures = Vec::new();
     let mut remote_odp = (0u64, 0u64);
     for &size in &p.sizes {
-        let ctx = Ctx { a, s: &s, remote: &remote, size, k: p.lay.k(size), slot: p.lay.slot(size), credits };
+        let ctx = Ctx { a, s: &s, remote: &remote, size, k: p.lay.k(size), slot: p.lay.slot(size), mtu: p.mtu.bytes(), credits };
         let row = match role {
             Role::Client => {
                 ctx.prepare(role);
@@ -680,6 +680,8 @@ struct Ctx<'a> {
     size: u64,
     k: usize,
     slot: usize,
+    /// Path MTU in bytes (UC loses data a packet at a time).
+    mtu: usize,
     credits: bool,
 }
 
@@ -719,6 +721,11 @@ impl Ctx<'_> {
                 }
                 (Verb::Atomic, Role::Server) => s.dst[q].write_u64(0, atomic_init(q)),
                 (Verb::Write, _) if self.a.test.lat => s.dst[q].bytes_mut(0, self.size as usize).fill(0),
+                // UC may lose writes: start each size from zeros, so the check
+                // can tell "lost" (zeros, or an older write) from "corrupted".
+                (Verb::Write, Role::Server) if self.a.conn == QpType::Uc && self.a.verify => {
+                    s.dst[q].bytes_mut(0, self.k * self.slot).fill(0);
+                }
                 _ => {}
             }
             let receives = self.a.test.verb == Verb::Send && (role == Role::Server || self.a.test.lat);
@@ -1027,6 +1034,30 @@ impl Ctx<'_> {
         };
         for q in 0..self.a.qps as usize {
             match (self.a.test.verb, role, lat) {
+                (Verb::Write, Role::Server, false) if self.a.conn == QpType::Uc => {
+                    // Unreliable: a dropped packet loses (the rest of) its
+                    // message. Each MTU chunk must hold that chunk of some
+                    // write aimed at this slot, or still be zero — never bytes
+                    // no write carried.
+                    let mut lost = 0usize;
+                    for s in 0..self.k {
+                        let writes: Vec<u64> = (0..iters).filter(|i| (*i as usize) % self.k == s).rev().collect();
+                        let Some(&last) = writes.first() else { continue };
+                        for c in (0..size).step_by(self.mtu) {
+                            let buf = self.s.dst[q].bytes(s * self.slot + c, self.mtu.min(size - c));
+                            if pattern::matches_at(buf, self.seed(W_WRITE, q, last), c) {
+                                continue;
+                            }
+                            lost += 1;
+                            if !buf.iter().all(|&b| b == 0) && !writes.iter().any(|&i| pattern::matches_at(buf, self.seed(W_WRITE, q, i), c)) {
+                                fails.push(format!("qp {q} slot {s}: bytes {c}..{} match no write to this slot (UC may lose data, never corrupt it)", c + buf.len()));
+                            }
+                        }
+                    }
+                    if lost > 0 {
+                        eprintln!("softrdma: verify: qp {q}: UC lost {lost} packet(s) of data (allowed: UC is unreliable)");
+                    }
+                }
                 (Verb::Write, Role::Server, false) | (Verb::Send, Role::Server, false) => {
                     let what = if self.a.test.verb == Verb::Send { W_SEND } else { W_WRITE };
                     let off = if self.a.test.verb == Verb::Send { self.recv_off() } else { 0 };
