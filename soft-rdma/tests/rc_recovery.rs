@@ -439,3 +439,32 @@ fn sqd_holds_new_sends_reports_drained_and_rts_resumes() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(&dst.0[..8], &src.0[..]);
 }
+
+#[test]
+fn ud_local_send_error_moves_to_sqe_receives_go_on_and_rts_recovers() {
+    let (a, b) = pair();
+    let (qa, qb) = connect_with(&a, &b, QpType::Ud, 7, 7, 8);
+    let buf = Buf::new(2048, |i| i as u8);
+    let mra = a.pd.reg_mr(buf.addr(), 2048, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(buf.addr(), 2048, Access::LOCAL_WRITE).unwrap();
+    let to_b = UdDest { ah: a.pd.create_ah(b.dev.gid(1).unwrap()), remote_qpn: qb.qp_num(), remote_qkey: 7 };
+    let bad = Sge { addr: buf.addr(), length: 16, lkey: 0x0bad_0bad };
+    qa.post_send(&[
+        SendWr { wr_id: 1, sg_list: &[bad], op: SendOp::Send, flags: signaled(), ud: Some(to_b.clone()) },
+        SendWr { wr_id: 2, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: Some(to_b.clone()) },
+    ])
+    .unwrap();
+    let c = wait(&a.cq, 2);
+    assert_eq!((c[0].status, c[1].status), (WcStatus::LocProtErr, WcStatus::WrFlushErr));
+    assert_eq!(qa.state(), QpState::Sqe, "UD: send queue error, not the error state");
+    // The receive side of the SQE QP still works.
+    qa.post_recv(&[RecvWr { wr_id: 9, sg_list: &[buf.sge(&mra, 0, 1024)] }]).unwrap();
+    let to_a = UdDest { ah: b.pd.create_ah(a.dev.gid(1).unwrap()), remote_qpn: qa.qp_num(), remote_qkey: 7 };
+    qb.post_send(&[SendWr { wr_id: 3, sg_list: &[buf.sge(&mrb, 1024, 100)], op: SendOp::Send, flags: signaled(), ud: Some(to_a) }]).unwrap();
+    wait(&b.cq, 1);
+    assert_eq!(wait(&a.cq, 1)[0].wr_id, 9, "received while in SQE");
+    // SQE -> RTS: sending works again.
+    qa.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }).unwrap();
+    qa.post_send(&[SendWr { wr_id: 4, sg_list: &[buf.sge(&mra, 0, 8)], op: SendOp::Send, flags: signaled(), ud: Some(to_b) }]).unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+}

@@ -195,7 +195,13 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         if let Err(status) = r {
             let w = q.req.sq.remove(idx).expect("index in range");
             sh.complete_send(&w, status);
-            sh.fail(q);
+            if sh.qp_type == QpType::Rc {
+                sh.fail(q);
+            } else {
+                // UC/UD: a local send error stops only the send queue (SQE);
+                // receives go on, and SQE -> RTS resumes sending.
+                sh.to_send_queue_error(q);
+            }
             return;
         }
         q.req.send_idx += 1;

@@ -76,7 +76,7 @@ fn key_nak(_: KeyError) -> Fail {
 
 /// Handle a request packet for this QP.
 pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) {
-    if !matches!(q.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
+    if !matches!(q.state, QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe) {
         return;
     }
     if sh.qp_type == QpType::Ud {

@@ -111,6 +111,16 @@ impl QpShared {
         self.to_error(q);
     }
 
+    /// SQE (UC/UD): the send queue is flushed, the receive side keeps working.
+    pub(crate) fn to_send_queue_error(&self, q: &mut QpInner) {
+        crate::log::log!(Info, "qp {:#x}: -> Sqe, flushing {} send requests", self.qpn, q.req.sq.len());
+        q.state = QpState::Sqe;
+        for w in q.req.sq.drain(..) {
+            self.complete_send(&w, WcStatus::WrFlushErr);
+        }
+        q.req.reset_progress();
+    }
+
     /// Move to the error state: every outstanding work request completes with
     /// `WR_FLUSH_ERR` (the one that failed was completed by the caller).
     pub(crate) fn to_error(&self, q: &mut QpInner) {
@@ -331,7 +341,7 @@ impl Qp {
     fn queue_sends(&self, q: &mut QpInner, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
         for (i, wr) in wrs.iter().enumerate() {
-            if !matches!(q.state, QpState::Rts | QpState::Err | QpState::Sqd) {
+            if !matches!(q.state, QpState::Rts | QpState::Err | QpState::Sqd | QpState::Sqe) {
                 return Err((i, Errno::EINVAL));
             }
             if q.req.sq.len() >= sh.cap.max_send_wr.max(1) as usize {
@@ -341,7 +351,7 @@ impl Qp {
                 return Err((i, Errno::EINVAL));
             }
             let wqe = SendWqe::new(sh, wr).map_err(|e| (i, e))?;
-            if q.state == QpState::Err {
+            if matches!(q.state, QpState::Err | QpState::Sqe) {
                 sh.complete_send(&wqe, WcStatus::WrFlushErr);
                 continue;
             }
