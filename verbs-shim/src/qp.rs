@@ -137,13 +137,6 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     if qp.is_null() {
         return libc::EINVAL;
     }
-    // soft-rdma makes a receive completion visible before the receive
-    // thread sends the coalesced ACK for it (end of its batch). A program
-    // that polls its last completion and tears down at once (srq_pingpong)
-    // would take the QP away before that ACK leaves, and the peer's send
-    // ends in RETRY_EXC_ERR. Give the receive thread a moment first.
-    // TODO(soft-rdma): ACK before (or atomically with) the receive CQE.
-    std::thread::sleep(std::time::Duration::from_millis(2));
     // SAFETY: the Box from ibv_create_qp; this ends its life.
     let w = unsafe { Box::from_raw(qp as *mut ShimQp) };
     QPS.remove(w.soft.qp_num());
