@@ -2,7 +2,7 @@
 //! unmapped/protected/truncated memory, concurrent unmapping, and the
 //! chaining of faults that are not ours.
 
-use odp::guarded::{compare_and_swap, copy_in, copy_out, fetch_and_add, GuardedFault};
+use odp::guarded::{self, GuardedFault};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,33 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// The guarded API is `unsafe` because a pointer into Rust-owned memory could
+// corrupt it. Every pointer these tests pass is either inside a test mapping
+// (never Rust-owned) or deliberately invalid (unmapped, NULL, non-canonical):
+// that is the invariant behind the four wrappers, stated once here.
+
+fn copy_out(dst: *mut u8, src: &[u8]) -> Result<(), GuardedFault> {
+    // SAFETY: see above — `dst` is test-mapping or invalid memory, never Rust's.
+    unsafe { guarded::copy_out(dst, src) }
+}
+
+fn copy_in(dst: &mut [u8], src: *const u8) -> Result<(), GuardedFault> {
+    // SAFETY: see above — `src` is test-mapping or invalid memory and does not alias `dst`.
+    unsafe { guarded::copy_in(dst, src) }
+}
+
+fn fetch_and_add(addr: *mut u64, add: u64) -> Result<u64, GuardedFault> {
+    // SAFETY: see above.
+    unsafe { guarded::fetch_and_add(addr, add) }
+}
+
+fn compare_and_swap(addr: *mut u64, expect: u64, new: u64) -> Result<u64, GuardedFault> {
+    // SAFETY: see above.
+    unsafe { guarded::compare_and_swap(addr, expect, new) }
+}
+
 fn page() -> usize {
+    // SAFETY: sysconf takes no pointers.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
@@ -29,6 +55,7 @@ struct Mapping {
 
 impl Mapping {
     fn new(len: usize) -> Mapping {
+        // SAFETY: a fresh anonymous mapping chosen by the kernel aliases nothing.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -52,24 +79,42 @@ impl Mapping {
         self.at(off) as usize
     }
     fn protect(&self, off: usize, len: usize, prot: libc::c_int) {
+        // SAFETY: changes protection inside this test's own mapping only.
         assert_eq!(unsafe { libc::mprotect(self.at(off).cast(), len, prot) }, 0);
     }
     fn unmap(&self, off: usize, len: usize) {
+        // SAFETY: punches a hole in this test's own mapping; no reference points into it.
         assert_eq!(unsafe { libc::munmap(self.at(off).cast(), len) }, 0);
     }
     /// Only while the range is readable.
     fn bytes(&self, off: usize, len: usize) -> &[u8] {
         assert!(off + len <= self.len);
+        // SAFETY: in bounds (asserted); the caller keeps the range readable.
         unsafe { std::slice::from_raw_parts(self.at(off), len) }
     }
+    /// Only while the range is writable.
     fn fill(&self, off: usize, len: usize, byte: u8) {
+        assert!(off + len <= self.len);
+        // SAFETY: in bounds (asserted); the caller keeps the range writable.
         unsafe { std::ptr::write_bytes(self.at(off), byte, len) }
+    }
+    /// Only while the range is writable.
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.len);
+        // SAFETY: in bounds (asserted), writable (caller), and `data` is a
+        // Rust buffer that cannot overlap the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at(off), data.len()) }
+    }
+    /// The native-endian u64 at `off` (the caller keeps it readable).
+    fn u64_at(&self, off: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes(off, 8).try_into().unwrap())
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // Also covers holes punched by a test: munmap of a hole is fine.
+        // SAFETY: the mapping is ours and nothing borrows it any more.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
@@ -95,7 +140,7 @@ fn round_trip_many_sizes_and_misalignments() {
             let data = pattern(len, map_off as u8);
             let mut src = vec![0u8; len + 16];
             src[buf_off..buf_off + len].copy_from_slice(&data);
-            unsafe { copy_out(map.at(map_off), &src[buf_off..buf_off + len]) }.unwrap();
+            copy_out(map.at(map_off), &src[buf_off..buf_off + len]).unwrap();
             assert_eq!(
                 map.bytes(map_off, len),
                 &data[..],
@@ -114,7 +159,7 @@ fn round_trip_many_sizes_and_misalignments() {
             );
 
             let mut dst = vec![CANARY; len + 16];
-            unsafe { copy_in(&mut dst[buf_off..buf_off + len], map.at(map_off)) }.unwrap();
+            copy_in(&mut dst[buf_off..buf_off + len], map.at(map_off)).unwrap();
             assert_eq!(&dst[buf_off..buf_off + len], &data[..], "copy_in len {len}");
             assert!(dst[..buf_off].iter().all(|&b| b == CANARY));
             assert!(dst[buf_off + len..].iter().all(|&b| b == CANARY));
@@ -127,8 +172,8 @@ fn zero_length_copies_touch_nothing() {
     let _g = serial();
     let map = Mapping::new(page());
     map.protect(0, page(), libc::PROT_NONE);
-    assert_eq!(unsafe { copy_out(map.at(0), &[]) }, Ok(()));
-    assert_eq!(unsafe { copy_in(&mut [], map.at(0)) }, Ok(()));
+    assert_eq!(copy_out(map.at(0), &[]), Ok(()));
+    assert_eq!(copy_in(&mut [], map.at(0)), Ok(()));
 }
 
 #[test]
@@ -137,7 +182,7 @@ fn copy_out_to_read_only_faults_and_leaves_page_unchanged() {
     let p = page();
     let map = Mapping::new(2 * p);
     let before = pattern(p, 7);
-    unsafe { std::ptr::copy_nonoverlapping(before.as_ptr(), map.at(p), p) };
+    map.write(p, &before);
     map.protect(p, p, libc::PROT_READ);
     for (off, len) in [
         (p + 100, 200),
@@ -146,7 +191,7 @@ fn copy_out_to_read_only_faults_and_leaves_page_unchanged() {
         (p + 3, 5000 - 3 - p % 5000),
     ] {
         let len = len.min(2 * p - off);
-        let r = unsafe { copy_out(map.at(off), &vec![0xEE; len]) };
+        let r = copy_out(map.at(off), &vec![0xEE; len]);
         assert_eq!(r, fault(map.addr(off)), "off {off} len {len}");
         assert_eq!(map.bytes(p, p), &before[..]);
     }
@@ -154,7 +199,7 @@ fn copy_out_to_read_only_faults_and_leaves_page_unchanged() {
     // having written everything before it.
     for (start, len) in [(p - 8, 16), (p - 3, 9), (p - 100, 4096), (0, 2 * p)] {
         map.fill(0, p, 0);
-        let r = unsafe { copy_out(map.at(start), &vec![0xEE; len]) };
+        let r = copy_out(map.at(start), &vec![0xEE; len]);
         assert_eq!(r, fault(map.addr(p)), "straddle start {start} len {len}");
         assert!(map.bytes(start, p - start).iter().all(|&b| b == 0xEE));
         assert_eq!(map.bytes(p, p), &before[..]);
@@ -169,12 +214,12 @@ fn copy_in_from_prot_none_faults() {
     map.protect(p, p, libc::PROT_NONE);
     let mut buf = vec![0u8; 300];
     assert_eq!(
-        unsafe { copy_in(&mut buf, map.at(p + 10)) },
+        copy_in(&mut buf, map.at(p + 10)),
         fault(map.addr(p + 10))
     );
     let mut big = vec![0u8; p];
     assert_eq!(
-        unsafe { copy_in(&mut big, map.at(p / 2)) },
+        copy_in(&mut big, map.at(p / 2)),
         fault(map.addr(p))
     );
 }
@@ -187,10 +232,10 @@ fn unmapped_faults_at_first_unmapped_byte() {
     map.unmap(p, p);
     let mut buf = vec![0u8; 64];
     assert_eq!(
-        unsafe { copy_in(&mut buf, map.at(p + 1)) },
+        copy_in(&mut buf, map.at(p + 1)),
         fault(map.addr(p + 1))
     );
-    assert_eq!(unsafe { copy_out(map.at(p), &buf) }, fault(map.addr(p)));
+    assert_eq!(copy_out(map.at(p), &buf), fault(map.addr(p)));
     // Mapped -> unmapped, through every copy path (qword loop, rep movsb).
     for (start, len) in [
         (p - 1, 2),
@@ -201,11 +246,11 @@ fn unmapped_faults_at_first_unmapped_byte() {
         (0, 2 * p),
     ] {
         let src = pattern(len, 3);
-        let r = unsafe { copy_out(map.at(start), &src) };
+        let r = copy_out(map.at(start), &src);
         assert_eq!(r, fault(map.addr(p)), "copy_out start {start} len {len}");
         assert_eq!(map.bytes(start, p - start), &src[..p - start]);
         let mut dst = vec![0u8; len];
-        let r = unsafe { copy_in(&mut dst, map.at(start)) };
+        let r = copy_in(&mut dst, map.at(start));
         assert_eq!(r, fault(map.addr(p)), "copy_in start {start} len {len}");
         assert_eq!(&dst[..p - start], &src[..p - start]);
     }
@@ -215,13 +260,13 @@ fn unmapped_faults_at_first_unmapped_byte() {
 fn null_and_non_canonical_addresses_fault() {
     let _g = serial();
     let mut buf = [0u8; 16];
-    assert_eq!(unsafe { copy_in(&mut buf, std::ptr::null()) }, fault(0));
+    assert_eq!(copy_in(&mut buf, std::ptr::null()), fault(0));
     let nc = 0x8000_0000_0000_0000usize;
     let ptr = std::ptr::without_provenance_mut::<u8>(nc);
-    assert_eq!(unsafe { copy_in(&mut buf, ptr) }, fault(nc));
-    assert_eq!(unsafe { copy_out(ptr, &[1u8; 4096]) }, fault(nc));
+    assert_eq!(copy_in(&mut buf, ptr), fault(nc));
+    assert_eq!(copy_out(ptr, &[1u8; 4096]), fault(nc));
     assert_eq!(
-        unsafe { fetch_and_add(ptr.cast(), 1) },
+        fetch_and_add(ptr.cast(), 1),
         Err(GuardedFault::Fault { addr: nc })
     );
 }
@@ -230,9 +275,13 @@ fn null_and_non_canonical_addresses_fault() {
 fn sigbus_past_end_of_file_faults() {
     let _g = serial();
     let p = page();
+    // SAFETY (this block and the libc calls below): a memfd and a shared
+    // mapping of it that only this test uses; the name is a C string literal.
     let fd = unsafe { libc::memfd_create(c"odp-guarded".as_ptr(), 0) };
     assert!(fd >= 0);
+    // SAFETY: see above.
     assert_eq!(unsafe { libc::ftruncate(fd, 2 * p as libc::off_t) }, 0);
+    // SAFETY: see above.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -244,21 +293,23 @@ fn sigbus_past_end_of_file_faults() {
         )
     };
     assert_ne!(ptr, libc::MAP_FAILED);
+    // SAFETY: see above (shrinking makes the second page SIGBUS on access).
     assert_eq!(unsafe { libc::ftruncate(fd, p as libc::off_t) }, 0);
     let base = ptr as usize;
     let mut buf = vec![0u8; 2 * p];
-    assert_eq!(unsafe { copy_in(&mut buf, ptr.cast()) }, fault(base + p));
+    assert_eq!(copy_in(&mut buf, ptr.cast()), fault(base + p));
     assert_eq!(
-        unsafe { copy_out(ptr.cast::<u8>().add(p + 8), &buf[..8]) },
+        copy_out(ptr.cast::<u8>().wrapping_add(p + 8), &buf[..8]),
         fault(base + p + 8)
     );
-    let word = unsafe { ptr.cast::<u8>().add(p + 64).cast::<u64>() };
+    let word = ptr.cast::<u8>().wrapping_add(p + 64).cast::<u64>();
     assert_eq!(
-        unsafe { compare_and_swap(word, 0, 1) },
+        compare_and_swap(word, 0, 1),
         Err(GuardedFault::Fault {
             addr: base + p + 64
         })
     );
+    // SAFETY: the mapping and the descriptor are this test's, used no more.
     unsafe {
         libc::munmap(ptr, 2 * p);
         libc::close(fd);
@@ -270,15 +321,15 @@ fn atomics_compute_and_store() {
     let _g = serial();
     let map = Mapping::new(page());
     let word = map.at(64).cast::<u64>();
-    unsafe { word.write(40) };
-    assert_eq!(unsafe { fetch_and_add(word, 2) }, Ok(40));
-    assert_eq!(unsafe { word.read() }, 42);
-    assert_eq!(unsafe { fetch_and_add(word, u64::MAX) }, Ok(42)); // wraps: -1
-    assert_eq!(unsafe { word.read() }, 41);
-    assert_eq!(unsafe { compare_and_swap(word, 41, 7) }, Ok(41));
-    assert_eq!(unsafe { word.read() }, 7);
-    assert_eq!(unsafe { compare_and_swap(word, 41, 9) }, Ok(7)); // mismatch: no store
-    assert_eq!(unsafe { word.read() }, 7);
+    map.write(64, &40u64.to_ne_bytes());
+    assert_eq!(fetch_and_add(word, 2), Ok(40));
+    assert_eq!(map.u64_at(64), 42);
+    assert_eq!(fetch_and_add(word, u64::MAX), Ok(42)); // wraps: -1
+    assert_eq!(map.u64_at(64), 41);
+    assert_eq!(compare_and_swap(word, 41, 7), Ok(41));
+    assert_eq!(map.u64_at(64), 7);
+    assert_eq!(compare_and_swap(word, 41, 9), Ok(7)); // mismatch: no store
+    assert_eq!(map.u64_at(64), 7);
     // Neighbours untouched.
     assert!(map
         .bytes(0, 64)
@@ -294,11 +345,11 @@ fn atomics_reject_misalignment_without_touching_memory() {
     for off in 1..8 {
         let word = map.at(off).cast::<u64>();
         assert_eq!(
-            unsafe { fetch_and_add(word, 1) },
+            fetch_and_add(word, 1),
             Err(GuardedFault::Misaligned)
         );
         assert_eq!(
-            unsafe { compare_and_swap(word, 0, 1) },
+            compare_and_swap(word, 0, 1),
             Err(GuardedFault::Misaligned)
         );
     }
@@ -306,7 +357,7 @@ fn atomics_reject_misalignment_without_touching_memory() {
     // Misaligned wins over unmapped: memory is not touched at all.
     map.protect(0, page(), libc::PROT_NONE);
     assert_eq!(
-        unsafe { fetch_and_add(map.at(3).cast(), 1) },
+        fetch_and_add(map.at(3).cast(), 1),
         Err(GuardedFault::Misaligned)
     );
 }
@@ -316,18 +367,18 @@ fn atomics_fault_on_read_only_and_unmapped() {
     let _g = serial();
     let p = page();
     let map = Mapping::new(2 * p);
-    unsafe { map.at(8).cast::<u64>().write(5) };
+    map.write(8, &5u64.to_ne_bytes());
     map.protect(0, p, libc::PROT_READ);
     map.unmap(p, p);
     let ro = map.at(8).cast::<u64>();
     let gone = map.at(p + 16).cast::<u64>();
     let f = |w: *mut u64| Err(GuardedFault::Fault { addr: w as usize });
-    assert_eq!(unsafe { fetch_and_add(ro, 1) }, f(ro));
-    assert_eq!(unsafe { compare_and_swap(ro, 5, 6) }, f(ro));
-    assert_eq!(unsafe { compare_and_swap(ro, 99, 6) }, f(ro)); // even on mismatch
-    assert_eq!(unsafe { ro.read() }, 5);
-    assert_eq!(unsafe { fetch_and_add(gone, 1) }, f(gone));
-    assert_eq!(unsafe { compare_and_swap(gone, 0, 1) }, f(gone));
+    assert_eq!(fetch_and_add(ro, 1), f(ro));
+    assert_eq!(compare_and_swap(ro, 5, 6), f(ro));
+    assert_eq!(compare_and_swap(ro, 99, 6), f(ro)); // even on mismatch
+    assert_eq!(map.u64_at(8), 5);
+    assert_eq!(fetch_and_add(gone, 1), f(gone));
+    assert_eq!(compare_and_swap(gone, 0, 1), f(gone));
 }
 
 // ---- Chaining: run this binary as a child that crashes on purpose. ----
@@ -345,7 +396,7 @@ fn child_entry() {
     let map = Mapping::new(page());
     map.protect(0, page(), libc::PROT_NONE);
     assert_eq!(
-        unsafe { copy_in(&mut [0u8; 8], map.at(0)) },
+        copy_in(&mut [0u8; 8], map.at(0)),
         fault(map.addr(0))
     );
     println!("guarded-installed");
@@ -353,6 +404,7 @@ fn child_entry() {
         "segv" => {
             // A raw write to (nearly) null, outside any guarded routine.
             let ptr = std::ptr::without_provenance_mut::<u8>(16);
+            // SAFETY: none — this write is meant to crash the child process.
             unsafe { ptr.write_volatile(1) };
         }
         "overflow" => {
@@ -410,7 +462,7 @@ fn race() {
                 i = i.wrapping_add(1);
                 let off = (i * 4099) % len;
                 let n = [1, 8, 100, 4096, len][i % 5].min(len - off);
-                match unsafe { copy_out((base + off) as *mut u8, &src[..n]) } {
+                match copy_out((base + off) as *mut u8, &src[..n]) {
                     Ok(()) => oks += 1,
                     Err(GuardedFault::Fault { addr }) => {
                         assert!(
@@ -436,9 +488,12 @@ fn race() {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut remaps = 0u64;
         while Instant::now() < deadline {
+            // SAFETY: the racing mapping is this test's; the copier only reaches
+            // it through the guarded API, which tolerates the hole.
             assert_eq!(unsafe { libc::munmap(base as *mut _, len) }, 0);
             std::thread::yield_now();
             // NOREPLACE: never clobber a mapping that raced into the hole.
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
             let got = unsafe {
                 libc::mmap(
                     base as *mut _,
@@ -485,6 +540,7 @@ fn run_child(what: &str) -> std::process::Output {
     let (done, watch) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if watch.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill takes no pointers; `pid` is our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     });
@@ -556,15 +612,14 @@ fn throughput_64mib() {
         }
         len as f64 / best / 1e9
     };
-    let guarded = gbps(&mut || unsafe { copy_out(map.at(0), &src) }.unwrap());
-    let plain =
-        gbps(&mut || unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), map.at(0), len) });
+    let guarded = gbps(&mut || copy_out(map.at(0), &src).unwrap());
+    let plain = gbps(&mut || map.write(0, &src));
     let small_n = 1_000_000;
     let small = |n: usize| {
         let buf = pattern(n, 1);
         let t = Instant::now();
         for _ in 0..small_n {
-            unsafe { copy_out(map.at(0), std::hint::black_box(&buf)) }.unwrap();
+            copy_out(map.at(0), std::hint::black_box(&buf)).unwrap();
         }
         t.elapsed().as_nanos() as f64 / small_n as f64
     };
