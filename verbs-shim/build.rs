@@ -50,7 +50,11 @@ fn main() {
         .collect();
     for (node, parent) in NODES {
         writeln!(map, "{node} {{").unwrap();
-        let names: Vec<&str> = exports.iter().filter(|(v, _, _)| v == node).map(|(_, n, _)| *n).collect();
+        let names: Vec<&str> = exports
+            .iter()
+            .filter(|(v, _, _)| v == node)
+            .map(|(_, n, _)| *n)
+            .collect();
         if !names.is_empty() {
             writeln!(map, "  global:").unwrap();
             for n in names {
@@ -65,11 +69,18 @@ fn main() {
     let mut operands = String::new();
     asm.push_str("core::arch::global_asm!(\n");
     for (ver, name, kind) in &exports {
-        assert!(NODES.iter().any(|(n, _)| n == ver), "unknown version node {ver}");
+        assert!(
+            NODES.iter().any(|(n, _)| n == ver),
+            "unknown version node {ver}"
+        );
         let local = format!("__softrdma_export_{name}");
         match *kind {
             "F" => {
-                writeln!(asm, "    \".pushsection .text.{local},\\\"ax\\\",@progbits\",").unwrap();
+                writeln!(
+                    asm,
+                    "    \".pushsection .text.{local},\\\"ax\\\",@progbits\","
+                )
+                .unwrap();
                 writeln!(asm, "    \".globl {local}\", \".type {local},@function\",").unwrap();
                 writeln!(asm, "    \"{local}: jmp {{{name}}}\", \".size {local}, .-{local}\", \".popsection\",").unwrap();
                 writeln!(operands, "    {name} = sym shim_{name},").unwrap();
@@ -77,7 +88,11 @@ fn main() {
             "O" => {
                 // A one-byte zero-initialised object (`bool` in C).
                 writeln!(asm, "    \".pushsection .bss.{local},\\\"aw\\\",@nobits\",").unwrap();
-                writeln!(asm, "    \".globl {local}\", \".type {local},@object\", \".size {local}, 1\",").unwrap();
+                writeln!(
+                    asm,
+                    "    \".globl {local}\", \".type {local},@object\", \".size {local}, 1\","
+                )
+                .unwrap();
                 writeln!(asm, "    \"{local}: .zero 1\", \".popsection\",").unwrap();
             }
             k => panic!("unknown kind {k} for {name}"),
@@ -89,6 +104,9 @@ fn main() {
     std::fs::write(out.join("libibverbs.map"), map).unwrap();
     std::fs::write(out.join("exports.rs"), asm).unwrap();
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libibverbs.so.1");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", out.join("libibverbs.map").display());
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        out.join("libibverbs.map").display()
+    );
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
 }

@@ -6,7 +6,9 @@
 //! `munmap`, registration and teardown stay outside the timed span: only the
 //! operation named by the benchmark is inside `Instant::now()..elapsed()`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use odp::notifier::{Event, Invalidate, InvalidateRange, Invalidation, Notifiers, Refused, SeqSet};
 use odp::{Access, ImplicitUmem, Mm, MmConfig, MmGet, Mode, Pinned, Umem};
 use std::hint::black_box;
@@ -35,18 +37,45 @@ mod mem {
             // SAFETY: a kernel-chosen (non-fixed) anonymous mapping aliases no
             // existing memory; nothing Rust-owned is affected.
             let p = unsafe {
-                libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
             };
-            assert_ne!(p, libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
-            Anon { addr: p as u64, len, mapped: true }
+            assert_ne!(
+                p,
+                libc::MAP_FAILED,
+                "mmap {len}: {}",
+                std::io::Error::last_os_error()
+            );
+            Anon {
+                addr: p as u64,
+                len,
+                mapped: true,
+            }
         }
 
         /// `madvise(MADV_POPULATE_WRITE)` over the whole mapping.
         pub fn populate_write(&self) {
             // SAFETY: populating only faults pages in (as a write touch would)
             // in memory this bench owns; no Rust reference points into it.
-            let r = unsafe { libc::madvise(self.addr as *mut libc::c_void, self.len, libc::MADV_POPULATE_WRITE) };
-            assert_eq!(r, 0, "madvise(POPULATE_WRITE): {}", std::io::Error::last_os_error());
+            let r = unsafe {
+                libc::madvise(
+                    self.addr as *mut libc::c_void,
+                    self.len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "madvise(POPULATE_WRITE): {}",
+                std::io::Error::last_os_error()
+            );
         }
 
         /// Unmap now (the timed operation of the munmap benchmarks).
@@ -74,7 +103,11 @@ use mem::Anon;
 /// (one userfaultfd, one monitor thread), created outside any timing.
 fn mm() -> MmGet {
     let mm = Mm::new(MmConfig::default());
-    assert!(matches!(mm.source(), odp::InvalidationSource::Userfaultfd(_)), "benchmarks need userfaultfd: {}", mm.source());
+    assert!(
+        matches!(mm.source(), odp::InvalidationSource::Userfaultfd(_)),
+        "benchmarks need userfaultfd: {}",
+        mm.source()
+    );
     mm
 }
 
@@ -92,12 +125,15 @@ impl Invalidate for Sub {
 }
 
 fn sub() -> Arc<Sub> {
-    Arc::new(Sub { lock: Mutex::new(()) })
+    Arc::new(Sub {
+        lock: Mutex::new(()),
+    })
 }
 
 fn notifier(c: &mut Criterion) {
     let mut g = c.benchmark_group("notifier");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 
     {
         let n = Arc::new(Notifiers::new());
@@ -115,11 +151,18 @@ fn notifier(c: &mut Criterion) {
     // One page each, one page apart: interval i is [base + 2i pages, +1 page).
     let base = 1u64 << 32;
     let page_of = |i: usize| base + 2 * i as u64 * PAGE;
-    let one_page = |start: u64| InvalidateRange { start, end: start + PAGE, event: Event::Explicit, blockable: true };
+    let one_page = |start: u64| InvalidateRange {
+        start,
+        end: start + PAGE,
+        event: Event::Explicit,
+        blockable: true,
+    };
     let populated = |count: usize| {
         let n = Arc::new(Notifiers::new());
         let s = sub();
-        let ivs: Vec<_> = (0..count).map(|i| n.insert(page_of(i), PAGE, s.clone()).unwrap()).collect();
+        let ivs: Vec<_> = (0..count)
+            .map(|i| n.insert(page_of(i), PAGE, s.clone()).unwrap())
+            .collect();
         (n, ivs)
     };
 
@@ -129,12 +172,16 @@ fn notifier(c: &mut Criterion) {
         // tree), so the timing is not one hot path down to one leaf.
         let stride = (count / 7).max(1) | 1;
         let mut k = 0usize;
-        g.bench_with_input(BenchmarkId::new("invalidate_one_page", count), &count, |b, &count| {
-            b.iter(|| {
-                k = (k + stride) % count;
-                n.invalidate(one_page(page_of(k))).unwrap();
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("invalidate_one_page", count),
+            &count,
+            |b, &count| {
+                b.iter(|| {
+                    k = (k + stride) % count;
+                    n.invalidate(one_page(page_of(k))).unwrap();
+                })
+            },
+        );
         drop(ivs);
     }
 
@@ -147,7 +194,9 @@ fn notifier(c: &mut Criterion) {
         let (n, ivs) = populated(COUNT);
         // The highest one takes ~0.5 ms: fewer samples keep it within 2 s.
         g.sample_size(50);
-        g.bench_function(BenchmarkId::new("invalidate_lowest_page", COUNT), |b| b.iter(|| n.invalidate(one_page(page_of(0))).unwrap()));
+        g.bench_function(BenchmarkId::new("invalidate_lowest_page", COUNT), |b| {
+            b.iter(|| n.invalidate(one_page(page_of(0))).unwrap())
+        });
         g.bench_function(BenchmarkId::new("invalidate_highest_page", COUNT), |b| {
             b.iter(|| n.invalidate(one_page(page_of(COUNT - 1))).unwrap())
         });
@@ -173,7 +222,10 @@ fn fault(c: &mut Criterion) {
                 let m = Anon::new(LEN);
                 let u = Umem::new(&mm, m.addr, LEN as u64, true).unwrap();
                 let t = Instant::now();
-                drop(u.map(m.addr, LEN as u64, Access::Write, Mode::Fault).unwrap());
+                drop(
+                    u.map(m.addr, LEN as u64, Access::Write, Mode::Fault)
+                        .unwrap(),
+                );
                 total += t.elapsed();
                 assert_eq!(u.region().mapped_pages(), LEN / PAGE as usize);
                 drop(u);
@@ -203,7 +255,8 @@ fn fault(c: &mut Criterion) {
 fn register(c: &mut Criterion) {
     let mm = mm();
     let mut g = c.benchmark_group("register_1GiB");
-    g.sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(300));
+    g.sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300));
 
     g.sample_size(30).measurement_time(Duration::from_secs(2));
     g.bench_function("odp", |b| {
@@ -233,7 +286,14 @@ fn register(c: &mut Criterion) {
                 let p = Pinned::new(m.addr, GIB as u64, true).unwrap();
                 total += t.elapsed();
                 if !reported {
-                    eprintln!("register_1GiB/pinned: mlock {}", if p.is_locked() { "succeeded" } else { "refused (populated only)" });
+                    eprintln!(
+                        "register_1GiB/pinned: mlock {}",
+                        if p.is_locked() {
+                            "succeeded"
+                        } else {
+                            "refused (populated only)"
+                        }
+                    );
                     reported = true;
                 }
                 drop(p);
@@ -260,7 +320,10 @@ fn munmap(c: &mut Criterion) {
             for _ in 0..iters {
                 let mut m = Anon::new(LEN);
                 let u = Umem::new(&mm, m.addr, LEN as u64, true).unwrap();
-                drop(u.map(m.addr, LEN as u64, Access::Write, Mode::Fault).unwrap());
+                drop(
+                    u.map(m.addr, LEN as u64, Access::Write, Mode::Fault)
+                        .unwrap(),
+                );
                 let t = Instant::now();
                 m.munmap();
                 total += t.elapsed();
@@ -297,7 +360,8 @@ fn implicit_footprint(_: &mut Criterion) {
     let t = Instant::now();
     let mut va = m.addr;
     while va < m.addr + GIB as u64 {
-        imp.with_map(va, 1, Access::Write, Mode::Fault, |_g| Ok(())).unwrap();
+        imp.with_map(va, 1, Access::Write, Mode::Fault, |_g| Ok(()))
+            .unwrap();
         va += PAGE;
     }
     let took = t.elapsed();
@@ -316,5 +380,12 @@ fn implicit_footprint(_: &mut Criterion) {
     drop(m);
 }
 
-criterion_group!(benches, notifier, fault, register, munmap, implicit_footprint);
+criterion_group!(
+    benches,
+    notifier,
+    fault,
+    register,
+    munmap,
+    implicit_footprint
+);
 criterion_main!(benches);

@@ -49,7 +49,14 @@ mod app {
             let want = NEXT.fetch_add(1 << 30, Ordering::Relaxed);
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
             let p = unsafe {
-                libc::mmap(want as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
+                libc::mmap(
+                    want as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
             };
             if p != libc::MAP_FAILED {
                 return p as u64;
@@ -59,7 +66,14 @@ mod app {
     pub fn map_fixed(addr: u64, len: usize) {
         // SAFETY: replaces memory this program owns (a slot), never Rust-owned memory.
         let p = unsafe {
-            libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
         };
         assert_eq!(p as u64, addr, "mmap(MAP_FIXED)");
     }
@@ -71,7 +85,15 @@ mod app {
     /// several mappings, e.g. half re-protected, cannot be moved).
     pub fn mremap_to(from: u64, len: usize, to: u64) -> bool {
         // SAFETY: moves a slot onto this thread's own scratch area.
-        let p = unsafe { libc::mremap(from as *mut libc::c_void, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to as *mut libc::c_void) };
+        let p = unsafe {
+            libc::mremap(
+                from as *mut libc::c_void,
+                len,
+                len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                to as *mut libc::c_void,
+            )
+        };
         p as u64 == to
     }
     pub fn dontneed(addr: u64, len: usize) {
@@ -141,7 +163,11 @@ fn device(sh: Arc<Shared>, explicit: Arc<Umem>, implicit: Arc<ImplicitUmem>, see
         let r = if kind == 0 {
             // Atomics exercise the same path (tag-free word at the slot end).
             let w = base + SLOT as u64 - 8;
-            if use_implicit { implicit.fetch_and_add(w, 1).map(drop) } else { explicit.fetch_and_add(w, 1).map(drop) }
+            if use_implicit {
+                implicit.fetch_and_add(w, 1).map(drop)
+            } else {
+                explicit.fetch_and_add(w, 1).map(drop)
+            }
         } else {
             let f = |g: &mut odp::UmemGuard<'_>| {
                 let tag = sh.state[k].load(Ordering::Acquire) & !HOLE;
@@ -153,7 +179,9 @@ fn device(sh: Arc<Shared>, explicit: Arc<Umem>, implicit: Arc<ImplicitUmem>, see
             if use_implicit {
                 implicit.with_map(va, 16, odp::Access::Write, odp::Mode::Fault, f)
             } else {
-                explicit.map(va, 16, odp::Access::Write, odp::Mode::Fault).and_then(|mut g| f(&mut g))
+                explicit
+                    .map(va, 16, odp::Access::Write, odp::Mode::Fault)
+                    .and_then(|mut g| f(&mut g))
             }
         };
         let after = sh.state[k].load(Ordering::Acquire);
@@ -253,10 +281,13 @@ fn application(sh: Arc<Shared>, slots: Vec<usize>, seed: u64) {
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            eprintln!("torture: {name} needs a number");
-            std::process::exit(2)
-        }),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("torture: {name} needs a number");
+                std::process::exit(2)
+            }),
         None => default,
     }
 }
@@ -270,7 +301,9 @@ fn main() {
     let mm = Mm::new(MmConfig::default());
     eprintln!("torture: invalidation source: {}", mm.source());
     let arena = app::reserve(SLOTS * SLOT);
-    let explicit = Arc::new(Umem::new(&mm, arena, (SLOTS * SLOT) as u64, true).expect("register explicit umem"));
+    let explicit = Arc::new(
+        Umem::new(&mm, arena, (SLOTS * SLOT) as u64, true).expect("register explicit umem"),
+    );
     let implicit = Arc::new(ImplicitUmem::new(&mm, true));
     let sh = Arc::new(Shared {
         arena,
@@ -284,12 +317,16 @@ fn main() {
     let mut threads = Vec::new();
     for d in 0..devices {
         let (sh, e, i) = (sh.clone(), explicit.clone(), implicit.clone());
-        threads.push(std::thread::spawn(move || device(sh, e, i, 0x9e37_79b9_7f4a_7c15 ^ (d as u64 + 1))));
+        threads.push(std::thread::spawn(move || {
+            device(sh, e, i, 0x9e37_79b9_7f4a_7c15 ^ (d as u64 + 1))
+        }));
     }
     for a in 0..apps {
         let sh = sh.clone();
         let mine: Vec<usize> = (0..SLOTS).filter(|k| k % apps == a).collect();
-        threads.push(std::thread::spawn(move || application(sh, mine, 0xdead_beef ^ (a as u64 + 7) * 0x1000_0001)));
+        threads.push(std::thread::spawn(move || {
+            application(sh, mine, 0xdead_beef ^ (a as u64 + 7) * 0x1000_0001)
+        }));
     }
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(seconds) {

@@ -9,12 +9,19 @@
 //! which a reader samples when it "faults".
 
 use crate::mm::{Mm, MmConfig};
-use crate::notifier::{Event, InvalidateRange, Invalidate, Invalidation, Notifiers, Refused, SeqSet};
+use crate::notifier::{
+    Event, Invalidate, InvalidateRange, Invalidation, Notifiers, Refused, SeqSet,
+};
 use crate::sync::{self, Arc, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 use crate::umem::{Access, AccessError, Counters, Mode, Region, Space};
 use loom::thread;
 
-const RANGE: InvalidateRange = InvalidateRange { start: 0, end: 0x1000, event: Event::Unmap, blockable: true };
+const RANGE: InvalidateRange = InvalidateRange {
+    start: 0,
+    end: 0x1000,
+    event: Event::Unmap,
+    blockable: true,
+};
 
 /// A device page table of one entry: `Some(gen)` = translation of generation gen.
 #[derive(Default)]
@@ -61,7 +68,10 @@ fn reader_never_keeps_a_translation_older_than_a_finished_invalidation() {
         // The invalidation has finished: an entry left over must be current.
         let left = *sync::lock(&page.lock);
         if let Some(seen) = left {
-            assert_eq!(seen, 1, "stale translation survived a finished invalidation");
+            assert_eq!(
+                seen, 1,
+                "stale translation survived a finished invalidation"
+            );
         }
     });
 }
@@ -139,10 +149,18 @@ impl Space for ModelSpace {
         sync::read(&self.barrier)
     }
     fn fault(&self, _: &(), _: (u64, u64), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
-        self.seen.store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.seen
+            .store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())
     }
-    fn snapshot(&self, _: &(), _: (u64, u64), _: u64, _: u64, _: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    fn snapshot(
+        &self,
+        _: &(),
+        _: (u64, u64),
+        _: u64,
+        _: u64,
+        _: &mut dyn FnMut(u64),
+    ) -> Result<(), AccessError> {
         unreachable!()
     }
 }
@@ -151,8 +169,13 @@ impl Space for ModelSpace {
 fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation() {
     loom::model(|| {
         let mm = Mm::new(MmConfig { userfaultfd: false });
-        let region = Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None, true).unwrap();
-        let space = Arc::new(ModelSpace { barrier: RwLock::new(()), gen: AtomicU64::new(0), seen: AtomicU64::new(0) });
+        let region =
+            Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None, true).unwrap();
+        let space = Arc::new(ModelSpace {
+            barrier: RwLock::new(()),
+            gen: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+        });
         let done = Arc::new(AtomicU64::new(0));
         let app = {
             let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
@@ -167,7 +190,11 @@ fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation
                 // While we hold the guard no invalidation can be mid-callback
                 // on this region; if one has finished, our pages postdate it.
                 if done.load(Ordering::SeqCst) == 1 {
-                    assert_eq!(space.seen.load(Ordering::SeqCst), 1, "guard over pages faulted before a finished invalidation");
+                    assert_eq!(
+                        space.seen.load(Ordering::SeqCst),
+                        1,
+                        "guard over pages faulted before a finished invalidation"
+                    );
                 }
             }
             Err(e) => panic!("map failed: {e:?}"),

@@ -68,7 +68,11 @@ pub struct MmConfig {
 impl Default for MmConfig {
     /// userfaultfd on, unless the environment says `ODP_USERFAULTFD=0`.
     fn default() -> Self {
-        MmConfig { userfaultfd: std::env::var("ODP_USERFAULTFD").map(|v| v != "0").unwrap_or(true) }
+        MmConfig {
+            userfaultfd: std::env::var("ODP_USERFAULTFD")
+                .map(|v| v != "0")
+                .unwrap_or(true),
+        }
     }
 }
 
@@ -115,10 +119,16 @@ impl Mm {
                     let mode = fd.mode();
                     (Some(Arc::new(fd)), InvalidationSource::Userfaultfd(mode))
                 }
-                Err(e) => (None, InvalidationSource::Fallback(format!("userfaultfd unavailable: {e}"))),
+                Err(e) => (
+                    None,
+                    InvalidationSource::Fallback(format!("userfaultfd unavailable: {e}")),
+                ),
             }
         } else {
-            (None, InvalidationSource::Fallback("userfaultfd disabled by configuration".into()))
+            (
+                None,
+                InvalidationSource::Fallback("userfaultfd disabled by configuration".into()),
+            )
         };
         let mm = Mm::build(source, uffd.clone());
         let mm = match uffd {
@@ -130,7 +140,10 @@ impl Mm {
                 }
                 // Without a reader a registered munmap would block forever:
                 // drop this one (closing the descriptor) and fall back.
-                Err(e) => Mm::build(InvalidationSource::Fallback(format!("monitor thread failed to start: {e}")), None),
+                Err(e) => Mm::build(
+                    InvalidationSource::Fallback(format!("monitor thread failed to start: {e}")),
+                    None,
+                ),
             },
         };
         if let InvalidationSource::Fallback(why) = &mm.source {
@@ -194,8 +207,19 @@ impl Mm {
 
     /// The explicit invalidation API: for tests and for callers who know
     /// better than the monitor (e.g. before they remap memory themselves).
-    pub fn invalidate(&self, start: u64, end: u64, event: Event, blockable: bool) -> Result<(), Again> {
-        self.notifiers.invalidate(InvalidateRange { start, end, event, blockable })
+    pub fn invalidate(
+        &self,
+        start: u64,
+        end: u64,
+        event: Event,
+        blockable: bool,
+    ) -> Result<(), Again> {
+        self.notifiers.invalidate(InvalidateRange {
+            start,
+            end,
+            event,
+            blockable,
+        })
     }
 
     /// Wait until every event the monitor has read is applied. `munmap`
@@ -284,7 +308,11 @@ impl MmGrab {
             if n == 0 {
                 return None;
             }
-            match self.0.users.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+            match self
+                .0
+                .users
+                .compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return Some(MmGet(self.0.clone())),
                 Err(cur) => n = cur,
             }

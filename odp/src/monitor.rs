@@ -33,8 +33,13 @@ impl Monitor {
     pub(crate) fn start(mm: MmGrab, fd: Arc<Userfaultfd>) -> std::io::Result<Monitor> {
         let stop = Arc::new(EventFd::new()?);
         let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("odp-monitor".into()).spawn(move || run(mm, fd, stop2))?;
-        Ok(Monitor { stop, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("odp-monitor".into())
+            .spawn(move || run(mm, fd, stop2))?;
+        Ok(Monitor {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stop the thread and wait for it (it holds no lock a caller could hold).
@@ -81,7 +86,12 @@ fn handle(mm: &MmGrab, ev: &uffd::Event) {
     let stats = mm.stats();
     let inval = |start: u64, end: u64, event: Event| {
         if start < end {
-            let _ = mm.notifiers().invalidate(InvalidateRange { start, end, event, blockable: true });
+            let _ = mm.notifiers().invalidate(InvalidateRange {
+                start,
+                end,
+                event,
+                blockable: true,
+            });
         }
     };
     match *ev {

@@ -24,13 +24,23 @@ impl Pinned {
     /// `mlock` beyond `RLIMIT_MEMLOCK` is not an error: the pages are
     /// populated, which is what the device needs; `is_locked` tells.
     pub fn new(addr: u64, len: u64, writable: bool) -> Result<Pinned, AccessError> {
-        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(AccessError::OutOfBounds)?;
+        let end = addr
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(AccessError::OutOfBounds)?;
         let start = addr & !(PAGE_SIZE - 1);
-        let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(AccessError::OutOfBounds)?;
+        let end = end
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(AccessError::OutOfBounds)?;
         let (s, l) = (start as usize, (end - start) as usize);
         populate::populate(s, l, writable)?;
         let locked = mlock::mlock(s, l).ok().map(|_| (s, l));
-        Ok(Pinned { addr, len, writable, locked })
+        Ok(Pinned {
+            addr,
+            len,
+            writable,
+            locked,
+        })
     }
 
     pub fn is_locked(&self) -> bool {

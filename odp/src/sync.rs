@@ -7,12 +7,12 @@
 
 // `Arc` stays std's under loom: it only expresses ownership here, and loom's
 // cannot coerce to `Arc<dyn Trait>`.
-pub(crate) use std::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
     Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
+pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},

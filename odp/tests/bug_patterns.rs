@@ -7,9 +7,12 @@
 
 mod common;
 use common::*;
-use odp::notifier::{Event, InvalidateRange, Invalidate, Invalidation, Refused, SeqSet};
+use odp::notifier::{Event, Invalidate, InvalidateRange, Invalidation, Refused, SeqSet};
 use odp::umem::{Counters, Region, Space};
-use odp::{Access, AccessError, Advice, ImplicitUmem, Memory, Mm, MmConfig, MmGet, MmGrab, Mode, Pinned, Umem};
+use odp::{
+    Access, AccessError, Advice, ImplicitUmem, Memory, Mm, MmConfig, MmGet, MmGrab, Mode, Pinned,
+    Umem,
+};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
@@ -35,18 +38,40 @@ impl Space for Inject<'_> {
     fn barrier(&self) -> RwLockReadGuard<'_, ()> {
         self.real.barrier()
     }
-    fn fault(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, write: bool) -> Result<(), AccessError> {
+    fn fault(
+        &self,
+        mm: &MmGet,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<(), AccessError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let r = self.real.fault(mm, span, start, end, write);
         (self.hook)(n, r)
     }
-    fn snapshot(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    fn snapshot(
+        &self,
+        mm: &MmGet,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        resident: &mut dyn FnMut(u64),
+    ) -> Result<(), AccessError> {
         self.real.snapshot(mm, span, start, end, resident)
     }
 }
 
 fn region(mm: &MmGet, m: &Mapping) -> Region {
-    Region::new(mm, m.addr, m.addr + m.len as u64, Arc::new(Counters::default()), None, true).unwrap()
+    Region::new(
+        mm,
+        m.addr,
+        m.addr + m.len as u64,
+        Arc::new(Counters::default()),
+        None,
+        true,
+    )
+    .unwrap()
 }
 
 /// Shared by patterns 1 and 9: a complete invalidation between fault and commit.
@@ -68,7 +93,11 @@ fn invalidation_between_fault_and_commit_forces_a_retry() {
     };
     let g = r.map(&inj, m.addr, 8, Access::Write, Mode::Fault).unwrap();
     drop(g);
-    assert_eq!(inj.calls.load(Ordering::SeqCst), 2, "the commit must notice the invalidation and fault again");
+    assert_eq!(
+        inj.calls.load(Ordering::SeqCst),
+        2,
+        "the commit must notice the invalidation and fault again"
+    );
 }
 
 #[test]
@@ -107,17 +136,25 @@ fn pattern_02_no_callback_after_remove_under_dereg_vs_invalidation_races() {
     };
     for i in 0..2000u64 {
         let w = Arc::new(Watch::default());
-        let iv = mm.notifiers().insert((i % 64) << 12, 0x2000, w.clone()).unwrap();
+        let iv = mm
+            .notifiers()
+            .insert((i % 64) << 12, 0x2000, w.clone())
+            .unwrap();
         iv.remove();
         w.removed.store(true, Ordering::SeqCst);
         std::thread::yield_now();
-        assert_eq!(w.late.load(Ordering::SeqCst), 0, "callback ran after remove returned");
+        assert_eq!(
+            w.late.load(Ordering::SeqCst),
+            0,
+            "callback ran after remove returned"
+        );
     }
     // MR level: deregistration racing the monitor's invalidations of real munmaps.
     let m = map_anon(64 * PAGE);
     for i in 0..200 {
         let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
-        u.write(m.addr + (i % 64) as u64 * PAGE as u64, &[1; 64]).unwrap();
+        u.write(m.addr + (i % 64) as u64 * PAGE as u64, &[1; 64])
+            .unwrap();
         let off = (i % 64) * PAGE;
         let t = std::thread::spawn({
             let a = m.addr + off as u64;
@@ -143,7 +180,11 @@ fn pattern_03_mmget_vs_mmgrab_faults_and_prefetch_racing_teardown_end_in_gone() 
                 let mut i = 0u64;
                 loop {
                     let va = m.addr + ((i * 7 + t) % 256) * PAGE as u64;
-                    let r = if t % 2 == 0 { u.write(va, &[1; 64]) } else { u.prefetch(va, PAGE as u64, Advice::PrefetchWrite, true) };
+                    let r = if t % 2 == 0 {
+                        u.write(va, &[1; 64])
+                    } else {
+                        u.prefetch(va, PAGE as u64, Advice::PrefetchWrite, true)
+                    };
                     match r {
                         Ok(()) => {}
                         Err(AccessError::Gone) => return i,
@@ -189,7 +230,10 @@ fn pattern_03_last_reference_dropped_inside_a_fault_does_not_deadlock() {
 
 fn panic_message(r: std::thread::Result<()>) -> String {
     let e = r.expect_err("expected the lock rule to fire");
-    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 #[test]
@@ -199,21 +243,26 @@ fn pattern_04_no_wait_for_invalidation_while_holding_a_umem_lock() {
     let a = Umem::new(&mm, m.addr, 4 * PAGE as u64, true).unwrap();
     let b = Umem::new(&mm, m.addr + 4 * PAGE as u64, 4 * PAGE as u64, true).unwrap();
     // Nested fault: read_begin may wait for an invalidation needing lock `a`.
-    let msg = panic_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _g = a.map(m.addr, 8, Access::Write, Mode::Fault).unwrap();
-        let _h = b.map(m.addr + 4 * PAGE as u64, 8, Access::Write, Mode::Fault);
-    })));
+    let msg = panic_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || {
+            let _g = a.map(m.addr, 8, Access::Write, Mode::Fault).unwrap();
+            let _h = b.map(m.addr + 4 * PAGE as u64, 8, Access::Write, Mode::Fault);
+        },
+    )));
     assert!(msg.contains("odp lock rule violated"), "{msg}");
     // Deregistering (notifier remove waits) while holding a umem lock.
     let c = Umem::new(&mm, m.addr, PAGE as u64, true).unwrap();
-    let msg = panic_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _g = a.map(m.addr, 8, Access::Write, Mode::Fault).unwrap();
-        drop(c);
-    })));
+    let msg = panic_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || {
+            let _g = a.map(m.addr, 8, Access::Write, Mode::Fault).unwrap();
+            drop(c);
+        },
+    )));
     assert!(msg.contains("odp lock rule violated"), "{msg}");
     // The locks were released by unwinding: everything still works.
     a.write(m.addr, &[1]).unwrap();
-    mm.invalidate(m.addr, m.addr + 8 * PAGE as u64, Event::Explicit, false).unwrap();
+    mm.invalidate(m.addr, m.addr + 8 * PAGE as u64, Event::Explicit, false)
+        .unwrap();
 }
 
 #[test]
@@ -236,12 +285,22 @@ fn pattern_05_every_error_and_retry_path_releases_the_lock() {
             }
         }),
     };
-    assert_eq!(r.map(&inj, m.addr, 8, Access::Write, Mode::Fault).err(), Some(AccessError::Unmapped));
+    assert_eq!(
+        r.map(&inj, m.addr, 8, Access::Write, Mode::Fault).err(),
+        Some(AccessError::Unmapped)
+    );
     assert_eq!(inj.calls.load(Ordering::SeqCst), 4);
     // A non-blockable invalidation is refused only if the lock is held.
-    assert_eq!(grab.invalidate(s, e, Event::Explicit, false), Ok(()), "lock left held on the error path");
+    assert_eq!(
+        grab.invalidate(s, e, Event::Explicit, false),
+        Ok(()),
+        "lock left held on the error path"
+    );
     let g = r.map(&grab, m.addr, 8, Access::Write, Mode::Fault).unwrap();
-    assert!(grab.invalidate(s, e, Event::Explicit, false).is_err(), "the guard does hold it");
+    assert!(
+        grab.invalidate(s, e, Event::Explicit, false).is_err(),
+        "the guard does hold it"
+    );
     drop(g);
     assert_eq!(grab.invalidate(s, e, Event::Explicit, false), Ok(()));
 }
@@ -273,25 +332,65 @@ fn pattern_07_no_overflow_in_range_checks_near_u64_max() {
     let mm = mm();
     let m = map_anon(4 * PAGE);
     let max = u64::MAX;
-    assert_eq!(Umem::new(&mm, max - 10, 100, true).err(), Some(AccessError::OutOfBounds));
-    assert_eq!(Umem::new(&mm, max - 10, 11, true).err(), Some(AccessError::OutOfBounds), "aligning the end up overflows");
-    assert_eq!(Umem::new(&mm, m.addr, 0, true).err(), Some(AccessError::OutOfBounds));
+    assert_eq!(
+        Umem::new(&mm, max - 10, 100, true).err(),
+        Some(AccessError::OutOfBounds)
+    );
+    assert_eq!(
+        Umem::new(&mm, max - 10, 11, true).err(),
+        Some(AccessError::OutOfBounds),
+        "aligning the end up overflows"
+    );
+    assert_eq!(
+        Umem::new(&mm, m.addr, 0, true).err(),
+        Some(AccessError::OutOfBounds)
+    );
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
     let huge = vec![0u8; 8];
-    for va in [max, max - 3, max - 4096, m.addr + m.len as u64 - 7, 0, m.addr - 1] {
-        assert_eq!(u.write(va, &huge), Err(AccessError::OutOfBounds), "va {va:#x}");
+    for va in [
+        max,
+        max - 3,
+        max - 4096,
+        m.addr + m.len as u64 - 7,
+        0,
+        m.addr - 1,
+    ] {
+        assert_eq!(
+            u.write(va, &huge),
+            Err(AccessError::OutOfBounds),
+            "va {va:#x}"
+        );
     }
-    assert_eq!(u.map(m.addr + 8, max - 4, Access::Read, Mode::Fault).err(), Some(AccessError::OutOfBounds));
-    assert_eq!(u.prefetch(m.addr + 8, max, Advice::Prefetch, true), Err(AccessError::OutOfBounds));
+    assert_eq!(
+        u.map(m.addr + 8, max - 4, Access::Read, Mode::Fault).err(),
+        Some(AccessError::OutOfBounds)
+    );
+    assert_eq!(
+        u.prefetch(m.addr + 8, max, Advice::Prefetch, true),
+        Err(AccessError::OutOfBounds)
+    );
     let mut g = u.map(m.addr, 16, Access::Write, Mode::Fault).unwrap();
-    assert_eq!(g.write(m.addr + 8, &[0u8; 9]), Err(AccessError::OutOfBounds), "the guard checks its own range");
+    assert_eq!(
+        g.write(m.addr + 8, &[0u8; 9]),
+        Err(AccessError::OutOfBounds),
+        "the guard checks its own range"
+    );
     assert_eq!(g.write(max - 2, &[0u8; 4]), Err(AccessError::OutOfBounds));
     drop(g);
     let i = ImplicitUmem::new(&mm, true);
     assert_eq!(i.write(max - 3, &huge), Err(AccessError::OutOfBounds));
-    assert_eq!(i.prefetch(max - 3, 8, Advice::Prefetch, true), Err(AccessError::OutOfBounds));
-    assert!(i.write(1 << 62, &huge).is_err(), "non-canonical address: an error, no crash");
-    assert_eq!(Pinned::new(max - 3, 8, true).err(), Some(AccessError::OutOfBounds));
+    assert_eq!(
+        i.prefetch(max - 3, 8, Advice::Prefetch, true),
+        Err(AccessError::OutOfBounds)
+    );
+    assert!(
+        i.write(1 << 62, &huge).is_err(),
+        "non-canonical address: an error, no crash"
+    );
+    assert_eq!(
+        Pinned::new(max - 3, 8, true).err(),
+        Some(AccessError::OutOfBounds)
+    );
 }
 
 #[test]
@@ -309,11 +408,20 @@ fn pattern_08_pinned_and_odp_memory_through_every_access_path() {
         let mut back = vec![0u8; data.len()];
         mem.read(m.addr + 3, &mut back).unwrap();
         assert_eq!(back, data);
-        assert_eq!(mem.fetch_and_add(m.addr + 8 * 100, 3).unwrap(), u64::from_le_bytes(data[797..805].try_into().unwrap()));
+        assert_eq!(
+            mem.fetch_and_add(m.addr + 8 * 100, 3).unwrap(),
+            u64::from_le_bytes(data[797..805].try_into().unwrap())
+        );
         let old = mem.compare_and_swap(m.addr + 8 * 100, 0, 0).unwrap();
-        assert_eq!(mem.compare_and_swap(m.addr + 8 * 100, old, 77).unwrap(), old);
+        assert_eq!(
+            mem.compare_and_swap(m.addr + 8 * 100, old, 77).unwrap(),
+            old
+        );
         assert_eq!(mem.fetch_and_add(m.addr + 8 * 100, 0).unwrap(), 77);
-        assert_eq!(mem.fetch_and_add(m.addr + 3, 0), Err(AccessError::Misaligned));
+        assert_eq!(
+            mem.fetch_and_add(m.addr + 3, 0),
+            Err(AccessError::Misaligned)
+        );
         // The application unmaps the memory behind every kind: errors, no crash.
         m.munmap();
         assert!(mem.write(m.addr, &[1; 8]).is_err());
@@ -334,16 +442,32 @@ fn pattern_10_insert_and_remove_during_long_invalidations() {
     let mm = mm();
     let m = map_anon(64 * PAGE);
     let (s, e) = (m.addr, m.addr + m.len as u64);
-    let active = mm.notifiers().begin_invalidate(InvalidateRange { start: s, end: e, event: Event::Explicit, blockable: true });
+    let active = mm.notifiers().begin_invalidate(InvalidateRange {
+        start: s,
+        end: e,
+        event: Event::Explicit,
+        blockable: true,
+    });
     // An umem registered now is deferred; its first fault waits for the end.
     let anchor = Umem::new(&mm, s, PAGE as u64, true).unwrap();
     drop(active);
-    let active = mm.notifiers().begin_invalidate(InvalidateRange { start: s, end: e, event: Event::Explicit, blockable: true }).unwrap();
+    let active = mm
+        .notifiers()
+        .begin_invalidate(InvalidateRange {
+            start: s,
+            end: e,
+            event: Event::Explicit,
+            blockable: true,
+        })
+        .unwrap();
     let fresh = Arc::new(Umem::new(&mm, s, m.len as u64, true).unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     let f2 = fresh.clone();
     let t = std::thread::spawn(move || tx.send(f2.write(s, &[1; 8])).unwrap());
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "read_begin on a deferred node must block");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "read_begin on a deferred node must block"
+    );
     drop(active);
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(()));
     t.join().unwrap();
@@ -355,7 +479,12 @@ fn pattern_10_insert_and_remove_during_long_invalidations() {
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                let _a = g.notifiers().begin_invalidate(InvalidateRange { start: s, end: e, event: Event::Explicit, blockable: true });
+                let _a = g.notifiers().begin_invalidate(InvalidateRange {
+                    start: s,
+                    end: e,
+                    event: Event::Explicit,
+                    blockable: true,
+                });
                 std::thread::sleep(Duration::from_micros(200));
                 n += 1;
             }
@@ -375,7 +504,9 @@ fn pattern_10_insert_and_remove_during_long_invalidations() {
         })
         .collect();
     for w in workers {
-        within_secs(60, "umem churn against long invalidations", move || w.join().unwrap());
+        within_secs(60, "umem churn against long invalidations", move || {
+            w.join().unwrap()
+        });
     }
     stop.store(true, Ordering::Relaxed);
     assert!(inv.join().unwrap() > 0);
@@ -399,11 +530,18 @@ fn pattern_11_refused_nonblocking_invalidation_undoes_its_accounting() {
     });
     locked_rx.recv().unwrap();
     let (s, e) = (m.addr, m.addr + m.len as u64);
-    assert!(mm.invalidate(s, e, Event::Explicit, false).is_err(), "lock held: refused");
+    assert!(
+        mm.invalidate(s, e, Event::Explicit, false).is_err(),
+        "lock held: refused"
+    );
     assert_eq!(mm.notifiers().seq() % 2, 0, "no invalidation left active");
     let before = mm.notifiers().len();
     let other = Umem::new(&mm, s, PAGE as u64, true).unwrap();
-    assert_eq!(mm.notifiers().len(), before + 1, "not stuck in 'invalidating': inserts go straight in");
+    assert_eq!(
+        mm.notifiers().len(),
+        before + 1,
+        "not stuck in 'invalidating': inserts go straight in"
+    );
     release_tx.send(()).unwrap();
     holder.join().unwrap();
     mm.invalidate(s, e, Event::Explicit, true).unwrap();

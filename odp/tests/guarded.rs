@@ -213,15 +213,9 @@ fn copy_in_from_prot_none_faults() {
     let map = Mapping::new(2 * p);
     map.protect(p, p, libc::PROT_NONE);
     let mut buf = vec![0u8; 300];
-    assert_eq!(
-        copy_in(&mut buf, map.at(p + 10)),
-        fault(map.addr(p + 10))
-    );
+    assert_eq!(copy_in(&mut buf, map.at(p + 10)), fault(map.addr(p + 10)));
     let mut big = vec![0u8; p];
-    assert_eq!(
-        copy_in(&mut big, map.at(p / 2)),
-        fault(map.addr(p))
-    );
+    assert_eq!(copy_in(&mut big, map.at(p / 2)), fault(map.addr(p)));
 }
 
 #[test]
@@ -231,10 +225,7 @@ fn unmapped_faults_at_first_unmapped_byte() {
     let map = Mapping::new(3 * p);
     map.unmap(p, p);
     let mut buf = vec![0u8; 64];
-    assert_eq!(
-        copy_in(&mut buf, map.at(p + 1)),
-        fault(map.addr(p + 1))
-    );
+    assert_eq!(copy_in(&mut buf, map.at(p + 1)), fault(map.addr(p + 1)));
     assert_eq!(copy_out(map.at(p), &buf), fault(map.addr(p)));
     // Mapped -> unmapped, through every copy path (qword loop, rep movsb).
     for (start, len) in [
@@ -344,14 +335,8 @@ fn atomics_reject_misalignment_without_touching_memory() {
     let map = Mapping::new(page());
     for off in 1..8 {
         let word = map.at(off).cast::<u64>();
-        assert_eq!(
-            fetch_and_add(word, 1),
-            Err(GuardedFault::Misaligned)
-        );
-        assert_eq!(
-            compare_and_swap(word, 0, 1),
-            Err(GuardedFault::Misaligned)
-        );
+        assert_eq!(fetch_and_add(word, 1), Err(GuardedFault::Misaligned));
+        assert_eq!(compare_and_swap(word, 0, 1), Err(GuardedFault::Misaligned));
     }
     assert!(map.bytes(0, 32).iter().all(|&b| b == 0));
     // Misaligned wins over unmapped: memory is not touched at all.
@@ -395,10 +380,7 @@ fn child_entry() {
     // Install the handler through a real guarded fault, and prove it works.
     let map = Mapping::new(page());
     map.protect(0, page(), libc::PROT_NONE);
-    assert_eq!(
-        copy_in(&mut [0u8; 8], map.at(0)),
-        fault(map.addr(0))
-    );
+    assert_eq!(copy_in(&mut [0u8; 8], map.at(0)), fault(map.addr(0)));
     println!("guarded-installed");
     match what.as_str() {
         "segv" => {

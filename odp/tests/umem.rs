@@ -3,11 +3,17 @@
 mod common;
 use common::*;
 use odp::umem::{CounterSnapshot, CHILD_SIZE};
-use odp::{Access, AccessError, Advice, ImplicitUmem, InvalidationSource, Mm, MmConfig, Mode, Umem};
+use odp::{
+    Access, AccessError, Advice, ImplicitUmem, InvalidationSource, Mm, MmConfig, Mode, Umem,
+};
 
 fn mm() -> odp::MmGet {
     let mm = Mm::new(MmConfig::default());
-    assert!(matches!(mm.source(), InvalidationSource::Userfaultfd(_)), "this machine has userfaultfd: {}", mm.source());
+    assert!(
+        matches!(mm.source(), InvalidationSource::Userfaultfd(_)),
+        "this machine has userfaultfd: {}",
+        mm.source()
+    );
     mm
 }
 
@@ -18,7 +24,8 @@ fn registration_faults_nothing_and_first_access_faults_only_what_it_touches() {
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
     assert_eq!(u.counters(), CounterSnapshot::default());
     assert_eq!(u.region().mapped_pages(), 0);
-    u.write(m.addr + 5 * PAGE as u64 + 10, &[7u8; 2 * PAGE]).unwrap();
+    u.write(m.addr + 5 * PAGE as u64 + 10, &[7u8; 2 * PAGE])
+        .unwrap();
     let c = u.counters();
     assert_eq!(c.page_faults, 1);
     assert_eq!(c.pages_faulted, 3, "unaligned 2-page write spans 3 pages");
@@ -44,7 +51,11 @@ fn read_only_present_page_is_faulted_again_for_write() {
     u.read(m.addr, &mut b).unwrap();
     assert_eq!(u.counters().page_faults, 1);
     u.write(m.addr, &[9u8; 8]).unwrap();
-    assert_eq!(u.counters().page_faults, 2, "present but not writable must fault for write");
+    assert_eq!(
+        u.counters().page_faults,
+        2,
+        "present but not writable must fault for write"
+    );
     assert_eq!(m.byte(0), 9);
 }
 
@@ -58,14 +69,30 @@ fn access_errors_for_holes_protections_and_bounds() {
     munmap(m.addr + 2 * PAGE as u64, PAGE);
     assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Permission));
     let mut b = [0u8; 1];
-    assert_eq!(u.read(m.addr, &mut b), Ok(()), "reading PROT_READ memory works");
-    assert_eq!(u.read(m.addr + PAGE as u64, &mut b), Err(AccessError::Permission));
-    assert_eq!(u.write(m.addr + 2 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+    assert_eq!(
+        u.read(m.addr, &mut b),
+        Ok(()),
+        "reading PROT_READ memory works"
+    );
+    assert_eq!(
+        u.read(m.addr + PAGE as u64, &mut b),
+        Err(AccessError::Permission)
+    );
+    assert_eq!(
+        u.write(m.addr + 2 * PAGE as u64, &[1]),
+        Err(AccessError::Unmapped)
+    );
     assert_eq!(u.write(m.addr + 3 * PAGE as u64, &[1]), Ok(()));
-    assert_eq!(u.write(m.addr + 8 * PAGE as u64, &[1]), Err(AccessError::OutOfBounds));
+    assert_eq!(
+        u.write(m.addr + 8 * PAGE as u64, &[1]),
+        Err(AccessError::OutOfBounds)
+    );
     assert_eq!(u.write(m.addr - 1, &[1]), Err(AccessError::OutOfBounds));
     let ro = Umem::new(&mm, m.addr + 4 * PAGE as u64, PAGE as u64, false).unwrap();
-    assert_eq!(ro.write(m.addr + 4 * PAGE as u64, &[1]), Err(AccessError::NotWritable));
+    assert_eq!(
+        ro.write(m.addr + 4 * PAGE as u64, &[1]),
+        Err(AccessError::NotWritable)
+    );
 }
 
 #[test]
@@ -82,9 +109,17 @@ fn munmap_invalidates_and_later_access_is_an_error_not_a_crash() {
     assert!(c.invalidations >= 1);
     assert_eq!(c.pages_invalidated, 4);
     assert_eq!(u.region().mapped_pages(), 12);
-    assert_eq!(u.write(m.addr + 5 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+    assert_eq!(
+        u.write(m.addr + 5 * PAGE as u64, &[1]),
+        Err(AccessError::Unmapped)
+    );
     assert_eq!(u.write(m.addr + 9 * PAGE as u64, &[1]), Ok(()));
-    assert!(mm.stats().unmap_events.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        mm.stats()
+            .unmap_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 }
 
 #[test]
@@ -105,7 +140,11 @@ fn coverage_follows_the_memory_after_munmap_and_mmap_fixed() {
     let before = u.counters().pages_invalidated;
     munmap(m.addr + 2 * PAGE as u64, PAGE);
     mm.sync_invalidations();
-    assert_eq!(u.counters().pages_invalidated, before + 1, "the re-covered page was invalidated");
+    assert_eq!(
+        u.counters().pages_invalidated,
+        before + 1,
+        "the re-covered page was invalidated"
+    );
     // Into a hole, later: not covered at first, covered by the next fault.
     map_fixed(m.addr + 2 * PAGE as u64, PAGE);
     u.write(m.addr + 2 * PAGE as u64, &[6u8; 4]).unwrap();
@@ -131,14 +170,28 @@ fn dontneed_and_mremap_invalidate() {
     let dst = map_anon(2 * PAGE);
     // SAFETY: moves pages this test owns onto another mapping it owns.
     let p = unsafe {
-        libc::mremap((m.addr as usize + 6 * PAGE) as *mut libc::c_void, 2 * PAGE, 2 * PAGE, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, dst.addr as *mut libc::c_void)
+        libc::mremap(
+            (m.addr as usize + 6 * PAGE) as *mut libc::c_void,
+            2 * PAGE,
+            2 * PAGE,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dst.addr as *mut libc::c_void,
+        )
     };
     assert_eq!(p as u64, dst.addr);
     mm.sync_invalidations();
     // 8 written, 2 discarded, 1 re-read, 2 moved away.
     assert_eq!(u.region().mapped_pages(), 5, "moved pages invalidated");
-    assert!(mm.stats().remap_events.load(std::sync::atomic::Ordering::Relaxed) >= 1);
-    assert_eq!(u.write(m.addr + 6 * PAGE as u64, &[1]), Err(AccessError::Unmapped));
+    assert!(
+        mm.stats()
+            .remap_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert_eq!(
+        u.write(m.addr + 6 * PAGE as u64, &[1]),
+        Err(AccessError::Unmapped)
+    );
 }
 
 #[test]
@@ -149,9 +202,17 @@ fn mprotect_after_fault_gives_an_error_and_the_page_is_re_checked() {
     u.write(m.addr, &[1u8; 16]).unwrap();
     m.protect(0, PAGE, libc::PROT_READ); // sends no event: pages still "present"
     let e = u.write(m.addr, &[2u8; 16]).unwrap_err();
-    assert_eq!(e, AccessError::Fault { addr: m.addr }, "guarded copy caught the write");
+    assert_eq!(
+        e,
+        AccessError::Fault { addr: m.addr },
+        "guarded copy caught the write"
+    );
     assert_eq!(m.byte(0), 1, "nothing written");
-    assert_eq!(u.write(m.addr, &[2u8; 16]), Err(AccessError::Permission), "the next access re-faults and learns");
+    assert_eq!(
+        u.write(m.addr, &[2u8; 16]),
+        Err(AccessError::Permission),
+        "the next access re-faults and learns"
+    );
 }
 
 #[test]
@@ -164,7 +225,10 @@ fn atomics_are_exact_and_checked() {
     assert_eq!(u.compare_and_swap(m.addr + 8, 10, 99), Ok(10));
     assert_eq!(u.compare_and_swap(m.addr + 8, 10, 7), Ok(99));
     assert_eq!(u.fetch_and_add(m.addr + 9, 1), Err(AccessError::Misaligned));
-    assert_eq!(u.fetch_and_add(m.addr + PAGE as u64 - 4, 1), Err(AccessError::OutOfBounds));
+    assert_eq!(
+        u.fetch_and_add(m.addr + PAGE as u64 - 4, 1),
+        Err(AccessError::OutOfBounds)
+    );
 }
 
 #[test]
@@ -174,7 +238,11 @@ fn snapshot_maps_only_resident_pages() {
     m.set_byte(0, 1); // page 0 resident, the rest never touched
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
     assert!(u.map(m.addr, 8, Access::Read, Mode::Snapshot).is_ok());
-    assert_eq!(u.map(m.addr + PAGE as u64, 8, Access::Read, Mode::Snapshot).err(), Some(AccessError::NotPresent));
+    assert_eq!(
+        u.map(m.addr + PAGE as u64, 8, Access::Read, Mode::Snapshot)
+            .err(),
+        Some(AccessError::NotPresent)
+    );
     assert_eq!(u.region().mapped_pages(), 1);
 }
 
@@ -184,17 +252,44 @@ fn prefetch_advices_sync_and_best_effort() {
     let m = map_anon(32 * PAGE);
     m.set_byte(20 * PAGE, 1);
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
-    u.prefetch(m.addr, 4 * PAGE as u64, Advice::Prefetch, true).unwrap();
+    u.prefetch(m.addr, 4 * PAGE as u64, Advice::Prefetch, true)
+        .unwrap();
     assert_eq!(u.region().mapped_pages(), 4);
-    u.prefetch(m.addr + 4 * PAGE as u64, 4 * PAGE as u64, Advice::PrefetchWrite, true).unwrap();
+    u.prefetch(
+        m.addr + 4 * PAGE as u64,
+        4 * PAGE as u64,
+        Advice::PrefetchWrite,
+        true,
+    )
+    .unwrap();
     assert_eq!(u.region().mapped_pages(), 8);
     let faults = u.counters().page_faults;
     u.write(m.addr + 4 * PAGE as u64, &[1; PAGE * 4]).unwrap();
-    assert_eq!(u.counters().page_faults, faults, "prefetched for write: no fault on the write");
-    u.prefetch(m.addr + 16 * PAGE as u64, 8 * PAGE as u64, Advice::PrefetchNoFault, true).unwrap();
-    assert_eq!(u.region().mapped_pages(), 9, "no-fault prefetch maps only the one resident page");
+    assert_eq!(
+        u.counters().page_faults,
+        faults,
+        "prefetched for write: no fault on the write"
+    );
+    u.prefetch(
+        m.addr + 16 * PAGE as u64,
+        8 * PAGE as u64,
+        Advice::PrefetchNoFault,
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        u.region().mapped_pages(),
+        9,
+        "no-fault prefetch maps only the one resident page"
+    );
     // Best effort: happens later, on the worker.
-    u.prefetch(m.addr + 28 * PAGE as u64, 4 * PAGE as u64, Advice::Prefetch, false).unwrap();
+    u.prefetch(
+        m.addr + 28 * PAGE as u64,
+        4 * PAGE as u64,
+        Advice::Prefetch,
+        false,
+    )
+    .unwrap();
     let t = std::time::Instant::now();
     while u.region().mapped_pages() < 13 && t.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -202,8 +297,14 @@ fn prefetch_advices_sync_and_best_effort() {
     assert_eq!(u.region().mapped_pages(), 13);
     assert_eq!(u.counters().prefetches, 4);
     let ro = Umem::new(&mm, m.addr, PAGE as u64, false).unwrap();
-    assert_eq!(ro.prefetch(m.addr, 8, Advice::PrefetchWrite, true), Err(AccessError::NotWritable));
-    assert_eq!(u.prefetch(m.addr, u64::MAX, Advice::Prefetch, true), Err(AccessError::OutOfBounds));
+    assert_eq!(
+        ro.prefetch(m.addr, 8, Advice::PrefetchWrite, true),
+        Err(AccessError::NotWritable)
+    );
+    assert_eq!(
+        u.prefetch(m.addr, u64::MAX, Advice::Prefetch, true),
+        Err(AccessError::OutOfBounds)
+    );
 }
 
 #[test]
@@ -227,7 +328,11 @@ fn implicit_children_appear_on_fault_and_go_when_emptied() {
     u.reap();
     assert_eq!(u.children(), 3);
     assert_eq!(u.write(base + CHILD_SIZE, &[1]), Err(AccessError::Unmapped));
-    assert!(u.footprint() < 4096, "per-page state of three 2 MiB children is tiny: {}", u.footprint());
+    assert!(
+        u.footprint() < 4096,
+        "per-page state of three 2 MiB children is tiny: {}",
+        u.footprint()
+    );
 }
 
 #[test]
@@ -240,7 +345,11 @@ fn implicit_failed_accesses_leave_no_children_behind() {
         assert_eq!(u.write(va, &[1; 8]), Err(AccessError::Unmapped));
     }
     u.reap();
-    assert_eq!(u.children(), 0, "empty children from failed accesses are reaped");
+    assert_eq!(
+        u.children(),
+        0,
+        "empty children from failed accesses are reaped"
+    );
 }
 
 #[test]
@@ -252,7 +361,11 @@ fn implicit_covers_only_what_it_faults() {
     let m = map_anon(2 * CHILD_SIZE as usize);
     let base = (m.addr + CHILD_SIZE - 1) & !(CHILD_SIZE - 1);
     u.write(base, &[1; 8]).unwrap();
-    let events = || mm.stats().unmap_events.load(std::sync::atomic::Ordering::Relaxed);
+    let events = || {
+        mm.stats()
+            .unmap_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let before = events();
     munmap(base + 64 * PAGE as u64, PAGE); // same child, never touched by the device
     mm.sync_invalidations();
@@ -290,7 +403,11 @@ fn fallback_mode_still_works_and_says_so() {
     u.write(m.addr, &[1u8; 100]).unwrap();
     munmap(m.addr, PAGE); // no event: pages stay "present"...
     let e = u.write(m.addr, &[1u8; 100]).unwrap_err();
-    assert_eq!(e, AccessError::Fault { addr: m.addr }, "...but the guarded copy still refuses, no crash");
+    assert_eq!(
+        e,
+        AccessError::Fault { addr: m.addr },
+        "...but the guarded copy still refuses, no crash"
+    );
     assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Unmapped));
 }
 

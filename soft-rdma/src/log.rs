@@ -14,11 +14,17 @@ pub enum Level {
 
 fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| match std::env::var("SOFTRDMA_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
-        "warn" | "warning" => Level::Warn,
-        "info" => Level::Info,
-        "debug" | "trace" | "all" => Level::Debug,
-        _ => Level::Error,
+    *LEVEL.get_or_init(|| {
+        match std::env::var("SOFTRDMA_LOG")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "warn" | "warning" => Level::Warn,
+            "info" => Level::Info,
+            "debug" | "trace" | "all" => Level::Debug,
+            _ => Level::Error,
+        }
     })
 }
 

@@ -37,7 +37,10 @@ pub(crate) fn random_byte() -> u8 {
     if r == 1 {
         b[0]
     } else {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u8).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u8)
+            .unwrap_or(0)
     }
 }
 
@@ -49,7 +52,8 @@ pub(crate) fn copy_inline(sges: &[crate::verbs::Sge], out: &mut [u8]) -> Result<
         let n = s.length as usize;
         // SAFETY: the source is application memory named by the work request
         // (never Rust-owned); `guarded::copy_in` turns a fault into an error.
-        unsafe { odp::guarded::copy_in(&mut out[at..at + n], s.addr as *const u8) }.map_err(|_| ())?;
+        unsafe { odp::guarded::copy_in(&mut out[at..at + n], s.addr as *const u8) }
+            .map_err(|_| ())?;
         at += n;
     }
     Ok(())

@@ -15,27 +15,49 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Exit 0, or fail with both streams.
 fn ok(args: &[&str]) -> String {
     let o = run(args);
     let (out, err) = text(&o);
-    assert!(o.status.success(), "softrdma {args:?} exited {:?}\nstdout:\n{out}\nstderr:\n{err}", o.status.code());
+    assert!(
+        o.status.success(),
+        "softrdma {args:?} exited {:?}\nstdout:\n{out}\nstderr:\n{err}",
+        o.status.code()
+    );
     out
 }
 
 /// The numeric rows of the result table (lines starting with a size).
 fn rows(out: &str) -> Vec<Vec<f64>> {
     out.lines()
-        .filter(|l| l.starts_with(' ') && l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map(|l| l.split_whitespace().map(|x| x.parse::<f64>().expect("number")).collect())
+        .filter(|l| {
+            l.starts_with(' ')
+                && l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+        })
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse::<f64>().expect("number"))
+                .collect()
+        })
         .collect()
 }
 
 fn check_bw(out: &str, bytes: f64, iters: f64) {
-    assert!(out.contains(" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]"), "{out}");
+    assert!(
+        out.contains(
+            " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]"
+        ),
+        "{out}"
+    );
     let r = rows(out);
     assert_eq!(r.len(), 1, "one result row: {out}");
     assert_eq!((r[0][0], r[0][1]), (bytes, iters), "{out}");
@@ -48,14 +70,35 @@ fn check_lat(out: &str, bytes: f64, iters: f64) {
     let r = rows(out);
     assert_eq!(r.len(), 1, "{out}");
     assert_eq!((r[0][0], r[0][1]), (bytes, iters), "{out}");
-    assert!(r[0][2] > 0.0 && r[0][2] <= r[0][3] && r[0][4] >= r[0][2], "{out}");
+    assert!(
+        r[0][2] > 0.0 && r[0][2] <= r[0][3] && r[0][4] >= r[0][2],
+        "{out}"
+    );
     assert!(out.contains("Verify: OK"), "{out}");
 }
 
 #[test]
 fn devinfo_fields() {
     let out = ok(&["devinfo"]);
-    for f in ["hca_id:\tsoftrdma0", "transport:\t\t\tInfiniBand (0)", "fw_ver:", "node_guid:", "sys_image_guid:", "vendor_id:", "vendor_part_id:", "hw_ver:", "phys_port_cnt:\t\t\t1", "port:\t1", "state:\t\t\tPORT_ACTIVE (4)", "max_mtu:\t\t4096 (5)", "active_mtu:\t\t4096 (5)", "sm_lid:\t\t\t0", "port_lid:\t\t0", "port_lmc:\t\t0x00", "link_layer:\t\tEthernet"] {
+    for f in [
+        "hca_id:\tsoftrdma0",
+        "transport:\t\t\tInfiniBand (0)",
+        "fw_ver:",
+        "node_guid:",
+        "sys_image_guid:",
+        "vendor_id:",
+        "vendor_part_id:",
+        "hw_ver:",
+        "phys_port_cnt:\t\t\t1",
+        "port:\t1",
+        "state:\t\t\tPORT_ACTIVE (4)",
+        "max_mtu:\t\t4096 (5)",
+        "active_mtu:\t\t4096 (5)",
+        "sm_lid:\t\t\t0",
+        "port_lid:\t\t0",
+        "port_lmc:\t\t0x00",
+        "link_layer:\t\tEthernet",
+    ] {
         assert!(out.contains(f), "devinfo lacks {f:?}:\n{out}");
     }
     assert!(!out.contains("odp_caps"), "no ODP caps without -v");
@@ -63,25 +106,70 @@ fn devinfo_fields() {
     for f in ["general_odp_caps:\t\tODP_SUPPORT ODP_SUPPORT_IMPLICIT", "rc_odp_caps:\t\t\tSUPPORT_SEND SUPPORT_RECV SUPPORT_WRITE SUPPORT_READ SUPPORT_ATOMIC SUPPORT_SRQ", "ud_odp_caps:\t\t\tSUPPORT_SEND SUPPORT_RECV", "max_qp_wr:", "max_qp_rd_atom:", "GID[  0]:\t\tfe80::", "GID[  1]:\t\t::ffff:127.", ", RoCE v2"] {
         assert!(v.contains(f), "devinfo -v lacks {f:?}:\n{v}");
     }
-    let inval = v.lines().find(|l| l.contains("odp_invalidation:")).unwrap_or_else(|| panic!("no invalidation line:\n{v}"));
-    assert!(inval.contains("userfaultfd (") || inval.contains("fallback: "), "{inval}");
+    let inval = v
+        .lines()
+        .find(|l| l.contains("odp_invalidation:"))
+        .unwrap_or_else(|| panic!("no invalidation line:\n{v}"));
+    assert!(
+        inval.contains("userfaultfd (") || inval.contains("fallback: "),
+        "{inval}"
+    );
 }
 
 #[test]
 fn embedded_write_bw_odp_verify_full() {
-    let out = ok(&["perf", "write_bw", "-s", "65536", "-n", "5000", "--odp", "--verify"]);
-    for f in ["RDMA_Write BW Test", "Dual-port       : OFF", "Number of qps   : 1", "Connection type : RC", "Using SRQ      : OFF", "TX depth        : 128", "CQ Moderation   : 100", "Mtu             : 4096[B]", "Link type       : Ethernet", "GID index       : 1", "Max inline data : 0[B]", "rdma_cm QPs", "Data ex. method : Ethernet", " local address: LID 0000 QPN 0x", " remote address: LID 0000 QPN 0x", " GID: 00:00:00:00:00:00:00:00:00:00:255:255:127:"] {
+    let out = ok(&[
+        "perf", "write_bw", "-s", "65536", "-n", "5000", "--odp", "--verify",
+    ]);
+    for f in [
+        "RDMA_Write BW Test",
+        "Dual-port       : OFF",
+        "Number of qps   : 1",
+        "Connection type : RC",
+        "Using SRQ      : OFF",
+        "TX depth        : 128",
+        "CQ Moderation   : 100",
+        "Mtu             : 4096[B]",
+        "Link type       : Ethernet",
+        "GID index       : 1",
+        "Max inline data : 0[B]",
+        "rdma_cm QPs",
+        "Data ex. method : Ethernet",
+        " local address: LID 0000 QPN 0x",
+        " remote address: LID 0000 QPN 0x",
+        " GID: 00:00:00:00:00:00:00:00:00:00:255:255:127:",
+    ] {
         assert!(out.contains(f), "lacks {f:?}:\n{out}");
     }
     check_bw(&out, 65536.0, 5000.0);
-    let odp = out.lines().find(|l| l.starts_with("ODP: explicit (faults=")).unwrap_or_else(|| panic!("no ODP line:\n{out}"));
-    let faults: u64 = odp.split("faults=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let odp = out
+        .lines()
+        .find(|l| l.starts_with("ODP: explicit (faults="))
+        .unwrap_or_else(|| panic!("no ODP line:\n{out}"));
+    let faults: u64 = odp
+        .split("faults=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(faults > 0, "{odp}");
 }
 
 #[test]
 fn embedded_every_test_pinned_and_odp_verified() {
-    for t in ["write_bw", "read_bw", "send_bw", "atomic_bw", "write_lat", "read_lat", "send_lat", "atomic_lat"] {
+    for t in [
+        "write_bw",
+        "read_bw",
+        "send_bw",
+        "atomic_bw",
+        "write_lat",
+        "read_lat",
+        "send_lat",
+        "atomic_lat",
+    ] {
         let mut modes: Vec<Vec<&str>> = vec![vec![], vec!["--odp"]];
         if t == "write_bw" {
             modes.push(vec!["--implicit-odp"]);
@@ -93,7 +181,13 @@ fn embedded_every_test_pinned_and_odp_verified() {
             let mut args = vec!["perf", t, "-n", "200", "--verify"];
             args.extend(&m);
             let out = ok(&args);
-            let bytes = if t.starts_with("atomic") { 8.0 } else if t.ends_with("lat") { 2.0 } else { 65536.0 };
+            let bytes = if t.starts_with("atomic") {
+                8.0
+            } else if t.ends_with("lat") {
+                2.0
+            } else {
+                65536.0
+            };
             if t.ends_with("bw") {
                 check_bw(&out, bytes, 200.0);
             } else {
@@ -111,7 +205,9 @@ fn embedded_every_test_pinned_and_odp_verified() {
 
 #[test]
 fn embedded_ud_uc_all_sizes_qps_and_json() {
-    let out = ok(&["perf", "send_bw", "-c", "UD", "-n", "200", "--verify", "--odp"]);
+    let out = ok(&[
+        "perf", "send_bw", "-c", "UD", "-n", "200", "--verify", "--odp",
+    ]);
     assert!(out.contains("Connection type : UD"), "{out}");
     check_bw(&out, 4096.0, 200.0);
     let out = ok(&["perf", "write_bw", "-c", "UC", "-n", "200", "--verify"]);
@@ -125,7 +221,9 @@ fn embedded_ud_uc_all_sizes_qps_and_json() {
     // BW is printed with two decimals: 5 × 2 bytes under load rounds to 0.00;
     // the message rate (six decimals) is what must be positive for every size.
     assert!(r.iter().all(|x| x[1] == 5.0 && x[4] > 0.0), "{out}");
-    let out = ok(&["perf", "write_bw", "-q", "4", "-n", "200", "--verify", "--odp"]);
+    let out = ok(&[
+        "perf", "write_bw", "-q", "4", "-n", "200", "--verify", "--odp",
+    ]);
     assert!(out.contains("Number of qps   : 4"), "{out}");
     assert_eq!(out.matches(" local address:").count(), 4, "{out}");
     check_bw(&out, 65536.0, 200.0);
@@ -134,11 +232,22 @@ fn embedded_ud_uc_all_sizes_qps_and_json() {
     assert_eq!(lines.len(), 1, "only JSON on stdout: {out}");
     let j = lines[0];
     assert!(j.starts_with('{') && j.ends_with('}'), "{j}");
-    for f in ["\"test\":\"read_bw\"", "\"bytes\":65536", "\"iterations\":200", "\"verified\":true", "\"bw_avg_mb_s\":"] {
+    for f in [
+        "\"test\":\"read_bw\"",
+        "\"bytes\":65536",
+        "\"iterations\":200",
+        "\"verified\":true",
+        "\"bw_avg_mb_s\":",
+    ] {
         assert!(j.contains(f), "{f} in {j}");
     }
     let out = ok(&["perf", "write_lat", "-n", "100", "--json"]);
-    assert!(out.trim().starts_with('{') && out.contains("\"t_typical_us\":") && out.contains("\"p99_9_us\":"), "{out}");
+    assert!(
+        out.trim().starts_with('{')
+            && out.contains("\"t_typical_us\":")
+            && out.contains("\"p99_9_us\":"),
+        "{out}"
+    );
 }
 
 /// Start a server (optionally wrapped, e.g. `ip netns exec`), wait for its
@@ -153,7 +262,12 @@ fn start_server(prefix: &[&str], args: &[&str]) -> (Child, mpsc::Receiver<String
     if !prefix.is_empty() {
         cmd.arg(BIN);
     }
-    let mut child = cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -174,7 +288,10 @@ fn start_server(prefix: &[&str], args: &[&str]) -> (Child, mpsc::Receiver<String
     if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
         let _ = child.kill();
         let o = child.wait_with_output().unwrap();
-        panic!("server {args:?} never waited for a client: {}", String::from_utf8_lossy(&o.stderr));
+        panic!(
+            "server {args:?} never waited for a client: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     (child, rx)
 }
@@ -203,7 +320,9 @@ fn finish_server(mut child: Child, rx: mpsc::Receiver<String>) -> (bool, String)
 
 #[test]
 fn two_processes_over_tcp() {
-    let base = 20000 + (std::process::id() % 20000) as u16;
+    // Below the kernel's ephemeral range (32768–60999), which concurrent tests'
+    // loopback TCP connections draw from: a listener there can find its port taken.
+    let base = 20000 + (std::process::id() % 12000) as u16;
     // (test, server memory, client flags): ODP and pinned on each side,
     // implicit ODP, and UC / UD across processes too.
     let cases: [(&str, &str, &[&str]); 9] = [
@@ -220,16 +339,39 @@ fn two_processes_over_tcp() {
     for (k, (t, server_mem, client)) in cases.iter().enumerate() {
         let port = (base + k as u16).to_string();
         let (srv, rx) = start_server(&[], &["perf", t, "--server", "-p", &port, server_mem]);
-        let mut args = vec!["perf", *t, "--client", "127.0.0.1", "-p", &port, "-n", "300", "--verify"];
+        let mut args = vec![
+            "perf",
+            *t,
+            "--client",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-n",
+            "300",
+            "--verify",
+        ];
         args.extend_from_slice(client);
         let o = run(&args);
         let (out, err) = text(&o);
         let (sok, sout) = finish_server(srv, rx);
-        assert!(o.status.success(), "{t} client failed:\n{out}\n{err}\nserver:\n{sout}");
+        assert!(
+            o.status.success(),
+            "{t} client failed:\n{out}\n{err}\nserver:\n{sout}"
+        );
         assert!(sok, "{t} server failed:\n{sout}");
         let ud = client.contains(&"UD");
         if t.ends_with("bw") {
-            check_bw(&out, if *t == "atomic_bw" { 8.0 } else if ud { 4096.0 } else { 65536.0 }, 300.0);
+            check_bw(
+                &out,
+                if *t == "atomic_bw" {
+                    8.0
+                } else if ud {
+                    4096.0
+                } else {
+                    65536.0
+                },
+                300.0,
+            );
         } else {
             check_lat(&out, 2.0, 300.0);
         }
@@ -250,11 +392,18 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if o.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
     }
 }
 
@@ -266,27 +415,66 @@ fn two_network_namespace_hosts() {
         eprintln!("SKIP two_network_namespace_hosts: `ip netns add` is not permitted here ({e})");
         return;
     }
-    let mut guard = Netns { names: [n1.clone(), String::new()] };
+    let mut guard = Netns {
+        names: [n1.clone(), String::new()],
+    };
     ip(&["netns", "add", &n2]).unwrap();
     guard.names[1] = n2.clone();
     let (v1, v2) = (format!("sr{pid}a"), format!("sr{pid}b"));
     let (v1, v2) = (&v1[..v1.len().min(15)], &v2[..v2.len().min(15)]);
-    ip(&["link", "add", v1, "netns", &n1, "type", "veth", "peer", "name", v2, "netns", &n2]).unwrap();
+    ip(&[
+        "link", "add", v1, "netns", &n1, "type", "veth", "peer", "name", v2, "netns", &n2,
+    ])
+    .unwrap();
     for (ns, dev, addr) in [(&n1, v1, "10.77.0.1/24"), (&n2, v2, "10.77.0.2/24")] {
         ip(&["-n", ns, "addr", "add", addr, "dev", dev]).unwrap();
         ip(&["-n", ns, "link", "set", dev, "up"]).unwrap();
         ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
     }
     let port = (30000 + pid % 20000).to_string();
-    let (srv, rx) = start_server(&["ip", "netns", "exec", &n1, "env", "SOFTRDMA_ADDR=10.77.0.1"], &["perf", "write_bw", "--odp", "--verify", "--server", "-p", &port]);
-    let o = Command::new("ip").args(["netns", "exec", &n2, "env", "SOFTRDMA_ADDR=10.77.0.2", BIN, "perf", "write_bw", "--odp", "--verify", "--client", "10.77.0.1", "-p", &port, "-n", "1000"]).output().unwrap();
+    let (srv, rx) = start_server(
+        &["ip", "netns", "exec", &n1, "env", "SOFTRDMA_ADDR=10.77.0.1"],
+        &[
+            "perf", "write_bw", "--odp", "--verify", "--server", "-p", &port,
+        ],
+    );
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n2,
+            "env",
+            "SOFTRDMA_ADDR=10.77.0.2",
+            BIN,
+            "perf",
+            "write_bw",
+            "--odp",
+            "--verify",
+            "--client",
+            "10.77.0.1",
+            "-p",
+            &port,
+            "-n",
+            "1000",
+        ])
+        .output()
+        .unwrap();
     let (out, err) = text(&o);
     let (sok, sout) = finish_server(srv, rx);
-    assert!(o.status.success(), "client failed:\n{out}\n{err}\nserver:\n{sout}");
+    assert!(
+        o.status.success(),
+        "client failed:\n{out}\n{err}\nserver:\n{sout}"
+    );
     assert!(sok, "server failed:\n{sout}");
     check_bw(&out, 65536.0, 1000.0);
-    assert!(out.contains("Mtu             : 1024[B]"), "veth: MTU 1024\n{out}");
-    assert!(out.contains(":255:255:10:77:00:02") && out.contains(":255:255:10:77:00:01"), "GIDs of the veth addresses\n{out}");
+    assert!(
+        out.contains("Mtu             : 1024[B]"),
+        "veth: MTU 1024\n{out}"
+    );
+    assert!(
+        out.contains(":255:255:10:77:00:02") && out.contains(":255:255:10:77:00:01"),
+        "GIDs of the veth addresses\n{out}"
+    );
     drop(guard);
 }
 
@@ -297,7 +485,12 @@ fn user_errors_one_line() {
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--bogus"), "{err}");
-    for bad in [&["perf", "nope_bw"][..], &["perf", "read_bw", "-c", "UD"], &["perf", "atomic_bw", "-c", "UC"], &["perf", "write_bw", "-s", "x"]] {
+    for bad in [
+        &["perf", "nope_bw"][..],
+        &["perf", "read_bw", "-c", "UD"],
+        &["perf", "atomic_bw", "-c", "UC"],
+        &["perf", "write_bw", "-s", "x"],
+    ] {
         let o = run(bad);
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
@@ -311,7 +504,10 @@ fn user_errors_one_line() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("cannot reach server") && err.contains("--server"), "{err}");
+    assert!(
+        err.contains("cannot reach server") && err.contains("--server"),
+        "{err}"
+    );
     // Port in use.
     let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();

@@ -16,16 +16,42 @@ fn send_recv_multi_packet_with_immediate() {
         let (qa, qb) = connect(&a, &b, QpType::Rc);
         let src = Buf::new(5000, |i| (i * 7) as u8);
         let dst = Buf::new(8192, |_| 0);
-        let mra = a.pd.reg_mr(src.addr(), 5000, Access::LOCAL_WRITE | extra).unwrap();
-        let mrb = b.pd.reg_mr(dst.addr(), 8192, Access::LOCAL_WRITE | extra).unwrap();
-        qb.post_recv(&[RecvWr { wr_id: 7, sg_list: &[dst.sge(&mrb, 0, 8192)] }]).unwrap();
-        qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 5000)], op: SendOp::SendImm(0xfeed), flags: signaled(), ud: None }]).unwrap();
+        let mra =
+            a.pd.reg_mr(src.addr(), 5000, Access::LOCAL_WRITE | extra)
+                .unwrap();
+        let mrb =
+            b.pd.reg_mr(dst.addr(), 8192, Access::LOCAL_WRITE | extra)
+                .unwrap();
+        qb.post_recv(&[RecvWr {
+            wr_id: 7,
+            sg_list: &[dst.sge(&mrb, 0, 8192)],
+        }])
+        .unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: 1,
+            sg_list: &[src.sge(&mra, 0, 5000)],
+            op: SendOp::SendImm(0xfeed),
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         let sc = wait(&a.cq, 1);
-        assert_eq!((sc[0].wr_id, sc[0].status, sc[0].opcode), (1, WcStatus::Success, WcOpcode::Send), "{kind}");
+        assert_eq!(
+            (sc[0].wr_id, sc[0].status, sc[0].opcode),
+            (1, WcStatus::Success, WcOpcode::Send),
+            "{kind}"
+        );
         let rc = wait(&b.cq, 1);
-        assert_eq!((rc[0].wr_id, rc[0].status, rc[0].byte_len, rc[0].imm), (7, WcStatus::Success, 5000, Some(0xfeed)), "{kind}");
+        assert_eq!(
+            (rc[0].wr_id, rc[0].status, rc[0].byte_len, rc[0].imm),
+            (7, WcStatus::Success, 5000, Some(0xfeed)),
+            "{kind}"
+        );
         assert_eq!(&dst.0[..5000], &src.0[..], "{kind}: data");
-        assert!(dst.0[5000..].iter().all(|&x| x == 0), "{kind}: nothing past the message");
+        assert!(
+            dst.0[5000..].iter().all(|&x| x == 0),
+            "{kind}: nothing past the message"
+        );
     }
 }
 
@@ -36,36 +62,111 @@ fn rdma_write_read_and_atomics() {
         let (qa, _qb) = connect(&a, &b, QpType::Rc);
         let local = Buf::new(1 << 20, |i| (i % 251) as u8);
         let remote = Buf::new(1 << 20, |_| 0);
-        let mra = a.pd.reg_mr(local.addr(), 1 << 20, all_access() | extra).unwrap();
-        let mrb = b.pd.reg_mr(remote.addr(), 1 << 20, all_access() | extra).unwrap();
+        let mra =
+            a.pd.reg_mr(local.addr(), 1 << 20, all_access() | extra)
+                .unwrap();
+        let mrb =
+            b.pd.reg_mr(remote.addr(), 1 << 20, all_access() | extra)
+                .unwrap();
         // WRITE 300 000 bytes (293 packets at MTU 1024), unsignaled then a signaled one.
         let n = 300_000;
         qa.post_send(&[
-            SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, n)], op: SendOp::Write { remote_addr: remote.addr() + 64, rkey: mrb.rkey() }, flags: SendFlags::default(), ud: None },
-            SendWr { wr_id: 2, sg_list: &[local.sge(&mra, 0, 8)], op: SendOp::Write { remote_addr: remote.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None },
+            SendWr {
+                wr_id: 1,
+                sg_list: &[local.sge(&mra, 0, n)],
+                op: SendOp::Write {
+                    remote_addr: remote.addr() + 64,
+                    rkey: mrb.rkey(),
+                },
+                flags: SendFlags::default(),
+                ud: None,
+            },
+            SendWr {
+                wr_id: 2,
+                sg_list: &[local.sge(&mra, 0, 8)],
+                op: SendOp::Write {
+                    remote_addr: remote.addr(),
+                    rkey: mrb.rkey(),
+                },
+                flags: signaled(),
+                ud: None,
+            },
         ])
         .unwrap();
         let c = wait(&a.cq, 1);
         assert_eq!((c[0].wr_id, c[0].status), (2, WcStatus::Success), "{kind}");
         assert_eq!(&remote.0[64..64 + n], &local.0[..n], "{kind}: write data");
         // READ it back into another part of the local buffer.
-        qa.post_send(&[SendWr { wr_id: 3, sg_list: &[local.sge(&mra, 600_000, 200_000)], op: SendOp::Read { remote_addr: remote.addr() + 64, rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: 3,
+            sg_list: &[local.sge(&mra, 600_000, 200_000)],
+            op: SendOp::Read {
+                remote_addr: remote.addr() + 64,
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         let c = wait(&a.cq, 1);
-        assert_eq!((c[0].wr_id, c[0].status, c[0].opcode), (3, WcStatus::Success, WcOpcode::RdmaRead), "{kind}");
-        assert_eq!(&local.0[600_000..800_000], &local.0[..200_000], "{kind}: read data");
+        assert_eq!(
+            (c[0].wr_id, c[0].status, c[0].opcode),
+            (3, WcStatus::Success, WcOpcode::RdmaRead),
+            "{kind}"
+        );
+        assert_eq!(
+            &local.0[600_000..800_000],
+            &local.0[..200_000],
+            "{kind}: read data"
+        );
         // Atomics on a remote counter.
         let ctr = remote.addr() + 512 * 1024;
         let res = local.addr() + 900_000;
-        let sge = Sge { addr: res, length: 8, lkey: mra.lkey() };
+        let sge = Sge {
+            addr: res,
+            length: 8,
+            lkey: mra.lkey(),
+        };
         for i in 0..10u64 {
-            qa.post_send(&[SendWr { wr_id: 10 + i, sg_list: &[sge], op: SendOp::FetchAdd { remote_addr: ctr, rkey: mrb.rkey(), add: 3 }, flags: signaled(), ud: None }]).unwrap();
+            qa.post_send(&[SendWr {
+                wr_id: 10 + i,
+                sg_list: &[sge],
+                op: SendOp::FetchAdd {
+                    remote_addr: ctr,
+                    rkey: mrb.rkey(),
+                    add: 3,
+                },
+                flags: signaled(),
+                ud: None,
+            }])
+            .unwrap();
             let c = wait(&a.cq, 1);
             assert_eq!(c[0].status, WcStatus::Success, "{kind}");
-            assert_eq!(u64::from_ne_bytes(local.0[900_000..900_008].try_into().unwrap()), i * 3, "{kind}: fetched value");
+            assert_eq!(
+                u64::from_ne_bytes(local.0[900_000..900_008].try_into().unwrap()),
+                i * 3,
+                "{kind}: fetched value"
+            );
         }
-        qa.post_send(&[SendWr { wr_id: 30, sg_list: &[sge], op: SendOp::CompareSwap { remote_addr: ctr, rkey: mrb.rkey(), compare: 30, swap: 99 }, flags: signaled(), ud: None }]).unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: 30,
+            sg_list: &[sge],
+            op: SendOp::CompareSwap {
+                remote_addr: ctr,
+                rkey: mrb.rkey(),
+                compare: 30,
+                swap: 99,
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
-        assert_eq!(u64::from_ne_bytes(remote.0[512 * 1024..512 * 1024 + 8].try_into().unwrap()), 99, "{kind}: swapped");
+        assert_eq!(
+            u64::from_ne_bytes(remote.0[512 * 1024..512 * 1024 + 8].try_into().unwrap()),
+            99,
+            "{kind}: swapped"
+        );
     }
 }
 
@@ -75,23 +176,106 @@ fn validation_failures_nak_and_write_nothing() {
     let local = Buf::new(4096, |_| 0xaa);
     let remote = Buf::new(8192, |_| 0);
     let mra = a.pd.reg_mr(local.addr(), 4096, all_access()).unwrap();
-    let ro = b.pd.reg_mr(remote.addr(), 4096, Access::LOCAL_WRITE | Access::REMOTE_READ).unwrap();
+    let ro =
+        b.pd.reg_mr(
+            remote.addr(),
+            4096,
+            Access::LOCAL_WRITE | Access::REMOTE_READ,
+        )
+        .unwrap();
     let other_pd = b.dev.alloc_pd();
-    let foreign = other_pd.reg_mr(remote.addr() + 4096, 4096, all_access()).unwrap();
-    let rw = b.pd.reg_mr(remote.addr() + 4096, 4096, all_access()).unwrap();
+    let foreign = other_pd
+        .reg_mr(remote.addr() + 4096, 4096, all_access())
+        .unwrap();
+    let rw =
+        b.pd.reg_mr(remote.addr() + 4096, 4096, all_access())
+            .unwrap();
     let cases: Vec<(&str, SendOp, u32, WcStatus)> = vec![
-        ("bad rkey", SendOp::Write { remote_addr: remote.addr(), rkey: ro.rkey() ^ 0x55 }, 16, WcStatus::RemAccessErr),
-        ("no remote write", SendOp::Write { remote_addr: remote.addr(), rkey: ro.rkey() }, 16, WcStatus::RemAccessErr),
-        ("foreign pd", SendOp::Write { remote_addr: remote.addr() + 4096, rkey: foreign.rkey() }, 16, WcStatus::RemAccessErr),
-        ("past the end", SendOp::Write { remote_addr: remote.addr() + 8192 - 8, rkey: rw.rkey() }, 16, WcStatus::RemAccessErr),
-        ("overflowing va", SendOp::Write { remote_addr: u64::MAX - 4, rkey: rw.rkey() }, 16, WcStatus::RemAccessErr),
-        ("read past the end", SendOp::Read { remote_addr: remote.addr() + 4000, rkey: ro.rkey() }, 200, WcStatus::RemAccessErr),
-        ("misaligned atomic", SendOp::FetchAdd { remote_addr: remote.addr() + 4096 + 4, rkey: rw.rkey(), add: 1 }, 8, WcStatus::RemInvReqErr),
-        ("atomic without right", SendOp::FetchAdd { remote_addr: remote.addr(), rkey: ro.rkey(), add: 1 }, 8, WcStatus::RemAccessErr),
+        (
+            "bad rkey",
+            SendOp::Write {
+                remote_addr: remote.addr(),
+                rkey: ro.rkey() ^ 0x55,
+            },
+            16,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "no remote write",
+            SendOp::Write {
+                remote_addr: remote.addr(),
+                rkey: ro.rkey(),
+            },
+            16,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "foreign pd",
+            SendOp::Write {
+                remote_addr: remote.addr() + 4096,
+                rkey: foreign.rkey(),
+            },
+            16,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "past the end",
+            SendOp::Write {
+                remote_addr: remote.addr() + 8192 - 8,
+                rkey: rw.rkey(),
+            },
+            16,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "overflowing va",
+            SendOp::Write {
+                remote_addr: u64::MAX - 4,
+                rkey: rw.rkey(),
+            },
+            16,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "read past the end",
+            SendOp::Read {
+                remote_addr: remote.addr() + 4000,
+                rkey: ro.rkey(),
+            },
+            200,
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "misaligned atomic",
+            SendOp::FetchAdd {
+                remote_addr: remote.addr() + 4096 + 4,
+                rkey: rw.rkey(),
+                add: 1,
+            },
+            8,
+            WcStatus::RemInvReqErr,
+        ),
+        (
+            "atomic without right",
+            SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: ro.rkey(),
+                add: 1,
+            },
+            8,
+            WcStatus::RemAccessErr,
+        ),
     ];
     for (what, op, len, want) in cases {
         let (qa, qb) = connect(&a, &b, QpType::Rc);
-        qa.post_send(&[SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, len as usize)], op, flags: signaled(), ud: None }]).unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: 1,
+            sg_list: &[local.sge(&mra, 0, len as usize)],
+            op,
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         let c = wait(&a.cq, 1);
         assert_eq!(c[0].status, want, "{what}");
         assert_eq!(qa.state(), QpState::Err, "{what}: requester QP in error");
@@ -105,14 +289,37 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     let (a, b) = (node(), node());
     let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let local = Buf::new(65536, |i| i as u8);
-    let mra = a.pd.reg_mr(local.addr(), 65536, Access::LOCAL_WRITE).unwrap();
+    let mra =
+        a.pd.reg_mr(local.addr(), 65536, Access::LOCAL_WRITE)
+            .unwrap();
     // Fresh anonymous memory, never touched: ODP faults it in on the WRITE.
     let len = 1 << 20;
     // SAFETY: a fresh anonymous mapping, owned by this test.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) } as u64;
-    let mrb = b.pd.reg_mr(p, len as u64, all_access() | Access::ON_DEMAND).unwrap();
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as u64;
+    let mrb =
+        b.pd.reg_mr(p, len as u64, all_access() | Access::ON_DEMAND)
+            .unwrap();
     assert_eq!(mrb.odp_counters().pages_faulted, 0);
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 65536)], op: SendOp::Write { remote_addr: p + 4096, rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[local.sge(&mra, 0, 65536)],
+        op: SendOp::Write {
+            remote_addr: p + 4096,
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert!(mrb.odp_counters().pages_faulted >= 16);
     // SAFETY: reads memory the MR covers and this test owns.
@@ -121,7 +328,17 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     // The target unmaps part of it: a WRITE there is a remote access error.
     // SAFETY: unmaps memory this test owns.
     unsafe { libc::munmap((p + 8192) as *mut libc::c_void, 8192) };
-    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[local.sge(&mra, 0, 4096)], op: SendOp::Write { remote_addr: p + 8192, rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 2,
+        sg_list: &[local.sge(&mra, 0, 4096)],
+        op: SendOp::Write {
+            remote_addr: p + 8192,
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::RemAccessErr);
 }
 
@@ -130,12 +347,31 @@ fn implicit_odp_across_children_and_prefetch() {
     let (a, b) = (node(), node());
     let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let local = Buf::new(5 << 20, |i| (i % 241) as u8);
-    let mra = a.pd.reg_mr(local.addr(), 5 << 20, Access::LOCAL_WRITE).unwrap();
+    let mra =
+        a.pd.reg_mr(local.addr(), 5 << 20, Access::LOCAL_WRITE)
+            .unwrap();
     let remote = Buf::new(5 << 20, |_| 0);
-    let implicit = b.pd.reg_mr(0, u64::MAX, all_access() | Access::ON_DEMAND).unwrap();
-    implicit.advise(odp::Advice::PrefetchWrite, remote.addr(), 1 << 20, true).unwrap();
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 5 << 20)], op: SendOp::Write { remote_addr: remote.addr(), rkey: implicit.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    let implicit =
+        b.pd.reg_mr(0, u64::MAX, all_access() | Access::ON_DEMAND)
+            .unwrap();
+    implicit
+        .advise(odp::Advice::PrefetchWrite, remote.addr(), 1 << 20, true)
+        .unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[local.sge(&mra, 0, 5 << 20)],
+        op: SendOp::Write {
+            remote_addr: remote.addr(),
+            rkey: implicit.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
-    assert_eq!(remote.0, local.0, "5 MiB across at least three 2 MiB children");
+    assert_eq!(
+        remote.0, local.0,
+        "5 MiB across at least three 2 MiB children"
+    );
     assert!(implicit.odp_counters().prefetches == 1);
 }

@@ -68,7 +68,11 @@ fn pair() -> (Side, Side) {
     let hub = Hub::new();
     let mk = |ip: [u8; 4]| {
         let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
-        let lossy = Arc::new(Lossy { inner: Box::new(link), rule: Mutex::new(None), dropped: AtomicUsize::new(0) });
+        let lossy = Arc::new(Lossy {
+            inner: Box::new(link),
+            rule: Mutex::new(None),
+            dropped: AtomicUsize::new(0),
+        });
         let dev = Device::with_link(lossy.clone());
         let pd = dev.alloc_pd();
         let cq = Cq::new(4096, None).unwrap();
@@ -77,23 +81,69 @@ fn pair() -> (Side, Side) {
     (mk([127, 9, 0, 1]), mk([127, 9, 0, 2]))
 }
 
-fn connect_with(a: &Side, b: &Side, t: QpType, rnr_retry: u8, retry_cnt: u8, timeout: u8) -> (Qp, Qp) {
-    let mk = |s: &Side| s.pd.create_qp(QpInitAttr { qp_type: t, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+fn connect_with(
+    a: &Side,
+    b: &Side,
+    t: QpType,
+    rnr_retry: u8,
+    retry_cnt: u8,
+    timeout: u8,
+) -> (Qp, Qp) {
+    let mk = |s: &Side| {
+        s.pd.create_qp(QpInitAttr {
+            qp_type: t,
+            send_cq: s.cq.clone(),
+            recv_cq: s.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap()
+    };
     let (qa, qb) = (mk(a), mk(b));
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
         let init = if t == QpType::Ud {
-            QpAttr { state: Some(QpState::Init), qkey: Some(7), ..Default::default() }
+            QpAttr {
+                state: Some(QpState::Init),
+                qkey: Some(7),
+                ..Default::default()
+            }
         } else {
-            QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }
+            QpAttr {
+                state: Some(QpState::Init),
+                access: Some(all_access()),
+                ..Default::default()
+            }
         };
         q.modify(&init).unwrap();
-        let mut rtr = QpAttr { state: Some(QpState::Rtr), ..Default::default() };
+        let mut rtr = QpAttr {
+            state: Some(QpState::Rtr),
+            ..Default::default()
+        };
         if t != QpType::Ud {
-            rtr = QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0xfffff0), dgid: Some(dev.gid(1).unwrap()), max_dest_rd_atomic: Some(8), min_rnr_timer: Some(3), ..Default::default() };
+            rtr = QpAttr {
+                state: Some(QpState::Rtr),
+                path_mtu: Some(Mtu::M1024),
+                dest_qp_num: Some(peer.qp_num()),
+                rq_psn: Some(0xfffff0),
+                dgid: Some(dev.gid(1).unwrap()),
+                max_dest_rd_atomic: Some(8),
+                min_rnr_timer: Some(3),
+                ..Default::default()
+            };
         }
         q.modify(&rtr).unwrap();
         // PSNs start just below the 24-bit wrap, so every test crosses it.
-        q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0xfffff0), timeout: Some(timeout), retry_cnt: Some(retry_cnt), rnr_retry: Some(rnr_retry), max_rd_atomic: Some(8), ..Default::default() }).unwrap();
+        q.modify(&QpAttr {
+            state: Some(QpState::Rts),
+            sq_psn: Some(0xfffff0),
+            timeout: Some(timeout),
+            retry_cnt: Some(retry_cnt),
+            rnr_retry: Some(rnr_retry),
+            max_rd_atomic: Some(8),
+            ..Default::default()
+        })
+        .unwrap();
     }
     (qa, qb)
 }
@@ -108,7 +158,10 @@ fn set_rule(s: &Side, r: impl FnMut(&PacketRepr) -> bool + Send + 'static) {
 }
 
 /// Drop the `n`th packet (0-based) matching `pred`, once.
-fn nth(n: usize, pred: impl Fn(&PacketRepr) -> bool + Send + 'static) -> impl FnMut(&PacketRepr) -> bool + Send {
+fn nth(
+    n: usize,
+    pred: impl Fn(&PacketRepr) -> bool + Send + 'static,
+) -> impl FnMut(&PacketRepr) -> bool + Send {
     let mut seen = 0;
     move |p| {
         if pred(p) {
@@ -125,10 +178,22 @@ fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
     let (qa, _qb) = connect(&a, &b);
     let src = Buf::new(40_000, |i| (i * 13) as u8);
     let dst = Buf::new(40_000, |_| 0);
-    let mra = a.pd.reg_mr(src.addr(), 40_000, Access::LOCAL_WRITE).unwrap();
+    let mra =
+        a.pd.reg_mr(src.addr(), 40_000, Access::LOCAL_WRITE)
+            .unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 40_000, all_access()).unwrap();
     set_rule(&a, nth(3, |p| matches!(p.bth.opcode.op(), Op::WriteMiddle)));
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 40_000)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 40_000)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(dst.0, src.0);
     assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
@@ -144,16 +209,31 @@ fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
     let dst = Buf::new(3000, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 3000, Access::LOCAL_WRITE).unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 3000, Access::LOCAL_WRITE).unwrap();
-    qb.post_recv(&[RecvWr { wr_id: 5, sg_list: &[dst.sge(&mrb, 0, 3000)] }]).unwrap();
+    qb.post_recv(&[RecvWr {
+        wr_id: 5,
+        sg_list: &[dst.sge(&mrb, 0, 3000)],
+    }])
+    .unwrap();
     set_rule(&b, nth(0, |p| p.bth.opcode.op() == Op::Ack));
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 3000)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 3000)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     let r = wait(&b.cq, 1);
     assert_eq!((r[0].wr_id, r[0].byte_len), (5, 3000));
     assert!(a.dev.stats().retransmits.load(Ordering::Relaxed) >= 1);
     assert!(b.dev.stats().duplicate_requests.load(Ordering::Relaxed) >= 1);
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(b.cq.poll(&mut [r[0]; 4]), 0, "the duplicate SEND delivered nothing twice");
+    assert_eq!(
+        b.cq.poll(&mut [r[0]; 4]),
+        0,
+        "the duplicate SEND delivered nothing twice"
+    );
 }
 
 #[test]
@@ -162,10 +242,25 @@ fn lost_read_response_is_requested_again() {
     let (qa, _qb) = connect(&a, &b);
     let local = Buf::new(10_000, |_| 0);
     let remote = Buf::new(10_000, |i| (i * 3) as u8);
-    let mra = a.pd.reg_mr(local.addr(), 10_000, Access::LOCAL_WRITE).unwrap();
+    let mra =
+        a.pd.reg_mr(local.addr(), 10_000, Access::LOCAL_WRITE)
+            .unwrap();
     let mrb = b.pd.reg_mr(remote.addr(), 10_000, all_access()).unwrap();
-    set_rule(&b, nth(4, |p| matches!(p.bth.opcode.op(), Op::ReadRespMiddle)));
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 10_000)], op: SendOp::Read { remote_addr: remote.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    set_rule(
+        &b,
+        nth(4, |p| matches!(p.bth.opcode.op(), Op::ReadRespMiddle)),
+    );
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[local.sge(&mra, 0, 10_000)],
+        op: SendOp::Read {
+            remote_addr: remote.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(local.0, remote.0);
 }
@@ -189,12 +284,31 @@ fn lost_atomic_ack_is_replayed_never_executed_twice() {
         }
     });
     for i in 0..30u64 {
-        qa.post_send(&[SendWr { wr_id: i, sg_list: &[local.sge(&mra, 0, 8)], op: SendOp::FetchAdd { remote_addr: remote.addr(), rkey: mrb.rkey(), add: 1 }, flags: signaled(), ud: None }]).unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: i,
+            sg_list: &[local.sge(&mra, 0, 8)],
+            op: SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         let c = wait(&a.cq, 1);
         assert_eq!(c[0].status, WcStatus::Success);
-        assert_eq!(u64::from_ne_bytes(local.0[..8].try_into().unwrap()), i, "fetched the value before this add");
+        assert_eq!(
+            u64::from_ne_bytes(local.0[..8].try_into().unwrap()),
+            i,
+            "fetched the value before this add"
+        );
     }
-    assert_eq!(u64::from_ne_bytes(remote.0[..8].try_into().unwrap()), 30, "each add executed exactly once");
+    assert_eq!(
+        u64::from_ne_bytes(remote.0[..8].try_into().unwrap()),
+        30,
+        "each add executed exactly once"
+    );
     assert!(b.lossy.dropped.load(Ordering::SeqCst) >= 10);
 }
 
@@ -206,10 +320,21 @@ fn rnr_nak_then_retry_succeeds_once_a_receive_is_posted() {
     let dst = Buf::new(100, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 100, Access::LOCAL_WRITE).unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 100, Access::LOCAL_WRITE).unwrap();
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 100)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 100)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     assert!(b.dev.stats().rnr_naks_sent.load(Ordering::Relaxed) >= 1);
-    qb.post_recv(&[RecvWr { wr_id: 9, sg_list: &[dst.sge(&mrb, 0, 100)] }]).unwrap();
+    qb.post_recv(&[RecvWr {
+        wr_id: 9,
+        sg_list: &[dst.sge(&mrb, 0, 100)],
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(wait(&b.cq, 1)[0].wr_id, 9);
     assert_eq!(dst.0, src.0);
@@ -221,12 +346,23 @@ fn rnr_retry_exhausted_ends_in_error_and_flushes() {
     let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 2, 7, 8);
     let src = Buf::new(16, |_| 1);
     let mra = a.pd.reg_mr(src.addr(), 16, Access::LOCAL_WRITE).unwrap();
-    let wrs: Vec<SendWr<'_>> = (0..3).map(|i| SendWr { wr_id: i, sg_list: &[], op: SendOp::Send, flags: signaled(), ud: None }).collect();
+    let wrs: Vec<SendWr<'_>> = (0..3)
+        .map(|i| SendWr {
+            wr_id: i,
+            sg_list: &[],
+            op: SendOp::Send,
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
     let _ = &mra;
     qa.post_send(&wrs).unwrap();
     let c = wait(&a.cq, 3);
     assert_eq!((c[0].wr_id, c[0].status), (0, WcStatus::RnrRetryExcErr));
-    assert!(c[1..].iter().all(|w| w.status == WcStatus::WrFlushErr), "{c:?}");
+    assert!(
+        c[1..].iter().all(|w| w.status == WcStatus::WrFlushErr),
+        "{c:?}"
+    );
     assert_eq!(qa.state(), QpState::Err);
 }
 
@@ -238,17 +374,46 @@ fn retry_exhausted_when_the_peer_never_answers() {
     let src = Buf::new(16, |_| 1);
     let mra = a.pd.reg_mr(src.addr(), 16, Access::LOCAL_WRITE).unwrap();
     qa.post_send(&[
-        SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 16)], op: SendOp::Write { remote_addr: 0, rkey: 0 }, flags: signaled(), ud: None },
-        SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 16)], op: SendOp::Write { remote_addr: 0, rkey: 0 }, flags: SendFlags::default(), ud: None },
+        SendWr {
+            wr_id: 1,
+            sg_list: &[src.sge(&mra, 0, 16)],
+            op: SendOp::Write {
+                remote_addr: 0,
+                rkey: 0,
+            },
+            flags: signaled(),
+            ud: None,
+        },
+        SendWr {
+            wr_id: 2,
+            sg_list: &[src.sge(&mra, 0, 16)],
+            op: SendOp::Write {
+                remote_addr: 0,
+                rkey: 0,
+            },
+            flags: SendFlags::default(),
+            ud: None,
+        },
     ])
     .unwrap();
     let c = wait(&a.cq, 2);
     assert_eq!((c[0].wr_id, c[0].status), (1, WcStatus::RetryExcErr));
-    assert_eq!((c[1].wr_id, c[1].status), (2, WcStatus::WrFlushErr), "unsignaled WRs are flushed with a completion too");
+    assert_eq!(
+        (c[1].wr_id, c[1].status),
+        (2, WcStatus::WrFlushErr),
+        "unsignaled WRs are flushed with a completion too"
+    );
     assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 2);
     assert_eq!(qa.state(), QpState::Err);
     // Posting to a QP in error completes at once with a flush error.
-    qa.post_send(&[SendWr { wr_id: 3, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 3,
+        sg_list: &[],
+        op: SendOp::Send,
+        flags: SendFlags::default(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::WrFlushErr);
     drop(qb);
 }
@@ -261,20 +426,60 @@ fn uc_write_and_send_and_a_lost_packet_loses_only_its_message() {
     let dst = Buf::new(16384, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 8192, Access::LOCAL_WRITE).unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 16384, all_access()).unwrap();
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 8192)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
-    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success, "UC completes when sent");
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 8192)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert_eq!(
+        wait(&a.cq, 1)[0].status,
+        WcStatus::Success,
+        "UC completes when sent"
+    );
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(&dst.0[..8192], &src.0[..]);
     // Lose the second packet of a 3-packet SEND: that message is lost, the next arrives.
-    qb.post_recv(&[RecvWr { wr_id: 1, sg_list: &[dst.sge(&mrb, 8192, 4096)] }, RecvWr { wr_id: 2, sg_list: &[dst.sge(&mrb, 12288, 4096)] }]).unwrap();
+    qb.post_recv(&[
+        RecvWr {
+            wr_id: 1,
+            sg_list: &[dst.sge(&mrb, 8192, 4096)],
+        },
+        RecvWr {
+            wr_id: 2,
+            sg_list: &[dst.sge(&mrb, 12288, 4096)],
+        },
+    ])
+    .unwrap();
     set_rule(&a, nth(0, |p| p.bth.opcode.op() == Op::SendMiddle));
     qa.post_send(&[
-        SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 3000)], op: SendOp::Send, flags: SendFlags::default(), ud: None },
-        SendWr { wr_id: 3, sg_list: &[src.sge(&mra, 100, 500)], op: SendOp::SendImm(77), flags: SendFlags::default(), ud: None },
+        SendWr {
+            wr_id: 2,
+            sg_list: &[src.sge(&mra, 0, 3000)],
+            op: SendOp::Send,
+            flags: SendFlags::default(),
+            ud: None,
+        },
+        SendWr {
+            wr_id: 3,
+            sg_list: &[src.sge(&mra, 100, 500)],
+            op: SendOp::SendImm(77),
+            flags: SendFlags::default(),
+            ud: None,
+        },
     ])
     .unwrap();
     let r = wait(&b.cq, 1);
-    assert_eq!((r[0].byte_len, r[0].imm), (500, Some(77)), "only the intact message is delivered");
+    assert_eq!(
+        (r[0].byte_len, r[0].imm),
+        (500, Some(77)),
+        "only the intact message is delivered"
+    );
 }
 
 #[test]
@@ -285,19 +490,51 @@ fn ud_send_carries_a_grh_and_the_source_qp() {
     let dst = Buf::new(40 + 1024, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 512, Access::LOCAL_WRITE).unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 1064, Access::LOCAL_WRITE).unwrap();
-    qb.post_recv(&[RecvWr { wr_id: 4, sg_list: &[dst.sge(&mrb, 0, 1064)] }]).unwrap();
+    qb.post_recv(&[RecvWr {
+        wr_id: 4,
+        sg_list: &[dst.sge(&mrb, 0, 1064)],
+    }])
+    .unwrap();
     let ah = a.pd.create_ah(b.dev.gid(1).unwrap());
-    let ud = UdDest { ah, remote_qpn: qb.qp_num(), remote_qkey: 7 };
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 512)], op: SendOp::SendImm(5), flags: signaled(), ud: Some(ud.clone()) }]).unwrap();
+    let ud = UdDest {
+        ah,
+        remote_qpn: qb.qp_num(),
+        remote_qkey: 7,
+    };
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 512)],
+        op: SendOp::SendImm(5),
+        flags: signaled(),
+        ud: Some(ud.clone()),
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     let r = wait(&b.cq, 1);
-    assert_eq!((r[0].byte_len, r[0].src_qp, r[0].grh, r[0].imm), (552, qa.qp_num(), true, Some(5)));
+    assert_eq!(
+        (r[0].byte_len, r[0].src_qp, r[0].grh, r[0].imm),
+        (552, qa.qp_num(), true, Some(5))
+    );
     assert_eq!(&dst.0[40..552], &src.0[..]);
     assert_eq!(&dst.0[8..24], &a.dev.gid(1).unwrap().0, "GRH source GID");
     // A wrong Q_Key is dropped.
-    qb.post_recv(&[RecvWr { wr_id: 5, sg_list: &[dst.sge(&mrb, 0, 1064)] }]).unwrap();
-    let bad = UdDest { remote_qkey: 8, ..ud };
-    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[src.sge(&mra, 0, 512)], op: SendOp::Send, flags: signaled(), ud: Some(bad) }]).unwrap();
+    qb.post_recv(&[RecvWr {
+        wr_id: 5,
+        sg_list: &[dst.sge(&mrb, 0, 1064)],
+    }])
+    .unwrap();
+    let bad = UdDest {
+        remote_qkey: 8,
+        ..ud
+    };
+    qa.post_send(&[SendWr {
+        wr_id: 2,
+        sg_list: &[src.sge(&mra, 0, 512)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(bad),
+    }])
+    .unwrap();
     wait(&a.cq, 1);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(b.cq.poll(&mut [r[0]; 2]), 0);
@@ -307,11 +544,30 @@ fn ud_send_carries_a_grh_and_the_source_qp() {
 fn srq_serves_several_qps_and_raises_its_limit_event_once() {
     let (a, b) = pair();
     let srq = b.pd.create_srq(64, 1, 0).unwrap();
-    let mk = |s: &Side, srq: Option<Srq>| s.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: s.cq.clone(), recv_cq: s.cq.clone(), cap: cap(), sq_sig_all: false, srq }).unwrap();
+    let mk = |s: &Side, srq: Option<Srq>| {
+        s.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: s.cq.clone(),
+            recv_cq: s.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq,
+        })
+        .unwrap()
+    };
     let dst = Buf::new(64 * 256, |_| 0);
-    let mrb = b.pd.reg_mr(dst.addr(), dst.0.len() as u64, Access::LOCAL_WRITE).unwrap();
+    let mrb =
+        b.pd.reg_mr(dst.addr(), dst.0.len() as u64, Access::LOCAL_WRITE)
+            .unwrap();
     let wrs: Vec<[Sge; 1]> = (0..8).map(|i| [dst.sge(&mrb, i * 256, 256)]).collect();
-    let posts: Vec<RecvWr<'_>> = wrs.iter().enumerate().map(|(i, s)| RecvWr { wr_id: 100 + i as u64, sg_list: s }).collect();
+    let posts: Vec<RecvWr<'_>> = wrs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| RecvWr {
+            wr_id: 100 + i as u64,
+            sg_list: s,
+        })
+        .collect();
     srq.post_recv(&posts).unwrap();
     srq.set_limit(5).unwrap();
     let src = Buf::new(256, |i| i as u8);
@@ -320,24 +576,70 @@ fn srq_serves_several_qps_and_raises_its_limit_event_once() {
     for _ in 0..2 {
         let (qa, qb) = (mk(&a, None), mk(&b, Some(srq.clone())));
         for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-            q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
-            q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
-            q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+            q.modify(&QpAttr {
+                state: Some(QpState::Init),
+                access: Some(all_access()),
+                ..Default::default()
+            })
+            .unwrap();
+            q.modify(&QpAttr {
+                state: Some(QpState::Rtr),
+                path_mtu: Some(Mtu::M1024),
+                dest_qp_num: Some(peer.qp_num()),
+                rq_psn: Some(0),
+                dgid: Some(dev.gid(1).unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+            q.modify(&QpAttr {
+                state: Some(QpState::Rts),
+                sq_psn: Some(0),
+                ..Default::default()
+            })
+            .unwrap();
         }
-        assert_eq!(qb.post_recv(&[RecvWr { wr_id: 0, sg_list: &[] }]).err().map(|e| e.1), Some(Errno::EINVAL), "a QP with an SRQ has no receive queue");
+        assert_eq!(
+            qb.post_recv(&[RecvWr {
+                wr_id: 0,
+                sg_list: &[]
+            }])
+            .err()
+            .map(|e| e.1),
+            Some(Errno::EINVAL),
+            "a QP with an SRQ has no receive queue"
+        );
         pairs.push((qa, qb));
     }
     for (i, (qa, _)) in pairs.iter().cycle().take(4).enumerate() {
-        qa.post_send(&[SendWr { wr_id: i as u64, sg_list: &[src.sge(&mra, 0, 256)], op: SendOp::Send, flags: signaled(), ud: None }]).unwrap();
+        qa.post_send(&[SendWr {
+            wr_id: i as u64,
+            sg_list: &[src.sge(&mra, 0, 256)],
+            op: SendOp::Send,
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
         assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     }
     let got = wait(&b.cq, 4);
     let mut ids: Vec<u64> = got.iter().map(|w| w.wr_id).collect();
     ids.sort();
-    assert_eq!(ids, vec![100, 101, 102, 103], "both QPs consumed the shared queue in order");
+    assert_eq!(
+        ids,
+        vec![100, 101, 102, 103],
+        "both QPs consumed the shared queue in order"
+    );
     assert_eq!(srq.len(), 4);
-    assert_eq!(b.dev.get_async_event(), Some(AsyncEvent::SrqLimitReached { srq: srq.id() }), "8 -> 4 crossed the limit of 5");
-    assert_eq!(b.dev.get_async_event(), None, "once: the limit is disarmed after firing");
+    assert_eq!(
+        b.dev.get_async_event(),
+        Some(AsyncEvent::SrqLimitReached { srq: srq.id() }),
+        "8 -> 4 crossed the limit of 5"
+    );
+    assert_eq!(
+        b.dev.get_async_event(),
+        None,
+        "once: the limit is disarmed after firing"
+    );
 }
 
 #[test]
@@ -345,16 +647,56 @@ fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
     let (a, b) = pair();
     let ch = CompChannel::new().unwrap();
     let cq = Cq::new(16, Some(&ch)).unwrap();
-    let qa = a.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), cap: cap(), sq_sig_all: true, srq: None }).unwrap();
-    let qb = b.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    let qa =
+        a.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            cap: cap(),
+            sq_sig_all: true,
+            srq: None,
+        })
+        .unwrap();
+    let qb =
+        b.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: b.cq.clone(),
+            recv_cq: b.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-        q.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
-        q.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(peer.qp_num()), rq_psn: Some(0), dgid: Some(dev.gid(1).unwrap()), ..Default::default() }).unwrap();
-        q.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+        q.modify(&QpAttr {
+            state: Some(QpState::Init),
+            access: Some(all_access()),
+            ..Default::default()
+        })
+        .unwrap();
+        q.modify(&QpAttr {
+            state: Some(QpState::Rtr),
+            path_mtu: Some(Mtu::M1024),
+            dest_qp_num: Some(peer.qp_num()),
+            rq_psn: Some(0),
+            dgid: Some(dev.gid(1).unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        q.modify(&QpAttr {
+            state: Some(QpState::Rts),
+            sq_psn: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
     }
     let readable = |ms: i32| {
         use std::os::fd::AsRawFd;
-        let mut p = libc::pollfd { fd: ch.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: ch.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one live pollfd for the duration of the call.
         unsafe { libc::poll(&mut p, 1, ms) == 1 }
     };
@@ -362,13 +704,36 @@ fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
     let mr = b.pd.reg_mr(buf.addr(), 8, all_access()).unwrap();
     cq.req_notify(false).unwrap();
     assert!(!readable(0));
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
-    assert!(readable(5000), "an armed CQ's completion makes the channel readable");
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[],
+        op: SendOp::Write {
+            remote_addr: buf.addr(),
+            rkey: mr.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert!(
+        readable(5000),
+        "an armed CQ's completion makes the channel readable"
+    );
     assert!(ch.get_event().is_some());
     assert!(!readable(0), "drained by get_event");
     assert_eq!(wait(&cq, 1)[0].wr_id, 1);
     // Not armed again: the next completion does not wake the channel.
-    qa.post_send(&[SendWr { wr_id: 2, sg_list: &[], op: SendOp::Write { remote_addr: buf.addr(), rkey: mr.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 2,
+        sg_list: &[],
+        op: SendOp::Write {
+            remote_addr: buf.addr(),
+            rkey: mr.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     wait(&cq, 1);
     assert!(!readable(50));
 }
@@ -383,22 +748,55 @@ fn go_back_n_does_not_resend_reads_that_already_finished() {
     let (qa, _qb) = connect(&a, &b);
     let remote = Buf::new(64 * 1024, |i| (i * 7 + i / 4096) as u8);
     let local = Buf::new(64 * 1024, |_| 0xee);
-    let mra = a.pd.reg_mr(local.addr(), local.0.len() as u64, Access::LOCAL_WRITE).unwrap();
-    let mrb = b.pd.reg_mr(remote.addr(), remote.0.len() as u64, all_access()).unwrap();
+    let mra =
+        a.pd.reg_mr(local.addr(), local.0.len() as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb =
+        b.pd.reg_mr(remote.addr(), remote.0.len() as u64, all_access())
+            .unwrap();
     // READ A (8 KiB, 8 packets), READ B (1 KiB): lose one of A's responses so
     // that B finishes first and A times out.
     set_rule(&b, nth(2, |p| p.bth.opcode.op() == Op::ReadRespMiddle));
     qa.post_send(&[
-        SendWr { wr_id: 1, sg_list: &[local.sge(&mra, 0, 8192)], op: SendOp::Read { remote_addr: remote.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None },
-        SendWr { wr_id: 2, sg_list: &[local.sge(&mra, 8192, 1024)], op: SendOp::Read { remote_addr: remote.addr() + 8192, rkey: mrb.rkey() }, flags: signaled(), ud: None },
+        SendWr {
+            wr_id: 1,
+            sg_list: &[local.sge(&mra, 0, 8192)],
+            op: SendOp::Read {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        },
+        SendWr {
+            wr_id: 2,
+            sg_list: &[local.sge(&mra, 8192, 1024)],
+            op: SendOp::Read {
+                remote_addr: remote.addr() + 8192,
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        },
     ])
     .unwrap();
     let c = wait(&a.cq, 2);
     assert!(c.iter().all(|w| w.status == WcStatus::Success), "{c:?}");
     // READ C afterwards: every byte must arrive.
-    qa.post_send(&[SendWr { wr_id: 3, sg_list: &[local.sge(&mra, 16384, 16384)], op: SendOp::Read { remote_addr: remote.addr() + 16384, rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 3,
+        sg_list: &[local.sge(&mra, 16384, 16384)],
+        op: SendOp::Read {
+            remote_addr: remote.addr() + 16384,
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
-    let differ = |r: std::ops::Range<usize>| r.clone().filter(|&i| local.0[i] != remote.0[i]).count();
+    let differ =
+        |r: std::ops::Range<usize>| r.clone().filter(|&i| local.0[i] != remote.0[i]).count();
     assert_eq!(differ(0..9216), 0, "READs A and B");
     assert_eq!(differ(16384..32768), 0, "READ C: every page written");
 }
@@ -409,17 +807,39 @@ fn bad_lkey_is_a_local_protection_error() {
     let (qa, _qb) = connect(&a, &b);
     let buf = Buf::new(64, |_| 0);
     let mrb = b.pd.reg_mr(buf.addr(), 64, all_access()).unwrap();
-    let bad = Sge { addr: buf.addr(), length: 16, lkey: 0x0bad_0bad };
+    let bad = Sge {
+        addr: buf.addr(),
+        length: 16,
+        lkey: 0x0bad_0bad,
+    };
     qa.post_send(&[
-        SendWr { wr_id: 1, sg_list: &[bad], op: SendOp::Write { remote_addr: buf.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None },
-        SendWr { wr_id: 2, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: None },
+        SendWr {
+            wr_id: 1,
+            sg_list: &[bad],
+            op: SendOp::Write {
+                remote_addr: buf.addr(),
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        },
+        SendWr {
+            wr_id: 2,
+            sg_list: &[],
+            op: SendOp::Send,
+            flags: SendFlags::default(),
+            ud: None,
+        },
     ])
     .unwrap();
     let c = wait(&a.cq, 2);
     assert_eq!((c[0].wr_id, c[0].status), (1, WcStatus::LocProtErr));
     assert_eq!((c[1].wr_id, c[1].status), (2, WcStatus::WrFlushErr));
     assert_eq!(qa.state(), QpState::Err);
-    assert_eq!(a.dev.get_async_event(), Some(AsyncEvent::QpFatal { qpn: qa.qp_num() }));
+    assert_eq!(
+        a.dev.get_async_event(),
+        Some(AsyncEvent::QpFatal { qpn: qa.qp_num() })
+    );
 }
 
 #[test]
@@ -428,14 +848,36 @@ fn sqd_holds_new_sends_reports_drained_and_rts_resumes() {
     let (qa, _qb) = connect(&a, &b);
     let dst = Buf::new(64, |_| 0);
     let mrb = b.pd.reg_mr(dst.addr(), 64, all_access()).unwrap();
-    qa.modify(&QpAttr { state: Some(QpState::Sqd), ..Default::default() }).unwrap();
-    assert_eq!(a.dev.get_async_event(), Some(AsyncEvent::SqDrained { qpn: qa.qp_num() }), "nothing in flight: drained at once");
+    qa.modify(&QpAttr {
+        state: Some(QpState::Sqd),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        a.dev.get_async_event(),
+        Some(AsyncEvent::SqDrained { qpn: qa.qp_num() }),
+        "nothing in flight: drained at once"
+    );
     let src = Buf::new(8, |_| 7);
     let mra = a.pd.reg_mr(src.addr(), 8, Access::LOCAL_WRITE).unwrap();
-    qa.post_send(&[SendWr { wr_id: 1, sg_list: &[src.sge(&mra, 0, 8)], op: SendOp::Write { remote_addr: dst.addr(), rkey: mrb.rkey() }, flags: signaled(), ud: None }]).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 8)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     assert!(dst.0.iter().all(|&x| x == 0), "SQD sends nothing new");
-    qa.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }).unwrap();
+    qa.modify(&QpAttr {
+        state: Some(QpState::Rts),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(&dst.0[..8], &src.0[..]);
 }
@@ -447,24 +889,77 @@ fn ud_local_send_error_moves_to_sqe_receives_go_on_and_rts_recovers() {
     let buf = Buf::new(2048, |i| i as u8);
     let mra = a.pd.reg_mr(buf.addr(), 2048, Access::LOCAL_WRITE).unwrap();
     let mrb = b.pd.reg_mr(buf.addr(), 2048, Access::LOCAL_WRITE).unwrap();
-    let to_b = UdDest { ah: a.pd.create_ah(b.dev.gid(1).unwrap()), remote_qpn: qb.qp_num(), remote_qkey: 7 };
-    let bad = Sge { addr: buf.addr(), length: 16, lkey: 0x0bad_0bad };
+    let to_b = UdDest {
+        ah: a.pd.create_ah(b.dev.gid(1).unwrap()),
+        remote_qpn: qb.qp_num(),
+        remote_qkey: 7,
+    };
+    let bad = Sge {
+        addr: buf.addr(),
+        length: 16,
+        lkey: 0x0bad_0bad,
+    };
     qa.post_send(&[
-        SendWr { wr_id: 1, sg_list: &[bad], op: SendOp::Send, flags: signaled(), ud: Some(to_b.clone()) },
-        SendWr { wr_id: 2, sg_list: &[], op: SendOp::Send, flags: SendFlags::default(), ud: Some(to_b.clone()) },
+        SendWr {
+            wr_id: 1,
+            sg_list: &[bad],
+            op: SendOp::Send,
+            flags: signaled(),
+            ud: Some(to_b.clone()),
+        },
+        SendWr {
+            wr_id: 2,
+            sg_list: &[],
+            op: SendOp::Send,
+            flags: SendFlags::default(),
+            ud: Some(to_b.clone()),
+        },
     ])
     .unwrap();
     let c = wait(&a.cq, 2);
-    assert_eq!((c[0].status, c[1].status), (WcStatus::LocProtErr, WcStatus::WrFlushErr));
-    assert_eq!(qa.state(), QpState::Sqe, "UD: send queue error, not the error state");
+    assert_eq!(
+        (c[0].status, c[1].status),
+        (WcStatus::LocProtErr, WcStatus::WrFlushErr)
+    );
+    assert_eq!(
+        qa.state(),
+        QpState::Sqe,
+        "UD: send queue error, not the error state"
+    );
     // The receive side of the SQE QP still works.
-    qa.post_recv(&[RecvWr { wr_id: 9, sg_list: &[buf.sge(&mra, 0, 1024)] }]).unwrap();
-    let to_a = UdDest { ah: b.pd.create_ah(a.dev.gid(1).unwrap()), remote_qpn: qa.qp_num(), remote_qkey: 7 };
-    qb.post_send(&[SendWr { wr_id: 3, sg_list: &[buf.sge(&mrb, 1024, 100)], op: SendOp::Send, flags: signaled(), ud: Some(to_a) }]).unwrap();
+    qa.post_recv(&[RecvWr {
+        wr_id: 9,
+        sg_list: &[buf.sge(&mra, 0, 1024)],
+    }])
+    .unwrap();
+    let to_a = UdDest {
+        ah: b.pd.create_ah(a.dev.gid(1).unwrap()),
+        remote_qpn: qa.qp_num(),
+        remote_qkey: 7,
+    };
+    qb.post_send(&[SendWr {
+        wr_id: 3,
+        sg_list: &[buf.sge(&mrb, 1024, 100)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(to_a),
+    }])
+    .unwrap();
     wait(&b.cq, 1);
     assert_eq!(wait(&a.cq, 1)[0].wr_id, 9, "received while in SQE");
     // SQE -> RTS: sending works again.
-    qa.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }).unwrap();
-    qa.post_send(&[SendWr { wr_id: 4, sg_list: &[buf.sge(&mra, 0, 8)], op: SendOp::Send, flags: signaled(), ud: Some(to_b) }]).unwrap();
+    qa.modify(&QpAttr {
+        state: Some(QpState::Rts),
+        ..Default::default()
+    })
+    .unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 4,
+        sg_list: &[buf.sge(&mra, 0, 8)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(to_b),
+    }])
+    .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
 }

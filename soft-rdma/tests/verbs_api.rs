@@ -8,42 +8,172 @@ use soft_rdma::verbs::*;
 #[test]
 fn qp_state_machine_refuses_illegal_transitions_and_missing_attributes() {
     let n = node();
-    let qp = n.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: n.cq.clone(), recv_cq: n.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    let qp =
+        n.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: n.cq.clone(),
+            recv_cq: n.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
     assert_eq!(qp.state(), QpState::Reset);
-    assert_eq!(qp.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }), Err(Errno::EINVAL), "RESET -> RTS");
-    assert_eq!(qp.modify(&QpAttr { state: Some(QpState::Init), ..Default::default() }), Err(Errno::EINVAL), "INIT needs access flags");
-    assert_eq!(qp.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), port_num: Some(2), ..Default::default() }), Err(Errno::EINVAL), "one port");
+    assert_eq!(
+        qp.modify(&QpAttr {
+            state: Some(QpState::Rts),
+            ..Default::default()
+        }),
+        Err(Errno::EINVAL),
+        "RESET -> RTS"
+    );
+    assert_eq!(
+        qp.modify(&QpAttr {
+            state: Some(QpState::Init),
+            ..Default::default()
+        }),
+        Err(Errno::EINVAL),
+        "INIT needs access flags"
+    );
+    assert_eq!(
+        qp.modify(&QpAttr {
+            state: Some(QpState::Init),
+            access: Some(all_access()),
+            port_num: Some(2),
+            ..Default::default()
+        }),
+        Err(Errno::EINVAL),
+        "one port"
+    );
     assert_eq!(qp.state(), QpState::Reset, "nothing changed");
-    qp.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
-    assert_eq!(qp.post_send(&[SendWr { wr_id: 1, sg_list: &[], op: SendOp::Send, flags: Default::default(), ud: None }]).err().map(|e| e.1), Some(Errno::EINVAL), "post_send before RTS");
-    assert!(qp.post_recv(&[RecvWr { wr_id: 1, sg_list: &[] }]).is_ok(), "post_recv is allowed in INIT");
-    assert_eq!(qp.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), ..Default::default() }), Err(Errno::EINVAL), "RTR needs dest QPN, PSN, GID");
-    qp.modify(&QpAttr { state: Some(QpState::Rtr), path_mtu: Some(Mtu::M1024), dest_qp_num: Some(0x22), rq_psn: Some(0), dgid: Some(n.dev.gid(1).unwrap()), ..Default::default() }).unwrap();
-    assert_eq!(qp.modify(&QpAttr { state: Some(QpState::Rts), ..Default::default() }), Err(Errno::EINVAL), "RTS needs the SQ PSN");
-    qp.modify(&QpAttr { state: Some(QpState::Rts), sq_psn: Some(0), ..Default::default() }).unwrap();
+    qp.modify(&QpAttr {
+        state: Some(QpState::Init),
+        access: Some(all_access()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        qp.post_send(&[SendWr {
+            wr_id: 1,
+            sg_list: &[],
+            op: SendOp::Send,
+            flags: Default::default(),
+            ud: None
+        }])
+        .err()
+        .map(|e| e.1),
+        Some(Errno::EINVAL),
+        "post_send before RTS"
+    );
+    assert!(
+        qp.post_recv(&[RecvWr {
+            wr_id: 1,
+            sg_list: &[]
+        }])
+        .is_ok(),
+        "post_recv is allowed in INIT"
+    );
+    assert_eq!(
+        qp.modify(&QpAttr {
+            state: Some(QpState::Rtr),
+            path_mtu: Some(Mtu::M1024),
+            ..Default::default()
+        }),
+        Err(Errno::EINVAL),
+        "RTR needs dest QPN, PSN, GID"
+    );
+    qp.modify(&QpAttr {
+        state: Some(QpState::Rtr),
+        path_mtu: Some(Mtu::M1024),
+        dest_qp_num: Some(0x22),
+        rq_psn: Some(0),
+        dgid: Some(n.dev.gid(1).unwrap()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        qp.modify(&QpAttr {
+            state: Some(QpState::Rts),
+            ..Default::default()
+        }),
+        Err(Errno::EINVAL),
+        "RTS needs the SQ PSN"
+    );
+    qp.modify(&QpAttr {
+        state: Some(QpState::Rts),
+        sq_psn: Some(0),
+        ..Default::default()
+    })
+    .unwrap();
     // To error: the posted receive is flushed with a completion.
-    qp.modify(&QpAttr { state: Some(QpState::Err), ..Default::default() }).unwrap();
+    qp.modify(&QpAttr {
+        state: Some(QpState::Err),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(wait(&n.cq, 1)[0].status, WcStatus::WrFlushErr);
-    qp.modify(&QpAttr { state: Some(QpState::Reset), ..Default::default() }).unwrap();
+    qp.modify(&QpAttr {
+        state: Some(QpState::Reset),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(qp.state(), QpState::Reset);
 }
 
 #[test]
 fn limits_and_registration_rules() {
     let n = node();
-    let too_big = QpCap { max_send_sge: 33, ..cap() };
-    assert_eq!(n.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: n.cq.clone(), recv_cq: n.cq.clone(), cap: too_big, sq_sig_all: false, srq: None }).err(), Some(Errno::EINVAL));
+    let too_big = QpCap {
+        max_send_sge: 33,
+        ..cap()
+    };
+    assert_eq!(
+        n.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: n.cq.clone(),
+            recv_cq: n.cq.clone(),
+            cap: too_big,
+            sq_sig_all: false,
+            srq: None
+        })
+        .err(),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(Cq::new(0, None).err(), Some(Errno::EINVAL));
     let b = Buf::new(4096, |_| 0);
-    assert_eq!(n.pd.reg_mr(b.addr(), 4096, Access::REMOTE_WRITE).err(), Some(Errno::EINVAL), "remote write needs local write");
-    assert_eq!(n.pd.reg_mr(0, u64::MAX, Access::LOCAL_WRITE).err(), Some(Errno::EINVAL), "implicit needs ON_DEMAND");
-    assert_eq!(n.pd.reg_mr(b.addr(), 0, Access::LOCAL_WRITE).err(), Some(Errno::EINVAL));
-    assert_eq!(n.pd.reg_mr(0x1000, 4096, Access::LOCAL_WRITE).err(), Some(Errno::EFAULT), "pinning unmapped memory");
+    assert_eq!(
+        n.pd.reg_mr(b.addr(), 4096, Access::REMOTE_WRITE).err(),
+        Some(Errno::EINVAL),
+        "remote write needs local write"
+    );
+    assert_eq!(
+        n.pd.reg_mr(0, u64::MAX, Access::LOCAL_WRITE).err(),
+        Some(Errno::EINVAL),
+        "implicit needs ON_DEMAND"
+    );
+    assert_eq!(
+        n.pd.reg_mr(b.addr(), 0, Access::LOCAL_WRITE).err(),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        n.pd.reg_mr(0x1000, 4096, Access::LOCAL_WRITE).err(),
+        Some(Errno::EFAULT),
+        "pinning unmapped memory"
+    );
     let ro = n.pd.reg_mr(b.addr(), 4096, Access::ON_DEMAND).unwrap();
-    assert_eq!(ro.advise(odp::Advice::PrefetchWrite, b.addr(), 4096, true), Err(Errno::EPERM));
-    assert_eq!(ro.advise(odp::Advice::Prefetch, b.addr(), 8192, true), Err(Errno::EFAULT));
+    assert_eq!(
+        ro.advise(odp::Advice::PrefetchWrite, b.addr(), 4096, true),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(
+        ro.advise(odp::Advice::Prefetch, b.addr(), 8192, true),
+        Err(Errno::EFAULT)
+    );
     let pinned = n.pd.reg_mr(b.addr(), 4096, Access::LOCAL_WRITE).unwrap();
-    assert_eq!(pinned.advise(odp::Advice::Prefetch, b.addr(), 4096, true), Err(Errno::EOPNOTSUPP));
+    assert_eq!(
+        pinned.advise(odp::Advice::Prefetch, b.addr(), 4096, true),
+        Err(Errno::EOPNOTSUPP)
+    );
     assert_ne!(pinned.lkey(), ro.lkey());
 }
 
@@ -51,12 +181,34 @@ fn limits_and_registration_rules() {
 fn cq_overflow_is_reported() {
     let n = node();
     let cq = Cq::new(2, None).unwrap();
-    let qp = n.pd.create_qp(QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
-    qp.modify(&QpAttr { state: Some(QpState::Init), access: Some(all_access()), ..Default::default() }).unwrap();
+    let qp =
+        n.pd.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
+    qp.modify(&QpAttr {
+        state: Some(QpState::Init),
+        access: Some(all_access()),
+        ..Default::default()
+    })
+    .unwrap();
     for i in 0..3 {
-        qp.post_recv(&[RecvWr { wr_id: i, sg_list: &[] }]).unwrap();
+        qp.post_recv(&[RecvWr {
+            wr_id: i,
+            sg_list: &[],
+        }])
+        .unwrap();
     }
-    qp.modify(&QpAttr { state: Some(QpState::Err), ..Default::default() }).unwrap(); // three flush completions into a CQ of two
+    qp.modify(&QpAttr {
+        state: Some(QpState::Err),
+        ..Default::default()
+    })
+    .unwrap(); // three flush completions into a CQ of two
     assert!(cq.overflowed());
     assert_eq!(wait(&cq, 2).len(), 2);
 }

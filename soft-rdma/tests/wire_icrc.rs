@@ -29,7 +29,10 @@ fn connectx4_cnp_vector() {
     assert_eq!(icrc, 0x2a00_fd82);
     // The stored value through the view, too (CNP is not a PacketRepr opcode).
     assert_eq!(Packet::new_unchecked(ib).icrc(), icrc);
-    assert_eq!(PacketRepr::parse(ib).map(|_| ()), Err(WireError::UnknownOpcode(0x81)));
+    assert_eq!(
+        PacketRepr::parse(ib).map(|_| ()),
+        Err(WireError::UnknownOpcode(0x81))
+    );
 }
 
 fn v4() -> IcrcContext {
@@ -51,9 +54,19 @@ fn v6() -> IcrcContext {
 }
 
 fn sample(opcode: Opcode) -> Ext {
-    let aeth = Aeth { syndrome: Syndrome::Ack { credits: 0x1f }, msn: 0x654321 };
-    let reth = Reth { va: 0x1122_3344_5566_7788, rkey: 0x99aa_bbcc, len: 4096 };
-    let deth = Deth { qkey: 0x8001_0000, src_qp: 0x123 };
+    let aeth = Aeth {
+        syndrome: Syndrome::Ack { credits: 0x1f },
+        msn: 0x654321,
+    };
+    let reth = Reth {
+        va: 0x1122_3344_5566_7788,
+        rkey: 0x99aa_bbcc,
+        len: 4096,
+    };
+    let deth = Deth {
+        qkey: 0x8001_0000,
+        src_qp: 0x123,
+    };
     match opcode.ext_kind() {
         ExtKind::None => Ext::None,
         ExtKind::Imm => Ext::Imm(0x1357_9bdf),
@@ -62,7 +75,12 @@ fn sample(opcode: Opcode) -> Ext {
         ExtKind::RethImm => Ext::RethImm(reth, 0x0f0f_0f0f),
         ExtKind::Aeth => Ext::Aeth(aeth),
         ExtKind::AtomicAck => Ext::AtomicAck(aeth, 0xdead_beef_0bad_f00d),
-        ExtKind::Atomic => Ext::Atomic(AtomicEth { va: 8, rkey: 9, swap_add: 10, compare: 11 }),
+        ExtKind::Atomic => Ext::Atomic(AtomicEth {
+            va: 8,
+            rkey: 9,
+            swap_add: 10,
+            compare: 11,
+        }),
         ExtKind::Deth => Ext::Deth(deth),
         ExtKind::DethImm => Ext::DethImm(deth, 0x7777_7777),
     }
@@ -176,11 +194,27 @@ fn context_is_covered() {
             IpAddr::V6(_) => "fe80::1:3".parse().unwrap(),
         };
         for ctx in [
-            IcrcContext { src: other_ip, ..base },
-            IcrcContext { dst: other_ip, ..base },
-            IcrcContext { src: base.dst, dst: base.src, ..base },
-            IcrcContext { src_port: base.src_port ^ 1, ..base },
-            IcrcContext { dst_port: 4792, ..base },
+            IcrcContext {
+                src: other_ip,
+                ..base
+            },
+            IcrcContext {
+                dst: other_ip,
+                ..base
+            },
+            IcrcContext {
+                src: base.dst,
+                dst: base.src,
+                ..base
+            },
+            IcrcContext {
+                src_port: base.src_port ^ 1,
+                ..base
+            },
+            IcrcContext {
+                dst_port: 4792,
+                ..base
+            },
         ] {
             assert!(!icrc::verify(&ctx, &buf), "{ctx:?}");
         }
@@ -191,7 +225,11 @@ fn context_is_covered() {
         IpAddr::V4(a) => IpAddr::V6(a.to_ipv6_mapped()),
         a => a,
     };
-    let ctx = IcrcContext { src: mapped(v4().src), dst: mapped(v4().dst), ..v4() };
+    let ctx = IcrcContext {
+        src: mapped(v4().src),
+        dst: mapped(v4().dst),
+        ..v4()
+    };
     assert!(icrc::verify(&ctx, &buf));
     // a length change is caught even when the covered bytes are the same
     let mut longer = buf.clone();
@@ -224,10 +262,16 @@ fn context_equals_kernel_headers() {
     udp[0..2].copy_from_slice(&ctx.src_port.to_be_bytes());
     udp[2..4].copy_from_slice(&4791u16.to_be_bytes());
     udp[4..6].copy_from_slice(&(total - 20).to_be_bytes());
-    assert_eq!(icrc::compute_with_headers(&ip, &udp, &buf), icrc::compute(&ctx, &buf));
+    assert_eq!(
+        icrc::compute_with_headers(&ip, &udp, &buf),
+        icrc::compute(&ctx, &buf)
+    );
     // a non-zero IP ID (a connected socket, or rxe) gives another ICRC
     ip[5] = 1;
-    assert_ne!(icrc::compute_with_headers(&ip, &udp, &buf), icrc::compute(&ctx, &buf));
+    assert_ne!(
+        icrc::compute_with_headers(&ip, &udp, &buf),
+        icrc::compute(&ctx, &buf)
+    );
 }
 
 proptest! {

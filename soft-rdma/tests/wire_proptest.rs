@@ -38,18 +38,27 @@ fn arb_ext(kind: ExtKind) -> BoxedStrategy<Ext> {
         ExtKind::Imm => any::<u32>().prop_map(Ext::Imm).boxed(),
         ExtKind::Inv => any::<u32>().prop_map(Ext::Inv).boxed(),
         ExtKind::Reth => arb_reth().prop_map(Ext::Reth).boxed(),
-        ExtKind::RethImm => (arb_reth(), any::<u32>()).prop_map(|(r, i)| Ext::RethImm(r, i)).boxed(),
+        ExtKind::RethImm => (arb_reth(), any::<u32>())
+            .prop_map(|(r, i)| Ext::RethImm(r, i))
+            .boxed(),
         ExtKind::Aeth => arb_aeth().prop_map(Ext::Aeth).boxed(),
-        ExtKind::AtomicAck => {
-            (arb_aeth(), any::<u64>()).prop_map(|(a, v)| Ext::AtomicAck(a, v)).boxed()
-        }
+        ExtKind::AtomicAck => (arb_aeth(), any::<u64>())
+            .prop_map(|(a, v)| Ext::AtomicAck(a, v))
+            .boxed(),
         ExtKind::Atomic => any::<(u64, u32, u64, u64)>()
             .prop_map(|(va, rkey, swap_add, compare)| {
-                Ext::Atomic(AtomicEth { va, rkey, swap_add, compare })
+                Ext::Atomic(AtomicEth {
+                    va,
+                    rkey,
+                    swap_add,
+                    compare,
+                })
             })
             .boxed(),
         ExtKind::Deth => arb_deth().prop_map(Ext::Deth).boxed(),
-        ExtKind::DethImm => (arb_deth(), any::<u32>()).prop_map(|(d, i)| Ext::DethImm(d, i)).boxed(),
+        ExtKind::DethImm => (arb_deth(), any::<u32>())
+            .prop_map(|(d, i)| Ext::DethImm(d, i))
+            .boxed(),
     }
 }
 
@@ -69,8 +78,13 @@ prop_compose! {
 fn arb_repr() -> impl Strategy<Value = PacketRepr> {
     arb_opcode().prop_flat_map(|opcode| {
         let max_len: usize = if opcode.op().has_payload() { 300 } else { 0 };
-        (arb_bth(opcode), arb_ext(opcode.ext_kind()), 0..=max_len)
-            .prop_map(|(bth, ext, payload_len)| PacketRepr { bth, ext, payload_len })
+        (arb_bth(opcode), arb_ext(opcode.ext_kind()), 0..=max_len).prop_map(
+            |(bth, ext, payload_len)| PacketRepr {
+                bth,
+                ext,
+                payload_len,
+            },
+        )
     })
 }
 
@@ -93,8 +107,23 @@ fn check_bytes(bytes: &[u8]) {
     if bytes.len() >= BTH_LEN {
         // BTH accessors need only the BTH, checked or not
         let p = Packet::new_unchecked(bytes);
-        let _ = (p.opcode(), p.solicited(), p.mig_req(), p.pad(), p.tver(), p.pkey());
-        let _ = (p.fecn(), p.becn(), p.dest_qp(), p.ack_req(), p.psn(), p.bth(), p.ext());
+        let _ = (
+            p.opcode(),
+            p.solicited(),
+            p.mig_req(),
+            p.pad(),
+            p.tver(),
+            p.pkey(),
+        );
+        let _ = (
+            p.fecn(),
+            p.becn(),
+            p.dest_qp(),
+            p.ack_req(),
+            p.psn(),
+            p.bth(),
+            p.ext(),
+        );
         let _ = p.header_len();
     }
 
@@ -110,7 +139,14 @@ fn check_bytes(bytes: &[u8]) {
             match p.ext() {
                 Ok(ext) => {
                     let (repr, prange) = parsed.clone().expect("view accepts, parser must too");
-                    assert_eq!(repr, PacketRepr { bth, ext, payload_len: range.len() });
+                    assert_eq!(
+                        repr,
+                        PacketRepr {
+                            bth,
+                            ext,
+                            payload_len: range.len()
+                        }
+                    );
                     assert_eq!(prange, range);
                 }
                 Err(e) => assert_eq!(parsed.clone().map(|_| ()), Err(e)),
@@ -134,7 +170,9 @@ fn check_bytes(bytes: &[u8]) {
         }
         assert_eq!(&out[..hl], &want[..]);
         assert_eq!(&out[range.clone()], &bytes[range.clone()]);
-        assert!(out[range.end..bytes.len() - ICRC_LEN].iter().all(|&b| b == 0));
+        assert!(out[range.end..bytes.len() - ICRC_LEN]
+            .iter()
+            .all(|&b| b == 0));
     }
 }
 

@@ -23,7 +23,10 @@ impl ShimAh {
     }
 }
 
-pub unsafe extern "C" fn shim_ibv_create_ah(pd: *mut ibv_pd, attr: *mut ibv_ah_attr) -> *mut ibv_ah {
+pub unsafe extern "C" fn shim_ibv_create_ah(
+    pd: *mut ibv_pd,
+    attr: *mut ibv_ah_attr,
+) -> *mut ibv_ah {
     if pd.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
     }
@@ -33,7 +36,14 @@ pub unsafe extern "C" fn shim_ibv_create_ah(pd: *mut ibv_pd, attr: *mut ibv_ah_a
         return fail_null(libc::EINVAL);
     }
     let soft = p.soft.create_ah(Gid(conv::gid_bytes(&a.grh.dgid)));
-    let w = Box::into_raw(Box::new(ShimAh { ah: ibv_ah { context: p.pd.context, pd, handle: 0 }, soft }));
+    let w = Box::into_raw(Box::new(ShimAh {
+        ah: ibv_ah {
+            context: p.pd.context,
+            pd,
+            handle: 0,
+        },
+        soft,
+    }));
     w as *mut ibv_ah
 }
 

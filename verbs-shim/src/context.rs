@@ -27,7 +27,9 @@ impl ShimContext {
     pub unsafe fn from_c<'a>(ctx: *mut ibv_context) -> &'a ShimContext {
         // SAFETY: (caller) `ctx` points at `vctx.context` of a live ShimContext,
         // which sits at this fixed offset from the wrapper's start.
-        unsafe { &*((ctx as *mut u8).sub(offset_of!(verbs_context, context)) as *const ShimContext) }
+        unsafe {
+            &*((ctx as *mut u8).sub(offset_of!(verbs_context, context)) as *const ShimContext)
+        }
     }
 
     pub fn c_ptr(&self) -> *mut ibv_context {
@@ -52,7 +54,9 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
         hw_ver: 0,
         max_qp: int(a.max_qp),
         max_qp_wr: a.max_qp_wr as c_int,
-        device_cap_flags: IBV_DEVICE_PORT_ACTIVE_EVENT | IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_RC_RNR_NAK_GEN,
+        device_cap_flags: IBV_DEVICE_PORT_ACTIVE_EVENT
+            | IBV_DEVICE_SYS_IMAGE_GUID
+            | IBV_DEVICE_RC_RNR_NAK_GEN,
         max_sge: a.max_sge as c_int,
         max_sge_rd: a.max_sge as c_int,
         max_cq: int(a.max_cq),
@@ -78,7 +82,11 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
 
 pub fn device_attr_ex(dev: &Device) -> ibv_device_attr_ex {
     let a = dev.attr();
-    let mut x = ibv_device_attr_ex { orig_attr: device_attr(dev), phys_port_cnt_ex: a.phys_port_cnt.into(), ..Default::default() };
+    let mut x = ibv_device_attr_ex {
+        orig_attr: device_attr(dev),
+        phys_port_cnt_ex: a.phys_port_cnt.into(),
+        ..Default::default()
+    };
     x.odp_caps.general_caps = a.odp.general;
     x.odp_caps.per_transport_caps.rc_odp_caps = a.odp.rc;
     x.odp_caps.per_transport_caps.uc_odp_caps = a.odp.uc;
@@ -89,7 +97,11 @@ pub fn device_attr_ex(dev: &Device) -> ibv_device_attr_ex {
 pub fn port_attr(dev: &Device) -> ibv_port_attr {
     let p = dev.port_attr();
     ibv_port_attr {
-        state: if p.state_active { IBV_PORT_ACTIVE } else { IBV_PORT_DOWN },
+        state: if p.state_active {
+            IBV_PORT_ACTIVE
+        } else {
+            IBV_PORT_DOWN
+        },
         max_mtu: conv::mtu_to_c(p.max_mtu),
         active_mtu: conv::mtu_to_c(p.active_mtu),
         gid_tbl_len: p.gid_tbl_len as c_int,
@@ -114,7 +126,13 @@ pub fn port_attr(dev: &Device) -> ibv_port_attr {
 unsafe fn copy_sized<T>(v: &T, dst: *mut T, size: usize) {
     // SAFETY: (caller) dst is valid for `size` bytes; we copy at most the
     // smaller of the two sizes.
-    unsafe { std::ptr::copy_nonoverlapping(v as *const T as *const u8, dst as *mut u8, size.min(size_of::<T>())) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            v as *const T as *const u8,
+            dst as *mut u8,
+            size.min(size_of::<T>()),
+        )
+    };
 }
 
 pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_context {
@@ -128,7 +146,10 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
             return fail_null(device::open_errno(&e));
         }
     };
-    let mut vctx = verbs_context { sz: size_of::<verbs_context>(), ..Default::default() };
+    let mut vctx = verbs_context {
+        sz: size_of::<verbs_context>(),
+        ..Default::default()
+    };
     vctx.query_port = Some(query_port_op);
     vctx.query_device_ex = Some(query_device_ex_op);
     vctx.advise_mr = Some(crate::mr::advise_mr_op);
@@ -162,7 +183,10 @@ pub unsafe extern "C" fn shim_ibv_close_device(ctx: *mut ibv_context) -> c_int {
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_query_device(ctx: *mut ibv_context, attr: *mut ibv_device_attr) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_device(
+    ctx: *mut ibv_context,
+    attr: *mut ibv_device_attr,
+) -> c_int {
     if ctx.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
@@ -171,7 +195,12 @@ pub unsafe extern "C" fn shim_ibv_query_device(ctx: *mut ibv_context, attr: *mut
     0
 }
 
-unsafe extern "C" fn query_device_ex_op(ctx: *mut ibv_context, input: *const ibv_query_device_ex_input, attr: *mut ibv_device_attr_ex, attr_size: usize) -> c_int {
+unsafe extern "C" fn query_device_ex_op(
+    ctx: *mut ibv_context,
+    input: *const ibv_query_device_ex_input,
+    attr: *mut ibv_device_attr_ex,
+    attr_size: usize,
+) -> c_int {
     // SAFETY: `input` is NULL or a valid input struct from the caller.
     if !input.is_null() && unsafe { (*input).comp_mask } != 0 {
         return libc::EINVAL;
@@ -180,11 +209,22 @@ unsafe extern "C" fn query_device_ex_op(ctx: *mut ibv_context, input: *const ibv
         return libc::EINVAL;
     }
     // SAFETY: live context; `attr` is valid for `attr_size` bytes.
-    unsafe { copy_sized(&device_attr_ex(&ShimContext::from_c(ctx).dev), attr, attr_size) };
+    unsafe {
+        copy_sized(
+            &device_attr_ex(&ShimContext::from_c(ctx).dev),
+            attr,
+            attr_size,
+        )
+    };
     0
 }
 
-unsafe extern "C" fn query_port_op(ctx: *mut ibv_context, port: u8, attr: *mut ibv_port_attr, len: usize) -> c_int {
+unsafe extern "C" fn query_port_op(
+    ctx: *mut ibv_context,
+    port: u8,
+    attr: *mut ibv_port_attr,
+    len: usize,
+) -> c_int {
     if port != 1 || attr.is_null() {
         return libc::EINVAL;
     }
@@ -197,19 +237,35 @@ unsafe extern "C" fn query_port_op(ctx: *mut ibv_context, port: u8, attr: *mut i
 /// (opaque in the header; in rdma-core it is `ibv_port_attr` up to `flags`,
 /// i.e. everything before `port_cap_flags2`). `___ibv_query_port` only calls
 /// it when the context has no `query_port` op, and ours has one.
-pub unsafe extern "C" fn shim_ibv_query_port(ctx: *mut ibv_context, port: u8, attr: *mut _compat_ibv_port_attr) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_port(
+    ctx: *mut ibv_context,
+    port: u8,
+    attr: *mut _compat_ibv_port_attr,
+) -> c_int {
     if ctx.is_null() {
         return libc::EINVAL;
     }
     // SAFETY: forwards the caller's pointers with the compat struct's size.
-    unsafe { query_port_op(ctx, port, attr as *mut ibv_port_attr, offset_of!(ibv_port_attr, port_cap_flags2)) }
+    unsafe {
+        query_port_op(
+            ctx,
+            port,
+            attr as *mut ibv_port_attr,
+            offset_of!(ibv_port_attr, port_cap_flags2),
+        )
+    }
 }
 
 unsafe extern "C" fn close_xrcd_op(_xrcd: *mut ibv_xrcd) -> c_int {
     libc::EOPNOTSUPP
 }
 
-pub unsafe extern "C" fn shim_ibv_query_gid(ctx: *mut ibv_context, port: u8, index: c_int, gid: *mut ibv_gid) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_gid(
+    ctx: *mut ibv_context,
+    port: u8,
+    index: c_int,
+    gid: *mut ibv_gid,
+) -> c_int {
     if ctx.is_null() || gid.is_null() || port != 1 || index < 0 {
         set_errno(libc::EINVAL);
         return -1;
@@ -240,13 +296,29 @@ fn gid_entry(dev: &Device, index: u32) -> Result<ibv_gid_entry, i32> {
         gid: conv::gid_to_c(g),
         gid_index: index,
         port_num: 1,
-        gid_type: if index == 0 { IBV_GID_TYPE_ROCE_V1 } else { IBV_GID_TYPE_ROCE_V2 },
+        gid_type: if index == 0 {
+            IBV_GID_TYPE_ROCE_V1
+        } else {
+            IBV_GID_TYPE_ROCE_V2
+        },
         ndev_ifindex: 1, // lo
     })
 }
 
-pub unsafe extern "C" fn shim__ibv_query_gid_ex(ctx: *mut ibv_context, port: u32, index: u32, entry: *mut ibv_gid_entry, flags: u32, entry_size: usize) -> c_int {
-    if ctx.is_null() || entry.is_null() || flags != 0 || port != 1 || entry_size < size_of::<ibv_gid_entry>() {
+pub unsafe extern "C" fn shim__ibv_query_gid_ex(
+    ctx: *mut ibv_context,
+    port: u32,
+    index: u32,
+    entry: *mut ibv_gid_entry,
+    flags: u32,
+    entry_size: usize,
+) -> c_int {
+    if ctx.is_null()
+        || entry.is_null()
+        || flags != 0
+        || port != 1
+        || entry_size < size_of::<ibv_gid_entry>()
+    {
         return libc::EINVAL;
     }
     // SAFETY: live context.
@@ -260,7 +332,13 @@ pub unsafe extern "C" fn shim__ibv_query_gid_ex(ctx: *mut ibv_context, port: u32
     }
 }
 
-pub unsafe extern "C" fn shim__ibv_query_gid_table(ctx: *mut ibv_context, entries: *mut ibv_gid_entry, max: usize, flags: u32, entry_size: usize) -> isize {
+pub unsafe extern "C" fn shim__ibv_query_gid_table(
+    ctx: *mut ibv_context,
+    entries: *mut ibv_gid_entry,
+    max: usize,
+    flags: u32,
+    entry_size: usize,
+) -> isize {
     if ctx.is_null() || flags != 0 || entry_size < size_of::<ibv_gid_entry>() {
         return -(libc::EINVAL as isize);
     }
@@ -271,14 +349,21 @@ pub unsafe extern "C" fn shim__ibv_query_gid_table(ctx: *mut ibv_context, entrie
         return -(libc::EINVAL as isize);
     }
     for i in 0..n {
-        let Ok(e) = gid_entry(dev, i as u32) else { return -(libc::EINVAL as isize) };
+        let Ok(e) = gid_entry(dev, i as u32) else {
+            return -(libc::EINVAL as isize);
+        };
         // SAFETY: the caller's array holds `max` >= n entries of `entry_size`.
         unsafe { *((entries as *mut u8).add(i * entry_size) as *mut ibv_gid_entry) = e };
     }
     n as isize
 }
 
-pub unsafe extern "C" fn shim_ibv_query_gid_type(ctx: *mut ibv_context, port: u8, index: c_uint, ty: *mut IbvGidTypeSysfs) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_gid_type(
+    ctx: *mut ibv_context,
+    port: u8,
+    index: c_uint,
+    ty: *mut IbvGidTypeSysfs,
+) -> c_int {
     if ctx.is_null() || ty.is_null() || port != 1 {
         return -1;
     }
@@ -287,11 +372,22 @@ pub unsafe extern "C" fn shim_ibv_query_gid_type(ctx: *mut ibv_context, port: u8
         return -1;
     }
     // SAFETY: `ty` points to the caller's enum.
-    unsafe { *ty = if index == 0 { IBV_GID_TYPE_SYSFS_IB_ROCE_V1 } else { IBV_GID_TYPE_SYSFS_ROCE_V2 } };
+    unsafe {
+        *ty = if index == 0 {
+            IBV_GID_TYPE_SYSFS_IB_ROCE_V1
+        } else {
+            IBV_GID_TYPE_SYSFS_ROCE_V2
+        }
+    };
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_query_pkey(ctx: *mut ibv_context, port: u8, index: c_int, pkey: *mut u16) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_pkey(
+    ctx: *mut ibv_context,
+    port: u8,
+    index: c_int,
+    pkey: *mut u16,
+) -> c_int {
     if ctx.is_null() || pkey.is_null() || port != 1 || index != 0 {
         set_errno(libc::EINVAL);
         return -1;
@@ -301,7 +397,11 @@ pub unsafe extern "C" fn shim_ibv_query_pkey(ctx: *mut ibv_context, port: u8, in
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_get_pkey_index(ctx: *mut ibv_context, port: u8, pkey: u16) -> c_int {
+pub unsafe extern "C" fn shim_ibv_get_pkey_index(
+    ctx: *mut ibv_context,
+    port: u8,
+    pkey: u16,
+) -> c_int {
     if ctx.is_null() || port != 1 || u16::from_be(pkey) != 0xffff {
         set_errno(libc::ENOENT);
         return -1;
@@ -311,7 +411,10 @@ pub unsafe extern "C" fn shim_ibv_get_pkey_index(ctx: *mut ibv_context, port: u8
 
 /// `ibv_get_async_event`: blocks in poll(2) on the context's `async_fd`
 /// unless the caller made it non-blocking.
-pub unsafe extern "C" fn shim_ibv_get_async_event(ctx: *mut ibv_context, event: *mut ibv_async_event) -> c_int {
+pub unsafe extern "C" fn shim_ibv_get_async_event(
+    ctx: *mut ibv_context,
+    event: *mut ibv_async_event,
+) -> c_int {
     if ctx.is_null() || event.is_null() {
         set_errno(libc::EINVAL);
         return -1;
@@ -327,7 +430,10 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(ctx: *mut ibv_context, event: 
                     None => continue,
                 },
                 AsyncEvent::SrqLimitReached { srq } => match registry::SRQS.get::<ibv_srq>(srq) {
-                    Some(srq) => (IBV_EVENT_SRQ_LIMIT_REACHED, ibv_async_event__bindgen_ty_1 { srq }),
+                    Some(srq) => (
+                        IBV_EVENT_SRQ_LIMIT_REACHED,
+                        ibv_async_event__bindgen_ty_1 { srq },
+                    ),
                     None => continue,
                 },
                 AsyncEvent::SqDrained { qpn } => match registry::QPS.get::<ibv_qp>(qpn) {
@@ -336,7 +442,12 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(ctx: *mut ibv_context, event: 
                 },
             };
             // SAFETY: `event` points to the caller's struct.
-            unsafe { *event = ibv_async_event { element, event_type: ty } };
+            unsafe {
+                *event = ibv_async_event {
+                    element,
+                    event_type: ty,
+                }
+            };
             return 0;
         }
         if !wait_readable(fd) {
@@ -350,8 +461,16 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(ctx: *mut ibv_context, event: 
 pub fn wait_readable(fd: c_int) -> bool {
     // SAFETY: F_GETFL on a descriptor number; a bad one just fails.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    let timeout = if flags >= 0 && flags & libc::O_NONBLOCK != 0 { 0 } else { -1 };
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let timeout = if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+        0
+    } else {
+        -1
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut p, 1, timeout) };
     if r == 0 {
@@ -375,4 +494,3 @@ pub unsafe extern "C" fn shim_ibv_ack_async_event(event: *mut ibv_async_event) {
         }
     }
 }
-

@@ -57,7 +57,11 @@ pub fn access_from_c(a: c_uint) -> Result<sv::Access, i32> {
     if a & IBV_ACCESS_ZERO_BASED != 0 {
         return Err(libc::EOPNOTSUPP);
     }
-    let known = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_ON_DEMAND;
+    let known = IBV_ACCESS_LOCAL_WRITE
+        | IBV_ACCESS_REMOTE_WRITE
+        | IBV_ACCESS_REMOTE_READ
+        | IBV_ACCESS_REMOTE_ATOMIC
+        | IBV_ACCESS_ON_DEMAND;
     let ignored = IBV_ACCESS_MW_BIND | IBV_ACCESS_HUGETLB | IB_UVERBS_ACCESS_OPTIONAL_RANGE;
     if a & !(known | ignored) != 0 {
         return Err(libc::EINVAL);
@@ -195,7 +199,11 @@ pub fn gid_to_c(g: sv::Gid) -> ibv_gid {
 }
 
 pub fn sge_from_c(s: &ibv_sge) -> sv::Sge {
-    sv::Sge { addr: s.addr, length: s.length, lkey: s.lkey }
+    sv::Sge {
+        addr: s.addr,
+        length: s.length,
+        lkey: s.lkey,
+    }
 }
 
 /// The operation of one `ibv_send_wr`. `imm_data` is big-endian in C and a
@@ -203,22 +211,53 @@ pub fn sge_from_c(s: &ibv_sge) -> sv::Sge {
 pub fn send_op_from_c(wr: &ibv_send_wr) -> Result<sv::SendOp, i32> {
     // SAFETY: the unions are plain integers; the opcode says which member the
     // caller filled, and reading another is still a valid integer.
-    let (imm, inv, rdma, atomic) = unsafe { (wr.__bindgen_anon_1.imm_data, wr.__bindgen_anon_1.invalidate_rkey, wr.wr.rdma, wr.wr.atomic) };
+    let (imm, inv, rdma, atomic) = unsafe {
+        (
+            wr.__bindgen_anon_1.imm_data,
+            wr.__bindgen_anon_1.invalidate_rkey,
+            wr.wr.rdma,
+            wr.wr.atomic,
+        )
+    };
     Ok(match wr.opcode {
         IBV_WR_SEND => sv::SendOp::Send,
         IBV_WR_SEND_WITH_IMM => sv::SendOp::SendImm(u32::from_be(imm)),
         IBV_WR_SEND_WITH_INV => sv::SendOp::SendInv(inv),
-        IBV_WR_RDMA_WRITE => sv::SendOp::Write { remote_addr: rdma.remote_addr, rkey: rdma.rkey },
-        IBV_WR_RDMA_WRITE_WITH_IMM => sv::SendOp::WriteImm { remote_addr: rdma.remote_addr, rkey: rdma.rkey, imm: u32::from_be(imm) },
-        IBV_WR_RDMA_READ => sv::SendOp::Read { remote_addr: rdma.remote_addr, rkey: rdma.rkey },
-        IBV_WR_ATOMIC_CMP_AND_SWP => sv::SendOp::CompareSwap { remote_addr: atomic.remote_addr, rkey: atomic.rkey, compare: atomic.compare_add, swap: atomic.swap },
-        IBV_WR_ATOMIC_FETCH_AND_ADD => sv::SendOp::FetchAdd { remote_addr: atomic.remote_addr, rkey: atomic.rkey, add: atomic.compare_add },
+        IBV_WR_RDMA_WRITE => sv::SendOp::Write {
+            remote_addr: rdma.remote_addr,
+            rkey: rdma.rkey,
+        },
+        IBV_WR_RDMA_WRITE_WITH_IMM => sv::SendOp::WriteImm {
+            remote_addr: rdma.remote_addr,
+            rkey: rdma.rkey,
+            imm: u32::from_be(imm),
+        },
+        IBV_WR_RDMA_READ => sv::SendOp::Read {
+            remote_addr: rdma.remote_addr,
+            rkey: rdma.rkey,
+        },
+        IBV_WR_ATOMIC_CMP_AND_SWP => sv::SendOp::CompareSwap {
+            remote_addr: atomic.remote_addr,
+            rkey: atomic.rkey,
+            compare: atomic.compare_add,
+            swap: atomic.swap,
+        },
+        IBV_WR_ATOMIC_FETCH_AND_ADD => sv::SendOp::FetchAdd {
+            remote_addr: atomic.remote_addr,
+            rkey: atomic.rkey,
+            add: atomic.compare_add,
+        },
         _ => return Err(libc::EINVAL),
     })
 }
 
 pub fn send_flags_from_c(f: c_uint) -> sv::SendFlags {
-    sv::SendFlags { signaled: f & IBV_SEND_SIGNALED != 0, solicited: f & IBV_SEND_SOLICITED != 0, inline: f & IBV_SEND_INLINE != 0, fence: f & IBV_SEND_FENCE != 0 }
+    sv::SendFlags {
+        signaled: f & IBV_SEND_SIGNALED != 0,
+        solicited: f & IBV_SEND_SOLICITED != 0,
+        inline: f & IBV_SEND_INLINE != 0,
+        fence: f & IBV_SEND_FENCE != 0,
+    }
 }
 
 fn wc_status_to_c(s: sv::WcStatus) -> ibv_wc_status {
@@ -258,10 +297,14 @@ pub fn wc_to_c(w: &sv::Wc) -> ibv_wc {
     let mut anon = ibv_wc__bindgen_ty_1 { imm_data: 0 };
     if let Some(imm) = w.imm {
         flags |= IBV_WC_WITH_IMM;
-        anon = ibv_wc__bindgen_ty_1 { imm_data: imm.to_be() };
+        anon = ibv_wc__bindgen_ty_1 {
+            imm_data: imm.to_be(),
+        };
     } else if let Some(rkey) = w.invalidated_rkey {
         flags |= IBV_WC_WITH_INV;
-        anon = ibv_wc__bindgen_ty_1 { invalidated_rkey: rkey };
+        anon = ibv_wc__bindgen_ty_1 {
+            invalidated_rkey: rkey,
+        };
     }
     if w.grh {
         flags |= IBV_WC_GRH;
@@ -285,7 +328,17 @@ pub fn wc_to_c(w: &sv::Wc) -> ibv_wc {
 
 /// A placeholder completion for poll buffers.
 pub fn empty_wc() -> sv::Wc {
-    sv::Wc { wr_id: 0, status: sv::WcStatus::Success, opcode: sv::WcOpcode::Send, byte_len: 0, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+    sv::Wc {
+        wr_id: 0,
+        status: sv::WcStatus::Success,
+        opcode: sv::WcOpcode::Send,
+        byte_len: 0,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    }
 }
 
 pub fn advice_from_c(a: ib_uverbs_advise_mr_advice) -> Option<odp::Advice> {

@@ -40,7 +40,9 @@ impl ShimCq {
     }
 }
 
-pub unsafe extern "C" fn shim_ibv_create_comp_channel(ctx: *mut ibv_context) -> *mut ibv_comp_channel {
+pub unsafe extern "C" fn shim_ibv_create_comp_channel(
+    ctx: *mut ibv_context,
+) -> *mut ibv_comp_channel {
     if ctx.is_null() {
         return fail_null(libc::EINVAL);
     }
@@ -51,7 +53,14 @@ pub unsafe extern "C" fn shim_ibv_create_comp_channel(ctx: *mut ibv_context) -> 
     }
     // SAFETY: `fd` is a fresh descriptor we own.
     let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-    let w = Box::into_raw(Box::new(ShimChannel { ch: ibv_comp_channel { context: ctx, fd, refcnt: 0 }, epoll }));
+    let w = Box::into_raw(Box::new(ShimChannel {
+        ch: ibv_comp_channel {
+            context: ctx,
+            fd,
+            refcnt: 0,
+        },
+        epoll,
+    }));
     w as *mut ibv_comp_channel
 }
 
@@ -68,7 +77,13 @@ pub unsafe extern "C" fn shim_ibv_destroy_comp_channel(ch: *mut ibv_comp_channel
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_create_cq(ctx: *mut ibv_context, cqe: c_int, cq_context: *mut c_void, channel: *mut ibv_comp_channel, _comp_vector: c_int) -> *mut ibv_cq {
+pub unsafe extern "C" fn shim_ibv_create_cq(
+    ctx: *mut ibv_context,
+    cqe: c_int,
+    cq_context: *mut c_void,
+    channel: *mut ibv_comp_channel,
+    _comp_vector: c_int,
+) -> *mut ibv_cq {
     if ctx.is_null() || cqe < 0 {
         return fail_null(libc::EINVAL);
     }
@@ -87,7 +102,13 @@ pub unsafe extern "C" fn shim_ibv_create_cq(ctx: *mut ibv_context, cqe: c_int, c
         Ok(c) => c,
         Err(e) => return fail_null(e.0),
     };
-    let cq = ibv_cq { context: ctx, channel, cq_context, cqe: depth as c_int, ..Default::default() };
+    let cq = ibv_cq {
+        context: ctx,
+        channel,
+        cq_context,
+        cqe: depth as c_int,
+        ..Default::default()
+    };
     let w = Box::into_raw(Box::new(ShimCq { cq, soft, events }));
     if !channel.is_null() {
         // SAFETY: a live channel; `w` is live until ibv_destroy_cq, which
@@ -95,7 +116,10 @@ pub unsafe extern "C" fn shim_ibv_create_cq(ctx: *mut ibv_context, cqe: c_int, c
         unsafe {
             let ch = &mut *(channel as *mut ShimChannel);
             let fd = (*w).events.as_ref().map(|e| e.as_raw_fd()).unwrap_or(-1);
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: w as u64 };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: w as u64,
+            };
             if libc::epoll_ctl(ch.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) != 0 {
                 let e = *libc::__errno_location();
                 drop(Box::from_raw(w));
@@ -108,7 +132,10 @@ pub unsafe extern "C" fn shim_ibv_create_cq(ctx: *mut ibv_context, cqe: c_int, c
 }
 
 /// `ibv_create_cq_ex`: not yet (phase 2: `ibv_cq_ex` with start/next/end_poll).
-pub unsafe extern "C" fn create_cq_ex_op(_ctx: *mut ibv_context, _attr: *mut ibv_cq_init_attr_ex) -> *mut ibv_cq_ex {
+pub unsafe extern "C" fn create_cq_ex_op(
+    _ctx: *mut ibv_context,
+    _attr: *mut ibv_cq_init_attr_ex,
+) -> *mut ibv_cq_ex {
     fail_null(libc::EOPNOTSUPP)
 }
 
@@ -123,7 +150,12 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
         // while refcnt > 0).
         unsafe {
             let ch = &mut *(w.cq.channel as *mut ShimChannel);
-            libc::epoll_ctl(ch.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, ev.as_raw_fd(), std::ptr::null_mut());
+            libc::epoll_ctl(
+                ch.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                ev.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
             ch.ch.refcnt -= 1;
         }
     }
@@ -166,13 +198,20 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
 
 pub unsafe extern "C" fn req_notify_cq_op(cq: *mut ibv_cq, solicited_only: c_int) -> c_int {
     // SAFETY: live CQ.
-    match unsafe { ShimCq::from_c(cq) }.soft.req_notify(solicited_only != 0) {
+    match unsafe { ShimCq::from_c(cq) }
+        .soft
+        .req_notify(solicited_only != 0)
+    {
         Ok(()) => 0,
         Err(e) => e.0,
     }
 }
 
-pub unsafe extern "C" fn shim_ibv_get_cq_event(ch: *mut ibv_comp_channel, cq_out: *mut *mut ibv_cq, ctx_out: *mut *mut c_void) -> c_int {
+pub unsafe extern "C" fn shim_ibv_get_cq_event(
+    ch: *mut ibv_comp_channel,
+    cq_out: *mut *mut ibv_cq,
+    ctx_out: *mut *mut c_void,
+) -> c_int {
     if ch.is_null() || cq_out.is_null() || ctx_out.is_null() {
         set_errno(libc::EINVAL);
         return -1;
@@ -216,7 +255,9 @@ pub unsafe extern "C" fn shim_ibv_ack_cq_events(cq: *mut ibv_cq, n: c_uint) {
         let m = &mut (*cq).mutex as *mut pthread_mutex_t as *mut libc::pthread_mutex_t;
         libc::pthread_mutex_lock(m);
         (*cq).comp_events_completed = (*cq).comp_events_completed.wrapping_add(n);
-        libc::pthread_cond_signal(&mut (*cq).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t);
+        libc::pthread_cond_signal(
+            &mut (*cq).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t,
+        );
         libc::pthread_mutex_unlock(m);
     }
 }

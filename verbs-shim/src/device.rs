@@ -27,7 +27,11 @@ static SOFT: Mutex<Option<Arc<Device>>> = Mutex::new(None);
 
 pub fn c_device() -> *mut ibv_device {
     let d = C_DEVICE.get_or_init(|| {
-        let mut dev = ibv_device { node_type: IBV_NODE_CA, transport_type: IBV_TRANSPORT_IB, ..Default::default() };
+        let mut dev = ibv_device {
+            node_type: IBV_NODE_CA,
+            transport_type: IBV_TRANSPORT_IB,
+            ..Default::default()
+        };
         put_cstr(&mut dev.name, NAME);
         put_cstr(&mut dev.dev_name, "uverbs0");
         put_cstr(&mut dev.dev_path, "/dev/infiniband/uverbs0");
@@ -58,7 +62,8 @@ fn io_errno(e: &std::io::Error) -> i32 {
 
 pub unsafe extern "C" fn shim_ibv_get_device_list(num: *mut c_int) -> *mut *mut ibv_device {
     // SAFETY: malloc of two pointers; checked for NULL before use.
-    let list = unsafe { libc::calloc(2, std::mem::size_of::<*mut ibv_device>()) } as *mut *mut ibv_device;
+    let list =
+        unsafe { libc::calloc(2, std::mem::size_of::<*mut ibv_device>()) } as *mut *mut ibv_device;
     if list.is_null() {
         return fail_null(libc::ENOMEM);
     }

@@ -33,6 +33,8 @@ mod stubs;
 /// The exported ABI: `build.rs`'s `global_asm!` names every `shim_*` function.
 mod exports {
     #[allow(unused_imports)]
-    use crate::{ah::*, context::*, cq::*, device::*, mr::*, pd::*, qp::*, srq::*, strings::*, stubs::*};
+    use crate::{
+        ah::*, context::*, cq::*, device::*, mr::*, pd::*, qp::*, srq::*, strings::*, stubs::*,
+    };
     include!(concat!(env!("OUT_DIR"), "/exports.rs"));
 }

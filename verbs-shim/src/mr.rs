@@ -18,7 +18,13 @@ const _: () = assert!(std::mem::offset_of!(ShimMr, mr) == 0);
 
 /// # Safety
 /// `pd` must be NULL or a live PD.
-unsafe fn reg(pd: *mut ibv_pd, addr: *mut c_void, length: usize, iova: u64, access: c_int) -> *mut ibv_mr {
+unsafe fn reg(
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_int,
+) -> *mut ibv_mr {
     if pd.is_null() {
         return fail_null(libc::EINVAL);
     }
@@ -36,24 +42,49 @@ unsafe fn reg(pd: *mut ibv_pd, addr: *mut c_void, length: usize, iova: u64, acce
         Ok(m) => m,
         Err(e) => return fail_null(e.0),
     };
-    let mr = ibv_mr { context: p.pd.context, pd, addr, length, handle: 0, lkey: soft.lkey(), rkey: soft.rkey() };
+    let mr = ibv_mr {
+        context: p.pd.context,
+        pd,
+        addr,
+        length,
+        handle: 0,
+        lkey: soft.lkey(),
+        rkey: soft.rkey(),
+    };
     let lkey = soft.lkey();
     let w = Box::into_raw(Box::new(ShimMr { mr, soft }));
     MRS.insert(lkey, w);
     w as *mut ibv_mr
 }
 
-pub unsafe extern "C" fn shim_ibv_reg_mr(pd: *mut ibv_pd, addr: *mut c_void, length: usize, access: c_int) -> *mut ibv_mr {
+pub unsafe extern "C" fn shim_ibv_reg_mr(
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    access: c_int,
+) -> *mut ibv_mr {
     // SAFETY: the caller passes a live PD (or NULL, refused).
     unsafe { reg(pd, addr, length, addr as u64, access) }
 }
 
-pub unsafe extern "C" fn shim_ibv_reg_mr_iova(pd: *mut ibv_pd, addr: *mut c_void, length: usize, iova: u64, access: c_int) -> *mut ibv_mr {
+pub unsafe extern "C" fn shim_ibv_reg_mr_iova(
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_int,
+) -> *mut ibv_mr {
     // SAFETY: the caller passes a live PD (or NULL, refused).
     unsafe { reg(pd, addr, length, iova, access) }
 }
 
-pub unsafe extern "C" fn shim_ibv_reg_mr_iova2(pd: *mut ibv_pd, addr: *mut c_void, length: usize, iova: u64, access: c_uint) -> *mut ibv_mr {
+pub unsafe extern "C" fn shim_ibv_reg_mr_iova2(
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_uint,
+) -> *mut ibv_mr {
     // SAFETY: the caller passes a live PD (or NULL, refused).
     unsafe { reg(pd, addr, length, iova, access as c_int) }
 }
@@ -69,8 +100,16 @@ pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
 }
 
 /// `ibv_advise_mr`: prefetch the SGEs' ranges of their (ODP) MRs.
-pub unsafe extern "C" fn advise_mr_op(pd: *mut ibv_pd, advice: ib_uverbs_advise_mr_advice, flags: u32, sg: *mut ibv_sge, n: u32) -> c_int {
-    let Some(advice) = conv::advice_from_c(advice) else { return libc::EOPNOTSUPP };
+pub unsafe extern "C" fn advise_mr_op(
+    pd: *mut ibv_pd,
+    advice: ib_uverbs_advise_mr_advice,
+    flags: u32,
+    sg: *mut ibv_sge,
+    n: u32,
+) -> c_int {
+    let Some(advice) = conv::advice_from_c(advice) else {
+        return libc::EOPNOTSUPP;
+    };
     if sg.is_null() || n == 0 || flags & !IB_UVERBS_ADVISE_MR_FLAG_FLUSH != 0 {
         return libc::EINVAL;
     }
@@ -78,7 +117,9 @@ pub unsafe extern "C" fn advise_mr_op(pd: *mut ibv_pd, advice: ib_uverbs_advise_
     // SAFETY: the caller passes `n` SGEs.
     let sges = unsafe { std::slice::from_raw_parts(sg, n as usize) };
     for s in sges {
-        let Some(w) = MRS.get::<ShimMr>(s.lkey) else { return libc::EINVAL };
+        let Some(w) = MRS.get::<ShimMr>(s.lkey) else {
+            return libc::EINVAL;
+        };
         // SAFETY: registered MRs are live until ibv_dereg_mr removes them.
         let w = unsafe { &*w };
         if w.mr.pd != pd {

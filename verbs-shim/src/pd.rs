@@ -28,7 +28,13 @@ pub unsafe extern "C" fn shim_ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd
     }
     // SAFETY: live context.
     let soft = unsafe { ShimContext::from_c(ctx) }.dev.alloc_pd();
-    let w = Box::into_raw(Box::new(ShimPd { pd: ibv_pd { context: ctx, handle: 0 }, soft }));
+    let w = Box::into_raw(Box::new(ShimPd {
+        pd: ibv_pd {
+            context: ctx,
+            handle: 0,
+        },
+        soft,
+    }));
     w as *mut ibv_pd
 }
 

@@ -33,26 +33,59 @@ impl ShimQp {
 }
 
 fn cap_to_c(c: QpCap) -> ibv_qp_cap {
-    ibv_qp_cap { max_send_wr: c.max_send_wr, max_recv_wr: c.max_recv_wr, max_send_sge: c.max_send_sge, max_recv_sge: c.max_recv_sge, max_inline_data: c.max_inline_data }
+    ibv_qp_cap {
+        max_send_wr: c.max_send_wr,
+        max_recv_wr: c.max_recv_wr,
+        max_send_sge: c.max_send_sge,
+        max_recv_sge: c.max_recv_sge,
+        max_inline_data: c.max_inline_data,
+    }
 }
 
-pub unsafe extern "C" fn shim_ibv_create_qp(pd: *mut ibv_pd, init: *mut ibv_qp_init_attr) -> *mut ibv_qp {
+pub unsafe extern "C" fn shim_ibv_create_qp(
+    pd: *mut ibv_pd,
+    init: *mut ibv_qp_init_attr,
+) -> *mut ibv_qp {
     if pd.is_null() || init.is_null() {
         return fail_null(libc::EINVAL);
     }
     // SAFETY: the caller's init attributes.
     let ia = unsafe { &mut *init };
-    let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else { return fail_null(libc::EOPNOTSUPP) };
+    let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else {
+        return fail_null(libc::EOPNOTSUPP);
+    };
     if ia.send_cq.is_null() || ia.recv_cq.is_null() {
         return fail_null(libc::EINVAL);
     }
     // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
     let (p, send_cq, recv_cq, srq) = unsafe {
-        (ShimPd::from_c(pd), ShimCq::from_c(ia.send_cq).soft.clone(), ShimCq::from_c(ia.recv_cq).soft.clone(), if ia.srq.is_null() { None } else { Some(ShimSrq::from_c(ia.srq).soft.clone()) })
+        (
+            ShimPd::from_c(pd),
+            ShimCq::from_c(ia.send_cq).soft.clone(),
+            ShimCq::from_c(ia.recv_cq).soft.clone(),
+            if ia.srq.is_null() {
+                None
+            } else {
+                Some(ShimSrq::from_c(ia.srq).soft.clone())
+            },
+        )
     };
     let c = ia.cap;
-    let cap = QpCap { max_send_wr: c.max_send_wr, max_recv_wr: c.max_recv_wr, max_send_sge: c.max_send_sge, max_recv_sge: c.max_recv_sge, max_inline_data: c.max_inline_data };
-    let soft = match p.soft.create_qp(QpInitAttr { qp_type, send_cq, recv_cq, cap, sq_sig_all: ia.sq_sig_all != 0, srq }) {
+    let cap = QpCap {
+        max_send_wr: c.max_send_wr,
+        max_recv_wr: c.max_recv_wr,
+        max_send_sge: c.max_send_sge,
+        max_recv_sge: c.max_recv_sge,
+        max_inline_data: c.max_inline_data,
+    };
+    let soft = match p.soft.create_qp(QpInitAttr {
+        qp_type,
+        send_cq,
+        recv_cq,
+        cap,
+        sq_sig_all: ia.sq_sig_all != 0,
+        srq,
+    }) {
         Ok(q) => q,
         Err(e) => return fail_null(e.0),
     };
@@ -70,14 +103,21 @@ pub unsafe extern "C" fn shim_ibv_create_qp(pd: *mut ibv_pd, init: *mut ibv_qp_i
         ..Default::default()
     };
     let qpn = soft.qp_num();
-    let w = Box::into_raw(Box::new(ShimQp { qp, soft, shadow: Mutex::new((ibv_qp_attr::default(), *ia)) }));
+    let w = Box::into_raw(Box::new(ShimQp {
+        qp,
+        soft,
+        shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+    }));
     QPS.insert(qpn, w);
     w as *mut ibv_qp
 }
 
 /// `ibv_create_qp_ex` for what `ibv_create_qp` supports (PD, no create
 /// flags, no `send_ops_flags` — those need `ibv_qp_ex`, phase 2).
-pub unsafe extern "C" fn create_qp_ex_op(_ctx: *mut ibv_context, attr: *mut ibv_qp_init_attr_ex) -> *mut ibv_qp {
+pub unsafe extern "C" fn create_qp_ex_op(
+    _ctx: *mut ibv_context,
+    attr: *mut ibv_qp_init_attr_ex,
+) -> *mut ibv_qp {
     if attr.is_null() {
         return fail_null(libc::EINVAL);
     }
@@ -86,14 +126,26 @@ pub unsafe extern "C" fn create_qp_ex_op(_ctx: *mut ibv_context, attr: *mut ibv_
     if a.comp_mask != IBV_QP_INIT_ATTR_PD || a.create_flags != 0 {
         return fail_null(libc::EOPNOTSUPP);
     }
-    let mut init = ibv_qp_init_attr { qp_context: a.qp_context, send_cq: a.send_cq, recv_cq: a.recv_cq, srq: a.srq, cap: a.cap, qp_type: a.qp_type, sq_sig_all: a.sq_sig_all };
+    let mut init = ibv_qp_init_attr {
+        qp_context: a.qp_context,
+        send_cq: a.send_cq,
+        recv_cq: a.recv_cq,
+        srq: a.srq,
+        cap: a.cap,
+        qp_type: a.qp_type,
+        sq_sig_all: a.sq_sig_all,
+    };
     // SAFETY: forwards the caller's PD.
     let qp = unsafe { shim_ibv_create_qp(a.pd, &mut init) };
     a.cap = init.cap;
     qp
 }
 
-pub unsafe extern "C" fn shim_ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, mask: c_int) -> c_int {
+pub unsafe extern "C" fn shim_ibv_modify_qp(
+    qp: *mut ibv_qp,
+    attr: *mut ibv_qp_attr,
+    mask: c_int,
+) -> c_int {
     if qp.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
@@ -106,7 +158,11 @@ pub unsafe extern "C" fn shim_ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_a
     if let Err(e) = w.soft.modify(&sa) {
         return e.0;
     }
-    conv::merge_qp_attr(&mut w.shadow.lock().unwrap_or_else(|e| e.into_inner()).0, a, mask);
+    conv::merge_qp_attr(
+        &mut w.shadow.lock().unwrap_or_else(|e| e.into_inner()).0,
+        a,
+        mask,
+    );
     if mask as c_uint & IBV_QP_STATE != 0 {
         // SAFETY: the library owns `state` (the real one writes it here too).
         unsafe { (*qp).state = a.qp_state };
@@ -114,7 +170,12 @@ pub unsafe extern "C" fn shim_ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_a
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_query_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, _mask: c_int, init: *mut ibv_qp_init_attr) -> c_int {
+pub unsafe extern "C" fn shim_ibv_query_qp(
+    qp: *mut ibv_qp,
+    attr: *mut ibv_qp_attr,
+    _mask: c_int,
+    init: *mut ibv_qp_init_attr,
+) -> c_int {
     if qp.is_null() || attr.is_null() || init.is_null() {
         return libc::EINVAL;
     }
@@ -160,10 +221,17 @@ unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Result<Vec<sv::Sge>, i32> {
         return Ok(Vec::new());
     }
     // SAFETY: (caller) `sg` holds `n` entries.
-    Ok(unsafe { std::slice::from_raw_parts(sg, n as usize) }.iter().map(conv::sge_from_c).collect())
+    Ok(unsafe { std::slice::from_raw_parts(sg, n as usize) }
+        .iter()
+        .map(conv::sge_from_c)
+        .collect())
 }
 
-pub unsafe extern "C" fn post_send_op(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *mut *mut ibv_send_wr) -> c_int {
+pub unsafe extern "C" fn post_send_op(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_send_wr,
+    bad: *mut *mut ibv_send_wr,
+) -> c_int {
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     let mut ptrs = Vec::new();
@@ -204,11 +272,21 @@ pub unsafe extern "C" fn post_send_op(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad
             }
             // SAFETY: a live AH from ibv_create_ah.
             let ah = unsafe { ShimAh::from_c(u.ah) }.soft;
-            Some(sv::UdDest { ah, remote_qpn: u.remote_qpn, remote_qkey: u.remote_qkey })
+            Some(sv::UdDest {
+                ah,
+                remote_qpn: u.remote_qpn,
+                remote_qkey: u.remote_qkey,
+            })
         } else {
             None
         };
-        wrs.push(sv::SendWr { wr_id: c.wr_id, sg_list: &lists[i], op, flags: conv::send_flags_from_c(c.send_flags), ud });
+        wrs.push(sv::SendWr {
+            wr_id: c.wr_id,
+            sg_list: &lists[i],
+            op,
+            flags: conv::send_flags_from_c(c.send_flags),
+            ud,
+        });
     }
     let first_bad = wrs.len();
     let r = match w.soft.post_send(&wrs) {
@@ -226,7 +304,11 @@ pub unsafe extern "C" fn post_send_op(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad
     r.1
 }
 
-pub unsafe extern "C" fn post_recv_op(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad: *mut *mut ibv_recv_wr) -> c_int {
+pub unsafe extern "C" fn post_recv_op(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_recv_wr,
+    bad: *mut *mut ibv_recv_wr,
+) -> c_int {
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     // SAFETY: the caller's WR chain.
@@ -247,7 +329,10 @@ pub unsafe extern "C" fn post_recv_op(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad
 ///
 /// # Safety
 /// `wr` must be a valid chain of receive WRs.
-pub unsafe fn post_recv_chain(wr: *mut ibv_recv_wr, post: impl FnOnce(&[sv::RecvWr<'_>]) -> Result<(), (usize, sv::Errno)>) -> Result<(), (*mut ibv_recv_wr, i32)> {
+pub unsafe fn post_recv_chain(
+    wr: *mut ibv_recv_wr,
+    post: impl FnOnce(&[sv::RecvWr<'_>]) -> Result<(), (usize, sv::Errno)>,
+) -> Result<(), (*mut ibv_recv_wr, i32)> {
     let mut ptrs = Vec::new();
     let mut lists = Vec::new();
     let mut err = None;
@@ -267,7 +352,14 @@ pub unsafe fn post_recv_chain(wr: *mut ibv_recv_wr, post: impl FnOnce(&[sv::Recv
         p = c.next;
     }
     // SAFETY: (caller) as above.
-    let wrs: Vec<sv::RecvWr<'_>> = ptrs.iter().zip(&lists).map(|(&p, l)| sv::RecvWr { wr_id: unsafe { (*p).wr_id }, sg_list: l }).collect();
+    let wrs: Vec<sv::RecvWr<'_>> = ptrs
+        .iter()
+        .zip(&lists)
+        .map(|(&p, l)| sv::RecvWr {
+            wr_id: unsafe { (*p).wr_id },
+            sg_list: l,
+        })
+        .collect();
     post(&wrs).map_err(|(i, e)| (ptrs[i], e.0))?;
     match err {
         None => Ok(()),
@@ -285,7 +377,9 @@ pub unsafe fn ack_event(qp: *mut ibv_qp) {
         let m = &mut (*qp).mutex as *mut pthread_mutex_t as *mut libc::pthread_mutex_t;
         libc::pthread_mutex_lock(m);
         (*qp).events_completed = (*qp).events_completed.wrapping_add(1);
-        libc::pthread_cond_signal(&mut (*qp).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t);
+        libc::pthread_cond_signal(
+            &mut (*qp).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t,
+        );
         libc::pthread_mutex_unlock(m);
     }
 }

@@ -11,7 +11,11 @@ impl Registry {
         Registry(Mutex::new(None))
     }
     pub fn insert<T>(&self, k: u32, p: *mut T) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(k, p as usize);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(k, p as usize);
     }
     pub fn remove(&self, k: u32) {
         if let Some(m) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -19,7 +23,12 @@ impl Registry {
         }
     }
     pub fn get<T>(&self, k: u32) -> Option<*mut T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.get(&k).map(|&p| p as *mut T)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?
+            .get(&k)
+            .map(|&p| p as *mut T)
     }
 }
 

@@ -26,7 +26,10 @@ impl ShimSrq {
     }
 }
 
-pub unsafe extern "C" fn shim_ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq_init_attr) -> *mut ibv_srq {
+pub unsafe extern "C" fn shim_ibv_create_srq(
+    pd: *mut ibv_pd,
+    init: *mut ibv_srq_init_attr,
+) -> *mut ibv_srq {
     if pd.is_null() || init.is_null() {
         return fail_null(libc::EINVAL);
     }
@@ -38,14 +41,27 @@ pub unsafe extern "C" fn shim_ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq
         Err(e) => return fail_null(e.0),
     };
     ia.attr.max_sge = a.max_sge.max(1);
-    let srq = ibv_srq { context: p.pd.context, srq_context: ia.srq_context, pd, ..Default::default() };
+    let srq = ibv_srq {
+        context: p.pd.context,
+        srq_context: ia.srq_context,
+        pd,
+        ..Default::default()
+    };
     let id = soft.id();
-    let w = Box::into_raw(Box::new(ShimSrq { srq, soft, attr: Mutex::new(ia.attr) }));
+    let w = Box::into_raw(Box::new(ShimSrq {
+        srq,
+        soft,
+        attr: Mutex::new(ia.attr),
+    }));
     SRQS.insert(id, w);
     w as *mut ibv_srq
 }
 
-pub unsafe extern "C" fn shim_ibv_modify_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr, mask: c_int) -> c_int {
+pub unsafe extern "C" fn shim_ibv_modify_srq(
+    srq: *mut ibv_srq,
+    attr: *mut ibv_srq_attr,
+    mask: c_int,
+) -> c_int {
     if srq.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
@@ -69,7 +85,12 @@ pub unsafe extern "C" fn shim_ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_sr
         return libc::EINVAL;
     }
     // SAFETY: live SRQ; the caller's output struct.
-    unsafe { *attr = *ShimSrq::from_c(srq).attr.lock().unwrap_or_else(|e| e.into_inner()) };
+    unsafe {
+        *attr = *ShimSrq::from_c(srq)
+            .attr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    };
     0
 }
 
@@ -83,7 +104,11 @@ pub unsafe extern "C" fn shim_ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     0
 }
 
-pub unsafe extern "C" fn post_srq_recv_op(srq: *mut ibv_srq, wr: *mut ibv_recv_wr, bad: *mut *mut ibv_recv_wr) -> c_int {
+pub unsafe extern "C" fn post_srq_recv_op(
+    srq: *mut ibv_srq,
+    wr: *mut ibv_recv_wr,
+    bad: *mut *mut ibv_recv_wr,
+) -> c_int {
     // SAFETY: live SRQ.
     let w = unsafe { ShimSrq::from_c(srq) };
     // SAFETY: the caller's WR chain.
@@ -109,7 +134,9 @@ pub unsafe fn ack_event(srq: *mut ibv_srq) {
         let m = &mut (*srq).mutex as *mut pthread_mutex_t as *mut libc::pthread_mutex_t;
         libc::pthread_mutex_lock(m);
         (*srq).events_completed = (*srq).events_completed.wrapping_add(1);
-        libc::pthread_cond_signal(&mut (*srq).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t);
+        libc::pthread_cond_signal(
+            &mut (*srq).cond as *mut pthread_cond_t as *mut libc::pthread_cond_t,
+        );
         libc::pthread_mutex_unlock(m);
     }
 }

@@ -9,11 +9,30 @@ macro_rules! cstrs {
 }
 
 fn pick(table: &'static [&'static str], i: u32) -> *const c_char {
-    table.get(i as usize).copied().unwrap_or("unknown\0").as_ptr() as *const c_char
+    table
+        .get(i as usize)
+        .copied()
+        .unwrap_or("unknown\0")
+        .as_ptr() as *const c_char
 }
 
-static NODE_TYPES: [&str; 7] = cstrs!["InfiniBand channel adapter", "InfiniBand switch", "InfiniBand router", "iWARP NIC", "usNIC", "usNIC UDP", "unspecified"];
-static PORT_STATES: [&str; 6] = cstrs!["no state change (NOP)", "down", "init", "armed", "active", "active defer"];
+static NODE_TYPES: [&str; 7] = cstrs![
+    "InfiniBand channel adapter",
+    "InfiniBand switch",
+    "InfiniBand router",
+    "iWARP NIC",
+    "usNIC",
+    "usNIC UDP",
+    "unspecified"
+];
+static PORT_STATES: [&str; 6] = cstrs![
+    "no state change (NOP)",
+    "down",
+    "init",
+    "armed",
+    "active",
+    "active defer"
+];
 static EVENT_TYPES: [&str; 20] = cstrs![
     "CQ error",
     "local work queue catastrophic error",
@@ -113,7 +132,10 @@ pub extern "C" fn shim_ibv_rate_to_mult(rate: ibv_rate) -> c_int {
 }
 
 pub extern "C" fn shim_mult_to_ibv_rate(mult: c_int) -> ibv_rate {
-    RATES.iter().find(|r| r.1 == mult && mult > 0).map_or(IBV_RATE_MAX, |r| r.0)
+    RATES
+        .iter()
+        .find(|r| r.1 == mult && mult > 0)
+        .map_or(IBV_RATE_MAX, |r| r.0)
 }
 
 pub extern "C" fn shim_ibv_rate_to_mbps(rate: ibv_rate) -> c_int {
@@ -121,5 +143,8 @@ pub extern "C" fn shim_ibv_rate_to_mbps(rate: ibv_rate) -> c_int {
 }
 
 pub extern "C" fn shim_mbps_to_ibv_rate(mbps: c_int) -> ibv_rate {
-    RATES.iter().find(|r| r.2 == mbps).map_or(IBV_RATE_MAX, |r| r.0)
+    RATES
+        .iter()
+        .find(|r| r.2 == mbps)
+        .map_or(IBV_RATE_MAX, |r| r.0)
 }

@@ -139,7 +139,12 @@ pub extern "C" fn shim___ioctl_final_num_attrs(num_attrs: c_uint, _link: *mut c_
 }
 
 /// No sysfs: every file is missing.
-pub extern "C" fn shim_ibv_read_sysfs_file(_dir: *const c_char, _file: *const c_char, _buf: *mut c_char, _size: usize) -> c_int {
+pub extern "C" fn shim_ibv_read_sysfs_file(
+    _dir: *const c_char,
+    _file: *const c_char,
+    _buf: *mut c_char,
+    _size: usize,
+) -> c_int {
     set_errno(libc::ENOENT);
     -1
 }

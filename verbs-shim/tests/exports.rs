@@ -6,13 +6,25 @@ use std::process::Command;
 
 fn exports_of(lib: &std::path::Path) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/gen-exports.sh");
-    let out = Command::new("sh").arg(script).arg(lib).output().expect("run tools/gen-exports.sh (needs objdump)");
-    assert!(out.status.success(), "gen-exports.sh {}: {}", lib.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(lib)
+        .output()
+        .expect("run tools/gen-exports.sh (needs objdump)");
+    assert!(
+        out.status.success(),
+        "gen-exports.sh {}: {}",
+        lib.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn diff(a: &str, b: &str) -> String {
-    let (sa, sb): (std::collections::BTreeSet<&str>, std::collections::BTreeSet<&str>) = (a.lines().collect(), b.lines().collect());
+    let (sa, sb): (
+        std::collections::BTreeSet<&str>,
+        std::collections::BTreeSet<&str>,
+    ) = (a.lines().collect(), b.lines().collect());
     let mut d = String::new();
     for l in sa.difference(&sb) {
         d += &format!("  only in the first:  {l}\n");
@@ -25,28 +37,60 @@ fn diff(a: &str, b: &str) -> String {
 
 #[test]
 fn committed_list_matches_the_installed_library() {
-    assert!(std::path::Path::new(common::SYSTEM_LIB).exists(), "{} missing: install libibverbs1 (scripts/test.sh does)", common::SYSTEM_LIB);
+    assert!(
+        std::path::Path::new(common::SYSTEM_LIB).exists(),
+        "{} missing: install libibverbs1 (scripts/test.sh does)",
+        common::SYSTEM_LIB
+    );
     let installed = exports_of(common::SYSTEM_LIB.as_ref());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exports.txt")).unwrap();
-    assert_eq!(installed.lines().count(), 146, "the installed library changed: regenerate src/exports.txt");
-    assert!(installed == committed, "installed vs src/exports.txt (regenerate with tools/gen-exports.sh):\n{}", diff(&installed, &committed));
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exports.txt")).unwrap();
+    assert_eq!(
+        installed.lines().count(),
+        146,
+        "the installed library changed: regenerate src/exports.txt"
+    );
+    assert!(
+        installed == committed,
+        "installed vs src/exports.txt (regenerate with tools/gen-exports.sh):\n{}",
+        diff(&installed, &committed)
+    );
 }
 
 #[test]
 fn our_library_exports_exactly_the_installed_symbols() {
     let ours = exports_of(&common::shim_lib());
     let installed = exports_of(common::SYSTEM_LIB.as_ref());
-    assert!(ours == installed, "ours vs installed:\n{}", diff(&ours, &installed));
+    assert!(
+        ours == installed,
+        "ours vs installed:\n{}",
+        diff(&ours, &installed)
+    );
     // And nothing else: no Rust symbols, no unversioned ones.
-    let t = Command::new("objdump").arg("-T").arg(common::shim_lib()).output().unwrap();
+    let t = Command::new("objdump")
+        .arg("-T")
+        .arg(common::shim_lib())
+        .output()
+        .unwrap();
     let t = String::from_utf8_lossy(&t.stdout).into_owned();
-    let extra: Vec<&str> = t.lines().filter(|l| l.contains(" g ") && !l.contains("*UND*") && !l.contains("IBVERBS_")).collect();
+    let extra: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains(" g ") && !l.contains("*UND*") && !l.contains("IBVERBS_"))
+        .collect();
     assert!(extra.is_empty(), "unexpected exports: {extra:#?}");
 }
 
 #[test]
 fn soname_is_libibverbs_so_1() {
-    let p = Command::new("objdump").arg("-p").arg(common::shim_lib()).output().unwrap();
+    let p = Command::new("objdump")
+        .arg("-p")
+        .arg(common::shim_lib())
+        .output()
+        .unwrap();
     let p = String::from_utf8_lossy(&p.stdout).into_owned();
-    assert!(p.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["SONAME", "libibverbs.so.1"]), "{p}");
+    assert!(
+        p.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["SONAME", "libibverbs.so.1"]),
+        "{p}"
+    );
 }

@@ -4,6 +4,7 @@
 //! bindings here.
 
 #[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[rustfmt::skip]
 #[path = "../src/ffi/bindings.rs"]
 mod bindings;
 use bindings::*;
@@ -63,17 +64,43 @@ fn bindings_match_the_c_headers() {
     let exe = dir.join("layout");
     std::fs::write(&src, format!("#include <stddef.h>\n#include <stdio.h>\n#include <infiniband/verbs.h>\nint main(void) {{\n{body}  return 0;\n}}\n")).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = std::process::Command::new(&cc).arg("-o").arg(&exe).arg(&src).status().expect("run cc");
-    assert!(st.success(), "{cc} failed on {} (needs libibverbs-dev)", src.display());
+    let st = std::process::Command::new(&cc)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(
+        st.success(),
+        "{cc} failed on {} (needs libibverbs-dev)",
+        src.display()
+    );
     let out = std::process::Command::new(&exe).output().unwrap();
-    let c: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    let c: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     let r: Vec<String> = rust.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = std::fs::remove_dir_all(&dir);
-    let bad: Vec<String> = c.iter().zip(&r).filter(|(a, b)| a != b).map(|(a, b)| format!("C: {a}  Rust: {b}")).collect();
+    let bad: Vec<String> = c
+        .iter()
+        .zip(&r)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("C: {a}  Rust: {b}"))
+        .collect();
     assert_eq!(c.len(), r.len());
     assert!(bad.is_empty(), "layout differences:\n{}", bad.join("\n"));
     // The figures verbs-abi.md records, as a guard on the comparison itself.
-    for (k, v) in [("sizeof ibv_context", 328), ("sizeof verbs_context", 648), ("offsetof verbs_context.context", 320), ("offsetof verbs_context.sz", 312), ("sizeof ibv_qp_ex", 352), ("sizeof ibv_cq_ex", 288), ("sizeof ibv_port_attr", 52)] {
+    for (k, v) in [
+        ("sizeof ibv_context", 328),
+        ("sizeof verbs_context", 648),
+        ("offsetof verbs_context.context", 320),
+        ("offsetof verbs_context.sz", 312),
+        ("sizeof ibv_qp_ex", 352),
+        ("sizeof ibv_cq_ex", 288),
+        ("sizeof ibv_port_attr", 52),
+    ] {
         assert!(r.contains(&format!("{k} {v}")), "{k} is not {v}");
     }
 }

@@ -14,15 +14,32 @@ fn assert_has(out: &str, what: &[&str]) {
 #[test]
 fn ibv_devices_lists_softrdma0() {
     let out = run_ok("ibv_devices", &[]);
-    let line = out.lines().find(|l| l.contains("softrdma0")).unwrap_or_else(|| panic!("no softrdma0:\n{out}"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("softrdma0"))
+        .unwrap_or_else(|| panic!("no softrdma0:\n{out}"));
     let guid = line.split_whitespace().nth(1).expect("a GUID column");
-    assert!(guid.len() == 16 && guid.chars().all(|c| c.is_ascii_hexdigit()), "GUID {guid:?}");
+    assert!(
+        guid.len() == 16 && guid.chars().all(|c| c.is_ascii_hexdigit()),
+        "GUID {guid:?}"
+    );
 }
 
 #[test]
 fn ibv_devinfo() {
     let out = run_ok("ibv_devinfo", &[]);
-    assert_has(&out, &["hca_id:\tsoftrdma0", "transport:\t\t\tInfiniBand (0)", "fw_ver:\t\t\t\t0.1.0", "phys_port_cnt:\t\t\t1", "state:\t\t\tPORT_ACTIVE (4)", "active_mtu:\t\t4096 (5)", "link_layer:\t\tEthernet"]);
+    assert_has(
+        &out,
+        &[
+            "hca_id:\tsoftrdma0",
+            "transport:\t\t\tInfiniBand (0)",
+            "fw_ver:\t\t\t\t0.1.0",
+            "phys_port_cnt:\t\t\t1",
+            "state:\t\t\tPORT_ACTIVE (4)",
+            "active_mtu:\t\t4096 (5)",
+            "link_layer:\t\tEthernet",
+        ],
+    );
 }
 
 #[test]
@@ -53,7 +70,17 @@ fn pingpong(prog: &str, port: u16, extra: &[&str]) {
     args.extend_from_slice(extra);
     let (s, c) = pair(prog, port, &args, &args);
     for out in [&s, &c] {
-        assert_has(out, &["local address:", "remote address:", "GID ::ffff:127.", " bytes in ", " seconds = ", "1000 iters in "]);
+        assert_has(
+            out,
+            &[
+                "local address:",
+                "remote address:",
+                "GID ::ffff:127.",
+                " bytes in ",
+                " seconds = ",
+                "1000 iters in ",
+            ],
+        );
     }
 }
 
@@ -107,9 +134,25 @@ fn ib_write_bw() {
     let args = ["-d", "softrdma0", "-x", "1", "-n", "1000"];
     let (s, c) = pair("ib_write_bw", 18710, &args, &args);
     for out in [&s, &c] {
-        assert_has(out, &["RDMA_Write BW Test", "Device         : softrdma0", "Link type       : Ethernet", "GID index       : 1", "BW average[MB/sec]"]);
-        let row = out.lines().find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["65536", "1000"]).unwrap_or_else(|| panic!("no result row:\n{out}"));
-        let avg: f64 = row.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("row {row:?}"));
+        assert_has(
+            out,
+            &[
+                "RDMA_Write BW Test",
+                "Device         : softrdma0",
+                "Link type       : Ethernet",
+                "GID index       : 1",
+                "BW average[MB/sec]",
+            ],
+        );
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["65536", "1000"])
+            .unwrap_or_else(|| panic!("no result row:\n{out}"));
+        let avg: f64 = row
+            .split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("row {row:?}"));
         assert!(avg > 0.0, "average bandwidth {avg} in {row:?}");
     }
 }
@@ -120,13 +163,24 @@ fn perftest(prog: &str, port: u16, extra: &[&str], bytes: &str, iters: &str) {
     let mut args = vec!["-d", "softrdma0", "-x", "1"];
     args.extend_from_slice(extra);
     let (s, c) = pair(prog, port, &args, &args);
-    let row = c.lines().find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == [bytes, iters]);
-    assert!(row.is_some(), "no result row in the client's output:\n{c}\n--- server:\n{s}");
+    let row = c
+        .lines()
+        .find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == [bytes, iters]);
+    assert!(
+        row.is_some(),
+        "no result row in the client's output:\n{c}\n--- server:\n{s}"
+    );
 }
 
 #[test]
 fn ib_write_bw_odp() {
-    perftest("ib_write_bw", 18711, &["--odp", "-n", "500"], "65536", "500");
+    perftest(
+        "ib_write_bw",
+        18711,
+        &["--odp", "-n", "500"],
+        "65536",
+        "500",
+    );
 }
 
 #[test]
@@ -136,12 +190,24 @@ fn ib_read_bw() {
 
 #[test]
 fn ib_send_bw_ud() {
-    perftest("ib_send_bw", 18713, &["-c", "UD", "-n", "500"], "4096", "500");
+    perftest(
+        "ib_send_bw",
+        18713,
+        &["-c", "UD", "-n", "500"],
+        "4096",
+        "500",
+    );
 }
 
 #[test]
 fn ib_write_lat() {
-    perftest("ib_write_lat", 18714, &["-s", "2", "-n", "1000"], "2", "1000");
+    perftest(
+        "ib_write_lat",
+        18714,
+        &["-s", "2", "-n", "1000"],
+        "2",
+        "1000",
+    );
 }
 
 #[test]

@@ -103,7 +103,10 @@ impl Invalidation<'_> {
     }
     /// The part of the invalidated range that lies inside this interval.
     pub fn clamped(&self) -> (u64, u64) {
-        (self.range.start.max(self.interval.start), self.range.end.min(self.interval.end))
+        (
+            self.range.start.max(self.interval.start),
+            self.range.end.min(self.interval.end),
+        )
     }
     /// Record the invalidation for `read_retry`. Must be called under the same
     /// user lock the reader holds in `read_retry` (hence the guard argument).
@@ -184,7 +187,13 @@ impl Notifiers {
     pub fn new() -> Self {
         Notifiers {
             seq: AtomicU64::new(2),
-            locked: Mutex::new(Locked { tree: Tree::default(), active: 0, deferred: Vec::new(), released: false, waiters: 0 }),
+            locked: Mutex::new(Locked {
+                tree: Tree::default(),
+                active: 0,
+                deferred: Vec::new(),
+                released: false,
+                waiters: 0,
+            }),
             wq: Condvar::new(),
         }
     }
@@ -209,35 +218,64 @@ impl Notifiers {
     /// invalidation is running the interval may be parked on the deferred list
     /// with a sequence that makes `read_begin` wait for that invalidation's
     /// end: callers must use the `read_begin` flow before trusting anything.
-    pub fn insert(self: &Arc<Self>, start: u64, len: u64, ops: Arc<dyn Invalidate>) -> Result<IntervalNotifier, InsertError> {
-        let end = start.checked_add(len).filter(|_| len > 0).ok_or(InsertError::BadRange)?;
+    pub fn insert(
+        self: &Arc<Self>,
+        start: u64,
+        len: u64,
+        ops: Arc<dyn Invalidate>,
+    ) -> Result<IntervalNotifier, InsertError> {
+        let end = start
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(InsertError::BadRange)?;
         let mut l = sync::lock(&self.locked);
-        assert!(!l.released, "insert after release: callers must hold an MmGet");
+        assert!(
+            !l.released,
+            "insert after release: callers must hold an MmGet"
+        );
         let seq = self.seq.load(Ordering::Relaxed);
         let iv = if l.active > 0 {
             if seq & 1 == 1 {
                 // Fully excluded: the tree may not change; read_begin on this
                 // interval blocks until the invalidation ends.
-                let iv = Arc::new(Interval { start, end, seq: AtomicU64::new(seq), ops });
+                let iv = Arc::new(Interval {
+                    start,
+                    end,
+                    seq: AtomicU64::new(seq),
+                    ops,
+                });
                 l.deferred.push(Deferred::Insert(iv.clone()));
                 iv
             } else {
                 // Partially excluded: treat the running invalidation as covering
                 // the new interval, so its end advances seq and wakes readers.
                 self.seq.store(seq | 1, Ordering::Release);
-                let iv = Arc::new(Interval { start, end, seq: AtomicU64::new(seq | 1), ops });
+                let iv = Arc::new(Interval {
+                    start,
+                    end,
+                    seq: AtomicU64::new(seq | 1),
+                    ops,
+                });
                 l.tree.insert(iv.clone());
                 iv
             }
         } else {
             debug_assert!(seq & 1 == 0);
             // Odd, and never equal to the current global seq.
-            let iv = Arc::new(Interval { start, end, seq: AtomicU64::new(seq - 1), ops });
+            let iv = Arc::new(Interval {
+                start,
+                end,
+                seq: AtomicU64::new(seq - 1),
+                ops,
+            });
             l.tree.insert(iv.clone());
             iv
         };
         drop(l);
-        Ok(IntervalNotifier { notifiers: self.clone(), interval: Some(iv) })
+        Ok(IntervalNotifier {
+            notifiers: self.clone(),
+            interval: Some(iv),
+        })
     }
 
     /// Start of `read_begin`: returns the interval's seq, first sleeping until
@@ -274,7 +312,10 @@ impl Notifiers {
 
     /// Start an invalidation; it stays active (and readers of the intervals it
     /// hit block in `read_begin`) until the returned token is dropped.
-    pub fn begin_invalidate(&self, range: InvalidateRange) -> Result<ActiveInvalidation<'_>, Again> {
+    pub fn begin_invalidate(
+        &self,
+        range: InvalidateRange,
+    ) -> Result<ActiveInvalidation<'_>, Again> {
         self.invalidate_start(range)?;
         Ok(ActiveInvalidation { notifiers: self })
     }
@@ -284,7 +325,8 @@ impl Notifiers {
             let mut l = sync::lock(&self.locked);
             l.active += 1;
             let mut hits = Vec::new();
-            l.tree.for_each_overlap(range.start, range.end, |iv| hits.push(iv.clone()));
+            l.tree
+                .for_each_overlap(range.start, range.end, |iv| hits.push(iv.clone()));
             let mut seq = self.seq.load(Ordering::Relaxed);
             if !hits.is_empty() && seq & 1 == 0 {
                 seq |= 1;
@@ -295,7 +337,11 @@ impl Notifiers {
         // The tree cannot change while seq is odd, so iterating a snapshot
         // without the lock sees exactly the intervals the kernel would.
         for iv in &hits {
-            let inv = Invalidation { interval: iv, range: &range, cur_seq };
+            let inv = Invalidation {
+                interval: iv,
+                range: &range,
+                cur_seq,
+            };
             if iv.ops.invalidate(inv).is_err() {
                 // try_refuse only yields Refused when !blockable.
                 self.invalidate_end();
@@ -335,7 +381,12 @@ impl Notifiers {
     /// blockable, with [`Event::Release`]; later inserts are refused.
     pub fn release(&self) {
         sync::lock(&self.locked).released = true;
-        let all = InvalidateRange { start: 0, end: u64::MAX, event: Event::Release, blockable: true };
+        let all = InvalidateRange {
+            start: 0,
+            end: u64::MAX,
+            event: Event::Release,
+            blockable: true,
+        };
         let _ = self.invalidate(all);
     }
 
@@ -345,7 +396,11 @@ impl Notifiers {
         let mut l = sync::lock(&self.locked);
         let seq = self.seq.load(Ordering::Relaxed);
         if seq & 1 == 1 {
-            if let Some(pos) = l.deferred.iter().position(|d| matches!(d, Deferred::Insert(x) if Arc::ptr_eq(x, iv))) {
+            if let Some(pos) = l
+                .deferred
+                .iter()
+                .position(|d| matches!(d, Deferred::Insert(x) if Arc::ptr_eq(x, iv)))
+            {
                 // Never reached the tree: no callback can have seen it.
                 l.deferred.swap_remove(pos);
                 return;

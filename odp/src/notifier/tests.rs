@@ -42,7 +42,12 @@ impl Invalidate for Sub {
 }
 
 fn range(start: u64, end: u64) -> InvalidateRange {
-    InvalidateRange { start, end, event: Event::Explicit, blockable: true }
+    InvalidateRange {
+        start,
+        end,
+        event: Event::Explicit,
+        blockable: true,
+    }
 }
 
 fn setup() -> (Arc<Notifiers>, Arc<Sub>) {
@@ -66,7 +71,10 @@ fn seq_is_even_when_idle_and_odd_during_an_overlapping_invalidation() {
         assert_eq!(n.seq(), before);
     }
     assert_eq!(n.seq(), before);
-    assert_eq!(*sub.user_lock.lock().unwrap(), vec![(0x1800, 0x1900, Event::Explicit)]);
+    assert_eq!(
+        *sub.user_lock.lock().unwrap(),
+        vec![(0x1800, 0x1900, Event::Explicit)]
+    );
 }
 
 #[test]
@@ -78,9 +86,18 @@ fn callbacks_see_only_overlaps_clamped_to_their_interval() {
     let _ib = n.insert(0x1000, 0x1000, b.clone()).unwrap(); // same range as a
     let _ic = n.insert(0x3000, 0x1000, c.clone()).unwrap();
     n.invalidate(range(0x1fff, 0x3001)).unwrap();
-    assert_eq!(*a.user_lock.lock().unwrap(), vec![(0x1fff, 0x2000, Event::Explicit)]);
-    assert_eq!(*b.user_lock.lock().unwrap(), vec![(0x1fff, 0x2000, Event::Explicit)]);
-    assert_eq!(*c.user_lock.lock().unwrap(), vec![(0x3000, 0x3001, Event::Explicit)]);
+    assert_eq!(
+        *a.user_lock.lock().unwrap(),
+        vec![(0x1fff, 0x2000, Event::Explicit)]
+    );
+    assert_eq!(
+        *b.user_lock.lock().unwrap(),
+        vec![(0x1fff, 0x2000, Event::Explicit)]
+    );
+    assert_eq!(
+        *c.user_lock.lock().unwrap(),
+        vec![(0x3000, 0x3001, Event::Explicit)]
+    );
     // Half-open: touching the end does not overlap.
     n.invalidate(range(0x2000, 0x3000)).unwrap();
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
@@ -95,7 +112,10 @@ fn read_retry_detects_an_invalidation_that_started_and_ended_in_between() {
     assert!(!iv.check_retry(seq));
     n.invalidate(range(0, 0x1000)).unwrap();
     let g = sub.user_lock.lock().unwrap();
-    assert!(iv.read_retry(&g, seq), "a complete invalidation in between must force a retry");
+    assert!(
+        iv.read_retry(&g, seq),
+        "a complete invalidation in between must force a retry"
+    );
     drop(g);
     let seq2 = iv.read_begin();
     let g = sub.user_lock.lock().unwrap();
@@ -122,10 +142,15 @@ fn read_begin_blocks_while_its_interval_is_being_invalidated() {
         let s = iv2.read_begin();
         tx.send(s).unwrap();
     });
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "read_begin returned during the invalidation");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "read_begin returned during the invalidation"
+    );
     let odd = n.seq();
     drop(active);
-    let s = rx.recv_timeout(Duration::from_secs(10)).expect("read_begin woke after the end");
+    let s = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("read_begin woke after the end");
     assert_eq!(s, odd, "returns the interval's seq, no loop");
     t.join().unwrap();
 }
@@ -150,7 +175,10 @@ fn insert_during_a_fully_excluding_invalidation_is_deferred_and_read_begin_waits
     assert_eq!(n.seq() % 2, 1);
     let b = Arc::new(Sub::default());
     let ib = Arc::new(n.insert(0x8000, 0x1000, b.clone()).unwrap());
-    assert!(!n.contains(ib.interval.as_ref().unwrap()), "deferred: not in the tree yet");
+    assert!(
+        !n.contains(ib.interval.as_ref().unwrap()),
+        "deferred: not in the tree yet"
+    );
     assert_eq!(n.len(), 1);
     // read_begin on the deferred node blocks until the invalidation ends.
     let (tx, rx) = mpsc::channel();
@@ -158,9 +186,13 @@ fn insert_during_a_fully_excluding_invalidation_is_deferred_and_read_begin_waits
     let t = thread::spawn(move || tx.send(ib2.read_begin()).unwrap());
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     drop(active);
-    rx.recv_timeout(Duration::from_secs(10)).expect("woken at the end");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("woken at the end");
     t.join().unwrap();
-    assert!(n.contains(ib.interval.as_ref().unwrap()), "applied from the deferred list");
+    assert!(
+        n.contains(ib.interval.as_ref().unwrap()),
+        "applied from the deferred list"
+    );
     n.invalidate(range(0x8000, 0x8001)).unwrap();
     assert_eq!(b.calls.load(Ordering::SeqCst), 1);
 }
@@ -173,7 +205,11 @@ fn insert_during_a_partially_excluding_invalidation_goes_in_now_and_makes_seq_od
     let b = Arc::new(Sub::default());
     let ib = n.insert(0x8000, 0x1000, b).unwrap();
     assert!(n.contains(ib.interval.as_ref().unwrap()));
-    assert_eq!(n.seq() % 2, 1, "the running invalidation now covers the new interval");
+    assert_eq!(
+        n.seq() % 2,
+        1,
+        "the running invalidation now covers the new interval"
+    );
     drop(active);
     assert_eq!(n.seq() % 2, 0);
     let _ = ib.read_begin();
@@ -208,27 +244,44 @@ fn remove_waits_for_a_running_callback_and_none_runs_after_it_returns() {
         iv.remove();
         done_tx.send(()).unwrap();
     });
-    assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err(), "remove returned while its callback ran");
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "remove returned while its callback ran"
+    );
     release_tx.send(()).unwrap();
-    done_rx.recv_timeout(Duration::from_secs(10)).expect("remove returns after the invalidation ends");
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("remove returns after the invalidation ends");
     remover.join().unwrap();
     inval.join().unwrap();
     assert_eq!(n.len(), 0);
     let calls = sub.calls.load(Ordering::SeqCst);
     n.invalidate(range(0, 0x1000)).unwrap();
-    assert_eq!(sub.calls.load(Ordering::SeqCst), calls, "no callback after remove returned");
+    assert_eq!(
+        sub.calls.load(Ordering::SeqCst),
+        calls,
+        "no callback after remove returned"
+    );
 }
 
 #[test]
 fn refused_nonblocking_invalidation_undoes_its_accounting() {
     let n = Arc::new(Notifiers::new());
     let ok = Arc::new(Sub::default());
-    let refuser = Arc::new(Sub { refuse_nonblocking: true, ..Sub::default() });
+    let refuser = Arc::new(Sub {
+        refuse_nonblocking: true,
+        ..Sub::default()
+    });
     let iv_ok = n.insert(0, 0x1000, ok.clone()).unwrap();
     let _iv_r = n.insert(0, 0x1000, refuser.clone()).unwrap();
     let seq_ok = iv_ok.read_begin();
     let before = n.seq();
-    let r = n.invalidate(InvalidateRange { start: 0, end: 0x1000, event: Event::Explicit, blockable: false });
+    let r = n.invalidate(InvalidateRange {
+        start: 0,
+        end: 0x1000,
+        event: Event::Explicit,
+        blockable: false,
+    });
     assert_eq!(r, Err(Again));
     assert_eq!(refuser.calls.load(Ordering::SeqCst), 1);
     assert_eq!(n.seq() % 2, 0, "no invalidation left active");
@@ -254,20 +307,31 @@ fn release_invalidates_everything_with_release_and_refuses_later_inserts() {
     let _ib = n.insert(u64::MAX - 0x2000, 0x1000, b.clone()).unwrap();
     let seq = ia.read_begin();
     n.release();
-    assert_eq!(*a.user_lock.lock().unwrap(), vec![(0x1000, 0x2000, Event::Release)]);
+    assert_eq!(
+        *a.user_lock.lock().unwrap(),
+        vec![(0x1000, 0x2000, Event::Release)]
+    );
     assert_eq!(b.user_lock.lock().unwrap()[0].2, Event::Release);
     let g = a.user_lock.lock().unwrap();
     assert!(ia.read_retry(&g, seq));
     drop(g);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| n.insert(0, 0x1000, Arc::new(Sub::default()))));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        n.insert(0, 0x1000, Arc::new(Sub::default()))
+    }));
     assert!(r.is_err(), "insert after release must be refused");
 }
 
 #[test]
 fn insert_rejects_empty_and_overflowing_ranges() {
     let (n, a) = setup();
-    assert_eq!(n.insert(0x1000, 0, a.clone()).err(), Some(InsertError::BadRange));
-    assert_eq!(n.insert(u64::MAX - 10, 11, a.clone()).err(), Some(InsertError::BadRange));
+    assert_eq!(
+        n.insert(0x1000, 0, a.clone()).err(),
+        Some(InsertError::BadRange)
+    );
+    assert_eq!(
+        n.insert(u64::MAX - 10, 11, a.clone()).err(),
+        Some(InsertError::BadRange)
+    );
     assert!(n.insert(u64::MAX - 10, 10, a).is_ok());
 }
 

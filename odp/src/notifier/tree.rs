@@ -50,7 +50,9 @@ impl Tree {
 
     #[cfg(all(test, not(loom)))]
     pub(crate) fn contains(&self, iv: &Interval) -> bool {
-        self.map.get(iv.start..iv.end).is_some_and(|l| l.iter().any(|x| std::ptr::eq(&**x, iv)))
+        self.map
+            .get(iv.start..iv.end)
+            .is_some_and(|l| l.iter().any(|x| std::ptr::eq(&**x, iv)))
     }
 
     /// Calls `f` for every interval overlapping `[start, end)`.

@@ -34,14 +34,23 @@ impl AsRawFd for EventFd {
 /// Block until `a` or `b` is readable; returns (a readable, b readable).
 pub fn poll_readable(a: RawFd, b: RawFd) -> io::Result<(bool, bool)> {
     let mut fds = [
-        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     loop {
         // SAFETY: fds is a live array of 2 pollfd structs for the duration of the call.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if r >= 0 {
-            let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+            let ready =
+                |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
             return Ok((ready(&fds[0]), ready(&fds[1])));
         }
         let e = io::Error::last_os_error();

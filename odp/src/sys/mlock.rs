@@ -8,7 +8,9 @@ pub fn mlock(addr: usize, len: usize) -> Result<(), i32> {
     if r == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     }
 }
 

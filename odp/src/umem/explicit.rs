@@ -1,7 +1,9 @@
 //! An explicit ODP umem: one region over a registered VA range.
 
 use super::region::{Region, Space};
-use super::{within, Access, AccessError, Advice, CounterSnapshot, Counters, Mode, UmemGuard, PAGE_SIZE};
+use super::{
+    within, Access, AccessError, Advice, CounterSnapshot, Counters, Mode, UmemGuard, PAGE_SIZE,
+};
 use crate::mm::{MmGet, MmGrab};
 use crate::sync::{Arc, Ordering, RwLockReadGuard};
 use crate::sys::{mincore, populate};
@@ -24,12 +26,24 @@ impl Umem {
     /// Register `[addr, addr+len)`. `writable` is the registration's access
     /// (`IBV_ACCESS_LOCAL_WRITE` and friends, collapsed).
     pub fn new(mm: &MmGet, addr: u64, len: u64, writable: bool) -> Result<Umem, AccessError> {
-        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(AccessError::OutOfBounds)?;
+        let end = addr
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(AccessError::OutOfBounds)?;
         let start = addr & !(PAGE_SIZE - 1);
-        let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(AccessError::OutOfBounds)?;
+        let end = end
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(AccessError::OutOfBounds)?;
         let counters = Arc::new(Counters::default());
         let region = Region::new(mm, start, end, counters.clone(), None, true)?;
-        Ok(Umem(Arc::new(Shared { mm: mm.grab(), addr, len, writable, counters, region })))
+        Ok(Umem(Arc::new(Shared {
+            mm: mm.grab(),
+            addr,
+            len,
+            writable,
+            counters,
+            region,
+        })))
     }
 
     pub fn addr(&self) -> u64 {
@@ -68,33 +82,53 @@ impl Umem {
     }
 
     /// Fault `[va, va+len)` for `access` and return with the lock held.
-    pub fn map(&self, va: u64, len: u64, access: Access, mode: Mode) -> Result<UmemGuard<'_>, AccessError> {
+    pub fn map(
+        &self,
+        va: u64,
+        len: u64,
+        access: Access,
+        mode: Mode,
+    ) -> Result<UmemGuard<'_>, AccessError> {
         self.check(va, len, access)?;
         self.0.region.map(&self.0.mm, va, len, access, mode)
     }
 
     /// Fault in and copy `data` to `va`.
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
-        self.map(va, data.len() as u64, Access::Write, Mode::Fault)?.write(va, data)
+        self.map(va, data.len() as u64, Access::Write, Mode::Fault)?
+            .write(va, data)
     }
 
     /// Fault in and copy from `va` into `out`.
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
-        self.map(va, out.len() as u64, Access::Read, Mode::Fault)?.read(va, out)
+        self.map(va, out.len() as u64, Access::Read, Mode::Fault)?
+            .read(va, out)
     }
 
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
-        self.map(va, 8, Access::Write, Mode::Fault)?.compare_and_swap(va, expect, new)
+        self.map(va, 8, Access::Write, Mode::Fault)?
+            .compare_and_swap(va, expect, new)
     }
 
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
-        self.map(va, 8, Access::Write, Mode::Fault)?.fetch_and_add(va, add)
+        self.map(va, 8, Access::Write, Mode::Fault)?
+            .fetch_and_add(va, add)
     }
 
     /// `ibv_advise_mr`: synchronous when `flush`, otherwise best-effort on the
     /// prefetch worker (errors then go unreported, as with the kernel's work).
-    pub fn prefetch(&self, va: u64, len: u64, advice: Advice, flush: bool) -> Result<(), AccessError> {
-        let access = if advice == Advice::PrefetchWrite { Access::Write } else { Access::Read };
+    pub fn prefetch(
+        &self,
+        va: u64,
+        len: u64,
+        advice: Advice,
+        flush: bool,
+    ) -> Result<(), AccessError> {
+        let access = if advice == Advice::PrefetchWrite {
+            Access::Write
+        } else {
+            Access::Read
+        };
         self.check(va, len, access)?;
         self.0.counters.prefetches.fetch_add(1, Ordering::Relaxed);
         let shared = self.0.clone();
@@ -110,11 +144,23 @@ impl Umem {
     }
 }
 
-pub(crate) fn prefetch_now<S: Space>(region: &Region, space: &S, va: u64, len: u64, advice: Advice) -> Result<(), AccessError> {
+pub(crate) fn prefetch_now<S: Space>(
+    region: &Region,
+    space: &S,
+    va: u64,
+    len: u64,
+    advice: Advice,
+) -> Result<(), AccessError> {
     let r = match advice {
-        Advice::Prefetch => region.map(space, va, len, Access::Read, Mode::Fault).map(drop),
-        Advice::PrefetchWrite => region.map(space, va, len, Access::Write, Mode::Fault).map(drop),
-        Advice::PrefetchNoFault => region.map(space, va, len, Access::Read, Mode::Snapshot).map(drop),
+        Advice::Prefetch => region
+            .map(space, va, len, Access::Read, Mode::Fault)
+            .map(drop),
+        Advice::PrefetchWrite => region
+            .map(space, va, len, Access::Write, Mode::Fault)
+            .map(drop),
+        Advice::PrefetchNoFault => region
+            .map(space, va, len, Access::Read, Mode::Snapshot)
+            .map(drop),
     };
     match r {
         // A snapshot maps what is resident; missing pages are not an error.
@@ -135,16 +181,42 @@ impl Space for MmGrab {
         self.barrier_shared()
     }
 
-    fn fault(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, write: bool) -> Result<(), AccessError> {
+    fn fault(
+        &self,
+        mm: &MmGet,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<(), AccessError> {
         // A hole elsewhere in the span is fine (its mapped parts get covered);
         // populate below reports a hole where the access needs memory.
         self.cover(mm, span.0, span.1);
-        Ok(populate::populate(start as usize, (end - start) as usize, write)?)
+        Ok(populate::populate(
+            start as usize,
+            (end - start) as usize,
+            write,
+        )?)
     }
 
-    fn snapshot(&self, mm: &MmGet, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    fn snapshot(
+        &self,
+        mm: &MmGet,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        resident: &mut dyn FnMut(u64),
+    ) -> Result<(), AccessError> {
         self.cover(mm, span.0, span.1);
-        mincore::for_each_resident(start as usize, (end - start) as usize, |p| resident(start + p as u64 * PAGE_SIZE))
-            .map_err(|e| if e == libc::ENOMEM { AccessError::Unmapped } else { AccessError::Os(e) })
+        mincore::for_each_resident(start as usize, (end - start) as usize, |p| {
+            resident(start + p as u64 * PAGE_SIZE)
+        })
+        .map_err(|e| {
+            if e == libc::ENOMEM {
+                AccessError::Unmapped
+            } else {
+                AccessError::Os(e)
+            }
+        })
     }
 }

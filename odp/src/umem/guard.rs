@@ -27,8 +27,23 @@ pub struct UmemGuard<'a> {
 }
 
 impl<'a> UmemGuard<'a> {
-    pub(crate) fn new(pages: MutexGuard<'a, Pages>, barrier: RwLockReadGuard<'a, ()>, core: &'a Core, va: u64, len: u64, write: bool) -> Self {
-        UmemGuard { pages, _held: lockdep::Held::umem_lock(), _barrier: barrier, core, va, len, write }
+    pub(crate) fn new(
+        pages: MutexGuard<'a, Pages>,
+        barrier: RwLockReadGuard<'a, ()>,
+        core: &'a Core,
+        va: u64,
+        len: u64,
+        write: bool,
+    ) -> Self {
+        UmemGuard {
+            pages,
+            _held: lockdep::Held::umem_lock(),
+            _barrier: barrier,
+            core,
+            va,
+            len,
+            write,
+        }
     }
 
     /// The mapped range.
@@ -79,7 +94,8 @@ impl<'a> UmemGuard<'a> {
     pub fn compare_and_swap(&mut self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
         self.check(va, 8, true)?;
         // SAFETY: as in `write`.
-        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }.map_err(|f| self.faulted(f))
+        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }
+            .map_err(|f| self.faulted(f))
     }
 
     /// 64-bit fetch-and-add at `va` (8-byte aligned); returns the old value.

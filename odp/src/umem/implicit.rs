@@ -49,7 +49,10 @@ impl ImplicitUmem {
 
     /// Bytes of per-page device state over all children.
     pub fn footprint(&self) -> usize {
-        sync::read(&self.0.children).values().map(|c| c.footprint()).sum()
+        sync::read(&self.0.children)
+            .values()
+            .map(|c| c.footprint())
+            .sum()
     }
 
     /// The child covering `va`, created if needed.
@@ -58,11 +61,20 @@ impl ImplicitUmem {
         if let Some(c) = sync::read(&self.0.children).get(&start) {
             return Ok(c.clone());
         }
-        let end = start.checked_add(CHILD_SIZE).ok_or(AccessError::OutOfBounds)?;
+        let end = start
+            .checked_add(CHILD_SIZE)
+            .ok_or(AccessError::OutOfBounds)?;
         let mm = self.0.mm.get().ok_or(AccessError::Gone)?;
         let reap = self.0.reap.clone();
         let on_empty: Box<dyn Fn(u64) + Send + Sync> = Box::new(move |s| sync::lock(&reap).push(s));
-        let fresh = Arc::new(Region::new(&mm, start, end, self.0.counters.clone(), Some(on_empty), false)?);
+        let fresh = Arc::new(Region::new(
+            &mm,
+            start,
+            end,
+            self.0.counters.clone(),
+            Some(on_empty),
+            false,
+        )?);
         let mut map = sync::write(&self.0.children);
         let winner = map.entry(start).or_insert_with(|| fresh.clone()).clone();
         drop(map);
@@ -103,7 +115,14 @@ impl ImplicitUmem {
     }
 
     /// Run `f` with `[va, va+len)` (inside one child) faulted for `access`.
-    pub fn with_map<R>(&self, va: u64, len: u64, access: Access, mode: Mode, f: impl FnOnce(&mut UmemGuard<'_>) -> Result<R, AccessError>) -> Result<R, AccessError> {
+    pub fn with_map<R>(
+        &self,
+        va: u64,
+        len: u64,
+        access: Access,
+        mode: Mode,
+        f: impl FnOnce(&mut UmemGuard<'_>) -> Result<R, AccessError>,
+    ) -> Result<R, AccessError> {
         if access.is_write() && !self.0.writable {
             return Err(AccessError::NotWritable);
         }
@@ -127,7 +146,12 @@ impl ImplicitUmem {
     }
 
     /// Apply `f` to each child-sized chunk of `[va, va+len)` in order.
-    fn chunks(&self, va: u64, len: u64, mut f: impl FnMut(u64, u64, usize) -> Result<(), AccessError>) -> Result<(), AccessError> {
+    fn chunks(
+        &self,
+        va: u64,
+        len: u64,
+        mut f: impl FnMut(u64, u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
         va.checked_add(len).ok_or(AccessError::OutOfBounds)?;
         let mut done = 0u64;
         while done < len {
@@ -141,25 +165,41 @@ impl ImplicitUmem {
 
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
         self.chunks(va, data.len() as u64, |at, n, off| {
-            self.with_map(at, n, Access::Write, Mode::Fault, |g| g.write(at, &data[off..off + n as usize]))
+            self.with_map(at, n, Access::Write, Mode::Fault, |g| {
+                g.write(at, &data[off..off + n as usize])
+            })
         })
     }
 
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         let len = out.len() as u64;
-        self.chunks(va, len, |at, n, off| self.with_map(at, n, Access::Read, Mode::Fault, |g| g.read(at, &mut out[off..off + n as usize])))
+        self.chunks(va, len, |at, n, off| {
+            self.with_map(at, n, Access::Read, Mode::Fault, |g| {
+                g.read(at, &mut out[off..off + n as usize])
+            })
+        })
     }
 
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
-        self.with_map(va, 8, Access::Write, Mode::Fault, |g| g.compare_and_swap(va, expect, new))
+        self.with_map(va, 8, Access::Write, Mode::Fault, |g| {
+            g.compare_and_swap(va, expect, new)
+        })
     }
 
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
-        self.with_map(va, 8, Access::Write, Mode::Fault, |g| g.fetch_and_add(va, add))
+        self.with_map(va, 8, Access::Write, Mode::Fault, |g| {
+            g.fetch_and_add(va, add)
+        })
     }
 
     /// `ibv_advise_mr` over any range (children created as needed).
-    pub fn prefetch(&self, va: u64, len: u64, advice: Advice, flush: bool) -> Result<(), AccessError> {
+    pub fn prefetch(
+        &self,
+        va: u64,
+        len: u64,
+        advice: Advice,
+        flush: bool,
+    ) -> Result<(), AccessError> {
         if advice == Advice::PrefetchWrite && !self.0.writable {
             return Err(AccessError::NotWritable);
         }
@@ -198,7 +238,8 @@ pub(crate) fn defer(job: Box<dyn FnOnce() + Send>) {
     #[cfg(not(loom))]
     {
         use std::sync::mpsc::{channel, Sender};
-        static WORKER: std::sync::Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>> = std::sync::Mutex::new(None);
+        static WORKER: std::sync::Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>> =
+            std::sync::Mutex::new(None);
         let mut w = WORKER.lock().unwrap_or_else(|e| e.into_inner());
         let tx = w.get_or_insert_with(|| {
             let (tx, rx) = channel::<Box<dyn FnOnce() + Send>>();

@@ -112,7 +112,9 @@ impl From<crate::guarded::GuardedFault> for AccessError {
     fn from(f: crate::guarded::GuardedFault) -> Self {
         match f {
             crate::guarded::GuardedFault::Misaligned => AccessError::Misaligned,
-            crate::guarded::GuardedFault::Fault { addr } => AccessError::Fault { addr: addr as u64 },
+            crate::guarded::GuardedFault::Fault { addr } => {
+                AccessError::Fault { addr: addr as u64 }
+            }
         }
     }
 }

@@ -21,7 +21,13 @@ impl Pages {
     /// stays O(1) in practice.
     pub(crate) fn new(npages: usize) -> Pages {
         let words = npages.div_ceil(64);
-        Pages { present: vec![0; words], writable: vec![0; words], npages, mapped: 0, detached: false }
+        Pages {
+            present: vec![0; words],
+            writable: vec![0; words],
+            npages,
+            mapped: 0,
+            detached: false,
+        }
     }
 
     pub(crate) fn mapped(&self) -> usize {
@@ -117,7 +123,10 @@ mod tests {
         assert_eq!(p.missing(0, 200, false), Some((0, 200)));
         assert_eq!(p.set(10, 100, false), 100);
         assert!(p.all_valid(10, 100, false));
-        assert!(!p.all_valid(10, 100, true), "present but read-only is not valid for write");
+        assert!(
+            !p.all_valid(10, 100, true),
+            "present but read-only is not valid for write"
+        );
         assert_eq!(p.missing(10, 100, true), Some((10, 100)));
         assert_eq!(p.missing(5, 10, false), Some((5, 5)));
         assert_eq!(p.set(50, 10, true), 0);

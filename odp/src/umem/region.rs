@@ -20,7 +20,7 @@ use super::pages::Pages;
 use super::{within, Access, AccessError, Counters, Mode, UmemGuard, PAGE_SIZE};
 use crate::lockdep;
 use crate::mm::MmGet;
-use crate::notifier::{Invalidate, Invalidation, IntervalNotifier, Refused, SeqSet};
+use crate::notifier::{IntervalNotifier, Invalidate, Invalidation, Refused, SeqSet};
 use crate::sync::{self, Arc, Mutex, Ordering, RwLockReadGuard};
 
 /// What a region needs from the operating system. [`crate::MmGrab`] is the
@@ -35,9 +35,23 @@ pub trait Space {
     /// Make the region `span` covered by the invalidation source (all of it,
     /// so coverage does not split the application's mappings page by page),
     /// then fault `[start, end)` (page-aligned, inside `span`) in for read or write.
-    fn fault(&self, mm: &Self::Usable, span: (u64, u64), start: u64, end: u64, write: bool) -> Result<(), AccessError>;
+    fn fault(
+        &self,
+        mm: &Self::Usable,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<(), AccessError>;
     /// Cover `span`, then report the pages of `[start, end)` the CPU has resident.
-    fn snapshot(&self, mm: &Self::Usable, span: (u64, u64), start: u64, end: u64, resident: &mut dyn FnMut(u64)) -> Result<(), AccessError>;
+    fn snapshot(
+        &self,
+        mm: &Self::Usable,
+        span: (u64, u64),
+        start: u64,
+        end: u64,
+        resident: &mut dyn FnMut(u64),
+    ) -> Result<(), AccessError>;
 }
 
 /// How many commit attempts an invalidation may spoil before giving up.
@@ -84,7 +98,9 @@ impl Invalidate for Core {
         let (first, n) = self.page_range(s, e - s);
         let cleared = pages.clear(first, n);
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
-        self.counters.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
+        self.counters
+            .pages_invalidated
+            .fetch_add(cleared as u64, Ordering::Relaxed);
         if cleared > 0 && pages.mapped() == 0 {
             if let Some(f) = &self.on_empty {
                 f(self.start);
@@ -114,8 +130,18 @@ impl Region {
     ) -> Result<Region, AccessError> {
         debug_assert!(start % PAGE_SIZE == 0 && end % PAGE_SIZE == 0 && start < end);
         let npages = ((end - start) / PAGE_SIZE) as usize;
-        let core = Arc::new(Core { start, end, pages: Mutex::new(Pages::new(npages)), counters, on_empty, cover_whole });
-        let notifier = mm.notifiers().insert(start, end - start, core.clone()).map_err(|_| AccessError::OutOfBounds)?;
+        let core = Arc::new(Core {
+            start,
+            end,
+            pages: Mutex::new(Pages::new(npages)),
+            counters,
+            on_empty,
+            cover_whole,
+        });
+        let notifier = mm
+            .notifiers()
+            .insert(start, end - start, core.clone())
+            .map_err(|_| AccessError::OutOfBounds)?;
         Ok(Region { core, notifier })
     }
 
@@ -142,7 +168,14 @@ impl Region {
 
     /// Fault `[va, va+len)` (inside the region) for `access` and return with
     /// the lock held and the pages valid. `len` 0 returns a guard over nothing.
-    pub fn map<'a, S: Space>(&'a self, space: &'a S, va: u64, len: u64, access: Access, mode: Mode) -> Result<UmemGuard<'a>, AccessError> {
+    pub fn map<'a, S: Space>(
+        &'a self,
+        space: &'a S,
+        va: u64,
+        len: u64,
+        access: Access,
+        mode: Mode,
+    ) -> Result<UmemGuard<'a>, AccessError> {
         let core = &*self.core;
         if !within(va, len, core.start, core.end) {
             return Err(AccessError::OutOfBounds);
@@ -151,7 +184,11 @@ impl Region {
         // Taking the lock below while already holding one would deadlock
         // against an invalidation needing the first (and nest the barrier).
         lockdep::assert_may_wait_for_invalidation("umem map");
-        let (first, n) = if len == 0 { (0, 0) } else { core.page_range(va, len) };
+        let (first, n) = if len == 0 {
+            (0, 0)
+        } else {
+            core.page_range(va, len)
+        };
         let mut rounds = 0;
         loop {
             let (missing, barrier, pages) = {
@@ -170,12 +207,21 @@ impl Region {
 
             let mm = space.get().ok_or(AccessError::Gone)?;
             let seq = self.notifier.read_begin();
-            let (ms, me) = (core.start + mfirst as u64 * PAGE_SIZE, core.start + (mfirst + mn) as u64 * PAGE_SIZE);
-            let span = if core.cover_whole { (core.start, core.end) } else { (ms, me) };
+            let (ms, me) = (
+                core.start + mfirst as u64 * PAGE_SIZE,
+                core.start + (mfirst + mn) as u64 * PAGE_SIZE,
+            );
+            let span = if core.cover_whole {
+                (core.start, core.end)
+            } else {
+                (ms, me)
+            };
             let mut resident: Vec<usize> = Vec::new();
             let r = match mode {
                 Mode::Fault => space.fault(&mm, span, ms, me, write),
-                Mode::Snapshot => space.snapshot(&mm, span, ms, me, &mut |addr| resident.push(((addr - core.start) / PAGE_SIZE) as usize)),
+                Mode::Snapshot => space.snapshot(&mm, span, ms, me, &mut |addr| {
+                    resident.push(((addr - core.start) / PAGE_SIZE) as usize)
+                }),
             };
             // Bug pattern 3: never let the last MmGet go while holding the lock.
             drop(mm);
@@ -205,7 +251,9 @@ impl Region {
                 Mode::Snapshot => resident.iter().map(|&p| pages.set(p, 1, false)).sum(),
             };
             core.counters.page_faults.fetch_add(1, Ordering::Relaxed);
-            core.counters.pages_faulted.fetch_add(newly as u64, Ordering::Relaxed);
+            core.counters
+                .pages_faulted
+                .fetch_add(newly as u64, Ordering::Relaxed);
             if !pages.all_valid(first, n, write) {
                 return Err(AccessError::NotPresent);
             }

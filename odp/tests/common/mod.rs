@@ -39,9 +39,16 @@ pub fn map_anon(len: usize) -> Mapping {
             )
         };
         if p != libc::MAP_FAILED {
-            return Mapping { addr: p as u64, len };
+            return Mapping {
+                addr: p as u64,
+                len,
+            };
         }
-        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST), "mmap");
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EEXIST),
+            "mmap"
+        );
     }
 }
 
@@ -58,12 +65,19 @@ impl Mapping {
     }
     pub fn protect(&self, off: usize, len: usize, prot: i32) {
         // SAFETY: changes protection of memory this test owns; nothing Rust-owned.
-        let r = unsafe { libc::mprotect((self.addr as usize + off) as *mut libc::c_void, len, prot) };
+        let r =
+            unsafe { libc::mprotect((self.addr as usize + off) as *mut libc::c_void, len, prot) };
         assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
     }
     pub fn dontneed(&self, off: usize, len: usize) {
         // SAFETY: discards pages of memory this test owns.
-        let r = unsafe { libc::madvise((self.addr as usize + off) as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        let r = unsafe {
+            libc::madvise(
+                (self.addr as usize + off) as *mut libc::c_void,
+                len,
+                libc::MADV_DONTNEED,
+            )
+        };
         assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
     }
     /// Read a byte directly (the application's view).
@@ -91,16 +105,33 @@ pub fn munmap(addr: u64, len: usize) {
 pub fn map_fixed(addr: u64, len: usize) {
     // SAFETY: replaces memory the test owns with a fresh mapping at the same address.
     let p = unsafe {
-        libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
     };
-    assert_eq!(p as u64, addr, "mmap(MAP_FIXED): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        p as u64,
+        addr,
+        "mmap(MAP_FIXED): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Run `f` on a thread and fail (instead of hanging) if it takes more than `secs`.
-pub fn within_secs<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn within_secs<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(std::time::Duration::from_secs(secs)).unwrap_or_else(|_| panic!("{what}: did not finish in {secs} s (deadlock?)"))
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: did not finish in {secs} s (deadlock?)"))
 }

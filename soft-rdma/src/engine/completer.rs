@@ -11,7 +11,13 @@ use crate::wire::{Ext, NakCode, Op, PacketRepr, Syndrome};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) {
+pub(crate) fn on_response(
+    sh: &QpShared,
+    q: &mut QpInner,
+    repr: &PacketRepr,
+    payload: &[u8],
+    tx: &mut TxQueue,
+) {
     if sh.qp_type != QpType::Rc || q.req.send_idx == 0 {
         return; // nothing outstanding: a stale or stray response
     }
@@ -35,7 +41,9 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
                     go_back(q, p, mtu);
                 } else {
                     let status = match code {
-                        NakCode::InvalidRequest | NakCode::InvalidRdRequest => WcStatus::RemInvReqErr,
+                        NakCode::InvalidRequest | NakCode::InvalidRdRequest => {
+                            WcStatus::RemInvReqErr
+                        }
                         NakCode::RemoteAccessError => WcStatus::RemAccessErr,
                         _ => WcStatus::RemOpErr,
                     };
@@ -49,7 +57,9 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
             }
         },
         (Op::ReadRespFirst | Op::ReadRespMiddle | Op::ReadRespLast | Op::ReadRespOnly, _) => {
-            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(p)) else {
+            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| {
+                matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(p)
+            }) else {
                 return;
             };
             let (first, n) = q.req.sq[i].psn.expect("transmitted");
@@ -76,14 +86,20 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
             q.req.retries_left = q.retry_cnt;
         }
         (Op::AtomicAck, Ext::AtomicAck(_, orig)) => {
-            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| w.is_rd_atomic() && w.result.is_none() && w.psn.is_some_and(|(f, _)| f == p)) else {
+            let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| {
+                w.is_rd_atomic() && w.result.is_none() && w.psn.is_some_and(|(f, _)| f == p)
+            }) else {
                 return;
             };
             if i > 0 {
                 ack_upto(q, psn::add(p, psn::MASK));
             }
             let w = &mut q.req.sq[i];
-            w.result = Some(packet::scatter(&w.sges, sh.pd, 0, &orig.to_ne_bytes()).err().unwrap_or(WcStatus::Success));
+            w.result = Some(
+                packet::scatter(&w.sges, sh.pd, 0, &orig.to_ne_bytes())
+                    .err()
+                    .unwrap_or(WcStatus::Success),
+            );
             q.req.progress_at = Some(Instant::now());
             q.req.retries_left = q.retry_cnt;
         }
@@ -95,7 +111,9 @@ pub(crate) fn on_response(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, pay
 
 /// Everything up to PSN `a` is acknowledged (if `a` is in the outstanding window).
 fn ack_upto(q: &mut QpInner, a: u32) {
-    let Some(front) = q.req.sq.front().and_then(|w| w.psn) else { return };
+    let Some(front) = q.req.sq.front().and_then(|w| w.psn) else {
+        return;
+    };
     let last_sent = psn::add(q.req.next_psn, psn::MASK);
     if psn::diff(a, psn::add(front.0, psn::MASK)) < 0 || psn::diff(a, last_sent) > 0 {
         return;
@@ -116,7 +134,9 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
             Some(_) => true,
             None if w.is_rd_atomic() => false,
             None => match (w.last_psn(), q.req.acked_psn) {
-                (Some(l), Some(a)) => psn::diff(a, l) >= 0 && w.next_pkt == w.psn.map_or(0, |(_, n)| n),
+                (Some(l), Some(a)) => {
+                    psn::diff(a, l) >= 0 && w.next_pkt == w.psn.map_or(0, |(_, n)| n)
+                }
                 _ => false,
             },
         };
@@ -127,7 +147,8 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
         q.req.send_idx -= 1;
         sh.complete_send(&w, w.result.unwrap_or(WcStatus::Success));
         if q.req.send_idx == 0 && q.state == crate::verbs::QpState::Sqd {
-            sh.dev.raise(crate::verbs::AsyncEvent::SqDrained { qpn: sh.qpn });
+            sh.dev
+                .raise(crate::verbs::AsyncEvent::SqDrained { qpn: sh.qpn });
         }
     }
 }

@@ -38,7 +38,13 @@ impl TxQueue {
     }
 
     /// Build one packet to `peer`: `fill` writes the payload.
-    pub(crate) fn push<E>(&mut self, dev: &DeviceInner, peer: SocketAddr, repr: &PacketRepr, fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<(), E> {
+    pub(crate) fn push<E>(
+        &mut self,
+        dev: &DeviceInner,
+        peer: SocketAddr,
+        repr: &PacketRepr,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let (start, len) = (self.bytes.len(), repr.buffer_len());
         // Copy from a zero block (a memcpy even unoptimised) rather than
         // `resize`, which fills byte by byte in debug builds.
@@ -62,15 +68,23 @@ impl TxQueue {
             return;
         }
         const BATCH: usize = 64;
-        let none = Outgoing { peer: SocketAddr::from(([0, 0, 0, 0], 0)), data: &[] };
+        let none = Outgoing {
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            data: &[],
+        };
         let mut batch = [none; BATCH];
         for chunk in self.pkts.chunks(BATCH) {
             for (slot, &(peer, start, len)) in batch.iter_mut().zip(chunk) {
-                *slot = Outgoing { peer, data: &self.bytes[start..start + len] };
+                *slot = Outgoing {
+                    peer,
+                    data: &self.bytes[start..start + len],
+                };
             }
             let _ = dev.link.send(&batch[..chunk.len()]);
         }
-        dev.stats.sent_pkts.fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        dev.stats
+            .sent_pkts
+            .fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.pkts.clear();
         self.bytes.clear();
     }
@@ -78,7 +92,12 @@ impl TxQueue {
 
 /// The ICRC covers the IP/UDP headers, rebuilt from the two endpoints.
 pub(crate) fn icrc_ctx(from: SocketAddr, to: SocketAddr) -> IcrcContext {
-    IcrcContext { src: from.ip(), dst: to.ip(), src_port: from.port(), dst_port: to.port() }
+    IcrcContext {
+        src: from.ip(),
+        dst: to.ip(),
+        src_port: from.port(),
+        dst_port: to.port(),
+    }
 }
 
 /// The peer endpoint of a GID.
@@ -94,7 +113,12 @@ pub(crate) struct ResolvedSge {
 }
 
 pub(crate) fn resolve(dev: &DeviceInner, sges: &[Sge]) -> Vec<ResolvedSge> {
-    sges.iter().map(|s| ResolvedSge { sge: *s, mr: dev.mr(s.lkey) }).collect()
+    sges.iter()
+        .map(|s| ResolvedSge {
+            sge: *s,
+            mr: dev.mr(s.lkey),
+        })
+        .collect()
 }
 
 pub(crate) fn total_len(sges: &[ResolvedSge]) -> u64 {
@@ -102,7 +126,14 @@ pub(crate) fn total_len(sges: &[ResolvedSge]) -> u64 {
 }
 
 /// Visit the pieces of `[offset, offset+len)` of the gather list: (mr, va, piece length, position in the run).
-fn walk(sges: &[ResolvedSge], pd: u32, mut offset: u64, len: usize, need: Access, mut f: impl FnMut(&MrShared, u64, usize, usize) -> Result<(), WcStatus>) -> Result<(), WcStatus> {
+fn walk(
+    sges: &[ResolvedSge],
+    pd: u32,
+    mut offset: u64,
+    len: usize,
+    need: Access,
+    mut f: impl FnMut(&MrShared, u64, usize, usize) -> Result<(), WcStatus>,
+) -> Result<(), WcStatus> {
     let mut done = 0usize;
     for s in sges {
         if done == len {
@@ -116,7 +147,8 @@ fn walk(sges: &[ResolvedSge], pd: u32, mut offset: u64, len: usize, need: Access
         let n = ((sl - offset) as usize).min(len - done);
         let mr = s.mr.as_deref().ok_or(WcStatus::LocProtErr)?;
         let va = s.sge.addr.checked_add(offset).ok_or(WcStatus::LocProtErr)?;
-        mr.check(pd, va, n as u64, need).map_err(|_| WcStatus::LocProtErr)?;
+        mr.check(pd, va, n as u64, need)
+            .map_err(|_| WcStatus::LocProtErr)?;
         f(mr, va, n, done)?;
         done += n;
         offset = 0;
@@ -128,12 +160,35 @@ fn walk(sges: &[ResolvedSge], pd: u32, mut offset: u64, len: usize, need: Access
 }
 
 /// Copy `[offset, offset+out.len())` of the message out of local memory.
-pub(crate) fn gather(sges: &[ResolvedSge], pd: u32, offset: u64, out: &mut [u8]) -> Result<(), WcStatus> {
+pub(crate) fn gather(
+    sges: &[ResolvedSge],
+    pd: u32,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), WcStatus> {
     let len = out.len();
-    walk(sges, pd, offset, len, Access::default(), |mr, va, n, at| mr.read(va, &mut out[at..at + n]).map_err(|_| WcStatus::LocProtErr))
+    walk(sges, pd, offset, len, Access::default(), |mr, va, n, at| {
+        mr.read(va, &mut out[at..at + n])
+            .map_err(|_| WcStatus::LocProtErr)
+    })
 }
 
 /// Copy `data` into local memory at message offset `offset`.
-pub(crate) fn scatter(sges: &[ResolvedSge], pd: u32, offset: u64, data: &[u8]) -> Result<(), WcStatus> {
-    walk(sges, pd, offset, data.len(), Access::LOCAL_WRITE, |mr, va, n, at| mr.write(va, &data[at..at + n]).map_err(|_| WcStatus::LocProtErr))
+pub(crate) fn scatter(
+    sges: &[ResolvedSge],
+    pd: u32,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), WcStatus> {
+    walk(
+        sges,
+        pd,
+        offset,
+        data.len(),
+        Access::LOCAL_WRITE,
+        |mr, va, n, at| {
+            mr.write(va, &data[at..at + n])
+                .map_err(|_| WcStatus::LocProtErr)
+        },
+    )
 }

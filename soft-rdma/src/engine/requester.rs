@@ -45,15 +45,23 @@ impl SendWqe {
         if len > crate::verbs::device::MAX_MSG {
             return Err(Errno::EINVAL);
         }
-        let rd_atomic = matches!(wr.op, SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. });
+        let rd_atomic = matches!(
+            wr.op,
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
+        );
         match sh.qp_type {
             QpType::Ud => {
                 // UD has no path MTU of its own: a datagram must fit the port's.
-                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_)) || wr.ud.is_none() || len > sh.dev.active_mtu().bytes() as u64 {
+                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_))
+                    || wr.ud.is_none()
+                    || len > sh.dev.active_mtu().bytes() as u64
+                {
                     return Err(Errno::EINVAL);
                 }
             }
-            QpType::Uc if rd_atomic || matches!(wr.op, SendOp::SendInv(_)) => return Err(Errno::EINVAL),
+            QpType::Uc if rd_atomic || matches!(wr.op, SendOp::SendInv(_)) => {
+                return Err(Errno::EINVAL)
+            }
             _ => {}
         }
         if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
@@ -69,7 +77,10 @@ impl SendWqe {
         } else {
             None
         };
-        let ud = wr.ud.as_ref().map(|u| (packet::peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
+        let ud = wr
+            .ud
+            .as_ref()
+            .map(|u| (packet::peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
         Ok(SendWqe {
             wr_id: wr.wr_id,
             op: wr.op,
@@ -88,7 +99,10 @@ impl SendWqe {
     }
 
     pub(crate) fn is_rd_atomic(&self) -> bool {
-        matches!(self.op, SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. })
+        matches!(
+            self.op,
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
+        )
     }
 
     pub(crate) fn last_psn(&self) -> Option<u32> {
@@ -150,7 +164,18 @@ impl ReqState {
 /// A BTH with the defaults the device always sends (P_Key 0xffff, no
 /// congestion bits).
 pub(crate) fn bth(opcode: Opcode, dest_qp: u32, psn: u32, ack_req: bool, solicited: bool) -> Bth {
-    Bth { opcode, solicited, mig_req: false, pad: 0, pkey: 0xffff, fecn: false, becn: false, dest_qp, ack_req, psn }
+    Bth {
+        opcode,
+        solicited,
+        mig_req: false,
+        pad: 0,
+        pkey: 0xffff,
+        fecn: false,
+        becn: false,
+        dest_qp,
+        ack_req,
+        psn,
+    }
 }
 
 /// Transmit whatever the send queue allows now.
@@ -166,7 +191,13 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
     };
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
-        let outstanding = q.req.sq.iter().take(idx).filter(|w| w.is_rd_atomic() && w.result.is_none()).count();
+        let outstanding = q
+            .req
+            .sq
+            .iter()
+            .take(idx)
+            .filter(|w| w.is_rd_atomic() && w.result.is_none())
+            .count();
         {
             let w = &q.req.sq[idx];
             if w.is_rd_atomic() && outstanding >= usize::from(q.max_rd_atomic) {
@@ -218,7 +249,14 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
 }
 
 /// Emit the remaining packets of WQE `idx`.
-fn emit(sh: &QpShared, q: &mut QpInner, idx: usize, transport: Transport, mtu: u64, tx: &mut TxQueue) -> Result<(), WcStatus> {
+fn emit(
+    sh: &QpShared,
+    q: &mut QpInner,
+    idx: usize,
+    transport: Transport,
+    mtu: u64,
+    tx: &mut TxQueue,
+) -> Result<(), WcStatus> {
     let dev = &*sh.dev;
     let w = &q.req.sq[idx];
     let (first, n) = w.psn.expect("assigned");
@@ -227,27 +265,89 @@ fn emit(sh: &QpShared, q: &mut QpInner, idx: usize, transport: Transport, mtu: u
         (QpType::Ud, op) => {
             let (peer, rqpn, qkey) = w.ud.expect("checked at post");
             let (o, ext) = match op {
-                SendOp::SendImm(imm) => (Op::SendOnlyImm, Ext::DethImm(Deth { qkey, src_qp: sh.qpn }, imm)),
-                _ => (Op::SendOnly, Ext::Deth(Deth { qkey, src_qp: sh.qpn })),
+                SendOp::SendImm(imm) => (
+                    Op::SendOnlyImm,
+                    Ext::DethImm(
+                        Deth {
+                            qkey,
+                            src_qp: sh.qpn,
+                        },
+                        imm,
+                    ),
+                ),
+                _ => (
+                    Op::SendOnly,
+                    Ext::Deth(Deth {
+                        qkey,
+                        src_qp: sh.qpn,
+                    }),
+                ),
             };
-            let repr = PacketRepr { bth: bth(op_code(o), rqpn, first, false, w.solicited), ext, payload_len: w.len as usize };
+            let repr = PacketRepr {
+                bth: bth(op_code(o), rqpn, first, false, w.solicited),
+                ext,
+                payload_len: w.len as usize,
+            };
             tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, 0, buf))?;
         }
         (_, SendOp::Read { remote_addr, rkey }) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
             let off = u64::from(w.read_done) * mtu;
-            let reth = Reth { va: remote_addr.wrapping_add(off), rkey, len: (w.len - off.min(w.len)) as u32 };
-            let repr = PacketRepr { bth: bth(op_code(Op::ReadRequest), q.dest_qpn, psn::add(first, w.read_done), true, false), ext: Ext::Reth(reth), payload_len: 0 };
+            let reth = Reth {
+                va: remote_addr.wrapping_add(off),
+                rkey,
+                len: (w.len - off.min(w.len)) as u32,
+            };
+            let repr = PacketRepr {
+                bth: bth(
+                    op_code(Op::ReadRequest),
+                    q.dest_qpn,
+                    psn::add(first, w.read_done),
+                    true,
+                    false,
+                ),
+                ext: Ext::Reth(reth),
+                payload_len: 0,
+            };
             tx.push(dev, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
         }
         (_, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
             let (o, eth) = match w.op {
-                SendOp::CompareSwap { remote_addr, rkey, compare, swap } => (Op::CompareSwap, AtomicEth { va: remote_addr, rkey, swap_add: swap, compare }),
-                SendOp::FetchAdd { remote_addr, rkey, add } => (Op::FetchAdd, AtomicEth { va: remote_addr, rkey, swap_add: add, compare: 0 }),
+                SendOp::CompareSwap {
+                    remote_addr,
+                    rkey,
+                    compare,
+                    swap,
+                } => (
+                    Op::CompareSwap,
+                    AtomicEth {
+                        va: remote_addr,
+                        rkey,
+                        swap_add: swap,
+                        compare,
+                    },
+                ),
+                SendOp::FetchAdd {
+                    remote_addr,
+                    rkey,
+                    add,
+                } => (
+                    Op::FetchAdd,
+                    AtomicEth {
+                        va: remote_addr,
+                        rkey,
+                        swap_add: add,
+                        compare: 0,
+                    },
+                ),
                 _ => unreachable!(),
             };
-            let repr = PacketRepr { bth: bth(op_code(o), q.dest_qpn, first, true, false), ext: Ext::Atomic(eth), payload_len: 0 };
+            let repr = PacketRepr {
+                bth: bth(op_code(o), q.dest_qpn, first, true, false),
+                ext: Ext::Atomic(eth),
+                payload_len: 0,
+            };
             tx.push(dev, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
         }
         (_, op) => {
@@ -257,23 +357,78 @@ fn emit(sh: &QpShared, q: &mut QpInner, idx: usize, transport: Transport, mtu: u
                 let plen = (w.len - off).min(mtu) as usize;
                 let (only, firstp, last) = (n == 1, k == 0, k == n - 1);
                 let (o, ext) = match op {
-                    SendOp::Send => (pick(only, firstp, last, Op::SendOnly, Op::SendFirst, Op::SendMiddle, Op::SendLast), Ext::None),
+                    SendOp::Send => (
+                        pick(
+                            only,
+                            firstp,
+                            last,
+                            Op::SendOnly,
+                            Op::SendFirst,
+                            Op::SendMiddle,
+                            Op::SendLast,
+                        ),
+                        Ext::None,
+                    ),
                     SendOp::SendImm(imm) => {
-                        let o = pick(only, firstp, last, Op::SendOnlyImm, Op::SendFirst, Op::SendMiddle, Op::SendLastImm);
+                        let o = pick(
+                            only,
+                            firstp,
+                            last,
+                            Op::SendOnlyImm,
+                            Op::SendFirst,
+                            Op::SendMiddle,
+                            Op::SendLastImm,
+                        );
                         (o, if last { Ext::Imm(imm) } else { Ext::None })
                     }
                     SendOp::SendInv(rk) => {
-                        let o = pick(only, firstp, last, Op::SendOnlyInv, Op::SendFirst, Op::SendMiddle, Op::SendLastInv);
+                        let o = pick(
+                            only,
+                            firstp,
+                            last,
+                            Op::SendOnlyInv,
+                            Op::SendFirst,
+                            Op::SendMiddle,
+                            Op::SendLastInv,
+                        );
                         (o, if last { Ext::Inv(rk) } else { Ext::None })
                     }
                     SendOp::Write { remote_addr, rkey } => {
-                        let o = pick(only, firstp, last, Op::WriteOnly, Op::WriteFirst, Op::WriteMiddle, Op::WriteLast);
-                        let reth = Reth { va: remote_addr, rkey, len: w.len as u32 };
+                        let o = pick(
+                            only,
+                            firstp,
+                            last,
+                            Op::WriteOnly,
+                            Op::WriteFirst,
+                            Op::WriteMiddle,
+                            Op::WriteLast,
+                        );
+                        let reth = Reth {
+                            va: remote_addr,
+                            rkey,
+                            len: w.len as u32,
+                        };
                         (o, if firstp { Ext::Reth(reth) } else { Ext::None })
                     }
-                    SendOp::WriteImm { remote_addr, rkey, imm } => {
-                        let o = pick(only, firstp, last, Op::WriteOnlyImm, Op::WriteFirst, Op::WriteMiddle, Op::WriteLastImm);
-                        let reth = Reth { va: remote_addr, rkey, len: w.len as u32 };
+                    SendOp::WriteImm {
+                        remote_addr,
+                        rkey,
+                        imm,
+                    } => {
+                        let o = pick(
+                            only,
+                            firstp,
+                            last,
+                            Op::WriteOnlyImm,
+                            Op::WriteFirst,
+                            Op::WriteMiddle,
+                            Op::WriteLastImm,
+                        );
+                        let reth = Reth {
+                            va: remote_addr,
+                            rkey,
+                            len: w.len as u32,
+                        };
                         let ext = match (only, firstp, last) {
                             (true, _, _) => Ext::RethImm(reth, imm),
                             (_, true, _) => Ext::Reth(reth),
@@ -285,7 +440,17 @@ fn emit(sh: &QpShared, q: &mut QpInner, idx: usize, transport: Transport, mtu: u
                     _ => unreachable!("rd/atomic handled above"),
                 };
                 let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63);
-                let repr = PacketRepr { bth: bth(op_code(o), q.dest_qpn, psn::add(first, k), ack_req, last && w.solicited), ext, payload_len: plen };
+                let repr = PacketRepr {
+                    bth: bth(
+                        op_code(o),
+                        q.dest_qpn,
+                        psn::add(first, k),
+                        ack_req,
+                        last && w.solicited,
+                    ),
+                    ext,
+                    payload_len: plen,
+                };
                 tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, off, buf))?;
             }
         }
@@ -316,8 +481,9 @@ fn rto(q: &QpInner) -> Option<Duration> {
 /// RNR NAK timer codes (IBA table 45), in microseconds.
 pub(crate) fn rnr_delay(code: u8) -> Duration {
     const US: [u32; 32] = [
-        655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840, 5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880,
-        163_840, 245_760, 327_680, 491_520,
+        655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840,
+        5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880, 163_840, 245_760,
+        327_680, 491_520,
     ];
     Duration::from_micros(u64::from(US[usize::from(code & 0x1f)]))
 }
@@ -329,13 +495,23 @@ fn arm(sh: &QpShared, q: &mut QpInner) {
     let Some(d) = rto(q) else { return };
     q.req.timer_armed = true;
     q.req.timer_generation += 1;
-    let base = q.req.progress_at.unwrap_or_else(Instant::now).max(Instant::now());
+    let base = q
+        .req
+        .progress_at
+        .unwrap_or_else(Instant::now)
+        .max(Instant::now());
     sh.dev.timers.arm(base + d, sh.qpn, q.req.timer_generation);
 }
 
 /// Go back to PSN `p`: everything from there is sent again.
 pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
-    let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| w.holds(p) || w.psn.is_some_and(|(f, _)| psn::diff(f, p) > 0)) else {
+    let Some(i) = q
+        .req
+        .sq
+        .iter()
+        .take(q.req.send_idx)
+        .position(|w| w.holds(p) || w.psn.is_some_and(|(f, _)| psn::diff(f, p) > 0))
+    else {
         return;
     };
     for (j, w) in q.req.sq.iter_mut().enumerate().take(q.req.send_idx).skip(i) {
@@ -345,7 +521,11 @@ pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
                 w.next_pkt = 0;
             }
         } else {
-            w.next_pkt = if j == i && w.holds(p) { psn::diff(p, f) as u32 } else { 0 };
+            w.next_pkt = if j == i && w.holds(p) {
+                psn::diff(p, f) as u32
+            } else {
+                0
+            };
         }
         let _ = mtu;
     }
@@ -372,14 +552,23 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         }
     }
     if q.req.retries_left == 0 {
-        crate::log::log!(Warn, "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded", sh.qpn, q.peer, q.retry_cnt);
+        crate::log::log!(
+            Warn,
+            "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded",
+            sh.qpn,
+            q.peer,
+            q.retry_cnt
+        );
         let w = q.req.sq.pop_front().expect("outstanding");
         sh.complete_send(&w, WcStatus::RetryExcErr);
         sh.fail(q);
         return;
     }
     q.req.retries_left -= 1;
-    sh.dev.stats.retransmits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sh.dev
+        .stats
+        .retransmits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let from = first_unacked(q);
     go_back(q, from, mtu);
     q.req.progress_at = Some(Instant::now());
@@ -401,9 +590,18 @@ pub(crate) fn first_unacked(q: &QpInner) -> u32 {
 
 /// An RNR NAK for PSN `p`: wait, then go back to `p`.
 pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
-    sh.dev.stats.rnr_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sh.dev
+        .stats
+        .rnr_retries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.rnr_left == 0 {
-        crate::log::log!(Warn, "qp {:#x}: peer {:?} had no receive posted after {} RNR retries", sh.qpn, q.peer, q.rnr_retry);
+        crate::log::log!(
+            Warn,
+            "qp {:#x}: peer {:?} had no receive posted after {} RNR retries",
+            sh.qpn,
+            q.peer,
+            q.rnr_retry
+        );
         if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
             let w = q.req.sq.remove(pos).expect("found");
             sh.complete_send(&w, WcStatus::RnrRetryExcErr);
@@ -419,5 +617,9 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
     q.req.rnr_waiting = true;
     q.req.timer_armed = true;
     q.req.timer_generation += 1;
-    sh.dev.timers.arm(Instant::now() + rnr_delay(timer), sh.qpn, q.req.timer_generation);
+    sh.dev.timers.arm(
+        Instant::now() + rnr_delay(timer),
+        sh.qpn,
+        q.req.timer_generation,
+    );
 }

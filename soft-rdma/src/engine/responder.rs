@@ -32,8 +32,16 @@ pub(crate) struct RecvWqe {
 
 /// A multi-packet message being received.
 enum InMsg {
-    Send { wqe: RecvWqe, offset: u64 },
-    Write { mr: Option<Arc<MrShared>>, va: u64, remaining: u64, total: u32 },
+    Send {
+        wqe: RecvWqe,
+        offset: u64,
+    },
+    Write {
+        mr: Option<Arc<MrShared>>,
+        va: u64,
+        remaining: u64,
+        total: u32,
+    },
 }
 
 /// What a READ or atomic request did, for duplicates.
@@ -75,8 +83,18 @@ fn key_nak(_: KeyError) -> Fail {
 }
 
 /// Handle a request packet for this QP.
-pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) {
-    if !matches!(q.state, QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe) {
+pub(crate) fn on_request(
+    sh: &QpShared,
+    q: &mut QpInner,
+    from: SocketAddr,
+    repr: &PacketRepr,
+    payload: &[u8],
+    tx: &mut TxQueue,
+) {
+    if !matches!(
+        q.state,
+        QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe
+    ) {
         return;
     }
     if sh.qp_type == QpType::Ud {
@@ -96,7 +114,10 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
             q.resp.epsn = p;
         }
     } else if d < 0 {
-        sh.dev.stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+        sh.dev
+            .stats
+            .duplicate_requests
+            .fetch_add(1, Ordering::Relaxed);
         duplicate(sh, q, repr, tx);
         return;
     } else if d > 0 {
@@ -112,7 +133,10 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
     match execute(sh, q, repr, payload, tx) {
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
-            if repr.bth.ack_req && sh.qp_type == QpType::Rc && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd) {
+            if repr.bth.ack_req
+                && sh.qp_type == QpType::Rc
+                && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
+            {
                 if q.resp.completed.is_empty() {
                     q.resp.ack_pending = Some(p);
                 } else {
@@ -129,7 +153,12 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
         }
         Err(Fail::Nak(code)) => {
             q.resp.cur = None;
-            log!(Debug, "qp {:#x}: {} from {from} refused: {code:?}", sh.qpn, repr);
+            log!(
+                Debug,
+                "qp {:#x}: {} from {from} refused: {code:?}",
+                sh.qpn,
+                repr
+            );
             if sh.qp_type == QpType::Rc {
                 sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));
@@ -140,11 +169,26 @@ pub(crate) fn on_request(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr:
 }
 
 fn is_first_or_only(op: Op) -> bool {
-    matches!(op, Op::SendFirst | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv | Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm)
+    matches!(
+        op,
+        Op::SendFirst
+            | Op::SendOnly
+            | Op::SendOnlyImm
+            | Op::SendOnlyInv
+            | Op::WriteFirst
+            | Op::WriteOnly
+            | Op::WriteOnlyImm
+    )
 }
 
 /// Run one in-sequence request; returns how many PSNs it used.
-fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx: &mut TxQueue) -> Result<u32, Fail> {
+fn execute(
+    sh: &QpShared,
+    q: &mut QpInner,
+    repr: &PacketRepr,
+    payload: &[u8],
+    tx: &mut TxQueue,
+) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
     let mtu = q.path_mtu.bytes() as u64;
     let invalid = Fail::Nak(NakCode::InvalidRequest);
@@ -181,21 +225,32 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
             }
             let single = op != Op::WriteFirst;
-            if (single && payload.len() as u64 != u64::from(reth.len)) || (!single && (payload.len() as u64 != mtu || u64::from(reth.len) <= mtu)) {
+            if (single && payload.len() as u64 != u64::from(reth.len))
+                || (!single && (payload.len() as u64 != mtu || u64::from(reth.len) <= mtu))
+            {
                 return Err(invalid);
             }
             // A zero-length write names no memory: its R_Key is not checked.
             let mr = if reth.len == 0 {
                 None
             } else {
-                let mr = sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE).map_err(key_nak)?;
+                let mr = sh
+                    .dev
+                    .mr(reth.rkey)
+                    .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
+                    .map_err(key_nak)?;
                 Some(mr)
             };
             if op == Op::WriteOnlyImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
-            q.resp.cur = Some(InMsg::Write { mr, va: reth.va, remaining: u64::from(reth.len), total: reth.len });
+            q.resp.cur = Some(InMsg::Write {
+                mr,
+                va: reth.va,
+                remaining: u64::from(reth.len),
+                total: reth.len,
+            });
             write_payload(sh, q, repr, payload)
         }
         Op::WriteMiddle | Op::WriteLast | Op::WriteLastImm => {
@@ -211,7 +266,9 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
             write_payload(sh, q, repr, payload)
         }
         Op::ReadRequest => {
-            let Ext::Reth(reth) = repr.ext else { return Err(invalid) };
+            let Ext::Reth(reth) = repr.ext else {
+                return Err(invalid);
+            };
             if q.resp.cur.is_some() {
                 return Err(invalid);
             }
@@ -219,8 +276,12 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
             }
             if reth.len > 0 {
-                let mr = sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ).map_err(key_nak)?;
+                let mr = sh
+                    .dev
+                    .mr(reth.rkey)
+                    .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
+                    .map_err(key_nak)?;
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
@@ -230,7 +291,9 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
             Ok(npsn)
         }
         Op::CompareSwap | Op::FetchAdd => {
-            let Ext::Atomic(a) = repr.ext else { return Err(invalid) };
+            let Ext::Atomic(a) = repr.ext else {
+                return Err(invalid);
+            };
             if q.resp.cur.is_some() {
                 return Err(invalid);
             }
@@ -240,12 +303,26 @@ fn execute(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8], tx
             if a.va % 8 != 0 {
                 return Err(invalid);
             }
-            let mr = sh.dev.mr(a.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC).map_err(key_nak)?;
-            let r = if op == Op::CompareSwap { mr.memory.compare_and_swap(a.va, a.compare, a.swap_add) } else { mr.memory.fetch_and_add(a.va, a.swap_add) };
+            let mr = sh
+                .dev
+                .mr(a.rkey)
+                .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
+                .map_err(key_nak)?;
+            let r = if op == Op::CompareSwap {
+                mr.memory.compare_and_swap(a.va, a.compare, a.swap_add)
+            } else {
+                mr.memory.fetch_and_add(a.va, a.swap_add)
+            };
             let orig = r.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             q.resp.msn = psn::add(q.resp.msn, 1);
-            remember(q, Replay::Atomic { psn: repr.bth.psn, orig });
+            remember(
+                q,
+                Replay::Atomic {
+                    psn: repr.bth.psn,
+                    orig,
+                },
+            );
             send_atomic_ack(sh, q, tx, repr.bth.psn, orig);
             Ok(1)
         }
@@ -261,23 +338,46 @@ fn remember(q: &mut QpInner, r: Replay) {
 }
 
 /// SEND payload into the current receive WQE; completes it on the last packet.
-fn recv_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8]) -> Result<u32, Fail> {
+fn recv_payload(
+    sh: &QpShared,
+    q: &mut QpInner,
+    repr: &PacketRepr,
+    payload: &[u8],
+) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
-    let Some(InMsg::Send { wqe, offset }) = q.resp.cur.as_mut() else { unreachable!("checked by the caller") };
+    let Some(InMsg::Send { wqe, offset }) = q.resp.cur.as_mut() else {
+        unreachable!("checked by the caller")
+    };
     let end = *offset + payload.len() as u64;
     let status = if end > wqe.len {
         Some((WcStatus::LocLenErr, NakCode::InvalidRequest))
     } else {
-        packet::scatter(&wqe.sges, sh.pd, *offset, payload).err().map(|s| (s, NakCode::RemoteOperationalError))
+        packet::scatter(&wqe.sges, sh.pd, *offset, payload)
+            .err()
+            .map(|s| (s, NakCode::RemoteOperationalError))
     };
     if let Some((st, nak)) = status {
-        let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() else { unreachable!() };
-        q.resp.completed.push((recv_wc(wqe.wr_id, st, WcOpcode::Recv, 0), false));
+        let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() else {
+            unreachable!()
+        };
+        q.resp
+            .completed
+            .push((recv_wc(wqe.wr_id, st, WcOpcode::Recv, 0), false));
         return Err(Fail::Nak(nak));
     }
     *offset = end;
-    if matches!(op, Op::SendLast | Op::SendLastImm | Op::SendLastInv | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv) {
-        let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else { unreachable!() };
+    if matches!(
+        op,
+        Op::SendLast
+            | Op::SendLastImm
+            | Op::SendLastInv
+            | Op::SendOnly
+            | Op::SendOnlyImm
+            | Op::SendOnlyInv
+    ) {
+        let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else {
+            unreachable!()
+        };
         let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
         match repr.ext {
             Ext::Imm(i) => wc.imm = Some(i),
@@ -291,10 +391,26 @@ fn recv_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8
 }
 
 /// WRITE payload into the target MR; on a last-with-immediate, a completion.
-fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u8]) -> Result<u32, Fail> {
+fn write_payload(
+    sh: &QpShared,
+    q: &mut QpInner,
+    repr: &PacketRepr,
+    payload: &[u8],
+) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
-    let Some(InMsg::Write { mr, va, remaining, total }) = q.resp.cur.as_mut() else { unreachable!("checked by the caller") };
-    let last = matches!(op, Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm);
+    let Some(InMsg::Write {
+        mr,
+        va,
+        remaining,
+        total,
+    }) = q.resp.cur.as_mut()
+    else {
+        unreachable!("checked by the caller")
+    };
+    let last = matches!(
+        op,
+        Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm
+    );
     let n = payload.len() as u64;
     if n > *remaining || (last && n != *remaining) {
         return Err(Fail::Nak(NakCode::InvalidRequest));
@@ -302,7 +418,8 @@ fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u
     if n > 0 {
         let m = mr.as_ref().ok_or(Fail::Nak(NakCode::InvalidRequest))?;
         // The ODP path: a region the target unmapped is a remote access error.
-        m.write(*va, payload).map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+        m.write(*va, payload)
+            .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
     }
     *va += n;
     *remaining -= n;
@@ -316,7 +433,12 @@ fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u
         };
         if let Some(i) = imm {
             let wqe = sh.take_recv(q).expect("checked before writing");
-            let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::RecvRdmaWithImm, total);
+            let mut wc = recv_wc(
+                wqe.wr_id,
+                WcStatus::Success,
+                WcOpcode::RecvRdmaWithImm,
+                total,
+            );
             wc.imm = Some(i);
             q.resp.completed.push((wc, repr.bth.solicited));
         }
@@ -325,7 +447,17 @@ fn write_payload(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, payload: &[u
 }
 
 fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc {
-    Wc { wr_id, status, opcode, byte_len, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+    Wc {
+        wr_id,
+        status,
+        opcode,
+        byte_len,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    }
 }
 
 fn rc(op: Op) -> Opcode {
@@ -333,11 +465,30 @@ fn rc(op: Op) -> Opcode {
 }
 
 /// READ responses for PSNs `first+from .. first+npsn`.
-fn read_responses(sh: &QpShared, q: &QpInner, first: u32, npsn: u32, reth: Reth, from: u32, tx: &mut TxQueue) -> Result<(), Fail> {
+fn read_responses(
+    sh: &QpShared,
+    q: &QpInner,
+    first: u32,
+    npsn: u32,
+    reth: Reth,
+    from: u32,
+    tx: &mut TxQueue,
+) -> Result<(), Fail> {
     let peer = q.peer.ok_or(Fail::Drop)?;
     let mtu = q.path_mtu.bytes() as u64;
-    let mr = if reth.len > 0 { Some(sh.dev.mr(reth.rkey).ok_or(Fail::Nak(NakCode::RemoteAccessError))?) } else { None };
-    let aeth = Aeth { syndrome: Syndrome::Ack { credits: 0x1f }, msn: psn::add(q.resp.msn, 1) };
+    let mr = if reth.len > 0 {
+        Some(
+            sh.dev
+                .mr(reth.rkey)
+                .ok_or(Fail::Nak(NakCode::RemoteAccessError))?,
+        )
+    } else {
+        None
+    };
+    let aeth = Aeth {
+        syndrome: Syndrome::Ack { credits: 0x1f },
+        msn: psn::add(q.resp.msn, 1),
+    };
     for k in from..npsn {
         let off = u64::from(k) * mtu;
         let plen = (u64::from(reth.len) - off).min(mtu) as usize;
@@ -347,9 +498,15 @@ fn read_responses(sh: &QpShared, q: &QpInner, first: u32, npsn: u32, reth: Reth,
             (_, _, true) => (Op::ReadRespLast, Ext::Aeth(aeth)),
             _ => (Op::ReadRespMiddle, Ext::None),
         };
-        let repr = PacketRepr { bth: bth(rc(op), q.dest_qpn, psn::add(first, k), false, false), ext, payload_len: plen };
+        let repr = PacketRepr {
+            bth: bth(rc(op), q.dest_qpn, psn::add(first, k), false, false),
+            ext,
+            payload_len: plen,
+        };
         tx.push(&sh.dev, peer, &repr, |buf| match &mr {
-            Some(m) => m.read(reth.va + off, buf).map_err(|_| Fail::Nak(NakCode::RemoteAccessError)),
+            Some(m) => m
+                .read(reth.va + off, buf)
+                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError)),
             None => Ok(()),
         })?;
     }
@@ -358,18 +515,38 @@ fn read_responses(sh: &QpShared, q: &QpInner, first: u32, npsn: u32, reth: Reth,
 
 fn send_atomic_ack(sh: &QpShared, q: &QpInner, tx: &mut TxQueue, p: u32, orig: u64) {
     let Some(peer) = q.peer else { return };
-    let aeth = Aeth { syndrome: Syndrome::Ack { credits: 0x1f }, msn: q.resp.msn };
-    let repr = PacketRepr { bth: bth(rc(Op::AtomicAck), q.dest_qpn, p, false, false), ext: Ext::AtomicAck(aeth, orig), payload_len: 0 };
+    let aeth = Aeth {
+        syndrome: Syndrome::Ack { credits: 0x1f },
+        msn: q.resp.msn,
+    };
+    let repr = PacketRepr {
+        bth: bth(rc(Op::AtomicAck), q.dest_qpn, p, false, false),
+        ext: Ext::AtomicAck(aeth, orig),
+        payload_len: 0,
+    };
     let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
 }
 
 /// An ACK, NAK or RNR NAK for PSN `p` (a pending coalesced ACK goes first).
-pub(crate) fn send_aeth(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue, p: u32, syndrome: Syndrome) {
+pub(crate) fn send_aeth(
+    sh: &QpShared,
+    q: &mut QpInner,
+    tx: &mut TxQueue,
+    p: u32,
+    syndrome: Syndrome,
+) {
     if !matches!(syndrome, Syndrome::Ack { .. }) {
         flush_ack(sh, q, tx);
     }
     let Some(peer) = q.peer else { return };
-    let repr = PacketRepr { bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false), ext: Ext::Aeth(Aeth { syndrome, msn: q.resp.msn }), payload_len: 0 };
+    let repr = PacketRepr {
+        bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false),
+        ext: Ext::Aeth(Aeth {
+            syndrome,
+            msn: q.resp.msn,
+        }),
+        payload_len: 0,
+    };
     let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
 }
 
@@ -387,7 +564,11 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
     match op {
         Op::ReadRequest => {
             let found = q.resp.replay.iter().find_map(|r| match r {
-                Replay::Read { first, npsn, reth } if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn => Some((*first, *npsn, *reth)),
+                Replay::Read { first, npsn, reth }
+                    if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn =>
+                {
+                    Some((*first, *npsn, *reth))
+                }
                 _ => None,
             });
             if let Some((first, npsn, reth)) = found {
@@ -430,8 +611,14 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
     if total > wqe.len {
         wc.status = WcStatus::LocLenErr;
     } else {
-        let grh = grh(crate::verbs::Gid::from_ip(from.ip()), sh.dev.gid, payload.len());
-        if let Err(s) = packet::scatter(&wqe.sges, sh.pd, 0, &grh).and_then(|_| packet::scatter(&wqe.sges, sh.pd, 40, payload)) {
+        let grh = grh(
+            crate::verbs::Gid::from_ip(from.ip()),
+            sh.dev.gid,
+            payload.len(),
+        );
+        if let Err(s) = packet::scatter(&wqe.sges, sh.pd, 0, &grh)
+            .and_then(|_| packet::scatter(&wqe.sges, sh.pd, 40, payload))
+        {
             wc.status = s;
         }
     }

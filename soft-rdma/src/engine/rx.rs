@@ -40,7 +40,13 @@ pub(crate) fn run(dev: &DeviceInner) {
 }
 
 /// One datagram. Anything malformed is dropped and counted, never a panic.
-pub(crate) fn handle(dev: &DeviceInner, from: SocketAddr, bytes: &[u8], tx: &mut TxQueue, acks: &mut Vec<Arc<QpShared>>) {
+pub(crate) fn handle(
+    dev: &DeviceInner,
+    from: SocketAddr,
+    bytes: &[u8],
+    tx: &mut TxQueue,
+    acks: &mut Vec<Arc<QpShared>>,
+) {
     dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
     let (repr, payload) = match PacketRepr::parse(bytes) {
         Ok(r) => r,
@@ -80,5 +86,13 @@ pub(crate) fn handle(dev: &DeviceInner, from: SocketAddr, bytes: &[u8], tx: &mut
 }
 
 fn is_response(op: Op) -> bool {
-    matches!(op, Op::ReadRespFirst | Op::ReadRespMiddle | Op::ReadRespLast | Op::ReadRespOnly | Op::Ack | Op::AtomicAck)
+    matches!(
+        op,
+        Op::ReadRespFirst
+            | Op::ReadRespMiddle
+            | Op::ReadRespLast
+            | Op::ReadRespOnly
+            | Op::Ack
+            | Op::AtomicAck
+    )
 }

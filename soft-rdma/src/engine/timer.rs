@@ -51,7 +51,12 @@ pub(crate) fn run(dev: &DeviceInner) {
                     Some(Reverse((t, _, _))) if *t <= now => break,
                     Some(Reverse((t, _, _))) => {
                         let wait = *t - now;
-                        h = dev.timers.cv.wait_timeout(h, wait).unwrap_or_else(|e| e.into_inner()).0;
+                        h = dev
+                            .timers
+                            .cv
+                            .wait_timeout(h, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                     }
                     None => h = dev.timers.cv.wait(h).unwrap_or_else(|e| e.into_inner()),
                 }

@@ -17,8 +17,12 @@ pub(crate) struct ChannelShared {
 
 impl CompChannel {
     pub fn new() -> Result<CompChannel> {
-        let fd = crate::sys::eventfd().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
-        Ok(CompChannel(Arc::new(ChannelShared { fd, events: Mutex::new(VecDeque::new()) })))
+        let fd =
+            crate::sys::eventfd().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+        Ok(CompChannel(Arc::new(ChannelShared {
+            fd,
+            events: Mutex::new(VecDeque::new()),
+        })))
     }
 
     /// `ibv_get_cq_event`, non-blocking: the next CQ with an event, if any.
@@ -64,7 +68,11 @@ impl Cq {
         }
         Ok(Cq(Arc::new(CqShared {
             depth,
-            state: Mutex::new(CqState { ring: VecDeque::with_capacity(depth), armed: None, overflow: false }),
+            state: Mutex::new(CqState {
+                ring: VecDeque::with_capacity(depth),
+                armed: None,
+                overflow: false,
+            }),
             channel: channel.map(|c| c.0.clone()),
         })))
     }
@@ -90,7 +98,11 @@ impl Cq {
 
     /// Whether the CQ overflowed (completions were lost).
     pub fn overflowed(&self) -> bool {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).overflow
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .overflow
     }
 
     pub fn depth(&self) -> usize {
@@ -109,7 +121,9 @@ impl CqShared {
         }
         s.ring.push_back(wc);
         let fire = match s.armed {
-            Some(only_solicited) => !only_solicited || solicited || wc.status != super::WcStatus::Success,
+            Some(only_solicited) => {
+                !only_solicited || solicited || wc.status != super::WcStatus::Success
+            }
             None => false,
         };
         if fire {
@@ -117,7 +131,10 @@ impl CqShared {
         }
         drop(s);
         if let (true, Some(ch)) = (fire, &self.channel) {
-            ch.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(self.clone());
+            ch.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(self.clone());
             crate::sys::eventfd_signal(&ch.fd);
         }
     }

@@ -117,18 +117,30 @@ impl DeviceInner {
     }
 
     pub(crate) fn qp(&self, qpn: u32) -> Option<Arc<QpShared>> {
-        self.qps.read().unwrap_or_else(|e| e.into_inner()).get(&qpn).cloned()
+        self.qps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&qpn)
+            .cloned()
     }
 
     pub(crate) fn mr(&self, key: u32) -> Option<Arc<MrShared>> {
-        let mr = self.mrs.read().unwrap_or_else(|e| e.into_inner()).get(&(key >> 8)).cloned()?;
+        let mr = self
+            .mrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(key >> 8))
+            .cloned()?;
         (mr.key == key).then_some(mr)
     }
 
     /// Queue an asynchronous event for `Device::get_async_event`.
     pub(crate) fn raise(&self, ev: super::AsyncEvent) {
         crate::log::log!(Info, "async event: {ev:?}");
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(ev);
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(ev);
         crate::sys::eventfd_signal(&self.events_fd);
     }
 
@@ -183,13 +195,22 @@ impl Device {
         });
         let rx = {
             let d = inner.clone();
-            std::thread::Builder::new().name("softrdma-rx".into()).spawn(move || rx::run(&d)).expect("spawn softrdma-rx")
+            std::thread::Builder::new()
+                .name("softrdma-rx".into())
+                .spawn(move || rx::run(&d))
+                .expect("spawn softrdma-rx")
         };
         let tm = {
             let d = inner.clone();
-            std::thread::Builder::new().name("softrdma-timer".into()).spawn(move || crate::engine::timer::run(&d)).expect("spawn softrdma-timer")
+            std::thread::Builder::new()
+                .name("softrdma-timer".into())
+                .spawn(move || crate::engine::timer::run(&d))
+                .expect("spawn softrdma-timer")
         };
-        Device { inner, threads: Mutex::new(vec![rx, tm]) }
+        Device {
+            inner,
+            threads: Mutex::new(vec![rx, tm]),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -221,7 +242,16 @@ impl Device {
         let g = self.inner.gid.0;
         DeviceAttr {
             fw_ver: "0.1.0",
-            node_guid: u64::from_be_bytes([g[10] ^ 0x02, g[11], g[12], 0xff, 0xfe, g[13], g[14], g[15]]),
+            node_guid: u64::from_be_bytes([
+                g[10] ^ 0x02,
+                g[11],
+                g[12],
+                0xff,
+                0xfe,
+                g[13],
+                g[14],
+                g[15],
+            ]),
             vendor_id: 0xffffff,
             max_qp: MAX_QP,
             max_qp_wr: MAX_QP_WR,
@@ -235,7 +265,12 @@ impl Device {
             max_inline: MAX_INLINE,
             max_msg: MAX_MSG,
             phys_port_cnt: 1,
-            odp: OdpCaps { general: 1 | 2, rc: 1 | 2 | 4 | 8 | 16 | 32, uc: 1 | 2 | 4 | 32, ud: 1 | 2 | 32 },
+            odp: OdpCaps {
+                general: 1 | 2,
+                rc: 1 | 2 | 4 | 8 | 16 | 32,
+                uc: 1 | 2 | 4 | 32,
+                ud: 1 | 2 | 32,
+            },
         }
     }
 
@@ -243,7 +278,13 @@ impl Device {
     /// loopback (MTU 65536) that is 4096; elsewhere 1024, what a 1500-byte
     /// Ethernet link allows (link MTU − 80, rounded down to an IB MTU).
     pub fn port_attr(&self) -> PortAttr {
-        PortAttr { state_active: true, max_mtu: Mtu::M4096, active_mtu: self.inner.active_mtu(), gid_tbl_len: 2, lid: 0 }
+        PortAttr {
+            state_active: true,
+            max_mtu: Mtu::M4096,
+            active_mtu: self.inner.active_mtu(),
+            gid_tbl_len: 2,
+            lid: 0,
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -282,7 +323,12 @@ impl Drop for Device {
         self.inner.closing.store(true, Ordering::Release);
         self.inner.link.close();
         self.inner.timers.shutdown();
-        for t in self.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = t.join();
         }
     }

@@ -31,7 +31,13 @@ pub(crate) enum KeyError {
 impl MrShared {
     /// Check `[va, va+len)` and the access right: the responder's and the
     /// requester's one gate before touching memory.
-    pub(crate) fn check(&self, pd_id: u32, va: u64, len: u64, need: Access) -> std::result::Result<(), KeyError> {
+    pub(crate) fn check(
+        &self,
+        pd_id: u32,
+        va: u64,
+        len: u64,
+        need: Access,
+    ) -> std::result::Result<(), KeyError> {
         if self.pd_id != pd_id {
             return Err(KeyError::BadKey);
         }
@@ -61,7 +67,9 @@ impl Mr {
     pub(crate) fn register(pd: &Pd, addr: u64, len: u64, access: Access) -> Result<Mr> {
         let dev = pd.dev().clone();
         // Remote write/atomic imply local write (verbs rule, EINVAL otherwise).
-        if (access.contains(Access::REMOTE_WRITE) || access.contains(Access::REMOTE_ATOMIC)) && !access.contains(Access::LOCAL_WRITE) {
+        if (access.contains(Access::REMOTE_WRITE) || access.contains(Access::REMOTE_ATOMIC))
+            && !access.contains(Access::LOCAL_WRITE)
+        {
             return Err(Errno::EINVAL);
         }
         let writable = access.contains(Access::LOCAL_WRITE);
@@ -70,7 +78,9 @@ impl Mr {
             if implicit {
                 Memory::Implicit(odp::ImplicitUmem::new(&dev.mm, writable))
             } else {
-                Memory::Odp(odp::Umem::new(&dev.mm, addr, len, writable).map_err(|_| Errno::EINVAL)?)
+                Memory::Odp(
+                    odp::Umem::new(&dev.mm, addr, len, writable).map_err(|_| Errno::EINVAL)?,
+                )
             }
         } else {
             if implicit || len == 0 {
@@ -82,8 +92,19 @@ impl Mr {
             })?)
         };
         let key = dev.new_mr_key();
-        let mr = Arc::new(MrShared { dev: dev.clone(), pd_id: pd.id(), key, access, addr, len, memory });
-        dev.mrs.write().unwrap_or_else(|e| e.into_inner()).insert(key >> 8, mr.clone());
+        let mr = Arc::new(MrShared {
+            dev: dev.clone(),
+            pd_id: pd.id(),
+            key,
+            access,
+            addr,
+            len,
+            memory,
+        });
+        dev.mrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key >> 8, mr.clone());
         Ok(Mr(mr))
     }
 
@@ -127,6 +148,11 @@ impl Mr {
 
 impl Drop for Mr {
     fn drop(&mut self) {
-        self.0.dev.mrs.write().unwrap_or_else(|e| e.into_inner()).remove(&(self.0.key >> 8));
+        self.0
+            .dev
+            .mrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(self.0.key >> 8));
     }
 }

@@ -5,7 +5,10 @@
 //! lock is held, so they leave in PSN order.
 
 use super::cq::CqShared;
-use super::{Access, Cq, Errno, Gid, Mtu, QpAttr, QpCap, QpState, QpType, RecvWr, Result, SendOp, SendWr, Wc, WcOpcode, WcStatus};
+use super::{
+    Access, Cq, Errno, Gid, Mtu, QpAttr, QpCap, QpState, QpType, RecvWr, Result, SendOp, SendWr,
+    Wc, WcOpcode, WcStatus,
+};
 use crate::engine::packet::{self, ResolvedSge, TxQueue};
 use crate::engine::requester::{ReqState, SendWqe};
 use crate::engine::responder::{RecvWqe, RespState};
@@ -90,16 +93,34 @@ impl QpShared {
             SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
         };
         let byte_len = match wqe.op {
-            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => wqe.len as u32,
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => {
+                wqe.len as u32
+            }
             _ => 0,
         };
-        let wc = Wc { wr_id: wqe.wr_id, status, opcode, byte_len, imm: None, invalidated_rkey: None, qp_num: self.qpn, src_qp: 0, grh: false };
+        let wc = Wc {
+            wr_id: wqe.wr_id,
+            status,
+            opcode,
+            byte_len,
+            imm: None,
+            invalidated_rkey: None,
+            qp_num: self.qpn,
+            src_qp: 0,
+            grh: false,
+        };
         self.send_cq.push(wc, false);
     }
 
     /// Post a completion on the receive CQ.
     pub(crate) fn complete_recv(&self, wc: Wc, solicited: bool) {
-        self.recv_cq.push(Wc { qp_num: self.qpn, ..wc }, solicited);
+        self.recv_cq.push(
+            Wc {
+                qp_num: self.qpn,
+                ..wc
+            },
+            solicited,
+        );
     }
 
     /// The protocol failed (retry or RNR exhaustion, a NAK, a local error):
@@ -113,7 +134,12 @@ impl QpShared {
 
     /// SQE (UC/UD): the send queue is flushed, the receive side keeps working.
     pub(crate) fn to_send_queue_error(&self, q: &mut QpInner) {
-        crate::log::log!(Info, "qp {:#x}: -> Sqe, flushing {} send requests", self.qpn, q.req.sq.len());
+        crate::log::log!(
+            Info,
+            "qp {:#x}: -> Sqe, flushing {} send requests",
+            self.qpn,
+            q.req.sq.len()
+        );
         q.state = QpState::Sqe;
         for w in q.req.sq.drain(..) {
             self.complete_send(&w, WcStatus::WrFlushErr);
@@ -125,7 +151,13 @@ impl QpShared {
     /// `WR_FLUSH_ERR` (the one that failed was completed by the caller).
     pub(crate) fn to_error(&self, q: &mut QpInner) {
         if q.state != QpState::Err {
-            crate::log::log!(Info, "qp {:#x}: -> Err, flushing {} send and {} receive requests", self.qpn, q.req.sq.len(), q.resp.rq.len());
+            crate::log::log!(
+                Info,
+                "qp {:#x}: -> Err, flushing {} send and {} receive requests",
+                self.qpn,
+                q.req.sq.len(),
+                q.resp.rq.len()
+            );
         }
         q.state = QpState::Err;
         for w in q.req.sq.drain(..) {
@@ -152,7 +184,17 @@ impl QpShared {
 }
 
 fn flush_wc(wr_id: u64) -> Wc {
-    Wc { wr_id, status: WcStatus::WrFlushErr, opcode: WcOpcode::Recv, byte_len: 0, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+    Wc {
+        wr_id,
+        status: WcStatus::WrFlushErr,
+        opcode: WcOpcode::Recv,
+        byte_len: 0,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    }
 }
 
 /// A queue pair (`ibv_qp`).
@@ -161,7 +203,12 @@ pub struct Qp(pub(crate) Arc<QpShared>);
 impl Qp {
     pub(crate) fn create(pd: &super::Pd, attr: QpInitAttr) -> Result<Qp> {
         let cap = attr.cap;
-        if cap.max_send_wr > MAX_QP_WR || cap.max_recv_wr > MAX_QP_WR || cap.max_send_sge > MAX_SGE || cap.max_recv_sge > MAX_SGE || cap.max_inline_data > super::device::MAX_INLINE {
+        if cap.max_send_wr > MAX_QP_WR
+            || cap.max_recv_wr > MAX_QP_WR
+            || cap.max_send_sge > MAX_SGE
+            || cap.max_recv_sge > MAX_SGE
+            || cap.max_inline_data > super::device::MAX_INLINE
+        {
             return Err(Errno::EINVAL);
         }
         if attr.srq.as_ref().is_some_and(|s| s.pd() != pd.id()) {
@@ -196,7 +243,10 @@ impl Qp {
                 resp: RespState::default(),
             }),
         });
-        dev.qps.write().unwrap_or_else(|e| e.into_inner()).insert(qpn, shared.clone());
+        dev.qps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(qpn, shared.clone());
         Ok(Qp(shared))
     }
 
@@ -227,20 +277,38 @@ impl Qp {
         use QpState as S;
         let legal = matches!(
             (cur, next),
-            (_, S::Reset) | (_, S::Err) | (S::Reset, S::Init) | (S::Init, S::Init) | (S::Init, S::Rtr) | (S::Rtr, S::Rts) | (S::Rts, S::Rts) | (S::Rts, S::Sqd) | (S::Sqd, S::Rts) | (S::Sqd, S::Sqd) | (S::Sqe, S::Rts)
+            (_, S::Reset)
+                | (_, S::Err)
+                | (S::Reset, S::Init)
+                | (S::Init, S::Init)
+                | (S::Init, S::Rtr)
+                | (S::Rtr, S::Rts)
+                | (S::Rts, S::Rts)
+                | (S::Rts, S::Sqd)
+                | (S::Sqd, S::Rts)
+                | (S::Sqd, S::Sqd)
+                | (S::Sqe, S::Rts)
         );
         if !legal {
             return Err(Errno::EINVAL);
         }
         match (cur, next) {
             (S::Reset, S::Init) => {
-                let ok = if connected { attr.access.is_some() || attr.pkey_index.is_some() } else { attr.qkey.is_some() };
+                let ok = if connected {
+                    attr.access.is_some() || attr.pkey_index.is_some()
+                } else {
+                    attr.qkey.is_some()
+                };
                 if !ok || attr.port_num.is_some_and(|p| p != 1) {
                     return Err(Errno::EINVAL);
                 }
             }
             (S::Init, S::Rtr) if connected => {
-                if attr.dest_qp_num.is_none() || attr.rq_psn.is_none() || attr.path_mtu.is_none() || (attr.dgid.is_none() && q.peer.is_none()) {
+                if attr.dest_qp_num.is_none()
+                    || attr.rq_psn.is_none()
+                    || attr.path_mtu.is_none()
+                    || (attr.dgid.is_none() && q.peer.is_none())
+                {
                     return Err(Errno::EINVAL);
                 }
             }
@@ -305,14 +373,27 @@ impl Qp {
         let resume = next == S::Rts && cur == S::Sqd;
         let drained_now = next == S::Sqd && cur != S::Sqd && q.req.send_idx == 0;
         if next != cur {
-            crate::log::log!(Info, "qp {:#x} ({:?}): {cur:?} -> {next:?}{}", self.0.qpn, self.0.qp_type, match (next, q.peer) {
-                (S::Rtr, Some(peer)) => format!(", peer qp {:#x} at {peer}, mtu {}, rq_psn {:#x}", q.dest_qpn, q.path_mtu.bytes(), q.resp.epsn),
-                _ => String::new(),
-            });
+            crate::log::log!(
+                Info,
+                "qp {:#x} ({:?}): {cur:?} -> {next:?}{}",
+                self.0.qpn,
+                self.0.qp_type,
+                match (next, q.peer) {
+                    (S::Rtr, Some(peer)) => format!(
+                        ", peer qp {:#x} at {peer}, mtu {}, rq_psn {:#x}",
+                        q.dest_qpn,
+                        q.path_mtu.bytes(),
+                        q.resp.epsn
+                    ),
+                    _ => String::new(),
+                }
+            );
         }
         q.state = next;
         if drained_now {
-            self.0.dev.raise(super::AsyncEvent::SqDrained { qpn: self.0.qpn });
+            self.0
+                .dev
+                .raise(super::AsyncEvent::SqDrained { qpn: self.0.qpn });
         }
         if resume {
             // SQD held back what was posted meanwhile; send it now.
@@ -338,10 +419,17 @@ impl Qp {
     }
 
     /// Validate and queue each WR (a WR posted to a QP in error is flushed).
-    fn queue_sends(&self, q: &mut QpInner, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
+    fn queue_sends(
+        &self,
+        q: &mut QpInner,
+        wrs: &[SendWr<'_>],
+    ) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
         for (i, wr) in wrs.iter().enumerate() {
-            if !matches!(q.state, QpState::Rts | QpState::Err | QpState::Sqd | QpState::Sqe) {
+            if !matches!(
+                q.state,
+                QpState::Rts | QpState::Err | QpState::Sqd | QpState::Sqe
+            ) {
                 return Err((i, Errno::EINVAL));
             }
             if q.req.sq.len() >= sh.cap.max_send_wr.max(1) as usize {
@@ -382,7 +470,11 @@ impl Qp {
                 sh.complete_recv(flush_wc(wr.wr_id), false);
                 continue;
             }
-            q.resp.rq.push_back(RecvWqe { wr_id: wr.wr_id, len: packet::total_len(&sges), sges });
+            q.resp.rq.push_back(RecvWqe {
+                wr_id: wr.wr_id,
+                len: packet::total_len(&sges),
+                sges,
+            });
         }
         Ok(())
     }
@@ -399,6 +491,11 @@ impl Drop for Qp {
         q.req.timer_generation += 1;
         q.state = QpState::Reset;
         drop(q);
-        self.0.dev.qps.write().unwrap_or_else(|e| e.into_inner()).remove(&self.0.qpn);
+        self.0
+            .dev
+            .qps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0.qpn);
     }
 }

@@ -51,7 +51,11 @@ impl SrqShared {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).queue.is_empty()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queue
+            .is_empty()
     }
 }
 
@@ -66,7 +70,17 @@ impl Srq {
         }
         let dev = pd.dev().clone();
         let id = dev.new_pd_id();
-        Ok(Srq(Arc::new(SrqShared { id, dev, pd: pd.id(), max_wr, max_sge: max_sge.max(1), state: Mutex::new(SrqState { queue: VecDeque::new(), limit }) })))
+        Ok(Srq(Arc::new(SrqShared {
+            id,
+            dev,
+            pd: pd.id(),
+            max_wr,
+            max_sge: max_sge.max(1),
+            state: Mutex::new(SrqState {
+                queue: VecDeque::new(),
+                limit,
+            }),
+        })))
     }
 
     pub fn id(&self) -> u32 {
@@ -84,7 +98,11 @@ impl Srq {
                 return Err((i, Errno::EINVAL));
             }
             let sges: Vec<ResolvedSge> = packet::resolve(&self.0.dev, wr.sg_list);
-            s.queue.push_back(RecvWqe { wr_id: wr.wr_id, len: packet::total_len(&sges), sges });
+            s.queue.push_back(RecvWqe {
+                wr_id: wr.wr_id,
+                len: packet::total_len(&sges),
+                sges,
+            });
         }
         Ok(())
     }
@@ -100,7 +118,12 @@ impl Srq {
 
     /// WQEs queued now.
     pub fn len(&self) -> usize {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).queue.len()
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queue
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

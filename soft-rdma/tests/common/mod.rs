@@ -19,7 +19,13 @@ pub fn node() -> Node {
 }
 
 pub fn cap() -> QpCap {
-    QpCap { max_send_wr: 1024, max_recv_wr: 1024, max_send_sge: 4, max_recv_sge: 4, max_inline_data: 128 }
+    QpCap {
+        max_send_wr: 1024,
+        max_recv_wr: 1024,
+        max_send_sge: 4,
+        max_recv_sge: 4,
+        max_inline_data: 128,
+    }
 }
 
 pub fn all_access() -> Access {
@@ -28,17 +34,50 @@ pub fn all_access() -> Access {
 
 /// Create and connect a pair of QPs of `t` (RESET → INIT → RTR → RTS).
 pub fn connect(a: &Node, b: &Node, t: QpType) -> (Qp, Qp) {
-    let qa = a.pd.create_qp(QpInitAttr { qp_type: t, send_cq: a.cq.clone(), recv_cq: a.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
-    let qb = b.pd.create_qp(QpInitAttr { qp_type: t, send_cq: b.cq.clone(), recv_cq: b.cq.clone(), cap: cap(), sq_sig_all: false, srq: None }).unwrap();
+    let qa =
+        a.pd.create_qp(QpInitAttr {
+            qp_type: t,
+            send_cq: a.cq.clone(),
+            recv_cq: a.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
+    let qb =
+        b.pd.create_qp(QpInitAttr {
+            qp_type: t,
+            send_cq: b.cq.clone(),
+            recv_cq: b.cq.clone(),
+            cap: cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
         let init = if t == QpType::Ud {
-            QpAttr { state: Some(QpState::Init), qkey: Some(0x1111), port_num: Some(1), pkey_index: Some(0), ..Default::default() }
+            QpAttr {
+                state: Some(QpState::Init),
+                qkey: Some(0x1111),
+                port_num: Some(1),
+                pkey_index: Some(0),
+                ..Default::default()
+            }
         } else {
-            QpAttr { state: Some(QpState::Init), access: Some(all_access()), port_num: Some(1), pkey_index: Some(0), ..Default::default() }
+            QpAttr {
+                state: Some(QpState::Init),
+                access: Some(all_access()),
+                port_num: Some(1),
+                pkey_index: Some(0),
+                ..Default::default()
+            }
         };
         q.modify(&init).unwrap();
         let rtr = if t == QpType::Ud {
-            QpAttr { state: Some(QpState::Rtr), ..Default::default() }
+            QpAttr {
+                state: Some(QpState::Rtr),
+                ..Default::default()
+            }
         } else {
             QpAttr {
                 state: Some(QpState::Rtr),
@@ -52,7 +91,15 @@ pub fn connect(a: &Node, b: &Node, t: QpType) -> (Qp, Qp) {
             }
         };
         q.modify(&rtr).unwrap();
-        let rts = QpAttr { state: Some(QpState::Rts), sq_psn: Some(0x10), timeout: Some(10), retry_cnt: Some(7), rnr_retry: Some(7), max_rd_atomic: Some(16), ..Default::default() };
+        let rts = QpAttr {
+            state: Some(QpState::Rts),
+            sq_psn: Some(0x10),
+            timeout: Some(10),
+            retry_cnt: Some(7),
+            rnr_retry: Some(7),
+            max_rd_atomic: Some(16),
+            ..Default::default()
+        };
         q.modify(&rts).unwrap();
     }
     (qa, qb)
@@ -62,12 +109,26 @@ pub fn connect(a: &Node, b: &Node, t: QpType) -> (Qp, Qp) {
 pub fn wait(cq: &Cq, n: usize) -> Vec<Wc> {
     let mut out = Vec::new();
     let t = Instant::now();
-    let mut buf = [Wc { wr_id: 0, status: WcStatus::Success, opcode: WcOpcode::Send, byte_len: 0, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }; 16];
+    let mut buf = [Wc {
+        wr_id: 0,
+        status: WcStatus::Success,
+        opcode: WcOpcode::Send,
+        byte_len: 0,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    }; 16];
     while out.len() < n {
         let k = cq.poll(&mut buf);
         out.extend_from_slice(&buf[..k]);
         if k == 0 {
-            assert!(t.elapsed() < Duration::from_secs(10), "timed out with {} of {n} completions: {out:?}", out.len());
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "timed out with {} of {n} completions: {out:?}",
+                out.len()
+            );
             std::thread::yield_now();
         }
     }
@@ -85,10 +146,17 @@ impl Buf {
         self.0.as_ptr() as u64
     }
     pub fn sge(&self, mr: &Mr, off: usize, len: usize) -> Sge {
-        Sge { addr: self.addr() + off as u64, length: len as u32, lkey: mr.lkey() }
+        Sge {
+            addr: self.addr() + off as u64,
+            length: len as u32,
+            lkey: mr.lkey(),
+        }
     }
 }
 
 pub fn signaled() -> SendFlags {
-    SendFlags { signaled: true, ..Default::default() }
+    SendFlags {
+        signaled: true,
+        ..Default::default()
+    }
 }

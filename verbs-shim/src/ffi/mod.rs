@@ -5,6 +5,7 @@
 // `#[repr(C)]` storage, reviewed as a generator rather than line by line, so
 // they carry no hand-written `// SAFETY:` notes (the file is regenerated).
 #[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[rustfmt::skip]
 pub mod bindings;
 pub use bindings::*;
 

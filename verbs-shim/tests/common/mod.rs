@@ -19,12 +19,17 @@ pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/<test>")
+            .to_path_buf();
         let so = dir.join("libibverbs.so");
         if !so.exists() {
             let target = dir.parent().expect("target dir");
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-p", "verbs-shim", "--target-dir"]).arg(target);
+            cmd.args(["build", "-p", "verbs-shim", "--target-dir"])
+                .arg(target);
             if dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
@@ -48,7 +53,11 @@ pub fn shim_lib() -> PathBuf {
 /// A real program with our library first on `LD_LIBRARY_PATH`.
 pub fn program(name: &str, args: &[&str]) -> Command {
     let mut c = Command::new(name);
-    c.args(args).env("LD_LIBRARY_PATH", lib_dir()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -61,7 +70,11 @@ pub fn finish(what: &str, mut child: Child, limit: Duration) -> Output {
             None if t.elapsed() > limit => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("output");
-                panic!("{what}: no exit after {limit:?}\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+                panic!(
+                    "{what}: no exit after {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -75,10 +88,16 @@ pub fn text(b: &[u8]) -> String {
 /// Run a program to completion (deadline 60 s); it must exit 0. Its stdout
 /// and stderr together.
 pub fn run_ok(name: &str, args: &[&str]) -> String {
-    let child = program(name, args).spawn().unwrap_or_else(|e| panic!("{name}: {e} (is the Debian package installed? scripts/test.sh installs it)"));
+    let child = program(name, args).spawn().unwrap_or_else(|e| {
+        panic!("{name}: {e} (is the Debian package installed? scripts/test.sh installs it)")
+    });
     let out = finish(name, child, Duration::from_secs(60));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{name} {args:?}: {}\n{all}", out.status);
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}\n{all}",
+        out.status
+    );
     all
 }
 
@@ -95,21 +114,36 @@ pub fn pair(name: &str, port: u16, server_args: &[&str], client_args: &[&str]) -
     let p = port.to_string();
     let mut sargs: Vec<&str> = server_args.to_vec();
     sargs.extend(["-p", &p]);
-    let server = program(name, &sargs).spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let server = program(name, &sargs)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     // Ready once its out-of-band TCP port listens (a probe connection would
     // use up the one connection these servers accept).
     let t = Instant::now();
     while !listening(port) {
-        assert!(t.elapsed() < Duration::from_secs(20), "{name} server never listened on {port}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{name} server never listened on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut cargs: Vec<&str> = client_args.to_vec();
     cargs.extend(["-p", &p, "127.0.0.1"]);
-    let client = program(name, &cargs).spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let client = program(name, &cargs)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let c = finish(&format!("{name} client"), client, Duration::from_secs(60));
     let s = finish(&format!("{name} server"), server, Duration::from_secs(30));
-    let (so, co) = (format!("{}{}", text(&s.stdout), text(&s.stderr)), format!("{}{}", text(&c.stdout), text(&c.stderr)));
-    assert!(s.status.success() && c.status.success(), "{name}: server {}, client {}\n--- server:\n{so}\n--- client:\n{co}", s.status, c.status);
+    let (so, co) = (
+        format!("{}{}", text(&s.stdout), text(&s.stderr)),
+        format!("{}{}", text(&c.stdout), text(&c.stderr)),
+    );
+    assert!(
+        s.status.success() && c.status.success(),
+        "{name}: server {}, client {}\n--- server:\n{so}\n--- client:\n{co}",
+        s.status,
+        c.status
+    );
     (so, co)
 }
 
@@ -117,9 +151,13 @@ pub fn pair(name: &str, port: u16, server_args: &[&str], client_args: &[&str]) -
 pub fn listening(port: u16) -> bool {
     let want = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).any(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
-        })
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+            })
     })
 }

@@ -142,7 +142,11 @@ impl PerfArgs {
             return vec![8];
         }
         if self.all {
-            let top = if self.conn == QpType::Ud { ud_max } else { MAX_SIZE };
+            let top = if self.conn == QpType::Ud {
+                ud_max
+            } else {
+                MAX_SIZE
+            };
             return (1..=23).map(|k| 1u64 << k).filter(|&s| s <= top).collect();
         }
         vec![self.size.unwrap_or(if self.test.lat { 2 } else { 65536 })]
@@ -153,10 +157,16 @@ fn num(flag: &str, v: Option<&String>, min: u64, max: u64) -> CliResult<u64> {
     let Some(v) = v else {
         return usage(format!("{flag} needs a value"));
     };
-    let parsed = if let Some(h) = v.strip_prefix("0x") { u64::from_str_radix(h, 16).ok() } else { v.parse::<u64>().ok() };
+    let parsed = if let Some(h) = v.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        v.parse::<u64>().ok()
+    };
     match parsed {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => usage(format!("{flag} {v}: expected a number between {min} and {max}")),
+        _ => usage(format!(
+            "{flag} {v}: expected a number between {min} and {max}"
+        )),
     }
 }
 
@@ -195,7 +205,29 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
             _ => (f, None),
         };
-        let takes_value = matches!(f, "-s" | "--size" | "-n" | "--iters" | "-q" | "--qp" | "-c" | "--connection" | "-m" | "--mtu" | "-A" | "--atomic_type" | "-p" | "--port" | "-t" | "--tx-depth" | "-r" | "--rx-depth" | "-Q" | "--cq-mod" | "--client");
+        let takes_value = matches!(
+            f,
+            "-s" | "--size"
+                | "-n"
+                | "--iters"
+                | "-q"
+                | "--qp"
+                | "-c"
+                | "--connection"
+                | "-m"
+                | "--mtu"
+                | "-A"
+                | "--atomic_type"
+                | "-p"
+                | "--port"
+                | "-t"
+                | "--tx-depth"
+                | "-r"
+                | "--rx-depth"
+                | "-Q"
+                | "--cq-mod"
+                | "--client"
+        );
         let val = if takes_value {
             match inline_val {
                 Some(v) => Some(v),
@@ -215,18 +247,29 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             "-q" | "--qp" => a.qps = num(f, v, 1, 16)? as u32,
             "-c" | "--connection" => match v.and_then(|s| parse_conn(s)) {
                 Some(t) => a.conn = t,
-                None => return usage(format!("{f}: connection type must be RC, UC or UD (got {})", v.map_or("nothing", |s| s.as_str()))),
+                None => {
+                    return usage(format!(
+                        "{f}: connection type must be RC, UC or UD (got {})",
+                        v.map_or("nothing", |s| s.as_str())
+                    ))
+                }
             },
             "-m" | "--mtu" => {
                 let n = num(f, v, 256, 4096)?;
                 match parse_mtu(n) {
                     Some(m) => a.mtu = Some(m),
-                    None => return usage(format!("{f} {n}: MTU must be 256, 512, 1024, 2048 or 4096")),
+                    None => {
+                        return usage(format!("{f} {n}: MTU must be 256, 512, 1024, 2048 or 4096"))
+                    }
                 }
             }
             "-A" | "--atomic_type" => match v.and_then(|s| AtomicKind::parse(s)) {
                 Some(k) => a.atomic = k,
-                None => return usage(format!("{f}: atomic type must be CMP_AND_SWAP or FETCH_AND_ADD")),
+                None => {
+                    return usage(format!(
+                        "{f}: atomic type must be CMP_AND_SWAP or FETCH_AND_ADD"
+                    ))
+                }
             },
             "-p" | "--port" => a.port = num(f, v, 1, 65535)? as u16,
             "-t" | "--tx-depth" => {
@@ -249,7 +292,12 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
                 None => return usage("--client needs the server's host name or address"),
             },
             _ if !f.starts_with('-') && client.is_none() => client = Some(f.to_string()),
-            _ => return usage(format!("perf: unknown flag {:?} (see softrdma perf --help)", argv[i])),
+            _ => {
+                return usage(format!(
+                    "perf: unknown flag {:?} (see softrdma perf --help)",
+                    argv[i]
+                ))
+            }
         }
         i += 1;
     }
@@ -267,10 +315,16 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
 fn check(a: &mut PerfArgs, tx_given: bool) -> CliResult<()> {
     let t = a.test;
     if a.conn == QpType::Ud && t.verb != Verb::Send {
-        return usage(format!("{}: UD connection is possible only in send tests (send_bw, send_lat)", t.name()));
+        return usage(format!(
+            "{}: UD connection is possible only in send tests (send_bw, send_lat)",
+            t.name()
+        ));
     }
     if a.conn == QpType::Uc && matches!(t.verb, Verb::Read | Verb::Atomic) {
-        return usage(format!("{}: UC connection is not possible in READ/ATOMIC verbs; use -c RC", t.name()));
+        return usage(format!(
+            "{}: UC connection is not possible in READ/ATOMIC verbs; use -c RC",
+            t.name()
+        ));
     }
     if t.lat && a.qps > 1 {
         return usage(format!("{}: -q is supported only in bw tests", t.name()));
@@ -279,7 +333,10 @@ fn check(a: &mut PerfArgs, tx_given: bool) -> CliResult<()> {
         return usage("atomic tests: the message size is 8 (drop -s)");
     }
     if t.lat && tx_given && a.tx_depth != 1 {
-        return usage(format!("{}: latency tests have one operation in flight (drop -t)", t.name()));
+        return usage(format!(
+            "{}: latency tests have one operation in flight (drop -t)",
+            t.name()
+        ));
     }
     if a.all && a.size.is_some() {
         return usage("-a and -s exclude each other");

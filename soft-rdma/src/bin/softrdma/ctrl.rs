@@ -14,9 +14,18 @@ pub struct Ctrl {
 impl Ctrl {
     fn new(s: TcpStream) -> CliResult<Ctrl> {
         let _ = s.set_nodelay(true);
-        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "peer".into());
-        let w = s.try_clone().or_else(|e| runtime(format!("TCP socket: {e}")))?;
-        Ok(Ctrl { reader: BufReader::new(s), writer: w, peer })
+        let peer = s
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "peer".into());
+        let w = s
+            .try_clone()
+            .or_else(|e| runtime(format!("TCP socket: {e}")))?;
+        Ok(Ctrl {
+            reader: BufReader::new(s),
+            writer: w,
+            peer,
+        })
     }
 
     /// Listen on 0.0.0.0:port (a clear error if the port is taken).
@@ -31,7 +40,9 @@ impl Ctrl {
     }
 
     pub fn accept(l: &TcpListener) -> CliResult<Ctrl> {
-        let (s, _) = l.accept().or_else(|e| runtime(format!("accepting the client: {e}")))?;
+        let (s, _) = l
+            .accept()
+            .or_else(|e| runtime(format!("accepting the client: {e}")))?;
         Ctrl::new(s)
     }
 
@@ -54,13 +65,18 @@ impl Ctrl {
     pub fn send(&mut self, line: &str) -> CliResult<()> {
         let mut b = line.as_bytes().to_vec();
         b.push(b'\n');
-        self.writer.write_all(&b).or_else(|e| runtime(format!("lost the connection to {}: {e}", self.peer)))
+        self.writer
+            .write_all(&b)
+            .or_else(|e| runtime(format!("lost the connection to {}: {e}", self.peer)))
     }
 
     pub fn recv(&mut self) -> CliResult<String> {
         let mut s = String::new();
         match self.reader.read_line(&mut s) {
-            Ok(0) => runtime(format!("{} closed the connection (see its error output)", self.peer)),
+            Ok(0) => runtime(format!(
+                "{} closed the connection (see its error output)",
+                self.peer
+            )),
             Ok(_) => Ok(s.trim_end().to_string()),
             Err(e) => runtime(format!("lost the connection to {}: {e}", self.peer)),
         }
@@ -90,7 +106,11 @@ impl Ctrl {
         if !self.reader.buffer().is_empty() {
             return true;
         }
-        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(self.reader.get_ref()), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(self.reader.get_ref()),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
     }
@@ -110,6 +130,10 @@ pub fn kv<'a>(f: &'a [String], key: &str) -> CliResult<&'a str> {
 
 pub fn kv_u64(f: &[String], key: &str) -> CliResult<u64> {
     let v = kv(f, key)?;
-    let r = if let Some(h) = v.strip_prefix("0x") { u64::from_str_radix(h, 16) } else { v.parse() };
+    let r = if let Some(h) = v.strip_prefix("0x") {
+        u64::from_str_radix(h, 16)
+    } else {
+        v.parse()
+    };
     r.or_else(|_| runtime(format!("protocol error: {key}={v}")))
 }

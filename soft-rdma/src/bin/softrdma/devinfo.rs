@@ -14,11 +14,21 @@ fn mtu_enum(m: Mtu) -> u32 {
 }
 
 pub fn guid_str(g: u64) -> String {
-    format!("{:04x}:{:04x}:{:04x}:{:04x}", g >> 48, (g >> 32) & 0xffff, (g >> 16) & 0xffff, g & 0xffff)
+    format!(
+        "{:04x}:{:04x}:{:04x}:{:04x}",
+        g >> 48,
+        (g >> 32) & 0xffff,
+        (g >> 16) & 0xffff,
+        g & 0xffff
+    )
 }
 
 fn caps(bits: u64, names: &[(u64, &str)]) -> String {
-    let v: Vec<&str> = names.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect();
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
     if v.is_empty() {
         "NO SUPPORT".to_string()
     } else {
@@ -26,7 +36,14 @@ fn caps(bits: u64, names: &[(u64, &str)]) -> String {
     }
 }
 
-const TRANSPORT_CAPS: &[(u64, &str)] = &[(1, "SUPPORT_SEND"), (2, "SUPPORT_RECV"), (4, "SUPPORT_WRITE"), (8, "SUPPORT_READ"), (16, "SUPPORT_ATOMIC"), (32, "SUPPORT_SRQ")];
+const TRANSPORT_CAPS: &[(u64, &str)] = &[
+    (1, "SUPPORT_SEND"),
+    (2, "SUPPORT_RECV"),
+    (4, "SUPPORT_WRITE"),
+    (8, "SUPPORT_READ"),
+    (16, "SUPPORT_ATOMIC"),
+    (32, "SUPPORT_SRQ"),
+];
 
 pub fn run(verbose: bool) -> CliResult<()> {
     let dev = Device::open().or_else(|e| runtime(format!("cannot open the device: {e}")))?;
@@ -61,23 +78,56 @@ pub fn render(dev: &Device, verbose: bool) -> String {
         l(format!("\tmax_cqe:\t\t\t{}", a.max_cqe));
         l(format!("\tmax_mr:\t\t\t\t{}", a.max_mr));
         l(format!("\tmax_qp_rd_atom:\t\t\t{}", a.max_qp_rd_atom));
-        l(format!("\tmax_qp_init_rd_atom:\t\t{}", a.max_qp_init_rd_atom));
+        l(format!(
+            "\tmax_qp_init_rd_atom:\t\t{}",
+            a.max_qp_init_rd_atom
+        ));
         l("\tatomic_cap:\t\t\tATOMIC_HCA (1)".into());
         l(format!("\tmax_inline_data:\t\t{}", a.max_inline));
         l("\tmax_pkeys:\t\t\t1".into());
         l("\tlocal_ca_ack_delay:\t\t15".into());
-        l(format!("\tgeneral_odp_caps:\t\t{}", caps(a.odp.general, &[(1, "ODP_SUPPORT"), (2, "ODP_SUPPORT_IMPLICIT")])));
-        l(format!("\trc_odp_caps:\t\t\t{}", caps(u64::from(a.odp.rc), TRANSPORT_CAPS)));
-        l(format!("\tuc_odp_caps:\t\t\t{}", caps(u64::from(a.odp.uc), TRANSPORT_CAPS)));
-        l(format!("\tud_odp_caps:\t\t\t{}", caps(u64::from(a.odp.ud), TRANSPORT_CAPS)));
+        l(format!(
+            "\tgeneral_odp_caps:\t\t{}",
+            caps(
+                a.odp.general,
+                &[(1, "ODP_SUPPORT"), (2, "ODP_SUPPORT_IMPLICIT")]
+            )
+        ));
+        l(format!(
+            "\trc_odp_caps:\t\t\t{}",
+            caps(u64::from(a.odp.rc), TRANSPORT_CAPS)
+        ));
+        l(format!(
+            "\tuc_odp_caps:\t\t\t{}",
+            caps(u64::from(a.odp.uc), TRANSPORT_CAPS)
+        ));
+        l(format!(
+            "\tud_odp_caps:\t\t\t{}",
+            caps(u64::from(a.odp.ud), TRANSPORT_CAPS)
+        ));
         l("\txrc_odp_caps:\t\t\tNO SUPPORT".into());
         l(format!("\todp_invalidation:\t\t{}", dev.odp_source()));
     }
     l(format!("\tphys_port_cnt:\t\t\t{}", a.phys_port_cnt));
     l("\t\tport:\t1".into());
-    l(format!("\t\t\tstate:\t\t\t{}", if p.state_active { "PORT_ACTIVE (4)" } else { "PORT_DOWN (1)" }));
-    l(format!("\t\t\tmax_mtu:\t\t{} ({})", p.max_mtu.bytes(), mtu_enum(p.max_mtu)));
-    l(format!("\t\t\tactive_mtu:\t\t{} ({})", p.active_mtu.bytes(), mtu_enum(p.active_mtu)));
+    l(format!(
+        "\t\t\tstate:\t\t\t{}",
+        if p.state_active {
+            "PORT_ACTIVE (4)"
+        } else {
+            "PORT_DOWN (1)"
+        }
+    ));
+    l(format!(
+        "\t\t\tmax_mtu:\t\t{} ({})",
+        p.max_mtu.bytes(),
+        mtu_enum(p.max_mtu)
+    ));
+    l(format!(
+        "\t\t\tactive_mtu:\t\t{} ({})",
+        p.active_mtu.bytes(),
+        mtu_enum(p.active_mtu)
+    ));
     l("\t\t\tsm_lid:\t\t\t0".into());
     l(format!("\t\t\tport_lid:\t\t{}", p.lid));
     l("\t\t\tport_lmc:\t\t0x00".into());

@@ -56,5 +56,7 @@ pub fn check(buf: &[u8], seed: u64) -> Option<(usize, u8, u8, usize)> {
 pub fn matches_at(buf: &[u8], seed: u64, offset: usize) -> bool {
     debug_assert!(offset % 8 == 0);
     let first = (offset / 8) as u64;
-    buf.chunks(8).enumerate().all(|(wi, c)| c == &word(seed, first + wi as u64).to_le_bytes()[..c.len()])
+    buf.chunks(8)
+        .enumerate()
+        .all(|(wi, c)| c == &word(seed, first + wi as u64).to_le_bytes()[..c.len()])
 }

@@ -52,9 +52,21 @@ impl Region {
     fn new(len: usize) -> CliResult<Region> {
         let len = len.max(4096).next_multiple_of(4096);
         // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
-            return runtime(format!("cannot allocate {len} bytes of buffer: {}", std::io::Error::last_os_error()));
+            return runtime(format!(
+                "cannot allocate {len} bytes of buffer: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(Region { ptr: p.cast(), len })
     }
@@ -118,13 +130,21 @@ impl Layout {
         } else {
             a.tx_depth as usize
         };
-        let mut l = Layout { buf_len: 0, depth_cap, ud };
+        let mut l = Layout {
+            buf_len: 0,
+            depth_cap,
+            ud,
+        };
         let s = l.slot(max_size);
-        l.buf_len = (depth_cap * s).min((16 << 20).max(2 * s)).next_multiple_of(4096);
+        l.buf_len = (depth_cap * s)
+            .min((16 << 20).max(2 * s))
+            .next_multiple_of(4096);
         l
     }
     fn slot(&self, size: u64) -> usize {
-        (size as usize + if self.ud { UD_GRH } else { 0 }).max(8).next_multiple_of(64)
+        (size as usize + if self.ud { UD_GRH } else { 0 })
+            .max(8)
+            .next_multiple_of(64)
     }
     /// Slots for `size`.
     fn k(&self, size: u64) -> usize {
@@ -148,7 +168,8 @@ fn fa_add(q: usize, i: u64) -> u64 {
 }
 
 fn cas_next(q: usize, v: u64) -> u64 {
-    v.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + 2 * q as u64)
+    v.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407 + 2 * q as u64)
 }
 
 /// The counter's value before operation `i` (initial value: its seed).
@@ -192,7 +213,8 @@ struct Side {
 }
 
 fn all_access(odp: bool) -> Access {
-    let a = Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ | Access::REMOTE_ATOMIC;
+    let a =
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ | Access::REMOTE_ATOMIC;
     if odp {
         a | Access::ON_DEMAND
     } else {
@@ -210,8 +232,10 @@ impl Side {
         let pd = dev.alloc_pd();
         let sq_wr = (a.tx_depth as usize).max(lay.depth_cap).max(16) as u32 + 1;
         let rq_wr = (a.rx_depth as usize).max(lay.depth_cap).max(16) as u32 + 1;
-        let scq = Cq::new(((sq_wr as usize) * a.qps as usize + 16).min(65536), None).map_err(|e| verr("create CQ", e))?;
-        let rcq = Cq::new(((rq_wr as usize) * a.qps as usize + 16).min(65536), None).map_err(|e| verr("create CQ", e))?;
+        let scq = Cq::new(((sq_wr as usize) * a.qps as usize + 16).min(65536), None)
+            .map_err(|e| verr("create CQ", e))?;
+        let rcq = Cq::new(((rq_wr as usize) * a.qps as usize + 16).min(65536), None)
+            .map_err(|e| verr("create CQ", e))?;
         let (need_src, need_dst) = match (a.test.verb, a.test.lat, role) {
             (Verb::Write | Verb::Send, true, _) => (true, true),
             (Verb::Write | Verb::Send, false, Role::Client) => (true, false),
@@ -230,15 +254,21 @@ impl Side {
         let mut keys = Vec::new();
         match a.odp {
             OdpMode::Implicit => {
-                let mr = pd.reg_mr(0, u64::MAX, all_access(true)).map_err(|e| verr("register the implicit ODP MR", e))?;
+                let mr = pd
+                    .reg_mr(0, u64::MAX, all_access(true))
+                    .map_err(|e| verr("register the implicit ODP MR", e))?;
                 keys = vec![(mr.lkey(), mr.lkey()); a.qps as usize];
                 mrs.push(mr);
             }
             m => {
                 let odp = m == OdpMode::Explicit;
                 for q in 0..a.qps as usize {
-                    let s = pd.reg_mr(src[q].addr(), src[q].len as u64, all_access(odp)).map_err(|e| verr("register MR", e))?;
-                    let d = pd.reg_mr(dst[q].addr(), dst[q].len as u64, all_access(odp)).map_err(|e| verr("register MR", e))?;
+                    let s = pd
+                        .reg_mr(src[q].addr(), src[q].len as u64, all_access(odp))
+                        .map_err(|e| verr("register MR", e))?;
+                    let d = pd
+                        .reg_mr(dst[q].addr(), dst[q].len as u64, all_access(odp))
+                        .map_err(|e| verr("register MR", e))?;
                     keys.push((s.lkey(), d.lkey()));
                     mrs.push(s);
                     mrs.push(d);
@@ -248,23 +278,71 @@ impl Side {
         let mut qps = Vec::new();
         let mut psns = Vec::new();
         for _ in 0..a.qps {
-            let cap = QpCap { max_send_wr: sq_wr, max_recv_wr: rq_wr, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
-            let qp = pd.create_qp(QpInitAttr { qp_type: a.conn, send_cq: scq.clone(), recv_cq: rcq.clone(), cap, sq_sig_all: false, srq: None }).map_err(|e| verr("create QP", e))?;
+            let cap = QpCap {
+                max_send_wr: sq_wr,
+                max_recv_wr: rq_wr,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            };
+            let qp = pd
+                .create_qp(QpInitAttr {
+                    qp_type: a.conn,
+                    send_cq: scq.clone(),
+                    recv_cq: rcq.clone(),
+                    cap,
+                    sq_sig_all: false,
+                    srq: None,
+                })
+                .map_err(|e| verr("create QP", e))?;
             let init = if a.conn == QpType::Ud {
-                QpAttr { state: Some(QpState::Init), qkey: Some(QKEY), port_num: Some(1), pkey_index: Some(0), ..Default::default() }
+                QpAttr {
+                    state: Some(QpState::Init),
+                    qkey: Some(QKEY),
+                    port_num: Some(1),
+                    pkey_index: Some(0),
+                    ..Default::default()
+                }
             } else {
-                QpAttr { state: Some(QpState::Init), access: Some(all_access(false)), port_num: Some(1), pkey_index: Some(0), ..Default::default() }
+                QpAttr {
+                    state: Some(QpState::Init),
+                    access: Some(all_access(false)),
+                    port_num: Some(1),
+                    pkey_index: Some(0),
+                    ..Default::default()
+                }
             };
             qp.modify(&init).map_err(|e| verr("modify QP to INIT", e))?;
             qps.push(qp);
             psns.push(random_u32() & 0x00ff_ffff);
         }
-        Ok(Side { qps, mrs, keys, src, dst, psns, scq, rcq, pd, dev })
+        Ok(Side {
+            qps,
+            mrs,
+            keys,
+            src,
+            dst,
+            psns,
+            scq,
+            rcq,
+            pd,
+            dev,
+        })
     }
 
     fn dest(&self, q: usize, verb: Verb) -> Dest {
-        let (rkey, vaddr) = if verb == Verb::Read { (self.keys[q].0, self.src[q].addr()) } else { (self.keys[q].1, self.dst[q].addr()) };
-        Dest { qpn: self.qps[q].qp_num(), psn: self.psns[q], rkey, vaddr, gid: self.dev.gid(1).expect("gid 1") }
+        let (rkey, vaddr) = if verb == Verb::Read {
+            (self.keys[q].0, self.src[q].addr())
+        } else {
+            (self.keys[q].1, self.dst[q].addr())
+        };
+        Dest {
+            qpn: self.qps[q].qp_num(),
+            psn: self.psns[q],
+            rkey,
+            vaddr,
+            gid: self.dev.gid(1).expect("gid 1"),
+        }
     }
 
     fn connect(&self, a: &PerfArgs, mtu: Mtu, remote: &[Remote]) -> CliResult<()> {
@@ -273,8 +351,19 @@ impl Side {
             let rtr = match a.conn {
                 // Workaround: the library checks UD sends against the QP's path
                 // MTU (default 1024) instead of the port's active MTU.
-                QpType::Ud => QpAttr { state: Some(QpState::Rtr), path_mtu: Some(mtu), ..Default::default() },
-                QpType::Uc => QpAttr { state: Some(QpState::Rtr), path_mtu: Some(mtu), dest_qp_num: Some(r.qpn), rq_psn: Some(r.psn), dgid: Some(r.gid), ..Default::default() },
+                QpType::Ud => QpAttr {
+                    state: Some(QpState::Rtr),
+                    path_mtu: Some(mtu),
+                    ..Default::default()
+                },
+                QpType::Uc => QpAttr {
+                    state: Some(QpState::Rtr),
+                    path_mtu: Some(mtu),
+                    dest_qp_num: Some(r.qpn),
+                    rq_psn: Some(r.psn),
+                    dgid: Some(r.gid),
+                    ..Default::default()
+                },
                 QpType::Rc => QpAttr {
                     state: Some(QpState::Rtr),
                     path_mtu: Some(mtu),
@@ -288,8 +377,20 @@ impl Side {
             };
             qp.modify(&rtr).map_err(|e| verr("modify QP to RTR", e))?;
             let rts = match a.conn {
-                QpType::Rc => QpAttr { state: Some(QpState::Rts), sq_psn: Some(self.psns[q]), timeout: Some(14), retry_cnt: Some(7), rnr_retry: Some(7), max_rd_atomic: Some(OUTSTANDING_READS), ..Default::default() },
-                _ => QpAttr { state: Some(QpState::Rts), sq_psn: Some(self.psns[q]), ..Default::default() },
+                QpType::Rc => QpAttr {
+                    state: Some(QpState::Rts),
+                    sq_psn: Some(self.psns[q]),
+                    timeout: Some(14),
+                    retry_cnt: Some(7),
+                    rnr_retry: Some(7),
+                    max_rd_atomic: Some(OUTSTANDING_READS),
+                    ..Default::default()
+                },
+                _ => QpAttr {
+                    state: Some(QpState::Rts),
+                    sq_psn: Some(self.psns[q]),
+                    ..Default::default()
+                },
             };
             qp.modify(&rts).map_err(|e| verr("modify QP to RTS", e))?;
         }
@@ -297,7 +398,10 @@ impl Side {
     }
 
     fn odp_counters(&self) -> (u64, u64) {
-        self.mrs.iter().map(|m| m.odp_counters()).fold((0, 0), |(f, i), c| (f + c.page_faults, i + c.invalidations))
+        self.mrs
+            .iter()
+            .map(|m| m.odp_counters())
+            .fold((0, 0), |(f, i), c| (f + c.page_faults, i + c.invalidations))
     }
 }
 
@@ -323,7 +427,8 @@ fn parse_gid(s: &str) -> CliResult<Gid> {
     }
     let mut g = [0u8; 16];
     for (i, b) in g.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).or_else(|_| runtime(format!("protocol error: gid {s}")))?;
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .or_else(|_| runtime(format!("protocol error: gid {s}")))?;
     }
     Ok(Gid(g))
 }
@@ -339,26 +444,47 @@ struct Watchdog {
 
 impl Watchdog {
     fn new() -> Watchdog {
-        Watchdog { last: Instant::now() }
+        Watchdog {
+            last: Instant::now(),
+        }
     }
     fn progress(&mut self) {
         self.last = Instant::now();
     }
     fn check(&self, what: impl FnOnce() -> String) -> CliResult<()> {
         if self.last.elapsed() > STALL {
-            return runtime(format!("no progress for {} s: {} (peer gone, or packets lost)", STALL.as_secs(), what()));
+            return runtime(format!(
+                "no progress for {} s: {} (peer gone, or packets lost)",
+                STALL.as_secs(),
+                what()
+            ));
         }
         Ok(())
     }
 }
 
 fn empty_wc() -> Wc {
-    Wc { wr_id: 0, status: WcStatus::Success, opcode: WcOpcode::Send, byte_len: 0, imm: None, invalidated_rkey: None, qp_num: 0, src_qp: 0, grh: false }
+    Wc {
+        wr_id: 0,
+        status: WcStatus::Success,
+        opcode: WcOpcode::Send,
+        byte_len: 0,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    }
 }
 
 fn wc_ok(wc: &Wc, what: &str) -> CliResult<()> {
     if wc.status != WcStatus::Success {
-        return runtime(format!("{what} completion with error {:?} (QP {:#06x}, iteration {})", wc.status, wc.qp_num, wc.wr_id & 0xffff_ffff));
+        return runtime(format!(
+            "{what} completion with error {:?} (QP {:#06x}, iteration {})",
+            wc.status,
+            wc.qp_num,
+            wc.wr_id & 0xffff_ffff
+        ));
     }
     Ok(())
 }
@@ -392,8 +518,12 @@ pub fn run(a: &PerfArgs) -> CliResult<()> {
             side(a.clone(), Role::Client, ctrl, true)
         }
         Mode::Embedded => {
-            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).or_else(|e| runtime(format!("loopback TCP: {e}")))?;
-            let port = l.local_addr().map_err(|e| CliError::Runtime(e.to_string()))?.port();
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .or_else(|e| runtime(format!("loopback TCP: {e}")))?;
+            let port = l
+                .local_addr()
+                .map_err(|e| CliError::Runtime(e.to_string()))?
+                .port();
             let sa = a.clone();
             let server = std::thread::Builder::new()
                 .name("softrdma-server".into())
@@ -402,8 +532,11 @@ pub fn run(a: &PerfArgs) -> CliResult<()> {
                     side(sa, Role::Server, ctrl, false)
                 })
                 .map_err(|e| CliError::Runtime(format!("spawn: {e}")))?;
-            let client = Ctrl::connect("127.0.0.1", port).and_then(|c| side(a.clone(), Role::Client, c, true));
-            let server = server.join().unwrap_or_else(|_| runtime("the server thread panicked"));
+            let client = Ctrl::connect("127.0.0.1", port)
+                .and_then(|c| side(a.clone(), Role::Client, c, true));
+            let server = server
+                .join()
+                .unwrap_or_else(|_| runtime("the server thread panicked"));
             match (client, server) {
                 (Ok(()), Ok(())) => Ok(()),
                 // The side that failed first says why; the other saw the connection drop.
@@ -454,7 +587,11 @@ fn adopt(mine: &PerfArgs, f: &[String]) -> std::result::Result<(PerfArgs, u64), 
     let perr = |e: CliError| e.to_string();
     let test = Test::parse(kv(f, "test").map_err(perr)?).ok_or("bad test")?;
     if test != mine.test {
-        return Err(format!("the client runs {} but this server runs {}; start both with the same TEST", test.name(), mine.test.name()));
+        return Err(format!(
+            "the client runs {} but this server runs {}; start both with the same TEST",
+            test.name(),
+            mine.test.name()
+        ));
     }
     let mut a = mine.clone();
     let size = kv_u64(f, "size").map_err(perr)?;
@@ -464,7 +601,11 @@ fn adopt(mine: &PerfArgs, f: &[String]) -> std::result::Result<(PerfArgs, u64), 
     a.qps = kv_u64(f, "qps").map_err(perr)? as u32;
     a.conn = crate::args::parse_conn(kv(f, "conn").map_err(perr)?).ok_or("bad conn")?;
     let m = kv_u64(f, "mtu").map_err(perr)?;
-    a.mtu = if m == 0 { None } else { Some(crate::args::parse_mtu(m).ok_or("bad mtu")?) };
+    a.mtu = if m == 0 {
+        None
+    } else {
+        Some(crate::args::parse_mtu(m).ok_or("bad mtu")?)
+    };
     a.atomic = AtomicKind::parse(kv(f, "atomic").map_err(perr)?).ok_or("bad atomic")?;
     a.tx_depth = kv_u64(f, "txd").map_err(perr)? as u32;
     a.rx_depth = kv_u64(f, "rxd").map_err(perr)? as u32;
@@ -568,23 +709,56 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
     }
     s.connect(a, p.mtu, &remote)?;
     // The server prints results for what it measures (send_bw, write/send lat).
-    let measures = role == Role::Client || (a.test.verb == Verb::Send && !a.test.lat) || (a.test.lat && matches!(a.test.verb, Verb::Write | Verb::Send));
+    let measures = role == Role::Client
+        || (a.test.verb == Verb::Send && !a.test.lat)
+        || (a.test.lat && matches!(a.test.verb, Verb::Write | Verb::Send));
     let credits = a.test.verb == Verb::Send && a.conn != QpType::Rc;
     if printing && !a.json {
         let eff_tx = if a.test.lat { 1 } else { a.tx_depth };
-        let rx = (a.test.verb == Verb::Send && (role == Role::Server || a.test.lat)).then_some(a.rx_depth);
-        let h = HeaderInfo { args: a, mtu: p.mtu, tx_depth: eff_tx, rx_depth: rx, cq_mod: a.cq_mod, outstanding_reads: OUTSTANDING_READS };
-        let local: Vec<Dest> = (0..a.qps as usize).map(|q| s.dest(q, a.test.verb)).collect();
+        let rx = (a.test.verb == Verb::Send && (role == Role::Server || a.test.lat))
+            .then_some(a.rx_depth);
+        let h = HeaderInfo {
+            args: a,
+            mtu: p.mtu,
+            tx_depth: eff_tx,
+            rx_depth: rx,
+            cq_mod: a.cq_mod,
+            outstanding_reads: OUTSTANDING_READS,
+        };
+        let local: Vec<Dest> = (0..a.qps as usize)
+            .map(|q| s.dest(q, a.test.verb))
+            .collect();
         let rem: Vec<Dest> = remote
             .iter()
             .map(|r| {
-                let (rkey, vaddr) = if a.test.verb == Verb::Read { (r.src_rkey, r.src_addr) } else { (r.dst_rkey, r.dst_addr) };
-                Dest { qpn: r.qpn, psn: r.psn, rkey, vaddr, gid: r.gid }
+                let (rkey, vaddr) = if a.test.verb == Verb::Read {
+                    (r.src_rkey, r.src_addr)
+                } else {
+                    (r.dst_rkey, r.dst_addr)
+                };
+                Dest {
+                    qpn: r.qpn,
+                    psn: r.psn,
+                    rkey,
+                    vaddr,
+                    gid: r.gid,
+                }
             })
             .collect();
-        print!("{}{}", report::header(&h), report::addresses(a, &local, &rem));
+        print!(
+            "{}{}",
+            report::header(&h),
+            report::addresses(a, &local, &rem)
+        );
         if measures {
-            println!("{}", if a.test.lat { report::LAT_HEAD } else { report::BW_HEAD });
+            println!(
+                "{}",
+                if a.test.lat {
+                    report::LAT_HEAD
+                } else {
+                    report::BW_HEAD
+                }
+            );
         }
         let _ = std::io::stdout().flush();
     }
@@ -592,7 +766,16 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
     let mut failures = Vec::new();
     let mut remote_odp = (0u64, 0u64);
     for &size in &p.sizes {
-        let ctx = Ctx { a, s: &s, remote: &remote, size, k: p.lay.k(size), slot: p.lay.slot(size), mtu: p.mtu.bytes(), credits };
+        let ctx = Ctx {
+            a,
+            s: &s,
+            remote: &remote,
+            size,
+            k: p.lay.k(size),
+            slot: p.lay.slot(size),
+            mtu: p.mtu.bytes(),
+            credits,
+        };
         let row = match role {
             Role::Client => {
                 ctx.prepare(role);
@@ -600,11 +783,20 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
                 ctrl.expect("READY")?;
                 let row = ctx.run_client(&mut ctrl)?;
                 ctrl.send("DONE")?;
-                let mut local_fail = if a.verify { ctx.verify(role) } else { Vec::new() };
+                let mut local_fail = if a.verify {
+                    ctx.verify(role)
+                } else {
+                    Vec::new()
+                };
                 let f = ctrl.expect("RESULT")?;
                 remote_odp = (kv_u64(&f, "faults")?, kv_u64(&f, "inval")?);
                 if kv_u64(&f, "ok")? != 1 {
-                    let msg = f.iter().skip_while(|x| !x.starts_with("msg=")).cloned().collect::<Vec<_>>().join(" ");
+                    let msg = f
+                        .iter()
+                        .skip_while(|x| !x.starts_with("msg="))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     local_fail.push(format!("server side: {}", msg.trim_start_matches("msg=")));
                 }
                 for m in &local_fail {
@@ -621,28 +813,59 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
                 ctx.prepare(role);
                 ctrl.send("READY")?;
                 let row = ctx.run_server(&mut ctrl)?;
-                if row.is_some() || !a.test.lat || matches!(a.test.verb, Verb::Read | Verb::Atomic) {
+                if row.is_some() || !a.test.lat || matches!(a.test.verb, Verb::Read | Verb::Atomic)
+                {
                     // Passive servers (and echoing lat servers) wait for the client's end.
                     ctrl.expect("DONE")?;
                 }
-                let fails = if a.verify { ctx.verify(role) } else { Vec::new() };
+                let fails = if a.verify {
+                    ctx.verify(role)
+                } else {
+                    Vec::new()
+                };
                 for m in &fails {
                     eprintln!("softrdma: verify: size {size}: {m}");
                 }
                 failures.extend(fails.iter().cloned());
                 let (fa, inv) = s.odp_counters();
                 let msg = fails.first().cloned().unwrap_or_default();
-                ctrl.send(&format!("RESULT ok={} faults={fa} inval={inv} msg={msg}", u8::from(fails.is_empty())))?;
+                ctrl.send(&format!(
+                    "RESULT ok={} faults={fa} inval={inv} msg={msg}",
+                    u8::from(fails.is_empty())
+                ))?;
                 row
             }
         };
         if let (Some(row), true) = (row, printing && measures) {
             let (fa, inv) = s.odp_counters();
-            let odp = (a.odp != OdpMode::Pinned).then_some(if role == Role::Client { (fa + remote_odp.0, inv + remote_odp.1) } else { (fa, inv) });
-            let jc = JsonCtx { args: a, mtu: p.mtu, odp, verified: a.verify.then_some(failures.is_empty()) };
+            let odp = (a.odp != OdpMode::Pinned).then_some(if role == Role::Client {
+                (fa + remote_odp.0, inv + remote_odp.1)
+            } else {
+                (fa, inv)
+            });
+            let jc = JsonCtx {
+                args: a,
+                mtu: p.mtu,
+                odp,
+                verified: a.verify.then_some(failures.is_empty()),
+            };
             match row {
-                Row::Bw(r) => println!("{}", if a.json { report::bw_json(&jc, &r) } else { report::bw_row(&r) }),
-                Row::Lat(r) => println!("{}", if a.json { report::lat_json(&jc, &r) } else { report::lat_row(&r) }),
+                Row::Bw(r) => println!(
+                    "{}",
+                    if a.json {
+                        report::bw_json(&jc, &r)
+                    } else {
+                        report::bw_row(&r)
+                    }
+                ),
+                Row::Lat(r) => println!(
+                    "{}",
+                    if a.json {
+                        report::lat_json(&jc, &r)
+                    } else {
+                        report::lat_row(&r)
+                    }
+                ),
             }
             let _ = std::io::stdout().flush();
         }
@@ -653,16 +876,35 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
         }
         if a.odp != OdpMode::Pinned {
             let (fa, inv) = s.odp_counters();
-            let (fa, inv) = if role == Role::Client { (fa + remote_odp.0, inv + remote_odp.1) } else { (fa, inv) };
-            let kind = if a.odp == OdpMode::Implicit { "implicit" } else { "explicit" };
+            let (fa, inv) = if role == Role::Client {
+                (fa + remote_odp.0, inv + remote_odp.1)
+            } else {
+                (fa, inv)
+            };
+            let kind = if a.odp == OdpMode::Implicit {
+                "implicit"
+            } else {
+                "explicit"
+            };
             println!("ODP: {kind} (faults={fa}, invalidations={inv})");
         }
         if a.verify && failures.is_empty() {
-            println!("Verify: OK (every destination byte{} checked)", if a.test.verb == Verb::Atomic { " and the final counters" } else { "" });
+            println!(
+                "Verify: OK (every destination byte{} checked)",
+                if a.test.verb == Verb::Atomic {
+                    " and the final counters"
+                } else {
+                    ""
+                }
+            );
         }
     }
     if !failures.is_empty() {
-        return runtime(format!("verification failed ({} mismatch{}; details above)", failures.len(), if failures.len() == 1 { "" } else { "es" }));
+        return runtime(format!(
+            "verification failed ({} mismatch{}; details above)",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "es" }
+        ));
     }
     Ok(())
 }
@@ -696,7 +938,10 @@ impl Ctx<'_> {
         u64::from(self.a.cq_mod).min(self.depth() as u64).max(1)
     }
     fn rx_depth(&self) -> usize {
-        (self.a.rx_depth as usize).min(self.k).min(self.iters() as usize).max(1)
+        (self.a.rx_depth as usize)
+            .min(self.k)
+            .min(self.iters() as usize)
+            .max(1)
     }
     fn seed(&self, what: u64, q: usize, i: u64) -> u64 {
         pattern::seed(what ^ (self.size << 8), q as u64, i)
@@ -716,11 +961,16 @@ impl Ctx<'_> {
             match (self.a.test.verb, role) {
                 (Verb::Read, Role::Server) => {
                     for slot in 0..self.k {
-                        pattern::fill(s.src[q].bytes_mut(slot * self.slot, self.size as usize), self.seed(W_READSRC, q, slot as u64));
+                        pattern::fill(
+                            s.src[q].bytes_mut(slot * self.slot, self.size as usize),
+                            self.seed(W_READSRC, q, slot as u64),
+                        );
                     }
                 }
                 (Verb::Atomic, Role::Server) => s.dst[q].write_u64(0, atomic_init(q)),
-                (Verb::Write, _) if self.a.test.lat => s.dst[q].bytes_mut(0, self.size as usize).fill(0),
+                (Verb::Write, _) if self.a.test.lat => {
+                    s.dst[q].bytes_mut(0, self.size as usize).fill(0)
+                }
                 // UC may lose writes: start each size from zeros, so the check
                 // can tell "lost" (zeros, or an older write) from "corrupted".
                 (Verb::Write, Role::Server) if self.a.conn == QpType::Uc && self.a.verify => {
@@ -728,7 +978,8 @@ impl Ctx<'_> {
                 }
                 _ => {}
             }
-            let receives = self.a.test.verb == Verb::Send && (role == Role::Server || self.a.test.lat);
+            let receives =
+                self.a.test.verb == Verb::Send && (role == Role::Server || self.a.test.lat);
             if receives {
                 for j in 0..self.rx_depth() as u64 {
                     self.post_recv(q, j);
@@ -741,8 +992,17 @@ impl Ctx<'_> {
         let s = self.s;
         let slot = (j as usize) % self.k;
         let len = self.size as usize + self.recv_off();
-        let sge = Sge { addr: s.dst[q].addr() + (slot * self.slot) as u64, length: len as u32, lkey: s.keys[q].1 };
-        s.qps[q].post_recv(&[RecvWr { wr_id: (q as u64) << 32 | j, sg_list: &[sge] }]).expect("post_recv within the receive queue's depth");
+        let sge = Sge {
+            addr: s.dst[q].addr() + (slot * self.slot) as u64,
+            length: len as u32,
+            lkey: s.keys[q].1,
+        };
+        s.qps[q]
+            .post_recv(&[RecvWr {
+                wr_id: (q as u64) << 32 | j,
+                sg_list: &[sge],
+            }])
+            .expect("post_recv within the receive queue's depth");
     }
 
     /// Post iteration `i` of QP `q` (the requester's operation).
@@ -760,37 +1020,82 @@ impl Ctx<'_> {
                 if lat && self.a.test.verb == Verb::Write {
                     buf[size - 1] = lat_marker(i);
                 }
-                let sge = Sge { addr: s.src[q].addr() + (slot * self.slot) as u64, length: size as u32, lkey: s.keys[q].0 };
+                let sge = Sge {
+                    addr: s.src[q].addr() + (slot * self.slot) as u64,
+                    length: size as u32,
+                    lkey: s.keys[q].0,
+                };
                 let op = if self.a.test.verb == Verb::Send {
                     SendOp::Send
                 } else {
                     let off = if lat { 0 } else { slot * self.slot };
-                    SendOp::Write { remote_addr: r.dst_addr + off as u64, rkey: r.dst_rkey }
+                    SendOp::Write {
+                        remote_addr: r.dst_addr + off as u64,
+                        rkey: r.dst_rkey,
+                    }
                 };
                 (sge, op)
             }
             Verb::Read => {
                 let dslot = if lat { 0 } else { slot };
                 let rslot = if lat { slot } else { read_slot(i, self.k) };
-                let sge = Sge { addr: s.dst[q].addr() + (dslot * self.slot) as u64, length: size as u32, lkey: s.keys[q].1 };
-                (sge, SendOp::Read { remote_addr: r.src_addr + (rslot * self.slot) as u64, rkey: r.src_rkey })
+                let sge = Sge {
+                    addr: s.dst[q].addr() + (dslot * self.slot) as u64,
+                    length: size as u32,
+                    lkey: s.keys[q].1,
+                };
+                (
+                    sge,
+                    SendOp::Read {
+                        remote_addr: r.src_addr + (rslot * self.slot) as u64,
+                        rkey: r.src_rkey,
+                    },
+                )
             }
             Verb::Atomic => {
                 let dslot = if lat { 0 } else { slot };
-                let sge = Sge { addr: s.dst[q].addr() + (dslot * self.slot) as u64, length: 8, lkey: s.keys[q].1 };
+                let sge = Sge {
+                    addr: s.dst[q].addr() + (dslot * self.slot) as u64,
+                    length: 8,
+                    lkey: s.keys[q].1,
+                };
                 let op = match self.a.atomic {
-                    AtomicKind::FetchAndAdd => SendOp::FetchAdd { remote_addr: r.dst_addr, rkey: r.dst_rkey, add: fa_add(q, i) },
+                    AtomicKind::FetchAndAdd => SendOp::FetchAdd {
+                        remote_addr: r.dst_addr,
+                        rkey: r.dst_rkey,
+                        add: fa_add(q, i),
+                    },
                     AtomicKind::CmpAndSwap => {
                         let v = atomic_before(AtomicKind::CmpAndSwap, q, i);
-                        SendOp::CompareSwap { remote_addr: r.dst_addr, rkey: r.dst_rkey, compare: v, swap: cas_next(q, v) }
+                        SendOp::CompareSwap {
+                            remote_addr: r.dst_addr,
+                            rkey: r.dst_rkey,
+                            compare: v,
+                            swap: cas_next(q, v),
+                        }
                     }
                 };
                 (sge, op)
             }
         };
-        let ud = (self.a.conn == QpType::Ud).then(|| UdDest { ah: s.pd.create_ah(r.gid), remote_qpn: r.qpn, remote_qkey: QKEY });
-        let wr = SendWr { wr_id: (q as u64) << 32 | i, sg_list: &[sge], op, flags: SendFlags { signaled, ..Default::default() }, ud };
-        s.qps[q].post_send(&[wr]).map_err(|(_, e)| CliError::Runtime(format!("post_send (QP {q}, iteration {i}): {e}")))
+        let ud = (self.a.conn == QpType::Ud).then(|| UdDest {
+            ah: s.pd.create_ah(r.gid),
+            remote_qpn: r.qpn,
+            remote_qkey: QKEY,
+        });
+        let wr = SendWr {
+            wr_id: (q as u64) << 32 | i,
+            sg_list: &[sge],
+            op,
+            flags: SendFlags {
+                signaled,
+                ..Default::default()
+            },
+            ud,
+        };
+        s.qps[q]
+            .post_send(&[wr])
+            .map_err(|(_, e)| CliError::Runtime(format!("post_send (QP {q}, iteration {i}): {e}")))
     }
 
     fn run_client(&self, ctrl: &mut Ctrl) -> CliResult<Option<Row>> {
@@ -804,7 +1109,9 @@ impl Ctx<'_> {
     fn run_server(&self, ctrl: &mut Ctrl) -> CliResult<Option<Row>> {
         match (self.a.test.lat, self.a.test.verb) {
             (false, Verb::Send) => self.run_bw_receiver(ctrl).map(|r| Some(Row::Bw(r))),
-            (true, Verb::Write | Verb::Send) => self.run_lat(ctrl, Role::Server).map(|r| r.map(Row::Lat)),
+            (true, Verb::Write | Verb::Send) => {
+                self.run_lat(ctrl, Role::Server).map(|r| r.map(Row::Lat))
+            }
             // Passive target: the device does the work; wait for DONE.
             _ => Ok(None),
         }
@@ -818,9 +1125,17 @@ impl Ctx<'_> {
         let (depth, cq_mod) = (self.depth() as u64, self.cq_mod());
         let mut posted = vec![0u64; nq];
         let mut done = vec![0u64; nq];
-        let mut credit = vec![if self.credits { self.rx_depth() as u64 } else { u64::MAX }; nq];
+        let mut credit = vec![
+            if self.credits {
+                self.rx_depth() as u64
+            } else {
+                u64::MAX
+            };
+            nq
+        ];
         let mut wcs = vec![empty_wc(); 64];
-        let mut events: Vec<(Instant, u64)> = Vec::with_capacity((iters * nq as u64 / cq_mod) as usize + 2);
+        let mut events: Vec<(Instant, u64)> =
+            Vec::with_capacity((iters * nq as u64 / cq_mod) as usize + 2);
         let total = iters * nq as u64;
         let mut completed = 0u64;
         let mut dog = Watchdog::new();
@@ -830,7 +1145,16 @@ impl Ctx<'_> {
             for q in 0..nq {
                 while posted[q] < iters && posted[q] - done[q] < depth && posted[q] < credit[q] {
                     let i = posted[q];
-                    self.post(q, i, i % cq_mod == cq_mod - 1 || i == iters - 1, if self.a.test.verb == Verb::Send { W_SEND } else { W_WRITE })?;
+                    self.post(
+                        q,
+                        i,
+                        i % cq_mod == cq_mod - 1 || i == iters - 1,
+                        if self.a.test.verb == Verb::Send {
+                            W_SEND
+                        } else {
+                            W_WRITE
+                        },
+                    )?;
                     posted[q] += 1;
                 }
             }
@@ -860,7 +1184,9 @@ impl Ctx<'_> {
             dog.progress();
         }
         let end = Instant::now();
-        Ok(bw_row(self.size, iters, nq as u64, cq_mod, start, end, &events))
+        Ok(bw_row(
+            self.size, iters, nq as u64, cq_mod, start, end, &events,
+        ))
     }
 
     /// send_bw's receiver: repost as receives complete (credits for UC/UD).
@@ -892,7 +1218,10 @@ impl Ctx<'_> {
             for wc in &wcs[..n] {
                 wc_ok(wc, "receive queue")?;
                 if wc.byte_len != want_len {
-                    return runtime(format!("received {} bytes, expected {want_len}", wc.byte_len));
+                    return runtime(format!(
+                        "received {} bytes, expected {want_len}",
+                        wc.byte_len
+                    ));
                 }
                 let q = (wc.wr_id >> 32) as usize;
                 got[q] += 1;
@@ -901,7 +1230,10 @@ impl Ctx<'_> {
                     self.post_recv(q, posted[q]);
                     posted[q] += 1;
                 }
-                if self.credits && (posted[q] - credited[q] >= batch || posted[q] == iters) && posted[q] > credited[q] {
+                if self.credits
+                    && (posted[q] - credited[q] >= batch || posted[q] == iters)
+                    && posted[q] > credited[q]
+                {
                     ctrl.send(&format!("CREDIT q={q} n={}", posted[q]))?;
                     credited[q] = posted[q];
                 }
@@ -909,7 +1241,15 @@ impl Ctx<'_> {
             events.push((Instant::now(), received));
             dog.progress();
         }
-        Ok(bw_row(self.size, iters, nq as u64, batch, start, Instant::now(), &events))
+        Ok(bw_row(
+            self.size,
+            iters,
+            nq as u64,
+            batch,
+            start,
+            Instant::now(),
+            &events,
+        ))
     }
 
     /// Latency: write/send ping-pong (both sides), read/atomic (client only).
@@ -918,7 +1258,11 @@ impl Ctx<'_> {
         let iters = self.iters();
         let size = self.size as usize;
         let verb = self.a.test.verb;
-        let what = if role == Role::Client { W_LAT_CLIENT } else { W_LAT_SERVER };
+        let what = if role == Role::Client {
+            W_LAT_CLIENT
+        } else {
+            W_LAT_SERVER
+        };
         let mut samples = Vec::with_capacity(iters as usize);
         let mut wcs = vec![empty_wc(); 16];
         let mut sdone = 0u64; // send completions seen (every lat op is signaled)
@@ -940,7 +1284,10 @@ impl Ctx<'_> {
                 for wc in &wcs[..n] {
                     wc_ok(wc, "receive queue")?;
                     if wc.byte_len != want_len {
-                        return runtime(format!("received {} bytes, expected {want_len}", wc.byte_len));
+                        return runtime(format!(
+                            "received {} bytes, expected {want_len}",
+                            wc.byte_len
+                        ));
                     }
                     let j = wc.wr_id & 0xffff_ffff;
                     *recvd = j + 1;
@@ -1026,8 +1373,17 @@ impl Ctx<'_> {
         let iters = self.iters();
         let size = self.size as usize;
         let lat = self.a.test.lat;
-        let peer_what = if role == Role::Client { W_LAT_SERVER } else { W_LAT_CLIENT };
-        let check = |fails: &mut Vec<String>, q: usize, off: usize, len: usize, seed: u64, what: String| {
+        let peer_what = if role == Role::Client {
+            W_LAT_SERVER
+        } else {
+            W_LAT_CLIENT
+        };
+        let check = |fails: &mut Vec<String>,
+                     q: usize,
+                     off: usize,
+                     len: usize,
+                     seed: u64,
+                     what: String| {
             if let Some((o, e, g, n)) = pattern::check(self.s.dst[q].bytes(off, len), seed) {
                 fails.push(format!("qp {q} {what}: {n} of {len} bytes differ, first at byte {o}: expected {e:#04x}, got {g:#04x}"));
             }
@@ -1041,15 +1397,25 @@ impl Ctx<'_> {
                     // no write carried.
                     let mut lost = 0usize;
                     for s in 0..self.k {
-                        let writes: Vec<u64> = (0..iters).filter(|i| (*i as usize) % self.k == s).rev().collect();
-                        let Some(&last) = writes.first() else { continue };
+                        let writes: Vec<u64> = (0..iters)
+                            .filter(|i| (*i as usize) % self.k == s)
+                            .rev()
+                            .collect();
+                        let Some(&last) = writes.first() else {
+                            continue;
+                        };
                         for c in (0..size).step_by(self.mtu) {
-                            let buf = self.s.dst[q].bytes(s * self.slot + c, self.mtu.min(size - c));
+                            let buf =
+                                self.s.dst[q].bytes(s * self.slot + c, self.mtu.min(size - c));
                             if pattern::matches_at(buf, self.seed(W_WRITE, q, last), c) {
                                 continue;
                             }
                             lost += 1;
-                            if !buf.iter().all(|&b| b == 0) && !writes.iter().any(|&i| pattern::matches_at(buf, self.seed(W_WRITE, q, i), c)) {
+                            if !buf.iter().all(|&b| b == 0)
+                                && !writes
+                                    .iter()
+                                    .any(|&i| pattern::matches_at(buf, self.seed(W_WRITE, q, i), c))
+                            {
                                 fails.push(format!("qp {q} slot {s}: bytes {c}..{} match no write to this slot (UC may lose data, never corrupt it)", c + buf.len()));
                             }
                         }
@@ -1059,11 +1425,26 @@ impl Ctx<'_> {
                     }
                 }
                 (Verb::Write, Role::Server, false) | (Verb::Send, Role::Server, false) => {
-                    let what = if self.a.test.verb == Verb::Send { W_SEND } else { W_WRITE };
-                    let off = if self.a.test.verb == Verb::Send { self.recv_off() } else { 0 };
+                    let what = if self.a.test.verb == Verb::Send {
+                        W_SEND
+                    } else {
+                        W_WRITE
+                    };
+                    let off = if self.a.test.verb == Verb::Send {
+                        self.recv_off()
+                    } else {
+                        0
+                    };
                     for s in 0..self.k {
                         if let Some(i) = last_in_slot(s, self.k, iters) {
-                            check(&mut fails, q, s * self.slot + off, size, self.seed(what, q, i), format!("slot {s} (iteration {i})"));
+                            check(
+                                &mut fails,
+                                q,
+                                s * self.slot + off,
+                                size,
+                                self.seed(what, q, i),
+                                format!("slot {s} (iteration {i})"),
+                            );
                         }
                     }
                 }
@@ -1072,11 +1453,21 @@ impl Ctx<'_> {
                         if let Some(i) = last_in_slot(s, self.k, iters) {
                             let r = read_slot(i, self.k);
                             let before = fails.len();
-                            check(&mut fails, q, s * self.slot, size, self.seed(W_READSRC, q, r as u64), format!("slot {s} (iteration {i}, remote slot {r})"));
+                            check(
+                                &mut fails,
+                                q,
+                                s * self.slot,
+                                size,
+                                self.seed(W_READSRC, q, r as u64),
+                                format!("slot {s} (iteration {i}, remote slot {r})"),
+                            );
                             if fails.len() > before {
                                 // Whose data is it? (Helps tell a stale or misplaced response.)
                                 let page = self.s.dst[q].bytes(s * self.slot, size.min(4096));
-                                if let Some(o) = (0..self.k).find(|&o| pattern::check(page, self.seed(W_READSRC, q, o as u64)).is_none()) {
+                                if let Some(o) = (0..self.k).find(|&o| {
+                                    pattern::check(page, self.seed(W_READSRC, q, o as u64))
+                                        .is_none()
+                                }) {
                                     let l = fails.len() - 1;
                                     fails[l].push_str(&format!("; that data is remote slot {o}'s"));
                                 }
@@ -1086,20 +1477,44 @@ impl Ctx<'_> {
                 }
                 (Verb::Read, Role::Client, true) => {
                     let r = ((iters - 1) as usize) % self.k;
-                    check(&mut fails, q, 0, size, self.seed(W_READSRC, q, r as u64), format!("read buffer (iteration {}, remote slot {r})", iters - 1));
+                    check(
+                        &mut fails,
+                        q,
+                        0,
+                        size,
+                        self.seed(W_READSRC, q, r as u64),
+                        format!("read buffer (iteration {}, remote slot {r})", iters - 1),
+                    );
                 }
                 (Verb::Write, _, true) => {
                     let i = iters - 1;
-                    check(&mut fails, q, 0, size - 1, self.seed(peer_what, q, i), format!("buffer (iteration {i})"));
+                    check(
+                        &mut fails,
+                        q,
+                        0,
+                        size - 1,
+                        self.seed(peer_what, q, i),
+                        format!("buffer (iteration {i})"),
+                    );
                     let last = self.s.dst[q].bytes(size - 1, 1)[0];
                     if last != lat_marker(i) {
-                        fails.push(format!("qp {q} buffer: last byte {last:#04x}, expected {:#04x}", lat_marker(i)));
+                        fails.push(format!(
+                            "qp {q} buffer: last byte {last:#04x}, expected {:#04x}",
+                            lat_marker(i)
+                        ));
                     }
                 }
                 (Verb::Send, _, true) => {
                     for s in 0..self.k {
                         if let Some(i) = last_in_slot(s, self.k, iters) {
-                            check(&mut fails, q, s * self.slot + self.recv_off(), size, self.seed(peer_what, q, i), format!("receive slot {s} (message {i})"));
+                            check(
+                                &mut fails,
+                                q,
+                                s * self.slot + self.recv_off(),
+                                size,
+                                self.seed(peer_what, q, i),
+                                format!("receive slot {s} (message {i})"),
+                            );
                         }
                     }
                 }
@@ -1107,13 +1522,20 @@ impl Ctx<'_> {
                     let want = atomic_before(self.a.atomic, q, iters);
                     let got = self.s.dst[q].volatile_u64(0);
                     if got != want {
-                        fails.push(format!("qp {q} counter after {iters} {}: expected {want:#x}, got {got:#x}", self.a.atomic.name()));
+                        fails.push(format!(
+                            "qp {q} counter after {iters} {}: expected {want:#x}, got {got:#x}",
+                            self.a.atomic.name()
+                        ));
                     }
                 }
                 (Verb::Atomic, Role::Client, _) => {
                     let slots = if lat { 1 } else { self.k };
                     for s in 0..slots {
-                        let last = if lat { Some(iters - 1) } else { last_in_slot(s, self.k, iters) };
+                        let last = if lat {
+                            Some(iters - 1)
+                        } else {
+                            last_in_slot(s, self.k, iters)
+                        };
                         if let Some(i) = last {
                             let want = atomic_before(self.a.atomic, q, i);
                             let got = self.s.dst[q].volatile_u64(s * self.slot);
@@ -1132,7 +1554,15 @@ impl Ctx<'_> {
 
 /// perftest's figures: average over the whole run; peak over the best
 /// window of a tenth of the run (at least one completion batch).
-fn bw_row(size: u64, iters: u64, nq: u64, cq_mod: u64, start: Instant, end: Instant, events: &[(Instant, u64)]) -> BwRow {
+fn bw_row(
+    size: u64,
+    iters: u64,
+    nq: u64,
+    cq_mod: u64,
+    start: Instant,
+    end: Instant,
+    events: &[(Instant, u64)],
+) -> BwRow {
     let total = iters * nq;
     let secs = end.duration_since(start).as_secs_f64().max(1e-9);
     let mb = (size * total) as f64 / (1u64 << 20) as f64;
@@ -1147,10 +1577,19 @@ fn bw_row(size: u64, iters: u64, nq: u64, cq_mod: u64, start: Instant, end: Inst
         while j + 1 < e && pts[e].1 - pts[j + 1].1 >= win {
             j += 1;
         }
-        let (dt, dn) = (pts[e].0.duration_since(pts[j].0).as_secs_f64(), pts[e].1 - pts[j].1);
+        let (dt, dn) = (
+            pts[e].0.duration_since(pts[j].0).as_secs_f64(),
+            pts[e].1 - pts[j].1,
+        );
         if dn >= win && dt > 1e-6 {
             peak = peak.max((size * dn) as f64 / (1u64 << 20) as f64 / dt);
         }
     }
-    BwRow { bytes: size, iters, peak_mbs: peak, avg_mbs: avg, mpps: total as f64 / secs / 1e6 }
+    BwRow {
+        bytes: size,
+        iters,
+        peak_mbs: peak,
+        avg_mbs: avg,
+        mpps: total as f64 / secs / 1e6,
+    }
 }

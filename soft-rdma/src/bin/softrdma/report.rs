@@ -24,7 +24,14 @@ pub fn title(a: &PerfArgs) -> String {
         Verb::Send => "Send".to_string(),
         Verb::Write => "RDMA_Write".to_string(),
         Verb::Read => "RDMA_Read".to_string(),
-        Verb::Atomic => format!("Atomic {}", if a.atomic == AtomicKind::CmpAndSwap { "CMP_AND_SWAP" } else { "FETCH_AND_ADD" }),
+        Verb::Atomic => format!(
+            "Atomic {}",
+            if a.atomic == AtomicKind::CmpAndSwap {
+                "CMP_AND_SWAP"
+            } else {
+                "FETCH_AND_ADD"
+            }
+        ),
     };
     format!("{verb} {} Test", if a.test.lat { "Latency" } else { "BW" })
 }
@@ -48,8 +55,14 @@ pub fn header(h: &HeaderInfo<'_>) -> String {
     l(&dashes());
     l(&format!("                    {}", title(a)));
     l(" Dual-port       : OFF\t\tDevice         : softrdma0");
-    l(&format!(" Number of qps   : {}\t\tTransport type : IB", a.qps));
-    l(&format!(" Connection type : {}\t\tUsing SRQ      : OFF", conn_name(a.conn)));
+    l(&format!(
+        " Number of qps   : {}\t\tTransport type : IB",
+        a.qps
+    ));
+    l(&format!(
+        " Connection type : {}\t\tUsing SRQ      : OFF",
+        conn_name(a.conn)
+    ));
     if let Some(r) = h.rx_depth {
         l(&format!(" RX depth        : {r}"));
     }
@@ -76,7 +89,10 @@ fn gid_line(g: Gid) -> String {
 }
 
 fn addr_line(side: &str, d: &Dest, rdma: bool) -> String {
-    let mut s = format!(" {side} address: LID 0000 QPN {:#06x} PSN {:#06x}", d.qpn, d.psn);
+    let mut s = format!(
+        " {side} address: LID 0000 QPN {:#06x} PSN {:#06x}",
+        d.qpn, d.psn
+    );
     if rdma {
         s.push_str(&format!(" RKey {:#08x} VAddr {:#016x}", d.rkey, d.vaddr));
     }
@@ -104,7 +120,8 @@ pub fn addresses(a: &PerfArgs, local: &[Dest], remote: &[Dest]) -> String {
     o
 }
 
-pub const BW_HEAD: &str = " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]";
+pub const BW_HEAD: &str =
+    " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]";
 pub const LAT_HEAD: &str = " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] ";
 
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +147,10 @@ pub struct LatRow {
 }
 
 pub fn bw_row(r: &BwRow) -> String {
-    format!(" {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}", r.bytes, r.iters, r.peak_mbs, r.avg_mbs, r.mpps)
+    format!(
+        " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
+        r.bytes, r.iters, r.peak_mbs, r.avg_mbs, r.mpps
+    )
 }
 
 pub fn lat_row(r: &LatRow) -> String {
@@ -144,10 +164,28 @@ pub fn lat_row(r: &LatRow) -> String {
 pub fn lat_stats(bytes: u64, mut us: Vec<f64>) -> LatRow {
     us.sort_by(|a, b| a.total_cmp(b));
     let n = us.len().max(1);
-    let pick = |q: f64| us.get(((n as f64 * q).ceil() as usize).saturating_sub(1).min(n - 1)).copied().unwrap_or(0.0);
+    let pick = |q: f64| {
+        us.get(
+            ((n as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(n - 1),
+        )
+        .copied()
+        .unwrap_or(0.0)
+    };
     let avg = us.iter().sum::<f64>() / n as f64;
     let var = us.iter().map(|x| (x - avg) * (x - avg)).sum::<f64>() / n as f64;
-    LatRow { bytes, iters: us.len() as u64, min: us.first().copied().unwrap_or(0.0), max: us.last().copied().unwrap_or(0.0), typical: us.get(n / 2).copied().unwrap_or(0.0), avg, stdev: var.sqrt(), p99: pick(0.99), p999: pick(0.999) }
+    LatRow {
+        bytes,
+        iters: us.len() as u64,
+        min: us.first().copied().unwrap_or(0.0),
+        max: us.last().copied().unwrap_or(0.0),
+        typical: us.get(n / 2).copied().unwrap_or(0.0),
+        avg,
+        stdev: var.sqrt(),
+        p99: pick(0.99),
+        p999: pick(0.999),
+    }
 }
 
 pub struct JsonCtx<'a> {
@@ -218,4 +256,3 @@ pub fn lat_json(c: &JsonCtx<'_>, r: &LatRow) -> String {
         num(r.p999)
     )
 }
-
