@@ -30,6 +30,14 @@ python3 -c "import scapy.contrib.roce" 2>/dev/null || python3 -m pip install -q 
 # The tool checks above are then mandatory, not skipped.
 export SOFTRDMA_REQUIRE_TOOLS=1
 
+step "formatting (cargo fmt --check)"
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check
+else
+    echo "rustfmt is not installed: formatting not checked"
+fi
+ok
+
 step "build (all targets; a warning fails the suite)"
 mkdir -p target
 cargo build --workspace --all-targets 2>&1 | tee target/build.log
