@@ -84,33 +84,20 @@ pub mod abi {
 
     // `_IOC` from include/uapi/asm-generic/ioctl.h; powerpc, mips and sparc
     // use 3 direction bits and different values (arch/*/include/uapi/asm/ioctl.h).
-    #[cfg(any(
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    ))]
     mod dir {
-        pub const NONE: u32 = 1;
+        /// The architectures with the 3-bit direction encoding.
+        const ALT: bool = cfg!(any(
+            target_arch = "powerpc",
+            target_arch = "powerpc64",
+            target_arch = "mips",
+            target_arch = "mips64",
+            target_arch = "sparc",
+            target_arch = "sparc64"
+        ));
+        pub const NONE: u32 = if ALT { 1 } else { 0 };
         pub const READ: u32 = 2;
-        pub const WRITE: u32 = 4;
-        pub const SIZEBITS: u32 = 13;
-    }
-    #[cfg(not(any(
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )))]
-    mod dir {
-        pub const NONE: u32 = 0;
-        pub const READ: u32 = 2;
-        pub const WRITE: u32 = 1;
-        pub const SIZEBITS: u32 = 14;
+        pub const WRITE: u32 = if ALT { 4 } else { 1 };
+        pub const SIZEBITS: u32 = if ALT { 13 } else { 14 };
     }
     const fn ioc(d: u32, nr: u32, size: usize) -> u64 {
         ((d << (16 + dir::SIZEBITS)) | ((size as u32) << 16) | (0xAA << 8) | nr) as u64

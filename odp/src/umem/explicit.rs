@@ -136,7 +136,7 @@ impl Umem {
         if flush {
             job()
         } else {
-            super::implicit::defer(Box::new(move || {
+            super::defer(Box::new(move || {
                 let _ = job();
             }));
             Ok(())

@@ -222,33 +222,10 @@ impl ImplicitUmem {
         if flush {
             job()
         } else {
-            defer(Box::new(move || {
+            super::defer(Box::new(move || {
                 let _ = job();
             }));
             Ok(())
         }
-    }
-}
-
-/// Best-effort work (non-flushing prefetch) runs on one worker thread, like
-/// the kernel's deferred prefetch work.
-pub(crate) fn defer(job: Box<dyn FnOnce() + Send>) {
-    #[cfg(loom)]
-    job();
-    #[cfg(not(loom))]
-    {
-        use std::sync::mpsc::{channel, Sender};
-        static WORKER: std::sync::Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>> =
-            std::sync::Mutex::new(None);
-        let mut w = WORKER.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = w.get_or_insert_with(|| {
-            let (tx, rx) = channel::<Box<dyn FnOnce() + Send>>();
-            std::thread::Builder::new()
-                .name("odp-prefetch".into())
-                .spawn(move || rx.into_iter().for_each(|j| j()))
-                .expect("spawn odp-prefetch thread");
-            tx
-        });
-        let _ = tx.send(job);
     }
 }

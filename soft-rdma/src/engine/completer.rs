@@ -38,7 +38,7 @@ pub(crate) fn on_response(
                 complete_front(sh, q);
                 if code == NakCode::PsnSequenceError {
                     sh.dev.stats.retransmits.fetch_add(1, Ordering::Relaxed);
-                    go_back(q, p, mtu);
+                    go_back(q, p);
                 } else {
                     let status = match code {
                         NakCode::InvalidRequest | NakCode::InvalidRdRequest => {

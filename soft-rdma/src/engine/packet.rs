@@ -25,16 +25,14 @@ thread_local! {
 }
 
 impl TxQueue {
-    /// This thread's queue (kept between calls so its arena is reused).
-    pub(crate) fn take() -> TxQueue {
-        SPARE.with(|s| s.take()).unwrap_or_default()
-    }
-
-    /// Give the (flushed) queue back for the next call on this thread.
-    pub(crate) fn put_back(mut self) {
-        self.bytes.clear();
-        self.pkts.clear();
-        SPARE.with(|s| s.set(Some(self)));
+    /// Run `f` with this thread's queue (kept between calls, so its arena is
+    /// reused), then send what it built.
+    pub(crate) fn with<R>(dev: &DeviceInner, f: impl FnOnce(&mut TxQueue) -> R) -> R {
+        let mut tx = SPARE.with(|s| s.take()).unwrap_or_default();
+        let r = f(&mut tx);
+        tx.flush(dev);
+        SPARE.with(|s| s.set(Some(tx)));
+        r
     }
 
     /// Build one packet to `peer`: `fill` writes the payload.

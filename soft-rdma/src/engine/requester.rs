@@ -504,7 +504,7 @@ fn arm(sh: &QpShared, q: &mut QpInner) {
 }
 
 /// Go back to PSN `p`: everything from there is sent again.
-pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
+pub(crate) fn go_back(q: &mut QpInner, p: u32) {
     let Some(i) = q
         .req
         .sq
@@ -527,7 +527,6 @@ pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
                 0
             };
         }
-        let _ = mtu;
     }
     q.req.send_idx = i;
 }
@@ -535,7 +534,6 @@ pub(crate) fn go_back(q: &mut QpInner, p: u32, mtu: u64) {
 /// The QP's timer fired (retransmission timeout or end of an RNR wait).
 pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
     q.req.timer_armed = false;
-    let mtu = q.path_mtu.bytes() as u64;
     if q.req.rnr_waiting {
         q.req.rnr_waiting = false;
         progress(sh, q, tx);
@@ -570,7 +568,7 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         .retransmits
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let from = first_unacked(q);
-    go_back(q, from, mtu);
+    go_back(q, from);
     q.req.progress_at = Some(Instant::now());
     progress(sh, q, tx);
 }
@@ -612,8 +610,7 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
     if q.rnr_retry != 7 {
         q.req.rnr_left -= 1;
     }
-    let mtu = q.path_mtu.bytes() as u64;
-    go_back(q, p, mtu);
+    go_back(q, p);
     q.req.rnr_waiting = true;
     q.req.timer_armed = true;
     q.req.timer_generation += 1;

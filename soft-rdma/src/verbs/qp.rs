@@ -176,10 +176,9 @@ impl QpShared {
         if q.req.timer_generation != generation || q.state == QpState::Err {
             return;
         }
-        let mut tx = TxQueue::take();
-        crate::engine::requester::on_timer(self, &mut q, &mut tx);
-        tx.flush(&self.dev);
-        tx.put_back();
+        TxQueue::with(&self.dev, |tx| {
+            crate::engine::requester::on_timer(self, &mut q, tx)
+        });
     }
 }
 
@@ -397,10 +396,9 @@ impl Qp {
         }
         if resume {
             // SQD held back what was posted meanwhile; send it now.
-            let mut tx = TxQueue::take();
-            crate::engine::requester::progress(&self.0, &mut q, &mut tx);
-            tx.flush(&self.0.dev);
-            tx.put_back();
+            TxQueue::with(&self.0.dev, |tx| {
+                crate::engine::requester::progress(&self.0, &mut q, tx)
+            });
         }
         Ok(())
     }
@@ -410,11 +408,10 @@ impl Qp {
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
         let mut q = sh.lock();
-        let mut tx = TxQueue::take();
         let r = self.queue_sends(&mut q, wrs);
-        crate::engine::requester::progress(sh, &mut q, &mut tx);
-        tx.flush(&sh.dev);
-        tx.put_back();
+        TxQueue::with(&sh.dev, |tx| {
+            crate::engine::requester::progress(sh, &mut q, tx)
+        });
         r
     }
 
