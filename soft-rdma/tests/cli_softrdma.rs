@@ -475,6 +475,28 @@ fn two_network_namespace_hosts() {
         out.contains(":255:255:10:77:00:02") && out.contains(":255:255:10:77:00:01"),
         "GIDs of the veth addresses\n{out}"
     );
+    // The active MTU follows the interface's MTU (link MTU − 80 headers).
+    for (link_mtu, active) in [("9000", "4096 (5)"), ("1100", "512 (2)")] {
+        ip(&["-n", &n2, "link", "set", v2, "mtu", link_mtu]).unwrap();
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &n2,
+                "env",
+                "SOFTRDMA_ADDR=10.77.0.2",
+                BIN,
+                "devinfo",
+            ])
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "devinfo failed: {err}");
+        assert!(
+            out.contains(&format!("active_mtu:\t\t{active}")),
+            "link MTU {link_mtu}: active_mtu {active}\n{out}"
+        );
+    }
     drop(guard);
 }
 

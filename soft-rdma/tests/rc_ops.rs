@@ -279,9 +279,69 @@ fn validation_failures_nak_and_write_nothing() {
         let c = wait(&a.cq, 1);
         assert_eq!(c[0].status, want, "{what}");
         assert_eq!(qa.state(), QpState::Err, "{what}: requester QP in error");
+        wait_state(&qb, QpState::Err, what);
         assert!(remote.0.iter().all(|&x| x == 0), "{what}: nothing written");
         drop((qa, qb));
     }
+}
+
+/// Class C and J errors end the connection on the responder's side too; it
+/// gets there just after its NAK left, so the requester may see it first.
+fn wait_state(qp: &Qp, want: QpState, what: &str) {
+    let t = std::time::Instant::now();
+    while qp.state() != want {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: responder QP in {:?}, not {want:?}",
+            qp.state()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn send_with_invalidate_of_a_plain_mr_fails_on_both_sides_and_invalidates_nothing() {
+    let (a, b) = (node(), node());
+    let src = Buf::new(64, |i| i as u8);
+    let dst = Buf::new(4096, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 64, all_access()).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    let (qa, qb) = connect(&a, &b, QpType::Rc);
+    qb.post_recv(&[RecvWr {
+        wr_id: 9,
+        sg_list: &[dst.sge(&mrb, 0, 4096)],
+    }])
+    .unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 64)],
+        op: SendOp::SendInv(mrb.rkey()),
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    let sc = wait(&a.cq, 1);
+    assert_eq!((sc[0].wr_id, sc[0].status), (1, WcStatus::RemInvReqErr));
+    let rc = wait(&b.cq, 1);
+    assert_eq!((rc[0].wr_id, rc[0].status), (9, WcStatus::RemInvReqErr));
+    assert_eq!(rc[0].invalidated_rkey, None);
+    assert_eq!(qa.state(), QpState::Err);
+    wait_state(&qb, QpState::Err, "send with invalidate");
+    // The MR named by the key is still valid: a new connection writes into it.
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    qa.post_send(&[SendWr {
+        wr_id: 2,
+        sg_list: &[src.sge(&mra, 0, 64)],
+        op: SendOp::Write {
+            remote_addr: dst.addr() + 1024,
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(&dst.0[1024..1088], &src.0[..]);
 }
 
 #[test]

@@ -243,6 +243,31 @@ fn ipv6_pair_on_loopback() {
     exchange(&a, &b, [1, 2, 64, 17].into_iter(), 64);
 }
 
+/// `lo`'s MTU as `ip link` reports it.
+fn lo_mtu() -> u32 {
+    let o = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "lo"])
+        .output()
+        .expect("ip (iproute2)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "mtu");
+    words
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("mtu in `ip link`")
+}
+
+#[test]
+fn link_reports_the_mtu_of_its_interface() {
+    let want = lo_mtu();
+    // 127.0.0.1 is listed on lo; any other 127/8 address is not, yet is lo's.
+    for addr in ["127.0.0.1:0", "127.9.8.7:0", "[::1]:0"] {
+        let l = UdpLink::bind(addr.parse().unwrap()).unwrap();
+        assert_eq!(l.mtu(), Some(want), "{addr}");
+    }
+}
+
 #[test]
 fn socket_options() {
     let (a, _b) = pair(8);

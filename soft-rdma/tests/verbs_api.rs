@@ -210,5 +210,19 @@ fn cq_overflow_is_reported() {
     })
     .unwrap(); // three flush completions into a CQ of two
     assert!(cq.overflowed());
-    assert_eq!(wait(&cq, 2).len(), 2);
+    assert_eq!(cq.lost(), 1);
+    qp.post_recv(&[RecvWr {
+        wr_id: 9,
+        sg_list: &[],
+    }])
+    .unwrap(); // flushed at once in the error state: lost too
+    assert_eq!(cq.lost(), 2);
+    let got: Vec<u64> = wait(&cq, 2).iter().map(|w| w.wr_id).collect();
+    assert_eq!(got, [0, 1]);
+    // The application learns it once, as IBV_EVENT_CQ_ERR naming the CQ.
+    assert_eq!(
+        n.dev.get_async_event(),
+        Some(AsyncEvent::CqErr { cq: cq.id() })
+    );
+    assert_eq!(n.dev.get_async_event(), None);
 }

@@ -440,6 +440,10 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(
                     Some(qp) => (IBV_EVENT_SQ_DRAINED, ibv_async_event__bindgen_ty_1 { qp }),
                     None => continue,
                 },
+                AsyncEvent::CqErr { cq } => match registry::CQS.get::<ibv_cq>(cq) {
+                    Some(cq) => (IBV_EVENT_CQ_ERR, ibv_async_event__bindgen_ty_1 { cq }),
+                    None => continue,
+                },
             };
             // SAFETY: `event` points to the caller's struct.
             unsafe {

@@ -8,6 +8,7 @@
 use crate::context::{wait_readable, ShimContext};
 use crate::conv;
 use crate::ffi::*;
+use crate::registry;
 use soft_rdma::verbs::{CompChannel, Cq};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -128,6 +129,8 @@ pub unsafe extern "C" fn shim_ibv_create_cq(
             ch.ch.refcnt += 1;
         }
     }
+    // SAFETY: `w` is live (just allocated).
+    registry::CQS.insert(unsafe { (*w).soft.id() }, w as *mut ibv_cq);
     w as *mut ibv_cq
 }
 
@@ -145,6 +148,7 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     }
     // SAFETY: the Box allocated in ibv_create_cq; this ends its life.
     let w = unsafe { Box::from_raw(cq as *mut ShimCq) };
+    registry::CQS.remove(w.soft.id());
     if let (Some(ev), false) = (&w.events, w.cq.channel.is_null()) {
         // SAFETY: the channel outlives its CQs (destroy_comp_channel refuses
         // while refcnt > 0).

@@ -1,4 +1,4 @@
-//! Process-wide maps from device numbers (QPN, SRQ id, lkey) to the C objects
+//! Process-wide maps from device numbers (QPN, SRQ id, CQ id, lkey) to the C objects
 //! that carry them: for async events and `ibv_advise_mr`'s SGEs.
 
 use std::collections::HashMap;
@@ -34,4 +34,5 @@ impl Registry {
 
 pub static QPS: Registry = Registry::new();
 pub static SRQS: Registry = Registry::new();
+pub static CQS: Registry = Registry::new();
 pub static MRS: Registry = Registry::new();

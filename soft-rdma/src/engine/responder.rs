@@ -68,6 +68,9 @@ pub(crate) struct RespState {
     /// only after the packet's ACK has left: an application that sees its
     /// completion and exits must not strand the sender without an ACK.
     pub(crate) completed: Vec<(Wc, bool)>,
+    /// A class C or J error (IBTA 9.9.3.1): once this packet's NAK and
+    /// completion are out, the responder QP goes to the error state too.
+    pub(crate) goto_error: bool,
 }
 
 /// Why a request fails.
@@ -162,6 +165,9 @@ pub(crate) fn on_request(
             if sh.qp_type == QpType::Rc {
                 sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));
+                // Invalid request, remote access and remote operational
+                // errors end the connection on both sides (as rxe and mlx5).
+                q.resp.goto_error = true;
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
@@ -378,11 +384,22 @@ fn recv_payload(
         let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else {
             unreachable!()
         };
+        if let Ext::Inv(_) = repr.ext {
+            // Only a memory window or a fast-registration MR may be
+            // invalidated by a peer (IBTA 10.6.7.2). This device has neither
+            // (memory windows are unsupported; fast registration is a kernel
+            // verb), so the key names a plain MR or nothing: the invalidation
+            // fails, as on rxe (class J) — the receive completes in error and
+            // both QPs go to the error state. A plain MR is never invalidated.
+            q.resp.completed.push((
+                recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
+                false,
+            ));
+            return Err(Fail::Nak(NakCode::InvalidRequest));
+        }
         let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
-        match repr.ext {
-            Ext::Imm(i) => wc.imm = Some(i),
-            Ext::Inv(k) => wc.invalidated_rkey = Some(k),
-            _ => {}
+        if let Ext::Imm(i) = repr.ext {
+            wc.imm = Some(i);
         }
         q.resp.msn = psn::add(q.resp.msn, 1);
         q.resp.completed.push((wc, repr.bth.solicited));

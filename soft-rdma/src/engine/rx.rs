@@ -79,6 +79,9 @@ pub(crate) fn handle(
     for (wc, solicited) in q.resp.completed.drain(..) {
         qp.complete_recv(wc, solicited);
     }
+    if std::mem::take(&mut q.resp.goto_error) {
+        qp.fail(&mut q);
+    }
     if q.resp.ack_pending.is_some() && !acks.iter().any(|a| Arc::ptr_eq(a, &qp)) {
         drop(q);
         acks.push(qp);

@@ -141,3 +141,14 @@ mod tests {
         );
     }
 }
+
+/// The MTU of the interface that holds `ip` — on Linux every 127.0.0.0/8
+/// address is on `lo`, even when no interface lists it.
+pub fn link_mtu(ip: IpAddr) -> io::Result<u32> {
+    match super::sys::interface_mtu(ip) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && ip.is_loopback() => {
+            super::sys::interface_mtu(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        }
+        r => r,
+    }
+}

@@ -143,6 +143,11 @@ impl Link for LoopbackLink {
         self.addr
     }
 
+    /// In memory, like `lo`: every IB MTU fits.
+    fn mtu(&self) -> Option<u32> {
+        Some(65536)
+    }
+
     fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
         let me = &self.port.counters;
         let mut sent = 0;

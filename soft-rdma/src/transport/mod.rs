@@ -237,6 +237,12 @@ pub trait Link: Send + Sync {
     fn stats(&self) -> LinkStats {
         LinkStats::default()
     }
+    /// The MTU (largest IP packet) of the network interface the link sends
+    /// on, if known: the device's active MTU is the largest IB MTU whose
+    /// packets fit it (packets leave with DF set). Middleware forwards it.
+    fn mtu(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -257,6 +263,9 @@ macro_rules! forward_link {
             }
             fn stats(&self) -> LinkStats {
                 (**self).stats()
+            }
+            fn mtu(&self) -> Option<u32> {
+                (**self).mtu()
             }
         }
     )*};

@@ -133,6 +133,10 @@ impl<L: Link> Link for PcapLink<L> {
     fn stats(&self) -> LinkStats {
         self.inner.stats()
     }
+
+    fn mtu(&self) -> Option<u32> {
+        self.inner.mtu()
+    }
 }
 
 /// One open capture file, shared by the links of this process that record

@@ -310,3 +310,62 @@ pub(super) fn recv_batch(
     }
     Ok(got)
 }
+
+/// The MTU of the network interface that holds `ip` (`getifaddrs`, then
+/// `SIOCGIFMTU`, both answered for the caller's network namespace).
+pub(super) fn interface_mtu(ip: std::net::IpAddr) -> io::Result<u32> {
+    let name = interface_of(ip)?;
+    let fd = cvt(
+        // SAFETY: plain socket(2); the result is checked before use.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+    )?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char; // `name` is shorter than IFNAMSIZ: NUL-ended
+    }
+    // SAFETY: `req` is a valid ifreq naming an interface; SIOCGIFMTU writes
+    // only its `ifru_mtu` member, which we then read.
+    unsafe {
+        cvt(libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut req))?;
+        Ok(req.ifr_ifru.ifru_mtu as u32)
+    }
+}
+
+/// The name of the interface that holds `ip`.
+fn interface_of(ip: std::net::IpAddr) -> io::Result<std::ffi::CString> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below.
+    cvt(unsafe { libc::getifaddrs(&mut list) })?;
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until
+        // freeifaddrs; its `ifa_addr` is null or a sockaddr of the family its
+        // `sa_family` names, and `ifa_name` a NUL-terminated string.
+        unsafe {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                let addr = match i32::from((*a).sa_family) {
+                    libc::AF_INET => Some(std::net::IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        (*a.cast::<libc::sockaddr_in>()).sin_addr.s_addr,
+                    )))),
+                    libc::AF_INET6 => Some(std::net::IpAddr::V6(Ipv6Addr::from(
+                        (*a.cast::<libc::sockaddr_in6>()).sin6_addr.s6_addr,
+                    ))),
+                    _ => None,
+                };
+                if addr == Some(ip) {
+                    found = Some(std::ffi::CStr::from_ptr((*cur).ifa_name).to_owned());
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once; no node is used
+    // after this (the name was copied).
+    unsafe { libc::freeifaddrs(list) };
+    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface has {ip}")))
+}

@@ -28,6 +28,8 @@ pub struct UdpLink {
     wake: OwnedFd,
     closed: AtomicBool,
     local: SocketAddr,
+    /// The MTU of the interface holding `local`, read at bind time.
+    mtu: Option<u32>,
     counters: Counters,
 }
 
@@ -105,6 +107,8 @@ impl UdpLink {
             wake: sys::eventfd()?,
             closed: AtomicBool::new(false),
             local,
+            // Unknown for a wildcard address: the device then assumes Ethernet.
+            mtu: super::addr::link_mtu(local.ip()).ok(),
             counters: Counters::default(),
         })
     }
@@ -254,6 +258,10 @@ impl UdpLink {
 impl Link for UdpLink {
     fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    fn mtu(&self) -> Option<u32> {
+        self.mtu
     }
 
     fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {

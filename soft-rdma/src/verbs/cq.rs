@@ -3,6 +3,7 @@
 use super::{Errno, Result, Wc};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// `ibv_comp_channel`: an eventfd that becomes readable when an armed CQ
@@ -47,11 +48,14 @@ pub(crate) struct CqState {
     ring: VecDeque<Wc>,
     /// `ibv_req_notify_cq`: Some(solicited_only) while armed.
     armed: Option<bool>,
-    /// Overflowed: the CQ is in error (async event `IBV_EVENT_CQ_ERR`).
-    overflow: bool,
+    /// Completions lost to overflow; the CQ is in error once this is
+    /// non-zero (async event `IBV_EVENT_CQ_ERR`).
+    lost: u64,
 }
 
 pub(crate) struct CqShared {
+    /// Names the CQ in [`super::AsyncEvent::CqErr`]; unique in the process.
+    pub(crate) id: u32,
     pub(crate) depth: usize,
     state: Mutex<CqState>,
     channel: Option<Arc<ChannelShared>>,
@@ -66,12 +70,14 @@ impl Cq {
         if depth == 0 || depth > super::device::MAX_CQE {
             return Err(Errno::EINVAL);
         }
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         Ok(Cq(Arc::new(CqShared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             depth,
             state: Mutex::new(CqState {
                 ring: VecDeque::with_capacity(depth),
                 armed: None,
-                overflow: false,
+                lost: 0,
             }),
             channel: channel.map(|c| c.0.clone()),
         })))
@@ -96,13 +102,19 @@ impl Cq {
         Ok(())
     }
 
-    /// Whether the CQ overflowed (completions were lost).
+    /// Whether the CQ overflowed (completions were lost): it is in error.
     pub fn overflowed(&self) -> bool {
-        self.0
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .overflow
+        self.lost() > 0
+    }
+
+    /// How many completions were lost because the CQ was full.
+    pub fn lost(&self) -> u64 {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).lost
+    }
+
+    /// The identity [`super::AsyncEvent::CqErr`] reports.
+    pub fn id(&self) -> u32 {
+        self.0.id
     }
 
     pub fn depth(&self) -> usize {
@@ -112,12 +124,19 @@ impl Cq {
 
 impl CqShared {
     /// Add a completion; signals the channel if armed (and, when armed for
-    /// solicited only, if `solicited`).
-    pub(crate) fn push(self: &Arc<Self>, wc: Wc, solicited: bool) {
+    /// solicited only, if `solicited`). A full CQ loses the completion and
+    /// goes to error: the caller raises `IBV_EVENT_CQ_ERR` when this returns
+    /// [`Overflow::First`].
+    #[must_use]
+    pub(crate) fn push(self: &Arc<Self>, wc: Wc, solicited: bool) -> Option<Overflow> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.ring.len() >= self.depth {
-            s.overflow = true;
-            return;
+            s.lost += 1;
+            return Some(if s.lost == 1 {
+                Overflow::First
+            } else {
+                Overflow::Again
+            });
         }
         s.ring.push_back(wc);
         let fire = match s.armed {
@@ -137,5 +156,14 @@ impl CqShared {
                 .push_back(self.clone());
             crate::sys::eventfd_signal(&ch.fd);
         }
+        None
     }
+}
+
+/// A completion was lost to a full CQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    /// The first loss: the CQ just went to error.
+    First,
+    Again,
 }

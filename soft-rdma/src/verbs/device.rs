@@ -84,6 +84,7 @@ pub struct Stats {
 pub(crate) struct DeviceInner {
     pub(crate) link: Arc<dyn Link>,
     pub(crate) local: SocketAddr,
+    active_mtu: Mtu,
     pub(crate) gid: Gid,
     pub(crate) mm: odp::MmGet,
     pub(crate) qps: RwLock<HashMap<u32, Arc<QpShared>>>,
@@ -146,11 +147,7 @@ impl DeviceInner {
 
     /// The port's active MTU (see `Device::port_attr`).
     pub(crate) fn active_mtu(&self) -> Mtu {
-        if self.local.ip().is_loopback() {
-            Mtu::M4096
-        } else {
-            Mtu::M1024
-        }
+        self.active_mtu
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -177,9 +174,11 @@ impl Device {
     /// Open a device on a given link (tests: loopback hubs, fault injection).
     pub fn with_link(link: Arc<dyn Link>) -> Device {
         let local = link.local();
+        let active_mtu = link.mtu().map_or(Mtu::M1024, Mtu::fitting);
         let inner = Arc::new(DeviceInner {
             link,
             local,
+            active_mtu,
             gid: Gid::from_ip(local.ip()),
             mm: odp::Mm::current(),
             qps: RwLock::new(HashMap::new()),
@@ -274,9 +273,10 @@ impl Device {
         }
     }
 
-    /// Active MTU: packets leave with DF set, so they must fit the link. On
-    /// loopback (MTU 65536) that is 4096; elsewhere 1024, what a 1500-byte
-    /// Ethernet link allows (link MTU − 80, rounded down to an IB MTU).
+    /// Active MTU: packets leave with DF set, so they must fit the interface
+    /// the device's address is on — the largest IB MTU not above its MTU
+    /// minus 80 header bytes, as rxe: 4096 on `lo` (65536) or a 9000-byte
+    /// link, 1024 on 1500-byte Ethernet; 1024 if the interface is unknown.
     pub fn port_attr(&self) -> PortAttr {
         PortAttr {
             state_active: true,

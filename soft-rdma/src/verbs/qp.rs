@@ -109,18 +109,30 @@ impl QpShared {
             src_qp: 0,
             grh: false,
         };
-        self.send_cq.push(wc, false);
+        let lost = self.send_cq.push(wc, false);
+        self.on_cq_overflow(&self.send_cq, lost);
     }
 
     /// Post a completion on the receive CQ.
     pub(crate) fn complete_recv(&self, wc: Wc, solicited: bool) {
-        self.recv_cq.push(
+        let lost = self.recv_cq.push(
             Wc {
                 qp_num: self.qpn,
                 ..wc
             },
             solicited,
         );
+        self.on_cq_overflow(&self.recv_cq, lost);
+    }
+
+    /// A full CQ lost a completion of this QP: the CQ is in error, which the
+    /// application learns once (`IBV_EVENT_CQ_ERR`). The QP goes on, as on
+    /// rxe; what the lost completion would have said is gone.
+    fn on_cq_overflow(&self, cq: &Arc<super::cq::CqShared>, lost: Option<super::cq::Overflow>) {
+        if lost == Some(super::cq::Overflow::First) {
+            crate::log::log!(Error, "qp {:#x}: CQ {} overflowed", self.qpn, cq.id);
+            self.dev.raise(super::AsyncEvent::CqErr { cq: cq.id });
+        }
     }
 
     /// The protocol failed (retry or RNR exhaustion, a NAK, a local error):

@@ -19,6 +19,10 @@ pub enum AsyncEvent {
     /// A QP moved to SQD has no send request in flight any more
     /// (`IBV_EVENT_SQ_DRAINED`).
     SqDrained { qpn: u32 },
+    /// A completion was lost because the CQ was full (`IBV_EVENT_CQ_ERR`):
+    /// the CQ is in error from then on ([`super::Cq::overflowed`]). Raised
+    /// once per CQ, on the device of the QP whose completion was lost.
+    CqErr { cq: u32 },
 }
 
 struct SrqState {

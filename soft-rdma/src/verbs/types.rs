@@ -82,6 +82,21 @@ pub enum Mtu {
 }
 
 impl Mtu {
+    /// Headers around an IB payload on the wire, at most: IPv6 (40) + UDP (8)
+    /// + BTH (12) + the largest extension a payload travels with (RETH, 16)
+    /// + ICRC (4) — rxe's 80 bytes.
+    pub const WIRE_OVERHEAD: u32 = 80;
+
+    /// The largest IB MTU whose packets fit a network MTU of `link_mtu`
+    /// bytes (256 if even that does not: the link is unusable for RoCE).
+    pub fn fitting(link_mtu: u32) -> Mtu {
+        let room = link_mtu.saturating_sub(Self::WIRE_OVERHEAD);
+        [Mtu::M4096, Mtu::M2048, Mtu::M1024, Mtu::M512]
+            .into_iter()
+            .find(|m| m.bytes() as u32 <= room)
+            .unwrap_or(Mtu::M256)
+    }
+
     pub fn bytes(self) -> usize {
         self as usize
     }
@@ -231,6 +246,9 @@ pub struct Wc {
     pub opcode: WcOpcode,
     pub byte_len: u32,
     pub imm: Option<u32>,
+    /// The key a SEND with invalidate invalidated (`IBV_WC_WITH_INV`). Always
+    /// `None` today: nothing this device registers can be invalidated by a
+    /// peer (no memory windows), so such a SEND completes in error instead.
     pub invalidated_rkey: Option<u32>,
     pub qp_num: u32,
     pub src_qp: u32,
@@ -267,4 +285,27 @@ pub struct QpAttr {
     pub timeout: Option<u8>,
     pub retry_cnt: Option<u8>,
     pub rnr_retry: Option<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mtu;
+
+    #[test]
+    fn mtu_fitting_a_link_leaves_room_for_80_header_bytes() {
+        for (link, want) in [
+            (65536, Mtu::M4096),
+            (9000, Mtu::M4096),
+            (4176, Mtu::M4096),
+            (4175, Mtu::M2048),
+            (1500, Mtu::M1024),
+            (1280, Mtu::M1024),
+            (1100, Mtu::M512),
+            (592, Mtu::M512),
+            (591, Mtu::M256),
+            (0, Mtu::M256),
+        ] {
+            assert_eq!(Mtu::fitting(link), want, "link MTU {link}");
+        }
+    }
 }
