@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub(crate) fn run(dev: &DeviceInner) {
-    let mut batch = RecvBatch::new(64);
+    let mut batch = RecvBatch::new(256);
     let mut tx = TxQueue::default();
     let mut acks: Vec<Arc<QpShared>> = Vec::new();
     while !dev.is_closing() {

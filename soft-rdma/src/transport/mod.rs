@@ -47,124 +47,114 @@ pub struct Outgoing<'a> {
 
 /// Received datagrams in preallocated buffers, reused across calls.
 ///
-/// `n` slots of [`MAX_PACKET`] bytes each, allocated once by [`RecvBatch::new`].
-/// A `recv` overwrites the batch; [`RecvBatch::push`], [`RecvBatch::retain`],
-/// [`RecvBatch::swap`] and [`RecvBatch::get_mut`] let middleware (a fault
-/// injector, a test link) edit it in place.
+/// [`RecvBatch::new`]`(n)` allocates once: room for `n` datagrams of
+/// [`MAX_PACKET`] bytes (and at least one 64 KiB receive slot: a UDP link
+/// may hand over packets the kernel coalesced, so a `recv` can return more
+/// than `n` small ones). A `recv` overwrites the batch; [`RecvBatch::push`],
+/// [`RecvBatch::retain`], [`RecvBatch::swap`] and [`RecvBatch::get_mut`] let
+/// middleware (a fault injector, a test link) edit it in place — reordering
+/// and dropping move no bytes.
 pub struct RecvBatch {
-    /// `cap * MAX_PACKET` bytes; slot `i` is `bufs[i * MAX_PACKET..][..MAX_PACKET]`.
-    pub(crate) bufs: Box<[u8]>,
-    pub(crate) peers: Box<[SocketAddr]>,
-    pub(crate) lens: Box<[usize]>,
-    pub(crate) len: usize,
+    pub(crate) buf: Box<[u8]>,
+    /// Bytes of `buf` in use (the next receive or push appends after them).
+    pub(crate) used: usize,
+    pub(crate) pkts: Vec<Slot>,
+    /// Packets a receive may add (beyond `n`: coalesced ones).
+    pub(crate) max: usize,
+    n: usize,
 }
 
-const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::UNSPECIFIED,
-    0,
-));
+/// One datagram of a [`RecvBatch`]: `buf[start..start + len]` from `peer`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub(crate) peer: SocketAddr,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+}
 
 impl RecvBatch {
     /// Room for `n` datagrams of up to [`MAX_PACKET`] bytes (`n` = 0 is taken as 1).
     pub fn new(n: usize) -> RecvBatch {
         let n = n.max(1);
+        let bytes = (n * MAX_PACKET).max(udp::GRO_SLOT);
+        // Every coalesced datagram of a 64 KiB slot may be 64 packets.
+        let max = n + bytes / udp::GRO_SLOT * 64;
         RecvBatch {
-            bufs: vec![0u8; n * MAX_PACKET].into_boxed_slice(),
-            peers: vec![UNSPECIFIED; n].into_boxed_slice(),
-            lens: vec![0usize; n].into_boxed_slice(),
-            len: 0,
+            buf: vec![0u8; bytes].into_boxed_slice(),
+            used: 0,
+            pkts: Vec::with_capacity(max),
+            max,
+            n,
         }
     }
     /// Datagrams filled by the last `recv`.
     pub fn len(&self) -> usize {
-        self.len
+        self.pkts.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pkts.is_empty()
     }
-    /// How many datagrams fit.
+    /// How many datagrams of [`MAX_PACKET`] bytes fit.
     pub fn capacity(&self) -> usize {
-        self.lens.len()
+        self.n
     }
     /// The `i`th datagram: sender and bytes. Panics if `i >= len()`.
     pub fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
-        assert!(i < self.len, "RecvBatch::get({i}) with len {}", self.len);
-        (self.peers[i], &self.bufs[i * MAX_PACKET..][..self.lens[i]])
+        let s = self.pkts[i];
+        (s.peer, &self.buf[s.start..][..s.len])
     }
     /// The `i`th datagram, mutable bytes (e.g. to corrupt it in a test).
     pub fn get_mut(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
-        assert!(
-            i < self.len,
-            "RecvBatch::get_mut({i}) with len {}",
-            self.len
-        );
-        (
-            self.peers[i],
-            &mut self.bufs[i * MAX_PACKET..][..self.lens[i]],
-        )
+        let s = self.pkts[i];
+        (s.peer, &mut self.buf[s.start..][..s.len])
     }
     /// Iterate over the filled datagrams.
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
-        (0..self.len).map(move |i| self.get(i))
+        (0..self.len()).map(move |i| self.get(i))
     }
     /// Forget the contents (keeps the buffers).
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.pkts.clear();
+        self.used = 0;
     }
     /// Append a datagram (a copy). False if the batch is full or `data` is
     /// longer than [`MAX_PACKET`].
     pub fn push(&mut self, peer: SocketAddr, data: &[u8]) -> bool {
-        if self.len == self.capacity() || data.len() > MAX_PACKET {
+        if self.len() >= self.n
+            || data.len() > MAX_PACKET
+            || self.used + data.len() > self.buf.len()
+        {
             return false;
         }
-        let i = self.len;
-        self.bufs[i * MAX_PACKET..][..data.len()].copy_from_slice(data);
-        self.peers[i] = peer;
-        self.lens[i] = data.len();
-        self.len += 1;
+        let start = self.used;
+        self.buf[start..][..data.len()].copy_from_slice(data);
+        self.used += data.len();
+        self.pkts.push(Slot {
+            peer,
+            start,
+            len: data.len(),
+        });
         true
     }
     /// Keep only the datagrams for which `keep` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(SocketAddr, &[u8]) -> bool) {
-        let mut w = 0;
-        for r in 0..self.len {
-            let (peer, data) = self.get(r);
-            if keep(peer, data) {
-                if w != r {
-                    self.move_slot(r, w);
-                }
-                w += 1;
-            }
-        }
-        self.len = w;
+        let buf = &self.buf;
+        self.pkts.retain(|s| keep(s.peer, &buf[s.start..][..s.len]));
     }
     /// Exchange datagrams `i` and `j` (both `< len()`).
     pub fn swap(&mut self, i: usize, j: usize) {
-        assert!(i < self.len && j < self.len, "RecvBatch::swap out of range");
-        if i == j {
-            return;
-        }
-        let (lo, hi) = (i.min(j), i.max(j));
-        let n = self.lens[lo].max(self.lens[hi]);
-        let (a, b) = self.bufs.split_at_mut(hi * MAX_PACKET);
-        a[lo * MAX_PACKET..][..n].swap_with_slice(&mut b[..n]);
-        self.peers.swap(lo, hi);
-        self.lens.swap(lo, hi);
-    }
-    /// Copy slot `from` over slot `to`.
-    pub(crate) fn move_slot(&mut self, from: usize, to: usize) {
-        let n = self.lens[from];
-        self.bufs
-            .copy_within(from * MAX_PACKET..from * MAX_PACKET + n, to * MAX_PACKET);
-        self.lens[to] = n;
-        self.peers[to] = self.peers[from];
+        assert!(
+            i < self.len() && j < self.len(),
+            "RecvBatch::swap out of range"
+        );
+        self.pkts.swap(i, j);
     }
 }
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvBatch")
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("capacity", &self.capacity())
             .finish()
     }

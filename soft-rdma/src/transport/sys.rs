@@ -206,34 +206,77 @@ impl RawAddr {
     }
 }
 
-/// `sendmmsg` of `datas[i]` to `addrs[i]` (at most [`CHUNK`]), non-blocking.
-/// Ok(n): the first n were sent; Err: the first one failed with that error.
-pub(super) fn send_batch(
-    fd: BorrowedFd<'_>,
-    addrs: &[RawAddr],
-    datas: &[&[u8]],
-) -> io::Result<usize> {
-    let n = addrs.len().min(datas.len()).min(CHUNK);
+/// `UDP_SEGMENT` and `UDP_GRO` (linux/udp.h; not in the libc crate).
+pub(super) const UDP_SEGMENT: libc::c_int = 103;
+pub(super) const UDP_GRO: libc::c_int = 104;
+
+/// Most iovecs one `send_batch` call passes (a GSO datagram has one per
+/// packet).
+pub(super) const MAX_IOV: usize = 256;
+
+/// One datagram to send: `parts` concatenated; with `segment` > 0 the kernel
+/// cuts it into datagrams of `segment` bytes (UDP GSO; the last may be
+/// shorter), each on the wire exactly as if sent alone.
+pub(super) struct Datagram<'a> {
+    pub(super) addr: RawAddr,
+    pub(super) parts: &'a [&'a [u8]],
+    pub(super) segment: u16,
+}
+
+/// Control-message room for one `UDP_SEGMENT`/`UDP_GRO` value (a u16 sent,
+/// an int received): CMSG_SPACE(4) on every Linux ABI, 8-aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Cmsg([u8; 24]);
+
+/// `sendmmsg` of up to [`CHUNK`] datagrams (and [`MAX_IOV`] parts in all),
+/// non-blocking. Ok(n): the first n were sent; Err: the first one failed.
+pub(super) fn send_batch(fd: BorrowedFd<'_>, dgrams: &[Datagram<'_>]) -> io::Result<usize> {
+    // SAFETY: iovec, mmsghdr and Cmsg are plain old data; all-zero is valid
+    // (null pointers, zero lengths). Only the filled entries are passed.
+    let mut iov: [libc::iovec; MAX_IOV] = unsafe { zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { zeroed() };
+    let mut cmsgs = [Cmsg([0; 24]); CHUNK];
+    let (mut n, mut v) = (0, 0);
+    for d in dgrams.iter().take(CHUNK) {
+        if v + d.parts.len() > MAX_IOV || d.parts.is_empty() {
+            break;
+        }
+        for (k, p) in d.parts.iter().enumerate() {
+            iov[v + k].iov_base = p.as_ptr() as *mut libc::c_void;
+            iov[v + k].iov_len = p.len();
+        }
+        let h = &mut msgs[n].msg_hdr;
+        h.msg_name = (&d.addr.storage as *const libc::sockaddr_storage) as *mut libc::c_void;
+        h.msg_namelen = d.addr.len;
+        h.msg_iov = &mut iov[v];
+        h.msg_iovlen = d.parts.len();
+        if d.segment > 0 {
+            h.msg_control = cmsgs[n].0.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is arithmetic on its argument.
+            h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            // SAFETY: msg_control points to 24 writable, 8-aligned bytes and
+            // msg_controllen (CMSG_SPACE(2) = 16 or 24) fits them, so the first
+            // header and its 2 data bytes are inside the buffer.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(d.segment);
+            }
+        }
+        v += d.parts.len();
+        n += 1;
+    }
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid (null
-    // pointers, zero lengths), and only the first `n` entries are passed.
-    let mut iov: [libc::iovec; CHUNK] = unsafe { zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { zeroed() };
-    for i in 0..n {
-        iov[i].iov_base = datas[i].as_ptr() as *mut libc::c_void;
-        iov[i].iov_len = datas[i].len();
-        let h = &mut msgs[i].msg_hdr;
-        h.msg_name = (&addrs[i].storage as *const libc::sockaddr_storage) as *mut libc::c_void;
-        h.msg_namelen = addrs[i].len;
-        h.msg_iov = &mut iov[i];
-        h.msg_iovlen = 1;
-    }
-    // SAFETY: every msg_name points into `addrs` and every iov into `datas`,
-    // both borrowed for the whole call; sendmmsg only reads through them
-    // (it writes msgs[i].msg_len, which lives in our array). `n` <= CHUNK.
+    // SAFETY: every msg_name points into `dgrams`, every iov into the parts
+    // it borrows and every msg_control into `cmsgs`, all alive for the call;
+    // sendmmsg only reads through them (it writes msgs[i].msg_len, which lives
+    // in our array). `n` <= CHUNK.
     let r = unsafe {
         libc::sendmmsg(
             fd.as_raw_fd(),
@@ -251,6 +294,9 @@ pub(super) struct RecvMeta {
     pub(super) addr: RawAddr,
     pub(super) len: usize,
     pub(super) truncated: bool,
+    /// UDP GRO: the datagram is several the sender sent, each `segment`
+    /// bytes (the last may be shorter); 0 if it is one.
+    pub(super) segment: usize,
 }
 
 impl RecvMeta {
@@ -259,6 +305,7 @@ impl RecvMeta {
             addr: RawAddr::empty(),
             len: 0,
             truncated: false,
+            segment: 0,
         }
     }
 }
@@ -280,6 +327,7 @@ pub(super) fn recv_batch(
     let mut iov: [libc::iovec; CHUNK] = unsafe { zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { zeroed() };
+    let mut cmsgs = [Cmsg([0; 24]); CHUNK];
     for (i, chunk) in bufs.chunks_exact_mut(slot).take(n).enumerate() {
         iov[i].iov_base = chunk.as_mut_ptr().cast();
         iov[i].iov_len = slot;
@@ -288,11 +336,13 @@ pub(super) fn recv_batch(
         h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         h.msg_iov = &mut iov[i];
         h.msg_iovlen = 1;
+        h.msg_control = cmsgs[i].0.as_mut_ptr().cast();
+        h.msg_controllen = size_of::<Cmsg>();
     }
-    // SAFETY: each iov points to a distinct `slot`-byte chunk of `bufs` and
-    // each msg_name to a whole sockaddr_storage in `meta`, all mutably
-    // borrowed for the call; the kernel writes within those bounds only.
-    // A null timeout with MSG_DONTWAIT never blocks.
+    // SAFETY: each iov points to a distinct `slot`-byte chunk of `bufs`, each
+    // msg_name to a whole sockaddr_storage in `meta` and each msg_control to
+    // its own Cmsg, all mutably borrowed for the call; the kernel writes
+    // within those bounds only. A null timeout with MSG_DONTWAIT never blocks.
     let r = unsafe {
         libc::recvmmsg(
             fd.as_raw_fd(),
@@ -304,9 +354,24 @@ pub(super) fn recv_batch(
     };
     let got = cvt(r)? as usize;
     for i in 0..got {
-        meta[i].addr.len = msgs[i].msg_hdr.msg_namelen;
+        let h = &msgs[i].msg_hdr;
+        meta[i].addr.len = h.msg_namelen;
         meta[i].len = msgs[i].msg_len as usize;
-        meta[i].truncated = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        meta[i].truncated = h.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+        meta[i].segment = 0;
+        // SAFETY: the kernel filled msg_control up to msg_controllen (within
+        // our Cmsg); CMSG_FIRSTHDR/NXTHDR stay within it and the UDP_GRO
+        // payload is one int.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let seg = libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned();
+                    meta[i].segment = seg.max(0) as usize;
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
     }
     Ok(got)
 }
