@@ -23,7 +23,7 @@ pub struct ShimQp {
     /// Made by `ibv_create_qp_ex`: `ibv_qp_to_qp_ex` returns it.
     ex: bool,
     /// The `wr_*` batch being built (between `wr_start` and `wr_complete`).
-    pub batch: Mutex<crate::qp_ex::Batch>,
+    pub batch: crate::qp_ex::BatchSlot,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes
@@ -138,7 +138,7 @@ unsafe fn create(
         soft,
         shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
         ex: send_ops.is_some(),
-        batch: Mutex::default(),
+        batch: Default::default(),
     }));
     QPS.insert(qpn, w);
     Ok(w as *mut ibv_qp)

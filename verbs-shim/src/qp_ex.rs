@@ -4,7 +4,9 @@
 //! `wr_set_inline_data`, `wr_set_ud_addr`, … adjusting the WR built last),
 //! `wr_complete` and `wr_abort`.
 //!
-//! rxe's rules: a setter's error (too many SGEs, too much inline data: ENOSPC)
+//! rxe's rules: a batch belongs to one thread from `wr_start` to
+//! `wr_complete`/`wr_abort` (another thread's `wr_start` waits, as on rxe's
+//! send queue lock; the same thread starting again just restarts); a setter's error (too many SGEs, too much inline data: ENOSPC)
 //! sticks to the batch and later calls do nothing; `wr_complete` then returns
 //! it and posts nothing. Otherwise the whole batch goes to the device at once
 //! (`Qp::post_send_batch`: all or nothing; a full send queue is ENOSPC as in
@@ -17,6 +19,7 @@ use crate::conv;
 use crate::ffi::*;
 use crate::qp::ShimQp;
 use soft_rdma::verbs as sv;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// One WR built between `wr_start` and `wr_complete`.
 struct PendingWr {
@@ -35,6 +38,15 @@ pub struct Batch {
     wrs: Vec<PendingWr>,
     /// The first error (an errno), which the batch keeps until `wr_complete`.
     err: i32,
+    /// The thread between `wr_start` and `wr_complete`/`wr_abort`.
+    owner: Option<std::thread::ThreadId>,
+}
+
+/// A QP's batch and the wait for it to be free.
+#[derive(Default)]
+pub struct BatchSlot {
+    batch: Mutex<Batch>,
+    free: Condvar,
 }
 
 /// The send ops rxe offers per QP type, less those the device lacks (memory
@@ -110,8 +122,15 @@ unsafe fn shim<'a>(qp: *mut ibv_qp_ex) -> &'a ShimQp {
     unsafe { ShimQp::from_c(qp as *mut ibv_qp) }
 }
 
-fn lock(w: &ShimQp) -> std::sync::MutexGuard<'_, Batch> {
-    w.batch.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(w: &ShimQp) -> MutexGuard<'_, Batch> {
+    w.batch.batch.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// End the batch: hand it back to the caller and let a waiting `wr_start` in.
+fn finish(w: &ShimQp) -> Batch {
+    let b = std::mem::take(&mut *lock(w));
+    w.batch.free.notify_one();
+    b
 }
 
 /// A builder: one more WR with the QP's current `wr_id` and `wr_flags`.
@@ -159,18 +178,27 @@ unsafe fn set(qp: *mut ibv_qp_ex, f: impl FnOnce(&ShimQp, &mut PendingWr) -> Res
 
 unsafe extern "C" fn wr_start(qp: *mut ibv_qp_ex) {
     // SAFETY: reached only through a live extended QP.
-    *lock(unsafe { shim(qp) }) = Batch::default();
+    let w = unsafe { shim(qp) };
+    let me = std::thread::current().id();
+    let mut b = lock(w);
+    while b.owner.is_some_and(|t| t != me) {
+        b = w.batch.free.wait(b).unwrap_or_else(|e| e.into_inner());
+    }
+    *b = Batch {
+        owner: Some(me),
+        ..Batch::default()
+    };
 }
 
 unsafe extern "C" fn wr_abort(qp: *mut ibv_qp_ex) {
     // SAFETY: reached only through a live extended QP.
-    *lock(unsafe { shim(qp) }) = Batch::default();
+    finish(unsafe { shim(qp) });
 }
 
 unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
     // SAFETY: reached only through a live extended QP.
     let w = unsafe { shim(qp) };
-    let batch = std::mem::take(&mut *lock(w));
+    let batch = finish(w);
     if batch.err != 0 {
         return batch.err;
     }

@@ -20,7 +20,7 @@ fn compile(name: &str) -> PathBuf {
         .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
         .arg(&exe)
         .arg(&src)
-        .arg("-libverbs")
+        .args(["-libverbs", "-pthread"])
         .output()
         .expect("run cc");
     assert!(
@@ -63,6 +63,7 @@ fn cq_ex_and_qp_ex_end_to_end() {
         "OK wr_send wr_send_imm wr_send_inv wr_set_sge wr_set_inline_data wr_set_sge_list",
         "OK wr_rdma_write wr_rdma_write_imm wr_rdma_read wr_atomic_fetch_add wr_atomic_cmp_swp wr_set_inline_data_list ibv_poll_cq",
         "OK wr_abort wr_complete_errors unsignaled",
+        "OK wr_start_from_two_threads",
         "OK wr_set_ud_addr",
         "ALL OK",
     ] {

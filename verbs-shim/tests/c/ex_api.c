@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <sched.h>
 #include <infiniband/verbs.h>
 
 #define CHECK(c, ...)                                                          \
@@ -161,6 +163,39 @@ static struct ibv_qp *qp_ex(struct ibv_context *ctx, struct ibv_pd *pd, struct i
 	return ibv_create_qp_ex(ctx, &a);
 }
 
+/* Two threads building batches of two WRs on one QP at once. */
+struct racer {
+	struct ibv_qp_ex *x;
+	uint32_t lkey, rkey;
+	uint64_t laddr, raddr;
+	uint64_t id;
+};
+
+enum { RACE_BATCHES = 100 };
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	for (uint64_t i = 0; i < RACE_BATCHES; i++) {
+		for (;;) {
+			ibv_wr_start(r->x);
+			r->x->wr_flags = IBV_SEND_SIGNALED;
+			for (uint64_t k = 0; k < 2; k++) {
+				r->x->wr_id = r->id << 32 | (2 * i + k);
+				ibv_wr_rdma_write(r->x, r->rkey, r->raddr);
+				ibv_wr_set_sge(r->x, r->lkey, r->laddr, 8);
+				sched_yield(); /* let the other thread try to start */
+			}
+			int e = ibv_wr_complete(r->x);
+			if (e == 0)
+				break;
+			CHECK(e == ENOSPC, "racing wr_complete: %d", e);
+			sched_yield();
+		}
+	}
+	return NULL;
+}
+
 int main(void)
 {
 	struct ibv_device **list = ibv_get_device_list(NULL);
@@ -175,7 +210,7 @@ int main(void)
 	CHECK(pd, "alloc_pd");
 
 	/* --- ibv_cq_ex creation rules --- */
-	struct ibv_cq_init_attr_ex ca = { .cqe = 64, .wc_flags = IBV_WC_STANDARD_FLAGS };
+	struct ibv_cq_init_attr_ex ca = { .cqe = 1024, .wc_flags = IBV_WC_STANDARD_FLAGS };
 	CHECK(dx.completion_timestamp_mask == 0, "the device advertises no timestamps");
 	ca.wc_flags = IBV_WC_EX_WITH_COMPLETION_TIMESTAMP;
 	errno = 0;
@@ -426,6 +461,33 @@ int main(void)
 	CHECK(!memcmp(rb + 3100, la, 8) && !memcmp(rb + 3200, la, 8), "the posted writes");
 	CHECK(*cnt == 1000, "a refused atomic ran");
 	OK("wr_abort wr_complete_errors unsignaled");
+
+	/* --- two threads: each batch whole and in order, none lost --- */
+	{
+		struct racer r[2];
+		pthread_t t[2];
+		for (int i = 0; i < 2; i++) {
+			r[i] = (struct racer){ x, mra->lkey, mrb->rkey, (uintptr_t)la,
+					       (uintptr_t)(rb + 3300 + 8 * i), (uint64_t)i + 1 };
+			CHECK(!pthread_create(&t[i], NULL, race, &r[i]), "pthread_create");
+		}
+		uint64_t next[2] = { 0, 0 };
+		for (int k = 0; k < 2 * 2 * RACE_BATCHES; k += 2) {
+			poll_ex(cqa, c, 2);
+			uint64_t who = c[0].wr_id >> 32;
+			CHECK((who == 1 || who == 2) && c[1].wr_id >> 32 == who &&
+			      (uint32_t)c[0].wr_id == next[who - 1] &&
+			      (uint32_t)c[1].wr_id == next[who - 1] + 1 &&
+			      c[0].status == IBV_WC_SUCCESS && c[1].status == IBV_WC_SUCCESS,
+			      "batch split or lost: %#llx %#llx", (unsigned long long)c[0].wr_id,
+			      (unsigned long long)c[1].wr_id);
+			next[who - 1] += 2;
+		}
+		for (int i = 0; i < 2; i++)
+			CHECK(!pthread_join(t[i], NULL), "join");
+		CHECK(ibv_start_poll(cqa, &pa) == ENOENT, "nothing more");
+	}
+	OK("wr_start_from_two_threads");
 
 	/* --- UD: wr_set_ud_addr --- */
 	struct ibv_qp *ua = qp_ex(ctx, pd, cqa, IBV_QPT_UD,
