@@ -202,6 +202,17 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
     if batch.err != 0 {
         return batch.err;
     }
+    // Inline data is what the WR sends: a READ or an atomic has none (the
+    // device would take the copy for the place to write the response into).
+    let reads = |op: &sv::SendOp| {
+        matches!(
+            op,
+            sv::SendOp::Read { .. } | sv::SendOp::CompareSwap { .. } | sv::SendOp::FetchAdd { .. }
+        )
+    };
+    if batch.wrs.iter().any(|p| p.inline.is_some() && reads(&p.op)) {
+        return libc::EINVAL;
+    }
     let lists: Vec<Vec<sv::Sge>> = batch
         .wrs
         .iter()

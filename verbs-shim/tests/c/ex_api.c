@@ -441,6 +441,11 @@ int main(void)
 	ibv_wr_atomic_fetch_add(x, mrb->rkey, (uintptr_t)cnt, 1);
 	ibv_wr_set_sge(x, mra->lkey, (uintptr_t)res, 4);
 	CHECK(ibv_wr_complete(x) == EINVAL, "bad atomic: EINVAL");
+	ibv_wr_start(x);
+	x->wr_id = 26;
+	ibv_wr_rdma_read(x, mrb->rkey, (uintptr_t)(rb + 3000));
+	ibv_wr_set_inline_data(x, msg, 8);
+	CHECK(ibv_wr_complete(x) == EINVAL, "inline data on a READ: EINVAL");
 	/* an unsignaled WR then a signaled one: only the latter completes */
 	ibv_wr_start(x);
 	x->wr_id = 27;
