@@ -2,7 +2,7 @@
 //! returns, and changes nothing.
 
 mod common;
-use common::{all_access, cap, node, wait, Buf};
+use common::{all_access, cap, connect, node, signaled, wait, Buf};
 use soft_rdma::verbs::*;
 
 #[test]
@@ -225,4 +225,46 @@ fn cq_overflow_is_reported() {
         Some(AsyncEvent::CqErr { cq: cq.id() })
     );
     assert_eq!(n.dev.get_async_event(), None);
+}
+
+/// `post_send_batch` (the extended send API's `ibv_wr_complete`) posts the
+/// whole batch or nothing: a bad WR anywhere leaves the send queue untouched.
+#[test]
+fn post_send_batch_is_all_or_nothing() {
+    let (a, b) = (node(), node());
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    let local = Buf::new(64, |i| i as u8 + 1);
+    let remote = Buf::new(64, |_| 0);
+    let mra = a.pd.reg_mr(local.addr(), 64, all_access()).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    let sges: Vec<Sge> = (0..8).map(|k| local.sge(&mra, k * 8, 8)).collect();
+    let write = |wr_id: u64, k: usize| SendWr {
+        wr_id,
+        sg_list: &sges[k..k + 1],
+        op: SendOp::Write {
+            remote_addr: remote.addr() + 8 * k as u64,
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    };
+    let too_many = vec![local.sge(&mra, 0, 1); cap().max_send_sge as usize + 1];
+    let mut bad = write(3, 2);
+    bad.sg_list = &too_many;
+    assert_eq!(
+        qa.post_send_batch(&[write(1, 0), write(2, 1), bad]),
+        Err((2, Errno::EINVAL))
+    );
+    // A batch larger than the send queue: ENOMEM, nothing posted.
+    let n = cap().max_send_wr as usize;
+    let big: Vec<SendWr<'_>> = (0..=n).map(|i| write(i as u64, 0)).collect();
+    assert_eq!(qa.post_send_batch(&big), Err((n, Errno::ENOMEM)));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(remote.0.iter().all(|&x| x == 0), "nothing written");
+    qa.post_send_batch(&[write(1, 0), write(2, 1)]).unwrap();
+    // Completions come in order: any from a refused batch would come first.
+    let wc = wait(&a.cq, 2);
+    assert_eq!(wc.iter().map(|w| w.wr_id).collect::<Vec<_>>(), [1, 2]);
+    assert!(wc.iter().all(|w| w.status == WcStatus::Success), "{wc:?}");
+    assert_eq!(&remote.0[..16], &local.0[..16]);
 }

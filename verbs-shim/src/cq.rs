@@ -4,13 +4,20 @@
 //! each CQ with a channel gets a private soft channel, and the C channel's fd
 //! is an epoll descriptor over the private channels' eventfds (pollable like
 //! the real one); the epoll data names the CQ.
+//!
+//! Every CQ is an `ibv_cq_ex` (an `ibv_cq` is its prefix, so
+//! `ibv_cq_ex_to_cq` is a cast); only `ibv_create_cq_ex` fills in the
+//! extended poll functions. `start_poll` takes the first completion off the
+//! soft CQ, `next_poll` the next; the `read_*` functions read the one taken.
 
 use crate::context::{wait_readable, ShimContext};
 use crate::conv;
 use crate::ffi::*;
 use crate::registry;
-use soft_rdma::verbs::{CompChannel, Cq};
+use soft_rdma::verbs::{self as sv, CompChannel, Cq};
+use std::mem::offset_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 #[repr(C)]
 pub struct ShimChannel {
@@ -23,21 +30,49 @@ const _: () = assert!(std::mem::offset_of!(ShimChannel, ch) == 0);
 
 #[repr(C)]
 pub struct ShimCq {
-    pub cq: ibv_cq,
+    pub cq: ibv_cq_ex,
     pub soft: Cq,
     /// The private soft channel (when created with a channel).
     events: Option<CompChannel>,
+    /// The completion `start_poll`/`next_poll` took (extended CQs).
+    cur: Mutex<sv::Wc>,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
-const _: () = assert!(std::mem::offset_of!(ShimCq, cq) == 0);
+const _: () = assert!(offset_of!(ShimCq, cq) == 0);
+// `ibv_cq` is the prefix of `ibv_cq_ex` (`ibv_cq_ex_to_cq` is a cast).
+const _: () = assert!(
+    offset_of!(ibv_cq, context) == offset_of!(ibv_cq_ex, context)
+        && offset_of!(ibv_cq, channel) == offset_of!(ibv_cq_ex, channel)
+        && offset_of!(ibv_cq, cq_context) == offset_of!(ibv_cq_ex, cq_context)
+        && offset_of!(ibv_cq, handle) == offset_of!(ibv_cq_ex, handle)
+        && offset_of!(ibv_cq, cqe) == offset_of!(ibv_cq_ex, cqe)
+        && offset_of!(ibv_cq, mutex) == offset_of!(ibv_cq_ex, mutex)
+        && offset_of!(ibv_cq, cond) == offset_of!(ibv_cq_ex, cond)
+        && offset_of!(ibv_cq, comp_events_completed)
+            == offset_of!(ibv_cq_ex, comp_events_completed)
+        && offset_of!(ibv_cq, async_events_completed)
+            == offset_of!(ibv_cq_ex, async_events_completed)
+        && std::mem::size_of::<ibv_cq>() <= offset_of!(ibv_cq_ex, comp_mask) + 8
+);
 
 impl ShimCq {
     /// # Safety
-    /// `cq` must be a live CQ from `ibv_create_cq`.
+    /// `cq` must be a live CQ from `ibv_create_cq` or `ibv_create_cq_ex`.
     pub unsafe fn from_c<'a>(cq: *mut ibv_cq) -> &'a ShimCq {
         // SAFETY: (caller) `cq` is the first field of a live ShimCq.
         unsafe { &*(cq as *const ShimCq) }
+    }
+
+    /// # Safety
+    /// `cq` must be a live CQ from `ibv_create_cq_ex`.
+    unsafe fn from_ex<'a>(cq: *mut ibv_cq_ex) -> &'a ShimCq {
+        // SAFETY: (caller) as `from_c`.
+        unsafe { &*(cq as *const ShimCq) }
+    }
+
+    fn current(&self) -> sv::Wc {
+        *self.cur.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -88,29 +123,46 @@ pub unsafe extern "C" fn shim_ibv_create_cq(
     if ctx.is_null() || cqe < 0 {
         return fail_null(libc::EINVAL);
     }
-    // SAFETY: live context (only checked for being ours).
+    // SAFETY: the caller's context and channel.
+    match unsafe { new_cq(ctx, cqe as u32, cq_context, channel) } {
+        Ok(w) => w as *mut ibv_cq,
+        Err(e) => fail_null(e),
+    }
+}
+
+/// A CQ of at least `cqe` entries, registered with `channel` (if any); its
+/// extended poll functions are not set.
+///
+/// # Safety
+/// `ctx` must be a live context and `channel` NULL or a live channel.
+unsafe fn new_cq(
+    ctx: *mut ibv_context,
+    cqe: u32,
+    cq_context: *mut c_void,
+    channel: *mut ibv_comp_channel,
+) -> Result<*mut ShimCq, i32> {
+    // SAFETY: (caller) live context (only checked for being ours).
     let _ = unsafe { ShimContext::from_c(ctx) };
     let depth = (cqe as usize).max(1);
     let events = if channel.is_null() {
         None
     } else {
-        match CompChannel::new() {
-            Ok(c) => Some(c),
-            Err(e) => return fail_null(e.0),
-        }
+        Some(CompChannel::new().map_err(|e| e.0)?)
     };
-    let soft = match Cq::new(depth, events.as_ref()) {
-        Ok(c) => c,
-        Err(e) => return fail_null(e.0),
-    };
-    let cq = ibv_cq {
+    let soft = Cq::new(depth, events.as_ref()).map_err(|e| e.0)?;
+    let cq = ibv_cq_ex {
         context: ctx,
         channel,
         cq_context,
         cqe: depth as c_int,
         ..Default::default()
     };
-    let w = Box::into_raw(Box::new(ShimCq { cq, soft, events }));
+    let w = Box::into_raw(Box::new(ShimCq {
+        cq,
+        soft,
+        events,
+        cur: Mutex::new(conv::empty_wc()),
+    }));
     if !channel.is_null() {
         // SAFETY: a live channel; `w` is live until ibv_destroy_cq, which
         // removes it from the epoll set first.
@@ -124,22 +176,193 @@ pub unsafe extern "C" fn shim_ibv_create_cq(
             if libc::epoll_ctl(ch.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) != 0 {
                 let e = *libc::__errno_location();
                 drop(Box::from_raw(w));
-                return fail_null(e);
+                return Err(e);
             }
             ch.ch.refcnt += 1;
         }
     }
-    // SAFETY: `w` is live (just allocated).
+    // For IBV_EVENT_CQ_ERR. SAFETY: `w` is live (just allocated).
     registry::CQS.insert(unsafe { (*w).soft.id() }, w as *mut ibv_cq);
-    w as *mut ibv_cq
+    Ok(w)
 }
 
-/// `ibv_create_cq_ex`: not yet (phase 2: `ibv_cq_ex` with start/next/end_poll).
+/// The `wc_flags` the device can report: the standard fields (as rxe). No
+/// completion timestamps (the device advertises no `completion_timestamp_mask`),
+/// no CVLAN, flow tag or tag matching: those are EOPNOTSUPP, as in rxe.
+const SUPPORTED_WC_FLAGS: u64 = IBV_WC_STANDARD_FLAGS as u64;
+
+/// `ibv_create_cq_ex` (through `verbs_context.create_cq_ex`).
 pub unsafe extern "C" fn create_cq_ex_op(
-    _ctx: *mut ibv_context,
-    _attr: *mut ibv_cq_init_attr_ex,
+    ctx: *mut ibv_context,
+    attr: *mut ibv_cq_init_attr_ex,
 ) -> *mut ibv_cq_ex {
-    fail_null(libc::EOPNOTSUPP)
+    if ctx.is_null() || attr.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's attributes.
+    let a = unsafe { &*attr };
+    if a.wc_flags & !SUPPORTED_WC_FLAGS != 0 {
+        return fail_null(libc::EOPNOTSUPP);
+    }
+    // rdma-core's ibv_cmd_create_cq_ex: FLAGS and PD are the known mask bits.
+    if a.comp_mask & !(IBV_CQ_INIT_ATTR_MASK_FLAGS | IBV_CQ_INIT_ATTR_MASK_PD) != 0 {
+        return fail_null(libc::EOPNOTSUPP);
+    }
+    // SINGLE_THREADED is a hint; rxe's kernel refuses IGNORE_OVERRUN.
+    if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_FLAGS != 0
+        && a.flags & !IBV_CREATE_CQ_ATTR_SINGLE_THREADED != 0
+    {
+        return fail_null(libc::EOPNOTSUPP);
+    }
+    if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_PD != 0 && a.parent_domain.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    if a.cqe > c_int::MAX as u32 {
+        return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's context and channel.
+    let w = match unsafe { new_cq(ctx, a.cqe, a.cq_context, a.channel) } {
+        Ok(w) => w,
+        Err(e) => return fail_null(e),
+    };
+    // SAFETY: just created, not yet shared.
+    let c = unsafe { &mut (*w).cq };
+    c.start_poll = Some(start_poll);
+    c.next_poll = Some(next_poll);
+    c.end_poll = Some(end_poll);
+    c.read_opcode = Some(read_opcode);
+    c.read_vendor_err = Some(read_vendor_err);
+    c.read_wc_flags = Some(read_wc_flags);
+    let has = |f: ibv_create_cq_wc_flags| a.wc_flags & f as u64 != 0;
+    if has(IBV_WC_EX_WITH_BYTE_LEN) {
+        c.read_byte_len = Some(read_byte_len);
+    }
+    if has(IBV_WC_EX_WITH_IMM) {
+        c.read_imm_data = Some(read_imm_data);
+    }
+    if has(IBV_WC_EX_WITH_QP_NUM) {
+        c.read_qp_num = Some(read_qp_num);
+    }
+    if has(IBV_WC_EX_WITH_SRC_QP) {
+        c.read_src_qp = Some(read_src_qp);
+    }
+    if has(IBV_WC_EX_WITH_SLID) {
+        c.read_slid = Some(read_slid);
+    }
+    if has(IBV_WC_EX_WITH_SL) {
+        c.read_sl = Some(read_sl);
+    }
+    if has(IBV_WC_EX_WITH_DLID_PATH_BITS) {
+        c.read_dlid_path_bits = Some(read_dlid_path_bits);
+    }
+    c as *mut ibv_cq_ex
+}
+
+/// Take the next completion into `cur` and publish its `status`/`wr_id` in
+/// the C struct; ENOENT when the CQ is empty.
+///
+/// # Safety
+/// `cq` must be a live extended CQ.
+unsafe fn take_next(cq: *mut ibv_cq_ex) -> c_int {
+    // SAFETY: (caller) live CQ.
+    let w = unsafe { ShimCq::from_ex(cq) };
+    let mut one = [conv::empty_wc()];
+    if w.soft.poll(&mut one) == 0 {
+        // As poll_cq: let the receive thread run rather than spin against it.
+        std::thread::yield_now();
+        return libc::ENOENT;
+    }
+    *w.cur.lock().unwrap_or_else(|e| e.into_inner()) = one[0];
+    let c = conv::wc_to_c(&one[0]);
+    // SAFETY: (caller) live CQ; `status` and `wr_id` are the library's to
+    // write (the application reads them after start/next_poll).
+    unsafe {
+        (*cq).status = c.status;
+        (*cq).wr_id = c.wr_id;
+    }
+    0
+}
+
+/// `attr` (its `comp_mask` must be 0 and no provider reads it) is ignored, as in rxe.
+unsafe extern "C" fn start_poll(cq: *mut ibv_cq_ex, _attr: *mut ibv_poll_cq_attr) -> c_int {
+    // SAFETY: a live extended CQ (start_poll is only reachable through one).
+    let r = unsafe { take_next(cq) };
+    if r != 0 {
+        set_errno(r);
+    }
+    r
+}
+
+unsafe extern "C" fn next_poll(cq: *mut ibv_cq_ex) -> c_int {
+    // SAFETY: as start_poll.
+    let r = unsafe { take_next(cq) };
+    if r != 0 {
+        set_errno(r);
+    }
+    r
+}
+
+unsafe extern "C" fn end_poll(_cq: *mut ibv_cq_ex) {}
+
+/// The C view of the completion `start_poll`/`next_poll` took.
+///
+/// # Safety
+/// `cq` must be a live extended CQ.
+unsafe fn cur(cq: *mut ibv_cq_ex) -> ibv_wc {
+    // SAFETY: (caller) live CQ.
+    conv::wc_to_c(&unsafe { ShimCq::from_ex(cq) }.current())
+}
+
+unsafe extern "C" fn read_opcode(cq: *mut ibv_cq_ex) -> ibv_wc_opcode {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.opcode
+}
+
+unsafe extern "C" fn read_vendor_err(cq: *mut ibv_cq_ex) -> u32 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.vendor_err
+}
+
+unsafe extern "C" fn read_byte_len(cq: *mut ibv_cq_ex) -> u32 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.byte_len
+}
+
+/// The immediate data, or the invalidated rkey (`ibv_wc_read_invalidated_rkey`
+/// reads the same union through this function).
+unsafe extern "C" fn read_imm_data(cq: *mut ibv_cq_ex) -> __be32 {
+    // SAFETY: reached only through a live extended CQ; the union is two u32s.
+    unsafe { cur(cq).__bindgen_anon_1.imm_data }
+}
+
+unsafe extern "C" fn read_qp_num(cq: *mut ibv_cq_ex) -> u32 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.qp_num
+}
+
+unsafe extern "C" fn read_src_qp(cq: *mut ibv_cq_ex) -> u32 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.src_qp
+}
+
+unsafe extern "C" fn read_wc_flags(cq: *mut ibv_cq_ex) -> c_uint {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.wc_flags
+}
+
+unsafe extern "C" fn read_slid(cq: *mut ibv_cq_ex) -> u32 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.slid.into()
+}
+
+unsafe extern "C" fn read_sl(cq: *mut ibv_cq_ex) -> u8 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.sl
+}
+
+unsafe extern "C" fn read_dlid_path_bits(cq: *mut ibv_cq_ex) -> u8 {
+    // SAFETY: reached only through a live extended CQ.
+    unsafe { cur(cq) }.dlid_path_bits
 }
 
 pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {

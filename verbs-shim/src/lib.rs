@@ -25,6 +25,7 @@ mod device;
 mod mr;
 mod pd;
 mod qp;
+mod qp_ex;
 mod registry;
 mod srq;
 mod strings;

@@ -1,5 +1,7 @@
 //! Queue pairs: create/modify/query/destroy and the data path (`post_send`,
-//! `post_recv` through `ctx->ops`).
+//! `post_recv` through `ctx->ops`). Every QP is an `ibv_qp_ex` (an `ibv_qp`
+//! is its first member); those made by `ibv_create_qp_ex` answer
+//! `ibv_qp_to_qp_ex` and carry the `wr_*` functions of `qp_ex.rs`.
 
 use crate::ah::ShimAh;
 use crate::conv;
@@ -13,15 +15,21 @@ use std::sync::Mutex;
 
 #[repr(C)]
 pub struct ShimQp {
-    pub qp: ibv_qp,
+    pub qp: ibv_qp_ex,
     pub soft: Qp,
     /// What `ibv_query_qp` reports besides the live state: the attributes
     /// last set by `ibv_modify_qp`, and the creation attributes.
     shadow: Mutex<(ibv_qp_attr, ibv_qp_init_attr)>,
+    /// Made by `ibv_create_qp_ex`: `ibv_qp_to_qp_ex` returns it.
+    ex: bool,
+    /// The `wr_*` batch being built (between `wr_start` and `wr_complete`).
+    pub batch: crate::qp_ex::BatchSlot,
 }
 
-// The C pointer converts back to the wrapper with a cast: the C struct comes first.
+// The C pointer converts back to the wrapper with a cast: the C struct comes
+// first, and an `ibv_qp` is the first member of an `ibv_qp_ex`.
 const _: () = assert!(std::mem::offset_of!(ShimQp, qp) == 0);
+const _: () = assert!(std::mem::offset_of!(ibv_qp_ex, qp_base) == 0);
 
 impl ShimQp {
     /// # Safety
@@ -49,13 +57,28 @@ pub unsafe extern "C" fn shim_ibv_create_qp(
     if pd.is_null() || init.is_null() {
         return fail_null(libc::EINVAL);
     }
-    // SAFETY: the caller's init attributes.
-    let ia = unsafe { &mut *init };
+    // SAFETY: the caller's PD and init attributes.
+    match unsafe { create(pd, &mut *init, None) } {
+        Ok(qp) => qp,
+        Err(e) => fail_null(e),
+    }
+}
+
+/// Create a QP; with `send_ops` (from `ibv_create_qp_ex`) it is an
+/// `ibv_qp_ex` whose `wr_*` builders are those the flags ask for.
+///
+/// # Safety
+/// `pd` must be a live PD, and the CQs/SRQ in `ia` live ones.
+unsafe fn create(
+    pd: *mut ibv_pd,
+    ia: &mut ibv_qp_init_attr,
+    send_ops: Option<u64>,
+) -> Result<*mut ibv_qp, i32> {
     let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else {
-        return fail_null(libc::EOPNOTSUPP);
+        return Err(libc::EOPNOTSUPP);
     };
     if ia.send_cq.is_null() || ia.recv_cq.is_null() {
-        return fail_null(libc::EINVAL);
+        return Err(libc::EINVAL);
     }
     // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
     let (p, send_cq, recv_cq, srq) = unsafe {
@@ -78,17 +101,17 @@ pub unsafe extern "C" fn shim_ibv_create_qp(
         max_recv_sge: c.max_recv_sge,
         max_inline_data: c.max_inline_data,
     };
-    let soft = match p.soft.create_qp(QpInitAttr {
-        qp_type,
-        send_cq,
-        recv_cq,
-        cap,
-        sq_sig_all: ia.sq_sig_all != 0,
-        srq,
-    }) {
-        Ok(q) => q,
-        Err(e) => return fail_null(e.0),
-    };
+    let soft = p
+        .soft
+        .create_qp(QpInitAttr {
+            qp_type,
+            send_cq,
+            recv_cq,
+            cap,
+            sq_sig_all: ia.sq_sig_all != 0,
+            srq,
+        })
+        .map_err(|e| e.0)?;
     ia.cap = cap_to_c(soft.cap());
     let qp = ibv_qp {
         context: p.pd.context,
@@ -102,18 +125,28 @@ pub unsafe extern "C" fn shim_ibv_create_qp(
         qp_type: ia.qp_type,
         ..Default::default()
     };
+    let mut qp = ibv_qp_ex {
+        qp_base: qp,
+        ..Default::default()
+    };
+    if let Some(flags) = send_ops {
+        crate::qp_ex::set_ops(&mut qp, flags);
+    }
     let qpn = soft.qp_num();
     let w = Box::into_raw(Box::new(ShimQp {
         qp,
         soft,
         shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+        ex: send_ops.is_some(),
+        batch: Default::default(),
     }));
     QPS.insert(qpn, w);
-    w as *mut ibv_qp
+    Ok(w as *mut ibv_qp)
 }
 
-/// `ibv_create_qp_ex` for what `ibv_create_qp` supports (PD, no create
-/// flags, no `send_ops_flags` — those need `ibv_qp_ex`, phase 2).
+/// `ibv_create_qp_ex` (the inline wrapper calls `ibv_create_qp` itself when
+/// the mask is only the PD). As rxe: PD, create flags (none supported) and
+/// send ops flags; the send ops each QP type can do, others EOPNOTSUPP.
 pub unsafe extern "C" fn create_qp_ex_op(
     _ctx: *mut ibv_context,
     attr: *mut ibv_qp_init_attr_ex,
@@ -123,8 +156,23 @@ pub unsafe extern "C" fn create_qp_ex_op(
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &mut *attr };
-    if a.comp_mask != IBV_QP_INIT_ATTR_PD || a.create_flags != 0 {
+    let known =
+        IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_CREATE_FLAGS | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
+    if a.comp_mask & !known != 0
+        || (a.comp_mask & IBV_QP_INIT_ATTR_CREATE_FLAGS != 0 && a.create_flags != 0)
+    {
         return fail_null(libc::EOPNOTSUPP);
+    }
+    let send_ops = if a.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS != 0 {
+        a.send_ops_flags
+    } else {
+        0
+    };
+    if send_ops & !crate::qp_ex::supported_send_ops(a.qp_type) != 0 {
+        return fail_null(libc::EOPNOTSUPP);
+    }
+    if a.comp_mask & IBV_QP_INIT_ATTR_PD == 0 || a.pd.is_null() {
+        return fail_null(libc::EINVAL);
     }
     let mut init = ibv_qp_init_attr {
         qp_context: a.qp_context,
@@ -135,10 +183,13 @@ pub unsafe extern "C" fn create_qp_ex_op(
         qp_type: a.qp_type,
         sq_sig_all: a.sq_sig_all,
     };
-    // SAFETY: forwards the caller's PD.
-    let qp = unsafe { shim_ibv_create_qp(a.pd, &mut init) };
+    // SAFETY: the caller's PD, CQs and SRQ.
+    let r = unsafe { create(a.pd, &mut init, Some(send_ops)) };
     a.cap = init.cap;
-    qp
+    match r {
+        Ok(qp) => qp,
+        Err(e) => fail_null(e),
+    }
 }
 
 pub unsafe extern "C" fn shim_ibv_modify_qp(
@@ -204,16 +255,25 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     0
 }
 
-/// `ibv_qp_to_qp_ex`: QPs are not `ibv_qp_ex` yet (phase 2).
-pub unsafe extern "C" fn shim_ibv_qp_to_qp_ex(_qp: *mut ibv_qp) -> *mut ibv_qp_ex {
-    fail_null(libc::EOPNOTSUPP)
+/// `ibv_qp_to_qp_ex`: the QP itself if `ibv_create_qp_ex` made it, else NULL
+/// (errno untouched, as rdma-core).
+pub unsafe extern "C" fn shim_ibv_qp_to_qp_ex(qp: *mut ibv_qp) -> *mut ibv_qp_ex {
+    if qp.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: a live QP.
+    if unsafe { ShimQp::from_c(qp) }.ex {
+        qp as *mut ibv_qp_ex
+    } else {
+        std::ptr::null_mut()
+    }
 }
 
 /// Collect a C list of SGEs.
 ///
 /// # Safety
 /// `sg` must hold `n` entries (or `n` be 0).
-unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Result<Vec<sv::Sge>, i32> {
+pub unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Result<Vec<sv::Sge>, i32> {
     if n < 0 || (n > 0 && sg.is_null()) {
         return Err(libc::EINVAL);
     }
@@ -263,7 +323,7 @@ pub unsafe extern "C" fn post_send_op(
                 break;
             }
         };
-        let ud = if w.qp.qp_type == IBV_QPT_UD {
+        let ud = if w.qp.qp_base.qp_type == IBV_QPT_UD {
             // SAFETY: UD WRs carry `wr.ud`.
             let u = unsafe { c.wr.ud };
             if u.ah.is_null() {

@@ -35,9 +35,12 @@ fn bindings_match_the_c_headers() {
         verbs_context { query_port, advise_mr, create_cq_ex, query_device_ex, create_qp_ex, close_xrcd, sz, context }
         ibv_device { node_type, transport_type, name, dev_name, dev_path, ibdev_path }
         ibv_qp { context, qp_context, pd, send_cq, recv_cq, srq, handle, qp_num, state, qp_type, mutex, cond, events_completed }
-        ibv_qp_ex { qp_base, comp_mask, wr_id, wr_flags, wr_send, wr_set_sge, wr_complete }
+        ibv_qp_ex { qp_base, comp_mask, wr_id, wr_flags, wr_atomic_cmp_swp, wr_atomic_fetch_add, wr_bind_mw, wr_local_inv, wr_rdma_read, wr_rdma_write, wr_rdma_write_imm, wr_send, wr_send_imm, wr_send_inv, wr_send_tso, wr_set_ud_addr, wr_set_xrc_srqn, wr_set_inline_data, wr_set_inline_data_list, wr_set_sge, wr_set_sge_list, wr_start, wr_complete, wr_abort, wr_atomic_write }
         ibv_cq { context, channel, cq_context, handle, cqe, mutex, cond, comp_events_completed, async_events_completed }
-        ibv_cq_ex { context, channel, cq_context, handle, cqe, comp_events_completed, start_poll, next_poll, end_poll, read_opcode, read_byte_len }
+        ibv_cq_ex { context, channel, cq_context, handle, cqe, mutex, cond, comp_events_completed, async_events_completed, comp_mask, status, wr_id, start_poll, next_poll, end_poll, read_opcode, read_vendor_err, read_byte_len, read_imm_data, read_qp_num, read_src_qp, read_wc_flags, read_slid, read_sl, read_dlid_path_bits, read_completion_ts }
+        ibv_cq_init_attr_ex { cqe, cq_context, channel, comp_vector, wc_flags, comp_mask, flags, parent_domain }
+        ibv_poll_cq_attr { comp_mask }
+        ibv_data_buf { addr, length }
         ibv_pd { context, handle }
         ibv_mr { context, pd, addr, length, handle, lkey, rkey }
         ibv_srq { context, srq_context, pd, handle, mutex, cond, events_completed }

@@ -427,32 +427,70 @@ impl Qp {
         r
     }
 
-    /// Validate and queue each WR (a WR posted to a QP in error is flushed).
+    /// The extended send API's batch (`ibv_wr_complete`): all of `wrs` or
+    /// none. Every WR is checked, with room for the whole batch in the send
+    /// queue, before any is queued; on an error nothing was posted and the
+    /// first bad WR's index and errno are returned.
+    pub fn post_send_batch(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
+        let sh = &self.0;
+        let mut q = sh.lock();
+        let mut wqes = Vec::with_capacity(wrs.len());
+        for (i, wr) in wrs.iter().enumerate() {
+            wqes.push(
+                self.check_send(&q, q.req.sq.len() + i, wr)
+                    .map_err(|e| (i, e))?,
+            );
+        }
+        for wqe in wqes {
+            self.queue_send(&mut q, wqe);
+        }
+        TxQueue::with(&sh.dev, |tx| {
+            crate::engine::requester::progress(sh, &mut q, tx)
+        });
+        Ok(())
+    }
+
+    /// Validate one WR that would be the send queue's `queued`+1-th entry.
+    fn check_send(
+        &self,
+        q: &QpInner,
+        queued: usize,
+        wr: &SendWr<'_>,
+    ) -> std::result::Result<SendWqe, Errno> {
+        let sh = &self.0;
+        if !matches!(
+            q.state,
+            QpState::Rts | QpState::Err | QpState::Sqd | QpState::Sqe
+        ) {
+            return Err(Errno::EINVAL);
+        }
+        if queued >= sh.cap.max_send_wr.max(1) as usize {
+            return Err(Errno::ENOMEM);
+        }
+        if wr.sg_list.len() > sh.cap.max_send_sge.max(1) as usize {
+            return Err(Errno::EINVAL);
+        }
+        SendWqe::new(sh, wr)
+    }
+
+    /// Queue a checked WQE (one posted to a QP in error is flushed).
+    fn queue_send(&self, q: &mut QpInner, wqe: SendWqe) {
+        if matches!(q.state, QpState::Err | QpState::Sqe) {
+            self.0.complete_send(&wqe, WcStatus::WrFlushErr);
+        } else {
+            q.req.sq.push_back(wqe);
+        }
+    }
+
+    /// Validate and queue each WR in turn.
     fn queue_sends(
         &self,
         q: &mut QpInner,
         wrs: &[SendWr<'_>],
     ) -> std::result::Result<(), (usize, Errno)> {
-        let sh = &self.0;
         for (i, wr) in wrs.iter().enumerate() {
-            if !matches!(
-                q.state,
-                QpState::Rts | QpState::Err | QpState::Sqd | QpState::Sqe
-            ) {
-                return Err((i, Errno::EINVAL));
-            }
-            if q.req.sq.len() >= sh.cap.max_send_wr.max(1) as usize {
-                return Err((i, Errno::ENOMEM));
-            }
-            if wr.sg_list.len() > sh.cap.max_send_sge.max(1) as usize {
-                return Err((i, Errno::EINVAL));
-            }
-            let wqe = SendWqe::new(sh, wr).map_err(|e| (i, e))?;
-            if matches!(q.state, QpState::Err | QpState::Sqe) {
-                sh.complete_send(&wqe, WcStatus::WrFlushErr);
-                continue;
-            }
-            q.req.sq.push_back(wqe);
+            let wqe = self.check_send(q, q.req.sq.len(), wr).map_err(|e| (i, e))?;
+            self.queue_send(q, wqe);
         }
         Ok(())
     }
