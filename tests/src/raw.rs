@@ -468,28 +468,56 @@ impl Mapping {
     /// Replace `[off, off + len)` with fresh zeroed memory: with `hole`
     /// zero, one `mmap(MAP_FIXED)` over it; else `munmap`, a pause of
     /// `hole` (accesses then find nothing mapped), and `mmap` back at the
-    /// same address. Page-aligned parts only.
-    pub fn remap(&self, off: usize, len: usize, hole: std::time::Duration) -> io::Result<()> {
+    /// same address. Page-aligned parts only. Returns the hole as
+    /// `monotonic_ns` (from after `munmap` returned to before `mmap`).
+    /// `fake_hole` skips the `munmap` (the memory stays), for a test proving
+    /// that a check would notice WRITEs succeeding where nothing is mapped.
+    pub fn remap(
+        &self,
+        off: usize,
+        len: usize,
+        hole: std::time::Duration,
+        fake_hole: bool,
+    ) -> io::Result<Option<(u64, u64)>> {
         assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
         // SAFETY: in bounds of this mapping.
         let at = unsafe { self.ptr.add(off) };
         if hole.is_zero() {
             mmap_anon(at, len, libc::MAP_FIXED)?;
-            return Ok(());
+            return Ok(None);
         }
         // SAFETY: the part belongs to this mapping and no Rust reference
         // into it exists (word accesses only); it is mapped again below
         // before this returns.
-        if unsafe { libc::munmap(at.cast(), len) } != 0 {
+        if !fake_hole && unsafe { libc::munmap(at.cast(), len) } != 0 {
             return Err(os_err("munmap"));
         }
+        let start = monotonic_ns();
         std::thread::sleep(hole);
-        let p = mmap_anon(at, len, libc::MAP_FIXED_NOREPLACE)?;
+        let end = monotonic_ns();
+        let flags = if fake_hole {
+            libc::MAP_FIXED
+        } else {
+            libc::MAP_FIXED_NOREPLACE
+        };
+        let p = mmap_anon(at, len, flags)?;
         if p != at {
             return Err(io::Error::other("mmap back: another address"));
         }
-        Ok(())
+        Ok(Some((start, end)))
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the
+/// host (network namespaces too), so two programs' events can be ordered.
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl Drop for Mapping {

@@ -287,6 +287,8 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
     assert_shim_loaded(&w.out);
     let n = summary(&o.out);
     assert_eq!(n("violations"), 0, "{}", o.out);
+    assert_eq!(n("stale") + n("silent_in_hole"), 0, "{}", o.out);
+    assert!(n("holes") >= 10, "{}", o.out);
     assert_eq!(n("other_errors"), 0, "{}", o.out);
     assert!(n("remaps") >= 100, "{}", o.out);
     assert!(n("writes_ok") >= 1000, "{}", o.out);
@@ -298,7 +300,9 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
 #[test]
 fn odp_race_check_reports_old_data_in_a_new_mapping() {
     // The owner copies each part's old contents into its new mapping, as a
-    // device letting pre-unmap WRITEs through would: the check must see it.
+    // device letting pre-unmap WRITEs through would, and leaves its "holes"
+    // mapped, as if a device completed WRITEs into nothing: both checks
+    // must see it.
     let (o, w) = odp_race("1", true);
     assert!(w.status.success(), "writer:\n{}", w.out);
     assert!(
@@ -308,8 +312,11 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
     );
     let n = summary(&o.out);
     assert!(n("violations") > 0, "{}", o.out);
+    assert!(n("stale") > 0, "{}", o.out);
+    assert!(n("silent_in_hole") > 0, "{}", o.out);
     assert!(
-        o.out.contains("a WRITE completed before the remap began"),
+        o.out.contains("a WRITE completed before the remap began")
+            && o.out.contains("succeeded inside a hole"),
         "{}",
         o.out
     );

@@ -25,9 +25,18 @@
 //! did before the unmap survives into the new memory — not a replayed,
 //! delayed or acknowledged-before-placed WRITE.)
 //!
-//! `--teeth` makes the owner itself copy each part's old contents into its
-//! new mapping, as a device that let earlier writes through would: the
-//! check must then report violations (the test asserts it does).
+//! The second check, for the holes: both programs read one clock
+//! (`CLOCK_MONOTONIC`). The owner records each hole, from after `munmap`
+//! returned to before `mmap` put memory back; the writer logs each
+//! successful WRITE's page with the time before it was posted and the time
+//! its completion was polled. A WRITE posted after a hole began and
+//! completed before it ended was executed while nothing was mapped there:
+//! it must have failed, and a success is a violation.
+//!
+//! `--teeth` simulates a device breaking both: the owner copies each part's
+//! old contents into its new mapping, and its "holes" leave the memory
+//! mapped; the checks must then report both kinds of violation (the test
+//! asserts it).
 //!
 //! Usage: `odp_race owner SHM [--seconds S] [--teeth]` (prints `PORT n`),
 //! `odp_race writer SHM HOST:PORT`. The owner prints one summary line
@@ -152,6 +161,8 @@ fn owner(shm: &str, run_for: Duration, teeth: bool) -> io::Result<bool> {
     // Per part: the `done` stamp read right before its latest replacement.
     let mut watermark: [Option<u64>; REGION / PART] = [None; REGION / PART];
     let mut remaps = 0u64;
+    // Per part: its holes, (start, end) in `monotonic_ns`.
+    let mut holes: Vec<Vec<(u64, u64)>> = vec![vec![]; REGION / PART];
     let (service, writer_report) = std::thread::scope(|s| {
         let service = s.spawn(|| -> io::Result<Vec<String>> {
             let mut qps = vec![qp];
@@ -189,7 +200,9 @@ fn owner(shm: &str, run_for: Duration, teeth: bool) -> io::Result<bool> {
                 } else {
                     Duration::from_micros(200 + rng.below(800) as u64)
                 };
-                region.remap(off, PART, hole)?;
+                if let Some(h) = region.remap(off, PART, hole, teeth)? {
+                    holes[part].push(h);
+                }
                 region.fill_u64(off, PART, CANARY);
                 if teeth {
                     for (i, x) in old.iter().enumerate() {
@@ -208,7 +221,7 @@ fn owner(shm: &str, run_for: Duration, teeth: bool) -> io::Result<bool> {
     service?;
     let report = writer_report?;
     // The writer has stopped and every WRITE of it has completed: read it all.
-    let (mut violations, mut landed, mut shown) = (0u64, 0u64, 0);
+    let (mut stale, mut landed, mut shown) = (0u64, 0u64, 0);
     for (part, w) in watermark.iter().enumerate() {
         for o in (part * PART..(part + 1) * PART).step_by(8) {
             let x = region.read_u64(o);
@@ -225,7 +238,7 @@ fn owner(shm: &str, run_for: Duration, teeth: bool) -> io::Result<bool> {
                 None
             };
             if let Some(why) = bad {
-                violations += 1;
+                stale += 1;
                 if shown < 5 {
                     shown += 1;
                     eprintln!(
@@ -235,14 +248,43 @@ fn owner(shm: &str, run_for: Duration, teeth: bool) -> io::Result<bool> {
             }
         }
     }
+    // The writer's log of successes against the holes.
+    let log = std::fs::read(format!("{shm}.log"))?;
+    let _ = std::fs::remove_file(format!("{shm}.log"));
+    let (mut in_hole, mut checked) = (0u64, 0u64);
+    for r in log.chunks_exact(24) {
+        let w = |i: usize| u64::from_le_bytes(r[8 * i..8 * i + 8].try_into().unwrap());
+        let (page, posted, done) = (w(0) as usize, w(1), w(2));
+        for &(start, end) in &holes[page * PAGE / PART] {
+            if posted >= start && done <= end {
+                in_hole += 1;
+                if shown < 10 {
+                    shown += 1;
+                    eprintln!(
+                        "violation: a WRITE to page {page} succeeded inside a hole (posted {} ns after it began, completed {} ns before it ended)",
+                        posted - start,
+                        end - done
+                    );
+                }
+            } else if posted < end && done > start {
+                checked += 1;
+            }
+        }
+    }
+    let violations = stale + in_hole;
     let n = |i: usize| shared.word(i).load(Acquire);
     println!(
-        "odp_race: writes_ok={} access_errors={} other_errors={} reconnects={} remaps={remaps} landed_after_remap={landed} violations={violations}{}",
+        "odp_race: writes_ok={} access_errors={} other_errors={} reconnects={} remaps={remaps} holes={} landed_after_remap={landed} overlapping_a_hole={checked} stale={stale} silent_in_hole={in_hole} violations={violations}{}",
         n(OK),
         n(ACCESS_ERR),
         n(OTHER_ERR),
         n(RECONNECTS),
-        if teeth { " (--teeth: old contents copied into new mappings)" } else { "" }
+        holes.iter().map(Vec::len).sum::<usize>(),
+        if teeth {
+            " (--teeth: old contents copied into new mappings, holes left mapped)"
+        } else {
+            ""
+        }
     );
     drop(report);
     drop(mr);
@@ -270,6 +312,10 @@ fn writer(shm: &str, addr: &str) -> io::Result<bool> {
     let rkey: u32 = f.get(4).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     qp.connect(remote)?;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ std::process::id() as u64);
+    // Per slot: the page and the time before posting; per success: the page,
+    // that time and the time its completion was polled (24 bytes, LE).
+    let mut posted = [(0u64, 0u64); DEPTH];
+    let mut log: Vec<u8> = Vec::new();
     let (mut next, mut outstanding) = (1u64, 0usize);
     let mut wc = [Wc::default(); DEPTH];
     let t = Instant::now();
@@ -283,6 +329,7 @@ fn writer(shm: &str, addr: &str) -> io::Result<bool> {
             let slot = (next as usize % DEPTH) * PAGE;
             src.fill_u64(slot, PAGE, MAGIC | next);
             let page = rng.below(rlen / PAGE);
+            posted[next as usize % DEPTH] = (page as u64, e2e_tests::raw::monotonic_ns());
             let sge = Sge {
                 addr: src.addr() + slot as u64,
                 len: PAGE as u32,
@@ -298,6 +345,10 @@ fn writer(shm: &str, addr: &str) -> io::Result<bool> {
             outstanding -= 1;
             match c.error() {
                 None => {
+                    let (page, t0) = posted[c.wr_id() as usize % DEPTH];
+                    for x in [page, t0, e2e_tests::raw::monotonic_ns()] {
+                        log.extend_from_slice(&x.to_le_bytes());
+                    }
                     shared.word(DONE).store(c.wr_id(), Release);
                     bump(OK);
                 }
@@ -336,6 +387,7 @@ fn writer(shm: &str, addr: &str) -> io::Result<bool> {
             return Err(io::Error::other("writer ran far too long (owner gone?)"));
         }
     }
+    std::fs::write(format!("{shm}.log"), &log)?;
     oob.send(&["STOPPED".into(), next.to_string()])?;
     Ok(true)
 }
