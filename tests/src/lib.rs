@@ -8,8 +8,9 @@
 //! - `odp_race`: RDMA WRITEs into an ODP region while its owner unmaps and
 //!   remaps parts of it.
 //!
-//! `raw` is the only module with `unsafe`: the C verbs calls the `ibverbs`
-//! crate does not wrap.
+//! `raw` holds the `unsafe` C calls (the verbs the `ibverbs` crate does not
+//! wrap, mmap/munmap, the clock); elsewhere, the only `unsafe` are the
+//! crate's own posting functions, each call with its `SAFETY` note.
 
 pub mod oob;
 pub mod raw;

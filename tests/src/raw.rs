@@ -20,6 +20,12 @@ pub use ffi::ibv_wc_status as WcStatus;
 /// The RoCE v2 (IPv4-mapped) GID of the soft device's port 1.
 pub const GID_INDEX: i32 = 1;
 
+/// The 16 bytes of a GID.
+pub fn gid_bytes(g: ffi::ibv_gid) -> [u8; 16] {
+    // SAFETY: every bit pattern of the union is a valid `[u8; 16]`.
+    unsafe { g.raw }
+}
+
 /// What the peer needs to connect a QP and target memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -107,8 +113,7 @@ impl Verbs {
         check("ibv_query_gid", unsafe {
             ffi::ibv_query_gid(self.ctx, 1, GID_INDEX, &mut g)
         })?;
-        // SAFETY: every bit pattern of the union is a valid `[u8; 16]`.
-        Ok(unsafe { g.raw })
+        Ok(gid_bytes(g))
     }
 
     /// Register `len` bytes at `addr` (memory the caller keeps alive — or,

@@ -118,8 +118,7 @@ fn crate_send_recv(oob: &mut Oob, server: bool) -> io::Result<()> {
         .build()?;
     let me = prepared.endpoint();
     let gid: ibverbs_sys::ibv_gid = me.gid.expect("gid index set").into();
-    // SAFETY: every bit pattern of the GID union is a valid `[u8; 16]`.
-    let gid_raw = unsafe { gid.raw };
+    let gid_raw = e2e_tests::raw::gid_bytes(gid);
     oob.send(&[
         "CRATE".into(),
         me.num.to_string(),
