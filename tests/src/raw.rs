@@ -262,7 +262,9 @@ impl Qp<'_> {
     }
 
     /// RESET → INIT → RTR → RTS towards `remote` (RoCE v2 GID), remote
-    /// write allowed; retries few and short, so a lost peer ends quickly.
+    /// write allowed; perftest's ACK timeout (14: 67 ms) and retries (7), so
+    /// a peer descheduled for a while on a busy 2-core machine is waited for
+    /// (timeout 10 with 3 retries, 17 ms in all, was once exhausted there).
     pub fn connect(&mut self, remote: Endpoint) -> io::Result<()> {
         let access = Access::IBV_ACCESS_LOCAL_WRITE | Access::IBV_ACCESS_REMOTE_WRITE;
         self.modify(
@@ -305,8 +307,8 @@ impl Qp<'_> {
             ffi::ibv_qp_attr {
                 qp_state: ffi::ibv_qp_state::IBV_QPS_RTS,
                 sq_psn: 0,
-                timeout: 10,
-                retry_cnt: 3,
+                timeout: 14,
+                retry_cnt: 7,
                 rnr_retry: 7,
                 max_rd_atomic: 1,
                 ..Default::default()

@@ -61,12 +61,15 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// A running program whose stdout is read by a thread: lines arrive on a
-/// channel (so a test can wait for `PORT n`) and are kept for the end.
+/// channel (so a test can wait for `PORT n`) and are kept for the end. Its
+/// stderr is drained by another thread (a full pipe would stall the
+/// program's logging device threads).
 struct Proc {
     name: String,
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 struct Done {
@@ -80,6 +83,12 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("{name}: {e} (scripts/test.sh installs the tools)"));
         let stdout = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -91,6 +100,7 @@ impl Proc {
             child,
             lines,
             seen: vec![],
+            stderr: Some(stderr),
         }
     }
 
@@ -142,10 +152,11 @@ impl Proc {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(l);
         }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         format!("{}\n--- stderr:\n{err}", self.seen.join("\n"))
     }
 }
@@ -245,7 +256,18 @@ fn odp_race(seconds: &str, teeth: bool) -> (Done, Done) {
         "odp_race writer",
         softrdma_run(ODP_RACE, &["writer", shm_s, &addr]),
     );
-    let w = writer.finish(Duration::from_secs(90));
+    let w = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        writer.finish(Duration::from_secs(90))
+    }));
+    let w = w.unwrap_or_else(|e| {
+        let _ = owner.child.kill();
+        let o = owner.finish(Duration::from_secs(10));
+        panic!(
+            "{}\n--- owner:\n{}",
+            e.downcast_ref::<String>().cloned().unwrap_or_default(),
+            o.out
+        )
+    });
     let o = owner.finish(Duration::from_secs(30));
     let _ = std::fs::remove_file(&shm);
     (o, w)
