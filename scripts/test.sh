@@ -25,6 +25,10 @@ install_missing_debs tshark iproute2
 # from binutils), the headers of its layout test (libibverbs-dev), and the
 # providers and librdmacm that perftest links.
 install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers librdmacm1 binutils
+# tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
+# ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
+# and libnl) and bindgen (libclang).
+install_missing_debs cmake libclang-dev pkg-config libnl-3-dev libnl-route-3-dev
 # scapy recomputes ICRCs independently of ours.
 python3 -c "import scapy.contrib.roce" 2>/dev/null || python3 -m pip install -q --root-user-action=ignore scapy
 # The tool checks above are then mandatory, not skipped.

@@ -473,9 +473,19 @@ fn pick(only: bool, first: bool, last: bool, o: Op, f: Op, m: Op, l: Op) -> Op {
     }
 }
 
-/// The local ACK timeout: 4.096 µs × 2^timeout (0: none).
+/// The shortest local ACK timeout. Codes below 8 (4.096 µs × 2^7 ≈ 0.5 ms)
+/// ask for less than a software peer's wake-up and scheduling delay: the
+/// `ibverbs` crate's default, 4 (65 µs), exhausted its retries before the
+/// peer's first ACK. rxe likewise never waits less than one timer tick.
+const MIN_RTO: Duration = Duration::from_millis(1);
+
+/// The local ACK timeout: 4.096 µs × 2^timeout, at least `MIN_RTO` (0: none).
 fn rto(q: &QpInner) -> Option<Duration> {
-    (q.timeout != 0).then(|| Duration::from_nanos(4096u64 << q.timeout.min(31)))
+    (q.timeout != 0).then(|| rto_of(q.timeout))
+}
+
+fn rto_of(code: u8) -> Duration {
+    Duration::from_nanos(4096u64 << code.min(31)).max(MIN_RTO)
 }
 
 /// RNR NAK timer codes (IBA table 45), in microseconds.
@@ -619,4 +629,17 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
         sh.qpn,
         q.req.timer_generation,
     );
+}
+
+#[cfg(test)]
+mod rto_tests {
+    use super::*;
+
+    #[test]
+    fn short_timeout_codes_wait_at_least_the_floor() {
+        assert_eq!(rto_of(1), MIN_RTO);
+        assert_eq!(rto_of(4), MIN_RTO); // the ibverbs crate's default
+        assert_eq!(rto_of(8), Duration::from_nanos(4096 << 8));
+        assert_eq!(rto_of(14), Duration::from_nanos(4096 << 14));
+    }
 }

@@ -1,9 +1,10 @@
-//! `softrdma`: device information (`devinfo`, like `ibv_devinfo`) and
+//! `softrdma`: device information (`devinfo`, like `ibv_devinfo`),
 //! perftest-style benchmarks (`perf`, like `ib_write_bw` & co.) on the soft
-//! RoCEv2 device.
+//! RoCEv2 device, and `run`, which runs an unmodified verbs program on it.
 //!
 //! Exit codes: 0 success, 1 runtime failure (peer unreachable, port in use,
-//! completion error, verification mismatch), 2 usage error.
+//! completion error, verification mismatch), 2 usage error; `run` exits as
+//! the program does (126/127: it could not be executed / was not found).
 
 mod args;
 mod ctrl;
@@ -11,6 +12,7 @@ mod devinfo;
 mod pattern;
 mod perf;
 mod report;
+mod run;
 
 use std::fmt;
 
@@ -21,12 +23,14 @@ pub enum CliError {
     Usage(String),
     /// The run failed: exit 1.
     Runtime(String),
+    /// A failure with its own exit code (`run`: 126, 127).
+    Exit(i32, String),
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Runtime(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Runtime(m) | CliError::Exit(_, m) => f.write_str(m),
         }
     }
 }
@@ -44,6 +48,7 @@ pub fn runtime<T>(msg: impl Into<String>) -> CliResult<T> {
 const HELP: &str = "\
 usage: softrdma devinfo [-v]
        softrdma perf TEST [flags] [--server | --client HOST | HOST]
+       softrdma run [--] PROGRAM [ARGS...]   (a verbs program on the soft device)
 
 TEST: write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat
 
@@ -99,14 +104,27 @@ fn run(argv: Vec<String>) -> CliResult<()> {
             println!("{HELP}");
             Ok(())
         }
-        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf (see softrdma --help)")),
+        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf, run (see softrdma --help)")),
         None => usage("missing command; try `softrdma devinfo` or `softrdma perf write_bw` (see softrdma --help)"),
     }
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let code = match run(argv) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // `run` passes its arguments on as they are (they need not be UTF-8).
+    let result = if argv.first().is_some_and(|c| c == "run") {
+        run::run(&argv[1..])
+    } else {
+        match argv
+            .into_iter()
+            .map(|a| a.into_string())
+            .collect::<Result<Vec<String>, _>>()
+        {
+            Ok(argv) => run(argv),
+            Err(a) => usage(format!("argument {a:?} is not UTF-8")),
+        }
+    };
+    let code = match result {
         Ok(()) => 0,
         Err(CliError::Usage(m)) => {
             eprintln!("softrdma: {m}");
@@ -115,6 +133,10 @@ fn main() {
         Err(CliError::Runtime(m)) => {
             eprintln!("softrdma: {m}");
             1
+        }
+        Err(CliError::Exit(code, m)) => {
+            eprintln!("softrdma: {m}");
+            code
         }
     };
     std::process::exit(code);

@@ -1,0 +1,116 @@
+//! `softrdma run [--] PROGRAM ARGS...`: runs an unmodified verbs program on the
+//! soft device by putting the verbs shim's `libibverbs.so.1` first on
+//! `LD_LIBRARY_PATH`, then replacing this process with the program (`exec`),
+//! so its exit status and any signal that ends it are the command's own. The
+//! rest of the environment (`SOFTRDMA_ADDR`, `SOFTRDMA_PCAP`, ...) passes
+//! through unchanged.
+//!
+//! soft-rdma does not depend on the shim (the crates go verbs-shim →
+//! soft-rdma → odp): the library is found at run time, in this order:
+//! 1. `SOFTRDMA_SHIM_DIR`, a directory holding `libibverbs.so.1` (or Cargo's
+//!    `libibverbs.so`);
+//! 2. the directory of this executable: `cargo build -p verbs-shim` puts the
+//!    shim (`libibverbs.so`) in the same `target/<profile>/` as `softrdma`.
+//!
+//! The program loader looks for `libibverbs.so.1`; where only Cargo's
+//! `libibverbs.so` exists, the `libibverbs.so.1` symlink is made beside it
+//! (what `verbs-shim/tools/link.sh` does).
+
+use crate::{usage, CliError, CliResult};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const USAGE: &str = "usage: softrdma run [--] PROGRAM [ARGS...]";
+
+/// The library the program loader looks for, and Cargo's name for the shim.
+const SONAME: &str = "libibverbs.so.1";
+const CARGO_NAME: &str = "libibverbs.so";
+
+/// Run `argv` (PROGRAM ARGS...) on the soft device. Returns only on failure.
+pub fn run(argv: &[OsString]) -> CliResult<()> {
+    let argv = match argv.first() {
+        Some(a) if a == "--" => &argv[1..],
+        Some(a) if a == "-h" || a == "--help" => {
+            println!("{USAGE}\n\nRuns PROGRAM with the soft device's libibverbs.so.1 first on LD_LIBRARY_PATH\n(from SOFTRDMA_SHIM_DIR, else beside this executable); the rest of the\nenvironment (SOFTRDMA_ADDR, SOFTRDMA_PCAP, ...) passes through.");
+            return Ok(());
+        }
+        _ => argv,
+    };
+    let Some((prog, args)) = argv.split_first() else {
+        return usage(format!(
+            "run: missing PROGRAM ({USAGE}, e.g. softrdma run -- ibv_devices)"
+        ));
+    };
+    let dir = shim_dir()?;
+    let mut path = OsString::from(dir.as_os_str());
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|p| !p.is_empty()) {
+        path.push(":");
+        path.push(old);
+    }
+    let err = Command::new(prog)
+        .args(args)
+        .env("LD_LIBRARY_PATH", path)
+        .exec();
+    // `exec` returned: the program could not be started. 127/126 as a shell.
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    Err(CliError::Exit(
+        code,
+        format!("run: cannot execute {}: {err}", prog.to_string_lossy()),
+    ))
+}
+
+/// The directory to put first on `LD_LIBRARY_PATH` (it holds `libibverbs.so.1`).
+fn shim_dir() -> CliResult<PathBuf> {
+    if let Some(d) = std::env::var_os("SOFTRDMA_SHIM_DIR").filter(|d| !d.is_empty()) {
+        let d = PathBuf::from(d);
+        return with_soname(&d).map_err(|why| {
+            CliError::Runtime(format!(
+                "run: SOFTRDMA_SHIM_DIR={} {why}; point it at the directory where `cargo build -p verbs-shim` put libibverbs.so (target/<profile>/)",
+                d.display()
+            ))
+        });
+    }
+    let exe = std::env::current_exe()
+        .and_then(|e| e.canonicalize())
+        .map_err(|e| CliError::Runtime(format!("run: cannot find this executable: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let profile = if dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    with_soname(&dir).map_err(|why| {
+        CliError::Runtime(format!(
+            "run: the verbs shim is not beside softrdma: {} {why}; build it with `cargo build -p verbs-shim{profile}` (or set SOFTRDMA_SHIM_DIR)",
+            dir.display()
+        ))
+    })
+}
+
+/// `dir` if it holds `libibverbs.so.1`, making that symlink to Cargo's
+/// `libibverbs.so` when only the latter exists; else why not.
+fn with_soname(dir: &Path) -> Result<PathBuf, String> {
+    let soname = dir.join(SONAME);
+    if soname.is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    if !dir.join(CARGO_NAME).is_file() {
+        return Err(format!("has no {SONAME} (nor Cargo's {CARGO_NAME})"));
+    }
+    // A dangling link left behind would make `symlink` fail: replace it.
+    let _ = std::fs::remove_file(&soname);
+    match std::os::unix::fs::symlink(CARGO_NAME, &soname) {
+        Ok(()) => Ok(dir.to_path_buf()),
+        // Another `softrdma run` made it meanwhile.
+        Err(_) if soname.is_file() => Ok(dir.to_path_buf()),
+        Err(e) => Err(format!(
+            "has {CARGO_NAME} but {SONAME} cannot be made there ({e}); run verbs-shim/tools/link.sh"
+        )),
+    }
+}
