@@ -336,21 +336,46 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
         if odp {
             args.push("--odp");
         }
-        match tools
-            .perftest(key, "ib_write_bw", &args)
-            .map(|o| procs::bw_rows(&o))
-        {
-            Ok(rows) if rows.len() == 23 => r.sweeps.push(plot::Series {
-                name: name.into(),
-                points: rows.iter().map(|x| (x.bytes, x.avg_mbs)).collect(),
-            }),
-            Ok(rows) => r.add(
+        let (rows, failed) = match tools.perftest(key, "ib_write_bw", &args) {
+            Ok(o) => {
+                let rows = procs::bw_rows(&o);
+                let e = (rows.len() != 23).then(|| format!("{} rows, expected 23", rows.len()));
+                (rows, e)
+            }
+            // The sizes that completed before the failure still go into the
+            // picture (the table says it failed, and where).
+            Err(e) => (procs::bw_rows(&tools.client_log(key)), Some(e)),
+        };
+        let mut series = name.to_string();
+        let mut rows = rows;
+        if let Some(e) = failed {
+            let last = rows.last().map_or(0, |x| x.bytes);
+            r.add(
                 key,
-                name,
+                format!("{name}: completed sizes up to {last} B, then"),
                 "MiB/s",
-                Err(format!("{} rows, expected 23", rows.len())),
-            ),
-            Err(e) => r.add(key, name, "MiB/s", Err(e)),
+                Err(e),
+            );
+            // The rest of the picture: each missing size on its own (-s).
+            for size in sweep_sizes().into_iter().filter(|&s| s as u64 > last) {
+                let sz = size.to_string();
+                let mut one = vec!["-s", &sz, "-n", &iters];
+                if odp {
+                    one.push("--odp");
+                }
+                if let Ok(x) = bw(tools.perftest(&format!("{key}_{size}"), "ib_write_bw", &one)) {
+                    rows.push(x);
+                }
+            }
+            series.push_str(&format!(
+                " (-a failed after {last} B; larger sizes run one by one)"
+            ));
+        }
+        if !rows.is_empty() {
+            r.sweeps.push(plot::Series {
+                name: series,
+                points: rows.iter().map(|x| (x.bytes, x.avg_mbs)).collect(),
+            });
         }
     }
     let iters = n(p.rate_iters);

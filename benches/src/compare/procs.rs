@@ -74,6 +74,11 @@ impl Tools {
         Ok((p, f, g))
     }
 
+    /// What the client of perftest run `name` printed (last attempt).
+    pub fn client_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.client.txt"))).unwrap_or_default()
+    }
+
     /// A run failing once on a shared, loaded machine is retried once; the
     /// first failure is kept for the report (the lead should see it).
     fn twice(
@@ -83,6 +88,11 @@ impl Tools {
     ) -> Result<String, String> {
         run().or_else(|first| {
             eprintln!("compare: {name} failed, running it again: {first}");
+            // Keep the failed attempt's output beside the retry's.
+            for role in ["", ".client", ".server"] {
+                let f = self.logs.join(format!("{name}{role}.txt"));
+                let _ = std::fs::rename(&f, self.logs.join(format!("{name}{role}.failed.txt")));
+            }
             let r = run();
             if r.is_ok() {
                 self.retried.borrow_mut().push((name.to_string(), first));
