@@ -1,1 +1,4 @@
-//! Criterion benchmarks live in `benches/`; this crate has no library code.
+//! Criterion benchmarks live in `benches/`; this library holds the
+//! side-by-side comparison harness behind `src/bin/compare.rs`.
+
+pub mod compare;

@@ -500,6 +500,55 @@ fn two_network_namespace_hosts() {
     drop(guard);
 }
 
+fn odp_faults(out: &str) -> u64 {
+    let odp = out
+        .lines()
+        .find(|l| l.starts_with("ODP: explicit (faults="))
+        .unwrap_or_else(|| panic!("no ODP line:\n{out}"));
+    odp.split("faults=")
+        .nth(1)
+        .and_then(|x| x.split(',').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{odp}"))
+}
+
+/// `--buffer`: the iterations walk a fresh region, so every message lands on
+/// pages no earlier message touched (more faults than perftest's cycle of
+/// 128 slots), and the data still verifies.
+#[test]
+fn write_bw_buffer_walks_fresh_pages() {
+    let common = [
+        "perf", "write_bw", "-s", "65536", "-n", "512", "--odp", "--verify",
+    ];
+    let cycled = ok(&common);
+    check_bw(&cycled, 65536.0, 512.0);
+    let mut walk = common.to_vec();
+    walk.extend(["--buffer", "32M"]);
+    let walked = ok(&walk);
+    check_bw(&walked, 65536.0, 512.0);
+    let (c, w) = (odp_faults(&cycled), odp_faults(&walked));
+    assert!(
+        w >= 512,
+        "one fault at least per fresh message: {w}\n{walked}"
+    );
+    assert!(
+        w > c,
+        "walking 32 MiB faults more than cycling 8 MiB: {w} vs {c}"
+    );
+    for bad in [
+        &["perf", "write_lat", "--buffer", "1G"][..],
+        &["perf", "read_bw", "--buffer", "1G"],
+        &["perf", "write_bw", "--buffer", "1X"],
+        &["perf", "write_bw", "-s", "65536", "--buffer", "8K"],
+    ] {
+        let o = run(bad);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.contains("--buffer"), "{bad:?}: {err}");
+    }
+}
+
 #[test]
 fn user_errors_one_line() {
     let o = run(&["perf", "write_bw", "--bogus"]);

@@ -130,6 +130,10 @@ pub struct PerfArgs {
     pub tx_depth: u32,
     pub rx_depth: u32,
     pub cq_mod: u32,
+    /// `--buffer SIZE`: each QP's buffers are this big and the iterations
+    /// walk through them slot after slot (instead of perftest's cycle of
+    /// `-t` slots), so a fresh ODP region has each page faulted once.
+    pub buffer: Option<u64>,
 }
 
 pub const MAX_SIZE: u64 = 1 << 23;
@@ -150,6 +154,33 @@ impl PerfArgs {
             return (1..=23).map(|k| 1u64 << k).filter(|&s| s <= top).collect();
         }
         vec![self.size.unwrap_or(if self.test.lat { 2 } else { 65536 })]
+    }
+}
+
+/// Largest `--buffer` (per QP, per side).
+pub const MAX_BUFFER: u64 = 64 << 30;
+
+/// A byte count with an optional K/M/G suffix (powers of 1024), at least 4096.
+fn bytes(flag: &str, v: Option<&String>, max: u64) -> CliResult<u64> {
+    let Some(v) = v else {
+        return usage(format!("{flag} needs a value"));
+    };
+    let (digits, shift) = match v.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&v[..i], 10),
+        Some((i, 'M' | 'm')) => (&v[..i], 20),
+        Some((i, 'G' | 'g')) => (&v[..i], 30),
+        _ => (v.as_str(), 0),
+    };
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+    {
+        Some(n) if (4096..=max).contains(&n) => Ok(n),
+        _ => usage(format!(
+            "{flag} {v}: expected a size such as 1G, 256M or 65536, between 4096 and {}G",
+            max >> 30
+        )),
     }
 }
 
@@ -194,6 +225,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
         tx_depth: if test.lat { 1 } else { 128 },
         rx_depth: 512,
         cq_mod: 100,
+        buffer: None,
     };
     let (mut server, mut client): (bool, Option<String>) = (false, None);
     let mut tx_given = false;
@@ -227,6 +259,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
                 | "-Q"
                 | "--cq-mod"
                 | "--client"
+                | "--buffer"
         );
         let val = if takes_value {
             match inline_val {
@@ -278,6 +311,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             }
             "-r" | "--rx-depth" => a.rx_depth = num(f, v, 1, 8192)? as u32,
             "-Q" | "--cq-mod" => a.cq_mod = num(f, v, 1, 1000)? as u32,
+            "--buffer" => a.buffer = Some(bytes(f, v, MAX_BUFFER)?),
             "--odp" => {
                 if a.odp == OdpMode::Pinned {
                     a.odp = OdpMode::Explicit
@@ -337,6 +371,20 @@ fn check(a: &mut PerfArgs, tx_given: bool) -> CliResult<()> {
             "{}: latency tests have one operation in flight (drop -t)",
             t.name()
         ));
+    }
+    if let Some(b) = a.buffer {
+        if t.lat || !matches!(t.verb, Verb::Write | Verb::Send) {
+            return usage("--buffer: only for write_bw and send_bw");
+        }
+        if a.all {
+            return usage("--buffer and -a exclude each other");
+        }
+        let size = a.size.unwrap_or(65536);
+        if b < size {
+            return usage(format!(
+                "--buffer {b} is smaller than the message size {size}"
+            ));
+        }
     }
     if a.all && a.size.is_some() {
         return usage("-a and -s exclude each other");

@@ -65,6 +65,8 @@ flags (perftest's):
   -A, --atomic_type T    CMP_AND_SWAP | FETCH_AND_ADD (default FETCH_AND_ADD)
       --odp              register the buffers as ODP memory regions
       --implicit-odp     register one implicit ODP region (whole address space)
+      --buffer SIZE      bw: per-QP buffers of SIZE (e.g. 1G) walked slot by slot,
+                         so each page of a fresh ODP region faults once (write/send)
       --verify           check every byte of the destination (and atomic results)
       --json             one JSON object per result row instead of the table
       --server           wait for a client (TCP port -p, on 0.0.0.0)

@@ -118,6 +118,8 @@ struct Layout {
     buf_len: usize,
     depth_cap: usize,
     ud: bool,
+    /// `--buffer`: every slot of the buffer is used in turn.
+    walk: bool,
 }
 
 impl Layout {
@@ -134,11 +136,14 @@ impl Layout {
             buf_len: 0,
             depth_cap,
             ud,
+            walk: a.buffer.is_some(),
         };
         let s = l.slot(max_size);
-        l.buf_len = (depth_cap * s)
-            .min((16 << 20).max(2 * s))
-            .next_multiple_of(4096);
+        l.buf_len = match a.buffer {
+            Some(b) => (b as usize).max(s),
+            None => (depth_cap * s).min((16 << 20).max(2 * s)),
+        }
+        .next_multiple_of(4096);
         l
     }
     fn slot(&self, size: u64) -> usize {
@@ -148,7 +153,12 @@ impl Layout {
     }
     /// Slots for `size`.
     fn k(&self, size: u64) -> usize {
-        (self.buf_len / self.slot(size)).min(self.depth_cap).max(1)
+        let k = self.buf_len / self.slot(size);
+        if self.walk {
+            k.max(1)
+        } else {
+            k.min(self.depth_cap).max(1)
+        }
     }
 }
 
@@ -564,7 +574,7 @@ struct Plan {
 
 fn hello_line(a: &PerfArgs, active: Mtu) -> String {
     format!(
-        "HELLO test={} size={} iters={} all={} qps={} conn={} mtu={} atomic={} txd={} rxd={} cqmod={} verify={} active={}",
+        "HELLO test={} size={} iters={} all={} qps={} conn={} mtu={} atomic={} txd={} rxd={} cqmod={} verify={} buffer={} active={}",
         a.test.name(),
         a.size.unwrap_or(0),
         a.iters,
@@ -577,6 +587,7 @@ fn hello_line(a: &PerfArgs, active: Mtu) -> String {
         a.rx_depth,
         a.cq_mod,
         u8::from(a.verify),
+        a.buffer.unwrap_or(0),
         active.bytes()
     )
 }
@@ -611,6 +622,8 @@ fn adopt(mine: &PerfArgs, f: &[String]) -> std::result::Result<(PerfArgs, u64), 
     a.rx_depth = kv_u64(f, "rxd").map_err(perr)? as u32;
     a.cq_mod = kv_u64(f, "cqmod").map_err(perr)? as u32;
     a.verify = kv_u64(f, "verify").map_err(perr)? == 1;
+    let buffer = kv_u64(f, "buffer").map_err(perr)?;
+    a.buffer = (buffer != 0).then_some(buffer);
     let active = kv_u64(f, "active").map_err(perr)?;
     Ok((a, active))
 }
