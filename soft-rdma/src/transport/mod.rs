@@ -6,6 +6,9 @@
 //! * [`pcap`] — middleware that records every datagram of the link it wraps
 //!   (`SOFTRDMA_PCAP=file.pcap`), with synthesized Ethernet/IP/UDP headers so
 //!   tshark and scapy decode it and the ICRC verifies;
+//! * [`faults`] — middleware that drops, duplicates, reorders, corrupts and
+//!   delays received datagrams (`SOFTRDMA_FAULTS=drop=0.05,seed=7`), counting
+//!   what it did;
 //! * [`addr`] — which local address a device uses (the documented rule).
 //!
 //! No per-packet allocation: receive buffers are a preallocated batch
@@ -22,12 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod addr;
+pub mod faults;
 pub mod loopback;
 pub mod pcap;
 mod sys;
 pub mod udp;
 
 pub use addr::bind_default;
+pub use faults::{FaultConfig, FaultLink, FaultStats};
 pub use loopback::{Hub, LoopbackLink};
 pub use pcap::PcapLink;
 pub use udp::UdpLink;
@@ -237,6 +242,10 @@ pub trait Link: Send + Sync {
     fn stats(&self) -> LinkStats {
         LinkStats::default()
     }
+    /// What a fault injector in the stack did (`None`: there is none).
+    fn fault_stats(&self) -> Option<FaultStats> {
+        None
+    }
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -257,6 +266,9 @@ macro_rules! forward_link {
             }
             fn stats(&self) -> LinkStats {
                 (**self).stats()
+            }
+            fn fault_stats(&self) -> Option<FaultStats> {
+                (**self).fault_stats()
             }
         }
     )*};

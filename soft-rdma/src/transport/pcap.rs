@@ -133,6 +133,10 @@ impl<L: Link> Link for PcapLink<L> {
     fn stats(&self) -> LinkStats {
         self.inner.stats()
     }
+
+    fn fault_stats(&self) -> Option<super::FaultStats> {
+        self.inner.fault_stats()
+    }
 }
 
 /// One open capture file, shared by the links of this process that record

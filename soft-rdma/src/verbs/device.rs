@@ -166,11 +166,18 @@ pub struct Device {
 
 impl Device {
     /// Open a device on the address the documented rule picks
-    /// (`SOFTRDMA_ADDR`, else a per-process loopback address), recording to
-    /// `SOFTRDMA_PCAP` if set.
+    /// (`SOFTRDMA_ADDR`, else a per-process loopback address), injecting the
+    /// faults `SOFTRDMA_FAULTS` names on receive, recording to `SOFTRDMA_PCAP`
+    /// if set.
     pub fn open() -> std::io::Result<Device> {
+        // Parse the fault spec before binding: a bad one is the error to report.
+        if let Ok(spec) = std::env::var(transport::faults::ENV) {
+            spec.parse::<transport::FaultConfig>()?;
+        }
         let link = transport::addr::bind_default()?;
-        let link = transport::pcap::from_env(Box::new(link))?;
+        // The capture (outermost) records what the device receives, after the faults.
+        let link = transport::faults::from_env(Box::new(link))?;
+        let link = transport::pcap::from_env(link)?;
         Ok(Device::with_link(Arc::from(link)))
     }
 
