@@ -197,8 +197,9 @@ fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(dst.0, src.0);
     assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
-    assert!(b.dev.stats().out_of_sequence.load(Ordering::Relaxed) >= 1);
-    assert!(a.dev.stats().naks_received.load(Ordering::Relaxed) >= 1);
+    assert!(b.dev.stats().out_of_sequence >= 1);
+    assert_eq!(b.dev.stats().nak_sent_seq_err, 1, "one NAK per gap");
+    assert!(a.dev.stats().nak_rcvd_seq_err >= 1);
 }
 
 #[test]
@@ -226,8 +227,8 @@ fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     let r = wait(&b.cq, 1);
     assert_eq!((r[0].wr_id, r[0].byte_len), (5, 3000));
-    assert!(a.dev.stats().retransmits.load(Ordering::Relaxed) >= 1);
-    assert!(b.dev.stats().duplicate_requests.load(Ordering::Relaxed) >= 1);
+    assert!(a.dev.stats().retransmits >= 1);
+    assert!(b.dev.stats().duplicate_requests >= 1);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         b.cq.poll(&mut [r[0]; 4]),
@@ -329,7 +330,8 @@ fn rnr_nak_then_retry_succeeds_once_a_receive_is_posted() {
     }])
     .unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    assert!(b.dev.stats().rnr_naks_sent.load(Ordering::Relaxed) >= 1);
+    assert!(b.dev.stats().rnr_nak_sent >= 1);
+    assert!(a.dev.stats().rnr_nak_rcvd >= 1);
     qb.post_recv(&[RecvWr {
         wr_id: 9,
         sg_list: &[dst.sge(&mrb, 0, 100)],
@@ -364,6 +366,9 @@ fn rnr_retry_exhausted_ends_in_error_and_flushes() {
         "{c:?}"
     );
     assert_eq!(qa.state(), QpState::Err);
+    let st = a.dev.stats();
+    assert_eq!((st.rnr_retries, st.rnr_retry_exceeded), (2, 1), "{st}");
+    assert_eq!(b.dev.stats().rnr_nak_sent, 3, "{st}");
 }
 
 #[test]
@@ -403,7 +408,9 @@ fn retry_exhausted_when_the_peer_never_answers() {
         (2, WcStatus::WrFlushErr),
         "unsignaled WRs are flushed with a completion too"
     );
-    assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 2);
+    let st = a.dev.stats();
+    assert_eq!(st.retransmits, 2);
+    assert_eq!((st.local_ack_timeouts, st.retry_exceeded), (3, 1), "{st}");
     assert_eq!(qa.state(), QpState::Err);
     // Posting to a QP in error completes at once with a flush error.
     qa.post_send(&[SendWr {

@@ -27,13 +27,14 @@ pub(crate) fn on_response(
         (Op::Ack, Ext::Aeth(aeth)) => match aeth.syndrome {
             Syndrome::Ack { .. } => ack_upto(q, p),
             Syndrome::RnrNak { timer } => {
+                sh.dev.stats.rnr_naks_rcvd.fetch_add(1, Ordering::Relaxed);
                 ack_upto(q, psn::add(p, psn::MASK));
                 complete_front(sh, q);
                 on_rnr_nak(sh, q, p, timer);
                 return;
             }
             Syndrome::Nak(code) => {
-                sh.dev.stats.naks_received.fetch_add(1, Ordering::Relaxed);
+                sh.dev.stats.nak_received(code);
                 ack_upto(q, psn::add(p, psn::MASK));
                 complete_front(sh, q);
                 if code == NakCode::PsnSequenceError {

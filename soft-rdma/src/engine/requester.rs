@@ -549,7 +549,15 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             return;
         }
     }
+    sh.dev
+        .stats
+        .local_ack_timeouts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.retries_left == 0 {
+        sh.dev
+            .stats
+            .retry_exceeded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log::log!(
             Warn,
             "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded",
@@ -588,11 +596,11 @@ pub(crate) fn first_unacked(q: &QpInner) -> u32 {
 
 /// An RNR NAK for PSN `p`: wait, then go back to `p`.
 pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
-    sh.dev
-        .stats
-        .rnr_retries
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.rnr_left == 0 {
+        sh.dev
+            .stats
+            .rnr_retry_exceeded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log::log!(
             Warn,
             "qp {:#x}: peer {:?} had no receive posted after {} RNR retries",
@@ -607,6 +615,10 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
         sh.fail(q);
         return;
     }
+    sh.dev
+        .stats
+        .rnr_retries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.rnr_retry != 7 {
         q.req.rnr_left -= 1;
     }

@@ -125,6 +125,7 @@ pub(crate) fn on_request(
         if !q.resp.nak_sent {
             q.resp.nak_sent = true;
             let e = q.resp.epsn;
+            sh.dev.stats.nak_sent(NakCode::PsnSequenceError);
             send_aeth(sh, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
         }
         return;
@@ -160,7 +161,7 @@ pub(crate) fn on_request(
                 repr
             );
             if sh.qp_type == QpType::Rc {
-                sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
+                sh.dev.stats.nak_sent(code);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));
             }
         }
