@@ -899,6 +899,24 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
             );
         }
     }
+    if a.stats {
+        let who = match role {
+            Role::Client => "client",
+            Role::Server => "server",
+        };
+        // One write per table: the two sides of an embedded run do not interleave.
+        let t = format!(
+            "Counters of the {who}'s device ({}):\n{}",
+            s.dev.local_addr(),
+            s.dev.stats()
+        );
+        if a.json {
+            eprint!("{t}");
+        } else {
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        }
+    }
     if !failures.is_empty() {
         return runtime(format!(
             "verification failed ({} mismatch{}; details above)",
