@@ -487,6 +487,11 @@ fn uc_write_and_send_and_a_lost_packet_loses_only_its_message() {
         (500, Some(77)),
         "only the intact message is delivered"
     );
+    assert_eq!(
+        r[0].wr_id, 1,
+        "the lost message's receive WQE is not consumed: it serves the next message"
+    );
+    assert_eq!(&dst.0[8192..8692], &src.0[100..600]);
 }
 
 #[test]

@@ -107,7 +107,7 @@ pub(crate) fn on_request(
     if sh.qp_type == QpType::Uc {
         if d != 0 {
             // UC: a gap loses the message in progress; resync on a new one.
-            q.resp.cur = None;
+            abandon_uc_message(sh, q);
             if !is_first_or_only(op) {
                 return;
             }
@@ -639,4 +639,17 @@ fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8;
     g[8..24].copy_from_slice(&sgid.0);
     g[24..40].copy_from_slice(&dgid.0);
     g
+}
+
+/// UC lost a packet of the message in progress: the message is gone, but a
+/// receive WQE it had taken is not consumed — it serves the next message
+/// (IBA 9.7.5.1.x; rxe re-uses it too). Dropping it would leak the
+/// application's buffer: no completion, ever.
+fn abandon_uc_message(sh: &QpShared, q: &mut QpInner) {
+    if let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() {
+        match &sh.srq {
+            Some(srq) => srq.give_back(wqe),
+            None => q.resp.rq.push_front(wqe),
+        }
+    }
 }
