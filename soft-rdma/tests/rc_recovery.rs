@@ -264,6 +264,58 @@ fn lost_read_response_is_requested_again() {
     .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(local.0, remote.0);
+    let st = a.dev.stats();
+    assert_eq!(
+        (st.retransmits, st.local_ack_timeouts),
+        (1, 0),
+        "the response after the gap asks again at once, no timeout: {st}"
+    );
+}
+
+#[test]
+fn lost_atomic_ack_followed_by_another_is_asked_again_without_a_timeout() {
+    let (a, b) = pair();
+    // A long timeout: recovering through it would take a second.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 18);
+    let local = Buf::new(64, |_| 0);
+    let remote = Buf::new(64, |_| 0);
+    let mra = a.pd.reg_mr(local.addr(), 64, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    set_rule(&b, nth(2, |p| p.bth.opcode.op() == Op::AtomicAck));
+    let sges: Vec<Sge> = (0..8).map(|i| local.sge(&mra, i * 8, 8)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..8u64)
+        .map(|i| SendWr {
+            wr_id: i,
+            sg_list: std::slice::from_ref(&sges[i as usize]),
+            op: SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    qa.post_send(&wrs).unwrap();
+    let c = wait(&a.cq, 8);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!((w.wr_id, w.status), (i as u64, WcStatus::Success));
+        let got = u64::from_ne_bytes(local.0[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(got, i as u64, "fetched the value before it");
+    }
+    assert_eq!(u64::from_ne_bytes(remote.0[..8].try_into().unwrap()), 8);
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert_eq!(sa.local_ack_timeouts, 0, "{sa}");
+    assert!(
+        sa.retransmits >= 1 && sb.duplicate_requests >= 1,
+        "{sa}{sb}"
+    );
 }
 
 #[test]
