@@ -203,6 +203,48 @@ fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
 }
 
 #[test]
+fn at_most_128_psns_are_unacknowledged_and_duplicates_get_one_ack_per_batch() {
+    let (a, b) = pair();
+    // timeout 14: 4.096 µs × 2^14 ≈ 67 ms.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 14);
+    let len = 1 << 20; // 1024 packets at MTU 1024
+    let src = Buf::new(len, |i| (i * 7) as u8);
+    let dst = Buf::new(len, |_| 0);
+    let mra =
+        a.pd.reg_mr(src.addr(), len as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), len as u64, all_access()).unwrap();
+    set_rule(&b, |p| p.bth.opcode.op() == Op::Ack); // no ACK gets through
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, len)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        a.dev.stats().sent_pkts,
+        128,
+        "the window stops the requester without ACKs"
+    );
+    set_rule(&b, |_| false);
+    // The timeout resends the 128 (duplicates now); their ACK opens the window.
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert!(dst.0 == src.0);
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert_eq!(sa.local_ack_timeouts, 1, "{sa}");
+    assert_eq!(sb.duplicate_requests, 128, "{sb}");
+    // ACKs: one per 64 packets and per window edge, plus the duplicates'
+    // coalesced ones — not one per duplicate.
+    assert!(sb.sent_pkts < 64, "{sb}");
+}
+
+#[test]
 fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
     let (a, b) = pair();
     let (qa, qb) = connect(&a, &b);
@@ -240,7 +282,8 @@ fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
 #[test]
 fn lost_read_response_is_requested_again() {
     let (a, b) = pair();
-    let (qa, _qb) = connect(&a, &b);
+    // A long timeout (≈1 s): recovery must not wait for it.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 18);
     let local = Buf::new(10_000, |_| 0);
     let remote = Buf::new(10_000, |i| (i * 3) as u8);
     let mra =

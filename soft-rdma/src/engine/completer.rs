@@ -18,7 +18,7 @@ pub(crate) fn on_response(
     payload: &[u8],
     tx: &mut TxQueue,
 ) {
-    if sh.qp_type != QpType::Rc || q.req.send_idx == 0 {
+    if sh.qp_type != QpType::Rc || !q.req.in_flight() {
         return; // nothing outstanding: a stale or stray response
     }
     let p = repr.bth.psn;

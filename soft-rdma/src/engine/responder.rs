@@ -587,9 +587,11 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
             }
         }
         _ => {
-            // SEND/WRITE already done: acknowledge everything received so far.
-            let last = psn::add(q.resp.epsn, psn::MASK);
-            send_aeth(sh, q, tx, last, Syndrome::Ack { credits: 0x1f });
+            // SEND/WRITE already done: acknowledge everything received so
+            // far — once per receive batch (the coalesced ACK), not once per
+            // duplicate: a go-back-N burst of duplicates must not become a
+            // burst of ACKs.
+            q.resp.ack_pending = Some(psn::add(q.resp.epsn, psn::MASK));
         }
     }
 }
