@@ -316,6 +316,57 @@ fn lost_read_response_is_requested_again() {
 }
 
 #[test]
+fn an_atomic_waiting_for_its_replay_counts_against_max_rd_atomic() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b); // max_rd_atomic = max_dest_rd_atomic = 8
+    const N: usize = 40;
+    let local = Buf::new(N * 8, |_| 0xff);
+    let remote = Buf::new(64, |_| 0);
+    let mra =
+        a.pd.reg_mr(local.addr(), (N * 8) as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    // The first atomic's ACK is lost, and so is its first replay: the
+    // requester must not run more than 8 atomics past it, or the
+    // responder forgets its result (8 records) and never answers again.
+    set_rule(&b, {
+        let mut n = 0;
+        move |p| {
+            if p.bth.opcode.op() == Op::AtomicAck && p.bth.psn == 0xfffff0 {
+                n += 1;
+                return n <= 2;
+            }
+            false
+        }
+    });
+    let sges: Vec<Sge> = (0..N).map(|i| local.sge(&mra, i * 8, 8)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..N)
+        .map(|i| SendWr {
+            wr_id: i as u64,
+            sg_list: std::slice::from_ref(&sges[i]),
+            op: SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    let c = wait(&a.cq, N);
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!((w.wr_id, w.status), (i as u64, WcStatus::Success), "{c:?}");
+        let got = u64::from_ne_bytes(local.0[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(got, i as u64);
+    }
+    assert_eq!(
+        u64::from_ne_bytes(remote.0[..8].try_into().unwrap()),
+        N as u64
+    );
+}
+
+#[test]
 fn lost_atomic_ack_followed_by_another_is_asked_again_without_a_timeout() {
     let (a, b) = pair();
     // A long timeout: recovering through it would take a second.

@@ -222,13 +222,7 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
     let limit = (sh.qp_type == QpType::Rc).then(|| window_limit(q));
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
-        let outstanding = q
-            .req
-            .sq
-            .iter()
-            .take(idx)
-            .filter(|w| w.is_rd_atomic() && w.result.is_none())
-            .count();
+        let outstanding = outstanding_rd_atomic(q, idx);
         {
             let w = &q.req.sq[idx];
             if w.is_rd_atomic() && outstanding >= usize::from(q.max_rd_atomic) {
@@ -283,6 +277,26 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
     }
     if sh.qp_type == QpType::Rc && q.req.in_flight() {
         arm(sh, q);
+    }
+}
+
+/// READ/atomic requests before `idx` the responder may still have to answer
+/// again: from the oldest one without its response, every later one counts —
+/// those answered since too, because the responder keeps only
+/// `max_dest_rd_atomic` records and must still hold the oldest's when it is
+/// asked again. (Counting only the unanswered ones let a lost atomic ACK be
+/// followed by more than `max_rd_atomic` newer atomics; its record was then
+/// gone, the re-sent request got no answer, and the QP ended in
+/// retry-exceeded — found with `softrdma perf atomic_bw` under
+/// `SOFTRDMA_FAULTS=drop=0.05`.)
+fn outstanding_rd_atomic(q: &QpInner, idx: usize) -> usize {
+    let sent = q.req.sq.iter().take(idx);
+    match sent
+        .clone()
+        .position(|w| w.is_rd_atomic() && w.result.is_none())
+    {
+        Some(k) => sent.skip(k).filter(|w| w.is_rd_atomic()).count(),
+        None => 0,
     }
 }
 
