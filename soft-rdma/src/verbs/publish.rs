@@ -78,8 +78,11 @@ pub(crate) struct Publication {
 }
 
 impl Publication {
-    /// Publish a device's counters in `dir`.
+    /// Publish a device's counters in `dir` (removing stale files of dead
+    /// processes on the way: programs that exit without closing their
+    /// devices, as most verbs programs through the shim do, leave theirs).
     pub(crate) fn create(dir: &Path, dev: &str, local: SocketAddr) -> io::Result<Publication> {
+        let _ = scan(dir, None);
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let name = format!("{PREFIX}{pid}.{}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -213,11 +216,15 @@ fn read_one(path: &Path) -> Result<PublishedDevice, Skip> {
 /// The devices published in the stats directory (of process `pid`, or all),
 /// in pid order; stale files (their process is gone) are removed on the way.
 pub fn published(pid: Option<u32>) -> io::Result<Vec<PublishedDevice>> {
-    let Some(dir) = stats_dir() else {
-        return Ok(Vec::new());
-    };
+    match stats_dir() {
+        Some(dir) => scan(&dir, pid),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn scan(dir: &Path, pid: Option<u32>) -> io::Result<Vec<PublishedDevice>> {
     let mut out = Vec::new();
-    for e in fs::read_dir(&dir)? {
+    for e in fs::read_dir(dir)? {
         let Ok(e) = e else { continue };
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
