@@ -204,3 +204,53 @@ fn stats_reads_another_process_live_counters_and_cleans_up_after_it() {
     std::fs::remove_dir(&dir).unwrap();
     let _ = pid;
 }
+
+#[test]
+fn perf_stats_prints_both_tables_and_a_bad_fault_spec_is_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_softrdma"))
+        .args(["perf", "write_bw", "-s", "65536", "-n", "200", "-t", "4"])
+        .args(["--verify", "--stats"])
+        .env("SOFTRDMA_FAULTS", "drop=0.02,seed=5")
+        .env("SOFTRDMA_STATS_DIR", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Verify: OK"), "{text}");
+    for who in ["client", "server"] {
+        assert!(
+            text.contains(&format!("Counters of the {who}'s device")),
+            "{text}"
+        );
+    }
+    let sent = values(&text, "sent_pkts");
+    let dropped = values(&text, "fault_dropped");
+    assert!(sent.len() == 2 && sent.iter().all(|&v| v > 0), "{text}");
+    assert!(dropped.iter().sum::<u64>() > 0, "{text}");
+    assert!(
+        values(&text, "retransmits").iter().sum::<u64>() > 0,
+        "{text}"
+    );
+
+    for (spec, needle) in [
+        ("drop=0.1,bogus=1", "unknown key \"bogus\""),
+        ("corrupt=2", "corrupt=2"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_softrdma"))
+            .args(["perf", "write_bw", "-n", "10"])
+            .env("SOFTRDMA_FAULTS", spec)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("SOFTRDMA_FAULTS") && err.contains(needle),
+            "{err}"
+        );
+    }
+}
