@@ -643,10 +643,10 @@ fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8;
     g
 }
 
-/// UC lost a packet of the message in progress: the message is gone, but a
-/// receive WQE it had taken is not consumed — it serves the next message
-/// (IBA 9.7.5.1.x; rxe re-uses it too). Dropping it would leak the
-/// application's buffer: no completion, ever.
+/// UC lost a packet of the message in progress: the message is gone, and a
+/// dropped UC message generates no completion, so the receive WQE it had
+/// taken is not consumed — it serves the next message (rxe does the same).
+/// Dropping it would leak the application's buffer: no completion, ever.
 fn abandon_uc_message(sh: &QpShared, q: &mut QpInner) {
     if let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() {
         match &sh.srq {
