@@ -10,6 +10,7 @@
 
 pub(crate) mod engine;
 pub mod log;
+mod shm;
 mod sys;
 pub mod transport;
 pub mod verbs;

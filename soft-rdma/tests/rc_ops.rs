@@ -267,6 +267,7 @@ fn validation_failures_nak_and_write_nothing() {
         ),
     ];
     for (what, op, len, want) in cases {
+        let (a0, b0) = (a.dev.stats(), b.dev.stats());
         let (qa, qb) = connect(&a, &b, QpType::Rc);
         qa.post_send(&[SendWr {
             wr_id: 1,
@@ -281,6 +282,19 @@ fn validation_failures_nak_and_write_nothing() {
         assert_eq!(qa.state(), QpState::Err, "{what}: requester QP in error");
         wait_state(&qb, QpState::Err, what);
         assert!(remote.0.iter().all(|&x| x == 0), "{what}: nothing written");
+        // The NAK is counted by kind on both sides.
+        let (a1, b1) = (a.dev.stats(), b.dev.stats());
+        let (sent, rcvd) = match want {
+            WcStatus::RemAccessErr => (
+                b1.nak_sent_rem_access - b0.nak_sent_rem_access,
+                a1.nak_rcvd_rem_access - a0.nak_rcvd_rem_access,
+            ),
+            _ => (
+                b1.nak_sent_inv_req - b0.nak_sent_inv_req,
+                a1.nak_rcvd_inv_req - a0.nak_rcvd_inv_req,
+            ),
+        };
+        assert_eq!((sent, rcvd), (1, 1), "{what}: NAK counted\n{a1}{b1}");
         drop((qa, qb));
     }
 }
@@ -400,6 +414,17 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     }])
     .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::RemAccessErr);
+    // The device counters carry the MR's ODP figures and the NAK.
+    let st = b.dev.stats();
+    assert!(
+        st.odp_pages_faulted >= 16 && st.odp_page_faults >= 1,
+        "{st}"
+    );
+    if matches!(b.dev.odp_source(), odp::InvalidationSource::Userfaultfd(_)) {
+        assert!(st.odp_invalidations >= 1 && st.odp_mm_events >= 1, "{st}");
+    }
+    assert_eq!(st.nak_sent_rem_access, 1, "{st}");
+    assert_eq!(a.dev.stats().nak_rcvd_rem_access, 1);
 }
 
 #[test]

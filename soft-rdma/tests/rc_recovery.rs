@@ -197,8 +197,51 @@ fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(dst.0, src.0);
     assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
-    assert!(b.dev.stats().out_of_sequence.load(Ordering::Relaxed) >= 1);
-    assert!(a.dev.stats().naks_received.load(Ordering::Relaxed) >= 1);
+    assert!(b.dev.stats().out_of_sequence >= 1);
+    assert_eq!(b.dev.stats().nak_sent_seq_err, 1, "one NAK per gap");
+    assert!(a.dev.stats().nak_rcvd_seq_err >= 1);
+}
+
+#[test]
+fn at_most_128_psns_are_unacknowledged_and_duplicates_get_one_ack_per_batch() {
+    let (a, b) = pair();
+    // timeout 14: 4.096 µs × 2^14 ≈ 67 ms.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 14);
+    let len = 1 << 20; // 1024 packets at MTU 1024
+    let src = Buf::new(len, |i| (i * 7) as u8);
+    let dst = Buf::new(len, |_| 0);
+    let mra =
+        a.pd.reg_mr(src.addr(), len as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), len as u64, all_access()).unwrap();
+    set_rule(&b, |p| p.bth.opcode.op() == Op::Ack); // no ACK gets through
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, len)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        a.dev.stats().sent_pkts,
+        128,
+        "the window stops the requester without ACKs"
+    );
+    set_rule(&b, |_| false);
+    // The timeout resends the 128 (duplicates now); their ACK opens the window.
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert!(dst.0 == src.0);
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert_eq!(sa.local_ack_timeouts, 1, "{sa}");
+    assert_eq!(sb.duplicate_requests, 128, "{sb}");
+    // ACKs: one per 64 packets and per window edge, plus the duplicates'
+    // coalesced ones — not one per duplicate.
+    assert!(sb.sent_pkts < 64, "{sb}");
 }
 
 #[test]
@@ -226,8 +269,8 @@ fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     let r = wait(&b.cq, 1);
     assert_eq!((r[0].wr_id, r[0].byte_len), (5, 3000));
-    assert!(a.dev.stats().retransmits.load(Ordering::Relaxed) >= 1);
-    assert!(b.dev.stats().duplicate_requests.load(Ordering::Relaxed) >= 1);
+    assert!(a.dev.stats().retransmits >= 1);
+    assert!(b.dev.stats().duplicate_requests >= 1);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         b.cq.poll(&mut [r[0]; 4]),
@@ -239,7 +282,8 @@ fn lost_ack_is_recovered_by_timeout_and_the_duplicate_is_only_acknowledged() {
 #[test]
 fn lost_read_response_is_requested_again() {
     let (a, b) = pair();
-    let (qa, _qb) = connect(&a, &b);
+    // A long timeout (≈1 s): recovery must not wait for it.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 18);
     let local = Buf::new(10_000, |_| 0);
     let remote = Buf::new(10_000, |i| (i * 3) as u8);
     let mra =
@@ -263,6 +307,109 @@ fn lost_read_response_is_requested_again() {
     .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(local.0, remote.0);
+    let st = a.dev.stats();
+    assert_eq!(
+        (st.retransmits, st.local_ack_timeouts),
+        (1, 0),
+        "the response after the gap asks again at once, no timeout: {st}"
+    );
+}
+
+#[test]
+fn an_atomic_waiting_for_its_replay_counts_against_max_rd_atomic() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b); // max_rd_atomic = max_dest_rd_atomic = 8
+    const N: usize = 40;
+    let local = Buf::new(N * 8, |_| 0xff);
+    let remote = Buf::new(64, |_| 0);
+    let mra =
+        a.pd.reg_mr(local.addr(), (N * 8) as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    // The first atomic's ACK is lost, and so is its first replay: the
+    // requester must not run more than 8 atomics past it, or the
+    // responder forgets its result (8 records) and never answers again.
+    set_rule(&b, {
+        let mut n = 0;
+        move |p| {
+            if p.bth.opcode.op() == Op::AtomicAck && p.bth.psn == 0xfffff0 {
+                n += 1;
+                return n <= 2;
+            }
+            false
+        }
+    });
+    let sges: Vec<Sge> = (0..N).map(|i| local.sge(&mra, i * 8, 8)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..N)
+        .map(|i| SendWr {
+            wr_id: i as u64,
+            sg_list: std::slice::from_ref(&sges[i]),
+            op: SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    let c = wait(&a.cq, N);
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!((w.wr_id, w.status), (i as u64, WcStatus::Success), "{c:?}");
+        let got = u64::from_ne_bytes(local.0[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(got, i as u64);
+    }
+    assert_eq!(
+        u64::from_ne_bytes(remote.0[..8].try_into().unwrap()),
+        N as u64
+    );
+}
+
+#[test]
+fn lost_atomic_ack_followed_by_another_is_asked_again_without_a_timeout() {
+    let (a, b) = pair();
+    // A long timeout: recovering through it would take a second.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 18);
+    let local = Buf::new(64, |_| 0);
+    let remote = Buf::new(64, |_| 0);
+    let mra = a.pd.reg_mr(local.addr(), 64, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(remote.addr(), 64, all_access()).unwrap();
+    set_rule(&b, nth(2, |p| p.bth.opcode.op() == Op::AtomicAck));
+    let sges: Vec<Sge> = (0..8).map(|i| local.sge(&mra, i * 8, 8)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..8u64)
+        .map(|i| SendWr {
+            wr_id: i,
+            sg_list: std::slice::from_ref(&sges[i as usize]),
+            op: SendOp::FetchAdd {
+                remote_addr: remote.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    qa.post_send(&wrs).unwrap();
+    let c = wait(&a.cq, 8);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!((w.wr_id, w.status), (i as u64, WcStatus::Success));
+        let got = u64::from_ne_bytes(local.0[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(got, i as u64, "fetched the value before it");
+    }
+    assert_eq!(u64::from_ne_bytes(remote.0[..8].try_into().unwrap()), 8);
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert_eq!(sa.local_ack_timeouts, 0, "{sa}");
+    assert!(
+        sa.retransmits >= 1 && sb.duplicate_requests >= 1,
+        "{sa}{sb}"
+    );
 }
 
 #[test]
@@ -329,7 +476,8 @@ fn rnr_nak_then_retry_succeeds_once_a_receive_is_posted() {
     }])
     .unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    assert!(b.dev.stats().rnr_naks_sent.load(Ordering::Relaxed) >= 1);
+    assert!(b.dev.stats().rnr_nak_sent >= 1);
+    assert!(a.dev.stats().rnr_nak_rcvd >= 1);
     qb.post_recv(&[RecvWr {
         wr_id: 9,
         sg_list: &[dst.sge(&mrb, 0, 100)],
@@ -364,6 +512,9 @@ fn rnr_retry_exhausted_ends_in_error_and_flushes() {
         "{c:?}"
     );
     assert_eq!(qa.state(), QpState::Err);
+    let st = a.dev.stats();
+    assert_eq!((st.rnr_retries, st.rnr_retry_exceeded), (2, 1), "{st}");
+    assert_eq!(b.dev.stats().rnr_nak_sent, 3, "{st}");
 }
 
 #[test]
@@ -403,7 +554,9 @@ fn retry_exhausted_when_the_peer_never_answers() {
         (2, WcStatus::WrFlushErr),
         "unsignaled WRs are flushed with a completion too"
     );
-    assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 2);
+    let st = a.dev.stats();
+    assert_eq!(st.retransmits, 2);
+    assert_eq!((st.local_ack_timeouts, st.retry_exceeded), (3, 1), "{st}");
     assert_eq!(qa.state(), QpState::Err);
     // Posting to a QP in error completes at once with a flush error.
     qa.post_send(&[SendWr {
@@ -480,6 +633,11 @@ fn uc_write_and_send_and_a_lost_packet_loses_only_its_message() {
         (500, Some(77)),
         "only the intact message is delivered"
     );
+    assert_eq!(
+        r[0].wr_id, 1,
+        "the lost message's receive WQE is not consumed: it serves the next message"
+    );
+    assert_eq!(&dst.0[8192..8692], &src.0[100..600]);
 }
 
 #[test]

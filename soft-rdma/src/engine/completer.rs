@@ -18,7 +18,7 @@ pub(crate) fn on_response(
     payload: &[u8],
     tx: &mut TxQueue,
 ) {
-    if sh.qp_type != QpType::Rc || q.req.send_idx == 0 {
+    if sh.qp_type != QpType::Rc || !q.req.in_flight() {
         return; // nothing outstanding: a stale or stray response
     }
     let p = repr.bth.psn;
@@ -27,13 +27,14 @@ pub(crate) fn on_response(
         (Op::Ack, Ext::Aeth(aeth)) => match aeth.syndrome {
             Syndrome::Ack { .. } => ack_upto(q, p),
             Syndrome::RnrNak { timer } => {
+                sh.dev.stats.rnr_naks_rcvd.fetch_add(1, Ordering::Relaxed);
                 ack_upto(q, psn::add(p, psn::MASK));
                 complete_front(sh, q);
                 on_rnr_nak(sh, q, p, timer);
                 return;
             }
             Syndrome::Nak(code) => {
-                sh.dev.stats.naks_received.fetch_add(1, Ordering::Relaxed);
+                sh.dev.stats.nak_received(code);
                 ack_upto(q, psn::add(p, psn::MASK));
                 complete_front(sh, q);
                 if code == NakCode::PsnSequenceError {
@@ -63,8 +64,14 @@ pub(crate) fn on_response(
                 return;
             };
             let (first, n) = q.req.sq[i].psn.expect("transmitted");
-            if psn::add(first, q.req.sq[i].read_done) != p {
-                return; // a gap or a duplicate: the timer re-requests the rest
+            let expected = psn::add(first, q.req.sq[i].read_done);
+            if expected != p {
+                // A duplicate (ignored), or a gap: the response right after a
+                // lost one asks again for the rest at once (as rxe does).
+                if p == psn::add(expected, 1) {
+                    retry_now(sh, q, expected, tx);
+                }
+                return;
             }
             // A READ response acknowledges every earlier request.
             if i > 0 {
@@ -91,6 +98,9 @@ pub(crate) fn on_response(
             }) else {
                 return;
             };
+            // Responses come in order: a read/atomic just before this one
+            // still without a result lost its response.
+            let lost = lost_before(q, i);
             if i > 0 {
                 ack_upto(q, psn::add(p, psn::MASK));
             }
@@ -102,6 +112,12 @@ pub(crate) fn on_response(
             );
             q.req.progress_at = Some(Instant::now());
             q.req.retries_left = q.retry_cnt;
+            if let Some(lost) = lost {
+                // Ask again now rather than when the timer fires.
+                complete_front(sh, q);
+                retry_now(sh, q, lost, tx);
+                return;
+            }
         }
         _ => return,
     }
@@ -151,4 +167,26 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
                 .raise(crate::verbs::AsyncEvent::SqDrained { qpn: sh.qpn });
         }
     }
+}
+
+/// The response of the read/atomic WQE `i` arrived: if the read/atomic WQE
+/// just before it (in PSN order) has no result yet, its response was lost:
+/// the PSN to ask again from. Only the one just before, so the responses
+/// after a loss trigger one early retry, not one each.
+fn lost_before(q: &QpInner, i: usize) -> Option<u32> {
+    let prev = q.req.sq.iter().take(i).rev().find(|w| w.is_rd_atomic())?;
+    if prev.result.is_some() {
+        return None;
+    }
+    let (f, _) = prev.psn?;
+    Some(psn::add(f, prev.read_done))
+}
+
+/// Go back to `from` now instead of waiting for the retransmission timer
+/// (a READ response or atomic ACK is known lost).
+fn retry_now(sh: &QpShared, q: &mut QpInner, from: u32, tx: &mut TxQueue) {
+    sh.dev.stats.retransmits.fetch_add(1, Ordering::Relaxed);
+    go_back(q, from);
+    q.req.progress_at = Some(Instant::now());
+    requester::progress(sh, q, tx);
 }

@@ -154,6 +154,18 @@ pub(crate) struct ReqState {
 }
 
 impl ReqState {
+    /// Whether packets of the send queue are in flight: WQEs fully
+    /// transmitted (`send_idx` of them), or one partly transmitted at
+    /// `send_idx` (stopped by the window, or sent again after a go-back).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.send_idx > 0 || self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some())
+    }
+
+    /// How many WQEs from the front have had packets transmitted.
+    fn transmitted(&self) -> usize {
+        self.send_idx + usize::from(self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some()))
+    }
+
     pub(crate) fn reset_progress(&mut self) {
         self.send_idx = 0;
         self.timer_armed = false;
@@ -178,6 +190,24 @@ pub(crate) fn bth(opcode: Opcode, dest_qp: u32, psn: u32, ack_req: bool, solicit
     }
 }
 
+/// RC: at most this many PSNs past the oldest unacknowledged one are in
+/// flight (rxe's `RXE_MAX_UNACKED_PSNS`). Without a window a lost packet
+/// makes go-back-N resend the rest of an up-to-8 MiB message, and under
+/// steady loss the retransmissions pile up faster than the responder drains
+/// them (found with `SOFTRDMA_FAULTS=drop=0.02`: 1 MiB WRITEs ended in
+/// retry-exceeded errors).
+pub(crate) const MAX_UNACKED: u32 = 128;
+
+/// The first PSN the window does not allow yet.
+fn window_limit(q: &QpInner) -> u32 {
+    let base = if q.req.sq.front().is_some_and(|w| w.psn.is_some()) {
+        first_unacked(q)
+    } else {
+        q.req.next_psn
+    };
+    psn::add(base, MAX_UNACKED)
+}
+
 /// Transmit whatever the send queue allows now.
 pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
     if !matches!(q.state, QpState::Rts) || q.req.rnr_waiting {
@@ -189,15 +219,10 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         QpType::Uc => Transport::Uc,
         QpType::Ud => Transport::Ud,
     };
+    let limit = (sh.qp_type == QpType::Rc).then(|| window_limit(q));
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
-        let outstanding = q
-            .req
-            .sq
-            .iter()
-            .take(idx)
-            .filter(|w| w.is_rd_atomic() && w.result.is_none())
-            .count();
+        let outstanding = outstanding_rd_atomic(q, idx);
         {
             let w = &q.req.sq[idx];
             if w.is_rd_atomic() && outstanding >= usize::from(q.max_rd_atomic) {
@@ -218,11 +243,14 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             }
         }
         if q.req.sq[idx].psn.is_none() {
+            if limit.is_some_and(|l| psn::diff(q.req.next_psn, l) >= 0) {
+                break; // the window is full
+            }
             let n = q.req.sq[idx].npsn(mtu);
             q.req.sq[idx].psn = Some((q.req.next_psn, n));
             q.req.next_psn = psn::add(q.req.next_psn, n);
         }
-        let r = emit(sh, q, idx, transport, mtu, tx);
+        let r = emit(sh, q, idx, transport, mtu, limit, tx);
         if let Err(status) = r {
             let w = q.req.sq.remove(idx).expect("index in range");
             sh.complete_send(&w, status);
@@ -235,6 +263,10 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             }
             return;
         }
+        let w = &q.req.sq[idx];
+        if w.next_pkt < w.psn.map_or(0, |(_, n)| n) && !w.is_rd_atomic() {
+            break; // stopped by the window: resumed when ACKs open it
+        }
         q.req.send_idx += 1;
         if sh.qp_type != QpType::Rc {
             // UC and UD complete once sent, in order.
@@ -243,23 +275,45 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             sh.complete_send(&w, WcStatus::Success);
         }
     }
-    if sh.qp_type == QpType::Rc && q.req.send_idx > 0 {
+    if sh.qp_type == QpType::Rc && q.req.in_flight() {
         arm(sh, q);
     }
 }
 
-/// Emit the remaining packets of WQE `idx`.
+/// READ/atomic requests before `idx` the responder may still have to answer
+/// again: from the oldest one without its response, every later one counts —
+/// those answered since too, because the responder keeps only
+/// `max_dest_rd_atomic` records and must still hold the oldest's when it is
+/// asked again. (Counting only the unanswered ones let a lost atomic ACK be
+/// followed by more than `max_rd_atomic` newer atomics; its record was then
+/// gone, the re-sent request got no answer, and the QP ended in
+/// retry-exceeded — found with `softrdma perf atomic_bw` under
+/// `SOFTRDMA_FAULTS=drop=0.05`.)
+fn outstanding_rd_atomic(q: &QpInner, idx: usize) -> usize {
+    let sent = q.req.sq.iter().take(idx);
+    match sent
+        .clone()
+        .position(|w| w.is_rd_atomic() && w.result.is_none())
+    {
+        Some(k) => sent.skip(k).filter(|w| w.is_rd_atomic()).count(),
+        None => 0,
+    }
+}
+
+/// Emit the remaining packets of WQE `idx`, none at or past PSN `limit`.
 fn emit(
     sh: &QpShared,
     q: &mut QpInner,
     idx: usize,
     transport: Transport,
     mtu: u64,
+    limit: Option<u32>,
     tx: &mut TxQueue,
 ) -> Result<(), WcStatus> {
     let dev = &*sh.dev;
     let w = &q.req.sq[idx];
     let (first, n) = w.psn.expect("assigned");
+    let mut end = n;
     let op_code = |op: Op| Opcode::new(transport, op).expect("op legal for this transport");
     match (sh.qp_type, w.op) {
         (QpType::Ud, op) => {
@@ -353,6 +407,13 @@ fn emit(
         (_, op) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
             for k in w.next_pkt..n {
+                if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
+                    end = k;
+                    break;
+                }
+                // The last packet the window allows asks for an ACK, which
+                // opens it again.
+                let edge = limit.is_some_and(|l| psn::add(first, k + 1) == l);
                 let off = u64::from(k) * mtu;
                 let plen = (w.len - off).min(mtu) as usize;
                 let (only, firstp, last) = (n == 1, k == 0, k == n - 1);
@@ -439,7 +500,7 @@ fn emit(
                     }
                     _ => unreachable!("rd/atomic handled above"),
                 };
-                let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63);
+                let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63 || edge);
                 let repr = PacketRepr {
                     bth: bth(
                         op_code(o),
@@ -456,7 +517,7 @@ fn emit(
         }
     }
     let w = &mut q.req.sq[idx];
-    w.next_pkt = if w.is_rd_atomic() { 1 } else { n };
+    w.next_pkt = if w.is_rd_atomic() { 1 } else { end };
     Ok(())
 }
 
@@ -519,12 +580,13 @@ pub(crate) fn go_back(q: &mut QpInner, p: u32) {
         .req
         .sq
         .iter()
-        .take(q.req.send_idx)
+        .take(q.req.transmitted())
         .position(|w| w.holds(p) || w.psn.is_some_and(|(f, _)| psn::diff(f, p) > 0))
     else {
         return;
     };
-    for (j, w) in q.req.sq.iter_mut().enumerate().take(q.req.send_idx).skip(i) {
+    let transmitted = q.req.transmitted();
+    for (j, w) in q.req.sq.iter_mut().enumerate().take(transmitted).skip(i) {
         let (f, _) = w.psn.expect("transmitted");
         if w.is_rd_atomic() {
             if w.result.is_none() {
@@ -549,7 +611,7 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         progress(sh, q, tx);
         return;
     }
-    if q.req.send_idx == 0 {
+    if !q.req.in_flight() {
         return; // nothing outstanding
     }
     let Some(d) = rto(q) else { return };
@@ -559,7 +621,15 @@ pub(crate) fn on_timer(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             return;
         }
     }
+    sh.dev
+        .stats
+        .local_ack_timeouts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.retries_left == 0 {
+        sh.dev
+            .stats
+            .retry_exceeded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log::log!(
             Warn,
             "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded",
@@ -598,11 +668,11 @@ pub(crate) fn first_unacked(q: &QpInner) -> u32 {
 
 /// An RNR NAK for PSN `p`: wait, then go back to `p`.
 pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
-    sh.dev
-        .stats
-        .rnr_retries
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.req.rnr_left == 0 {
+        sh.dev
+            .stats
+            .rnr_retry_exceeded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log::log!(
             Warn,
             "qp {:#x}: peer {:?} had no receive posted after {} RNR retries",
@@ -617,6 +687,10 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
         sh.fail(q);
         return;
     }
+    sh.dev
+        .stats
+        .rnr_retries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if q.rnr_retry != 7 {
         q.req.rnr_left -= 1;
     }

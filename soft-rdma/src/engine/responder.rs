@@ -110,7 +110,7 @@ pub(crate) fn on_request(
     if sh.qp_type == QpType::Uc {
         if d != 0 {
             // UC: a gap loses the message in progress; resync on a new one.
-            q.resp.cur = None;
+            abandon_uc_message(sh, q);
             if !is_first_or_only(op) {
                 return;
             }
@@ -128,6 +128,7 @@ pub(crate) fn on_request(
         if !q.resp.nak_sent {
             q.resp.nak_sent = true;
             let e = q.resp.epsn;
+            sh.dev.stats.nak_sent(NakCode::PsnSequenceError);
             send_aeth(sh, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
         }
         return;
@@ -163,7 +164,7 @@ pub(crate) fn on_request(
                 repr
             );
             if sh.qp_type == QpType::Rc {
-                sh.dev.stats.naks_sent.fetch_add(1, Ordering::Relaxed);
+                sh.dev.stats.nak_sent(code);
                 send_aeth(sh, q, tx, p, Syndrome::Nak(code));
                 // Invalid request, remote access and remote operational
                 // errors end the connection on both sides (as rxe and mlx5).
@@ -603,9 +604,11 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
             }
         }
         _ => {
-            // SEND/WRITE already done: acknowledge everything received so far.
-            let last = psn::add(q.resp.epsn, psn::MASK);
-            send_aeth(sh, q, tx, last, Syndrome::Ack { credits: 0x1f });
+            // SEND/WRITE already done: acknowledge everything received so
+            // far — once per receive batch (the coalesced ACK), not once per
+            // duplicate: a go-back-N burst of duplicates must not become a
+            // burst of ACKs.
+            q.resp.ack_pending = Some(psn::add(q.resp.epsn, psn::MASK));
         }
     }
 }
@@ -655,4 +658,17 @@ fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8;
     g[8..24].copy_from_slice(&sgid.0);
     g[24..40].copy_from_slice(&dgid.0);
     g
+}
+
+/// UC lost a packet of the message in progress: the message is gone, and a
+/// dropped UC message generates no completion, so the receive WQE it had
+/// taken is not consumed — it serves the next message (rxe does the same).
+/// Dropping it would leak the application's buffer: no completion, ever.
+fn abandon_uc_message(sh: &QpShared, q: &mut QpInner) {
+    if let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() {
+        match &sh.srq {
+            Some(srq) => srq.give_back(wqe),
+            None => q.resp.rq.push_front(wqe),
+        }
+    }
 }

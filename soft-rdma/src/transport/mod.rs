@@ -6,6 +6,9 @@
 //! * [`pcap`] — middleware that records every datagram of the link it wraps
 //!   (`SOFTRDMA_PCAP=file.pcap`), with synthesized Ethernet/IP/UDP headers so
 //!   tshark and scapy decode it and the ICRC verifies;
+//! * [`faults`] — middleware that drops, duplicates, reorders, corrupts and
+//!   delays received datagrams (`SOFTRDMA_FAULTS=drop=0.05,seed=7`), counting
+//!   what it did;
 //! * [`addr`] — which local address a device uses (the documented rule).
 //!
 //! No per-packet allocation: receive buffers are a preallocated batch
@@ -22,12 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod addr;
+pub mod faults;
 pub mod loopback;
 pub mod pcap;
 mod sys;
 pub mod udp;
 
 pub use addr::bind_default;
+pub use faults::{FaultConfig, FaultLink, FaultStats};
 pub use loopback::{Hub, LoopbackLink};
 pub use pcap::PcapLink;
 pub use udp::UdpLink;
@@ -44,6 +49,12 @@ pub struct Outgoing<'a> {
     pub peer: SocketAddr,
     pub data: &'a [u8],
 }
+
+/// A placeholder peer for preallocated slots.
+pub(crate) const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 /// Received datagrams in preallocated buffers, reused across calls.
 ///
@@ -233,6 +244,10 @@ pub trait Link: Send + Sync {
     fn mtu(&self) -> Option<u32> {
         None
     }
+    /// What a fault injector in the stack did (`None`: there is none).
+    fn fault_stats(&self) -> Option<FaultStats> {
+        None
+    }
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -256,6 +271,9 @@ macro_rules! forward_link {
             }
             fn mtu(&self) -> Option<u32> {
                 (**self).mtu()
+            }
+            fn fault_stats(&self) -> Option<FaultStats> {
+                (**self).fault_stats()
             }
         }
     )*};

@@ -137,6 +137,10 @@ impl<L: Link> Link for PcapLink<L> {
     fn mtu(&self) -> Option<u32> {
         self.inner.mtu()
     }
+
+    fn fault_stats(&self) -> Option<super::FaultStats> {
+        self.inner.fault_stats()
+    }
 }
 
 /// One open capture file, shared by the links of this process that record

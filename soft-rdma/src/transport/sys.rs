@@ -74,23 +74,14 @@ pub(super) fn eventfd_signal(fd: BorrowedFd<'_>) {
     let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
-/// Poll timeout in milliseconds, rounded up so that a sub-millisecond rest
-/// does not turn into a busy loop; `None` blocks.
-pub(super) fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
-    match timeout {
-        None => -1,
-        Some(t) => {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(libc::c_int::MAX as u128) as libc::c_int
-        }
-    }
-}
-
 /// Wait until one of `fds` has `events`; returns which did (by index), or
 /// an empty set on timeout. EINTR is reported as a timeout (callers loop).
+/// `None` blocks; the timeout has microsecond precision (`ppoll`), so a
+/// short wait — a fault layer's delay line, a deadline — is not rounded up
+/// to a millisecond.
 pub(super) fn poll(
     fds: &[(BorrowedFd<'_>, libc::c_short)],
-    ms: libc::c_int,
+    timeout: Option<Duration>,
 ) -> io::Result<[bool; 2]> {
     assert!(fds.len() <= 2);
     let mut p = [libc::pollfd {
@@ -102,8 +93,23 @@ pub(super) fn poll(
         slot.fd = fd.as_raw_fd();
         slot.events = *ev;
     }
-    // SAFETY: `p` is a live array of `fds.len()` initialised pollfds.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `p` is a live array of `fds.len()` initialised pollfds; `tsp`
+    // is null or points to a live timespec; no signal mask is passed.
+    let r = unsafe {
+        libc::ppoll(
+            p.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            tsp,
+            std::ptr::null(),
+        )
+    };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EINTR) {

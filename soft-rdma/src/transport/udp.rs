@@ -213,7 +213,7 @@ impl UdpLink {
                         retries += 1;
                         // Wait (up to 1 ms) for room; ENOBUFS has no event, so
                         // the timeout is the back-off.
-                        sys::poll(&[(fd, libc::POLLOUT)], 1)?;
+                        sys::poll(&[(fd, libc::POLLOUT)], Some(Duration::from_millis(1)))?;
                     }
                     Some(libc::EAGAIN | libc::ENOBUFS) => {
                         // Still full after the retries: drop the rest.
@@ -414,7 +414,7 @@ impl Link for UdpLink {
                     (self.sock.as_fd(), libc::POLLIN),
                     (self.wake.as_fd(), libc::POLLIN),
                 ],
-                sys::poll_ms(rest),
+                rest,
             )?;
             if ready[1] {
                 return Ok(0);

@@ -10,8 +10,8 @@ use crate::verbs::mr::MrShared;
 use crate::verbs::qp::QpShared;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 /// Limits, modelled on rxe (rxe_param.h).
@@ -64,22 +64,7 @@ pub struct PortAttr {
     pub lid: u16,
 }
 
-/// Device-wide counters (the figures rxe exposes as hardware counters).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub sent_pkts: AtomicU64,
-    pub rcvd_pkts: AtomicU64,
-    pub retransmits: AtomicU64,
-    pub duplicate_requests: AtomicU64,
-    pub out_of_sequence: AtomicU64,
-    pub icrc_errors: AtomicU64,
-    pub parse_errors: AtomicU64,
-    pub unknown_qp: AtomicU64,
-    pub naks_sent: AtomicU64,
-    pub naks_received: AtomicU64,
-    pub rnr_naks_sent: AtomicU64,
-    pub rnr_retries: AtomicU64,
-}
+pub use super::stats::Stats;
 
 pub(crate) struct DeviceInner {
     pub(crate) link: Arc<dyn Link>,
@@ -159,15 +144,25 @@ impl DeviceInner {
 pub struct Device {
     pub(crate) inner: Arc<DeviceInner>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Tells the `softrdma-stats` thread to stop (and remove the file).
+    publisher: Arc<(Mutex<bool>, Condvar)>,
+    published: Option<std::path::PathBuf>,
 }
 
 impl Device {
     /// Open a device on the address the documented rule picks
-    /// (`SOFTRDMA_ADDR`, else a per-process loopback address), recording to
-    /// `SOFTRDMA_PCAP` if set.
+    /// (`SOFTRDMA_ADDR`, else a per-process loopback address), injecting the
+    /// faults `SOFTRDMA_FAULTS` names on receive, recording to `SOFTRDMA_PCAP`
+    /// if set.
     pub fn open() -> std::io::Result<Device> {
+        // Parse the fault spec before binding: a bad one is the error to report.
+        if let Ok(spec) = std::env::var(transport::faults::ENV) {
+            spec.parse::<transport::FaultConfig>()?;
+        }
         let link = transport::addr::bind_default()?;
-        let link = transport::pcap::from_env(Box::new(link))?;
+        // The capture (outermost) records what the device receives, after the faults.
+        let link = transport::faults::from_env(Box::new(link))?;
+        let link = transport::pcap::from_env(link)?;
         Ok(Device::with_link(Arc::from(link)))
     }
 
@@ -206,9 +201,31 @@ impl Device {
                 .spawn(move || crate::engine::timer::run(&d))
                 .expect("spawn softrdma-timer")
         };
+        let mut threads = vec![rx, tm];
+        let publisher = Arc::new((Mutex::new(false), Condvar::new()));
+        let mut published = None;
+        if let Some(dir) = super::publish::stats_dir() {
+            match super::publish::Publication::create(&dir, "softrdma0", local) {
+                Ok(p) => {
+                    published = Some(p.path().to_owned());
+                    let (d, stop) = (inner.clone(), publisher.clone());
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name("softrdma-stats".into())
+                            .spawn(move || publish_loop(&d, p, &stop))
+                            .expect("spawn softrdma-stats"),
+                    );
+                }
+                Err(e) => {
+                    crate::log::log!(Debug, "counters not published in {}: {e}", dir.display())
+                }
+            }
+        }
         Device {
             inner,
-            threads: Mutex::new(vec![rx, tm]),
+            threads: Mutex::new(threads),
+            publisher,
+            published,
         }
     }
 
@@ -287,8 +304,16 @@ impl Device {
         }
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.inner.stats
+    /// Every counter now: the engine's, the link's, the ODP regions', the
+    /// fault injector's. `Display` prints a counters table.
+    pub fn stats(&self) -> super::DeviceStats {
+        super::stats::snapshot(&self.inner)
+    }
+
+    /// The file this device's counters are published in (`softrdma stats`),
+    /// if publishing is on.
+    pub fn stats_path(&self) -> Option<&std::path::Path> {
+        self.published.as_deref()
     }
 
     /// How the ODP regions learn about unmaps (userfaultfd or fallback).
@@ -323,6 +348,8 @@ impl Drop for Device {
         self.inner.closing.store(true, Ordering::Release);
         self.inner.link.close();
         self.inner.timers.shutdown();
+        *self.publisher.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.publisher.1.notify_all();
         for t in self
             .threads
             .lock()
@@ -331,5 +358,20 @@ impl Drop for Device {
         {
             let _ = t.join();
         }
+    }
+}
+
+/// The `softrdma-stats` thread: refresh the published counters every
+/// `PUBLISH_INTERVAL` (sleeping in between) until the device is dropped; the
+/// file goes with the publication.
+fn publish_loop(dev: &DeviceInner, p: super::publish::Publication, stop: &(Mutex<bool>, Condvar)) {
+    let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
+    while !*stopped {
+        p.store(&super::stats::snapshot(dev));
+        stopped = stop
+            .1
+            .wait_timeout(stopped, super::publish::PUBLISH_INTERVAL)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }

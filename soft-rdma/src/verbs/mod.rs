@@ -3,15 +3,18 @@
 mod cq;
 pub(crate) mod device;
 pub(crate) mod mr;
+pub mod publish;
 pub(crate) mod qp;
 mod srq;
+pub(crate) mod stats;
 mod types;
 
 pub use cq::{CompChannel, Cq};
-pub use device::{Device, DeviceAttr, OdpCaps, PortAttr, Stats};
+pub use device::{Device, DeviceAttr, OdpCaps, PortAttr};
 pub use mr::Mr;
 pub use qp::{Qp, QpInitAttr};
 pub use srq::{AsyncEvent, Srq};
+pub use stats::{DeviceStats, Stats};
 pub use types::*;
 
 use device::DeviceInner;

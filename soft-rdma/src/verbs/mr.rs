@@ -58,6 +58,15 @@ impl MrShared {
     pub(crate) fn write(&self, va: u64, data: &[u8]) -> std::result::Result<(), AccessError> {
         self.memory.write(va, data)
     }
+
+    /// ODP counters (zero for pinned MRs).
+    pub(crate) fn odp_counters(&self) -> odp::umem::CounterSnapshot {
+        match &self.memory {
+            Memory::Odp(u) => u.counters(),
+            Memory::Implicit(u) => u.counters(),
+            Memory::Pinned(_) => Default::default(),
+        }
+    }
 }
 
 /// A registered memory region (`ibv_mr`).
@@ -125,11 +134,7 @@ impl Mr {
     }
     /// ODP counters (zero for pinned MRs).
     pub fn odp_counters(&self) -> odp::umem::CounterSnapshot {
-        match &self.0.memory {
-            Memory::Odp(u) => u.counters(),
-            Memory::Implicit(u) => u.counters(),
-            Memory::Pinned(_) => Default::default(),
-        }
+        self.0.odp_counters()
     }
     /// `ibv_advise_mr` for `[addr, addr+len)` of this MR.
     pub fn advise(&self, advice: odp::Advice, addr: u64, len: u64, flush: bool) -> Result<()> {
@@ -148,11 +153,10 @@ impl Mr {
 
 impl Drop for Mr {
     fn drop(&mut self) {
-        self.0
-            .dev
-            .mrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(self.0.key >> 8));
+        let mut mrs = self.0.dev.mrs.write().unwrap_or_else(|e| e.into_inner());
+        mrs.remove(&(self.0.key >> 8));
+        // Under the table lock: a snapshot sees these counters either live
+        // or retired, never both nor neither.
+        self.0.dev.stats.retire_odp(self.0.odp_counters());
     }
 }

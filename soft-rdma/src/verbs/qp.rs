@@ -382,7 +382,7 @@ impl Qp {
             _ => {}
         }
         let resume = next == S::Rts && cur == S::Sqd;
-        let drained_now = next == S::Sqd && cur != S::Sqd && q.req.send_idx == 0;
+        let drained_now = next == S::Sqd && cur != S::Sqd && !q.req.in_flight();
         if next != cur {
             crate::log::log!(
                 Info,

@@ -54,6 +54,13 @@ impl SrqShared {
         Some(w)
     }
 
+    /// Put back a WQE taken for a message that was then lost (UC): it
+    /// serves the next message.
+    pub(crate) fn give_back(&self, w: RecvWqe) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.queue.push_front(w);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.state
             .lock()

@@ -125,6 +125,8 @@ pub struct PerfArgs {
     pub atomic: AtomicKind,
     pub json: bool,
     pub verify: bool,
+    /// `--stats`: print the device's counters at the end.
+    pub stats: bool,
     pub mode: Mode,
     pub port: u16,
     pub tx_depth: u32,
@@ -220,6 +222,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
         atomic: AtomicKind::FetchAndAdd,
         json: false,
         verify: false,
+        stats: false,
         mode: Mode::Embedded,
         port: DEFAULT_PORT,
         tx_depth: if test.lat { 1 } else { 128 },
@@ -320,6 +323,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             "--implicit-odp" | "--use-implicit-odp" => a.odp = OdpMode::Implicit,
             "--json" => a.json = true,
             "--verify" => a.verify = true,
+            "--stats" => a.stats = true,
             "--server" => server = true,
             "--client" => match v {
                 Some(h) => client = Some(h.clone()),

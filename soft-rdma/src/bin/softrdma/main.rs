@@ -13,6 +13,7 @@ mod pattern;
 mod perf;
 mod report;
 mod run;
+mod stats;
 
 use std::fmt;
 
@@ -49,6 +50,7 @@ const HELP: &str = "\
 usage: softrdma devinfo [-v]
        softrdma perf TEST [flags] [--server | --client HOST | HOST]
        softrdma run [--] PROGRAM [ARGS...]   (a verbs program on the soft device)
+       softrdma stats [PID]    counters of the live devices (of process PID)
 
 TEST: write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat
 
@@ -69,12 +71,15 @@ flags (perftest's):
                          so each page of a fresh ODP region faults once (write/send)
       --verify           check every byte of the destination (and atomic results)
       --json             one JSON object per result row instead of the table
+      --stats            print each device's counters at the end (stderr with --json)
       --server           wait for a client (TCP port -p, on 0.0.0.0)
       --client HOST      run against a server
   -p, --port PORT        TCP port of the exchange (default 18516)
 
 Without --server/--client both sides run in this process (two devices).
-The device address follows SOFTRDMA_ADDR (else a per-process 127.x address).";
+The device address follows SOFTRDMA_ADDR (else a per-process 127.x address).
+SOFTRDMA_FAULTS=drop=P,dup=P,reorder=P,corrupt=P,delay_us=N,seed=N injects
+faults on what each device receives; SOFTRDMA_PCAP=FILE records the traffic.";
 
 fn run(argv: Vec<String>) -> CliResult<()> {
     let mut it = argv.into_iter();
@@ -102,11 +107,12 @@ fn run(argv: Vec<String>) -> CliResult<()> {
             let a = args::parse(&rest)?;
             perf::run(&a)
         }
+        Some("stats") => stats::run(it.collect()),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{HELP}");
             Ok(())
         }
-        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf, run (see softrdma --help)")),
+        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf, run, stats (see softrdma --help)")),
         None => usage("missing command; try `softrdma devinfo` or `softrdma perf write_bw` (see softrdma --help)"),
     }
 }

@@ -912,6 +912,24 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
             );
         }
     }
+    if a.stats {
+        let who = match role {
+            Role::Client => "client",
+            Role::Server => "server",
+        };
+        // One write per table: the two sides of an embedded run do not interleave.
+        let t = format!(
+            "Counters of the {who}'s device ({}):\n{}",
+            s.dev.local_addr(),
+            s.dev.stats()
+        );
+        if a.json {
+            eprint!("{t}");
+        } else {
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        }
+    }
     if !failures.is_empty() {
         return runtime(format!(
             "verification failed ({} mismatch{}; details above)",
@@ -1401,6 +1419,21 @@ impl Ctx<'_> {
                 fails.push(format!("qp {q} {what}: {n} of {len} bytes differ, first at byte {o}: expected {e:#04x}, got {g:#04x}"));
             }
         };
+        if self.a.conn == QpType::Uc && role == Role::Server {
+            // UC WRITEs complete at the sender when sent: the client's DONE
+            // can overtake packets still queued here. Check once the link is
+            // quiet, or a chunk being written would look torn.
+            let t = std::time::Instant::now();
+            let mut seen = self.s.dev.stats().rcvd_pkts;
+            while t.elapsed() < std::time::Duration::from_secs(2) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let now = self.s.dev.stats().rcvd_pkts;
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
+        }
         for q in 0..self.a.qps as usize {
             match (self.a.test.verb, role, lat) {
                 (Verb::Write, Role::Server, false) if self.a.conn == QpType::Uc => {

@@ -1,0 +1,242 @@
+//! Device counters: the live atomics the engine increments ([`Stats`]), and
+//! the snapshot a user reads ([`DeviceStats`], from `Device::stats`, printed
+//! by `softrdma perf --stats`, published for `softrdma stats`) — the figures
+//! rxe and mlx5 expose as hardware counters, plus the link's, the ODP
+//! regions' and the fault injector's.
+
+use super::device::DeviceInner;
+use crate::wire::NakCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Device-wide counters, incremented where the event happens.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sent_pkts: AtomicU64,
+    pub rcvd_pkts: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub duplicate_requests: AtomicU64,
+    pub out_of_sequence: AtomicU64,
+    pub icrc_errors: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub unknown_qp: AtomicU64,
+    pub nak_sent_seq_err: AtomicU64,
+    pub nak_sent_inv_req: AtomicU64,
+    pub nak_sent_rem_access: AtomicU64,
+    pub nak_sent_rem_op: AtomicU64,
+    pub rnr_naks_sent: AtomicU64,
+    pub nak_rcvd_seq_err: AtomicU64,
+    pub nak_rcvd_inv_req: AtomicU64,
+    pub nak_rcvd_rem_access: AtomicU64,
+    pub nak_rcvd_rem_op: AtomicU64,
+    pub rnr_naks_rcvd: AtomicU64,
+    pub rnr_retries: AtomicU64,
+    pub rnr_retry_exceeded: AtomicU64,
+    pub retry_exceeded: AtomicU64,
+    pub local_ack_timeouts: AtomicU64,
+    /// ODP counters of MRs already deregistered (live ones are summed).
+    pub(crate) odp_retired: [AtomicU64; 5],
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// A NAK (not RNR) left for the peer.
+    pub(crate) fn nak_sent(&self, code: NakCode) {
+        bump(match code {
+            NakCode::PsnSequenceError => &self.nak_sent_seq_err,
+            NakCode::InvalidRequest | NakCode::InvalidRdRequest => &self.nak_sent_inv_req,
+            NakCode::RemoteAccessError => &self.nak_sent_rem_access,
+            NakCode::RemoteOperationalError => &self.nak_sent_rem_op,
+        })
+    }
+
+    /// A NAK (not RNR) arrived from the peer.
+    pub(crate) fn nak_received(&self, code: NakCode) {
+        bump(match code {
+            NakCode::PsnSequenceError => &self.nak_rcvd_seq_err,
+            NakCode::InvalidRequest | NakCode::InvalidRdRequest => &self.nak_rcvd_inv_req,
+            NakCode::RemoteAccessError => &self.nak_rcvd_rem_access,
+            NakCode::RemoteOperationalError => &self.nak_rcvd_rem_op,
+        })
+    }
+
+    /// Remember the counters of an MR being deregistered.
+    pub(crate) fn retire_odp(&self, c: odp::umem::CounterSnapshot) {
+        let v = [
+            c.page_faults,
+            c.pages_faulted,
+            c.invalidations,
+            c.pages_invalidated,
+            c.prefetches,
+        ];
+        for (a, v) in self.odp_retired.iter().zip(v) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+macro_rules! device_stats {
+    ($($name:ident: $desc:literal,)*) => {
+        /// A snapshot of every counter of a device (`Device::stats`).
+        /// `Display` prints a counters table.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct DeviceStats {
+            $(#[doc = $desc] pub $name: u64,)*
+        }
+
+        impl DeviceStats {
+            /// The counters' names, in table order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+            /// What each counter counts, in table order.
+            pub const DESCRIPTIONS: &'static [&'static str] = &[$($desc),*];
+            /// How many counters there are.
+            pub const LEN: usize = Self::NAMES.len();
+
+            /// The values, in table order.
+            pub fn values(&self) -> [u64; Self::LEN] {
+                [$(self.$name),*]
+            }
+        }
+    };
+}
+
+device_stats! {
+    sent_pkts: "packets sent (handed to the link)",
+    rcvd_pkts: "packets received (before any check)",
+    retransmits: "go-back-N retransmissions (timeout or sequence NAK)",
+    duplicate_requests: "requests answered as duplicates",
+    out_of_sequence: "requests past the expected PSN (dropped)",
+    icrc_errors: "packets dropped: bad ICRC",
+    parse_errors: "packets dropped: malformed headers",
+    unknown_qp: "packets dropped: no such QP",
+    nak_sent_seq_err: "NAKs sent: PSN sequence error",
+    nak_sent_inv_req: "NAKs sent: invalid request",
+    nak_sent_rem_access: "NAKs sent: remote access error",
+    nak_sent_rem_op: "NAKs sent: remote operational error",
+    rnr_nak_sent: "RNR NAKs sent (no receive posted)",
+    nak_rcvd_seq_err: "NAKs received: PSN sequence error",
+    nak_rcvd_inv_req: "NAKs received: invalid request",
+    nak_rcvd_rem_access: "NAKs received: remote access error",
+    nak_rcvd_rem_op: "NAKs received: remote operational error",
+    rnr_nak_rcvd: "RNR NAKs received",
+    rnr_retries: "RNR waits followed by a retry",
+    rnr_retry_exceeded: "RNR retry count exceeded (WR in error)",
+    retry_exceeded: "transport retry count exceeded (WR in error)",
+    local_ack_timeouts: "local ACK timeouts (retransmission timer fired)",
+    odp_page_faults: "ODP fault operations that committed pages",
+    odp_pages_faulted: "ODP pages faulted in",
+    odp_invalidations: "ODP invalidations that reached an MR",
+    odp_pages_invalidated: "ODP pages invalidated",
+    odp_prefetches: "ODP prefetches (ibv_advise_mr)",
+    odp_mm_events: "address-space events seen (unmap, remove, remap; per process)",
+    link_sent: "datagrams the link sent",
+    link_received: "datagrams the link received",
+    link_send_dropped: "datagrams the link could not send",
+    link_recv_dropped: "datagrams dropped: receive queue full (loopback)",
+    link_recv_truncated: "datagrams dropped: too large",
+    fault_dropped: "fault injection: dropped",
+    fault_duplicated: "fault injection: duplicated",
+    fault_reordered: "fault injection: reordered",
+    fault_corrupted: "fault injection: corrupted",
+    fault_delayed: "fault injection: delayed",
+    fault_overflow: "fault injection: lost, delay line full",
+}
+
+impl DeviceStats {
+    /// The counter called `name`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let i = Self::NAMES.iter().position(|n| *n == name)?;
+        Some(self.values()[i])
+    }
+
+    /// The description of the counter called `name`.
+    pub fn describe(name: &str) -> Option<&'static str> {
+        let i = Self::NAMES.iter().position(|n| *n == name)?;
+        Some(Self::DESCRIPTIONS[i])
+    }
+}
+
+/// One row of a counters table.
+pub fn write_row(f: &mut impl std::fmt::Write, name: &str, value: u64) -> std::fmt::Result {
+    writeln!(
+        f,
+        "  {name:<22} {value:>14}  {}",
+        DeviceStats::describe(name).unwrap_or("")
+    )
+}
+
+impl std::fmt::Display for DeviceStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, v) in Self::NAMES.iter().zip(self.values()) {
+            write_row(f, name, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every counter of `dev` now.
+pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
+    let s = &dev.stats;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut odp: [u64; 5] = std::array::from_fn(|i| g(&s.odp_retired[i]));
+    for mr in dev.mrs.read().unwrap_or_else(|e| e.into_inner()).values() {
+        let c = mr.odp_counters();
+        for (a, v) in odp.iter_mut().zip([
+            c.page_faults,
+            c.pages_faulted,
+            c.invalidations,
+            c.pages_invalidated,
+            c.prefetches,
+        ]) {
+            *a += v;
+        }
+    }
+    let mm = dev.mm.stats();
+    let link = dev.link.stats();
+    let fault = dev.link.fault_stats().unwrap_or_default();
+    DeviceStats {
+        sent_pkts: g(&s.sent_pkts),
+        rcvd_pkts: g(&s.rcvd_pkts),
+        retransmits: g(&s.retransmits),
+        duplicate_requests: g(&s.duplicate_requests),
+        out_of_sequence: g(&s.out_of_sequence),
+        icrc_errors: g(&s.icrc_errors),
+        parse_errors: g(&s.parse_errors),
+        unknown_qp: g(&s.unknown_qp),
+        nak_sent_seq_err: g(&s.nak_sent_seq_err),
+        nak_sent_inv_req: g(&s.nak_sent_inv_req),
+        nak_sent_rem_access: g(&s.nak_sent_rem_access),
+        nak_sent_rem_op: g(&s.nak_sent_rem_op),
+        rnr_nak_sent: g(&s.rnr_naks_sent),
+        nak_rcvd_seq_err: g(&s.nak_rcvd_seq_err),
+        nak_rcvd_inv_req: g(&s.nak_rcvd_inv_req),
+        nak_rcvd_rem_access: g(&s.nak_rcvd_rem_access),
+        nak_rcvd_rem_op: g(&s.nak_rcvd_rem_op),
+        rnr_nak_rcvd: g(&s.rnr_naks_rcvd),
+        rnr_retries: g(&s.rnr_retries),
+        rnr_retry_exceeded: g(&s.rnr_retry_exceeded),
+        retry_exceeded: g(&s.retry_exceeded),
+        local_ack_timeouts: g(&s.local_ack_timeouts),
+        odp_page_faults: odp[0],
+        odp_pages_faulted: odp[1],
+        odp_invalidations: odp[2],
+        odp_pages_invalidated: odp[3],
+        odp_prefetches: odp[4],
+        odp_mm_events: g(&mm.unmap_events) + g(&mm.remove_events) + g(&mm.remap_events),
+        link_sent: link.sent,
+        link_received: link.received,
+        link_send_dropped: link.send_dropped,
+        link_recv_dropped: link.recv_dropped,
+        link_recv_truncated: link.recv_truncated,
+        fault_dropped: fault.dropped,
+        fault_duplicated: fault.duplicated,
+        fault_reordered: fault.reordered,
+        fault_corrupted: fault.corrupted,
+        fault_delayed: fault.delayed,
+        fault_overflow: fault.overflow,
+    }
+}
