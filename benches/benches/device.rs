@@ -191,20 +191,6 @@ fn pair() -> Pair {
     }
 }
 
-fn empty_wc() -> Wc {
-    Wc {
-        wr_id: 0,
-        status: WcStatus::Success,
-        opcode: WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }
-}
-
 /// One signaled WRITE of `len` bytes, posted and polled to its completion.
 fn post_complete(c: &mut Criterion) {
     let p = pair();
@@ -232,7 +218,7 @@ fn post_complete(c: &mut Criterion) {
         for len in [64usize, 4096, LEN] {
             g.throughput(Throughput::Bytes(len as u64));
             let name = format!("{}/{len}", if odp { "odp" } else { "pinned" });
-            let mut wcs = vec![empty_wc(); 4];
+            let mut wcs = vec![Wc::EMPTY; 4];
             g.bench_function(name, |b| {
                 b.iter(|| {
                     let sge = [Sge {

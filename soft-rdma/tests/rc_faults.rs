@@ -114,17 +114,7 @@ fn wait_ok(cq: &Cq, n: usize) -> Vec<Wc> {
 fn wait_ok_or(cq: &Cq, n: usize, why: &dyn Fn() -> String) -> Vec<Wc> {
     let mut out = Vec::with_capacity(n);
     let t = Instant::now();
-    let mut buf = [Wc {
-        wr_id: 0,
-        status: WcStatus::Success,
-        opcode: WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }; 32];
+    let mut buf = [Wc::EMPTY; 32];
     while out.len() < n {
         let room = (n - out.len()).min(buf.len());
         let k = cq.poll(&mut buf[..room]);
@@ -345,17 +335,7 @@ fn rc_fetch_add_10k_under_faults_odp() {
 /// `n` completions that arrive within `quiet` of each other.
 fn drain_cq(cq: &Cq, quiet: Duration) -> Vec<Wc> {
     let mut out = Vec::new();
-    let mut buf = [Wc {
-        wr_id: 0,
-        status: WcStatus::Success,
-        opcode: WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }; 32];
+    let mut buf = [Wc::EMPTY; 32];
     let mut last = Instant::now();
     while last.elapsed() < quiet {
         let k = cq.poll(&mut buf);

@@ -326,21 +326,6 @@ pub fn wc_to_c(w: &sv::Wc) -> ibv_wc {
     }
 }
 
-/// A placeholder completion for poll buffers.
-pub fn empty_wc() -> sv::Wc {
-    sv::Wc {
-        wr_id: 0,
-        status: sv::WcStatus::Success,
-        opcode: sv::WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }
-}
-
 pub fn advice_from_c(a: ib_uverbs_advise_mr_advice) -> Option<odp::Advice> {
     match a {
         IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH => Some(odp::Advice::Prefetch),

@@ -161,7 +161,7 @@ unsafe fn new_cq(
         cq,
         soft,
         events,
-        cur: Mutex::new(conv::empty_wc()),
+        cur: Mutex::new(sv::Wc::EMPTY),
     }));
     if !channel.is_null() {
         // SAFETY: a live channel; `w` is live until ibv_destroy_cq, which
@@ -266,7 +266,7 @@ pub unsafe extern "C" fn create_cq_ex_op(
 unsafe fn take_next(cq: *mut ibv_cq_ex) -> c_int {
     // SAFETY: (caller) live CQ.
     let w = unsafe { ShimCq::from_ex(cq) };
-    let mut one = [conv::empty_wc()];
+    let mut one = [sv::Wc::EMPTY];
     if w.soft.poll(&mut one) == 0 {
         // As poll_cq: let the receive thread run rather than spin against it.
         std::thread::yield_now();
@@ -400,7 +400,7 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
     }
     // SAFETY: live CQ.
     let w = unsafe { ShimCq::from_c(cq) };
-    let mut buf = [conv::empty_wc(); 16];
+    let mut buf = [sv::Wc::EMPTY; 16];
     let mut done = 0usize;
     let want = n as usize;
     while done < want {

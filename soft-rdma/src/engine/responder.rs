@@ -470,11 +470,7 @@ fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc 
         status,
         opcode,
         byte_len,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
+        ..Wc::EMPTY
     }
 }
 

@@ -199,12 +199,7 @@ fn flush_wc(wr_id: u64) -> Wc {
         wr_id,
         status: WcStatus::WrFlushErr,
         opcode: WcOpcode::Recv,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
+        ..Wc::EMPTY
     }
 }
 

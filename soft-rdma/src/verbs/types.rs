@@ -256,6 +256,22 @@ pub struct Wc {
     pub grh: bool,
 }
 
+impl Wc {
+    /// A placeholder completion (for poll buffers, and the fields a
+    /// completion leaves unset).
+    pub const EMPTY: Wc = Wc {
+        wr_id: 0,
+        status: WcStatus::Success,
+        opcode: WcOpcode::Send,
+        byte_len: 0,
+        imm: None,
+        invalidated_rkey: None,
+        qp_num: 0,
+        src_qp: 0,
+        grh: false,
+    };
+}
+
 /// `ibv_qp_cap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QpCap {

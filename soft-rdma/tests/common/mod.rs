@@ -109,17 +109,7 @@ pub fn connect(a: &Node, b: &Node, t: QpType) -> (Qp, Qp) {
 pub fn wait(cq: &Cq, n: usize) -> Vec<Wc> {
     let mut out = Vec::new();
     let t = Instant::now();
-    let mut buf = [Wc {
-        wr_id: 0,
-        status: WcStatus::Success,
-        opcode: WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }; 16];
+    let mut buf = [Wc::EMPTY; 16];
     while out.len() < n {
         let k = cq.poll(&mut buf);
         out.extend_from_slice(&buf[..k]);

@@ -473,20 +473,6 @@ impl Watchdog {
     }
 }
 
-fn empty_wc() -> Wc {
-    Wc {
-        wr_id: 0,
-        status: WcStatus::Success,
-        opcode: WcOpcode::Send,
-        byte_len: 0,
-        imm: None,
-        invalidated_rkey: None,
-        qp_num: 0,
-        src_qp: 0,
-        grh: false,
-    }
-}
-
 fn wc_ok(wc: &Wc, what: &str) -> CliResult<()> {
     if wc.status != WcStatus::Success {
         return runtime(format!(
@@ -1164,7 +1150,7 @@ impl Ctx<'_> {
             };
             nq
         ];
-        let mut wcs = vec![empty_wc(); 64];
+        let mut wcs = vec![Wc::EMPTY; 64];
         let mut events: Vec<(Instant, u64)> =
             Vec::with_capacity((iters * nq as u64 / cq_mod) as usize + 2);
         let total = iters * nq as u64;
@@ -1228,7 +1214,7 @@ impl Ctx<'_> {
         let mut got = vec![0u64; nq];
         let mut credited = posted.clone();
         let batch = (self.rx_depth() as u64 / 4).max(1);
-        let mut wcs = vec![empty_wc(); 64];
+        let mut wcs = vec![Wc::EMPTY; 64];
         let total = iters * nq as u64;
         let mut received = 0u64;
         let mut events = Vec::new();
@@ -1295,7 +1281,7 @@ impl Ctx<'_> {
             W_LAT_SERVER
         };
         let mut samples = Vec::with_capacity(iters as usize);
-        let mut wcs = vec![empty_wc(); 16];
+        let mut wcs = vec![Wc::EMPTY; 16];
         let mut sdone = 0u64; // send completions seen (every lat op is signaled)
         let mut recvd = 0u64;
         let mut dog = Watchdog::new();
