@@ -175,7 +175,7 @@ impl RawAddr {
         }
     }
 
-    fn empty() -> RawAddr {
+    pub(super) fn empty() -> RawAddr {
         // SAFETY: plain old data; all-zero is valid (family AF_UNSPEC).
         RawAddr {
             storage: unsafe { zeroed() },

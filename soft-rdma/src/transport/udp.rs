@@ -373,7 +373,7 @@ impl Link for UdpLink {
                 return Ok(sent);
             }
             let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
-                addr: RawAddr::new(&self.local),
+                addr: RawAddr::empty(),
                 parts: &[],
                 segment: 0,
             });
