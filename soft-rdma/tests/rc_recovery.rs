@@ -49,6 +49,12 @@ impl Link for Lossy {
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
+    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
+    fn kick(&self) {
+        self.inner.kick()
+    }
     fn close(&self) {
         self.inner.close()
     }

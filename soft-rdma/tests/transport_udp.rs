@@ -454,3 +454,85 @@ fn equal_packets_to_a_loopback_peer_travel_as_one_gso_datagram() {
         None => println!("note: no packet socket (not root?): coalescing not observed"),
     }
 }
+
+/// Run `wait(timeout)` on another thread; how long it took (a hang fails
+/// after 10 s).
+fn timed_wait(link: &Arc<UdpLink>, timeout: Option<Duration>) -> Duration {
+    let (l, (tx, rx)) = (link.clone(), std::sync::mpsc::channel());
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        l.wait(timeout).unwrap();
+        let _ = tx.send(t.elapsed());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("wait did not return")
+}
+
+#[test]
+fn wait_sleeps_through_arrivals_while_wakeups_are_off_and_receives_nothing() {
+    let (a, b) = pair(30);
+    let b = Arc::new(b);
+    let to_b = |data: &[u8]| {
+        let sent = a.send(&[Outgoing {
+            peer: b.local(),
+            data,
+        }]);
+        assert_eq!(sent.unwrap(), 1);
+    };
+    // On (the default): an arrival ends the wait long before its timeout.
+    to_b(b"one");
+    assert!(timed_wait(&b, Some(Duration::from_secs(60))) < Duration::from_secs(10));
+    // Off: the datagram waiting does not end the wait; the timeout does.
+    b.wake_on_arrival(false);
+    let slept = timed_wait(&b, Some(Duration::from_millis(300)));
+    assert!(slept >= Duration::from_millis(300), "woken after {slept:?}");
+    // Waiting took nothing: both datagrams are there for recv.
+    to_b(b"two");
+    let mut batch = RecvBatch::new(8);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        assert!(b.recv(&mut batch, Some(Duration::from_secs(5))).unwrap() > 0);
+        got.extend(batch.iter().map(|(_, d)| d.to_vec()));
+    }
+    assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    // Turning wake-ups on with a datagram waiting ends a wait with no timeout.
+    to_b(b"three");
+    let l = b.clone();
+    let waiter = std::thread::spawn(move || {
+        l.wait(None).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    b.wake_on_arrival(true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        waiter.join().unwrap();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("turning wake-ups on did not end the wait");
+}
+
+#[test]
+fn kick_ends_one_wait_and_close_ends_all() {
+    let (_a, b) = pair(31);
+    let b = Arc::new(b);
+    b.wake_on_arrival(false);
+    let l = b.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        l.wait(None).unwrap();
+        let _ = tx.send(());
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    b.kick();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("kick did not end the wait");
+    // The kick was consumed: the next wait runs to its timeout.
+    let slept = timed_wait(&b, Some(Duration::from_millis(200)));
+    assert!(slept >= Duration::from_millis(200), "woken after {slept:?}");
+    // A close is not consumed: every later wait returns at once.
+    b.close();
+    for _ in 0..3 {
+        assert!(timed_wait(&b, None) < Duration::from_secs(10));
+    }
+}

@@ -268,8 +268,6 @@ unsafe fn take_next(cq: *mut ibv_cq_ex) -> c_int {
     let w = unsafe { ShimCq::from_ex(cq) };
     let mut one = [sv::Wc::EMPTY];
     if w.soft.poll(&mut one) == 0 {
-        // As poll_cq: let the receive thread run rather than spin against it.
-        std::thread::yield_now();
         return libc::ENOENT;
     }
     *w.cur.lock().unwrap_or_else(|e| e.into_inner()) = one[0];
@@ -413,12 +411,6 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
         if k < 16 {
             break;
         }
-    }
-    if done == 0 {
-        // soft-rdma processes received packets on its receive thread only;
-        // an application spinning on an empty CQ (both ends of a pingpong on
-        // 2 cores) would starve it for a whole time slice. Let it run.
-        std::thread::yield_now();
     }
     done as c_int
 }

@@ -1,42 +1,200 @@
-//! The receive thread: blocks in `recv` (never spins), checks each datagram
-//! (parse, ICRC, QP), hands it to the QP's responder or completer, and sends
-//! one coalesced ACK per QP at the end of the batch.
+//! Receiving: who takes datagrams off the link, and handling each one
+//! (parse, ICRC, QP → the QP's responder or completer, one coalesced ACK per
+//! QP at the end of a batch).
+//!
+//! Two kinds of thread receive, one at a time under [`Receiver`]'s lock (so
+//! datagrams are handled in arrival order): an application thread polling an
+//! empty CQ of the device receives inline (`Cq::poll`), and the
+//! `softrdma-rx` thread receives what arrives while no application thread is
+//! in the library — it blocks in [`Link::wait`], never spins. The point is
+//! the 2-core machine: every datagram the thread handles costs a wake-up and
+//! two context switches, and in a ping-pong the application is already
+//! spinning on the CQ the datagram completes. So while an application polls,
+//! arrivals stop waking the thread ([`Link::wake_on_arrival`]); its wait is
+//! then bounded by [`POLLER_GRACE`], and once nobody has polled for that long
+//! (the application left, e.g. to spin on memory a peer writes, as
+//! `ib_write_lat` does) arrivals wake it again. A poll that finds a
+//! completion turns the wake-ups back on at once: the caller is about to
+//! leave the library.
 
 use super::packet::{icrc_ctx, TxQueue};
 use super::{completer, responder};
 use crate::log::log;
-use crate::transport::RecvBatch;
+use crate::transport::{Link, RecvBatch};
 use crate::verbs::device::DeviceInner;
 use crate::verbs::qp::QpShared;
 use crate::wire::{icrc, Op, PacketRepr};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
-pub(crate) fn run(dev: &DeviceInner) {
-    let mut batch = RecvBatch::new(256);
-    let mut tx = TxQueue::default();
-    let mut acks: Vec<Arc<QpShared>> = Vec::new();
-    while !dev.is_closing() {
-        let n = match dev.link.recv(&mut batch, None) {
-            Ok(n) => n,
-            Err(e) => {
-                log!(Error, "receive failed: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
+/// How long after an application thread's last empty poll it still counts
+/// as polling: the receive thread then sleeps at most this long, and an
+/// application that stopped polling without finding a completion leaves
+/// arrivals unhandled at most this long.
+pub(crate) const POLLER_GRACE: Duration = Duration::from_micros(200);
+
+/// Datagrams taken per receive call.
+const BATCH: usize = 256;
+
+/// The receive side of a device: the receive state and who may sleep on
+/// arrivals.
+pub(crate) struct Receiver {
+    /// Held by whoever receives; receiving and handling under one lock keeps
+    /// arrival order.
+    work: Mutex<Work>,
+    arming: Mutex<Arming>,
+    /// `arming.armed`, readable without the lock (the poller's fast path).
+    armed: AtomicBool,
+    /// When an application thread last polled an empty CQ (ns after
+    /// `epoch`; 0: never).
+    last_poll: AtomicU64,
+    epoch: Instant,
+}
+
+struct Work {
+    batch: RecvBatch,
+    tx: TxQueue,
+    acks: Vec<Arc<QpShared>>,
+}
+
+struct Arming {
+    /// Arrivals wake the receive thread (the link's `wake_on_arrival`).
+    armed: bool,
+    /// The receive thread is (about to be) asleep with no timeout: turning
+    /// wake-ups off must then kick it, or it would sleep through arrivals.
+    waiter_unbounded: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Receiver {
+    pub(crate) fn new() -> Receiver {
+        Receiver {
+            work: Mutex::new(Work {
+                batch: RecvBatch::new(BATCH),
+                tx: TxQueue::default(),
+                acks: Vec::new(),
+            }),
+            arming: Mutex::new(Arming {
+                armed: true,
+                waiter_unbounded: false,
+            }),
+            armed: AtomicBool::new(true),
+            last_poll: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    fn app_polling(&self) -> bool {
+        let last = self.last_poll.load(Ordering::Relaxed);
+        last != 0 && self.now().saturating_sub(last) < POLLER_GRACE.as_nanos() as u64
+    }
+
+    fn set_armed(&self, dev: &DeviceInner, a: &mut Arming, on: bool) {
+        dev.link.wake_on_arrival(on);
+        a.armed = on;
+        self.armed.store(on, Ordering::Relaxed);
+    }
+
+    /// An application thread found its CQ empty: take over receiving for a
+    /// while (the receive thread is no longer woken by arrivals) and handle
+    /// what has arrived — unless another thread is receiving right now, in
+    /// which case let it run (it may be waiting for this core).
+    pub(crate) fn poll(&self, dev: &DeviceInner) {
+        self.last_poll.store(self.now(), Ordering::Relaxed);
+        if self.armed.load(Ordering::Relaxed) {
+            let mut a = lock(&self.arming);
+            if a.armed {
+                self.set_armed(dev, &mut a, false);
+                if std::mem::take(&mut a.waiter_unbounded) {
+                    dev.link.kick();
+                }
             }
+        }
+        let r = match self.work.try_lock() {
+            Ok(mut w) => receive(dev, &mut w, true),
+            Err(TryLockError::Poisoned(p)) => receive(dev, &mut p.into_inner(), true),
+            Err(TryLockError::WouldBlock) => Ok(std::thread::yield_now()),
         };
-        for i in 0..n {
-            let (from, bytes) = batch.get(i);
-            handle(dev, from, bytes, &mut tx, &mut acks);
+        if let Err(e) = r {
+            log!(Debug, "inline receive failed: {e}");
         }
-        for qp in acks.drain(..) {
-            let mut q = qp.lock();
-            responder::flush_ack(&qp, &mut q, &mut tx);
-            tx.flush(dev);
+    }
+
+    /// The application found a completion (or arms its CQ to sleep): it is
+    /// about to leave the library, so arrivals wake the receive thread again.
+    pub(crate) fn poll_done(&self, dev: &DeviceInner) {
+        if !self.armed.load(Ordering::Relaxed) {
+            let mut a = lock(&self.arming);
+            if !a.armed {
+                self.set_armed(dev, &mut a, true);
+            }
         }
+    }
+
+    /// The receive thread, before it waits: how long it may sleep. Turns
+    /// wake-ups back on if the application stopped polling.
+    fn before_wait(&self, dev: &DeviceInner) -> Option<Duration> {
+        let polling = self.app_polling();
+        let mut a = lock(&self.arming);
+        if !a.armed && !polling {
+            self.set_armed(dev, &mut a, true);
+        }
+        a.waiter_unbounded = a.armed && !polling;
+        (!a.waiter_unbounded).then_some(POLLER_GRACE)
+    }
+}
+
+/// The `softrdma-rx` thread.
+pub(crate) fn run(dev: &DeviceInner) {
+    let r = &dev.receiver;
+    while !dev.is_closing() {
+        let timeout = r.before_wait(dev);
+        if let Err(e) = dev.link.wait(timeout) {
+            log!(Error, "waiting for packets failed: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if dev.is_closing() {
+            break;
+        }
+        dev.stats.rx_wakeups.fetch_add(1, Ordering::Relaxed);
+        // While an application polls, what arrives is its to take.
+        if r.armed.load(Ordering::Relaxed) || !r.app_polling() {
+            if let Err(e) = receive(dev, &mut lock(&r.work), false) {
+                log!(Error, "receive failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Take what has arrived (without blocking) and handle it; `inline`: in an
+/// application thread.
+fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()> {
+    let Work { batch, tx, acks } = w;
+    let n = dev.link.recv(batch, Some(Duration::ZERO))?;
+    if inline && n > 0 {
+        dev.stats.rcvd_inline.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    for i in 0..n {
+        let (from, bytes) = batch.get(i);
+        handle(dev, from, bytes, tx, acks);
+    }
+    for qp in acks.drain(..) {
+        let mut q = qp.lock();
+        responder::flush_ack(&qp, &mut q, tx);
         tx.flush(dev);
     }
+    tx.flush(dev);
+    Ok(())
 }
 
 /// One datagram. Anything malformed is dropped and counted, never a panic.

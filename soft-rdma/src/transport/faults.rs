@@ -502,6 +502,34 @@ impl<L: Link> Link for FaultLink<L> {
         }
     }
 
+    /// Waits on the inner link, but no longer than until the next datagram
+    /// held back (reordered or delayed) falls due.
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let due = {
+            let st = lock(&self.rx);
+            let held = st.pend.held_len.map(|_| st.pend.held_until);
+            [st.pend.line.front_due(), held].into_iter().flatten().min()
+        };
+        let wait = match (timeout, due) {
+            (t, None) => t,
+            (None, Some(d)) => Some(d.saturating_duration_since(now)),
+            (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(now))),
+        };
+        if wait == Some(Duration::ZERO) {
+            return Ok(());
+        }
+        self.inner.wait(wait)
+    }
+
+    fn kick(&self) {
+        self.inner.kick()
+    }
+
+    fn wake_on_arrival(&self, on: bool) {
+        self.inner.wake_on_arrival(on)
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.inner.close()

@@ -40,6 +40,8 @@ struct PortState {
     queue: VecDeque<(SocketAddr, Vec<u8>)>,
     free: Vec<Vec<u8>>,
     closed: bool,
+    /// `kick` was called and no `wait` has returned since.
+    kicked: bool,
     waiters: usize,
 }
 
@@ -138,6 +140,41 @@ impl Drop for LoopbackLink {
     }
 }
 
+impl LoopbackLink {
+    /// Sleep until `ready` holds or the link is closed (then the state) or
+    /// the timeout passes (then None).
+    fn block(
+        &self,
+        timeout: Option<Duration>,
+        ready: impl Fn(&PortState) -> bool,
+    ) -> Option<MutexGuard<'_, PortState>> {
+        let deadline = super::deadline(timeout);
+        let port = &self.port;
+        let mut st = lock(&port.state);
+        while !ready(&st) && !st.closed {
+            let rest = match deadline {
+                None => None, // no timeout, or one too long to represent
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => return None,
+                },
+            };
+            st.waiters += 1;
+            st = match rest {
+                None => port.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(r) => {
+                    port.cond
+                        .wait_timeout(st, r)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            st.waiters -= 1;
+        }
+        Some(st)
+    }
+}
+
 impl Link for LoopbackLink {
     fn local(&self) -> SocketAddr {
         self.addr
@@ -204,32 +241,11 @@ impl Link for LoopbackLink {
 
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
         batch.clear();
-        let deadline = super::deadline(timeout);
         let port = &self.port;
-        let mut st = lock(&port.state);
-        while st.queue.is_empty() && !st.closed {
-            let rest = match deadline {
-                None => None, // no timeout, or one too long to represent
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => Some(r),
-                    _ => return Ok(0),
-                },
-            };
-            st.waiters += 1;
-            st = match rest {
-                None => port.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(r) => {
-                    port.cond
-                        .wait_timeout(st, r)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-            st.waiters -= 1;
-        }
-        if st.closed {
+        let st = self.block(timeout, |st| !st.queue.is_empty());
+        let Some(mut st) = st.filter(|st| !st.closed && !st.queue.is_empty()) else {
             return Ok(0);
-        }
+        };
         let mut bytes = 0;
         while batch.len() < batch.capacity() {
             let Some((from, buf)) = st.queue.pop_front() else {
@@ -249,6 +265,18 @@ impl Link for LoopbackLink {
         Counters::add(&port.counters.received, batch.len() as u64);
         Counters::add(&port.counters.received_bytes, bytes as u64);
         Ok(batch.len())
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if let Some(mut st) = self.block(timeout, |st| !st.queue.is_empty() || st.kicked) {
+            st.kicked = false;
+        }
+        Ok(())
+    }
+
+    fn kick(&self) {
+        lock(&self.port.state).kicked = true;
+        self.port.cond.notify_all();
     }
 
     fn close(&self) {

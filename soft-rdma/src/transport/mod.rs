@@ -17,7 +17,10 @@
 //! Progress model: [`Link::recv`] with `Some(Duration::ZERO)` is a single
 //! non-blocking attempt (for inline receive processing in the caller's verbs
 //! calls); with a timeout or `None` it *blocks* in the kernel (`poll`) or on a
-//! condvar — never spins — and [`Link::close`] wakes it.
+//! condvar — never spins — and [`Link::close`] wakes it. The device's receive
+//! thread blocks in [`Link::wait`] instead and receives under the same lock
+//! as an application thread polling a CQ, which turns the thread's wake-ups
+//! off while it polls ([`Link::wake_on_arrival`]).
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -232,6 +235,21 @@ pub trait Link: Send + Sync {
     /// Block until at least one datagram arrives, the link is closed, or the
     /// timeout passes; fills `batch` and returns how many (0: closed/timeout).
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize>;
+    /// Block until a datagram may be ready to [`Link::recv`] (one arrived,
+    /// or one held back falls due), the link is closed or [`Link::kick`]ed,
+    /// or the timeout passes. Receives nothing: the caller then receives
+    /// with `recv(batch, Some(Duration::ZERO))`, so a thread that waits and
+    /// a thread that polls take datagrams in arrival order under one lock.
+    /// May return early for no reason.
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Make a blocked [`Link::wait`] (or the next one) return.
+    fn kick(&self);
+    /// Whether an arrival ends a blocked [`Link::wait`] (on by default).
+    /// A thread that receives inline while it polls turns this off, so the
+    /// waiting thread is not woken for datagrams the poller takes itself;
+    /// the wait's timeout still runs. Turning it on while a datagram is
+    /// waiting ends the wait at once. Links without the distinction ignore it.
+    fn wake_on_arrival(&self, _on: bool) {}
     /// Wake every blocked `recv`; later ones return Ok(0) at once.
     fn close(&self);
     /// The link's counters (middleware forwards its inner link's).
@@ -262,6 +280,15 @@ macro_rules! forward_link {
             }
             fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
                 (**self).recv(batch, timeout)
+            }
+            fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+                (**self).wait(timeout)
+            }
+            fn kick(&self) {
+                (**self).kick()
+            }
+            fn wake_on_arrival(&self, on: bool) {
+                (**self).wake_on_arrival(on)
             }
             fn close(&self) {
                 (**self).close()

@@ -126,6 +126,18 @@ impl<L: Link> Link for PcapLink<L> {
         Ok(n)
     }
 
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.wait(timeout)
+    }
+
+    fn kick(&self) {
+        self.inner.kick()
+    }
+
+    fn wake_on_arrival(&self, on: bool) {
+        self.inner.wake_on_arrival(on)
+    }
+
     fn close(&self) {
         self.inner.close()
     }

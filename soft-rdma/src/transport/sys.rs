@@ -66,12 +66,49 @@ pub(super) fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An epoll instance watching `fd` for `EPOLLIN`: itself pollable, it is
+/// readable while `fd` is readable *and* the interest is on (see
+/// [`epoll_interest`]), so a thread sleeping in [`poll`] on it can be
+/// spared the wake-ups of arrivals another thread takes.
+pub(super) fn epoll_watching(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes no pointers.
+    let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: `ep` was just returned by epoll_create1, so it is open and ours.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
+    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) })?;
+    Ok(ep)
+}
+
+/// Turn the `EPOLLIN` interest of `fd` in `ep` on or off. Turning it on
+/// while `fd` is readable wakes the instance's waiters at once.
+pub(super) fn epoll_interest(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: if on { libc::EPOLLIN as u32 } else { 0 },
+        u64: 0,
+    };
+    // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
+    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) })
+        .map(drop)
+}
+
 /// Make an eventfd readable (and keep it so: nobody reads it).
 pub(super) fn eventfd_signal(fd: BorrowedFd<'_>) {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a live u64 to a live eventfd. A failure
     // (EAGAIN: counter saturated) still leaves the fd readable, so it is ignored.
     let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Make an eventfd unreadable again (read its counter; nothing to read is fine).
+pub(super) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a live u64 from a live (non-blocking) eventfd.
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
 }
 
 /// Wait until one of `fds` has `events`; returns which did (by index), or

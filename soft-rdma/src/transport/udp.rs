@@ -1,7 +1,9 @@
 //! A [`Link`] over one UDP socket, batched with `sendmmsg`/`recvmmsg`.
 //!
 //! The socket is non-blocking; `recv` waits in `poll` on the socket and an
-//! eventfd (the `close` doorbell), so a blocked receiver costs no CPU.
+//! eventfd (the `close` doorbell), so a blocked receiver costs no CPU; `wait`
+//! polls an epoll instance holding the socket instead, whose interest
+//! `wake_on_arrival` switches off and on.
 //! `IP_MTU_DISCOVER`/`IPV6_MTU_DISCOVER` = `PMTUDISC_DO`: the kernel sends DF
 //! and, for an unconnected IPv4 socket, IP ID 0 on every datagram — the ID is
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
@@ -45,6 +47,10 @@ pub(super) const GRO_SLOT: usize = 1 << 16;
 #[derive(Debug)]
 pub struct UdpLink {
     sock: UdpSocket,
+    /// An epoll instance holding `sock`: what `wait` sleeps on, so the
+    /// interest can be turned off while another thread polls the socket.
+    arrivals: OwnedFd,
+    /// The doorbell of `kick` and `close`.
     wake: OwnedFd,
     closed: AtomicBool,
     local: SocketAddr,
@@ -130,6 +136,7 @@ impl UdpLink {
         Ok(UdpLink {
             gro,
             gso: AtomicBool::new(true),
+            arrivals: sys::epoll_watching(fd)?,
             sock,
             wake: sys::eventfd()?,
             closed: AtomicBool::new(false),
@@ -417,8 +424,41 @@ impl Link for UdpLink {
                 rest,
             )?;
             if ready[1] {
-                return Ok(0);
+                if self.closed.load(Ordering::Acquire) {
+                    return Ok(0);
+                }
+                sys::eventfd_drain(self.wake.as_fd()); // a kick: not for `recv`
             }
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let ready = sys::poll(
+            &[
+                (self.arrivals.as_fd(), libc::POLLIN),
+                (self.wake.as_fd(), libc::POLLIN),
+            ],
+            timeout,
+        )?;
+        // A kick is consumed; a close stays (later waits return at once).
+        if ready[1] && !self.closed.load(Ordering::Acquire) {
+            sys::eventfd_drain(self.wake.as_fd());
+        }
+        Ok(())
+    }
+
+    fn kick(&self) {
+        sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    fn wake_on_arrival(&self, on: bool) {
+        if let Err(e) = sys::epoll_interest(self.arrivals.as_fd(), self.sock.as_fd(), on) {
+            // Cannot happen with our own two live descriptors; a waiter
+            // that stays deaf still wakes at its timeout.
+            crate::log::log!(Error, "epoll_ctl: {e}");
         }
     }
 

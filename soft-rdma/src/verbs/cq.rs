@@ -1,10 +1,11 @@
 //! Completion queues and completion channels (real pollable descriptors).
 
+use super::device::DeviceInner;
 use super::{Errno, Result, Wc};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// `ibv_comp_channel`: an eventfd that becomes readable when an armed CQ
 /// gets a completion.
@@ -59,6 +60,10 @@ pub(crate) struct CqShared {
     pub(crate) depth: usize,
     state: Mutex<CqState>,
     channel: Option<Arc<ChannelShared>>,
+    /// The device of the first QP using this CQ: polling the CQ empty
+    /// receives for it inline (`engine::rx`). Weak: the device holds its
+    /// QPs, which hold their CQs.
+    driver: OnceLock<Weak<DeviceInner>>,
 }
 
 /// A completion queue (`ibv_cq`).
@@ -80,11 +85,34 @@ impl Cq {
                 lost: 0,
             }),
             channel: channel.map(|c| c.0.clone()),
+            driver: OnceLock::new(),
         })))
     }
 
     /// `ibv_poll_cq`: move up to `out.len()` completions; returns how many.
+    /// An empty CQ first receives and handles what has arrived for its
+    /// device, in the caller's thread (see `engine::rx`).
     pub fn poll(&self, out: &mut [Wc]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
+        let n = self.take(out);
+        let Some(dev) = self.0.driver.get().and_then(Weak::upgrade) else {
+            return n;
+        };
+        if n > 0 {
+            dev.receiver.poll_done(&dev);
+            return n;
+        }
+        dev.receiver.poll(&dev);
+        let n = self.take(out);
+        if n > 0 {
+            dev.receiver.poll_done(&dev);
+        }
+        n
+    }
+
+    fn take(&self, out: &mut [Wc]) -> usize {
         let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         let n = out.len().min(s.ring.len());
         for slot in out.iter_mut().take(n) {
@@ -93,12 +121,16 @@ impl Cq {
         n
     }
 
-    /// `ibv_req_notify_cq`.
+    /// `ibv_req_notify_cq`. The caller is about to sleep on the channel, so
+    /// the device's receive thread must be woken by arrivals again.
     pub fn req_notify(&self, solicited_only: bool) -> Result<()> {
         if self.0.channel.is_none() {
             return Err(Errno::EINVAL);
         }
         self.0.state.lock().unwrap_or_else(|e| e.into_inner()).armed = Some(solicited_only);
+        if let Some(dev) = self.0.driver.get().and_then(Weak::upgrade) {
+            dev.receiver.poll_done(&dev);
+        }
         Ok(())
     }
 
@@ -123,6 +155,11 @@ impl Cq {
 }
 
 impl CqShared {
+    /// Record the device that polling this CQ drives (the first one to ask).
+    pub(crate) fn attach(&self, dev: &Arc<DeviceInner>) {
+        let _ = self.driver.set(Arc::downgrade(dev));
+    }
+
     /// Add a completion; signals the channel if armed (and, when armed for
     /// solicited only, if `solicited`). A full CQ loses the completion and
     /// goes to error: the caller raises `IBV_EVENT_CQ_ERR` when this returns

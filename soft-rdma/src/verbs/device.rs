@@ -75,6 +75,7 @@ pub(crate) struct DeviceInner {
     pub(crate) qps: RwLock<HashMap<u32, Arc<QpShared>>>,
     pub(crate) mrs: RwLock<HashMap<u32, Arc<MrShared>>>,
     pub(crate) timers: Timers,
+    pub(crate) receiver: crate::engine::rx::Receiver,
     pub(crate) stats: Stats,
     /// Asynchronous events, and an eventfd readable while there are some.
     events: Mutex<std::collections::VecDeque<super::AsyncEvent>>,
@@ -179,6 +180,7 @@ impl Device {
             qps: RwLock::new(HashMap::new()),
             mrs: RwLock::new(HashMap::new()),
             timers: Timers::default(),
+            receiver: crate::engine::rx::Receiver::new(),
             stats: Stats::default(),
             events: Mutex::new(Default::default()),
             events_fd: crate::sys::eventfd().expect("eventfd for async events"),

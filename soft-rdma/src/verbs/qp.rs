@@ -222,6 +222,8 @@ impl Qp {
         }
         let dev = pd.dev().clone();
         let qpn = dev.new_qpn();
+        attr.send_cq.0.attach(&dev);
+        attr.recv_cq.0.attach(&dev);
         let shared = Arc::new(QpShared {
             qpn,
             qp_type: attr.qp_type,

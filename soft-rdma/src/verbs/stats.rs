@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub sent_pkts: AtomicU64,
     pub rcvd_pkts: AtomicU64,
+    pub rcvd_inline: AtomicU64,
+    pub rx_wakeups: AtomicU64,
     pub retransmits: AtomicU64,
     pub duplicate_requests: AtomicU64,
     pub out_of_sequence: AtomicU64,
@@ -107,6 +109,8 @@ macro_rules! device_stats {
 device_stats! {
     sent_pkts: "packets sent (handed to the link)",
     rcvd_pkts: "packets received (before any check)",
+    rcvd_inline: "of which received by an application thread polling a CQ",
+    rx_wakeups: "receive-thread wake-ups",
     retransmits: "go-back-N retransmissions (timeout or sequence NAK)",
     duplicate_requests: "requests answered as duplicates",
     out_of_sequence: "requests past the expected PSN (dropped)",
@@ -201,6 +205,8 @@ pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
     DeviceStats {
         sent_pkts: g(&s.sent_pkts),
         rcvd_pkts: g(&s.rcvd_pkts),
+        rcvd_inline: g(&s.rcvd_inline),
+        rx_wakeups: g(&s.rx_wakeups),
         retransmits: g(&s.retransmits),
         duplicate_requests: g(&s.duplicate_requests),
         out_of_sequence: g(&s.out_of_sequence),
