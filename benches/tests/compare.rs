@@ -69,7 +69,8 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
     for (what, unit) in [
         ("memcpy, one thread", "MiB/s"),
         ("TCP loopback stream, 2 processes, 64 KiB", "MiB/s"),
-        ("UDP ping-pong, 2 B", "usec"),
+        ("UDP ping-pong, 2 B, busy-polling", "usec"),
+        ("UDP ping-pong, 2 B, a blocked receive thread", "usec"),
         ("UDP 64 B datagrams", "Mpps"),
         ("UDP 4 KiB datagrams", "MiB/s"),
         ("ib_write_bw -s 65536 RC (", "MiB/s"),
@@ -81,6 +82,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         ("ib_write_bw -s 64 RC --odp: message rate", "Mpps"),
         ("ib_write_bw -s 65536 -q 16", "MiB/s"),
         ("ib_write_lat -s 2 RC --odp: t_typical", "usec"),
+        ("ib_send_lat -s 2 RC --odp: t_typical", "usec"),
         ("softrdma perf write_bw (embedded default", "MiB/s"),
         ("steady", "MiB/s"),
         ("fresh (each page faulted once)", "MiB/s"),
@@ -107,7 +109,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         .iter()
         .filter(|r| r.contains(" >= ") || r.contains(" <= "))
         .collect();
-    assert_eq!(goals.len(), 10, "{stdout}");
+    assert_eq!(goals.len(), 12, "{stdout}");
     for g in goals {
         assert!(g.ends_with("| PASS |") || g.ends_with("| FAIL |"), "{g}");
         assert!(g.contains("x | "), "{g}");

@@ -17,6 +17,8 @@ use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 64;
@@ -96,6 +98,7 @@ pub fn peer_main(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("tcp-sink") => tcp_sink(),
         Some("udp-echo") => udp_echo(),
+        Some("udp-echo-handoff") => udp_echo_handoff(),
         Some("udp-sink") => {
             let size = args
                 .get(1)
@@ -216,6 +219,101 @@ pub fn udp_pingpong(payload: usize, warmup: usize, iters: usize) -> Result<f64, 
                 }
                 Err(e) => return Err(e.to_string()),
             }
+        }
+        if i >= warmup {
+            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = s.send(&[]);
+    peer.finish()?;
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts[rtts.len() / 2] / 2.0)
+}
+
+/// What a thread blocked in `recv` tells a spinning main thread: the
+/// receive half of one end of the hand-off ping-pong.
+#[derive(Default)]
+struct Arrivals {
+    seen: AtomicU64,
+    /// The peer went quiet (an empty datagram, an error or the idle timeout).
+    end: AtomicBool,
+    from: OnceLock<std::net::SocketAddr>,
+}
+
+impl Arrivals {
+    /// A thread blocked in `recv` on (a clone of) `s`, counting arrivals.
+    fn start(s: &UdpSocket) -> Result<Arc<Arrivals>, String> {
+        let a = Arc::new(Arrivals::default());
+        let s = s.try_clone().map_err(io)?;
+        s.set_nonblocking(false).map_err(io)?;
+        s.set_read_timeout(Some(IDLE)).map_err(io)?;
+        let me = a.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) if n > 0 => {
+                        let _ = me.from.set(from);
+                        me.seen.fetch_add(1, Ordering::Release);
+                    }
+                    _ => return me.end.store(true, Ordering::Release),
+                }
+            }
+        });
+        Ok(a)
+    }
+
+    /// Spin until more than `n` datagrams came; false if the peer went
+    /// quiet or a second passed.
+    fn spin_past(&self, n: u64) -> bool {
+        let t = Instant::now();
+        while self.seen.load(Ordering::Acquire) <= n {
+            if self.end.load(Ordering::Acquire) || t.elapsed() > Duration::from_secs(1) {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// The hand-off echo: a thread blocked in `recv` tells the main thread,
+/// spinning on memory, that a datagram came; the main thread answers.
+fn udp_echo_handoff() -> Result<(), String> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    let arrivals = Arrivals::start(&s)?;
+    announce(s.local_addr().map_err(io)?.port());
+    let mut n = 0;
+    loop {
+        while arrivals.seen.load(Ordering::Acquire) <= n {
+            if arrivals.end.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        n += 1;
+        let to = *arrivals.from.get().expect("set before counting");
+        s.send_to(&[7, 7], to).map_err(io)?;
+    }
+}
+
+/// The ping-pong `ib_write_lat` imposes on a device in user space, built
+/// from plain UDP: at each end a thread blocked in `recv` hands each
+/// datagram to the main thread, which spins on memory (as `ib_write_lat`
+/// spins on the buffer the peer writes) and sends the next. Median one-way
+/// time (usec) = median round trip / 2.
+pub fn udp_pingpong_handoff(warmup: usize, iters: usize) -> Result<f64, String> {
+    let peer = Peer::spawn(&["udp-echo-handoff"])?;
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    s.connect(("127.0.0.1", peer.port)).map_err(io)?;
+    let arrivals = Arrivals::start(&s)?;
+    let mut rtts = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        s.send(&[7, 7]).map_err(io)?;
+        if !arrivals.spin_past(i as u64) {
+            let _ = s.send(&[]);
+            return Err(format!("hand-off ping-pong: no answer to datagram {i}"));
         }
         if i >= warmup {
             rtts.push(t.elapsed().as_secs_f64() * 1e6);

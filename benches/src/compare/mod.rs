@@ -197,6 +197,20 @@ const GOALS: &[Goal] = &[
         target: 1.2,
     },
     Goal {
+        what: "(also) ib_write_lat 2 B vs the hand-off UDP one-way (its floor here)",
+        num: "wlat",
+        den: Den::Measure("udp_oneway_handoff"),
+        at_least: false,
+        target: 1.2,
+    },
+    Goal {
+        what: "(also) ib_send_lat 2 B t_typical vs UDP one-way",
+        num: "slat",
+        den: Den::Measure("udp_oneway"),
+        at_least: false,
+        target: 1.2,
+    },
+    Goal {
         what: "ib_write_bw 64 B msg rate vs UDP 64 B datagram rate",
         num: "wbw64_rate",
         den: Den::Measure("udp64_rate"),
@@ -278,6 +292,12 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
         "UDP ping-pong, 2 B, busy-polling: one-way = median RTT / 2",
         "usec",
         baseline::udp_pingpong(2, p.pp_iters / 10, p.pp_iters),
+    );
+    r.add(
+        "udp_oneway_handoff",
+        "UDP ping-pong, 2 B, a blocked receive thread hands off to a spinning thread (ib_write_lat's shape): one-way",
+        "usec",
+        baseline::udp_pingpong_handoff(p.pp_iters / 10, p.pp_iters),
     );
     let u64r = baseline::udp_stream(64, p.udp64_count);
     r.add(
@@ -407,6 +427,10 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
         .perftest("wlat", "ib_write_lat", &["-s", "2", "-n", &iters, "--odp"])
         .and_then(|o| procs::lat_typical(&o));
     r.add("wlat", "ib_write_lat -s 2 RC --odp: t_typical", "usec", o);
+    let o = tools
+        .perftest("slat", "ib_send_lat", &["-s", "2", "-n", &iters, "--odp"])
+        .and_then(|o| procs::lat_typical(&o));
+    r.add("slat", "ib_send_lat -s 2 RC --odp: t_typical", "usec", o);
 
     // ---- the soft device: softrdma perf (embedded: one process, two devices) ----
     let iters = n(p.bw_iters);

@@ -22,7 +22,13 @@ pub struct Tools {
     pub retried: std::cell::RefCell<Vec<(String, String)>>,
 }
 
-pub const PERFTEST: [&str; 4] = ["ib_write_bw", "ib_read_bw", "ib_send_bw", "ib_write_lat"];
+pub const PERFTEST: [&str; 5] = [
+    "ib_write_bw",
+    "ib_read_bw",
+    "ib_send_bw",
+    "ib_write_lat",
+    "ib_send_lat",
+];
 
 fn in_path(prog: &str) -> bool {
     std::env::var_os("PATH")
