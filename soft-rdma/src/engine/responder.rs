@@ -14,6 +14,7 @@ use super::packet::{self, ResolvedSge, TxQueue};
 use super::psn;
 use super::requester::bth;
 use crate::log::log;
+use crate::verbs::device::MAX_MSG;
 use crate::verbs::mr::{KeyError, MrShared};
 use crate::verbs::qp::{QpInner, QpShared};
 use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
@@ -175,6 +176,17 @@ pub(crate) fn on_request(
     }
 }
 
+/// Payload length rules of IBTA 9.7.5.1.x as rxe's check_length applies
+/// them: first and middle packets carry exactly the path MTU, last packets
+/// 1..=MTU bytes, only packets at most the MTU.
+fn packet_len_ok(op: Op, len: u64, mtu: u64) -> bool {
+    match (op.is_first(), op.is_last()) {
+        (true, true) => len <= mtu,
+        (false, true) => len > 0 && len <= mtu,
+        _ => len == mtu,
+    }
+}
+
 fn is_first_or_only(op: Op) -> bool {
     matches!(
         op,
@@ -204,7 +216,7 @@ fn execute(
             if q.resp.cur.is_some() {
                 return Err(invalid);
             }
-            if op == Op::SendFirst && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             let wqe = sh.take_recv(q).ok_or(Fail::Rnr)?;
@@ -215,7 +227,7 @@ fn execute(
             if !matches!(q.resp.cur, Some(InMsg::Send { .. })) {
                 return Err(invalid);
             }
-            if op == Op::SendMiddle && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             recv_payload(sh, q, repr, payload)
@@ -232,8 +244,10 @@ fn execute(
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
             }
             let single = op != Op::WriteFirst;
-            if (single && payload.len() as u64 != u64::from(reth.len))
-                || (!single && (payload.len() as u64 != mtu || u64::from(reth.len) <= mtu))
+            if !packet_len_ok(op, payload.len() as u64, mtu)
+                || u64::from(reth.len) > MAX_MSG
+                || (single && payload.len() as u64 != u64::from(reth.len))
+                || (!single && u64::from(reth.len) <= mtu)
             {
                 return Err(invalid);
             }
@@ -264,7 +278,7 @@ fn execute(
             if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
                 return Err(invalid);
             }
-            if op == Op::WriteMiddle && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             if op == Op::WriteLastImm && !sh.has_recv(q) {
@@ -281,6 +295,11 @@ fn execute(
             }
             if !q.access.contains(Access::REMOTE_READ) {
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
+            }
+            // Checked before the R_Key, as rxe's check_length; the bound
+            // also caps what one request makes the receive thread queue.
+            if u64::from(reth.len) > MAX_MSG {
+                return Err(invalid);
             }
             if reth.len > 0 {
                 let mr = sh
