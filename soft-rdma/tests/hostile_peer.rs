@@ -86,7 +86,10 @@ fn expect_silent_drop(
     let refs: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
     env.send_many(&refs);
     let replies = env.sync();
-    assert!(replies.is_empty(), "{what}: no answer expected, got {replies:?}");
+    assert!(
+        replies.is_empty(),
+        "{what}: no answer expected, got {replies:?}"
+    );
     for (t, b) in targets.iter().zip(&before) {
         t.mem.assert_unchanged(b, what);
     }
@@ -227,7 +230,11 @@ fn missing_mr_rights_are_remote_access_naks() {
     let mut env = Env::new(3);
     let lw = Access::LOCAL_WRITE;
     let no_write = target(&env.pd, lw | Access::REMOTE_READ | Access::REMOTE_ATOMIC, 3);
-    let no_read = target(&env.pd, lw | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC, 4);
+    let no_read = target(
+        &env.pd,
+        lw | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
+        4,
+    );
     let no_atomic = target(&env.pd, lw | Access::REMOTE_WRITE | Access::REMOTE_READ, 5);
     let all = [&no_write, &no_read, &no_atomic];
     // rxe lookup_mr: (mr->access & access) != access → rkey violation.
@@ -401,7 +408,13 @@ fn inconsistent_lengths_are_invalid_request_naks() {
         write_only(a, k, MTU_BYTES as u32 + 8),
         &[2; MTU_BYTES],
     );
-    let last = env.build(rc(Op::WriteLast), qp.qp_num(), EPSN + 1, Ext::None, &[2; 16]);
+    let last = env.build(
+        rc(Op::WriteLast),
+        qp.qp_num(),
+        EPSN + 1,
+        Ext::None,
+        &[2; 16],
+    );
     let s = env.snap();
     env.send_many(&[&first, &last]);
     let replies = env.sync();
@@ -413,7 +426,10 @@ fn inconsistent_lengths_are_invalid_request_naks() {
         "WRITE LAST above the RETH length",
     );
     assert_eq!(&t.mem.region()[..MTU_BYTES], &[2; MTU_BYTES]);
-    assert_eq!(&t.mem.region()[MTU_BYTES..], &region_of(&t, &before)[MTU_BYTES..]);
+    assert_eq!(
+        &t.mem.region()[MTU_BYTES..],
+        &region_of(&t, &before)[MTU_BYTES..]
+    );
     assert!(t.mem.canaries_intact());
     env.assert_counted(&s, &[("nak_sent_inv_req", 1)], "WRITE LAST too long");
     assert_eq!(qp.state(), QpState::Err);
@@ -462,7 +478,8 @@ fn payload_above_the_path_mtu_is_an_invalid_request_nak() {
     // The receive is flushed (never completed with the data).
     let c = env.completions();
     assert!(
-        c.iter().all(|w| w.wr_id != 42 || w.status != WcStatus::Success),
+        c.iter()
+            .all(|w| w.wr_id != 42 || w.status != WcStatus::Success),
         "{c:?}"
     );
     legit_write_works(&mut env, &t);
@@ -693,13 +710,33 @@ fn another_transports_opcode_is_dropped_and_counted() {
     // the packet is dropped before the responder sees it.
     let cases = [
         (uc(Op::WriteOnly), &rcqp, reth, "UC WRITE ONLY to an RC QP"),
-        (uc(Op::SendOnly), &rcqp, Ext::None, "UC SEND ONLY to an RC QP"),
+        (
+            uc(Op::SendOnly),
+            &rcqp,
+            Ext::None,
+            "UC SEND ONLY to an RC QP",
+        ),
         (ud(Op::SendOnly), &rcqp, deth, "UD SEND ONLY to an RC QP"),
         (rc(Op::WriteOnly), &ucqp, reth, "RC WRITE ONLY to a UC QP"),
-        (rc(Op::SendOnly), &ucqp, Ext::None, "RC SEND ONLY to a UC QP"),
+        (
+            rc(Op::SendOnly),
+            &ucqp,
+            Ext::None,
+            "RC SEND ONLY to a UC QP",
+        ),
         (rc(Op::ReadRequest), &ucqp, reth, "RC READ to a UC QP"),
-        (rc(Op::SendOnly), &udqp, Ext::None, "RC SEND ONLY to a UD QP"),
-        (uc(Op::SendOnly), &udqp, Ext::None, "UC SEND ONLY to a UD QP"),
+        (
+            rc(Op::SendOnly),
+            &udqp,
+            Ext::None,
+            "RC SEND ONLY to a UD QP",
+        ),
+        (
+            uc(Op::SendOnly),
+            &udqp,
+            Ext::None,
+            "UC SEND ONLY to a UD QP",
+        ),
         (rc(Op::WriteOnly), &udqp, reth, "RC WRITE ONLY to a UD QP"),
     ];
     for (opcode, qp, ext, what) in cases {
@@ -771,15 +808,30 @@ fn middle_or_last_without_first_is_an_invalid_request_nak() {
         NakCode::InvalidRequest,
         "WRITE ONLY inside a WRITE",
     );
-    assert_eq!(&t.mem.region()[2048..2056], &region_of(&t, &before)[2048..2056]);
+    assert_eq!(
+        &t.mem.region()[2048..2056],
+        &region_of(&t, &before)[2048..2056]
+    );
     assert!(t.mem.canaries_intact());
     assert_eq!(qp.state(), QpState::Err);
     // UC: a middle or last without a first is dropped in silence (rxe
     // check_op_seq UC: drop_msg), nothing written, the QP goes on.
     let (ucqp, _) = env.qp(QpType::Uc, all_access());
     let pkts = vec![
-        env.build(uc(Op::WriteMiddle), ucqp.qp_num(), EPSN, Ext::None, &[0x33; MTU_BYTES]),
-        env.build(uc(Op::WriteLast), ucqp.qp_num(), EPSN, Ext::None, &[0x33; 16]),
+        env.build(
+            uc(Op::WriteMiddle),
+            ucqp.qp_num(),
+            EPSN,
+            Ext::None,
+            &[0x33; MTU_BYTES],
+        ),
+        env.build(
+            uc(Op::WriteLast),
+            ucqp.qp_num(),
+            EPSN,
+            Ext::None,
+            &[0x33; 16],
+        ),
     ];
     expect_silent_drop(
         &mut env,
@@ -804,7 +856,13 @@ fn truncated_headers_are_dropped_and_counted() {
             write_only(t.mem.addr(), t.mr.rkey(), 8),
             &[0x61; 8],
         ),
-        env.build(rc(Op::FetchAdd), qp.qp_num(), EPSN, atomic(t.mem.addr(), t.mr.rkey()), &[]),
+        env.build(
+            rc(Op::FetchAdd),
+            qp.qp_num(),
+            EPSN,
+            atomic(t.mem.addr(), t.mr.rkey()),
+            &[],
+        ),
         env.build(
             rc(Op::ReadRequest),
             qp.qp_num(),
@@ -832,7 +890,9 @@ fn truncated_headers_are_dropped_and_counted() {
     // or a bad ICRC, never executed.
     let p = &full[0];
     let header = rc(Op::WriteOnly).header_len();
-    let cuts: Vec<Vec<u8>> = (header + ICRC_LEN..p.len()).map(|n| p[..n].to_vec()).collect();
+    let cuts: Vec<Vec<u8>> = (header + ICRC_LEN..p.len())
+        .map(|n| p[..n].to_vec())
+        .collect();
     let before = t.mem.snapshot();
     let s = env.snap();
     let refs: Vec<&[u8]> = cuts.iter().map(|c| c.as_slice()).collect();
@@ -845,7 +905,10 @@ fn truncated_headers_are_dropped_and_counted() {
         cuts.len() as u64,
         "{moved:?}"
     );
-    assert_eq!(moved.len(), moved.keys().filter(|k| k.ends_with("_errors")).count());
+    assert_eq!(
+        moved.len(),
+        moved.keys().filter(|k| k.ends_with("_errors")).count()
+    );
     assert_eq!(qp.state(), QpState::Rts);
     legit_write_works(&mut env, &t);
 }
@@ -887,7 +950,13 @@ fn unknown_destination_qpns_are_dropped_and_counted() {
     let t = target(&env.pd, all_access(), 17);
     let (qp, _) = env.qp(QpType::Rc, all_access());
     let mut pkts = Vec::new();
-    for qpn in [0u32, 1, qp.qp_num() + 1000, 0xff_ffff, qp.qp_num() ^ 0x80_0000] {
+    for qpn in [
+        0u32,
+        1,
+        qp.qp_num() + 1000,
+        0xff_ffff,
+        qp.qp_num() ^ 0x80_0000,
+    ] {
         pkts.push(env.build(
             rc(Op::WriteOnly),
             qpn,
@@ -915,7 +984,14 @@ fn unknown_destination_qpns_are_dropped_and_counted() {
         write_only(t.mem.addr(), t.mr.rkey(), 64),
         &[0x81; 64],
     );
-    expect_silent_drop(&mut env, &[&t], None, &[p], &[("unknown_qp", 1)], "destroyed QP");
+    expect_silent_drop(
+        &mut env,
+        &[&t],
+        None,
+        &[p],
+        &[("unknown_qp", 1)],
+        "destroyed QP",
+    );
 }
 
 #[test]
@@ -982,7 +1058,13 @@ fn uc_access_errors_are_dropped_and_counted() {
         (u64::MAX - 7, t.mr.rkey()),
         (ro.mem.addr(), ro.mr.rkey()),
     ] {
-        pkts.push(env.build(uc(Op::WriteOnly), qp.qp_num(), psn, write_only(va, rkey, 16), &[0xa1; 16]));
+        pkts.push(env.build(
+            uc(Op::WriteOnly),
+            qp.qp_num(),
+            psn,
+            write_only(va, rkey, 16),
+            &[0xa1; 16],
+        ));
         psn += 1;
     }
     expect_silent_drop(

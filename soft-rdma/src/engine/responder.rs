@@ -170,6 +170,9 @@ pub(crate) fn on_request(
                 // Invalid request, remote access and remote operational
                 // errors end the connection on both sides (as rxe and mlx5).
                 q.resp.goto_error = true;
+            } else {
+                // UC has no NAK: the message is dropped (rxe's class D/E).
+                sh.dev.stats.uc_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
@@ -636,6 +639,7 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
         _ => return,
     };
     if deth.qkey != q.qkey {
+        sh.dev.stats.qkey_violations.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let Some(wqe) = sh.take_recv(q) else {

@@ -14,7 +14,9 @@
 use soft_rdma::transport::{Hub, Link, LoopbackLink, Outgoing, RecvBatch};
 use soft_rdma::verbs::*;
 use soft_rdma::wire::icrc::{self, IcrcContext};
-use soft_rdma::wire::{Bth, Ext, NakCode, Op, Opcode, PacketRepr, Syndrome, Transport, DEFAULT_PKEY};
+use soft_rdma::wire::{
+    Bth, Ext, NakCode, Op, Opcode, PacketRepr, Syndrome, Transport, DEFAULT_PKEY,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,9 +87,15 @@ impl Canaried {
             .position(|(a, b)| a != b)
             .expect("same length");
         let place = if i < self.start {
-            format!("canary below the region, {} bytes before it", self.start - i)
+            format!(
+                "canary below the region, {} bytes before it",
+                self.start - i
+            )
         } else if i >= self.start + self.len {
-            format!("canary above the region, {} bytes past it", i - self.start - self.len)
+            format!(
+                "canary above the region, {} bytes past it",
+                i - self.start - self.len
+            )
         } else {
             format!("region offset {}", i - self.start)
         };
@@ -100,7 +108,8 @@ impl Canaried {
     /// Whether the canaries (not the region) still hold their pattern.
     pub fn canaries_intact(&self) -> bool {
         self.buf.iter().enumerate().all(|(i, &b)| {
-            (self.start..self.start + self.len).contains(&i) || b == 0xc3 ^ (i as u8).wrapping_mul(13)
+            (self.start..self.start + self.len).contains(&i)
+                || b == 0xc3 ^ (i as u8).wrapping_mul(13)
         })
     }
 }
@@ -242,7 +251,16 @@ impl Env {
     /// AckReq is set on last and only packets, as the requester does.
     pub fn build(&self, opcode: Opcode, qpn: u32, psn: u32, ext: Ext, payload: &[u8]) -> Vec<u8> {
         let ack_req = opcode.op().is_last();
-        build(self.me, self.victim, opcode, qpn, psn, ext, payload, ack_req)
+        build(
+            self.me,
+            self.victim,
+            opcode,
+            qpn,
+            psn,
+            ext,
+            payload,
+            ack_req,
+        )
     }
 
     /// Re-seal the ICRC after editing bytes.
@@ -270,7 +288,10 @@ impl Env {
                 let r = decode(self.victim, self.me, bytes);
                 if r.repr.bth.dest_qp == self.probe_peer {
                     assert_eq!(r.repr.bth.opcode, rc(Op::Ack), "probe answer {:?}", r.repr);
-                    assert_eq!(r.repr.bth.psn, dup, "the probe is acknowledged up to ePSN-1");
+                    assert_eq!(
+                        r.repr.bth.psn, dup,
+                        "the probe is acknowledged up to ePSN-1"
+                    );
                     done = true;
                 } else {
                     self.pending.push(r);
@@ -479,7 +500,11 @@ pub fn decode(from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> Reply {
 
 /// Assert `replies` is exactly one NAK of `code` for `psn` to `qpn`.
 pub fn assert_nak(replies: &[Reply], qpn: u32, psn: u32, code: NakCode, what: &str) {
-    assert_eq!(replies.len(), 1, "{what}: one reply expected, got {replies:?}");
+    assert_eq!(
+        replies.len(),
+        1,
+        "{what}: one reply expected, got {replies:?}"
+    );
     let r = &replies[0].repr;
     assert_eq!(r.bth.opcode, rc(Op::Ack), "{what}: {r}");
     assert_eq!(r.bth.dest_qp, qpn, "{what}: {r}");
@@ -493,7 +518,11 @@ pub fn assert_nak(replies: &[Reply], qpn: u32, psn: u32, code: NakCode, what: &s
 
 /// Assert `replies` is exactly one positive ACK for `psn` to `qpn`.
 pub fn assert_ack(replies: &[Reply], qpn: u32, psn: u32, what: &str) {
-    assert_eq!(replies.len(), 1, "{what}: one reply expected, got {replies:?}");
+    assert_eq!(
+        replies.len(),
+        1,
+        "{what}: one reply expected, got {replies:?}"
+    );
     let r = &replies[0].repr;
     assert_eq!(r.bth.opcode, rc(Op::Ack), "{what}: {r}");
     assert_eq!(r.bth.dest_qp, qpn, "{what}: {r}");
