@@ -308,6 +308,10 @@ impl Env {
         }
     }
 
+    pub fn hub(&self) -> Arc<Hub> {
+        self._hub.clone()
+    }
+
     pub fn snap(&self) -> Snap {
         Snap {
             stats: self.dev.stats(),
@@ -386,6 +390,13 @@ impl Env {
 
 /// A QP in RTS connected (RC/UC) to QPN `peer` at `me`.
 pub fn make_qp(pd: &Pd, cq: &Cq, t: QpType, access: Access, peer: u32, me: SocketAddr) -> Qp {
+    let qp = new_qp(pd, cq, t);
+    bring_up(&qp, t, access, peer, me);
+    qp
+}
+
+/// A QP in RESET.
+pub fn new_qp(pd: &Pd, cq: &Cq, t: QpType) -> Qp {
     let qp = pd
         .create_qp(QpInitAttr {
             qp_type: t,
@@ -402,6 +413,11 @@ pub fn make_qp(pd: &Pd, cq: &Cq, t: QpType, access: Access, peer: u32, me: Socke
             srq: None,
         })
         .unwrap();
+    qp
+}
+
+/// RESET → RTS, connected (RC/UC) to QPN `peer` at `me`.
+pub fn bring_up(qp: &Qp, t: QpType, access: Access, peer: u32, me: SocketAddr) {
     qp.modify(&QpAttr {
         state: Some(QpState::Init),
         access: (t != QpType::Ud).then_some(access),
@@ -431,7 +447,7 @@ pub fn make_qp(pd: &Pd, cq: &Cq, t: QpType, access: Access, peer: u32, me: Socke
     qp.modify(&rtr).unwrap();
     qp.modify(&QpAttr {
         state: Some(QpState::Rts),
-        sq_psn: Some(0x2000),
+        sq_psn: Some(EPSN),
         timeout: Some(14),
         retry_cnt: Some(7),
         rnr_retry: Some(7),
@@ -439,7 +455,6 @@ pub fn make_qp(pd: &Pd, cq: &Cq, t: QpType, access: Access, peer: u32, me: Socke
         ..Default::default()
     })
     .unwrap();
-    qp
 }
 
 pub fn psn_sub(p: u32, n: u32) -> u32 {
