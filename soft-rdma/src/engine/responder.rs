@@ -14,6 +14,7 @@ use super::packet::{self, ResolvedSge, TxQueue};
 use super::psn;
 use super::requester::bth;
 use crate::log::log;
+use crate::verbs::device::MAX_MSG;
 use crate::verbs::mr::{KeyError, MrShared};
 use crate::verbs::qp::{QpInner, QpShared};
 use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
@@ -169,9 +170,23 @@ pub(crate) fn on_request(
                 // Invalid request, remote access and remote operational
                 // errors end the connection on both sides (as rxe and mlx5).
                 q.resp.goto_error = true;
+            } else {
+                // UC has no NAK: the message is dropped (rxe's class D/E).
+                sh.dev.stats.uc_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
+    }
+}
+
+/// Payload length rules of IBTA 9.7.5.1.x as rxe's check_length applies
+/// them: first and middle packets carry exactly the path MTU, last packets
+/// 1..=MTU bytes, only packets at most the MTU.
+fn packet_len_ok(op: Op, len: u64, mtu: u64) -> bool {
+    match (op.is_first(), op.is_last()) {
+        (true, true) => len <= mtu,
+        (false, true) => len > 0 && len <= mtu,
+        _ => len == mtu,
     }
 }
 
@@ -204,7 +219,7 @@ fn execute(
             if q.resp.cur.is_some() {
                 return Err(invalid);
             }
-            if op == Op::SendFirst && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             let wqe = sh.take_recv(q).ok_or(Fail::Rnr)?;
@@ -215,7 +230,7 @@ fn execute(
             if !matches!(q.resp.cur, Some(InMsg::Send { .. })) {
                 return Err(invalid);
             }
-            if op == Op::SendMiddle && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             recv_payload(sh, q, repr, payload)
@@ -232,8 +247,10 @@ fn execute(
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
             }
             let single = op != Op::WriteFirst;
-            if (single && payload.len() as u64 != u64::from(reth.len))
-                || (!single && (payload.len() as u64 != mtu || u64::from(reth.len) <= mtu))
+            if !packet_len_ok(op, payload.len() as u64, mtu)
+                || u64::from(reth.len) > MAX_MSG
+                || (single && payload.len() as u64 != u64::from(reth.len))
+                || (!single && u64::from(reth.len) <= mtu)
             {
                 return Err(invalid);
             }
@@ -264,7 +281,7 @@ fn execute(
             if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
                 return Err(invalid);
             }
-            if op == Op::WriteMiddle && payload.len() as u64 != mtu {
+            if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
             if op == Op::WriteLastImm && !sh.has_recv(q) {
@@ -281,6 +298,11 @@ fn execute(
             }
             if !q.access.contains(Access::REMOTE_READ) {
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
+            }
+            // Checked before the R_Key, as rxe's check_length; the bound
+            // also caps what one request makes the receive thread queue.
+            if u64::from(reth.len) > MAX_MSG {
+                return Err(invalid);
             }
             if reth.len > 0 {
                 let mr = sh
@@ -617,6 +639,7 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
         _ => return,
     };
     if deth.qkey != q.qkey {
+        sh.dev.stats.qkey_violations.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let Some(wqe) = sh.take_recv(q) else {

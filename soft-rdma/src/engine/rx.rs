@@ -23,7 +23,8 @@ use crate::log::log;
 use crate::transport::{Link, RecvBatch};
 use crate::verbs::device::DeviceInner;
 use crate::verbs::qp::QpShared;
-use crate::wire::{icrc, Op, PacketRepr};
+use crate::verbs::QpType;
+use crate::wire::{icrc, Op, PacketRepr, Transport};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -224,6 +225,12 @@ pub(crate) fn handle(
         log!(Debug, "dropped {repr} from {from}: no such QP");
         return;
     };
+    if repr.bth.opcode.transport() != transport_of(qp.qp_type) {
+        // rxe's check_type_state: a UC opcode is no request of an RC QP.
+        dev.stats.wrong_transport.fetch_add(1, Ordering::Relaxed);
+        log!(Debug, "dropped {repr} from {from}: QP is {:?}", qp.qp_type);
+        return;
+    }
     let payload = &bytes[payload];
     let mut q = qp.lock();
     if is_response(repr.bth.opcode.op()) {
@@ -243,6 +250,14 @@ pub(crate) fn handle(
     if q.resp.ack_pending.is_some() && !acks.iter().any(|a| Arc::ptr_eq(a, &qp)) {
         drop(q);
         acks.push(qp);
+    }
+}
+
+fn transport_of(t: QpType) -> Transport {
+    match t {
+        QpType::Rc => Transport::Rc,
+        QpType::Uc => Transport::Uc,
+        QpType::Ud => Transport::Ud,
     }
 }
 
