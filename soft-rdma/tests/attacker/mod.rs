@@ -340,7 +340,12 @@ impl Env {
             let mut d = a - b;
             if matches!(
                 *name,
-                "rcvd_pkts" | "sent_pkts" | "link_sent" | "link_received"
+                "rcvd_pkts"
+                    | "rcvd_inline"
+                    | "rx_wakeups"
+                    | "sent_pkts"
+                    | "link_sent"
+                    | "link_received"
             ) {
                 continue;
             }
