@@ -1076,3 +1076,64 @@ fn uc_access_errors_are_dropped_and_counted() {
         "UC WRITEs without rights",
     );
 }
+
+#[test]
+fn a_well_formed_request_from_another_address_is_dropped_and_counted() {
+    let mut env = Env::new(18);
+    let t = target(&env.pd, all_access(), 18);
+    let (qp, peer) = env.qp(QpType::Rc, all_access());
+    // Everything right — QPN, ePSN, R_Key, bounds — but sent from an address
+    // that is not the QP's peer (rxe's check_addr).
+    let impostor = std::net::SocketAddr::from(([127, 31, 18, 9], 4791));
+    let link = env.hub().link(impostor).unwrap();
+    let data = [0x77u8; 64];
+    let before = t.mem.snapshot();
+    let s = env.snap();
+    for (op, ext, payload) in [
+        (
+            Op::WriteOnly,
+            write_only(t.mem.addr(), t.mr.rkey(), 64),
+            &data[..],
+        ),
+        (Op::FetchAdd, atomic(t.mem.addr(), t.mr.rkey()), &[][..]),
+        (
+            Op::ReadRequest,
+            write_only(t.mem.addr(), t.mr.rkey(), 64),
+            &[][..],
+        ),
+    ] {
+        let pkt = build(
+            impostor,
+            env.victim,
+            rc(op),
+            qp.qp_num(),
+            EPSN,
+            ext,
+            payload,
+            true,
+        );
+        env.send_from(&link, &pkt);
+    }
+    let replies = env.sync();
+    assert!(
+        replies.is_empty(),
+        "answered an impostor: {:?}",
+        replies.len()
+    );
+    t.mem
+        .assert_unchanged(&before, "requests from another address");
+    env.assert_counted(&s, &[("wrong_source", 3)], "requests from another address");
+    // The impostor got nothing back either.
+    assert_eq!(link.queued(), 0);
+    // The QP is untouched: its peer's WRITE at the same ePSN works.
+    let pkt = env.build(
+        rc(Op::WriteOnly),
+        qp.qp_num(),
+        EPSN,
+        write_only(t.mem.addr(), t.mr.rkey(), 64),
+        &data,
+    );
+    env.send(&pkt);
+    assert_ack(&env.sync(), peer, EPSN, "the peer's WRITE");
+    assert_eq!(&t.mem.region()[..64], &data[..]);
+}

@@ -25,7 +25,7 @@ use crate::verbs::device::DeviceInner;
 use crate::verbs::qp::QpShared;
 use crate::verbs::QpType;
 use crate::wire::{icrc, Op, PacketRepr, Transport};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -233,6 +233,16 @@ pub(crate) fn handle(
     }
     let payload = &bytes[payload];
     let mut q = qp.lock();
+    if let Some(peer) = q.peer.filter(|_| qp.qp_type != QpType::Ud) {
+        // rxe's check_addr: a connected QP hears only its peer's address
+        // (the port is the sender's to choose), so nobody else can inject
+        // requests or forge acknowledgements even knowing QPN and PSN.
+        if canonical(peer.ip()) != canonical(from.ip()) {
+            dev.stats.wrong_source.fetch_add(1, Ordering::Relaxed);
+            log!(Debug, "dropped {repr} from {from}: the QP's peer is {peer}");
+            return;
+        }
+    }
     if is_response(repr.bth.opcode.op()) {
         completer::on_response(&qp, &mut q, &repr, payload, tx);
     } else {
@@ -258,6 +268,14 @@ fn transport_of(t: QpType) -> Transport {
         QpType::Rc => Transport::Rc,
         QpType::Uc => Transport::Uc,
         QpType::Ud => Transport::Ud,
+    }
+}
+
+/// An IPv4 peer seen through an IPv6 socket is the same peer.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -247,6 +247,16 @@ impl Env {
         self.sent += pkts.len() as u64;
     }
 
+    /// Send raw bytes to the victim from another link of the hub.
+    pub fn send_from(&mut self, link: &LoopbackLink, bytes: &[u8]) {
+        let out = [Outgoing {
+            peer: self.victim,
+            data: bytes,
+        }];
+        assert_eq!(link.send(&out).unwrap(), 1, "the hub took the datagram");
+        self.sent += 1;
+    }
+
     /// A well-formed packet from the attacker, ICRC sealed.
     /// AckReq is set on last and only packets, as the requester does.
     pub fn build(&self, opcode: Opcode, qpn: u32, psn: u32, ext: Ext, payload: &[u8]) -> Vec<u8> {
