@@ -1191,9 +1191,11 @@ impl Ctx<'_> {
             }
             let now = Instant::now();
             for wc in &wcs[..n] {
-                wc_ok(wc, "send queue")?;
                 let q = (wc.wr_id >> 32) as usize;
                 let i = wc.wr_id & 0xffff_ffff;
+                if wc.status != WcStatus::Success {
+                    return Err(self.send_failed(wc, posted[q] - (i + 1)));
+                }
                 completed += i + 1 - done[q];
                 done[q] = i + 1;
             }
@@ -1203,6 +1205,42 @@ impl Ctx<'_> {
         let end = Instant::now();
         Ok(bw_row(
             self.size, iters, nq as u64, cq_mod, start, end, &events,
+        ))
+    }
+
+    /// The first error completion of a send queue ends the run. The QP is
+    /// then in error and every work request posted after the failed one
+    /// (`later` of them) comes back flushed; wait for those (at most
+    /// `STALL`) and say how many did, so a peer that died mid-run reads as
+    /// "retry count exceeded, the rest flushed" rather than a hang.
+    fn send_failed(&self, first: &Wc, later: u64) -> CliError {
+        let (mut flushed, mut other) = (0u64, 0u64);
+        let mut wcs = vec![Wc::EMPTY; 64];
+        let t = Instant::now();
+        while flushed + other < later && t.elapsed() < STALL {
+            let n = self.s.scq.poll(&mut wcs);
+            for wc in wcs[..n].iter().filter(|w| w.qp_num == first.qp_num) {
+                if wc.status == WcStatus::WrFlushErr {
+                    flushed += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        CliError::Runtime(format!(
+            "send queue completion with error {:?} (QP {:#06x}, iteration {}); \
+             flushed after it: {flushed} of the {later} work requests posted later{}",
+            first.status,
+            first.qp_num,
+            first.wr_id & 0xffff_ffff,
+            if other > 0 {
+                format!(" ({other} completed otherwise)")
+            } else {
+                String::new()
+            }
         ))
     }
 

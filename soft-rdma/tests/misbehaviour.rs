@@ -1,0 +1,289 @@
+//! An application misbehaving while RC traffic is in flight.
+//!
+//! - A peer that goes away: a `softrdma perf` process SIGKILLed in the middle
+//!   of a long write_bw / read_bw / send_bw (server side, then client side),
+//!   and, in one process, a `Device` dropped while its peer has hundreds of
+//!   WRs outstanding. The survivor must not hang: its QP goes to error by
+//!   retry exhaustion, the first outstanding WR completes with
+//!   `RETRY_EXC_ERR`, every later one with `WR_FLUSH_ERR`, and `perf` exits
+//!   nonzero with a message saying so (or that its peer closed the
+//!   connection, for a passive side). The 60 s deadlines detect hangs; they
+//!   are not timing assertions.
+//! - An MR deregistered while a peer's WRITEs / READs into it are in flight
+//!   (pinned, explicit ODP, implicit ODP): as rxe, deregistration is allowed
+//!   (it fails only while memory windows are bound, and this device has
+//!   none) and waits for accesses under way; after it returns the memory (which the test
+//!   keeps mapped) never changes again, the peer's operations that reach it
+//!   later complete with `REM_ACCESS_ERR` (QP to error, the rest flushed),
+//!   and every operation that completed successfully did land.
+
+mod common;
+use common::{all_access, connect, node, signaled, Buf, Node};
+use soft_rdma::verbs::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
+
+/// Poll `cq` until `n` completions or `limit` (then fail, showing them).
+fn wait_for(cq: &Cq, n: usize, limit: Duration) -> Vec<Wc> {
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let mut buf = [Wc::EMPTY; 64];
+    while out.len() < n {
+        let k = cq.poll(&mut buf);
+        out.extend_from_slice(&buf[..k]);
+        if k == 0 {
+            if t.elapsed() >= limit {
+                let ids: std::collections::BTreeSet<u64> = out.iter().map(|w| w.wr_id).collect();
+                let first_missing = (0..).find(|i| !ids.contains(i));
+                let kinds: Vec<_> = out
+                    .iter()
+                    .map(|w| (w.wr_id, w.status))
+                    .filter(|w| w.1 != WcStatus::WrFlushErr)
+                    .collect();
+                panic!(
+                    "hang: {} of {n} completions after {limit:?}; first missing wr_id {first_missing:?}; non-flush: {kinds:?}",
+                    out.len(),
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    out
+}
+
+/// Completions, in order, must read: `Success`*, one `fail`, `WrFlushErr`*;
+/// returns how many succeeded.
+fn success_then_error_then_flushed(c: &[Wc], fail: WcStatus) -> usize {
+    let ok = c
+        .iter()
+        .take_while(|w| w.status == WcStatus::Success)
+        .count();
+    assert!(ok < c.len(), "every WR succeeded: nothing failed");
+    assert_eq!(c[ok].status, fail, "first failure: {:?}", c[ok]);
+    let bad: Vec<_> = c[ok + 1..]
+        .iter()
+        .filter(|w| w.status != WcStatus::WrFlushErr)
+        .collect();
+    assert!(bad.is_empty(), "after the failure, not flushed: {bad:?}");
+    // In posting order: wr_ids are 0, 1, 2, ...
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!(w.wr_id, i as u64, "completions out of order");
+    }
+    ok
+}
+
+// ---------------------------------------------------------------------------
+// A peer device that goes away.
+
+#[test]
+fn dropping_a_device_fails_the_peers_outstanding_wrs_retry_exceeded_then_flushed() {
+    const N: usize = 1000;
+    const LEN: usize = 64 << 10;
+    let a = node();
+    let b = node();
+    let (qa, qb) = connect(&a, &b, QpType::Rc);
+    let src = Buf::new(N * LEN, |i| (i / LEN) as u8 ^ 0x5a);
+    let dst = Buf::new(N * LEN, |_| 0);
+    let mra =
+        a.pd.reg_mr(src.addr(), src.0.len() as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb =
+        b.pd.reg_mr(dst.addr(), dst.0.len() as u64, all_access())
+            .unwrap();
+    let sges: Vec<Sge> = (0..N).map(|i| src.sge(&mra, i * LEN, LEN)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..N)
+        .map(|i| SendWr {
+            wr_id: i as u64,
+            sg_list: std::slice::from_ref(&sges[i]),
+            op: SendOp::Write {
+                remote_addr: dst.addr() + (i * LEN) as u64,
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    // Traffic is flowing: then B's device goes (threads joined, socket
+    // closed); its QP, PD and MR objects outlive it, as a dead process's
+    // would never answer either.
+    let mut c = wait_for(&a.cq, 1, Duration::from_secs(60));
+    let Node { dev, pd, cq } = b;
+    drop(dev);
+    c.extend(wait_for(&a.cq, N - c.len(), Duration::from_secs(60)));
+    assert_eq!(c.len(), N, "one completion per WR");
+    let ok = success_then_error_then_flushed(&c, WcStatus::RetryExcErr);
+    assert!(
+        N - ok > 100,
+        "only {} WRs were outstanding when the device went",
+        N - ok
+    );
+    assert_eq!(qa.state(), QpState::Err);
+    assert_eq!(
+        a.dev.get_async_event(),
+        Some(AsyncEvent::QpFatal { qpn: qa.qp_num() })
+    );
+    let st = a.dev.stats();
+    assert_eq!(st.retry_exceeded, 1, "{st}");
+    // Nothing else arrives: exactly N completions.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(a.cq.poll(&mut [Wc::EMPTY; 4]), 0);
+    // What completed successfully landed.
+    for i in 0..ok {
+        assert!(
+            dst.0[i * LEN..(i + 1) * LEN] == src.0[i * LEN..(i + 1) * LEN],
+            "WRITE {i} completed but did not land"
+        );
+    }
+    drop((qb, mrb, pd, cq));
+}
+
+/// Start `softrdma perf ARGS`, collecting stdout lines on a channel.
+fn spawn_perf(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn softrdma");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
+/// Wait for a line containing `what` (a hang detector: 60 s).
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, who: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) if l.contains(what) => return,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{who} ended before printing {what:?}")
+            }
+        }
+    }
+    panic!("{who} never printed {what:?}");
+}
+
+/// Wait (at most 60 s: else a hang) for `child` to exit; its status and stderr.
+fn finish(mut child: Child, who: &str) -> (std::process::ExitStatus, String) {
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{who} hung: still running 60 s after its peer was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status, err)
+}
+
+fn port(k: u16) -> String {
+    // Below the ephemeral range, apart from cli_softrdma's ports.
+    (14000 + (std::process::id() % 2000) as u16 * 8 + k).to_string()
+}
+
+/// Run TEST between two processes, SIGKILL one side once the run is under
+/// way; returns the survivor's exit status and stderr.
+fn kill_mid_run(test: &str, kill_server: bool, k: u16) -> (std::process::ExitStatus, String) {
+    let p = port(k);
+    // Far more iterations than the run can do before the kill.
+    let common = ["perf", test, "-p", &p, "-n", "100000000", "-s", "65536"];
+    let (mut server, srx) = spawn_perf(&[&common[..], &["--server"]].concat());
+    wait_line(&srx, "Waiting for client to connect", "the server");
+    let (mut client, crx) = spawn_perf(&[&common[..], &["--client", "127.0.0.1"]].concat());
+    // Both print the peer's address once connected, right before running.
+    wait_line(&crx, "remote address", "the client");
+    wait_line(&srx, "remote address", "the server");
+    std::thread::sleep(Duration::from_millis(500));
+    let (victim, survivor, who) = if kill_server {
+        (&mut server, client, "the client")
+    } else {
+        (&mut client, server, "the server")
+    };
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the run ended before the kill: make it longer"
+    );
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    finish(survivor, who)
+}
+
+/// The client's message after its server died: retry count exceeded on the
+/// oldest outstanding WR, every later one flushed.
+fn assert_retry_exceeded_then_flushed(status: std::process::ExitStatus, err: &str) {
+    assert!(!status.success(), "exit 0 although the server died: {err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("completion with error"))
+        .unwrap_or_else(|| panic!("no error completion reported: {err}"));
+    assert!(line.contains("RetryExcErr"), "{line}");
+    // "flushed after it: F of the L work requests posted later"
+    let tail = line.split("flushed after it: ").nth(1).expect(line);
+    let nums: Vec<u64> = tail
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert_eq!(nums[0], nums[1], "not every later WR was flushed: {line}");
+    assert!(
+        !line.contains("completed otherwise"),
+        "a later WR completed other than flushed: {line}"
+    );
+}
+
+#[test]
+fn perf_client_survives_its_server_being_killed_mid_write_bw() {
+    let (status, err) = kill_mid_run("write_bw", true, 0);
+    assert_retry_exceeded_then_flushed(status, &err);
+}
+
+#[test]
+fn perf_client_survives_its_server_being_killed_mid_read_bw() {
+    let (status, err) = kill_mid_run("read_bw", true, 1);
+    assert_retry_exceeded_then_flushed(status, &err);
+}
+
+#[test]
+fn perf_client_survives_its_server_being_killed_mid_send_bw() {
+    let (status, err) = kill_mid_run("send_bw", true, 2);
+    assert_retry_exceeded_then_flushed(status, &err);
+}
+
+#[test]
+fn perf_server_survives_its_client_being_killed_mid_run() {
+    // The passive write_bw/read_bw server and the send_bw receiver have no
+    // send WR outstanding: they learn from the control connection.
+    for (k, t) in ["write_bw", "read_bw", "send_bw"].iter().enumerate() {
+        let (status, err) = kill_mid_run(t, false, 3 + k as u16);
+        assert_eq!(status.code(), Some(1), "{t}: {err}");
+        assert!(
+            err.contains("closed the connection") || err.contains("lost the connection"),
+            "{t}: the server's error does not say its client went: {err}"
+        );
+    }
+}
