@@ -134,6 +134,14 @@ impl Mr {
                 _ => Errno::EFAULT,
             })?)
         };
+        let mut mrs = dev.mrs.write().unwrap_or_else(|e| e.into_inner());
+        if mrs.len() >= super::device::MAX_MR {
+            drop(mrs);
+            drop(memory); // not under the table lock (an ODP umem unregisters)
+                          // As rxe, whose object pools refuse an element over their
+                          // maximum with EINVAL.
+            return Err(Errno::EINVAL);
+        }
         let key = dev.new_mr_key();
         let mr = Arc::new(MrShared {
             dev: dev.clone(),
@@ -145,10 +153,8 @@ impl Mr {
             memory,
             valid: RwLock::new(true),
         });
-        dev.mrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key >> 8, mr.clone());
+        mrs.insert(key >> 8, mr.clone());
+        drop(mrs);
         Ok(Mr(mr))
     }
 

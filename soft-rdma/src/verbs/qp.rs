@@ -221,6 +221,13 @@ impl Qp {
             return Err(Errno::EINVAL);
         }
         let dev = pd.dev().clone();
+        // Holding the table: the count cannot change before the insert.
+        let mut qps = dev.qps.write().unwrap_or_else(|e| e.into_inner());
+        if qps.len() >= super::device::MAX_QP {
+            // As rxe, whose object pools refuse an element over their
+            // maximum with EINVAL.
+            return Err(Errno::EINVAL);
+        }
         let qpn = dev.new_qpn();
         let shared = Arc::new(QpShared {
             qpn,
@@ -249,10 +256,7 @@ impl Qp {
                 resp: RespState::default(),
             }),
         });
-        dev.qps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(qpn, shared.clone());
+        qps.insert(qpn, shared.clone());
         Ok(Qp(shared))
     }
 
