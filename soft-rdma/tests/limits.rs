@@ -151,6 +151,41 @@ fn more_mrs_than_max_mr_is_einval_until_one_is_deregistered() {
 }
 
 #[test]
+fn rd_atomic_depths_above_the_device_limit_are_einval_and_change_nothing() {
+    let a = node();
+    let b = node();
+    let (qa, _qb) = common::connect(&a, &b, QpType::Rc);
+    let max = a.dev.attr().max_qp_init_rd_atom;
+    for attr in [
+        QpAttr {
+            state: Some(QpState::Rts),
+            max_rd_atomic: Some(max + 1),
+            ..Default::default()
+        },
+        QpAttr {
+            state: Some(QpState::Rts),
+            max_dest_rd_atomic: Some(max + 1),
+            ..Default::default()
+        },
+        // A state change with a bad depth is refused whole.
+        QpAttr {
+            state: Some(QpState::Sqd),
+            max_rd_atomic: Some(255),
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(qa.modify(&attr).err(), Some(Errno::EINVAL), "{attr:?}");
+        assert_eq!(qa.state(), QpState::Rts);
+    }
+    qa.modify(&QpAttr {
+        state: Some(QpState::Rts),
+        max_rd_atomic: Some(max),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[test]
 fn posting_past_the_queue_size_is_enomem_for_that_wr() {
     let a = node();
     let b = node();

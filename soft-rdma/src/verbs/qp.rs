@@ -329,6 +329,13 @@ impl Qp {
             }
             _ => {}
         }
+        // Above the device's `max_qp_rd_atom` / `max_qp_init_rd_atom`:
+        // EINVAL, as rxe's attribute check (not clamped silently).
+        if attr.max_rd_atomic.unwrap_or(0) > super::device::MAX_RD_ATOMIC
+            || attr.max_dest_rd_atomic.unwrap_or(0) > super::device::MAX_RD_ATOMIC
+        {
+            return Err(Errno::EINVAL);
+        }
         if let Some(a) = attr.access {
             q.access = a;
         }
