@@ -322,6 +322,17 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
     // Holes were hit: remote access errors, each followed by a fresh QP pair.
     assert!(n("access_errors") >= 1, "{}", o.out);
     assert_eq!(n("reconnects"), n("access_errors"), "{}", o.out);
+    // Discards: the device saw zero pages, and WRITEs after a discard
+    // landed in the fresh ones.
+    assert!(n("discards") >= 50, "{}", o.out);
+    assert_eq!(n("discard_not_zero"), 0, "{}", o.out);
+    assert!(n("landed_after_discard") >= 1, "{}", o.out);
+    // Read-only windows: nothing written through them, no success inside
+    // one, and WRITEs hitting them failed with REM_ACCESS_ERR.
+    assert!(n("protects") >= 50, "{}", o.out);
+    assert_eq!(n("written_while_read_only"), 0, "{}", o.out);
+    assert_eq!(n("silent_while_read_only"), 0, "{}", o.out);
+    assert!(n("access_errors_read_only") >= 1, "{}", o.out);
 }
 
 #[test]
@@ -337,10 +348,22 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
         "owner (exit 0 iff violations found):\n{}",
         o.out
     );
+    eprintln!(
+        "{}",
+        o.out
+            .lines()
+            .find(|l| l.starts_with("odp_race"))
+            .unwrap_or("")
+    );
     let n = summary(&o.out);
     assert!(n("violations") > 0, "{}", o.out);
     assert!(n("stale") + n("stale_pages_early") > 0, "{}", o.out);
     assert!(n("silent_in_hole") > 0, "{}", o.out);
+    // Old contents back over a discarded part; read-only windows left
+    // writable, so WRITEs change the part and succeed inside them.
+    assert!(n("discard_not_zero") > 0, "{}", o.out);
+    assert!(n("written_while_read_only") > 0, "{}", o.out);
+    assert!(n("silent_while_read_only") > 0, "{}", o.out);
     assert!(
         (o.out.contains("a WRITE completed before the remap began")
             || o.out.contains("was replaced)"))
