@@ -1190,11 +1190,11 @@ impl Ctx<'_> {
                 continue;
             }
             let now = Instant::now();
-            for wc in &wcs[..n] {
+            for (k, wc) in wcs[..n].iter().enumerate() {
                 let q = (wc.wr_id >> 32) as usize;
                 let i = wc.wr_id & 0xffff_ffff;
                 if wc.status != WcStatus::Success {
-                    return Err(self.send_failed(wc, posted[q] - (i + 1)));
+                    return Err(self.send_failed(wc, &wcs[k + 1..n], posted[q] - (i + 1)));
                 }
                 completed += i + 1 - done[q];
                 done[q] = i + 1;
@@ -1213,23 +1213,30 @@ impl Ctx<'_> {
     /// (`later` of them) comes back flushed; wait for those (at most
     /// `STALL`) and say how many did, so a peer that died mid-run reads as
     /// "retry count exceeded, the rest flushed" rather than a hang.
-    fn send_failed(&self, first: &Wc, later: u64) -> CliError {
-        let (mut flushed, mut other) = (0u64, 0u64);
-        let mut wcs = vec![Wc::EMPTY; 64];
-        let t = Instant::now();
-        while flushed + other < later && t.elapsed() < STALL {
-            let n = self.s.scq.poll(&mut wcs);
-            for wc in wcs[..n].iter().filter(|w| w.qp_num == first.qp_num) {
+    /// `polled`: the completions polled with `first`, after it.
+    fn send_failed(&self, first: &Wc, polled: &[Wc], later: u64) -> CliError {
+        // (flushed, completed otherwise) among this QP's completions.
+        let count = |seen: &mut (u64, u64), wcs: &[Wc]| {
+            for wc in wcs.iter().filter(|w| w.qp_num == first.qp_num) {
                 if wc.status == WcStatus::WrFlushErr {
-                    flushed += 1;
+                    seen.0 += 1;
                 } else {
-                    other += 1;
+                    seen.1 += 1;
                 }
             }
+        };
+        let mut seen = (0u64, 0u64);
+        count(&mut seen, polled);
+        let mut wcs = vec![Wc::EMPTY; 64];
+        let t = Instant::now();
+        while seen.0 + seen.1 < later && t.elapsed() < STALL {
+            let n = self.s.scq.poll(&mut wcs);
+            count(&mut seen, &wcs[..n]);
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        let (flushed, other) = seen;
         CliError::Runtime(format!(
             "send queue completion with error {:?} (QP {:#06x}, iteration {}); \
              flushed after it: {flushed} of the {later} work requests posted later{}",
