@@ -81,6 +81,19 @@ fn success_then_error_then_flushed(c: &[Wc], fail: WcStatus) -> usize {
 
 #[test]
 fn dropping_a_device_fails_the_peers_outstanding_wrs_retry_exceeded_then_flushed() {
+    peer_vanishes_with_wrs_outstanding(true);
+}
+
+/// The peer's device stays but its QP is destroyed: packets for an unknown
+/// QPN are dropped unanswered (as rxe does), with the same outcome.
+#[test]
+fn destroying_the_peer_qp_fails_the_outstanding_wrs_retry_exceeded_then_flushed() {
+    peer_vanishes_with_wrs_outstanding(false);
+}
+
+/// A posts 1000 64 KiB WRITEs to B; once the first completes, B's device
+/// (`device`) or B's QP goes away.
+fn peer_vanishes_with_wrs_outstanding(device: bool) {
     const N: usize = 1000;
     const LEN: usize = 64 << 10;
     let a = node();
@@ -113,7 +126,13 @@ fn dropping_a_device_fails_the_peers_outstanding_wrs_retry_exceeded_then_flushed
     // would never answer either.
     let mut c = wait_for(&a.cq, 1, Duration::from_secs(60));
     let Node { dev, pd, cq } = b;
-    drop(dev);
+    let (dev, qb) = if device {
+        drop(dev);
+        (None, Some(qb))
+    } else {
+        drop(qb);
+        (Some(dev), None)
+    };
     c.extend(wait_for(&a.cq, N - c.len(), Duration::from_secs(60)));
     assert_eq!(c.len(), N, "one completion per WR");
     let ok = success_then_error_then_flushed(&c, WcStatus::RetryExcErr);
@@ -139,7 +158,7 @@ fn dropping_a_device_fails_the_peers_outstanding_wrs_retry_exceeded_then_flushed
             "WRITE {i} completed but did not land"
         );
     }
-    drop((qb, mrb, pd, cq));
+    drop((qb, mrb, pd, cq, dev));
 }
 
 /// Start `softrdma perf ARGS`, collecting stdout lines on a channel.
@@ -447,4 +466,86 @@ fn dereg_odp_mr_while_reads_are_in_flight() {
 #[test]
 fn dereg_implicit_odp_mr_while_reads_are_in_flight() {
     dereg_mid_traffic(Kind::ImplicitOdp, true);
+}
+
+/// The requester's side: A deregisters the MR its WRITEs gather from while
+/// they are in flight. As rxe (the WQE's lkey is looked up when the data
+/// is read): the WR being sent then completes with `LOC_PROT_ERR`, the QP
+/// goes to error, completions stay in posting order (earlier WRs still
+/// unacknowledged and every later one flushed), and no byte is read after
+/// the dereg returned: A then overwrites its buffer, and no slot B holds
+/// for a successful WRITE shows the new bytes.
+#[test]
+fn dereg_the_local_mr_while_1mib_writes_gather_from_it() {
+    dereg_local_mid_traffic(24, 1 << 20);
+}
+
+/// 16 KiB WRITEs: several are wholly sent and unacknowledged when the
+/// gather fails.
+#[test]
+fn dereg_the_local_mr_while_16kib_writes_gather_from_it() {
+    dereg_local_mid_traffic(1000, 16 << 10);
+}
+
+#[allow(non_snake_case)]
+fn dereg_local_mid_traffic(N: usize, LEN: usize) {
+    let a = node();
+    let b = node();
+    let (qa, qb) = connect(&a, &b, QpType::Rc);
+    let mut src = Buf::new(N * LEN, |i| ((i / LEN) % 251) as u8 + 1);
+    let dst = Buf::new(N * LEN, |_| 0);
+    let lmr =
+        a.pd.reg_mr(src.addr(), src.0.len() as u64, all_access())
+            .unwrap();
+    let rmr =
+        b.pd.reg_mr(dst.addr(), dst.0.len() as u64, all_access())
+            .unwrap();
+    let sges: Vec<Sge> = (0..N).map(|i| src.sge(&lmr, i * LEN, LEN)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..N)
+        .map(|i| SendWr {
+            wr_id: i as u64,
+            sg_list: std::slice::from_ref(&sges[i]),
+            op: SendOp::Write {
+                remote_addr: dst.addr() + (i * LEN) as u64,
+                rkey: rmr.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    drop(wrs);
+    let mut c = wait_for(&a.cq, 1, Duration::from_secs(60));
+    drop(lmr);
+    src.0.fill(0xee);
+    c.extend(wait_for(&a.cq, N - c.len(), Duration::from_secs(60)));
+    assert_eq!(c.len(), N);
+    for (i, w) in c.iter().enumerate() {
+        assert_eq!(w.wr_id, i as u64, "completions out of posting order: {c:?}");
+    }
+    let ok = c
+        .iter()
+        .take_while(|w| w.status == WcStatus::Success)
+        .count();
+    let errs: Vec<_> = c[ok..]
+        .iter()
+        .filter(|w| w.status != WcStatus::WrFlushErr)
+        .collect();
+    if ok < N {
+        assert_eq!(qa.state(), QpState::Err);
+        assert!(
+            errs.len() <= 1 && errs.iter().all(|w| w.status == WcStatus::LocProtErr),
+            "after the successes: one LOC_PROT_ERR at most, the rest flushed: {c:?}"
+        );
+    }
+    eprintln!("{ok} succeeded, then {:?}", errs);
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..ok {
+        let slot = &dst.0[i * LEN..(i + 1) * LEN];
+        assert!(
+            slot.iter().all(|&x| x == (i % 251) as u8 + 1),
+            "WRITE {i} succeeded but B holds other bytes (read after the dereg?)"
+        );
+    }
+    drop((qb, rmr));
 }
