@@ -549,3 +549,159 @@ fn dereg_local_mid_traffic(N: usize, LEN: usize) {
     }
     drop((qb, rmr));
 }
+
+/// Holds back the packets a device sends that `pred` picks, while `hold`
+/// is set; `release` sends them.
+struct Hold {
+    inner: Box<dyn soft_rdma::transport::Link>,
+    pred: Box<dyn Fn(&soft_rdma::wire::PacketRepr) -> bool + Send + Sync>,
+    hold: std::sync::atomic::AtomicBool,
+    held: std::sync::Mutex<Vec<(std::net::SocketAddr, Vec<u8>)>>,
+}
+
+impl Hold {
+    fn new(
+        inner: impl soft_rdma::transport::Link + 'static,
+        pred: impl Fn(&soft_rdma::wire::PacketRepr) -> bool + Send + Sync + 'static,
+    ) -> std::sync::Arc<Hold> {
+        std::sync::Arc::new(Hold {
+            inner: Box::new(inner),
+            pred: Box::new(pred),
+            hold: true.into(),
+            held: Default::default(),
+        })
+    }
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+    fn release(&self) {
+        self.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        for (peer, data) in std::mem::take(&mut *self.held.lock().unwrap()) {
+            let o = soft_rdma::transport::Outgoing { peer, data: &data };
+            self.inner.send(&[o]).unwrap();
+        }
+    }
+}
+
+impl soft_rdma::transport::Link for Hold {
+    fn local(&self) -> std::net::SocketAddr {
+        self.inner.local()
+    }
+    fn send(&self, batch: &[soft_rdma::transport::Outgoing<'_>]) -> std::io::Result<usize> {
+        let mut held = self.held.lock().unwrap();
+        let hold = self.hold.load(std::sync::atomic::Ordering::SeqCst);
+        let keep: Vec<_> = batch
+            .iter()
+            .filter(|o| {
+                let pick = hold
+                    && soft_rdma::wire::PacketRepr::parse(o.data)
+                        .is_ok_and(|(r, _)| (self.pred)(&r));
+                if pick {
+                    held.push((o.peer, o.data.to_vec()));
+                }
+                !pick
+            })
+            .copied()
+            .collect();
+        self.inner.send(&keep).map(|_| batch.len())
+    }
+    fn recv(
+        &self,
+        batch: &mut soft_rdma::transport::RecvBatch,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<usize> {
+        self.inner.recv(batch, timeout)
+    }
+    fn close(&self) {
+        self.inner.close()
+    }
+}
+
+/// Completions of one send queue come in posting order, also when a local
+/// error hits a WR behind others still unacknowledged. A sends 64-packet
+/// WRITEs (two fill the 128-PSN window); A's link holds the second's
+/// packets and B's link its ACKs; A deregisters the source MR; then B's
+/// ACK (of the first WRITE only) goes through: the window opens, the third
+/// WRITE's gather fails (LOC_PROT_ERR) while the second is still
+/// unacknowledged. Expected, in order: 0 success, 1 flushed, 2
+/// LOC_PROT_ERR, 3 flushed. (It came out 0, 2, 1, 3: the failed WR
+/// completed before the flush of the earlier one.)
+#[test]
+fn a_local_error_behind_unacknowledged_wrs_completes_in_posting_order() {
+    use soft_rdma::transport::loopback::Hub;
+    use soft_rdma::wire::Op;
+    const LEN: usize = 64 << 10; // 64 packets at MTU 1024
+    const PSN: u32 = 0x10; // common::connect's first PSN
+    let hub = Hub::new();
+    // A: the second WRITE's packets (PSNs from PSN + 64) wait.
+    let hold_a = Hold::new(hub.link(([127, 9, 2, 1], 4791).into()).unwrap(), |r| {
+        r.bth.opcode.op() != Op::Ack && r.bth.psn >= PSN + 64
+    });
+    // B: its ACKs wait.
+    let hold_b = Hold::new(hub.link(([127, 9, 2, 2], 4791).into()).unwrap(), |r| {
+        r.bth.opcode.op() == Op::Ack
+    });
+    let mk = |link: std::sync::Arc<Hold>| {
+        let dev = Device::with_link(link);
+        let pd = dev.alloc_pd();
+        let cq = Cq::new(64, None).unwrap();
+        Node { dev, pd, cq }
+    };
+    let a = mk(hold_a.clone());
+    let b = mk(hold_b.clone());
+    let (qa, qb) = connect(&a, &b, QpType::Rc);
+    // Long enough not to retransmit meanwhile (67 ms, 7 retries).
+    qa.modify(&QpAttr {
+        state: Some(QpState::Rts),
+        timeout: Some(14),
+        ..Default::default()
+    })
+    .unwrap();
+    let src = Buf::new(4 * LEN, |_| 7);
+    let dst = Buf::new(4 * LEN, |_| 0);
+    let lmr =
+        a.pd.reg_mr(src.addr(), src.0.len() as u64, all_access())
+            .unwrap();
+    let rmr =
+        b.pd.reg_mr(dst.addr(), dst.0.len() as u64, all_access())
+            .unwrap();
+    let sges: Vec<Sge> = (0..4).map(|i| src.sge(&lmr, i * LEN, LEN)).collect();
+    let wrs: Vec<SendWr<'_>> = (0..4)
+        .map(|i| SendWr {
+            wr_id: i as u64,
+            sg_list: std::slice::from_ref(&sges[i]),
+            op: SendOp::Write {
+                remote_addr: dst.addr() + (i * LEN) as u64,
+                rkey: rmr.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    drop(wrs);
+    // The window is full (the second WRITE held on A) and B acknowledged
+    // the first (held on B).
+    let t = Instant::now();
+    while hold_a.held() < 64 || hold_b.held() < 1 {
+        assert!(t.elapsed() < Duration::from_secs(20), "never got there");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(a.cq.poll(&mut [Wc::EMPTY; 4]), 0);
+    drop(lmr);
+    hold_b.release();
+    let c = wait_for(&a.cq, 4, Duration::from_secs(60));
+    let got: Vec<(u64, WcStatus)> = c.iter().map(|w| (w.wr_id, w.status)).collect();
+    assert_eq!(
+        got,
+        [
+            (0, WcStatus::Success),
+            (1, WcStatus::WrFlushErr),
+            (2, WcStatus::LocProtErr),
+            (3, WcStatus::WrFlushErr)
+        ]
+    );
+    assert_eq!(qa.state(), QpState::Err);
+    hold_a.release();
+    drop((qb, rmr, b));
+}

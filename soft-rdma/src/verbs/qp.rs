@@ -144,6 +144,18 @@ impl QpShared {
         self.to_error(q);
     }
 
+    /// Send WQE `idx` failed: take it out of the send queue to complete it
+    /// with its error. Completions stay in posting order, so the WQEs before
+    /// it (still outstanding: sent and unacknowledged, or waiting to complete
+    /// in order) complete first, flushed — the QP is going to the error
+    /// state, which the caller then enters (flushing the rest).
+    pub(crate) fn take_failed(&self, q: &mut QpInner, idx: usize) -> SendWqe {
+        for w in q.req.sq.drain(..idx) {
+            self.complete_send(&w, WcStatus::WrFlushErr);
+        }
+        q.req.sq.pop_front().expect("failed WQE in the send queue")
+    }
+
     /// SQE (UC/UD): the send queue is flushed, the receive side keeps working.
     pub(crate) fn to_send_queue_error(&self, q: &mut QpInner) {
         crate::log::log!(
