@@ -204,8 +204,31 @@ fn posting_past_the_queue_size_is_enomem_for_that_wr() {
         flags: signaled(),
         ud: None,
     };
-    let wrs: Vec<SendWr<'_>> = (0..max + 2).map(wr).collect();
-    assert_eq!(qa.post_send(&wrs), Err((max, Errno::ENOMEM)));
+    // Per WR (rxe validate_send_wr): more SGEs than max_send_sge, or inline
+    // data beyond max_inline_data, is EINVAL, and nothing is queued.
+    let buf = Buf::new(4096, |_| 1);
+    let mr = a.pd.reg_mr(buf.addr(), 4096, all_access()).unwrap();
+    let sges: Vec<Sge> = (0..=cap().max_send_sge as usize)
+        .map(|i| buf.sge(&mr, i, 1))
+        .collect();
+    let too_many = SendWr {
+        sg_list: &sges,
+        ..wr(0)
+    };
+    assert_eq!(qa.post_send(&[too_many]), Err((0, Errno::EINVAL)));
+    let big = [buf.sge(&mr, 0, cap().max_inline_data as usize + 1)];
+    let too_long = SendWr {
+        sg_list: &big,
+        flags: SendFlags {
+            inline: true,
+            ..signaled()
+        },
+        ..wr(0)
+    };
+    assert_eq!(qa.post_send(&[wr(0), too_long]), Err((1, Errno::EINVAL)));
+    // wr(0) before it was posted: one slot used.
+    let wrs: Vec<SendWr<'_>> = (1..max + 2).map(wr).collect();
+    assert_eq!(qa.post_send(&wrs), Err((max - 1, Errno::ENOMEM)));
     assert_eq!(qa.post_send(&[wr(0)]), Err((0, Errno::ENOMEM)));
     // The first `max` were posted: they go once the QP is back in RTS.
     let _ = a.dev.get_async_event(); // SQ drained (nothing was in flight)
