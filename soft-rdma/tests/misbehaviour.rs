@@ -220,7 +220,7 @@ fn finish(mut child: Child, who: &str) -> (std::process::ExitStatus, String) {
 
 fn port(k: u16) -> String {
     // Below the ephemeral range, apart from cli_softrdma's ports.
-    (14000 + (std::process::id() % 2000) as u16 * 8 + k).to_string()
+    (14000 + (std::process::id() % 1000) as u16 * 16 + k).to_string()
 }
 
 /// Run TEST between two processes, SIGKILL one side once the run is under
@@ -291,6 +291,28 @@ fn perf_client_survives_its_server_being_killed_mid_read_bw() {
 fn perf_client_survives_its_server_being_killed_mid_send_bw() {
     let (status, err) = kill_mid_run("send_bw", true, 2);
     assert_retry_exceeded_then_flushed(status, &err);
+}
+
+#[test]
+fn perf_latency_tests_survive_the_peer_being_killed() {
+    // One WR outstanding at a time: retry count exceeded on it, either side
+    // (the write/send_lat server sends too).
+    for (k, (t, kill_server)) in [
+        ("write_lat", true),
+        ("read_lat", true),
+        ("write_lat", false),
+        ("send_lat", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, err) = kill_mid_run(t, kill_server, 6 + k as u16);
+        assert_eq!(status.code(), Some(1), "{t}: {err}");
+        assert!(
+            err.contains("completion with error RetryExcErr"),
+            "{t} (server killed: {kill_server}): {err}"
+        );
+    }
 }
 
 #[test]
