@@ -1316,7 +1316,6 @@ impl Ctx<'_> {
 
     /// Latency: write/send ping-pong (both sides), read/atomic (client only).
     fn run_lat(&self, ctrl: &mut Ctrl, role: Role) -> CliResult<Option<report::LatRow>> {
-        let _ = ctrl;
         let iters = self.iters();
         let size = self.size as usize;
         let verb = self.a.test.verb;
@@ -1383,6 +1382,11 @@ impl Ctx<'_> {
                 // Echo: wait for the client's i-th message, answer it.
                 while !arrived(i, recvd) {
                     if !drain(&mut sdone, &mut recvd)? {
+                        // A client that died says so at once (as the send_bw
+                        // receiver), not after the stall timeout.
+                        if spins % 4096 == 0 && ctrl.peer_closed() {
+                            return runtime("the client closed the connection (see its error)");
+                        }
                         dog.check(|| format!("iteration {i}: waiting for the client's message"))?;
                         relax(&mut spins);
                     } else {
