@@ -1407,6 +1407,9 @@ impl Ctx<'_> {
             if pingpong {
                 while !arrived(i, recvd) {
                     if !drain(&mut sdone, &mut recvd)? {
+                        if spins % 4096 == 0 && ctrl.peer_closed() {
+                            return runtime("the server closed the connection (see its error)");
+                        }
                         dog.check(|| format!("iteration {i}: waiting for the server's reply"))?;
                         relax(&mut spins);
                     }
