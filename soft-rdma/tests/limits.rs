@@ -333,6 +333,9 @@ fn more_reads_than_max_rd_atomic_are_queued_not_failed() {
     qa.modify(&QpAttr {
         state: Some(QpState::Rts),
         max_rd_atomic: Some(DEPTH),
+        // 4.3 s: no timeout resends a request (the count would see it
+        // twice; a busy machine made common's 4 ms fire).
+        timeout: Some(20),
         ..Default::default()
     })
     .unwrap();
@@ -368,4 +371,5 @@ fn more_reads_than_max_rd_atomic_are_queued_not_failed() {
         "{max} READs were on the wire at once (max_rd_atomic {DEPTH})"
     );
     assert_eq!(counter.outstanding.load(Ordering::SeqCst), 0);
+    assert_eq!(a.dev.stats().retransmits, 0, "the count assumes no resends");
 }
