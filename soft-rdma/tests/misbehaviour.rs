@@ -1,21 +1,26 @@
 //! An application misbehaving while RC traffic is in flight.
 //!
 //! - A peer that goes away: a `softrdma perf` process SIGKILLed in the middle
-//!   of a long write_bw / read_bw / send_bw (server side, then client side),
-//!   and, in one process, a `Device` dropped while its peer has hundreds of
-//!   WRs outstanding. The survivor must not hang: its QP goes to error by
-//!   retry exhaustion, the first outstanding WR completes with
-//!   `RETRY_EXC_ERR`, every later one with `WR_FLUSH_ERR`, and `perf` exits
-//!   nonzero with a message saying so (or that its peer closed the
-//!   connection, for a passive side). The 60 s deadlines detect hangs; they
-//!   are not timing assertions.
+//!   of a long write_bw / read_bw / send_bw or a latency test (server side,
+//!   then client side), and, in one process, a `Device` dropped (or just the
+//!   peer's QP destroyed) while its peer has hundreds of WRs outstanding.
+//!   The survivor must not hang: its QP goes to error by retry exhaustion,
+//!   the first outstanding WR completes with `RETRY_EXC_ERR`, every later
+//!   one with `WR_FLUSH_ERR`, and `perf` exits nonzero with a message saying
+//!   so (or that its peer closed the control connection, for a side with
+//!   nothing outstanding). The 60 s deadlines detect hangs; they are not
+//!   timing assertions.
 //! - An MR deregistered while a peer's WRITEs / READs into it are in flight
 //!   (pinned, explicit ODP, implicit ODP): as rxe, deregistration is allowed
 //!   (it fails only while memory windows are bound, and this device has
-//!   none) and waits for accesses under way; after it returns the memory (which the test
-//!   keeps mapped) never changes again, the peer's operations that reach it
-//!   later complete with `REM_ACCESS_ERR` (QP to error, the rest flushed),
-//!   and every operation that completed successfully did land.
+//!   none) and waits for accesses under way; after it returns the memory
+//!   (which the test keeps mapped) never changes again, the peer's
+//!   operations that reach it later complete with `REM_ACCESS_ERR` (QP to
+//!   error, the rest flushed), and every operation that completed
+//!   successfully did land. On the requester's side, the MR its WRITEs
+//!   gather from: `LOC_PROT_ERR`, nothing read after the dereg.
+//! - Send completions stay in posting order when a WR fails behind others
+//!   still unacknowledged.
 
 mod common;
 use common::{all_access, connect, node, signaled, Buf, Node};
