@@ -515,6 +515,39 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// `madvise(MADV_DONTNEED)` over `[off, off + len)`: the pages are
+    /// dropped, and read as zeros from then on (private anonymous memory).
+    /// Page-aligned parts only.
+    pub fn discard(&self, off: usize, len: usize) -> io::Result<()> {
+        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
+        // SAFETY: in bounds of this mapping; no Rust reference into it
+        // exists (word accesses only), so zeroing it breaks nothing.
+        let r = unsafe { libc::madvise(self.ptr.add(off).cast(), len, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(os_err("madvise(MADV_DONTNEED)"));
+        }
+        Ok(())
+    }
+
+    /// `mprotect` `[off, off + len)` read-only (`writable` false) or back to
+    /// read-write. While a part is read-only the caller must not write it
+    /// (`write_u64` / `fill_u64` would fault); reads are fine.
+    pub fn protect(&self, off: usize, len: usize, writable: bool) -> io::Result<()> {
+        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: in bounds of this mapping; changes only its protection.
+        if unsafe { libc::mprotect(self.ptr.add(off).cast(), len, prot) } != 0 {
+            return Err(os_err("mprotect"));
+        }
+        Ok(())
+    }
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the
 /// host (network namespaces too), so two programs' events can be ordered.
 pub fn monotonic_ns() -> u64 {

@@ -322,6 +322,17 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
     // Holes were hit: remote access errors, each followed by a fresh QP pair.
     assert!(n("access_errors") >= 1, "{}", o.out);
     assert_eq!(n("reconnects"), n("access_errors"), "{}", o.out);
+    // Discards: the device saw zero pages, and WRITEs after a discard
+    // landed in the fresh ones.
+    assert!(n("discards") >= 50, "{}", o.out);
+    assert_eq!(n("discard_not_zero"), 0, "{}", o.out);
+    assert!(n("landed_after_discard") >= 1, "{}", o.out);
+    // Read-only windows: nothing written through them, no success inside
+    // one, and WRITEs hitting them failed with REM_ACCESS_ERR.
+    assert!(n("protects") >= 50, "{}", o.out);
+    assert_eq!(n("written_while_read_only"), 0, "{}", o.out);
+    assert_eq!(n("silent_while_read_only"), 0, "{}", o.out);
+    assert!(n("access_errors_read_only") >= 1, "{}", o.out);
 }
 
 #[test]
@@ -337,10 +348,22 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
         "owner (exit 0 iff violations found):\n{}",
         o.out
     );
+    eprintln!(
+        "{}",
+        o.out
+            .lines()
+            .find(|l| l.starts_with("odp_race"))
+            .unwrap_or("")
+    );
     let n = summary(&o.out);
     assert!(n("violations") > 0, "{}", o.out);
     assert!(n("stale") + n("stale_pages_early") > 0, "{}", o.out);
     assert!(n("silent_in_hole") > 0, "{}", o.out);
+    // Old contents back over a discarded part; read-only windows left
+    // writable, so WRITEs change the part and succeed inside them.
+    assert!(n("discard_not_zero") > 0, "{}", o.out);
+    assert!(n("written_while_read_only") > 0, "{}", o.out);
+    assert!(n("silent_while_read_only") > 0, "{}", o.out);
     assert!(
         (o.out.contains("a WRITE completed before the remap began")
             || o.out.contains("was replaced)"))
@@ -399,24 +422,24 @@ fn listening_in(ns: &str, port: u16) -> bool {
     .unwrap_or(false)
 }
 
-#[test]
-fn ib_write_bw_odp_between_two_network_namespace_hosts() {
-    let _g = serial();
+/// Two hosts: network namespaces `e2e<pid><tag>1` and `…2` joined by a
+/// veth pair with 10.78.0.1 and 10.78.0.2 (removed when the guard drops);
+/// None (the test skips) where namespaces cannot be made.
+fn two_hosts(tag: &str) -> Option<(Netns, String, String)> {
     let pid = std::process::id();
-    let (n1, n2) = (format!("e2e{pid}a"), format!("e2e{pid}b"));
+    let (n1, n2) = (format!("e2e{pid}{tag}1"), format!("e2e{pid}{tag}2"));
     if let Err(e) = ip(&["netns", "add", &n1]) {
         assert!(
             std::env::var_os("SOFTRDMA_REQUIRE_TOOLS").is_none(),
             "network namespaces are required here: {e}"
         );
         eprintln!("SKIP: `ip netns add` is not permitted here ({e})");
-        return;
+        return None;
     }
     let mut guard = Netns(vec![n1.clone()]);
     ip(&["netns", "add", &n2]).unwrap();
     guard.0.push(n2.clone());
-    let (v1, v2) = (format!("e2e{pid}a"), format!("e2e{pid}b"));
-    let (v1, v2) = (&v1[..v1.len().min(15)], &v2[..v2.len().min(15)]);
+    let (v1, v2) = (&n1[..n1.len().min(15)], &n2[..n2.len().min(15)]);
     ip(&[
         "link", "add", v1, "netns", &n1, "type", "veth", "peer", "name", v2, "netns", &n2,
     ])
@@ -426,6 +449,16 @@ fn ib_write_bw_odp_between_two_network_namespace_hosts() {
         ip(&["-n", ns, "link", "set", dev, "up"]).unwrap();
         ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
     }
+    Some((guard, n1, n2))
+}
+
+#[test]
+fn ib_write_bw_odp_between_two_network_namespace_hosts() {
+    let _g = serial();
+    let pid = std::process::id();
+    let Some((guard, n1, n2)) = two_hosts("w") else {
+        return;
+    };
     let port = 18600 + (pid % 100) as u16;
     let p = port.to_string();
     let softrdma = target_dir().join("softrdma");
@@ -511,4 +544,69 @@ fn ib_write_bw_odp_between_two_network_namespace_hosts() {
         );
     }
     drop(guard);
+}
+
+#[test]
+fn odp_race_between_two_network_namespace_hosts() {
+    // The owner on one host, the writer on the other (veth, MTU 1024): the
+    // same checks as on loopback. The shared words and the clock are the
+    // machine's, so they work across namespaces.
+    let _g = serial();
+    let Some((_guard, n1, n2)) = two_hosts("r") else {
+        return;
+    };
+    let shm = std::env::temp_dir().join(format!("odp-race-ns-{}.shm", std::process::id()));
+    let shm_s = shm.to_str().unwrap();
+    let softrdma = target_dir().join("softrdma");
+    let host = |ns: &str, addr: &str, args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "env", &format!("SOFTRDMA_ADDR={addr}")])
+            .arg(&softrdma)
+            .args(["run", "--", ODP_RACE])
+            .args(args);
+        piped(c)
+    };
+    let mut owner = Proc::spawn(
+        "odp_race owner",
+        host(
+            &n1,
+            "10.78.0.1",
+            &["owner", shm_s, "--seconds", "3", "--listen", "10.78.0.1"],
+        ),
+    );
+    let port = owner.wait_line("PORT ");
+    let mut writer = Proc::spawn(
+        "odp_race writer",
+        host(
+            &n2,
+            "10.78.0.2",
+            &["writer", shm_s, &format!("10.78.0.1:{port}")],
+        ),
+    );
+    let w = writer.finish(Duration::from_secs(90));
+    let o = owner.finish(Duration::from_secs(30));
+    let _ = std::fs::remove_file(&shm);
+    eprintln!(
+        "{}",
+        o.out
+            .lines()
+            .find(|l| l.starts_with("odp_race"))
+            .unwrap_or("")
+    );
+    assert!(
+        o.status.success() && w.status.success(),
+        "owner {}, writer {}\n--- owner:\n{}\n--- writer:\n{}",
+        o.status,
+        w.status,
+        o.out,
+        w.out
+    );
+    assert_shim_loaded(&o.out);
+    assert_shim_loaded(&w.out);
+    let n = summary(&o.out);
+    assert_eq!(n("violations"), 0, "{}", o.out);
+    assert_eq!(n("other_errors"), 0, "{}", o.out);
+    assert!(n("writes_ok") >= 100, "{}", o.out);
+    assert!(n("discards") >= 10 && n("protects") >= 10, "{}", o.out);
+    assert_eq!(n("reconnects"), n("access_errors"), "{}", o.out);
 }

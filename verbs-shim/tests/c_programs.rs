@@ -71,3 +71,20 @@ fn cq_ex_and_qp_ex_end_to_end() {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }
+
+#[test]
+fn limits_are_refused_with_the_providers_errnos() {
+    let exe = compile("limits");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK create_cq max_cqe",
+        "OK create_qp caps",
+        "OK modify_qp rd_atomic",
+        "OK post_recv past the queue",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}

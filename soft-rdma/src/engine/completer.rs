@@ -49,7 +49,7 @@ pub(crate) fn on_response(
                         _ => WcStatus::RemOpErr,
                     };
                     if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
-                        let w = q.req.sq.remove(pos).expect("found");
+                        let w = sh.take_failed(q, pos);
                         sh.complete_send(&w, status);
                     }
                     sh.fail(q);
@@ -80,7 +80,16 @@ pub(crate) fn on_response(
             let off = u64::from(q.req.sq[i].read_done) * mtu;
             let w = &mut q.req.sq[i];
             if let Err(st) = packet::scatter(&w.sges, sh.pd, off, payload) {
-                let w = q.req.sq.remove(i).expect("found");
+                // What this response acknowledged completes first.
+                let psn = w.psn;
+                complete_front(sh, q);
+                let i = q
+                    .req
+                    .sq
+                    .iter()
+                    .position(|w| w.psn == psn)
+                    .expect("still queued");
+                let w = sh.take_failed(q, i);
                 sh.complete_send(&w, st);
                 sh.fail(q);
                 return;

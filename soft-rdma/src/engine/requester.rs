@@ -252,7 +252,7 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
         }
         let r = emit(sh, q, idx, transport, mtu, limit, tx);
         if let Err(status) = r {
-            let w = q.req.sq.remove(idx).expect("index in range");
+            let w = sh.take_failed(q, idx);
             sh.complete_send(&w, status);
             if sh.qp_type == QpType::Rc {
                 sh.fail(q);
@@ -681,7 +681,7 @@ pub(crate) fn on_rnr_nak(sh: &QpShared, q: &mut QpInner, p: u32, timer: u8) {
             q.rnr_retry
         );
         if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
-            let w = q.req.sq.remove(pos).expect("found");
+            let w = sh.take_failed(q, pos);
             sh.complete_send(&w, WcStatus::RnrRetryExcErr);
         }
         sh.fail(q);

@@ -339,9 +339,9 @@ fn execute(
             mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
             let r = if op == Op::CompareSwap {
-                mr.memory.compare_and_swap(a.va, a.compare, a.swap_add)
+                mr.compare_and_swap(a.va, a.compare, a.swap_add)
             } else {
-                mr.memory.fetch_and_add(a.va, a.swap_add)
+                mr.fetch_and_add(a.va, a.swap_add)
             };
             let orig = r.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             q.resp.msn = psn::add(q.resp.msn, 1);

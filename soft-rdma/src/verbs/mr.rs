@@ -4,7 +4,7 @@
 use super::{Access, Errno, Pd, Result};
 use crate::verbs::device::DeviceInner;
 use odp::{AccessError, Memory};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub(crate) struct MrShared {
     pub(crate) dev: Arc<DeviceInner>,
@@ -14,7 +14,15 @@ pub(crate) struct MrShared {
     /// Registered `[addr, addr+len)`; implicit ODP: the whole address space.
     pub(crate) addr: u64,
     pub(crate) len: u64,
-    pub(crate) memory: Memory,
+    memory: Memory,
+    /// False once deregistered. Every access to `memory` holds this shared
+    /// and checks it; deregistration takes it exclusively, so when
+    /// `ibv_dereg_mr` returns no access is under way and none starts —
+    /// including the rest of a multi-packet WRITE whose first packet found
+    /// the MR (the responder keeps it for the message), and a lookup that
+    /// raced the removal from the key table. Such accesses fail: a remote
+    /// access error, as rxe's `mr->state != RXE_MR_STATE_VALID` checks.
+    valid: RwLock<bool>,
 }
 
 /// Why a key/range check failed — mapped to a NAK or a completion status.
@@ -51,12 +59,38 @@ impl MrShared {
         Ok(())
     }
 
+    /// Run `f` on the memory unless the MR was deregistered (then
+    /// `OutOfBounds`: no address is inside a deregistered MR).
+    fn access<R>(
+        &self,
+        f: impl FnOnce(&Memory) -> std::result::Result<R, AccessError>,
+    ) -> std::result::Result<R, AccessError> {
+        let valid = self.valid.read().unwrap_or_else(|e| e.into_inner());
+        if !*valid {
+            return Err(AccessError::OutOfBounds);
+        }
+        f(&self.memory)
+    }
+
     pub(crate) fn read(&self, va: u64, out: &mut [u8]) -> std::result::Result<(), AccessError> {
-        self.memory.read(va, out)
+        self.access(|m| m.read(va, out))
     }
 
     pub(crate) fn write(&self, va: u64, data: &[u8]) -> std::result::Result<(), AccessError> {
-        self.memory.write(va, data)
+        self.access(|m| m.write(va, data))
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        va: u64,
+        expect: u64,
+        new: u64,
+    ) -> std::result::Result<u64, AccessError> {
+        self.access(|m| m.compare_and_swap(va, expect, new))
+    }
+
+    pub(crate) fn fetch_and_add(&self, va: u64, add: u64) -> std::result::Result<u64, AccessError> {
+        self.access(|m| m.fetch_and_add(va, add))
     }
 
     /// ODP counters (zero for pinned MRs).
@@ -100,6 +134,14 @@ impl Mr {
                 _ => Errno::EFAULT,
             })?)
         };
+        let mut mrs = dev.mrs.write().unwrap_or_else(|e| e.into_inner());
+        if mrs.len() >= super::device::MAX_MR {
+            drop(mrs);
+            drop(memory); // not under the table lock (an ODP umem unregisters)
+                          // As rxe, whose object pools refuse an element over their
+                          // maximum with EINVAL.
+            return Err(Errno::EINVAL);
+        }
         let key = dev.new_mr_key();
         let mr = Arc::new(MrShared {
             dev: dev.clone(),
@@ -109,11 +151,10 @@ impl Mr {
             addr,
             len,
             memory,
+            valid: RwLock::new(true),
         });
-        dev.mrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key >> 8, mr.clone());
+        mrs.insert(key >> 8, mr.clone());
+        drop(mrs);
         Ok(Mr(mr))
     }
 
@@ -158,5 +199,9 @@ impl Drop for Mr {
         // Under the table lock: a snapshot sees these counters either live
         // or retired, never both nor neither.
         self.0.dev.stats.retire_odp(self.0.odp_counters());
+        drop(mrs);
+        // The fence: wait for accesses under way, refuse later ones (rxe's
+        // dereg likewise waits for the MR's references to go).
+        *self.0.valid.write().unwrap_or_else(|e| e.into_inner()) = false;
     }
 }

@@ -144,6 +144,18 @@ impl QpShared {
         self.to_error(q);
     }
 
+    /// Send WQE `idx` failed: take it out of the send queue to complete it
+    /// with its error. Completions stay in posting order, so the WQEs before
+    /// it (still outstanding: sent and unacknowledged, or waiting to complete
+    /// in order) complete first, flushed — the QP is going to the error
+    /// state, which the caller then enters (flushing the rest).
+    pub(crate) fn take_failed(&self, q: &mut QpInner, idx: usize) -> SendWqe {
+        for w in q.req.sq.drain(..idx) {
+            self.complete_send(&w, WcStatus::WrFlushErr);
+        }
+        q.req.sq.pop_front().expect("failed WQE in the send queue")
+    }
+
     /// SQE (UC/UD): the send queue is flushed, the receive side keeps working.
     pub(crate) fn to_send_queue_error(&self, q: &mut QpInner) {
         crate::log::log!(
@@ -221,6 +233,13 @@ impl Qp {
             return Err(Errno::EINVAL);
         }
         let dev = pd.dev().clone();
+        // Holding the table: the count cannot change before the insert.
+        let mut qps = dev.qps.write().unwrap_or_else(|e| e.into_inner());
+        if qps.len() >= super::device::MAX_QP {
+            // As rxe, whose object pools refuse an element over their
+            // maximum with EINVAL.
+            return Err(Errno::EINVAL);
+        }
         let qpn = dev.new_qpn();
         attr.send_cq.0.attach(&dev);
         attr.recv_cq.0.attach(&dev);
@@ -251,10 +270,7 @@ impl Qp {
                 resp: RespState::default(),
             }),
         });
-        dev.qps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(qpn, shared.clone());
+        qps.insert(qpn, shared.clone());
         Ok(Qp(shared))
     }
 
@@ -326,6 +342,13 @@ impl Qp {
                 }
             }
             _ => {}
+        }
+        // Above the device's `max_qp_rd_atom` / `max_qp_init_rd_atom`:
+        // EINVAL, as rxe's attribute check (not clamped silently).
+        if attr.max_rd_atomic.unwrap_or(0) > super::device::MAX_RD_ATOMIC
+            || attr.max_dest_rd_atomic.unwrap_or(0) > super::device::MAX_RD_ATOMIC
+        {
+            return Err(Errno::EINVAL);
         }
         if let Some(a) = attr.access {
             q.access = a;

@@ -1190,10 +1190,12 @@ impl Ctx<'_> {
                 continue;
             }
             let now = Instant::now();
-            for wc in &wcs[..n] {
-                wc_ok(wc, "send queue")?;
+            for (k, wc) in wcs[..n].iter().enumerate() {
                 let q = (wc.wr_id >> 32) as usize;
                 let i = wc.wr_id & 0xffff_ffff;
+                if wc.status != WcStatus::Success {
+                    return Err(self.send_failed(wc, &wcs[k + 1..n], posted[q] - (i + 1)));
+                }
                 completed += i + 1 - done[q];
                 done[q] = i + 1;
             }
@@ -1203,6 +1205,49 @@ impl Ctx<'_> {
         let end = Instant::now();
         Ok(bw_row(
             self.size, iters, nq as u64, cq_mod, start, end, &events,
+        ))
+    }
+
+    /// The first error completion of a send queue ends the run. The QP is
+    /// then in error and every work request posted after the failed one
+    /// (`later` of them) comes back flushed; wait for those (at most
+    /// `STALL`) and say how many did, so a peer that died mid-run reads as
+    /// "retry count exceeded, the rest flushed" rather than a hang.
+    /// `polled`: the completions polled with `first`, after it.
+    fn send_failed(&self, first: &Wc, polled: &[Wc], later: u64) -> CliError {
+        // (flushed, completed otherwise) among this QP's completions.
+        let count = |seen: &mut (u64, u64), wcs: &[Wc]| {
+            for wc in wcs.iter().filter(|w| w.qp_num == first.qp_num) {
+                if wc.status == WcStatus::WrFlushErr {
+                    seen.0 += 1;
+                } else {
+                    seen.1 += 1;
+                }
+            }
+        };
+        let mut seen = (0u64, 0u64);
+        count(&mut seen, polled);
+        let mut wcs = vec![Wc::EMPTY; 64];
+        let t = Instant::now();
+        while seen.0 + seen.1 < later && t.elapsed() < STALL {
+            let n = self.s.scq.poll(&mut wcs);
+            count(&mut seen, &wcs[..n]);
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let (flushed, other) = seen;
+        CliError::Runtime(format!(
+            "send queue completion with error {:?} (QP {:#06x}, iteration {}); \
+             flushed after it: {flushed} of the {later} work requests posted later{}",
+            first.status,
+            first.qp_num,
+            first.wr_id & 0xffff_ffff,
+            if other > 0 {
+                format!(" ({other} completed otherwise)")
+            } else {
+                String::new()
+            }
         ))
     }
 
@@ -1271,7 +1316,6 @@ impl Ctx<'_> {
 
     /// Latency: write/send ping-pong (both sides), read/atomic (client only).
     fn run_lat(&self, ctrl: &mut Ctrl, role: Role) -> CliResult<Option<report::LatRow>> {
-        let _ = ctrl;
         let iters = self.iters();
         let size = self.size as usize;
         let verb = self.a.test.verb;
@@ -1338,6 +1382,11 @@ impl Ctx<'_> {
                 // Echo: wait for the client's i-th message, answer it.
                 while !arrived(i, recvd) {
                     if !drain(&mut sdone, &mut recvd)? {
+                        // A client that died says so at once (as the send_bw
+                        // receiver), not after the stall timeout.
+                        if spins % 4096 == 0 && ctrl.peer_closed() {
+                            return runtime("the client closed the connection (see its error)");
+                        }
                         dog.check(|| format!("iteration {i}: waiting for the client's message"))?;
                         relax(&mut spins);
                     } else {
@@ -1358,6 +1407,9 @@ impl Ctx<'_> {
             if pingpong {
                 while !arrived(i, recvd) {
                     if !drain(&mut sdone, &mut recvd)? {
+                        if spins % 4096 == 0 && ctrl.peer_closed() {
+                            return runtime("the server closed the connection (see its error)");
+                        }
                         dog.check(|| format!("iteration {i}: waiting for the server's reply"))?;
                         relax(&mut spins);
                     }
