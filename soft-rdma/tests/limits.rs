@@ -300,6 +300,12 @@ impl Link for ReadCounter {
         }
         Ok(n)
     }
+    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
+    fn kick(&self) {
+        self.inner.kick()
+    }
     fn close(&self) {
         self.inner.close()
     }

@@ -652,6 +652,12 @@ impl soft_rdma::transport::Link for Hold {
     ) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
+    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
+    fn kick(&self) {
+        self.inner.kick()
+    }
     fn close(&self) {
         self.inner.close()
     }
