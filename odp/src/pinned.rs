@@ -108,6 +108,21 @@ macro_rules! each {
 }
 
 impl Memory {
+    /// Fault `[va, va+len)` in ahead of a message's accesses (ODP; pinned
+    /// memory is always present). See [`Umem::fault_in`].
+    pub fn fault_in(&self, va: u64, len: u64, write: bool) -> Result<(), AccessError> {
+        let access = if write {
+            crate::umem::Access::Write
+        } else {
+            crate::umem::Access::Read
+        };
+        match self {
+            Memory::Pinned(_) => Ok(()),
+            Memory::Odp(u) => u.fault_in(va, len, access),
+            Memory::Implicit(u) => u.fault_in(va, len, access),
+        }
+    }
+
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
         each!(self, m => m.write(va, data))
     }

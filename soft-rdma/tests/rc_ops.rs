@@ -460,3 +460,102 @@ fn implicit_odp_across_children_and_prefetch() {
     );
     assert!(implicit.odp_counters().prefetches == 1);
 }
+
+/// A fresh anonymous mapping of `len` bytes, never touched.
+fn fresh_mapping(len: usize) -> u64 {
+    // SAFETY: a new private anonymous mapping; the caller owns it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p as u64
+}
+
+#[test]
+fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
+    const LEN: usize = 1 << 20; // 1024 packets at MTU 1024, 256 pages
+    for implicit in [false, true] {
+        let (a, b) = (node(), node());
+        let (qa, _qb) = connect(&a, &b, QpType::Rc);
+        let local = Buf::new(LEN, |i| (i % 253) as u8);
+        let back = Buf::new(LEN, |_| 0);
+        let mra =
+            a.pd.reg_mr(local.addr(), LEN as u64, Access::LOCAL_WRITE)
+                .unwrap();
+        let mrback =
+            a.pd.reg_mr(back.addr(), LEN as u64, Access::LOCAL_WRITE)
+                .unwrap();
+        // WRITE into one fresh mapping, READ from another (never touched:
+        // the READ faults zero pages in for reading).
+        let (w, r) = (fresh_mapping(LEN), fresh_mapping(LEN));
+        let mrs: Vec<Mr> = if implicit {
+            vec![b
+                .pd
+                .reg_mr(0, u64::MAX, all_access() | Access::ON_DEMAND)
+                .unwrap()]
+        } else {
+            [w, r]
+                .iter()
+                .map(|&p| {
+                    b.pd.reg_mr(p, LEN as u64, all_access() | Access::ON_DEMAND)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (wkey, rkey) = (mrs[0].rkey(), mrs[mrs.len() - 1].rkey());
+        let faults = || b.dev.stats().odp_page_faults;
+        let before = faults();
+        qa.post_send(&[SendWr {
+            wr_id: 1,
+            sg_list: &[local.sge(&mra, 0, LEN)],
+            op: SendOp::Write {
+                remote_addr: w,
+                rkey: wkey,
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+        let after_write = faults();
+        qa.post_send(&[SendWr {
+            wr_id: 2,
+            sg_list: &[back.sge(&mrback, 0, LEN)],
+            op: SendOp::Read {
+                remote_addr: r,
+                rkey,
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+        let after_read = faults();
+        // SAFETY: reads the mapping the WRITE filled; this test owns it.
+        let got = unsafe { std::slice::from_raw_parts(w as *const u8, LEN) };
+        assert!(got == &local.0[..], "implicit={implicit}: WRITE data");
+        assert!(
+            back.0.iter().all(|&x| x == 0),
+            "implicit={implicit}: READ data"
+        );
+        // One fault operation per message (per 2 MiB child for implicit
+        // ODP: a 1 MiB range may straddle two), not one per page or packet.
+        let (wf, rf) = (after_write - before, after_read - after_write);
+        assert!(
+            (1..=2).contains(&wf) && (1..=2).contains(&rf),
+            "implicit={implicit}: {wf} fault operations for the WRITE, {rf} for the READ"
+        );
+        drop(mrs);
+        for p in [w, r] {
+            // SAFETY: unmaps the mappings made above, no longer registered.
+            unsafe { libc::munmap(p as *mut libc::c_void, LEN) };
+        }
+    }
+}

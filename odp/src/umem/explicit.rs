@@ -93,6 +93,14 @@ impl Umem {
         self.0.region.map(&self.0.mm, va, len, access, mode)
     }
 
+    /// Fault `[va, va+len)` in for `access` ahead of the accesses that
+    /// follow (a device about to read or write a whole message: one fault
+    /// for its pages instead of one per packet). Not a prefetch in the
+    /// counters: the device, not the application, asked.
+    pub fn fault_in(&self, va: u64, len: u64, access: Access) -> Result<(), AccessError> {
+        self.map(va, len, access, Mode::Fault).map(drop)
+    }
+
     /// Fault in and copy `data` to `va`.
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
         self.map(va, data.len() as u64, Access::Write, Mode::Fault)?

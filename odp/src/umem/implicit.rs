@@ -145,6 +145,13 @@ impl ImplicitUmem {
         }
     }
 
+    /// [`super::Umem::fault_in`] over any range (children created as needed).
+    pub fn fault_in(&self, va: u64, len: u64, access: Access) -> Result<(), AccessError> {
+        self.chunks(va, len, |at, n, _| {
+            self.with_map(at, n, access, Mode::Fault, |_| Ok(()))
+        })
+    }
+
     /// Apply `f` to each child-sized chunk of `[va, va+len)` in order.
     fn chunks(
         &self,

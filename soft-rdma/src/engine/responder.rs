@@ -264,6 +264,8 @@ fn execute(
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
+                // ODP: the message's pages in one fault, not one per packet.
+                mr.fault_in(reth.va, u64::from(reth.len), true);
                 Some(mr)
             };
             if op == Op::WriteOnlyImm && !sh.has_recv(q) {
@@ -311,6 +313,7 @@ fn execute(
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
                     .map_err(key_nak)?;
+                mr.fault_in(reth.va, u64::from(reth.len), false);
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;

@@ -167,12 +167,12 @@ pub(crate) fn run(dev: &DeviceInner) {
             break;
         }
         dev.stats.rx_wakeups.fetch_add(1, Ordering::Relaxed);
-        // While an application polls, what arrives is its to take.
-        if r.armed.load(Ordering::Relaxed) || !r.app_polling() {
-            if let Err(e) = receive(dev, &mut lock(&r.work), false) {
-                log!(Error, "receive failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        // Receive even while an application polls: the wait may have ended
+        // for a datagram a fault layer held back falling due, and skipping
+        // it would make the next wait end at once again.
+        if let Err(e) = receive(dev, &mut lock(&r.work), false) {
+            log!(Error, "receive failed: {e}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

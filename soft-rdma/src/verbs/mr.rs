@@ -72,6 +72,14 @@ impl MrShared {
         f(&self.memory)
     }
 
+    /// Fault an ODP range in before a message's packets touch it, best
+    /// effort: a failure is reported by the access that needs the page.
+    pub(crate) fn fault_in(&self, va: u64, len: u64, write: bool) {
+        if len > 0 {
+            let _ = self.access(|m| m.fault_in(va, len, write));
+        }
+    }
+
     pub(crate) fn read(&self, va: u64, out: &mut [u8]) -> std::result::Result<(), AccessError> {
         self.access(|m| m.read(va, out))
     }
