@@ -68,6 +68,10 @@ step "ODP torture (the three guarantees under concurrent munmap/mremap/madvise/m
 cargo run --release --quiet -p odp --example torture -- --seconds "${TORTURE_SECONDS:-20}"
 ok
 
+step "soak (softrdma perf pairs under SOFTRDMA_FAULTS, verified; RSS and fds must stay constant)"
+SOAK_SECONDS="${SOAK_SECONDS:-90}" bash scripts/soak.sh
+ok
+
 step "benchmarks compile"
 cargo bench -p benches --no-run --quiet
 ok

@@ -598,3 +598,55 @@ fn read_bw_all_sizes_two_qps_verified() {
         ok(&["perf", "read_bw", "-a", "-n", "10", "-q", "2", "--verify"]);
     }
 }
+
+/// The "Rounds: N in S s" line of a `--duration` run.
+fn rounds(out: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Rounds: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no Rounds line: {out}"))
+}
+
+/// `--duration`: the test runs round after round on the same devices and
+/// QPs (one verified result row each) until the time is up; two processes
+/// agree on the rounds (the client says when to stop).
+#[test]
+fn duration_repeats_rounds_on_the_same_devices() {
+    for t in ["write_bw", "atomic_bw", "send_bw"] {
+        let out = ok(&["perf", t, "-n", "50", "--verify", "--duration", "2"]);
+        let n = rounds(&out);
+        assert!(n >= 2, "{t}: {out}");
+        assert_eq!(rows(&out).len(), n, "{t}: a row a round: {out}");
+        assert!(out.contains("Verify: OK"), "{t}: {out}");
+        // One device pair for the whole run: one QP line per side.
+        assert_eq!(out.matches(" local address:").count(), 1, "{t}: {out}");
+    }
+    let port = (20000 + (std::process::id() % 12000) as u16 + 500).to_string();
+    let (srv, rx) = start_server(&[], &["perf", "read_bw", "--server", "-p", &port]);
+    let out = ok(&[
+        "perf",
+        "read_bw",
+        "--client",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-n",
+        "50",
+        "--verify",
+        "--odp",
+        "--duration",
+        "2",
+    ]);
+    let (sok, sout) = finish_server(srv, rx);
+    assert!(sok, "server failed:\n{sout}");
+    assert!(rounds(&out) >= 2, "{out}");
+    assert_eq!(
+        rounds(&sout),
+        rounds(&out),
+        "client:\n{out}\nserver:\n{sout}"
+    );
+    assert!(sout.contains("Verify: OK"), "{sout}");
+    let o = run(&["perf", "write_bw", "--duration", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}

@@ -2,6 +2,12 @@
 //! devices of a loopback hub): RC moves every byte intact and executes every
 //! atomic once; UC and UD lose exactly what the fault layer dropped; the
 //! counters say so.
+//!
+//! The bulk tests move 256 MiB each (`RC_FAULTS_MIB` to change) through
+//! 16 MiB buffers reused lap after lap, each message with its own pattern,
+//! checked and cleared as it completes. Each prints its figures (bytes, time,
+//! the counters of both devices): `cargo test -p soft-rdma --test rc_faults
+//! -- --nocapture`. The deadlines catch a livelock; they are no speed limit.
 
 mod common;
 use common::{all_access, signaled, Buf};
@@ -15,8 +21,9 @@ use std::time::{Duration, Instant};
 const MIX: &str = "drop=0.05,dup=0.01,reorder=0.02,corrupt=0.001";
 
 /// The local ACK timeout, 4.096 µs × 2^11 ≈ 8 ms: tail losses recover
-/// quickly, and 8 of them (retry_cnt 7) outlast a scheduling stall of a
-/// loaded 2-core machine.
+/// quickly, and 8 of them (retry_cnt 7), doubling from the second on (8 ms
+/// … 256 ms, about 1 s in all), outlast a scheduling stall of a loaded
+/// 2-core machine (70 ms seen).
 const TIMEOUT: u8 = 11;
 
 struct Side {
@@ -135,13 +142,25 @@ fn wait_ok_or(cq: &Cq, n: usize, why: &dyn Fn() -> String) -> Vec<Wc> {
     out
 }
 
-const TOTAL: usize = 64 << 20;
+/// Bytes each bulk test moves: `RC_FAULTS_MIB` MiB (default 256, the figure
+/// issue 6 asks for).
+fn total_bytes() -> usize {
+    let mib = std::env::var("RC_FAULTS_MIB")
+        .ok()
+        .map(|v| v.parse::<usize>().expect("RC_FAULTS_MIB: a number of MiB"))
+        .unwrap_or(256);
+    assert!(mib > 0, "RC_FAULTS_MIB must be at least 1");
+    mib << 20
+}
 const MSG: usize = 64 << 10;
+/// The buffers: a window of slots reused lap after lap, so memory does not
+/// grow with the bytes moved (two 16 MiB buffers per test, whatever the total).
+const WINDOW_BYTES: usize = 16 << 20;
 /// Messages in flight: go-back-N resends the whole window after a loss,
 /// so a small window keeps the cost of each loss small.
 const WINDOW: usize = 2;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Verb {
     Write,
     Read,
@@ -156,13 +175,83 @@ fn access(odp: bool) -> Access {
     }
 }
 
-/// 64 MiB of `verb` from A to B (READ: B's data into A) under the fault mix,
-/// every byte checked.
+/// Message `m`'s bytes: a distinct pattern per message (so data left over
+/// from an earlier lap, or a message written twice, is caught), generated a
+/// 64-bit word at a time.
+fn fill(m: usize, out: &mut [u8]) {
+    for (w, chunk) in out.chunks_exact_mut(8).enumerate() {
+        let mut x = ((m as u64) << 32 | w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        chunk.copy_from_slice(&x.wrapping_mul(0xbf58_476d_1ce4_e5b9).to_ne_bytes());
+    }
+}
+
+/// Checks that `got` is message `m` intact, then zeroes it (a message the
+/// next lap fails to write into this slot is then caught as zeros).
+fn check_and_clear(m: usize, got: &mut [u8], want: &mut [u8]) {
+    fill(m, want);
+    if got != want {
+        let i = (0..MSG).find(|&i| got[i] != want[i]).unwrap();
+        panic!(
+            "message {m}: first wrong byte at {i} of {MSG} (got {:#04x}, want {:#04x})",
+            got[i], want[i]
+        );
+    }
+    got.fill(0);
+}
+
+/// The figures of one run, both devices: what the run cost.
+fn figures(title: &str, sa: &DeviceStats, sb: &DeviceStats) -> String {
+    let mut t = format!(
+        "{title}\n  {:<10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "device",
+        "sent",
+        "received",
+        "retrans",
+        "timeouts",
+        "NAK sent",
+        "NAK rcvd",
+        "dup req",
+        "dropped",
+        "dup'd",
+        "reord/corr",
+    );
+    for (name, s) in [("A (req)", sa), ("B (resp)", sb)] {
+        t += &format!(
+            "  {:<10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}/{}\n",
+            name,
+            s.sent_pkts,
+            s.rcvd_pkts,
+            s.retransmits,
+            s.local_ack_timeouts,
+            s.nak_sent_seq_err + s.nak_sent_inv_req + s.nak_sent_rem_access + s.nak_sent_rem_op,
+            s.nak_rcvd_seq_err + s.nak_rcvd_inv_req + s.nak_rcvd_rem_access + s.nak_rcvd_rem_op,
+            s.duplicate_requests,
+            s.fault_dropped,
+            s.fault_duplicated,
+            s.fault_reordered,
+            s.fault_corrupted,
+        );
+    }
+    t
+}
+
+/// Livelock detector, not a performance bound: a minute plus a second per
+/// MiB (the debug build moves tens of MB/s here, even on a loaded machine).
+fn deadline(bytes: usize) -> Duration {
+    Duration::from_secs(60 + (bytes >> 20) as u64)
+}
+
+/// [`total_bytes`] of `verb` from A to B (READ: B's data into A) under the
+/// fault mix, every byte of every message checked as it completes.
 fn bulk(verb: Verb, odp: bool, seed: u64) {
+    let total = total_bytes().next_multiple_of(MSG);
     let (a, b) = pair(Some(MIX), Some(MIX), seed);
     let (qa, qb) = connect(&a, &b, QpType::Rc, Mtu::M4096);
-    let pattern = |i: usize| (i.wrapping_mul(2654435761) >> 13) as u8;
-    let (src, dst) = (Buf::new(TOTAL, pattern), Buf::new(TOTAL, |_| 0));
+    let win = WINDOW_BYTES.min(total);
+    let slots = win / MSG;
+    let (mut src, mut dst) = (Buf::new(win, |_| 0), Buf::new(win, |_| 0));
+    let mut want = vec![0u8; MSG];
     // The side holding the data: A for WRITE/SEND, B for READ.
     let (data_side, sink_side) = if verb == Verb::Read {
         (&b, &a)
@@ -171,27 +260,38 @@ fn bulk(verb: Verb, odp: bool, seed: u64) {
     };
     let mr_src = data_side
         .pd
-        .reg_mr(src.addr(), TOTAL as u64, access(odp))
+        .reg_mr(src.addr(), win as u64, access(odp))
         .unwrap();
     let mr_dst = sink_side
         .pd
-        .reg_mr(dst.addr(), TOTAL as u64, access(odp))
+        .reg_mr(dst.addr(), win as u64, access(odp))
         .unwrap();
-    let n = TOTAL / MSG;
+    let n = total / MSG;
+    let slot = |m: usize| (m % slots) * MSG;
+    let (dst_addr, dst_lkey) = (dst.addr(), mr_dst.lkey());
+    let recv = |m: usize| {
+        qb.post_recv(&[RecvWr {
+            wr_id: m as u64,
+            sg_list: &[Sge {
+                addr: dst_addr + slot(m) as u64,
+                length: MSG as u32,
+                lkey: dst_lkey,
+            }],
+        }])
+        .unwrap()
+    };
     if verb == Verb::Send {
-        for i in 0..n {
-            qb.post_recv(&[RecvWr {
-                wr_id: i as u64,
-                sg_list: &[dst.sge(&mr_dst, i * MSG, MSG)],
-            }])
-            .unwrap();
-        }
+        (0..slots.min(n)).for_each(recv);
     }
+    let why = || format!("A:\n{}B:\n{}", a.dev.stats(), b.dev.stats());
+    let limit = deadline(total);
     let t = Instant::now();
     let (mut posted, mut done) = (0, 0);
     while done < n {
         while posted < n && posted - done < WINDOW {
-            let off = posted * MSG;
+            let off = slot(posted);
+            // The slot's previous message completed `slots - WINDOW` ago.
+            fill(posted, &mut src.0[off..off + MSG]);
             let (sge, op) = match verb {
                 Verb::Write => (
                     src.sge(&mr_src, off, MSG),
@@ -219,23 +319,41 @@ fn bulk(verb: Verb, odp: bool, seed: u64) {
             .unwrap();
             posted += 1;
         }
-        let why = || format!("A:\n{}B:\n{}", a.dev.stats(), b.dev.stats());
         let c = wait_ok_or(&a.cq, 1, &why);
         assert_eq!(c[0].wr_id, done as u64, "in order");
-        done += 1;
-    }
-    if verb == Verb::Send {
-        let r = wait_ok(&b.cq, n);
-        for (i, w) in r.iter().enumerate() {
-            assert_eq!((w.wr_id, w.byte_len), (i as u64, MSG as u32));
+        if verb == Verb::Send {
+            let r = wait_ok_or(&b.cq, 1, &why);
+            assert_eq!((r[0].wr_id, r[0].byte_len), (done as u64, MSG as u32));
         }
+        let off = slot(done);
+        check_and_clear(done, &mut dst.0[off..off + MSG], &mut want);
+        if verb == Verb::Send && done + slots < n {
+            recv(done + slots);
+        }
+        done += 1;
+        assert!(
+            t.elapsed() < limit,
+            "livelock? {done} of {n} messages after {:?}\n{}",
+            t.elapsed(),
+            why()
+        );
     }
     let elapsed = t.elapsed();
-    if let Some(i) = (0..TOTAL).find(|&i| src.0[i] != dst.0[i]) {
-        panic!("first wrong byte at {i}");
-    }
     let (sa, sb) = (a.dev.stats(), b.dev.stats());
-    eprintln!("{elapsed:?}\nA:\n{sa}B:\n{sb}");
+    let mode = if odp { "ODP" } else { "pinned" };
+    println!(
+        "{}",
+        figures(
+            &format!(
+                "RC {verb:?} {mode}: {} MiB in {:.2} s ({:.1} MB/s)",
+                total >> 20,
+                elapsed.as_secs_f64(),
+                total as f64 / elapsed.as_secs_f64() / 1e6
+            ),
+            &sa,
+            &sb
+        )
+    );
     for s in [&sa, &sb] {
         assert!(s.fault_dropped > 0 && s.fault_duplicated > 0 && s.fault_reordered > 0);
     }
@@ -253,27 +371,27 @@ fn bulk(verb: Verb, odp: bool, seed: u64) {
 }
 
 #[test]
-fn rc_write_64m_under_faults_pinned() {
+fn rc_write_256m_under_faults_pinned() {
     bulk(Verb::Write, false, 1);
 }
 #[test]
-fn rc_write_64m_under_faults_odp() {
+fn rc_write_256m_under_faults_odp() {
     bulk(Verb::Write, true, 2);
 }
 #[test]
-fn rc_read_64m_under_faults_pinned() {
+fn rc_read_256m_under_faults_pinned() {
     bulk(Verb::Read, false, 3);
 }
 #[test]
-fn rc_read_64m_under_faults_odp() {
+fn rc_read_256m_under_faults_odp() {
     bulk(Verb::Read, true, 4);
 }
 #[test]
-fn rc_send_64m_under_faults_pinned() {
+fn rc_send_256m_under_faults_pinned() {
     bulk(Verb::Send, false, 5);
 }
 #[test]
-fn rc_send_64m_under_faults_odp() {
+fn rc_send_256m_under_faults_odp() {
     bulk(Verb::Send, true, 6);
 }
 
@@ -290,6 +408,8 @@ fn atomics(odp: bool, seed: u64) {
         a.pd.reg_mr(local.addr(), (N * 8) as u64, access(odp))
             .unwrap();
     let mrb = b.pd.reg_mr(remote.addr(), 64, access(odp)).unwrap();
+    let why = || format!("A:\n{}B:\n{}", a.dev.stats(), b.dev.stats());
+    let t = Instant::now();
     let (mut posted, mut done) = (0, 0);
     while done < N {
         while posted < N && posted - done < DEPTH {
@@ -307,8 +427,15 @@ fn atomics(odp: bool, seed: u64) {
             .unwrap();
             posted += 1;
         }
-        done += wait_ok(&a.cq, 1).len();
+        done += wait_ok_or(&a.cq, 1, &why).len();
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "livelock? {done} of {N} atomics after {:?}\n{}",
+            t.elapsed(),
+            why()
+        );
     }
+    let elapsed = t.elapsed();
     let at = |i: usize| u64::from_ne_bytes(local.0[i * 8..i * 8 + 8].try_into().unwrap());
     assert_eq!(
         u64::from_ne_bytes(remote.0[8..16].try_into().unwrap()),
@@ -319,6 +446,19 @@ fn atomics(odp: bool, seed: u64) {
         assert_eq!(at(i), i as u64, "the add {i} fetched the value before it");
     }
     let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    let mode = if odp { "ODP" } else { "pinned" };
+    println!(
+        "{}",
+        figures(
+            &format!(
+                "RC {N} fetch-and-adds {mode}: {:.2} s ({:.0} ops/s), final counter {N}",
+                elapsed.as_secs_f64(),
+                N as f64 / elapsed.as_secs_f64()
+            ),
+            &sa,
+            &sb
+        )
+    );
     assert!(sa.retransmits > 0, "{sa}");
     assert!(sb.duplicate_requests > 0, "duplicates replayed: {sb}");
 }

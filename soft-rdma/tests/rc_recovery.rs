@@ -17,11 +17,13 @@ use std::time::Duration;
 
 type Rule = Box<dyn FnMut(&PacketRepr) -> bool + Send>;
 
-/// Drops outgoing datagrams for which the rule says true.
+/// Drops outgoing datagrams for which the rule says true; `stall` makes
+/// the next receive sleep first (a receive thread starved of the CPU).
 struct Lossy {
     inner: Box<dyn Link>,
     rule: Mutex<Option<Rule>>,
     dropped: AtomicUsize,
+    stall: Mutex<Option<Duration>>,
 }
 
 impl Link for Lossy {
@@ -47,6 +49,10 @@ impl Link for Lossy {
         self.inner.send(&keep).map(|_| batch.len())
     }
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> std::io::Result<usize> {
+        let stall = self.stall.lock().unwrap().take();
+        if let Some(d) = stall {
+            std::thread::sleep(d);
+        }
         self.inner.recv(batch, timeout)
     }
     fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
@@ -78,6 +84,7 @@ fn pair() -> (Side, Side) {
             inner: Box::new(link),
             rule: Mutex::new(None),
             dropped: AtomicUsize::new(0),
+            stall: Mutex::new(None),
         });
         let dev = Device::with_link(lossy.clone());
         let pd = dev.alloc_pd();
@@ -206,6 +213,47 @@ fn lost_middle_packet_is_recovered_by_sequence_nak_and_go_back_n() {
     assert!(b.dev.stats().out_of_sequence >= 1);
     assert_eq!(b.dev.stats().nak_sent_seq_err, 1, "one NAK per gap");
     assert!(a.dev.stats().nak_rcvd_seq_err >= 1);
+}
+
+/// The requester's own receive thread stalls for 40 ms (a loaded machine)
+/// while the ACK it waits for sits in its queue. Eight fixed 1 ms timeouts
+/// gave up after ~8 ms with retry-exceeded (found by the 256 MiB fault
+/// tests on a busy 2-core machine: 70 ms without the CPU); doubling waits
+/// (1, 2, 4, … 32 ms) outlast the stall.
+#[test]
+fn backed_off_timeouts_outlast_a_stalled_receive_thread() {
+    let (a, b) = pair();
+    let (qa, _qb) = connect(&a, &b); // timeout ≈ 1 ms, retry_cnt 7
+    let src = Buf::new(4096, |i| i as u8);
+    let dst = Buf::new(4096, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 4096, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    let write = |id: u64| {
+        qa.post_send(&[SendWr {
+            wr_id: id,
+            sg_list: &[src.sge(&mra, 0, 4096)],
+            op: SendOp::Write {
+                remote_addr: dst.addr(),
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap()
+    };
+    write(1);
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    // Taken by the receive after the one now blocked: once WRITE 2's ACK is in.
+    *a.lossy.stall.lock().unwrap() = Some(Duration::from_millis(40));
+    write(2);
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    write(3);
+    let c = wait(&a.cq, 1)[0];
+    let st = a.dev.stats();
+    assert_eq!((c.wr_id, c.status), (3, WcStatus::Success), "{st}");
+    assert!(st.local_ack_timeouts >= 1, "the stall cost timeouts: {st}");
+    assert_eq!(st.retry_exceeded, 0);
+    assert_eq!(dst.0, src.0);
 }
 
 #[test]

@@ -540,9 +540,22 @@ fn pick(only: bool, first: bool, last: bool, o: Op, f: Op, m: Op, l: Op) -> Op {
 /// peer's first ACK. rxe likewise never waits less than one timer tick.
 const MIN_RTO: Duration = Duration::from_millis(1);
 
-/// The local ACK timeout: 4.096 µs × 2^timeout, at least `MIN_RTO` (0: none).
+/// Consecutive timeouts without progress double the wait, up to this many
+/// times: a requester whose own receive thread is starved of the CPU (a
+/// loaded machine) would otherwise spend its `retry_cnt` retries within
+/// 8 × the timeout while the ACKs sit in its receive queue. Every wait is
+/// still at least the QP's timeout, the minimum the IBA asks for.
+const MAX_BACKOFF: u8 = 5;
+
+/// The local ACK timeout: 4.096 µs × 2^timeout, at least `MIN_RTO` (0: none),
+/// doubled for each timeout since the last progress.
 fn rto(q: &QpInner) -> Option<Duration> {
-    (q.timeout != 0).then(|| rto_of(q.timeout))
+    let timeouts = q.retry_cnt.saturating_sub(q.req.retries_left);
+    (q.timeout != 0).then(|| backed_off(rto_of(q.timeout), timeouts))
+}
+
+fn backed_off(base: Duration, timeouts: u8) -> Duration {
+    base * (1u32 << timeouts.min(MAX_BACKOFF))
 }
 
 fn rto_of(code: u8) -> Duration {
@@ -715,5 +728,14 @@ mod rto_tests {
         assert_eq!(rto_of(4), MIN_RTO); // the ibverbs crate's default
         assert_eq!(rto_of(8), Duration::from_nanos(4096 << 8));
         assert_eq!(rto_of(14), Duration::from_nanos(4096 << 14));
+    }
+
+    #[test]
+    fn consecutive_timeouts_double_the_wait_up_to_32_times() {
+        let base = rto_of(11);
+        let waits: Vec<u32> = (0..8)
+            .map(|k| backed_off(base, k).as_nanos() as u32 / base.as_nanos() as u32)
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 32, 32]);
     }
 }

@@ -136,6 +136,9 @@ pub struct PerfArgs {
     /// walk through them slot after slot (instead of perftest's cycle of
     /// `-t` slots), so a fresh ODP region has each page faulted once.
     pub buffer: Option<u64>,
+    /// `--duration SECONDS`: run the sizes again and again, on the same
+    /// devices, QPs and MRs, until this many seconds have passed (a soak).
+    pub duration: Option<u64>,
 }
 
 pub const MAX_SIZE: u64 = 1 << 23;
@@ -229,6 +232,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
         rx_depth: 512,
         cq_mod: 100,
         buffer: None,
+        duration: None,
     };
     let (mut server, mut client): (bool, Option<String>) = (false, None);
     let mut tx_given = false;
@@ -263,6 +267,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
                 | "--cq-mod"
                 | "--client"
                 | "--buffer"
+                | "--duration"
         );
         let val = if takes_value {
             match inline_val {
@@ -315,6 +320,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             "-r" | "--rx-depth" => a.rx_depth = num(f, v, 1, 8192)? as u32,
             "-Q" | "--cq-mod" => a.cq_mod = num(f, v, 1, 1000)? as u32,
             "--buffer" => a.buffer = Some(bytes(f, v, MAX_BUFFER)?),
+            "--duration" => a.duration = Some(num(f, v, 1, 7 * 24 * 3600)?),
             "--odp" => {
                 if a.odp == OdpMode::Pinned {
                     a.odp = OdpMode::Explicit

@@ -69,6 +69,8 @@ flags (perftest's):
       --implicit-odp     register one implicit ODP region (whole address space)
       --buffer SIZE      bw: per-QP buffers of SIZE (e.g. 1G) walked slot by slot,
                          so each page of a fresh ODP region faults once (write/send)
+      --duration SECONDS run the test again and again on the same devices, QPs
+                         and MRs until SECONDS have passed (a soak; a row a round)
       --verify           check every byte of the destination (and atomic results)
       --json             one JSON object per result row instead of the table
       --stats            print each device's counters at the end (stderr with --json)

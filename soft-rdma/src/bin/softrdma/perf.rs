@@ -560,7 +560,7 @@ struct Plan {
 
 fn hello_line(a: &PerfArgs, active: Mtu) -> String {
     format!(
-        "HELLO test={} size={} iters={} all={} qps={} conn={} mtu={} atomic={} txd={} rxd={} cqmod={} verify={} buffer={} active={}",
+        "HELLO test={} size={} iters={} all={} qps={} conn={} mtu={} atomic={} txd={} rxd={} cqmod={} verify={} buffer={} duration={} active={}",
         a.test.name(),
         a.size.unwrap_or(0),
         a.iters,
@@ -574,6 +574,7 @@ fn hello_line(a: &PerfArgs, active: Mtu) -> String {
         a.cq_mod,
         u8::from(a.verify),
         a.buffer.unwrap_or(0),
+        a.duration.unwrap_or(0),
         active.bytes()
     )
 }
@@ -610,6 +611,8 @@ fn adopt(mine: &PerfArgs, f: &[String]) -> std::result::Result<(PerfArgs, u64), 
     a.verify = kv_u64(f, "verify").map_err(perr)? == 1;
     let buffer = kv_u64(f, "buffer").map_err(perr)?;
     a.buffer = (buffer != 0).then_some(buffer);
+    let duration = kv_u64(f, "duration").map_err(perr)?;
+    a.duration = (duration != 0).then_some(duration);
     let active = kv_u64(f, "active").map_err(perr)?;
     Ok((a, active))
 }
@@ -761,113 +764,154 @@ fn side(args: PerfArgs, role: Role, mut ctrl: Ctrl, printing: bool) -> CliResult
         }
         let _ = std::io::stdout().flush();
     }
-    // 3. Per size: GO / READY, run, DONE / RESULT.
+    // 3. Per size: GO / READY, run, DONE / RESULT. With --duration, round
+    //    after round until the client says END.
     let mut failures = Vec::new();
     let mut remote_odp = (0u64, 0u64);
-    for &size in &p.sizes {
-        let ctx = Ctx {
-            a,
-            s: &s,
-            remote: &remote,
-            size,
-            k: p.lay.k(size),
-            slot: p.lay.slot(size),
-            mtu: p.mtu.bytes(),
-            credits,
-        };
-        let row = match role {
-            Role::Client => {
-                ctx.prepare(role);
-                ctrl.send(&format!("GO size={size}"))?;
-                ctrl.expect("READY")?;
-                let row = ctx.run_client(&mut ctrl)?;
-                ctrl.send("DONE")?;
-                let mut local_fail = if a.verify {
-                    ctx.verify(role)
-                } else {
-                    Vec::new()
-                };
-                let f = ctrl.expect("RESULT")?;
-                remote_odp = (kv_u64(&f, "faults")?, kv_u64(&f, "inval")?);
-                if kv_u64(&f, "ok")? != 1 {
-                    let msg = f
-                        .iter()
-                        .skip_while(|x| !x.starts_with("msg="))
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    local_fail.push(format!("server side: {}", msg.trim_start_matches("msg=")));
-                }
-                for m in &local_fail {
-                    eprintln!("softrdma: verify: size {size}: {m}");
-                }
-                failures.extend(local_fail.iter().cloned());
-                row
-            }
-            Role::Server => {
-                let f = ctrl.expect("GO")?;
-                if kv_u64(&f, "size")? != size {
-                    return runtime("protocol error: size order differs");
-                }
-                ctx.prepare(role);
-                ctrl.send("READY")?;
-                let row = ctx.run_server(&mut ctrl)?;
-                if row.is_some() || !a.test.lat || matches!(a.test.verb, Verb::Read | Verb::Atomic)
-                {
-                    // Passive servers (and echoing lat servers) wait for the client's end.
-                    ctrl.expect("DONE")?;
-                }
-                let fails = if a.verify {
-                    ctx.verify(role)
-                } else {
-                    Vec::new()
-                };
-                for m in &fails {
-                    eprintln!("softrdma: verify: size {size}: {m}");
-                }
-                failures.extend(fails.iter().cloned());
-                let (fa, inv) = s.odp_counters();
-                let msg = fails.first().cloned().unwrap_or_default();
-                ctrl.send(&format!(
-                    "RESULT ok={} faults={fa} inval={inv} msg={msg}",
-                    u8::from(fails.is_empty())
-                ))?;
-                row
-            }
-        };
-        if let (Some(row), true) = (row, printing && measures) {
-            let (fa, inv) = s.odp_counters();
-            let odp = (a.odp != OdpMode::Pinned).then_some(if role == Role::Client {
-                (fa + remote_odp.0, inv + remote_odp.1)
-            } else {
-                (fa, inv)
-            });
-            let jc = JsonCtx {
-                args: a,
-                mtu: p.mtu,
-                odp,
-                verified: a.verify.then_some(failures.is_empty()),
+    let started = Instant::now();
+    let mut round = 0u64;
+    'rounds: loop {
+        for &size in &p.sizes {
+            let ctx = Ctx {
+                a,
+                s: &s,
+                remote: &remote,
+                round,
+                size,
+                k: p.lay.k(size),
+                slot: p.lay.slot(size),
+                mtu: p.mtu.bytes(),
+                credits,
             };
-            match row {
-                Row::Bw(r) => println!(
-                    "{}",
-                    if a.json {
-                        report::bw_json(&jc, &r)
+            let row = match role {
+                Role::Client => {
+                    ctx.prepare(role);
+                    ctrl.send(&format!("GO size={size}"))?;
+                    ctrl.expect("READY")?;
+                    let row = ctx.run_client(&mut ctrl)?;
+                    ctrl.send("DONE")?;
+                    let mut local_fail = if a.verify {
+                        ctx.verify(role)
                     } else {
-                        report::bw_row(&r)
+                        Vec::new()
+                    };
+                    let f = ctrl.expect("RESULT")?;
+                    remote_odp = (kv_u64(&f, "faults")?, kv_u64(&f, "inval")?);
+                    if kv_u64(&f, "ok")? != 1 {
+                        let msg = f
+                            .iter()
+                            .skip_while(|x| !x.starts_with("msg="))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        local_fail.push(format!("server side: {}", msg.trim_start_matches("msg=")));
                     }
-                ),
-                Row::Lat(r) => println!(
-                    "{}",
-                    if a.json {
-                        report::lat_json(&jc, &r)
+                    for m in &local_fail {
+                        eprintln!("softrdma: verify: size {size}: {m}");
+                    }
+                    failures.extend(local_fail.iter().cloned());
+                    row
+                }
+                Role::Server => {
+                    let f = if a.duration.is_some() {
+                        let line = ctrl.recv()?;
+                        if line == "END" {
+                            break 'rounds;
+                        }
+                        match line.strip_prefix("GO ") {
+                            Some(rest) => rest.split_whitespace().map(str::to_string).collect(),
+                            None => {
+                                return runtime(format!(
+                                    "protocol error: expected GO or END, got {line:?}"
+                                ))
+                            }
+                        }
                     } else {
-                        report::lat_row(&r)
+                        ctrl.expect("GO")?
+                    };
+                    if kv_u64(&f, "size")? != size {
+                        return runtime("protocol error: size order differs");
                     }
-                ),
+                    ctx.prepare(role);
+                    ctrl.send("READY")?;
+                    let row = ctx.run_server(&mut ctrl)?;
+                    if row.is_some()
+                        || !a.test.lat
+                        || matches!(a.test.verb, Verb::Read | Verb::Atomic)
+                    {
+                        // Passive servers (and echoing lat servers) wait for the client's end.
+                        ctrl.expect("DONE")?;
+                    }
+                    let fails = if a.verify {
+                        ctx.verify(role)
+                    } else {
+                        Vec::new()
+                    };
+                    for m in &fails {
+                        eprintln!("softrdma: verify: size {size}: {m}");
+                    }
+                    failures.extend(fails.iter().cloned());
+                    let (fa, inv) = s.odp_counters();
+                    let msg = fails.first().cloned().unwrap_or_default();
+                    ctrl.send(&format!(
+                        "RESULT ok={} faults={fa} inval={inv} msg={msg}",
+                        u8::from(fails.is_empty())
+                    ))?;
+                    row
+                }
+            };
+            if let (Some(row), true) = (row, printing && measures) {
+                let (fa, inv) = s.odp_counters();
+                let odp = (a.odp != OdpMode::Pinned).then_some(if role == Role::Client {
+                    (fa + remote_odp.0, inv + remote_odp.1)
+                } else {
+                    (fa, inv)
+                });
+                let jc = JsonCtx {
+                    args: a,
+                    mtu: p.mtu,
+                    odp,
+                    verified: a.verify.then_some(failures.is_empty()),
+                };
+                match row {
+                    Row::Bw(r) => println!(
+                        "{}",
+                        if a.json {
+                            report::bw_json(&jc, &r)
+                        } else {
+                            report::bw_row(&r)
+                        }
+                    ),
+                    Row::Lat(r) => println!(
+                        "{}",
+                        if a.json {
+                            report::lat_json(&jc, &r)
+                        } else {
+                            report::lat_row(&r)
+                        }
+                    ),
+                }
+                let _ = std::io::stdout().flush();
             }
-            let _ = std::io::stdout().flush();
         }
+        round += 1;
+        match a.duration {
+            Some(d) if role == Role::Client => {
+                if started.elapsed().as_secs() >= d || !failures.is_empty() {
+                    ctrl.send("END")?;
+                    break 'rounds;
+                }
+            }
+            Some(_) => {} // the client decides
+            None => break 'rounds,
+        }
+    }
+    if printing && !a.json && a.duration.is_some() {
+        println!(
+            "Rounds: {round} in {:.1} s (--duration {})",
+            started.elapsed().as_secs_f64(),
+            a.duration.unwrap_or(0)
+        );
     }
     if printing && !a.json {
         if measures {
@@ -936,6 +980,8 @@ struct Ctx<'a> {
     a: &'a PerfArgs,
     s: &'a Side,
     remote: &'a [Remote],
+    /// `--duration`: which repetition of the sizes (0 without).
+    round: u64,
     size: u64,
     k: usize,
     slot: usize,
@@ -961,7 +1007,9 @@ impl Ctx<'_> {
             .max(1)
     }
     fn seed(&self, what: u64, q: usize, i: u64) -> u64 {
-        pattern::seed(what ^ (self.size << 8), q as u64, i)
+        // Each round has its own patterns: a stale byte from an earlier
+        // round is a mismatch.
+        pattern::seed(what ^ (self.size << 8) ^ (self.round << 40), q as u64, i)
     }
     fn recv_off(&self) -> usize {
         if self.a.conn == QpType::Ud {
