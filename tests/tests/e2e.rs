@@ -341,7 +341,7 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
     // device letting pre-unmap WRITEs through would, and leaves its "holes"
     // mapped, as if a device completed WRITEs into nothing: both checks
     // must see it.
-    let (o, w) = odp_race("1", true);
+    let (o, w) = odp_race("2", true);
     assert!(w.status.success(), "writer:\n{}", w.out);
     assert!(
         o.status.success(),

@@ -51,6 +51,8 @@ pub(crate) struct Receiver {
     /// When an application thread last polled an empty CQ (ns after
     /// `epoch`; 0: never).
     last_poll: AtomicU64,
+    /// `Work::deferred` is not empty: the receive thread's wait is bounded.
+    acks_deferred: AtomicBool,
     epoch: Instant,
 }
 
@@ -58,6 +60,8 @@ struct Work {
     batch: RecvBatch,
     tx: TxQueue,
     acks: Vec<Arc<QpShared>>,
+    /// QPs whose coalesced ACK waits for a ride (see [`receive`]).
+    deferred: Vec<Arc<QpShared>>,
 }
 
 struct Arming {
@@ -79,6 +83,7 @@ impl Receiver {
                 batch: RecvBatch::new(BATCH),
                 tx: TxQueue::default(),
                 acks: Vec::new(),
+                deferred: Vec::new(),
             }),
             arming: Mutex::new(Arming {
                 armed: true,
@@ -86,6 +91,7 @@ impl Receiver {
             }),
             armed: AtomicBool::new(true),
             last_poll: AtomicU64::new(0),
+            acks_deferred: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -149,7 +155,7 @@ impl Receiver {
         if !a.armed && !polling {
             self.set_armed(dev, &mut a, true);
         }
-        a.waiter_unbounded = a.armed && !polling;
+        a.waiter_unbounded = a.armed && !polling && !self.acks_deferred.load(Ordering::Relaxed);
         (!a.waiter_unbounded).then_some(POLLER_GRACE)
     }
 }
@@ -179,8 +185,25 @@ pub(crate) fn run(dev: &DeviceInner) {
 
 /// Take what has arrived (without blocking) and handle it; `inline`: in an
 /// application thread.
+///
+/// The coalesced ACKs of the batch leave at its end — unless an application
+/// polls: then the application is likely to answer (a ping-pong), and each
+/// ACK waits for a ride instead: the QP's next `post_send` (one system call
+/// for the ACK and the answer, and the peer, polling, takes both at once),
+/// or the next receive by anyone, which the receive thread's bounded wait
+/// makes at most [`POLLER_GRACE`] later.
 fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()> {
-    let Work { batch, tx, acks } = w;
+    let Work {
+        batch,
+        tx,
+        acks,
+        deferred,
+    } = w;
+    let r = &dev.receiver;
+    if !deferred.is_empty() {
+        r.acks_deferred.store(false, Ordering::Relaxed);
+        flush_acks(dev, deferred, tx);
+    }
     let n = dev.link.recv(batch, Some(Duration::ZERO))?;
     if inline && n > 0 {
         dev.stats.rcvd_inline.fetch_add(n as u64, Ordering::Relaxed);
@@ -189,13 +212,23 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
         let (from, bytes) = batch.get(i);
         handle(dev, from, bytes, tx, acks);
     }
-    for qp in acks.drain(..) {
+    if !acks.is_empty() && r.app_polling() {
+        std::mem::swap(acks, deferred);
+        r.acks_deferred.store(true, Ordering::Relaxed);
+    } else {
+        flush_acks(dev, acks, tx);
+    }
+    tx.flush(dev);
+    Ok(())
+}
+
+/// Send the pending ACK of each QP (none if a `post_send` took it along).
+fn flush_acks(dev: &DeviceInner, qps: &mut Vec<Arc<QpShared>>, tx: &mut TxQueue) {
+    for qp in qps.drain(..) {
         let mut q = qp.lock();
         responder::flush_ack(&qp, &mut q, tx);
         tx.flush(dev);
     }
-    tx.flush(dev);
-    Ok(())
 }
 
 /// One datagram. Anything malformed is dropped and counted, never a panic.

@@ -442,7 +442,11 @@ impl Qp {
         let mut q = sh.lock();
         let r = self.queue_sends(&mut q, wrs);
         TxQueue::with(&sh.dev, |tx| {
-            crate::engine::requester::progress(sh, &mut q, tx)
+            crate::engine::requester::progress(sh, &mut q, tx);
+            // A deferred ACK rides with the request (engine::rx::receive),
+            // behind it: a peer polling for the ACK then finds the request
+            // already there and handles both in one go.
+            crate::engine::responder::flush_ack(sh, &mut q, tx);
         });
         r
     }
@@ -465,7 +469,11 @@ impl Qp {
             self.queue_send(&mut q, wqe);
         }
         TxQueue::with(&sh.dev, |tx| {
-            crate::engine::requester::progress(sh, &mut q, tx)
+            crate::engine::requester::progress(sh, &mut q, tx);
+            // A deferred ACK rides with the request (engine::rx::receive),
+            // behind it: a peer polling for the ACK then finds the request
+            // already there and handles both in one go.
+            crate::engine::responder::flush_ack(sh, &mut q, tx);
         });
         Ok(())
     }
