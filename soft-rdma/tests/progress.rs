@@ -148,13 +148,12 @@ fn poller_and_receive_thread_take_turns_without_reordering() {
     }
     let sb = b.dev.stats();
     assert_eq!(sb.link_recv_dropped, 0, "the hub lost datagrams: {sb}");
-    // No loss, so any out-of-sequence packet would be two receivers
-    // handling datagrams out of their arrival order.
-    assert_eq!(
-        (sb.out_of_sequence, sb.duplicate_requests, sb.retransmits),
-        (0, 0, 0),
-        "{sb}"
-    );
+    // No loss, so an out-of-sequence packet would be two receivers handling
+    // datagrams out of their arrival order. (Duplicates are possible: on a
+    // starved machine an ACK can come after the sender's timer, and
+    // go-back-N resends what b already has — below the expected PSN, never
+    // above it.)
+    assert_eq!(sb.out_of_sequence, 0, "{sb}");
     assert!(
         sb.rcvd_inline > 0 && sb.rcvd_inline < sb.rcvd_pkts,
         "both kinds of receiver must have taken packets: {sb}"
