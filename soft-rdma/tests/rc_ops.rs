@@ -486,12 +486,10 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
         let (qa, _qb) = connect(&a, &b, QpType::Rc);
         let local = Buf::new(LEN, |i| (i % 253) as u8);
         let back = Buf::new(LEN, |_| 0);
-        let mra =
-            a.pd.reg_mr(local.addr(), LEN as u64, Access::LOCAL_WRITE)
-                .unwrap();
-        let mrback =
-            a.pd.reg_mr(back.addr(), LEN as u64, Access::LOCAL_WRITE)
-                .unwrap();
+        // The requester's side is ODP too: its gather and scatter lists.
+        let odp_local = Access::LOCAL_WRITE | Access::ON_DEMAND;
+        let mra = a.pd.reg_mr(local.addr(), LEN as u64, odp_local).unwrap();
+        let mrback = a.pd.reg_mr(back.addr(), LEN as u64, odp_local).unwrap();
         // WRITE into one fresh mapping, READ from another (never touched:
         // the READ faults zero pages in for reading).
         let (w, r) = (fresh_mapping(LEN), fresh_mapping(LEN));
@@ -510,7 +508,10 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
                 .collect()
         };
         let (wkey, rkey) = (mrs[0].rkey(), mrs[mrs.len() - 1].rkey());
-        let faults = || b.dev.stats().odp_page_faults;
+        let faults = || {
+            let (sa, sb) = (a.dev.stats(), b.dev.stats());
+            (sa.odp_page_faults, sb.odp_page_faults)
+        };
         let before = faults();
         qa.post_send(&[SendWr {
             wr_id: 1,
@@ -545,13 +546,18 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
             back.0.iter().all(|&x| x == 0),
             "implicit={implicit}: READ data"
         );
-        // One fault operation per message (per 2 MiB child for implicit
-        // ODP: a 1 MiB range may straddle two), not one per page or packet.
-        let (wf, rf) = (after_write - before, after_read - after_write);
-        assert!(
-            (1..=2).contains(&wf) && (1..=2).contains(&rf),
-            "implicit={implicit}: {wf} fault operations for the WRITE, {rf} for the READ"
-        );
+        // One fault operation per message and side (per 2 MiB child for
+        // implicit ODP: a 1 MiB range may straddle two), not one per page
+        // or packet: the responder's target range, the requester's gather
+        // list (WRITE) and scatter list (READ).
+        let d = |x: (u64, u64), y: (u64, u64)| (y.0 - x.0, y.1 - x.1);
+        let (wf, rf) = (d(before, after_write), d(after_write, after_read));
+        for (what, (req, resp)) in [("WRITE", wf), ("READ", rf)] {
+            assert!(
+                (1..=2).contains(&req) && (1..=2).contains(&resp),
+                "implicit={implicit}: {what}: {req} fault operations at the requester, {resp} at the responder"
+            );
+        }
         drop(mrs);
         for p in [w, r] {
             // SAFETY: unmaps the mappings made above, no longer registered.

@@ -98,6 +98,24 @@ impl SendWqe {
         })
     }
 
+    /// At first transmission: fault the local ODP memory of the whole
+    /// message in at once — the gather list of a SEND/WRITE for reading, a
+    /// READ's scatter list for writing — instead of a page per packet.
+    /// Best effort: the access that needs a missing page reports it.
+    fn fault_in(&self) {
+        let write = match self.op {
+            SendOp::Read { .. } => true,
+            SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => return,
+            _ if self.inline.is_some() => return,
+            _ => false,
+        };
+        for s in &self.sges {
+            if let Some(mr) = &s.mr {
+                mr.fault_in(s.sge.addr, u64::from(s.sge.length), write);
+            }
+        }
+    }
+
     pub(crate) fn is_rd_atomic(&self) -> bool {
         matches!(
             self.op,
@@ -249,6 +267,7 @@ pub(crate) fn progress(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
             let n = q.req.sq[idx].npsn(mtu);
             q.req.sq[idx].psn = Some((q.req.next_psn, n));
             q.req.next_psn = psn::add(q.req.next_psn, n);
+            q.req.sq[idx].fault_in();
         }
         let r = emit(sh, q, idx, transport, mtu, limit, tx);
         if let Err(status) = r {
