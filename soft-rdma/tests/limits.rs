@@ -12,7 +12,7 @@
 
 mod common;
 use common::{all_access, cap, node, signaled, wait, Buf};
-use soft_rdma::transport::{loopback::Hub, Link, LinkStats, Outgoing, RecvBatch};
+use soft_rdma::transport::{loopback::Hub, Link, Outgoing, RecvBatch};
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{Op, PacketRepr};
 use std::net::SocketAddr;
@@ -275,9 +275,6 @@ struct ReadCounter {
 }
 
 impl Link for ReadCounter {
-    fn local(&self) -> SocketAddr {
-        self.inner.local()
-    }
     fn send(&self, batch: &[Outgoing<'_>]) -> std::io::Result<usize> {
         for o in batch {
             if let Ok((r, _)) = PacketRepr::parse(o.data) {
@@ -300,18 +297,7 @@ impl Link for ReadCounter {
         }
         Ok(n)
     }
-    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.inner.wait(timeout)
-    }
-    fn kick(&self) {
-        self.inner.kick()
-    }
-    fn close(&self) {
-        self.inner.close()
-    }
-    fn stats(&self) -> LinkStats {
-        self.inner.stats()
-    }
+    crate::forward_rest_of_link!();
 }
 
 #[test]

@@ -624,9 +624,6 @@ impl Hold {
 }
 
 impl soft_rdma::transport::Link for Hold {
-    fn local(&self) -> std::net::SocketAddr {
-        self.inner.local()
-    }
     fn send(&self, batch: &[soft_rdma::transport::Outgoing<'_>]) -> std::io::Result<usize> {
         let mut held = self.held.lock().unwrap();
         let hold = self.hold.load(std::sync::atomic::Ordering::SeqCst);
@@ -652,15 +649,7 @@ impl soft_rdma::transport::Link for Hold {
     ) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
-    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.inner.wait(timeout)
-    }
-    fn kick(&self) {
-        self.inner.kick()
-    }
-    fn close(&self) {
-        self.inner.close()
-    }
+    crate::forward_rest_of_link!();
 }
 
 /// Completions of one send queue come in posting order, also when a local

@@ -167,9 +167,6 @@ struct Recording {
 }
 
 impl soft_rdma::transport::Link for Recording {
-    fn local(&self) -> SocketAddr {
-        self.inner.local()
-    }
     fn send(&self, batch: &[soft_rdma::transport::Outgoing<'_>]) -> std::io::Result<usize> {
         let ops = batch
             .iter()
@@ -186,15 +183,7 @@ impl soft_rdma::transport::Link for Recording {
     ) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
-    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.inner.wait(timeout)
-    }
-    fn kick(&self) {
-        self.inner.kick()
-    }
-    fn close(&self) {
-        self.inner.close()
-    }
+    crate::forward_rest_of_link!();
 }
 
 /// `ib_write_lat`'s pattern: each side spins on the word the peer writes,

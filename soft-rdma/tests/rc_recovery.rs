@@ -7,7 +7,7 @@
 
 mod common;
 use common::{all_access, cap, signaled, wait, Buf};
-use soft_rdma::transport::{loopback::Hub, Link, LinkStats, Outgoing, RecvBatch};
+use soft_rdma::transport::{loopback::Hub, Link, Outgoing, RecvBatch};
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{Op, PacketRepr};
 use std::net::SocketAddr;
@@ -27,9 +27,6 @@ struct Lossy {
 }
 
 impl Link for Lossy {
-    fn local(&self) -> SocketAddr {
-        self.inner.local()
-    }
     fn send(&self, batch: &[Outgoing<'_>]) -> std::io::Result<usize> {
         let mut rule = self.rule.lock().unwrap();
         let keep: Vec<Outgoing<'_>> = batch
@@ -55,18 +52,7 @@ impl Link for Lossy {
         }
         self.inner.recv(batch, timeout)
     }
-    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.inner.wait(timeout)
-    }
-    fn kick(&self) {
-        self.inner.kick()
-    }
-    fn close(&self) {
-        self.inner.close()
-    }
-    fn stats(&self) -> LinkStats {
-        self.inner.stats()
-    }
+    crate::forward_rest_of_link!();
 }
 
 struct Side {
