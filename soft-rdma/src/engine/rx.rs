@@ -1,6 +1,7 @@
 //! Receiving: who takes datagrams off the link, and handling each one
 //! (parse, ICRC, QP → the QP's responder or completer, one coalesced ACK per
-//! QP at the end of a batch).
+//! QP at the end of a batch — or, while an application polls, riding with
+//! the QP's next request: see [`receive`]).
 //!
 //! Two kinds of thread receive, one at a time under [`Receiver`]'s lock (so
 //! datagrams are handled in arrival order): an application thread polling an
