@@ -441,13 +441,7 @@ impl Qp {
         let sh = &self.0;
         let mut q = sh.lock();
         let r = self.queue_sends(&mut q, wrs);
-        TxQueue::with(&sh.dev, |tx| {
-            crate::engine::requester::progress(sh, &mut q, tx);
-            // A deferred ACK rides with the request (engine::rx::receive),
-            // behind it: a peer polling for the ACK then finds the request
-            // already there and handles both in one go.
-            crate::engine::responder::flush_ack(sh, &mut q, tx);
-        });
+        transmit(sh, &mut q);
         r
     }
 
@@ -468,13 +462,7 @@ impl Qp {
         for wqe in wqes {
             self.queue_send(&mut q, wqe);
         }
-        TxQueue::with(&sh.dev, |tx| {
-            crate::engine::requester::progress(sh, &mut q, tx);
-            // A deferred ACK rides with the request (engine::rx::receive),
-            // behind it: a peer polling for the ACK then finds the request
-            // already there and handles both in one go.
-            crate::engine::responder::flush_ack(sh, &mut q, tx);
-        });
+        transmit(sh, &mut q);
         Ok(())
     }
 
@@ -573,4 +561,15 @@ impl Drop for Qp {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.0.qpn);
     }
+}
+
+/// What posting sends, at once (inline progress): the queue's new requests,
+/// then a deferred ACK riding behind them (`engine::rx::receive`) — a peer
+/// polling for that ACK then finds the request already there and handles
+/// both in one go.
+fn transmit(sh: &QpShared, q: &mut QpInner) {
+    TxQueue::with(&sh.dev, |tx| {
+        crate::engine::requester::progress(sh, q, tx);
+        crate::engine::responder::flush_ack(sh, q, tx);
+    });
 }
