@@ -22,7 +22,7 @@
 //! needs DF with IP ID 0, which QUIC's socket set-up does not keep.
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -188,6 +188,19 @@ impl UdpLink {
                 .to_ipv4_mapped()
                 .map(|ip| SocketAddr::new(IpAddr::V4(ip), p.port())),
         }
+    }
+
+    /// Sleep until `fd` is readable, the doorbell rings, or the timeout
+    /// passes. A kick is consumed; a close stays (later sleeps end at once).
+    fn sleep_on(&self, fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+        let ready = sys::poll(
+            &[(fd, libc::POLLIN), (self.wake.as_fd(), libc::POLLIN)],
+            timeout,
+        )?;
+        if ready[1] && !self.closed.load(Ordering::Acquire) {
+            sys::eventfd_drain(self.wake.as_fd());
+        }
+        Ok(())
     }
 
     /// Whether packets to `peer` may be coalesced into a GSO datagram.
@@ -416,19 +429,9 @@ impl Link for UdpLink {
                     _ => return Ok(0),
                 },
             };
-            let ready = sys::poll(
-                &[
-                    (self.sock.as_fd(), libc::POLLIN),
-                    (self.wake.as_fd(), libc::POLLIN),
-                ],
-                rest,
-            )?;
-            if ready[1] {
-                if self.closed.load(Ordering::Acquire) {
-                    return Ok(0);
-                }
-                sys::eventfd_drain(self.wake.as_fd()); // a kick: not for `recv`
-            }
+            // A kick ends the sleep but is not for `recv`: the loop goes on
+            // (a close ends it at the top).
+            self.sleep_on(self.sock.as_fd(), rest)?;
         }
     }
 
@@ -436,18 +439,7 @@ impl Link for UdpLink {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let ready = sys::poll(
-            &[
-                (self.arrivals.as_fd(), libc::POLLIN),
-                (self.wake.as_fd(), libc::POLLIN),
-            ],
-            timeout,
-        )?;
-        // A kick is consumed; a close stays (later waits return at once).
-        if ready[1] && !self.closed.load(Ordering::Acquire) {
-            sys::eventfd_drain(self.wake.as_fd());
-        }
-        Ok(())
+        self.sleep_on(self.arrivals.as_fd(), timeout)
     }
 
     fn kick(&self) {
