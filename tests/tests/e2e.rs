@@ -287,9 +287,8 @@ fn summary(out: &str) -> impl Fn(&str) -> u64 + '_ {
     }
 }
 
-#[test]
-fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
-    let (o, w) = odp_race("3", false);
+/// Print the owner's summary line (visible with `--nocapture`).
+fn print_race_summary(o: &Done) {
     eprintln!(
         "{}",
         o.out
@@ -297,6 +296,11 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
             .find(|l| l.starts_with("odp_race"))
             .unwrap_or("")
     );
+}
+
+/// An honest-device race: printed, both programs succeeded, both on the shim.
+fn assert_clean_race(o: &Done, w: &Done) {
+    print_race_summary(o);
     assert!(
         o.status.success() && w.status.success(),
         "owner {}, writer {}\n--- owner:\n{}\n--- writer:\n{}",
@@ -307,6 +311,12 @@ fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
     );
     assert_shim_loaded(&o.out);
     assert_shim_loaded(&w.out);
+}
+
+#[test]
+fn odp_race_writes_while_the_owner_unmaps_and_remaps() {
+    let (o, w) = odp_race("3", false);
+    assert_clean_race(&o, &w);
     let n = summary(&o.out);
     assert_eq!(n("violations"), 0, "{}", o.out);
     assert_eq!(
@@ -348,13 +358,7 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
         "owner (exit 0 iff violations found):\n{}",
         o.out
     );
-    eprintln!(
-        "{}",
-        o.out
-            .lines()
-            .find(|l| l.starts_with("odp_race"))
-            .unwrap_or("")
-    );
+    print_race_summary(&o);
     let n = summary(&o.out);
     assert!(n("violations") > 0, "{}", o.out);
     assert!(n("stale") + n("stale_pages_early") > 0, "{}", o.out);
@@ -586,23 +590,7 @@ fn odp_race_between_two_network_namespace_hosts() {
     let w = writer.finish(Duration::from_secs(90));
     let o = owner.finish(Duration::from_secs(30));
     let _ = std::fs::remove_file(&shm);
-    eprintln!(
-        "{}",
-        o.out
-            .lines()
-            .find(|l| l.starts_with("odp_race"))
-            .unwrap_or("")
-    );
-    assert!(
-        o.status.success() && w.status.success(),
-        "owner {}, writer {}\n--- owner:\n{}\n--- writer:\n{}",
-        o.status,
-        w.status,
-        o.out,
-        w.out
-    );
-    assert_shim_loaded(&o.out);
-    assert_shim_loaded(&w.out);
+    assert_clean_race(&o, &w);
     let n = summary(&o.out);
     assert_eq!(n("violations"), 0, "{}", o.out);
     assert_eq!(n("other_errors"), 0, "{}", o.out);
