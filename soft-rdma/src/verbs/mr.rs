@@ -75,7 +75,8 @@ impl MrShared {
     /// Fault an ODP range in before a message's packets touch it, best
     /// effort: a failure is reported by the access that needs the page.
     pub(crate) fn fault_in(&self, va: u64, len: u64, write: bool) {
-        if len > 0 {
+        // Pinned memory is always present: no lock to take on every message.
+        if len > 0 && !matches!(self.memory, Memory::Pinned(_)) {
             let _ = self.access(|m| m.fault_in(va, len, write));
         }
     }
