@@ -10,6 +10,7 @@
 //! sleep until their deadline. No thread busy-polls.
 
 pub(crate) mod completer;
+pub(crate) mod doorbell;
 pub(crate) mod packet;
 pub(crate) mod psn;
 pub(crate) mod requester;

@@ -169,6 +169,8 @@ pub(crate) struct ReqState {
     pub(crate) timer_armed: bool,
     pub(crate) progress_at: Option<Instant>,
     pub(crate) rnr_waiting: bool,
+    /// The QP is on its device's list of held doorbells (`engine::doorbell`).
+    pub(crate) doorbell_held: bool,
 }
 
 impl ReqState {
@@ -182,6 +184,12 @@ impl ReqState {
     /// How many WQEs from the front have had packets transmitted.
     fn transmitted(&self) -> usize {
         self.send_idx + usize::from(self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some()))
+    }
+
+    /// WRs queued and not yet transmitted at all, and their bytes.
+    pub(crate) fn untransmitted(&self) -> (usize, u64) {
+        let fresh = self.sq.range(self.transmitted()..);
+        (fresh.len(), fresh.map(|w| w.len).sum())
     }
 
     pub(crate) fn reset_progress(&mut self) {

@@ -65,9 +65,10 @@ pub(crate) struct RespState {
     replay: VecDeque<Replay>,
     /// Coalesced ACK to send at the end of the receive batch.
     pub(crate) ack_pending: Option<u32>,
-    /// Receive completions of this packet, published by the receive thread
-    /// only after the packet's ACK has left: an application that sees its
-    /// completion and exits must not strand the sender without an ACK.
+    /// Receive completions of this receive batch, published at its end only
+    /// after the ACK covering them has left (`engine::rx`): an application
+    /// that sees its completion and exits must not strand the sender
+    /// without an ACK.
     pub(crate) completed: Vec<(Wc, bool)>,
     /// A class C or J error (IBTA 9.9.3.1): once this packet's NAK and
     /// completion are out, the responder QP goes to the error state too.
@@ -142,13 +143,10 @@ pub(crate) fn on_request(
                 && sh.qp_type == QpType::Rc
                 && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
             {
-                if q.resp.completed.is_empty() {
-                    q.resp.ack_pending = Some(p);
-                } else {
-                    // A message completed: acknowledge now, not at batch end.
-                    q.resp.ack_pending = None;
-                    send_aeth(sh, q, tx, p, Syndrome::Ack { credits: 0x1f });
-                }
+                // Coalesced: one ACK a QP at the end of the receive batch,
+                // sent before the receive completions it covers become
+                // visible (`engine::rx`).
+                q.resp.ack_pending = Some(p);
             }
         }
         Err(Fail::Rnr) => {

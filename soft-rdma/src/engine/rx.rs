@@ -25,7 +25,7 @@ use crate::transport::{Link, RecvBatch};
 use crate::verbs::device::DeviceInner;
 use crate::verbs::qp::QpShared;
 use crate::verbs::QpType;
-use crate::wire::{icrc, Op, PacketRepr, Transport};
+use crate::wire::{icrc, Op, Packet, PacketRepr, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -101,7 +101,9 @@ impl Receiver {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
     }
 
-    fn app_polling(&self) -> bool {
+    /// Whether an application thread polled an empty CQ of the device less
+    /// than [`POLLER_GRACE`] ago.
+    pub(crate) fn app_polling(&self) -> bool {
         let last = self.last_poll.load(Ordering::Relaxed);
         last != 0 && self.now().saturating_sub(last) < POLLER_GRACE.as_nanos() as u64
     }
@@ -156,7 +158,10 @@ impl Receiver {
         if !a.armed && !polling {
             self.set_armed(dev, &mut a, true);
         }
-        a.waiter_unbounded = a.armed && !polling && !self.acks_deferred.load(Ordering::Relaxed);
+        a.waiter_unbounded = a.armed
+            && !polling
+            && !self.acks_deferred.load(Ordering::Relaxed)
+            && !dev.doorbells.any();
         (!a.waiter_unbounded).then_some(POLLER_GRACE)
     }
 }
@@ -174,6 +179,7 @@ pub(crate) fn run(dev: &DeviceInner) {
             break;
         }
         dev.stats.rx_wakeups.fetch_add(1, Ordering::Relaxed);
+        dev.doorbells.ring(dev);
         // Receive even while an application polls: the wait may have ended
         // for a datagram a fault layer held back falling due, and skipping
         // it would make the next wait end at once again.
@@ -209,17 +215,25 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
     if inline && n > 0 {
         dev.stats.rcvd_inline.fetch_add(n as u64, Ordering::Relaxed);
     }
-    for i in 0..n {
-        let (from, bytes) = batch.get(i);
-        handle(dev, from, bytes, tx, acks);
+    handle_all(dev, batch, tx, acks);
+    let polling = r.app_polling();
+    for qp in acks.drain(..) {
+        let mut q = qp.lock();
+        if polling && q.resp.completed.is_empty() {
+            // Only an ACK, nothing the application can see yet: it may ride.
+            drop(q);
+            deferred.push(qp);
+            continue;
+        }
+        responder::flush_ack(&qp, &mut q, tx);
+        tx.flush(dev);
+        for (wc, solicited) in q.resp.completed.drain(..) {
+            qp.complete_recv(wc, solicited);
+        }
     }
-    if !acks.is_empty() && r.app_polling() {
-        std::mem::swap(acks, deferred);
+    if !deferred.is_empty() {
         r.acks_deferred.store(true, Ordering::Relaxed);
-    } else {
-        flush_acks(dev, acks, tx);
     }
-    tx.flush(dev);
     Ok(())
 }
 
@@ -232,68 +246,110 @@ fn flush_acks(dev: &DeviceInner, qps: &mut Vec<Arc<QpShared>>, tx: &mut TxQueue)
     }
 }
 
-/// One datagram. Anything malformed is dropped and counted, never a panic.
-pub(crate) fn handle(
+/// The destination QP a datagram names, if it is long enough to name one.
+fn dest_qp(bytes: &[u8]) -> Option<u32> {
+    Packet::new_checked(bytes).ok().map(|p| p.dest_qp())
+}
+
+/// Handle datagrams `range` of `batch` in order, grouped into runs to the
+/// same QP: each run takes the QP lock once and hands what it produced (read
+/// responses, NAKs) to the link in one go before releasing it.
+fn handle_all(
     dev: &DeviceInner,
-    from: SocketAddr,
-    bytes: &[u8],
+    batch: &RecvBatch,
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
-    dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
-    let (repr, payload) = match PacketRepr::parse(bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            dev.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
-            log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
-            return;
+    let n = batch.len();
+    let mut i = 0;
+    while i < n {
+        let qpn = dest_qp(batch.get(i).1);
+        let mut j = i + 1;
+        while j < n && qpn.is_some() && dest_qp(batch.get(j).1) == qpn {
+            j += 1;
         }
-    };
-    if !icrc::verify(&icrc_ctx(from, dev.local), bytes) {
-        dev.stats.icrc_errors.fetch_add(1, Ordering::Relaxed);
-        log!(Debug, "dropped {repr} from {from}: bad ICRC");
-        return;
+        handle_run(dev, qpn, (i..j).map(|k| batch.get(k)), tx, acks);
+        i = j;
     }
-    let Some(qp) = dev.qp(repr.bth.dest_qp) else {
-        dev.stats.unknown_qp.fetch_add(1, Ordering::Relaxed);
-        log!(Debug, "dropped {repr} from {from}: no such QP");
-        return;
-    };
-    if repr.bth.opcode.transport() != transport_of(qp.qp_type) {
-        // rxe's check_type_state: a UC opcode is no request of an RC QP.
-        dev.stats.wrong_transport.fetch_add(1, Ordering::Relaxed);
-        log!(Debug, "dropped {repr} from {from}: QP is {:?}", qp.qp_type);
-        return;
-    }
-    let payload = &bytes[payload];
-    let mut q = qp.lock();
-    if let Some(peer) = q.peer.filter(|_| qp.qp_type != QpType::Ud) {
-        // rxe's check_addr: a connected QP hears only its peer's address
-        // (the port is the sender's to choose), so nobody else can inject
-        // requests or forge acknowledgements even knowing QPN and PSN.
-        if canonical(peer.ip()) != canonical(from.ip()) {
-            dev.stats.wrong_source.fetch_add(1, Ordering::Relaxed);
-            log!(Debug, "dropped {repr} from {from}: the QP's peer is {peer}");
-            return;
+}
+
+/// Datagrams that all name destination QP `qpn` (None: too short to name
+/// one), in arrival order. Anything malformed is dropped and counted, never
+/// a panic.
+fn handle_run<'a>(
+    dev: &DeviceInner,
+    qpn: Option<u32>,
+    run: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+    tx: &mut TxQueue,
+    acks: &mut Vec<Arc<QpShared>>,
+) {
+    let found = qpn.and_then(|n| dev.qp(n));
+    // Locked at the first datagram that passes the checks before it.
+    let mut held = None;
+    for (from, bytes) in run {
+        dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
+        let (repr, payload) = match PacketRepr::parse(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                dev.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
+                continue;
+            }
+        };
+        if !icrc::verify(&icrc_ctx(from, dev.local), bytes) {
+            dev.stats.icrc_errors.fetch_add(1, Ordering::Relaxed);
+            log!(Debug, "dropped {repr} from {from}: bad ICRC");
+            continue;
+        }
+        let Some(qp) = &found else {
+            dev.stats.unknown_qp.fetch_add(1, Ordering::Relaxed);
+            log!(Debug, "dropped {repr} from {from}: no such QP");
+            continue;
+        };
+        if repr.bth.opcode.transport() != transport_of(qp.qp_type) {
+            // rxe's check_type_state: a UC opcode is no request of an RC QP.
+            dev.stats.wrong_transport.fetch_add(1, Ordering::Relaxed);
+            log!(Debug, "dropped {repr} from {from}: QP is {:?}", qp.qp_type);
+            continue;
+        }
+        let payload = &bytes[payload];
+        let q = held.get_or_insert_with(|| qp.lock());
+        if let Some(peer) = q.peer.filter(|_| qp.qp_type != QpType::Ud) {
+            // rxe's check_addr: a connected QP hears only its peer's address
+            // (the port is the sender's to choose), so nobody else can inject
+            // requests or forge acknowledgements even knowing QPN and PSN.
+            if canonical(peer.ip()) != canonical(from.ip()) {
+                dev.stats.wrong_source.fetch_add(1, Ordering::Relaxed);
+                log!(Debug, "dropped {repr} from {from}: the QP's peer is {peer}");
+                continue;
+            }
+        }
+        if is_response(repr.bth.opcode.op()) {
+            completer::on_response(qp, q, &repr, payload, tx);
+        } else {
+            responder::on_request(qp, q, from, &repr, payload, tx);
+        }
+        if std::mem::take(&mut q.resp.goto_error) {
+            // What completed before the error is acknowledged and completes
+            // first; the flush completions follow.
+            responder::flush_ack(qp, q, tx);
+            tx.flush(dev);
+            for (wc, solicited) in q.resp.completed.drain(..) {
+                qp.complete_recv(wc, solicited);
+            }
+            qp.fail(q);
         }
     }
-    if is_response(repr.bth.opcode.op()) {
-        completer::on_response(&qp, &mut q, &repr, payload, tx);
-    } else {
-        responder::on_request(&qp, &mut q, from, &repr, payload, tx);
-    }
-    // Packets this QP produced leave before its lock is released (PSN order),
-    // and before the receive completions they acknowledge become visible.
+    let (Some(qp), Some(q)) = (&found, held) else {
+        return;
+    };
+    // Packets this QP produced leave before its lock is released (PSN order).
     tx.flush(dev);
-    for (wc, solicited) in q.resp.completed.drain(..) {
-        qp.complete_recv(wc, solicited);
-    }
-    if std::mem::take(&mut q.resp.goto_error) {
-        qp.fail(&mut q);
-    }
-    if q.resp.ack_pending.is_some() && !acks.iter().any(|a| Arc::ptr_eq(a, &qp)) {
-        drop(q);
-        acks.push(qp);
+    // The coalesced ACK and the completions it covers: at the batch's end.
+    let pending = q.resp.ack_pending.is_some() || !q.resp.completed.is_empty();
+    drop(q);
+    if pending && !acks.iter().any(|a| Arc::ptr_eq(a, qp)) {
+        acks.push(qp.clone());
     }
 }
 

@@ -96,8 +96,13 @@ impl Cq {
         if out.is_empty() {
             return 0;
         }
+        let dev = self.0.driver.get().and_then(Weak::upgrade);
+        if let Some(dev) = &dev {
+            // Posts held for a batch leave before anything else.
+            dev.doorbells.ring(dev);
+        }
         let n = self.take(out);
-        let Some(dev) = self.0.driver.get().and_then(Weak::upgrade) else {
+        let Some(dev) = dev else {
             return n;
         };
         if n > 0 {
@@ -129,6 +134,7 @@ impl Cq {
         }
         self.0.state.lock().unwrap_or_else(|e| e.into_inner()).armed = Some(solicited_only);
         if let Some(dev) = self.0.driver.get().and_then(Weak::upgrade) {
+            dev.doorbells.ring(&dev);
             dev.receiver.poll_done(&dev);
         }
         Ok(())

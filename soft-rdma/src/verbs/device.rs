@@ -76,6 +76,7 @@ pub(crate) struct DeviceInner {
     pub(crate) mrs: RwLock<HashMap<u32, Arc<MrShared>>>,
     pub(crate) timers: Timers,
     pub(crate) receiver: crate::engine::rx::Receiver,
+    pub(crate) doorbells: crate::engine::doorbell::Doorbells,
     pub(crate) stats: Stats,
     /// Asynchronous events, and an eventfd readable while there are some.
     events: Mutex<std::collections::VecDeque<super::AsyncEvent>>,
@@ -181,6 +182,7 @@ impl Device {
             mrs: RwLock::new(HashMap::new()),
             timers: Timers::default(),
             receiver: crate::engine::rx::Receiver::new(),
+            doorbells: Default::default(),
             stats: Stats::default(),
             events: Mutex::new(Default::default()),
             events_fd: crate::sys::eventfd().expect("eventfd for async events"),

@@ -9,6 +9,7 @@ use super::{
     Access, Cq, Errno, Gid, Mtu, QpAttr, QpCap, QpState, QpType, RecvWr, Result, SendOp, SendWr,
     Wc, WcOpcode, WcStatus,
 };
+use crate::engine::doorbell;
 use crate::engine::packet::{self, ResolvedSge, TxQueue};
 use crate::engine::requester::{ReqState, SendWqe};
 use crate::engine::responder::{RecvWqe, RespState};
@@ -188,6 +189,10 @@ impl QpShared {
             self.complete_send(&w, WcStatus::WrFlushErr);
         }
         q.req.reset_progress();
+        // Receives that completed in the current receive batch come first.
+        for (wc, solicited) in q.resp.completed.drain(..) {
+            self.complete_recv(wc, solicited);
+        }
         for r in q.resp.rq.drain(..) {
             self.complete_recv(flush_wc(r.wr_id), false);
         }
@@ -435,13 +440,13 @@ impl Qp {
         Ok(())
     }
 
-    /// `ibv_post_send`: queue and transmit at once (inline progress). On an
-    /// error, the index of the first bad WR and its errno (`bad_wr`).
+    /// `ibv_post_send`: queue and transmit (see [`ring`]). On an error, the
+    /// index of the first bad WR and its errno (`bad_wr`).
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
         let sh = &self.0;
         let mut q = sh.lock();
         let r = self.queue_sends(&mut q, wrs);
-        transmit(sh, &mut q);
+        ring(sh, &mut q);
         r
     }
 
@@ -462,7 +467,7 @@ impl Qp {
         for wqe in wqes {
             self.queue_send(&mut q, wqe);
         }
-        transmit(sh, &mut q);
+        ring(sh, &mut q);
         Ok(())
     }
 
@@ -551,6 +556,11 @@ impl Qp {
 impl Drop for Qp {
     fn drop(&mut self) {
         let mut q = self.0.lock();
+        // An ACK still waiting for a ride leaves now: the peer's requests
+        // were executed and must not end in a retry error.
+        TxQueue::with(&self.0.dev, |tx| {
+            crate::engine::responder::flush_ack(&self.0, &mut q, tx)
+        });
         q.req.timer_generation += 1;
         q.state = QpState::Reset;
         drop(q);
@@ -563,13 +573,10 @@ impl Drop for Qp {
     }
 }
 
-/// What posting sends, at once (inline progress): the queue's new requests,
-/// then a deferred ACK riding behind them (`engine::rx::receive`) — a peer
-/// polling for that ACK then finds the request already there and handles
-/// both in one go.
-fn transmit(sh: &QpShared, q: &mut QpInner) {
-    TxQueue::with(&sh.dev, |tx| {
-        crate::engine::requester::progress(sh, q, tx);
-        crate::engine::responder::flush_ack(sh, q, tx);
-    });
+/// Transmit what was just queued — at once (inline progress), unless the
+/// doorbell may wait for more (`engine::doorbell`).
+fn ring(sh: &Arc<QpShared>, q: &mut QpInner) {
+    if !sh.dev.doorbells.hold(sh, q) {
+        TxQueue::with(&sh.dev, |tx| doorbell::transmit(sh, q, tx));
+    }
 }

@@ -353,6 +353,7 @@ impl Env {
                 "rcvd_pkts"
                     | "rcvd_inline"
                     | "rx_wakeups"
+                    | "posts_held"
                     | "sent_pkts"
                     | "link_sent"
                     | "link_received"
