@@ -132,12 +132,25 @@ fn insert_racing_an_invalidation_is_applied_and_read_begin_settles() {
     });
 }
 
-/// The operating system, modelled: a mapping generation, and a fault that
-/// records which generation it saw.
+/// The operating system, modelled: a mapping generation, a fault that
+/// records which generation it saw, and a coverage registration that
+/// records which generation it covered.
 struct ModelSpace {
     barrier: RwLock<()>,
     gen: AtomicU64,
     seen: AtomicU64,
+    covered: AtomicU64,
+}
+
+impl ModelSpace {
+    fn new() -> ModelSpace {
+        ModelSpace {
+            barrier: RwLock::new(()),
+            gen: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Space for ModelSpace {
@@ -148,19 +161,17 @@ impl Space for ModelSpace {
     fn barrier(&self) -> RwLockReadGuard<'_, ()> {
         sync::read(&self.barrier)
     }
-    fn fault(&self, _: &(), _: (u64, u64), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
+    fn cover_span(&self, _: &(), _: (u64, u64)) -> bool {
+        self.covered
+            .store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
+        true
+    }
+    fn fault(&self, _: &(), _: u64, _: u64, _: bool) -> Result<(), AccessError> {
         self.seen
             .store(self.gen.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())
     }
-    fn snapshot(
-        &self,
-        _: &(),
-        _: (u64, u64),
-        _: u64,
-        _: u64,
-        _: &mut dyn FnMut(u64),
-    ) -> Result<(), AccessError> {
+    fn snapshot(&self, _: &(), _: u64, _: u64, _: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
         unreachable!()
     }
 }
@@ -171,11 +182,7 @@ fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation
         let mm = Mm::new(MmConfig { userfaultfd: false });
         let region =
             Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None, true).unwrap();
-        let space = Arc::new(ModelSpace {
-            barrier: RwLock::new(()),
-            gen: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
-        });
+        let space = Arc::new(ModelSpace::new());
         let done = Arc::new(AtomicU64::new(0));
         let app = {
             let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
@@ -194,6 +201,49 @@ fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation
                         space.seen.load(Ordering::SeqCst),
                         1,
                         "guard over pages faulted before a finished invalidation"
+                    );
+                }
+            }
+            Err(e) => panic!("map failed: {e:?}"),
+        }
+        app.join().unwrap();
+    });
+}
+
+/// Faults skip re-registering a region covered since its last invalidation
+/// (`Pages::covered`). The model: page 0 of a two-page region is faulted
+/// (the region covered), then an unmap (a new generation) races a fault of
+/// page 1, which may read "covered" before the unmap and start after it. A
+/// guard taken after that unmap finished must rest on a registration of the
+/// new generation — never on the first one's coverage.
+#[test]
+fn region_fault_never_skips_coverage_lost_to_a_finished_invalidation() {
+    loom::model(|| {
+        let mm = Mm::new(MmConfig { userfaultfd: false });
+        let region =
+            Region::new(&mm, 0, 0x2000, Arc::new(Counters::default()), None, true).unwrap();
+        let space = Arc::new(ModelSpace::new());
+        drop(
+            region
+                .map(&*space, 0, 8, Access::Write, Mode::Fault)
+                .unwrap(),
+        );
+        let done = Arc::new(AtomicU64::new(0));
+        let app = {
+            let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
+            thread::spawn(move || {
+                space.gen.store(1, Ordering::SeqCst);
+                mm2.invalidate(0, 0x1000, Event::Unmap, true).unwrap();
+                done.store(1, Ordering::SeqCst);
+            })
+        };
+        match region.map(&*space, 0x1000, 8, Access::Write, Mode::Fault) {
+            Ok(_guard) => {
+                if done.load(Ordering::SeqCst) == 1 {
+                    assert_eq!(
+                        space.covered.load(Ordering::SeqCst),
+                        1,
+                        "guard over a region not covered since the unmap"
                     );
                 }
             }

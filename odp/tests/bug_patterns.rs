@@ -38,27 +38,22 @@ impl Space for Inject<'_> {
     fn barrier(&self) -> RwLockReadGuard<'_, ()> {
         self.real.barrier()
     }
-    fn fault(
-        &self,
-        mm: &MmGet,
-        span: (u64, u64),
-        start: u64,
-        end: u64,
-        write: bool,
-    ) -> Result<(), AccessError> {
+    fn cover_span(&self, mm: &MmGet, span: (u64, u64)) -> bool {
+        self.real.cover_span(mm, span)
+    }
+    fn fault(&self, mm: &MmGet, start: u64, end: u64, write: bool) -> Result<(), AccessError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let r = self.real.fault(mm, span, start, end, write);
+        let r = self.real.fault(mm, start, end, write);
         (self.hook)(n, r)
     }
     fn snapshot(
         &self,
         mm: &MmGet,
-        span: (u64, u64),
         start: u64,
         end: u64,
         resident: &mut dyn FnMut(u64),
     ) -> Result<(), AccessError> {
-        self.real.snapshot(mm, span, start, end, resident)
+        self.real.snapshot(mm, start, end, resident)
     }
 }
 

@@ -4,7 +4,7 @@ use super::region::{Region, Space};
 use super::{
     within, Access, AccessError, Advice, CounterSnapshot, Counters, Mode, UmemGuard, PAGE_SIZE,
 };
-use crate::mm::{MmGet, MmGrab};
+use crate::mm::{Coverage, MmGet, MmGrab};
 use crate::sync::{Arc, Ordering, RwLockReadGuard};
 use crate::sys::{mincore, populate};
 
@@ -189,17 +189,13 @@ impl Space for MmGrab {
         self.barrier_shared()
     }
 
-    fn fault(
-        &self,
-        mm: &MmGet,
-        span: (u64, u64),
-        start: u64,
-        end: u64,
-        write: bool,
-    ) -> Result<(), AccessError> {
+    fn cover_span(&self, mm: &MmGet, span: (u64, u64)) -> bool {
         // A hole elsewhere in the span is fine (its mapped parts get covered);
-        // populate below reports a hole where the access needs memory.
-        self.cover(mm, span.0, span.1);
+        // the fault reports a hole where the access needs memory.
+        self.cover(mm, span.0, span.1) == Coverage::Covered
+    }
+
+    fn fault(&self, _mm: &MmGet, start: u64, end: u64, write: bool) -> Result<(), AccessError> {
         Ok(populate::populate(
             start as usize,
             (end - start) as usize,
@@ -209,13 +205,11 @@ impl Space for MmGrab {
 
     fn snapshot(
         &self,
-        mm: &MmGet,
-        span: (u64, u64),
+        _mm: &MmGet,
         start: u64,
         end: u64,
         resident: &mut dyn FnMut(u64),
     ) -> Result<(), AccessError> {
-        self.cover(mm, span.0, span.1);
         mincore::for_each_resident(start as usize, (end - start) as usize, |p| {
             resident(start + p as u64 * PAGE_SIZE)
         })

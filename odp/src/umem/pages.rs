@@ -14,6 +14,10 @@ pub(crate) struct Pages {
     /// Implicit children only: set (under this lock) when the child is taken
     /// out of its parent; a fault that finds it set starts over.
     pub(crate) detached: bool,
+    /// Whole-region coverage (explicit umems): registered with the
+    /// invalidation source by a fault that committed after it, and no
+    /// invalidation since (each clears it). Faults skip re-registering.
+    pub(crate) covered: bool,
 }
 
 impl Pages {
@@ -27,6 +31,7 @@ impl Pages {
             npages,
             mapped: 0,
             detached: false,
+            covered: false,
         }
     }
 

@@ -5,7 +5,8 @@
 //! fast:   barrier(shared); lock; all pages valid? -> guard
 //! again:  mm = get()                  -- else Gone
 //!         seq = read_begin()          -- no lock held (asserted)
-//!         cover + populate missing    -- speculative, no lock held
+//!         cover (unless covered since the last invalidation)
+//!         + populate missing          -- speculative, no lock held
 //!         drop(mm)                    -- a last put must not run under the lock
 //!         barrier(shared); lock
 //!         read_retry(seq)? unlock; goto again
@@ -32,22 +33,22 @@ pub trait Space {
     fn get(&self) -> Option<Self::Usable>;
     /// Shared side of the invalidation barrier, held for the guard's life.
     fn barrier(&self) -> RwLockReadGuard<'_, ()>;
-    /// Make the region `span` covered by the invalidation source (all of it,
-    /// so coverage does not split the application's mappings page by page),
-    /// then fault `[start, end)` (page-aligned, inside `span`) in for read or write.
+    /// Make `span` covered by the invalidation source (a whole explicit
+    /// region, so coverage does not split the application's mappings page by
+    /// page); true if all of it is now.
+    fn cover_span(&self, mm: &Self::Usable, span: (u64, u64)) -> bool;
+    /// Fault `[start, end)` (page-aligned) in for read or write.
     fn fault(
         &self,
         mm: &Self::Usable,
-        span: (u64, u64),
         start: u64,
         end: u64,
         write: bool,
     ) -> Result<(), AccessError>;
-    /// Cover `span`, then report the pages of `[start, end)` the CPU has resident.
+    /// Report the pages of `[start, end)` the CPU has resident.
     fn snapshot(
         &self,
         mm: &Self::Usable,
-        span: (u64, u64),
         start: u64,
         end: u64,
         resident: &mut dyn FnMut(u64),
@@ -95,6 +96,8 @@ impl Invalidate for Core {
         };
         let (s, e) = inv.clamped();
         let token = inv.set_seq(&pages);
+        // An unmap or remap may have taken coverage with it.
+        pages.covered = false;
         let (first, n) = self.page_range(s, e - s);
         let cleared = pages.clear(first, n);
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -196,6 +199,7 @@ impl Region {
                 let pages = sync::lock(&core.pages);
                 (pages.missing(first, n, write), barrier, pages)
             };
+            let hint_covered = pages.covered;
             if pages.detached {
                 return Err(AccessError::Detached);
             }
@@ -211,15 +215,25 @@ impl Region {
                 core.start + mfirst as u64 * PAGE_SIZE,
                 core.start + (mfirst + mn) as u64 * PAGE_SIZE,
             );
-            let span = if core.cover_whole {
-                (core.start, core.end)
-            } else {
-                (ms, me)
-            };
+            // Coverage before populating, so that memory mapped since the
+            // last look is covered before it is trusted. A whole region
+            // covered since its last invalidation needs no new registration
+            // (a system call taking the mmap lock for writing): checked again
+            // at the commit, where `covered` is exact.
+            let skip_cover = core.cover_whole && hint_covered;
+            let covered_now = !skip_cover
+                && space.cover_span(
+                    &mm,
+                    if core.cover_whole {
+                        (core.start, core.end)
+                    } else {
+                        (ms, me)
+                    },
+                );
             let mut resident: Vec<usize> = Vec::new();
             let r = match mode {
-                Mode::Fault => space.fault(&mm, span, ms, me, write),
-                Mode::Snapshot => space.snapshot(&mm, span, ms, me, &mut |addr| {
+                Mode::Fault => space.fault(&mm, ms, me, write),
+                Mode::Snapshot => space.snapshot(&mm, ms, me, &mut |addr| {
                     resident.push(((addr - core.start) / PAGE_SIZE) as usize)
                 }),
             };
@@ -239,12 +253,19 @@ impl Region {
             if pages.detached {
                 return Err(AccessError::Detached);
             }
-            if self.notifier.read_retry(&pages, seq) {
+            // No invalidation since `seq`: what was covered after it still
+            // is. Skipped on a stale hint (an invalidation cleared `covered`
+            // before `seq`): again, covering this time.
+            let stale_hint = skip_cover && !pages.covered;
+            if self.notifier.read_retry(&pages, seq) || stale_hint {
                 rounds += 1;
                 if rounds >= MAX_ROUNDS {
                     return Err(AccessError::Busy);
                 }
                 continue;
+            }
+            if covered_now && core.cover_whole {
+                pages.covered = true;
             }
             let newly = match mode {
                 Mode::Fault => pages.set(mfirst, mn, write),
