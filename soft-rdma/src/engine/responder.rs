@@ -65,6 +65,8 @@ pub(crate) struct RespState {
     replay: VecDeque<Replay>,
     /// Coalesced ACK to send at the end of the receive batch.
     pub(crate) ack_pending: Option<u32>,
+    /// The PSN the last ACK sent acknowledged.
+    last_ack: Option<u32>,
     /// Receive completions of this receive batch, published at its end only
     /// after the ACK covering them has left (`engine::rx`): an application
     /// that sees its completion and exits must not strand the sender
@@ -576,6 +578,9 @@ pub(crate) fn send_aeth(
         flush_ack(sh, q, tx);
     }
     let Some(peer) = q.peer else { return };
+    if matches!(syndrome, Syndrome::Ack { .. }) {
+        q.resp.last_ack = Some(p);
+    }
     let repr = PacketRepr {
         bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false),
         ext: Ext::Aeth(Aeth {
@@ -585,6 +590,22 @@ pub(crate) fn send_aeth(
         payload_len: 0,
     };
     let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
+}
+
+/// A coalesced ACK covering this many PSNs past the last one sent leaves
+/// before the receive batch ends (a quarter of the requester's window, see
+/// `requester::MAX_UNACKED`): while the rest of a large batch is handled
+/// here, the requester, its window reopened, sends more instead of waiting.
+const ACK_EVERY: i32 = (super::requester::MAX_UNACKED / 4) as i32;
+
+/// Whether the coalesced ACK should leave now rather than at the end of
+/// the receive batch.
+pub(crate) fn ack_due(q: &QpInner) -> bool {
+    match (q.resp.ack_pending, q.resp.last_ack) {
+        (Some(p), Some(last)) => psn::diff(p, last) >= ACK_EVERY,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Send the coalesced ACK, if any.

@@ -286,7 +286,8 @@ fn handle_run<'a>(
     let found = qpn.and_then(|n| dev.qp(n));
     // Locked at the first datagram that passes the checks before it.
     let mut held = None;
-    for (from, bytes) in run {
+    let mut run = run.peekable();
+    while let Some((from, bytes)) = run.next() {
         dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
         let (repr, payload) = match PacketRepr::parse(bytes) {
             Ok(r) => r,
@@ -328,6 +329,11 @@ fn handle_run<'a>(
             completer::on_response(qp, q, &repr, payload, tx);
         } else {
             responder::on_request(qp, q, from, &repr, payload, tx);
+        }
+        if run.peek().is_some() && responder::ack_due(q) {
+            // More of the run to handle: let the requester go on meanwhile.
+            responder::flush_ack(qp, q, tx);
+            tx.flush(dev);
         }
         if std::mem::take(&mut q.resp.goto_error) {
             // What completed before the error is acknowledged and completes
