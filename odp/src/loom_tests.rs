@@ -176,37 +176,53 @@ impl Space for ModelSpace {
     }
 }
 
+/// The model both region tests share: a region of `len` bytes (page 0
+/// faulted first if `prefault`); the application unmaps page 0 (a new
+/// generation) while the device faults the page at `at`. With the guard
+/// held — so no invalidation is mid-callback on the region — `check` runs
+/// if the unmap has finished.
+fn unmap_races_a_fault(len: u64, prefault: bool, at: u64, check: impl Fn(&ModelSpace)) {
+    let mm = Mm::new(MmConfig { userfaultfd: false });
+    let region = Region::new(&mm, 0, len, Arc::new(Counters::default()), None, true).unwrap();
+    let space = Arc::new(ModelSpace::new());
+    if prefault {
+        drop(
+            region
+                .map(&*space, 0, 8, Access::Write, Mode::Fault)
+                .unwrap(),
+        );
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let app = {
+        let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
+        thread::spawn(move || {
+            space.gen.store(1, Ordering::SeqCst);
+            mm2.invalidate(0, 0x1000, Event::Unmap, true).unwrap();
+            done.store(1, Ordering::SeqCst);
+        })
+    };
+    match region.map(&*space, at, 8, Access::Write, Mode::Fault) {
+        Ok(_guard) => {
+            if done.load(Ordering::SeqCst) == 1 {
+                check(&space);
+            }
+        }
+        Err(e) => panic!("map failed: {e:?}"),
+    }
+    app.join().unwrap();
+}
+
 #[test]
 fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation() {
     loom::model(|| {
-        let mm = Mm::new(MmConfig { userfaultfd: false });
-        let region =
-            Region::new(&mm, 0, 0x1000, Arc::new(Counters::default()), None, true).unwrap();
-        let space = Arc::new(ModelSpace::new());
-        let done = Arc::new(AtomicU64::new(0));
-        let app = {
-            let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
-            thread::spawn(move || {
-                space.gen.store(1, Ordering::SeqCst);
-                mm2.invalidate(0, 0x1000, Event::Unmap, true).unwrap();
-                done.store(1, Ordering::SeqCst);
-            })
-        };
-        match region.map(&*space, 0, 8, Access::Write, Mode::Fault) {
-            Ok(_guard) => {
-                // While we hold the guard no invalidation can be mid-callback
-                // on this region; if one has finished, our pages postdate it.
-                if done.load(Ordering::SeqCst) == 1 {
-                    assert_eq!(
-                        space.seen.load(Ordering::SeqCst),
-                        1,
-                        "guard over pages faulted before a finished invalidation"
-                    );
-                }
-            }
-            Err(e) => panic!("map failed: {e:?}"),
-        }
-        app.join().unwrap();
+        unmap_races_a_fault(0x1000, false, 0, |space| {
+            // If the unmap has finished, our pages postdate it.
+            assert_eq!(
+                space.seen.load(Ordering::SeqCst),
+                1,
+                "guard over pages faulted before a finished invalidation"
+            );
+        })
     });
 }
 
@@ -219,36 +235,12 @@ fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation
 #[test]
 fn region_fault_never_skips_coverage_lost_to_a_finished_invalidation() {
     loom::model(|| {
-        let mm = Mm::new(MmConfig { userfaultfd: false });
-        let region =
-            Region::new(&mm, 0, 0x2000, Arc::new(Counters::default()), None, true).unwrap();
-        let space = Arc::new(ModelSpace::new());
-        drop(
-            region
-                .map(&*space, 0, 8, Access::Write, Mode::Fault)
-                .unwrap(),
-        );
-        let done = Arc::new(AtomicU64::new(0));
-        let app = {
-            let (mm2, space, done) = (mm.grab(), space.clone(), done.clone());
-            thread::spawn(move || {
-                space.gen.store(1, Ordering::SeqCst);
-                mm2.invalidate(0, 0x1000, Event::Unmap, true).unwrap();
-                done.store(1, Ordering::SeqCst);
-            })
-        };
-        match region.map(&*space, 0x1000, 8, Access::Write, Mode::Fault) {
-            Ok(_guard) => {
-                if done.load(Ordering::SeqCst) == 1 {
-                    assert_eq!(
-                        space.covered.load(Ordering::SeqCst),
-                        1,
-                        "guard over a region not covered since the unmap"
-                    );
-                }
-            }
-            Err(e) => panic!("map failed: {e:?}"),
-        }
-        app.join().unwrap();
+        unmap_races_a_fault(0x2000, true, 0x1000, |space| {
+            assert_eq!(
+                space.covered.load(Ordering::SeqCst),
+                1,
+                "guard over a region not covered since the unmap"
+            );
+        })
     });
 }

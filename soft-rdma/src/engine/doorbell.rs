@@ -63,8 +63,9 @@ impl Doorbells {
         {
             return false;
         }
-        let (wrs, bytes) = q.req.untransmitted();
-        if wrs > MAX_HELD_WRS || bytes > MAX_HELD_BYTES {
+        // Counted first: a queue stopped by the window may be long.
+        let fresh = q.req.untransmitted();
+        if fresh.len() > MAX_HELD_WRS || fresh.map(|w| w.len).sum::<u64>() > MAX_HELD_BYTES {
             return false;
         }
         if !q.req.doorbell_held {
@@ -73,10 +74,7 @@ impl Doorbells {
             held.push(Arc::downgrade(qp));
             self.any.store(true, Ordering::Release);
         }
-        qp.dev
-            .stats
-            .posts_held
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        qp.dev.stats.posts_held.fetch_add(1, Ordering::Relaxed);
         true
     }
 

@@ -4,10 +4,12 @@
 //! builds packets and moves data between packets and scatter/gather lists.
 //!
 //! Progress model: transmission happens inline in `post_send` (the caller's
-//! thread); arriving traffic is handled inline by an application thread that
-//! polls an empty CQ, and otherwise by the receive thread, which blocks in
-//! `Link::wait` and is not woken while an application polls ([`rx`]); timers
-//! sleep until their deadline. No thread busy-polls.
+//! thread) — or, for a small post behind packets in flight while the
+//! application polls, at its next poll, batched with the posts after it
+//! ([`doorbell`]); arriving traffic is handled inline by an application
+//! thread that polls an empty CQ, and otherwise by the receive thread, which
+//! blocks in `Link::wait` and is not woken while an application polls
+//! ([`rx`]); timers sleep until their deadline. No thread busy-polls.
 
 pub(crate) mod completer;
 pub(crate) mod doorbell;

@@ -186,10 +186,9 @@ impl ReqState {
         self.send_idx + usize::from(self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some()))
     }
 
-    /// WRs queued and not yet transmitted at all, and their bytes.
-    pub(crate) fn untransmitted(&self) -> (usize, u64) {
-        let fresh = self.sq.range(self.transmitted()..);
-        (fresh.len(), fresh.map(|w| w.len).sum())
+    /// The WQEs queued and not yet transmitted at all.
+    pub(crate) fn untransmitted(&self) -> std::collections::vec_deque::Iter<'_, SendWqe> {
+        self.sq.range(self.transmitted()..)
     }
 
     pub(crate) fn reset_progress(&mut self) {
