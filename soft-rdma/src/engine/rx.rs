@@ -251,7 +251,7 @@ fn dest_qp(bytes: &[u8]) -> Option<u32> {
     Packet::new_checked(bytes).ok().map(|p| p.dest_qp())
 }
 
-/// Handle datagrams `range` of `batch` in order, grouped into runs to the
+/// Handle the datagrams of `batch` in order, grouped into runs to the
 /// same QP: each run takes the QP lock once and hands what it produced (read
 /// responses, NAKs) to the link in one go before releasing it.
 fn handle_all(
