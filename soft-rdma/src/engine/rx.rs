@@ -225,16 +225,27 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
             deferred.push(qp);
             continue;
         }
-        responder::flush_ack(&qp, &mut q, tx);
-        tx.flush(dev);
-        for (wc, solicited) in q.resp.completed.drain(..) {
-            qp.complete_recv(wc, solicited);
-        }
+        acknowledge_and_complete(dev, &qp, &mut q, tx);
     }
     if !deferred.is_empty() {
         r.acks_deferred.store(true, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Send the QP's coalesced ACK, then publish the receive completions it
+/// covers — in that order (see `RespState::completed`).
+fn acknowledge_and_complete(
+    dev: &DeviceInner,
+    qp: &QpShared,
+    q: &mut crate::verbs::qp::QpInner,
+    tx: &mut TxQueue,
+) {
+    responder::flush_ack(qp, q, tx);
+    tx.flush(dev);
+    for (wc, solicited) in q.resp.completed.drain(..) {
+        qp.complete_recv(wc, solicited);
+    }
 }
 
 /// Send the pending ACK of each QP (none if a `post_send` took it along).
@@ -338,11 +349,7 @@ fn handle_run<'a>(
         if std::mem::take(&mut q.resp.goto_error) {
             // What completed before the error is acknowledged and completes
             // first; the flush completions follow.
-            responder::flush_ack(qp, q, tx);
-            tx.flush(dev);
-            for (wc, solicited) in q.resp.completed.drain(..) {
-                qp.complete_recv(wc, solicited);
-            }
+            acknowledge_and_complete(dev, qp, q, tx);
             qp.fail(q);
         }
     }
