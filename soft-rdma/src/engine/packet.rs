@@ -15,7 +15,11 @@ use std::sync::Arc;
 /// allocates nothing once the arena has grown to the working size.
 #[derive(Default)]
 pub(crate) struct TxQueue {
+    /// The arena. Its length is the most it ever held (bytes past `used`
+    /// are stale packets): every byte of a packet is written when it is
+    /// built, so reusing the arena needs no zeroing pass.
     bytes: Vec<u8>,
+    used: usize,
     /// (peer, start, length) of each packet in `bytes`.
     pkts: Vec<(SocketAddr, usize, usize)>,
 }
@@ -43,19 +47,32 @@ impl TxQueue {
         repr: &PacketRepr,
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let (start, len) = (self.bytes.len(), repr.buffer_len());
-        // Copy from a zero block (a memcpy even unoptimised) rather than
-        // `resize`, which fills byte by byte in debug builds.
-        static ZEROS: [u8; crate::transport::MAX_PACKET] = [0; crate::transport::MAX_PACKET];
-        self.bytes.extend_from_slice(&ZEROS[..len]);
-        let buf = &mut self.bytes[start..];
+        self.build(dev.local, peer, repr, fill)
+    }
+
+    fn build<E>(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        repr: &PacketRepr,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (start, len) = (self.used, repr.buffer_len());
+        if self.bytes.len() < start + len {
+            // Grow from a zero block (a memcpy even unoptimised) rather than
+            // `resize`, which fills byte by byte in debug builds.
+            static ZEROS: [u8; crate::transport::MAX_PACKET] = [0; crate::transport::MAX_PACKET];
+            let grow = start + len - self.bytes.len();
+            self.bytes.extend_from_slice(&ZEROS[..grow]);
+        }
+        let buf = &mut self.bytes[start..start + len];
+        // Headers and pad here, the payload by `fill` (all of it, or an
+        // error), the ICRC by `seal`: no stale byte survives.
         repr.emit(buf).expect("engine builds only legal packets");
         let h = repr.header_len();
-        if let Err(e) = fill(&mut buf[h..h + repr.payload_len]) {
-            self.bytes.truncate(start);
-            return Err(e);
-        }
-        icrc::seal(&icrc_ctx(dev.local, peer), buf);
+        fill(&mut buf[h..h + repr.payload_len])?;
+        icrc::seal(&icrc_ctx(local, peer), buf);
+        self.used = start + len;
         self.pkts.push((peer, start, len));
         Ok(())
     }
@@ -83,8 +100,18 @@ impl TxQueue {
         dev.stats
             .sent_pkts
             .fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.clear();
+    }
+
+    fn clear(&mut self) {
         self.pkts.clear();
-        self.bytes.clear();
+        self.used = 0;
+    }
+
+    fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.pkts
+            .iter()
+            .map(|&(_, start, len)| &self.bytes[start..start + len])
     }
 }
 
@@ -189,4 +216,77 @@ pub(crate) fn scatter(
                 .map_err(|_| WcStatus::LocProtErr)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::requester::bth;
+    use crate::wire::{Aeth, Ext, Opcode, Reth, Syndrome, Transport};
+
+    fn repr(op: crate::wire::Op, ext: Ext, payload_len: usize) -> PacketRepr {
+        PacketRepr {
+            bth: bth(
+                Opcode::new(Transport::Rc, op).unwrap(),
+                0x11,
+                5,
+                true,
+                false,
+            ),
+            ext,
+            payload_len,
+        }
+    }
+
+    /// A reused arena holds the bytes of earlier packets: a packet built
+    /// over them must come out exactly as one built in fresh zeroed memory.
+    #[test]
+    fn a_packet_built_over_stale_bytes_has_none_of_them() {
+        use crate::wire::Op;
+        let (local, peer) = (
+            SocketAddr::from(([10, 0, 0, 1], ROCE_PORT)),
+            SocketAddr::from(([10, 0, 0, 2], ROCE_PORT)),
+        );
+        let reth = Reth {
+            va: 0x1000,
+            rkey: 7,
+            len: 4096,
+        };
+        let ack = Ext::Aeth(Aeth {
+            syndrome: Syndrome::Ack { credits: 0x1f },
+            msn: 3,
+        });
+        let small = [
+            (repr(Op::SendOnly, Ext::None, 3), 0x5a), // one pad byte
+            (repr(Op::Ack, ack, 0), 0),
+            (repr(Op::WriteFirst, Ext::Reth(reth), 1021), 0x33),
+        ];
+        let mut fresh = TxQueue::default();
+        for (r, b) in &small {
+            fresh
+                .build(local, peer, r, |p| Ok::<_, ()>(p.fill(*b)))
+                .unwrap();
+        }
+        let mut reused = TxQueue::default();
+        let big = repr(Op::WriteOnly, Ext::Reth(reth), 4096);
+        for _ in 0..3 {
+            reused
+                .build(local, peer, &big, |p| Ok::<_, ()>(p.fill(0xff)))
+                .unwrap();
+        }
+        reused.clear();
+        // A fill that fails leaves nothing behind either.
+        assert_eq!(reused.build(local, peer, &big, |_| Err(())), Err(()));
+        for (r, b) in &small {
+            reused
+                .build(local, peer, r, |p| Ok::<_, ()>(p.fill(*b)))
+                .unwrap();
+        }
+        let (a, b): (Vec<_>, Vec<_>) = (fresh.packets().collect(), reused.packets().collect());
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b);
+        for p in b {
+            assert!(crate::wire::icrc::verify(&icrc_ctx(local, peer), p));
+        }
+    }
 }
