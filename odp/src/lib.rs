@@ -19,7 +19,7 @@ pub mod sys;
 pub mod umem;
 
 pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
-pub use pinned::{Memory, Pinned};
+pub use pinned::{Memory, Pinned, Window};
 pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};
 
 #[cfg(all(test, loom))]

@@ -129,10 +129,94 @@ impl Memory {
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         each!(self, m => m.read(va, out))
     }
+
+    /// Open `[va, va+len)` for several accesses (see [`Window`]); faults it
+    /// in for ODP.
+    pub fn window(&self, va: u64, len: u64, write: bool) -> Result<Window<'_>, AccessError> {
+        let access = if write {
+            crate::umem::Access::Write
+        } else {
+            crate::umem::Access::Read
+        };
+        let kind = match self {
+            Memory::Pinned(p) => {
+                p.check(va, len, write)?;
+                WindowKind::Pinned(p)
+            }
+            Memory::Odp(u) => WindowKind::Odp(u.map(va, len, access, crate::umem::Mode::Fault)?),
+            Memory::Implicit(u) => {
+                // Fault the range in now, child by child, so that the
+                // accesses find it present (one fault, not one per access).
+                u.fault_in(va, len, access)?;
+                WindowKind::Implicit(u)
+            }
+        };
+        Ok(Window {
+            kind,
+            start: va,
+            end: va + len,
+            write,
+        })
+    }
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
         each!(self, m => m.compare_and_swap(va, expect, new))
     }
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
         each!(self, m => m.fetch_and_add(va, add))
+    }
+}
+
+/// Several accesses to one range of a [`Memory`] under one mapping: for an
+/// explicit ODP umem, one [`UmemGuard`] — one fault check, one lock — for
+/// all the packets of a message instead of one per packet. The guard's rules
+/// hold for the window's life: keep it short, open no other mapping (no
+/// second window, no `read`/`write` of any `Memory`), and call nothing that
+/// may unmap covered memory (allocation included: size buffers first).
+pub struct Window<'a> {
+    kind: WindowKind<'a>,
+    start: u64,
+    end: u64,
+    /// Opened for writing (what was faulted and checked).
+    write: bool,
+}
+
+enum WindowKind<'a> {
+    Pinned(&'a Pinned),
+    Odp(crate::umem::UmemGuard<'a>),
+    /// Each access maps on its own: a window may span children, and holding
+    /// one child's guard while mapping the next would nest two.
+    Implicit(&'a ImplicitUmem),
+}
+
+impl Window<'_> {
+    fn check(&self, va: u64, len: usize) -> Result<(), AccessError> {
+        if within(va, len as u64, self.start, self.end) {
+            Ok(())
+        } else {
+            Err(AccessError::OutOfBounds)
+        }
+    }
+
+    /// Copy from `va` (inside the window) into `out`.
+    pub fn read(&mut self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
+        self.check(va, out.len())?;
+        match &mut self.kind {
+            WindowKind::Pinned(p) => p.read(va, out),
+            WindowKind::Odp(g) => g.read(va, out),
+            WindowKind::Implicit(u) => u.read(va, out),
+        }
+    }
+
+    /// Copy `data` to `va` (inside the window; opened for writing).
+    pub fn write(&mut self, va: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.check(va, data.len())?;
+        if !self.write {
+            return Err(AccessError::NotWritable);
+        }
+        match &mut self.kind {
+            WindowKind::Pinned(p) => p.write(va, data),
+            WindowKind::Odp(g) => g.write(va, data),
+            WindowKind::Implicit(u) => u.write(va, data),
+        }
     }
 }

@@ -426,3 +426,63 @@ fn release_invalidates_everything_and_faults_fail_afterwards() {
     // The descriptor is closed: munmap of formerly covered memory does not hang.
     within_secs(10, "munmap after release", move || drop(m));
 }
+
+#[test]
+fn a_window_serves_a_message_with_one_fault_and_holds_off_munmap() {
+    use odp::{Memory, Pinned};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mm = mm();
+    let maps: Vec<Mapping> = (0..3).map(|_| map_anon(8 * PAGE)).collect();
+    let kinds = [
+        Memory::Pinned(Pinned::new(maps[0].addr, 8 * PAGE as u64, true).unwrap()),
+        Memory::Odp(Umem::new(&mm, maps[1].addr, 8 * PAGE as u64, true).unwrap()),
+        Memory::Implicit(ImplicitUmem::new(&mm, true)),
+    ];
+    for (mem, m) in kinds.iter().zip(&maps) {
+        // Four "packets" of one message through one window.
+        let (va, len) = (m.addr + 3, 4 * PAGE as u64);
+        let mut w = mem.window(va, len, true).unwrap();
+        for k in 0..4u64 {
+            w.write(va + k * PAGE as u64, &[k as u8 + 1; PAGE]).unwrap();
+        }
+        let mut back = vec![0u8; PAGE];
+        w.read(va + 2 * PAGE as u64, &mut back).unwrap();
+        assert_eq!(back, vec![3u8; PAGE]);
+        // Only inside the window.
+        assert_eq!(w.read(va - 1, &mut [0]), Err(AccessError::OutOfBounds));
+        assert_eq!(w.write(va + len, &[0]), Err(AccessError::OutOfBounds));
+        drop(w);
+        assert_eq!(m.byte(3 + PAGE), 2);
+        let mut r = mem.window(va, len, false).unwrap();
+        assert!(r.write(va, &[0]).is_err(), "a read window does not write");
+        assert_eq!(m.byte(3), 1);
+    }
+    // The ODP window faulted its pages once, and accessed them four times.
+    let Memory::Odp(u) = &kinds[1] else {
+        unreachable!()
+    };
+    assert_eq!(u.counters().page_faults, 1);
+    // An open window is a guard: munmap waits until it is closed.
+    let w = kinds[1].window(maps[1].addr, PAGE as u64, false).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let (addr, d) = (maps[1].addr, done.clone());
+    let t = std::thread::spawn(move || {
+        munmap(addr, 8 * PAGE);
+        d.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "munmap returned under an open window"
+    );
+    drop(w);
+    within_secs(10, "munmap after the window closed", move || {
+        t.join().unwrap()
+    });
+    mm.sync_invalidations();
+    assert_eq!(
+        kinds[1].window(maps[1].addr, PAGE as u64, false).err(),
+        Some(AccessError::Unmapped)
+    );
+}

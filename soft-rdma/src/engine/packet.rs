@@ -3,7 +3,7 @@
 
 use crate::transport::{Outgoing, ROCE_PORT};
 use crate::verbs::device::DeviceInner;
-use crate::verbs::mr::MrShared;
+use crate::verbs::mr::{MrShared, MrWindow};
 use crate::verbs::{Access, Sge, WcStatus};
 use crate::wire::icrc::{self, IcrcContext};
 use crate::wire::PacketRepr;
@@ -77,6 +77,17 @@ impl TxQueue {
         Ok(())
     }
 
+    /// Room for `n` more packets of up to `payload` bytes each, so that
+    /// building them allocates nothing: while a [`Payload`] window is open
+    /// nothing may unmap memory, and growing the arena may.
+    pub(crate) fn reserve(&mut self, n: usize, payload: usize) {
+        let need = self.used + n * (payload + MAX_OVERHEAD);
+        if self.bytes.len() < need {
+            self.bytes.resize(need, 0);
+        }
+        self.pkts.reserve(n);
+    }
+
     /// Send everything queued, up to 64 datagrams a system call.
     pub(crate) fn flush(&mut self, dev: &DeviceInner) {
         if self.pkts.is_empty() {
@@ -108,10 +119,65 @@ impl TxQueue {
         self.used = 0;
     }
 
+    #[cfg(test)]
     fn packets(&self) -> impl Iterator<Item = &[u8]> {
         self.pkts
             .iter()
             .map(|&(_, start, len)| &self.bytes[start..start + len])
+    }
+}
+
+/// Most bytes a packet has besides its payload: BTH, the largest extension
+/// header (atomic ETH), pad, ICRC.
+const MAX_OVERHEAD: usize = crate::wire::BTH_LEN + 28 + 3 + crate::wire::ICRC_LEN;
+
+/// Where the packets of one message take their payload from.
+pub(crate) enum Payload<'a> {
+    /// Data carried in the WQE (inline sends).
+    Inline(&'a [u8]),
+    /// A single SGE, opened once as a window onto its MR: for an ODP MR one
+    /// guard for all the packets built with it, not one per packet. `base`
+    /// is the address of message offset 0.
+    Window { window: MrWindow<'a>, base: u64 },
+    /// Anything else, one [`gather`] a packet.
+    Gather { sges: &'a [ResolvedSge], pd: u32 },
+}
+
+impl<'a> Payload<'a> {
+    /// Open the gather list for message bytes `[from, to)`. If the window
+    /// cannot be opened (bad key, unmapped ODP memory), each packet gathers
+    /// on its own and reports the error as before.
+    pub(crate) fn open(sges: &'a [ResolvedSge], pd: u32, from: u64, to: u64) -> Payload<'a> {
+        if let [ResolvedSge { sge, mr: Some(mr) }] = sges {
+            let va = sge.addr.checked_add(from);
+            if let Some(va) = va.filter(|_| from <= to && to <= u64::from(sge.length)) {
+                let len = to - from;
+                if mr.check(pd, va, len, Access::default()).is_ok() {
+                    if let Ok(window) = mr.window(va, len, false) {
+                        return Payload::Window {
+                            window,
+                            base: sge.addr,
+                        };
+                    }
+                }
+            }
+        }
+        Payload::Gather { sges, pd }
+    }
+
+    /// Copy message bytes `[off, off+out.len())` into `out`.
+    pub(crate) fn fill(&mut self, off: u64, out: &mut [u8]) -> Result<(), WcStatus> {
+        match self {
+            Payload::Inline(d) => {
+                out.copy_from_slice(&d[off as usize..off as usize + out.len()]);
+                Ok(())
+            }
+            Payload::Window { window, base } => window
+                .window
+                .read(*base + off, out)
+                .map_err(|_| WcStatus::LocProtErr),
+            Payload::Gather { sges, pd } => gather(sges, *pd, off, out),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! The retransmission timer is lazy: armed once, and when it fires it checks
 //! whether an acknowledgement made progress since; only then is it a timeout.
 
-use super::packet::{self, ResolvedSge, TxQueue};
+use super::packet::{self, Payload, ResolvedSge, TxQueue};
 use super::psn;
 use crate::verbs::qp::{QpInner, QpShared};
 use crate::verbs::{Errno, QpState, QpType, SendOp, SendWr, WcStatus};
@@ -142,14 +142,11 @@ impl SendWqe {
         }
     }
 
-    /// Payload bytes `[off, off+out.len())` of the message.
-    fn fill(&self, pd: u32, off: u64, out: &mut [u8]) -> Result<(), WcStatus> {
+    /// The message's bytes `[from, to)`, opened for the packets that carry them.
+    fn payload(&self, pd: u32, from: u64, to: u64) -> Payload<'_> {
         match &self.inline {
-            Some(d) => {
-                out.copy_from_slice(&d[off as usize..off as usize + out.len()]);
-                Ok(())
-            }
-            None => packet::gather(&self.sges, pd, off, out),
+            Some(d) => Payload::Inline(d),
+            None => Payload::open(&self.sges, pd, from, to),
         }
     }
 }
@@ -368,7 +365,9 @@ fn emit(
                 ext,
                 payload_len: w.len as usize,
             };
-            tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, 0, buf))?;
+            let mut payload = w.payload(sh.pd, 0, w.len);
+            tx.reserve(1, w.len as usize);
+            tx.push(dev, peer, &repr, |buf| payload.fill(0, buf))?;
         }
         (_, SendOp::Read { remote_addr, rkey }) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
@@ -432,6 +431,14 @@ fn emit(
         }
         (_, op) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            // The packets this pass may send, and their payload opened once.
+            let stop = limit.map_or(n, |l| {
+                let room = psn::diff(l, psn::add(first, w.next_pkt)).max(0) as u32;
+                w.next_pkt.saturating_add(room).min(n)
+            });
+            let from = u64::from(w.next_pkt) * mtu;
+            let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
+            tx.reserve((stop - w.next_pkt) as usize, mtu as usize);
             for k in w.next_pkt..n {
                 if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
                     end = k;
@@ -538,7 +545,7 @@ fn emit(
                     ext,
                     payload_len: plen,
                 };
-                tx.push(dev, peer, &repr, |buf| w.fill(sh.pd, off, buf))?;
+                tx.push(dev, peer, &repr, |buf| payload.fill(off, buf))?;
             }
         }
     }

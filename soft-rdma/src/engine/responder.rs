@@ -311,9 +311,9 @@ fn execute(
                     .dev
                     .mr(reth.rkey)
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+                // (read_responses faults the range in, once.)
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
                     .map_err(key_nak)?;
-                mr.fault_in(reth.va, u64::from(reth.len), false);
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
@@ -528,6 +528,16 @@ fn read_responses(
         syndrome: Syndrome::Ack { credits: 0x1f },
         msn: psn::add(q.resp.msn, 1),
     };
+    // The bytes still to send, opened once for all their packets.
+    let start = (u64::from(from) * mtu).min(u64::from(reth.len));
+    let mut window = match &mr {
+        Some(m) => Some(
+            m.window(reth.va + start, u64::from(reth.len) - start, false)
+                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?,
+        ),
+        None => None,
+    };
+    tx.reserve(npsn.saturating_sub(from) as usize, mtu as usize);
     for k in from..npsn {
         let off = u64::from(k) * mtu;
         let plen = (u64::from(reth.len) - off).min(mtu) as usize;
@@ -542,8 +552,9 @@ fn read_responses(
             ext,
             payload_len: plen,
         };
-        tx.push(&sh.dev, peer, &repr, |buf| match &mr {
-            Some(m) => m
+        tx.push(&sh.dev, peer, &repr, |buf| match &mut window {
+            Some(w) => w
+                .window
                 .read(reth.va + off, buf)
                 .map_err(|_| Fail::Nak(NakCode::RemoteAccessError)),
             None => Ok(()),

@@ -4,7 +4,7 @@
 use super::{Access, Errno, Pd, Result};
 use crate::verbs::device::DeviceInner;
 use odp::{AccessError, Memory};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 pub(crate) struct MrShared {
     pub(crate) dev: Arc<DeviceInner>,
@@ -81,6 +81,24 @@ impl MrShared {
         }
     }
 
+    /// `[va, va+len)` opened for the packets of one message (see
+    /// [`odp::Window`]: while it is open, no other MR access).
+    pub(crate) fn window(
+        &self,
+        va: u64,
+        len: u64,
+        write: bool,
+    ) -> std::result::Result<MrWindow<'_>, AccessError> {
+        let valid = self.valid.read().unwrap_or_else(|e| e.into_inner());
+        if !*valid {
+            return Err(AccessError::OutOfBounds);
+        }
+        Ok(MrWindow {
+            window: self.memory.window(va, len, write)?,
+            _valid: valid,
+        })
+    }
+
     pub(crate) fn read(&self, va: u64, out: &mut [u8]) -> std::result::Result<(), AccessError> {
         self.access(|m| m.read(va, out))
     }
@@ -113,6 +131,13 @@ impl MrShared {
 }
 
 /// A registered memory region (`ibv_mr`).
+/// An open [`odp::Window`] onto an MR, which stays registered meanwhile.
+pub(crate) struct MrWindow<'a> {
+    // Closed before the MR may be deregistered (drop order).
+    pub(crate) window: odp::Window<'a>,
+    _valid: RwLockReadGuard<'a, bool>,
+}
+
 pub struct Mr(pub(crate) Arc<MrShared>);
 
 impl Mr {
