@@ -10,8 +10,9 @@ use odp::{Access, ImplicitUmem, Mm, MmConfig, Mode};
 
 const TIB: u64 = 1 << 40;
 
-/// The only unsafe code of the harness: a 1 TiB reservation.
-mod reserve {
+/// The only unsafe code of the harness: a 1 TiB reservation (and the fresh
+/// memory of `baseline::populate_write`).
+pub(crate) mod reserve {
     pub struct Reservation {
         pub addr: u64,
         pub len: usize,
