@@ -400,8 +400,23 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     let got = unsafe { std::slice::from_raw_parts((p + 4096) as *const u8, 65536) };
     assert_eq!(got, &local.0[..]);
     // The target unmaps part of it: a WRITE there is a remote access error.
-    // SAFETY: unmaps memory this test owns.
-    unsafe { libc::munmap((p + 8192) as *mut libc::c_void, 8192) };
+    // Not a bare munmap: other tests of this binary map memory meanwhile
+    // (a device's counters page, say), one of those mappings may land in
+    // the hole, and ODP then rightly writes there. So the hole gets an
+    // inaccessible mapping of its own, in one step (MAP_FIXED unmaps what
+    // was there first: the same unmap event for the device).
+    // SAFETY: replaces memory this test owns, and nothing else.
+    let hole = unsafe {
+        libc::mmap(
+            (p + 8192) as *mut libc::c_void,
+            8192,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(hole as u64, p + 8192);
     qa.post_send(&[SendWr {
         wr_id: 2,
         sg_list: &[local.sge(&mra, 0, 4096)],
