@@ -158,6 +158,7 @@ impl Memory {
             write,
         })
     }
+
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
         each!(self, m => m.compare_and_swap(va, expect, new))
     }

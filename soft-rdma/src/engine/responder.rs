@@ -311,9 +311,9 @@ fn execute(
                     .dev
                     .mr(reth.rkey)
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                // (read_responses faults the range in, once.)
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
                     .map_err(key_nak)?;
+                mr.fault_in(reth.va, u64::from(reth.len), false);
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
@@ -503,6 +503,10 @@ fn rc(op: Op) -> Opcode {
     Opcode::new(Transport::Rc, op).expect("RC has every op")
 }
 
+/// READ responses built under one window onto the memory (the requester's
+/// PSN window: what it sends under one window at most).
+const WINDOW_PACKETS: u32 = super::requester::MAX_UNACKED;
+
 /// READ responses for PSNs `first+from .. first+npsn`.
 fn read_responses(
     sh: &QpShared,
@@ -528,19 +532,22 @@ fn read_responses(
         syndrome: Syndrome::Ack { credits: 0x1f },
         msn: psn::add(q.resp.msn, 1),
     };
-    // The bytes still to send, opened once for all their packets.
-    let start = (u64::from(from) * mtu).min(u64::from(reth.len));
-    let mut window = match &mr {
-        Some(m) => Some(
-            m.window(reth.va + start, u64::from(reth.len) - start, false)
-                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?,
-        ),
-        None => None,
-    };
-    tx.reserve(npsn.saturating_sub(from) as usize, mtu as usize);
+    // The memory is read through one window per WINDOW_PACKETS responses:
+    // not one guard a packet, and not one for a whole large READ either (a
+    // guard holds off every invalidation of the address space).
+    let mut window = None;
     for k in from..npsn {
         let off = u64::from(k) * mtu;
         let plen = (u64::from(reth.len) - off).min(mtu) as usize;
+        if (k - from) % WINDOW_PACKETS == 0 {
+            window = None; // one window per thread: close before opening
+            let end = (off + u64::from(WINDOW_PACKETS) * mtu).min(u64::from(reth.len));
+            if let Some(m) = &mr {
+                let w = m.window(reth.va + off, end - off, false);
+                window = Some(w.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?);
+            }
+            tx.reserve((npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
+        }
         let (op, ext) = match (npsn == 1, k == 0, k == npsn - 1) {
             (true, _, _) => (Op::ReadRespOnly, Ext::Aeth(aeth)),
             (_, true, _) => (Op::ReadRespFirst, Ext::Aeth(aeth)),

@@ -130,7 +130,6 @@ impl MrShared {
     }
 }
 
-/// A registered memory region (`ibv_mr`).
 /// An open [`odp::Window`] onto an MR, which stays registered meanwhile.
 pub(crate) struct MrWindow<'a> {
     // Closed before the MR may be deregistered (drop order).
@@ -138,6 +137,7 @@ pub(crate) struct MrWindow<'a> {
     _valid: RwLockReadGuard<'a, bool>,
 }
 
+/// A registered memory region (`ibv_mr`).
 pub struct Mr(pub(crate) Arc<MrShared>);
 
 impl Mr {
