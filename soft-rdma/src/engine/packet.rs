@@ -330,14 +330,20 @@ mod tests {
         let mut fresh = TxQueue::default();
         for (r, b) in &small {
             fresh
-                .build(local, peer, r, |p| Ok::<_, ()>(p.fill(*b)))
+                .build(local, peer, r, |p| {
+                    p.fill(*b);
+                    Ok::<_, ()>(())
+                })
                 .unwrap();
         }
         let mut reused = TxQueue::default();
         let big = repr(Op::WriteOnly, Ext::Reth(reth), 4096);
         for _ in 0..3 {
             reused
-                .build(local, peer, &big, |p| Ok::<_, ()>(p.fill(0xff)))
+                .build(local, peer, &big, |p| {
+                    p.fill(0xff);
+                    Ok::<_, ()>(())
+                })
                 .unwrap();
         }
         reused.clear();
@@ -345,7 +351,10 @@ mod tests {
         assert_eq!(reused.build(local, peer, &big, |_| Err(())), Err(()));
         for (r, b) in &small {
             reused
-                .build(local, peer, r, |p| Ok::<_, ()>(p.fill(*b)))
+                .build(local, peer, r, |p| {
+                    p.fill(*b);
+                    Ok::<_, ()>(())
+                })
                 .unwrap();
         }
         let (a, b): (Vec<_>, Vec<_>) = (fresh.packets().collect(), reused.packets().collect());

@@ -139,7 +139,10 @@ impl Receiver {
         match self.work.try_lock() {
             Ok(mut w) => receive(dev, &mut w, inline),
             Err(TryLockError::Poisoned(p)) => receive(dev, &mut p.into_inner(), inline),
-            Err(TryLockError::WouldBlock) => Ok(std::thread::yield_now()),
+            Err(TryLockError::WouldBlock) => {
+                std::thread::yield_now();
+                Ok(())
+            }
         }
     }
 
