@@ -368,17 +368,7 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
             .unwrap();
     // Fresh anonymous memory, never touched: ODP faults it in on the WRITE.
     let len = 1 << 20;
-    // SAFETY: a fresh anonymous mapping, owned by this test.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as u64;
+    let p = fresh_mapping(len);
     let mrb =
         b.pd.reg_mr(p, len as u64, all_access() | Access::ON_DEMAND)
             .unwrap();
