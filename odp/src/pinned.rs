@@ -111,11 +111,7 @@ impl Memory {
     /// Fault `[va, va+len)` in ahead of a message's accesses (ODP; pinned
     /// memory is always present). See [`Umem::fault_in`].
     pub fn fault_in(&self, va: u64, len: u64, write: bool) -> Result<(), AccessError> {
-        let access = if write {
-            crate::umem::Access::Write
-        } else {
-            crate::umem::Access::Read
-        };
+        let access = access_of(write);
         match self {
             Memory::Pinned(_) => Ok(()),
             Memory::Odp(u) => u.fault_in(va, len, access),
@@ -133,11 +129,7 @@ impl Memory {
     /// Open `[va, va+len)` for several accesses (see [`Window`]); faults it
     /// in for ODP.
     pub fn window(&self, va: u64, len: u64, write: bool) -> Result<Window<'_>, AccessError> {
-        let access = if write {
-            crate::umem::Access::Write
-        } else {
-            crate::umem::Access::Read
-        };
+        let access = access_of(write);
         let kind = match self {
             Memory::Pinned(p) => {
                 p.check(va, len, write)?;
@@ -164,6 +156,14 @@ impl Memory {
     }
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
         each!(self, m => m.fetch_and_add(va, add))
+    }
+}
+
+fn access_of(write: bool) -> crate::umem::Access {
+    if write {
+        crate::umem::Access::Write
+    } else {
+        crate::umem::Access::Read
     }
 }
 

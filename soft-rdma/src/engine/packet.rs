@@ -58,13 +58,7 @@ impl TxQueue {
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let (start, len) = (self.used, repr.buffer_len());
-        if self.bytes.len() < start + len {
-            // Grow from a zero block (a memcpy even unoptimised) rather than
-            // `resize`, which fills byte by byte in debug builds.
-            static ZEROS: [u8; crate::transport::MAX_PACKET] = [0; crate::transport::MAX_PACKET];
-            let grow = start + len - self.bytes.len();
-            self.bytes.extend_from_slice(&ZEROS[..grow]);
-        }
+        self.grow_to(start + len);
         let buf = &mut self.bytes[start..start + len];
         // Headers and pad here, the payload by `fill` (all of it, or an
         // error), the ICRC by `seal`: no stale byte survives.
@@ -81,11 +75,17 @@ impl TxQueue {
     /// building them allocates nothing: while a [`Payload`] window is open
     /// nothing may unmap memory, and growing the arena may.
     pub(crate) fn reserve(&mut self, n: usize, payload: usize) {
-        let need = self.used + n * (payload + MAX_OVERHEAD);
+        self.grow_to(self.used + n * (payload + MAX_OVERHEAD));
+        self.pkts.reserve(n);
+    }
+
+    /// Make the arena at least `need` bytes long. Only growth past its
+    /// high-water mark is zeroed, so this is rare once it reached the
+    /// working size.
+    fn grow_to(&mut self, need: usize) {
         if self.bytes.len() < need {
             self.bytes.resize(need, 0);
         }
-        self.pkts.reserve(n);
     }
 
     /// Send everything queued, up to 64 datagrams a system call.
