@@ -86,13 +86,13 @@ pub fn default_addr() -> io::Result<SocketAddr> {
 /// Bind the device's endpoint by the rule above.
 pub fn bind_default() -> io::Result<UdpLink> {
     if let Some(a) = from_env()? {
-        return UdpLink::bind(a);
+        return UdpLink::bind_same_host(a);
     }
     let base = pid_loopback(std::process::id());
     let mut first_err = None;
     for k in 0..=FALLBACK_TRIES {
         let addr = SocketAddr::new(IpAddr::V4(nth_after(base, k)), ROCE_PORT);
-        match UdpLink::bind(addr) {
+        match UdpLink::bind_same_host(addr) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 first_err.get_or_insert(e);

@@ -31,6 +31,8 @@ pub mod addr;
 pub mod faults;
 pub mod loopback;
 pub mod pcap;
+mod ring;
+mod same_host;
 mod sys;
 pub mod udp;
 
@@ -134,20 +136,23 @@ impl RecvBatch {
     /// Append a datagram (a copy). False if the batch is full or `data` is
     /// longer than [`MAX_PACKET`].
     pub fn push(&mut self, peer: SocketAddr, data: &[u8]) -> bool {
-        if self.len() >= self.n
-            || data.len() > MAX_PACKET
-            || self.used + data.len() > self.buf.len()
-        {
+        self.push_with(peer, data.len(), |dst| dst.copy_from_slice(data))
+    }
+    /// Append a datagram of `len` bytes that `fill` writes (all of them).
+    /// False, and `fill` not called, where [`RecvBatch::push`] would be.
+    pub(crate) fn push_with(
+        &mut self,
+        peer: SocketAddr,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        if self.len() >= self.n || len > MAX_PACKET || self.used + len > self.buf.len() {
             return false;
         }
         let start = self.used;
-        self.buf[start..][..data.len()].copy_from_slice(data);
-        self.used += data.len();
-        self.pkts.push(Slot {
-            peer,
-            start,
-            len: data.len(),
-        });
+        fill(&mut self.buf[start..][..len]);
+        self.used += len;
+        self.pkts.push(Slot { peer, start, len });
         true
     }
     /// Keep only the datagrams for which `keep` is true, in order.
@@ -190,6 +195,13 @@ pub struct LinkStats {
     /// Datagrams dropped before delivery because the receiver's queue was
     /// full (loopback only: the kernel does not tell a UDP socket this).
     pub recv_dropped: u64,
+    /// Of `sent`/`received`: datagrams that went through a same-host ring
+    /// instead of the kernel (UDP links of devices on loopback addresses).
+    pub same_host_sent: u64,
+    pub same_host_received: u64,
+    /// Same-host rings refused (not a sealed ring, an unknown sender) or
+    /// dropped because they broke the ring's format.
+    pub same_host_refused: u64,
 }
 
 /// The live counters behind [`LinkStats`].
@@ -202,6 +214,9 @@ pub(crate) struct Counters {
     pub send_dropped: AtomicU64,
     pub recv_truncated: AtomicU64,
     pub recv_dropped: AtomicU64,
+    pub same_host_sent: AtomicU64,
+    pub same_host_received: AtomicU64,
+    pub same_host_refused: AtomicU64,
 }
 
 impl Counters {
@@ -220,6 +235,9 @@ impl Counters {
             send_dropped: g(&self.send_dropped),
             recv_truncated: g(&self.recv_truncated),
             recv_dropped: g(&self.recv_dropped),
+            same_host_sent: g(&self.same_host_sent),
+            same_host_received: g(&self.same_host_received),
+            same_host_refused: g(&self.same_host_refused),
         }
     }
 }

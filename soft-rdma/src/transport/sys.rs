@@ -111,21 +111,21 @@ pub(super) fn eventfd_drain(fd: BorrowedFd<'_>) {
     let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
 }
 
-/// Wait until one of `fds` has `events`; returns which did (by index), or
-/// an empty set on timeout. EINTR is reported as a timeout (callers loop).
-/// `None` blocks; the timeout has microsecond precision (`ppoll`), so a
-/// short wait — a fault layer's delay line, a deadline — is not rounded up
-/// to a millisecond.
+/// Wait until one of `fds` (at most 3) has `events`; returns which did (by
+/// index), or an empty set on timeout. EINTR is reported as a timeout
+/// (callers loop). `None` blocks; the timeout has microsecond precision
+/// (`ppoll`), so a short wait — a fault layer's delay line, a deadline — is
+/// not rounded up to a millisecond.
 pub(super) fn poll(
     fds: &[(BorrowedFd<'_>, libc::c_short)],
     timeout: Option<Duration>,
-) -> io::Result<[bool; 2]> {
-    assert!(fds.len() <= 2);
+) -> io::Result<[bool; 3]> {
+    assert!(fds.len() <= 3);
     let mut p = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
-    }; 2];
+    }; 3];
     for (slot, (fd, ev)) in p.iter_mut().zip(fds) {
         slot.fd = fd.as_raw_fd();
         slot.events = *ev;
@@ -150,11 +150,196 @@ pub(super) fn poll(
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok([false; 2]);
+            return Ok([false; 3]);
         }
         return Err(e);
     }
-    Ok([p[0].revents != 0, p[1].revents != 0])
+    Ok([p[0].revents != 0, p[1].revents != 0, p[2].revents != 0])
+}
+
+/// A `sockaddr_un` for the abstract name `name` (no leading NUL), and its length.
+fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut a: libc::sockaddr_un = unsafe { zeroed() };
+    if name.len() + 1 > a.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &b) in a.sun_path[1..].iter_mut().zip(name) {
+        *d = b as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+/// Control-message room for one descriptor (CMSG_SPACE(4), 8-aligned).
+#[repr(C, align(8))]
+struct FdCmsg([u8; 24]);
+
+/// Send `payload` with the descriptor `fd` (`SCM_RIGHTS`) on the unix
+/// datagram socket `sock` to the abstract name `to`, without blocking.
+pub(super) fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    to: &[u8],
+    payload: &[u8],
+    fd: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let (addr, addr_len) = abstract_addr(to)?;
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    let mut cmsg = FdCmsg([0; 24]);
+    // SAFETY: plain old data; all-zero is valid.
+    let mut h: libc::msghdr = unsafe { zeroed() };
+    h.msg_name = (&addr as *const libc::sockaddr_un) as *mut libc::c_void;
+    h.msg_namelen = addr_len;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = cmsg.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    h.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: msg_control points to 24 writable, 8-aligned bytes, which
+    // CMSG_SPACE(4) (16 or 24) fits: the header and its int are inside.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&h);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(c)
+            .cast::<libc::c_int>()
+            .write_unaligned(fd.as_raw_fd());
+    }
+    // SAFETY: every pointer in `h` refers to a local that lives for the
+    // call; sendmsg only reads through them.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Send a datagram on the unix datagram socket `sock` to the abstract name
+/// `to`, without blocking.
+pub(super) fn send_to_abstract(sock: BorrowedFd<'_>, to: &[u8], payload: &[u8]) -> io::Result<()> {
+    let (addr, addr_len) = abstract_addr(to)?;
+    // SAFETY: `payload` and `addr` are live for the call; sendto only reads them.
+    let r = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            libc::MSG_DONTWAIT,
+            (&addr as *const libc::sockaddr_un).cast(),
+            addr_len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One message taken off a unix datagram socket by [`recv_with_fd`].
+pub(super) struct UnixMessage {
+    pub(super) len: usize,
+    /// The sender's abstract name (empty if it has none, or a path name).
+    pub(super) from: Vec<u8>,
+    /// The descriptor it carried, if it carried exactly one.
+    pub(super) fd: Option<OwnedFd>,
+}
+
+/// Take one message off the unix datagram socket `sock` without blocking
+/// (EAGAIN is an error), with the sender's name and up to one descriptor.
+/// Descriptors that do not fit are closed by the kernel (`MSG_CTRUNC`).
+pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<UnixMessage> {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cmsg = FdCmsg([0; 24]);
+    // SAFETY: plain old data; all-zero is valid.
+    let mut h: libc::msghdr = unsafe { zeroed() };
+    h.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    h.msg_namelen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = cmsg.0.as_mut_ptr().cast();
+    h.msg_controllen = size_of::<FdCmsg>();
+    // SAFETY: every pointer in `h` refers to a live local or to `buf`, with
+    // its true size; the kernel writes within those bounds only.
+    let r = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut h,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control up to msg_controllen (within our
+    // FdCmsg); CMSG_FIRSTHDR/NXTHDR stay within it. Each SCM_RIGHTS int is a
+    // descriptor the kernel installed for us, owned by nobody else.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for k in 0..n {
+                    let fd = libc::CMSG_DATA(c)
+                        .cast::<libc::c_int>()
+                        .add(k)
+                        .read_unaligned();
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&h, c);
+        }
+    }
+    let path = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let name_len = (h.msg_namelen as usize).saturating_sub(path);
+    let from = if name_len > 1 && addr.sun_path[0] == 0 {
+        addr.sun_path[1..name_len]
+            .iter()
+            .map(|&c| c as u8)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(UnixMessage {
+        len: r as usize,
+        from,
+        fd: if fds.len() == 1 { fds.pop() } else { None },
+    })
+}
+
+/// A non-blocking, close-on-exec unix datagram socket bound to the abstract
+/// name `name`.
+pub(super) fn unix_dgram_bound(name: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a non-negative result is a new descriptor.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: just created, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (addr, len) = abstract_addr(name)?;
+    // SAFETY: `addr` is a live sockaddr_un of at least `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })?;
+    Ok(fd)
 }
 
 /// A socket address in the kernel's form.

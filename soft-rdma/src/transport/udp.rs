@@ -20,12 +20,17 @@
 //! ID. Hand-written over `sendmmsg`/`recvmmsg` rather than a crate such as
 //! quinn-udp because it mixes peers and segment sizes in one system call and
 //! needs DF with IP ID 0, which QUIC's socket set-up does not keep.
+//!
+//! A link bound with [`UdpLink::bind_same_host`] (the device's default) also
+//! sends to and receives from other devices of the host through shared-memory
+//! rings ([`super::same_host`]), polling the fast path's socket with its own.
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::same_host::{self, SameHost};
 use super::sys::{self, Datagram, RawAddr, RecvMeta, CHUNK, MAX_IOV};
 use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET};
 
@@ -60,6 +65,10 @@ pub struct UdpLink {
     gro: bool,
     /// Cleared if the kernel refuses a GSO send: plain datagrams from then on.
     gso: AtomicBool,
+    /// The same-host fast path, if bound with it.
+    same_host: Option<SameHost>,
+    /// The last `wake_on_arrival` (a waiter then also wants kicks from rings).
+    arrivals_on: AtomicBool,
     counters: Counters,
 }
 
@@ -143,8 +152,29 @@ impl UdpLink {
             local,
             // Unknown for a wildcard address: the device then assumes Ethernet.
             mtu: super::addr::link_mtu(local.ip()).ok(),
+            same_host: None,
+            arrivals_on: AtomicBool::new(true),
             counters: Counters::default(),
         })
+    }
+
+    /// [`UdpLink::bind`], plus the same-host fast path if `addr` is a
+    /// loopback address and `SOFTRDMA_SHM` does not turn it off (a fast path
+    /// that cannot be set up is logged and left out).
+    pub fn bind_same_host(addr: SocketAddr) -> io::Result<UdpLink> {
+        let mut link = UdpLink::bind(addr)?;
+        if link.local.ip().is_loopback() && same_host::enabled() {
+            match SameHost::bind(link.local) {
+                Ok(sh) => link.same_host = Some(sh),
+                Err(e) => crate::log::log!(Warn, "no same-host fast path: {e}"),
+            }
+        }
+        Ok(link)
+    }
+
+    /// Whether the link has the same-host fast path.
+    pub fn has_same_host(&self) -> bool {
+        self.same_host.is_some()
     }
 
     /// The counters.
@@ -191,12 +221,31 @@ impl UdpLink {
     }
 
     /// Sleep until `fd` is readable, the doorbell rings, or the timeout
-    /// passes. A kick is consumed; a close stays (later sleeps end at once).
-    fn sleep_on(&self, fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
-        let ready = sys::poll(
-            &[(fd, libc::POLLIN), (self.wake.as_fd(), libc::POLLIN)],
-            timeout,
-        )?;
+    /// passes — or, with `rings`, a same-host ring gets a datagram (or an
+    /// offer arrives). A kick is consumed; a close stays (later sleeps end
+    /// at once).
+    fn sleep_on(
+        &self,
+        fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+        rings: bool,
+    ) -> io::Result<()> {
+        let (fd, wake) = ((fd, libc::POLLIN), (self.wake.as_fd(), libc::POLLIN));
+        let ready = match self.same_host.as_ref().filter(|_| rings) {
+            None => sys::poll(&[fd, wake], timeout)?,
+            Some(sh) => {
+                if !sh.arm() {
+                    return Ok(());
+                }
+                let ready = sys::poll(&[fd, wake, (sh.fd(), libc::POLLIN)], timeout);
+                sh.disarm();
+                let ready = ready?;
+                if ready[2] {
+                    sh.control(&self.counters);
+                }
+                ready
+            }
+        };
         if ready[1] && !self.closed.load(Ordering::Acquire) {
             sys::eventfd_drain(self.wake.as_fd());
         }
@@ -262,9 +311,88 @@ impl UdpLink {
         Ok(sent)
     }
 
-    /// One non-blocking `recvmmsg` round appending to `batch`; Ok(false) when
-    /// the socket had nothing.
+    /// Send through the kernel: runs of equal-size packets to one peer as
+    /// GSO datagrams where allowed; returns how many packets left.
+    fn send_udp(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        // Per datagram: peer, first part, parts, segment size, bytes.
+        let mut groups = [(self.local, 0usize, 0usize, 0usize, 0usize); CHUNK];
+        let mut sent = 0;
+        let mut it = batch.iter().peekable();
+        loop {
+            let (mut n, mut v) = (0, 0);
+            while let Some(o) = it.peek() {
+                let len = o.data.len();
+                let Some(p) = self.peer_addr(o.peer).filter(|_| len <= u16::MAX as usize) else {
+                    Counters::add(&self.counters.send_dropped, 1);
+                    it.next();
+                    continue;
+                };
+                if v == MAX_IOV {
+                    break;
+                }
+                // Joins the open datagram: same peer, GSO allowed, the open
+                // one's segments are all full so far, and it stays in limits.
+                let joins = n > 0 && {
+                    let g = &groups[n - 1];
+                    g.0 == p
+                        && g.4 == g.2 * g.3
+                        && len <= g.3
+                        && g.2 < GSO_MAX_SEGMENTS
+                        && g.4 + len <= GSO_MAX_BYTES
+                };
+                if joins && self.gso_to(&p) {
+                    let g = &mut groups[n - 1];
+                    g.2 += 1;
+                    g.4 += len;
+                } else {
+                    if n == CHUNK {
+                        break;
+                    }
+                    groups[n] = (p, v, 1, len, len);
+                    n += 1;
+                }
+                parts[v] = o.data;
+                v += 1;
+                it.next();
+            }
+            if n == 0 {
+                return Ok(sent);
+            }
+            let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
+                addr: RawAddr::empty(),
+                parts: &[],
+                segment: 0,
+            });
+            let mut plan = [(0usize, 0usize); CHUNK];
+            for (k, g) in groups[..n].iter().enumerate() {
+                dgrams[k] = Datagram {
+                    addr: RawAddr::new(&g.0),
+                    parts: &parts[g.1..g.1 + g.2],
+                    segment: if g.2 > 1 { g.3 as u16 } else { 0 },
+                };
+                plan[k] = (g.2, g.4);
+            }
+            sent += self.send_planned(&dgrams[..n], &plan[..n])?;
+        }
+    }
+
+    /// What the socket and then the same-host rings hold, appended to
+    /// `batch` without blocking; Ok(false) when there was nothing.
     fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<bool> {
+        self.try_recv_udp(batch)?;
+        if let Some(sh) = &self.same_host {
+            sh.receive(batch, &self.counters);
+        }
+        Ok(!batch.is_empty())
+    }
+
+    /// Non-blocking `recvmmsg` rounds appending to `batch`; Ok(false) when
+    /// the socket had nothing.
+    fn try_recv_udp(&self, batch: &mut RecvBatch) -> io::Result<bool> {
         let mut meta = [RecvMeta::empty(); CHUNK];
         let slot = if self.gro { GRO_SLOT } else { MAX_PACKET };
         loop {
@@ -347,67 +475,23 @@ impl Link for UdpLink {
     }
 
     fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
-        // Per datagram: peer, first part, parts, segment size, bytes.
-        let mut groups = [(self.local, 0usize, 0usize, 0usize, 0usize); CHUNK];
-        let mut sent = 0;
-        let mut it = batch.iter().peekable();
-        loop {
-            let (mut n, mut v) = (0, 0);
-            while let Some(o) = it.peek() {
-                let len = o.data.len();
-                let Some(p) = self.peer_addr(o.peer).filter(|_| len <= u16::MAX as usize) else {
-                    Counters::add(&self.counters.send_dropped, 1);
-                    it.next();
-                    continue;
-                };
-                if v == MAX_IOV {
-                    break;
-                }
-                // Joins the open datagram: same peer, GSO allowed, the open
-                // one's segments are all full so far, and it stays in limits.
-                let joins = n > 0 && {
-                    let g = &groups[n - 1];
-                    g.0 == p
-                        && g.4 == g.2 * g.3
-                        && len <= g.3
-                        && g.2 < GSO_MAX_SEGMENTS
-                        && g.4 + len <= GSO_MAX_BYTES
-                };
-                if joins && self.gso_to(&p) {
-                    let g = &mut groups[n - 1];
-                    g.2 += 1;
-                    g.4 += len;
-                } else {
-                    if n == CHUNK {
-                        break;
-                    }
-                    groups[n] = (p, v, 1, len, len);
-                    n += 1;
-                }
-                parts[v] = o.data;
-                v += 1;
-                it.next();
+        let Some(sh) = &self.same_host else {
+            return self.send_udp(batch);
+        };
+        // Runs to one peer: a peer with a ring gets its run there, the rest
+        // go to the kernel together.
+        let (mut sent, mut udp_from, mut i) = (0, 0, 0);
+        while i < batch.len() {
+            let peer = batch[i].peer;
+            let end = i + batch[i..].iter().take_while(|o| o.peer == peer).count();
+            if let Some(ring) = sh.route(peer) {
+                sent += self.send_udp(&batch[udp_from..i])?;
+                sent += sh.send(&ring, batch[i..end].iter().map(|o| o.data), &self.counters);
+                udp_from = end;
             }
-            if n == 0 {
-                return Ok(sent);
-            }
-            let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
-                addr: RawAddr::empty(),
-                parts: &[],
-                segment: 0,
-            });
-            let mut plan = [(0usize, 0usize); CHUNK];
-            for (k, g) in groups[..n].iter().enumerate() {
-                dgrams[k] = Datagram {
-                    addr: RawAddr::new(&g.0),
-                    parts: &parts[g.1..g.1 + g.2],
-                    segment: if g.2 > 1 { g.3 as u16 } else { 0 },
-                };
-                plan[k] = (g.2, g.4);
-            }
-            sent += self.send_planned(&dgrams[..n], &plan[..n])?;
+            i = end;
         }
+        Ok(sent + self.send_udp(&batch[udp_from..])?)
     }
 
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
@@ -431,7 +515,7 @@ impl Link for UdpLink {
             };
             // A kick ends the sleep but is not for `recv`: the loop goes on
             // (a close ends it at the top).
-            self.sleep_on(self.sock.as_fd(), rest)?;
+            self.sleep_on(self.sock.as_fd(), rest, true)?;
         }
     }
 
@@ -439,7 +523,11 @@ impl Link for UdpLink {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.sleep_on(self.arrivals.as_fd(), timeout)
+        self.sleep_on(
+            self.arrivals.as_fd(),
+            timeout,
+            self.arrivals_on.load(Ordering::Relaxed),
+        )
     }
 
     fn kick(&self) {
@@ -447,6 +535,12 @@ impl Link for UdpLink {
     }
 
     fn wake_on_arrival(&self, on: bool) {
+        self.arrivals_on.store(on, Ordering::Relaxed);
+        // A waiter does not watch the rings while this is off: one that
+        // holds something must end its wait now, as a readable socket does.
+        if on && self.same_host.as_ref().is_some_and(|sh| sh.pending()) {
+            self.kick();
+        }
         if let Err(e) = sys::epoll_interest(self.arrivals.as_fd(), self.sock.as_fd(), on) {
             // Cannot happen with our own two live descriptors; a waiter
             // that stays deaf still wakes at its timeout.

@@ -1,0 +1,360 @@
+//! The same-host fast path: datagrams to another device of this host go
+//! through a shared-memory [`ring`](super::ring) instead of the kernel's UDP
+//! path, where `perf` put a third of the sending thread (the send system call
+//! with the receiver's softirq: loopback delivers in the sender's context).
+//! The datagrams are the same RoCEv2 packets (ICRC included), so captures,
+//! fault injection and the engines above see no difference; a peer on
+//! another host, or any peer that does not take up the offer, gets UDP.
+//!
+//! **Finding each other.** A device on a loopback address binds the abstract
+//! unix datagram socket `softrdma-roce/<ip>:<port>`. Abstract names belong to
+//! the network namespace, like the loopback addresses themselves, so a name
+//! resolves exactly when the peer is a device in our namespace. The first
+//! send to a loopback peer creates a ring and offers it (the memfd by
+//! `SCM_RIGHTS`) from our socket to the peer's name; until the peer has
+//! mapped it, packets still go by UDP. The consumer learns who offered from
+//! the kernel (the sender's bound name), not from the message, and labels
+//! the ring's datagrams with that address. A refused offer (no such name:
+//! not a device, or `SOFTRDMA_SHM=off` there) is retried after [`RETRY`].
+//!
+//! **Waking.** A consumer that sleeps arms its rings; a producer that finds
+//! its consumer armed sends a one-byte kick to the consumer's socket, which
+//! the consumer polls alongside the UDP socket. While an application polls
+//! inline nobody sleeps, so nothing is kicked.
+//!
+//! **Trust.** Peers of one namespace. A consumer maps only sealed memfds,
+//! checks every counter and length it reads, and drops a ring that breaks
+//! the format ([`LinkStats::same_host_refused`](super::LinkStats)); what it
+//! copies out is checked like any datagram.
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::ring::{Consumer, Producer, PushError};
+use super::{sys, Counters, RecvBatch};
+use crate::log::log;
+
+/// `SOFTRDMA_SHM=off` (or `0`) keeps a device on UDP for every peer.
+pub const ENV: &str = "SOFTRDMA_SHM";
+
+/// The offer's bytes (the ring's memfd rides along).
+const OFFER: &[u8] = b"softrdma ring offer v1";
+/// After a refused offer or a dead ring, how long a peer stays on UDP.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a receive looks for offers when nothing woke it for them.
+const CONTROL_EVERY: Duration = Duration::from_millis(1);
+/// A full ring: waits of [`FULL_WAIT`] before the rest of a send is dropped
+/// (4 ms in all, as a full UDP socket buffer).
+const FULL_WAITS: u32 = 40;
+const FULL_WAIT: Duration = Duration::from_micros(100);
+
+/// Whether the environment allows the fast path.
+pub(super) fn enabled() -> bool {
+    !matches!(
+        std::env::var(ENV).as_deref().map(str::trim),
+        Ok("off" | "0" | "no" | "false")
+    )
+}
+
+/// The abstract socket name of the device at `addr`.
+fn name_of(addr: SocketAddr) -> Vec<u8> {
+    format!("softrdma-roce/{addr}").into_bytes()
+}
+
+/// The device address a socket name stands for.
+fn addr_of(name: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(name.strip_prefix(b"softrdma-roce/")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A device's end of the fast path: its socket, its rings out, its rings in.
+pub(super) struct SameHost {
+    sock: OwnedFd,
+    out: Mutex<HashMap<SocketAddr, Route>>,
+    inbound: Mutex<Vec<Inbound>>,
+    epoch: Instant,
+    /// When offers were last looked for (ns after `epoch`).
+    last_control: AtomicU64,
+}
+
+/// How packets to one peer travel.
+enum Route {
+    /// Offered; UDP until the peer maps it.
+    Offered(Arc<Outbound>),
+    Ring(Arc<Outbound>),
+    /// No fast path to this peer until then.
+    Udp(Instant),
+}
+
+/// A ring we write, to one peer.
+pub(super) struct Outbound {
+    /// The peer's socket name (for kicks).
+    to: Vec<u8>,
+    producer: Mutex<Producer>,
+    /// The consumer is gone or broke the ring: back to UDP.
+    dead: AtomicBool,
+}
+
+/// A ring we read, from one peer.
+struct Inbound {
+    peer: SocketAddr,
+    ring: Consumer,
+}
+
+impl SameHost {
+    /// Bind the socket of the device at `local` (a loopback address).
+    pub(super) fn bind(local: SocketAddr) -> io::Result<SameHost> {
+        Ok(SameHost {
+            sock: sys::unix_dgram_bound(&name_of(local))?,
+            out: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+            last_control: AtomicU64::new(0),
+        })
+    }
+
+    /// The socket offers and kicks arrive on (readable: call [`SameHost::control`]).
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// The ring to send to `peer` on, if there is one (offering one the
+    /// first time a loopback peer is named).
+    pub(super) fn route(&self, peer: SocketAddr) -> Option<Arc<Outbound>> {
+        if !peer.ip().is_loopback() {
+            return None;
+        }
+        let mut out = lock(&self.out);
+        let now = Instant::now();
+        let route = out.entry(peer).or_insert(Route::Udp(now));
+        match route {
+            Route::Ring(o) | Route::Offered(o) => {
+                let (attached, gone) = {
+                    let p = lock(&o.producer);
+                    (p.attached(), p.consumer_gone())
+                };
+                if gone || o.dead.load(Ordering::Relaxed) {
+                    *route = Route::Udp(now + RETRY);
+                    return None;
+                }
+                if !attached {
+                    return None;
+                }
+                let o = o.clone();
+                *route = Route::Ring(o.clone());
+                return Some(o);
+            }
+            Route::Udp(until) if *until > now => return None,
+            Route::Udp(_) => {}
+        }
+        *route = match self.offer(peer) {
+            Ok(o) => Route::Offered(Arc::new(o)),
+            Err(e) => {
+                log!(Debug, "no same-host ring to {peer}: {e}");
+                Route::Udp(now + RETRY)
+            }
+        };
+        None
+    }
+
+    fn offer(&self, peer: SocketAddr) -> io::Result<Outbound> {
+        let (producer, fd) = Producer::create()?;
+        let to = name_of(peer);
+        sys::send_with_fd(self.sock.as_fd(), &to, OFFER, fd.as_fd())?;
+        Ok(Outbound {
+            to,
+            producer: Mutex::new(producer),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    fn kick(&self, o: &Outbound) {
+        match sys::send_to_abstract(self.sock.as_fd(), &o.to, b"k") {
+            // The consumer's socket is gone: so is its device.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                o.dead.store(true, Ordering::Relaxed)
+            }
+            // EAGAIN: its queue is full of kicks already.
+            _ => {}
+        }
+    }
+
+    /// Write `data` to the ring `o`; returns how many datagrams went (the
+    /// rest are dropped: the ring stayed full for 4 ms, or broke).
+    pub(super) fn send<'a>(
+        &self,
+        o: &Outbound,
+        data: impl Iterator<Item = &'a [u8]>,
+        c: &Counters,
+    ) -> usize {
+        let mut p = lock(&o.producer);
+        let (mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize);
+        let mut waits = 0;
+        for d in data {
+            if o.dead.load(Ordering::Relaxed) || waits > FULL_WAITS {
+                dropped += 1;
+                continue;
+            }
+            loop {
+                match p.push(d) {
+                    Ok(()) => {
+                        sent += 1;
+                        bytes += d.len();
+                        break;
+                    }
+                    Err(PushError::Full) if waits < FULL_WAITS && !p.consumer_gone() => {
+                        // Let the consumer see what is there; probing with a
+                        // kick the first time tells a dead consumer.
+                        if p.publish() || waits == 0 {
+                            self.kick(o);
+                        }
+                        waits += 1;
+                        std::thread::sleep(FULL_WAIT);
+                    }
+                    Err(_) => {
+                        if p.consumer_gone() {
+                            o.dead.store(true, Ordering::Relaxed);
+                        }
+                        waits = FULL_WAITS + 1;
+                        dropped += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        if p.publish() {
+            self.kick(o);
+        }
+        Counters::add(&c.sent, sent as u64);
+        Counters::add(&c.same_host_sent, sent as u64);
+        Counters::add(&c.sent_bytes, bytes as u64);
+        Counters::add(&c.send_dropped, dropped as u64);
+        sent
+    }
+
+    /// Take up offers waiting on the socket (and swallow kicks).
+    pub(super) fn control(&self, c: &Counters) {
+        self.last_control.store(self.now(), Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        loop {
+            let m = match sys::recv_with_fd(self.sock.as_fd(), &mut buf) {
+                Ok(m) => m,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        log!(Warn, "same-host socket: {e}");
+                    }
+                    return;
+                }
+            };
+            let Some(fd) = m.fd else { continue };
+            match (&buf[..m.len] == OFFER, addr_of(&m.from)) {
+                (true, Some(peer)) if peer.ip().is_loopback() => self.take(peer, fd, c),
+                _ => Counters::add(&c.same_host_refused, 1),
+            }
+        }
+    }
+
+    /// Map a ring `peer` offered; it replaces an older one from the same
+    /// address (the peer's device was closed and opened again).
+    fn take(&self, peer: SocketAddr, fd: OwnedFd, c: &Counters) {
+        match Consumer::attach(fd) {
+            Ok(ring) => {
+                let mut rings = lock(&self.inbound);
+                rings.retain(|r| r.peer != peer);
+                rings.push(Inbound { peer, ring });
+                log!(Debug, "same-host ring from {peer}");
+            }
+            Err(e) => {
+                Counters::add(&c.same_host_refused, 1);
+                log!(Warn, "refused a same-host ring from {peer}: {e}");
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Append what the rings hold to `batch` (and take up offers, at most
+    /// every [`CONTROL_EVERY`]).
+    pub(super) fn receive(&self, batch: &mut RecvBatch, c: &Counters) {
+        let last = self.last_control.load(Ordering::Relaxed);
+        if self.now().saturating_sub(last) >= CONTROL_EVERY.as_nanos() as u64 {
+            self.control(c);
+        }
+        let mut rings = lock(&self.inbound);
+        rings.retain_mut(|r| match r.ring.pop_into(batch, r.peer) {
+            Ok((n, bytes)) => {
+                Counters::add(&c.received, n as u64);
+                Counters::add(&c.same_host_received, n as u64);
+                Counters::add(&c.received_bytes, bytes as u64);
+                !r.ring.finished()
+            }
+            Err(_) => {
+                Counters::add(&c.same_host_refused, 1);
+                log!(
+                    Warn,
+                    "dropped the same-host ring from {}: it broke the format",
+                    r.peer
+                );
+                false
+            }
+        });
+    }
+
+    /// About to sleep: ask every producer for a kick. False (none asked) if
+    /// a ring already holds something.
+    pub(super) fn arm(&self) -> bool {
+        let rings = lock(&self.inbound);
+        for (i, r) in rings.iter().enumerate() {
+            if !r.ring.arm() {
+                rings[..i].iter().for_each(|r| r.ring.disarm());
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(super) fn disarm(&self) {
+        lock(&self.inbound).iter().for_each(|r| r.ring.disarm());
+    }
+
+    /// Whether a ring holds a datagram.
+    pub(super) fn pending(&self) -> bool {
+        lock(&self.inbound).iter().any(|r| r.ring.pending())
+    }
+}
+
+impl std::fmt::Debug for SameHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SameHost")
+            .field("rings_in", &lock(&self.inbound).len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_foreign_names_are_no_address() {
+        for a in ["127.1.2.3:4791", "[::1]:4791"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(addr_of(&name_of(a)), Some(a));
+        }
+        assert_eq!(addr_of(b"softrdma-roce/eth0"), None);
+        assert_eq!(addr_of(b"other/127.0.0.1:4791"), None);
+    }
+}
