@@ -357,4 +357,46 @@ mod tests {
         assert_eq!(addr_of(b"softrdma-roce/eth0"), None);
         assert_eq!(addr_of(b"other/127.0.0.1:4791"), None);
     }
+
+    /// Send one message to the device at `to` from a socket bound to `name`.
+    fn offer_from(name: &[u8], to: SocketAddr, payload: &[u8], fd: Option<OwnedFd>) {
+        let from = sys::unix_dgram_bound(name).unwrap();
+        let dest = name_of(to);
+        match fd {
+            Some(fd) => sys::send_with_fd(from.as_fd(), &dest, payload, fd.as_fd()).unwrap(),
+            None => sys::send_to_abstract(from.as_fd(), &dest, payload).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_a_sealed_ring_offered_by_a_loopback_device_is_taken() {
+        let at: SocketAddr = "127.79.1.2:1".parse().unwrap();
+        let b = SameHost::bind(at).unwrap();
+        let c = Counters::default();
+        let refused = |c: &Counters| c.same_host_refused.load(Ordering::Relaxed);
+        let ring = || Some(Producer::create().unwrap().1);
+        let file = Some(OwnedFd::from(
+            std::fs::File::open("/proc/self/status").unwrap(),
+        ));
+        // Not a ring; a ring from a socket that is no device, from one that
+        // claims a non-loopback device, and with the wrong words.
+        offer_from(b"softrdma-roce/127.79.1.9:1", at, OFFER, file);
+        offer_from(b"someone-else", at, OFFER, ring());
+        offer_from(b"softrdma-roce/10.0.0.1:4791", at, OFFER, ring());
+        offer_from(b"softrdma-roce/127.79.1.8:1", at, b"take this", ring());
+        b.control(&c);
+        assert_eq!(refused(&c), 4);
+        assert!(lock(&b.inbound).is_empty());
+        // The words without a ring: taken as a kick, nothing refused.
+        offer_from(b"softrdma-roce/127.79.1.7:1", at, OFFER, None);
+        b.control(&c);
+        assert_eq!(refused(&c), 4);
+        // A device's real offer.
+        offer_from(b"softrdma-roce/127.79.1.6:1", at, OFFER, ring());
+        b.control(&c);
+        assert_eq!(refused(&c), 4);
+        let rings = lock(&b.inbound);
+        assert_eq!(rings.len(), 1);
+        assert_eq!(rings[0].peer, "127.79.1.6:1".parse::<SocketAddr>().unwrap());
+    }
 }

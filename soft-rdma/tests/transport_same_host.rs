@@ -1,0 +1,144 @@
+//! The same-host fast path between real links: two `UdpLink`s bound with it
+//! move to a shared-memory ring and lose nothing on the way; a peer without
+//! it keeps UDP; a closed peer sends its link back to UDP, and a new device
+//! at that address gets a ring again.
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use soft_rdma::transport::{Link, Outgoing, RecvBatch, UdpLink};
+
+fn bind(net: u8, host: u8) -> UdpLink {
+    let l = UdpLink::bind_same_host(format!("127.78.{net}.{host}:0").parse().unwrap()).unwrap();
+    assert!(l.has_same_host(), "a loopback link gets the fast path");
+    l
+}
+
+/// A datagram that says which one it is (4-byte number, then filler).
+fn datagram(i: u32) -> Vec<u8> {
+    let mut d = i.to_le_bytes().to_vec();
+    d.resize(4 + (i as usize * 131) % 4000, i as u8);
+    d
+}
+
+fn number(d: &[u8]) -> u32 {
+    assert_eq!(d, datagram(u32::from_le_bytes(d[..4].try_into().unwrap())));
+    u32::from_le_bytes(d[..4].try_into().unwrap())
+}
+
+/// Send datagrams `range` from `a` to `to`, 16 per call.
+fn send(a: &UdpLink, to: SocketAddr, range: std::ops::Range<u32>) {
+    let ds: Vec<Vec<u8>> = range.map(datagram).collect();
+    for chunk in ds.chunks(16) {
+        let out: Vec<Outgoing<'_>> = chunk
+            .iter()
+            .map(|d| Outgoing { peer: to, data: d })
+            .collect();
+        assert_eq!(a.send(&out).unwrap(), out.len());
+    }
+}
+
+/// Receive until `n` datagrams came (or 5 s passed); their numbers in order.
+fn recv(b: &UdpLink, from: SocketAddr, n: usize) -> Vec<u32> {
+    let mut batch = RecvBatch::new(64);
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < n && Instant::now() < end {
+        b.recv(&mut batch, Some(Duration::from_millis(100)))
+            .unwrap();
+        for (p, d) in batch.iter() {
+            assert_eq!(p, from);
+            got.push(number(d));
+        }
+    }
+    got
+}
+
+/// Send one datagram at a time, numbered from `first`, until one goes by
+/// ring (each must arrive); returns the next number.
+fn until_on_ring(a: &UdpLink, b: &UdpLink, first: u32) -> u32 {
+    let before = a.stats().same_host_sent;
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut i = first;
+    while a.stats().same_host_sent == before {
+        assert!(Instant::now() < end, "no ring after 5 s");
+        send(a, b.local(), i..i + 1);
+        assert_eq!(recv(b, a.local(), 1), [i]);
+        i += 1;
+    }
+    i
+}
+
+#[test]
+fn two_loopback_links_move_to_a_ring_and_lose_nothing_on_the_way() {
+    let (a, b) = (bind(1, 1), bind(1, 2));
+    // The first datagrams go by UDP until b's receive takes up the offer;
+    // keep sending through the switch, 100 before each receive.
+    let mut got = Vec::new();
+    for k in 0..30 {
+        send(&a, b.local(), k * 100..k * 100 + 100);
+        got.extend(recv(&b, a.local(), 100));
+    }
+    assert_eq!(got.len(), 3000);
+    assert_eq!(got.iter().copied().collect::<HashSet<_>>().len(), 3000);
+    let (sa, sb) = (a.stats(), b.stats());
+    assert!(sa.same_host_sent > 0, "{sa:?}");
+    assert_eq!(sa.sent, 3000);
+    assert_eq!(sb.received, 3000);
+    assert_eq!(sb.same_host_received, sa.same_host_sent);
+    // On the ring, order is kept.
+    let ring_part = &got[got.len() - sa.same_host_sent as usize..];
+    assert!(ring_part.windows(2).all(|w| w[0] < w[1]), "ring reordered");
+    // Both ways: b answers on its own ring.
+    send(&b, a.local(), 0..500);
+    assert_eq!(recv(&a, b.local(), 500).len(), 500);
+    assert_eq!(b.stats().sent, 500);
+    assert_eq!(sb.same_host_refused + a.stats().same_host_refused, 0);
+}
+
+#[test]
+fn a_receiver_blocked_without_timeout_wakes_for_a_ring_datagram() {
+    let (a, b) = (bind(2, 1), bind(2, 2));
+    let n = until_on_ring(&a, &b, 0);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let mut batch = RecvBatch::new(4);
+            b.recv(&mut batch, None).unwrap();
+            batch.iter().map(|(_, d)| number(d)).collect::<Vec<_>>()
+        });
+        // Let it block (if it has not, the datagram is simply there already).
+        std::thread::sleep(Duration::from_millis(50));
+        send(&a, b.local(), n..n + 1);
+        assert_eq!(t.join().unwrap(), [n]);
+    });
+    assert!(a.stats().same_host_sent >= 2);
+}
+
+#[test]
+fn a_peer_without_the_fast_path_gets_udp() {
+    let a = bind(3, 1);
+    let c = UdpLink::bind("127.78.3.2:0".parse().unwrap()).unwrap();
+    assert!(!c.has_same_host());
+    for round in 0..3 {
+        send(&a, c.local(), round * 100..round * 100 + 100);
+        assert_eq!(recv(&c, a.local(), 100).len(), 100);
+    }
+    assert_eq!(a.stats().same_host_sent, 0);
+    assert_eq!(a.stats().sent, 300);
+}
+
+#[test]
+fn a_closed_peer_sends_the_link_back_to_udp_and_its_successor_gets_a_ring() {
+    let a = bind(4, 1);
+    let b = bind(4, 2);
+    let at = b.local();
+    let n = until_on_ring(&a, &b, 0);
+    drop(b);
+    let before = a.stats().same_host_sent;
+    send(&a, at, n..n + 10);
+    assert_eq!(a.stats().same_host_sent, before, "a dead ring was written");
+    // A new device at the same address: offered a ring once the retry is due.
+    let b2 = UdpLink::bind_same_host(at).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    until_on_ring(&a, &b2, n + 10);
+}
