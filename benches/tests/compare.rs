@@ -79,6 +79,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         ("ib_read_bw -s 65536 RC --odp", "MiB/s"),
         ("ib_send_bw -s 65536 RC (", "MiB/s"),
         ("ib_send_bw -s 65536 RC --odp", "MiB/s"),
+        ("over the kernel's UDP path (SOFTRDMA_SHM=off", "MiB/s"),
         ("ib_write_bw -s 64 RC --odp: message rate", "Mpps"),
         ("ib_write_bw -s 65536 -q 16", "MiB/s"),
         ("ib_write_lat -s 2 RC --odp: t_typical", "usec"),

@@ -381,6 +381,20 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
             r.note(spread);
         }
     }
+    // The same pair on the kernel's UDP path: what the same-host rings buy.
+    let iters = n(p.bw_iters);
+    let o = bw(tools.perftest_env(
+        "wbw_odp_udp",
+        "ib_write_bw",
+        &["-s", "65536", "-n", &iters, "--odp"],
+        &[("SOFTRDMA_SHM", "off")],
+    ));
+    r.add(
+        "wbw_odp_udp",
+        "ib_write_bw -s 65536 RC --odp over the kernel's UDP path (SOFTRDMA_SHM=off; one run)",
+        "MiB/s",
+        o.map(|x| x.avg_mbs),
+    );
     let iters = n(p.sweep_iters);
     for (key, odp, name) in [
         ("sweep_pinned", false, "ib_write_bw -a (pinned)"),

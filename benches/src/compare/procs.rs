@@ -110,10 +110,27 @@ impl Tools {
     /// A perftest pair: `prog args` as server, then `prog args -p P
     /// 127.0.0.1`; both must exit 0. Returns the client's output.
     pub fn perftest(&self, name: &str, prog: &str, args: &[&str]) -> Result<String, String> {
-        self.twice(name, || self.perftest_once(name, prog, args))
+        self.perftest_env(name, prog, args, &[])
     }
 
-    fn perftest_once(&self, name: &str, prog: &str, args: &[&str]) -> Result<String, String> {
+    /// [`Tools::perftest`] with environment variables set for both sides.
+    pub fn perftest_env(
+        &self,
+        name: &str,
+        prog: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, String> {
+        self.twice(name, || self.perftest_once(name, prog, args, env))
+    }
+
+    fn perftest_once(
+        &self,
+        name: &str,
+        prog: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, String> {
         let port = free_port()?;
         let p = port.to_string();
         let mut common: Vec<&str> = vec!["-d", "softrdma0", "-x", "1", "-F", "-p", &p];
@@ -125,6 +142,8 @@ impl Tools {
                 .args(extra)
                 .env("LD_LIBRARY_PATH", &self.lib_dir)
                 .env_remove("SOFTRDMA_ADDR")
+                .env_remove("SOFTRDMA_SHM")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)

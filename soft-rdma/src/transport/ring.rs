@@ -6,7 +6,7 @@
 //! The memory is a sealed memfd the producer creates ([`Producer::create`])
 //! and hands over by descriptor; the consumer maps it only if it can no
 //! longer shrink (`F_SEAL_SHRINK`: an access past its end would be SIGBUS).
-//! Layout: one header page, then `size` bytes (a power of two) of records.
+//! Layout: one header page, then [`RING_BYTES`] (a power of two) of records.
 //! A record is a `u32` length, 4 zero bytes, the datagram, padding to 8;
 //! [`WRAP`] as a length says "continue at the ring's start". Positions are
 //! byte counters that only grow (`tail`: written up to, by the producer;
@@ -27,12 +27,12 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::{RecvBatch, MAX_PACKET};
 
-/// Bytes of records a producer's ring holds (in-flight data: 16 QPs' full
-/// 128-packet windows of 4 KiB packets).
-pub(super) const RING_BYTES: usize = 8 << 20;
-/// Smallest and largest ring a consumer accepts.
-const MIN_RING: u64 = 64 << 10;
-const MAX_RING: u64 = 64 << 20;
+/// Bytes of records a ring holds: eight QPs' full 128-packet windows of
+/// 4 KiB packets (a consumer drains it while it fills). Both ends map it
+/// populated, so its memory is resident from the start — a process's RSS
+/// does not creep up as the ring is first written — and a consumer accepts
+/// rings of exactly this size, so an offer cannot make it map more.
+pub(super) const RING_BYTES: usize = 4 << 20;
 /// The header page.
 const HEADER: usize = 4096;
 /// A record's length field saying "the next record is at the ring's start".
@@ -83,7 +83,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd.as_raw_fd(),
                 0,
             )
@@ -296,14 +296,12 @@ impl Consumer {
         }
         let file = std::fs::File::from(fd);
         let total = file.metadata()?.len();
-        if total < HEADER as u64 + MIN_RING || total > HEADER as u64 + MAX_RING {
-            return Err(bad("ring size out of range"));
+        if total != (HEADER + RING_BYTES) as u64 {
+            return Err(bad("not the ring size"));
         }
         let map = Mapping::map(file.as_fd(), total as usize)?;
         let size = map.u64_at(OFF_SIZE).load(Ordering::Relaxed);
-        if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC
-            || !size.is_power_of_two()
-            || size != total - HEADER as u64
+        if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC || size != RING_BYTES as u64
         {
             return Err(bad("not a softrdma ring"));
         }

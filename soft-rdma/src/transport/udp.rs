@@ -9,7 +9,7 @@
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
 //! known (roce-wire.md).
 //!
-//! Same-host fast path: consecutive packets of equal size to one peer go out
+//! Loopback GSO: consecutive packets of equal size to one peer go out
 //! as one UDP GSO datagram (`UDP_SEGMENT`: the kernel cuts it into the same
 //! packets), and the socket takes coalesced datagrams back (`UDP_GRO`, split
 //! here by the segment size the kernel reports) — one skb and one copy per
