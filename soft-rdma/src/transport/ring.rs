@@ -301,8 +301,7 @@ impl Consumer {
         }
         let map = Mapping::map(file.as_fd(), total as usize)?;
         let size = map.u64_at(OFF_SIZE).load(Ordering::Relaxed);
-        if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC || size != RING_BYTES as u64
-        {
+        if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC || size != RING_BYTES as u64 {
             return Err(bad("not a softrdma ring"));
         }
         let head = map.u64_at(OFF_HEAD).load(Ordering::Acquire);
