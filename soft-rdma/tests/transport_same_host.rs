@@ -94,6 +94,21 @@ fn two_loopback_links_move_to_a_ring_and_lose_nothing_on_the_way() {
     assert_eq!(recv(&a, b.local(), 500).len(), 500);
     assert_eq!(b.stats().sent, 500);
     assert_eq!(sb.same_host_refused + a.stats().same_host_refused, 0);
+    // Too long for any receiver: dropped and counted, the ring unharmed.
+    let big = vec![0u8; soft_rdma::transport::MAX_PACKET + 1];
+    let before = a.stats().send_dropped;
+    assert_eq!(
+        a.send(&[Outgoing {
+            peer: b.local(),
+            data: &big
+        }])
+        .unwrap(),
+        0
+    );
+    assert_eq!(a.stats().send_dropped, before + 1);
+    send(&a, b.local(), 3000..3010);
+    assert_eq!(recv(&b, a.local(), 10), (3000..3010).collect::<Vec<_>>());
+    assert_eq!(b.stats().same_host_refused, 0);
 }
 
 #[test]

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::ring::{Consumer, Producer, PushError};
-use super::{sys, Counters, RecvBatch};
+use super::{sys, Counters, RecvBatch, MAX_PACKET};
 use crate::log::log;
 
 /// `SOFTRDMA_SHM=off` (or `0`) keeps a device on UDP for every peer.
@@ -201,7 +201,9 @@ impl SameHost {
         let (mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize);
         let mut waits = 0;
         for d in data {
-            if o.dead.load(Ordering::Relaxed) || waits > FULL_WAITS {
+            // Longer than any receiver takes: dropped here, not sent to
+            // break the ring (the consumer would refuse the whole ring).
+            if o.dead.load(Ordering::Relaxed) || waits > FULL_WAITS || d.len() > MAX_PACKET {
                 dropped += 1;
                 continue;
             }
