@@ -15,3 +15,10 @@ mod sys;
 pub mod transport;
 pub mod verbs;
 pub mod wire;
+
+/// Lock a mutex whether or not a holder panicked: every lock here guards
+/// state that stays consistent at each unlock point, and a panicking thread
+/// (a test's, an application's callback) must not wedge the device.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

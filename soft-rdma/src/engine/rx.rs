@@ -20,6 +20,7 @@
 
 use super::packet::{icrc_ctx, TxQueue};
 use super::{completer, responder};
+use crate::lock;
 use crate::log::log;
 use crate::transport::{Link, RecvBatch};
 use crate::verbs::device::DeviceInner;
@@ -28,7 +29,7 @@ use crate::verbs::QpType;
 use crate::wire::{icrc, Op, Packet, PacketRepr, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long after an application thread's last empty poll it still counts
@@ -71,10 +72,6 @@ struct Arming {
     /// The receive thread is (about to be) asleep with no timeout: turning
     /// wake-ups off must then kick it, or it would sleep through arrivals.
     waiter_unbounded: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Receiver {

@@ -41,10 +41,11 @@
 //! preallocated batch. Datagrams that find the ring full (more than
 //! [`LINE_SLOTS`] in flight in the delay line) are dropped and counted as
 //! `overflow`. Without `SOFTRDMA_FAULTS` there is no wrapper at all.
+use crate::lock;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET};
@@ -278,10 +279,6 @@ impl<L: Link> std::fmt::Debug for FaultLink<L> {
             .field("cfg", &self.cfg)
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<L: Link> FaultLink<L> {

@@ -6,6 +6,7 @@
 //! sender's `send_dropped` for the first two, the receiver's `recv_dropped`
 //! for a full queue, like a socket's receive-buffer overflow). Buffers are
 //! recycled, so steady-state traffic allocates nothing.
+use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
@@ -43,11 +44,6 @@ struct PortState {
     /// `kick` was called and no `wait` has returned since.
     kicked: bool,
     waiters: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not wedge the others.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {

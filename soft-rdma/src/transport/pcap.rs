@@ -21,11 +21,12 @@
 //! Writes are buffered; a background thread flushes every 100 ms and the
 //! last link flushes on drop, so a crashed run still leaves a readable file
 //! (missing at most the last 100 ms).
+use crate::lock;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Link, LinkStats, Outgoing, RecvBatch};
@@ -38,10 +39,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 const LINKTYPE_ETHERNET: u32 = 1;
 const SNAPLEN: u32 = 65535;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A link whose traffic is recorded.
 pub struct PcapLink<L: Link> {

@@ -26,12 +26,13 @@
 //! checks every counter and length it reads, and drops a ring that breaks
 //! the format ([`LinkStats::same_host_refused`](super::LinkStats)); what it
 //! copies out is checked like any datagram.
+use crate::lock;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ring::{Consumer, Producer, PushError};
@@ -71,10 +72,6 @@ fn addr_of(name: &[u8]) -> Option<SocketAddr> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A device's end of the fast path: its socket, its rings out, its rings in.
