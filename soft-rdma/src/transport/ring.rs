@@ -18,14 +18,15 @@
 //! `sleeping` — at least one of them sees the other, so a sleeper is always
 //! kicked or never sleeps. [`Producer::publish`] says when to kick.
 //!
-//! All of the ring's `unsafe` is in this file: the mapping, the header's
-//! atomics and the copies in and out.
+//! The ring's own `unsafe` is in this file: the header's atomics and the
+//! copies in and out (the mapping is `crate::shm`'s, the memfd calls are in
+//! `sys`).
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use super::{RecvBatch, MAX_PACKET};
+use super::{sys, RecvBatch, MAX_PACKET};
+use crate::shm::SharedMapping;
 
 /// Bytes of records a ring holds: eight QPs' full 128-packet windows of
 /// 4 KiB packets (a consumer drains it while it fills). Both ends map it
@@ -62,39 +63,13 @@ fn record(len: usize) -> u64 {
     8 + ((len as u64 + 7) & !7)
 }
 
-/// A shared mapping of a ring's memfd.
-struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory, reached only through atomics
-// and raw copies; it is unmapped once, by Drop.
-unsafe impl Send for Mapping {}
-// SAFETY: as above; no `&` to its bytes is ever handed out.
-unsafe impl Sync for Mapping {}
+/// A ring's memfd, mapped populated (read-write, shared).
+struct Mapping(SharedMapping);
 
 impl Mapping {
     fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `fd` at an address
-        // the kernel picks; nothing else is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            base: NonNull::new(p.cast()).expect("mmap returned null"),
-            len,
-        })
+        debug_assert!(len > HEADER);
+        SharedMapping::map(fd, len, true, true).map(Mapping)
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
@@ -102,27 +77,21 @@ impl Mapping {
         // SAFETY: `off` is an 8-aligned offset inside the header page of a
         // live, page-aligned mapping; the word is only ever accessed
         // atomically (by both processes), so an `&AtomicU64` to it is sound.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() }
+        unsafe { &*self.0.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off % 4 == 0 && off + 4 <= HEADER);
         // SAFETY: as for `u64_at`, 4-aligned.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+        unsafe { &*self.0.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     /// The record area.
     fn data(&self) -> *mut u8 {
-        // SAFETY: HEADER < len (checked when the ring is made or attached).
-        unsafe { self.base.as_ptr().add(HEADER) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `map` made; no reference into
-        // it outlives `self` (accessors borrow `self`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        debug_assert!(self.0.len() > HEADER);
+        // SAFETY: HEADER < len (every ring is HEADER + RING_BYTES long:
+        // made so, or checked at attach).
+        unsafe { self.0.as_ptr().add(HEADER) }
     }
 }
 
@@ -150,35 +119,8 @@ impl Producer {
     /// the consumer.
     pub(super) fn create() -> io::Result<(Producer, OwnedFd)> {
         let size = RING_BYTES;
-        // SAFETY: the name is a NUL-terminated literal; a non-negative result
-        // is a new descriptor nobody else owns.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"softrdma-ring".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just created, owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let total = HEADER + size;
-        // SAFETY: plain calls on a descriptor we own; no pointers.
-        let r = unsafe {
-            if libc::ftruncate(fd.as_raw_fd(), total as libc::off_t) != 0 {
-                -1
-            } else {
-                libc::fcntl(
-                    fd.as_raw_fd(),
-                    libc::F_ADD_SEALS,
-                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-                )
-            }
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = sys::sealed_memfd(c"softrdma-ring", total)?;
         let map = Mapping::map(fd.as_fd(), total)?;
         map.u64_at(OFF_SIZE).store(size as u64, Ordering::Relaxed);
         map.u64_at(OFF_MAGIC).store(MAGIC, Ordering::Release);
@@ -289,9 +231,7 @@ impl Consumer {
     /// that matches the file. Marks it attached.
     pub(super) fn attach(fd: OwnedFd) -> io::Result<Consumer> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        // SAFETY: plain fcntl on a descriptor we own.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        if sys::seals(fd.as_fd()).map_or(true, |s| s & libc::F_SEAL_SHRINK == 0) {
             return Err(bad("not a memfd sealed against shrinking"));
         }
         let file = std::fs::File::from(fd);

@@ -1,5 +1,6 @@
 //! The transport's syscalls (`libc`), each behind a safe function. All of the
-//! transport's `unsafe` is in this file.
+//! transport's `unsafe` is in this file, but for the same-host ring's access
+//! to its shared memory (`ring.rs`).
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -661,4 +662,34 @@ fn interface_of(ip: std::net::IpAddr) -> io::Result<std::ffi::CString> {
     // after this (the name was copied).
     unsafe { libc::freeifaddrs(list) };
     found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface has {ip}")))
+}
+
+/// A close-on-exec memfd of `len` bytes, sealed so that it can no longer
+/// shrink or grow (a process mapping it cannot be made to fault past its end).
+pub(super) fn sealed_memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; a non-negative result is a new
+    // descriptor nobody else owns.
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: just created, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain calls on a descriptor we own; no pointers.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
+    // SAFETY: as above.
+    cvt(unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// The seals of a file (`F_GET_SEALS`; an error for a file that has none to
+/// give, e.g. not a memfd).
+pub(super) fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: a plain fcntl on a live descriptor; no pointers.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
 }
