@@ -17,6 +17,15 @@
 //! the ring's datagrams with that address. A refused offer (no such name:
 //! not a device, or `SOFTRDMA_SHM=off` there) is retried after [`RETRY`].
 //!
+//! **Order.** Packets sent by UDP before the switch may still be on their
+//! way through the kernel when the first ones land in the ring (loopback
+//! delivery can be deferred to a softirq). So the producer's first use of a
+//! ring is preceded by an empty UDP datagram, the marker, and the consumer
+//! reads a new ring only once the marker — behind every earlier UDP packet
+//! from that peer — has arrived (or [`GATE_MAX`] passed, should it be lost).
+//! UD has no sequence numbers to restore order, and RC would pay a NAK and a
+//! go-back-N for it.
+//!
 //! **Waking.** A consumer that sleeps arms its rings; a producer that finds
 //! its consumer armed sends a one-byte kick to the consumer's socket, which
 //! the consumer polls alongside the UDP socket. While an application polls
@@ -48,6 +57,8 @@ const OFFER: &[u8] = b"softrdma ring offer v1";
 const RETRY: Duration = Duration::from_secs(1);
 /// How often a receive looks for offers when nothing woke it for them.
 const CONTROL_EVERY: Duration = Duration::from_millis(1);
+/// How long a new ring waits for its marker before it is read anyway.
+const GATE_MAX: Duration = Duration::from_millis(10);
 /// A full ring: waits of [`FULL_WAIT`] before the rest of a send is dropped
 /// (4 ms in all, as a full UDP socket buffer).
 const FULL_WAITS: u32 = 40;
@@ -106,6 +117,9 @@ pub(super) struct Outbound {
 struct Inbound {
     peer: SocketAddr,
     ring: Consumer,
+    /// Not read before (ns after `epoch`): the marker has not come yet. 0:
+    /// open.
+    gate: u64,
 }
 
 impl SameHost {
@@ -126,8 +140,10 @@ impl SameHost {
     }
 
     /// The ring to send to `peer` on, if there is one (offering one the
-    /// first time a loopback peer is named).
-    pub(super) fn route(&self, peer: SocketAddr) -> Option<Arc<Outbound>> {
+    /// first time a loopback peer is named), and whether this is its first
+    /// use: the caller must then send the marker (an empty UDP datagram)
+    /// before anything goes by ring.
+    pub(super) fn route(&self, peer: SocketAddr) -> Option<(Arc<Outbound>, bool)> {
         if !peer.ip().is_loopback() {
             return None;
         }
@@ -148,8 +164,9 @@ impl SameHost {
                     return None;
                 }
                 let o = o.clone();
+                let first = matches!(route, Route::Offered(_));
                 *route = Route::Ring(o.clone());
-                return Some(o);
+                return Some((o, first));
             }
             Route::Udp(until) if *until > now => return None,
             Route::Udp(_) => {}
@@ -271,7 +288,8 @@ impl SameHost {
             Ok(ring) => {
                 let mut rings = lock(&self.inbound);
                 rings.retain(|r| r.peer != peer);
-                rings.push(Inbound { peer, ring });
+                let gate = self.now() + GATE_MAX.as_nanos() as u64;
+                rings.push(Inbound { peer, ring, gate });
                 log!(Debug, "same-host ring from {peer}");
             }
             Err(e) => {
@@ -285,15 +303,39 @@ impl SameHost {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// `peer`'s marker arrived: everything it sent by UDP before its ring
+    /// has been received, so the ring may be read.
+    pub(super) fn marker(&self, peer: SocketAddr) {
+        if let Some(r) = lock(&self.inbound).iter_mut().find(|r| r.peer == peer) {
+            r.gate = 0;
+        }
+    }
+
     /// Append what the rings hold to `batch` (and take up offers, at most
     /// every [`CONTROL_EVERY`]).
     pub(super) fn receive(&self, batch: &mut RecvBatch, c: &Counters) {
+        let now = self.now();
         let last = self.last_control.load(Ordering::Relaxed);
-        if self.now().saturating_sub(last) >= CONTROL_EVERY.as_nanos() as u64 {
+        if now.saturating_sub(last) >= CONTROL_EVERY.as_nanos() as u64 {
             self.control(c);
         }
         let mut rings = lock(&self.inbound);
-        rings.retain_mut(|r| match r.ring.pop_into(batch, r.peer) {
+        rings.retain_mut(|r| {
+            if r.gate > now {
+                return true;
+            }
+            r.gate = 0;
+            r.pop(batch, c)
+        });
+    }
+}
+
+impl Inbound {
+    /// Move what the ring holds to `batch`; false if the ring is to go
+    /// (finished, or broken: counted).
+    fn pop(&mut self, batch: &mut RecvBatch, c: &Counters) -> bool {
+        let r = self;
+        match r.ring.pop_into(batch, r.peer) {
             Ok((n, bytes)) => {
                 Counters::add(&c.received, n as u64);
                 Counters::add(&c.same_host_received, n as u64);
@@ -309,15 +351,18 @@ impl SameHost {
                 );
                 false
             }
-        });
+        }
     }
+}
 
+impl SameHost {
     /// About to sleep: ask every producer for a kick. False (none asked) if
-    /// a ring already holds something.
+    /// a ring already holds something to read. A ring waiting for its marker
+    /// is not asked: the marker wakes us.
     pub(super) fn arm(&self) -> bool {
         let rings = lock(&self.inbound);
         for (i, r) in rings.iter().enumerate() {
-            if !r.ring.arm() {
+            if r.gate == 0 && !r.ring.arm() {
                 rings[..i].iter().for_each(|r| r.ring.disarm());
                 return false;
             }
@@ -329,9 +374,11 @@ impl SameHost {
         lock(&self.inbound).iter().for_each(|r| r.ring.disarm());
     }
 
-    /// Whether a ring holds a datagram.
+    /// Whether a ring holds a datagram to read.
     pub(super) fn pending(&self) -> bool {
-        lock(&self.inbound).iter().any(|r| r.ring.pending())
+        lock(&self.inbound)
+            .iter()
+            .any(|r| r.gate == 0 && r.ring.pending())
     }
 }
 
@@ -397,5 +444,30 @@ mod tests {
         let rings = lock(&b.inbound);
         assert_eq!(rings.len(), 1);
         assert_eq!(rings[0].peer, "127.79.1.6:1".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_new_ring_is_read_only_after_its_marker() {
+        let at: SocketAddr = "127.79.2.2:1".parse().unwrap();
+        let peer: SocketAddr = "127.79.2.6:1".parse().unwrap();
+        let b = SameHost::bind(at).unwrap();
+        let c = Counters::default();
+        let (mut p, fd) = Producer::create().unwrap();
+        offer_from(&name_of(peer), at, OFFER, Some(fd));
+        b.control(&c);
+        p.push(b"after the marker").unwrap();
+        p.publish();
+        let mut batch = RecvBatch::new(4);
+        b.receive(&mut batch, &c);
+        assert!(batch.is_empty(), "read before the marker");
+        assert!(!b.pending() && b.arm(), "a gated ring keeps nobody awake");
+        b.disarm();
+        b.marker(peer);
+        assert!(b.pending());
+        b.receive(&mut batch, &c);
+        assert_eq!(
+            batch.iter().map(|(_, d)| d.to_vec()).collect::<Vec<_>>(),
+            [b"after the marker".to_vec()]
+        );
     }
 }

@@ -438,6 +438,11 @@ impl UdpLink {
                         continue;
                     }
                 };
+                if m.len == 0 {
+                    if let Some(sh) = &self.same_host {
+                        sh.marker(peer);
+                    }
+                }
                 let base = start + i * slot;
                 let mut off = 0;
                 while off < m.len {
@@ -484,8 +489,15 @@ impl Link for UdpLink {
         while i < batch.len() {
             let peer = batch[i].peer;
             let end = i + batch[i..].iter().take_while(|o| o.peer == peer).count();
-            if let Some(ring) = sh.route(peer) {
+            if let Some((ring, first)) = sh.route(peer) {
                 sent += self.send_udp(&batch[udp_from..i])?;
+                if first {
+                    // The marker: behind every earlier UDP packet to `peer`
+                    // (see same_host, "Order"). Lost, the ring opens late.
+                    if let Some(p) = self.peer_addr(peer) {
+                        let _ = self.sock.send_to(&[], p);
+                    }
+                }
                 sent += sh.send(&ring, batch[i..end].iter().map(|o| o.data), &self.counters);
                 udp_from = end;
             }
