@@ -303,7 +303,9 @@ fn owner(shm: &str, run_for: Duration, teeth: bool, listen: &str) -> io::Result<
     result?;
     let report = writer_report?;
     // The writer has stopped and every WRITE of it has completed: read it all.
-    let (mut stale, mut landed, mut shown) = (0u64, 0u64, 0);
+    // Examples printed, per kind of violation (stale, read-only, hole): a
+    // shared cap let the first kind found crowd the others out.
+    let (mut stale, mut landed, mut shown) = (0u64, 0u64, [0; 3]);
     for (part, w) in watermark.iter().enumerate() {
         for o in (part * PART..(part + 1) * PART).step_by(8) {
             let x = region.read_u64(o);
@@ -325,8 +327,8 @@ fn owner(shm: &str, run_for: Duration, teeth: bool, listen: &str) -> io::Result<
             };
             if let Some(why) = bad {
                 stale += 1;
-                if shown < 5 {
-                    shown += 1;
+                if shown[0] < 5 {
+                    shown[0] += 1;
                     eprintln!(
                         "violation: offset {o:#x} (part {part}, watermark {w:?}) holds {x:#018x}: {why}"
                     );
@@ -354,8 +356,8 @@ fn owner(shm: &str, run_for: Duration, teeth: bool, listen: &str) -> io::Result<
         for &(start, end) in &read_only[part] {
             if posted >= start && done <= end {
                 t.silent_while_read_only += 1;
-                if shown < 10 {
-                    shown += 1;
+                if shown[1] < 5 {
+                    shown[1] += 1;
                     eprintln!(
                         "violation: a WRITE to page {page} succeeded while it was read-only (posted {} ns after mprotect(PROT_READ) returned, completed {} ns before write permission came back)",
                         posted - start,
@@ -369,8 +371,8 @@ fn owner(shm: &str, run_for: Duration, teeth: bool, listen: &str) -> io::Result<
         for &(start, end) in &holes[page * PAGE / PART] {
             if posted >= start && done <= end {
                 in_hole += 1;
-                if shown < 10 {
-                    shown += 1;
+                if shown[2] < 5 {
+                    shown[2] += 1;
                     eprintln!(
                         "violation: a WRITE to page {page} succeeded inside a hole (posted {} ns after it began, completed {} ns before it ended)",
                         posted - start,
