@@ -85,9 +85,12 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         ("ib_write_lat -s 2 RC --odp: t_typical", "usec"),
         ("ib_send_lat -s 2 RC --odp: t_typical", "usec"),
         ("softrdma perf write_bw (embedded default", "MiB/s"),
-        ("steady", "MiB/s"),
-        ("fresh (each page faulted once)", "MiB/s"),
-        ("MADV_POPULATE_WRITE of a fresh", "MiB/s"),
+        ("4 KiB pages: steady", "MiB/s"),
+        ("4 KiB pages: fresh (each page faulted once)", "MiB/s"),
+        ("4 KiB pages, one thread", "MiB/s"),
+        ("huge pages advised (--thp): steady", "MiB/s"),
+        ("huge pages advised (--thp): fresh (each page faulted once)", "MiB/s"),
+        ("huge pages advised (--thp), one thread", "MiB/s"),
         ("implicit ODP over 1 TiB", "bytes"),
     ] {
         let row = rows
@@ -111,7 +114,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         .iter()
         .filter(|r| r.contains(" >= ") || r.contains(" <= "))
         .collect();
-    assert_eq!(goals.len(), 13, "{stdout}");
+    assert_eq!(goals.len(), 15, "{stdout}");
     for g in goals {
         assert!(g.ends_with("| PASS |") || g.ends_with("| FAIL |"), "{g}");
         assert!(g.contains("x | "), "{g}");

@@ -194,6 +194,58 @@ fn dontneed_and_mremap_invalidate() {
     );
 }
 
+/// `softrdma perf --thp` and applications that advise huge pages: the kernel
+/// backs the region with 2 MiB pages, the umem still tracks 4 KiB pages, and
+/// an event on a 4 KiB piece of a huge page (the kernel splits it)
+/// invalidates exactly that piece.
+#[test]
+fn huge_pages_are_faulted_whole_and_invalidated_a_4k_page_at_a_time() {
+    const HUGE: usize = 2 << 20;
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let mm = mm();
+    let m = map_anon(2 * HUGE); // map_anon's addresses are 1 GiB aligned
+    m.advise_huge();
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &vec![4u8; 2 * HUGE]).unwrap();
+    assert_eq!(u.region().mapped_pages(), 2 * HUGE / PAGE);
+    if thp.contains("[never]") {
+        eprintln!("transparent huge pages are off here: the split is not exercised");
+    } else {
+        assert_eq!(
+            m.huge_bytes(),
+            2 * HUGE as u64,
+            "the kernel used huge pages"
+        );
+    }
+    // One 4 KiB page out of the middle of the first huge page, discarded...
+    m.dontneed(HUGE / 2, PAGE);
+    mm.sync_invalidations();
+    assert_eq!(u.region().mapped_pages(), 2 * HUGE / PAGE - 1);
+    let mut b = [9u8; 2];
+    u.read(m.addr + (HUGE / 2 - 1) as u64, &mut b).unwrap();
+    assert_eq!(
+        b,
+        [4, 0],
+        "the neighbour kept its bytes, the discarded page is zero"
+    );
+    // ...and one unmapped out of the second.
+    munmap(m.addr + (HUGE + 3 * PAGE) as u64, PAGE);
+    mm.sync_invalidations();
+    assert_eq!(
+        u.write(m.addr + (HUGE + 3 * PAGE) as u64, &[1]),
+        Err(AccessError::Unmapped)
+    );
+    let mut around = [0u8; 2];
+    u.read(m.addr + (HUGE + 3 * PAGE - 1) as u64, &mut around[..1])
+        .unwrap();
+    u.read(m.addr + (HUGE + 4 * PAGE) as u64, &mut around[1..])
+        .unwrap();
+    assert_eq!(around, [4, 4], "the rest of the huge page is intact");
+    // All 1024 written, the discarded one faulted back by the read, the unmapped one gone.
+    assert_eq!(u.region().mapped_pages(), 2 * HUGE / PAGE - 1);
+}
+
 #[test]
 fn mprotect_after_fault_gives_an_error_and_the_page_is_re_checked() {
     let mm = mm();

@@ -535,6 +535,16 @@ fn write_bw_buffer_walks_fresh_pages() {
         w > c,
         "walking 32 MiB faults more than cycling 8 MiB: {w} vs {c}"
     );
+    // The same walk over buffers advised for huge pages: the kernel hands out
+    // 2 MiB at a fault, the device still tracks (and verifies) 4 KiB pages.
+    walk.push("--thp");
+    let huge = ok(&walk);
+    check_bw(&huge, 65536.0, 512.0);
+    assert!(
+        huge.contains("Buffers: transparent huge pages advised"),
+        "{huge}"
+    );
+    assert!(odp_faults(&huge) >= 512, "{huge}");
     for bad in [
         &["perf", "write_lat", "--buffer", "1G"][..],
         &["perf", "read_bw", "--buffer", "1G"],

@@ -431,20 +431,24 @@ pub fn udp_stream(size: usize, count: usize) -> Result<(f64, f64), String> {
 
 // ---- memcpy -------------------------------------------------------------
 
-/// Single-thread memcpy bandwidth (MiB/s) of `len`-byte buffers, both warm
-/// (written before timing); the median of `reps` copies.
 /// How fast this machine hands out fresh memory: `MADV_POPULATE_WRITE` of
 /// a new `len`-byte anonymous mapping, one thread, MiB/s. The floor under
 /// any device that writes into memory never touched before (each page
 /// allocated and zeroed; in a VM, often also faulted in by the host).
-pub fn populate_write(len: usize) -> Result<f64, String> {
+/// `huge`: the mapping is advised for transparent huge pages first.
+pub fn populate_write(len: usize, huge: bool) -> Result<f64, String> {
     let m = super::footprint::reserve::Reservation::new(len)?;
+    if huge {
+        m.advise_huge()?;
+    }
     let t = Instant::now();
     odp::sys::populate::populate(m.addr as usize, len, true)
         .map_err(|e| format!("MADV_POPULATE_WRITE: {e:?}"))?;
     Ok(len as f64 / (1u64 << 20) as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Single-thread memcpy bandwidth (MiB/s) of `len`-byte buffers, both warm
+/// (written before timing); the median of `reps` copies.
 pub fn memcpy(len: usize, reps: usize) -> f64 {
     let src = vec![0xa5u8; len];
     let mut dst = vec![0u8; len];

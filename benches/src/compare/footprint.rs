@@ -46,6 +46,25 @@ pub(crate) mod reserve {
                 len,
             })
         }
+
+        /// `madvise(MADV_HUGEPAGE)`: let the kernel back it with 2 MiB pages.
+        pub fn advise_huge(&self) -> Result<(), String> {
+            // SAFETY: advice on our own mapping; no contents change.
+            let r = unsafe {
+                libc::madvise(
+                    self.addr as *mut libc::c_void,
+                    self.len,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "MADV_HUGEPAGE: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        }
     }
 
     impl Drop for Reservation {

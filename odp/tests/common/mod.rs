@@ -80,6 +80,30 @@ impl Mapping {
         };
         assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
     }
+    /// `madvise(MADV_HUGEPAGE)` over the whole mapping.
+    pub fn advise_huge(&self) {
+        // SAFETY: advice on memory this test owns; contents unchanged.
+        let r = unsafe { libc::madvise(self.ptr().cast(), self.len, libc::MADV_HUGEPAGE) };
+        assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
+    }
+    /// Bytes of this mapping the kernel backs with transparent huge pages
+    /// (`AnonHugePages` of its VMA in /proc/self/smaps).
+    pub fn huge_bytes(&self) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", self.addr);
+        let mut inside = false;
+        for line in smaps.lines() {
+            // A VMA's header starts "start-end perms ..."; its fields "Name: value".
+            let first = line.split_whitespace().next().unwrap_or("");
+            if !first.ends_with(':') {
+                inside = line.starts_with(&head);
+            } else if let (true, Some(v)) = (inside, line.strip_prefix("AnonHugePages:")) {
+                let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap();
+                return kb * 1024;
+            }
+        }
+        panic!("no VMA at {:#x} in /proc/self/smaps", self.addr)
+    }
     /// Read a byte directly (the application's view).
     pub fn byte(&self, off: usize) -> u8 {
         // SAFETY: the caller keeps the page mapped and readable.

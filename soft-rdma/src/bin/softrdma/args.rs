@@ -136,6 +136,8 @@ pub struct PerfArgs {
     /// walk through them slot after slot (instead of perftest's cycle of
     /// `-t` slots), so a fresh ODP region has each page faulted once.
     pub buffer: Option<u64>,
+    /// `--thp`: the buffers are advised for transparent huge pages.
+    pub thp: bool,
     /// `--duration SECONDS`: run the sizes again and again, on the same
     /// devices, QPs and MRs, until this many seconds have passed (a soak).
     pub duration: Option<u64>,
@@ -232,6 +234,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
         rx_depth: 512,
         cq_mod: 100,
         buffer: None,
+        thp: false,
         duration: None,
     };
     let (mut server, mut client): (bool, Option<String>) = (false, None);
@@ -329,6 +332,7 @@ pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
             "--implicit-odp" | "--use-implicit-odp" => a.odp = OdpMode::Implicit,
             "--json" => a.json = true,
             "--verify" => a.verify = true,
+            "--thp" => a.thp = true,
             "--stats" => a.stats = true,
             "--server" => server = true,
             "--client" => match v {

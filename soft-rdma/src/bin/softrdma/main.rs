@@ -69,6 +69,8 @@ flags (perftest's):
       --implicit-odp     register one implicit ODP region (whole address space)
       --buffer SIZE      bw: per-QP buffers of SIZE (e.g. 1G) walked slot by slot,
                          so each page of a fresh ODP region faults once (write/send)
+      --thp              advise transparent huge pages for the buffers (MADV_HUGEPAGE):
+                         a fresh region then faults in 2 MiB pages where it can
       --duration SECONDS run the test again and again on the same devices, QPs
                          and MRs until SECONDS have passed (a soak; a row a round)
       --verify           check every byte of the destination (and atomic results)
