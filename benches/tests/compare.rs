@@ -89,7 +89,10 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         ("4 KiB pages: fresh (each page faulted once)", "MiB/s"),
         ("4 KiB pages, one thread", "MiB/s"),
         ("huge pages advised (--thp): steady", "MiB/s"),
-        ("huge pages advised (--thp): fresh (each page faulted once)", "MiB/s"),
+        (
+            "huge pages advised (--thp): fresh (each page faulted once)",
+            "MiB/s",
+        ),
         ("huge pages advised (--thp), one thread", "MiB/s"),
         ("implicit ODP over 1 TiB", "bytes"),
     ] {

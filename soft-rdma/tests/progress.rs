@@ -497,3 +497,39 @@ fn a_receive_completes_only_after_its_ack_left() {
     let acks = lb.calls_with(Op::Ack);
     eprintln!("{N} SENDs acknowledged in {acks} send calls");
 }
+
+/// The receive thread of a device nobody polls watches the same-host rings
+/// for a moment before it sleeps (a streaming sender then needs no wake-ups),
+/// but it does sleep: an idle device makes no more than a handful of wake-ups.
+#[test]
+fn after_a_stream_over_the_ring_an_idle_receive_thread_sleeps() {
+    let (a, b) = (node(), node());
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    let src = Buf::new(4096, |i| i as u8);
+    let dst = Buf::new(4096 * 64, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 4096, Access::LOCAL_WRITE).unwrap();
+    let mrb =
+        b.pd.reg_mr(dst.addr(), dst.0.len() as u64, all_access())
+            .unwrap();
+    for i in 0..2000u64 {
+        let at = dst.addr() + (i % 64) * 4096;
+        write(&qa, i, &src, &mra, 4096, at, mrb.rkey(), i % 64 == 63);
+        if i % 64 == 63 {
+            let c = wait(&a.cq, 1);
+            assert_eq!(c[0].status, WcStatus::Success);
+        }
+    }
+    write(&qa, 9999, &src, &mra, 4096, dst.addr(), mrb.rkey(), true);
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(&dst.0[..4096], &src.0[..]);
+    let sb = b.dev.stats();
+    assert!(sb.link_same_host_received > 1000, "over the ring: {sb}");
+    // An application polling b's empty CQ kicks the sleeping receive
+    // thread (it takes over receiving): the kick must not keep it awake.
+    assert_eq!(b.cq.poll(&mut [Wc::EMPTY; 4]), 0);
+    std::thread::sleep(Duration::from_millis(50));
+    let before = b.dev.stats().rx_wakeups;
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = b.dev.stats().rx_wakeups - before;
+    assert!(idle < 20, "{idle} wake-ups in 300 ms of nothing");
+}

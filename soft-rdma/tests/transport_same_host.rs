@@ -154,3 +154,49 @@ fn a_closed_peer_sends_the_link_back_to_udp_and_its_successor_gets_a_ring() {
     std::thread::sleep(Duration::from_millis(1100));
     until_on_ring(&a, &b2, n + 10);
 }
+
+/// Receive into `batch` until `n` datagrams came (or 5 s passed); for each,
+/// its number and whether the link marked it intact (no ICRC check needed).
+fn recv_marked(b: &dyn Link, n: usize) -> Vec<(u32, bool)> {
+    let mut batch = RecvBatch::new(64);
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < n && Instant::now() < end {
+        b.recv(&mut batch, Some(Duration::from_millis(100)))
+            .unwrap();
+        for i in 0..batch.len() {
+            let (_, d) = batch.get(i);
+            got.push((
+                u32::from_le_bytes(d[..4].try_into().unwrap()),
+                batch.intact(i),
+            ));
+        }
+    }
+    got
+}
+
+/// Ring datagrams skip the ICRC check as loopback packets skip checksums:
+/// memory cannot flip bits on the way. Only they do — a UDP datagram is
+/// checked, and so is anything a fault layer handled (it may corrupt).
+#[test]
+fn ring_datagrams_are_marked_intact_and_nothing_else_is() {
+    let (a, b) = (bind(5, 1), bind(5, 2));
+    // The very first datagram goes by UDP (nobody has offered a ring yet).
+    send(&a, b.local(), 0..1);
+    assert_eq!(recv_marked(&b, 1), [(0, false)], "UDP: checked");
+    let next = until_on_ring(&a, &b, 1);
+    send(&a, b.local(), next..next + 20);
+    let got = recv_marked(&b, 20);
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|&(_, intact)| intact), "{got:?}");
+    // The same ring behind a fault layer that corrupts every datagram.
+    let cfg: soft_rdma::transport::FaultConfig = "corrupt=1,seed=3".parse().unwrap();
+    let faulty = soft_rdma::transport::FaultLink::new(b, cfg);
+    let sent_before = a.stats().same_host_sent;
+    send(&a, faulty.local(), 0..20);
+    assert_eq!(a.stats().same_host_sent, sent_before + 20, "still the ring");
+    let got = recv_marked(&faulty, 20);
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|&(_, intact)| !intact), "{got:?}");
+    assert_eq!(faulty.fault_stats().corrupted, 20);
+}
