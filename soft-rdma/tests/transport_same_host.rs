@@ -200,3 +200,37 @@ fn ring_datagrams_are_marked_intact_and_nothing_else_is() {
     assert!(got.iter().all(|&(_, intact)| !intact), "{got:?}");
     assert_eq!(faulty.fault_stats().corrupted, 20);
 }
+
+/// A consumer that does not read: the producer watches the full ring a
+/// moment, waits 4 ms more, then drops the rest of its send and counts it —
+/// and what did go in arrives whole and in order, and the ring works on.
+#[test]
+fn a_full_ring_drops_the_rest_of_a_send_and_keeps_working() {
+    let (a, b) = (bind(6, 1), bind(6, 2));
+    let next = until_on_ring(&a, &b, 0);
+    let ds: Vec<Vec<u8>> = (next..next + 3000).map(datagram).collect();
+    let out: Vec<Outgoing<'_>> = ds
+        .iter()
+        .map(|d| Outgoing {
+            peer: b.local(),
+            data: d,
+        })
+        .collect();
+    let before = a.stats();
+    let sent = a.send(&out).unwrap();
+    let after = a.stats();
+    assert!(
+        sent > 100 && sent < 3000,
+        "the 4 MiB ring holds some: {sent}"
+    );
+    assert_eq!(
+        after.send_dropped - before.send_dropped,
+        (3000 - sent) as u64
+    );
+    assert_eq!(after.same_host_sent - before.same_host_sent, sent as u64);
+    let got = recv(&b, a.local(), sent);
+    assert_eq!(got, (next..next + sent as u32).collect::<Vec<_>>());
+    send(&a, b.local(), 0..10);
+    assert_eq!(recv(&b, a.local(), 10), (0..10).collect::<Vec<_>>());
+    assert_eq!(b.stats().same_host_refused, 0);
+}

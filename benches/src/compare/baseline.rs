@@ -447,6 +447,16 @@ pub fn populate_write(len: usize, huge: bool) -> Result<f64, String> {
     Ok(len as f64 / (1u64 << 20) as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Touch `len` bytes of new memory and give them back: afterwards the guest
+/// kernel's free memory is memory the VM's host has backed. This host takes
+/// freed guest memory back (free page reporting, a few seconds after it is
+/// freed) and faults it in again at its next first touch, many times slower
+/// than the guest kernel's own work — a property of the VM, not of what the
+/// fresh runs measure, so each of them starts right after this.
+pub fn warm_host(len: usize, huge: bool) -> Result<(), String> {
+    populate_write(len, huge).map(drop)
+}
+
 /// Single-thread memcpy bandwidth (MiB/s) of `len`-byte buffers, both warm
 /// (written before timing); the median of `reps` copies.
 pub fn memcpy(len: usize, reps: usize) -> f64 {

@@ -63,6 +63,10 @@ const GATE_MAX: Duration = Duration::from_millis(10);
 /// (4 ms in all, as a full UDP socket buffer).
 const FULL_WAITS: u32 = 40;
 const FULL_WAIT: Duration = Duration::from_micros(100);
+/// Before the first of those waits, a full ring is watched this long: a
+/// consumer that is awake frees room within microseconds, and a sleep of
+/// [`FULL_WAIT`] would leave it idle once it has caught up.
+const FULL_SPIN: Duration = Duration::from_micros(50);
 
 /// Whether the environment allows the fast path.
 pub(super) fn enabled() -> bool {
@@ -214,6 +218,7 @@ impl SameHost {
         let mut p = lock(&o.producer);
         let (mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize);
         let mut waits = 0;
+        let mut spin_start = None;
         for d in data {
             // Longer than any receiver takes: dropped here, not sent to
             // break the ring (the consumer would refuse the whole ring).
@@ -226,13 +231,21 @@ impl SameHost {
                     Ok(()) => {
                         sent += 1;
                         bytes += d.len();
+                        spin_start = None;
                         break;
                     }
                     Err(PushError::Full) if waits < FULL_WAITS && !p.consumer_gone() => {
                         // Let the consumer see what is there; probing with a
                         // kick the first time tells a dead consumer.
-                        if p.publish() || waits == 0 {
+                        if p.publish() || (spin_start.is_none() && waits == 0) {
                             self.kick(o);
+                        }
+                        let since = *spin_start.get_or_insert_with(Instant::now);
+                        if since.elapsed() < FULL_SPIN {
+                            for _ in 0..64 {
+                                std::hint::spin_loop();
+                            }
+                            continue;
                         }
                         waits += 1;
                         std::thread::sleep(FULL_WAIT);
