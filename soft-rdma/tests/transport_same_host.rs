@@ -37,20 +37,28 @@ fn send(a: &UdpLink, to: SocketAddr, range: std::ops::Range<u32>) {
     }
 }
 
-/// Receive until `n` datagrams came (or 5 s passed); their numbers in order.
-fn recv(b: &UdpLink, from: SocketAddr, n: usize) -> Vec<u32> {
+/// Receive until `n` datagrams came (or 5 s passed); `each` sees every one
+/// (the batch and its index) and returns what to collect.
+fn recv_each<T>(b: &dyn Link, n: usize, mut each: impl FnMut(&RecvBatch, usize) -> T) -> Vec<T> {
     let mut batch = RecvBatch::new(64);
     let mut got = Vec::new();
     let end = Instant::now() + Duration::from_secs(5);
     while got.len() < n && Instant::now() < end {
         b.recv(&mut batch, Some(Duration::from_millis(100)))
             .unwrap();
-        for (p, d) in batch.iter() {
-            assert_eq!(p, from);
-            got.push(number(d));
-        }
+        got.extend((0..batch.len()).map(|i| each(&batch, i)));
     }
     got
+}
+
+/// Receive until `n` datagrams from `from` came (or 5 s passed); their
+/// numbers in order.
+fn recv(b: &UdpLink, from: SocketAddr, n: usize) -> Vec<u32> {
+    recv_each(b, n, |batch, i| {
+        let (p, d) = batch.get(i);
+        assert_eq!(p, from);
+        number(d)
+    })
 }
 
 /// Send one datagram at a time, numbered from `first`, until one goes by
@@ -155,24 +163,16 @@ fn a_closed_peer_sends_the_link_back_to_udp_and_its_successor_gets_a_ring() {
     until_on_ring(&a, &b2, n + 10);
 }
 
-/// Receive into `batch` until `n` datagrams came (or 5 s passed); for each,
-/// its number and whether the link marked it intact (no ICRC check needed).
+/// Receive until `n` datagrams came: each one's number and whether the
+/// link marked it intact (no ICRC check needed).
 fn recv_marked(b: &dyn Link, n: usize) -> Vec<(u32, bool)> {
-    let mut batch = RecvBatch::new(64);
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(5);
-    while got.len() < n && Instant::now() < end {
-        b.recv(&mut batch, Some(Duration::from_millis(100)))
-            .unwrap();
-        for i in 0..batch.len() {
-            let (_, d) = batch.get(i);
-            got.push((
-                u32::from_le_bytes(d[..4].try_into().unwrap()),
-                batch.intact(i),
-            ));
-        }
-    }
-    got
+    recv_each(b, n, |batch, i| {
+        let d = batch.get(i).1;
+        (
+            u32::from_le_bytes(d[..4].try_into().unwrap()),
+            batch.intact(i),
+        )
+    })
 }
 
 /// Ring datagrams skip the ICRC check as loopback packets skip checksums:
