@@ -90,8 +90,10 @@ while :; do
         p=${pids[$k]}
         rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
         fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l || true)
-        # A zombie has no RSS line: it has finished.
-        if [ -n "$rss" ]; then
+        # A zombie has no RSS line: it has finished. No open fds: it is
+        # exiting (every live process here holds its streams and sockets),
+        # its memory half torn down — not a sample of a running process.
+        if [ -n "$rss" ] && [ "${fds:-0}" -gt 0 ]; then
             alive=$((alive + 1))
             echo "$t $k $rss $fds" >>"$samples"
         fi
