@@ -70,6 +70,7 @@ impl Region {
                 std::io::Error::last_os_error()
             ));
         }
+        // Owned before the advice, so that a refusal unmaps it on the way out.
         let region = Region { ptr: p.cast(), len };
         // SAFETY: advice on our own fresh mapping; it changes no contents.
         if thp && unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) } != 0 {
