@@ -1,24 +1,35 @@
 //! `soft-rdma`: a RoCEv2 software RDMA device in userspace.
 //!
-//! Layers, bottom up (smoltcp's split, rxe's roles):
+//! Layers, top down; each uses only those below it (smoltcp's split, rxe's
+//! roles; the map is docs/ARCHITECTURE.md):
+//! * [`verbs`] — the public handles (Device, Pd, Mr, Cq, CompChannel, Qp,
+//!   Srq, Ah): argument checks and errnos, then a call down;
+//! * `device` — the QP and MR tables, receive dispatch, doorbells, the
+//!   receive/timer/publisher threads, counter publication;
+//! * `qp` — one QP's protocol (requester, responder, completer, state
+//!   machine, transmit queue), seeing its device only through a `Context`;
+//! * `resources` — MRs and their key table, CQs, SRQs, counters, timers,
+//!   asynchronous events;
+//! * the vocabulary (`types`, `limits`) and locks with their order (`sync`);
 //! * [`wire`] — headers, a zero-copy packet view, a parsed repr, the ICRC;
-//! * [`transport`] — moving datagrams: UDP (batched), in-process loopback,
-//!   pcap middleware;
-//! * [`verbs`] — device, PD, MR (pinned / ODP / implicit ODP via `odp`), CQ,
-//!   QP, SRQ, AH: the objects and their errors;
-//! * [`engine`] — requester, responder, completer: the RC/UC/UD protocol.
+//! * [`transport`] — moving datagrams: UDP (batched) with its same-host
+//!   rings, in-process loopback, fault and pcap middleware.
+//!
+//! `unsafe` lives only in `sys` (random bytes, inline-data copy, eventfds),
+//! `shm` (the counters' shared mapping) and the transport's syscall and ring
+//! modules; every other module forbids it.
 
-pub(crate) mod engine;
+mod device;
+mod limits;
 pub mod log;
+mod qp;
+mod resources;
 mod shm;
+mod sync;
 mod sys;
 pub mod transport;
+mod types;
 pub mod verbs;
 pub mod wire;
 
-/// Lock a mutex whether or not a holder panicked: every lock here guards
-/// state that stays consistent at each unlock point, and a panicking thread
-/// (a test's, an application's callback) must not wedge the device.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use sync::lock;

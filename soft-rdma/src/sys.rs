@@ -46,7 +46,7 @@ pub(crate) fn random_byte() -> u8 {
 
 /// Copy the bytes named by a gather list straight from application memory
 /// (inline sends: no key is needed). Faults are errors, never crashes.
-pub(crate) fn copy_inline(sges: &[crate::verbs::Sge], out: &mut [u8]) -> Result<(), ()> {
+pub(crate) fn copy_inline(sges: &[crate::types::Sge], out: &mut [u8]) -> Result<(), ()> {
     let mut at = 0;
     for s in sges {
         let n = s.length as usize;

@@ -1,23 +1,25 @@
-//! Verbs objects with the semantics and errors of the verbs specification.
+//! The verbs: the public handles (Device, Pd, Mr, Cq, CompChannel, Qp, Srq,
+//! Ah) with the semantics and errnos of the verbs specification. Each checks
+//! its arguments and calls down into the device; none holds protocol state.
+#![forbid(unsafe_code)]
 
 mod cq;
-pub(crate) mod device;
-pub(crate) mod mr;
-pub mod publish;
-pub(crate) mod qp;
+mod device;
+mod mr;
+mod qp;
 mod srq;
-pub(crate) mod stats;
-mod types;
 
+pub use crate::device::publish;
+pub use crate::device::stats::DeviceStats;
+pub use crate::resources::counters::Stats;
+pub use crate::types::*;
 pub use cq::{CompChannel, Cq};
 pub use device::{Device, DeviceAttr, OdpCaps, PortAttr};
 pub use mr::Mr;
 pub use qp::{Qp, QpInitAttr};
-pub use srq::{AsyncEvent, Srq};
-pub use stats::{DeviceStats, Stats};
-pub use types::*;
+pub use srq::Srq;
 
-use device::DeviceInner;
+use crate::device::DeviceInner;
 use std::sync::Arc;
 
 /// A protection domain (`ibv_pd`).
@@ -29,7 +31,7 @@ pub struct Pd {
 
 impl Pd {
     fn new(dev: Arc<DeviceInner>) -> Pd {
-        let id = dev.new_pd_id();
+        let id = dev.new_object_id();
         Pd { dev, id }
     }
     pub(crate) fn dev(&self) -> &Arc<DeviceInner> {
@@ -55,10 +57,4 @@ impl Pd {
     pub fn create_ah(&self, dgid: Gid) -> Ah {
         Ah { dgid }
     }
-}
-
-/// An address handle (`ibv_ah`): where UD sends go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ah {
-    pub dgid: Gid,
 }

@@ -46,6 +46,19 @@ pub struct IcrcContext {
     pub dst_port: u16,
 }
 
+impl IcrcContext {
+    /// The context of a datagram from `from` to `to`: the IP/UDP headers
+    /// the ICRC covers are rebuilt from the two endpoints.
+    pub fn between(from: std::net::SocketAddr, to: std::net::SocketAddr) -> IcrcContext {
+        IcrcContext {
+            src: from.ip(),
+            dst: to.ip(),
+            src_port: from.port(),
+            dst_port: to.port(),
+        }
+    }
+}
+
 enum Family {
     V4(Ipv4Addr, Ipv4Addr),
     V6(Ipv6Addr, Ipv6Addr),

@@ -22,7 +22,8 @@
 //! inside it, no payload or pad on READ request / ACK / ATOMIC ACK / atomics,
 //! and a defined AETH syndrome. Reserved bits and pad contents are ignored
 //! (and written as zero). Whether first/middle packets carry exactly the
-//! path MTU is the engine's business (the wire layer does not know the MTU).
+//! path MTU is the QP's business (the wire layer does not know the MTU).
+#![forbid(unsafe_code)]
 
 mod bth;
 mod bytes;

@@ -10,26 +10,19 @@
 //! duplicate is answered from the record: READ data re-read, atomic result
 //! replayed — an atomic is never executed twice.
 
-use super::packet::{self, ResolvedSge, TxQueue};
-use super::psn;
-use super::requester::bth;
+use super::psn::{self, MAX_UNACKED};
+use super::tx::{bth, TxQueue};
+use super::{Context, Inner, QpShared};
+use crate::limits::MAX_MSG;
 use crate::log::log;
-use crate::verbs::device::MAX_MSG;
-use crate::verbs::mr::{KeyError, MrShared};
-use crate::verbs::qp::{QpInner, QpShared};
-use crate::verbs::{Access, QpState, QpType, Wc, WcOpcode, WcStatus};
+use crate::resources::counters::bump;
+use crate::resources::mr::{KeyError, MrShared};
+use crate::resources::sge::{self, RecvWqe};
+use crate::types::{Access, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// A posted receive work request.
-pub(crate) struct RecvWqe {
-    pub(crate) wr_id: u64,
-    pub(crate) sges: Vec<ResolvedSge>,
-    pub(crate) len: u64,
-}
 
 /// A multi-packet message being received.
 enum InMsg {
@@ -53,28 +46,28 @@ enum Replay {
 
 /// Responder state, under the QP lock.
 #[derive(Default)]
-pub(crate) struct RespState {
-    pub(crate) rq: VecDeque<RecvWqe>,
+pub(super) struct RespState {
+    pub(super) rq: VecDeque<RecvWqe>,
     /// Expected PSN.
-    pub(crate) epsn: u32,
+    pub(super) epsn: u32,
     /// Messages completed (the AETH MSN).
-    pub(crate) msn: u32,
+    pub(super) msn: u32,
     /// A sequence NAK was sent for the current gap.
     nak_sent: bool,
     cur: Option<InMsg>,
     replay: VecDeque<Replay>,
     /// Coalesced ACK to send at the end of the receive batch.
-    pub(crate) ack_pending: Option<u32>,
+    pub(super) ack_pending: Option<u32>,
     /// The PSN the last ACK sent acknowledged.
     last_ack: Option<u32>,
     /// Receive completions of this receive batch, published at its end only
-    /// after the ACK covering them has left (`engine::rx`): an application
+    /// after the ACK covering them has left (`device::rx`): an application
     /// that sees its completion and exits must not strand the sender
     /// without an ACK.
-    pub(crate) completed: Vec<(Wc, bool)>,
+    pub(super) completed: Vec<(Wc, bool)>,
     /// A class C or J error (IBTA 9.9.3.1): once this packet's NAK and
     /// completion are out, the responder QP goes to the error state too.
-    pub(crate) goto_error: bool,
+    pub(super) goto_error: bool,
 }
 
 /// Why a request fails.
@@ -90,9 +83,10 @@ fn key_nak(_: KeyError) -> Fail {
 }
 
 /// Handle a request packet for this QP.
-pub(crate) fn on_request(
+pub(super) fn on_request(
+    ctx: &Context<'_>,
     sh: &QpShared,
-    q: &mut QpInner,
+    q: &mut Inner,
     from: SocketAddr,
     repr: &PacketRepr,
     payload: &[u8],
@@ -105,7 +99,7 @@ pub(crate) fn on_request(
         return;
     }
     if sh.qp_type == QpType::Ud {
-        ud_receive(sh, q, from, repr, payload);
+        ud_receive(ctx, sh, q, from, repr, payload);
         return;
     }
     let p = repr.bth.psn;
@@ -121,24 +115,21 @@ pub(crate) fn on_request(
             q.resp.epsn = p;
         }
     } else if d < 0 {
-        sh.dev
-            .stats
-            .duplicate_requests
-            .fetch_add(1, Ordering::Relaxed);
-        duplicate(sh, q, repr, tx);
+        bump(&ctx.stats.duplicate_requests);
+        duplicate(ctx, q, repr, tx);
         return;
     } else if d > 0 {
-        sh.dev.stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
+        bump(&ctx.stats.out_of_sequence);
         if !q.resp.nak_sent {
             q.resp.nak_sent = true;
             let e = q.resp.epsn;
-            sh.dev.stats.nak_sent(NakCode::PsnSequenceError);
-            send_aeth(sh, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
+            ctx.stats.nak_sent(NakCode::PsnSequenceError);
+            send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
         }
         return;
     }
     q.resp.nak_sent = false;
-    match execute(sh, q, repr, payload, tx) {
+    match execute(ctx, sh, q, repr, payload, tx) {
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req
@@ -147,14 +138,14 @@ pub(crate) fn on_request(
             {
                 // Coalesced: one ACK a QP at the end of the receive batch,
                 // sent before the receive completions it covers become
-                // visible (`engine::rx`).
+                // visible (`device::rx`).
                 q.resp.ack_pending = Some(p);
             }
         }
         Err(Fail::Rnr) => {
             let t = q.min_rnr_timer;
-            sh.dev.stats.rnr_naks_sent.fetch_add(1, Ordering::Relaxed);
-            send_aeth(sh, q, tx, p, Syndrome::RnrNak { timer: t });
+            bump(&ctx.stats.rnr_naks_sent);
+            send_aeth(ctx, q, tx, p, Syndrome::RnrNak { timer: t });
         }
         Err(Fail::Nak(code)) => {
             q.resp.cur = None;
@@ -165,14 +156,14 @@ pub(crate) fn on_request(
                 repr
             );
             if sh.qp_type == QpType::Rc {
-                sh.dev.stats.nak_sent(code);
-                send_aeth(sh, q, tx, p, Syndrome::Nak(code));
+                ctx.stats.nak_sent(code);
+                send_aeth(ctx, q, tx, p, Syndrome::Nak(code));
                 // Invalid request, remote access and remote operational
                 // errors end the connection on both sides (as rxe and mlx5).
                 q.resp.goto_error = true;
             } else {
                 // UC has no NAK: the message is dropped (rxe's class D/E).
-                sh.dev.stats.uc_dropped.fetch_add(1, Ordering::Relaxed);
+                bump(&ctx.stats.uc_dropped);
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
@@ -205,8 +196,9 @@ fn is_first_or_only(op: Op) -> bool {
 
 /// Run one in-sequence request; returns how many PSNs it used.
 fn execute(
+    ctx: &Context<'_>,
     sh: &QpShared,
-    q: &mut QpInner,
+    q: &mut Inner,
     repr: &PacketRepr,
     payload: &[u8],
     tx: &mut TxQueue,
@@ -222,7 +214,7 @@ fn execute(
             if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
-            let wqe = sh.take_recv(q).ok_or(Fail::Rnr)?;
+            let wqe = sh.take_recv(ctx, q).ok_or(Fail::Rnr)?;
             q.resp.cur = Some(InMsg::Send { wqe, offset: 0 });
             recv_payload(sh, q, repr, payload)
         }
@@ -258,9 +250,9 @@ fn execute(
             let mr = if reth.len == 0 {
                 None
             } else {
-                let mr = sh
-                    .dev
-                    .mr(reth.rkey)
+                let mr = ctx
+                    .mrs
+                    .get(reth.rkey)
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
@@ -277,7 +269,7 @@ fn execute(
                 remaining: u64::from(reth.len),
                 total: reth.len,
             });
-            write_payload(sh, q, repr, payload)
+            write_payload(ctx, sh, q, repr, payload)
         }
         Op::WriteMiddle | Op::WriteLast | Op::WriteLastImm => {
             if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
@@ -289,7 +281,7 @@ fn execute(
             if op == Op::WriteLastImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
-            write_payload(sh, q, repr, payload)
+            write_payload(ctx, sh, q, repr, payload)
         }
         Op::ReadRequest => {
             let Ext::Reth(reth) = repr.ext else {
@@ -307,9 +299,9 @@ fn execute(
                 return Err(invalid);
             }
             if reth.len > 0 {
-                let mr = sh
-                    .dev
-                    .mr(reth.rkey)
+                let mr = ctx
+                    .mrs
+                    .get(reth.rkey)
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
                 mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
                     .map_err(key_nak)?;
@@ -317,7 +309,7 @@ fn execute(
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
-            read_responses(sh, q, first, npsn, reth, 0, tx)?;
+            read_responses(ctx, q, first, npsn, reth, 0, tx)?;
             remember(q, Replay::Read { first, npsn, reth });
             q.resp.msn = psn::add(q.resp.msn, 1);
             Ok(npsn)
@@ -335,9 +327,9 @@ fn execute(
             if a.va % 8 != 0 {
                 return Err(invalid);
             }
-            let mr = sh
-                .dev
-                .mr(a.rkey)
+            let mr = ctx
+                .mrs
+                .get(a.rkey)
                 .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
             mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
@@ -355,14 +347,14 @@ fn execute(
                     orig,
                 },
             );
-            send_atomic_ack(sh, q, tx, repr.bth.psn, orig);
+            send_atomic_ack(ctx, q, tx, repr.bth.psn, orig);
             Ok(1)
         }
         _ => Err(invalid),
     }
 }
 
-fn remember(q: &mut QpInner, r: Replay) {
+fn remember(q: &mut Inner, r: Replay) {
     while q.resp.replay.len() >= usize::from(q.max_dest_rd_atomic).max(1) {
         q.resp.replay.pop_front();
     }
@@ -372,7 +364,7 @@ fn remember(q: &mut QpInner, r: Replay) {
 /// SEND payload into the current receive WQE; completes it on the last packet.
 fn recv_payload(
     sh: &QpShared,
-    q: &mut QpInner,
+    q: &mut Inner,
     repr: &PacketRepr,
     payload: &[u8],
 ) -> Result<u32, Fail> {
@@ -384,7 +376,7 @@ fn recv_payload(
     let status = if end > wqe.len {
         Some((WcStatus::LocLenErr, NakCode::InvalidRequest))
     } else {
-        packet::scatter(&wqe.sges, sh.pd, *offset, payload)
+        sge::scatter(&wqe.sges, sh.pd, *offset, payload)
             .err()
             .map(|s| (s, NakCode::RemoteOperationalError))
     };
@@ -435,8 +427,9 @@ fn recv_payload(
 
 /// WRITE payload into the target MR; on a last-with-immediate, a completion.
 fn write_payload(
+    ctx: &Context<'_>,
     sh: &QpShared,
-    q: &mut QpInner,
+    q: &mut Inner,
     repr: &PacketRepr,
     payload: &[u8],
 ) -> Result<u32, Fail> {
@@ -475,7 +468,7 @@ fn write_payload(
             _ => None,
         };
         if let Some(i) = imm {
-            let wqe = sh.take_recv(q).expect("checked before writing");
+            let wqe = sh.take_recv(ctx, q).expect("checked before writing");
             let mut wc = recv_wc(
                 wqe.wr_id,
                 WcStatus::Success,
@@ -505,12 +498,12 @@ fn rc(op: Op) -> Opcode {
 
 /// READ responses built under one window onto the memory (the requester's
 /// PSN window: what it sends under one window at most).
-const WINDOW_PACKETS: u32 = super::requester::MAX_UNACKED;
+const WINDOW_PACKETS: u32 = MAX_UNACKED;
 
 /// READ responses for PSNs `first+from .. first+npsn`.
 fn read_responses(
-    sh: &QpShared,
-    q: &QpInner,
+    ctx: &Context<'_>,
+    q: &Inner,
     first: u32,
     npsn: u32,
     reth: Reth,
@@ -521,8 +514,8 @@ fn read_responses(
     let mtu = q.path_mtu.bytes() as u64;
     let mr = if reth.len > 0 {
         Some(
-            sh.dev
-                .mr(reth.rkey)
+            ctx.mrs
+                .get(reth.rkey)
                 .ok_or(Fail::Nak(NakCode::RemoteAccessError))?,
         )
     } else {
@@ -559,7 +552,7 @@ fn read_responses(
             ext,
             payload_len: plen,
         };
-        tx.push(&sh.dev, peer, &repr, |buf| match &mut window {
+        tx.push(ctx, peer, &repr, |buf| match &mut window {
             Some(w) => w
                 .window
                 .read(reth.va + off, buf)
@@ -570,7 +563,7 @@ fn read_responses(
     Ok(())
 }
 
-fn send_atomic_ack(sh: &QpShared, q: &QpInner, tx: &mut TxQueue, p: u32, orig: u64) {
+fn send_atomic_ack(ctx: &Context<'_>, q: &Inner, tx: &mut TxQueue, p: u32, orig: u64) {
     let Some(peer) = q.peer else { return };
     let aeth = Aeth {
         syndrome: Syndrome::Ack { credits: 0x1f },
@@ -581,19 +574,13 @@ fn send_atomic_ack(sh: &QpShared, q: &QpInner, tx: &mut TxQueue, p: u32, orig: u
         ext: Ext::AtomicAck(aeth, orig),
         payload_len: 0,
     };
-    let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
+    let _ = tx.push(ctx, peer, &repr, |_| Ok::<(), ()>(()));
 }
 
 /// An ACK, NAK or RNR NAK for PSN `p` (a pending coalesced ACK goes first).
-pub(crate) fn send_aeth(
-    sh: &QpShared,
-    q: &mut QpInner,
-    tx: &mut TxQueue,
-    p: u32,
-    syndrome: Syndrome,
-) {
+fn send_aeth(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue, p: u32, syndrome: Syndrome) {
     if !matches!(syndrome, Syndrome::Ack { .. }) {
-        flush_ack(sh, q, tx);
+        flush_ack(ctx, q, tx);
     }
     let Some(peer) = q.peer else { return };
     if matches!(syndrome, Syndrome::Ack { .. }) {
@@ -607,18 +594,18 @@ pub(crate) fn send_aeth(
         }),
         payload_len: 0,
     };
-    let _ = tx.push(&sh.dev, peer, &repr, |_| Ok::<(), ()>(()));
+    let _ = tx.push(ctx, peer, &repr, |_| Ok::<(), ()>(()));
 }
 
 /// A coalesced ACK covering this many PSNs past the last one sent leaves
 /// before the receive batch ends (a quarter of the requester's window, see
-/// `requester::MAX_UNACKED`): while the rest of a large batch is handled
+/// `psn::MAX_UNACKED`): while the rest of a large batch is handled
 /// here, the requester, its window reopened, sends more instead of waiting.
-const ACK_EVERY: i32 = (super::requester::MAX_UNACKED / 4) as i32;
+const ACK_EVERY: i32 = (MAX_UNACKED / 4) as i32;
 
 /// Whether the coalesced ACK should leave now rather than at the end of
 /// the receive batch.
-pub(crate) fn ack_due(q: &QpInner) -> bool {
+pub(super) fn ack_due(q: &Inner) -> bool {
     match (q.resp.ack_pending, q.resp.last_ack) {
         (Some(p), Some(last)) => psn::diff(p, last) >= ACK_EVERY,
         (Some(_), None) => true,
@@ -627,14 +614,14 @@ pub(crate) fn ack_due(q: &QpInner) -> bool {
 }
 
 /// Send the coalesced ACK, if any.
-pub(crate) fn flush_ack(sh: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
+pub(super) fn flush_ack(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
     if let Some(p) = q.resp.ack_pending.take() {
-        send_aeth(sh, q, tx, p, Syndrome::Ack { credits: 0x1f });
+        send_aeth(ctx, q, tx, p, Syndrome::Ack { credits: 0x1f });
     }
 }
 
 /// A request below the expected PSN: answer it again, execute nothing.
-fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue) {
+fn duplicate(ctx: &Context<'_>, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
     match op {
@@ -649,7 +636,7 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
             });
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
-                let _ = read_responses(sh, q, first, npsn, reth, from, tx);
+                let _ = read_responses(ctx, q, first, npsn, reth, from, tx);
             }
         }
         Op::CompareSwap | Op::FetchAdd => {
@@ -658,7 +645,7 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
                 _ => None,
             });
             if let Some(orig) = orig {
-                send_atomic_ack(sh, q, tx, p, orig);
+                send_atomic_ack(ctx, q, tx, p, orig);
             }
         }
         _ => {
@@ -672,17 +659,24 @@ fn duplicate(sh: &QpShared, q: &mut QpInner, repr: &PacketRepr, tx: &mut TxQueue
 }
 
 /// UD: one packet, one message, a 40-byte GRH area in front of the data.
-fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRepr, payload: &[u8]) {
+fn ud_receive(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    from: SocketAddr,
+    repr: &PacketRepr,
+    payload: &[u8],
+) {
     let (deth, imm) = match repr.ext {
         Ext::Deth(d) => (d, None),
         Ext::DethImm(d, i) => (d, Some(i)),
         _ => return,
     };
     if deth.qkey != q.qkey {
-        sh.dev.stats.qkey_violations.fetch_add(1, Ordering::Relaxed);
+        bump(&ctx.stats.qkey_violations);
         return;
     }
-    let Some(wqe) = sh.take_recv(q) else {
+    let Some(wqe) = sh.take_recv(ctx, q) else {
         return; // UD has no RNR: the datagram is lost
     };
     let total = 40 + payload.len() as u64;
@@ -690,13 +684,9 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
     if total > wqe.len {
         wc.status = WcStatus::LocLenErr;
     } else {
-        let grh = grh(
-            crate::verbs::Gid::from_ip(from.ip()),
-            sh.dev.gid,
-            payload.len(),
-        );
-        if let Err(s) = packet::scatter(&wqe.sges, sh.pd, 0, &grh)
-            .and_then(|_| packet::scatter(&wqe.sges, sh.pd, 40, payload))
+        let grh = grh(Gid::from_ip(from.ip()), ctx.gid, payload.len());
+        if let Err(s) = sge::scatter(&wqe.sges, sh.pd, 0, &grh)
+            .and_then(|_| sge::scatter(&wqe.sges, sh.pd, 40, payload))
         {
             wc.status = s;
         }
@@ -704,11 +694,11 @@ fn ud_receive(sh: &QpShared, q: &mut QpInner, from: SocketAddr, repr: &PacketRep
     wc.imm = imm;
     wc.src_qp = deth.src_qp;
     wc.grh = true;
-    sh.complete_recv(wc, repr.bth.solicited);
+    sh.complete_recv(ctx, wc, repr.bth.solicited);
 }
 
 /// The GRH a UD receive buffer starts with (IPv6 layout, RoCEv2 GIDs).
-fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8; 40] {
+fn grh(sgid: Gid, dgid: Gid, payload: usize) -> [u8; 40] {
     let mut g = [0u8; 40];
     g[0] = 0x60;
     g[4..6].copy_from_slice(&((payload + 12 + 8 + 4) as u16).to_be_bytes());
@@ -723,7 +713,7 @@ fn grh(sgid: crate::verbs::Gid, dgid: crate::verbs::Gid, payload: usize) -> [u8;
 /// dropped UC message generates no completion, so the receive WQE it had
 /// taken is not consumed — it serves the next message (rxe does the same).
 /// Dropping it would leak the application's buffer: no completion, ever.
-fn abandon_uc_message(sh: &QpShared, q: &mut QpInner) {
+fn abandon_uc_message(sh: &QpShared, q: &mut Inner) {
     if let Some(InMsg::Send { wqe, .. }) = q.resp.cur.take() {
         match &sh.srq {
             Some(srq) => srq.give_back(wqe),

@@ -8,11 +8,11 @@
 //! system call per WR on the sender and one wake-up per few packets on the
 //! receiver.
 //!
-//! When a post is held (all must hold, see [`hold`]): the QP is RC, in RTS,
-//! with packets in flight (so an ACK is coming, which transmits what waits —
-//! the completer calls `requester::progress`); an application thread is
-//! polling a CQ of the device ([`super::rx::Receiver::app_polling`]), so the
-//! next poll is near; and fewer than [`MAX_HELD_WRS`] WRs and
+//! When a post is held (all must hold, see [`Doorbells::hold`]): the QP is
+//! RC, in RTS, with packets in flight (so an ACK is coming, which transmits
+//! what waits — the completer lets the requester go on); an application
+//! thread is polling a CQ of the device ([`super::rx::Receiver::app_polling`]),
+//! so the next poll is near; and fewer than [`MAX_HELD_WRS`] WRs and
 //! [`MAX_HELD_BYTES`] bytes wait. A first post on an idle QP — a ping-pong,
 //! any latency test — is never held.
 //!
@@ -22,12 +22,12 @@
 //! posts and then leaves without polling waits at most about two
 //! [`super::rx::POLLER_GRACE`]s.
 
-use super::packet::TxQueue;
-use crate::verbs::device::DeviceInner;
-use crate::verbs::qp::{QpInner, QpShared};
-use crate::verbs::{QpState, QpType};
+use super::DeviceInner;
+use crate::qp::{Locked, QpShared, TxQueue};
+use crate::resources::counters::bump;
+use crate::sync::{Level, OrderedMutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 /// A QP's posts are held while fewer than this many WRs wait (64 is what one
 /// GSO datagram carries).
@@ -38,13 +38,21 @@ pub(crate) const MAX_HELD_WRS: usize = 64;
 pub(crate) const MAX_HELD_BYTES: u64 = 16 * 1024;
 
 /// The QPs of a device with posts held back.
-#[derive(Default)]
 pub(crate) struct Doorbells {
     /// `held` is not empty (the pollers' fast path reads only this).
     any: AtomicBool,
     /// Weak: a destroyed QP's doorbell needs no ringing (and the device
     /// must not keep its QPs alive).
-    held: Mutex<Vec<Weak<QpShared>>>,
+    held: OrderedMutex<Vec<Weak<QpShared>>>,
+}
+
+impl Default for Doorbells {
+    fn default() -> Doorbells {
+        Doorbells {
+            any: AtomicBool::new(false),
+            held: OrderedMutex::new(Level::Doorbells, Vec::new()),
+        }
+    }
 }
 
 impl Doorbells {
@@ -55,26 +63,18 @@ impl Doorbells {
 
     /// Hold back the transmission of what `qp` just queued, if worth it
     /// (see the module comment); false: transmit now. Under the QP lock.
-    pub(crate) fn hold(&self, qp: &Arc<QpShared>, q: &mut QpInner) -> bool {
-        if qp.qp_type != QpType::Rc
-            || q.state != QpState::Rts
-            || !q.req.in_flight()
-            || !qp.dev.receiver.app_polling()
-        {
+    pub(crate) fn hold(&self, dev: &DeviceInner, qp: &Arc<QpShared>, q: &mut Locked<'_>) -> bool {
+        let Some((wrs, bytes)) = q.unsent_behind_flight() else {
+            return false;
+        };
+        if !dev.receiver.app_polling() || wrs > MAX_HELD_WRS || bytes > MAX_HELD_BYTES {
             return false;
         }
-        // Counted first: a queue stopped by the window may be long.
-        let fresh = q.req.untransmitted();
-        if fresh.len() > MAX_HELD_WRS || fresh.map(|w| w.len).sum::<u64>() > MAX_HELD_BYTES {
-            return false;
-        }
-        if !q.req.doorbell_held {
-            q.req.doorbell_held = true;
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            held.push(Arc::downgrade(qp));
+        if q.set_doorbell_held() {
+            self.held.lock().push(Arc::downgrade(qp));
             self.any.store(true, Ordering::Release);
         }
-        qp.dev.stats.posts_held.fetch_add(1, Ordering::Relaxed);
+        bump(&dev.stats.posts_held);
         true
     }
 
@@ -84,27 +84,20 @@ impl Doorbells {
             return;
         }
         let qps = {
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let mut held = self.held.lock();
             self.any.store(false, Ordering::Release);
             std::mem::take(&mut *held)
         };
-        TxQueue::with(dev, |tx| {
+        let ctx = dev.ctx();
+        TxQueue::with(&ctx, |tx| {
             for qp in qps.iter().filter_map(Weak::upgrade) {
                 let mut q = qp.lock();
-                if std::mem::take(&mut q.req.doorbell_held) {
-                    transmit(&qp, &mut q, tx);
+                if q.take_doorbell_held() {
+                    q.transmit(&ctx, tx);
                     // Each QP's packets leave before its lock is released.
-                    tx.flush(dev);
+                    tx.flush(&ctx);
                 }
             }
         });
     }
-}
-
-/// What a post sends: the queue's new requests, then a deferred ACK riding
-/// behind them (`engine::rx::receive`) — a peer polling for that ACK then
-/// finds the request already there and handles both in one go.
-pub(crate) fn transmit(qp: &QpShared, q: &mut QpInner, tx: &mut TxQueue) {
-    super::requester::progress(qp, q, tx);
-    super::responder::flush_ack(qp, q, tx);
 }

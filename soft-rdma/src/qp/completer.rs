@@ -1,25 +1,29 @@
 //! The completer (rxe_comp.c's role): acknowledgements, NAKs, READ responses
 //! and atomic ACKs for this QP's requests; completes work requests in order
 //! and turns failures into the verbs statuses (QP to error, rest flushed).
+//! What the requester does next is the [`Next`] it returns: the completer
+//! changes no requester state but the acknowledged PSN, the results of
+//! READs and atomics, and the completed WQEs.
 
-use super::packet::{self, TxQueue};
 use super::psn;
-use super::requester::{self, go_back, on_rnr_nak};
-use crate::verbs::qp::{QpInner, QpShared};
-use crate::verbs::{QpType, SendOp, WcStatus};
+use super::{Context, Inner, Next, QpShared};
+use crate::resources::counters::bump;
+use crate::resources::sge;
+use crate::types::{AsyncEvent, QpState, QpType, SendOp, WcStatus};
 use crate::wire::{Ext, NakCode, Op, PacketRepr, Syndrome};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-pub(crate) fn on_response(
+/// A response for this QP's requests: acknowledged PSNs, READ data, atomic
+/// results, completions in order, failures; what the requester does next.
+pub(super) fn on_response(
+    ctx: &Context<'_>,
     sh: &QpShared,
-    q: &mut QpInner,
+    q: &mut Inner,
     repr: &PacketRepr,
     payload: &[u8],
-    tx: &mut TxQueue,
-) {
+) -> Next {
     if sh.qp_type != QpType::Rc || !q.req.in_flight() {
-        return; // nothing outstanding: a stale or stray response
+        return Next::Nothing; // nothing outstanding: a stale or stray response
     }
     let p = repr.bth.psn;
     let mtu = q.path_mtu.bytes() as u64;
@@ -27,19 +31,18 @@ pub(crate) fn on_response(
         (Op::Ack, Ext::Aeth(aeth)) => match aeth.syndrome {
             Syndrome::Ack { .. } => ack_upto(q, p),
             Syndrome::RnrNak { timer } => {
-                sh.dev.stats.rnr_naks_rcvd.fetch_add(1, Ordering::Relaxed);
+                bump(&ctx.stats.rnr_naks_rcvd);
                 ack_upto(q, psn::add(p, psn::MASK));
-                complete_front(sh, q);
-                on_rnr_nak(sh, q, p, timer);
-                return;
+                complete_front(ctx, sh, q);
+                return Next::RnrWait { psn: p, timer };
             }
             Syndrome::Nak(code) => {
-                sh.dev.stats.nak_received(code);
+                ctx.stats.nak_received(code);
                 ack_upto(q, psn::add(p, psn::MASK));
-                complete_front(sh, q);
+                complete_front(ctx, sh, q);
                 if code == NakCode::PsnSequenceError {
-                    sh.dev.stats.retransmits.fetch_add(1, Ordering::Relaxed);
-                    go_back(q, p);
+                    bump(&ctx.stats.retransmits);
+                    return Next::Resend(p);
                 } else {
                     let status = match code {
                         NakCode::InvalidRequest | NakCode::InvalidRdRequest => {
@@ -49,11 +52,11 @@ pub(crate) fn on_response(
                         _ => WcStatus::RemOpErr,
                     };
                     if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
-                        let w = sh.take_failed(q, pos);
-                        sh.complete_send(&w, status);
+                        let w = sh.take_failed(ctx, q, pos);
+                        sh.complete_send(ctx, &w, status);
                     }
-                    sh.fail(q);
-                    return;
+                    sh.fail(ctx, q);
+                    return Next::Nothing;
                 }
             }
         },
@@ -61,7 +64,7 @@ pub(crate) fn on_response(
             let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| {
                 matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(p)
             }) else {
-                return;
+                return Next::Nothing;
             };
             let (first, n) = q.req.sq[i].psn.expect("transmitted");
             let expected = psn::add(first, q.req.sq[i].read_done);
@@ -69,9 +72,9 @@ pub(crate) fn on_response(
                 // A duplicate (ignored), or a gap: the response right after a
                 // lost one asks again for the rest at once (as rxe does).
                 if p == psn::add(expected, 1) {
-                    retry_now(sh, q, expected, tx);
+                    return Next::RetryNow(expected);
                 }
-                return;
+                return Next::Nothing;
             }
             // A READ response acknowledges every earlier request.
             if i > 0 {
@@ -79,20 +82,20 @@ pub(crate) fn on_response(
             }
             let off = u64::from(q.req.sq[i].read_done) * mtu;
             let w = &mut q.req.sq[i];
-            if let Err(st) = packet::scatter(&w.sges, sh.pd, off, payload) {
+            if let Err(st) = sge::scatter(&w.sges, sh.pd, off, payload) {
                 // What this response acknowledged completes first.
                 let psn = w.psn;
-                complete_front(sh, q);
+                complete_front(ctx, sh, q);
                 let i = q
                     .req
                     .sq
                     .iter()
                     .position(|w| w.psn == psn)
                     .expect("still queued");
-                let w = sh.take_failed(q, i);
-                sh.complete_send(&w, st);
-                sh.fail(q);
-                return;
+                let w = sh.take_failed(ctx, q, i);
+                sh.complete_send(ctx, &w, st);
+                sh.fail(ctx, q);
+                return Next::Nothing;
             }
             w.read_done += 1;
             if w.read_done == n {
@@ -105,7 +108,7 @@ pub(crate) fn on_response(
             let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| {
                 w.is_rd_atomic() && w.result.is_none() && w.psn.is_some_and(|(f, _)| f == p)
             }) else {
-                return;
+                return Next::Nothing;
             };
             // Responses come in order: a read/atomic just before this one
             // still without a result lost its response.
@@ -115,7 +118,7 @@ pub(crate) fn on_response(
             }
             let w = &mut q.req.sq[i];
             w.result = Some(
-                packet::scatter(&w.sges, sh.pd, 0, &orig.to_ne_bytes())
+                sge::scatter(&w.sges, sh.pd, 0, &orig.to_ne_bytes())
                     .err()
                     .unwrap_or(WcStatus::Success),
             );
@@ -123,19 +126,18 @@ pub(crate) fn on_response(
             q.req.retries_left = q.retry_cnt;
             if let Some(lost) = lost {
                 // Ask again now rather than when the timer fires.
-                complete_front(sh, q);
-                retry_now(sh, q, lost, tx);
-                return;
+                complete_front(ctx, sh, q);
+                return Next::RetryNow(lost);
             }
         }
-        _ => return,
+        _ => return Next::Nothing,
     }
-    complete_front(sh, q);
-    requester::progress(sh, q, tx);
+    complete_front(ctx, sh, q);
+    Next::Progress
 }
 
 /// Everything up to PSN `a` is acknowledged (if `a` is in the outstanding window).
-fn ack_upto(q: &mut QpInner, a: u32) {
+fn ack_upto(q: &mut Inner, a: u32) {
     let Some(front) = q.req.sq.front().and_then(|w| w.psn) else {
         return;
     };
@@ -152,7 +154,7 @@ fn ack_upto(q: &mut QpInner, a: u32) {
 }
 
 /// Complete finished work requests from the front, in order.
-fn complete_front(sh: &QpShared, q: &mut QpInner) {
+fn complete_front(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
     while q.req.send_idx > 0 {
         let w = q.req.sq.front().expect("send_idx > 0");
         let done = match w.result {
@@ -170,10 +172,9 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
         }
         let w = q.req.sq.pop_front().expect("front");
         q.req.send_idx -= 1;
-        sh.complete_send(&w, w.result.unwrap_or(WcStatus::Success));
-        if q.req.send_idx == 0 && q.state == crate::verbs::QpState::Sqd {
-            sh.dev
-                .raise(crate::verbs::AsyncEvent::SqDrained { qpn: sh.qpn });
+        sh.complete_send(ctx, &w, w.result.unwrap_or(WcStatus::Success));
+        if q.req.send_idx == 0 && q.state == QpState::Sqd {
+            ctx.events.raise(AsyncEvent::SqDrained { qpn: sh.qpn });
         }
     }
 }
@@ -182,20 +183,11 @@ fn complete_front(sh: &QpShared, q: &mut QpInner) {
 /// just before it (in PSN order) has no result yet, its response was lost:
 /// the PSN to ask again from. Only the one just before, so the responses
 /// after a loss trigger one early retry, not one each.
-fn lost_before(q: &QpInner, i: usize) -> Option<u32> {
+fn lost_before(q: &Inner, i: usize) -> Option<u32> {
     let prev = q.req.sq.iter().take(i).rev().find(|w| w.is_rd_atomic())?;
     if prev.result.is_some() {
         return None;
     }
     let (f, _) = prev.psn?;
     Some(psn::add(f, prev.read_done))
-}
-
-/// Go back to `from` now instead of waiting for the retransmission timer
-/// (a READ response or atomic ACK is known lost).
-fn retry_now(sh: &QpShared, q: &mut QpInner, from: u32, tx: &mut TxQueue) {
-    sh.dev.stats.retransmits.fetch_add(1, Ordering::Relaxed);
-    go_back(q, from);
-    q.req.progress_at = Some(Instant::now());
-    requester::progress(sh, q, tx);
 }

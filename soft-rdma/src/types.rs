@@ -176,7 +176,7 @@ pub enum SendOp {
 /// UD destination of a send (`wr.ud`).
 #[derive(Debug, Clone)]
 pub struct UdDest {
-    pub ah: crate::verbs::Ah,
+    pub ah: Ah,
     pub remote_qpn: u32,
     pub remote_qkey: u32,
 }
@@ -301,6 +301,29 @@ pub struct QpAttr {
     pub timeout: Option<u8>,
     pub retry_cnt: Option<u8>,
     pub rnr_retry: Option<u8>,
+}
+
+/// An address handle (`ibv_ah`): where UD sends go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ah {
+    pub dgid: Gid,
+}
+
+/// An asynchronous event (`ibv_async_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncEvent {
+    /// The SRQ fell below its armed limit (`IBV_EVENT_SRQ_LIMIT_REACHED`);
+    /// the limit is disarmed until set again.
+    SrqLimitReached { srq: u32 },
+    /// A QP went to the error state on its own (`IBV_EVENT_QP_FATAL`).
+    QpFatal { qpn: u32 },
+    /// A QP moved to SQD has no send request in flight any more
+    /// (`IBV_EVENT_SQ_DRAINED`).
+    SqDrained { qpn: u32 },
+    /// A completion was lost because the CQ was full (`IBV_EVENT_CQ_ERR`):
+    /// the CQ is in error from then on (`Cq::overflowed`). Raised once per
+    /// CQ, on the device of the QP whose completion was lost.
+    CqErr { cq: u32 },
 }
 
 #[cfg(test)]

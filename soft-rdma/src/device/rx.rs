@@ -18,18 +18,17 @@
 //! completion turns the wake-ups back on at once: the caller is about to
 //! leave the library.
 
-use super::packet::{icrc_ctx, TxQueue};
-use super::{completer, responder};
-use crate::lock;
+use super::DeviceInner;
 use crate::log::log;
-use crate::transport::{Link, RecvBatch};
-use crate::verbs::device::DeviceInner;
-use crate::verbs::qp::QpShared;
-use crate::verbs::QpType;
-use crate::wire::{icrc, Op, Packet, PacketRepr, Transport};
-use std::net::{IpAddr, SocketAddr};
+use crate::qp::{QpShared, TxQueue};
+use crate::resources::counters::bump;
+use crate::sync::{Level, OrderedMutex};
+use crate::transport::RecvBatch;
+use crate::wire::icrc::{self, IcrcContext};
+use crate::wire::{Packet, PacketRepr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long after an application thread's last empty poll it still counts
@@ -46,8 +45,8 @@ const BATCH: usize = 256;
 pub(crate) struct Receiver {
     /// Held by whoever receives; receiving and handling under one lock keeps
     /// arrival order.
-    work: Mutex<Work>,
-    arming: Mutex<Arming>,
+    work: OrderedMutex<Work>,
+    arming: OrderedMutex<Arming>,
     /// `arming.armed`, readable without the lock (the poller's fast path).
     armed: AtomicBool,
     /// When an application thread last polled an empty CQ (ns after
@@ -77,16 +76,22 @@ struct Arming {
 impl Receiver {
     pub(crate) fn new() -> Receiver {
         Receiver {
-            work: Mutex::new(Work {
-                batch: RecvBatch::new(BATCH),
-                tx: TxQueue::default(),
-                acks: Vec::new(),
-                deferred: Vec::new(),
-            }),
-            arming: Mutex::new(Arming {
-                armed: true,
-                waiter_unbounded: false,
-            }),
+            work: OrderedMutex::new(
+                Level::Receiver,
+                Work {
+                    batch: RecvBatch::new(BATCH),
+                    tx: TxQueue::default(),
+                    acks: Vec::new(),
+                    deferred: Vec::new(),
+                },
+            ),
+            arming: OrderedMutex::new(
+                Level::Arming,
+                Arming {
+                    armed: true,
+                    waiter_unbounded: false,
+                },
+            ),
             armed: AtomicBool::new(true),
             last_poll: AtomicU64::new(0),
             acks_deferred: AtomicBool::new(false),
@@ -117,7 +122,7 @@ impl Receiver {
     pub(crate) fn poll(&self, dev: &DeviceInner) {
         self.last_poll.store(self.now(), Ordering::Relaxed);
         if self.armed.load(Ordering::Relaxed) {
-            let mut a = lock(&self.arming);
+            let mut a = self.arming.lock();
             if a.armed {
                 self.set_armed(dev, &mut a, false);
                 if std::mem::take(&mut a.waiter_unbounded) {
@@ -134,9 +139,8 @@ impl Receiver {
     /// has arrived, so yield to it (it may be waiting for this core).
     fn try_receive(&self, dev: &DeviceInner, inline: bool) -> std::io::Result<()> {
         match self.work.try_lock() {
-            Ok(mut w) => receive(dev, &mut w, inline),
-            Err(TryLockError::Poisoned(p)) => receive(dev, &mut p.into_inner(), inline),
-            Err(TryLockError::WouldBlock) => {
+            Some(mut w) => receive(dev, &mut w, inline),
+            None => {
                 std::thread::yield_now();
                 Ok(())
             }
@@ -147,7 +151,7 @@ impl Receiver {
     /// about to leave the library, so arrivals wake the receive thread again.
     pub(crate) fn poll_done(&self, dev: &DeviceInner) {
         if !self.armed.load(Ordering::Relaxed) {
-            let mut a = lock(&self.arming);
+            let mut a = self.arming.lock();
             if !a.armed {
                 self.set_armed(dev, &mut a, true);
             }
@@ -158,7 +162,7 @@ impl Receiver {
     /// wake-ups back on if the application stopped polling.
     fn before_wait(&self, dev: &DeviceInner) -> Option<Duration> {
         let polling = self.app_polling();
-        let mut a = lock(&self.arming);
+        let mut a = self.arming.lock();
         if !a.armed && !polling {
             self.set_armed(dev, &mut a, true);
         }
@@ -182,7 +186,7 @@ pub(crate) fn run(dev: &DeviceInner) {
         if dev.is_closing() {
             break;
         }
-        dev.stats.rx_wakeups.fetch_add(1, Ordering::Relaxed);
+        bump(&dev.stats.rx_wakeups);
         dev.doorbells.ring(dev);
         // Receive even while an application polls: the wait may have ended
         // for a datagram a fault layer held back falling due, and skipping
@@ -214,9 +218,14 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
         deferred,
     } = w;
     let r = &dev.receiver;
+    let ctx = dev.ctx();
     if !deferred.is_empty() {
         r.acks_deferred.store(false, Ordering::Relaxed);
-        flush_acks(dev, deferred, tx);
+        for qp in deferred.drain(..) {
+            // None if a `post_send` took it along.
+            qp.lock().flush_ack(&ctx, tx);
+            tx.flush(&ctx);
+        }
     }
     let n = dev.link.recv(batch, Some(Duration::ZERO))?;
     if inline && n > 0 {
@@ -226,42 +235,18 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
     let polling = r.app_polling();
     for qp in acks.drain(..) {
         let mut q = qp.lock();
-        if polling && q.resp.completed.is_empty() {
+        if polling && !q.completions_pending() {
             // Only an ACK, nothing the application can see yet: it may ride.
             drop(q);
             deferred.push(qp);
             continue;
         }
-        acknowledge_and_complete(dev, &qp, &mut q, tx);
+        q.acknowledge_and_complete(&ctx, tx);
     }
     if !deferred.is_empty() {
         r.acks_deferred.store(true, Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// Send the QP's coalesced ACK, then publish the receive completions it
-/// covers — in that order (see `RespState::completed`).
-fn acknowledge_and_complete(
-    dev: &DeviceInner,
-    qp: &QpShared,
-    q: &mut crate::verbs::qp::QpInner,
-    tx: &mut TxQueue,
-) {
-    responder::flush_ack(qp, q, tx);
-    tx.flush(dev);
-    for (wc, solicited) in q.resp.completed.drain(..) {
-        qp.complete_recv(wc, solicited);
-    }
-}
-
-/// Send the pending ACK of each QP (none if a `post_send` took it along).
-fn flush_acks(dev: &DeviceInner, qps: &mut Vec<Arc<QpShared>>, tx: &mut TxQueue) {
-    for qp in qps.drain(..) {
-        let mut q = qp.lock();
-        responder::flush_ack(&qp, &mut q, tx);
-        tx.flush(dev);
-    }
 }
 
 /// The destination QP a datagram names, if it is long enough to name one.
@@ -306,102 +291,64 @@ fn handle_run<'a>(
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
+    let ctx = dev.ctx();
     let found = qpn.and_then(|n| dev.qp(n));
     // Locked at the first datagram that passes the checks before it.
     let mut held = None;
     let mut run = run.peekable();
     while let Some((from, bytes, intact)) = run.next() {
-        dev.stats.rcvd_pkts.fetch_add(1, Ordering::Relaxed);
+        bump(&dev.stats.rcvd_pkts);
         let (repr, payload) = match PacketRepr::parse(bytes) {
             Ok(r) => r,
             Err(e) => {
-                dev.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                bump(&dev.stats.parse_errors);
                 log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
                 continue;
             }
         };
-        if !intact && !icrc::verify(&icrc_ctx(from, dev.local), bytes) {
-            dev.stats.icrc_errors.fetch_add(1, Ordering::Relaxed);
+        if !intact && !icrc::verify(&IcrcContext::between(from, dev.local), bytes) {
+            bump(&dev.stats.icrc_errors);
             log!(Debug, "dropped {repr} from {from}: bad ICRC");
             continue;
         }
         let Some(qp) = &found else {
-            dev.stats.unknown_qp.fetch_add(1, Ordering::Relaxed);
+            bump(&dev.stats.unknown_qp);
             log!(Debug, "dropped {repr} from {from}: no such QP");
             continue;
         };
-        if repr.bth.opcode.transport() != transport_of(qp.qp_type) {
+        if repr.bth.opcode.transport() != qp.transport() {
             // rxe's check_type_state: a UC opcode is no request of an RC QP.
-            dev.stats.wrong_transport.fetch_add(1, Ordering::Relaxed);
-            log!(Debug, "dropped {repr} from {from}: QP is {:?}", qp.qp_type);
+            bump(&dev.stats.wrong_transport);
+            log!(
+                Debug,
+                "dropped {repr} from {from}: QP is {:?}",
+                qp.qp_type()
+            );
             continue;
         }
-        let payload = &bytes[payload];
         let q = held.get_or_insert_with(|| qp.lock());
-        if let Some(peer) = q.peer.filter(|_| qp.qp_type != QpType::Ud) {
-            // rxe's check_addr: a connected QP hears only its peer's address
-            // (the port is the sender's to choose), so nobody else can inject
-            // requests or forge acknowledgements even knowing QPN and PSN.
-            if canonical(peer.ip()) != canonical(from.ip()) {
-                dev.stats.wrong_source.fetch_add(1, Ordering::Relaxed);
-                log!(Debug, "dropped {repr} from {from}: the QP's peer is {peer}");
-                continue;
-            }
-        }
-        if is_response(repr.bth.opcode.op()) {
-            completer::on_response(qp, q, &repr, payload, tx);
-        } else {
-            responder::on_request(qp, q, from, &repr, payload, tx);
-        }
-        if run.peek().is_some() && responder::ack_due(q) {
+        q.receive(&ctx, from, &repr, &bytes[payload], tx);
+        if run.peek().is_some() && q.ack_due() {
             // More of the run to handle: let the requester go on meanwhile.
-            responder::flush_ack(qp, q, tx);
-            tx.flush(dev);
+            q.flush_ack(&ctx, tx);
+            tx.flush(&ctx);
         }
-        if std::mem::take(&mut q.resp.goto_error) {
+        if q.take_goto_error() {
             // What completed before the error is acknowledged and completes
             // first; the flush completions follow.
-            acknowledge_and_complete(dev, qp, q, tx);
-            qp.fail(q);
+            q.acknowledge_and_complete(&ctx, tx);
+            q.fail(&ctx);
         }
     }
     let (Some(qp), Some(q)) = (&found, held) else {
         return;
     };
     // Packets this QP produced leave before its lock is released (PSN order).
-    tx.flush(dev);
+    tx.flush(&ctx);
     // The coalesced ACK and the completions it covers: at the batch's end.
-    let pending = q.resp.ack_pending.is_some() || !q.resp.completed.is_empty();
+    let pending = q.batch_pending();
     drop(q);
     if pending && !acks.iter().any(|a| Arc::ptr_eq(a, qp)) {
         acks.push(qp.clone());
     }
-}
-
-fn transport_of(t: QpType) -> Transport {
-    match t {
-        QpType::Rc => Transport::Rc,
-        QpType::Uc => Transport::Uc,
-        QpType::Ud => Transport::Ud,
-    }
-}
-
-/// An IPv4 peer seen through an IPv6 socket is the same peer.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn is_response(op: Op) -> bool {
-    matches!(
-        op,
-        Op::ReadRespFirst
-            | Op::ReadRespMiddle
-            | Op::ReadRespLast
-            | Op::ReadRespOnly
-            | Op::Ack
-            | Op::AtomicAck
-    )
 }

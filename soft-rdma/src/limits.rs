@@ -1,0 +1,11 @@
+//! The device's limits, modelled on rxe (`rxe_param.h`): what `Device::attr`
+//! advertises and what the verbs refuse beyond, with rxe's errnos.
+
+pub(crate) const MAX_QP: usize = 1 << 16;
+pub(crate) const MAX_MR: usize = 1 << 16;
+pub(crate) const MAX_CQE: usize = 1 << 16;
+pub(crate) const MAX_QP_WR: u32 = 1 << 14;
+pub(crate) const MAX_SGE: u32 = 32;
+pub(crate) const MAX_INLINE: u32 = 256;
+pub(crate) const MAX_MSG: u64 = 8 << 20;
+pub(crate) const MAX_RD_ATOMIC: u8 = 128;

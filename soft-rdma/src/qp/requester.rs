@@ -1,0 +1,792 @@
+//! The requester (rxe_req.c's role): turns send work requests into packets —
+//! segmentation by path MTU, PSN assignment, `max_rd_atomic`, fences — and
+//! retransmits go-back-N from the oldest unacknowledged PSN on timeout, on a
+//! sequence NAK, or after an RNR wait.
+//!
+//! The retransmission timer is lazy: armed once, and when it fires it checks
+//! whether an acknowledgement made progress since; only then is it a timeout.
+
+use super::psn::{self, MAX_UNACKED};
+use super::tx::{bth, peer_of, TxQueue};
+use super::{Context, Inner, Next, QpShared};
+use crate::limits::MAX_MSG;
+use crate::log::log;
+use crate::resources::counters::bump;
+use crate::resources::sge::{self, Payload, ResolvedSge};
+use crate::types::{Errno, QpState, QpType, SendOp, SendWr, WcStatus};
+use crate::wire::{AtomicEth, Deth, Ext, Op, Opcode, PacketRepr, Reth};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A posted send work request and its progress.
+pub(super) struct SendWqe {
+    pub(super) wr_id: u64,
+    pub(super) op: SendOp,
+    pub(super) sges: Vec<ResolvedSge>,
+    /// `IBV_SEND_INLINE`: the data, copied at post time.
+    pub(super) inline: Option<Vec<u8>>,
+    pub(super) signaled: bool,
+    pub(super) solicited: bool,
+    pub(super) fence: bool,
+    /// UD: peer endpoint, remote QPN, Q_Key.
+    pub(super) ud: Option<(SocketAddr, u32, u32)>,
+    pub(super) len: u64,
+    /// First PSN and number of PSNs, assigned at first transmission.
+    pub(super) psn: Option<(u32, u32)>,
+    /// Next packet to (re)transmit in this pass (READ/atomic: 0 = request not sent).
+    pub(super) next_pkt: u32,
+    /// READ: responses received in order.
+    pub(super) read_done: u32,
+    /// Finished (READ/atomic), waiting to complete in order.
+    pub(super) result: Option<WcStatus>,
+}
+
+impl SendWqe {
+    pub(super) fn new(ctx: &Context<'_>, sh: &QpShared, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
+        let sges = sge::resolve(ctx.mrs, wr.sg_list);
+        let len = sge::total_len(&sges);
+        if len > MAX_MSG {
+            return Err(Errno::EINVAL);
+        }
+        let rd_atomic = matches!(
+            wr.op,
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
+        );
+        match sh.qp_type {
+            QpType::Ud => {
+                // UD has no path MTU of its own: a datagram must fit the port's.
+                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_))
+                    || wr.ud.is_none()
+                    || len > ctx.port_mtu.bytes() as u64
+                {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            QpType::Uc if rd_atomic || matches!(wr.op, SendOp::SendInv(_)) => {
+                return Err(Errno::EINVAL)
+            }
+            _ => {}
+        }
+        if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let inline = if wr.flags.inline && !rd_atomic {
+            if len > u64::from(sh.cap.max_inline_data) {
+                return Err(Errno::EINVAL);
+            }
+            let mut data = vec![0u8; len as usize];
+            crate::sys::copy_inline(wr.sg_list, &mut data).map_err(|_| Errno::EFAULT)?;
+            Some(data)
+        } else {
+            None
+        };
+        let ud = wr
+            .ud
+            .as_ref()
+            .map(|u| (peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
+        Ok(SendWqe {
+            wr_id: wr.wr_id,
+            op: wr.op,
+            sges,
+            inline,
+            signaled: wr.flags.signaled,
+            solicited: wr.flags.solicited,
+            fence: wr.flags.fence,
+            ud,
+            len,
+            psn: None,
+            next_pkt: 0,
+            read_done: 0,
+            result: None,
+        })
+    }
+
+    /// At first transmission: fault the local ODP memory of the whole
+    /// message in at once — the gather list of a SEND/WRITE for reading, a
+    /// READ's scatter list for writing — instead of a page per packet.
+    /// Best effort: the access that needs a missing page reports it.
+    fn fault_in(&self) {
+        let write = match self.op {
+            SendOp::Read { .. } => true,
+            SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => return,
+            _ if self.inline.is_some() => return,
+            _ => false,
+        };
+        for s in &self.sges {
+            if let Some(mr) = &s.mr {
+                mr.fault_in(s.sge.addr, u64::from(s.sge.length), write);
+            }
+        }
+    }
+
+    pub(super) fn is_rd_atomic(&self) -> bool {
+        matches!(
+            self.op,
+            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
+        )
+    }
+
+    pub(super) fn last_psn(&self) -> Option<u32> {
+        self.psn.map(|(f, n)| psn::add(f, n - 1))
+    }
+
+    /// Whether `p` is one of this WQE's PSNs.
+    pub(super) fn holds(&self, p: u32) -> bool {
+        self.psn.is_some_and(|(f, n)| {
+            let d = psn::diff(p, f);
+            d >= 0 && (d as u32) < n
+        })
+    }
+
+    fn npsn(&self, mtu: u64) -> u32 {
+        match self.op {
+            SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => 1,
+            _ => self.len.div_ceil(mtu).max(1) as u32,
+        }
+    }
+
+    /// The message's bytes `[from, to)`, opened for the packets that carry them.
+    fn payload(&self, pd: u32, from: u64, to: u64) -> Payload<'_> {
+        match &self.inline {
+            Some(d) => Payload::Inline(d),
+            None => Payload::open(&self.sges, pd, from, to),
+        }
+    }
+}
+
+/// Requester state, under the QP lock.
+#[derive(Default)]
+pub(super) struct ReqState {
+    pub(super) sq: VecDeque<SendWqe>,
+    pub(super) next_psn: u32,
+    /// Highest PSN acknowledged (everything up to it is done on the peer).
+    pub(super) acked_psn: Option<u32>,
+    /// Index in `sq` of the first WQE with packets still to (re)transmit.
+    pub(super) send_idx: usize,
+    pub(super) retries_left: u8,
+    pub(super) rnr_left: u8,
+    pub(super) timer_generation: u64,
+    pub(super) timer_armed: bool,
+    pub(super) progress_at: Option<Instant>,
+    pub(super) rnr_waiting: bool,
+    /// The QP is on its device's list of held doorbells (`device::doorbell`).
+    pub(super) doorbell_held: bool,
+}
+
+impl ReqState {
+    /// Whether packets of the send queue are in flight: WQEs fully
+    /// transmitted (`send_idx` of them), or one partly transmitted at
+    /// `send_idx` (stopped by the window, or sent again after a go-back).
+    pub(super) fn in_flight(&self) -> bool {
+        self.send_idx > 0 || self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some())
+    }
+
+    /// How many WQEs from the front have had packets transmitted.
+    fn transmitted(&self) -> usize {
+        self.send_idx + usize::from(self.sq.get(self.send_idx).is_some_and(|w| w.psn.is_some()))
+    }
+
+    /// The WQEs queued and not yet transmitted at all.
+    pub(super) fn untransmitted(&self) -> std::collections::vec_deque::Iter<'_, SendWqe> {
+        self.sq.range(self.transmitted()..)
+    }
+
+    pub(super) fn reset_progress(&mut self) {
+        self.send_idx = 0;
+        self.timer_armed = false;
+        self.rnr_waiting = false;
+    }
+}
+
+/// The first PSN the window does not allow yet.
+fn window_limit(q: &Inner) -> u32 {
+    let base = if q.req.sq.front().is_some_and(|w| w.psn.is_some()) {
+        first_unacked(q)
+    } else {
+        q.req.next_psn
+    };
+    psn::add(base, MAX_UNACKED)
+}
+
+/// Transmit whatever the send queue allows now.
+pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
+    if !matches!(q.state, QpState::Rts) || q.req.rnr_waiting {
+        return;
+    }
+    let mtu = q.path_mtu.bytes() as u64;
+    let limit = (sh.qp_type == QpType::Rc).then(|| window_limit(q));
+    while q.req.send_idx < q.req.sq.len() {
+        let idx = q.req.send_idx;
+        if must_wait(q, idx) {
+            break;
+        }
+        {
+            // Finished, or already requested in this pass (after a go-back-N
+            // only the unfinished ones are reset): nothing to send. Resending a
+            // finished READ would ask for PSNs past its range.
+            let w = &q.req.sq[idx];
+            if w.is_rd_atomic() && (w.result.is_some() || w.next_pkt > 0) {
+                q.req.send_idx += 1;
+                continue;
+            }
+        }
+        if q.req.sq[idx].psn.is_none() {
+            if limit.is_some_and(|l| psn::diff(q.req.next_psn, l) >= 0) {
+                break; // the window is full
+            }
+            let n = q.req.sq[idx].npsn(mtu);
+            q.req.sq[idx].psn = Some((q.req.next_psn, n));
+            q.req.next_psn = psn::add(q.req.next_psn, n);
+            q.req.sq[idx].fault_in();
+        }
+        if let Err(status) = emit(ctx, sh, q, idx, mtu, limit, tx) {
+            fail_wqe(ctx, sh, q, idx, status);
+            return;
+        }
+        let w = &q.req.sq[idx];
+        if w.next_pkt < w.psn.map_or(0, |(_, n)| n) && !w.is_rd_atomic() {
+            break; // stopped by the window: resumed when ACKs open it
+        }
+        q.req.send_idx += 1;
+        if sh.qp_type != QpType::Rc {
+            // UC and UD complete once sent, in order.
+            let w = q.req.sq.pop_front().expect("sent one");
+            q.req.send_idx -= 1;
+            sh.complete_send(ctx, &w, WcStatus::Success);
+        }
+    }
+    if sh.qp_type == QpType::Rc && q.req.in_flight() {
+        arm(ctx, sh, q);
+    }
+}
+
+/// Whether WQE `idx` waits for earlier ones: a READ/atomic beyond
+/// `max_rd_atomic`, or a fenced WR behind unfinished READs/atomics.
+fn must_wait(q: &Inner, idx: usize) -> bool {
+    let outstanding = outstanding_rd_atomic(q, idx);
+    let w = &q.req.sq[idx];
+    (w.is_rd_atomic() && outstanding >= usize::from(q.max_rd_atomic))
+        || (w.fence && outstanding > 0)
+}
+
+/// WQE `idx` could not be sent (a local error): it completes with
+/// `status`. RC goes to the error state; UC/UD only stop the send queue
+/// (SQE): receives go on, and SQE -> RTS resumes sending.
+fn fail_wqe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, idx: usize, status: WcStatus) {
+    let w = sh.take_failed(ctx, q, idx);
+    sh.complete_send(ctx, &w, status);
+    if sh.qp_type == QpType::Rc {
+        sh.fail(ctx, q);
+    } else {
+        sh.to_send_queue_error(ctx, q);
+    }
+}
+
+/// READ/atomic requests before `idx` the responder may still have to answer
+/// again: from the oldest one without its response, every later one counts —
+/// those answered since too, because the responder keeps only
+/// `max_dest_rd_atomic` records and must still hold the oldest's when it is
+/// asked again. (Counting only the unanswered ones let a lost atomic ACK be
+/// followed by more than `max_rd_atomic` newer atomics; its record was then
+/// gone, the re-sent request got no answer, and the QP ended in
+/// retry-exceeded.)
+fn outstanding_rd_atomic(q: &Inner, idx: usize) -> usize {
+    let sent = q.req.sq.iter().take(idx);
+    match sent
+        .clone()
+        .position(|w| w.is_rd_atomic() && w.result.is_none())
+    {
+        Some(k) => sent.skip(k).filter(|w| w.is_rd_atomic()).count(),
+        None => 0,
+    }
+}
+
+/// Emit the remaining packets of WQE `idx`, none at or past PSN `limit`.
+fn emit(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    idx: usize,
+    mtu: u64,
+    limit: Option<u32>,
+    tx: &mut TxQueue,
+) -> Result<(), WcStatus> {
+    let w = &q.req.sq[idx];
+    let op_code = |op: Op| Opcode::new(sh.transport(), op).expect("op legal for this transport");
+    let sent = match (sh.qp_type, w.op) {
+        (QpType::Ud, _) => emit_ud(ctx, sh, w, op_code, tx)?,
+        (_, SendOp::Read { remote_addr, rkey }) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            emit_read_request(ctx, q, w, peer, remote_addr, rkey, mtu, op_code, tx)?
+        }
+        (_, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            emit_atomic(ctx, q, w, peer, op_code, tx)?
+        }
+        _ => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            emit_segments(ctx, sh, q, w, peer, mtu, limit, op_code, tx)?
+        }
+    };
+    q.req.sq[idx].next_pkt = sent;
+    Ok(())
+}
+
+/// UD: one datagram with a DETH (remote QPN and Q_Key from the WR).
+/// Returns the next packet to send (all sent).
+fn emit_ud(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    w: &SendWqe,
+    op_code: impl Fn(Op) -> Opcode,
+    tx: &mut TxQueue,
+) -> Result<u32, WcStatus> {
+    let (peer, rqpn, qkey) = w.ud.expect("checked at post");
+    let deth = Deth {
+        qkey,
+        src_qp: sh.qpn,
+    };
+    let (o, ext) = match w.op {
+        SendOp::SendImm(imm) => (Op::SendOnlyImm, Ext::DethImm(deth, imm)),
+        _ => (Op::SendOnly, Ext::Deth(deth)),
+    };
+    let (first, n) = w.psn.expect("assigned");
+    let repr = PacketRepr {
+        bth: bth(op_code(o), rqpn, first, false, w.solicited),
+        ext,
+        payload_len: w.len as usize,
+    };
+    let mut payload = w.payload(sh.pd, 0, w.len);
+    tx.reserve(1, w.len as usize);
+    tx.push(ctx, peer, &repr, |buf| payload.fill(0, buf))?;
+    Ok(n)
+}
+
+/// A READ request for what has not arrived yet (after a go-back-N, from the
+/// first response missing). Returns 1: the request is out.
+#[allow(clippy::too_many_arguments)]
+fn emit_read_request(
+    ctx: &Context<'_>,
+    q: &Inner,
+    w: &SendWqe,
+    peer: SocketAddr,
+    remote_addr: u64,
+    rkey: u32,
+    mtu: u64,
+    op_code: impl Fn(Op) -> Opcode,
+    tx: &mut TxQueue,
+) -> Result<u32, WcStatus> {
+    let (first, _) = w.psn.expect("assigned");
+    let off = u64::from(w.read_done) * mtu;
+    let reth = Reth {
+        va: remote_addr.wrapping_add(off),
+        rkey,
+        len: (w.len - off.min(w.len)) as u32,
+    };
+    let psn = psn::add(first, w.read_done);
+    let repr = PacketRepr {
+        bth: bth(op_code(Op::ReadRequest), q.dest_qpn, psn, true, false),
+        ext: Ext::Reth(reth),
+        payload_len: 0,
+    };
+    tx.push(ctx, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+    Ok(1)
+}
+
+/// A compare-and-swap or fetch-and-add request. Returns 1: it is out.
+fn emit_atomic(
+    ctx: &Context<'_>,
+    q: &Inner,
+    w: &SendWqe,
+    peer: SocketAddr,
+    op_code: impl Fn(Op) -> Opcode,
+    tx: &mut TxQueue,
+) -> Result<u32, WcStatus> {
+    let (o, eth) = match w.op {
+        SendOp::CompareSwap {
+            remote_addr,
+            rkey,
+            compare,
+            swap,
+        } => (
+            Op::CompareSwap,
+            AtomicEth {
+                va: remote_addr,
+                rkey,
+                swap_add: swap,
+                compare,
+            },
+        ),
+        SendOp::FetchAdd {
+            remote_addr,
+            rkey,
+            add,
+        } => (
+            Op::FetchAdd,
+            AtomicEth {
+                va: remote_addr,
+                rkey,
+                swap_add: add,
+                compare: 0,
+            },
+        ),
+        _ => unreachable!("only atomics come here"),
+    };
+    let (first, _) = w.psn.expect("assigned");
+    let repr = PacketRepr {
+        bth: bth(op_code(o), q.dest_qpn, first, true, false),
+        ext: Ext::Atomic(eth),
+        payload_len: 0,
+    };
+    tx.push(ctx, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+    Ok(1)
+}
+
+/// SEND/WRITE (RC, UC): the message's packets of one path MTU each from
+/// `next_pkt` on, as many as the window allows, their payload read through
+/// one window onto the memory. Returns the first packet not sent.
+#[allow(clippy::too_many_arguments)]
+fn emit_segments(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &Inner,
+    w: &SendWqe,
+    peer: SocketAddr,
+    mtu: u64,
+    limit: Option<u32>,
+    op_code: impl Fn(Op) -> Opcode,
+    tx: &mut TxQueue,
+) -> Result<u32, WcStatus> {
+    let (first, n) = w.psn.expect("assigned");
+    // The packets this pass may send, and their payload opened once.
+    let stop = limit.map_or(n, |l| {
+        let room = psn::diff(l, psn::add(first, w.next_pkt)).max(0) as u32;
+        w.next_pkt.saturating_add(room).min(n)
+    });
+    let from = u64::from(w.next_pkt) * mtu;
+    let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
+    tx.reserve((stop - w.next_pkt) as usize, mtu as usize);
+    for k in w.next_pkt..n {
+        if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
+            return Ok(k);
+        }
+        // The last packet the window allows asks for an ACK, which opens it
+        // again; so do every 64th and the last of the message.
+        let edge = limit.is_some_and(|l| psn::add(first, k + 1) == l);
+        let last = k == n - 1;
+        let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63 || edge);
+        let (o, ext) = segment_header(w, k, n);
+        let off = u64::from(k) * mtu;
+        let repr = PacketRepr {
+            bth: bth(
+                op_code(o),
+                q.dest_qpn,
+                psn::add(first, k),
+                ack_req,
+                last && w.solicited,
+            ),
+            ext,
+            payload_len: (w.len - off).min(mtu) as usize,
+        };
+        tx.push(ctx, peer, &repr, |buf| payload.fill(off, buf))?;
+    }
+    Ok(n)
+}
+
+/// Opcode and extension header of packet `k` of `n` of a SEND or WRITE:
+/// first/middle/last/only, the RETH on a WRITE's first packet, immediate
+/// data or the key to invalidate on the last.
+fn segment_header(w: &SendWqe, k: u32, n: u32) -> (Op, Ext) {
+    let (only, first, last) = (n == 1, k == 0, k == n - 1);
+    let pick = |o: Op, f: Op, m: Op, l: Op| {
+        if only {
+            o
+        } else if first {
+            f
+        } else if last {
+            l
+        } else {
+            m
+        }
+    };
+    let reth = |remote_addr: u64, rkey: u32| Reth {
+        va: remote_addr,
+        rkey,
+        len: w.len as u32,
+    };
+    match w.op {
+        SendOp::Send => (
+            pick(Op::SendOnly, Op::SendFirst, Op::SendMiddle, Op::SendLast),
+            Ext::None,
+        ),
+        SendOp::SendImm(imm) => (
+            pick(
+                Op::SendOnlyImm,
+                Op::SendFirst,
+                Op::SendMiddle,
+                Op::SendLastImm,
+            ),
+            if last { Ext::Imm(imm) } else { Ext::None },
+        ),
+        SendOp::SendInv(rk) => (
+            pick(
+                Op::SendOnlyInv,
+                Op::SendFirst,
+                Op::SendMiddle,
+                Op::SendLastInv,
+            ),
+            if last { Ext::Inv(rk) } else { Ext::None },
+        ),
+        SendOp::Write { remote_addr, rkey } => (
+            pick(
+                Op::WriteOnly,
+                Op::WriteFirst,
+                Op::WriteMiddle,
+                Op::WriteLast,
+            ),
+            if first {
+                Ext::Reth(reth(remote_addr, rkey))
+            } else {
+                Ext::None
+            },
+        ),
+        SendOp::WriteImm {
+            remote_addr,
+            rkey,
+            imm,
+        } => {
+            let o = pick(
+                Op::WriteOnlyImm,
+                Op::WriteFirst,
+                Op::WriteMiddle,
+                Op::WriteLastImm,
+            );
+            let ext = match (only, first, last) {
+                (true, _, _) => Ext::RethImm(reth(remote_addr, rkey), imm),
+                (_, true, _) => Ext::Reth(reth(remote_addr, rkey)),
+                (_, _, true) => Ext::Imm(imm),
+                _ => Ext::None,
+            };
+            (o, ext)
+        }
+        _ => unreachable!("READ and atomics are single requests"),
+    }
+}
+
+/// The shortest local ACK timeout. Codes below 8 (4.096 µs × 2^7 ≈ 0.5 ms)
+/// ask for less than a software peer's wake-up and scheduling delay: the
+/// `ibverbs` crate's default, 4 (65 µs), exhausted its retries before the
+/// peer's first ACK. rxe likewise never waits less than one timer tick.
+const MIN_RTO: Duration = Duration::from_millis(1);
+
+/// Consecutive timeouts without progress double the wait, up to this many
+/// times: a requester whose own receive thread is starved of the CPU (a
+/// loaded machine) would otherwise spend its `retry_cnt` retries within
+/// 8 × the timeout while the ACKs sit in its receive queue. Every wait is
+/// still at least the QP's timeout, the minimum the IBA asks for.
+const MAX_BACKOFF: u8 = 5;
+
+/// The local ACK timeout: 4.096 µs × 2^timeout, at least `MIN_RTO` (0: none),
+/// doubled for each timeout since the last progress.
+fn rto(q: &Inner) -> Option<Duration> {
+    let timeouts = q.retry_cnt.saturating_sub(q.req.retries_left);
+    (q.timeout != 0).then(|| backed_off(rto_of(q.timeout), timeouts))
+}
+
+fn backed_off(base: Duration, timeouts: u8) -> Duration {
+    base * (1u32 << timeouts.min(MAX_BACKOFF))
+}
+
+fn rto_of(code: u8) -> Duration {
+    Duration::from_nanos(4096u64 << code.min(31)).max(MIN_RTO)
+}
+
+/// RNR NAK timer codes (IBA table 45), in microseconds.
+fn rnr_delay(code: u8) -> Duration {
+    const US: [u32; 32] = [
+        655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840,
+        5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880, 163_840, 245_760,
+        327_680, 491_520,
+    ];
+    Duration::from_micros(u64::from(US[usize::from(code & 0x1f)]))
+}
+
+/// Arm the retransmission timer (lazily: once; see the module comment).
+fn arm(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
+    if q.req.timer_armed {
+        return;
+    }
+    let Some(d) = rto(q) else { return };
+    q.req.timer_armed = true;
+    q.req.timer_generation += 1;
+    let base = q
+        .req
+        .progress_at
+        .unwrap_or_else(Instant::now)
+        .max(Instant::now());
+    ctx.timers.arm(base + d, sh.qpn, q.req.timer_generation);
+}
+
+/// Act on what the completer made of a response.
+pub(super) fn after_response(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    next: Next,
+    tx: &mut TxQueue,
+) {
+    match next {
+        Next::Nothing => {}
+        Next::Progress => progress(ctx, sh, q, tx),
+        Next::Resend(p) => {
+            go_back(q, p);
+            progress(ctx, sh, q, tx);
+        }
+        Next::RetryNow(p) => {
+            bump(&ctx.stats.retransmits);
+            go_back(q, p);
+            q.req.progress_at = Some(Instant::now());
+            progress(ctx, sh, q, tx);
+        }
+        Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
+    }
+}
+
+/// Go back to PSN `p`: everything from there is sent again.
+fn go_back(q: &mut Inner, p: u32) {
+    let Some(i) = q
+        .req
+        .sq
+        .iter()
+        .take(q.req.transmitted())
+        .position(|w| w.holds(p) || w.psn.is_some_and(|(f, _)| psn::diff(f, p) > 0))
+    else {
+        return;
+    };
+    let transmitted = q.req.transmitted();
+    for (j, w) in q.req.sq.iter_mut().enumerate().take(transmitted).skip(i) {
+        let (f, _) = w.psn.expect("transmitted");
+        if w.is_rd_atomic() {
+            if w.result.is_none() {
+                w.next_pkt = 0;
+            }
+        } else {
+            w.next_pkt = if j == i && w.holds(p) {
+                psn::diff(p, f) as u32
+            } else {
+                0
+            };
+        }
+    }
+    q.req.send_idx = i;
+}
+
+/// The QP's timer fired (retransmission timeout or end of an RNR wait).
+pub(super) fn on_timer(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
+    q.req.timer_armed = false;
+    if q.req.rnr_waiting {
+        q.req.rnr_waiting = false;
+        progress(ctx, sh, q, tx);
+        return;
+    }
+    if !q.req.in_flight() {
+        return; // nothing outstanding
+    }
+    let Some(d) = rto(q) else { return };
+    if let Some(t) = q.req.progress_at {
+        if t + d > Instant::now() {
+            arm(ctx, sh, q); // acknowledged since the timer was armed: not a timeout
+            return;
+        }
+    }
+    bump(&ctx.stats.local_ack_timeouts);
+    if q.req.retries_left == 0 {
+        bump(&ctx.stats.retry_exceeded);
+        log!(
+            Warn,
+            "qp {:#x}: no answer from {:?} after {} retries: retry count exceeded",
+            sh.qpn,
+            q.peer,
+            q.retry_cnt
+        );
+        let w = q.req.sq.pop_front().expect("outstanding");
+        sh.complete_send(ctx, &w, WcStatus::RetryExcErr);
+        sh.fail(ctx, q);
+        return;
+    }
+    q.req.retries_left -= 1;
+    bump(&ctx.stats.retransmits);
+    let from = first_unacked(q);
+    go_back(q, from);
+    q.req.progress_at = Some(Instant::now());
+    progress(ctx, sh, q, tx);
+}
+
+/// The oldest PSN not known to be done.
+fn first_unacked(q: &Inner) -> u32 {
+    let front = q.req.sq.front().expect("outstanding");
+    let (f, _) = front.psn.expect("transmitted");
+    if front.is_rd_atomic() {
+        return psn::add(f, front.read_done);
+    }
+    match q.req.acked_psn {
+        Some(a) if front.holds(psn::add(a, 1)) => psn::add(a, 1),
+        _ => f,
+    }
+}
+
+/// An RNR NAK for PSN `p`: wait, then go back to `p`.
+fn on_rnr_nak(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, p: u32, timer: u8) {
+    if q.req.rnr_left == 0 {
+        bump(&ctx.stats.rnr_retry_exceeded);
+        log!(
+            Warn,
+            "qp {:#x}: peer {:?} had no receive posted after {} RNR retries",
+            sh.qpn,
+            q.peer,
+            q.rnr_retry
+        );
+        if let Some(pos) = q.req.sq.iter().position(|w| w.holds(p)) {
+            let w = sh.take_failed(ctx, q, pos);
+            sh.complete_send(ctx, &w, WcStatus::RnrRetryExcErr);
+        }
+        sh.fail(ctx, q);
+        return;
+    }
+    bump(&ctx.stats.rnr_retries);
+    if q.rnr_retry != 7 {
+        q.req.rnr_left -= 1;
+    }
+    go_back(q, p);
+    q.req.rnr_waiting = true;
+    q.req.timer_armed = true;
+    q.req.timer_generation += 1;
+    ctx.timers.arm(
+        Instant::now() + rnr_delay(timer),
+        sh.qpn,
+        q.req.timer_generation,
+    );
+}
+
+#[cfg(test)]
+mod rto_tests {
+    use super::*;
+
+    #[test]
+    fn short_timeout_codes_wait_at_least_the_floor() {
+        assert_eq!(rto_of(1), MIN_RTO);
+        assert_eq!(rto_of(4), MIN_RTO); // the ibverbs crate's default
+        assert_eq!(rto_of(8), Duration::from_nanos(4096 << 8));
+        assert_eq!(rto_of(14), Duration::from_nanos(4096 << 14));
+    }
+
+    #[test]
+    fn consecutive_timeouts_double_the_wait_up_to_32_times() {
+        let base = rto_of(11);
+        let waits: Vec<u32> = (0..8)
+            .map(|k| backed_off(base, k).as_nanos() as u32 / base.as_nanos() as u32)
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 32, 32]);
+    }
+}

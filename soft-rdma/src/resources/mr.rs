@@ -1,0 +1,231 @@
+//! Memory regions — pinned, explicit ODP and implicit ODP, all reached
+//! through `odp::Memory`: one access path, no "null umem" (kernel bug
+//! pattern 8) — and the table that finds them by key.
+
+use crate::sync::{Level, OrderedRwLock, ReadGuard};
+use crate::types::Access;
+use odp::{AccessError, Memory};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+pub(crate) struct MrShared {
+    pd_id: u32,
+    key: u32,
+    access: Access,
+    /// Registered `[addr, addr+len)`; implicit ODP: the whole address space.
+    addr: u64,
+    len: u64,
+    memory: Memory,
+    /// False once deregistered. Every access to `memory` holds this shared
+    /// and checks it; deregistration takes it exclusively, so when
+    /// `ibv_dereg_mr` returns no access is under way and none starts —
+    /// including the rest of a multi-packet WRITE whose first packet found
+    /// the MR (the responder keeps it for the message), and a lookup that
+    /// raced the removal from the key table. Such accesses fail: a remote
+    /// access error, as rxe's `mr->state != RXE_MR_STATE_VALID` checks.
+    valid: OrderedRwLock<bool>,
+}
+
+/// Why a key/range check failed — mapped to a NAK or a completion status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    /// No such key, or another PD's.
+    BadKey,
+    /// The MR lacks the access right.
+    NoAccess,
+    /// Outside the MR (computed without overflow).
+    OutOfBounds,
+}
+
+impl MrShared {
+    pub(crate) fn key(&self) -> u32 {
+        self.key
+    }
+
+    /// The registered range (implicit ODP: `0, u64::MAX`).
+    pub(crate) fn range(&self) -> (u64, u64) {
+        (self.addr, self.len)
+    }
+
+    pub(crate) fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Check `[va, va+len)` and the access right: the responder's and the
+    /// requester's one gate before touching memory.
+    pub(crate) fn check(
+        &self,
+        pd_id: u32,
+        va: u64,
+        len: u64,
+        need: Access,
+    ) -> std::result::Result<(), KeyError> {
+        if self.pd_id != pd_id {
+            return Err(KeyError::BadKey);
+        }
+        if !self.access.contains(need) {
+            return Err(KeyError::NoAccess);
+        }
+        // Implicit ODP: addr 0, len u64::MAX — the whole address space.
+        if !odp::umem::within(va, len, self.addr, self.addr.saturating_add(self.len)) {
+            return Err(KeyError::OutOfBounds);
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the memory unless the MR was deregistered (then
+    /// `OutOfBounds`: no address is inside a deregistered MR).
+    fn access<R>(
+        &self,
+        f: impl FnOnce(&Memory) -> std::result::Result<R, AccessError>,
+    ) -> std::result::Result<R, AccessError> {
+        let valid = self.valid.read();
+        if !*valid {
+            return Err(AccessError::OutOfBounds);
+        }
+        f(&self.memory)
+    }
+
+    /// Fault an ODP range in before a message's packets touch it, best
+    /// effort: a failure is reported by the access that needs the page.
+    pub(crate) fn fault_in(&self, va: u64, len: u64, write: bool) {
+        // Pinned memory is always present: no lock to take on every message.
+        if len > 0 && !matches!(self.memory, Memory::Pinned(_)) {
+            let _ = self.access(|m| m.fault_in(va, len, write));
+        }
+    }
+
+    /// `[va, va+len)` opened for the packets of one message (see
+    /// [`odp::Window`]: while it is open, no other MR access).
+    pub(crate) fn window(
+        &self,
+        va: u64,
+        len: u64,
+        write: bool,
+    ) -> std::result::Result<MrWindow<'_>, AccessError> {
+        let valid = self.valid.read();
+        if !*valid {
+            return Err(AccessError::OutOfBounds);
+        }
+        Ok(MrWindow {
+            window: self.memory.window(va, len, write)?,
+            _valid: valid,
+        })
+    }
+
+    pub(crate) fn read(&self, va: u64, out: &mut [u8]) -> std::result::Result<(), AccessError> {
+        self.access(|m| m.read(va, out))
+    }
+
+    pub(crate) fn write(&self, va: u64, data: &[u8]) -> std::result::Result<(), AccessError> {
+        self.access(|m| m.write(va, data))
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        va: u64,
+        expect: u64,
+        new: u64,
+    ) -> std::result::Result<u64, AccessError> {
+        self.access(|m| m.compare_and_swap(va, expect, new))
+    }
+
+    pub(crate) fn fetch_and_add(&self, va: u64, add: u64) -> std::result::Result<u64, AccessError> {
+        self.access(|m| m.fetch_and_add(va, add))
+    }
+
+    /// ODP counters (zero for pinned MRs).
+    pub(crate) fn odp_counters(&self) -> odp::umem::CounterSnapshot {
+        match &self.memory {
+            Memory::Odp(u) => u.counters(),
+            Memory::Implicit(u) => u.counters(),
+            Memory::Pinned(_) => Default::default(),
+        }
+    }
+}
+
+/// An open [`odp::Window`] onto an MR, which stays registered meanwhile.
+pub(crate) struct MrWindow<'a> {
+    // Closed before the MR may be deregistered (drop order).
+    pub(crate) window: odp::Window<'a>,
+    _valid: ReadGuard<'a, bool>,
+}
+
+/// The device's MRs by key. A key is a 24-bit index (unique while the MR
+/// lives) and 8 unpredictable bits, so a peer cannot guess a key from
+/// another: a stale or forged R_Key mostly misses.
+pub(crate) struct MrTable {
+    by_index: OrderedRwLock<HashMap<u32, Arc<MrShared>>>,
+    next_index: AtomicU32,
+    max: usize,
+}
+
+impl MrTable {
+    pub(crate) fn new(max: usize) -> MrTable {
+        MrTable {
+            by_index: OrderedRwLock::new(Level::MrTable, HashMap::new()),
+            next_index: AtomicU32::new(1),
+            max,
+        }
+    }
+
+    /// Register `memory` for `[addr, addr+len)` under a new key; `None` if
+    /// the table is full (the memory is then dropped outside the lock: an
+    /// ODP umem unregisters its notifier).
+    pub(crate) fn insert(
+        &self,
+        pd_id: u32,
+        access: Access,
+        addr: u64,
+        len: u64,
+        memory: Memory,
+    ) -> Option<Arc<MrShared>> {
+        let mut mrs = self.by_index.write();
+        if mrs.len() >= self.max {
+            drop(mrs);
+            drop(memory);
+            return None;
+        }
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        let key = (index << 8) | u32::from(crate::sys::random_byte());
+        let mr = Arc::new(MrShared {
+            pd_id,
+            key,
+            access,
+            addr,
+            len,
+            memory,
+            valid: OrderedRwLock::new(Level::MrValid, true),
+        });
+        mrs.insert(index, mr.clone());
+        Some(mr)
+    }
+
+    /// The MR with exactly this key.
+    pub(crate) fn get(&self, key: u32) -> Option<Arc<MrShared>> {
+        let mr = self.by_index.read().get(&(key >> 8)).cloned()?;
+        (mr.key == key).then_some(mr)
+    }
+
+    /// Deregister `mr`: out of the table (`retire` runs under the table
+    /// lock, so a counters snapshot sees the MR either live or retired),
+    /// then the fence — wait for accesses under way and refuse later ones
+    /// (rxe's dereg likewise waits for the MR's references to go). Once
+    /// this returns nothing touches the MR's memory.
+    pub(crate) fn remove(&self, mr: &MrShared, retire: impl FnOnce(&MrShared)) {
+        let mut mrs = self.by_index.write();
+        mrs.remove(&(mr.key >> 8));
+        retire(mr);
+        drop(mrs);
+        *mr.valid.write() = false;
+    }
+
+    /// Visit every registered MR (under the table lock: `f` takes no lock
+    /// of a level below `MrValid`).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&MrShared)) {
+        for mr in self.by_index.read().values() {
+            f(mr);
+        }
+    }
+}
