@@ -72,7 +72,7 @@ impl ShimCq {
     }
 
     fn current(&self) -> sv::Wc {
-        *self.cur.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.cur)
     }
 }
 
@@ -270,7 +270,7 @@ unsafe fn take_next(cq: *mut ibv_cq_ex) -> c_int {
     if w.soft.poll(&mut one) == 0 {
         return libc::ENOENT;
     }
-    *w.cur.lock().unwrap_or_else(|e| e.into_inner()) = one[0];
+    *crate::sync::lock(&w.cur) = one[0];
     let c = conv::wc_to_c(&one[0]);
     // SAFETY: (caller) live CQ; `status` and `wr_id` are the library's to
     // write (the application reads them after start/next_poll).

@@ -47,7 +47,7 @@ pub fn is_ours(dev: *const ibv_device) -> bool {
 
 /// The process's soft device, opened on first use.
 pub fn soft() -> std::io::Result<Arc<Device>> {
-    let mut g = SOFT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = crate::sync::lock(&SOFT);
     if let Some(d) = g.as_ref() {
         return Ok(d.clone());
     }

@@ -30,6 +30,7 @@ mod registry;
 mod srq;
 mod strings;
 mod stubs;
+mod sync;
 
 /// The exported ABI: `build.rs`'s `global_asm!` names every `shim_*` function.
 mod exports {

@@ -209,11 +209,7 @@ pub unsafe extern "C" fn shim_ibv_modify_qp(
     if let Err(e) = w.soft.modify(&sa) {
         return e.0;
     }
-    conv::merge_qp_attr(
-        &mut w.shadow.lock().unwrap_or_else(|e| e.into_inner()).0,
-        a,
-        mask,
-    );
+    conv::merge_qp_attr(&mut crate::sync::lock(&w.shadow).0, a, mask);
     if mask as c_uint & IBV_QP_STATE != 0 {
         // SAFETY: the library owns `state` (the real one writes it here too).
         unsafe { (*qp).state = a.qp_state };
@@ -232,7 +228,7 @@ pub unsafe extern "C" fn shim_ibv_query_qp(
     }
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
-    let (mut a, mut i) = *w.shadow.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut a, mut i) = *crate::sync::lock(&w.shadow);
     a.qp_state = conv::qp_state_to_c(w.soft.state());
     a.cur_qp_state = a.qp_state;
     a.cap = cap_to_c(w.soft.cap());

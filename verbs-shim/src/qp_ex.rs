@@ -123,7 +123,7 @@ unsafe fn shim<'a>(qp: *mut ibv_qp_ex) -> &'a ShimQp {
 }
 
 fn lock(w: &ShimQp) -> MutexGuard<'_, Batch> {
-    w.batch.batch.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&w.batch.batch)
 }
 
 /// End the batch: hand it back to the caller and let a waiting `wr_start` in.
@@ -182,7 +182,7 @@ unsafe extern "C" fn wr_start(qp: *mut ibv_qp_ex) {
     let me = std::thread::current().id();
     let mut b = lock(w);
     while b.owner.is_some_and(|t| t != me) {
-        b = w.batch.free.wait(b).unwrap_or_else(|e| e.into_inner());
+        b = crate::sync::wait(&w.batch.free, b);
     }
     *b = Batch {
         owner: Some(me),

@@ -11,21 +11,17 @@ impl Registry {
         Registry(Mutex::new(None))
     }
     pub fn insert<T>(&self, k: u32, p: *mut T) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
             .get_or_insert_with(HashMap::new)
             .insert(k, p as usize);
     }
     pub fn remove(&self, k: u32) {
-        if let Some(m) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(m) = crate::sync::lock(&self.0).as_mut() {
             m.remove(&k);
         }
     }
     pub fn get<T>(&self, k: u32) -> Option<*mut T> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
             .as_ref()?
             .get(&k)
             .map(|&p| p as *mut T)

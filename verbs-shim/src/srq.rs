@@ -75,7 +75,7 @@ pub unsafe extern "C" fn shim_ibv_modify_srq(
         if let Err(e) = w.soft.set_limit(a.srq_limit) {
             return e.0;
         }
-        w.attr.lock().unwrap_or_else(|e| e.into_inner()).srq_limit = a.srq_limit;
+        crate::sync::lock(&w.attr).srq_limit = a.srq_limit;
     }
     0
 }
@@ -85,12 +85,7 @@ pub unsafe extern "C" fn shim_ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_sr
         return libc::EINVAL;
     }
     // SAFETY: live SRQ; the caller's output struct.
-    unsafe {
-        *attr = *ShimSrq::from_c(srq)
-            .attr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    };
+    unsafe { *attr = *crate::sync::lock(&ShimSrq::from_c(srq).attr) };
     0
 }
 
