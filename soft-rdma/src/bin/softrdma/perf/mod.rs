@@ -73,8 +73,8 @@ pub fn run(a: &PerfArgs) -> CliResult<()> {
     }
 }
 
-/// Both sides in this process: the server in a thread, which prints
-/// nothing (the client prints the run, as one process of a pair would).
+/// Both sides in this process: the server in a thread that prints no
+/// header or rows of its own (the client's are the run's).
 fn embedded(a: &PerfArgs) -> CliResult<()> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))
         .or_else(|e| runtime(format!("loopback TCP: {e}")))?;
