@@ -53,20 +53,18 @@ impl SendWqe {
             wr.op,
             SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
         );
-        match sh.qp_type {
+        let legal = match sh.qp_type {
+            // UD has no path MTU of its own: a datagram must fit the port's.
             QpType::Ud => {
-                // UD has no path MTU of its own: a datagram must fit the port's.
-                if !matches!(wr.op, SendOp::Send | SendOp::SendImm(_))
-                    || wr.ud.is_none()
-                    || len > ctx.port_mtu.bytes() as u64
-                {
-                    return Err(Errno::EINVAL);
-                }
+                matches!(wr.op, SendOp::Send | SendOp::SendImm(_))
+                    && wr.ud.is_some()
+                    && len <= ctx.port_mtu.bytes() as u64
             }
-            QpType::Uc if rd_atomic || matches!(wr.op, SendOp::SendInv(_)) => {
-                return Err(Errno::EINVAL)
-            }
-            _ => {}
+            QpType::Uc => !rd_atomic && !matches!(wr.op, SendOp::SendInv(_)),
+            QpType::Rc => true,
+        };
+        if !legal {
+            return Err(Errno::EINVAL);
         }
         if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
             return Err(Errno::EINVAL);
