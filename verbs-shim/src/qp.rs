@@ -407,11 +407,11 @@ pub unsafe fn post_recv_chain(
         ptrs.push(p);
         p = c.next;
     }
-    // SAFETY: (caller) as above.
     let wrs: Vec<sv::RecvWr<'_>> = ptrs
         .iter()
         .zip(&lists)
         .map(|(&p, l)| sv::RecvWr {
+            // SAFETY: (caller) as above: `p` is a live WR of the chain.
             wr_id: unsafe { (*p).wr_id },
             sg_list: l,
         })

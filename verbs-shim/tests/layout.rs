@@ -3,7 +3,13 @@
 //! offsetof of the structures the shim uses; the same figures come from the
 //! bindings here.
 
-#[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+// bindgen's output, as in src/ffi/mod.rs (its unsafe blocks carry no notes).
+#[allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes
+)]
 #[rustfmt::skip]
 #[path = "../src/ffi/bindings.rs"]
 mod bindings;

@@ -4,7 +4,12 @@
 // Generated code: its `unsafe` blocks are bindgen's bitfield accessors over
 // `#[repr(C)]` storage, reviewed as a generator rather than line by line, so
 // they carry no hand-written `// SAFETY:` notes (the file is regenerated).
-#[allow(clippy::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes
+)]
 #[rustfmt::skip]
 pub mod bindings;
 pub use bindings::*;
