@@ -325,7 +325,7 @@ fn main() {
         let sh = sh.clone();
         let mine: Vec<usize> = (0..SLOTS).filter(|k| k % apps == a).collect();
         threads.push(std::thread::spawn(move || {
-            application(sh, mine, 0xdead_beef ^ (a as u64 + 7) * 0x1000_0001)
+            application(sh, mine, 0xdead_beef ^ ((a as u64 + 7) * 0x1000_0001))
         }));
     }
     let t0 = Instant::now();

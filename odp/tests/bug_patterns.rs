@@ -21,13 +21,16 @@ fn mm() -> MmGet {
     Mm::new(MmConfig::default())
 }
 
+/// Decides a fault's result from the call number and the real result.
+type Hook<'a> = Box<dyn Fn(u32, Result<(), AccessError>) -> Result<(), AccessError> + Sync + 'a>;
+
 /// The real address space, with a hook run after each fault (no lock held),
 /// deciding that fault's result: injects invalidations or errors between
 /// fault and commit.
 struct Inject<'a> {
     real: &'a MmGrab,
     calls: AtomicU32,
-    hook: Box<dyn Fn(u32, Result<(), AccessError>) -> Result<(), AccessError> + Sync + 'a>,
+    hook: Hook<'a>,
 }
 
 impl Space for Inject<'_> {

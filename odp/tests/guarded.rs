@@ -266,8 +266,8 @@ fn null_and_non_canonical_addresses_fault() {
 fn sigbus_past_end_of_file_faults() {
     let _g = serial();
     let p = page();
-    // SAFETY (this block and the libc calls below): a memfd and a shared
-    // mapping of it that only this test uses; the name is a C string literal.
+    // SAFETY: a memfd and a shared mapping of it that only this test uses
+    // (this call and the ones below); the name is a C string literal.
     let fd = unsafe { libc::memfd_create(c"odp-guarded".as_ptr(), 0) };
     assert!(fd >= 0);
     // SAFETY: see above.

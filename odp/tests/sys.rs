@@ -207,10 +207,8 @@ fn minor_faults() -> i64 {
 fn resident(addr: usize, len: usize) -> Vec<bool> {
     let mut v = vec![0u8; len.div_ceil(ps())];
     // SAFETY: `v` has one byte per page of the range, as mincore requires.
-    assert_eq!(
-        unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) },
-        0
-    );
+    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) };
+    assert_eq!(r, 0);
     v.iter().map(|b| b & 1 == 1).collect()
 }
 
@@ -581,6 +579,7 @@ fn kinds() -> Vec<Kind> {
                 // SAFETY: sizing and mapping our own memfd; closing our own fd.
                 unsafe { assert_eq!(libc::ftruncate(fd, l as i64), 0) };
                 let m = Map::new(l, RW, libc::MAP_SHARED, fd).ok();
+                // SAFETY: closes our own memfd, used no more (the mapping keeps it).
                 unsafe { libc::close(fd) };
                 Some((m?, None))
             },
@@ -1055,11 +1054,8 @@ fn uffd_unmap_blocks_until_read_or_close() {
         revents: 0,
     };
     // SAFETY: one valid pollfd for the duration of the call.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 0) },
-        1,
-        "fd readable while an event waits"
-    );
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert_eq!(r, 1, "fd readable while an event waits");
     let mut evs = Vec::new();
     u.read_events(&mut evs).unwrap();
     assert_eq!(
@@ -1103,11 +1099,8 @@ fn uffd_event_timing() {
             revents: 0,
         };
         // SAFETY: one valid pollfd for the duration of the call.
-        assert_eq!(
-            unsafe { libc::poll(&mut pfd, 1, 5000) },
-            1,
-            "no event within 5 s"
-        );
+        let r = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        assert_eq!(r, 1, "no event within 5 s");
     }
     let m = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
     let dst = Map::anon(1, libc::PROT_NONE);

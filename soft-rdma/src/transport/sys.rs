@@ -399,8 +399,8 @@ impl RawAddr {
     }
 
     pub(super) fn empty() -> RawAddr {
-        // SAFETY: plain old data; all-zero is valid (family AF_UNSPEC).
         RawAddr {
+            // SAFETY: plain old data; all-zero is valid (family AF_UNSPEC).
             storage: unsafe { zeroed() },
             len: 0,
         }
