@@ -154,12 +154,11 @@ fn pattern_02_no_callback_after_remove_under_dereg_vs_invalidation_races() {
         u.write(m.addr + (i % 64) as u64 * PAGE as u64, &[1; 64])
             .unwrap();
         let off = (i % 64) * PAGE;
-        let t = std::thread::spawn({
-            let a = m.addr + off as u64;
-            move || map_fixed(a, PAGE)
+        std::thread::scope(|s| {
+            let t = s.spawn(|| m.remap_fixed(off, PAGE));
+            drop(u);
+            t.join().unwrap();
         });
-        drop(u);
-        t.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     inv.join().unwrap();
@@ -308,7 +307,7 @@ fn pattern_06_read_only_memory_read_converges_and_write_fails_cleanly() {
     let mm = mm();
     let m = map_anon(4 * PAGE);
     m.set_byte(0, 42);
-    m.protect(0, 4 * PAGE, libc::PROT_READ);
+    m.protect(0, 4 * PAGE, odp::Prot::Read);
     let u = Arc::new(Umem::new(&mm, m.addr, m.len as u64, true).unwrap());
     let i = Arc::new(ImplicitUmem::new(&mm, true));
     let addr = m.addr;
