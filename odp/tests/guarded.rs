@@ -548,39 +548,3 @@ fn std_stack_overflow_report_still_works() {
         out.status
     );
 }
-
-// ---- Throughput (run with --release --ignored --nocapture). ----
-
-#[test]
-#[ignore]
-fn throughput_64mib() {
-    let _g = serial();
-    let len = 64 << 20;
-    let map = Mapping::new(len);
-    let src = pattern(len, 9);
-    map.fill(0, len, 0); // fault the pages in
-    let gbps = |f: &mut dyn FnMut()| {
-        let mut best = f64::MAX;
-        for _ in 0..10 {
-            let t = Instant::now();
-            f();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        len as f64 / best / 1e9
-    };
-    let guarded = gbps(&mut || copy_out(map.at(0), &src).unwrap());
-    let plain = gbps(&mut || map.write(0, &src));
-    let small_n = 1_000_000;
-    let small = |n: usize| {
-        let buf = pattern(n, 1);
-        let t = Instant::now();
-        for _ in 0..small_n {
-            copy_out(map.at(0), std::hint::black_box(&buf)).unwrap();
-        }
-        t.elapsed().as_nanos() as f64 / small_n as f64
-    };
-    println!("64 MiB copy_out: {guarded:.2} GB/s; ptr::copy_nonoverlapping: {plain:.2} GB/s");
-    for n in [8, 16, 31, 32, 48, 63, 64, 256, 4096] {
-        println!("copy_out {n} B: {:.1} ns", small(n));
-    }
-}
