@@ -1,5 +1,5 @@
-//! One test per bug pattern the kernel community hit in ODP
-//! (kernel-odp-reference.md §5), named `pattern_NN_*`.
+//! One test per bug pattern the kernel's ODP code hit over its history,
+//! named `pattern_NN_*` after the rule the kernel had to learn.
 //!
 //! Mutation check for pattern 9: `cargo test -p odp --test bug_patterns
 //! --features mutant-no-set-seq` must FAIL patterns 1 and 9 (the README's test

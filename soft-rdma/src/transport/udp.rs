@@ -7,7 +7,7 @@
 //! `IP_MTU_DISCOVER`/`IPV6_MTU_DISCOVER` = `PMTUDISC_DO`: the kernel sends DF
 //! and, for an unconnected IPv4 socket, IP ID 0 on every datagram — the ID is
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
-//! known (roce-wire.md).
+//! known (docs/ARCHITECTURE.md, the ICRC paragraph).
 //!
 //! Loopback GSO: consecutive packets of equal size to one peer go out
 //! as one UDP GSO datagram (`UDP_SEGMENT`: the kernel cuts it into the same
