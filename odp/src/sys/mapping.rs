@@ -1,9 +1,10 @@
 //! Owned memory mappings: [`Mapping`] is one `mmap` (anonymous private, or
 //! of a file), unmapped on drop; [`MapOptions`] says how to make it.
 //!
-//! Every crate of the workspace maps memory through this type, application
-//! memory for ODP tests and benches as well as shared rings and counter
-//! pages. Tests of ODP also take memory *away* under the device's feet —
+//! It is meant for every `mmap` of the workspace: application memory for
+//! ODP tests and benches as well as shared rings and counter pages (odp is
+//! the bottom crate, so all can use it). Tests of ODP also take memory
+//! *away* under the device's feet —
 //! unmap part of a region, map fresh memory over it, move it with `mremap` —
 //! so besides plain ownership the type has explicit ways to punch a hole
 //! ([`Mapping::unmap`]), replace a sub-range ([`Mapping::replace`]), map
