@@ -1,6 +1,7 @@
 //! Benchmarks of the `odp` crate: the notifier fast paths, ODP faulting against
-//! raw `MADV_POPULATE_WRITE`, registration against pinning, and what the
-//! userfaultfd monitor adds to `munmap`. Goals and results: docs/BENCHMARKS.md.
+//! raw `MADV_POPULATE_WRITE`, registration against pinning, what the
+//! userfaultfd monitor adds to `munmap`, and guarded copies against plain
+//! ones. Goals and results: docs/BENCHMARKS.md.
 //!
 //! Every benchmark that needs fresh memory uses `iter_custom` so that `mmap`,
 //! `munmap`, registration and teardown stay outside the timed span: only the
@@ -9,8 +10,10 @@
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use odp::guarded;
 use odp::notifier::{Event, Invalidate, InvalidateRange, Invalidation, Notifiers, Refused, SeqSet};
-use odp::{Access, ImplicitUmem, Mm, MmConfig, MmGet, Mode, Pinned, Umem};
+use odp::sys::populate::populate;
+use odp::{Access, ImplicitUmem, Mapping, Mm, MmConfig, MmGet, Mode, Pinned, Umem};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,85 +22,16 @@ const PAGE: u64 = 4096;
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
 
-/// The only unsafe code of this file: anonymous mappings owned by the bench.
-mod mem {
-    use std::ptr;
-
-    /// A private anonymous read/write mapping, unmapped on drop unless
-    /// [`Anon::munmap`] already did.
-    pub struct Anon {
-        pub addr: u64,
-        pub len: usize,
-        mapped: bool,
-    }
-
-    impl Anon {
-        /// A fresh mapping: no page of it has been touched.
-        pub fn new(len: usize) -> Anon {
-            // SAFETY: a kernel-chosen (non-fixed) anonymous mapping aliases no
-            // existing memory; nothing Rust-owned is affected.
-            let p = unsafe {
-                libc::mmap(
-                    ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(
-                p,
-                libc::MAP_FAILED,
-                "mmap {len}: {}",
-                std::io::Error::last_os_error()
-            );
-            Anon {
-                addr: p as u64,
-                len,
-                mapped: true,
-            }
-        }
-
-        /// `madvise(MADV_POPULATE_WRITE)` over the whole mapping.
-        pub fn populate_write(&self) {
-            // SAFETY: populating only faults pages in (as a write touch would)
-            // in memory this bench owns; no Rust reference points into it.
-            let r = unsafe {
-                libc::madvise(
-                    self.addr as *mut libc::c_void,
-                    self.len,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
-            assert_eq!(
-                r,
-                0,
-                "madvise(POPULATE_WRITE): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-
-        /// Unmap now (the timed operation of the munmap benchmarks).
-        pub fn munmap(&mut self) {
-            assert!(self.mapped);
-            // SAFETY: unmaps memory this bench mapped; no Rust reference
-            // points into it, and `mapped` prevents a second unmap.
-            let r = unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
-            assert_eq!(r, 0, "munmap: {}", std::io::Error::last_os_error());
-            self.mapped = false;
-        }
-    }
-
-    impl Drop for Anon {
-        fn drop(&mut self) {
-            if self.mapped {
-                self.munmap();
-            }
-        }
-    }
+/// A fresh private anonymous read/write mapping: no page of it has been
+/// touched. Dropping it is the `munmap` the munmap benchmarks time.
+fn anon(len: usize) -> Mapping {
+    Mapping::anon(len).unwrap_or_else(|e| panic!("mmap {len}: {e}"))
 }
-use mem::Anon;
+
+/// `madvise(MADV_POPULATE_WRITE)` over the whole mapping.
+fn populate_write(m: &Mapping) {
+    populate(m.addr(), m.len(), true).unwrap_or_else(|e| panic!("madvise(POPULATE_WRITE): {e:?}"));
+}
 
 /// The address space for every benchmark that touches real memory: one `Mm`
 /// (one userfaultfd, one monitor thread), created outside any timing.
@@ -219,11 +153,11 @@ fn fault(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let m = Anon::new(LEN);
-                let u = Umem::new(&mm, m.addr, LEN as u64, true).unwrap();
+                let m = anon(LEN);
+                let u = Umem::new(&mm, m.addr() as u64, LEN as u64, true).unwrap();
                 let t = Instant::now();
                 drop(
-                    u.map(m.addr, LEN as u64, Access::Write, Mode::Fault)
+                    u.map(m.addr() as u64, LEN as u64, Access::Write, Mode::Fault)
                         .unwrap(),
                 );
                 total += t.elapsed();
@@ -240,9 +174,9 @@ fn fault(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let m = Anon::new(LEN);
+                let m = anon(LEN);
                 let t = Instant::now();
-                m.populate_write();
+                populate_write(&m);
                 total += t.elapsed();
                 drop(m);
             }
@@ -263,9 +197,9 @@ fn register(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let m = Anon::new(GIB);
+                let m = anon(GIB);
                 let t = Instant::now();
-                let u = Umem::new(&mm, m.addr, GIB as u64, true).unwrap();
+                let u = Umem::new(&mm, m.addr() as u64, GIB as u64, true).unwrap();
                 total += t.elapsed();
                 drop(u);
                 drop(m);
@@ -281,9 +215,9 @@ fn register(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let m = Anon::new(GIB);
+                let m = anon(GIB);
                 let t = Instant::now();
-                let p = Pinned::new(m.addr, GIB as u64, true).unwrap();
+                let p = Pinned::new(m.addr() as u64, GIB as u64, true).unwrap();
                 total += t.elapsed();
                 if !reported {
                     eprintln!(
@@ -318,14 +252,14 @@ fn munmap(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut m = Anon::new(LEN);
-                let u = Umem::new(&mm, m.addr, LEN as u64, true).unwrap();
+                let m = anon(LEN);
+                let u = Umem::new(&mm, m.addr() as u64, LEN as u64, true).unwrap();
                 drop(
-                    u.map(m.addr, LEN as u64, Access::Write, Mode::Fault)
+                    u.map(m.addr() as u64, LEN as u64, Access::Write, Mode::Fault)
                         .unwrap(),
                 );
                 let t = Instant::now();
-                m.munmap();
+                drop(m);
                 total += t.elapsed();
                 mm.sync_invalidations();
                 assert_eq!(u.region().mapped_pages(), 0, "the munmap reached the umem");
@@ -339,10 +273,10 @@ fn munmap(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut m = Anon::new(LEN);
-                m.populate_write();
+                let m = anon(LEN);
+                populate_write(&m);
                 let t = Instant::now();
-                m.munmap();
+                drop(m);
                 total += t.elapsed();
             }
             total
@@ -351,15 +285,60 @@ fn munmap(c: &mut Criterion) {
     g.finish();
 }
 
+/// `guarded::copy_out` (the only way the device writes application memory)
+/// against a plain `copy_nonoverlapping`: 64 MiB into resident memory (the
+/// copy loop's bandwidth), and small copies (the per-call cost of the guard).
+fn guarded_copy(c: &mut Criterion) {
+    const LEN: usize = 64 * MIB;
+    let m = anon(LEN);
+    populate_write(&m); // resident: copies are timed, not page faults
+    let src: Vec<u8> = (0..LEN)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8)
+        .collect();
+    let dst = m.as_ptr();
+    let copy_out = |src: &[u8]| {
+        // SAFETY: `dst` starts a resident, writable mapping of LEN bytes that
+        // this bench owns and nothing else accesses; `src.len()` <= LEN.
+        unsafe { guarded::copy_out(black_box(dst), src) }.expect("guarded copy_out")
+    };
+
+    let mut g = c.benchmark_group("copy_out_64MiB");
+    g.throughput(Throughput::Bytes(LEN as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function("guarded", |b| b.iter(|| copy_out(black_box(&src))));
+    g.bench_function("copy_nonoverlapping", |b| {
+        b.iter(|| {
+            // SAFETY: as for `copy_out`, and `src` is a Rust buffer of LEN
+            // bytes that cannot overlap the mapping.
+            unsafe { std::ptr::copy_nonoverlapping(black_box(&src).as_ptr(), black_box(dst), LEN) }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("copy_out_small");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for n in [8usize, 16, 31, 32, 48, 63, 64, 256, 4096] {
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| copy_out(black_box(&src[..n])))
+        });
+    }
+    g.finish();
+    drop(m);
+}
+
 /// Not a criterion benchmark: one printed figure, the per-page state of an
 /// implicit umem after every page of 1 GiB was faulted through it.
 fn implicit_footprint(_: &mut Criterion) {
     let mm = mm();
-    let m = Anon::new(GIB);
+    let m = anon(GIB);
     let imp = ImplicitUmem::new(&mm, true);
     let t = Instant::now();
-    let mut va = m.addr;
-    while va < m.addr + GIB as u64 {
+    let mut va = m.addr() as u64;
+    while va < m.addr() as u64 + GIB as u64 {
         imp.with_map(va, 1, Access::Write, Mode::Fault, |_g| Ok(()))
             .unwrap();
         va += PAGE;
@@ -386,6 +365,7 @@ criterion_group!(
     fault,
     register,
     munmap,
+    guarded_copy,
     implicit_footprint
 );
 criterion_main!(benches);

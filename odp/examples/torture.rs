@@ -37,49 +37,36 @@ const HOLE: u64 = 1 << 63;
 /// The application's side: raw memory operations (the only unsafe here).
 mod app {
     use super::PAGE;
+    use odp::{MapOptions, Mapping, Prot};
 
     /// A fresh mapping far below everything else (16 TiB up, 1 GiB apart):
     /// the kernel allocates top-down and so never reuses the holes we punch
     /// here — another thread's stack landing in one would be clobbered by
-    /// MAP_FIXED and would receive ODP writes (ODP follows the VA).
-    pub fn reserve(len: usize) -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0x1000_0000_0000);
+    /// MAP_FIXED and would receive ODP writes (ODP follows the VA). That is
+    /// also why the `unsafe` hole punching below is sound.
+    pub fn reserve(len: usize) -> Mapping {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0x1000_0000_0000);
         loop {
             let want = NEXT.fetch_add(1 << 30, Ordering::Relaxed);
-            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-            let p = unsafe {
-                libc::mmap(
-                    want as *mut libc::c_void,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                return p as u64;
+            // MAP_FIXED_NOREPLACE: never replaces an existing mapping.
+            if let Ok(m) = MapOptions::new().at(want).map(len) {
+                return m;
             }
         }
     }
-    pub fn map_fixed(addr: u64, len: usize) {
-        // SAFETY: replaces memory this program owns (a slot), never Rust-owned memory.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(p as u64, addr, "mmap(MAP_FIXED)");
+    /// `mmap(MAP_FIXED)` fresh memory over `[off, off + len)` of `m`.
+    pub fn map_fixed(m: &Mapping, off: usize, len: usize) {
+        // SAFETY: replaces memory this program owns (a slot or scratch area,
+        // mapped or a hole nothing else can fill, see `reserve`); no Rust
+        // reference points into it (devices use guarded access).
+        unsafe { m.replace(off, len, Prot::ReadWrite) }.expect("mmap(MAP_FIXED)");
     }
-    pub fn munmap(addr: u64, len: usize) {
-        // SAFETY: unmaps a slot or scratch area this program owns.
-        unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    /// `munmap` of `[off, off + len)` of `m` (errors ignored).
+    pub fn munmap(m: &Mapping, off: usize, len: usize) {
+        // SAFETY: unmaps a slot or scratch area this program owns and no Rust
+        // reference points into; the hole stays free (see `reserve`).
+        let _ = unsafe { m.unmap(off, len) };
     }
     /// Move a slot onto `to`; false if the kernel refused (a slot spanning
     /// several mappings, e.g. half re-protected, cannot be moved).
@@ -126,7 +113,7 @@ impl Rng {
 }
 
 struct Shared {
-    arena: u64,
+    arena: odp::Mapping,
     /// Per slot: epoch (even = stable, odd = an operation in progress), or HOLE|epoch.
     state: Vec<AtomicU64>,
     stop: AtomicBool,
@@ -138,7 +125,7 @@ struct Shared {
 
 impl Shared {
     fn slot(&self, k: usize) -> u64 {
-        self.arena + (k * SLOT) as u64
+        (self.arena.addr() + k * SLOT) as u64
     }
 }
 
@@ -223,7 +210,7 @@ fn application(sh: Arc<Shared>, slots: Vec<usize>, seed: u64) {
     let mut min_tag: Vec<(u64, &str)> = vec![(0, "start"); SLOTS];
     while !sh.stop.load(Ordering::Relaxed) {
         let k = slots[rng.below(slots.len() as u64) as usize];
-        let base = sh.slot(k);
+        let (base, off) = (sh.slot(k), k * SLOT);
         scan(&sh, k, min_tag[k].0, min_tag[k].1);
         let e = sh.state[k].load(Ordering::Relaxed);
         let start = e + 1; // odd: in progress
@@ -231,30 +218,30 @@ fn application(sh: Arc<Shared>, slots: Vec<usize>, seed: u64) {
         let done = e + 2;
         match rng.below(5) {
             0 => {
-                app::munmap(base, SLOT);
+                app::munmap(&sh.arena, off, SLOT);
                 sh.state[k].store(HOLE | done, Ordering::Release);
                 std::thread::sleep(Duration::from_micros(rng.below(200)));
                 // Leave HOLE before the new mapping exists (guarantee-3 check).
                 sh.state[k].store(done, Ordering::Release);
-                app::map_fixed(base, SLOT);
+                app::map_fixed(&sh.arena, off, SLOT);
                 min_tag[k] = (start, "munmap+mmap");
             }
             1 => {
-                app::map_fixed(base, SLOT);
+                app::map_fixed(&sh.arena, off, SLOT);
                 sh.state[k].store(done, Ordering::Release);
                 min_tag[k] = (e, "mmap(MAP_FIXED) over");
             }
             2 => {
-                if !app::mremap_to(base, SLOT, scratch) {
+                if !app::mremap_to(base, SLOT, scratch.addr() as u64) {
                     sh.mremap_refused.fetch_add(1, Ordering::Relaxed);
-                    app::munmap(base, SLOT);
+                    app::munmap(&sh.arena, off, SLOT);
                 }
                 sh.state[k].store(HOLE | done, Ordering::Release);
                 std::thread::sleep(Duration::from_micros(rng.below(100)));
                 sh.state[k].store(done, Ordering::Release);
-                app::map_fixed(base, SLOT);
-                app::munmap(scratch, SLOT);
-                app::map_fixed(scratch, SLOT);
+                app::map_fixed(&sh.arena, off, SLOT);
+                app::munmap(&scratch, 0, SLOT);
+                app::map_fixed(&scratch, 0, SLOT);
                 min_tag[k] = (start, "mremap away+mmap");
             }
             3 => {
@@ -276,7 +263,7 @@ fn application(sh: Arc<Shared>, slots: Vec<usize>, seed: u64) {
     for &k in &slots {
         scan(&sh, k, min_tag[k].0, min_tag[k].1);
     }
-    app::munmap(scratch, SLOT);
+    drop(scratch);
 }
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -302,7 +289,8 @@ fn main() {
     eprintln!("torture: invalidation source: {}", mm.source());
     let arena = app::reserve(SLOTS * SLOT);
     let explicit = Arc::new(
-        Umem::new(&mm, arena, (SLOTS * SLOT) as u64, true).expect("register explicit umem"),
+        Umem::new(&mm, arena.addr() as u64, (SLOTS * SLOT) as u64, true)
+            .expect("register explicit umem"),
     );
     let implicit = Arc::new(ImplicitUmem::new(&mm, true));
     let sh = Arc::new(Shared {
@@ -325,7 +313,7 @@ fn main() {
         let sh = sh.clone();
         let mine: Vec<usize> = (0..SLOTS).filter(|k| k % apps == a).collect();
         threads.push(std::thread::spawn(move || {
-            application(sh, mine, 0xdead_beef ^ (a as u64 + 7) * 0x1000_0001)
+            application(sh, mine, 0xdead_beef ^ ((a as u64 + 7) * 0x1000_0001))
         }));
     }
     let t0 = Instant::now();

@@ -20,6 +20,8 @@ pub mod umem;
 
 pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
 pub use pinned::{Memory, Pinned, Window};
+pub use sys::event::EventFd;
+pub use sys::mapping::{MapOptions, Mapping, Prot};
 pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};
 
 #[cfg(all(test, loom))]

@@ -112,6 +112,10 @@ impl Mm {
     /// A new address-space mirror for this process. Prefer [`Mm::current`]:
     /// only one userfaultfd may cover a given range, so two `Mm`s that
     /// register the same memory leave the second one uncovered there.
+    ///
+    /// Returns the [`MmGet`] reference, not a bare `Mm`: an `Mm` only ever
+    /// lives behind its two reference kinds (see the module docs).
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(config: MmConfig) -> MmGet {
         let (uffd, source) = if config.userfaultfd {
             match Userfaultfd::open() {

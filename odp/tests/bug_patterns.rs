@@ -1,5 +1,5 @@
-//! One test per bug pattern the kernel community hit in ODP
-//! (kernel-odp-reference.md §5), named `pattern_NN_*`.
+//! One test per bug pattern the kernel's ODP code hit over its history,
+//! named `pattern_NN_*` after the rule the kernel had to learn.
 //!
 //! Mutation check for pattern 9: `cargo test -p odp --test bug_patterns
 //! --features mutant-no-set-seq` must FAIL patterns 1 and 9 (the README's test
@@ -21,13 +21,16 @@ fn mm() -> MmGet {
     Mm::new(MmConfig::default())
 }
 
+/// Decides a fault's result from the call number and the real result.
+type Hook<'a> = Box<dyn Fn(u32, Result<(), AccessError>) -> Result<(), AccessError> + Sync + 'a>;
+
 /// The real address space, with a hook run after each fault (no lock held),
 /// deciding that fault's result: injects invalidations or errors between
 /// fault and commit.
 struct Inject<'a> {
     real: &'a MmGrab,
     calls: AtomicU32,
-    hook: Box<dyn Fn(u32, Result<(), AccessError>) -> Result<(), AccessError> + Sync + 'a>,
+    hook: Hook<'a>,
 }
 
 impl Space for Inject<'_> {
@@ -151,12 +154,11 @@ fn pattern_02_no_callback_after_remove_under_dereg_vs_invalidation_races() {
         u.write(m.addr + (i % 64) as u64 * PAGE as u64, &[1; 64])
             .unwrap();
         let off = (i % 64) * PAGE;
-        let t = std::thread::spawn({
-            let a = m.addr + off as u64;
-            move || map_fixed(a, PAGE)
+        std::thread::scope(|s| {
+            let t = s.spawn(|| m.remap_fixed(off, PAGE));
+            drop(u);
+            t.join().unwrap();
         });
-        drop(u);
-        t.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     inv.join().unwrap();
@@ -305,7 +307,7 @@ fn pattern_06_read_only_memory_read_converges_and_write_fails_cleanly() {
     let mm = mm();
     let m = map_anon(4 * PAGE);
     m.set_byte(0, 42);
-    m.protect(0, 4 * PAGE, libc::PROT_READ);
+    m.protect(0, 4 * PAGE, odp::Prot::Read);
     let u = Arc::new(Umem::new(&mm, m.addr, m.len as u64, true).unwrap());
     let i = Arc::new(ImplicitUmem::new(&mm, true));
     let addr = m.addr;

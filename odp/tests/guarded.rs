@@ -3,6 +3,8 @@
 //! chaining of faults that are not ours.
 
 use odp::guarded::{self, GuardedFault};
+use odp::Prot;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,60 +49,60 @@ fn page() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// An anonymous private read-write mapping, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
+/// An anonymous private read-write mapping (`odp::Mapping`), unmapped on
+/// drop. Placed far below where the kernel puts mappings of its own choosing
+/// (it allocates top-down, 1 GiB apart from each other here), so a hole a
+/// test punches stays free — no thread stack or other test's memory lands in
+/// it — which is what `odp::Mapping::unmap` asks of its callers.
+struct Mapping(odp::Mapping);
 
 impl Mapping {
     fn new(len: usize) -> Mapping {
-        // SAFETY: a fresh anonymous mapping chosen by the kernel aliases nothing.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Mapping {
-            ptr: ptr.cast(),
-            len,
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0x1000_0000_0000);
+        assert!(len <= 1 << 30);
+        loop {
+            let at = NEXT.fetch_add(1 << 30, Ordering::Relaxed);
+            match odp::MapOptions::new().at(at).map(len) {
+                Ok(m) => return Mapping(m),
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "mmap: {e}"),
+            }
         }
     }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
     fn at(&self, off: usize) -> *mut u8 {
-        self.ptr.wrapping_add(off)
+        self.0.as_ptr().wrapping_add(off)
     }
     fn addr(&self, off: usize) -> usize {
         self.at(off) as usize
     }
-    fn protect(&self, off: usize, len: usize, prot: libc::c_int) {
-        // SAFETY: changes protection inside this test's own mapping only.
-        assert_eq!(unsafe { libc::mprotect(self.at(off).cast(), len, prot) }, 0);
+    fn protect(&self, off: usize, len: usize, prot: Prot) {
+        // SAFETY: inside this test's own mapping; no reference into it is
+        // live (`bytes` slices are dropped before the next call).
+        unsafe { self.0.protect(off, len, prot) }.unwrap();
     }
     fn unmap(&self, off: usize, len: usize) {
-        // SAFETY: punches a hole in this test's own mapping; no reference points into it.
-        assert_eq!(unsafe { libc::munmap(self.at(off).cast(), len) }, 0);
+        // SAFETY: punches a hole in this test's own mapping, where nothing
+        // refers to and nothing else will map (see the type's docs).
+        unsafe { self.0.unmap(off, len) }.unwrap();
     }
     /// Only while the range is readable.
     fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        assert!(off + len <= self.len);
+        assert!(off + len <= self.len());
         // SAFETY: in bounds (asserted); the caller keeps the range readable.
         unsafe { std::slice::from_raw_parts(self.at(off), len) }
     }
     /// Only while the range is writable.
     fn fill(&self, off: usize, len: usize, byte: u8) {
-        assert!(off + len <= self.len);
+        assert!(off + len <= self.len());
         // SAFETY: in bounds (asserted); the caller keeps the range writable.
         unsafe { std::ptr::write_bytes(self.at(off), byte, len) }
     }
     /// Only while the range is writable.
     fn write(&self, off: usize, data: &[u8]) {
-        assert!(off + data.len() <= self.len);
+        assert!(off + data.len() <= self.len());
         // SAFETY: in bounds (asserted), writable (caller), and `data` is a
         // Rust buffer that cannot overlap the mapping.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at(off), data.len()) }
@@ -108,14 +110,6 @@ impl Mapping {
     /// The native-endian u64 at `off` (the caller keeps it readable).
     fn u64_at(&self, off: usize) -> u64 {
         u64::from_ne_bytes(self.bytes(off, 8).try_into().unwrap())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // Also covers holes punched by a test: munmap of a hole is fine.
-        // SAFETY: the mapping is ours and nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -136,7 +130,7 @@ fn round_trip_many_sizes_and_misalignments() {
     for len in [0, 1, 7, 8, 9, 15, 63, 64, 65, 4096, 4097, (1 << 20) + 3] {
         let map = Mapping::new(len + 3 * page());
         for (map_off, buf_off) in [(0, 0), (1, 3), (7, 0), (page() - 1, 5), (13, 1)] {
-            map.fill(0, map.len, CANARY);
+            map.fill(0, map.len(), CANARY);
             let data = pattern(len, map_off as u8);
             let mut src = vec![0u8; len + 16];
             src[buf_off..buf_off + len].copy_from_slice(&data);
@@ -152,7 +146,7 @@ fn round_trip_many_sizes_and_misalignments() {
             );
             let after = map_off + len;
             assert!(
-                map.bytes(after, map.len - after)
+                map.bytes(after, map.len() - after)
                     .iter()
                     .all(|&b| b == CANARY),
                 "after"
@@ -171,7 +165,7 @@ fn round_trip_many_sizes_and_misalignments() {
 fn zero_length_copies_touch_nothing() {
     let _g = serial();
     let map = Mapping::new(page());
-    map.protect(0, page(), libc::PROT_NONE);
+    map.protect(0, page(), Prot::None);
     assert_eq!(copy_out(map.at(0), &[]), Ok(()));
     assert_eq!(copy_in(&mut [], map.at(0)), Ok(()));
 }
@@ -183,7 +177,7 @@ fn copy_out_to_read_only_faults_and_leaves_page_unchanged() {
     let map = Mapping::new(2 * p);
     let before = pattern(p, 7);
     map.write(p, &before);
-    map.protect(p, p, libc::PROT_READ);
+    map.protect(p, p, Prot::Read);
     for (off, len) in [
         (p + 100, 200),
         (p, 1),
@@ -211,7 +205,7 @@ fn copy_in_from_prot_none_faults() {
     let _g = serial();
     let p = page();
     let map = Mapping::new(2 * p);
-    map.protect(p, p, libc::PROT_NONE);
+    map.protect(p, p, Prot::None);
     let mut buf = vec![0u8; 300];
     assert_eq!(copy_in(&mut buf, map.at(p + 10)), fault(map.addr(p + 10)));
     let mut big = vec![0u8; p];
@@ -266,26 +260,20 @@ fn null_and_non_canonical_addresses_fault() {
 fn sigbus_past_end_of_file_faults() {
     let _g = serial();
     let p = page();
-    // SAFETY (this block and the libc calls below): a memfd and a shared
-    // mapping of it that only this test uses; the name is a C string literal.
+    // SAFETY: memfd_create with a NUL-terminated name; no other pointers.
     let fd = unsafe { libc::memfd_create(c"odp-guarded".as_ptr(), 0) };
     assert!(fd >= 0);
-    // SAFETY: see above.
-    assert_eq!(unsafe { libc::ftruncate(fd, 2 * p as libc::off_t) }, 0);
-    // SAFETY: see above.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * p,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    assert_ne!(ptr, libc::MAP_FAILED);
-    // SAFETY: see above (shrinking makes the second page SIGBUS on access).
-    assert_eq!(unsafe { libc::ftruncate(fd, p as libc::off_t) }, 0);
+    // SAFETY: a descriptor just created, owned by nobody else.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(2 * p as u64).unwrap();
+    let map = odp::MapOptions::new()
+        .shared()
+        .file(file.as_fd(), 0)
+        .map(2 * p)
+        .unwrap();
+    let ptr = map.as_ptr();
+    // Shrinking makes the second page SIGBUS on access.
+    file.set_len(p as u64).unwrap();
     let base = ptr as usize;
     let mut buf = vec![0u8; 2 * p];
     assert_eq!(copy_in(&mut buf, ptr.cast()), fault(base + p));
@@ -300,11 +288,6 @@ fn sigbus_past_end_of_file_faults() {
             addr: base + p + 64
         })
     );
-    // SAFETY: the mapping and the descriptor are this test's, used no more.
-    unsafe {
-        libc::munmap(ptr, 2 * p);
-        libc::close(fd);
-    }
 }
 
 #[test]
@@ -340,7 +323,7 @@ fn atomics_reject_misalignment_without_touching_memory() {
     }
     assert!(map.bytes(0, 32).iter().all(|&b| b == 0));
     // Misaligned wins over unmapped: memory is not touched at all.
-    map.protect(0, page(), libc::PROT_NONE);
+    map.protect(0, page(), Prot::None);
     assert_eq!(
         fetch_and_add(map.at(3).cast(), 1),
         Err(GuardedFault::Misaligned)
@@ -353,7 +336,7 @@ fn atomics_fault_on_read_only_and_unmapped() {
     let p = page();
     let map = Mapping::new(2 * p);
     map.write(8, &5u64.to_ne_bytes());
-    map.protect(0, p, libc::PROT_READ);
+    map.protect(0, p, Prot::Read);
     map.unmap(p, p);
     let ro = map.at(8).cast::<u64>();
     let gone = map.at(p + 16).cast::<u64>();
@@ -379,7 +362,7 @@ fn child_entry() {
     };
     // Install the handler through a real guarded fault, and prove it works.
     let map = Mapping::new(page());
-    map.protect(0, page(), libc::PROT_NONE);
+    map.protect(0, page(), Prot::None);
     assert_eq!(copy_in(&mut [0u8; 8], map.at(0)), fault(map.addr(0)));
     println!("guarded-installed");
     match what.as_str() {
@@ -471,23 +454,14 @@ fn race() {
         let mut remaps = 0u64;
         while Instant::now() < deadline {
             // SAFETY: the racing mapping is this test's; the copier only reaches
-            // it through the guarded API, which tolerates the hole.
-            assert_eq!(unsafe { libc::munmap(base as *mut _, len) }, 0);
+            // it through the guarded API, which tolerates the hole, and the
+            // hole is where nothing else maps (see `Mapping`).
+            unsafe { map.0.unmap(0, len) }.unwrap();
             std::thread::yield_now();
             // NOREPLACE: never clobber a mapping that raced into the hole.
-            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-            let got = unsafe {
-                libc::mmap(
-                    base as *mut _,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                    -1,
-                    0,
-                )
-            };
-            let err = std::io::Error::last_os_error();
-            assert_eq!(got as usize, base, "remap failed: {err}");
+            if let Err(e) = map.0.fill_hole(0, len, Prot::ReadWrite) {
+                panic!("remap failed: {e}");
+            }
             remaps += 1;
         }
         drop(_stop);
@@ -573,40 +547,4 @@ fn std_stack_overflow_report_still_works() {
         "status {:?}",
         out.status
     );
-}
-
-// ---- Throughput (run with --release --ignored --nocapture). ----
-
-#[test]
-#[ignore]
-fn throughput_64mib() {
-    let _g = serial();
-    let len = 64 << 20;
-    let map = Mapping::new(len);
-    let src = pattern(len, 9);
-    map.fill(0, len, 0); // fault the pages in
-    let gbps = |f: &mut dyn FnMut()| {
-        let mut best = f64::MAX;
-        for _ in 0..10 {
-            let t = Instant::now();
-            f();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        len as f64 / best / 1e9
-    };
-    let guarded = gbps(&mut || copy_out(map.at(0), &src).unwrap());
-    let plain = gbps(&mut || map.write(0, &src));
-    let small_n = 1_000_000;
-    let small = |n: usize| {
-        let buf = pattern(n, 1);
-        let t = Instant::now();
-        for _ in 0..small_n {
-            copy_out(map.at(0), std::hint::black_box(&buf)).unwrap();
-        }
-        t.elapsed().as_nanos() as f64 / small_n as f64
-    };
-    println!("64 MiB copy_out: {guarded:.2} GB/s; ptr::copy_nonoverlapping: {plain:.2} GB/s");
-    for n in [8, 16, 31, 32, 48, 63, 64, 256, 4096] {
-        println!("copy_out {n} B: {:.1} ns", small(n));
-    }
 }

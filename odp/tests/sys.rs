@@ -5,7 +5,7 @@
 //! Ordering rule in every uffd test: the `Userfaultfd` is dropped before any
 //! registered memory is unmapped by a destructor, because `munmap` of
 //! registered memory blocks until someone reads the UNMAP event.
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -13,74 +13,46 @@ use std::time::{Duration, Instant};
 
 use odp::sys::populate::{page_size, populate, PopulateError};
 use odp::sys::uffd::{abi, Event, OpenMode, RegisterError, Userfaultfd};
+use odp::{MapOptions, Prot};
 
 // ---------------------------------------------------------------- helpers
 
-/// An mmap'd range, unmapped on drop (unless `forget`).
+/// An mmap'd range (`odp::Mapping`), unmapped on drop (unless `forget`);
+/// `addr` and `len` copied out for the tests' address arithmetic.
 struct Map {
     addr: usize,
     len: usize,
+    map: odp::Mapping,
 }
 
 impl Map {
-    fn new(len: usize, prot: i32, flags: i32, fd: i32) -> std::io::Result<Map> {
-        // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+    fn new(len: usize, opts: MapOptions<'_>) -> std::io::Result<Map> {
+        let map = opts.map(len)?;
         Ok(Map {
-            addr: p as usize,
+            addr: map.addr(),
             len,
+            map,
         })
     }
     /// At a fixed address that must be free (`MAP_FIXED_NOREPLACE`).
     fn anon_at(addr: usize, pages: usize) -> Map {
-        // SAFETY: NOREPLACE never clobbers an existing mapping.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                pages * page_size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(p as usize, addr, "MAP_FIXED_NOREPLACE");
-        Map {
-            addr,
-            len: pages * page_size(),
-        }
+        let m =
+            Map::new(pages * page_size(), MapOptions::new().at(addr)).expect("MAP_FIXED_NOREPLACE");
+        assert_eq!(m.addr, addr, "MAP_FIXED_NOREPLACE");
+        m
     }
-    fn anon(pages: usize, prot: i32) -> Map {
-        Map::new(
-            pages * page_size(),
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-        )
-        .unwrap()
+    fn anon(pages: usize, prot: Prot) -> Map {
+        Map::new(pages * page_size(), MapOptions::new().prot(prot)).unwrap()
     }
     fn page(&self, i: usize) -> usize {
         self.addr + i * page_size()
     }
     /// The test unmapped (or moved) it itself.
     fn forget(self) {
-        std::mem::forget(self)
+        let _ = self.map.into_raw();
     }
 }
 
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: this range was mapped by `Map::new` and no reference into it
-        // outlives the Map.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
-    }
-}
-
-/// Tests in this file make one-page holes on purpose; a concurrent test's
-/// small mmap could land in one. Serialise them (cheap: the file runs in <1 s).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -131,8 +103,8 @@ impl TempFile {
             .unwrap();
         TempFile { path, file }
     }
-    fn fd(&self) -> i32 {
-        self.file.as_raw_fd()
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 
@@ -207,10 +179,8 @@ fn minor_faults() -> i64 {
 fn resident(addr: usize, len: usize) -> Vec<bool> {
     let mut v = vec![0u8; len.div_ceil(ps())];
     // SAFETY: `v` has one byte per page of the range, as mincore requires.
-    assert_eq!(
-        unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) },
-        0
-    );
+    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) };
+    assert_eq!(r, 0);
     v.iter().map(|b| b & 1 == 1).collect()
 }
 
@@ -232,7 +202,7 @@ fn page_size_is_sysconf() {
 #[test]
 fn populate_mapped_anonymous() {
     let _g = serial();
-    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(4, Prot::ReadWrite);
     assert_eq!(resident(m.addr, m.len), vec![false; 4]);
     populate(m.addr, 2 * ps(), false).unwrap();
     populate(m.page(2), 2 * ps(), true).unwrap();
@@ -243,7 +213,7 @@ fn populate_mapped_anonymous() {
 #[test]
 fn populate_hole_is_hole() {
     let _g = serial();
-    let m = Map::anon(3, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(3, Prot::ReadWrite);
     munmap(m.page(1), ps());
     assert_eq!(populate(m.addr, 3 * ps(), false), Err(PopulateError::Hole));
     assert_eq!(populate(m.addr, 3 * ps(), true), Err(PopulateError::Hole));
@@ -258,13 +228,13 @@ fn populate_hole_is_hole() {
 #[test]
 fn populate_read_only_and_prot_none() {
     let _g = serial();
-    let ro = Map::anon(2, libc::PROT_READ);
+    let ro = Map::anon(2, Prot::Read);
     assert_eq!(
         populate(ro.addr, ro.len, true),
         Err(PopulateError::Permission)
     );
     assert_eq!(populate(ro.addr, ro.len, false), Ok(()));
-    let none = Map::anon(2, libc::PROT_NONE);
+    let none = Map::anon(2, Prot::None);
     assert_eq!(
         populate(none.addr, none.len, false),
         Err(PopulateError::Permission)
@@ -278,7 +248,7 @@ fn populate_read_only_and_prot_none() {
 #[test]
 fn populate_misaligned_is_not_permission() {
     let _g = serial();
-    let m = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(2, Prot::ReadWrite);
     assert_eq!(
         populate(m.addr + 1, ps(), false),
         Err(PopulateError::Other(libc::EINVAL))
@@ -289,13 +259,7 @@ fn populate_misaligned_is_not_permission() {
 fn populate_file_beyond_eof() {
     let _g = serial();
     let f = TempFile::new("/tmp", "eof", ps(), true);
-    let m = Map::new(
-        3 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED,
-        f.fd(),
-    )
-    .unwrap();
+    let m = Map::new(3 * ps(), MapOptions::new().shared().file(f.fd(), 0)).unwrap();
     populate(m.addr, ps(), true).unwrap();
     assert_eq!(
         populate(m.page(1), 2 * ps(), false),
@@ -305,13 +269,7 @@ fn populate_file_beyond_eof() {
         populate(m.addr, 3 * ps(), true),
         Err(PopulateError::BeyondEof)
     );
-    let p = Map::new(
-        3 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE,
-        f.fd(),
-    )
-    .unwrap();
+    let p = Map::new(3 * ps(), MapOptions::new().file(f.fd(), 0)).unwrap();
     assert_eq!(
         populate(p.page(1), ps(), true),
         Err(PopulateError::BeyondEof),
@@ -326,13 +284,7 @@ fn populate_file_beyond_eof() {
 fn populate_write_breaks_cow_of_private_file_page() {
     let _g = serial();
     let f = TempFile::new("/tmp", "cow", 3 * ps(), false);
-    let m = Map::new(
-        3 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE,
-        f.fd(),
-    )
-    .unwrap();
+    let m = Map::new(3 * ps(), MapOptions::new().file(f.fd(), 0)).unwrap();
     populate(m.addr, m.len, false).unwrap();
     assert_eq!(
         read_byte(m.addr),
@@ -371,7 +323,7 @@ fn populate_write_breaks_cow_of_private_file_page() {
 #[test]
 fn populate_write_breaks_cow_after_fork() {
     let _g = serial();
-    let m = Map::anon(1, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(1, Prot::ReadWrite);
     write_byte(m.addr, 7);
     let mut pipe = [0i32; 2];
     // SAFETY: `pipe` has room for two descriptors.
@@ -506,70 +458,42 @@ struct Kind {
 }
 
 fn kinds() -> Vec<Kind> {
-    const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+    fn anon(l: usize, opts: MapOptions<'_>) -> Option<(Map, Option<TempFile>)> {
+        Some((Map::new(l, opts).ok()?, None))
+    }
     fn file_map(
         dir: &str,
         len: usize,
-        flags: i32,
+        shared: bool,
         writable: bool,
-        prot: i32,
+        prot: Prot,
     ) -> Option<(Map, Option<TempFile>)> {
         let f = TempFile::new(dir, "kind", len, writable);
-        let m = Map::new(len, prot, flags, f.fd()).unwrap();
+        let opts = MapOptions::new().prot(prot).file(f.fd(), 0);
+        let opts = if shared { opts.shared() } else { opts };
+        let m = Map::new(len, opts).unwrap();
         Some((m, Some(f)))
     }
     vec![
         Kind {
             name: "anon private",
             unit: ps(),
-            make: |l| {
-                Some((
-                    Map::new(l, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1).ok()?,
-                    None,
-                ))
-            },
+            make: |l| anon(l, MapOptions::new()),
         },
         Kind {
             name: "anon private PROT_READ",
             unit: ps(),
-            make: |l| {
-                Some((
-                    Map::new(
-                        l,
-                        libc::PROT_READ,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                    )
-                    .ok()?,
-                    None,
-                ))
-            },
+            make: |l| anon(l, MapOptions::new().prot(Prot::Read)),
         },
         Kind {
             name: "anon private PROT_NONE",
             unit: ps(),
-            make: |l| {
-                Some((
-                    Map::new(
-                        l,
-                        libc::PROT_NONE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                    )
-                    .ok()?,
-                    None,
-                ))
-            },
+            make: |l| anon(l, MapOptions::new().prot(Prot::None)),
         },
         Kind {
             name: "anon MAP_SHARED (shmem)",
             unit: ps(),
-            make: |l| {
-                Some((
-                    Map::new(l, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1).ok()?,
-                    None,
-                ))
-            },
+            make: |l| anon(l, MapOptions::new().shared()),
         },
         Kind {
             name: "memfd MAP_SHARED (shmem)",
@@ -578,53 +502,45 @@ fn kinds() -> Vec<Kind> {
                 // SAFETY: memfd_create with a NUL-terminated name.
                 let fd = unsafe { libc::memfd_create(c"odp-sys".as_ptr(), libc::MFD_CLOEXEC) };
                 assert!(fd >= 0);
-                // SAFETY: sizing and mapping our own memfd; closing our own fd.
-                unsafe { assert_eq!(libc::ftruncate(fd, l as i64), 0) };
-                let m = Map::new(l, RW, libc::MAP_SHARED, fd).ok();
-                unsafe { libc::close(fd) };
-                Some((m?, None))
+                // SAFETY: a descriptor just created, owned by nobody else.
+                let f = std::fs::File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+                f.set_len(l as u64).unwrap();
+                // The mapping keeps the memfd alive; `f` closes our descriptor.
+                Some((
+                    Map::new(l, MapOptions::new().shared().file(f.as_fd(), 0)).ok()?,
+                    None,
+                ))
             },
         },
         Kind {
             name: "/dev/shm file MAP_SHARED",
             unit: ps(),
-            make: |l| file_map("/dev/shm", l, libc::MAP_SHARED, true, RW),
+            make: |l| file_map("/dev/shm", l, true, true, Prot::ReadWrite),
         },
         Kind {
             name: "ext4 file MAP_PRIVATE",
             unit: ps(),
-            make: |l| file_map("/tmp", l, libc::MAP_PRIVATE, true, RW),
+            make: |l| file_map("/tmp", l, false, true, Prot::ReadWrite),
         },
         Kind {
             name: "ext4 file MAP_PRIVATE, O_RDONLY fd",
             unit: ps(),
-            make: |l| file_map("/tmp", l, libc::MAP_PRIVATE, false, RW),
+            make: |l| file_map("/tmp", l, false, false, Prot::ReadWrite),
         },
         Kind {
             name: "ext4 file MAP_SHARED",
             unit: ps(),
-            make: |l| file_map("/tmp", l, libc::MAP_SHARED, true, RW),
+            make: |l| file_map("/tmp", l, true, true, Prot::ReadWrite),
         },
         Kind {
             name: "ext4 file MAP_SHARED, O_RDONLY fd",
             unit: ps(),
-            make: |l| file_map("/tmp", l, libc::MAP_SHARED, false, libc::PROT_READ),
+            make: |l| file_map("/tmp", l, true, false, Prot::Read),
         },
         Kind {
             name: "hugetlb anon MAP_PRIVATE (2 MiB)",
             unit: 2 << 20,
-            make: |l| {
-                Some((
-                    Map::new(
-                        l,
-                        RW,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
-                        -1,
-                    )
-                    .ok()?,
-                    None,
-                ))
-            },
+            make: |l| anon(l, MapOptions::new().hugetlb()),
         },
     ]
 }
@@ -711,7 +627,7 @@ fn uffd_register_holes() {
     let _g = serial();
     // Partially mapped: the kernel registers the mapped VMAs and skips the
     // hole; we report Hole, and the mapped parts do deliver events.
-    let m = Map::anon(3, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(3, Prot::ReadWrite);
     munmap(m.page(1), ps());
     let u = open_uffd();
     assert!(matches!(
@@ -762,7 +678,7 @@ fn uffd_register_holes() {
     filled.forget();
 
     // Entirely unmapped: EINVAL from the kernel, reported as Hole.
-    let gone = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
+    let gone = Map::anon(2, Prot::ReadWrite);
     let (ga, gl) = (gone.addr, gone.len);
     drop(gone);
     let u = open_uffd();
@@ -776,7 +692,7 @@ fn uffd_register_holes() {
 #[test]
 fn uffd_reregister_same_fd_and_ebusy() {
     let _g = serial();
-    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(4, Prot::ReadWrite);
     let u = open_uffd();
     u.register_wp(m.addr, 2 * ps()).unwrap();
     u.register_wp(m.addr, 2 * ps()).unwrap();
@@ -821,7 +737,7 @@ fn uffd_reregister_same_fd_and_ebusy() {
 #[test]
 fn uffd_events_munmap_dontneed_free() {
     let _g = serial();
-    let m = Map::anon(8, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Map::anon(8, Prot::ReadWrite);
     populate(m.addr, m.len, true).unwrap();
     let u = open_uffd();
     u.register_wp(m.addr, 6 * ps()).unwrap(); // pages 6, 7 stay unregistered
@@ -869,13 +785,7 @@ fn uffd_events_munmap_dontneed_free() {
 #[test]
 fn uffd_events_madv_remove_on_shmem() {
     let _g = serial();
-    let m = Map::new(
-        4 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        -1,
-    )
-    .unwrap();
+    let m = Map::new(4 * ps(), MapOptions::new().shared()).unwrap();
     populate(m.addr, m.len, true).unwrap();
     let u = open_uffd();
     u.register_wp(m.addr, m.len).unwrap();
@@ -898,8 +808,8 @@ fn uffd_events_mremap() {
     let _g = serial();
     let (p, p64) = (ps(), ps() as u64);
     // Move to a fixed destination.
-    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE);
-    let dst = Map::anon(4, libc::PROT_NONE);
+    let m = Map::anon(4, Prot::ReadWrite);
+    let dst = Map::anon(4, Prot::None);
     populate(m.addr, m.len, true).unwrap();
     let u = open_uffd();
     u.register_wp(m.addr, m.len).unwrap();
@@ -972,24 +882,15 @@ fn uffd_events_mremap() {
 #[test]
 fn uffd_events_map_fixed_over_and_mprotect() {
     let _g = serial();
-    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE);
+    let m = Arc::new(Map::anon(4, Prot::ReadWrite));
     populate(m.addr, m.len, true).unwrap();
     let u = open_uffd();
     u.register_wp(m.addr, m.len).unwrap();
     let (x, p) = (m.addr, ps());
+    let over = m.clone();
     let evs = events_of(&u, move || {
-        // SAFETY: replacing a page of our own mapping.
-        let r = unsafe {
-            libc::mmap(
-                (x + p) as *mut _,
-                p,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(r as usize, x + p);
+        // SAFETY: replacing a page of our own mapping, which nothing refers to.
+        unsafe { over.map.replace(p, p, Prot::ReadWrite) }.expect("mmap(MAP_FIXED)");
     });
     assert_eq!(
         evs,
@@ -1038,7 +939,7 @@ fn uffd_events_map_fixed_over_and_mprotect() {
 #[test]
 fn uffd_unmap_blocks_until_read_or_close() {
     let _g = serial();
-    let m = Map::anon(4, libc::PROT_READ | libc::PROT_WRITE); // never touched
+    let m = Map::anon(4, Prot::ReadWrite); // never touched
     let u = open_uffd();
     u.register_wp(m.addr, m.len).unwrap();
     let (x, l) = (m.addr, m.len);
@@ -1055,11 +956,8 @@ fn uffd_unmap_blocks_until_read_or_close() {
         revents: 0,
     };
     // SAFETY: one valid pollfd for the duration of the call.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 0) },
-        1,
-        "fd readable while an event waits"
-    );
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert_eq!(r, 1, "fd readable while an event waits");
     let mut evs = Vec::new();
     u.read_events(&mut evs).unwrap();
     assert_eq!(
@@ -1103,14 +1001,11 @@ fn uffd_event_timing() {
             revents: 0,
         };
         // SAFETY: one valid pollfd for the duration of the call.
-        assert_eq!(
-            unsafe { libc::poll(&mut pfd, 1, 5000) },
-            1,
-            "no event within 5 s"
-        );
+        let r = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        assert_eq!(r, 1, "no event within 5 s");
     }
-    let m = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
-    let dst = Map::anon(1, libc::PROT_NONE);
+    let m = Map::anon(2, Prot::ReadWrite);
+    let dst = Map::anon(1, Prot::None);
     write_byte(m.addr, 0x42);
     let u = open_uffd();
     u.register_wp(m.addr, m.len).unwrap();
@@ -1178,14 +1073,8 @@ fn uffd_event_timing() {
 #[test]
 fn uffd_wp_async_writes_never_block() {
     let _g = serial();
-    let anon = Map::anon(64, libc::PROT_READ | libc::PROT_WRITE);
-    let shm = Map::new(
-        64 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        -1,
-    )
-    .unwrap();
+    let anon = Map::anon(64, Prot::ReadWrite);
+    let shm = Map::new(64 * ps(), MapOptions::new().shared()).unwrap();
     populate(anon.addr, 32 * ps(), true).unwrap(); // half present, half never touched
     populate(shm.addr, 32 * ps(), true).unwrap();
     let u = open_uffd();
@@ -1200,13 +1089,7 @@ fn uffd_wp_async_writes_never_block() {
     });
     // Reads of never-touched pages, then writes to them, and populate too.
     let f = TempFile::new("/tmp", "wp", 8 * ps(), true);
-    let file = Map::new(
-        8 * ps(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED,
-        f.fd(),
-    )
-    .unwrap();
+    let file = Map::new(8 * ps(), MapOptions::new().shared().file(f.fd(), 0)).unwrap();
     u.register_wp(file.addr, file.len).unwrap();
     let fa = file.addr;
     must_not_block(move || {
@@ -1254,7 +1137,7 @@ fn uffd_unprivileged_user_mode_only() {
             assert_eq!(fd, -1, "plain userfaultfd must be refused unprivileged");
             assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         }
-        let m = Map::anon(2, libc::PROT_READ | libc::PROT_WRITE);
+        let m = Map::anon(2, Prot::ReadWrite);
         populate(m.addr, m.len, true).unwrap();
         u.register_wp(m.addr, m.len).unwrap();
         let x = m.addr;

@@ -64,8 +64,8 @@ fn access_errors_for_holes_protections_and_bounds() {
     let mm = mm();
     let m = map_anon(8 * PAGE);
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
-    m.protect(0, PAGE, libc::PROT_READ);
-    m.protect(PAGE, PAGE, libc::PROT_NONE);
+    m.protect(0, PAGE, odp::Prot::Read);
+    m.protect(PAGE, PAGE, odp::Prot::None);
     munmap(m.addr + 2 * PAGE as u64, PAGE);
     assert_eq!(u.write(m.addr, &[1]), Err(AccessError::Permission));
     let mut b = [0u8; 1];
@@ -146,7 +146,7 @@ fn coverage_follows_the_memory_after_munmap_and_mmap_fixed() {
         "the re-covered page was invalidated"
     );
     // Into a hole, later: not covered at first, covered by the next fault.
-    map_fixed(m.addr + 2 * PAGE as u64, PAGE);
+    m.remap_fixed(2 * PAGE, PAGE);
     u.write(m.addr + 2 * PAGE as u64, &[6u8; 4]).unwrap();
     let before = u.counters().pages_invalidated;
     m.dontneed(2 * PAGE, PAGE);
@@ -252,7 +252,7 @@ fn mprotect_after_fault_gives_an_error_and_the_page_is_re_checked() {
     let m = map_anon(2 * PAGE);
     let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
     u.write(m.addr, &[1u8; 16]).unwrap();
-    m.protect(0, PAGE, libc::PROT_READ); // sends no event: pages still "present"
+    m.protect(0, PAGE, odp::Prot::Read); // sends no event: pages still "present"
     let e = u.write(m.addr, &[2u8; 16]).unwrap_err();
     assert_eq!(
         e,

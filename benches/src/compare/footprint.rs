@@ -10,12 +10,12 @@ use odp::{Access, ImplicitUmem, Mm, MmConfig, Mode};
 
 const TIB: u64 = 1 << 40;
 
-/// The only unsafe code of the harness: a 1 TiB reservation (and the fresh
-/// memory of `baseline::populate_write`).
+/// A 1 TiB reservation (and the fresh memory of `baseline::populate_write`).
 pub(crate) mod reserve {
+    /// An `odp::Mapping`, with its address at hand.
     pub struct Reservation {
         pub addr: u64,
-        pub len: usize,
+        map: odp::Mapping,
     }
 
     impl Reservation {
@@ -23,55 +23,21 @@ pub(crate) mod reserve {
         /// swap/commit accounting (`MAP_NORESERVE`): untouched pages cost
         /// nothing.
         pub fn new(len: usize) -> Result<Reservation, String> {
-            // SAFETY: a kernel-chosen (non-fixed) anonymous mapping aliases no
-            // existing memory; nothing Rust-owned is affected.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(format!(
-                    "mmap {len} bytes: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+            let map = odp::MapOptions::new()
+                .noreserve()
+                .map(len)
+                .map_err(|e| format!("mmap {len} bytes: {e}"))?;
             Ok(Reservation {
-                addr: p as u64,
-                len,
+                addr: map.addr() as u64,
+                map,
             })
         }
 
         /// `madvise(MADV_HUGEPAGE)`: let the kernel back it with 2 MiB pages.
         pub fn advise_huge(&self) -> Result<(), String> {
-            // SAFETY: advice on our own mapping; no contents change.
-            let r = unsafe {
-                libc::madvise(
-                    self.addr as *mut libc::c_void,
-                    self.len,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-            if r != 0 {
-                return Err(format!(
-                    "MADV_HUGEPAGE: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(())
-        }
-    }
-
-    impl Drop for Reservation {
-        fn drop(&mut self) {
-            // SAFETY: our own mapping, exactly as returned by mmap; no
-            // reference into it outlives this value.
-            unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+            self.map
+                .advise_huge()
+                .map_err(|e| format!("MADV_HUGEPAGE: {e}"))
         }
     }
 }

@@ -7,6 +7,7 @@
 //! alone. Measured behaviour: `docs/userfaultfd.md`.
 
 pub mod event;
+pub mod mapping;
 pub mod mincore;
 pub mod mlock;
 pub mod populate;

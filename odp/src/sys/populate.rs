@@ -4,11 +4,12 @@
 //! unmapped or `PROT_NONE` page is a `SIGSEGV` in the process that hosts the
 //! device. `MADV_POPULATE_*` (Linux >= 5.14) runs the same fault path as a
 //! touch but reports failure as an errno, like `hmm_range_fault` does in the
-//! kernel. The errno mapping below is measured (kernel 6.18, see
-//! `/work/shared/docs/testing.md` and `odp/tests/sys.rs`).
+//! kernel. The errno mapping below is measured (kernel 6.18); `odp/tests/sys.rs`
+//! asserts it.
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// Why pages could not be faulted in (measured errno mapping, see testing.md).
+/// Why pages could not be faulted in (measured errno mapping, asserted in
+/// `odp/tests/sys.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PopulateError {
     /// ENOMEM: part of the range is not mapped.

@@ -159,19 +159,21 @@ pub fn within(va: u64, len: u64, start: u64, end: u64) -> bool {
     va >= start && va.checked_add(len).is_some_and(|e| e <= end)
 }
 
+/// A piece of best-effort work for [`defer`].
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
 /// Best-effort work (non-flushing prefetch) runs on one worker thread, like
 /// the kernel's deferred prefetch work.
-pub(crate) fn defer(job: Box<dyn FnOnce() + Send>) {
+pub(crate) fn defer(job: Job) {
     #[cfg(loom)]
     job();
     #[cfg(not(loom))]
     {
         use std::sync::mpsc::{channel, Sender};
-        static WORKER: std::sync::Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>> =
-            std::sync::Mutex::new(None);
+        static WORKER: std::sync::Mutex<Option<Sender<Job>>> = std::sync::Mutex::new(None);
         let mut w = WORKER.lock().unwrap_or_else(|e| e.into_inner());
         let tx = w.get_or_insert_with(|| {
-            let (tx, rx) = channel::<Box<dyn FnOnce() + Send>>();
+            let (tx, rx) = channel::<Job>();
             std::thread::Builder::new()
                 .name("odp-prefetch".into())
                 .spawn(move || rx.into_iter().for_each(|j| j()))

@@ -5,18 +5,20 @@ use std::ptr;
 
 pub const PAGE: usize = 4096;
 
-/// An anonymous private mapping, unmapped on drop (errors ignored: tests
-/// unmap or remap it themselves).
+/// An anonymous private mapping (`odp::Mapping`), unmapped on drop; `addr`
+/// and `len` copied out for the tests' address arithmetic.
 pub struct Mapping {
     pub addr: u64,
     pub len: usize,
+    map: odp::Mapping,
 }
 
 /// Test mappings live far below everything else (16 TiB up, 1 GiB apart).
 /// The kernel places new mappings top-down, so it never reuses a hole a test
 /// punches down here — otherwise another thread's stack could land in the
 /// hole, be clobbered by `MAP_FIXED`, or receive an ODP write (ODP follows
-/// the virtual address).
+/// the virtual address). That is also what makes the holes sound for
+/// `odp::Mapping::unmap`: nothing else ever fills them.
 const LOW_BASE: u64 = 0x1000_0000_0000;
 const STRIDE: u64 = 1 << 30;
 
@@ -26,48 +28,41 @@ pub fn map_anon(len: usize) -> Mapping {
     assert!(len as u64 <= STRIDE);
     loop {
         let want = LOW_BASE + NEXT.fetch_add(1, Ordering::Relaxed) * STRIDE;
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the
-        // new one aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                want as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if p != libc::MAP_FAILED {
-            return Mapping {
-                addr: p as u64,
-                len,
-            };
+        // MAP_FIXED_NOREPLACE: an address in use is EEXIST, never replaced.
+        match odp::MapOptions::new().at(want as usize).map(len) {
+            Ok(map) => {
+                return Mapping {
+                    addr: map.addr() as u64,
+                    len,
+                    map,
+                }
+            }
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "mmap: {e}"),
         }
-        assert_eq!(
-            std::io::Error::last_os_error().raw_os_error(),
-            Some(libc::EEXIST),
-            "mmap"
-        );
     }
 }
 
 impl Mapping {
     pub fn ptr(&self) -> *mut u8 {
-        self.addr as *mut u8
+        self.map.as_ptr()
     }
+    /// Unmap all of it (drop unmaps the range again: harmless).
     pub fn munmap(&self) {
-        munmap(self.addr, self.len);
+        // SAFETY: test memory nobody holds a reference into; the hole is
+        // where the kernel places nothing (see LOW_BASE).
+        unsafe { self.map.unmap(0, self.len) }.expect("munmap");
     }
-    /// `mmap(MAP_FIXED)` a fresh anonymous mapping over `[addr+off, +len)`.
+    /// `mmap(MAP_FIXED)` a fresh anonymous mapping over `[addr+off, +len)`
+    /// (mapped or a hole this test punched).
     pub fn remap_fixed(&self, off: usize, len: usize) {
-        map_fixed(self.addr + off as u64, len);
+        // SAFETY: test memory nobody holds a reference into; a hole in it
+        // stayed free (see LOW_BASE).
+        unsafe { self.map.replace(off, len, odp::Prot::ReadWrite) }.expect("mmap(MAP_FIXED)");
     }
-    pub fn protect(&self, off: usize, len: usize, prot: i32) {
-        // SAFETY: changes protection of memory this test owns; nothing Rust-owned.
-        let r =
-            unsafe { libc::mprotect((self.addr as usize + off) as *mut libc::c_void, len, prot) };
-        assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
+    pub fn protect(&self, off: usize, len: usize, prot: odp::Prot) {
+        // SAFETY: test memory; no reference into it exists (accesses are
+        // volatile reads and writes, or the device's guarded copies).
+        unsafe { self.map.protect(off, len, prot) }.expect("mprotect");
     }
     pub fn dontneed(&self, off: usize, len: usize) {
         // SAFETY: discards pages of memory this test owns.
@@ -82,9 +77,7 @@ impl Mapping {
     }
     /// `madvise(MADV_HUGEPAGE)` over the whole mapping.
     pub fn advise_huge(&self) {
-        // SAFETY: advice on memory this test owns; contents unchanged.
-        let r = unsafe { libc::madvise(self.ptr().cast(), self.len, libc::MADV_HUGEPAGE) };
-        assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
+        self.map.advise_huge().expect("madvise(MADV_HUGEPAGE)");
     }
     /// Bytes of this mapping the kernel backs with transparent huge pages
     /// (`AnonHugePages` of its VMA in /proc/self/smaps).
@@ -115,35 +108,11 @@ impl Mapping {
     }
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        munmap(self.addr, self.len);
-    }
-}
-
+/// Punch a hole in a test mapping by address (for threads that hold only
+/// the address). The hole stays free: see LOW_BASE.
 pub fn munmap(addr: u64, len: usize) {
     // SAFETY: unmaps memory the test owns; no Rust reference points into it.
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
-}
-
-pub fn map_fixed(addr: u64, len: usize) {
-    // SAFETY: replaces memory the test owns with a fresh mapping at the same address.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(
-        p as u64,
-        addr,
-        "mmap(MAP_FIXED): {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 /// Run `f` on a thread and fail (instead of hanging) if it takes more than `secs`.

@@ -19,14 +19,13 @@
 //! kicked or never sleeps. [`Producer::publish`] says when to kick.
 //!
 //! The ring's own `unsafe` is in this file: the header's atomics and the
-//! copies in and out (the mapping is `crate::shm`'s, the memfd calls are in
-//! `sys`).
+//! copies in and out (the mapping is an `odp::Mapping`, the memfd calls are
+//! in `sys`).
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::{sys, RecvBatch, MAX_PACKET};
-use crate::shm::SharedMapping;
 
 /// Bytes of records a ring holds: eight QPs' full 128-packet windows of
 /// 4 KiB packets (a consumer drains it while it fills). Both ends map it
@@ -64,12 +63,17 @@ fn record(len: usize) -> u64 {
 }
 
 /// A ring's memfd, mapped populated (read-write, shared).
-struct Mapping(SharedMapping);
+struct RingMap(odp::Mapping);
 
-impl Mapping {
-    fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+impl RingMap {
+    fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<RingMap> {
         debug_assert!(len > HEADER);
-        SharedMapping::map(fd, len, true, true).map(Mapping)
+        odp::MapOptions::new()
+            .shared()
+            .file(fd, 0)
+            .populate()
+            .map(len)
+            .map(RingMap)
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
@@ -97,7 +101,7 @@ impl Mapping {
 
 /// The writing end, in the process that created the ring.
 pub(super) struct Producer {
-    map: Mapping,
+    map: RingMap,
     size: u64,
     /// Written up to (not yet published if ahead of the header's tail).
     tail: u64,
@@ -121,7 +125,7 @@ impl Producer {
         let size = RING_BYTES;
         let total = HEADER + size;
         let fd = sys::sealed_memfd(c"softrdma-ring", total)?;
-        let map = Mapping::map(fd.as_fd(), total)?;
+        let map = RingMap::map(fd.as_fd(), total)?;
         map.u64_at(OFF_SIZE).store(size as u64, Ordering::Relaxed);
         map.u64_at(OFF_MAGIC).store(MAGIC, Ordering::Release);
         Ok((
@@ -219,7 +223,7 @@ impl Drop for Producer {
 
 /// The reading end, in the process a ring was handed to.
 pub(super) struct Consumer {
-    map: Mapping,
+    map: RingMap,
     /// Read once at attach: the producer cannot change our bounds.
     size: u64,
     head: u64,
@@ -239,7 +243,7 @@ impl Consumer {
         if total != (HEADER + RING_BYTES) as u64 {
             return Err(bad("not the ring size"));
         }
-        let map = Mapping::map(file.as_fd(), total as usize)?;
+        let map = RingMap::map(file.as_fd(), total as usize)?;
         let size = map.u64_at(OFF_SIZE).load(Ordering::Relaxed);
         if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC || size != RING_BYTES as u64 {
             return Err(bad("not a softrdma ring"));

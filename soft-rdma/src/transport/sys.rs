@@ -59,14 +59,6 @@ pub(super) fn getsockopt_int(
     cvt(r).map(|_| value)
 }
 
-/// A non-blocking, close-on-exec eventfd (the `close` doorbell).
-pub(super) fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    // SAFETY: `fd` was just returned by eventfd, so it is open and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// An epoll instance watching `fd` for `EPOLLIN`: itself pollable, it is
 /// readable while `fd` is readable *and* the interest is on (see
 /// [`epoll_interest`]), so a thread sleeping in [`poll`] on it can be
@@ -95,21 +87,6 @@ pub(super) fn epoll_interest(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, on: bool) -
     // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
     cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) })
         .map(drop)
-}
-
-/// Make an eventfd readable (and keep it so: nobody reads it).
-pub(super) fn eventfd_signal(fd: BorrowedFd<'_>) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to a live eventfd. A failure
-    // (EAGAIN: counter saturated) still leaves the fd readable, so it is ignored.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
-/// Make an eventfd unreadable again (read its counter; nothing to read is fine).
-pub(super) fn eventfd_drain(fd: BorrowedFd<'_>) {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into a live u64 from a live (non-blocking) eventfd.
-    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
 }
 
 /// Wait until one of `fds` (at most 3) has `events`; returns which did (by
@@ -399,8 +376,8 @@ impl RawAddr {
     }
 
     pub(super) fn empty() -> RawAddr {
-        // SAFETY: plain old data; all-zero is valid (family AF_UNSPEC).
         RawAddr {
+            // SAFETY: plain old data; all-zero is valid (family AF_UNSPEC).
             storage: unsafe { zeroed() },
             len: 0,
         }

@@ -7,7 +7,7 @@
 //! `IP_MTU_DISCOVER`/`IPV6_MTU_DISCOVER` = `PMTUDISC_DO`: the kernel sends DF
 //! and, for an unconnected IPv4 socket, IP ID 0 on every datagram — the ID is
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
-//! known (roce-wire.md).
+//! known (docs/ARCHITECTURE.md, the ICRC paragraph).
 //!
 //! Loopback GSO: consecutive packets of equal size to one peer go out
 //! as one UDP GSO datagram (`UDP_SEGMENT`: the kernel cuts it into the same
@@ -63,7 +63,7 @@ pub struct UdpLink {
     /// interest can be turned off while another thread polls the socket.
     arrivals: OwnedFd,
     /// The doorbell of `kick` and `close`.
-    wake: OwnedFd,
+    wake: odp::EventFd,
     /// Set by `kick`/`close` before the doorbell rings: what a spinning
     /// waiter watches instead of the eventfd.
     rung: AtomicBool,
@@ -157,7 +157,7 @@ impl UdpLink {
             gso: AtomicBool::new(true),
             arrivals: sys::epoll_watching(fd)?,
             sock,
-            wake: sys::eventfd()?,
+            wake: odp::EventFd::new()?,
             rung: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             local,
@@ -264,7 +264,7 @@ impl UdpLink {
         };
         if ready[1] && !self.closed.load(Ordering::Acquire) {
             self.rung.store(false, Ordering::Relaxed);
-            sys::eventfd_drain(self.wake.as_fd());
+            self.wake.drain();
         }
         Ok(())
     }
@@ -584,7 +584,7 @@ impl Link for UdpLink {
 
     fn kick(&self) {
         self.rung.store(true, Ordering::Relaxed);
-        sys::eventfd_signal(self.wake.as_fd());
+        self.wake.signal();
     }
 
     fn wake_on_arrival(&self, on: bool) {
@@ -604,7 +604,7 @@ impl Link for UdpLink {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.rung.store(true, Ordering::Relaxed);
-        sys::eventfd_signal(self.wake.as_fd());
+        self.wake.signal();
     }
 
     fn stats(&self) -> LinkStats {
