@@ -1,33 +1,6 @@
-//! The only `unsafe` in soft-rdma: eventfds, random bytes, and reading
-//! inline data from application memory (through `odp`'s guarded copy).
-
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-/// A non-blocking, close-on-exec eventfd.
-pub(crate) fn eventfd() -> std::io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers; a non-negative result is a new
-    // descriptor that we own exclusively.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Add one to an eventfd's counter (makes it readable).
-pub(crate) fn eventfd_signal(fd: &OwnedFd) {
-    let one = 1u64;
-    // SAFETY: writes 8 bytes from a live u64 to a descriptor we own.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
-/// Reset an eventfd's counter (no longer readable).
-pub(crate) fn eventfd_drain(fd: &OwnedFd) {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into a live u64 from a descriptor we own.
-    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-}
+//! Random bytes, and reading inline data from application memory (through
+//! `odp`'s guarded copy): the device's `unsafe` outside the transport's
+//! syscalls and rings and the counters' shared mapping (`shm.rs`).
 
 /// One random byte (for the unpredictable part of memory keys).
 pub(crate) fn random_byte() -> u8 {

@@ -39,6 +39,12 @@ const FORBIDDING: &[&str] = &[
     "qp/mod.rs",
     "resources/mod.rs",
     "wire/mod.rs",
+    "transport/addr.rs",
+    "transport/faults.rs",
+    "transport/loopback.rs",
+    "transport/pcap.rs",
+    "transport/same_host.rs",
+    "transport/udp.rs",
 ];
 
 fn src() -> PathBuf {

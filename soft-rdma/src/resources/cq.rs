@@ -4,8 +4,9 @@
 
 use crate::sync::{Level, OrderedMutex};
 use crate::types::{Wc, WcStatus};
+use odp::EventFd;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -25,7 +26,7 @@ pub(crate) trait Driver: Send + Sync {
 /// `ibv_comp_channel`: an eventfd that becomes readable when an armed CQ
 /// gets a completion.
 pub(crate) struct ChannelShared {
-    fd: OwnedFd,
+    fd: EventFd,
     /// CQs whose events are pending (`ibv_get_cq_event` order).
     events: OrderedMutex<VecDeque<Arc<CqShared>>>,
 }
@@ -33,7 +34,7 @@ pub(crate) struct ChannelShared {
 impl ChannelShared {
     pub(crate) fn new() -> std::io::Result<ChannelShared> {
         Ok(ChannelShared {
-            fd: crate::sys::eventfd()?,
+            fd: EventFd::new()?,
             events: OrderedMutex::new(Level::Channel, VecDeque::new()),
         })
     }
@@ -43,7 +44,7 @@ impl ChannelShared {
         let mut ev = self.events.lock();
         let cq = ev.pop_front()?;
         if ev.is_empty() {
-            crate::sys::eventfd_drain(&self.fd);
+            self.fd.drain();
         }
         Some(cq)
     }
@@ -169,7 +170,7 @@ impl CqShared {
         drop(s);
         if let (true, Some(ch)) = (fire, &self.channel) {
             ch.events.lock().push_back(self.clone());
-            crate::sys::eventfd_signal(&ch.fd);
+            ch.fd.signal();
         }
         None
     }

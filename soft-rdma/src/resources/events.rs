@@ -3,19 +3,20 @@
 
 use crate::sync::{Level, OrderedMutex};
 use crate::types::AsyncEvent;
+use odp::EventFd;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 pub(crate) struct EventQueue {
     queue: OrderedMutex<VecDeque<AsyncEvent>>,
-    fd: OwnedFd,
+    fd: EventFd,
 }
 
 impl EventQueue {
     pub(crate) fn new() -> std::io::Result<EventQueue> {
         Ok(EventQueue {
             queue: OrderedMutex::new(Level::Events, VecDeque::new()),
-            fd: crate::sys::eventfd()?,
+            fd: EventFd::new()?,
         })
     }
 
@@ -24,7 +25,7 @@ impl EventQueue {
     pub(crate) fn raise(&self, ev: AsyncEvent) {
         crate::log::log!(Info, "async event: {ev:?}");
         self.queue.lock().push_back(ev);
-        crate::sys::eventfd_signal(&self.fd);
+        self.fd.signal();
     }
 
     /// The oldest event, if any (non-blocking).
@@ -32,7 +33,7 @@ impl EventQueue {
         let mut q = self.queue.lock();
         let ev = q.pop_front();
         if q.is_empty() {
-            crate::sys::eventfd_drain(&self.fd);
+            self.fd.drain();
         }
         ev
     }

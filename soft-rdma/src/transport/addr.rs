@@ -19,6 +19,7 @@
 //!    of another pid namespace sharing the network), the next few addresses
 //!    (`C + 1`, … with carry) are tried. Such a device reaches only devices of
 //!    the same host (or network namespace).
+#![forbid(unsafe_code)]
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

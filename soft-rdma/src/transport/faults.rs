@@ -41,6 +41,7 @@
 //! preallocated batch. Datagrams that find the ring full (more than
 //! [`LINE_SLOTS`] in flight in the delay line) are dropped and counted as
 //! `overflow`. Without `SOFTRDMA_FAULTS` there is no wrapper at all.
+#![forbid(unsafe_code)]
 use crate::lock;
 use std::io;
 use std::net::SocketAddr;

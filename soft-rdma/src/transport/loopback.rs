@@ -6,6 +6,7 @@
 //! sender's `send_dropped` for the first two, the receiver's `recv_dropped`
 //! for a full queue, like a socket's receive-buffer overflow). Buffers are
 //! recycled, so steady-state traffic allocates nothing.
+#![forbid(unsafe_code)]
 use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -21,6 +21,7 @@
 //! Writes are buffered; a background thread flushes every 100 ms and the
 //! last link flushes on drop, so a crashed run still leaves a readable file
 //! (missing at most the last 100 ms).
+#![forbid(unsafe_code)]
 use crate::lock;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

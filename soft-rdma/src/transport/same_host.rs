@@ -35,6 +35,7 @@
 //! checks every counter and length it reads, and drops a ring that breaks
 //! the format ([`LinkStats::same_host_refused`](super::LinkStats)); what it
 //! copies out is checked like any datagram.
+#![forbid(unsafe_code)]
 use crate::lock;
 use std::collections::HashMap;
 use std::io;

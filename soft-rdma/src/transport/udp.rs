@@ -24,6 +24,7 @@
 //! A link bound with [`UdpLink::bind_same_host`] (the device's default) also
 //! sends to and receives from other devices of the host through shared-memory
 //! rings ([`super::same_host`]), polling the fast path's socket with its own.
+#![forbid(unsafe_code)]
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
