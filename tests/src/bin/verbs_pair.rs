@@ -29,7 +29,7 @@ fn msg_byte(m: usize, j: usize) -> u8 {
 }
 
 fn region_byte(k: usize) -> u8 {
-    (k as u64 * 2654435761 >> 13) as u8
+    ((k as u64 * 2654435761) >> 13) as u8
 }
 
 fn main() {
