@@ -6,13 +6,12 @@
 //! (so `SOFTRDMA_FAULTS` applies), moves data between them, reports its own
 //! counters and waits for its stdin to close.
 
-mod common;
-use common::{all_access, connect, signaled, wait, Buf, Node};
 use soft_rdma::verbs::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_support::verbs::{all_access, connect, signaled, wait, Buf, Node};
 
 const CHILD: &str = "SOFTRDMA_TEST_STATS_CHILD";
 
@@ -21,13 +20,7 @@ fn child() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    let open = || {
-        let dev = Device::open().expect("open device");
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(4096, None).unwrap();
-        Node { dev, pd, cq }
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (Node::open(), Node::open());
     let (qa, qb) = connect(&a, &b, QpType::Rc);
     // Over UDP on a loaded 2-core machine the kernel may hold loopback
     // datagrams for tens of ms (softirq work deferred): a 67 ms timeout (14,
