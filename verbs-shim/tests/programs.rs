@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use test_support::procs::{all_text, finish};
 
 fn assert_has(out: &str, what: &[&str]) {
     for w in what {
@@ -447,7 +448,7 @@ fn ib_atomic_odp_is_refused_by_perftest_itself() {
             .spawn()
             .unwrap_or_else(|e| panic!("{prog}: {e}"));
         let out = finish(prog, child, std::time::Duration::from_secs(30));
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let all = all_text(&out);
         assert!(
             !out.status.success() && all.contains("ODP does not support ATOMICS"),
             "{prog} --odp: {}\n{all}",
