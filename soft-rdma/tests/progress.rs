@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_support::verbs::*;
 
+#[allow(clippy::too_many_arguments)]
 fn write(qp: &Qp, id: u64, src: &Buf, mr: &Mr, len: usize, dst: u64, rkey: u32, sig: bool) {
     qp.post_send(&[SendWr {
         wr_id: id,
