@@ -17,7 +17,9 @@ use soft_rdma::wire::icrc::{self, IcrcContext};
 use soft_rdma::wire::*;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+use test_support::verbs::{all_access, signaled, Node, QpConfig};
 
 const PAGE: u64 = 4096;
 
@@ -108,87 +110,38 @@ fn wire(c: &mut Criterion) {
     g.finish();
 }
 
-fn all_access() -> Access {
-    Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ
-}
-
-/// Two devices on one loopback hub with a connected RC QP pair.
+/// Two devices on one loopback hub with a connected RC QP pair: 256 WRs to
+/// send, MTU 4096, PSN 0, a 67 ms timeout.
 struct Pair {
     qa: Qp,
     qb: Qp,
-    cq: Cq,
-    pds: (Pd, Pd),
     /// Kept open for the benchmark's length (dropping a device stops it).
-    _devs: (Device, Device),
+    a: Node,
+    b: Node,
 }
 
 fn pair() -> Pair {
     let hub = Hub::new();
-    let dev = |ip: [u8; 4]| {
-        Device::with_link(std::sync::Arc::new(
-            hub.link(SocketAddr::from((ip, 4791))).unwrap(),
-        ))
+    let node = |ip: [u8; 4]| {
+        let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
+        Node::on_link(Arc::new(link), 4096)
     };
-    let (da, db) = (dev([127, 8, 0, 1]), dev([127, 8, 0, 2]));
-    let (pa, pb) = (da.alloc_pd(), db.alloc_pd());
-    let cq = Cq::new(4096, None).unwrap();
-    let cqb = Cq::new(4096, None).unwrap();
-    let mk = |pd: &Pd, cq: &Cq| {
-        pd.create_qp(QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: cq.clone(),
-            recv_cq: cq.clone(),
-            cap: QpCap {
-                max_send_wr: 256,
-                max_recv_wr: 16,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: false,
-            srq: None,
-        })
-        .unwrap()
-    };
-    let (qa, qb) = (mk(&pa, &cq), mk(&pb, &cqb));
-    for (q, peer, d) in [(&qa, &qb, &db), (&qb, &qa, &da)] {
-        q.modify(&QpAttr {
-            state: Some(QpState::Init),
-            access: Some(all_access()),
-            port_num: Some(1),
-            pkey_index: Some(0),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rtr),
-            path_mtu: Some(Mtu::M4096),
-            dest_qp_num: Some(peer.qp_num()),
-            rq_psn: Some(0),
-            dgid: Some(d.gid(1).unwrap()),
-            max_dest_rd_atomic: Some(16),
-            min_rnr_timer: Some(1),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(0),
-            timeout: Some(14),
-            retry_cnt: Some(7),
-            rnr_retry: Some(7),
-            max_rd_atomic: Some(16),
-            ..Default::default()
-        })
-        .unwrap();
+    let (a, b) = (node([127, 8, 0, 1]), node([127, 8, 0, 2]));
+    let (qa, qb) = QpConfig {
+        cap: QpCap {
+            max_send_wr: 256,
+            max_recv_wr: 16,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        mtu: Mtu::M4096,
+        psn: 0,
+        timeout: Some(14),
+        ..QpConfig::new(QpType::Rc)
     }
-    Pair {
-        qa,
-        qb,
-        cq,
-        pds: (pa, pb),
-        _devs: (da, db),
-    }
+    .connect(&a, &b);
+    Pair { qa, qb, a, b }
 }
 
 /// One signaled WRITE of `len` bytes, posted and polled to its completion.
@@ -205,16 +158,11 @@ fn post_complete(c: &mut Criterion) {
         } else {
             all_access()
         };
-        let smr = p
-            .pds
-            .0
-            .reg_mr(src.as_ptr() as u64, LEN as u64, acc)
-            .unwrap();
-        let dmr = p
-            .pds
-            .1
-            .reg_mr(dst.as_mut_ptr() as u64, LEN as u64, acc)
-            .unwrap();
+        let smr = p.a.pd.reg_mr(src.as_ptr() as u64, LEN as u64, acc).unwrap();
+        let dmr =
+            p.b.pd
+                .reg_mr(dst.as_mut_ptr() as u64, LEN as u64, acc)
+                .unwrap();
         for len in [64usize, 4096, LEN] {
             g.throughput(Throughput::Bytes(len as u64));
             let name = format!("{}/{len}", if odp { "odp" } else { "pinned" });
@@ -233,15 +181,12 @@ fn post_complete(c: &mut Criterion) {
                             remote_addr: dst.as_ptr() as u64,
                             rkey: dmr.rkey(),
                         },
-                        flags: SendFlags {
-                            signaled: true,
-                            ..Default::default()
-                        },
+                        flags: signaled(),
                         ud: None,
                     };
                     p.qa.post_send(&[wr]).unwrap();
                     loop {
-                        let n = p.cq.poll(&mut wcs);
+                        let n = p.a.cq.poll(&mut wcs);
                         if n > 0 {
                             assert_eq!(wcs[0].status, WcStatus::Success);
                             break;

@@ -5,8 +5,12 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use test_support::net::wait_listening;
+use test_support::procs::{all_text, finish};
+use test_support::shim;
+use test_support::tools::have;
 
 const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
 
@@ -14,33 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
 /// puts `libibverbs.so`; built here if missing (`cargo test -p soft-rdma`
 /// alone does not build the shim).
 fn ensure_shim() -> PathBuf {
-    let dir = Path::new(BIN).parent().unwrap().to_path_buf();
-    if !dir.join("libibverbs.so").exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "verbs-shim", "--target-dir"])
-            .arg(dir.parent().unwrap());
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "cargo build -p verbs-shim");
-    }
+    let dir = shim::profile_dir(Path::new(BIN));
+    shim::ensure_built(&dir, false);
     dir
-}
-
-/// Whether `prog` is installed; if not, the test is skipped unless
-/// `SOFTRDMA_REQUIRE_TOOLS` is set (scripts/test.sh installs them).
-fn have(prog: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var_os("SOFTRDMA_REQUIRE_TOOLS").is_none(),
-            "{prog} is not installed (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIP: {prog} is not installed");
-    }
-    found
 }
 
 fn softrdma_run(args: &[&str]) -> Command {
@@ -54,35 +34,13 @@ fn softrdma_run(args: &[&str]) -> Command {
     c
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Wait at most `limit`; a hang is killed and fails.
-fn finish(what: &str, mut child: Child, limit: Duration) -> Output {
-    let t = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!("{what}: no exit after {limit:?}\n{}", text(&o));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn run_ibv_devices_lists_the_soft_device() {
     if !have("ibv_devices") {
         return;
     }
     let o = softrdma_run(&["--", "ibv_devices"]).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", all_text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.lines()
@@ -94,7 +52,7 @@ fn run_ibv_devices_lists_the_soft_device() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("softrdma0"),
         "without `--` too: {}",
-        text(&o)
+        all_text(&o)
     );
 }
 
@@ -103,7 +61,7 @@ fn run_passes_exit_status_signal_and_environment() {
     let o = softrdma_run(&["--", "sh", "-c", "exit 7"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(7), "{}", all_text(&o));
     let o = softrdma_run(&["sh", "-c", "kill -KILL $$"])
         .output()
         .unwrap();
@@ -113,7 +71,7 @@ fn run_passes_exit_status_signal_and_environment() {
         .env("LD_LIBRARY_PATH", "/before")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", all_text(&o));
     let shim = ensure_shim().canonicalize().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
@@ -146,25 +104,10 @@ fn run_errors_are_one_line() {
     let o = softrdma_run(&["--", "no-such-program-here"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(127), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(127), "{}", all_text(&o));
     let o = softrdma_run(&[]).output().unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", all_text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing PROGRAM"));
-}
-
-/// Whether some socket listens on TCP `port`, from /proc.
-fn listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let c: Vec<&str> = l.split_whitespace().collect();
-                c.len() > 3 && c[1].ends_with(&want) && c[3] == "0A"
-            })
-    })
 }
 
 #[test]
@@ -189,20 +132,16 @@ fn run_ib_write_bw_odp_pair() {
         &p,
     ];
     let server = softrdma_run(&args).spawn().unwrap();
-    let t = Instant::now();
-    while !listening(port) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_listening(None, port, Duration::from_secs(20)),
+        "server never listened"
+    );
     let mut cargs = args.to_vec();
     cargs.push("127.0.0.1");
     let client = softrdma_run(&cargs).spawn().unwrap();
     let c = finish("client", client, Duration::from_secs(60));
     let s = finish("server", server, Duration::from_secs(30));
-    let (so, co) = (text(&s), text(&c));
+    let (so, co) = (all_text(&s), all_text(&c));
     assert!(
         s.status.success() && c.status.success(),
         "server {}, client {}\n--- server:\n{so}\n--- client:\n{co}",

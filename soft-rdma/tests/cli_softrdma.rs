@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use test_support::net::{ip, two_hosts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
 
@@ -378,62 +379,17 @@ fn two_processes_over_tcp() {
     }
 }
 
-/// Two network namespaces joined by a veth pair; removed on drop.
-struct Netns {
-    names: [String; 2],
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
 #[test]
 fn two_network_namespace_hosts() {
     let pid = std::process::id();
-    let (n1, n2) = (format!("srdma{pid}a"), format!("srdma{pid}b"));
-    if let Err(e) = ip(&["netns", "add", &n1]) {
-        eprintln!("SKIP two_network_namespace_hosts: `ip netns add` is not permitted here ({e})");
+    let Some(hosts) = two_hosts("srdma", [10, 77, 0]) else {
         return;
-    }
-    let mut guard = Netns {
-        names: [n1.clone(), String::new()],
     };
-    ip(&["netns", "add", &n2]).unwrap();
-    guard.names[1] = n2.clone();
-    let (v1, v2) = (format!("sr{pid}a"), format!("sr{pid}b"));
-    let (v1, v2) = (&v1[..v1.len().min(15)], &v2[..v2.len().min(15)]);
-    ip(&[
-        "link", "add", v1, "netns", &n1, "type", "veth", "peer", "name", v2, "netns", &n2,
-    ])
-    .unwrap();
-    for (ns, dev, addr) in [(&n1, v1, "10.77.0.1/24"), (&n2, v2, "10.77.0.2/24")] {
-        ip(&["-n", ns, "addr", "add", addr, "dev", dev]).unwrap();
-        ip(&["-n", ns, "link", "set", dev, "up"]).unwrap();
-        ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
-    }
+    let (n1, n2) = (&hosts.ns[0], &hosts.ns[1]);
+    let v2 = &hosts.veth[1];
     let port = (30000 + pid % 20000).to_string();
     let (srv, rx) = start_server(
-        &["ip", "netns", "exec", &n1, "env", "SOFTRDMA_ADDR=10.77.0.1"],
+        &["ip", "netns", "exec", n1, "env", "SOFTRDMA_ADDR=10.77.0.1"],
         &[
             "perf", "write_bw", "--odp", "--verify", "--server", "-p", &port,
         ],
@@ -442,7 +398,7 @@ fn two_network_namespace_hosts() {
         .args([
             "netns",
             "exec",
-            &n2,
+            n2,
             "env",
             "SOFTRDMA_ADDR=10.77.0.2",
             BIN,
@@ -477,12 +433,12 @@ fn two_network_namespace_hosts() {
     );
     // The active MTU follows the interface's MTU (link MTU − 80 headers).
     for (link_mtu, active) in [("9000", "4096 (5)"), ("1100", "512 (2)")] {
-        ip(&["-n", &n2, "link", "set", v2, "mtu", link_mtu]).unwrap();
+        ip(&["-n", n2, "link", "set", v2, "mtu", link_mtu]).unwrap();
         let o = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &n2,
+                n2,
                 "env",
                 "SOFTRDMA_ADDR=10.77.0.2",
                 BIN,
@@ -497,7 +453,7 @@ fn two_network_namespace_hosts() {
             "link MTU {link_mtu}: active_mtu {active}\n{out}"
         );
     }
-    drop(guard);
+    drop(hosts);
 }
 
 fn odp_faults(out: &str) -> u64 {

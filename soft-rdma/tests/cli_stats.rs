@@ -1,33 +1,76 @@
 //! `softrdma stats` reads the live counters of another process's devices
 //! (published in `SOFTRDMA_STATS_DIR`), and cleans up after a dead one.
 //!
-//! The other process is this test binary again, running `child` (selected
-//! by an environment variable): it opens two devices with `Device::open`
-//! (so `SOFTRDMA_FAULTS` applies), moves data between them, reports its own
-//! counters and waits for its stdin to close.
+//! The other process is this test binary again, running
+//! [`two_devices_move_data_and_count_it`] with an environment variable set:
+//! it opens two devices with `Device::open` (so `SOFTRDMA_FAULTS` applies),
+//! moves data between them, checks that it arrived and that the devices'
+//! counters account for it, waits for the counters to settle, reports them
+//! all and waits for its stdin to close. The parent checks that what
+//! `softrdma stats` shows is what the child reported. Run on its own (no
+//! variable), the same test moves the data and checks it, then returns.
 
-mod common;
-use common::{all_access, connect, signaled, wait, Buf, Node};
 use soft_rdma::verbs::*;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use test_support::verbs::{all_access, connect, signaled, wait, Buf, Node};
 
 const CHILD: &str = "SOFTRDMA_TEST_STATS_CHILD";
+/// The WRITEs the child makes, each `WRITE_LEN` bytes.
+const WRITES: usize = 20;
+const WRITE_LEN: usize = 1 << 20;
+/// Packets of those WRITEs at the path MTU (`connect`'s 1024).
+const WRITE_PKTS: u64 = (WRITES * WRITE_LEN / 1024) as u64;
+
+/// Both devices' counters once two snapshots 300 ms apart agree (nothing in
+/// flight: no retransmission or late ACK left to count), at most 10 s.
+fn settled(a: &Device, b: &Device) -> (DeviceStats, DeviceStats) {
+    let t = Instant::now();
+    let mut last = (a.stats(), b.stats());
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = (a.stats(), b.stats());
+        if now == last {
+            return now;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "counters still moving after 10 s idle:\nA:\n{}B:\n{}",
+            now.0,
+            now.1
+        );
+        last = now;
+    }
+}
+
+/// `name=value,…` of every counter of `s`.
+fn report(s: &DeviceStats) -> String {
+    DeviceStats::NAMES
+        .iter()
+        .zip(s.values())
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The counters of a [`report`].
+fn parse_report(r: &str) -> BTreeMap<String, u64> {
+    r.split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("name=value");
+            (k.to_string(), v.parse().expect("a number"))
+        })
+        .collect()
+}
 
 #[test]
-fn child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    let open = || {
-        let dev = Device::open().expect("open device");
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(4096, None).unwrap();
-        Node { dev, pd, cq }
-    };
-    let (a, b) = (open(), open());
+fn two_devices_move_data_and_count_it() {
+    let child = std::env::var_os(CHILD).is_some();
+    let faults = std::env::var_os("SOFTRDMA_FAULTS").is_some_and(|f| !f.is_empty());
+    let (a, b) = (Node::open(), Node::open());
     let (qa, qb) = connect(&a, &b, QpType::Rc);
     // Over UDP on a loaded 2-core machine the kernel may hold loopback
     // datagrams for tens of ms (softirq work deferred): a 67 ms timeout (14,
@@ -39,14 +82,18 @@ fn child() {
         })
         .unwrap();
     }
-    let src = Buf::new(1 << 20, |i| i as u8);
-    let dst = Buf::new(1 << 20, |_| 0);
-    let mra = a.pd.reg_mr(src.addr(), 1 << 20, all_access()).unwrap();
-    let mrb = b.pd.reg_mr(dst.addr(), 1 << 20, all_access()).unwrap();
-    for _ in 0..20 {
+    let src = Buf::new(WRITE_LEN, |i| i as u8);
+    let dst = Buf::new(WRITE_LEN, |_| 0);
+    let mra =
+        a.pd.reg_mr(src.addr(), WRITE_LEN as u64, all_access())
+            .unwrap();
+    let mrb =
+        b.pd.reg_mr(dst.addr(), WRITE_LEN as u64, all_access())
+            .unwrap();
+    for i in 0..WRITES {
         qa.post_send(&[SendWr {
-            wr_id: 1,
-            sg_list: &[src.sge(&mra, 0, 1 << 20)],
+            wr_id: i as u64,
+            sg_list: &[src.sge(&mra, 0, WRITE_LEN)],
             op: SendOp::Write {
                 remote_addr: dst.addr(),
                 rkey: mrb.rkey(),
@@ -57,25 +104,53 @@ fn child() {
         .unwrap();
         let c = wait(&a.cq, 1);
         assert_eq!(
-            c[0].status,
-            WcStatus::Success,
+            (c.len(), c[0].wr_id, c[0].status),
+            (1, i as u64, WcStatus::Success),
             "A:\n{}B:\n{}",
             a.dev.stats(),
             b.dev.stats()
         );
     }
-    assert!(src.0 == dst.0);
-    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert!(src.0 == dst.0, "the WRITEs' data arrived");
+    let (sa, sb) = settled(&a.dev, &b.dev);
+    let both = format!("A:\n{sa}B:\n{sb}");
+    // Every WRITE packet left A, and reached B, at least once (B holds all
+    // the data), and B acknowledged them.
+    assert!(sa.sent_pkts >= WRITE_PKTS, "{both}");
+    assert!(sb.rcvd_pkts >= WRITE_PKTS, "{both}");
+    assert!(sb.sent_pkts > 0 && sa.rcvd_pkts > 0, "ACKs: {both}");
+    // Nothing malformed, misdirected or given up on.
+    for s in [&sa, &sb] {
+        for k in [
+            "icrc_errors",
+            "parse_errors",
+            "unknown_qp",
+            "retry_exceeded",
+        ] {
+            assert_eq!(s.get(k), Some(0), "{k}: {both}");
+        }
+    }
+    if faults {
+        // 2% of some 20 000 datagrams dropped: resent by go-back-N.
+        assert!(sa.fault_dropped + sb.fault_dropped > 0, "{both}");
+        assert!(sa.retransmits > 0, "{both}");
+    } else {
+        assert_eq!(sa.fault_dropped + sb.fault_dropped, 0, "{both}");
+    }
+    if !child {
+        return;
+    }
     // On a line of its own: the test harness may have begun one.
-    println!(
-        "\nREADY {} {} {}",
-        sa.sent_pkts,
-        sb.rcvd_pkts,
-        sa.fault_dropped + sb.fault_dropped
-    );
+    println!("\nREADY {} {}", report(&sa), report(&sb));
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+    // Idle meanwhile: what it published is still what it reported.
+    assert_eq!(
+        (a.dev.stats(), b.dev.stats()),
+        (sa, sb),
+        "counters moved while idle"
+    );
 }
 
 fn stats_dir() -> PathBuf {
@@ -98,7 +173,7 @@ fn softrdma_stats(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The value of counter `name` in each device table of `out`.
+/// The value of counter `name` in each device table of `out`, in table order.
 fn values(out: &str, name: &str) -> Vec<u64> {
     out.lines()
         .filter_map(|l| {
@@ -113,7 +188,12 @@ fn stats_reads_another_process_live_counters_and_cleans_up_after_it() {
     let dir = stats_dir();
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "two_devices_move_data_and_count_it",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
             .env(CHILD, "1")
             .env("SOFTRDMA_STATS_DIR", &dir)
             .env("SOFTRDMA_FAULTS", "drop=0.02,seed=3")
@@ -133,11 +213,10 @@ fn stats_reads_another_process_live_counters_and_cleans_up_after_it() {
     }
     // Keep reading what the child prints (so it never blocks on a full pipe).
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let own: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let own: Vec<BTreeMap<String, u64>> =
+        line.split_whitespace().skip(1).map(parse_report).collect();
+    assert_eq!(own.len(), 2, "{line}");
+    assert!(own[0]["sent_pkts"] >= WRITE_PKTS, "{line}");
     // Wait for the next publication (every 200 ms).
     std::thread::sleep(Duration::from_millis(500));
     let (code, text, err) = softrdma_stats(&dir, &[&pid.to_string()]);
@@ -147,16 +226,16 @@ fn stats_reads_another_process_live_counters_and_cleans_up_after_it() {
         2,
         "both devices listed:\n{text}"
     );
-    let sent = values(&text, "sent_pkts");
-    let rcvd = values(&text, "rcvd_pkts");
-    let dropped = values(&text, "fault_dropped");
-    assert_eq!(sent.len(), 2, "{text}");
-    // At least what the child saw when it reported (it is idle since).
-    assert!(sent[0] >= own[0] && own[0] > 20 * 256, "{text}\n{line}");
-    assert!(rcvd[1] >= own[1], "{text}\n{line}");
+    // Every counter, of both devices (listed in opening order), is what the
+    // child reported: it has been idle since its counters settled.
+    for name in DeviceStats::NAMES {
+        let shown = values(&text, name);
+        let reported = [own[0][*name], own[1][*name]];
+        assert_eq!(shown, reported, "{name}:\n{text}\n{line}");
+    }
     assert!(
-        dropped.iter().sum::<u64>() >= own[2] && own[2] > 0,
-        "{text}"
+        own[0]["fault_dropped"] + own[1]["fault_dropped"] > 0,
+        "{line}"
     );
     // Without a pid: every live device, this child's among them.
     let (code, all, _) = softrdma_stats(&dir, &[]);
@@ -199,10 +278,15 @@ fn stats_reads_another_process_live_counters_and_cleans_up_after_it() {
         0,
         "stale files removed"
     );
+    let (code, _, err) = softrdma_stats(&dir, &[&pid.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("no live softrdma device in process {pid}")),
+        "{err}"
+    );
     let (code, _, err) = softrdma_stats(&dir, &["x12"]);
     assert_eq!(code, 2, "{err}");
     std::fs::remove_dir(&dir).unwrap();
-    let _ = pid;
 }
 
 #[test]

@@ -1051,13 +1051,12 @@ fn uc_access_errors_are_dropped_and_counted() {
     // rxe: RESPST_ERR_RKEY_VIOLATION on UC without SRQ is class E: the
     // message is dropped, nothing answered, the QP goes on.
     let mut pkts = Vec::new();
-    let mut psn = EPSN;
-    for (va, rkey) in [
+    for (psn, (va, rkey)) in (EPSN..).zip([
         (t.mem.addr(), t.mr.rkey() ^ 1),
         (t.mem.addr() + REGION as u64 - 8, t.mr.rkey()),
         (u64::MAX - 7, t.mr.rkey()),
         (ro.mem.addr(), ro.mr.rkey()),
-    ] {
+    ]) {
         pkts.push(env.build(
             uc(Op::WriteOnly),
             qp.qp_num(),
@@ -1065,7 +1064,6 @@ fn uc_access_errors_are_dropped_and_counted() {
             write_only(va, rkey, 16),
             &[0xa1; 16],
         ));
-        psn += 1;
     }
     expect_silent_drop(
         &mut env,

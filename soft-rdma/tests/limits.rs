@@ -10,8 +10,6 @@
 //! | a WR past the send/receive queue's size | post: `ENOMEM`, `bad_wr` = it, the earlier ones posted | rxe post_one_send / post_one_recv (queue full) |
 //! | more READs than `max_rd_atomic` | queued, not failed: at most `max_rd_atomic` on the wire | IBA 9.5 (initiator depth) |
 
-mod common;
-use common::{all_access, cap, node, signaled, wait, Buf};
 use soft_rdma::transport::{loopback::Hub, Link, Outgoing, RecvBatch};
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{Op, PacketRepr};
@@ -19,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::verbs::{all_access, cap, connect, node, signaled, wait, Buf, Node};
 
 fn qp_attr(cq: &Cq, cap: QpCap) -> QpInitAttr {
     QpInitAttr {
@@ -154,7 +153,7 @@ fn more_mrs_than_max_mr_is_einval_until_one_is_deregistered() {
 fn rd_atomic_depths_above_the_device_limit_are_einval_and_change_nothing() {
     let a = node();
     let b = node();
-    let (qa, _qb) = common::connect(&a, &b, QpType::Rc);
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let max = a.dev.attr().max_qp_init_rd_atom;
     for attr in [
         QpAttr {
@@ -189,7 +188,7 @@ fn rd_atomic_depths_above_the_device_limit_are_einval_and_change_nothing() {
 fn posting_past_the_queue_size_is_enomem_for_that_wr() {
     let a = node();
     let b = node();
-    let (qa, _qb) = common::connect(&a, &b, QpType::Rc);
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let max = cap().max_send_wr as usize;
     // SQD holds what is posted: the send queue fills and stays full.
     qa.modify(&QpAttr {
@@ -297,7 +296,7 @@ impl Link for ReadCounter {
         }
         Ok(n)
     }
-    crate::forward_rest_of_link!();
+    test_support::forward_rest_of_link!();
 }
 
 #[test]
@@ -311,22 +310,17 @@ fn more_reads_than_max_rd_atomic_are_queued_not_failed() {
         outstanding: AtomicI64::new(0),
         max: AtomicI64::new(0),
     });
-    let mk = |link: Arc<dyn Link>| {
-        let dev = Device::with_link(link);
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(4096, None).unwrap();
-        common::Node { dev, pd, cq }
-    };
-    let a = mk(counter.clone());
-    let b = mk(Arc::new(
-        hub.link(SocketAddr::from(([127, 9, 1, 2], 4791))).unwrap(),
-    ));
-    let (qa, _qb) = common::connect(&a, &b, QpType::Rc);
+    let a = Node::on_link(counter.clone(), 4096);
+    let b = Node::on_link(
+        Arc::new(hub.link(SocketAddr::from(([127, 9, 1, 2], 4791))).unwrap()),
+        4096,
+    );
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
     qa.modify(&QpAttr {
         state: Some(QpState::Rts),
         max_rd_atomic: Some(DEPTH),
         // 4.3 s: no timeout resends a request (the count would see it
-        // twice; a busy machine made common's 4 ms fire).
+        // twice; a busy machine made the shared set-up's 4 ms fire).
         timeout: Some(20),
         ..Default::default()
     })

@@ -22,42 +22,32 @@
 //! - Send completions stay in posting order when a WR fails behind others
 //!   still unacknowledged.
 
-mod common;
-use common::{all_access, connect, node, signaled, Buf, Node};
 use soft_rdma::verbs::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use test_support::verbs::{all_access, connect, node, signaled, wait_with, Buf, Node, Wait};
 
 const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
 
 /// Poll `cq` until `n` completions or `limit` (then fail, showing them).
 fn wait_for(cq: &Cq, n: usize, limit: Duration) -> Vec<Wc> {
-    let mut out = Vec::new();
-    let t = Instant::now();
-    let mut buf = [Wc::EMPTY; 64];
-    while out.len() < n {
-        let k = cq.poll(&mut buf);
-        out.extend_from_slice(&buf[..k]);
-        if k == 0 {
-            if t.elapsed() >= limit {
-                let ids: std::collections::BTreeSet<u64> = out.iter().map(|w| w.wr_id).collect();
-                let first_missing = (0..).find(|i| !ids.contains(i));
-                let kinds: Vec<_> = out
-                    .iter()
-                    .map(|w| (w.wr_id, w.status))
-                    .filter(|w| w.1 != WcStatus::WrFlushErr)
-                    .collect();
-                panic!(
-                    "hang: {} of {n} completions after {limit:?}; first missing wr_id {first_missing:?}; non-flush: {kinds:?}",
-                    out.len(),
-                );
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    out
+    let how = Wait {
+        limit,
+        pause: Some(Duration::from_micros(200)),
+        ..Wait::default()
+    };
+    wait_with(cq, n, how, &|out| {
+        let ids: std::collections::BTreeSet<u64> = out.iter().map(|w| w.wr_id).collect();
+        let first_missing = (0..).find(|i| !ids.contains(i));
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|w| (w.wr_id, w.status))
+            .filter(|w| w.1 != WcStatus::WrFlushErr)
+            .collect();
+        format!("hang: first missing wr_id {first_missing:?}; non-flush: {kinds:?}")
+    })
 }
 
 /// Completions, in order, must read: `Success`*, one `fail`, `WrFlushErr`*;
@@ -372,7 +362,7 @@ fn dereg_mid_traffic(kind: Kind, read: bool) {
     let a = node();
     let b = node();
     let (qa, qb) = connect(&a, &b, QpType::Rc);
-    // A 67 ms ACK timeout (common's 4 ms once ran out of retries on a busy
+    // A 67 ms ACK timeout (the shared set-up's 4 ms once ran out of retries on a busy
     // machine while 1 MiB READ bursts were answered, before any dereg).
     qa.modify(&QpAttr {
         state: Some(QpState::Rts),
@@ -525,7 +515,7 @@ fn dereg_local_mid_traffic(N: usize, LEN: usize) {
     let a = node();
     let b = node();
     let (qa, qb) = connect(&a, &b, QpType::Rc);
-    // 67 ms: common's 4 ms ran out of retries on a busy machine.
+    // 67 ms: the shared set-up's 4 ms ran out of retries on a busy machine.
     qa.modify(&QpAttr {
         state: Some(QpState::Rts),
         timeout: Some(14),
@@ -649,7 +639,7 @@ impl soft_rdma::transport::Link for Hold {
     ) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
-    crate::forward_rest_of_link!();
+    test_support::forward_rest_of_link!();
 }
 
 /// Completions of one send queue come in posting order, also when a local
@@ -666,7 +656,7 @@ fn a_local_error_behind_unacknowledged_wrs_completes_in_posting_order() {
     use soft_rdma::transport::loopback::Hub;
     use soft_rdma::wire::Op;
     const LEN: usize = 64 << 10; // 64 packets at MTU 1024
-    const PSN: u32 = 0x10; // common::connect's first PSN
+    const PSN: u32 = 0x10; // test_support::verbs::connect's first PSN
     let hub = Hub::new();
     // A: the second WRITE's packets (PSNs from PSN + 64) wait.
     let hold_a = Hold::new(hub.link(([127, 9, 2, 1], 4791).into()).unwrap(), |r| {
@@ -676,14 +666,8 @@ fn a_local_error_behind_unacknowledged_wrs_completes_in_posting_order() {
     let hold_b = Hold::new(hub.link(([127, 9, 2, 2], 4791).into()).unwrap(), |r| {
         r.bth.opcode.op() == Op::Ack
     });
-    let mk = |link: std::sync::Arc<Hold>| {
-        let dev = Device::with_link(link);
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(64, None).unwrap();
-        Node { dev, pd, cq }
-    };
-    let a = mk(hold_a.clone());
-    let b = mk(hold_b.clone());
+    let a = Node::on_link(hold_a.clone(), 64);
+    let b = Node::on_link(hold_b.clone(), 64);
     let (qa, qb) = connect(&a, &b, QpType::Rc);
     // Long enough not to retransmit meanwhile (4.3 s: a 67 ms timeout
     // once fired first on a busy machine, failing WR 0's resend instead).

@@ -3,69 +3,28 @@
 //! `scripts/test.sh` installs both and sets `SOFTRDMA_REQUIRE_TOOLS=1`, so in
 //! the suite a missing tool is a failure, not a skip.
 
-mod common;
-use common::{all_access, cap, signaled, wait, Buf};
 use soft_rdma::transport::{addr, PcapLink};
 use soft_rdma::verbs::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use test_support::tools;
+use test_support::verbs::{all_access, signaled, wait, Buf, Node, QpConfig};
 
-struct Side {
-    dev: Device,
-    pd: Pd,
-    cq: Cq,
-}
-
-fn side(pcap: &Path) -> Side {
+fn side(pcap: &Path) -> Node {
     let link = PcapLink::new(addr::bind_default().unwrap(), pcap).unwrap();
-    let dev = Device::with_link(Arc::new(link));
-    let pd = dev.alloc_pd();
-    let cq = Cq::new(1024, None).unwrap();
-    Side { dev, pd, cq }
+    Node::on_link(Arc::new(link), 1024)
 }
 
-fn qp(s: &Side, t: QpType) -> Qp {
-    s.pd.create_qp(QpInitAttr {
-        qp_type: t,
-        send_cq: s.cq.clone(),
-        recv_cq: s.cq.clone(),
-        cap: cap(),
-        sq_sig_all: false,
-        srq: None,
-    })
-    .unwrap()
-}
-
-fn rc_pair(a: &Side, b: &Side) -> (Qp, Qp) {
-    let (qa, qb) = (qp(a, QpType::Rc), qp(b, QpType::Rc));
-    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-        q.modify(&QpAttr {
-            state: Some(QpState::Init),
-            access: Some(all_access()),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rtr),
-            path_mtu: Some(Mtu::M1024),
-            dest_qp_num: Some(peer.qp_num()),
-            rq_psn: Some(1),
-            dgid: Some(dev.gid(1).unwrap()),
-            max_dest_rd_atomic: Some(4),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(1),
-            max_rd_atomic: Some(4),
-            ..Default::default()
-        })
-        .unwrap();
+/// PSNs from 1, 4 reads/atomics each way, the device's timers.
+fn rc_pair(a: &Node, b: &Node) -> (Qp, Qp) {
+    QpConfig {
+        psn: 1,
+        rd_atomic: Some(4),
+        ..QpConfig::minimal(QpType::Rc)
     }
-    (qa, qb)
+    .connect(a, b)
 }
 
 /// Every operation once, with odd payload lengths (pad counts 1..3).
@@ -151,26 +110,11 @@ fn traffic(pcap: &Path) {
         assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     }
     // UD.
-    let (ua, ub) = (qp(&a, QpType::Ud), qp(&b, QpType::Ud));
-    for q in [&ua, &ub] {
-        q.modify(&QpAttr {
-            state: Some(QpState::Init),
-            qkey: Some(5),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rtr),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(0),
-            ..Default::default()
-        })
-        .unwrap();
+    let (ua, ub) = QpConfig {
+        qkey: 5,
+        ..QpConfig::minimal(QpType::Ud)
     }
+    .connect(&a, &b);
     ub.post_recv(&[RecvWr {
         wr_id: 4,
         sg_list: &[dst.sge(&mrb, 0, 2048)],
@@ -193,21 +137,6 @@ fn traffic(pcap: &Path) {
     drop((ua, ub, qa, qb));
 }
 
-fn tool(cmd: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(cmd)
-        .args(probe)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SOFTRDMA_REQUIRE_TOOLS").is_err(),
-            "{cmd} is required by the suite but missing"
-        );
-        eprintln!("note: {cmd} not available, skipping that check (scripts/test.sh installs it)");
-    }
-    ok
-}
-
 fn pcap_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("softrdma-{name}-{}.pcap", std::process::id()))
 }
@@ -217,7 +146,7 @@ fn scapy_agrees_with_every_icrc_and_tshark_decodes_the_opcodes() {
     let path = pcap_path("tools");
     traffic(&path);
     std::thread::sleep(std::time::Duration::from_millis(300)); // the writer's periodic flush
-    if tool("python3", &["-c", "import scapy.contrib.roce"]) {
+    if tools::works("python3", &["-c", "import scapy.contrib.roce"]) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/check_icrc.py");
         let out = Command::new("python3")
             .arg(script)
@@ -232,7 +161,7 @@ fn scapy_agrees_with_every_icrc_and_tshark_decodes_the_opcodes() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if tool("tshark", &["-v"]) {
+    if tools::works("tshark", &["-v"]) {
         let out = Command::new("tshark")
             .args(["-r"])
             .arg(&path)

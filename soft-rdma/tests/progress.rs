@@ -5,14 +5,14 @@
 //! the application polls — the next poll, in one batch (doorbell batching);
 //! nothing held is stranded either.
 
-mod common;
-use common::*;
 use soft_rdma::transport::Hub;
 use soft_rdma::verbs::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::verbs::*;
 
+#[allow(clippy::too_many_arguments)]
 fn write(qp: &Qp, id: u64, src: &Buf, mr: &Mr, len: usize, dst: u64, rkey: u32, sig: bool) {
     qp.post_send(&[SendWr {
         wr_id: id,
@@ -93,10 +93,7 @@ fn arrivals_are_handled_after_a_poller_leaves_without_a_completion() {
 /// A device on an in-process hub with room for every datagram (no loss).
 fn hub_node(hub: &Arc<Hub>, ip: [u8; 4]) -> Node {
     let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
-    let dev = Device::with_link(Arc::new(link));
-    let pd = dev.alloc_pd();
-    let cq = Cq::new(4096, None).unwrap();
-    Node { dev, pd, cq }
+    Node::on_link(Arc::new(link), 4096)
 }
 
 #[test]
@@ -179,10 +176,7 @@ impl Recording {
             inner: hub.link(SocketAddr::from((ip, 4791))).unwrap(),
             calls: Default::default(),
         });
-        let dev = Device::with_link(link.clone());
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(4096, None).unwrap();
-        (Node { dev, pd, cq }, link)
+        (Node::on_link(link.clone(), 4096), link)
     }
 
     /// How many send calls carried a packet of `op`.
@@ -209,7 +203,7 @@ impl soft_rdma::transport::Link for Recording {
     ) -> std::io::Result<usize> {
         self.inner.recv(batch, timeout)
     }
-    crate::forward_rest_of_link!();
+    test_support::forward_rest_of_link!();
 }
 
 /// `ib_write_lat`'s pattern: each side spins on the word the peer writes,

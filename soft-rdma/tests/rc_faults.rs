@@ -9,14 +9,13 @@
 //! the counters of both devices): `cargo test -p soft-rdma --test rc_faults
 //! -- --nocapture`. The deadlines catch a livelock; they are no speed limit.
 
-mod common;
-use common::{all_access, signaled, Buf};
 use soft_rdma::transport::faults::{FaultConfig, FaultLink};
 use soft_rdma::transport::{Hub, Link};
 use soft_rdma::verbs::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::verbs::{all_access, signaled, wait_with, Buf, Node, QpConfig, Wait};
 
 const MIX: &str = "drop=0.05,dup=0.01,reorder=0.02,corrupt=0.001";
 
@@ -26,14 +25,8 @@ const MIX: &str = "drop=0.05,dup=0.01,reorder=0.02,corrupt=0.001";
 /// 2-core machine (70 ms seen).
 const TIMEOUT: u8 = 11;
 
-struct Side {
-    dev: Device,
-    pd: Pd,
-    cq: Cq,
-}
-
 /// Two devices on a hub, each receiving through a fault injector (`None`: no injector).
-fn pair(spec_a: Option<&str>, spec_b: Option<&str>, seed: u64) -> (Side, Side) {
+fn pair(spec_a: Option<&str>, spec_b: Option<&str>, seed: u64) -> (Node, Node) {
     let hub = Hub::with_queue(1 << 15);
     let mk = |ip: [u8; 4], spec: Option<&str>| {
         let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
@@ -45,71 +38,29 @@ fn pair(spec_a: Option<&str>, spec_b: Option<&str>, seed: u64) -> (Side, Side) {
             }
             None => Arc::new(link),
         };
-        let dev = Device::with_link(link);
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(8192, None).unwrap();
-        Side { dev, pd, cq }
+        Node::on_link(link, 8192)
     };
     (mk([127, 10, 0, 1], spec_a), mk([127, 10, 0, 2], spec_b))
 }
 
-fn connect(a: &Side, b: &Side, t: QpType, mtu: Mtu) -> (Qp, Qp) {
-    let mk = |s: &Side| {
-        s.pd.create_qp(QpInitAttr {
-            qp_type: t,
-            send_cq: s.cq.clone(),
-            recv_cq: s.cq.clone(),
-            cap: QpCap {
-                max_send_wr: 4096,
-                max_recv_wr: 4096,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: false,
-            srq: None,
-        })
-        .unwrap()
-    };
-    let (qa, qb) = (mk(a), mk(b));
-    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-        q.modify(&QpAttr {
-            state: Some(QpState::Init),
-            access: (t != QpType::Ud).then(all_access),
-            qkey: (t == QpType::Ud).then_some(0x1234),
-            ..Default::default()
-        })
-        .unwrap();
-        let rtr = if t == QpType::Ud {
-            QpAttr {
-                state: Some(QpState::Rtr),
-                ..Default::default()
-            }
-        } else {
-            QpAttr {
-                state: Some(QpState::Rtr),
-                path_mtu: Some(mtu),
-                dest_qp_num: Some(peer.qp_num()),
-                rq_psn: Some(0xffff00),
-                dgid: Some(dev.gid(1).unwrap()),
-                max_dest_rd_atomic: Some(16),
-                min_rnr_timer: Some(1),
-                ..Default::default()
-            }
-        };
-        q.modify(&rtr).unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(0xffff00),
-            timeout: Some(TIMEOUT),
-            retry_cnt: Some(7),
-            rnr_retry: Some(7),
-            max_rd_atomic: Some(16),
-            ..Default::default()
-        })
-        .unwrap();
+/// 4096 WRs of one SGE each way, PSNs from 0xffff00 (every bulk test
+/// crosses the 24-bit wrap), the ACK timeout [`TIMEOUT`].
+fn connect(a: &Node, b: &Node, t: QpType, mtu: Mtu) -> (Qp, Qp) {
+    QpConfig {
+        cap: QpCap {
+            max_send_wr: 4096,
+            max_recv_wr: 4096,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        qkey: 0x1234,
+        mtu,
+        psn: 0xffff00,
+        timeout: Some(TIMEOUT),
+        ..QpConfig::new(t)
     }
-    (qa, qb)
+    .connect(a, b)
 }
 
 /// Poll until `n` completions (all successful; no more than `n`) or 60 s pass.
@@ -119,27 +70,13 @@ fn wait_ok(cq: &Cq, n: usize) -> Vec<Wc> {
 
 /// [`wait_ok`], saying `why()` (e.g. the counters) on failure.
 fn wait_ok_or(cq: &Cq, n: usize, why: &dyn Fn() -> String) -> Vec<Wc> {
-    let mut out = Vec::with_capacity(n);
-    let t = Instant::now();
-    let mut buf = [Wc::EMPTY; 32];
-    while out.len() < n {
-        let room = (n - out.len()).min(buf.len());
-        let k = cq.poll(&mut buf[..room]);
-        for w in &buf[..k] {
-            assert_eq!(w.status, WcStatus::Success, "{w:?}\n{}", why());
-        }
-        out.extend_from_slice(&buf[..k]);
-        if k == 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "timed out with {} of {n} completions\n{}",
-                out.len(),
-                why()
-            );
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-    out
+    let how = Wait {
+        limit: Duration::from_secs(60),
+        exact: true,
+        ok: true,
+        pause: Some(Duration::from_micros(50)),
+    };
+    wait_with(cq, n, how, &|_| why())
 }
 
 /// Bytes each bulk test moves: `RC_FAULTS_MIB` MiB (default 256, the figure
@@ -547,7 +484,7 @@ fn unreliable(t: QpType) {
         assert_eq!(w.status, WcStatus::Success);
         assert_eq!(w.byte_len as usize, LEN + grh);
         let m = w.imm.unwrap() as usize;
-        assert!(last.is_none_or(|l| m > l), "in order");
+        assert!(last.map_or(true, |l| m > l), "in order");
         last = Some(m);
         // Receives are consumed in order: the k-th completion used slot k.
         assert_eq!(w.wr_id, k as u64);

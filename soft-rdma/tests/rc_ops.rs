@@ -1,9 +1,8 @@
 //! Every RC operation between two devices in one process (real UDP on
 //! loopback), pinned and ODP, with the data checked.
 
-mod common;
-use common::*;
 use soft_rdma::verbs::*;
+use test_support::verbs::*;
 
 fn kinds() -> [(&'static str, Access); 2] {
     [("pinned", Access::default()), ("odp", Access::ON_DEMAND)]

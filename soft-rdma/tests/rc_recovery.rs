@@ -5,8 +5,6 @@
 //! retry, retry and RNR exhaustion ending in error completions and a flushed
 //! QP. Also UC and UD.
 
-mod common;
-use common::{all_access, cap, signaled, wait, Buf};
 use soft_rdma::transport::{loopback::Hub, Link, Outgoing, RecvBatch};
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{Op, PacketRepr};
@@ -14,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::verbs::{all_access, cap, signaled, wait, Buf, Node, QpConfig};
 
 type Rule = Box<dyn FnMut(&PacketRepr) -> bool + Send>;
 
@@ -52,14 +51,20 @@ impl Link for Lossy {
         }
         self.inner.recv(batch, timeout)
     }
-    crate::forward_rest_of_link!();
+    test_support::forward_rest_of_link!();
 }
 
+/// A device on a hub whose outgoing datagrams go through [`Lossy`].
 struct Side {
-    dev: Device,
-    pd: Pd,
-    cq: Cq,
+    node: Node,
     lossy: Arc<Lossy>,
+}
+
+impl std::ops::Deref for Side {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
 }
 
 fn pair() -> (Side, Side) {
@@ -72,14 +77,14 @@ fn pair() -> (Side, Side) {
             dropped: AtomicUsize::new(0),
             stall: Mutex::new(None),
         });
-        let dev = Device::with_link(lossy.clone());
-        let pd = dev.alloc_pd();
-        let cq = Cq::new(4096, None).unwrap();
-        Side { dev, pd, cq, lossy }
+        let node = Node::on_link(lossy.clone(), 4096);
+        Side { node, lossy }
     };
     (mk([127, 9, 0, 1]), mk([127, 9, 0, 2]))
 }
 
+/// 8 reads/atomics each way, min RNR timer 3 (0.03 ms), qkey 7, and PSNs
+/// just below the 24-bit wrap, so every test crosses it.
 fn connect_with(
     a: &Side,
     b: &Side,
@@ -88,63 +93,17 @@ fn connect_with(
     retry_cnt: u8,
     timeout: u8,
 ) -> (Qp, Qp) {
-    let mk = |s: &Side| {
-        s.pd.create_qp(QpInitAttr {
-            qp_type: t,
-            send_cq: s.cq.clone(),
-            recv_cq: s.cq.clone(),
-            cap: cap(),
-            sq_sig_all: false,
-            srq: None,
-        })
-        .unwrap()
-    };
-    let (qa, qb) = (mk(a), mk(b));
-    for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-        let init = if t == QpType::Ud {
-            QpAttr {
-                state: Some(QpState::Init),
-                qkey: Some(7),
-                ..Default::default()
-            }
-        } else {
-            QpAttr {
-                state: Some(QpState::Init),
-                access: Some(all_access()),
-                ..Default::default()
-            }
-        };
-        q.modify(&init).unwrap();
-        let mut rtr = QpAttr {
-            state: Some(QpState::Rtr),
-            ..Default::default()
-        };
-        if t != QpType::Ud {
-            rtr = QpAttr {
-                state: Some(QpState::Rtr),
-                path_mtu: Some(Mtu::M1024),
-                dest_qp_num: Some(peer.qp_num()),
-                rq_psn: Some(0xfffff0),
-                dgid: Some(dev.gid(1).unwrap()),
-                max_dest_rd_atomic: Some(8),
-                min_rnr_timer: Some(3),
-                ..Default::default()
-            };
-        }
-        q.modify(&rtr).unwrap();
-        // PSNs start just below the 24-bit wrap, so every test crosses it.
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(0xfffff0),
-            timeout: Some(timeout),
-            retry_cnt: Some(retry_cnt),
-            rnr_retry: Some(rnr_retry),
-            max_rd_atomic: Some(8),
-            ..Default::default()
-        })
-        .unwrap();
+    QpConfig {
+        qkey: 7,
+        psn: 0xfffff0,
+        rd_atomic: Some(8),
+        min_rnr_timer: Some(3),
+        timeout: Some(timeout),
+        retry_cnt: Some(retry_cnt),
+        rnr_retry: Some(rnr_retry),
+        ..QpConfig::new(t)
     }
-    (qa, qb)
+    .connect(a, b)
 }
 
 fn connect(a: &Side, b: &Side) -> (Qp, Qp) {
@@ -774,27 +733,7 @@ fn srq_serves_several_qps_and_raises_its_limit_event_once() {
     for _ in 0..2 {
         let (qa, qb) = (mk(&a, None), mk(&b, Some(srq.clone())));
         for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-            q.modify(&QpAttr {
-                state: Some(QpState::Init),
-                access: Some(all_access()),
-                ..Default::default()
-            })
-            .unwrap();
-            q.modify(&QpAttr {
-                state: Some(QpState::Rtr),
-                path_mtu: Some(Mtu::M1024),
-                dest_qp_num: Some(peer.qp_num()),
-                rq_psn: Some(0),
-                dgid: Some(dev.gid(1).unwrap()),
-                ..Default::default()
-            })
-            .unwrap();
-            q.modify(&QpAttr {
-                state: Some(QpState::Rts),
-                sq_psn: Some(0),
-                ..Default::default()
-            })
-            .unwrap();
+            QpConfig::minimal(QpType::Rc).bring_up(q, peer.qp_num(), dev.gid(1).unwrap());
         }
         assert_eq!(
             qb.post_recv(&[RecvWr {
@@ -866,27 +805,7 @@ fn completion_channel_fd_becomes_readable_when_an_armed_cq_completes() {
         })
         .unwrap();
     for (q, peer, dev) in [(&qa, &qb, &b.dev), (&qb, &qa, &a.dev)] {
-        q.modify(&QpAttr {
-            state: Some(QpState::Init),
-            access: Some(all_access()),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rtr),
-            path_mtu: Some(Mtu::M1024),
-            dest_qp_num: Some(peer.qp_num()),
-            rq_psn: Some(0),
-            dgid: Some(dev.gid(1).unwrap()),
-            ..Default::default()
-        })
-        .unwrap();
-        q.modify(&QpAttr {
-            state: Some(QpState::Rts),
-            sq_psn: Some(0),
-            ..Default::default()
-        })
-        .unwrap();
+        QpConfig::minimal(QpType::Rc).bring_up(q, peer.qp_num(), dev.gid(1).unwrap());
     }
     let readable = |ms: i32| {
         use std::os::fd::AsRawFd;

@@ -175,7 +175,7 @@ impl Fixture {
                 let r = &self.regions[usize::from(i)];
                 if off >> 63 == 0 {
                     // Inside its first half, 8-byte aligned (room for a WRITE).
-                    r.mem.addr() + (off % (REGION as u64 / 2) & !7)
+                    r.mem.addr() + ((off % (REGION as u64 / 2)) & !7)
                 } else {
                     (r.mem.addr() - 64).wrapping_add(off % (REGION as u64 + 128))
                 }

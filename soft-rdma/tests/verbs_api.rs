@@ -1,9 +1,8 @@
 //! The verbs error contract: a bad call returns the errno the real library
 //! returns, and changes nothing.
 
-mod common;
-use common::{all_access, cap, connect, node, signaled, wait, Buf};
 use soft_rdma::verbs::*;
+use test_support::verbs::{all_access, cap, connect, node, signaled, wait, Buf};
 
 #[test]
 fn qp_state_machine_refuses_illegal_transitions_and_missing_attributes() {

@@ -10,8 +10,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use test_support::net::{two_hosts, wait_listening};
+use test_support::serial::serial;
+use test_support::shim;
 
 const VERBS_PAIR: &str = env!("CARGO_BIN_EXE_verbs_pair");
 const ODP_RACE: &str = env!("CARGO_BIN_EXE_odp_race");
@@ -22,20 +25,8 @@ const ODP_RACE: &str = env!("CARGO_BIN_EXE_odp_race");
 fn target_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(VERBS_PAIR).parent().unwrap().to_path_buf();
-        if !dir.join("softrdma").exists() || !dir.join("libibverbs.so").exists() {
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "verbs-shim", "-p", "soft-rdma"])
-                .args(["--bin", "softrdma", "--lib", "--target-dir"])
-                .arg(dir.parent().unwrap());
-            if dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            assert!(
-                cmd.status().unwrap().success(),
-                "building softrdma and the shim"
-            );
-        }
+        let dir = shim::profile_dir(Path::new(VERBS_PAIR));
+        shim::ensure_built(&dir, true);
         dir.canonicalize().unwrap()
     })
 }
@@ -52,12 +43,6 @@ fn piped(mut c: Command) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
-}
-
-/// Two-process runs share 2 cores: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running program whose stdout is read by a thread: lines arrive on a
@@ -377,92 +362,14 @@ fn odp_race_check_reports_old_data_in_a_new_mapping() {
     );
 }
 
-/// Two network namespaces joined by a veth pair; removed on drop.
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// Whether a socket in namespace `ns` listens on TCP `port`.
-fn listening_in(ns: &str, port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "cat",
-            "/proc/net/tcp",
-            "/proc/net/tcp6",
-        ])
-        .output();
-    o.map(|o| {
-        String::from_utf8_lossy(&o.stdout).lines().any(|l| {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            c.len() > 3 && c[1].ends_with(&want) && c[3] == "0A"
-        })
-    })
-    .unwrap_or(false)
-}
-
-/// Two hosts: network namespaces `e2e<pid><tag>1` and `…2` joined by a
-/// veth pair with 10.78.0.1 and 10.78.0.2 (removed when the guard drops);
-/// None (the test skips) where namespaces cannot be made.
-fn two_hosts(tag: &str) -> Option<(Netns, String, String)> {
-    let pid = std::process::id();
-    let (n1, n2) = (format!("e2e{pid}{tag}1"), format!("e2e{pid}{tag}2"));
-    if let Err(e) = ip(&["netns", "add", &n1]) {
-        assert!(
-            std::env::var_os("SOFTRDMA_REQUIRE_TOOLS").is_none(),
-            "network namespaces are required here: {e}"
-        );
-        eprintln!("SKIP: `ip netns add` is not permitted here ({e})");
-        return None;
-    }
-    let mut guard = Netns(vec![n1.clone()]);
-    ip(&["netns", "add", &n2]).unwrap();
-    guard.0.push(n2.clone());
-    let (v1, v2) = (&n1[..n1.len().min(15)], &n2[..n2.len().min(15)]);
-    ip(&[
-        "link", "add", v1, "netns", &n1, "type", "veth", "peer", "name", v2, "netns", &n2,
-    ])
-    .unwrap();
-    for (ns, dev, addr) in [(&n1, v1, "10.78.0.1/24"), (&n2, v2, "10.78.0.2/24")] {
-        ip(&["-n", ns, "addr", "add", addr, "dev", dev]).unwrap();
-        ip(&["-n", ns, "link", "set", dev, "up"]).unwrap();
-        ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
-    }
-    Some((guard, n1, n2))
-}
-
 #[test]
 fn ib_write_bw_odp_between_two_network_namespace_hosts() {
     let _g = serial();
     let pid = std::process::id();
-    let Some((guard, n1, n2)) = two_hosts("w") else {
+    let Some(hosts) = two_hosts("e2ew", [10, 78, 0]) else {
         return;
     };
+    let (n1, n2) = (&hosts.ns[0], &hosts.ns[1]);
     let port = 18600 + (pid % 100) as u16;
     let p = port.to_string();
     let softrdma = target_dir().join("softrdma");
@@ -484,19 +391,15 @@ fn ib_write_bw_odp_between_two_network_namespace_hosts() {
             .args(extra);
         piped(c)
     };
-    let mut server = Proc::spawn("ib_write_bw server", host(&n1, "10.78.0.1", &[]));
-    let t = Instant::now();
-    while !listening_in(&n1, port) {
-        if t.elapsed() > Duration::from_secs(20) {
-            let _ = server.child.kill();
-            panic!(
-                "server never listened:\n{}",
-                server.finish(Duration::from_secs(5)).out
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut server = Proc::spawn("ib_write_bw server", host(n1, "10.78.0.1", &[]));
+    if !wait_listening(Some(n1), port, Duration::from_secs(20)) {
+        let _ = server.child.kill();
+        panic!(
+            "server never listened:\n{}",
+            server.finish(Duration::from_secs(5)).out
+        );
     }
-    let mut client = Proc::spawn("ib_write_bw client", host(&n2, "10.78.0.2", &["10.78.0.1"]));
+    let mut client = Proc::spawn("ib_write_bw client", host(n2, "10.78.0.2", &["10.78.0.1"]));
     let c = client.finish(Duration::from_secs(90));
     let s = server.finish(Duration::from_secs(30));
     assert!(
@@ -547,7 +450,7 @@ fn ib_write_bw_odp_between_two_network_namespace_hosts() {
             row[4]
         );
     }
-    drop(guard);
+    drop(hosts);
 }
 
 #[test]
@@ -556,9 +459,10 @@ fn odp_race_between_two_network_namespace_hosts() {
     // same checks as on loopback. The shared words and the clock are the
     // machine's, so they work across namespaces.
     let _g = serial();
-    let Some((_guard, n1, n2)) = two_hosts("r") else {
+    let Some(hosts) = two_hosts("e2er", [10, 78, 0]) else {
         return;
     };
+    let (n1, n2) = (&hosts.ns[0], &hosts.ns[1]);
     let shm = std::env::temp_dir().join(format!("odp-race-ns-{}.shm", std::process::id()));
     let shm_s = shm.to_str().unwrap();
     let softrdma = target_dir().join("softrdma");
@@ -573,7 +477,7 @@ fn odp_race_between_two_network_namespace_hosts() {
     let mut owner = Proc::spawn(
         "odp_race owner",
         host(
-            &n1,
+            n1,
             "10.78.0.1",
             &["owner", shm_s, "--seconds", "3", "--listen", "10.78.0.1"],
         ),
@@ -582,7 +486,7 @@ fn odp_race_between_two_network_namespace_hosts() {
     let mut writer = Proc::spawn(
         "odp_race writer",
         host(
-            &n2,
+            n2,
             "10.78.0.2",
             &["writer", shm_s, &format!("10.78.0.1:{port}")],
         ),

@@ -7,6 +7,8 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use test_support::procs::{all_text, finish, text};
+use test_support::serial::serial;
 
 /// Compile `tests/c/NAME.c` (linked with -libverbs: the installed library's
 /// symbol versions, which ours exports too) into a temporary directory.
@@ -41,7 +43,7 @@ fn run(exe: &PathBuf) -> String {
         .spawn()
         .expect("spawn");
     let out = finish(&exe.display().to_string(), child, Duration::from_secs(60));
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let all = all_text(&out);
     assert!(
         out.status.success(),
         "{}: {}\n{all}",

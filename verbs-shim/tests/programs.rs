@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use test_support::procs::{all_text, finish};
 
 fn assert_has(out: &str, what: &[&str]) {
     for w in what {
@@ -64,9 +65,17 @@ fn ibv_devinfo_verbose() {
     );
 }
 
-/// A pingpong pair: both print the byte count and the per-iteration time.
+/// What a pingpong server run with `-c` prints for a page of its receive
+/// buffer whose first byte the client did not set (it still exits 0).
+const PINGPONG_INVALID: &str = "invalid data in page";
+
+/// A pingpong pair, both with `-c` (the client zeroes the first byte of each
+/// page of its buffer before sending it; the server checks the last buffer
+/// it received and prints [`PINGPONG_INVALID`] for each page that is not —
+/// its exit status does not say): both print the byte count and the
+/// per-iteration time, and the server found its data valid.
 fn pingpong(prog: &str, port: u16, extra: &[&str]) {
-    let mut args = vec!["-g", "1"];
+    let mut args = vec!["-g", "1", "-c"];
     args.extend_from_slice(extra);
     let (s, c) = pair(prog, port, &args, &args);
     for out in [&s, &c] {
@@ -81,7 +90,17 @@ fn pingpong(prog: &str, port: u16, extra: &[&str]) {
                 "1000 iters in ",
             ],
         );
+        assert!(!out.contains(PINGPONG_INVALID), "{prog} {extra:?}:\n{out}");
     }
+}
+
+/// The control of `-c`: a client without it leaves its buffer as allocated
+/// (0x7b bytes), and the validating server says so — the check runs and
+/// would catch data that did not arrive.
+#[test]
+fn rc_pingpong_validation_catches_unset_data() {
+    let (s, _) = pair("ibv_rc_pingpong", 18745, &["-g", "1", "-c"], &["-g", "1"]);
+    assert!(s.contains(&format!("{PINGPONG_INVALID} 0")), "{s}");
 }
 
 #[test]
@@ -447,7 +466,7 @@ fn ib_atomic_odp_is_refused_by_perftest_itself() {
             .spawn()
             .unwrap_or_else(|e| panic!("{prog}: {e}"));
         let out = finish(prog, child, std::time::Duration::from_secs(30));
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let all = all_text(&out);
         assert!(
             !out.status.success() && all.contains("ODP does not support ATOMICS"),
             "{prog} --odp: {}\n{all}",

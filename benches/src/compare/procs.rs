@@ -277,17 +277,7 @@ fn free_port() -> Result<u16, String> {
 
 /// Whether some socket listens on TCP `port` (IPv4 or IPv6), from /proc.
 pub fn listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
-            })
-    })
+    test_support::net::listening(port)
 }
 
 /// A bw result row: `#bytes #iterations peak avg Mpps` (MB = 2^20 bytes,

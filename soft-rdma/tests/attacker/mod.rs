@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::verbs::QpConfig;
 
 pub const PAGE: usize = 4096;
 /// The PSN every QP of the victim expects first.
@@ -166,9 +167,7 @@ pub fn ud(op: Op) -> Opcode {
     Opcode::new(Transport::Ud, op).unwrap()
 }
 
-pub fn all_access() -> Access {
-    Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ | Access::REMOTE_ATOMIC
-}
+pub use test_support::verbs::all_access;
 
 fn ctx(src: SocketAddr, dst: SocketAddr) -> IcrcContext {
     IcrcContext {
@@ -411,66 +410,34 @@ pub fn make_qp(pd: &Pd, cq: &Cq, t: QpType, access: Access, peer: u32, me: Socke
     qp
 }
 
+/// How the victim's QPs are made and brought up: 64 WRs of one SGE each
+/// way, [`QKEY`], [`MTU`], [`EPSN`], a 67 ms timeout, `access` for RC/UC.
+fn config(t: QpType, access: Access) -> QpConfig {
+    QpConfig {
+        cap: QpCap {
+            max_send_wr: 64,
+            max_recv_wr: 64,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        access,
+        qkey: QKEY,
+        mtu: MTU,
+        psn: EPSN,
+        timeout: Some(14),
+        ..QpConfig::new(t)
+    }
+}
+
 /// A QP in RESET.
 pub fn new_qp(pd: &Pd, cq: &Cq, t: QpType) -> Qp {
-    let qp = pd
-        .create_qp(QpInitAttr {
-            qp_type: t,
-            send_cq: cq.clone(),
-            recv_cq: cq.clone(),
-            cap: QpCap {
-                max_send_wr: 64,
-                max_recv_wr: 64,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: false,
-            srq: None,
-        })
-        .unwrap();
-    qp
+    config(t, all_access()).create(pd, cq)
 }
 
 /// RESET → RTS, connected (RC/UC) to QPN `peer` at `me`.
 pub fn bring_up(qp: &Qp, t: QpType, access: Access, peer: u32, me: SocketAddr) {
-    qp.modify(&QpAttr {
-        state: Some(QpState::Init),
-        access: (t != QpType::Ud).then_some(access),
-        qkey: (t == QpType::Ud).then_some(QKEY),
-        port_num: Some(1),
-        pkey_index: Some(0),
-        ..Default::default()
-    })
-    .unwrap();
-    let rtr = if t == QpType::Ud {
-        QpAttr {
-            state: Some(QpState::Rtr),
-            ..Default::default()
-        }
-    } else {
-        QpAttr {
-            state: Some(QpState::Rtr),
-            path_mtu: Some(MTU),
-            dest_qp_num: Some(peer),
-            rq_psn: Some(EPSN),
-            dgid: Some(Gid::from_ip(me.ip())),
-            max_dest_rd_atomic: Some(16),
-            min_rnr_timer: Some(1),
-            ..Default::default()
-        }
-    };
-    qp.modify(&rtr).unwrap();
-    qp.modify(&QpAttr {
-        state: Some(QpState::Rts),
-        sq_psn: Some(EPSN),
-        timeout: Some(14),
-        retry_cnt: Some(7),
-        rnr_retry: Some(7),
-        max_rd_atomic: Some(16),
-        ..Default::default()
-    })
-    .unwrap();
+    config(t, access).bring_up(qp, peer, Gid::from_ip(me.ip()));
 }
 
 pub fn psn_sub(p: u32, n: u32) -> u32 {
