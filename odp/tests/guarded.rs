@@ -8,16 +8,12 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Every test maps and unmaps: a page one test unmaps must not be handed to a
-/// concurrent test's mmap (a write expected to fault would then corrupt it).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Every test maps and unmaps, one at a time (`serial`): a page one test
+// unmaps must not be handed to a concurrent test's mmap (a write expected to
+// fault would then corrupt it).
+use test_support::serial::serial;
 
 // The guarded API is `unsafe` because a pointer into Rust-owned memory could
 // corrupt it. Every pointer these tests pass is either inside a test mapping

@@ -53,10 +53,7 @@ impl Map {
     }
 }
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use test_support::serial::serial;
 
 fn ps() -> usize {
     page_size()
