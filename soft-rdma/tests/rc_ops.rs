@@ -1,6 +1,7 @@
 //! Every RC operation between two devices in one process (real UDP on
 //! loopback), pinned and ODP, with the data checked.
 
+use odp::{Mapping, Prot};
 use soft_rdma::verbs::*;
 use test_support::verbs::*;
 
@@ -367,7 +368,8 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
             .unwrap();
     // Fresh anonymous memory, never touched: ODP faults it in on the WRITE.
     let len = 1 << 20;
-    let p = fresh_mapping(len);
+    let map = Mapping::anon(len).unwrap();
+    let p = map.addr() as u64;
     let mrb =
         b.pd.reg_mr(p, len as u64, all_access() | Access::ON_DEMAND)
             .unwrap();
@@ -394,18 +396,9 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     // the hole, and ODP then rightly writes there. So the hole gets an
     // inaccessible mapping of its own, in one step (MAP_FIXED unmaps what
     // was there first: the same unmap event for the device).
-    // SAFETY: replaces memory this test owns, and nothing else.
-    let hole = unsafe {
-        libc::mmap(
-            (p + 8192) as *mut libc::c_void,
-            8192,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(hole as u64, p + 8192);
+    // SAFETY: replaces memory this test owns, and nothing else; no
+    // reference into it is live (`got` above is not used again).
+    unsafe { map.replace(8192, 8192, Prot::None) }.unwrap();
     qa.post_send(&[SendWr {
         wr_id: 2,
         sg_list: &[local.sge(&mra, 0, 4096)],
@@ -465,23 +458,6 @@ fn implicit_odp_across_children_and_prefetch() {
     assert!(implicit.odp_counters().prefetches == 1);
 }
 
-/// A fresh anonymous mapping of `len` bytes, never touched.
-fn fresh_mapping(len: usize) -> u64 {
-    // SAFETY: a new private anonymous mapping; the caller owns it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    p as u64
-}
-
 #[test]
 fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
     const LEN: usize = 1 << 20; // 1024 packets at MTU 1024, 256 pages
@@ -496,7 +472,8 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
         let mrback = a.pd.reg_mr(back.addr(), LEN as u64, odp_local).unwrap();
         // WRITE into one fresh mapping, READ from another (never touched:
         // the READ faults zero pages in for reading).
-        let (w, r) = (fresh_mapping(LEN), fresh_mapping(LEN));
+        let (wmap, rmap) = (Mapping::anon(LEN).unwrap(), Mapping::anon(LEN).unwrap());
+        let (w, r) = (wmap.addr() as u64, rmap.addr() as u64);
         let mrs: Vec<Mr> = if implicit {
             vec![b
                 .pd
@@ -562,10 +539,6 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
                 "implicit={implicit}: {what}: {req} fault operations at the requester, {resp} at the responder"
             );
         }
-        drop(mrs);
-        for p in [w, r] {
-            // SAFETY: unmaps the mappings made above, no longer registered.
-            unsafe { libc::munmap(p as *mut libc::c_void, LEN) };
-        }
+        drop(mrs); // deregistered before the mappings go
     }
 }
