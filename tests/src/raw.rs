@@ -402,61 +402,35 @@ impl Drop for Qp<'_> {
 /// before it returns, so the bounds-checked word accesses below never touch
 /// a hole.
 pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory; accesses are volatile word accesses.
-unsafe impl Send for Mapping {}
-// SAFETY: as above (concurrent device writes race only as a NIC's DMA does).
-unsafe impl Sync for Mapping {}
-
-fn mmap_anon(at: *mut u8, len: usize, flags: i32) -> io::Result<*mut u8> {
-    // SAFETY: anonymous private memory; with MAP_FIXED_NOREPLACE the kernel
-    // refuses to replace anything, so no live Rust object can be clobbered.
-    let p = unsafe {
-        libc::mmap(
-            at.cast(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(os_err("mmap"));
-    }
-    Ok(p.cast())
+    map: odp::Mapping,
 }
 
 impl Mapping {
     pub fn new(len: usize) -> io::Result<Mapping> {
         Ok(Mapping {
-            ptr: mmap_anon(ptr::null_mut(), len, 0)?,
-            len,
+            map: odp::Mapping::anon(len)?,
         })
     }
     pub fn addr(&self) -> u64 {
-        self.ptr as u64
+        self.map.addr() as u64
     }
     pub fn ptr(&self) -> *mut u8 {
-        self.ptr
+        self.map.as_ptr()
     }
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.is_empty()
     }
 
     fn word(&self, off: usize) -> *mut u64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.len,
+            off % 8 == 0 && off + 8 <= self.len(),
             "word {off} out of range"
         );
         // SAFETY: in bounds and aligned (the mapping is page-aligned).
-        unsafe { self.ptr.add(off).cast() }
+        unsafe { self.ptr().add(off).cast() }
     }
     pub fn read_u64(&self, off: usize) -> u64 {
         // SAFETY: in-bounds, aligned, mapped (see the type's comment).
@@ -486,30 +460,28 @@ impl Mapping {
         hole: std::time::Duration,
         fake_hole: bool,
     ) -> io::Result<Option<(u64, u64)>> {
-        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
-        // SAFETY: in bounds of this mapping.
-        let at = unsafe { self.ptr.add(off) };
+        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len());
+        let rw = odp::Prot::ReadWrite;
         if hole.is_zero() {
-            mmap_anon(at, len, libc::MAP_FIXED)?;
+            // SAFETY: the part belongs to this mapping and no Rust reference
+            // into it exists (word accesses only).
+            unsafe { self.map.replace(off, len, rw) }?;
             return Ok(None);
         }
-        // SAFETY: the part belongs to this mapping and no Rust reference
-        // into it exists (word accesses only); it is mapped again below
-        // before this returns.
-        if !fake_hole && unsafe { libc::munmap(at.cast(), len) } != 0 {
-            return Err(os_err("munmap"));
+        if !fake_hole {
+            // SAFETY: as above; the hole is filled again below before this
+            // returns, and nothing else maps into it meanwhile except what
+            // `fill_hole` then refuses to replace (an error, not a clobber).
+            unsafe { self.map.unmap(off, len) }?;
         }
         let start = monotonic_ns();
         std::thread::sleep(hole);
         let end = monotonic_ns();
-        let flags = if fake_hole {
-            libc::MAP_FIXED
+        if fake_hole {
+            // SAFETY: as for the zero-hole case.
+            unsafe { self.map.replace(off, len, rw) }?;
         } else {
-            libc::MAP_FIXED_NOREPLACE
-        };
-        let p = mmap_anon(at, len, flags)?;
-        if p != at {
-            return Err(io::Error::other("mmap back: another address"));
+            self.map.fill_hole(off, len, rw)?;
         }
         Ok(Some((start, end)))
     }
@@ -520,10 +492,10 @@ impl Mapping {
     /// dropped, and read as zeros from then on (private anonymous memory).
     /// Page-aligned parts only.
     pub fn discard(&self, off: usize, len: usize) -> io::Result<()> {
-        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
+        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len());
         // SAFETY: in bounds of this mapping; no Rust reference into it
         // exists (word accesses only), so zeroing it breaks nothing.
-        let r = unsafe { libc::madvise(self.ptr.add(off).cast(), len, libc::MADV_DONTNEED) };
+        let r = unsafe { libc::madvise(self.ptr().add(off).cast(), len, libc::MADV_DONTNEED) };
         if r != 0 {
             return Err(os_err("madvise(MADV_DONTNEED)"));
         }
@@ -534,17 +506,15 @@ impl Mapping {
     /// read-write. While a part is read-only the caller must not write it
     /// (`write_u64` / `fill_u64` would fault); reads are fine.
     pub fn protect(&self, off: usize, len: usize, writable: bool) -> io::Result<()> {
-        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len);
+        assert!(off % 4096 == 0 && len % 4096 == 0 && off + len <= self.len());
         let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
+            odp::Prot::ReadWrite
         } else {
-            libc::PROT_READ
+            odp::Prot::Read
         };
-        // SAFETY: in bounds of this mapping; changes only its protection.
-        if unsafe { libc::mprotect(self.ptr.add(off).cast(), len, prot) } != 0 {
-            return Err(os_err("mprotect"));
-        }
-        Ok(())
+        // SAFETY: in bounds of this mapping; changes only its protection, and
+        // the caller writes no read-only part (see above).
+        unsafe { self.map.protect(off, len, prot) }
     }
 }
 
@@ -560,13 +530,6 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our mapping, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// Words shared by two processes on one host through a file both map
 /// (`MAP_SHARED`): progress counters and flags between a test's programs.
 pub struct SharedWords {
@@ -578,7 +541,7 @@ impl SharedWords {
 
     /// Map `path` (created and sized if `create`) for the process lifetime.
     pub fn open(path: &std::path::Path, create: bool) -> io::Result<SharedWords> {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -586,21 +549,16 @@ impl SharedWords {
             .truncate(create)
             .open(path)?;
         f.set_len(4096)?;
-        // SAFETY: a shared mapping of a 4096-byte file, never unmapped (the
-        // words live as long as the process); zero-filled file bytes are
-        // valid `AtomicU64`s and the mapping is page-aligned.
+        let map = odp::MapOptions::new()
+            .shared()
+            .file(f.as_fd(), 0)
+            .map(4096)?;
+        // Never unmapped: the words live as long as the process.
+        let (p, _) = map.into_raw();
+        // SAFETY: a live shared mapping of 4096 bytes, never unmapped;
+        // zero-filled file bytes are valid `AtomicU64`s and the mapping is
+        // page-aligned.
         let words = unsafe {
-            let p = libc::mmap(
-                ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return Err(os_err("mmap shared"));
-            }
             std::slice::from_raw_parts(p as *const std::sync::atomic::AtomicU64, Self::N)
         };
         Ok(SharedWords { words })
