@@ -484,7 +484,7 @@ fn unreliable(t: QpType) {
         assert_eq!(w.status, WcStatus::Success);
         assert_eq!(w.byte_len as usize, LEN + grh);
         let m = w.imm.unwrap() as usize;
-        assert!(last.map_or(true, |l| m > l), "in order");
+        assert!(last.is_none_or(|l| m > l), "in order");
         last = Some(m);
         // Receives are consumed in order: the k-th completion used slot k.
         assert_eq!(w.wr_id, k as u64);

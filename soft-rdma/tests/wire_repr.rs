@@ -559,7 +559,7 @@ fn parse_errors() {
         for pad in [0u8, 1, 2, 3] {
             let mut x = b.clone();
             x[1] = pad << 4;
-            x.extend(std::iter::repeat(0).take(extra));
+            x.extend(std::iter::repeat_n(0, extra));
             assert_eq!(PacketRepr::parse(&x).map(|_| ()), Err(WireError::BadLength));
         }
     }
