@@ -99,7 +99,7 @@ fn check_v4(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     udp[8..].to_vec()
 }
 
-/// RoCEv2 ICRC as roce-wire.md defines it, over an IP packet (from its IP
+/// RoCEv2 ICRC as the IBA (annex A17) defines it, over an IP packet (from its IP
 /// header), with the variant fields masked.
 fn icrc(ip_packet: &[u8]) -> u32 {
     let mut p = ip_packet.to_vec();
