@@ -62,7 +62,9 @@ impl Doorbells {
     }
 
     /// Hold back the transmission of what `qp` just queued, if worth it
-    /// (see the module comment); false: transmit now. Under the QP lock.
+    /// (see the module comment); false: transmit now.
+    ///
+    /// Locks: under `qp`'s lock (`q` proves it); takes the doorbells lock.
     pub(crate) fn hold(&self, dev: &DeviceInner, qp: &Arc<QpShared>, q: &mut Locked<'_>) -> bool {
         let Some((wrs, bytes)) = q.unsent_behind_flight() else {
             return false;
@@ -78,7 +80,11 @@ impl Doorbells {
         true
     }
 
-    /// Transmit everything held. Takes QP locks: call with none held.
+    /// Transmit everything held.
+    ///
+    /// Locks: call with no QP lock held. The doorbells lock is released
+    /// before each held QP's lock is taken in turn (QP → doorbells is the
+    /// order `hold` uses).
     pub(crate) fn ring(&self, dev: &DeviceInner) {
         if !self.any() {
             return;

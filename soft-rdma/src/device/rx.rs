@@ -119,6 +119,9 @@ impl Receiver {
     /// An application thread found its CQ empty: take over receiving for a
     /// while (the receive thread is no longer woken by arrivals) and handle
     /// what has arrived (see [`Receiver::try_receive`]).
+    ///
+    /// Locks: call with none held (`Cq::poll`); takes the arming lock, then
+    /// tries the receive lock — it never waits for another receiver.
     pub(crate) fn poll(&self, dev: &DeviceInner) {
         self.last_poll.store(self.now(), Ordering::Relaxed);
         if self.armed.load(Ordering::Relaxed) {
@@ -137,6 +140,7 @@ impl Receiver {
 
     /// Receive, unless another thread is receiving right now: it takes what
     /// has arrived, so yield to it (it may be waiting for this core).
+    /// Locks: none held; the receive lock, then QP locks one at a time.
     fn try_receive(&self, dev: &DeviceInner, inline: bool) -> std::io::Result<()> {
         match self.work.try_lock() {
             Some(mut w) => receive(dev, &mut w, inline),
@@ -149,6 +153,7 @@ impl Receiver {
 
     /// The application found a completion (or arms its CQ to sleep): it is
     /// about to leave the library, so arrivals wake the receive thread again.
+    /// Locks: none held; the arming lock only if wake-ups are off.
     pub(crate) fn poll_done(&self, dev: &DeviceInner) {
         if !self.armed.load(Ordering::Relaxed) {
             let mut a = self.arming.lock();
@@ -210,6 +215,9 @@ pub(crate) fn run(dev: &DeviceInner) {
 /// for the ACK and the answer, and the peer, polling, takes both at once),
 /// or the next receive by anyone, which the receive thread's bounded wait
 /// makes at most [`POLLER_GRACE`] later.
+///
+/// Locks: under the receive lock (`w` proves it); takes each QP's lock in
+/// turn, sending what the QP produced before releasing it.
 fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()> {
     let Work {
         batch,
@@ -284,6 +292,10 @@ fn handle_all(
 /// one), in arrival order, each with its `intact` mark (`RecvBatch::intact`:
 /// no ICRC check needed). Anything malformed is dropped and counted, never
 /// a panic.
+///
+/// Locks: under the receive lock; the QP's lock is taken at the first
+/// datagram that passes the device's checks and held for the rest of the
+/// run (arrival order, one acquisition), released before this returns.
 fn handle_run<'a>(
     dev: &DeviceInner,
     qpn: Option<u32>,
