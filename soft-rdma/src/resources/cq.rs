@@ -148,6 +148,10 @@ impl CqShared {
     /// solicited only, if `solicited`). A full CQ loses the completion and
     /// goes to error: the caller raises `IBV_EVENT_CQ_ERR` when this returns
     /// [`Overflow::First`].
+    ///
+    /// Locks: typically under the completing QP's lock; takes the CQ lock,
+    /// releases it, then the channel's (a waiter woken by the channel finds
+    /// the completion already there).
     #[must_use]
     pub(crate) fn push(self: &Arc<Self>, wc: Wc, solicited: bool) -> Option<Overflow> {
         let mut s = self.state.lock();

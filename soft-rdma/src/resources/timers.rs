@@ -31,6 +31,7 @@ impl Default for Timers {
 
 impl Timers {
     /// Wake QP `qpn` at `at`, unless it armed a later generation meanwhile.
+    /// Locks: typically under the QP's lock; takes the heap's.
     pub(crate) fn arm(&self, at: Instant, qpn: u32, generation: u64) {
         let mut h = self.heap.lock();
         let earliest = h.entries.peek().map(|Reverse((t, _, _))| *t);
