@@ -355,8 +355,9 @@ fn emit_ud(
         ext,
         payload_len: w.len as usize,
     };
-    let mut payload = w.payload(sh.pd, 0, w.len);
+    // Sized before the payload's window opens (nothing allocates under it).
     tx.reserve(1, w.len as usize);
+    let mut payload = w.payload(sh.pd, 0, w.len);
     tx.push(ctx, peer, &repr, |buf| payload.fill(0, buf))?;
     Ok(n)
 }
@@ -463,8 +464,9 @@ fn emit_segments(
         w.next_pkt.saturating_add(room).min(n)
     });
     let from = u64::from(w.next_pkt) * mtu;
-    let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
+    // Sized before the payload's window opens (nothing allocates under it).
     tx.reserve((stop - w.next_pkt) as usize, mtu as usize);
+    let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
     for k in w.next_pkt..n {
         if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
             return Ok(k);

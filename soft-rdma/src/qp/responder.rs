@@ -533,13 +533,15 @@ fn read_responses(
         let off = u64::from(k) * mtu;
         let plen = (u64::from(reth.len) - off).min(mtu) as usize;
         if (k - from) % WINDOW_PACKETS == 0 {
-            window = None; // one window per thread: close before opening
+            // One window per thread: close before opening; and size the
+            // queue first, as nothing may allocate under a window.
+            window = None;
+            tx.reserve((npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
             let end = (off + u64::from(WINDOW_PACKETS) * mtu).min(u64::from(reth.len));
             if let Some(m) = &mr {
                 let w = m.window(reth.va + off, end - off, false);
                 window = Some(w.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?);
             }
-            tx.reserve((npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
         }
         let (op, ext) = match (npsn == 1, k == 0, k == npsn - 1) {
             (true, _, _) => (Op::ReadRespOnly, Ext::Aeth(aeth)),

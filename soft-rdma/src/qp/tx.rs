@@ -2,6 +2,7 @@
 //! in one buffer) while a QP lock is held, then sent in one batch.
 
 use super::Context;
+use crate::resources::mr;
 use crate::transport::{Outgoing, ROCE_PORT};
 use crate::types::Gid;
 use crate::wire::icrc::{self, IcrcContext};
@@ -57,6 +58,9 @@ impl TxQueue {
     ) -> Result<(), E> {
         let (start, len) = (self.used, repr.buffer_len());
         self.grow_to(start + len);
+        if self.pkts.len() == self.pkts.capacity() {
+            no_window("the packet list grows");
+        }
         let buf = &mut self.bytes[start..start + len];
         // Headers and pad here, the payload by `fill` (all of it, or an
         // error), the ICRC by `seal`: no stale byte survives.
@@ -70,10 +74,15 @@ impl TxQueue {
     }
 
     /// Room for `n` more packets of up to `payload` bytes each, so that
-    /// building them allocates nothing: while a `Payload` window is open
-    /// nothing may unmap memory, and growing the arena may.
+    /// building them allocates nothing: call it before opening a window
+    /// (while one is open nothing may unmap memory, and growing the arena
+    /// may).
     pub(crate) fn reserve(&mut self, n: usize, payload: usize) {
-        self.grow_to(self.used + n * (payload + MAX_OVERHEAD));
+        let need = n * (payload + MAX_OVERHEAD);
+        if self.pkts.capacity() - self.pkts.len() < n {
+            no_window("the packet list grows");
+        }
+        self.grow_to(self.used + need);
         self.pkts.reserve(n);
     }
 
@@ -82,6 +91,7 @@ impl TxQueue {
     /// working size.
     fn grow_to(&mut self, need: usize) {
         if self.bytes.len() < need {
+            no_window("the arena grows");
             self.bytes.resize(need, 0);
         }
     }
@@ -91,6 +101,8 @@ impl TxQueue {
         if self.pkts.is_empty() {
             return;
         }
+        // A link may allocate (the hub copies, the capture writes).
+        no_window("the queue is sent");
         const BATCH: usize = 64;
         let none = Outgoing {
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -123,6 +135,19 @@ impl TxQueue {
             .iter()
             .map(|&(_, start, len)| &self.bytes[start..start + len])
     }
+}
+
+/// Growing, moving or freeing memory under an open window onto an MR may
+/// make glibc `munmap`, trim or `madvise` memory an ODP MR covers: that
+/// waits for the odp monitor, which waits for the window's guard — a
+/// deadlock. So the queue is sized before a window opens (`reserve`), and
+/// anything that allocates checks it (debug builds, every test run).
+#[track_caller]
+fn no_window(what: &str) {
+    debug_assert!(
+        !mr::window_open(),
+        "{what} under an open MR window: reserve before opening it"
+    );
 }
 
 /// Most bytes a packet has besides its payload: BTH, the largest extension

@@ -111,6 +111,7 @@ impl MrShared {
         Ok(MrWindow {
             window: self.memory.window(va, len, write)?,
             _valid: valid,
+            _open: WindowOpen::new(),
         })
     }
 
@@ -150,6 +151,34 @@ pub(crate) struct MrWindow<'a> {
     // Closed before the MR may be deregistered (drop order).
     pub(crate) window: odp::Window<'a>,
     _valid: ReadGuard<'a, bool>,
+    _open: WindowOpen,
+}
+
+thread_local! {
+    static WINDOWS_OPEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts this thread's open windows, for [`window_open`].
+struct WindowOpen(());
+
+impl WindowOpen {
+    fn new() -> WindowOpen {
+        WINDOWS_OPEN.with(|c| c.set(c.get() + 1));
+        WindowOpen(())
+    }
+}
+
+impl Drop for WindowOpen {
+    fn drop(&mut self) {
+        WINDOWS_OPEN.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Whether this thread holds a window onto an MR. Nothing may allocate or
+/// free then: glibc may `munmap`, trim or `madvise` memory an ODP MR covers,
+/// which waits for the odp monitor, which waits for the window's guard.
+pub(crate) fn window_open() -> bool {
+    WINDOWS_OPEN.with(|c| c.get() > 0)
 }
 
 /// The device's MRs by key. A key is a 24-bit index (unique while the MR
