@@ -86,6 +86,7 @@ impl DeviceInner {
             mrs: &self.mrs,
             timers: &self.timers,
             events: &self.events,
+            rx_batch: self.receiver.batch(),
         }
     }
 

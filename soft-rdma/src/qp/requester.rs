@@ -356,7 +356,7 @@ fn emit_ud(
         payload_len: w.len as usize,
     };
     // Sized before the payload's window opens (nothing allocates under it).
-    tx.reserve(1, w.len as usize);
+    tx.reserve(ctx, 1, w.len as usize);
     let mut payload = w.payload(sh.pd, 0, w.len);
     tx.push(ctx, peer, &repr, |buf| payload.fill(0, buf))?;
     Ok(n)
@@ -465,7 +465,7 @@ fn emit_segments(
     });
     let from = u64::from(w.next_pkt) * mtu;
     // Sized before the payload's window opens (nothing allocates under it).
-    tx.reserve((stop - w.next_pkt) as usize, mtu as usize);
+    tx.reserve(ctx, (stop - w.next_pkt) as usize, mtu as usize);
     let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
     for k in w.next_pkt..n {
         if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {

@@ -76,11 +76,15 @@ impl TxQueue {
     /// Room for `n` more packets of up to `payload` bytes each, so that
     /// building them allocates nothing: call it before opening a window
     /// (while one is open nothing may unmap memory, and growing the arena
-    /// may).
-    pub(crate) fn reserve(&mut self, n: usize, payload: usize) {
+    /// may). What is queued leaves first if the arena would pass
+    /// [`FLUSH_ABOVE`]: the arena holds at most that plus one reservation.
+    pub(crate) fn reserve(&mut self, ctx: &Context<'_>, n: usize, payload: usize) {
         let need = n * (payload + MAX_OVERHEAD);
         if self.pkts.capacity() - self.pkts.len() < n {
             no_window("the packet list grows");
+        }
+        if self.used > 0 && self.used + need > FLUSH_ABOVE {
+            self.flush(ctx);
         }
         self.grow_to(self.used + need);
         self.pkts.reserve(n);
@@ -122,6 +126,12 @@ impl TxQueue {
             .sent_pkts
             .fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.clear();
+        if self.bytes.len() > KEEP_ABOVE {
+            // After a spike (a large UC message): back to the working size.
+            self.bytes.truncate(FLUSH_ABOVE);
+            self.bytes.shrink_to_fit();
+            self.pkts.shrink_to(FLUSH_ABOVE / 1024);
+        }
     }
 
     fn clear(&mut self) {
@@ -149,6 +159,13 @@ fn no_window(what: &str) {
         "{what} under an open MR window: reserve before opening it"
     );
 }
+
+/// Queued bytes beyond which `reserve` sends what is queued first: 128
+/// packets of 4 KiB (an RC window, a READ response window) fit once.
+const FLUSH_ABOVE: usize = 512 << 10;
+
+/// An arena longer than this after a flush is cut back to `FLUSH_ABOVE`.
+const KEEP_ABOVE: usize = 2 << 20;
 
 /// Most bytes a packet has besides its payload: BTH, the largest extension
 /// header (atomic ETH), pad, ICRC.
