@@ -119,6 +119,10 @@ impl DeviceInner {
             }
         };
         let driver: std::sync::Weak<dyn Driver> = Arc::downgrade(self) as _;
+        // A CQ polls the device of its first QP: another device's is EINVAL.
+        if config.send_cq.driven_by_other(&driver) || config.recv_cq.driven_by_other(&driver) {
+            return Err(Errno::EINVAL);
+        }
         config.send_cq.attach(driver.clone());
         config.recv_cq.attach(driver);
         let qp = Arc::new(QpShared::new(QpConfig { qpn, ..config }));

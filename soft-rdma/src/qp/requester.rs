@@ -82,7 +82,8 @@ impl SendWqe {
         let ud = wr
             .ud
             .as_ref()
-            .map(|u| (peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
+            // A QPN is 24 bits: the rest is ignored, as rxe masks it.
+            .map(|u| (peer_of(u.ah.dgid), u.remote_qpn & psn::MASK, u.remote_qkey));
         Ok(SendWqe {
             wr_id: wr.wr_id,
             op: wr.op,
