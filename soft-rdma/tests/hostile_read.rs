@@ -18,7 +18,7 @@ fn read(va: u64, rkey: u32, len: u32) -> Ext {
 /// the hub takes them. Before the fix every duplicate rebuilt the whole
 /// response into the transmit arena before one flush a batch (256 × 2 MiB
 /// retained, ~3000 × 2 MiB built). Now a READ is answered at most once a
-/// receive batch and the arena is flushed past 512 KiB.
+/// receive batch and the arena is flushed past 1 MiB.
 #[test]
 fn duplicate_read_flood_is_bounded_in_memory_and_bytes_out() {
     const LEN: usize = 2 << 20;
@@ -70,7 +70,7 @@ fn duplicate_read_flood_is_bounded_in_memory_and_bytes_out() {
         out <= answers_max * npsn + 64,
         "{out} packets for {DUPS} duplicates: more than {answers_max} answers"
     );
-    // The arena holds at most 512 KiB plus one 128-packet window; the hub
+    // The arena holds at most 1 MiB plus one 128-packet window; the hub
     // queues what the attacker has not read (8192 datagrams, 8.5 MiB).
     assert!(
         grew < 48 << 20,

@@ -160,9 +160,11 @@ fn no_window(what: &str) {
     );
 }
 
-/// Queued bytes beyond which `reserve` sends what is queued first: 128
-/// packets of 4 KiB (an RC window, a READ response window) fit once.
-const FLUSH_ABOVE: usize = 512 << 10;
+/// Queued bytes beyond which `reserve` sends what is queued first. A
+/// window of 128 packets of 4 KiB (an RC window, a READ response window:
+/// 532 KiB) fits with room to spare, so a small packet already queued (an
+/// ACK riding with a post) still leaves with the window that follows it.
+const FLUSH_ABOVE: usize = 1 << 20;
 
 /// An arena longer than this after a flush is cut back to `FLUSH_ABOVE`.
 const KEEP_ABOVE: usize = 2 << 20;
