@@ -26,6 +26,15 @@ impl Node {
         Node::of(Device::with_link(link), cq_depth)
     }
 
+    /// A device on a loopback hub's port at `addr` with a CQ of `cq_depth`.
+    pub fn on_hub(
+        hub: &Arc<soft_rdma::transport::Hub>,
+        addr: std::net::SocketAddr,
+        cq_depth: usize,
+    ) -> Node {
+        Node::on_link(Arc::new(hub.link(addr).expect("hub port")), cq_depth)
+    }
+
     /// `dev` with a new PD and a CQ of `cq_depth`.
     pub fn of(dev: Device, cq_depth: usize) -> Node {
         let pd = dev.alloc_pd();

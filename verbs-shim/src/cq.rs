@@ -367,6 +367,11 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     if cq.is_null() {
         return libc::EINVAL;
     }
+    // A QP still uses it: EBUSY, and it lives on (as rdma-core).
+    // SAFETY: a live CQ from ibv_create_cq.
+    if let Err((_, e)) = unsafe { ShimCq::from_c(cq) }.soft.clone().destroy() {
+        return e.0;
+    }
     // SAFETY: the Box allocated in ibv_create_cq; this ends its life.
     let w = unsafe { Box::from_raw(cq as *mut ShimCq) };
     registry::CQS.remove(w.soft.id());

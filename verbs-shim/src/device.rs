@@ -56,8 +56,19 @@ pub fn soft() -> std::io::Result<Arc<Device>> {
     Ok(d)
 }
 
+/// The errno of a failed open: the system call's, or for an error the
+/// library rewrote with advice (e.g. a failed bind), its kind's.
 fn io_errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::ENODEV)
+    use std::io::ErrorKind as K;
+    e.raw_os_error().unwrap_or(match e.kind() {
+        K::AddrInUse => libc::EADDRINUSE,
+        K::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        K::PermissionDenied => libc::EACCES,
+        K::OutOfMemory => libc::ENOMEM,
+        K::InvalidInput => libc::EINVAL,
+        K::Unsupported => libc::EOPNOTSUPP,
+        _ => libc::ENODEV,
+    })
 }
 
 pub unsafe extern "C" fn shim_ibv_get_device_list(num: *mut c_int) -> *mut *mut ibv_device {

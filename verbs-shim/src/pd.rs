@@ -42,6 +42,11 @@ pub unsafe extern "C" fn shim_ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
     if pd.is_null() {
         return libc::EINVAL;
     }
+    // An MR, QP or SRQ still uses it: EBUSY, and it lives on (as rdma-core).
+    // SAFETY: a live PD from ibv_alloc_pd.
+    if let Err((_, e)) = unsafe { ShimPd::from_c(pd) }.soft.clone().dealloc() {
+        return e.0;
+    }
     // SAFETY: `pd` came from ibv_alloc_pd's Box; this ends its life.
     drop(unsafe { Box::from_raw(pd as *mut ShimPd) });
     0

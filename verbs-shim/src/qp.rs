@@ -81,6 +81,18 @@ unsafe fn create(
         return Err(libc::EINVAL);
     }
     // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
+    let foreign = unsafe {
+        let c = (*pd).context;
+        (*ia.send_cq).context != c
+            || (*ia.recv_cq).context != c
+            || (!ia.srq.is_null() && (*ia.srq).context != c)
+    };
+    if foreign {
+        // Objects of another context: EINVAL, as the kernel finds no such
+        // handle in the caller's context.
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
     let (p, send_cq, recv_cq, srq) = unsafe {
         (
             ShimPd::from_c(pd),
@@ -269,8 +281,10 @@ pub unsafe extern "C" fn shim_ibv_qp_to_qp_ex(qp: *mut ibv_qp) -> *mut ibv_qp_ex
 ///
 /// # Safety
 /// `sg` must hold `n` entries (or `n` be 0).
-pub unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Result<Vec<sv::Sge>, i32> {
-    if n < 0 || (n > 0 && sg.is_null()) {
+pub unsafe fn sges(sg: *const ibv_sge, n: c_int, max: u32) -> Result<Vec<sv::Sge>, i32> {
+    // Checked before anything is read or allocated: `num_sge` is the
+    // caller's word for how much memory to read (EINVAL, as rxe's provider).
+    if n < 0 || n as u32 > max || (n > 0 && sg.is_null()) {
         return Err(libc::EINVAL);
     }
     if n == 0 {
@@ -290,6 +304,7 @@ pub unsafe extern "C" fn post_send_op(
 ) -> c_int {
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
+    let max_sge = w.soft.cap().max_send_sge;
     let mut ptrs = Vec::new();
     let mut lists = Vec::new();
     let mut err = None;
@@ -298,7 +313,7 @@ pub unsafe extern "C" fn post_send_op(
         // SAFETY: the caller's WR chain.
         let c = unsafe { &*p };
         // SAFETY: the WR's SGE array.
-        match unsafe { sges(c.sg_list, c.num_sge) } {
+        match unsafe { sges(c.sg_list, c.num_sge, max_sge) } {
             Ok(s) => lists.push(s),
             Err(e) => {
                 err = Some(e);
@@ -368,7 +383,7 @@ pub unsafe extern "C" fn post_recv_op(
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     // SAFETY: the caller's WR chain.
-    match unsafe { post_recv_chain(wr, |wrs| w.soft.post_recv(wrs)) } {
+    match unsafe { post_recv_chain(wr, w.soft.cap().max_recv_sge, |wrs| w.soft.post_recv(wrs)) } {
         Ok(()) => 0,
         Err((p, e)) => {
             if !bad.is_null() {
@@ -380,13 +395,14 @@ pub unsafe extern "C" fn post_recv_op(
     }
 }
 
-/// Convert a chain of `ibv_recv_wr` and post it with `post`; on failure the
-/// WR that failed and the errno.
+/// Convert a chain of `ibv_recv_wr` (up to `max_sge` SGEs each) and post it
+/// with `post`; on failure the WR that failed and the errno.
 ///
 /// # Safety
 /// `wr` must be a valid chain of receive WRs.
 pub unsafe fn post_recv_chain(
     wr: *mut ibv_recv_wr,
+    max_sge: u32,
     post: impl FnOnce(&[sv::RecvWr<'_>]) -> Result<(), (usize, sv::Errno)>,
 ) -> Result<(), (*mut ibv_recv_wr, i32)> {
     let mut ptrs = Vec::new();
@@ -397,7 +413,7 @@ pub unsafe fn post_recv_chain(
         // SAFETY: (caller) a valid chain.
         let c = unsafe { &*p };
         // SAFETY: the WR's SGE array.
-        match unsafe { sges(c.sg_list, c.num_sge) } {
+        match unsafe { sges(c.sg_list, c.num_sge, max_sge) } {
             Ok(s) => lists.push(s),
             Err(e) => {
                 err = Some((p, e));

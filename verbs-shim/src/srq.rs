@@ -93,6 +93,11 @@ pub unsafe extern "C" fn shim_ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     if srq.is_null() {
         return libc::EINVAL;
     }
+    // A QP still uses it: EBUSY, and it lives on (as rdma-core).
+    // SAFETY: a live SRQ from ibv_create_srq.
+    if let Err((_, e)) = unsafe { ShimSrq::from_c(srq) }.soft.clone().destroy() {
+        return e.0;
+    }
     // SAFETY: the Box from ibv_create_srq.
     let w = unsafe { Box::from_raw(srq as *mut ShimSrq) };
     SRQS.remove(w.soft.id());
@@ -107,7 +112,8 @@ pub unsafe extern "C" fn post_srq_recv_op(
     // SAFETY: live SRQ.
     let w = unsafe { ShimSrq::from_c(srq) };
     // SAFETY: the caller's WR chain.
-    match unsafe { crate::qp::post_recv_chain(wr, |wrs| w.soft.post_recv(wrs)) } {
+    let max_sge = crate::sync::lock(&w.attr).max_sge;
+    match unsafe { crate::qp::post_recv_chain(wr, max_sge, |wrs| w.soft.post_recv(wrs)) } {
         Ok(()) => 0,
         Err((p, e)) => {
             if !bad.is_null() {

@@ -90,3 +90,34 @@ fn limits_are_refused_with_the_providers_errnos() {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }
+
+#[test]
+fn busy_objects_hostile_num_sge_and_foreign_objects() {
+    let exe = compile("lifetimes");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK busy objects",
+        "OK num_sge checked first",
+        "OK another context's objects",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn open_device_out_of_descriptors_is_null_with_errno() {
+    let exe = compile("open_fails");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK open without descriptors",
+        "OK open afterwards",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}

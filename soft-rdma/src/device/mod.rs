@@ -32,6 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+/// The first QPN handed out (0 and 1 are the special QPs).
+const FIRST_QPN: u32 = 0x11;
+
 pub(crate) struct DeviceInner {
     pub(crate) link: Arc<dyn Link>,
     pub(crate) local: SocketAddr,
@@ -83,6 +86,7 @@ impl DeviceInner {
             mrs: &self.mrs,
             timers: &self.timers,
             events: &self.events,
+            rx_batch: self.receiver.batch(),
         }
     }
 
@@ -104,9 +108,21 @@ impl DeviceInner {
         if qps.len() >= MAX_QP {
             return Err(Errno::EINVAL);
         }
-        // QPN 0 and 1 are the special QPs; keep within 24 bits.
-        let qpn = (self.next_qpn.fetch_add(1, Ordering::Relaxed) % 0x00ff_fff0) + 0x11;
+        // QPN 0 and 1 are the special QPs; QPNs are 24 bits and wrap, so
+        // skip those in use (a new QP must not replace a live one). Ends:
+        // the table holds at most MAX_QP.
+        let qpn = loop {
+            let n = self.next_qpn.fetch_add(1, Ordering::Relaxed);
+            let qpn = FIRST_QPN + n % (0x0100_0000 - FIRST_QPN);
+            if !qps.contains_key(&qpn) {
+                break qpn;
+            }
+        };
         let driver: std::sync::Weak<dyn Driver> = Arc::downgrade(self) as _;
+        // A CQ polls the device of its first QP: another device's is EINVAL.
+        if config.send_cq.driven_by_other(&driver) || config.recv_cq.driven_by_other(&driver) {
+            return Err(Errno::EINVAL);
+        }
         config.send_cq.attach(driver.clone());
         config.recv_cq.attach(driver);
         let qp = Arc::new(QpShared::new(QpConfig { qpn, ..config }));
@@ -117,7 +133,17 @@ impl DeviceInner {
     /// Destroy a QP: out of the table once its last words are sent.
     pub(crate) fn destroy_qp(&self, qp: &QpShared) {
         qp.lock().destroy(&self.ctx());
-        self.qps.write().remove(&qp.qpn());
+        let mut qps = self.qps.write();
+        if qps.get(&qp.qpn()).is_some_and(|q| std::ptr::eq(&**q, qp)) {
+            qps.remove(&qp.qpn());
+        }
+    }
+
+    /// Tests: the QPN and MR key index tried next (to reach the wraps).
+    pub(crate) fn set_next_ids(&self, qpn: u32, mr_index: u32) {
+        let n = qpn.saturating_sub(FIRST_QPN);
+        self.next_qpn.store(n, Ordering::Relaxed);
+        self.mrs.set_next_index(mr_index);
     }
 
     /// `ibv_modify_qp`.

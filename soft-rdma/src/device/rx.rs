@@ -54,6 +54,8 @@ pub(crate) struct Receiver {
     last_poll: AtomicU64,
     /// `Work::deferred` is not empty: the receive thread's wait is bounded.
     acks_deferred: AtomicBool,
+    /// Receive batches taken so far (`Context::rx_batch`).
+    batches: AtomicU64,
     epoch: Instant,
 }
 
@@ -95,8 +97,14 @@ impl Receiver {
             armed: AtomicBool::new(true),
             last_poll: AtomicU64::new(0),
             acks_deferred: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    /// The number of the receive batch being (or last) handled.
+    pub(crate) fn batch(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     fn now(&self) -> u64 {
@@ -226,6 +234,8 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
         deferred,
     } = w;
     let r = &dev.receiver;
+    // Under the `Work` lock: one number per batch, seen by its contexts.
+    r.batches.fetch_add(1, Ordering::Relaxed);
     let ctx = dev.ctx();
     if !deferred.is_empty() {
         r.acks_deferred.store(false, Ordering::Relaxed);

@@ -76,6 +76,20 @@ pub(super) fn on_response(
                 }
                 return Next::Nothing;
             }
+            if !read_response_fits(repr, payload, &q.req.sq[i], mtu) {
+                // A faulty responder, or path MTUs that differ: the READ
+                // fails rather than completing with holes (rxe's check_ack
+                // errs too); nothing of this packet is trusted.
+                bump(&ctx.stats.bad_responses);
+                let psn = q.req.sq[i].psn;
+                complete_front(ctx, sh, q);
+                if let Some(i) = q.req.sq.iter().position(|w| w.psn == psn) {
+                    let w = sh.take_failed(ctx, q, i);
+                    sh.complete_send(ctx, &w, WcStatus::BadRespErr);
+                }
+                sh.fail(ctx, q);
+                return Next::Nothing;
+            }
             // A READ response acknowledges every earlier request.
             if i > 0 {
                 ack_upto(q, psn::add(first, psn::MASK));
@@ -134,6 +148,26 @@ pub(super) fn on_response(
     }
     complete_front(ctx, sh, q);
     Next::Progress
+}
+
+/// Whether the READ response for the next packet `w` expects has the
+/// opcode and length that packet must have (IBTA 9.7.5.2: first and middle
+/// carry the path MTU, last and only the rest): the last packet of the READ
+/// and no other is a last/only, its first a first/only — or, after a
+/// re-request of the rest, any packet may start a response again — and a
+/// response carries no NAK.
+fn read_response_fits(repr: &PacketRepr, payload: &[u8], w: &super::SendWqe, mtu: u64) -> bool {
+    let Some((_, n)) = w.psn else { return false };
+    let k = w.read_done;
+    let op = repr.bth.opcode.op();
+    let start = matches!(op, Op::ReadRespFirst | Op::ReadRespOnly);
+    let end = matches!(op, Op::ReadRespLast | Op::ReadRespOnly);
+    let want = w.len.saturating_sub(u64::from(k) * mtu).min(mtu);
+    let ack = match repr.ext {
+        Ext::Aeth(a) => matches!(a.syndrome, Syndrome::Ack { .. }),
+        _ => op == Op::ReadRespMiddle,
+    };
+    ack && end == (k + 1 == n) && (k > 0 || start) && payload.len() as u64 == want
 }
 
 /// Everything up to PSN `a` is acknowledged (if `a` is in the outstanding window).

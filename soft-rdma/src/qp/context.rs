@@ -24,4 +24,7 @@ pub(crate) struct Context<'d> {
     pub(crate) mrs: &'d MrTable,
     pub(crate) timers: &'d Timers,
     pub(crate) events: &'d EventQueue,
+    /// The receive batch being handled (a new number for each): a duplicate
+    /// READ is answered at most once a batch.
+    pub(crate) rx_batch: u64,
 }

@@ -82,7 +82,8 @@ impl SendWqe {
         let ud = wr
             .ud
             .as_ref()
-            .map(|u| (peer_of(u.ah.dgid), u.remote_qpn, u.remote_qkey));
+            // A QPN is 24 bits: the rest is ignored, as rxe masks it.
+            .map(|u| (peer_of(u.ah.dgid), u.remote_qpn & psn::MASK, u.remote_qkey));
         Ok(SendWqe {
             wr_id: wr.wr_id,
             op: wr.op,
@@ -355,8 +356,9 @@ fn emit_ud(
         ext,
         payload_len: w.len as usize,
     };
+    // Sized before the payload's window opens (nothing allocates under it).
+    tx.reserve(ctx, 1, w.len as usize);
     let mut payload = w.payload(sh.pd, 0, w.len);
-    tx.reserve(1, w.len as usize);
     tx.push(ctx, peer, &repr, |buf| payload.fill(0, buf))?;
     Ok(n)
 }
@@ -463,8 +465,9 @@ fn emit_segments(
         w.next_pkt.saturating_add(room).min(n)
     });
     let from = u64::from(w.next_pkt) * mtu;
+    // Sized before the payload's window opens (nothing allocates under it).
+    tx.reserve(ctx, (stop - w.next_pkt) as usize, mtu as usize);
     let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
-    tx.reserve((stop - w.next_pkt) as usize, mtu as usize);
     for k in w.next_pkt..n {
         if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
             return Ok(k);

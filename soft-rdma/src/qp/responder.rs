@@ -40,8 +40,18 @@ enum InMsg {
 
 /// What a READ or atomic request did, for duplicates.
 enum Replay {
-    Read { first: u32, npsn: u32, reth: Reth },
-    Atomic { psn: u32, orig: u64 },
+    /// `answered`: the receive batch that last answered it (a duplicate is
+    /// answered at most once a batch, however many arrive).
+    Read {
+        first: u32,
+        npsn: u32,
+        reth: Reth,
+        answered: u64,
+    },
+    Atomic {
+        psn: u32,
+        orig: u64,
+    },
 }
 
 /// Responder state, under the QP lock.
@@ -116,7 +126,7 @@ pub(super) fn on_request(
         }
     } else if d < 0 {
         bump(&ctx.stats.duplicate_requests);
-        duplicate(ctx, q, repr, tx);
+        duplicate(ctx, sh.pd, q, repr, tx);
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
@@ -298,19 +308,22 @@ fn execute(
             if u64::from(reth.len) > MAX_MSG {
                 return Err(invalid);
             }
-            if reth.len > 0 {
-                let mr = ctx
-                    .mrs
-                    .get(reth.rkey)
-                    .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
-                    .map_err(key_nak)?;
+            let mr = read_mr(ctx, sh.pd, q, reth)?;
+            if let Some(mr) = &mr {
                 mr.fault_in(reth.va, u64::from(reth.len), false);
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
-            read_responses(ctx, q, first, npsn, reth, 0, tx)?;
-            remember(q, Replay::Read { first, npsn, reth });
+            read_responses(ctx, q, mr.as_deref(), first, npsn, reth, 0, tx)?;
+            remember(
+                q,
+                Replay::Read {
+                    first,
+                    npsn,
+                    reth,
+                    answered: ctx.rx_batch,
+                },
+            );
             q.resp.msn = psn::add(q.resp.msn, 1);
             Ok(npsn)
         }
@@ -500,10 +513,39 @@ fn rc(op: Op) -> Opcode {
 /// PSN window: what it sends under one window at most).
 const WINDOW_PACKETS: u32 = MAX_UNACKED;
 
-/// READ responses for PSNs `first+from .. first+npsn`.
+/// The MR a READ of `reth` reads, checked: the QP's and the MR's right,
+/// the PD, the bounds (None for a zero-length READ, which names no memory).
+/// A duplicate is checked again: its key may name another MR by now.
+fn read_mr(
+    ctx: &Context<'_>,
+    pd: u32,
+    q: &Inner,
+    reth: Reth,
+) -> Result<Option<Arc<MrShared>>, Fail> {
+    if !q.access.contains(Access::REMOTE_READ) {
+        return Err(Fail::Nak(NakCode::RemoteAccessError));
+    }
+    if reth.len == 0 {
+        return Ok(None);
+    }
+    let mr = ctx
+        .mrs
+        .get(reth.rkey)
+        .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
+    mr.check(pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
+        .map_err(key_nak)?;
+    Ok(Some(mr))
+}
+
+/// READ responses for PSNs `first+from .. first+npsn` from `mr` (checked by
+/// [`read_mr`]). The transmit queue is sized before each window opens, and
+/// sends what it holds when it passes its bound: one READ holds at most one
+/// window of responses in memory, however long it is.
+#[allow(clippy::too_many_arguments)]
 fn read_responses(
     ctx: &Context<'_>,
     q: &Inner,
+    mr: Option<&MrShared>,
     first: u32,
     npsn: u32,
     reth: Reth,
@@ -512,15 +554,6 @@ fn read_responses(
 ) -> Result<(), Fail> {
     let peer = q.peer.ok_or(Fail::Drop)?;
     let mtu = q.path_mtu.bytes() as u64;
-    let mr = if reth.len > 0 {
-        Some(
-            ctx.mrs
-                .get(reth.rkey)
-                .ok_or(Fail::Nak(NakCode::RemoteAccessError))?,
-        )
-    } else {
-        None
-    };
     let aeth = Aeth {
         syndrome: Syndrome::Ack { credits: 0x1f },
         msn: psn::add(q.resp.msn, 1),
@@ -533,13 +566,15 @@ fn read_responses(
         let off = u64::from(k) * mtu;
         let plen = (u64::from(reth.len) - off).min(mtu) as usize;
         if (k - from) % WINDOW_PACKETS == 0 {
-            window = None; // one window per thread: close before opening
+            // One window per thread: close before opening; and size the
+            // queue first, as nothing may allocate under a window.
+            window = None;
+            tx.reserve(ctx, (npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
             let end = (off + u64::from(WINDOW_PACKETS) * mtu).min(u64::from(reth.len));
-            if let Some(m) = &mr {
+            if let Some(m) = mr {
                 let w = m.window(reth.va + off, end - off, false);
                 window = Some(w.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?);
             }
-            tx.reserve((npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
         }
         let (op, ext) = match (npsn == 1, k == 0, k == npsn - 1) {
             (true, _, _) => (Op::ReadRespOnly, Ext::Aeth(aeth)),
@@ -621,22 +656,36 @@ pub(super) fn flush_ack(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
 }
 
 /// A request below the expected PSN: answer it again, execute nothing.
-fn duplicate(ctx: &Context<'_>, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
+///
+/// A duplicate READ is answered at most once a receive batch (the first
+/// one; rxe likewise restarts one reply per READ rather than adding one):
+/// a burst of duplicates of one large READ must not become a burst of
+/// copies of it. The requester's own retries come one per timeout or gap.
+fn duplicate(ctx: &Context<'_>, pd: u32, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
     match op {
         Op::ReadRequest => {
-            let found = q.resp.replay.iter().find_map(|r| match r {
-                Replay::Read { first, npsn, reth }
-                    if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn =>
-                {
-                    Some((*first, *npsn, *reth))
+            let found = q.resp.replay.iter_mut().find_map(|r| match r {
+                Replay::Read {
+                    first,
+                    npsn,
+                    reth,
+                    answered,
+                } if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn => {
+                    let again = *answered != ctx.rx_batch;
+                    *answered = ctx.rx_batch;
+                    again.then_some((*first, *npsn, *reth))
                 }
                 _ => None,
             });
+            // Its key, PD and rights checked again: the MR may be gone, or
+            // the key another MR's, by now. A failure answers nothing.
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
-                let _ = read_responses(ctx, q, first, npsn, reth, from, tx);
+                if let Ok(mr) = read_mr(ctx, pd, q, reth) {
+                    let _ = read_responses(ctx, q, mr.as_deref(), first, npsn, reth, from, tx);
+                }
             }
         }
         Op::CompareSwap | Op::FetchAdd => {

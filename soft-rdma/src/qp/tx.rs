@@ -2,6 +2,7 @@
 //! in one buffer) while a QP lock is held, then sent in one batch.
 
 use super::Context;
+use crate::resources::mr;
 use crate::transport::{Outgoing, ROCE_PORT};
 use crate::types::Gid;
 use crate::wire::icrc::{self, IcrcContext};
@@ -57,6 +58,9 @@ impl TxQueue {
     ) -> Result<(), E> {
         let (start, len) = (self.used, repr.buffer_len());
         self.grow_to(start + len);
+        if self.pkts.len() == self.pkts.capacity() {
+            no_window("the packet list grows");
+        }
         let buf = &mut self.bytes[start..start + len];
         // Headers and pad here, the payload by `fill` (all of it, or an
         // error), the ICRC by `seal`: no stale byte survives.
@@ -70,10 +74,19 @@ impl TxQueue {
     }
 
     /// Room for `n` more packets of up to `payload` bytes each, so that
-    /// building them allocates nothing: while a `Payload` window is open
-    /// nothing may unmap memory, and growing the arena may.
-    pub(crate) fn reserve(&mut self, n: usize, payload: usize) {
-        self.grow_to(self.used + n * (payload + MAX_OVERHEAD));
+    /// building them allocates nothing: call it before opening a window
+    /// (while one is open nothing may unmap memory, and growing the arena
+    /// may). What is queued leaves first if the arena would pass
+    /// [`FLUSH_ABOVE`]: the arena holds at most that plus one reservation.
+    pub(crate) fn reserve(&mut self, ctx: &Context<'_>, n: usize, payload: usize) {
+        let need = n * (payload + MAX_OVERHEAD);
+        if self.pkts.capacity() - self.pkts.len() < n {
+            no_window("the packet list grows");
+        }
+        if self.used > 0 && self.used + need > FLUSH_ABOVE {
+            self.flush(ctx);
+        }
+        self.grow_to(self.used + need);
         self.pkts.reserve(n);
     }
 
@@ -82,6 +95,7 @@ impl TxQueue {
     /// working size.
     fn grow_to(&mut self, need: usize) {
         if self.bytes.len() < need {
+            no_window("the arena grows");
             self.bytes.resize(need, 0);
         }
     }
@@ -91,6 +105,8 @@ impl TxQueue {
         if self.pkts.is_empty() {
             return;
         }
+        // A link may allocate (the hub copies, the capture writes).
+        no_window("the queue is sent");
         const BATCH: usize = 64;
         let none = Outgoing {
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -110,6 +126,12 @@ impl TxQueue {
             .sent_pkts
             .fetch_add(self.pkts.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.clear();
+        if self.bytes.len() > KEEP_ABOVE {
+            // After a spike (a large UC message): back to the working size.
+            self.bytes.truncate(FLUSH_ABOVE);
+            self.bytes.shrink_to_fit();
+            self.pkts.shrink_to(FLUSH_ABOVE / 1024);
+        }
     }
 
     fn clear(&mut self) {
@@ -124,6 +146,28 @@ impl TxQueue {
             .map(|&(_, start, len)| &self.bytes[start..start + len])
     }
 }
+
+/// Growing, moving or freeing memory under an open window onto an MR may
+/// make glibc `munmap`, trim or `madvise` memory an ODP MR covers: that
+/// waits for the odp monitor, which waits for the window's guard — a
+/// deadlock. So the queue is sized before a window opens (`reserve`), and
+/// anything that allocates checks it (debug builds, every test run).
+#[track_caller]
+fn no_window(what: &str) {
+    debug_assert!(
+        !mr::window_open(),
+        "{what} under an open MR window: reserve before opening it"
+    );
+}
+
+/// Queued bytes beyond which `reserve` sends what is queued first. A
+/// window of 128 packets of 4 KiB (an RC window, a READ response window:
+/// 532 KiB) fits with room to spare, so a small packet already queued (an
+/// ACK riding with a post) still leaves with the window that follows it.
+const FLUSH_ABOVE: usize = 1 << 20;
+
+/// An arena longer than this after a flush is cut back to `FLUSH_ABOVE`.
+const KEEP_ABOVE: usize = 2 << 20;
 
 /// Most bytes a packet has besides its payload: BTH, the largest extension
 /// header (atomic ETH), pad, ICRC.

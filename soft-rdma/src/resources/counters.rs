@@ -37,6 +37,7 @@ pub struct Stats {
     pub rnr_retry_exceeded: AtomicU64,
     pub retry_exceeded: AtomicU64,
     pub local_ack_timeouts: AtomicU64,
+    pub bad_responses: AtomicU64,
     /// ODP counters of MRs already deregistered (live ones are summed).
     pub(crate) odp_retired: [AtomicU64; 5],
 }

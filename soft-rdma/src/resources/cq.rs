@@ -7,7 +7,7 @@ use crate::types::{Wc, WcStatus};
 use odp::EventFd;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// What polling a CQ asks of the device that fills it (`device::rx`).
@@ -72,6 +72,8 @@ pub(crate) struct CqShared {
     /// The device of the first QP using this CQ. Weak: the device holds its
     /// QPs, which hold their CQs.
     driver: OnceLock<Weak<dyn Driver>>,
+    /// QPs using this CQ: destroying it is EBUSY meanwhile (as rdma-core).
+    pub(crate) users: Arc<AtomicUsize>,
 }
 
 /// A completion was lost to a full CQ.
@@ -87,6 +89,7 @@ impl CqShared {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         CqShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            users: Arc::default(),
             depth,
             state: OrderedMutex::new(
                 Level::Cq,
@@ -116,6 +119,13 @@ impl CqShared {
     /// Record the device that polling this CQ drives (the first to ask).
     pub(crate) fn attach(&self, driver: Weak<dyn Driver>) {
         let _ = self.driver.set(driver);
+    }
+
+    /// Whether a QP of another device than `driver`'s uses this CQ already.
+    pub(crate) fn driven_by_other(&self, driver: &Weak<dyn Driver>) -> bool {
+        self.driver
+            .get()
+            .is_some_and(|d| !std::ptr::addr_eq(d.as_ptr(), driver.as_ptr()))
     }
 
     /// The device polling drives, if it is still open.

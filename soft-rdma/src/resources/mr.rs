@@ -111,6 +111,7 @@ impl MrShared {
         Ok(MrWindow {
             window: self.memory.window(va, len, write)?,
             _valid: valid,
+            _open: WindowOpen::new(),
         })
     }
 
@@ -150,6 +151,34 @@ pub(crate) struct MrWindow<'a> {
     // Closed before the MR may be deregistered (drop order).
     pub(crate) window: odp::Window<'a>,
     _valid: ReadGuard<'a, bool>,
+    _open: WindowOpen,
+}
+
+thread_local! {
+    static WINDOWS_OPEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts this thread's open windows, for [`window_open`].
+struct WindowOpen(());
+
+impl WindowOpen {
+    fn new() -> WindowOpen {
+        WINDOWS_OPEN.with(|c| c.set(c.get() + 1));
+        WindowOpen(())
+    }
+}
+
+impl Drop for WindowOpen {
+    fn drop(&mut self) {
+        WINDOWS_OPEN.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Whether this thread holds a window onto an MR. Nothing may allocate or
+/// free then: glibc may `munmap`, trim or `madvise` memory an ODP MR covers,
+/// which waits for the odp monitor, which waits for the window's guard.
+pub(crate) fn window_open() -> bool {
+    WINDOWS_OPEN.with(|c| c.get() > 0)
 }
 
 /// The device's MRs by key. A key is a 24-bit index (unique while the MR
@@ -187,7 +216,15 @@ impl MrTable {
             drop(memory);
             return None;
         }
-        let index = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        // Indexes wrap at 2^24: skip 0 and those in use, or a new MR would
+        // replace a live one (whose deregistration then removes the new
+        // one). Ends: the table holds fewer than 2^24 - 1 MRs.
+        let index = loop {
+            let i = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+            if i != 0 && !mrs.contains_key(&i) {
+                break i;
+            }
+        };
         let key = (index << 8) | u32::from(crate::sys::random_byte());
         let mr = Arc::new(MrShared {
             pd_id,
@@ -200,6 +237,11 @@ impl MrTable {
         });
         mrs.insert(index, mr.clone());
         Some(mr)
+    }
+
+    /// Tests: the next key index tried (to reach the wrap quickly).
+    pub(crate) fn set_next_index(&self, index: u32) {
+        self.next_index.store(index, Ordering::Relaxed);
     }
 
     /// The MR with exactly this key.
@@ -215,7 +257,10 @@ impl MrTable {
     /// this returns nothing touches the MR's memory.
     pub(crate) fn remove(&self, mr: &MrShared, retire: impl FnOnce(&MrShared)) {
         let mut mrs = self.by_index.write();
-        mrs.remove(&(mr.key >> 8));
+        // Only this MR's entry (the same key): never another's.
+        if mrs.get(&(mr.key >> 8)).is_some_and(|m| m.key == mr.key) {
+            mrs.remove(&(mr.key >> 8));
+        }
         retire(mr);
         drop(mrs);
         *mr.valid.write() = false;

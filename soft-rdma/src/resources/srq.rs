@@ -6,6 +6,8 @@ use super::sge::RecvWqe;
 use crate::sync::{Level, OrderedMutex};
 use crate::types::{AsyncEvent, Errno, RecvWr};
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 struct SrqState {
     queue: VecDeque<RecvWqe>,
@@ -19,6 +21,8 @@ pub(crate) struct SrqShared {
     max_wr: u32,
     max_sge: u32,
     state: OrderedMutex<SrqState>,
+    /// QPs using this SRQ: destroying it is EBUSY meanwhile (as rdma-core).
+    pub(crate) users: Arc<AtomicUsize>,
 }
 
 impl SrqShared {
@@ -28,6 +32,7 @@ impl SrqShared {
             pd,
             max_wr,
             max_sge: max_sge.max(1),
+            users: Arc::default(),
             state: OrderedMutex::new(
                 Level::Srq,
                 SrqState {

@@ -106,4 +106,13 @@ impl Cq {
     pub fn depth(&self) -> usize {
         self.0.depth()
     }
+
+    /// `ibv_destroy_cq`: EBUSY (and the CQ back) while a QP uses it, as
+    /// rdma-core; otherwise this handle is dropped.
+    pub fn destroy(self) -> std::result::Result<(), (Cq, Errno)> {
+        match super::unused(&self.0.users) {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
+    }
 }

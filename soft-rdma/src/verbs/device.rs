@@ -185,6 +185,13 @@ impl Device {
         self.inner().events.fd()
     }
 
+    /// Tests only: the QPN and MR key index (the key's upper 24 bits) the
+    /// next creations try first, to drive the counters to their wrap.
+    #[doc(hidden)]
+    pub fn set_next_ids(&self, qpn: u32, mr_index: u32) {
+        self.inner().set_next_ids(qpn, mr_index);
+    }
+
     pub fn alloc_pd(&self) -> super::Pd {
         super::Pd::new(self.inner().clone())
     }

@@ -20,19 +20,62 @@ pub use qp::{Qp, QpInitAttr};
 pub use srq::Srq;
 
 use crate::device::DeviceInner;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A protection domain (`ibv_pd`).
+/// One object counted as using another (rdma-core's `usecnt`) until it is
+/// dropped: a PD, CQ or SRQ in use refuses destruction with EBUSY.
+pub(crate) struct Use(Arc<AtomicUsize>);
+
+impl Use {
+    pub(crate) fn of(users: &Arc<AtomicUsize>) -> Use {
+        users.fetch_add(1, Ordering::AcqRel);
+        Use(users.clone())
+    }
+}
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// EBUSY while anything uses the object `users` counts for.
+fn unused(users: &AtomicUsize) -> Result<()> {
+    match users.load(Ordering::Acquire) {
+        0 => Ok(()),
+        _ => Err(Errno::EBUSY),
+    }
+}
+
+/// A protection domain (`ibv_pd`). Clones are the same PD.
 #[derive(Clone)]
 pub struct Pd {
     dev: Arc<DeviceInner>,
     id: u32,
+    /// MRs, QPs and SRQs on this PD.
+    users: Arc<AtomicUsize>,
 }
 
 impl Pd {
     fn new(dev: Arc<DeviceInner>) -> Pd {
         let id = dev.new_object_id();
-        Pd { dev, id }
+        Pd {
+            dev,
+            id,
+            users: Arc::default(),
+        }
+    }
+    pub(crate) fn use_(&self) -> Use {
+        Use::of(&self.users)
+    }
+    /// `ibv_dealloc_pd`: EBUSY (and the PD back) while an MR, QP or SRQ
+    /// uses it, as rdma-core; otherwise this handle is dropped.
+    pub fn dealloc(self) -> std::result::Result<(), (Pd, Errno)> {
+        match unused(&self.users) {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
     }
     pub(crate) fn dev(&self) -> &Arc<DeviceInner> {
         &self.dev

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub struct Mr {
     dev: Arc<DeviceInner>,
     mr: Arc<MrShared>,
+    _pd: super::Use,
 }
 
 impl Mr {
@@ -47,7 +48,11 @@ impl Mr {
             .mrs
             .insert(pd.id(), access, addr, len, memory)
             .ok_or(Errno::EINVAL)?;
-        Ok(Mr { dev, mr })
+        Ok(Mr {
+            dev,
+            mr,
+            _pd: pd.use_(),
+        })
     }
 
     pub fn lkey(&self) -> u32 {

@@ -24,6 +24,9 @@ pub struct QpInitAttr {
 pub struct Qp {
     dev: Arc<DeviceInner>,
     qp: Arc<QpShared>,
+    /// The PD, CQs and SRQ counted as in use until the QP is gone (dropped
+    /// after `Drop::drop` destroyed it).
+    _uses: Vec<super::Use>,
 }
 
 impl Qp {
@@ -37,8 +40,22 @@ impl Qp {
         {
             return Err(Errno::EINVAL);
         }
-        if attr.srq.as_ref().is_some_and(|s| s.pd() != pd.id()) {
+        // Another device's SRQ (its PD ids are its own): EINVAL, as a
+        // handle of another context is to rdma-core.
+        if attr
+            .srq
+            .as_ref()
+            .is_some_and(|s| s.pd() != pd.id() || !Arc::ptr_eq(s.dev(), pd.dev()))
+        {
             return Err(Errno::EINVAL);
+        }
+        let mut uses = vec![
+            pd.use_(),
+            super::Use::of(&attr.send_cq.0.users),
+            super::Use::of(&attr.recv_cq.0.users),
+        ];
+        if let Some(s) = &attr.srq {
+            uses.push(super::Use::of(&s.srq.users));
         }
         let dev = pd.dev().clone();
         let qp = dev.create_qp(QpConfig {
@@ -51,7 +68,11 @@ impl Qp {
             sq_sig_all: attr.sq_sig_all,
             srq: attr.srq.map(|s| s.srq),
         })?;
-        Ok(Qp { dev, qp })
+        Ok(Qp {
+            dev,
+            qp,
+            _uses: uses,
+        })
     }
 
     pub fn qp_num(&self) -> u32 {

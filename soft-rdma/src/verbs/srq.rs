@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub struct Srq {
     dev: Arc<DeviceInner>,
     pub(crate) srq: Arc<SrqShared>,
+    _pd: Arc<super::Use>,
 }
 
 impl Srq {
@@ -24,6 +25,7 @@ impl Srq {
         Ok(Srq {
             dev,
             srq: Arc::new(srq),
+            _pd: Arc::new(pd.use_()),
         })
     }
 
@@ -52,5 +54,18 @@ impl Srq {
 
     pub(crate) fn pd(&self) -> u32 {
         self.srq.pd()
+    }
+
+    pub(crate) fn dev(&self) -> &Arc<DeviceInner> {
+        &self.dev
+    }
+
+    /// `ibv_destroy_srq`: EBUSY (and the SRQ back) while a QP uses it, as
+    /// rdma-core; otherwise this handle is dropped.
+    pub fn destroy(self) -> std::result::Result<(), (Srq, Errno)> {
+        match super::unused(&self.srq.users) {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
     }
 }
