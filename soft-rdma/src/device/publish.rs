@@ -9,8 +9,12 @@
 //! `SOFTRDMA`, version, counter count `n`, pid, the process's start time
 //! (`/proc/<pid>/stat` field 22, to tell a reused pid), device name, local
 //! address — then `n` 32-byte names, then `n` 64-bit counters. The header and
-//! names are written once, before the file gets its name (written under a
-//! temporary name, then renamed); the counters are atomics in a shared
+//! names are written once, before the file gets its name: written under an
+//! unpredictable temporary name created exclusively (`O_EXCL|O_NOFOLLOW`: no
+//! planted name is followed or truncated), then hard-linked to its public
+//! name, which fails rather than replace what is there (a taken name is
+//! counted in `stats_name_taken`, logged, and another used); the counters
+//! are atomics in a shared
 //! mapping ([`crate::shm`]), refreshed every [`PUBLISH_INTERVAL`] by the
 //! device's `softrdma-stats` thread, which sleeps in between. The file is
 //! removed when the device is dropped; a file whose process is gone (or whose
@@ -21,14 +25,15 @@
 //! the cost is a few stores every 200 ms, and a crash leaves a file that is
 //! recognisably stale.
 
-use super::stats::DeviceStats;
+use super::stats::{write_row, DeviceStats};
+use crate::log::log;
 use crate::shm::SharedCounters;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The environment variable naming the directory (default `/dev/shm`).
@@ -42,6 +47,14 @@ const VERSION: u32 = 1;
 const HEADER: usize = 128;
 const NAME: usize = 32;
 const PREFIX: &str = "softrdma.";
+
+/// Counters of the publishing process (not of one device), published after
+/// each of its devices' own.
+const EXTRA: [(&str, &str); 1] = [(
+    "stats_name_taken",
+    "counters' directory: file names found taken when publishing (process)",
+)];
+static NAME_TAKEN: AtomicU64 = AtomicU64::new(0);
 
 /// The directory counters are published in; `None` if publishing is off.
 pub fn stats_dir() -> Option<PathBuf> {
@@ -71,9 +84,26 @@ fn get_str(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+fn random_u64() -> u64 {
+    (0..8).fold(0, |a, _| a << 8 | u64::from(crate::sys::random_byte()))
+}
+
+/// A name this process was about to create exists: counted and logged.
+fn name_taken(path: &Path) {
+    NAME_TAKEN.fetch_add(1, Ordering::Relaxed);
+    log!(
+        Warn,
+        "{}: taken by a file this process did not create; publishing the counters under another name",
+        path.display()
+    );
+}
+
 /// This device's published counters; the file goes when it is dropped.
 pub(crate) struct Publication {
     path: PathBuf,
+    /// The file's device and inode: `Drop` removes the name only while it is
+    /// this file's.
+    id: (u64, u64),
     counters: SharedCounters,
 }
 
@@ -83,12 +113,8 @@ impl Publication {
     /// devices, as most verbs programs through the shim do, leave theirs).
     pub(crate) fn create(dir: &Path, dev: &str, local: SocketAddr) -> io::Result<Publication> {
         let _ = scan(dir, None);
-        static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
-        let name = format!("{PREFIX}{pid}.{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let n = DeviceStats::LEN;
+        let n = DeviceStats::LEN + EXTRA.len();
         let mut head = vec![0u8; HEADER + NAME * n];
         head[0..8].copy_from_slice(MAGIC);
         head[8..12].copy_from_slice(&VERSION.to_ne_bytes());
@@ -97,30 +123,26 @@ impl Publication {
         head[24..32].copy_from_slice(&start_time(pid).unwrap_or(0).to_ne_bytes());
         put_str(&mut head[32..64], dev);
         put_str(&mut head[64..128], &local.to_string());
-        for (i, nm) in DeviceStats::NAMES.iter().enumerate() {
+        let names = DeviceStats::NAMES.iter().chain(EXTRA.iter().map(|e| &e.0));
+        for (i, nm) in names.enumerate() {
             put_str(&mut head[HEADER + NAME * i..][..NAME], nm);
         }
-        let mut f: File = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
+        let (tmp, mut f) = create_temp(dir, pid)?;
         let made = (|| {
             f.write_all(&head)?;
             f.set_len((HEADER + (NAME + 8) * n) as u64)?;
             let counters = SharedCounters::map(&f, HEADER + NAME * n, n, true)?;
-            fs::rename(&tmp, &path)?;
-            Ok(counters)
+            let meta = f.metadata()?;
+            let path = link_public(dir, pid, &tmp)?;
+            Ok(Publication {
+                path,
+                id: (meta.dev(), meta.ino()),
+                counters,
+            })
         })();
-        match made {
-            Ok(counters) => Ok(Publication { path, counters }),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        // The file lives on under its public name, if it got one.
+        let _ = fs::remove_file(&tmp);
+        made
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -128,7 +150,9 @@ impl Publication {
     }
 
     pub(crate) fn store(&self, s: &DeviceStats) {
-        for (a, v) in self.counters.values().iter().zip(s.values()) {
+        let extra = [NAME_TAKEN.load(Ordering::Relaxed)];
+        let values = s.values().into_iter().chain(extra);
+        for (a, v) in self.counters.values().iter().zip(values) {
             a.store(v, Ordering::Relaxed);
         }
     }
@@ -136,8 +160,60 @@ impl Publication {
 
 impl Drop for Publication {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
+}
+
+/// A new file under an unpredictable hidden name, created exclusively:
+/// `O_CREAT|O_EXCL` fails on any existing name, a planted symlink included
+/// (`O_NOFOLLOW` says so twice), so nothing is followed or truncated. Mode
+/// 0644 (less under a umask): readers need only read.
+fn create_temp(dir: &Path, pid: u32) -> io::Result<(PathBuf, File)> {
+    let mut taken = None;
+    for _ in 0..4 {
+        let tmp = dir.join(format!(".{PREFIX}{pid}.{:016x}.tmp", random_u64()));
+        let made = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp);
+        match made {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                name_taken(&tmp);
+                taken = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.expect("a name was tried"))
+}
+
+/// Give the finished file its public name, `softrdma.<pid>.<k>`, without
+/// replacing what may be there (a hard link fails on an existing name): the
+/// process's next number, random ones once a name was found taken (a
+/// squatter predicting pids cannot predict those).
+fn link_public(dir: &Path, pid: u32, tmp: &Path) -> io::Result<PathBuf> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut k = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut taken = None;
+    for _ in 0..8 {
+        let path = dir.join(format!("{PREFIX}{pid}.{k}"));
+        match fs::hard_link(tmp, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                name_taken(&path);
+                taken = Some(e);
+                k = random_u64() as u32;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.expect("a name was tried"))
 }
 
 /// A device of a live process, read from its published file.
@@ -169,7 +245,10 @@ impl std::fmt::Display for PublishedDevice {
             self.path.display()
         )?;
         for (n, v) in &self.counters {
-            super::stats::write_row(f, n, *v)?;
+            match EXTRA.iter().find(|e| e.0 == n) {
+                Some((_, d)) => writeln!(f, "  {n:<22} {v:>14}  {d}")?,
+                None => write_row(f, n, *v)?,
+            }
         }
         Ok(())
     }
