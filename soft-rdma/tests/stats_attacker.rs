@@ -1,24 +1,32 @@
-//! A hostile local user in the counters' directory (issue 19): symlinks
+//! A hostile local user in the counters' directory (issue 19, findings 2
+//! and 3): FIFOs and symlinks named like counter files, a file under a
+//! lease, a huge sparse file, a file truncated under a reader, symlinks
 //! planted at a device's file names. Each case runs in a private directory
-//! (`SOFTRDMA_STATS_DIR`); `softrdma stats` and `Device::open` must complete
-//! (under a timeout), the attack must fail, be logged once
-//! (`SOFTRDMA_LOG=warn`) and be counted in the device's published counters.
+//! (`SOFTRDMA_STATS_DIR`); `softrdma devinfo`, `softrdma stats` and
+//! `Device::open` must complete (under a timeout), the attack must fail, be
+//! logged once (`SOFTRDMA_LOG=warn`) and, when a device met it, be counted
+//! in the device's published counters.
 //!
-//! The victim is this test binary again (`device_child`, selected by an
-//! environment variable): a device opened when told to, so that files can
-//! be planted at names that follow from its pid.
+//! The victims are this test binary again (`device_child`, `scan_child`,
+//! selected by an environment variable): a device opened when told to (so
+//! that files can be planted at names that follow from its pid), or a loop
+//! of `publish::published` that reports its peak memory; so is one attacker
+//! (`lease_child`, holding a file lease).
 
-use soft_rdma::verbs::Device;
+use soft_rdma::verbs::{publish, Device};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, FileExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CHILD: &str = "SOFTRDMA_TEST_ATTACKER_CHILD";
+const SCANS: &str = "SOFTRDMA_TEST_ATTACKER_SCANS";
+const LEASE: &str = "SOFTRDMA_TEST_ATTACKER_LEASE";
 /// Far beyond what any of these commands takes on a loaded machine: they
 /// either finish in well under a second or hang.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,6 +46,53 @@ fn device_child() {
     std::io::stdout().flush().unwrap();
     let _ = std::io::stdin().read_line(&mut line);
     drop(dev);
+}
+
+/// Victim: read the directory `SOFTRDMA_TEST_ATTACKER_SCANS` times, then
+/// report how many live devices the last scan found and the peak RSS (kB).
+#[test]
+fn scan_child() {
+    if std::env::var(CHILD).as_deref() != Ok("scan") {
+        return;
+    }
+    let n: usize = std::env::var(SCANS).map_or(1, |s| s.parse().unwrap());
+    let mut found = 0;
+    for _ in 0..n {
+        found = publish::published(None).map_or(0, |d| d.len());
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap();
+    println!("\nSCANNED {found} {hwm}");
+}
+
+/// Attacker: hold a write lease on the file `SOFTRDMA_TEST_ATTACKER_LEASE`
+/// names (any open of it by another process then waits for the lease-break
+/// time, 45 s by default, unless non-blocking) until stdin closes.
+#[test]
+fn lease_child() {
+    if std::env::var(CHILD).as_deref() != Ok("lease") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler;
+    // the lease-break notice (SIGIO) would otherwise kill this process.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::env::var(LEASE).unwrap())
+        .unwrap();
+    // SAFETY: fcntl on a descriptor this function owns and keeps open.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+    println!("\n{}", if r == 0 { "LEASED" } else { "NOLEASE" });
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(f);
 }
 
 /// A private counters' directory (and a sibling one for canaries).
@@ -119,6 +174,31 @@ fn run(mut cmd: Command, dir: &Path, what: &str) -> Output {
         stdout: drained(&out, what),
         stderr: drained(&err, what),
     }
+}
+
+/// Run the `scan_child` `n` times over `dir`: (devices found, peak RSS kB).
+fn scan(dir: &Path, n: usize) -> (usize, u64, Output) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "scan_child",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CHILD, "scan")
+    .env(SCANS, n.to_string());
+    let o = run(cmd, dir, "a scan of the directory");
+    assert!(o.status.success(), "scan: {:?}\n{}", o.status, o.stderr);
+    let line = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SCANNED "))
+        .unwrap_or_else(|| panic!("no report:\n{}", o.stdout))
+        .to_owned();
+    let mut w = line.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    let (found, hwm) = (w.next().unwrap() as usize, w.next().unwrap());
+    (found, hwm, o)
 }
 
 /// A `device_child`, waiting for [`Victim::open`].
@@ -214,6 +294,11 @@ impl Victim {
         assert!(s.success(), "victim: {s:?}\n{e}");
         e
     }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 /// The value of counter `name` in `softrdma stats` output (first table).
@@ -241,6 +326,103 @@ fn await_counter(dir: &Path, pid: u32, name: &str, want: u64) {
 
 fn mentions(log: &str, what: &str) -> usize {
     log.lines().filter(|l| l.contains(what)).count()
+}
+
+fn mkfifo(p: &Path) {
+    let s = Command::new("mkfifo").arg(p).status().unwrap();
+    assert!(s.success());
+}
+
+// Finding 2: a FIFO (and a symlink to one) named like a counters file hung
+// every device open and `softrdma stats` (the scan opened and read it).
+#[test]
+fn fifo_and_symlink_in_the_directory_hang_nothing() {
+    let dir = private_dir("fifo");
+    let elsewhere = private_dir("fifo-target");
+    mkfifo(&dir.join("softrdma.1.0"));
+    mkfifo(&elsewhere.join("fifo"));
+    symlink(elsewhere.join("fifo"), dir.join("softrdma.1.1")).unwrap();
+
+    let o = softrdma(&dir, &["devinfo"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(o.stdout.contains("hca_id:\tsoftrdma0"), "{}", o.stdout);
+
+    let o = softrdma(&dir, &["stats"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("no live softrdma devices"),
+        "{}",
+        o.stdout
+    );
+    for f in ["softrdma.1.0", "softrdma.1.1"] {
+        assert_eq!(mentions(&o.stderr, f), 1, "logged once:\n{}", o.stderr);
+    }
+    assert!(o.stderr.contains("2 refused"), "{}", o.stderr);
+
+    // A device meets them in its sweep (off the open path): logged, counted.
+    let mut v = Victim::spawn(&dir);
+    v.open();
+    await_counter(&dir, v.pid, "stats_dir_refused", 2);
+    let pid = v.pid;
+    let log = v.close();
+    for f in ["softrdma.1.0", "softrdma.1.1"] {
+        assert_eq!(mentions(&log, f), 1, "device {pid} logged once:\n{log}");
+    }
+    // Nothing hostile was removed or followed.
+    assert!(dir.join("softrdma.1.0").exists());
+    assert!(fs::symlink_metadata(dir.join("softrdma.1.1"))
+        .unwrap()
+        .is_symlink());
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_dir_all(&elsewhere).unwrap();
+}
+
+// Finding 2: a file under its owner's write lease made every blocking open
+// of it wait 45 s (the lease-break time).
+#[test]
+fn a_leased_file_blocks_no_open() {
+    let dir = private_dir("lease");
+    let leased = dir.join("softrdma.1.0");
+    fs::write(&leased, [0u8; 512]).unwrap();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lease_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD, "lease")
+        .env(LEASE, &leased)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("LEASED") && !line.starts_with("NOLEASE") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "lease holder ended");
+    }
+    if line.starts_with("NOLEASE") {
+        eprintln!("skipped: no file leases here");
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        return;
+    }
+    let o = softrdma(&dir, &["devinfo"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let o = softrdma(&dir, &["stats"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert_eq!(mentions(&o.stderr, "softrdma.1.0"), 1, "{}", o.stderr);
+    let mut v = Victim::spawn(&dir);
+    v.open();
+    await_counter(&dir, v.pid, "stats_dir_refused", 1);
+    let log = v.close();
+    assert_eq!(mentions(&log, "softrdma.1.0"), 1, "{log}");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    fs::remove_dir_all(&dir).unwrap();
 }
 
 // Finding 3: symlinks planted at the names a device is about to use (the
@@ -272,6 +454,12 @@ fn symlinks_at_a_devices_names_clobber_nothing() {
     await_counter(&dir, v.pid, "stats_name_taken", 1);
     let o = softrdma(&dir, &["stats", &v.pid.to_string()]);
     assert_eq!(o.stdout.matches(&format!("(pid {},", v.pid)).count(), 1);
+    assert_eq!(
+        mentions(&o.stderr, &planted[2]),
+        1,
+        "the squatter's symlink is refused, logged once:\n{}",
+        o.stderr
+    );
     let pid = v.pid;
     let log = v.close();
     assert_eq!(mentions(&log, &planted[2]), 1, "device {pid}:\n{log}");
@@ -287,4 +475,67 @@ fn symlinks_at_a_devices_names_clobber_nothing() {
     assert_eq!(left, want);
     fs::remove_dir_all(&dir).unwrap();
     fs::remove_dir_all(&safe).unwrap();
+}
+
+// Finding 2: a huge sparse file named like a counters file was read whole
+// into memory by every scan.
+#[test]
+fn a_huge_sparse_file_is_not_read() {
+    let dir = private_dir("sparse");
+    let name = format!("softrdma.{}.0", std::process::id());
+    let f = fs::File::create(dir.join(&name)).unwrap();
+    f.set_len(512 << 20).unwrap();
+    drop(f);
+    let (found, hwm_kb, o) = scan(&dir, 1);
+    assert_eq!(found, 0);
+    assert!(hwm_kb < 64 << 10, "peak RSS {hwm_kb} kB: the file was read");
+    assert_eq!(mentions(&o.stderr, &name), 1, "{}", o.stderr);
+    let o = softrdma(&dir, &["stats"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert_eq!(mentions(&o.stderr, &name), 1, "{}", o.stderr);
+    assert!(dir.join(&name).exists(), "a refused file is never removed");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+// Finding 2: a file truncated under a reader that had mapped it killed the
+// reader with SIGBUS. Here a copy of a live device's file (so it checks out)
+// is truncated and rewritten in a loop while readers scan.
+#[test]
+fn a_file_truncated_under_readers_is_no_sigbus() {
+    let dir = private_dir("truncate");
+    let mut v = Victim::spawn(&dir);
+    let real = v.open();
+    let bytes = fs::read(&real).unwrap();
+    let copy = dir.join(format!("softrdma.{}.77", v.pid));
+    fs::write(&copy, &bytes).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let toggler = {
+        let (stop, copy) = (stop.clone(), copy.clone());
+        std::thread::spawn(move || {
+            let f = fs::OpenOptions::new().write(true).open(copy).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                f.set_len(0).unwrap();
+                f.write_all_at(&bytes, 0).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let (found, _, o) = scan(&dir, 3000);
+    assert!(found >= 1, "the real device is still listed");
+    assert!(mentions(&o.stderr, "softrdma.") <= 1, "{}", o.stderr);
+    for _ in 0..10 {
+        let o = softrdma(&dir, &["stats"]);
+        assert!(
+            o.status.success(),
+            "softrdma stats: {:?}\n{}",
+            o.status,
+            o.stderr
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(toggler.join().unwrap() > 0);
+    v.kill();
+    fs::remove_dir_all(&dir).unwrap();
 }
