@@ -1,7 +1,8 @@
-//! A hostile local user in the counters' directory (issue 19, findings 2
-//! and 3): FIFOs and symlinks named like counter files, a file under a
+//! A hostile local user in the counters' directory (issue 19, findings 2, 3
+//! and 5): FIFOs and symlinks named like counter files, a file under a
 //! lease, a huge sparse file, a file truncated under a reader, symlinks
-//! planted at a device's file names. Each case runs in a private directory
+//! planted at a device's file names, files of another user and of another
+//! PID namespace, forged headers. Each case runs in a private directory
 //! (`SOFTRDMA_STATS_DIR`); `softrdma devinfo`, `softrdma stats` and
 //! `Device::open` must complete (under a timeout), the attack must fail, be
 //! logged once (`SOFTRDMA_LOG=warn`) and, when a device met it, be counted
@@ -12,11 +13,15 @@
 //! that files can be planted at names that follow from its pid), or a loop
 //! of `publish::published` that reports its peak memory; so is one attacker
 //! (`lease_child`, holding a file lease).
+//!
+//! Forged files are real published files with fields changed at the
+//! layout's offsets (`device/publish.rs`): pid 16, uid 20, start time 24,
+//! PID namespace 32..48, boot id 48..64, device name 64..96.
 
 use soft_rdma::verbs::{publish, Device};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{symlink, FileExt};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +35,7 @@ const LEASE: &str = "SOFTRDMA_TEST_ATTACKER_LEASE";
 /// Far beyond what any of these commands takes on a loaded machine: they
 /// either finish in well under a second or hang.
 const TIMEOUT: Duration = Duration::from_secs(20);
+const NOBODY: u32 = 65534;
 
 /// Victim: open a device when a line arrives on stdin, say where it
 /// published, and keep it until stdin closes.
@@ -333,6 +339,38 @@ fn mkfifo(p: &Path) {
     assert!(s.success());
 }
 
+fn is_root() -> bool {
+    fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process's start time.
+fn start_time(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// Write `bytes` as `dir/name` with the header fields `edits` changed
+/// (offset, new bytes), owned by `uid` if given.
+fn forge(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    edits: &[(usize, &[u8])],
+    uid: Option<u32>,
+) -> PathBuf {
+    let mut b = bytes.to_vec();
+    for (at, v) in edits {
+        b[*at..*at + v.len()].copy_from_slice(v);
+    }
+    let p = dir.join(name);
+    fs::write(&p, &b).unwrap();
+    if let Some(u) = uid {
+        std::os::unix::fs::chown(&p, Some(u), Some(u)).unwrap();
+    }
+    p
+}
+
 // Finding 2: a FIFO (and a symlink to one) named like a counters file hung
 // every device open and `softrdma stats` (the scan opened and read it).
 #[test]
@@ -537,5 +575,216 @@ fn a_file_truncated_under_readers_is_no_sigbus() {
     stop.store(true, Ordering::Relaxed);
     assert!(toggler.join().unwrap() > 0);
     v.kill();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+// Finding 5: a scan removed every file whose pid it saw dead, whoever owned
+// it and whatever PID namespace it came from. Only the scanner's own files
+// of its own namespace may go.
+#[test]
+fn files_of_other_users_and_namespaces_are_not_removed() {
+    if !is_root() {
+        eprintln!("skipped: chown to nobody needs root");
+        return;
+    }
+    let dir = private_dir("foreign");
+    let mut v = Victim::spawn(&dir);
+    let real = v.open();
+    let bytes = fs::read(&real).unwrap();
+    let pid = v.pid;
+    v.kill(); // its own file is now stale: the positive control
+    let ns_ino = u64::from_ne_bytes(bytes[40..48].try_into().unwrap());
+    let other_user = forge(
+        &dir,
+        &format!("softrdma.{pid}.100"),
+        &bytes,
+        &[(20, &NOBODY.to_ne_bytes())],
+        Some(NOBODY),
+    );
+    let other_ns = forge(
+        &dir,
+        &format!("softrdma.{pid}.101"),
+        &bytes,
+        &[(40, &(ns_ino ^ 0x5a5a).to_ne_bytes())],
+        None,
+    );
+    let o = softrdma(&dir, &["stats"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("no live softrdma devices"),
+        "{}",
+        o.stdout
+    );
+    assert!(!real.exists(), "the scanner's own stale file is removed");
+    assert!(other_user.exists(), "another user's file removed");
+    assert!(other_ns.exists(), "another namespace's file removed");
+    assert!(
+        o.stderr.contains("1 of another PID namespace"),
+        "{}",
+        o.stderr
+    );
+    // A device's sweep leaves them too.
+    let (found, _, _) = scan(&dir, 1);
+    assert_eq!(found, 0);
+    assert!(other_user.exists() && other_ns.exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+// Finding 5, for real: a device in another PID namespace (`unshare`, as
+// `--ipc=host` containers share /dev/shm) is neither removed nor listed by a
+// reader of the parent namespace, where its pid means another process.
+#[test]
+fn a_device_in_another_pid_namespace_survives_a_scan() {
+    let probe = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot create a PID namespace here");
+        return;
+    }
+    let dir = private_dir("pidns");
+    let mut v = Victim::spawn_with(&dir, &["unshare", "-p", "-f", "--mount-proc"]);
+    let path = v.open();
+    let o = softrdma(&dir, &["stats"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(path.exists(), "a live device of another namespace removed");
+    assert!(
+        o.stdout.contains("no live softrdma devices"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr.contains("1 of another PID namespace"),
+        "{}",
+        o.stderr
+    );
+    let (found, _, _) = scan(&dir, 1);
+    assert_eq!(found, 0);
+    assert!(path.exists());
+    v.close();
+    assert!(!path.exists(), "removed by its device");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+// Finding 5: a forged file was listed as a live device when its pid and
+// start time matched a live process, whoever wrote it; and its strings went
+// to the terminal as they were.
+#[test]
+fn forged_headers_are_not_listed() {
+    if !is_root() {
+        eprintln!("skipped: chown to nobody needs root");
+        return;
+    }
+    let dir = private_dir("forged");
+    let mut v = Victim::spawn(&dir);
+    let real = v.open();
+    let bytes = fs::read(&real).unwrap();
+    let me = std::process::id();
+    let mine = start_time(me);
+    // A live process of nobody's, to forge an honest-looking file for.
+    let mut sleeper = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    let (q, qs) = (sleeper.id(), {
+        std::thread::sleep(Duration::from_millis(100));
+        start_time(sleeper.id())
+    });
+    let n = u32::from_ne_bytes(bytes[12..16].try_into().unwrap());
+    let mut evil = [0u8; 32];
+    evil[..10].copy_from_slice(b"\x1b[31mEVIL\x07");
+    let cases = [
+        // nobody claims this (root's) process.
+        forge(
+            &dir,
+            &format!("softrdma.{me}.200"),
+            &bytes,
+            &[
+                (16, &me.to_ne_bytes()),
+                (20, &NOBODY.to_ne_bytes()),
+                (24, &mine.to_ne_bytes()),
+            ],
+            Some(NOBODY),
+        ),
+        // nobody's file claiming root wrote it.
+        forge(
+            &dir,
+            &format!("softrdma.{me}.201"),
+            &bytes,
+            &[
+                (16, &me.to_ne_bytes()),
+                (20, &0u32.to_ne_bytes()),
+                (24, &mine.to_ne_bytes()),
+            ],
+            Some(NOBODY),
+        ),
+        // More counters than the file holds.
+        forge(
+            &dir,
+            &format!("softrdma.{me}.202"),
+            &bytes,
+            &[
+                (12, &(n + 1).to_ne_bytes()),
+                (16, &me.to_ne_bytes()),
+                (24, &mine.to_ne_bytes()),
+            ],
+            None,
+        ),
+    ];
+    // nobody's own live process, with a terminal escape for a device name:
+    // listed (it checks out), the escape made harmless.
+    let honest = forge(
+        &dir,
+        &format!("softrdma.{q}.0"),
+        &bytes,
+        &[
+            (16, &q.to_ne_bytes()),
+            (20, &NOBODY.to_ne_bytes()),
+            (24, &qs.to_ne_bytes()),
+            (64, &evil),
+        ],
+        Some(NOBODY),
+    );
+    let o = softrdma(&dir, &["stats"]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(
+        !o.stdout.contains(&format!("(pid {me},")),
+        "forged file listed:\n{}",
+        o.stdout
+    );
+    assert_eq!(
+        o.stdout.matches(&format!("(pid {},", v.pid)).count(),
+        1,
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        o.stdout.matches(&format!("(pid {q},")).count(),
+        1,
+        "{}",
+        o.stdout
+    );
+    assert!(
+        !o.stdout.contains('\x1b') && !o.stdout.contains('\x07'),
+        "{:?}",
+        o.stdout
+    );
+    for c in &cases {
+        let name = c.file_name().unwrap().to_str().unwrap();
+        assert_eq!(mentions(&o.stderr, name), 1, "{name}:\n{}", o.stderr);
+        assert!(c.exists(), "a refused file is never removed");
+    }
+    assert!(o.stderr.contains("3 refused"), "{}", o.stderr);
+    assert!(honest.exists());
+    v.close();
     fs::remove_dir_all(&dir).unwrap();
 }

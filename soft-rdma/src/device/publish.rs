@@ -8,17 +8,19 @@
 //! Layout (native endian; one machine), version 2: a 192-byte header —
 //! magic `SOFTRDMA`, version, counter count `n`, pid, owner uid, the
 //! process's start time (`/proc/<pid>/stat` field 22, to tell a reused
-//! pid), 32 bytes reserved, device name, local address — then `n` 32-byte
-//! names, a sequence word, and `n` 64-bit counters. The header and names
-//! are written once, under a temporary name; the counters are atomics in
-//! the publisher's shared mapping ([`crate::shm`]), refreshed every
-//! [`PUBLISH_INTERVAL`] by the device's `softrdma-stats` thread (which
-//! sleeps in between) as a seqlock: the word is odd while they change. The file goes when the device
+//! pid), its PID namespace (device and inode of `/proc/self/ns/pid`), the
+//! boot id, device name, local address — then `n` 32-byte names, a sequence
+//! word, and `n` 64-bit counters. The header and names are written once,
+//! under a temporary name; the counters are atomics in the publisher's
+//! shared mapping ([`crate::shm`]), refreshed every [`PUBLISH_INTERVAL`] by
+//! the device's `softrdma-stats` thread (which sleeps in between) as a
+//! seqlock: the word is odd while they change. The file goes when the device
 //! is dropped; a file whose process is gone (or whose pid now belongs to
-//! another process) is stale: readers skip and remove it.
+//! another process) is stale: readers skip it, and remove it if it is their
+//! user's.
 //!
-//! The directory is shared by every user of the host, so everything in it
-//! may be hostile:
+//! The directory is shared by every user of the host, and by containers
+//! (`--ipc=host`), so everything in it may be hostile:
 //! - the writer creates its file exclusively (`O_EXCL|O_NOFOLLOW`) under an
 //!   unpredictable temporary name and links it to its public name, which
 //!   fails rather than replace anything: no planted name is ever followed,
@@ -30,7 +32,13 @@
 //!   size its header implies (40 KiB at most), owned by the uid the header
 //!   names, and copies with `pread` rather than mapping: a file truncated
 //!   under it cannot raise SIGBUS (as a mapped page past the end would;
-//!   /dev/shm files cannot be sealed against it).
+//!   /dev/shm files cannot be sealed against it);
+//! - a pid means something only in its PID namespace and boot: a reader
+//!   judges liveness (the pid alive with the recorded start time, and one of
+//!   its uids the header's) only for files of its own namespace, lists only
+//!   files that check out, and removes only files of its own uid whose
+//!   process it saw dead. Files of another namespace are neither listed nor
+//!   removed.
 //!
 //! Refused files are logged (`warn`) and counted once per process; the
 //! device-side counts are published after the device's own counters
@@ -76,6 +84,10 @@ const AT_N: usize = 12;
 const AT_PID: usize = 16;
 const AT_UID: usize = 20;
 const AT_START: usize = 24;
+/// The PID namespace: device, inode (two u64).
+const AT_NS: usize = 32;
+/// The boot id: 16 bytes.
+const AT_BOOT: usize = 48;
 const AT_DEVICE: usize = 64;
 const AT_LOCAL: usize = 96;
 
@@ -124,14 +136,65 @@ fn proc_stat(pid: &str) -> Option<(u32, u64)> {
     Some((own, rest.split_whitespace().nth(19)?.parse().ok()?))
 }
 
+/// Process `pid`'s real, effective, saved and filesystem uids.
+fn proc_uids(pid: &str) -> Option<[u32; 4]> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut w = s
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace();
+    let mut u = [0; 4];
+    for x in &mut u {
+        *x = w.next()?.parse().ok()?;
+    }
+    Some(u)
+}
+
+/// What a pid is relative to: the PID namespace that numbers it and the
+/// boot. A reader judges a pid only within both.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Epoch {
+    ns: [u8; 16],
+    boot: [u8; 16],
+}
+
+impl Epoch {
+    /// This process's, if `/proc` is its namespace's (a `/proc` of another
+    /// namespace numbers other processes: then nothing can be judged).
+    fn here() -> Option<Epoch> {
+        if proc_stat("self")?.0 != std::process::id() {
+            return None;
+        }
+        let m = fs::metadata("/proc/self/ns/pid").ok()?;
+        let mut ns = [0u8; 16];
+        ns[..8].copy_from_slice(&m.dev().to_ne_bytes());
+        ns[8..].copy_from_slice(&m.ino().to_ne_bytes());
+        let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: Vec<u8> = id.trim().bytes().filter(|&b| b != b'-').collect();
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut boot = [0u8; 16];
+        for (b, h) in boot.iter_mut().zip(hex.chunks(2)) {
+            *b = u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()?;
+        }
+        Some(Epoch { ns, boot })
+    }
+}
+
 fn put_str(buf: &mut [u8], s: &str) {
     let n = s.len().min(buf.len() - 1);
     buf[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
 
+/// A string field, control characters (terminal escapes a forger could
+/// plant for whoever runs `softrdma stats`) shown as `?`.
 fn get_str(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    String::from_utf8_lossy(&buf[..end])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn random_u64() -> u64 {
@@ -194,9 +257,9 @@ impl Publication {
     /// nothing in the directory can slow a device's open.
     pub(crate) fn create(dir: &Path, dev: &str, local: SocketAddr) -> io::Result<Publication> {
         let pid = std::process::id();
-        let Some((_, started)) = proc_stat("self") else {
+        let (Some(epoch), Some((_, started))) = (Epoch::here(), proc_stat("self")) else {
             return Err(io::Error::other(
-                "no /proc: readers could not tell this process alive",
+                "no /proc of this PID namespace: readers could not tell this process alive",
             ));
         };
         let (tmp, file) = create_temp(dir, pid)?;
@@ -210,6 +273,8 @@ impl Publication {
             head[AT_PID..][..4].copy_from_slice(&pid.to_ne_bytes());
             head[AT_UID..][..4].copy_from_slice(&meta.uid().to_ne_bytes());
             head[AT_START..][..8].copy_from_slice(&started.to_ne_bytes());
+            head[AT_NS..][..16].copy_from_slice(&epoch.ns);
+            head[AT_BOOT..][..16].copy_from_slice(&epoch.boot);
             put_str(&mut head[AT_DEVICE..AT_LOCAL], dev);
             put_str(&mut head[AT_LOCAL..HEADER], &local.to_string());
             let names = DeviceStats::NAMES.iter().chain(EXTRA.iter().map(|e| &e.0));
@@ -253,7 +318,7 @@ impl Publication {
         seq.store(s0.wrapping_add(2), Ordering::Release);
     }
 
-    /// Remove the stale files of dead processes (programs that
+    /// Remove the stale files of this user's dead processes (programs that
     /// exit without closing their devices, as most verbs programs through the
     /// shim do, leave theirs): once per process, from the publisher's thread,
     /// opening at most [`MAX_FILES`]; `stop` cuts it short.
@@ -377,9 +442,14 @@ impl std::fmt::Display for PublishedDevice {
 pub struct Listing {
     /// The live devices, in pid order.
     pub devices: Vec<PublishedDevice>,
+    /// Files of another PID namespace: whether their process lives cannot be
+    /// told from here, so they are neither listed nor removed.
+    pub other_namespace: usize,
     /// Files of another layout version (another build): not read.
     pub other_version: usize,
-    /// Stale files of dead processes: removed.
+    /// Stale files of other users: left to them.
+    pub stale_kept: usize,
+    /// Stale files of this user's dead processes: removed.
     pub removed: usize,
     /// Files refused (not a regular file, a size or header that does not
     /// check out, forged): each logged at `warn` once per process.
@@ -389,7 +459,8 @@ pub struct Listing {
 }
 
 /// The devices published in the stats directory (of process `pid`, or all),
-/// in pid order; stale files (their process is gone) are removed on the way.
+/// in pid order; stale files of this user's dead processes are removed on
+/// the way.
 pub fn published(pid: Option<u32>) -> io::Result<Vec<PublishedDevice>> {
     match stats_dir() {
         Some(dir) => Ok(list(&dir, pid)?.devices),
@@ -403,10 +474,20 @@ pub fn list(dir: &Path, pid: Option<u32>) -> io::Result<Listing> {
     walk(dir, pid, &|| false)
 }
 
+/// Who scans: what its files and pids are relative to.
+struct Reader {
+    epoch: Option<Epoch>,
+    /// The filesystem uid: the owner of the files this process creates.
+    uid: Option<u32>,
+}
+
 enum Verdict {
     Live(PublishedDevice),
     /// Its process is gone (or its pid is another process's now).
-    Dead,
+    Dead {
+        owner: u32,
+    },
+    OtherNamespace,
     OtherVersion,
     Refused((u64, u64), String),
     /// Vanished, or not readable by this user (a private file of another).
@@ -414,6 +495,10 @@ enum Verdict {
 }
 
 fn walk(dir: &Path, pid: Option<u32>, stop: &dyn Fn() -> bool) -> io::Result<Listing> {
+    let me = Reader {
+        epoch: Epoch::here(),
+        uid: proc_uids("self").map(|u| u[3]),
+    };
     let mut l = Listing::default();
     let mut opened = 0;
     for e in fs::read_dir(dir)? {
@@ -439,13 +524,17 @@ fn walk(dir: &Path, pid: Option<u32>, stop: &dyn Fn() -> bool) -> io::Result<Lis
         }
         opened += 1;
         let path = e.path();
-        match inspect(&path) {
+        match inspect(&path, &me) {
             Verdict::Live(d) => l.devices.push(d),
-            Verdict::Dead => {
+            // Only this user's: in a sticky directory (/dev/shm) nobody else
+            // can put another file under this name meanwhile.
+            Verdict::Dead { owner } if Some(owner) == me.uid => {
                 if fs::remove_file(&path).is_ok() {
                     l.removed += 1;
                 }
             }
+            Verdict::Dead { .. } => l.stale_kept += 1,
+            Verdict::OtherNamespace => l.other_namespace += 1,
             Verdict::OtherVersion => l.other_version += 1,
             Verdict::Refused(key, why) => {
                 l.refused += 1;
@@ -477,7 +566,7 @@ fn kind(t: FileType) -> &'static str {
 
 /// Read and judge one file, never blocking, never reading more than a
 /// counters file's maximum size, never mapping it.
-fn inspect(path: &Path) -> Verdict {
+fn inspect(path: &Path, me: &Reader) -> Verdict {
     use Verdict::*;
     let Ok(lm) = fs::symlink_metadata(path) else {
         return Skip;
@@ -544,8 +633,29 @@ fn inspect(path: &Path) -> Verdict {
     if pid == 0 || started == 0 {
         return Refused(key, "no pid or start time".into());
     }
-    if proc_stat(&pid.to_string()).is_none_or(|(_, t)| t != started) {
-        return Dead;
+    let Some(epoch) = me.epoch else {
+        return OtherNamespace;
+    };
+    if head[AT_NS..][..16] != epoch.ns {
+        return OtherNamespace;
+    }
+    // Same namespace (the initial one recurs at every boot), earlier boot.
+    if head[AT_BOOT..][..16] != epoch.boot {
+        return Dead { owner: uid };
+    }
+    let p = pid.to_string();
+    if proc_stat(&p).is_none_or(|(_, t)| t != started) {
+        return Dead { owner: uid };
+    }
+    match proc_uids(&p) {
+        None => return Dead { owner: uid },
+        Some(u) if !u.contains(&uid) => {
+            return Refused(
+                key,
+                format!("forged: pid {pid} is not a process of uid {uid}"),
+            )
+        }
+        Some(_) => {}
     }
     let mut names = vec![0u8; NAME * n];
     if f.read_exact_at(&mut names, HEADER as u64).is_err() {

@@ -59,7 +59,9 @@ pub fn run(args: Vec<String>) -> CliResult<()> {
 /// removed: cleaning up after dead processes is routine).
 fn not_shown(l: &publish::Listing) {
     let parts: Vec<String> = [
+        (l.other_namespace, "of another PID namespace"),
         (l.other_version, "of another format version"),
+        (l.stale_kept, "stale of other users"),
         (l.refused, "refused"),
     ]
     .iter()
