@@ -1,8 +1,10 @@
 //! Counter publication through a shared file mapping: [`SharedCounters`]
 //! sees one (an `odp::Mapping`) as an array of `AtomicU64` (the only thing
-//! either side touches through that mapping; headers are read and written
-//! with ordinary file I/O). The same-host ring (`transport/ring.rs`) maps its
-//! memfd with `odp::Mapping` too.
+//! touched through that mapping; headers are written with ordinary file
+//! I/O). Only the publisher maps its file: a reader copies with `pread`,
+//! since a mapping of a file someone else may truncate raises SIGBUS at the
+//! first touch past its end. The same-host ring (`transport/ring.rs`) maps
+//! its memfd with `odp::Mapping` too.
 
 use std::fs::File;
 use std::io;
@@ -19,9 +21,9 @@ pub(crate) struct SharedCounters {
 }
 
 impl SharedCounters {
-    /// Map `file` (at least `offset + 8 * n` bytes long, `offset` a multiple
-    /// of 8), read-write for the publisher or read-only for a reader.
-    pub(crate) fn map(file: &File, offset: usize, n: usize, writable: bool) -> io::Result<Self> {
+    /// Map `file` (the publisher's own, at least `offset + 8 * n` bytes long,
+    /// `offset` a multiple of 8) read-write.
+    pub(crate) fn map(file: &File, offset: usize, n: usize) -> io::Result<Self> {
         let need = n
             .checked_mul(8)
             .and_then(|b| b.checked_add(offset))
@@ -36,11 +38,7 @@ impl SharedCounters {
         }
         Ok(SharedCounters {
             map: MapOptions::new()
-                .prot(if writable {
-                    Prot::ReadWrite
-                } else {
-                    Prot::Read
-                })
+                .prot(Prot::ReadWrite)
                 .shared()
                 .file(file.as_fd(), 0)
                 .map(need)?,
@@ -49,14 +47,14 @@ impl SharedCounters {
         })
     }
 
-    /// The counters. A reader's mapping is read-only: it may only `load`.
+    /// The counters.
     pub(crate) fn values(&self) -> &[AtomicU64] {
         // SAFETY: `[offset, offset + 8n)` lies inside the live mapping
         // (checked in `map`), is 8-aligned (page-aligned base, offset % 8 ==
-        // 0), and is only ever accessed atomically by every process mapping
-        // the file (the publisher stores, readers load). The slice borrows
-        // `self`, so it cannot outlive the mapping. Atomic loads from
-        // read-only memory are allowed for types no wider than a pointer.
+        // 0), and is only ever accessed atomically through a mapping (only
+        // the publisher maps it; other processes copy it with `pread`, which
+        // creates no Rust reference). The slice borrows `self`, so it cannot
+        // outlive the mapping.
         unsafe {
             std::slice::from_raw_parts(
                 self.map.as_ptr().add(self.offset).cast::<AtomicU64>(),

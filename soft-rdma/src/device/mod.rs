@@ -259,8 +259,11 @@ impl Drop for Running {
 
 /// The `softrdma-stats` thread: refresh the published counters every
 /// `PUBLISH_INTERVAL` (sleeping in between) until the device is dropped; the
-/// file goes with the publication.
+/// file goes with the publication. The directory's stale files are swept
+/// here, once per process: never on the device-open path.
 fn publish_loop(dev: &DeviceInner, p: publish::Publication, stop: &(Mutex<bool>, Condvar)) {
+    p.store(&stats::snapshot(dev));
+    p.sweep_once(|| *lock(&stop.0));
     let mut stopped = lock(&stop.0);
     while !*stopped {
         p.store(&stats::snapshot(dev));

@@ -1,5 +1,6 @@
 //! `softrdma stats [PID]`: the counters every live device publishes (see
-//! `soft_rdma::verbs::publish`), of all processes or of one.
+//! `soft_rdma::verbs::publish`), of all processes or of one. What the
+//! directory held besides is summed up on stderr in one line.
 
 use crate::{runtime, usage, CliResult};
 use soft_rdma::verbs::publish;
@@ -27,8 +28,10 @@ pub fn run(args: Vec<String>) -> CliResult<()> {
             publish::DIR_ENV
         ));
     };
-    let devs = publish::published(pid)
+    let listing = publish::list(&dir, pid)
         .or_else(|e| runtime(format!("cannot read {}: {e}", dir.display())))?;
+    not_shown(&listing);
+    let devs = listing.devices;
     if devs.is_empty() {
         return match pid {
             Some(p) => runtime(format!(
@@ -50,4 +53,33 @@ pub fn run(args: Vec<String>) -> CliResult<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// One line on stderr for the files not listed (but not for the stale files
+/// removed: cleaning up after dead processes is routine).
+fn not_shown(l: &publish::Listing) {
+    let parts: Vec<String> = [
+        (l.other_namespace, "of another PID namespace"),
+        (l.other_version, "of another format version"),
+        (l.stale_kept, "stale of other users"),
+        (l.refused, "refused"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if !parts.is_empty() {
+        let hint = if l.refused > 0 {
+            " (SOFTRDMA_LOG=warn names the refused)"
+        } else {
+            ""
+        };
+        eprintln!("softrdma stats: not shown: {}{hint}", parts.join(", "));
+    }
+    if l.truncated {
+        eprintln!(
+            "softrdma stats: stopped after {} files (the rest not read)",
+            publish::MAX_FILES
+        );
+    }
 }
