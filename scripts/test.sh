@@ -48,6 +48,14 @@ cargo build --workspace --all-targets 2>&1 | tee target/build.log
 if grep -q "^warning" target/build.log; then echo "FAILED: the build has warnings"; exit 1; fi
 ok
 
+step "lints (clippy on every target; a warning or an unsafe block without a SAFETY note fails the suite)"
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets --quiet -- -D warnings -D clippy::undocumented_unsafe_blocks
+else
+    echo "clippy is not installed: lints not checked"
+fi
+ok
+
 step "unit, integration and doc tests"
 cargo test --workspace
 ok
