@@ -111,8 +111,8 @@ pub unsafe extern "C" fn post_srq_recv_op(
 ) -> c_int {
     // SAFETY: live SRQ.
     let w = unsafe { ShimSrq::from_c(srq) };
-    // SAFETY: the caller's WR chain.
     let max_sge = crate::sync::lock(&w.attr).max_sge;
+    // SAFETY: the caller's WR chain.
     match unsafe { crate::qp::post_recv_chain(wr, max_sge, |wrs| w.soft.post_recv(wrs)) } {
         Ok(()) => 0,
         Err((p, e)) => {
