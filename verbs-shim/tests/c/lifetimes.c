@@ -14,17 +14,7 @@
 #include <string.h>
 #include <infiniband/verbs.h>
 
-#define CHECK(c, ...)                                                          \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "FAIL line %d: %s: ", __LINE__, #c);   \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, "\n");                                 \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
-#define OK(step) printf("OK %s\n", step)
+#include "check.h"
 
 int main(void)
 {
