@@ -493,7 +493,7 @@ impl<L: Link> Link for FaultLink<L> {
                 // The caller's time is up; hand over whatever is due.
                 st.pend.line.release(now, batch);
                 return Ok(batch.len());
-            } else if until.map_or(true, |u| now < u) && !self.closed.load(Ordering::Acquire) {
+            } else if until.is_none_or(|u| now < u) && !self.closed.load(Ordering::Acquire) {
                 // Woken early with nothing: the inner link was closed.
                 return Ok(0);
             }
