@@ -10,12 +10,14 @@
 //! unix datagram socket `softrdma-roce/<ip>:<port>`. Abstract names belong to
 //! the network namespace, like the loopback addresses themselves, so a name
 //! resolves exactly when the peer is a device in our namespace. The first
-//! send to a loopback peer creates a ring and offers it (the memfd by
-//! `SCM_RIGHTS`) from our socket to the peer's name; until the peer has
-//! mapped it, packets still go by UDP. The consumer learns who offered from
-//! the kernel (the sender's bound name), not from the message, and labels
-//! the ring's datagrams with that address. A refused offer (no such name:
-//! not a device, or `SOFTRDMA_SHM=off` there) is retried after [`RETRY`].
+//! send to a loopback peer starts the handshake below ("Trust"), after which
+//! a ring is offered (the memfd by `SCM_RIGHTS`) from our socket to the
+//! peer's name; until the peer has mapped it, packets still go by UDP. The
+//! consumer learns who offered from the kernel (the sender's bound name),
+//! not from the message, and labels the ring's datagrams with that address.
+//! A peer that does not answer (not a device, or `SOFTRDMA_SHM=off` there)
+//! is asked again after [`HELLO_WAIT`] and [`RETRY`]; one that does not map
+//! the ring it asked for, after [`REFUSED_RETRY`].
 //!
 //! **Order.** Packets sent by UDP before the switch may still be on their
 //! way through the kernel when the first ones land in the ring (loopback
@@ -316,12 +318,6 @@ impl SameHost {
                 return None;
             }
         }
-        let rings_out = || {
-            out.values()
-                .filter(|r| matches!(r, Route::Offered { .. } | Route::Ring(_)))
-                .count()
-        };
-        let full = matches!(out.get(&peer), Some(Route::Proven { .. })) && rings_out() >= MAX_RINGS;
         let route = out.entry(peer).or_insert(Route::Udp(now));
         match route {
             Route::Ring(o) | Route::Offered { o, .. } => {
@@ -354,10 +350,14 @@ impl SameHost {
                 return None;
             }
             Route::Proven { y, at } => {
-                let y = *y;
-                *route = if now.duration_since(*at) > HELLO_WAIT {
+                let (y, at) = (*y, *at);
+                let rings_out = out
+                    .values()
+                    .filter(|r| matches!(r, Route::Offered { .. } | Route::Ring(_)))
+                    .count();
+                let next = if now.duration_since(at) > HELLO_WAIT {
                     Route::Udp(now + RETRY)
-                } else if full {
+                } else if rings_out >= MAX_RINGS {
                     self.refuse(c, Some(&c.same_host_over_limit));
                     self.warn_once(
                         WARN_LIMIT,
@@ -376,6 +376,7 @@ impl SameHost {
                         }
                     }
                 };
+                out.insert(peer, next);
                 return None;
             }
             Route::Udp(until) if *until > now => return None,

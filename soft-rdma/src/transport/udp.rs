@@ -564,9 +564,11 @@ impl UdpLink {
                 }
                 bytes += m.len;
             }
-            // The next round starts after the last datagram's bytes.
-            if got > 0 {
-                batch.used = (start + (got - 1) * slot + meta[got - 1].len + 63) & !63;
+            // The next round starts after the last packet's bytes (not the
+            // last datagram's: a handshake or a truncated one holds none, and
+            // a round that took only such must leave the room it found).
+            if let Some(last) = batch.pkts[before..].last() {
+                batch.used = (last.start + last.len + 63) & !63;
             }
             Counters::add(&self.counters.received, (batch.pkts.len() - before) as u64);
             Counters::add(&self.counters.received_bytes, bytes as u64);
