@@ -748,3 +748,54 @@ fn a_wildcard_socket_on_4791_does_not_stop_default_devices() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// End to end, finding 1: a squatter (`nobody`, as root) holds the name of
+/// a `softrdma perf` server before it starts. The server says so once, a
+/// `send_bw --verify` from another process completes (over UDP), and the
+/// squatter gets nothing.
+#[test]
+fn a_perf_server_whose_name_is_squatted_serves_verified_and_leaks_nothing() {
+    let bin = env!("CARGO_BIN_EXE_softrdma");
+    let (srv, cli) = (addr(10, 2), addr(10, 1));
+    let squat = spawn_attacker("squat", &[("NAMES", name_of(srv))], is_root());
+    assert_eq!(field(&squat.ready, "bound"), 1);
+    let port = (19000 + std::process::id() % 1000).to_string();
+    let mut server = Command::new(bin)
+        .args(["perf", "send_bw", "--server", "-p", &port])
+        .env("SOFTRDMA_ADDR", srv.ip().to_string())
+        .env("SOFTRDMA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Waiting for client") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the server died");
+    }
+    let client = Command::new(bin)
+        .args(["perf", "send_bw", "--client", "127.0.0.1", "-p", &port])
+        .args(["-n", "2000", "--verify"])
+        .env("SOFTRDMA_ADDR", cli.ip().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&client.stdout),
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(server.wait().unwrap().success());
+    let mut err = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(err.matches("(squatted)").count(), 1, "{err}");
+    let report = squat.finish();
+    assert_eq!(field(&report, "offers"), 0, "the squatter got an offer");
+    assert_eq!(field(&report, "messages"), 0);
+}

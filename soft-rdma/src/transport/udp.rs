@@ -190,11 +190,16 @@ impl UdpLink {
                 // the squatter receives nothing.
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
                     Counters::add(&link.counters.same_host_squatted, 1);
-                    crate::log::log!(
-                        Warn,
-                        "no same-host fast path: another process holds this device's name                          softrdma-roce/{} (squatted); staying on UDP",
-                        link.local
-                    );
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    if !SAID.swap(true, Ordering::Relaxed) {
+                        crate::log::log!(
+                            Warn,
+                            "no same-host fast path: another process holds this device's \
+                             name softrdma-roce/{} (squatted); staying on UDP (logged once; \
+                             counted in same_host_squatted)",
+                            link.local
+                        );
+                    }
                 }
                 Err(e) => crate::log::log!(Warn, "no same-host fast path: {e}"),
             }
