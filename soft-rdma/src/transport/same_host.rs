@@ -207,11 +207,13 @@ enum Route {
     Hello {
         x: Nonce,
         at: Instant,
+        fresh: Option<Fresh>,
     },
     /// It did: offer it a ring carrying `y` (at the next send).
     Proven {
         y: Nonce,
         at: Instant,
+        fresh: Option<Fresh>,
     },
     /// Offered; UDP until the peer maps it.
     Offered {
@@ -221,6 +223,24 @@ enum Route {
     Ring(Arc<Outbound>),
     /// No fast path to this peer until then.
     Udp(Instant),
+}
+
+/// A ring made with the hello, offered to nobody yet: its making (4 MiB
+/// mapped populated, a millisecond or two) falls on the first send to the
+/// peer, as it did before the handshake, not on a later one.
+struct Fresh(Producer, OwnedFd);
+
+impl Route {
+    /// Whether it holds a ring of ours (counted against [`MAX_RINGS`]).
+    fn holds_ring(&self) -> bool {
+        matches!(
+            self,
+            Route::Offered { .. }
+                | Route::Ring(_)
+                | Route::Hello { fresh: Some(_), .. }
+                | Route::Proven { fresh: Some(_), .. }
+        )
+    }
 }
 
 /// A `y` sent to `peer`'s endpoint.
@@ -349,15 +369,12 @@ impl SameHost {
                 }
                 return None;
             }
-            Route::Proven { y, at } => {
-                let (y, at) = (*y, *at);
-                let rings_out = out
-                    .values()
-                    .filter(|r| matches!(r, Route::Offered { .. } | Route::Ring(_)))
-                    .count();
+            Route::Proven { y, at, fresh } => {
+                let (y, at, fresh) = (*y, *at, fresh.take());
+                let rings_out = out.values().filter(|r| r.holds_ring()).count();
                 let next = if now.duration_since(at) > HELLO_WAIT {
                     Route::Udp(now + RETRY)
-                } else if rings_out >= MAX_RINGS {
+                } else if fresh.is_none() && rings_out >= MAX_RINGS {
                     self.refuse(c, Some(&c.same_host_over_limit));
                     self.warn_once(
                         WARN_LIMIT,
@@ -365,7 +382,7 @@ impl SameHost {
                     );
                     Route::Udp(now + REFUSED_RETRY)
                 } else {
-                    match self.offer(peer, y) {
+                    match self.offer(peer, y, fresh) {
                         Ok(o) => Route::Offered {
                             o: Arc::new(o),
                             at: now,
@@ -383,14 +400,25 @@ impl SameHost {
             Route::Udp(_) => {}
         }
         let x = nonce();
-        *route = Route::Hello { x, at: now };
+        let fresh = if out.values().filter(|r| r.holds_ring()).count() < MAX_RINGS {
+            Producer::create().ok().map(|(p, fd)| Fresh(p, fd))
+        } else {
+            None
+        };
+        out.insert(peer, Route::Hello { x, at: now, fresh });
         // Lost, it is asked again after HELLO_WAIT and RETRY.
         let _ = self.udp.send_to(&control_msg(HELLO, x, [0; 6]), peer);
         None
     }
 
-    fn offer(&self, peer: SocketAddr, y: Nonce) -> io::Result<Outbound> {
-        let (producer, fd) = Producer::create()?;
+    fn offer(&self, peer: SocketAddr, y: Nonce, fresh: Option<Fresh>) -> io::Result<Outbound> {
+        let Fresh(producer, fd) = match fresh {
+            Some(f) => f,
+            None => {
+                let (p, fd) = Producer::create()?;
+                Fresh(p, fd)
+            }
+        };
         let to = name_of(peer);
         let mut msg = OFFER.to_vec();
         msg.extend_from_slice(&y);
@@ -416,10 +444,10 @@ impl SameHost {
                 let mut out = lock(&self.out);
                 match out.get_mut(&from) {
                     Some(r) if matches!(&*r, Route::Hello { x: ours, .. } if *ours == x) => {
-                        *r = Route::Proven {
-                            y,
-                            at: Instant::now(),
-                        };
+                        let now = Instant::now();
+                        if let Route::Hello { fresh, .. } = std::mem::replace(r, Route::Udp(now)) {
+                            *r = Route::Proven { y, at: now, fresh };
+                        }
                     }
                     // A late answer, or a guess.
                     _ => Counters::add(&c.same_host_unproven, 1),
