@@ -156,8 +156,8 @@ pub(super) fn canon(a: SocketAddr) -> SocketAddr {
 fn nonce() -> Nonce {
     let mut n = [0u8; 6];
     if sys::random(&mut n).is_err() {
-        // No kernel randomness (cannot happen after boot): no handshake
-        // can be won with an all-zero nonce, which is refused below.
+        // No kernel randomness (cannot happen after boot): an all-zero
+        // nonce is never sent as a proof nor taken as one.
         n = [0; 6];
     }
     n
@@ -482,6 +482,9 @@ impl SameHost {
             return;
         }
         let y = nonce();
+        if y == [0; 6] {
+            return; // no randomness: no proof to give
+        }
         proofs.push(Proof {
             peer: from,
             y,
