@@ -1,7 +1,8 @@
 //! The same-host fast path between real links: two `UdpLink`s bound with it
 //! move to a shared-memory ring and lose nothing on the way; a peer without
 //! it keeps UDP; a closed peer sends its link back to UDP, and a new device
-//! at that address gets a ring again.
+//! at that address gets a ring again. (The ring's handshake goes by UDP both
+//! ways, so a sender must receive too: see `send`.)
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,15 +32,21 @@ fn number(d: &[u8]) -> u32 {
     claimed(d)
 }
 
-/// Send datagrams `range` from `a` to `to`, 16 per call.
+/// Send datagrams `range` from `a` to `to`, 16 per call. After each call
+/// the sender receives (without waiting), as a device's receive thread
+/// does: the ring's handshake answers it by UDP. Nothing else is sent to it
+/// meanwhile, so nothing is taken from the test.
 fn send(a: &UdpLink, to: SocketAddr, range: std::ops::Range<u32>) {
     let ds: Vec<Vec<u8>> = range.map(datagram).collect();
+    let mut scratch = RecvBatch::new(4);
     for chunk in ds.chunks(16) {
         let out: Vec<Outgoing<'_>> = chunk
             .iter()
             .map(|d| Outgoing { peer: to, data: d })
             .collect();
         assert_eq!(a.send(&out).unwrap(), out.len());
+        a.recv(&mut scratch, Some(Duration::ZERO)).unwrap();
+        assert!(scratch.is_empty(), "the sender received a datagram");
     }
 }
 

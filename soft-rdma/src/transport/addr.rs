@@ -19,6 +19,16 @@
 //!    of another pid namespace sharing the network), the next few addresses
 //!    (`C + 1`, … with carry) are tried. Such a device reaches only devices of
 //!    the same host (or network namespace).
+//! 3. If every one of those is in use — one socket bound to UDP 4791 on the
+//!    wildcard address (any user's, or the kernel's rxe) takes the port on
+//!    every address — the device binds its pid-derived address at the first
+//!    free port of [`FALLBACK_PORTS`] instead and says so (once). Peers name a
+//!    device by its GID alone and send to port 4791, so a fallen-back device
+//!    sends what is meant for a loopback peer's 4791 to that peer's fallback
+//!    port (and reports it as 4791 above the link): devices of the host that
+//!    fell back alike (while the port was held) reach each other; one that
+//!    bound 4791 (before, or after the holder let go) does not reach them,
+//!    nor they it. Without this step the device did not open at all.
 #![forbid(unsafe_code)]
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +40,12 @@ pub const ENV: &str = "SOFTRDMA_ADDR";
 
 /// How many addresses after the pid-derived one are tried.
 pub const FALLBACK_TRIES: u32 = 8;
+
+/// The ports rule 3 tries, in order.
+pub const FALLBACK_PORTS: std::ops::RangeInclusive<u16> = 4792..=4799;
+
+/// Rule 3 was announced (once a process).
+static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The pid-derived loopback address of rule 2.
 pub fn pid_loopback(pid: u32) -> Ipv4Addr {
@@ -101,7 +117,41 @@ pub fn bind_default() -> io::Result<UdpLink> {
             Err(e) => return Err(e),
         }
     }
-    Err(first_err.unwrap_or_else(|| io::Error::other("softrdma: no loopback address free")))
+    let first_err =
+        first_err.unwrap_or_else(|| io::Error::other("softrdma: no loopback address free"));
+    // Rule 3: every address was taken, which is what a wildcard holder of
+    // 4791 does. The port first: devices that fall back must agree on it.
+    for (port, k) in FALLBACK_PORTS.flat_map(|p| (0..=FALLBACK_TRIES).map(move |k| (p, k))) {
+        let addr = SocketAddr::new(IpAddr::V4(nth_after(base, k)), port);
+        match UdpLink::bind_fallback(addr) {
+            Ok(l) => {
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    crate::log::log!(
+                        Warn,
+                        "UDP port {ROCE_PORT} is held on every loopback address (a wildcard \
+                         socket: another user's program, or the kernel's rxe); this device uses \
+                         {addr}: it reaches, and is reached by, only devices of this host that \
+                         fell back alike (docs/RELIABILITY.md, Local users)"
+                    );
+                }
+                return Ok(l);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_err)
+}
+
+/// The MTU of the interface that holds `ip` — on Linux every 127.0.0.0/8
+/// address is on `lo`, even when no interface lists it.
+pub fn link_mtu(ip: IpAddr) -> io::Result<u32> {
+    match super::sys::interface_mtu(ip) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && ip.is_loopback() => {
+            super::sys::interface_mtu(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]
@@ -140,16 +190,5 @@ mod tests {
             e.starts_with("softrdma: SOFTRDMA_ADDR=\"eth0\" is not an IP address"),
             "{e}"
         );
-    }
-}
-
-/// The MTU of the interface that holds `ip` — on Linux every 127.0.0.0/8
-/// address is on `lo`, even when no interface lists it.
-pub fn link_mtu(ip: IpAddr) -> io::Result<u32> {
-    match super::sys::interface_mtu(ip) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && ip.is_loopback() => {
-            super::sys::interface_mtu(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        }
-        r => r,
     }
 }

@@ -40,6 +40,7 @@ pub use addr::bind_default;
 pub use faults::{FaultConfig, FaultLink, FaultStats};
 pub use loopback::{Hub, LoopbackLink};
 pub use pcap::PcapLink;
+pub use same_host::MAX_RINGS as SAME_HOST_MAX_RINGS;
 pub use udp::UdpLink;
 
 /// RoCEv2's UDP destination port.
@@ -219,9 +220,25 @@ pub struct LinkStats {
     /// instead of the kernel (UDP links of devices on loopback addresses).
     pub same_host_sent: u64,
     pub same_host_received: u64,
-    /// Same-host rings refused (not a sealed ring, an unknown sender) or
-    /// dropped because they broke the ring's format.
+    /// Same-host offers and rings refused (not a sealed ring, an unproven
+    /// or foreign sender, over the limit) or dropped because they broke the
+    /// ring's format; of these, the next three by reason.
     pub same_host_refused: u64,
+    /// Offers whose sender did not prove it receives at the UDP endpoint it
+    /// claims (a forged offer, a squatter of a device's name), and
+    /// non-canonical names.
+    pub same_host_unproven: u64,
+    /// Offers from a process of another uid (the rings are same-uid only).
+    pub same_host_other_uid: u64,
+    /// Offers and handshakes refused because the device already has
+    /// [`SAME_HOST_MAX_RINGS`] of them.
+    pub same_host_over_limit: u64,
+    /// 1 if another socket held this device's same-host name when it opened
+    /// (a squatter, or another device at the same address): it stays on UDP.
+    pub same_host_squatted: u64,
+    /// 1 if the link is bound to a fallback port, not 4791: another socket
+    /// holds UDP 4791 on every address (`addr::bind_default`).
+    pub port_fallback: u64,
 }
 
 /// The live counters behind [`LinkStats`].
@@ -237,6 +254,11 @@ pub(crate) struct Counters {
     pub same_host_sent: AtomicU64,
     pub same_host_received: AtomicU64,
     pub same_host_refused: AtomicU64,
+    pub same_host_unproven: AtomicU64,
+    pub same_host_other_uid: AtomicU64,
+    pub same_host_over_limit: AtomicU64,
+    pub same_host_squatted: AtomicU64,
+    pub port_fallback: AtomicU64,
 }
 
 impl Counters {
@@ -258,6 +280,11 @@ impl Counters {
             same_host_sent: g(&self.same_host_sent),
             same_host_received: g(&self.same_host_received),
             same_host_refused: g(&self.same_host_refused),
+            same_host_unproven: g(&self.same_host_unproven),
+            same_host_other_uid: g(&self.same_host_other_uid),
+            same_host_over_limit: g(&self.same_host_over_limit),
+            same_host_squatted: g(&self.same_host_squatted),
+            port_fallback: g(&self.port_fallback),
         }
     }
 }

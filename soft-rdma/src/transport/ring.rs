@@ -232,7 +232,7 @@ pub(super) struct Consumer {
 impl Consumer {
     /// Map a ring handed over as `fd`, if it is one: sealed against
     /// shrinking, a header with our magic, a power-of-two size within limits
-    /// that matches the file. Marks it attached.
+    /// that matches the file, a head of 0. Marks it attached.
     pub(super) fn attach(fd: OwnedFd) -> io::Result<Consumer> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         if sys::seals(fd.as_fd()).map_or(true, |s| s & libc::F_SEAL_SHRINK == 0) {
@@ -248,9 +248,14 @@ impl Consumer {
         if map.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC || size != RING_BYTES as u64 {
             return Err(bad("not a softrdma ring"));
         }
-        let head = map.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        // Our counter, but written by the producer until now: a fresh ring
+        // starts at 0, and a head that is not a record boundary would make
+        // the first read misaligned.
+        if map.u64_at(OFF_HEAD).load(Ordering::Acquire) != 0 {
+            return Err(bad("not a fresh ring"));
+        }
         map.u32_at(OFF_STATE).fetch_or(ATTACHED, Ordering::Release);
-        Ok(Consumer { map, size, head })
+        Ok(Consumer { map, size, head: 0 })
     }
 
     /// Move datagrams into `batch` (as from `peer`) while it has room;
@@ -486,8 +491,13 @@ mod tests {
         f.set_len((HEADER + RING_BYTES) as u64).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(Consumer::attach(OwnedFd::from(f)).is_err());
-        // Sealed, but the header lies: magic, then size.
-        for (off, v) in [(OFF_MAGIC, 0), (OFF_SIZE, RING_BYTES as u64 / 2)] {
+        // Sealed, but the header lies: magic, size, then a head that is not
+        // the start (misaligned: the first read would be undefined).
+        for (off, v) in [
+            (OFF_MAGIC, 0),
+            (OFF_SIZE, RING_BYTES as u64 / 2),
+            (OFF_HEAD, 3),
+        ] {
             let (p, fd) = Producer::create().unwrap();
             p.map.u64_at(off).store(v, Ordering::Release);
             let e = Consumer::attach(fd).err().expect("attached a bad ring");

@@ -10,12 +10,14 @@
 //! unix datagram socket `softrdma-roce/<ip>:<port>`. Abstract names belong to
 //! the network namespace, like the loopback addresses themselves, so a name
 //! resolves exactly when the peer is a device in our namespace. The first
-//! send to a loopback peer creates a ring and offers it (the memfd by
-//! `SCM_RIGHTS`) from our socket to the peer's name; until the peer has
-//! mapped it, packets still go by UDP. The consumer learns who offered from
-//! the kernel (the sender's bound name), not from the message, and labels
-//! the ring's datagrams with that address. A refused offer (no such name:
-//! not a device, or `SOFTRDMA_SHM=off` there) is retried after [`RETRY`].
+//! send to a loopback peer starts the handshake below ("Trust"), after which
+//! a ring is offered (the memfd by `SCM_RIGHTS`) from our socket to the
+//! peer's name; until the peer has mapped it, packets still go by UDP. The
+//! consumer learns who offered from the kernel (the sender's bound name),
+//! not from the message, and labels the ring's datagrams with that address.
+//! A peer that does not answer (not a device, or `SOFTRDMA_SHM=off` there)
+//! is asked again after [`HELLO_WAIT`] and [`RETRY`]; one that does not map
+//! the ring it asked for, after [`REFUSED_RETRY`].
 //!
 //! **Order.** Packets sent by UDP before the switch may still be on their
 //! way through the kernel when the first ones land in the ring (loopback
@@ -31,17 +33,42 @@
 //! the consumer polls alongside the UDP socket. While an application polls
 //! inline nobody sleeps, so nothing is kicked.
 //!
-//! **Trust.** Peers of one namespace. A consumer maps only sealed memfds,
-//! checks every counter and length it reads, and drops a ring that breaks
-//! the format ([`LinkStats::same_host_refused`](super::LinkStats)); what it
-//! copies out is checked like any datagram.
+//! **Trust.** Abstract names have no permissions: any local process, of
+//! any uid, may bind a device's name before the device does, send from any
+//! name it likes, and forge the source of a UDP datagram (`IP_PKTINFO` picks
+//! any local address). What the kernel does guarantee is that only the
+//! socket bound to a UDP endpoint *receives* what is sent to it. So a ring
+//! is tied to the two devices' endpoints by a handshake over UDP before any
+//! memory changes hands:
+//!
+//! 1. the producer A sends `HELLO(x)` by UDP to the peer B (a fresh random
+//!    `x`), and keeps using UDP meanwhile;
+//! 2. B's device answers `ACK(x, y)` by UDP to A (a fresh random `y`): the
+//!    only process that can know `x` is the one that receives at B, and only
+//!    the one that receives at A learns `y`;
+//! 3. A creates the ring only now, and offers it by `SCM_RIGHTS` to B's
+//!    socket name with `y` in the offer;
+//! 4. B maps an offer only if it comes from A's canonical name, from a
+//!    process of B's own uid (`SCM_CREDENTIALS`), carries the `y` B sent to
+//!    A, within [`PROOF_TTL`], and B has fewer than [`MAX_RINGS`] rings.
+//!
+//! A squatter of B's name gets no offer (B's device, with no name, sends no
+//! `ACK`; nobody else can know `x`); a squatter of A's name, or anyone
+//! forging `HELLO`s, cannot know `y` (it went to A's endpoint). Refusals are
+//! counted ([`LinkStats`](super::LinkStats) `same_host_*`) and logged once a
+//! kind. The handshake datagrams are 15 bytes: shorter than any IB packet
+//! (BTH and ICRC alone are 16), so they cannot be mistaken for one; the link
+//! takes them out of what it receives. A mapped ring is then checked like
+//! any untrusted memory: the consumer maps only sealed memfds, checks every
+//! counter and length it reads, and drops a ring that breaks the format;
+//! what it copies out is checked like any datagram.
 #![forbid(unsafe_code)]
 use crate::lock;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,10 +79,38 @@ use crate::log::log;
 /// `SOFTRDMA_SHM=off` (or `0`) keeps a device on UDP for every peer.
 pub const ENV: &str = "SOFTRDMA_SHM";
 
-/// The offer's bytes (the ring's memfd rides along).
-const OFFER: &[u8] = b"softrdma ring offer v1";
+/// Most rings a device reads (and most it writes): each is 4 MiB of shared
+/// memory, and every receive looks at each one. Beyond it, peers use UDP.
+pub const MAX_RINGS: usize = 64;
+/// Most handshakes a device answers at once (each waits [`PROOF_TTL`]).
+const MAX_HELLOS: usize = 64;
+/// Most peers a device keeps a route for (a peer on UDP costs an entry; a
+/// flood of forged sources must not grow it without end).
+const MAX_ROUTES: usize = 4096;
+/// Most unix messages one [`SameHost::control`] takes (a flood of them must
+/// not hold the receive path).
+const CONTROL_BATCH: usize = 256;
+
+/// The offer's words, then the `y` of the handshake (the memfd rides along).
+const OFFER: &[u8] = b"softrdma ring offer v2";
+/// A handshake nonce: 48 random bits. A guess is a datagram, and a wrong
+/// one spends the handshake.
+type Nonce = [u8; 6];
+/// Handshake datagrams: `"SR"`, the kind, `x`, `y` (zero in a hello).
+pub(super) const CONTROL_LEN: usize = 15;
+const HELLO: u8 = b'H';
+const ACK: u8 = b'A';
+
 /// After a refused offer or a dead ring, how long a peer stays on UDP.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a producer waits for its hello's answer, and then uses it.
+const HELLO_WAIT: Duration = Duration::from_secs(1);
+/// How long a consumer holds a `y` it sent for the offer that must carry it.
+const PROOF_TTL: Duration = Duration::from_secs(2);
+/// An offer not mapped by then was refused (another uid, the consumer's
+/// limit): the peer stays on UDP for [`REFUSED_RETRY`].
+const OFFER_WAIT: Duration = Duration::from_secs(2);
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// How often a receive looks for offers when nothing woke it for them.
 const CONTROL_EVERY: Duration = Duration::from_millis(1);
 /// How long a new ring waits for its marker before it is read anyway.
@@ -82,31 +137,117 @@ fn name_of(addr: SocketAddr) -> Vec<u8> {
     format!("softrdma-roce/{addr}").into_bytes()
 }
 
-/// The device address a socket name stands for.
+/// The device address a socket name stands for, if it is that address's
+/// one canonical name (`127.1.2.3:04791` is not a name of
+/// `127.1.2.3:4791`: a second name must not stand for a peer).
 fn addr_of(name: &[u8]) -> Option<SocketAddr> {
-    std::str::from_utf8(name.strip_prefix(b"softrdma-roce/")?)
+    let a: SocketAddr = std::str::from_utf8(name.strip_prefix(b"softrdma-roce/")?)
         .ok()?
         .parse()
-        .ok()
+        .ok()?;
+    (name_of(a) == name).then_some(canon(a))
 }
+
+/// An address as a key: IPv4-mapped IPv6 as IPv4, no flow label or scope.
+pub(super) fn canon(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+fn nonce() -> Nonce {
+    let mut n = [0u8; 6];
+    if sys::random(&mut n).is_err() {
+        // No kernel randomness (cannot happen after boot): an all-zero
+        // nonce is never sent as a proof nor taken as one.
+        n = [0; 6];
+    }
+    n
+}
+
+/// Whether a received datagram is a handshake message (not a packet).
+pub(super) fn is_control(d: &[u8]) -> bool {
+    d.len() == CONTROL_LEN && d.starts_with(b"SR")
+}
+
+fn control_msg(kind: u8, x: Nonce, y: Nonce) -> [u8; CONTROL_LEN] {
+    let mut m = [0u8; CONTROL_LEN];
+    m[..2].copy_from_slice(b"SR");
+    m[2] = kind;
+    m[3..9].copy_from_slice(&x);
+    m[9..].copy_from_slice(&y);
+    m
+}
+
+/// Reasons to log once per device.
+const WARN_UNPROVEN: u32 = 1;
+const WARN_OTHER_UID: u32 = 2;
+const WARN_LIMIT: u32 = 4;
+const WARN_BROKEN: u32 = 8;
 
 /// A device's end of the fast path: its socket, its rings out, its rings in.
 pub(super) struct SameHost {
     sock: OwnedFd,
+    /// The link's UDP socket (a duplicate): the handshake goes by UDP.
+    udp: UdpSocket,
+    local: SocketAddr,
+    uid: u32,
     out: Mutex<HashMap<SocketAddr, Route>>,
     inbound: Mutex<Vec<Inbound>>,
+    /// The `y`s this device sent, each for the one offer that may carry it.
+    proofs: Mutex<Vec<Proof>>,
     epoch: Instant,
     /// When offers were last looked for (ns after `epoch`).
     last_control: AtomicU64,
+    /// `WARN_*` bits already logged.
+    warned: AtomicU32,
 }
 
 /// How packets to one peer travel.
 enum Route {
+    /// Asked the peer's endpoint to prove itself; UDP meanwhile.
+    Hello {
+        x: Nonce,
+        at: Instant,
+        fresh: Option<Fresh>,
+    },
+    /// It did: offer it a ring carrying `y` (at the next send).
+    Proven {
+        y: Nonce,
+        at: Instant,
+        fresh: Option<Fresh>,
+    },
     /// Offered; UDP until the peer maps it.
-    Offered(Arc<Outbound>),
+    Offered {
+        o: Arc<Outbound>,
+        at: Instant,
+    },
     Ring(Arc<Outbound>),
     /// No fast path to this peer until then.
     Udp(Instant),
+}
+
+/// A ring made with the hello, offered to nobody yet: its making (4 MiB
+/// mapped populated, a millisecond or two) falls on the first send to the
+/// peer, as it did before the handshake, not on a later one.
+struct Fresh(Producer, OwnedFd);
+
+impl Route {
+    /// Whether it holds a ring of ours (counted against [`MAX_RINGS`]).
+    fn holds_ring(&self) -> bool {
+        matches!(
+            self,
+            Route::Offered { .. }
+                | Route::Ring(_)
+                | Route::Hello { fresh: Some(_), .. }
+                | Route::Proven { fresh: Some(_), .. }
+        )
+    }
+}
+
+/// A `y` sent to `peer`'s endpoint.
+struct Proof {
+    peer: SocketAddr,
+    y: Nonce,
+    at: Instant,
 }
 
 /// A ring we write, to one peer.
@@ -128,14 +269,20 @@ struct Inbound {
 }
 
 impl SameHost {
-    /// Bind the socket of the device at `local` (a loopback address).
-    pub(super) fn bind(local: SocketAddr) -> io::Result<SameHost> {
+    /// Bind the socket of the device at `local` (a loopback address), whose
+    /// UDP socket is `udp`.
+    pub(super) fn bind(local: SocketAddr, udp: &UdpSocket) -> io::Result<SameHost> {
         Ok(SameHost {
             sock: sys::unix_dgram_bound(&name_of(local))?,
+            udp: udp.try_clone()?,
+            local: canon(local),
+            uid: sys::uid(),
             out: Mutex::new(HashMap::new()),
             inbound: Mutex::new(Vec::new()),
+            proofs: Mutex::new(Vec::new()),
             epoch: Instant::now(),
             last_control: AtomicU64::new(0),
+            warned: AtomicU32::new(0),
         })
     }
 
@@ -144,19 +291,57 @@ impl SameHost {
         self.sock.as_fd()
     }
 
-    /// The ring to send to `peer` on, if there is one (offering one the
-    /// first time a loopback peer is named), and whether this is its first
-    /// use: the caller must then send the marker (an empty UDP datagram)
-    /// before anything goes by ring.
-    pub(super) fn route(&self, peer: SocketAddr) -> Option<(Arc<Outbound>, bool)> {
+    /// How many rings this device reads now.
+    pub(super) fn rings_in(&self) -> usize {
+        lock(&self.inbound).len()
+    }
+
+    fn warn_once(&self, bit: u32, what: std::fmt::Arguments<'_>) {
+        if self.warned.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            log!(
+                Warn,
+                "{what} (logged once; counted in the link's same_host_* counters)"
+            );
+        }
+    }
+
+    /// Count a refusal of `why` (one of the reason counters, if any).
+    fn refuse(&self, c: &Counters, why: Option<&AtomicU64>) {
+        Counters::add(&c.same_host_refused, 1);
+        if let Some(w) = why {
+            Counters::add(w, 1);
+        }
+    }
+
+    /// Whether `peer` is a device this one could share a ring with.
+    fn candidate(&self, peer: SocketAddr) -> bool {
+        peer.ip().is_loopback() && peer.is_ipv4() == self.local.is_ipv4()
+    }
+
+    /// The ring to send to `peer` on, if there is one (starting the
+    /// handshake the first time a loopback peer is named), and whether this
+    /// is its first use: the caller must then send the marker (an empty UDP
+    /// datagram) before anything goes by ring.
+    pub(super) fn route(&self, peer: SocketAddr, c: &Counters) -> Option<(Arc<Outbound>, bool)> {
         if !peer.ip().is_loopback() {
+            return None;
+        }
+        let peer = canon(peer);
+        if !self.candidate(peer) {
             return None;
         }
         let mut out = lock(&self.out);
         let now = Instant::now();
+        if out.len() >= MAX_ROUTES && !out.contains_key(&peer) {
+            out.retain(|_, r| matches!(r, Route::Offered { .. } | Route::Ring(_)));
+            if out.len() >= MAX_ROUTES {
+                return None;
+            }
+        }
         let route = out.entry(peer).or_insert(Route::Udp(now));
         match route {
-            Route::Ring(o) | Route::Offered(o) => {
+            Route::Ring(o) | Route::Offered { o, .. } => {
+                let o = o.clone();
                 let (attached, gone) = {
                     let p = lock(&o.producer);
                     (p.attached(), p.consumer_gone())
@@ -165,36 +350,148 @@ impl SameHost {
                     *route = Route::Udp(now + RETRY);
                     return None;
                 }
-                if !attached {
-                    return None;
+                if let Route::Offered { at, .. } = route {
+                    if !attached {
+                        if now.duration_since(*at) > OFFER_WAIT {
+                            log!(Debug, "{peer} did not take our ring: UDP for a while");
+                            *route = Route::Udp(now + REFUSED_RETRY);
+                        }
+                        return None;
+                    }
                 }
-                let o = o.clone();
-                let first = matches!(route, Route::Offered(_));
+                let first = matches!(route, Route::Offered { .. });
                 *route = Route::Ring(o.clone());
                 return Some((o, first));
+            }
+            Route::Hello { at, .. } => {
+                if now.duration_since(*at) > HELLO_WAIT {
+                    *route = Route::Udp(now + RETRY);
+                }
+                return None;
+            }
+            Route::Proven { y, at, fresh } => {
+                let (y, at, fresh) = (*y, *at, fresh.take());
+                let rings_out = out.values().filter(|r| r.holds_ring()).count();
+                let next = if now.duration_since(at) > HELLO_WAIT {
+                    Route::Udp(now + RETRY)
+                } else if fresh.is_none() && rings_out >= MAX_RINGS {
+                    self.refuse(c, Some(&c.same_host_over_limit));
+                    self.warn_once(
+                        WARN_LIMIT,
+                        format_args!("same-host rings: {MAX_RINGS} already; {peer} stays on UDP"),
+                    );
+                    Route::Udp(now + REFUSED_RETRY)
+                } else {
+                    match self.offer(peer, y, fresh) {
+                        Ok(o) => Route::Offered {
+                            o: Arc::new(o),
+                            at: now,
+                        },
+                        Err(e) => {
+                            log!(Debug, "no same-host ring to {peer}: {e}");
+                            Route::Udp(now + RETRY)
+                        }
+                    }
+                };
+                out.insert(peer, next);
+                return None;
             }
             Route::Udp(until) if *until > now => return None,
             Route::Udp(_) => {}
         }
-        *route = match self.offer(peer) {
-            Ok(o) => Route::Offered(Arc::new(o)),
-            Err(e) => {
-                log!(Debug, "no same-host ring to {peer}: {e}");
-                Route::Udp(now + RETRY)
-            }
+        let x = nonce();
+        let fresh = if out.values().filter(|r| r.holds_ring()).count() < MAX_RINGS {
+            Producer::create().ok().map(|(p, fd)| Fresh(p, fd))
+        } else {
+            None
         };
+        out.insert(peer, Route::Hello { x, at: now, fresh });
+        // Lost, it is asked again after HELLO_WAIT and RETRY.
+        let _ = self.udp.send_to(&control_msg(HELLO, x, [0; 6]), peer);
         None
     }
 
-    fn offer(&self, peer: SocketAddr) -> io::Result<Outbound> {
-        let (producer, fd) = Producer::create()?;
+    fn offer(&self, peer: SocketAddr, y: Nonce, fresh: Option<Fresh>) -> io::Result<Outbound> {
+        let Fresh(producer, fd) = match fresh {
+            Some(f) => f,
+            None => {
+                let (p, fd) = Producer::create()?;
+                Fresh(p, fd)
+            }
+        };
         let to = name_of(peer);
-        sys::send_with_fd(self.sock.as_fd(), &to, OFFER, fd.as_fd())?;
+        let mut msg = OFFER.to_vec();
+        msg.extend_from_slice(&y);
+        sys::send_with_fd(self.sock.as_fd(), &to, &msg, fd.as_fd())?;
         Ok(Outbound {
             to,
             producer: Mutex::new(producer),
             dead: AtomicBool::new(false),
         })
+    }
+
+    /// A handshake datagram `d` ([`is_control`]) came by UDP, claiming to
+    /// be from `from` (which anyone may forge: only what it knows counts).
+    pub(super) fn handshake(&self, from: SocketAddr, d: &[u8], c: &Counters) {
+        let from = canon(from);
+        let (x, y): (Nonce, Nonce) = (d[3..9].try_into().unwrap(), d[9..].try_into().unwrap());
+        if !self.candidate(from) || x == [0; 6] {
+            return;
+        }
+        match d[2] {
+            HELLO => self.answer(from, x, c),
+            ACK => {
+                let mut out = lock(&self.out);
+                match out.get_mut(&from) {
+                    Some(r) if matches!(&*r, Route::Hello { x: ours, .. } if *ours == x) => {
+                        let now = Instant::now();
+                        if let Route::Hello { fresh, .. } = std::mem::replace(r, Route::Udp(now)) {
+                            *r = Route::Proven { y, at: now, fresh };
+                        }
+                    }
+                    // A late answer, or a guess.
+                    _ => Counters::add(&c.same_host_unproven, 1),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Answer `from`'s hello: a `y` only `from`'s endpoint receives, which
+    /// its offer must carry.
+    fn answer(&self, from: SocketAddr, x: Nonce, c: &Counters) {
+        let now = Instant::now();
+        let has_ring = lock(&self.inbound).iter().any(|r| r.peer == from);
+        if !has_ring && self.rings_in() >= MAX_RINGS {
+            self.refuse(c, Some(&c.same_host_over_limit));
+            self.warn_once(
+                WARN_LIMIT,
+                format_args!("same-host rings: {MAX_RINGS} already; {from} stays on UDP"),
+            );
+            return;
+        }
+        let mut proofs = lock(&self.proofs);
+        proofs.retain(|p| p.peer != from && now.duration_since(p.at) <= PROOF_TTL);
+        if proofs.len() >= MAX_HELLOS {
+            drop(proofs);
+            self.refuse(c, Some(&c.same_host_over_limit));
+            self.warn_once(
+                WARN_LIMIT,
+                format_args!("same-host handshakes: {MAX_HELLOS} open; {from} stays on UDP"),
+            );
+            return;
+        }
+        let y = nonce();
+        if y == [0; 6] {
+            return; // no randomness: no proof to give
+        }
+        proofs.push(Proof {
+            peer: from,
+            y,
+            at: now,
+        });
+        drop(proofs);
+        let _ = self.udp.send_to(&control_msg(ACK, x, y), from);
     }
 
     fn kick(&self, o: &Outbound) {
@@ -207,7 +504,6 @@ impl SameHost {
             _ => {}
         }
     }
-
     /// Write `data` to the ring `o`; returns how many datagrams went (the
     /// rest are dropped: the ring stayed full for 4 ms, or broke).
     pub(super) fn send<'a>(
@@ -276,7 +572,7 @@ impl SameHost {
     pub(super) fn control(&self, c: &Counters) {
         self.last_control.store(self.now(), Ordering::Relaxed);
         let mut buf = [0u8; 64];
-        loop {
+        for _ in 0..CONTROL_BATCH {
             let m = match sys::recv_with_fd(self.sock.as_fd(), &mut buf) {
                 Ok(m) => m,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -288,27 +584,79 @@ impl SameHost {
                 }
             };
             let Some(fd) = m.fd else { continue };
-            match (&buf[..m.len] == OFFER, addr_of(&m.from)) {
-                (true, Some(peer)) if peer.ip().is_loopback() => self.take(peer, fd, c),
-                _ => Counters::add(&c.same_host_refused, 1),
-            }
+            self.consider(&buf[..m.len], &m.from, m.uid, fd, c);
         }
+    }
+
+    /// An offer: `msg` with the ring `fd`, from the socket named `from`, of
+    /// a process of `uid`.
+    fn consider(&self, msg: &[u8], from: &[u8], uid: Option<u32>, fd: OwnedFd, c: &Counters) {
+        let (Some(words), Some(y)) = (msg.get(..OFFER.len()), msg.get(OFFER.len()..)) else {
+            return self.refuse(c, None);
+        };
+        let (Some(peer), true, Ok(y)) = (addr_of(from), words == OFFER, <Nonce>::try_from(y))
+        else {
+            return self.refuse(c, Some(&c.same_host_unproven));
+        };
+        if !self.candidate(peer) {
+            return self.refuse(c, Some(&c.same_host_unproven));
+        }
+        // The handshake is spent by any offer from `peer`: one guess each.
+        let now = Instant::now();
+        let proof = {
+            let mut proofs = lock(&self.proofs);
+            let i = proofs.iter().position(|p| p.peer == peer);
+            i.map(|i| proofs.swap_remove(i))
+        };
+        if uid != Some(self.uid) {
+            self.refuse(c, Some(&c.same_host_other_uid));
+            return self.warn_once(
+                WARN_OTHER_UID,
+                format_args!(
+                    "refused a same-host ring from {peer}: offered by uid {uid:?}, not ours ({})",
+                    self.uid
+                ),
+            );
+        }
+        if !proof.is_some_and(|p| p.y == y && now.duration_since(p.at) <= PROOF_TTL) {
+            self.refuse(c, Some(&c.same_host_unproven));
+            return self.warn_once(
+                WARN_UNPROVEN,
+                format_args!(
+                    "refused a same-host ring offered as {peer}: the offerer does not receive \
+                     at that endpoint (a forged offer, or a squatter of its name)"
+                ),
+            );
+        }
+        self.take(peer, fd, c);
     }
 
     /// Map a ring `peer` offered; it replaces an older one from the same
     /// address (the peer's device was closed and opened again).
     fn take(&self, peer: SocketAddr, fd: OwnedFd, c: &Counters) {
+        let mut rings = lock(&self.inbound);
+        rings.retain(|r| r.peer != peer);
+        if rings.len() >= MAX_RINGS {
+            drop(rings);
+            self.refuse(c, Some(&c.same_host_over_limit));
+            return self.warn_once(
+                WARN_LIMIT,
+                format_args!("same-host rings: {MAX_RINGS} already; {peer} stays on UDP"),
+            );
+        }
         match Consumer::attach(fd) {
             Ok(ring) => {
-                let mut rings = lock(&self.inbound);
-                rings.retain(|r| r.peer != peer);
                 let gate = self.now() + GATE_MAX.as_nanos() as u64;
                 rings.push(Inbound { peer, ring, gate });
                 log!(Debug, "same-host ring from {peer}");
             }
             Err(e) => {
-                Counters::add(&c.same_host_refused, 1);
-                log!(Warn, "refused a same-host ring from {peer}: {e}");
+                drop(rings);
+                self.refuse(c, None);
+                self.warn_once(
+                    WARN_BROKEN,
+                    format_args!("refused a same-host ring from {peer}: {e}"),
+                );
             }
         }
     }
@@ -318,8 +666,10 @@ impl SameHost {
     }
 
     /// `peer`'s marker arrived: everything it sent by UDP before its ring
-    /// has been received, so the ring may be read.
+    /// has been received, so the ring may be read. (Anyone may forge it:
+    /// then the ring only opens early, as after [`GATE_MAX`].)
     pub(super) fn marker(&self, peer: SocketAddr) {
+        let peer = canon(peer);
         if let Some(r) = lock(&self.inbound).iter_mut().find(|r| r.peer == peer) {
             r.gate = 0;
         }
@@ -409,13 +759,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_foreign_names_are_no_address() {
+    fn names_round_trip_and_foreign_or_second_names_are_no_address() {
         for a in ["127.1.2.3:4791", "[::1]:4791"] {
             let a: SocketAddr = a.parse().unwrap();
             assert_eq!(addr_of(&name_of(a)), Some(a));
         }
         assert_eq!(addr_of(b"softrdma-roce/eth0"), None);
         assert_eq!(addr_of(b"other/127.0.0.1:4791"), None);
+        // Parses to 127.1.2.3:4791, but is not its name.
+        assert_eq!(addr_of(b"softrdma-roce/127.1.2.3:04791"), None);
+        assert_eq!(addr_of(b"softrdma-roce/127.001.2.3:4791"), None);
+    }
+
+    /// A device at `at` (its UDP socket too: the handshake needs one).
+    fn device(at: SocketAddr) -> (SameHost, UdpSocket) {
+        let udp = UdpSocket::bind(at).unwrap();
+        (SameHost::bind(at, &udp).unwrap(), udp)
     }
 
     /// Send one message to the device at `to` from a socket bound to `name`.
@@ -428,46 +787,89 @@ mod tests {
         }
     }
 
+    fn offer_words(y: Nonce) -> Vec<u8> {
+        [OFFER, &y].concat()
+    }
+
+    /// What `b` answers a hello from `peer` (whose UDP socket is `udp`).
+    fn handshake(b: &SameHost, peer: SocketAddr, udp: &UdpSocket, c: &Counters) -> Nonce {
+        b.handshake(peer, &control_msg(HELLO, [1; 6], [0; 6]), c);
+        let mut m = [0u8; 64];
+        udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, _) = udp.recv_from(&mut m).unwrap();
+        assert!(is_control(&m[..n]) && m[2] == ACK && m[3..9] == [1; 6]);
+        m[9..15].try_into().unwrap()
+    }
+
     #[test]
-    fn only_a_sealed_ring_offered_by_a_loopback_device_is_taken() {
-        let at: SocketAddr = "127.79.1.2:1".parse().unwrap();
-        let b = SameHost::bind(at).unwrap();
+    fn only_a_sealed_ring_offered_with_the_proof_of_its_endpoint_is_taken() {
+        let at: SocketAddr = "127.79.1.2:4791".parse().unwrap();
+        let (b, _udp) = device(at);
         let c = Counters::default();
-        let refused = |c: &Counters| c.same_host_refused.load(Ordering::Relaxed);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let ring = || Some(Producer::create().unwrap().1);
         let file = Some(OwnedFd::from(
             std::fs::File::open("/proc/self/status").unwrap(),
         ));
-        // Not a ring; a ring from a socket that is no device, from one that
-        // claims a non-loopback device, and with the wrong words.
-        offer_from(b"softrdma-roce/127.79.1.9:1", at, OFFER, file);
-        offer_from(b"someone-else", at, OFFER, ring());
-        offer_from(b"softrdma-roce/10.0.0.1:4791", at, OFFER, ring());
+        let p: SocketAddr = "127.79.1.6:4791".parse().unwrap();
+        let p_udp = UdpSocket::bind(p).unwrap();
+        let y = handshake(&b, p, &p_udp, &c);
+        // Not a ring; from a socket that is no device; from a second name of
+        // the device; from a non-loopback device; the wrong words; no proof
+        // (a device that did not say hello); a wrong proof (which spends
+        // the right one).
+        offer_from(&name_of(p), at, &offer_words(y), file);
+        offer_from(b"someone-else", at, &offer_words(y), ring());
+        offer_from(
+            b"softrdma-roce/127.79.1.6:04791",
+            at,
+            &offer_words(y),
+            ring(),
+        );
+        offer_from(b"softrdma-roce/10.0.0.1:4791", at, &offer_words(y), ring());
         offer_from(b"softrdma-roce/127.79.1.8:1", at, b"take this", ring());
+        offer_from(b"softrdma-roce/127.79.1.9:1", at, &offer_words(y), ring());
         b.control(&c);
-        assert_eq!(refused(&c), 4);
+        assert_eq!(get(&c.same_host_refused), 6);
+        assert_eq!(get(&c.same_host_unproven), 4);
         assert!(lock(&b.inbound).is_empty());
         // The words without a ring: taken as a kick, nothing refused.
-        offer_from(b"softrdma-roce/127.79.1.7:1", at, OFFER, None);
+        offer_from(b"softrdma-roce/127.79.1.7:1", at, &offer_words(y), None);
         b.control(&c);
-        assert_eq!(refused(&c), 4);
-        // A device's real offer.
-        offer_from(b"softrdma-roce/127.79.1.6:1", at, OFFER, ring());
+        assert_eq!(get(&c.same_host_refused), 6);
+        // The file offer spent the proof: the right words now fail too.
+        offer_from(&name_of(p), at, &offer_words(y), ring());
         b.control(&c);
-        assert_eq!(refused(&c), 4);
+        assert_eq!(get(&c.same_host_unproven), 5);
+        assert!(lock(&b.inbound).is_empty());
+        // A wrong guess spends it as well.
+        let y = handshake(&b, p, &p_udp, &c);
+        let mut wrong = y;
+        wrong[0] ^= 1;
+        offer_from(&name_of(p), at, &offer_words(wrong), ring());
+        offer_from(&name_of(p), at, &offer_words(y), ring());
+        b.control(&c);
+        assert_eq!(get(&c.same_host_unproven), 7);
+        // The device's real offer, after its hello.
+        let y = handshake(&b, p, &p_udp, &c);
+        offer_from(&name_of(p), at, &offer_words(y), ring());
+        b.control(&c);
+        assert_eq!(get(&c.same_host_refused), 9);
         let rings = lock(&b.inbound);
         assert_eq!(rings.len(), 1);
-        assert_eq!(rings[0].peer, "127.79.1.6:1".parse::<SocketAddr>().unwrap());
+        assert_eq!(rings[0].peer, p);
     }
 
     #[test]
     fn a_new_ring_is_read_only_after_its_marker() {
-        let at: SocketAddr = "127.79.2.2:1".parse().unwrap();
-        let peer: SocketAddr = "127.79.2.6:1".parse().unwrap();
-        let b = SameHost::bind(at).unwrap();
+        let at: SocketAddr = "127.79.2.2:4791".parse().unwrap();
+        let peer: SocketAddr = "127.79.2.6:4791".parse().unwrap();
+        let (b, _udp) = device(at);
         let c = Counters::default();
+        let p_udp = UdpSocket::bind(peer).unwrap();
+        let y = handshake(&b, peer, &p_udp, &c);
         let (mut p, fd) = Producer::create().unwrap();
-        offer_from(&name_of(peer), at, OFFER, Some(fd));
+        offer_from(&name_of(peer), at, &offer_words(y), Some(fd));
         b.control(&c);
         p.push(b"after the marker").unwrap();
         p.publish();
@@ -483,5 +885,25 @@ mod tests {
             batch.iter().map(|(_, d)| d.to_vec()).collect::<Vec<_>>(),
             [b"after the marker".to_vec()]
         );
+    }
+
+    #[test]
+    fn an_answer_without_the_hello_proves_nothing_and_handshakes_are_bounded() {
+        let at: SocketAddr = "127.79.3.2:4791".parse().unwrap();
+        let (b, _udp) = device(at);
+        let c = Counters::default();
+        let peer: SocketAddr = "127.79.3.6:4791".parse().unwrap();
+        // The route says hello; a forged answer with another x is ignored.
+        assert!(b.route(peer, &c).is_none());
+        b.handshake(peer, &control_msg(ACK, [9; 6], [7; 6]), &c);
+        assert!(matches!(lock(&b.out).get(&peer), Some(Route::Hello { .. })));
+        assert_eq!(c.same_host_unproven.load(Ordering::Relaxed), 1);
+        // Hellos from many sources: answered up to the bound, then refused.
+        for i in 0..MAX_HELLOS + 10 {
+            let from = SocketAddr::from(([127, 79, 4, i as u8], 4791));
+            b.handshake(from, &control_msg(HELLO, [1; 6], [0; 6]), &c);
+        }
+        assert_eq!(lock(&b.proofs).len(), MAX_HELLOS);
+        assert_eq!(c.same_host_over_limit.load(Ordering::Relaxed), 10);
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call (the arrays live on the stack).
@@ -154,6 +154,12 @@ fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)
 #[repr(C, align(8))]
 struct FdCmsg([u8; 24]);
 
+/// Receive-side room: one descriptor and the sender's credentials
+/// (CMSG_SPACE(4) + CMSG_SPACE(12) = 24 + 32), 8-aligned. A second
+/// descriptor would not fit: the kernel closes it (`MSG_CTRUNC`).
+#[repr(C, align(8))]
+struct RecvCmsg([u8; 56]);
+
 /// Send `payload` with the descriptor `fd` (`SCM_RIGHTS`) on the unix
 /// datagram socket `sock` to the abstract name `to`, without blocking.
 pub(super) fn send_with_fd(
@@ -225,6 +231,9 @@ pub(super) struct UnixMessage {
     pub(super) from: Vec<u8>,
     /// The descriptor it carried, if it carried exactly one.
     pub(super) fd: Option<OwnedFd>,
+    /// The sender's uid as the kernel saw it (`SCM_CREDENTIALS`: the
+    /// socket has `SO_PASSCRED`, see [`unix_dgram_bound`]).
+    pub(super) uid: Option<u32>,
 }
 
 /// Take one message off the unix datagram socket `sock` without blocking
@@ -237,7 +246,7 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut cmsg = FdCmsg([0; 24]);
+    let mut cmsg = RecvCmsg([0; 56]);
     // SAFETY: plain old data; all-zero is valid.
     let mut h: libc::msghdr = unsafe { zeroed() };
     h.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
@@ -245,7 +254,7 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
     h.msg_iov = &mut iov;
     h.msg_iovlen = 1;
     h.msg_control = cmsg.0.as_mut_ptr().cast();
-    h.msg_controllen = size_of::<FdCmsg>();
+    h.msg_controllen = size_of::<RecvCmsg>();
     // SAFETY: every pointer in `h` refers to a live local or to `buf`, with
     // its true size; the kernel writes within those bounds only.
     let r = unsafe {
@@ -259,9 +268,11 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
         return Err(io::Error::last_os_error());
     }
     let mut fds = Vec::new();
+    let mut uid = None;
     // SAFETY: the kernel filled msg_control up to msg_controllen (within our
-    // FdCmsg); CMSG_FIRSTHDR/NXTHDR stay within it. Each SCM_RIGHTS int is a
-    // descriptor the kernel installed for us, owned by nobody else.
+    // RecvCmsg); CMSG_FIRSTHDR/NXTHDR stay within it. Each SCM_RIGHTS int is
+    // a descriptor the kernel installed for us, owned by nobody else; an
+    // SCM_CREDENTIALS payload is one `ucred`, read unaligned.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&h);
         while !c.is_null() {
@@ -274,6 +285,18 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
                         .read_unaligned();
                     fds.push(OwnedFd::from_raw_fd(fd));
                 }
+            }
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize
+            {
+                uid = Some(
+                    libc::CMSG_DATA(c)
+                        .cast::<libc::ucred>()
+                        .read_unaligned()
+                        .uid,
+                );
             }
             c = libc::CMSG_NXTHDR(&h, c);
         }
@@ -292,11 +315,13 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
         len: r as usize,
         from,
         fd: if fds.len() == 1 { fds.pop() } else { None },
+        uid,
     })
 }
 
 /// A non-blocking, close-on-exec unix datagram socket bound to the abstract
-/// name `name`.
+/// name `name`, with `SO_PASSCRED` (every message it receives says who sent
+/// it).
 pub(super) fn unix_dgram_bound(name: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: no pointers; a non-negative result is a new descriptor.
     let fd = cvt(unsafe {
@@ -317,7 +342,34 @@ pub(super) fn unix_dgram_bound(name: &[u8]) -> io::Result<OwnedFd> {
             len,
         )
     })?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
     Ok(fd)
+}
+
+/// This process's real uid.
+pub(super) fn uid() -> u32 {
+    // SAFETY: getuid has no arguments and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Random bytes from the kernel (`getrandom`; it blocks only before the
+/// pool is first seeded, at boot).
+pub(super) fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: writes at most `buf.len() - at` bytes into the live rest
+        // of `buf`.
+        let r = unsafe { libc::getrandom(buf[at..].as_mut_ptr().cast(), buf.len() - at, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        } else {
+            at += r as usize;
+        }
+    }
+    Ok(())
 }
 
 /// A socket address in the kernel's form.

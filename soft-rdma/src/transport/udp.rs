@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::same_host::{self, SameHost};
 use super::sys::{self, Datagram, RawAddr, RecvMeta, CHUNK, MAX_IOV};
-use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET};
+use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET, ROCE_PORT};
 
 /// Socket buffer size asked for (each direction).
 pub const SOCKET_BUFFER: usize = 16 << 20;
@@ -80,6 +80,11 @@ pub struct UdpLink {
     same_host: Option<SameHost>,
     /// The last `wake_on_arrival` (a waiter then also wants kicks from rings).
     arrivals_on: AtomicBool,
+    /// Bound to this port instead of [`ROCE_PORT`] (another socket holds
+    /// 4791 on every address: `addr::bind_default`): loopback peers are
+    /// taken to have fallen back alike, so their 4791 is this port on the
+    /// wire, and this port is 4791 above the link.
+    fallback: Option<u16>,
     counters: Counters,
 }
 
@@ -166,6 +171,7 @@ impl UdpLink {
             mtu: super::addr::link_mtu(local.ip()).ok(),
             same_host: None,
             arrivals_on: AtomicBool::new(true),
+            fallback: None,
             counters: Counters::default(),
         })
     }
@@ -176,12 +182,59 @@ impl UdpLink {
     pub fn bind_same_host(addr: SocketAddr) -> io::Result<UdpLink> {
         let mut link = UdpLink::bind(addr)?;
         if link.local.ip().is_loopback() && same_host::enabled() {
-            match SameHost::bind(link.local) {
+            match SameHost::bind(link.local, &link.sock) {
                 Ok(sh) => link.same_host = Some(sh),
+                // Our UDP endpoint is ours, so the name's holder is no
+                // device of this address: a squatter. Peers' handshakes go
+                // to our endpoint and get no answer, so they stay on UDP and
+                // the squatter receives nothing.
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                    Counters::add(&link.counters.same_host_squatted, 1);
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    if !SAID.swap(true, Ordering::Relaxed) {
+                        crate::log::log!(
+                            Warn,
+                            "no same-host fast path: another process holds this device's \
+                             name softrdma-roce/{} (squatted); staying on UDP (logged once; \
+                             counted in same_host_squatted)",
+                            link.local
+                        );
+                    }
+                }
                 Err(e) => crate::log::log!(Warn, "no same-host fast path: {e}"),
             }
         }
         Ok(link)
+    }
+
+    /// [`UdpLink::bind_same_host`] on a port other than [`ROCE_PORT`] that
+    /// stands in for it (see `fallback`).
+    pub(super) fn bind_fallback(addr: SocketAddr) -> io::Result<UdpLink> {
+        let mut link = UdpLink::bind_same_host(addr)?;
+        link.fallback = Some(link.local.port());
+        Counters::add(&link.counters.port_fallback, 1);
+        Ok(link)
+    }
+
+    /// The port this link stands in for 4791 with, if it fell back.
+    pub fn fallback_port(&self) -> Option<u16> {
+        self.fallback
+    }
+
+    /// How many same-host rings this link reads now (at most
+    /// [`super::SAME_HOST_MAX_RINGS`]).
+    pub fn same_host_rings_in(&self) -> usize {
+        self.same_host.as_ref().map_or(0, |sh| sh.rings_in())
+    }
+
+    /// Where a datagram to `peer` goes on the wire (see `fallback`).
+    fn wire(&self, peer: SocketAddr) -> SocketAddr {
+        match self.fallback {
+            Some(f) if peer.port() == ROCE_PORT && peer.ip().is_loopback() => {
+                SocketAddr::new(peer.ip(), f)
+            }
+            _ => peer,
+        }
     }
 
     /// Whether the link has the same-host fast path.
@@ -217,6 +270,7 @@ impl UdpLink {
     /// The peer in the socket's family (an IPv4 peer of an IPv6 socket
     /// becomes `::ffff:a.b.c.d`, and back); None if it cannot be reached.
     fn peer_addr(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        let peer = self.wire(peer);
         match (self.local, peer) {
             (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
                 Some(peer)
@@ -427,6 +481,13 @@ impl UdpLink {
         if let Some(sh) = &self.same_host {
             sh.receive(batch, &self.counters);
         }
+        if let Some(f) = self.fallback {
+            for s in &mut batch.pkts {
+                if s.peer.port() == f && s.peer.ip().is_loopback() {
+                    s.peer.set_port(ROCE_PORT);
+                }
+            }
+        }
         Ok(!batch.is_empty())
     }
 
@@ -487,6 +548,17 @@ impl UdpLink {
                 let mut off = 0;
                 while off < m.len {
                     let len = seg.min(m.len - off);
+                    let at = base + off;
+                    if len == same_host::CONTROL_LEN
+                        && same_host::is_control(&batch.buf[at..at + len])
+                    {
+                        // A ring handshake, not a packet (shorter than any).
+                        if let Some(sh) = &self.same_host {
+                            sh.handshake(peer, &batch.buf[at..at + len], &self.counters);
+                        }
+                        off += len;
+                        continue;
+                    }
                     batch.pkts.push(super::Slot {
                         peer,
                         start: base + off,
@@ -497,9 +569,11 @@ impl UdpLink {
                 }
                 bytes += m.len;
             }
-            // The next round starts after the last datagram's bytes.
-            if got > 0 {
-                batch.used = (start + (got - 1) * slot + meta[got - 1].len + 63) & !63;
+            // The next round starts after the last packet's bytes (not the
+            // last datagram's: a handshake or a truncated one holds none, and
+            // a round that took only such must leave the room it found).
+            if let Some(last) = batch.pkts[before..].last() {
+                batch.used = (last.start + last.len + 63) & !63;
             }
             Counters::add(&self.counters.received, (batch.pkts.len() - before) as u64);
             Counters::add(&self.counters.received_bytes, bytes as u64);
@@ -530,7 +604,7 @@ impl Link for UdpLink {
         while i < batch.len() {
             let peer = batch[i].peer;
             let end = i + batch[i..].iter().take_while(|o| o.peer == peer).count();
-            if let Some((ring, first)) = sh.route(peer) {
+            if let Some((ring, first)) = sh.route(self.wire(peer), &self.counters) {
                 sent += self.send_udp(&batch[udp_from..i])?;
                 if first {
                     // The marker: behind every earlier UDP packet to `peer`
