@@ -1,5 +1,6 @@
 //! The device's limits, modelled on rxe (`rxe_param.h`): what `Device::attr`
 //! advertises and what the verbs refuse beyond, with rxe's errnos.
+#![forbid(unsafe_code)]
 
 pub(crate) const MAX_QP: usize = 1 << 16;
 pub(crate) const MAX_MR: usize = 1 << 16;

@@ -1,6 +1,7 @@
 //! Diagnostics: quiet by default (errors only); `SOFTRDMA_LOG=warn|info|debug`
 //! explains more — connection set-up and state changes at `info`, every
 //! dropped packet and NAK at `debug`. One line per event on stderr.
+#![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
 

@@ -9,6 +9,7 @@
 //! Every lock ignores poisoning: each guards state that is consistent at
 //! every unlock point, and a thread that panicked (a test's, an
 //! application's callback) must not wedge the device.
+#![forbid(unsafe_code)]
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -1,5 +1,6 @@
 //! The verbs vocabulary: flags, states, work requests, completions, errors —
 //! shaped after `infiniband/verbs.h` so the shim maps them one to one.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
