@@ -39,6 +39,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Wait on `cv` with a plain mutex's guard, whether or not a holder
+/// panicked.
+pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|p| p.into_inner())
+}
+
 /// Wait on `cv` with a plain mutex's guard (at most `timeout`), whether or
 /// not a holder panicked.
 pub(crate) fn wait_timeout<'a, T>(

@@ -158,13 +158,8 @@ impl LoopbackLink {
             };
             st.waiters += 1;
             st = match rest {
-                None => port.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(r) => {
-                    port.cond
-                        .wait_timeout(st, r)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
+                None => crate::sync::wait(&port.cond, st),
+                Some(r) => crate::sync::wait_timeout(&port.cond, st, r),
             };
             st.waiters -= 1;
         }

@@ -233,11 +233,7 @@ fn flush_loop(rec: Weak<Recorder>, stop: Arc<(Mutex<bool>, Condvar)>) {
         if *stopped {
             return;
         }
-        let stopped = stop
-            .1
-            .wait_timeout(stopped, FLUSH_INTERVAL)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let stopped = crate::sync::wait_timeout(&stop.1, stopped, FLUSH_INTERVAL);
         if *stopped {
             return;
         }
