@@ -385,7 +385,7 @@ fn pattern_07_no_overflow_in_range_checks_near_u64_max() {
         "non-canonical address: an error, no crash"
     );
     assert_eq!(
-        Pinned::new(max - 3, 8, true).err(),
+        Pinned::new(&mm, max - 3, 8, true).err(),
         Some(AccessError::OutOfBounds)
     );
 }
@@ -395,7 +395,7 @@ fn pattern_08_pinned_and_odp_memory_through_every_access_path() {
     let mm = mm();
     let maps: Vec<Mapping> = (0..3).map(|_| map_anon(4 * PAGE)).collect();
     let kinds = [
-        Memory::Pinned(Pinned::new(maps[0].addr, 4 * PAGE as u64, true).unwrap()),
+        Memory::Pinned(Pinned::new(&mm, maps[0].addr, 4 * PAGE as u64, true).unwrap()),
         Memory::Odp(Umem::new(&mm, maps[1].addr, 4 * PAGE as u64, true).unwrap()),
         Memory::Implicit(ImplicitUmem::new(&mm, true)),
     ];
