@@ -34,6 +34,8 @@ pub struct Pinned {
     addr: u64,
     len: u64,
     writable: bool,
+    /// The page-aligned cover `[start, end)`.
+    span: (u64, u64),
     /// Page-aligned locked span, if `mlock` succeeded.
     locked: Option<(usize, usize)>,
     mm: MmGrab,
@@ -141,6 +143,7 @@ impl Pinned {
             addr,
             len,
             writable,
+            span: (start, end),
             locked,
             mm: mm.grab(),
             orphans,
@@ -286,6 +289,7 @@ impl Drop for Pinned {
     fn drop(&mut self) {
         // Removal waits for a running callback: the marks are final after it.
         drop(self.notifier.take());
+        self.mm.uncover(self.span.0, self.span.1);
         let Some((s, l)) = self.locked else {
             return;
         };

@@ -50,6 +50,9 @@ fn unmapped_then_remapped_pages_are_orphaned_and_the_canary_survives() {
     munmap(m.addr + 2 * PAGE as u64, 2 * PAGE);
     m.remap_fixed(2 * PAGE, 2 * PAGE);
     canary(&m, 2 * PAGE, 2 * PAGE);
+    // munmap returns once the event is read; accesses wait for it to be
+    // applied (the barrier), a reader of counters must ask.
+    mm.sync_invalidations();
     assert_eq!(p.orphaned_pages(), 2);
 
     // A write across pages 1..5: the live pages get it, the orphaned ones
@@ -161,4 +164,28 @@ fn without_userfaultfd_pinned_memory_follows_the_address() {
     // An unmapped page is still an error, never a crash.
     munmap(m.addr + PAGE as u64, PAGE);
     assert!(p.write(m.addr + PAGE as u64, &[7]).is_err());
+}
+
+#[test]
+fn deregistering_uncovers_unless_another_region_still_needs_it() {
+    let mm = mm();
+    let unmaps = || mm.stats().unmap_events.load(Ordering::Relaxed);
+    // Alone: once the region is gone, freeing its memory does not go
+    // through the monitor any more.
+    let m = map_anon(4 * PAGE);
+    drop(Pinned::new(&mm, m.addr, 4 * PAGE as u64, true).unwrap());
+    let before = unmaps();
+    m.munmap();
+    mm.sync_invalidations();
+    assert_eq!(unmaps(), before, "uncovered when the pinned region left");
+    // Overlapping an ODP umem on the same buffer: the umem keeps it covered.
+    let m = map_anon(4 * PAGE);
+    let u = odp::Umem::new(&mm, m.addr, 4 * PAGE as u64, true).unwrap();
+    u.write(m.addr, &[1]).unwrap();
+    drop(Pinned::new(&mm, m.addr + 10, 100, true).unwrap());
+    let before = unmaps();
+    m.munmap();
+    mm.sync_invalidations();
+    assert_eq!(unmaps(), before + 1, "still covered for the umem");
+    assert_eq!(u.region().mapped_pages(), 0);
 }
