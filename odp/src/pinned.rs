@@ -137,7 +137,11 @@ impl Pinned {
             .map_err(|_| AccessError::OutOfBounds)?;
         let _ = mm.cover(mm, start, end);
         let (s, l) = (start as usize, (end - start) as usize);
-        populate::populate(s, l, writable)?;
+        if let Err(e) = populate::populate(s, l, writable) {
+            drop(notifier);
+            mm.uncover(start, end);
+            return Err(e.into());
+        }
         let locked = mlock::mlock(s, l).ok().map(|_| (s, l));
         Ok(Pinned {
             addr,
