@@ -183,8 +183,8 @@ impl Pinned {
     }
 
     /// Run one access (`[va, va+len)`, checked) with the barrier held:
-    /// `f(at, n, orphaned)` for each run of pages all orphaned or all not.
-    /// Returns whether it met an orphaned page.
+    /// `f(at, n, orphaned)` for each run of pages all orphaned or all not;
+    /// an access that met an orphaned page is counted (and the first logged).
     fn access(
         &self,
         va: u64,
