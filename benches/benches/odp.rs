@@ -217,7 +217,7 @@ fn register(c: &mut Criterion) {
             for _ in 0..iters {
                 let m = anon(GIB);
                 let t = Instant::now();
-                let p = Pinned::new(m.addr() as u64, GIB as u64, true).unwrap();
+                let p = Pinned::new(&mm, m.addr() as u64, GIB as u64, true).unwrap();
                 total += t.elapsed();
                 if !reported {
                     eprintln!(

@@ -267,6 +267,21 @@ impl Mm {
         }
     }
 
+    /// Undo `cover` of `[start, end)` if nothing subscribed there needs it
+    /// any more (a pinned region leaving: the application's heap should not
+    /// keep every later `munmap` waiting for the monitor). Skipped while
+    /// another interval overlaps or an invalidation runs; a subscriber
+    /// inserted afterwards covers for itself, after its insert.
+    pub(crate) fn uncover(&self, start: u64, end: u64) {
+        let guard = sync::read(&self.uffd);
+        let Some(fd) = guard.as_ref() else {
+            return;
+        };
+        self.notifiers.if_unsubscribed(start, end, || {
+            let _ = fd.unregister(start as usize, (end - start) as usize);
+        });
+    }
+
     /// Release: the last `MmGet` is gone.
     fn release(&self) {
         // No MmGet exists any more, so no fault, insert or coverage can start.

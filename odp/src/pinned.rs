@@ -3,27 +3,115 @@
 //! (kernel bug pattern 8 cannot be written).
 //!
 //! Pinned means what `ibv_reg_mr` without ON_DEMAND means: faulted in and
-//! locked at registration. In userspace the application can still `munmap`
-//! it, so accesses go through the same guarded copies and fail cleanly.
+//! locked at registration, and the device keeps using *those pages*. A real
+//! device keeps DMAing to the pinned pages after the application unmaps them;
+//! in userspace we cannot keep a private mapping's pages alive, so we emulate
+//! what is observable: once part of the range is unmapped, remapped, moved or
+//! discarded, those pages are *orphaned* for this region — the device never
+//! touches that virtual range through it again (it may hold somebody else's
+//! memory now). Writes there are discarded, reads give zeros (hardware would
+//! return the old contents, which we no longer have), atomics return 0 and
+//! store nothing.
+//!
+//! Race-free with the ODP machinery: an interval notifier marks orphaned
+//! pages (under `Orphans::pages`, with `set_seq`), the range is covered by the
+//! userfaultfd monitor from registration, and every access holds the barrier
+//! shared while it checks the marks and copies. So an access either ends
+//! before the `munmap` (or `mremap`, `madvise`) returns, or sees the mark.
+//! Without userfaultfd no event arrives: pinned memory follows the virtual
+//! address as before (guarded copies: no crash, unmapped memory is an error).
 
 use crate::guarded;
+use crate::lockdep;
+use crate::mm::{MmGet, MmGrab};
+use crate::notifier::{Event, IntervalNotifier, Invalidate, Invalidation, Refused, SeqSet};
+use crate::sync::{self, Arc, AtomicU64, Mutex, Ordering};
 use crate::sys::{mlock, populate};
-use crate::umem::{within, AccessError, ImplicitUmem, Umem, PAGE_SIZE};
+use crate::umem::{within, AccessError, CounterSnapshot, ImplicitUmem, Umem, PAGE_SIZE};
 
 /// A registered, populated and (if the limit allows) locked range.
 pub struct Pinned {
     addr: u64,
     len: u64,
     writable: bool,
+    /// The page-aligned cover `[start, end)`.
+    span: (u64, u64),
     /// Page-aligned locked span, if `mlock` succeeded.
     locked: Option<(usize, usize)>,
+    mm: MmGrab,
+    orphans: Arc<Orphans>,
+    /// Dropped (removed: a fence against running callbacks) before the
+    /// `Drop` impl reads the marks to unlock.
+    notifier: Option<IntervalNotifier>,
+}
+
+/// The pages of a pinned region the application took away.
+struct Orphans {
+    /// The first page of the region.
+    start: u64,
+    /// Pages marked so far; nonzero means "look at `pages`". Stored under
+    /// `pages`; read (Acquire) under the barrier by every access: the hot
+    /// path's one check.
+    marked: AtomicU64,
+    /// One bit a page, allocated at registration so that the callback, which
+    /// runs on the monitor under the exclusive barrier, never allocates (a
+    /// free could `munmap` covered memory and wait for the monitor itself).
+    pages: Mutex<Vec<u64>>,
+    /// Accesses that met an orphaned page.
+    accesses: AtomicU64,
+}
+
+impl Orphans {
+    fn page(&self, va: u64) -> usize {
+        ((va - self.start) / PAGE_SIZE) as usize
+    }
+}
+
+fn bit(bits: &[u64], p: usize) -> bool {
+    bits[p / 64] & (1 << (p % 64)) != 0
+}
+
+impl Invalidate for Orphans {
+    fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
+        let bits = if inv.range().blockable {
+            sync::lock(&self.pages)
+        } else {
+            match sync::try_lock(&self.pages) {
+                Some(g) => g,
+                None => match inv.try_refuse() {
+                    Ok(refused) => return Err(refused),
+                    Err(_) => unreachable!("try_refuse hands back only blockable invalidations"),
+                },
+            }
+        };
+        let (s, e) = inv.clamped();
+        // The pages themselves stay ours on a protection change (hardware keeps
+        // its pinned pages), and release only stops the monitor: the
+        // application still owns the memory. Everything else takes the pages.
+        let orphaning = !matches!(inv.range().event, Event::Protection | Event::Release);
+        let mut bits = bits;
+        if orphaning && s < e {
+            let (first, last) = (self.page(s), self.page(e - 1));
+            let mut newly = 0;
+            for p in first..=last {
+                if !bit(&bits, p) {
+                    bits[p / 64] |= 1 << (p % 64);
+                    newly += 1;
+                }
+            }
+            let n = self.marked.load(Ordering::Relaxed) + newly;
+            self.marked.store(n, Ordering::Release);
+        }
+        Ok(inv.set_seq(&bits))
+    }
 }
 
 impl Pinned {
-    /// Populate (for write if `writable`) and lock `[addr, addr+len)`.
-    /// `mlock` beyond `RLIMIT_MEMLOCK` is not an error: the pages are
-    /// populated, which is what the device needs; `is_locked` tells.
-    pub fn new(addr: u64, len: u64, writable: bool) -> Result<Pinned, AccessError> {
+    /// Subscribe, cover, populate (for write if `writable`) and lock
+    /// `[addr, addr+len)`. `mlock` beyond `RLIMIT_MEMLOCK` is not an error:
+    /// the pages are populated, which is what the device needs; `is_locked`
+    /// tells.
+    pub fn new(mm: &MmGet, addr: u64, len: u64, writable: bool) -> Result<Pinned, AccessError> {
         let end = addr
             .checked_add(len)
             .filter(|_| len > 0)
@@ -32,19 +120,56 @@ impl Pinned {
         let end = end
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(AccessError::OutOfBounds)?;
+        let npages = ((end - start) / PAGE_SIZE) as usize;
+        let orphans = Arc::new(Orphans {
+            start,
+            marked: AtomicU64::new(0),
+            pages: Mutex::new(vec![0; npages.div_ceil(64)]),
+            accesses: AtomicU64::new(0),
+        });
+        // Subscribed, then covered, then populated: an unmap once the range is
+        // covered is marked; one before leaves a hole that populating reports.
+        // What cannot be covered (no userfaultfd, some file mappings) follows
+        // the virtual address, as ODP memory then does.
+        let notifier = mm
+            .notifiers()
+            .insert(start, end - start, orphans.clone())
+            .map_err(|_| AccessError::OutOfBounds)?;
+        let _ = mm.cover(mm, start, end);
         let (s, l) = (start as usize, (end - start) as usize);
-        populate::populate(s, l, writable)?;
+        if let Err(e) = populate::populate(s, l, writable) {
+            drop(notifier);
+            mm.uncover(start, end);
+            return Err(e.into());
+        }
         let locked = mlock::mlock(s, l).ok().map(|_| (s, l));
         Ok(Pinned {
             addr,
             len,
             writable,
+            span: (start, end),
             locked,
+            mm: mm.grab(),
+            orphans,
+            notifier: Some(notifier),
         })
     }
 
     pub fn is_locked(&self) -> bool {
         self.locked.is_some()
+    }
+
+    /// `orphan_accesses` is the only counter a pinned region keeps.
+    pub fn counters(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            orphan_accesses: self.orphans.accesses.load(Ordering::Relaxed),
+            ..CounterSnapshot::default()
+        }
+    }
+
+    /// Pages the application took away while registered.
+    pub fn orphaned_pages(&self) -> u64 {
+        self.orphans.marked.load(Ordering::Relaxed)
     }
 
     fn check(&self, va: u64, len: u64, write: bool) -> Result<(), AccessError> {
@@ -57,35 +182,133 @@ impl Pinned {
         Ok(())
     }
 
+    /// Run one access (`[va, va+len)`, checked) with the barrier held:
+    /// `f(at, n, orphaned)` for each run of pages all orphaned or all not;
+    /// an access that met an orphaned page is counted (and the first logged).
+    fn access(
+        &self,
+        va: u64,
+        len: u64,
+        mut f: impl FnMut(u64, usize, bool) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        // A thread holding a guard holds the barrier: taking it again could
+        // wait behind the monitor, which waits for that guard.
+        lockdep::assert_may_wait_for_invalidation("pinned access");
+        let met = {
+            let _barrier = self.mm.barrier_shared();
+            let o = &*self.orphans;
+            // The hot path: nothing was ever orphaned.
+            if o.marked.load(Ordering::Acquire) == 0 {
+                return f(va, len as usize, false);
+            }
+            let bits = sync::lock(&o.pages);
+            let (end, mut at, mut met) = (va + len, va, false);
+            while at < end {
+                let orphan = bit(&bits, o.page(at));
+                let mut next = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+                while next < end && bit(&bits, o.page(next)) == orphan {
+                    next += PAGE_SIZE;
+                }
+                let next = next.min(end);
+                met |= orphan;
+                f(at, (next - at) as usize, orphan)?;
+                at = next;
+            }
+            met
+        };
+        // Outside the barrier: logging may allocate, and a free may unmap.
+        if met && self.orphans.accesses.fetch_add(1, Ordering::Relaxed) == 0 && !cfg!(loom) {
+            eprintln!(
+                "odp: pinned region {:#x}+{:#x} accessed after the application unmapped, \
+                 moved or discarded part of it: writes there are dropped, reads give zeros",
+                self.addr, self.len
+            );
+        }
+        Ok(())
+    }
+
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), AccessError> {
         self.check(va, data.len() as u64, true)?;
-        // SAFETY: registered application memory (checked), not Rust-owned; faults caught.
-        unsafe { guarded::copy_out(va as *mut u8, data) }.map_err(AccessError::from)
+        self.access(va, data.len() as u64, |at, n, orphan| {
+            if orphan {
+                return Ok(());
+            }
+            let part = &data[(at - va) as usize..][..n];
+            // SAFETY: registered application memory (checked), not orphaned
+            // (checked under the barrier, held), not Rust-owned; faults caught.
+            unsafe { guarded::copy_out(at as *mut u8, part) }.map_err(AccessError::from)
+        })
     }
 
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         self.check(va, out.len() as u64, false)?;
-        // SAFETY: as in `write`; `out` is a distinct Rust buffer.
-        unsafe { guarded::copy_in(out, va as *const u8) }.map_err(AccessError::from)
+        self.access(va, out.len() as u64, |at, n, orphan| {
+            let part = &mut out[(at - va) as usize..][..n];
+            if orphan {
+                part.fill(0);
+                return Ok(());
+            }
+            // SAFETY: as in `write`; `out` is a distinct Rust buffer.
+            unsafe { guarded::copy_in(part, at as *const u8) }.map_err(AccessError::from)
+        })
+    }
+
+    /// An 8-byte atomic at `va` through `op`; 0 on an orphaned page.
+    fn atomic(
+        &self,
+        va: u64,
+        op: impl Fn(*mut u64) -> Result<u64, AccessError>,
+    ) -> Result<u64, AccessError> {
+        self.check(va, 8, true)?;
+        // Checked here too: an orphaned page skips `guarded`, which checks.
+        if va % 8 != 0 {
+            return Err(AccessError::Misaligned);
+        }
+        let mut old = 0;
+        self.access(va, 8, |at, _, orphan| {
+            if !orphan {
+                old = op(at as *mut u64)?;
+            }
+            Ok(())
+        })?;
+        Ok(old)
     }
 
     pub fn compare_and_swap(&self, va: u64, expect: u64, new: u64) -> Result<u64, AccessError> {
-        self.check(va, 8, true)?;
-        // SAFETY: as in `write`.
-        unsafe { guarded::compare_and_swap(va as *mut u64, expect, new) }.map_err(AccessError::from)
+        self.atomic(va, |p| {
+            // SAFETY: as in `write` (`atomic` runs `op` only on such memory).
+            unsafe { guarded::compare_and_swap(p, expect, new) }.map_err(AccessError::from)
+        })
     }
 
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
-        self.check(va, 8, true)?;
-        // SAFETY: as in `write`.
-        unsafe { guarded::fetch_and_add(va as *mut u64, add) }.map_err(AccessError::from)
+        self.atomic(va, |p| {
+            // SAFETY: as in `write` (`atomic` runs `op` only on such memory).
+            unsafe { guarded::fetch_and_add(p, add) }.map_err(AccessError::from)
+        })
     }
 }
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        if let Some((s, l)) = self.locked {
-            mlock::munlock(s, l);
+        // Removal waits for a running callback: the marks are final after it.
+        drop(self.notifier.take());
+        self.mm.uncover(self.span.0, self.span.1);
+        let Some((s, l)) = self.locked else {
+            return;
+        };
+        // Unlock only what is still ours: an orphaned page's address may hold
+        // other memory now, locked by its owner.
+        let o = &*self.orphans;
+        let bits = sync::lock(&o.pages);
+        let n = l / PAGE_SIZE as usize;
+        let mut p = 0;
+        while p < n {
+            let run = (p..n).take_while(|&q| !bit(&bits, q)).count();
+            if run > 0 {
+                mlock::munlock(s + p * PAGE_SIZE as usize, run * PAGE_SIZE as usize);
+            }
+            p += run + 1;
         }
     }
 }
@@ -156,6 +379,11 @@ impl Memory {
     }
     pub fn fetch_and_add(&self, va: u64, add: u64) -> Result<u64, AccessError> {
         each!(self, m => m.fetch_and_add(va, add))
+    }
+
+    /// The region's counters (a pinned region keeps only `orphan_accesses`).
+    pub fn counters(&self) -> CounterSnapshot {
+        each!(self, m => m.counters())
     }
 }
 

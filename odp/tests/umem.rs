@@ -487,7 +487,7 @@ fn a_window_serves_a_message_with_one_fault_and_holds_off_munmap() {
     let mm = mm();
     let maps: Vec<Mapping> = (0..3).map(|_| map_anon(8 * PAGE)).collect();
     let kinds = [
-        Memory::Pinned(Pinned::new(maps[0].addr, 8 * PAGE as u64, true).unwrap()),
+        Memory::Pinned(Pinned::new(&mm, maps[0].addr, 8 * PAGE as u64, true).unwrap()),
         Memory::Odp(Umem::new(&mm, maps[1].addr, 8 * PAGE as u64, true).unwrap()),
         Memory::Implicit(ImplicitUmem::new(&mm, true)),
     ];

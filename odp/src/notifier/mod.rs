@@ -390,6 +390,24 @@ impl Notifiers {
         let _ = self.invalidate(all);
     }
 
+    /// Run `f` under the notifiers lock if no interval overlaps `[start, end)`
+    /// and no invalidation runs (so no insert is parked on the deferred list);
+    /// an insert meanwhile waits for this lock. For undoing, after a
+    /// subscriber left, what only it needed. Returns whether `f` ran.
+    pub(crate) fn if_unsubscribed(&self, start: u64, end: u64, f: impl FnOnce()) -> bool {
+        let l = sync::lock(&self.locked);
+        if l.active > 0 {
+            return false;
+        }
+        let mut any = false;
+        l.tree.for_each_overlap(start, end, |_| any = true);
+        if any {
+            return false;
+        }
+        f();
+        true
+    }
+
     /// `mmu_interval_notifier_remove`: afterwards no callback runs or will run.
     fn remove(&self, iv: &Arc<Interval>) {
         lockdep::assert_may_wait_for_invalidation("interval notifier remove");

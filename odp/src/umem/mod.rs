@@ -139,6 +139,9 @@ pub struct CounterSnapshot {
     pub invalidations: u64,
     pub pages_invalidated: u64,
     pub prefetches: u64,
+    /// Pinned regions only: accesses that met pages the application unmapped,
+    /// moved or discarded while registered (see [`crate::Pinned`]).
+    pub orphan_accesses: u64,
 }
 
 impl Counters {
@@ -150,6 +153,7 @@ impl Counters {
             invalidations: r(&self.invalidations),
             pages_invalidated: r(&self.pages_invalidated),
             prefetches: r(&self.prefetches),
+            orphan_accesses: 0,
         }
     }
 }

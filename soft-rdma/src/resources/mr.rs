@@ -136,13 +136,9 @@ impl MrShared {
         self.access(|m| m.fetch_and_add(va, add))
     }
 
-    /// ODP counters (zero for pinned MRs).
+    /// ODP counters (pinned MRs: only `orphan_accesses`).
     pub(crate) fn odp_counters(&self) -> odp::umem::CounterSnapshot {
-        match &self.memory {
-            Memory::Odp(u) => u.counters(),
-            Memory::Implicit(u) => u.counters(),
-            Memory::Pinned(_) => Default::default(),
-        }
+        self.memory.counters()
     }
 }
 

@@ -37,10 +37,12 @@ impl Mr {
             if implicit || len == 0 {
                 return Err(Errno::EINVAL);
             }
-            Memory::Pinned(odp::Pinned::new(addr, len, writable).map_err(|e| match e {
-                AccessError::OutOfBounds => Errno::EINVAL,
-                _ => Errno::EFAULT,
-            })?)
+            Memory::Pinned(
+                odp::Pinned::new(&dev.mm, addr, len, writable).map_err(|e| match e {
+                    AccessError::OutOfBounds => Errno::EINVAL,
+                    _ => Errno::EFAULT,
+                })?,
+            )
         };
         // A full table: EINVAL, as rxe, whose object pools refuse an element
         // over their maximum with EINVAL.
@@ -70,7 +72,7 @@ impl Mr {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// ODP counters (zero for pinned MRs).
+    /// ODP counters (pinned MRs: only `orphan_accesses`).
     pub fn odp_counters(&self) -> odp::umem::CounterSnapshot {
         self.mr.odp_counters()
     }
