@@ -4,6 +4,7 @@
 //! `softrdma stats`) — the figures rxe and mlx5 expose as hardware counters.
 
 use super::DeviceInner;
+use crate::resources::counters::{odp_values, ODP_COUNTERS};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! device_stats {
@@ -67,6 +68,7 @@ device_stats! {
     odp_invalidations: "ODP invalidations that reached an MR",
     odp_pages_invalidated: "ODP pages invalidated",
     odp_prefetches: "ODP prefetches (ibv_advise_mr)",
+    odp_orphan_accesses: "pinned MR accesses to pages the application unmapped (dropped / zeros)",
     odp_mm_events: "address-space events seen (unmap, remove, remap; per process)",
     link_sent: "datagrams the link sent",
     link_received: "datagrams the link received",
@@ -125,16 +127,9 @@ impl std::fmt::Display for DeviceStats {
 pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
     let s = &dev.stats;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut odp: [u64; 5] = std::array::from_fn(|i| g(&s.odp_retired[i]));
+    let mut odp: [u64; ODP_COUNTERS] = std::array::from_fn(|i| g(&s.odp_retired[i]));
     dev.mrs.for_each(|mr| {
-        let c = mr.odp_counters();
-        for (a, v) in odp.iter_mut().zip([
-            c.page_faults,
-            c.pages_faulted,
-            c.invalidations,
-            c.pages_invalidated,
-            c.prefetches,
-        ]) {
+        for (a, v) in odp.iter_mut().zip(odp_values(&mr.odp_counters())) {
             *a += v;
         }
     });
@@ -177,6 +172,7 @@ pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
         odp_invalidations: odp[2],
         odp_pages_invalidated: odp[3],
         odp_prefetches: odp[4],
+        odp_orphan_accesses: odp[5],
         odp_mm_events: g(&mm.unmap_events) + g(&mm.remove_events) + g(&mm.remap_events),
         link_sent: link.sent,
         link_received: link.received,

@@ -39,7 +39,22 @@ pub struct Stats {
     pub local_ack_timeouts: AtomicU64,
     pub bad_responses: AtomicU64,
     /// ODP counters of MRs already deregistered (live ones are summed).
-    pub(crate) odp_retired: [AtomicU64; 5],
+    pub(crate) odp_retired: [AtomicU64; ODP_COUNTERS],
+}
+
+/// How many per-MR ODP counters the device sums ([`odp_values`]).
+pub(crate) const ODP_COUNTERS: usize = 6;
+
+/// An MR's ODP counters in the order `DeviceStats` shows them.
+pub(crate) fn odp_values(c: &odp::umem::CounterSnapshot) -> [u64; ODP_COUNTERS] {
+    [
+        c.page_faults,
+        c.pages_faulted,
+        c.invalidations,
+        c.pages_invalidated,
+        c.prefetches,
+        c.orphan_accesses,
+    ]
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -69,14 +84,7 @@ impl Stats {
 
     /// Remember the counters of an MR being deregistered.
     pub(crate) fn retire_odp(&self, c: odp::umem::CounterSnapshot) {
-        let v = [
-            c.page_faults,
-            c.pages_faulted,
-            c.invalidations,
-            c.pages_invalidated,
-            c.prefetches,
-        ];
-        for (a, v) in self.odp_retired.iter().zip(v) {
+        for (a, v) in self.odp_retired.iter().zip(odp_values(&c)) {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
             }
