@@ -132,6 +132,22 @@ impl Gid {
             None => std::net::IpAddr::V6(v6),
         }
     }
+
+    /// The address of the device a GID names: its IP, except that the
+    /// link-local GID a device reports at index 0 for an IPv4 address
+    /// (`fe80::ffff:a.b.c.d`, see `Device::gid`) names that IPv4 address
+    /// too — programs (rdma-core's tests among them) address peers by GID
+    /// index 0.
+    pub fn device_ip(self) -> std::net::IpAddr {
+        let g = self.0;
+        let link_local_v4 =
+            g[..2] == [0xfe, 0x80] && g[2..10].iter().all(|&b| b == 0) && g[10..12] == [0xff, 0xff];
+        if link_local_v4 {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(g[12], g[13], g[14], g[15]))
+        } else {
+            self.to_ip()
+        }
+    }
 }
 
 /// `ibv_sge`.
@@ -329,7 +345,22 @@ pub enum AsyncEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::Mtu;
+    use super::{Gid, Mtu};
+
+    #[test]
+    fn a_devices_link_local_gid_names_its_ipv4_address() {
+        let ip: std::net::IpAddr = "127.1.2.3".parse().unwrap();
+        let gid1 = Gid::from_ip(ip);
+        let mut gid0 = [0u8; 16];
+        gid0[0] = 0xfe;
+        gid0[1] = 0x80;
+        gid0[8..].copy_from_slice(&gid1.0[8..]);
+        assert_eq!(Gid(gid0).device_ip(), ip);
+        assert_eq!(gid1.device_ip(), ip);
+        // Other link-local GIDs stay IPv6.
+        let other: std::net::IpAddr = "fe80::1".parse().unwrap();
+        assert_eq!(Gid::from_ip(other).device_ip(), other);
+    }
 
     #[test]
     fn mtu_fitting_a_link_leaves_room_for_80_header_bytes() {

@@ -542,3 +542,62 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
         drop(mrs); // deregistered before the mappings go
     }
 }
+
+/// Programs address peers by GID index 0 as often as by index 1 (rdma-core's
+/// own tests take index 0): the link-local GID a device reports names the
+/// same device, for RC and for UD.
+#[test]
+fn a_peer_addressed_by_gid_index_0_is_reached() {
+    let (a, b) = (node(), node());
+    let cfg = QpConfig::new(QpType::Rc);
+    let (qa, qb) = (cfg.create(&a.pd, &a.cq), cfg.create(&b.pd, &b.cq));
+    cfg.bring_up(&qa, qb.qp_num(), b.dev.gid(0).unwrap());
+    cfg.bring_up(&qb, qa.qp_num(), a.dev.gid(0).unwrap());
+    let src = Buf::new(8192, |i| (i * 3) as u8);
+    let dst = Buf::new(8192, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 8192, all_access()).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 8192, all_access()).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&mra, 0, 8192)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mrb.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert_eq!(dst.0, src.0);
+
+    // UD: an address handle of GID index 0.
+    let ud = QpConfig::new(QpType::Ud);
+    let (ua, ub) = (ud.create(&a.pd, &a.cq), ud.create(&b.pd, &b.cq));
+    ud.bring_up(&ua, 0, a.dev.gid(0).unwrap());
+    ud.bring_up(&ub, 0, b.dev.gid(0).unwrap());
+    let got = Buf::new(40 + 64, |_| 0);
+    let mrg = b.pd.reg_mr(got.addr(), 104, all_access()).unwrap();
+    ub.post_recv(&[RecvWr {
+        wr_id: 7,
+        sg_list: &[got.sge(&mrg, 0, 104)],
+    }])
+    .unwrap();
+    let ah = a.pd.create_ah(b.dev.gid(0).unwrap());
+    ua.post_send(&[SendWr {
+        wr_id: 2,
+        sg_list: &[src.sge(&mra, 0, 64)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(UdDest {
+            ah,
+            remote_qpn: ub.qp_num(),
+            remote_qkey: ud.qkey,
+        }),
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let wc = wait(&b.cq, 1)[0];
+    assert_eq!((wc.wr_id, wc.status), (7, WcStatus::Success));
+    assert_eq!(&got.0[40..], &src.0[..64]);
+}

@@ -192,7 +192,7 @@ pub(crate) fn bth(opcode: Opcode, dest_qp: u32, psn: u32, ack_req: bool, solicit
 
 /// The peer endpoint of a GID.
 pub(crate) fn peer_of(gid: Gid) -> SocketAddr {
-    SocketAddr::new(gid.to_ip(), ROCE_PORT)
+    SocketAddr::new(gid.device_ip(), ROCE_PORT)
 }
 
 #[cfg(test)]
