@@ -73,17 +73,7 @@ fn bit(bits: &[u64], p: usize) -> bool {
 
 impl Invalidate for Orphans {
     fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
-        let bits = if inv.range().blockable {
-            sync::lock(&self.pages)
-        } else {
-            match sync::try_lock(&self.pages) {
-                Some(g) => g,
-                None => match inv.try_refuse() {
-                    Ok(refused) => return Err(refused),
-                    Err(_) => unreachable!("try_refuse hands back only blockable invalidations"),
-                },
-            }
-        };
+        let bits = inv.lock(&self.pages)?;
         let (s, e) = inv.clamped();
         // The pages themselves stay ours on a protection change (hardware keeps
         // its pinned pages), and release only stops the monitor: the

@@ -64,9 +64,10 @@ pub struct InvalidateRange {
 
 /// A subscriber's reaction to invalidations of its interval.
 pub trait Invalidate: Send + Sync {
-    /// Stop using translations inside `inv.range()`: take the user lock, call
-    /// `inv.set_seq(&guard)`, forget the pages, return the token. May refuse only
-    /// a non-blockable invalidation ([`Invalidation::try_refuse`]).
+    /// Stop using translations inside `inv.range()`: take the user lock
+    /// ([`Invalidation::lock`]), call `inv.set_seq(&guard)`, forget the pages,
+    /// return the token. May refuse only a non-blockable invalidation
+    /// ([`Invalidation::lock`], [`Invalidation::try_refuse`]).
     fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused>;
 }
 
@@ -116,6 +117,16 @@ impl Invalidation<'_> {
         #[cfg(feature = "mutant-no-set-seq")]
         let _ = self.cur_seq;
         SeqSet(())
+    }
+    /// Take the callback's user lock `m`: wait for it if this invalidation
+    /// may block; otherwise try it once and refuse the invalidation if it is
+    /// held (the kernel's non-blockable notifiers answer -EAGAIN likewise).
+    pub fn lock<'m, T>(&self, m: &'m Mutex<T>) -> Result<MutexGuard<'m, T>, Refused> {
+        if self.range.blockable {
+            Ok(sync::lock(m))
+        } else {
+            sync::try_lock(m).ok_or(Refused(()))
+        }
     }
     /// Refuse: only possible when the invalidation is not blockable; a
     /// blockable one is handed back and must be carried out.

@@ -83,17 +83,7 @@ impl Core {
 
 impl Invalidate for Core {
     fn invalidate(&self, inv: Invalidation<'_>) -> Result<SeqSet, Refused> {
-        let mut pages = if inv.range().blockable {
-            sync::lock(&self.pages)
-        } else {
-            match sync::try_lock(&self.pages) {
-                Some(g) => g,
-                None => match inv.try_refuse() {
-                    Ok(refused) => return Err(refused),
-                    Err(_) => unreachable!("try_refuse hands back only blockable invalidations"),
-                },
-            }
-        };
+        let mut pages = inv.lock(&self.pages)?;
         let (s, e) = inv.clamped();
         let token = inv.set_seq(&pages);
         // An unmap or remap may have taken coverage with it.
