@@ -1,0 +1,12 @@
+//! The InfiniBand Communication Manager for the soft RoCEv2 device: what
+//! `librdmacm` programs connect through.
+//!
+//! A connection is set up by CM MADs (management class 0x07, class version
+//! 2) exchanged between the two devices' QP1 (the GSI QP, Q_Key
+//! 0x8001_0000) in ordinary RoCEv2 UD packets, as the kernel's `ib_cm` and
+//! `rdma_cm` do over rxe or mlx5 — so a kernel peer could be on the other
+//! end. [`wire`] holds the formats.
+
+#![forbid(unsafe_code)]
+
+pub mod wire;
