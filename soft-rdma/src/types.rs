@@ -158,6 +158,11 @@ pub struct Sge {
     pub lkey: u32,
 }
 
+/// The GSI QP's number (QP1: where management datagrams go).
+pub const GSI_QPN: u32 = 1;
+/// The Q_Key of the GSI QP's datagrams (IBA 13.4.6.1: the well-known one).
+pub const GSI_QKEY: u32 = 0x8001_0000;
+
 /// What a send work request does (`ibv_wr_opcode` with its operands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOp {

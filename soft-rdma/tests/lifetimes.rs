@@ -203,3 +203,34 @@ fn srq_or_cq_of_another_device_is_einval() {
     assert_eq!(r.err(), Some(Errno::EINVAL), "a CQ another device polls");
     pa.create_qp(attr(&a.cq, None)).expect("its own objects");
 }
+
+#[test]
+fn a_device_has_one_gsi_qp_numbered_1() {
+    let n = node();
+    let attr = |t| QpInitAttr {
+        qp_type: t,
+        send_cq: n.cq.clone(),
+        recv_cq: n.cq.clone(),
+        cap: cap(),
+        sq_sig_all: false,
+        srq: None,
+    };
+    assert_eq!(
+        n.pd.create_gsi_qp(attr(QpType::Rc)).err(),
+        Some(Errno::EINVAL)
+    );
+    let gsi = n.pd.create_gsi_qp(attr(QpType::Ud)).unwrap();
+    assert_eq!(gsi.qp_num(), GSI_QPN);
+    assert_eq!(
+        n.pd.create_gsi_qp(attr(QpType::Ud)).err(),
+        Some(Errno::EBUSY)
+    );
+    // Ordinary QPs never take QPN 1.
+    let other = n.pd.create_qp(attr(QpType::Ud)).unwrap();
+    assert_ne!(other.qp_num(), GSI_QPN);
+    drop(gsi);
+    assert_eq!(
+        n.pd.create_gsi_qp(attr(QpType::Ud)).unwrap().qp_num(),
+        GSI_QPN
+    );
+}

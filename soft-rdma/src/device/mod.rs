@@ -99,10 +99,16 @@ impl DeviceInner {
         self.qps.read().get(&qpn).cloned()
     }
 
-    /// Create a QP with the next QPN (the `qpn` of `config` is replaced) and
-    /// enter it in the table; EINVAL beyond `MAX_QP`, as rxe, whose object
-    /// pools refuse an element over their maximum with EINVAL.
-    pub(crate) fn create_qp(self: &Arc<Self>, config: QpConfig) -> Result<Arc<QpShared>> {
+    /// Create a QP with the next QPN — or with `fixed`, the number of a
+    /// special QP (`GSI_QPN`; EBUSY while one lives) — and enter it in the
+    /// table (the `qpn` of `config` is replaced); EINVAL beyond `MAX_QP`, as
+    /// rxe, whose object pools refuse an element over their maximum with
+    /// EINVAL.
+    pub(crate) fn create_qp(
+        self: &Arc<Self>,
+        config: QpConfig,
+        fixed: Option<u32>,
+    ) -> Result<Arc<QpShared>> {
         // Holding the table: the count cannot change before the insert.
         let mut qps = self.qps.write();
         if qps.len() >= MAX_QP {
@@ -111,12 +117,16 @@ impl DeviceInner {
         // QPN 0 and 1 are the special QPs; QPNs are 24 bits and wrap, so
         // skip those in use (a new QP must not replace a live one). Ends:
         // the table holds at most MAX_QP.
-        let qpn = loop {
-            let n = self.next_qpn.fetch_add(1, Ordering::Relaxed);
-            let qpn = FIRST_QPN + n % (0x0100_0000 - FIRST_QPN);
-            if !qps.contains_key(&qpn) {
-                break qpn;
-            }
+        let qpn = match fixed {
+            Some(n) if qps.contains_key(&n) => return Err(Errno::EBUSY),
+            Some(n) => n,
+            None => loop {
+                let n = self.next_qpn.fetch_add(1, Ordering::Relaxed);
+                let qpn = FIRST_QPN + n % (0x0100_0000 - FIRST_QPN);
+                if !qps.contains_key(&qpn) {
+                    break qpn;
+                }
+            },
         };
         let driver: std::sync::Weak<dyn Driver> = Arc::downgrade(self) as _;
         // A CQ polls the device of its first QP: another device's is EINVAL.

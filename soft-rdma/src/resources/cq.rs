@@ -52,6 +52,11 @@ impl ChannelShared {
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    pub(crate) fn borrowed_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
 }
 
 struct CqState {

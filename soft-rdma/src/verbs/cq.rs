@@ -4,7 +4,7 @@
 use super::{Errno, Result, Wc};
 use crate::limits::MAX_CQE;
 use crate::resources::cq::{ChannelShared, CqShared};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 /// `ibv_comp_channel`: an eventfd that becomes readable when an armed CQ
@@ -28,6 +28,13 @@ impl CompChannel {
 impl AsRawFd for CompChannel {
     fn as_raw_fd(&self) -> RawFd {
         self.0.fd()
+    }
+}
+
+/// For `poll` with a timeout (e.g. through rustix) without a raw descriptor.
+impl AsFd for CompChannel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.borrowed_fd()
     }
 }
 

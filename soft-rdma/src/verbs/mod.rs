@@ -89,7 +89,16 @@ impl Pd {
         Mr::register(self, addr, len, access)
     }
     pub fn create_qp(&self, attr: QpInitAttr) -> Result<Qp> {
-        Qp::create(self, attr)
+        Qp::create(self, attr, None)
+    }
+    /// The device's GSI QP, QP1: a UD QP that management datagrams (the
+    /// CM's MADs) are sent to and from, with the GSI Q_Key. One per device
+    /// (EBUSY while it lives); EINVAL for another type.
+    pub fn create_gsi_qp(&self, attr: QpInitAttr) -> Result<Qp> {
+        if attr.qp_type != QpType::Ud {
+            return Err(Errno::EINVAL);
+        }
+        Qp::create(self, attr, Some(GSI_QPN))
     }
     /// `ibv_create_srq`: up to `max_wr` receive WQEs of `max_sge` entries;
     /// `limit` (0: none) arms the limit event.

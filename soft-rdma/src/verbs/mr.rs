@@ -72,6 +72,18 @@ impl Mr {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Copies `out.len()` bytes of this MR at `va` into `out`, as the device
+    /// reads it: the safe way for Rust code to read memory the device writes
+    /// (a receive buffer) without a reference aliasing its writes. EFAULT
+    /// outside the MR or on memory that is gone.
+    pub fn read(&self, va: u64, out: &mut [u8]) -> Result<()> {
+        let (start, len) = self.mr.range();
+        let end = va.checked_add(out.len() as u64).ok_or(Errno::EFAULT)?;
+        if va < start || end > start.saturating_add(len) {
+            return Err(Errno::EFAULT);
+        }
+        self.mr.read(va, out).map_err(|_| Errno::EFAULT)
+    }
     /// ODP counters (pinned MRs: only `orphan_accesses`).
     pub fn odp_counters(&self) -> odp::umem::CounterSnapshot {
         self.mr.odp_counters()

@@ -30,7 +30,8 @@ pub struct Qp {
 }
 
 impl Qp {
-    pub(crate) fn create(pd: &super::Pd, attr: QpInitAttr) -> Result<Qp> {
+    /// A QP numbered by the device, or numbered `fixed` (a special QP).
+    pub(crate) fn create(pd: &super::Pd, attr: QpInitAttr, fixed: Option<u32>) -> Result<Qp> {
         let cap = attr.cap;
         if cap.max_send_wr > MAX_QP_WR
             || cap.max_recv_wr > MAX_QP_WR
@@ -58,16 +59,19 @@ impl Qp {
             uses.push(super::Use::of(&s.srq.users));
         }
         let dev = pd.dev().clone();
-        let qp = dev.create_qp(QpConfig {
-            qpn: 0, // the device assigns it
-            qp_type: attr.qp_type,
-            pd: pd.id(),
-            send_cq: attr.send_cq.0,
-            recv_cq: attr.recv_cq.0,
-            cap,
-            sq_sig_all: attr.sq_sig_all,
-            srq: attr.srq.map(|s| s.srq),
-        })?;
+        let qp = dev.create_qp(
+            QpConfig {
+                qpn: 0, // the device assigns it
+                qp_type: attr.qp_type,
+                pd: pd.id(),
+                send_cq: attr.send_cq.0,
+                recv_cq: attr.recv_cq.0,
+                cap,
+                sq_sig_all: attr.sq_sig_all,
+                srq: attr.srq.map(|s| s.srq),
+            },
+            fixed,
+        )?;
         Ok(Qp {
             dev,
             qp,
