@@ -5,8 +5,18 @@
 //! 2) exchanged between the two devices' QP1 (the GSI QP, Q_Key
 //! 0x8001_0000) in ordinary RoCEv2 UD packets, as the kernel's `ib_cm` and
 //! `rdma_cm` do over rxe or mlx5 — so a kernel peer could be on the other
-//! end. [`wire`] holds the formats.
+//! end. [`wire`] holds the formats, `conn` one connection's state machine
+//! (no I/O), `agent` the tables, the thread and the user's handles
+//! ([`Cm`], [`CmId`], [`EventChannel`]), `gsi` QP1 and its buffers.
 
 #![forbid(unsafe_code)]
 
+mod agent;
+mod conn;
+mod event;
+mod gsi;
 pub mod wire;
+
+pub use agent::{Cm, CmConfig, CmId, Event};
+pub use conn::ConnParam;
+pub use event::{EventChannel, EventKind, Remote};

@@ -16,7 +16,10 @@ pub mod msg;
 
 pub use ip::{IpHeader, PortSpace};
 pub use mad::{AttrId, MadHeader, MAD_LEN};
-pub use msg::{CmMessage, Drep, Dreq, Mra, Path, Rej, RejReason, Rep, Req, Rtu, SidrRep, SidrReq};
+pub use msg::{
+    Answered, CmMessage, Drep, Dreq, Mra, Path, Rej, RejReason, Rep, Req, Rtu, SidrRep, SidrReq,
+    Transport,
+};
 
 /// Why bytes are not a CM message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

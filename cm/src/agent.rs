@@ -1,0 +1,653 @@
+//! The CM agent of one device: its GSI endpoint, the table of ids (by local
+//! communication ID), the listeners (by service ID), and a thread that
+//! receives MADs and runs the timers. Users hold [`CmId`]s and read
+//! [`Event`]s from their [`EventChannel`]s.
+//!
+//! Locks: `Shared::tables` (one per device), then a channel's queue (a
+//! leaf). Nothing is sent and no id handle is dropped under `tables`: what
+//! an input produced is collected in an `Out` and acted on after.
+
+use crate::conn::{Conn, ConnParam, Out, State, Target, Timing};
+use crate::event::{EventChannel, EventKind, Queued, Remote};
+use crate::gsi::Gsi;
+use crate::wire::msg::Transport;
+use crate::wire::{Answered, CmMessage, Path, Rej, RejReason, MAD_LEN};
+use soft_rdma::verbs::{Device, Errno, Gid, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How the CM times its exchanges.
+#[derive(Debug, Clone, Copy)]
+pub struct CmConfig {
+    /// The CM response timeout, as the exponent of 4.096 µs: how long an
+    /// unanswered REQ, REP or DREQ waits before it is sent again. 16 is
+    /// 268 ms (the kernel's rdma_cm uses 20, 4.3 s, sized for fabrics).
+    pub response_timeout: u8,
+    /// Sends after the first before giving up (rdma_cm: 15).
+    pub max_retries: u8,
+    /// What our MRAs ask the peer to wait (an exponent as above; 20 is
+    /// 4.3 s) while the user decides on a connection request.
+    pub mra_timeout: u8,
+    /// How long a disconnected connection answers late DREQs.
+    pub timewait: Duration,
+}
+
+impl Default for CmConfig {
+    fn default() -> CmConfig {
+        CmConfig {
+            response_timeout: 16,
+            max_retries: 15,
+            mra_timeout: 20,
+            timewait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What an id is.
+enum Kind {
+    Conn(Box<Conn>),
+    Listener {
+        service_id: u64,
+    },
+    /// Created, neither connecting nor listening yet.
+    Fresh,
+}
+
+struct Entry {
+    kind: Kind,
+    chan: EventChannel,
+    /// Set for a connection a listener's REQ made, until the user takes it.
+    listen_id: Option<u32>,
+}
+
+struct Tables {
+    ids: HashMap<u32, Entry>,
+    listeners: HashMap<u64, u32>,
+    /// (peer, its communication ID) → ours: how a repeated REQ is known.
+    by_remote: HashMap<(Gid, u32), u32>,
+    next_id: u32,
+    next_tid: u64,
+}
+
+impl Tables {
+    fn new_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id != 0 && !self.ids.contains_key(&self.next_id) {
+                return self.next_id;
+            }
+        }
+    }
+
+    fn new_tid(&mut self) -> u64 {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        self.next_tid
+    }
+}
+
+pub(crate) struct Shared {
+    gsi: Gsi,
+    gid: Gid,
+    guid: u64,
+    timing: Timing,
+    tables: Mutex<Tables>,
+    /// Wakes the thread when a new deadline may be earlier than its wait.
+    kick: odp::EventFd,
+    stop: AtomicBool,
+}
+
+/// The Communication Manager of one device.
+pub struct Cm {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// An event from a channel.
+pub struct Event {
+    /// The id it is for ([`CmId::local_id`]).
+    pub id: u32,
+    pub kind: EventKind,
+    /// What the peer's message carried (the whole field, as rdma_cm).
+    pub private_data: Vec<u8>,
+    /// The peer's end, from its REQ (ConnectRequest) or REP.
+    pub remote: Option<Remote>,
+    /// ConnectRequest: the listener it came to, and the new connection.
+    pub listen_id: Option<u32>,
+    pub new_id: Option<CmId>,
+}
+
+/// An `rdma_cm_id` of the CM: listens, or is one end of a connection.
+/// Dropping it ends the connection as `rdma_destroy_id` does.
+pub struct CmId {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+fn seed() -> u32 {
+    // Communication IDs of a restarted process should not repeat the last
+    // one's (a peer may still hold them): start from the clock.
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u32)
+        .unwrap_or(1)
+}
+
+impl Cm {
+    /// Opens the device's GSI QP and starts the agent thread.
+    pub fn new(dev: &Device, config: CmConfig) -> Result<Cm> {
+        let gsi = Gsi::open(dev)?;
+        let kick =
+            odp::EventFd::new().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+        let s = seed();
+        let shared = Arc::new(Shared {
+            gsi,
+            gid: dev.gid(1)?,
+            guid: dev.attr().node_guid,
+            timing: Timing {
+                response_timeout: config.response_timeout,
+                max_retries: config.max_retries,
+                mra_timeout: config.mra_timeout,
+                timewait: config.timewait,
+            },
+            tables: Mutex::new(Tables {
+                ids: HashMap::new(),
+                listeners: HashMap::new(),
+                by_remote: HashMap::new(),
+                next_id: s,
+                next_tid: u64::from(s) << 32,
+            }),
+            kick,
+            stop: AtomicBool::new(false),
+        });
+        let t = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("softrdma-cm".into())
+            .spawn(move || t.run())
+            .map_err(|_| Errno::EAGAIN)?;
+        Ok(Cm {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// `rdma_create_id`: a fresh id reporting to `chan`.
+    pub fn create_id(&self, chan: &EventChannel) -> CmId {
+        let mut t = self.shared.lock();
+        let id = t.new_id();
+        t.ids.insert(
+            id,
+            Entry {
+                kind: Kind::Fresh,
+                chan: chan.clone(),
+                listen_id: None,
+            },
+        );
+        CmId {
+            shared: self.shared.clone(),
+            id,
+        }
+    }
+
+    /// The GID requests from this CM come from (the device's RoCE v2 GID).
+    pub fn gid(&self) -> Gid {
+        self.shared.gid
+    }
+}
+
+impl Drop for Cm {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.kick.signal();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl EventChannel {
+    /// `rdma_get_cm_event`: the next event, waiting at most `timeout` (None:
+    /// forever).
+    pub fn get(&self, timeout: Option<Duration>, cm: &Cm) -> Option<Event> {
+        let q = self.pop(timeout)?;
+        let new_id = (q.kind == EventKind::ConnectRequest).then(|| CmId {
+            shared: cm.shared.clone(),
+            id: q.id,
+        });
+        Some(Event {
+            id: q.id,
+            kind: q.kind,
+            private_data: q.private_data,
+            remote: q.remote,
+            listen_id: q.listen_id,
+            new_id,
+        })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends what an input produced and queues its events. Call with no
+    /// lock held.
+    fn flush(
+        &self,
+        id: u32,
+        chan: Option<EventChannel>,
+        listen_id: Option<u32>,
+        remote: Option<Remote>,
+        out: Out,
+    ) {
+        for (to, mad) in &out.sends {
+            // A full send queue loses this one; retransmission covers it.
+            let _ = self.gsi.send(*to, mad);
+        }
+        if let Some(chan) = chan {
+            for (kind, private_data) in out.events {
+                chan.push(Queued {
+                    id,
+                    listen_id,
+                    kind,
+                    private_data,
+                    remote,
+                });
+            }
+        }
+    }
+
+    /// Runs `f` on connection `id` under the table lock, then acts on what
+    /// it produced; removes the connection once closed.
+    fn with_conn<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut Conn, &mut Tables, &mut Out) -> Result<R>,
+    ) -> Result<R> {
+        let mut out = Out::default();
+        let (r, chan, remote, listen_id, gone) = {
+            let mut t = self.lock();
+            let mut entry = t.ids.remove(&id).ok_or(Errno::EINVAL)?;
+            let Kind::Conn(conn) = &mut entry.kind else {
+                t.ids.insert(id, entry);
+                return Err(Errno::EINVAL);
+            };
+            let r = f(conn, &mut t, &mut out);
+            let remote = conn.remote;
+            let closed = conn.state == State::Closed;
+            if closed {
+                let key = (conn.peer, conn.remote_id);
+                if t.by_remote.get(&key) == Some(&id) {
+                    t.by_remote.remove(&key);
+                }
+            }
+            let chan = entry.chan.clone();
+            let listen_id = entry.listen_id;
+            let gone = if closed && matches!(&entry.kind, Kind::Conn(c) if c.detached) {
+                Some(entry)
+            } else {
+                t.ids.insert(id, entry);
+                None
+            };
+            (r, chan, remote, listen_id, gone)
+        };
+        drop(gone);
+        self.flush(id, Some(chan), listen_id, remote, out);
+        self.kick.signal();
+        r
+    }
+
+    /// The agent thread: wait for MADs or the next deadline, handle them.
+    fn run(self: Arc<Self>) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = {
+                let t = self.lock();
+                t.ids
+                    .values()
+                    .filter_map(|e| match &e.kind {
+                        Kind::Conn(c) => c.deadline(),
+                        _ => None,
+                    })
+                    .min()
+            };
+            let wait = next.map(|d| d.saturating_duration_since(Instant::now()));
+            let ts = wait.map(|w| rustix::event::Timespec {
+                tv_sec: w.as_secs() as i64,
+                tv_nsec: i64::from(w.subsec_nanos()),
+            });
+            let mut fds = [
+                rustix::event::PollFd::new(&self.gsi, rustix::event::PollFlags::IN),
+                rustix::event::PollFd::new(&self.kick, rustix::event::PollFlags::IN),
+            ];
+            let _ = rustix::event::poll(&mut fds, ts.as_ref());
+            self.kick.drain();
+            for r in self.gsi.receive() {
+                // The CM speaks QP1 to QP1 (no redirection).
+                if r.src_qp == soft_rdma::verbs::GSI_QPN {
+                    self.on_mad(r.from, &r.mad);
+                }
+            }
+            self.on_timers();
+        }
+    }
+
+    fn on_timers(&self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .lock()
+            .ids
+            .iter()
+            .filter_map(|(id, e)| match &e.kind {
+                Kind::Conn(c) if c.deadline().is_some_and(|d| d <= now) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in due {
+            let _ = self.with_conn(id, |c, _, out| {
+                c.on_timer(now, out);
+                Ok(())
+            });
+        }
+    }
+
+    /// Answers a message no id takes: a REJ, so the sender stops at once.
+    fn reject_stray(
+        &self,
+        to: Gid,
+        tid: u64,
+        remote_comm_id: u32,
+        answered: Answered,
+        reason: RejReason,
+    ) {
+        let rej = CmMessage::Rej(Rej {
+            local_comm_id: 0,
+            remote_comm_id,
+            message_rejected: answered,
+            reason,
+            ari: vec![],
+            private_data: vec![],
+        });
+        if let Ok(mad) = rej.emit(tid) {
+            let _ = self.gsi.send(to, &mad);
+        }
+    }
+
+    fn on_mad(&self, from: Gid, mad: &[u8; MAD_LEN]) {
+        // A malformed or foreign MAD is dropped: it names no connection.
+        let Ok((tid, msg)) = CmMessage::parse(mad) else {
+            return;
+        };
+        let now = Instant::now();
+        match msg {
+            CmMessage::Req(req) => self.on_req(from, tid, req, now),
+            CmMessage::Mra(m) => {
+                let _ = self.with_conn(m.remote_comm_id, |c, _, _| {
+                    c.on_mra(&m, now);
+                    Ok(())
+                });
+            }
+            CmMessage::Rej(r) => {
+                let _ = self.with_conn(r.remote_comm_id, |c, _, out| {
+                    if c.remote_id == 0 || c.remote_id == r.local_comm_id || r.local_comm_id == 0 {
+                        c.on_rej(&r, out);
+                    }
+                    Ok(())
+                });
+            }
+            CmMessage::Rep(r) => {
+                let known = self.with_conn(r.remote_comm_id, |c, _, out| {
+                    if c.peer != from {
+                        return Err(Errno::EINVAL);
+                    }
+                    c.on_rep(&r, out);
+                    Ok(())
+                });
+                if known.is_err() {
+                    self.reject_stray(
+                        from,
+                        tid,
+                        r.local_comm_id,
+                        Answered::Rep,
+                        RejReason::INVALID_COMM_ID,
+                    );
+                }
+            }
+            CmMessage::Rtu(r) => {
+                let _ = self.with_conn(r.remote_comm_id, |c, _, out| {
+                    if c.remote_id == r.local_comm_id {
+                        c.on_rtu(&r, out);
+                    }
+                    Ok(())
+                });
+            }
+            CmMessage::Dreq(d) => {
+                let known = self.with_conn(d.remote_comm_id, |c, _, out| {
+                    if c.remote_id != d.local_comm_id {
+                        return Err(Errno::EINVAL);
+                    }
+                    c.on_dreq(tid, out, now);
+                    Ok(())
+                });
+                if known.is_err() {
+                    // Forgotten already (its DREP was lost): answer anyway,
+                    // as ib_cm does, so the peer stops asking.
+                    let drep = CmMessage::Drep(crate::wire::Drep {
+                        local_comm_id: d.remote_comm_id,
+                        remote_comm_id: d.local_comm_id,
+                        private_data: vec![],
+                    });
+                    if let Ok(mad) = drep.emit(tid) {
+                        let _ = self.gsi.send(from, &mad);
+                    }
+                }
+            }
+            CmMessage::Drep(d) => {
+                let _ = self.with_conn(d.remote_comm_id, |c, _, out| {
+                    if c.remote_id == d.local_comm_id {
+                        c.on_drep(out, now);
+                    }
+                    Ok(())
+                });
+            }
+            // UD service resolution is not spoken yet: refuse it.
+            CmMessage::SidrReq(_) | CmMessage::SidrRep(_) => {}
+        }
+    }
+
+    fn on_req(&self, from: Gid, tid: u64, req: crate::wire::Req, _now: Instant) {
+        let mut out = Out::default();
+        let (id, chan, listen_id, remote) = {
+            let mut t = self.lock();
+            if let Some(&id) = t.by_remote.get(&(from, req.local_comm_id)) {
+                if let Some(Entry {
+                    kind: Kind::Conn(c),
+                    ..
+                }) = t.ids.get_mut(&id)
+                {
+                    c.on_dup_req(&mut out);
+                }
+                drop(t);
+                self.flush(id, None, None, None, out);
+                return;
+            }
+            let Some(&lid) = t.listeners.get(&req.service_id) else {
+                drop(t);
+                self.reject_stray(
+                    from,
+                    tid,
+                    req.local_comm_id,
+                    Answered::Req,
+                    RejReason::INVALID_SERVICE_ID,
+                );
+                return;
+            };
+            let Some(chan) = t.ids.get(&lid).map(|e| e.chan.clone()) else {
+                return;
+            };
+            let id = t.new_id();
+            let mut conn = Conn::new(id, self.timing);
+            conn.on_req(from, tid, &req, &mut out);
+            let remote = conn.remote;
+            t.by_remote.insert((from, req.local_comm_id), id);
+            t.ids.insert(
+                id,
+                Entry {
+                    kind: Kind::Conn(Box::new(conn)),
+                    chan: chan.clone(),
+                    listen_id: Some(lid),
+                },
+            );
+            (id, chan, Some(lid), remote)
+        };
+        self.flush(id, Some(chan), listen_id, remote, out);
+    }
+}
+
+impl CmId {
+    /// The id's local communication ID: what its events name.
+    pub fn local_id(&self) -> u32 {
+        self.id
+    }
+
+    /// `rdma_listen`: REQs for `service_id` come to this id. EADDRINUSE when
+    /// another id listens there; EINVAL for an id in use.
+    pub fn listen(&self, service_id: u64) -> Result<()> {
+        let mut t = self.shared.lock();
+        if t.listeners.contains_key(&service_id) {
+            return Err(Errno(libc::EADDRINUSE));
+        }
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        if !matches!(e.kind, Kind::Fresh) {
+            return Err(Errno::EINVAL);
+        }
+        e.kind = Kind::Listener { service_id };
+        t.listeners.insert(service_id, self.id);
+        Ok(())
+    }
+
+    /// `rdma_connect`: send a REQ for `service_id` to the device `dgid`
+    /// names, offering QP `p.qpn` (moved to INIT by the caller).
+    pub fn connect(&self, dgid: Gid, service_id: u64, p: &ConnParam) -> Result<()> {
+        check_private(p, crate::wire::Req::PRIVATE_DATA_LEN)?;
+        let s = &self.shared;
+        let mut out = Out::default();
+        let chan = {
+            let mut t = s.lock();
+            let tid = t.new_tid();
+            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+            if !matches!(e.kind, Kind::Fresh) {
+                return Err(Errno::EINVAL);
+            }
+            let mut conn = Conn::new(self.id, s.timing);
+            let primary = Path {
+                local_lid: 0xffff,
+                remote_lid: 0xffff,
+                local_gid: s.gid.0,
+                remote_gid: dgid.0,
+                flow_label: 0,
+                packet_rate: 0,
+                traffic_class: 0,
+                hop_limit: 64,
+                sl: 0,
+                subnet_local: false,
+                local_ack_timeout: 14,
+            };
+            let p = ConnParam {
+                local_ca_guid: s.guid,
+                ..p.clone()
+            };
+            let to = Target {
+                peer: dgid,
+                service_id,
+                transport: Transport::Rc,
+                primary,
+            };
+            conn.connect(&to, tid, &p, Instant::now(), &mut out);
+            e.kind = Kind::Conn(Box::new(conn));
+            e.chan.clone()
+        };
+        s.flush(self.id, Some(chan), None, None, out);
+        s.kick.signal();
+        Ok(())
+    }
+
+    /// `rdma_accept`: answer the REQ with a REP offering QP `p.qpn` (moved
+    /// to RTR/RTS by the caller).
+    pub fn accept(&self, p: &ConnParam) -> Result<()> {
+        check_private(p, crate::wire::Rep::PRIVATE_DATA_LEN)?;
+        let guid = self.shared.guid;
+        self.shared.with_conn(self.id, |c, _, out| {
+            let p = ConnParam {
+                local_ca_guid: guid,
+                ..p.clone()
+            };
+            c.accept(&p, Instant::now(), out)
+        })
+    }
+
+    /// `rdma_reject`: refuse a connection request (or a REP).
+    pub fn reject(&self, private_data: &[u8]) -> Result<()> {
+        if private_data.len() > Rej::PRIVATE_DATA_LEN {
+            return Err(Errno::EINVAL);
+        }
+        self.shared.with_conn(self.id, |c, _, out| {
+            c.reject(RejReason::CONSUMER_DEFINED, private_data, out)
+        })
+    }
+
+    /// `rdma_establish`: after the REP and the QP's move to RTS, send the RTU.
+    pub fn establish(&self) -> Result<()> {
+        self.shared
+            .with_conn(self.id, |c, _, out| c.establish(&[], out))
+    }
+
+    /// `rdma_disconnect`: send a DREQ.
+    pub fn disconnect(&self) -> Result<()> {
+        self.shared.with_conn(self.id, |c, t, out| {
+            let tid = t.new_tid();
+            c.disconnect(tid, Instant::now(), out)
+        })
+    }
+
+    /// The peer's end, once its REQ or REP arrived.
+    pub fn remote(&self) -> Option<Remote> {
+        match &self.shared.lock().ids.get(&self.id)?.kind {
+            Kind::Conn(c) => c.remote,
+            _ => None,
+        }
+    }
+}
+
+fn check_private(p: &ConnParam, max: usize) -> Result<()> {
+    if p.private_data.len() > max {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+impl Drop for CmId {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        let entry = {
+            let mut t = s.lock();
+            match t.ids.get(&self.id).map(|e| &e.kind) {
+                Some(Kind::Conn(_)) => None,
+                Some(Kind::Listener { service_id }) => {
+                    let sid = *service_id;
+                    t.listeners.remove(&sid);
+                    t.ids.remove(&self.id)
+                }
+                _ => t.ids.remove(&self.id),
+            }
+        };
+        drop(entry);
+        // A connection finishes its protocol detached, then is forgotten.
+        let _ = s.with_conn(self.id, |c, t, out| {
+            let tid = t.new_tid();
+            c.detach(tid, Instant::now(), out);
+            Ok(())
+        });
+    }
+}
