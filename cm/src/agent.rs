@@ -10,8 +10,9 @@
 use crate::conn::{Conn, ConnParam, Out, State, Target, Timing};
 use crate::event::{EventChannel, EventKind, Queued, Remote};
 use crate::gsi::Gsi;
+use crate::rendezvous::Claim;
 use crate::wire::msg::Transport;
-use crate::wire::{Answered, CmMessage, Path, Rej, RejReason, MAD_LEN};
+use crate::wire::{Answered, CmMessage, Path, PortSpace, Rej, RejReason, MAD_LEN};
 use soft_rdma::verbs::{Device, Errno, Gid, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,8 @@ enum Kind {
 
 struct Entry {
     kind: Kind,
+    /// The port this id holds on the host ([`CmId::bind`]).
+    claim: Option<Arc<Claim>>,
     chan: EventChannel,
     /// Set for a connection a listener's REQ made, until the user takes it.
     listen_id: Option<u32>,
@@ -97,6 +100,10 @@ pub(crate) struct Shared {
     /// Wakes the thread when a new deadline may be earlier than its wait.
     kick: odp::EventFd,
     stop: AtomicBool,
+    /// Rounds of the thread's loop completed: a released port is closed once
+    /// the round that may hold it ends ([`Shared::wait_round`]).
+    rounds: Mutex<u64>,
+    round_done: std::sync::Condvar,
 }
 
 /// The Communication Manager of one device.
@@ -161,6 +168,8 @@ impl Cm {
             }),
             kick,
             stop: AtomicBool::new(false),
+            rounds: Mutex::new(0),
+            round_done: std::sync::Condvar::new(),
         });
         let t = shared.clone();
         let thread = std::thread::Builder::new()
@@ -181,6 +190,7 @@ impl Cm {
             id,
             Entry {
                 kind: Kind::Fresh,
+                claim: None,
                 chan: chan.clone(),
                 listen_id: None,
             },
@@ -299,30 +309,47 @@ impl Shared {
         r
     }
 
-    /// The agent thread: wait for MADs or the next deadline, handle them.
+    /// The agent thread: wait for MADs, the next deadline or a client of a
+    /// claimed port; handle them.
     fn run(self: Arc<Self>) {
         while !self.stop.load(Ordering::Relaxed) {
-            let next = {
+            let (next, claims) = {
                 let t = self.lock();
-                t.ids
+                let next = t
+                    .ids
                     .values()
                     .filter_map(|e| match &e.kind {
                         Kind::Conn(c) => c.deadline(),
                         _ => None,
                     })
-                    .min()
+                    .min();
+                let claims: Vec<Arc<Claim>> =
+                    t.ids.values().filter_map(|e| e.claim.clone()).collect();
+                (next, claims)
             };
             let wait = next.map(|d| d.saturating_duration_since(Instant::now()));
             let ts = wait.map(|w| rustix::event::Timespec {
                 tv_sec: w.as_secs() as i64,
                 tv_nsec: i64::from(w.subsec_nanos()),
             });
-            let mut fds = [
+            let mut fds = vec![
                 rustix::event::PollFd::new(&self.gsi, rustix::event::PollFlags::IN),
                 rustix::event::PollFd::new(&self.kick, rustix::event::PollFlags::IN),
             ];
+            fds.extend(
+                claims
+                    .iter()
+                    .map(|c| rustix::event::PollFd::new(&**c, rustix::event::PollFlags::IN)),
+            );
             let _ = rustix::event::poll(&mut fds, ts.as_ref());
+            drop(fds);
             self.kick.drain();
+            for c in &claims {
+                c.serve();
+            }
+            drop(claims);
+            *self.rounds.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            self.round_done.notify_all();
             for r in self.gsi.receive() {
                 // The CM speaks QP1 to QP1 (no redirection).
                 if r.src_qp == soft_rdma::verbs::GSI_QPN {
@@ -349,6 +376,26 @@ impl Shared {
                 c.on_timer(now, out);
                 Ok(())
             });
+        }
+    }
+
+    /// Returns once the thread's current round is over (so it holds no port
+    /// released before this call), or after a second should it be stuck.
+    fn wait_round(&self) {
+        let mut r = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        let start = *r;
+        self.kick.signal();
+        let end = Instant::now() + Duration::from_secs(1);
+        while *r == start && !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            r = self
+                .round_done
+                .wait_timeout(r, end - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -495,6 +542,7 @@ impl Shared {
                 id,
                 Entry {
                     kind: Kind::Conn(Box::new(conn)),
+                    claim: None,
                     chan: chan.clone(),
                     listen_id: Some(lid),
                 },
@@ -509,6 +557,30 @@ impl CmId {
     /// The id's local communication ID: what its events name.
     pub fn local_id(&self) -> u32 {
         self.id
+    }
+
+    /// `rdma_bind_addr`: hold `port` of `ps` on this host (0: a free one),
+    /// so that clients of the host find this device there
+    /// ([`crate::rendezvous`]). Returns the port; EADDRINUSE when taken,
+    /// EINVAL when this id holds one already.
+    pub fn bind(&self, ps: PortSpace, port: u16) -> Result<u16> {
+        let gid = self.shared.gid;
+        let claim = if port == 0 {
+            Claim::take_any(ps, gid)
+        } else {
+            Claim::take(ps, port, gid)
+        }
+        .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EADDRINUSE)))?;
+        let port = claim.port;
+        let mut t = self.shared.lock();
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        if e.claim.is_some() {
+            return Err(Errno::EINVAL);
+        }
+        e.claim = Some(Arc::new(claim));
+        drop(t);
+        self.shared.kick.signal();
+        Ok(port)
     }
 
     /// `rdma_listen`: REQs for `service_id` come to this id. EADDRINUSE when
@@ -642,7 +714,18 @@ impl Drop for CmId {
                 _ => t.ids.remove(&self.id),
             }
         };
+        let claimed = entry.as_ref().is_some_and(|e| e.claim.is_some())
+            || s.lock()
+                .ids
+                .get_mut(&self.id)
+                .and_then(|e| e.claim.take())
+                .is_some();
         drop(entry);
+        if claimed {
+            // The port is free again once this returns, as a closed
+            // socket's: the thread may be polling it.
+            s.wait_round();
+        }
         // A connection finishes its protocol detached, then is forgotten.
         let _ = s.with_conn(self.id, |c, t, out| {
             let tid = t.new_tid();

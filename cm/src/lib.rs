@@ -7,7 +7,8 @@
 //! `rdma_cm` do over rxe or mlx5 — so a kernel peer could be on the other
 //! end. [`wire`] holds the formats, `conn` one connection's state machine
 //! (no I/O), `agent` the tables, the thread and the user's handles
-//! ([`Cm`], [`CmId`], [`EventChannel`]), `gsi` QP1 and its buffers.
+//! ([`Cm`], [`CmId`], [`EventChannel`]), `gsi` QP1 and its buffers,
+//! [`rendezvous`] how a client finds a listener of the same host.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ mod agent;
 mod conn;
 mod event;
 mod gsi;
+pub mod rendezvous;
 pub mod wire;
 
 pub use agent::{Cm, CmConfig, CmId, Event};
