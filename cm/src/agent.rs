@@ -7,12 +7,14 @@
 //! leaf). Nothing is sent and no id handle is dropped under `tables`: what
 //! an input produced is collected in an `Out` and acted on after.
 
-use crate::conn::{Conn, ConnParam, Out, State, Target, Timing};
+use crate::conn::{Conn, ConnParam, Out, State, Target, Timing, SIDR_UNSUPPORTED};
 use crate::event::{EventChannel, EventKind, Queued, Remote};
 use crate::gsi::Gsi;
 use crate::rendezvous::Claim;
 use crate::wire::msg::Transport;
-use crate::wire::{Answered, CmMessage, Path, PortSpace, Rej, RejReason, MAD_LEN};
+use crate::wire::{
+    Answered, CmMessage, Path, PortSpace, Rej, RejReason, SidrRep, SidrReq, MAD_LEN,
+};
 use soft_rdma::verbs::{Device, Errno, Gid, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +121,9 @@ pub struct Event {
     pub kind: EventKind,
     /// What the peer's message carried (the whole field, as rdma_cm).
     pub private_data: Vec<u8>,
+    /// rdma_cm's `status`: 0; the reason of a REJ; -ETIMEDOUT for no
+    /// answer; the status of a failed SIDR_REP.
+    pub status: i32,
     /// The peer's end, from its REQ (ConnectRequest) or REP.
     pub remote: Option<Remote>,
     /// ConnectRequest: the listener it came to, and the new connection.
@@ -230,6 +235,7 @@ impl EventChannel {
             id: q.id,
             kind: q.kind,
             private_data: q.private_data,
+            status: q.status,
             remote: q.remote,
             listen_id: q.listen_id,
             new_id,
@@ -257,12 +263,13 @@ impl Shared {
             let _ = self.gsi.send(*to, mad);
         }
         if let Some(chan) = chan {
-            for (kind, private_data) in out.events {
+            for (kind, private_data, status) in out.events {
                 chan.push(Queued {
                     id,
                     listen_id,
                     kind,
                     private_data,
+                    status,
                     remote,
                 });
             }
@@ -498,9 +505,73 @@ impl Shared {
                     Ok(())
                 });
             }
-            // UD service resolution is not spoken yet: refuse it.
-            CmMessage::SidrReq(_) | CmMessage::SidrRep(_) => {}
+            CmMessage::SidrReq(r) => self.on_sidr_req(from, tid, r),
+            CmMessage::SidrRep(r) => {
+                let _ = self.with_conn(r.request_id, |c, _, out| {
+                    if c.peer == from {
+                        c.on_sidr_rep(&r, out);
+                    }
+                    Ok(())
+                });
+            }
         }
+    }
+
+    /// A SIDR_REQ: a new UD request for a listener, a repeated one, or one
+    /// nobody listens for (answered "unsupported service ID", as ib_cm).
+    fn on_sidr_req(&self, from: Gid, tid: u64, req: SidrReq) {
+        let mut out = Out::default();
+        let (id, chan, lid) = {
+            let mut t = self.lock();
+            if let Some(&id) = t.by_remote.get(&(from, req.request_id)) {
+                if let Some(Entry {
+                    kind: Kind::Conn(c),
+                    ..
+                }) = t.ids.get_mut(&id)
+                {
+                    c.on_dup_sidr_req(&mut out);
+                }
+                drop(t);
+                self.flush(id, None, None, None, out);
+                return;
+            }
+            let Some((lid, chan)) = t
+                .listeners
+                .get(&req.service_id)
+                .and_then(|l| Some((*l, t.ids.get(l)?.chan.clone())))
+            else {
+                drop(t);
+                let rep = CmMessage::SidrRep(SidrRep {
+                    request_id: req.request_id,
+                    status: SIDR_UNSUPPORTED,
+                    vendor_id: 0,
+                    qpn: 0,
+                    service_id: req.service_id,
+                    qkey: 0,
+                    info: vec![],
+                    private_data: vec![],
+                });
+                if let Ok(mad) = rep.emit(tid) {
+                    let _ = self.gsi.send(from, &mad);
+                }
+                return;
+            };
+            let id = t.new_id();
+            let mut conn = Conn::new(id, self.timing);
+            conn.on_sidr_req(from, tid, &req, &mut out);
+            t.by_remote.insert((from, req.request_id), id);
+            t.ids.insert(
+                id,
+                Entry {
+                    kind: Kind::Conn(Box::new(conn)),
+                    claim: None,
+                    chan: chan.clone(),
+                    listen_id: Some(lid),
+                },
+            );
+            (id, chan, lid)
+        };
+        self.flush(id, Some(chan), Some(lid), None, out);
     }
 
     fn on_req(&self, from: Gid, tid: u64, req: crate::wire::Req, _now: Instant) {
@@ -659,13 +730,60 @@ impl CmId {
         })
     }
 
-    /// `rdma_reject`: refuse a connection request (or a REP).
+    /// `rdma_reject`: refuse a connection request (or a REP), or a UD
+    /// request (a SIDR_REP "rejected").
     pub fn reject(&self, private_data: &[u8]) -> Result<()> {
-        if private_data.len() > Rej::PRIVATE_DATA_LEN {
+        if private_data.len() > SidrRep::PRIVATE_DATA_LEN.min(Rej::PRIVATE_DATA_LEN) {
             return Err(Errno::EINVAL);
         }
         self.shared.with_conn(self.id, |c, _, out| {
-            c.reject(RejReason::CONSUMER_DEFINED, private_data, out)
+            if c.state == State::SidrReqRcvd {
+                c.sidr_answer(None, private_data, out)
+            } else {
+                c.reject(RejReason::CONSUMER_DEFINED, private_data, out)
+            }
+        })
+    }
+
+    /// `rdma_resolve_route` + `rdma_connect` of a UD id: ask the service at
+    /// `dgid` for its QP (SIDR); ESTABLISHED brings its QPN and Q_Key.
+    pub fn resolve_ud(&self, dgid: Gid, service_id: u64, private_data: &[u8]) -> Result<()> {
+        if private_data.len() > SidrReq::PRIVATE_DATA_LEN {
+            return Err(Errno::EINVAL);
+        }
+        let s = &self.shared;
+        let mut out = Out::default();
+        let chan = {
+            let mut t = s.lock();
+            let tid = t.new_tid();
+            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+            if !matches!(e.kind, Kind::Fresh) {
+                return Err(Errno::EINVAL);
+            }
+            let mut conn = Conn::new(self.id, s.timing);
+            conn.sidr_request(
+                dgid,
+                service_id,
+                tid,
+                private_data,
+                Instant::now(),
+                &mut out,
+            );
+            e.kind = Kind::Conn(Box::new(conn));
+            e.chan.clone()
+        };
+        s.flush(self.id, Some(chan), None, None, out);
+        s.kick.signal();
+        Ok(())
+    }
+
+    /// `rdma_accept` of a UD request: answer with our QP and Q_Key.
+    pub fn accept_ud(&self, qpn: u32, qkey: u32, private_data: &[u8]) -> Result<()> {
+        if private_data.len() > SidrRep::PRIVATE_DATA_LEN {
+            return Err(Errno::EINVAL);
+        }
+        self.shared.with_conn(self.id, |c, _, out| {
+            c.sidr_answer(Some((qpn, qkey)), private_data, out)
         })
     }
 

@@ -6,7 +6,14 @@
 
 use crate::event::{EventKind, Remote};
 use crate::wire::msg::{Answered, Transport};
-use crate::wire::{CmMessage, Drep, Dreq, Mra, Rej, RejReason, Rep, Req, Rtu, MAD_LEN};
+use crate::wire::{
+    CmMessage, Drep, Dreq, Mra, Rej, RejReason, Rep, Req, Rtu, SidrRep, SidrReq, MAD_LEN,
+};
+
+/// SIDR_REP statuses (IBTA table 121) the CM sends.
+pub const SIDR_OK: u8 = 0;
+pub const SIDR_UNSUPPORTED: u8 = 1;
+pub const SIDR_REJECTED: u8 = 2;
 use soft_rdma::verbs::{Errno, Gid};
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,12 @@ pub enum State {
     DreqSent,
     /// Disconnected; answers late DREQs until the timer ends it.
     TimeWait,
+    /// UD, active: SIDR_REQ sent, waiting for the SIDR_REP.
+    SidrReqSent,
+    /// UD, passive: SIDR_REQ delivered, waiting for the user's answer.
+    SidrReqRcvd,
+    /// UD, passive: answered; repeats the answer to a repeated SIDR_REQ.
+    SidrRepSent,
     /// Over: the agent forgets it.
     Closed,
 }
@@ -36,7 +49,10 @@ pub enum State {
 #[derive(Default)]
 pub struct Out {
     pub sends: Vec<(Gid, [u8; MAD_LEN])>,
-    pub events: Vec<(EventKind, Vec<u8>)>,
+    /// What to tell the user: the event, the private data it carries, and
+    /// its status (rdma_cm's `event->status`: 0, a REJ reason, a SIDR
+    /// status, or a negative errno).
+    pub events: Vec<(EventKind, Vec<u8>, i32)>,
 }
 
 /// The timing rules: how long to wait for an answer and how often to ask.
@@ -83,6 +99,8 @@ pub struct Conn {
     last_answer: Option<[u8; MAD_LEN]>,
     /// The user is gone (the id was destroyed): finish the protocol quietly.
     pub detached: bool,
+    /// A UD id (SIDR): no connection, no disconnection.
+    ud: bool,
     timing: Timing,
 }
 
@@ -126,6 +144,7 @@ impl Conn {
             pending: None,
             last_answer: None,
             detached: false,
+            ud: false,
             timing,
         }
     }
@@ -136,8 +155,17 @@ impl Conn {
     }
 
     fn event(&self, out: &mut Out, kind: EventKind, private_data: Vec<u8>) {
+        let status = match kind {
+            EventKind::Rejected(r) => i32::from(r.0),
+            EventKind::Unreachable => -110, // ETIMEDOUT
+            _ => 0,
+        };
+        self.event_status(out, kind, private_data, status);
+    }
+
+    fn event_status(&self, out: &mut Out, kind: EventKind, private_data: Vec<u8>, status: i32) {
         if !self.detached {
-            out.events.push((kind, private_data));
+            out.events.push((kind, private_data, status));
         }
     }
 
@@ -430,6 +458,102 @@ impl Conn {
         });
     }
 
+    /// UD, active: ask the peer's service for its QP (SIDR_REQ).
+    pub fn sidr_request(
+        &mut self,
+        peer: Gid,
+        service_id: u64,
+        tid: u64,
+        private_data: &[u8],
+        now: Instant,
+        out: &mut Out,
+    ) {
+        self.peer = peer;
+        self.service_id = service_id;
+        self.tid = tid;
+        self.ud = true;
+        let req = CmMessage::SidrReq(SidrReq {
+            request_id: self.local_id,
+            pkey: 0xffff,
+            service_id,
+            private_data: private_data.to_vec(),
+        });
+        let period = self.response_period();
+        self.send_expecting(out, &req, period, now);
+        self.state = State::SidrReqSent;
+    }
+
+    /// UD, passive: a SIDR_REQ for a listener.
+    pub fn on_sidr_req(&mut self, peer: Gid, tid: u64, req: &SidrReq, out: &mut Out) {
+        self.peer = peer;
+        self.tid = tid;
+        self.remote_id = req.request_id;
+        self.service_id = req.service_id;
+        self.ud = true;
+        self.state = State::SidrReqRcvd;
+        self.event(out, EventKind::ConnectRequest, req.private_data.clone());
+    }
+
+    /// UD, passive: answer with our QP and Q_Key (status 0), or refuse
+    /// (status 2, rejected), with private data.
+    pub fn sidr_answer(
+        &mut self,
+        qp: Option<(u32, u32)>,
+        private_data: &[u8],
+        out: &mut Out,
+    ) -> Result<(), Errno> {
+        if self.state != State::SidrReqRcvd {
+            return Err(Errno::EINVAL);
+        }
+        let (qpn, qkey) = qp.unwrap_or((0, 0));
+        let rep = CmMessage::SidrRep(SidrRep {
+            request_id: self.remote_id,
+            status: if qp.is_some() { SIDR_OK } else { SIDR_REJECTED },
+            vendor_id: 0,
+            qpn,
+            service_id: self.service_id,
+            qkey,
+            info: vec![],
+            private_data: private_data.to_vec(),
+        });
+        self.last_answer = Some(self.send(out, &rep));
+        self.state = State::SidrRepSent;
+        Ok(())
+    }
+
+    /// UD, passive: the peer asked again (our answer was lost).
+    pub fn on_dup_sidr_req(&mut self, out: &mut Out) {
+        if let (State::SidrRepSent, Some(mad)) = (self.state, self.last_answer) {
+            out.sends.push((self.peer, mad));
+        }
+    }
+
+    /// UD, active: the answer. Success is ESTABLISHED with the peer's QP
+    /// and Q_Key; any other status UNREACHABLE with it, as rdma_cm.
+    pub fn on_sidr_rep(&mut self, rep: &SidrRep, out: &mut Out) {
+        if self.state != State::SidrReqSent {
+            return;
+        }
+        self.pending = None;
+        if rep.status == SIDR_OK {
+            self.remote = Some(Remote {
+                qpn: rep.qpn,
+                qkey: rep.qkey,
+                ..Remote::default()
+            });
+            self.state = State::Established;
+            self.event(out, EventKind::Established, rep.private_data.clone());
+        } else {
+            self.state = State::Closed;
+            self.event_status(
+                out,
+                EventKind::Unreachable,
+                rep.private_data.clone(),
+                i32::from(rep.status),
+            );
+        }
+    }
+
     /// The deadline passed: ask again, or give up.
     pub fn on_timer(&mut self, now: Instant, out: &mut Out) {
         let Some(p) = self.pending.as_mut() else {
@@ -469,6 +593,10 @@ impl Conn {
                 self.event(out, EventKind::Disconnected, vec![]);
                 self.enter_timewait(now);
             }
+            State::SidrReqSent => {
+                self.state = State::Closed;
+                self.event(out, EventKind::Unreachable, vec![]);
+            }
             _ => {}
         }
     }
@@ -486,10 +614,16 @@ impl Conn {
                 self.send_rej(Answered::Req, RejReason::CONSUMER_DEFINED, &[], out);
                 self.state = State::Closed;
             }
+            // A UD id has nothing to tear down on the wire.
+            State::Established if self.ud => self.state = State::Closed,
             State::RepSent | State::RepRcvd | State::Established => {
                 let _ = self.disconnect(tid, now, out);
             }
-            State::Idle => self.state = State::Closed,
+            State::SidrReqRcvd => {
+                let _ = self.sidr_answer(None, &[], out);
+                self.state = State::Closed;
+            }
+            State::Idle | State::SidrReqSent | State::SidrRepSent => self.state = State::Closed,
             State::DreqSent | State::TimeWait | State::Closed => {}
         }
     }

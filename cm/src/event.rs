@@ -25,8 +25,8 @@ pub enum EventKind {
     TimewaitExit,
 }
 
-/// What the peer's REQ or REP said about its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the peer's REQ, REP or SIDR_REP said about its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Remote {
     pub qpn: u32,
     pub psn: u32,
@@ -37,6 +37,8 @@ pub struct Remote {
     pub srq: bool,
     /// The IBA MTU encoding; a REP carries none (the REQ's holds).
     pub path_mtu: Option<u8>,
+    /// A UD peer's Q_Key (SIDR_REP); 0 for a connection.
+    pub qkey: u32,
 }
 
 impl Remote {
@@ -50,6 +52,7 @@ impl Remote {
             rnr_retry_count: r.rnr_retry_count,
             srq: r.srq,
             path_mtu: Some(r.path_mtu),
+            qkey: 0,
         }
     }
 
@@ -63,6 +66,7 @@ impl Remote {
             rnr_retry_count: r.rnr_retry_count,
             srq: r.srq,
             path_mtu: None,
+            qkey: 0,
         }
     }
 }
@@ -75,6 +79,7 @@ pub(crate) struct Queued {
     pub listen_id: Option<u32>,
     pub kind: EventKind,
     pub private_data: Vec<u8>,
+    pub status: i32,
     pub remote: Option<Remote>,
 }
 

@@ -281,3 +281,79 @@ fn connections_survive_lost_duplicated_and_reordered_mads() {
         assert!(f.dropped > 0 && f.duplicated > 0, "{f:?}");
     }
 }
+
+fn ud_qp(n: &Node) -> Qp {
+    let cfg = QpConfig {
+        qkey: 0x1ee7,
+        ..QpConfig::new(QpType::Ud)
+    };
+    let qp = cfg.create(&n.pd, &n.cq);
+    cfg.bring_up(&qp, 0, Gid([0; 16]));
+    qp
+}
+
+#[test]
+fn a_ud_id_learns_the_services_qp_by_sidr_and_sends_to_it() {
+    let (s, c) = pair(None, 9);
+    let service = PortSpace::Udp.service_id(4000);
+    let l = s.cm.create_id(&s.chan);
+    l.listen(service).unwrap();
+    let sqp = ud_qp(&s.node);
+    let cqp = ud_qp(&c.node);
+    let cid = c.cm.create_id(&c.chan);
+    cid.resolve_ud(s.cm.gid(), service, b"ud?").unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    assert_eq!(&req.private_data[..3], b"ud?");
+    let sid = req.new_id.unwrap();
+    sid.accept_ud(sqp.qp_num(), 0x1ee7, b"ud!").unwrap();
+    let e = expect(&c, EventKind::Established);
+    assert_eq!(&e.private_data[..3], b"ud!");
+    let r = e.remote.unwrap();
+    assert_eq!((r.qpn, r.qkey), (sqp.qp_num(), 0x1ee7));
+
+    let src = Buf::new(64, |i| i as u8 ^ 0x5a);
+    let dst = Buf::new(40 + 64, |_| 0);
+    let smr = c.node.pd.reg_mr(src.addr(), 64, all_access()).unwrap();
+    let dmr = s.node.pd.reg_mr(dst.addr(), 104, all_access()).unwrap();
+    sqp.post_recv(&[RecvWr {
+        wr_id: 7,
+        sg_list: &[dst.sge(&dmr, 0, 104)],
+    }])
+    .unwrap();
+    cqp.post_send(&[SendWr {
+        wr_id: 1,
+        sg_list: &[src.sge(&smr, 0, 64)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(UdDest {
+            ah: Ah { dgid: s.cm.gid() },
+            remote_qpn: r.qpn,
+            remote_qkey: r.qkey,
+        }),
+    }])
+    .unwrap();
+    let wc = wait(&s.node.cq, 1);
+    assert_eq!((wc[0].wr_id, wc[0].status), (7, WcStatus::Success));
+    assert_eq!(&dst.0[40..], &src.0[..]);
+}
+
+#[test]
+fn sidr_without_a_listener_or_refused_is_unreachable_with_its_status() {
+    let (s, c) = pair(None, 10);
+    let id = c.cm.create_id(&c.chan);
+    id.resolve_ud(s.cm.gid(), PortSpace::Udp.service_id(1), b"")
+        .unwrap();
+    let e = expect(&c, EventKind::Unreachable);
+    assert_eq!(e.status, 1, "service ID not supported");
+
+    let l = s.cm.create_id(&s.chan);
+    l.listen(PortSpace::Udp.service_id(2)).unwrap();
+    let id = c.cm.create_id(&c.chan);
+    id.resolve_ud(s.cm.gid(), PortSpace::Udp.service_id(2), b"")
+        .unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    req.new_id.unwrap().reject(b"go away").unwrap();
+    let e = expect(&c, EventKind::Unreachable);
+    assert_eq!(e.status, 2, "rejected");
+    assert_eq!(&e.private_data[..7], b"go away");
+}
