@@ -126,7 +126,7 @@ pub(super) fn on_request(
         }
     } else if d < 0 {
         bump(&ctx.stats.duplicate_requests);
-        duplicate(ctx, sh.pd, q, repr, tx);
+        duplicate(ctx, sh, q, repr, tx);
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
@@ -226,7 +226,7 @@ fn execute(
             }
             let wqe = sh.take_recv(ctx, q).ok_or(Fail::Rnr)?;
             q.resp.cur = Some(InMsg::Send { wqe, offset: 0 });
-            recv_payload(sh, q, repr, payload)
+            recv_payload(ctx, sh, q, repr, payload)
         }
         Op::SendMiddle | Op::SendLast | Op::SendLastImm | Op::SendLastInv => {
             if !matches!(q.resp.cur, Some(InMsg::Send { .. })) {
@@ -235,7 +235,7 @@ fn execute(
             if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
-            recv_payload(sh, q, repr, payload)
+            recv_payload(ctx, sh, q, repr, payload)
         }
         Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm => {
             if q.resp.cur.is_some() {
@@ -260,11 +260,10 @@ fn execute(
             let mr = if reth.len == 0 {
                 None
             } else {
+                let len = u64::from(reth.len);
                 let mr = ctx
                     .mrs
-                    .get(reth.rkey)
-                    .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
+                    .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
                 // ODP: the message's pages in one fault, not one per packet.
                 mr.fault_in(reth.va, u64::from(reth.len), true);
@@ -308,7 +307,7 @@ fn execute(
             if u64::from(reth.len) > MAX_MSG {
                 return Err(invalid);
             }
-            let mr = read_mr(ctx, sh.pd, q, reth)?;
+            let mr = read_mr(ctx, sh, q, reth)?;
             if let Some(mr) = &mr {
                 mr.fault_in(reth.va, u64::from(reth.len), false);
             }
@@ -342,9 +341,7 @@ fn execute(
             }
             let mr = ctx
                 .mrs
-                .get(a.rkey)
-                .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
+                .resolve(a.rkey, sh.pd, sh.qpn, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
             let r = if op == Op::CompareSwap {
                 mr.compare_and_swap(a.va, a.compare, a.swap_add)
@@ -376,6 +373,7 @@ fn remember(q: &mut Inner, r: Replay) {
 
 /// SEND payload into the current receive WQE; completes it on the last packet.
 fn recv_payload(
+    ctx: &Context<'_>,
     sh: &QpShared,
     q: &mut Inner,
     repr: &PacketRepr,
@@ -415,20 +413,23 @@ fn recv_payload(
         let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else {
             unreachable!()
         };
-        if let Ext::Inv(_) = repr.ext {
-            // Only a memory window or a fast-registration MR may be
-            // invalidated by a peer (IBTA 10.6.7.2). This device has neither
-            // (memory windows are unsupported; fast registration is a kernel
-            // verb), so the key names a plain MR or nothing: the invalidation
-            // fails, as on rxe (class J) — the receive completes in error and
-            // both QPs go to the error state. A plain MR is never invalidated.
-            q.resp.completed.push((
-                recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
-                false,
-            ));
-            return Err(Fail::Nak(NakCode::InvalidRequest));
-        }
         let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
+        if let Ext::Inv(rkey) = repr.ext {
+            // Only a memory window or a fast-registration MR may be
+            // invalidated by a peer (IBTA 10.6.7.2); fast registration is a
+            // kernel verb, so here: a type 2 window of this QP's PD. Any
+            // other key (a plain MR is never invalidated) fails, as on rxe
+            // (class J): the receive completes in error and both QPs go to
+            // the error state.
+            if ctx.mrs.invalidate_mw(sh.pd, rkey).is_err() {
+                q.resp.completed.push((
+                    recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
+                    false,
+                ));
+                return Err(Fail::Nak(NakCode::InvalidRequest));
+            }
+            wc.invalidated_rkey = Some(rkey);
+        }
         if let Ext::Imm(i) = repr.ext {
             wc.imm = Some(i);
         }
@@ -513,12 +514,12 @@ fn rc(op: Op) -> Opcode {
 /// PSN window: what it sends under one window at most).
 const WINDOW_PACKETS: u32 = MAX_UNACKED;
 
-/// The MR a READ of `reth` reads, checked: the QP's and the MR's right,
-/// the PD, the bounds (None for a zero-length READ, which names no memory).
+/// The MR a READ of `reth` reads, checked: the QP's and the MR's (or its
+/// window's) right, the PD, the bounds (None for a zero-length READ, which names no memory).
 /// A duplicate is checked again: its key may name another MR by now.
 fn read_mr(
     ctx: &Context<'_>,
-    pd: u32,
+    sh: &QpShared,
     q: &Inner,
     reth: Reth,
 ) -> Result<Option<Arc<MrShared>>, Fail> {
@@ -528,11 +529,10 @@ fn read_mr(
     if reth.len == 0 {
         return Ok(None);
     }
+    let len = u64::from(reth.len);
     let mr = ctx
         .mrs
-        .get(reth.rkey)
-        .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-    mr.check(pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
+        .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_READ)
         .map_err(key_nak)?;
     Ok(Some(mr))
 }
@@ -661,7 +661,7 @@ pub(super) fn flush_ack(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
 /// one; rxe likewise restarts one reply per READ rather than adding one):
 /// a burst of duplicates of one large READ must not become a burst of
 /// copies of it. The requester's own retries come one per timeout or gap.
-fn duplicate(ctx: &Context<'_>, pd: u32, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
+fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
     match op {
@@ -683,7 +683,7 @@ fn duplicate(ctx: &Context<'_>, pd: u32, q: &mut Inner, repr: &PacketRepr, tx: &
             // the key another MR's, by now. A failure answers nothing.
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
-                if let Ok(mr) = read_mr(ctx, pd, q, reth) {
+                if let Ok(mr) = read_mr(ctx, sh, q, reth) {
                     let _ = read_responses(ctx, q, mr.as_deref(), first, npsn, reth, from, tx);
                 }
             }
