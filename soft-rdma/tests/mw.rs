@@ -638,3 +638,31 @@ fn binds_on_a_ud_qp_are_refused_at_post() {
     }]);
     assert_eq!(r, Err((0, Errno::EINVAL)));
 }
+
+#[test]
+fn a_window_is_reached_only_through_a_qp_of_its_pd() {
+    let n = nodes();
+    let s = setup(&n, Access::default());
+    let mw = s.b.pd.alloc_mw(MwType::One).unwrap();
+    let k = s.bind_window(&mw);
+    // A pair whose target QP is on another PD of the target's device.
+    let cfg = QpConfig {
+        timeout: Some(14),
+        ..QpConfig::new(QpType::Rc)
+    };
+    let pd2 = s.b.dev.alloc_pd();
+    let (qa2, qb2) = (cfg.create(&s.a.pd, &s.a.cq), cfg.create(&pd2, &s.b.cq));
+    cfg.bring_up(&qa2, qb2.qp_num(), s.b.dev.gid(1).unwrap());
+    cfg.bring_up(&qb2, qa2.qp_num(), s.a.dev.gid(1).unwrap());
+    qa2.post_send(&[SendWr {
+        wr_id: 6,
+        sg_list: &[s.local.sge(&s.mra, 0, 64)],
+        op: write(k, s.win_addr()),
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert_eq!(wait(&s.a.cq, 1)[0].status, WcStatus::RemAccessErr);
+    assert!(s.remote.0.iter().all(|&x| x == 0), "nothing written");
+    assert_eq!(s.run(write(k, s.win_addr()), 64).status, WcStatus::Success);
+}

@@ -60,10 +60,14 @@ impl MwShared {
 }
 
 impl MwState {
-    fn unbind(&mut self) {
-        if let Some(b) = self.bound.take() {
-            b.mr.windows.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// The binding taken off, for the caller to drop once its locks are
+    /// released: it may hold the last reference to a deregistered MR,
+    /// whose ODP memory unregisters its notifier when dropped.
+    #[must_use]
+    fn unbind(&mut self) -> Option<Binding> {
+        let b = self.bound.take()?;
+        b.mr.windows.fetch_sub(1, Ordering::Relaxed);
+        Some(b)
     }
 }
 
@@ -103,6 +107,7 @@ impl MrTable {
     /// be deallocated, as on rxe); later accesses through its key fail.
     /// Locks: the table (exclusive), then the window.
     pub(crate) fn remove_mw(&self, mw: &Arc<MwShared>) {
+        let _old; // declared before the guards: dropped after them
         let mut map = self.by_index.write();
         let mut st = mw.state.lock();
         let index = st.rkey >> 8;
@@ -111,7 +116,7 @@ impl MrTable {
             self.windows.fetch_sub(1, Ordering::Relaxed);
         }
         st.dead = true;
-        st.unbind();
+        _old = st.unbind();
     }
 
     /// Execute a bind posted on QP `qpn` of PD `pd_id` (`IBV_WR_BIND_MW`,
@@ -123,6 +128,7 @@ impl MrTable {
     /// memory (o10-37.2.40). Locks: the table (shared, so a deregistration
     /// sees the MR's window count settled), then the window.
     pub(crate) fn bind_mw(&self, pd_id: u32, qpn: u32, b: &MwBind) -> Result<u32, Refused> {
+        let _old; // declared before the guards: dropped after them
         let map = self.by_index.read();
         let Some(Keyed::Mw(mw)) = map.get(&(b.mw_rkey >> 8)) else {
             return Err(Refused);
@@ -152,7 +158,7 @@ impl MrTable {
         if st.dead || (mw.kind == MwType::Two && (st.bound.is_some() || mr.is_none())) {
             return Err(Refused);
         }
-        st.unbind();
+        _old = st.unbind();
         st.rkey = (st.rkey & !0xff) | (b.new_rkey & 0xff);
         st.bound = mr.map(|mr| {
             mr.windows.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +180,7 @@ impl MrTable {
     /// type 1 window (o10-37.2.26), another PD's window. Locks: the table
     /// (shared), then the window.
     pub(crate) fn invalidate_mw(&self, pd_id: u32, rkey: u32) -> Result<(), Refused> {
+        let _old; // declared before the guards: dropped after them
         let map = self.by_index.read();
         let Some(Keyed::Mw(mw)) = map.get(&(rkey >> 8)) else {
             return Err(Refused);
@@ -182,7 +189,7 @@ impl MrTable {
         if st.dead || st.rkey != rkey || mw.kind == MwType::One || mw.pd_id != pd_id {
             return Err(Refused);
         }
-        st.unbind();
+        _old = st.unbind();
         Ok(())
     }
 
