@@ -666,3 +666,58 @@ fn a_window_is_reached_only_through_a_qp_of_its_pd() {
     assert!(s.remote.0.iter().all(|&x| x == 0), "nothing written");
     assert_eq!(s.run(write(k, s.win_addr()), 64).status, WcStatus::Success);
 }
+
+#[test]
+fn a_bind_behind_a_write_runs_after_it_and_completes_in_order() {
+    let n = nodes();
+    let s = setup(&n, Access::default());
+    let mw = s.b.pd.alloc_mw(MwType::Two).unwrap();
+    let k = inc_rkey(mw.rkey());
+    // On the target's QP: a 5000-byte WRITE to the requester's buffer (5
+    // packets), the bind, another WRITE — one post.
+    fn wr(wr_id: u64, op: SendOp, sg: &[Sge]) -> SendWr<'_> {
+        SendWr {
+            wr_id,
+            sg_list: sg,
+            op,
+            flags: signaled(),
+            ud: None,
+        }
+    }
+    let sge = [s.remote.sge(&s.mrb, 0, 5000)];
+    let bind = SendOp::BindMw(MwBind {
+        mw_rkey: mw.rkey(),
+        new_rkey: k,
+        mr_lkey: s.mrb.lkey(),
+        addr: s.win_addr(),
+        length: WIN_LEN as u64,
+        access: Access::REMOTE_WRITE,
+    });
+    let to_a = |off: u64| write(s.mra.rkey(), s.local.addr() + off);
+    s.qb.post_send(&[
+        wr(1, to_a(0), &sge),
+        wr(2, bind, &[]),
+        wr(3, to_a(8192), &sge),
+    ])
+    .unwrap();
+    let wcs = wait_with(
+        &s.b.cq,
+        3,
+        Wait {
+            ok: true,
+            ..Wait::default()
+        },
+        &|c| format!("{c:?}"),
+    );
+    let order: Vec<_> = wcs.iter().map(|w| (w.wr_id, w.opcode)).collect();
+    assert_eq!(
+        order,
+        [
+            (1, WcOpcode::RdmaWrite),
+            (2, WcOpcode::BindMw),
+            (3, WcOpcode::RdmaWrite)
+        ]
+    );
+    assert!(s.local.0[..5000].iter().all(|&x| x == 0), "the first WRITE");
+    assert_eq!(s.run(write(k, s.win_addr()), 64).status, WcStatus::Success);
+}
