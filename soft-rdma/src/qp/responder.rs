@@ -16,13 +16,13 @@ use super::{Context, Inner, QpShared};
 use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
-use crate::resources::mr::{KeyError, MrShared};
+use crate::resources::mr::KeyError;
+use crate::resources::mw::Resolved;
 use crate::resources::sge::{self, RecvWqe};
 use crate::types::{Access, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// A multi-packet message being received.
 enum InMsg {
@@ -31,7 +31,7 @@ enum InMsg {
         offset: u64,
     },
     Write {
-        mr: Option<Arc<MrShared>>,
+        mr: Option<Resolved>,
         va: u64,
         remaining: u64,
         total: u32,
@@ -313,7 +313,7 @@ fn execute(
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
-            read_responses(ctx, q, mr.as_deref(), first, npsn, reth, 0, tx)?;
+            read_responses(ctx, q, mr.as_ref(), first, npsn, reth, 0, tx)?;
             remember(
                 q,
                 Replay::Read {
@@ -343,11 +343,15 @@ fn execute(
                 .mrs
                 .resolve(a.rkey, sh.pd, sh.qpn, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
+            let held = mr
+                .hold()
+                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             let r = if op == Op::CompareSwap {
                 mr.compare_and_swap(a.va, a.compare, a.swap_add)
             } else {
                 mr.fetch_and_add(a.va, a.swap_add)
             };
+            drop(held);
             let orig = r.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             q.resp.msn = psn::add(q.resp.msn, 1);
             remember(
@@ -467,6 +471,10 @@ fn write_payload(
     }
     if n > 0 {
         let m = mr.as_ref().ok_or(Fail::Nak(NakCode::InvalidRequest))?;
+        // Through a window: only while it stays bound (checked each packet).
+        let _held = m
+            .hold()
+            .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
         // The ODP path: a region the target unmapped is a remote access error.
         m.write(*va, payload)
             .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
@@ -522,7 +530,7 @@ fn read_mr(
     sh: &QpShared,
     q: &Inner,
     reth: Reth,
-) -> Result<Option<Arc<MrShared>>, Fail> {
+) -> Result<Option<Resolved>, Fail> {
     if !q.access.contains(Access::REMOTE_READ) {
         return Err(Fail::Nak(NakCode::RemoteAccessError));
     }
@@ -545,7 +553,7 @@ fn read_mr(
 fn read_responses(
     ctx: &Context<'_>,
     q: &Inner,
-    mr: Option<&MrShared>,
+    mr: Option<&Resolved>,
     first: u32,
     npsn: u32,
     reth: Reth,
@@ -561,6 +569,9 @@ fn read_responses(
     // The memory is read through one window per WINDOW_PACKETS responses:
     // not one guard a packet, and not one for a whole large READ either (a
     // guard holds off every invalidation of the address space).
+    // Through a memory window: held over each window onto the memory
+    // (declared first: released after it).
+    let mut _held = None;
     let mut window = None;
     for k in from..npsn {
         let off = u64::from(k) * mtu;
@@ -569,9 +580,14 @@ fn read_responses(
             // One window per thread: close before opening; and size the
             // queue first, as nothing may allocate under a window.
             window = None;
+            _held = None;
             tx.reserve(ctx, (npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
             let end = (off + u64::from(WINDOW_PACKETS) * mtu).min(u64::from(reth.len));
             if let Some(m) = mr {
+                let h = m
+                    .hold()
+                    .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+                _held = Some(h);
                 let w = m.window(reth.va + off, end - off, false);
                 window = Some(w.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?);
             }
@@ -684,7 +700,7 @@ fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr,
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
                 if let Ok(mr) = read_mr(ctx, sh, q, reth) {
-                    let _ = read_responses(ctx, q, mr.as_deref(), first, npsn, reth, from, tx);
+                    let _ = read_responses(ctx, q, mr.as_ref(), first, npsn, reth, from, tx);
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use super::mr::{KeyError, Keyed, MrShared, MrTable};
 use crate::limits::MAX_MW;
-use crate::sync::{Level, OrderedMutex};
+use crate::sync::{Guard, Level, OrderedMutex};
 use crate::types::{Access, MwBind, MwType};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ struct MwState {
     bound: Option<Binding>,
     /// Deallocated: nothing binds, invalidates or reaches it any more.
     dead: bool,
+    /// Counts binds: a request resolved through one binding goes on only
+    /// while that binding stands (not after a rebind under the same key).
+    generation: u64,
 }
 
 struct Binding {
@@ -95,6 +98,7 @@ impl MrTable {
                     rkey: (index << 8) | u32::from(crate::sys::random_byte()),
                     bound: None,
                     dead: false,
+                    generation: 0,
                 },
             ),
         });
@@ -160,6 +164,7 @@ impl MrTable {
         }
         _old = st.unbind();
         st.rkey = (st.rkey & !0xff) | (b.new_rkey & 0xff);
+        st.generation += 1;
         st.bound = mr.map(|mr| {
             mr.windows.fetch_add(1, Ordering::Relaxed);
             Binding {
@@ -206,12 +211,15 @@ impl MrTable {
         va: u64,
         len: u64,
         need: Access,
-    ) -> Result<Arc<MrShared>, KeyError> {
+    ) -> Result<Resolved, KeyError> {
         let map = self.by_index.read();
         match map.get(&(rkey >> 8)) {
             Some(Keyed::Mr(mr)) if mr.key() == rkey => {
                 mr.check(pd_id, va, len, need)?;
-                Ok(mr.clone())
+                Ok(Resolved {
+                    mr: mr.clone(),
+                    via: None,
+                })
             }
             Some(Keyed::Mw(mw)) => {
                 let st = mw.state.lock();
@@ -229,9 +237,50 @@ impl MrTable {
                     return Err(KeyError::OutOfBounds);
                 }
                 b.mr.check(pd_id, va, len, Access::default())?;
-                Ok(b.mr.clone())
+                Ok(Resolved {
+                    mr: b.mr.clone(),
+                    via: Some((mw.clone(), st.generation)),
+                })
             }
             _ => Err(KeyError::BadKey),
         }
+    }
+}
+
+/// What a request's R_Key resolved to: an MR, reached directly or through
+/// a window. Through a window, every access holds the window's lock and
+/// checks that the binding it was resolved through still stands
+/// ([`Resolved::hold`]): an invalidation, rebind or deallocation waits for
+/// an access under way, and once it is done nothing more of a message in
+/// progress goes through the window (a deregistration's fence, for windows).
+pub(crate) struct Resolved {
+    mr: Arc<MrShared>,
+    via: Option<(Arc<MwShared>, u64)>,
+}
+
+/// The window's lock, held over one access (nothing for a plain MR).
+pub(crate) struct Held<'a> {
+    _window: Option<Guard<'a, MwState>>,
+}
+
+impl Resolved {
+    /// Hold the window (if any) for an access; `Err` once its binding is
+    /// gone. Locks: the window; the access then takes `MrValid`.
+    pub(crate) fn hold(&self) -> Result<Held<'_>, Refused> {
+        let Some((mw, generation)) = &self.via else {
+            return Ok(Held { _window: None });
+        };
+        let st = mw.state.lock();
+        if st.dead || st.generation != *generation || st.bound.is_none() {
+            return Err(Refused);
+        }
+        Ok(Held { _window: Some(st) })
+    }
+}
+
+impl std::ops::Deref for Resolved {
+    type Target = MrShared;
+    fn deref(&self) -> &MrShared {
+        &self.mr
     }
 }
