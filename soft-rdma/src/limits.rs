@@ -4,6 +4,8 @@
 
 pub(crate) const MAX_QP: usize = 1 << 16;
 pub(crate) const MAX_MR: usize = 1 << 16;
+/// Memory windows (their keys share the MRs' 24-bit index space).
+pub(crate) const MAX_MW: usize = 1 << 16;
 pub(crate) const MAX_CQE: usize = 1 << 16;
 pub(crate) const MAX_QP_WR: u32 = 1 << 14;
 pub(crate) const MAX_SGE: u32 = 32;

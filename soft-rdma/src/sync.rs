@@ -25,6 +25,7 @@ pub(crate) enum Level {
     Qp,
     Doorbells,
     MrTable,
+    Mw,
     MrValid,
     Srq,
     Cq,

@@ -38,6 +38,8 @@ impl Access {
     pub const REMOTE_WRITE: Access = Access(1 << 1);
     pub const REMOTE_READ: Access = Access(1 << 2);
     pub const REMOTE_ATOMIC: Access = Access(1 << 3);
+    /// The MR may have memory windows bound to it (`IBV_ACCESS_MW_BIND`).
+    pub const MW_BIND: Access = Access(1 << 4);
     pub const ON_DEMAND: Access = Access(1 << 6);
 
     pub fn contains(self, other: Access) -> bool {
@@ -193,6 +195,37 @@ pub enum SendOp {
         rkey: u32,
         add: u64,
     },
+    /// Bind a memory window (`IBV_WR_BIND_MW`; a local operation).
+    BindMw(MwBind),
+    /// Invalidate the type 2 window with this R_Key (`IBV_WR_LOCAL_INV`).
+    LocalInv(u32),
+}
+
+/// `ibv_mw_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MwType {
+    /// Bound by `ibv_bind_mw`; keeps its window until rebound.
+    One,
+    /// Bound through a QP (type 2B: accessed only through that QP) and
+    /// invalidated by LOCAL_INV or a peer's SEND with invalidate.
+    Two,
+}
+
+/// What a bind sets (`ibv_mw_bind_info` with the window and its new key).
+/// `length` 0 unbinds a type 1 window (a type 2 window must be given memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MwBind {
+    /// The window's current R_Key (`Mw::rkey`): its index names the window.
+    pub mw_rkey: u32,
+    /// The R_Key after the bind: only its low 8 bits (the consumer's key
+    /// byte, `ibv_inc_rkey`) are taken; the 24-bit index is the window's.
+    pub new_rkey: u32,
+    /// The MR's L_Key (ignored when `length` is 0).
+    pub mr_lkey: u32,
+    pub addr: u64,
+    pub length: u64,
+    /// Remote rights granted through the window (`mw_access_flags`).
+    pub access: Access,
 }
 
 /// UD destination of a send (`wr.ud`).
@@ -246,6 +279,8 @@ pub enum WcStatus {
     RetryExcErr,
     RnrRetryExcErr,
     GeneralErr,
+    /// A memory window bind failed (`IBV_WC_MW_BIND_ERR`).
+    MwBindErr,
 }
 
 /// `ibv_wc_opcode`.
@@ -258,6 +293,8 @@ pub enum WcOpcode {
     FetchAdd,
     Recv,
     RecvRdmaWithImm,
+    BindMw,
+    LocalInv,
 }
 
 /// `ibv_wc`.
@@ -268,9 +305,9 @@ pub struct Wc {
     pub opcode: WcOpcode,
     pub byte_len: u32,
     pub imm: Option<u32>,
-    /// The key a SEND with invalidate invalidated (`IBV_WC_WITH_INV`). Always
-    /// `None` today: nothing this device registers can be invalidated by a
-    /// peer (no memory windows), so such a SEND completes in error instead.
+    /// The key a SEND with invalidate invalidated (`IBV_WC_WITH_INV`): a type 2
+    /// memory window's (nothing else can be invalidated by a peer; any other
+    /// key fails the receive with `RemInvReqErr`).
     pub invalidated_rkey: Option<u32>,
     pub qp_num: u32,
     pub src_qp: u32,

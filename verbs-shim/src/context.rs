@@ -56,12 +56,15 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
         max_qp_wr: a.max_qp_wr as c_int,
         device_cap_flags: IBV_DEVICE_PORT_ACTIVE_EVENT
             | IBV_DEVICE_SYS_IMAGE_GUID
-            | IBV_DEVICE_RC_RNR_NAK_GEN,
+            | IBV_DEVICE_RC_RNR_NAK_GEN
+            | IBV_DEVICE_MEM_WINDOW
+            | IBV_DEVICE_MEM_WINDOW_TYPE_2B,
         max_sge: a.max_sge as c_int,
         max_sge_rd: a.max_sge as c_int,
         max_cq: int(a.max_cq),
         max_cqe: int(a.max_cqe),
         max_mr: int(a.max_mr),
+        max_mw: int(a.max_mw),
         max_pd: int(a.max_qp),
         max_qp_rd_atom: a.max_qp_rd_atom.into(),
         max_res_rd_atom: int(a.max_qp),
@@ -167,6 +170,9 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
     c.ops.post_send = Some(crate::qp::post_send_op);
     c.ops.post_recv = Some(crate::qp::post_recv_op);
     c.ops.post_srq_recv = Some(crate::srq::post_srq_recv_op);
+    c.ops.alloc_mw = Some(crate::mw::alloc_mw_op);
+    c.ops.dealloc_mw = Some(crate::mw::dealloc_mw_op);
+    c.ops.bind_mw = Some(crate::mw::bind_mw_op);
     let ctx = Box::into_raw(Box::new(ShimContext { vctx, dev: soft }));
     // SAFETY: just allocated; the context lives until ibv_close_device.
     unsafe { (*ctx).c_ptr() }

@@ -51,7 +51,7 @@ pub fn mtu_to_c(m: sv::Mtu) -> ibv_mtu {
 
 /// The `ibv_access_flags` the device implements; the optional range
 /// (`IB_UVERBS_ACCESS_OPTIONAL_RANGE`, e.g. relaxed ordering) may be ignored by
-/// definition, `MW_BIND` and `HUGETLB` are hints the device does not need.
+/// definition, `HUGETLB` is a hint the device does not need.
 /// `ZERO_BASED` is refused.
 pub fn access_from_c(a: c_uint) -> Result<sv::Access, i32> {
     if a & IBV_ACCESS_ZERO_BASED != 0 {
@@ -61,8 +61,9 @@ pub fn access_from_c(a: c_uint) -> Result<sv::Access, i32> {
         | IBV_ACCESS_REMOTE_WRITE
         | IBV_ACCESS_REMOTE_READ
         | IBV_ACCESS_REMOTE_ATOMIC
+        | IBV_ACCESS_MW_BIND
         | IBV_ACCESS_ON_DEMAND;
-    let ignored = IBV_ACCESS_MW_BIND | IBV_ACCESS_HUGETLB | IB_UVERBS_ACCESS_OPTIONAL_RANGE;
+    let ignored = IBV_ACCESS_HUGETLB | IB_UVERBS_ACCESS_OPTIONAL_RANGE;
     if a & !(known | ignored) != 0 {
         return Err(libc::EINVAL);
     }
@@ -247,6 +248,9 @@ pub fn send_op_from_c(wr: &ibv_send_wr) -> Result<sv::SendOp, i32> {
             rkey: atomic.rkey,
             add: atomic.compare_add,
         },
+        IBV_WR_LOCAL_INV => sv::SendOp::LocalInv(inv),
+        // SAFETY: ibv_post_send's caller passes a live MW (and MR) to bind.
+        IBV_WR_BIND_MW => return unsafe { crate::mw::bind_wr_from_c(wr) },
         _ => return Err(libc::EINVAL),
     })
 }
@@ -276,6 +280,7 @@ fn wc_status_to_c(s: sv::WcStatus) -> ibv_wc_status {
         S::RetryExcErr => IBV_WC_RETRY_EXC_ERR,
         S::RnrRetryExcErr => IBV_WC_RNR_RETRY_EXC_ERR,
         S::GeneralErr => IBV_WC_GENERAL_ERR,
+        S::MwBindErr => IBV_WC_MW_BIND_ERR,
     }
 }
 
@@ -289,6 +294,8 @@ fn wc_opcode_to_c(o: sv::WcOpcode) -> ibv_wc_opcode {
         O::FetchAdd => IBV_WC_FETCH_ADD,
         O::Recv => IBV_WC_RECV,
         O::RecvRdmaWithImm => IBV_WC_RECV_RDMA_WITH_IMM,
+        O::BindMw => IBV_WC_BIND_MW,
+        O::LocalInv => IBV_WC_LOCAL_INV,
     }
 }
 

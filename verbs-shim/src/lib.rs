@@ -23,6 +23,7 @@ mod conv;
 mod cq;
 mod device;
 mod mr;
+mod mw;
 mod pd;
 mod qp;
 mod qp_ex;

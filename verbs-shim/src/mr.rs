@@ -93,6 +93,11 @@ pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     if mr.is_null() {
         return libc::EINVAL;
     }
+    // Memory windows bound to it: EBUSY, and it lives on.
+    // SAFETY: a live MR from ibv_reg_mr.
+    if let Err(e) = unsafe { &*(mr as *const ShimMr) }.soft.dereg_in_place() {
+        return e.0;
+    }
     // SAFETY: `mr` came from ibv_reg_mr's Box; this ends its life.
     let w = unsafe { Box::from_raw(mr as *mut ShimMr) };
     MRS.remove(w.soft.lkey());

@@ -49,8 +49,8 @@ pub struct BatchSlot {
     free: Condvar,
 }
 
-/// The send ops rxe offers per QP type, less those the device lacks (memory
-/// windows, local invalidate, flush, atomic write; SEND_WITH_INV on UC).
+/// The send ops rxe offers per QP type, less those the device lacks (flush,
+/// atomic write; SEND_WITH_INV on UC). Memory windows: `crate::mw`.
 pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
     let f = match t {
         IBV_QPT_RC => {
@@ -62,12 +62,16 @@ pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
                 | IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP
                 | IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD
                 | IBV_QP_EX_WITH_SEND_WITH_INV
+                | IBV_QP_EX_WITH_BIND_MW
+                | IBV_QP_EX_WITH_LOCAL_INV
         }
         IBV_QPT_UC => {
             IBV_QP_EX_WITH_RDMA_WRITE
                 | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM
                 | IBV_QP_EX_WITH_SEND
                 | IBV_QP_EX_WITH_SEND_WITH_IMM
+                | IBV_QP_EX_WITH_BIND_MW
+                | IBV_QP_EX_WITH_LOCAL_INV
         }
         IBV_QPT_UD => IBV_QP_EX_WITH_SEND | IBV_QP_EX_WITH_SEND_WITH_IMM,
         _ => 0,
@@ -103,6 +107,12 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     if has(IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD) {
         q.wr_atomic_fetch_add = Some(wr_atomic_fetch_add);
     }
+    if has(IBV_QP_EX_WITH_BIND_MW) {
+        q.wr_bind_mw = Some(crate::mw::wr_bind_mw);
+    }
+    if has(IBV_QP_EX_WITH_LOCAL_INV) {
+        q.wr_local_inv = Some(crate::mw::wr_local_inv);
+    }
     q.wr_set_sge = Some(wr_set_sge);
     q.wr_set_sge_list = Some(wr_set_sge_list);
     q.wr_set_inline_data = Some(wr_set_inline_data);
@@ -137,7 +147,7 @@ fn finish(w: &ShimQp) -> Batch {
 ///
 /// # Safety
 /// `qp` must be a live extended QP.
-unsafe fn build(qp: *mut ibv_qp_ex, op: sv::SendOp) {
+pub(crate) unsafe fn build(qp: *mut ibv_qp_ex, op: sv::SendOp) {
     // SAFETY: (caller) live QP; the application sets these fields before
     // each builder call.
     let (wr_id, flags) = unsafe { ((*qp).wr_id, (*qp).wr_flags) };
@@ -154,6 +164,18 @@ unsafe fn build(qp: *mut ibv_qp_ex, op: sv::SendOp) {
         inline: None,
         ud: None,
     });
+}
+
+/// A builder's error (errno `e`): it sticks to the batch, as a setter's.
+///
+/// # Safety
+/// `qp` must be a live extended QP.
+pub(crate) unsafe fn fail(qp: *mut ibv_qp_ex, e: i32) {
+    // SAFETY: (caller) live QP.
+    let mut b = lock(unsafe { shim(qp) });
+    if b.err == 0 {
+        b.err = e;
+    }
 }
 
 /// A setter: adjust the WR built last (EINVAL if there is none).

@@ -108,6 +108,27 @@ fn busy_objects_hostile_num_sge_and_foreign_objects() {
 }
 
 #[test]
+fn memory_windows_through_the_inline_verbs() {
+    let exe = compile("mw");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK device caps",
+        "OK alloc_mw wrong type",
+        "OK ibv_bind_mw type 1",
+        "OK ibv_bind_mw checks, dereg_mr EBUSY",
+        "OK IBV_WR_BIND_MW type 2, SEND_WITH_INV",
+        "OK IBV_WR_LOCAL_INV",
+        "OK dealloc_mw",
+        "OK qp_ex builders",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn open_device_out_of_descriptors_is_null_with_errno() {
     let exe = compile("open_fails");
     let _g = serial();

@@ -44,7 +44,9 @@ pub(super) struct SendWqe {
 
 impl SendWqe {
     pub(super) fn new(ctx: &Context<'_>, sh: &QpShared, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
-        let sges = sge::resolve(ctx.mrs, wr.sg_list);
+        let local = is_local(wr.op);
+        // A bind or invalidation moves no data: its gather list is ignored.
+        let sges = sge::resolve(ctx.mrs, if local { &[] } else { wr.sg_list });
         let len = sge::total_len(&sges);
         if len > MAX_MSG {
             return Err(Errno::EINVAL);
@@ -62,14 +64,14 @@ impl SendWqe {
             }
             QpType::Uc => !rd_atomic && !matches!(wr.op, SendOp::SendInv(_)),
             QpType::Rc => true,
-        };
+        } && !(local && sh.qp_type == QpType::Ud);
         if !legal {
             return Err(Errno::EINVAL);
         }
         if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
             return Err(Errno::EINVAL);
         }
-        let inline = if wr.flags.inline && !rd_atomic {
+        let inline = if wr.flags.inline && !rd_atomic && !local {
             if len > u64::from(sh.cap.max_inline_data) {
                 return Err(Errno::EINVAL);
             }
@@ -220,6 +222,21 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         if must_wait(q, idx) {
             break;
         }
+        if is_local(q.req.sq[idx].op) {
+            // A bind or invalidation takes effect once everything posted
+            // before it has completed: a window never changes under an
+            // earlier request, and its completion keeps posting order.
+            if idx != 0 {
+                break;
+            }
+            if let Err(status) = local_op(ctx, sh, &q.req.sq[0]) {
+                fail_wqe(ctx, sh, q, 0, status);
+                return;
+            }
+            let w = q.req.sq.pop_front().expect("idx 0");
+            sh.complete_send(ctx, &w, WcStatus::Success);
+            continue;
+        }
         {
             // Finished, or already requested in this pass (after a go-back-N
             // only the unfinished ones are reset): nothing to send. Resending a
@@ -257,6 +274,29 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
     }
     if sh.qp_type == QpType::Rc && q.req.in_flight() {
         arm(ctx, sh, q);
+    }
+}
+
+/// Whether `op` is a local operation (no packets: a memory window's bind
+/// or invalidation).
+fn is_local(op: SendOp) -> bool {
+    matches!(op, SendOp::BindMw(_) | SendOp::LocalInv(_))
+}
+
+/// Execute a local operation (rxe's `rxe_do_local_ops`): a failed bind
+/// completes with `MwBindErr`, a failed invalidation with `LocQpOpErr`.
+fn local_op(ctx: &Context<'_>, sh: &QpShared, w: &SendWqe) -> Result<(), WcStatus> {
+    match w.op {
+        SendOp::BindMw(b) => ctx
+            .mrs
+            .bind_mw(sh.pd, sh.qpn, &b)
+            .map(drop)
+            .map_err(|_| WcStatus::MwBindErr),
+        SendOp::LocalInv(rkey) => ctx
+            .mrs
+            .invalidate_mw(sh.pd, rkey)
+            .map_err(|_| WcStatus::LocQpOpErr),
+        _ => unreachable!("not a local operation"),
     }
 }
 
@@ -571,7 +611,7 @@ fn segment_header(w: &SendWqe, k: u32, n: u32) -> (Op, Ext) {
             };
             (o, ext)
         }
-        _ => unreachable!("READ and atomics are single requests"),
+        _ => unreachable!("READ and atomics are single requests, local operations none"),
     }
 }
 

@@ -16,13 +16,13 @@ use super::{Context, Inner, QpShared};
 use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
-use crate::resources::mr::{KeyError, MrShared};
+use crate::resources::mr::KeyError;
+use crate::resources::mw::Resolved;
 use crate::resources::sge::{self, RecvWqe};
 use crate::types::{Access, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// A multi-packet message being received.
 enum InMsg {
@@ -31,7 +31,7 @@ enum InMsg {
         offset: u64,
     },
     Write {
-        mr: Option<Arc<MrShared>>,
+        mr: Option<Resolved>,
         va: u64,
         remaining: u64,
         total: u32,
@@ -126,7 +126,7 @@ pub(super) fn on_request(
         }
     } else if d < 0 {
         bump(&ctx.stats.duplicate_requests);
-        duplicate(ctx, sh.pd, q, repr, tx);
+        duplicate(ctx, sh, q, repr, tx);
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
@@ -226,7 +226,7 @@ fn execute(
             }
             let wqe = sh.take_recv(ctx, q).ok_or(Fail::Rnr)?;
             q.resp.cur = Some(InMsg::Send { wqe, offset: 0 });
-            recv_payload(sh, q, repr, payload)
+            recv_payload(ctx, sh, q, repr, payload)
         }
         Op::SendMiddle | Op::SendLast | Op::SendLastImm | Op::SendLastInv => {
             if !matches!(q.resp.cur, Some(InMsg::Send { .. })) {
@@ -235,7 +235,7 @@ fn execute(
             if !packet_len_ok(op, payload.len() as u64, mtu) {
                 return Err(invalid);
             }
-            recv_payload(sh, q, repr, payload)
+            recv_payload(ctx, sh, q, repr, payload)
         }
         Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm => {
             if q.resp.cur.is_some() {
@@ -260,11 +260,10 @@ fn execute(
             let mr = if reth.len == 0 {
                 None
             } else {
+                let len = u64::from(reth.len);
                 let mr = ctx
                     .mrs
-                    .get(reth.rkey)
-                    .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
+                    .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
                 // ODP: the message's pages in one fault, not one per packet.
                 mr.fault_in(reth.va, u64::from(reth.len), true);
@@ -308,13 +307,13 @@ fn execute(
             if u64::from(reth.len) > MAX_MSG {
                 return Err(invalid);
             }
-            let mr = read_mr(ctx, sh.pd, q, reth)?;
+            let mr = read_mr(ctx, sh, q, reth)?;
             if let Some(mr) = &mr {
                 mr.fault_in(reth.va, u64::from(reth.len), false);
             }
             let npsn = u64::from(reth.len).div_ceil(mtu).max(1) as u32;
             let first = repr.bth.psn;
-            read_responses(ctx, q, mr.as_deref(), first, npsn, reth, 0, tx)?;
+            read_responses(ctx, q, mr.as_ref(), first, npsn, reth, 0, tx)?;
             remember(
                 q,
                 Replay::Read {
@@ -342,15 +341,17 @@ fn execute(
             }
             let mr = ctx
                 .mrs
-                .get(a.rkey)
-                .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
+                .resolve(a.rkey, sh.pd, sh.qpn, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
+            let held = mr
+                .hold()
+                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             let r = if op == Op::CompareSwap {
                 mr.compare_and_swap(a.va, a.compare, a.swap_add)
             } else {
                 mr.fetch_and_add(a.va, a.swap_add)
             };
+            drop(held);
             let orig = r.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
             q.resp.msn = psn::add(q.resp.msn, 1);
             remember(
@@ -376,6 +377,7 @@ fn remember(q: &mut Inner, r: Replay) {
 
 /// SEND payload into the current receive WQE; completes it on the last packet.
 fn recv_payload(
+    ctx: &Context<'_>,
     sh: &QpShared,
     q: &mut Inner,
     repr: &PacketRepr,
@@ -415,20 +417,23 @@ fn recv_payload(
         let Some(InMsg::Send { wqe, offset }) = q.resp.cur.take() else {
             unreachable!()
         };
-        if let Ext::Inv(_) = repr.ext {
-            // Only a memory window or a fast-registration MR may be
-            // invalidated by a peer (IBTA 10.6.7.2). This device has neither
-            // (memory windows are unsupported; fast registration is a kernel
-            // verb), so the key names a plain MR or nothing: the invalidation
-            // fails, as on rxe (class J) — the receive completes in error and
-            // both QPs go to the error state. A plain MR is never invalidated.
-            q.resp.completed.push((
-                recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
-                false,
-            ));
-            return Err(Fail::Nak(NakCode::InvalidRequest));
-        }
         let mut wc = recv_wc(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
+        if let Ext::Inv(rkey) = repr.ext {
+            // Only a memory window or a fast-registration MR may be
+            // invalidated by a peer (IBTA 10.6.7.2); fast registration is a
+            // kernel verb, so here: a type 2 window of this QP's PD. Any
+            // other key (a plain MR is never invalidated) fails, as on rxe
+            // (class J): the receive completes in error and both QPs go to
+            // the error state.
+            if ctx.mrs.invalidate_mw(sh.pd, rkey).is_err() {
+                q.resp.completed.push((
+                    recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
+                    false,
+                ));
+                return Err(Fail::Nak(NakCode::InvalidRequest));
+            }
+            wc.invalidated_rkey = Some(rkey);
+        }
         if let Ext::Imm(i) = repr.ext {
             wc.imm = Some(i);
         }
@@ -466,6 +471,10 @@ fn write_payload(
     }
     if n > 0 {
         let m = mr.as_ref().ok_or(Fail::Nak(NakCode::InvalidRequest))?;
+        // Through a window: only while it stays bound (checked each packet).
+        let _held = m
+            .hold()
+            .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
         // The ODP path: a region the target unmapped is a remote access error.
         m.write(*va, payload)
             .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
@@ -513,26 +522,25 @@ fn rc(op: Op) -> Opcode {
 /// PSN window: what it sends under one window at most).
 const WINDOW_PACKETS: u32 = MAX_UNACKED;
 
-/// The MR a READ of `reth` reads, checked: the QP's and the MR's right,
-/// the PD, the bounds (None for a zero-length READ, which names no memory).
+/// The MR a READ of `reth` reads, checked: the QP's and the MR's (or its
+/// window's) right, the PD, the bounds (None for a zero-length READ, which names no memory).
 /// A duplicate is checked again: its key may name another MR by now.
 fn read_mr(
     ctx: &Context<'_>,
-    pd: u32,
+    sh: &QpShared,
     q: &Inner,
     reth: Reth,
-) -> Result<Option<Arc<MrShared>>, Fail> {
+) -> Result<Option<Resolved>, Fail> {
     if !q.access.contains(Access::REMOTE_READ) {
         return Err(Fail::Nak(NakCode::RemoteAccessError));
     }
     if reth.len == 0 {
         return Ok(None);
     }
+    let len = u64::from(reth.len);
     let mr = ctx
         .mrs
-        .get(reth.rkey)
-        .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-    mr.check(pd, reth.va, u64::from(reth.len), Access::REMOTE_READ)
+        .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_READ)
         .map_err(key_nak)?;
     Ok(Some(mr))
 }
@@ -545,7 +553,7 @@ fn read_mr(
 fn read_responses(
     ctx: &Context<'_>,
     q: &Inner,
-    mr: Option<&MrShared>,
+    mr: Option<&Resolved>,
     first: u32,
     npsn: u32,
     reth: Reth,
@@ -561,6 +569,9 @@ fn read_responses(
     // The memory is read through one window per WINDOW_PACKETS responses:
     // not one guard a packet, and not one for a whole large READ either (a
     // guard holds off every invalidation of the address space).
+    // Through a memory window: held over each window onto the memory
+    // (declared first: released after it).
+    let mut _held = None;
     let mut window = None;
     for k in from..npsn {
         let off = u64::from(k) * mtu;
@@ -569,9 +580,14 @@ fn read_responses(
             // One window per thread: close before opening; and size the
             // queue first, as nothing may allocate under a window.
             window = None;
+            _held = None;
             tx.reserve(ctx, (npsn - k).min(WINDOW_PACKETS) as usize, mtu as usize);
             let end = (off + u64::from(WINDOW_PACKETS) * mtu).min(u64::from(reth.len));
             if let Some(m) = mr {
+                let h = m
+                    .hold()
+                    .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+                _held = Some(h);
                 let w = m.window(reth.va + off, end - off, false);
                 window = Some(w.map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?);
             }
@@ -661,7 +677,7 @@ pub(super) fn flush_ack(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
 /// one; rxe likewise restarts one reply per READ rather than adding one):
 /// a burst of duplicates of one large READ must not become a burst of
 /// copies of it. The requester's own retries come one per timeout or gap.
-fn duplicate(ctx: &Context<'_>, pd: u32, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
+fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
     match op {
@@ -683,8 +699,8 @@ fn duplicate(ctx: &Context<'_>, pd: u32, q: &mut Inner, repr: &PacketRepr, tx: &
             // the key another MR's, by now. A failure answers nothing.
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
-                if let Ok(mr) = read_mr(ctx, pd, q, reth) {
-                    let _ = read_responses(ctx, q, mr.as_deref(), first, npsn, reth, from, tx);
+                if let Ok(mr) = read_mr(ctx, sh, q, reth) {
+                    let _ = read_responses(ctx, q, mr.as_ref(), first, npsn, reth, from, tx);
                 }
             }
         }

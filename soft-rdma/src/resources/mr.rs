@@ -2,11 +2,12 @@
 //! through `odp::Memory`: one access path, no "null umem" (kernel bug
 //! pattern 8) — and the table that finds them by key.
 
+use super::mw::MwShared;
 use crate::sync::{Level, OrderedRwLock, ReadGuard};
 use crate::types::Access;
 use odp::{AccessError, Memory};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub(crate) struct MrShared {
@@ -25,6 +26,9 @@ pub(crate) struct MrShared {
     /// raced the removal from the key table. Such accesses fail: a remote
     /// access error, as rxe's `mr->state != RXE_MR_STATE_VALID` checks.
     valid: OrderedRwLock<bool>,
+    /// Memory windows bound to this MR: changed under the table lock
+    /// (shared) by binds, so deregistration (exclusive) sees it settled.
+    pub(super) windows: AtomicU32,
 }
 
 /// Why a key/range check failed — mapped to a NAK or a completion status.
@@ -50,6 +54,14 @@ impl MrShared {
 
     pub(crate) fn memory(&self) -> &Memory {
         &self.memory
+    }
+
+    pub(crate) fn pd_id(&self) -> u32 {
+        self.pd_id
+    }
+
+    pub(crate) fn rights(&self) -> Access {
+        self.access
     }
 
     /// Check `[va, va+len)` and the access right: the responder's and the
@@ -177,13 +189,22 @@ pub(crate) fn window_open() -> bool {
     WINDOWS_OPEN.with(|c| c.get() > 0)
 }
 
-/// The device's MRs by key. A key is a 24-bit index (unique while the MR
-/// lives) and 8 unpredictable bits, so a peer cannot guess a key from
-/// another: a stale or forged R_Key mostly misses.
+/// What a key index names: an MR, or a memory window (one key space).
+pub(crate) enum Keyed {
+    Mr(Arc<MrShared>),
+    Mw(Arc<MwShared>),
+}
+
+/// The device's MRs (and memory windows, `resources::mw`) by key. A key is
+/// a 24-bit index (unique while the object lives) and 8 unpredictable bits,
+/// so a peer cannot guess a key from another: a stale or forged R_Key
+/// mostly misses.
 pub(crate) struct MrTable {
-    by_index: OrderedRwLock<HashMap<u32, Arc<MrShared>>>,
+    pub(super) by_index: OrderedRwLock<HashMap<u32, Keyed>>,
     next_index: AtomicU32,
     max: usize,
+    /// How many entries are windows (each kind has its own maximum).
+    pub(super) windows: AtomicUsize,
 }
 
 impl MrTable {
@@ -192,6 +213,20 @@ impl MrTable {
             by_index: OrderedRwLock::new(Level::MrTable, HashMap::new()),
             next_index: AtomicU32::new(1),
             max,
+            windows: AtomicUsize::new(0),
+        }
+    }
+
+    /// A free key index (under the table lock, held for writing).
+    pub(super) fn free_index(&self, map: &HashMap<u32, Keyed>) -> u32 {
+        // Indexes wrap at 2^24: skip 0 and those in use, or a new object
+        // would replace a live one (whose removal then removes the new
+        // one). Ends: the table holds fewer than 2^24 - 1 objects.
+        loop {
+            let i = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+            if i != 0 && !map.contains_key(&i) {
+                return i;
+            }
         }
     }
 
@@ -207,20 +242,12 @@ impl MrTable {
         memory: Memory,
     ) -> Option<Arc<MrShared>> {
         let mut mrs = self.by_index.write();
-        if mrs.len() >= self.max {
+        if mrs.len() - self.windows.load(Ordering::Relaxed) >= self.max {
             drop(mrs);
             drop(memory);
             return None;
         }
-        // Indexes wrap at 2^24: skip 0 and those in use, or a new MR would
-        // replace a live one (whose deregistration then removes the new
-        // one). Ends: the table holds fewer than 2^24 - 1 MRs.
-        let index = loop {
-            let i = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-            if i != 0 && !mrs.contains_key(&i) {
-                break i;
-            }
-        };
+        let index = self.free_index(&mrs);
         let key = (index << 8) | u32::from(crate::sys::random_byte());
         let mr = Arc::new(MrShared {
             pd_id,
@@ -230,8 +257,9 @@ impl MrTable {
             len,
             memory,
             valid: OrderedRwLock::new(Level::MrValid, true),
+            windows: AtomicU32::new(0),
         });
-        mrs.insert(index, mr.clone());
+        mrs.insert(index, Keyed::Mr(mr.clone()));
         Some(mr)
     }
 
@@ -242,31 +270,46 @@ impl MrTable {
 
     /// The MR with exactly this key.
     pub(crate) fn get(&self, key: u32) -> Option<Arc<MrShared>> {
-        let mr = self.by_index.read().get(&(key >> 8)).cloned()?;
-        (mr.key == key).then_some(mr)
+        match self.by_index.read().get(&(key >> 8))? {
+            Keyed::Mr(mr) if mr.key == key => Some(mr.clone()),
+            _ => None,
+        }
     }
 
     /// Deregister `mr`: out of the table (`retire` runs under the table
     /// lock, so a counters snapshot sees the MR either live or retired),
     /// then the fence — wait for accesses under way and refuse later ones
     /// (rxe's dereg likewise waits for the MR's references to go). Once
-    /// this returns nothing touches the MR's memory.
-    pub(crate) fn remove(&self, mr: &MrShared, retire: impl FnOnce(&MrShared)) {
+    /// this returns nothing touches the MR's memory. With `unless_bound`,
+    /// an MR that memory windows are bound to stays (false returned).
+    /// Removing an MR already removed does nothing more.
+    pub(crate) fn remove(
+        &self,
+        mr: &MrShared,
+        unless_bound: bool,
+        retire: impl FnOnce(&MrShared),
+    ) -> bool {
         let mut mrs = self.by_index.write();
-        // Only this MR's entry (the same key): never another's.
-        if mrs.get(&(mr.key >> 8)).is_some_and(|m| m.key == mr.key) {
-            mrs.remove(&(mr.key >> 8));
+        if unless_bound && mr.windows.load(Ordering::Relaxed) > 0 {
+            return false;
         }
-        retire(mr);
+        // Only this MR's entry (the same key): never another's.
+        if matches!(mrs.get(&(mr.key >> 8)), Some(Keyed::Mr(m)) if m.key == mr.key) {
+            mrs.remove(&(mr.key >> 8));
+            retire(mr);
+        }
         drop(mrs);
         *mr.valid.write() = false;
+        true
     }
 
     /// Visit every registered MR (under the table lock: `f` takes no lock
     /// of a level below `MrValid`).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&MrShared)) {
-        for mr in self.by_index.read().values() {
-            f(mr);
+        for k in self.by_index.read().values() {
+            if let Keyed::Mr(mr) = k {
+                f(mr);
+            }
         }
     }
 }

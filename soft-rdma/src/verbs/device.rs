@@ -4,7 +4,7 @@
 use super::{Errno, Gid, Mtu, Result};
 use crate::device::{stats, DeviceInner, Running};
 use crate::limits::{
-    MAX_CQE, MAX_INLINE, MAX_MR, MAX_MSG, MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC, MAX_SGE,
+    MAX_CQE, MAX_INLINE, MAX_MR, MAX_MSG, MAX_MW, MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC, MAX_SGE,
 };
 use crate::transport::{self, Link};
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ pub struct DeviceAttr {
     pub max_cq: usize,
     pub max_cqe: usize,
     pub max_mr: usize,
+    /// Memory windows, type 1 and type 2B.
+    pub max_mw: usize,
     pub max_mr_size: u64,
     pub max_qp_rd_atom: u8,
     pub max_qp_init_rd_atom: u8,
@@ -128,6 +130,7 @@ impl Device {
             max_cq: MAX_QP,
             max_cqe: MAX_CQE,
             max_mr: MAX_MR,
+            max_mw: MAX_MW,
             max_mr_size: u64::MAX,
             max_qp_rd_atom: MAX_RD_ATOMIC,
             max_qp_init_rd_atom: MAX_RD_ATOMIC,

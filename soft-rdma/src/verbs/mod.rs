@@ -6,6 +6,7 @@
 mod cq;
 mod device;
 mod mr;
+mod mw;
 mod qp;
 mod srq;
 
@@ -16,6 +17,7 @@ pub use crate::types::*;
 pub use cq::{CompChannel, Cq};
 pub use device::{Device, DeviceAttr, OdpCaps, PortAttr};
 pub use mr::Mr;
+pub use mw::Mw;
 pub use qp::{Qp, QpInitAttr};
 pub use srq::Srq;
 
@@ -53,7 +55,7 @@ fn unused(users: &AtomicUsize) -> Result<()> {
 pub struct Pd {
     dev: Arc<DeviceInner>,
     id: u32,
-    /// MRs, QPs and SRQs on this PD.
+    /// MRs, memory windows, QPs and SRQs on this PD.
     users: Arc<AtomicUsize>,
 }
 
@@ -87,6 +89,10 @@ impl Pd {
     /// `addr` 0 with `len` `u64::MAX`.
     pub fn reg_mr(&self, addr: u64, len: u64, access: Access) -> Result<Mr> {
         Mr::register(self, addr, len, access)
+    }
+    /// `ibv_alloc_mw` (see [`Mw`]).
+    pub fn alloc_mw(&self, kind: MwType) -> Result<Mw> {
+        Mw::alloc(self, kind)
     }
     pub fn create_qp(&self, attr: QpInitAttr) -> Result<Qp> {
         Qp::create(self, attr, None)

@@ -103,11 +103,39 @@ impl Mr {
     }
 }
 
+impl Mr {
+    /// `ibv_dereg_mr`: EBUSY (and the MR back) while memory windows are
+    /// bound to it (IBA 10.6.7.2.6), otherwise deregistered. Dropping an
+    /// `Mr` deregisters it regardless; its windows then reach nothing.
+    pub fn dereg(self) -> std::result::Result<(), (Mr, Errno)> {
+        match self.dereg_in_place() {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    /// [`Mr::dereg`] for a caller that cannot give the handle up before
+    /// knowing the answer (the C API): on success the MR is deregistered
+    /// and the handle only waits to be dropped.
+    #[doc(hidden)]
+    pub fn dereg_in_place(&self) -> Result<()> {
+        if self.remove(true) {
+            Ok(())
+        } else {
+            Err(Errno::EBUSY)
+        }
+    }
+
+    fn remove(&self, unless_bound: bool) -> bool {
+        let stats = &self.dev.stats;
+        self.dev.mrs.remove(&self.mr, unless_bound, |mr| {
+            stats.retire_odp(mr.odp_counters())
+        })
+    }
+}
+
 impl Drop for Mr {
     fn drop(&mut self) {
-        let stats = &self.dev.stats;
-        self.dev
-            .mrs
-            .remove(&self.mr, |mr| stats.retire_odp(mr.odp_counters()));
+        self.remove(false);
     }
 }
