@@ -24,6 +24,7 @@ mod cq;
 mod device;
 mod mr;
 mod pd;
+mod placement_abi;
 mod qp;
 mod qp_ex;
 mod registry;

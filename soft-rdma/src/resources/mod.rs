@@ -9,6 +9,7 @@ pub(crate) mod counters;
 pub(crate) mod cq;
 pub(crate) mod events;
 pub(crate) mod mr;
+pub(crate) mod placement;
 pub(crate) mod sge;
 pub(crate) mod srq;
 pub(crate) mod timers;
