@@ -258,7 +258,14 @@ fn op_properties() {
     let reth: Vec<Op> = Op::ALL.into_iter().filter(|o| o.carries_reth()).collect();
     assert_eq!(
         reth,
-        [WriteFirst, WriteOnly, WriteOnlyImm, ReadRequest, Flush, AtomicWrite]
+        [
+            WriteFirst,
+            WriteOnly,
+            WriteOnlyImm,
+            ReadRequest,
+            Flush,
+            AtomicWrite
+        ]
     );
     let feth: Vec<Op> = Op::ALL.into_iter().filter(|o| o.carries_feth()).collect();
     assert_eq!(feth, [Flush]);
@@ -270,7 +277,10 @@ fn op_properties() {
         assert_eq!(Opcode::new(Transport::Ud, op), None, "{op}");
     }
     assert_eq!((Flush.code(), AtomicWrite.code()), (0x1c, 0x1d));
-    assert_eq!((Flush.name(), AtomicWrite.name()), ("FLUSH", "ATOMIC_WRITE"));
+    assert_eq!(
+        (Flush.name(), AtomicWrite.name()),
+        ("FLUSH", "ATOMIC_WRITE")
+    );
 }
 
 /// The ext kind each opcode requires, straight from the brief's table.

@@ -20,9 +20,7 @@ use crate::resources::counters::bump;
 use crate::resources::mr::{KeyError, MrShared};
 use crate::resources::placement;
 use crate::resources::sge::{self, RecvWqe};
-use crate::types::{
-    Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus,
-};
+use crate::types::{Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;

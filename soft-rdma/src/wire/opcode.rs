@@ -258,7 +258,10 @@ impl Op {
     /// Whether packets of this op may carry payload (SEND, WRITE, READ
     /// responses, ATOMIC WRITE). The others must have none, and no pad.
     pub const fn has_payload(self) -> bool {
-        self.is_send() || self.is_write() || self.is_read_response() || matches!(self, Op::AtomicWrite)
+        self.is_send()
+            || self.is_write()
+            || self.is_read_response()
+            || matches!(self, Op::AtomicWrite)
     }
 
     /// FLUSH or ATOMIC WRITE (the memory placement extensions): single
