@@ -1,6 +1,9 @@
 //! The memory placement extensions on an MR, for the responder: ATOMIC
 //! WRITE (8 bytes stored in one access) and FLUSH (what earlier requests
 //! placed made visible). The key, rights and bounds are checked before.
+//! Locks: each access takes the MR's `valid` lock shared (and, for ODP,
+//! odp's barrier and umem lock), under the QP lock as every responder
+//! access does; nothing else.
 
 use super::mr::MrShared;
 use odp::{AccessError, Memory};
