@@ -41,6 +41,12 @@ impl Access {
     /// The MR may have memory windows bound to it (`IBV_ACCESS_MW_BIND`).
     pub const MW_BIND: Access = Access(1 << 4);
     pub const ON_DEMAND: Access = Access(1 << 6);
+    /// A peer may FLUSH the MR for global visibility (`IBV_ACCESS_FLUSH_GLOBAL`).
+    pub const FLUSH_GLOBAL: Access = Access(1 << 8);
+    /// A peer may FLUSH the MR for persistence (`IBV_ACCESS_FLUSH_PERSISTENT`):
+    /// only persistent memory may be registered so, which this device never
+    /// has (`Pd::reg_mr` refuses it: `EOPNOTSUPP`).
+    pub const FLUSH_PERSISTENT: Access = Access(1 << 9);
 
     pub fn contains(self, other: Access) -> bool {
         self.0 & other.0 == other.0
@@ -199,6 +205,22 @@ pub enum SendOp {
     BindMw(MwBind),
     /// Invalidate the type 2 window with this R_Key (`IBV_WR_LOCAL_INV`).
     LocalInv(u32),
+    /// `IBV_WR_ATOMIC_WRITE`: these 8 bytes written at once to an 8-byte
+    /// aligned `remote_addr` (the MR needs remote write).
+    AtomicWrite {
+        remote_addr: u64,
+        rkey: u32,
+        data: [u8; 8],
+    },
+    /// `IBV_WR_FLUSH`: make what earlier requests placed in `[remote_addr,
+    /// remote_addr+len)` (or the whole MR) visible or persistent.
+    Flush {
+        remote_addr: u64,
+        rkey: u32,
+        len: u32,
+        placement: FlushType,
+        level: FlushLevel,
+    },
 }
 
 /// `ibv_mw_type`.
@@ -226,6 +248,44 @@ pub struct MwBind {
     pub length: u64,
     /// Remote rights granted through the window (`mw_access_flags`).
     pub access: Access,
+}
+
+/// A FLUSH's placement type (`IBV_FLUSH_GLOBAL`, `IBV_FLUSH_PERSISTENT`,
+/// may be combined): the MR must allow each one asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushType(pub u8);
+
+impl FlushType {
+    pub const GLOBAL: FlushType = FlushType(1);
+    pub const PERSISTENT: FlushType = FlushType(2);
+
+    pub fn contains(self, other: FlushType) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// At least one type, and no unknown bit.
+    pub fn is_valid(self) -> bool {
+        self.0 != 0 && self.0 & !(Self::GLOBAL.0 | Self::PERSISTENT.0) == 0
+    }
+}
+
+/// A FLUSH's selectivity level (`ibv_selectivity_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushLevel {
+    /// `IBV_FLUSH_RANGE`: the range the request names.
+    Range = 0,
+    /// `IBV_FLUSH_MR`: the whole memory region its key names.
+    Mr = 1,
+}
+
+impl FlushLevel {
+    pub fn from_u8(v: u8) -> Option<FlushLevel> {
+        match v {
+            0 => Some(FlushLevel::Range),
+            1 => Some(FlushLevel::Mr),
+            _ => None,
+        }
+    }
 }
 
 /// UD destination of a send (`wr.ud`).
@@ -291,6 +351,8 @@ pub enum WcOpcode {
     RdmaRead,
     CompSwap,
     FetchAdd,
+    Flush,
+    AtomicWrite,
     Recv,
     RecvRdmaWithImm,
     BindMw,

@@ -721,3 +721,54 @@ fn a_bind_behind_a_write_runs_after_it_and_completes_in_order() {
     assert!(s.local.0[..5000].iter().all(|&x| x == 0), "the first WRITE");
     assert_eq!(s.run(write(k, s.win_addr()), 64).status, WcStatus::Success);
 }
+
+/// Post `op` on `qa` with no gather list (ATOMIC WRITE carries its data in
+/// the request); its completion.
+fn run_bare(s: &Setup<'_>, op: SendOp) -> Wc {
+    s.qa.post_send(&[SendWr {
+        wr_id: 10,
+        sg_list: &[],
+        op,
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    wait(&s.a.cq, 1)[0]
+}
+
+#[test]
+fn an_atomic_write_goes_through_a_window_and_not_once_it_is_invalidated() {
+    let n = nodes();
+    for (kind, extra) in kinds() {
+        let mut s = setup(&n, extra);
+        let mw = s.b.pd.alloc_mw(MwType::Two).unwrap();
+        let k = s.bind_window(&mw);
+        let at = s.win_addr() + 64;
+        let aw = |rkey| SendOp::AtomicWrite {
+            remote_addr: at,
+            rkey,
+            data: [0xa5; 8],
+        };
+        let wc = run_bare(&s, aw(k));
+        assert_eq!(wc.status, WcStatus::Success, "{kind}: {wc:?}");
+        assert_eq!(
+            &s.remote.0[WIN_OFF + 64..WIN_OFF + 72],
+            &[0xa5; 8],
+            "{kind}"
+        );
+        s.qb.post_send(&[SendWr {
+            wr_id: 0x1b,
+            sg_list: &[],
+            op: SendOp::LocalInv(k),
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
+        assert_eq!(wait(&s.b.cq, 1)[0].status, WcStatus::Success, "{kind}");
+        s.remote.0[WIN_OFF + 64..WIN_OFF + 72].fill(0);
+        let wc = run_bare(&s, aw(k));
+        assert_eq!(wc.status, WcStatus::RemAccessErr, "{kind}: {wc:?}");
+        assert_eq!(&s.remote.0[WIN_OFF + 64..WIN_OFF + 72], &[0; 8], "{kind}");
+        s.reconnect();
+    }
+}

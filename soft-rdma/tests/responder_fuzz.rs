@@ -20,7 +20,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use soft_rdma::transport::Hub;
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{
-    Aeth, AtomicEth, Deth, Ext, ExtKind, Op, Opcode, PacketRepr, Reth, Syndrome, Transport, MAX_U24,
+    Aeth, AtomicEth, Deth, Ext, ExtKind, Feth, Op, Opcode, PacketRepr, Reth, Syndrome, Transport,
+    MAX_U24,
 };
 
 const REGION: usize = 2 * PAGE;
@@ -270,6 +271,13 @@ impl Fixture {
             }),
             ExtKind::Deth => Ext::Deth(deth),
             ExtKind::DethImm => Ext::DethImm(deth, s.len_raw),
+            ExtKind::FethReth => Ext::FethReth(
+                Feth {
+                    placement: (s.len_raw & 0xf) as u8,
+                    level: ((s.len_raw >> 4) & 3) as u8,
+                },
+                reth,
+            ),
         };
         let payload = vec![s.fill; payload_len];
         let mut b = env.build(opcode, qpn, psn, ext, &payload);

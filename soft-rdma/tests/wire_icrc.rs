@@ -83,6 +83,13 @@ fn sample(opcode: Opcode) -> Ext {
         }),
         ExtKind::Deth => Ext::Deth(deth),
         ExtKind::DethImm => Ext::DethImm(deth, 0x7777_7777),
+        ExtKind::FethReth => Ext::FethReth(
+            Feth {
+                placement: 1,
+                level: 1,
+            },
+            reth,
+        ),
     }
 }
 

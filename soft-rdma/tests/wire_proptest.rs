@@ -59,6 +59,9 @@ fn arb_ext(kind: ExtKind) -> BoxedStrategy<Ext> {
         ExtKind::DethImm => (arb_deth(), any::<u32>())
             .prop_map(|(d, i)| Ext::DethImm(d, i))
             .boxed(),
+        ExtKind::FethReth => (0..16u8, 0..4u8, arb_reth())
+            .prop_map(|(placement, level, r)| Ext::FethReth(Feth { placement, level }, r))
+            .boxed(),
     }
 }
 
@@ -167,6 +170,11 @@ fn check_bytes(bytes: &[u8]) {
         want[8] &= 0x80;
         if matches!(repr.ext, Ext::Deth(_) | Ext::DethImm(..)) {
             want[BTH_LEN + 4] = 0;
+        }
+        if matches!(repr.ext, Ext::FethReth(..)) {
+            // The FETH's reserved bits (all but the low 6) are written as zero.
+            want[BTH_LEN..BTH_LEN + 3].fill(0);
+            want[BTH_LEN + 3] &= 0x3f;
         }
         assert_eq!(&out[..hl], &want[..]);
         assert_eq!(&out[range.clone()], &bytes[range.clone()]);

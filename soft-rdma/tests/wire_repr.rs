@@ -73,6 +73,10 @@ fn exts(kind: ExtKind) -> Vec<Ext> {
         })],
         ExtKind::Deth => vec![Ext::Deth(deth)],
         ExtKind::DethImm => vec![Ext::DethImm(deth, 0x0bad_cafe)],
+        ExtKind::FethReth => [(1, 0), (2, 1), (3, 0), (0xf, 3)]
+            .into_iter()
+            .map(|(placement, level)| Ext::FethReth(Feth { placement, level }, reth()))
+            .collect(),
     }
 }
 
@@ -172,7 +176,7 @@ fn round_trip_every_opcode() {
 fn opcode_table() {
     let mut legal = Vec::new();
     legal.extend(0x00..=0x14u8);
-    legal.extend([0x16, 0x17]);
+    legal.extend([0x16, 0x17, 0x1c, 0x1d]);
     legal.extend(0x20..=0x2bu8);
     legal.extend([0x64, 0x65]);
     for byte in 0..=255u8 {
@@ -189,9 +193,9 @@ fn opcode_table() {
     for op in Opcode::all() {
         assert_eq!(Opcode::from_u8(op.to_u8()), Some(op));
     }
-    // FLUSH, ATOMIC WRITE, CNP and RD/XRC are not ours (yet)
+    // CNP and RD/XRC are not ours (yet); FLUSH and ATOMIC WRITE are RC only
     for byte in [
-        0x15, 0x1c, 0x1d, 0x80, 0x81, 0x40, 0x44, 0xa0, 0x2c, 0x36, 0x60, 0x66,
+        0x15, 0x3c, 0x3d, 0x7c, 0x7d, 0x80, 0x81, 0x40, 0x44, 0xa0, 0x2c, 0x36, 0x60, 0x66,
     ] {
         assert_eq!(Opcode::from_u8(byte), None, "{byte:#04x}");
     }
@@ -214,7 +218,10 @@ fn op_properties() {
         ];
         assert!(pos.iter().filter(|&&p| p).count() <= 1, "{op}");
         assert_eq!(op.is_middle(), !op.is_first() && !op.is_last(), "{op}");
-        let carries_payload = !matches!(op, ReadRequest | Ack | AtomicAck | CompareSwap | FetchAdd);
+        let carries_payload = !matches!(
+            op,
+            ReadRequest | Ack | AtomicAck | CompareSwap | FetchAdd | Flush
+        );
         assert_eq!(op.has_payload(), carries_payload, "{op}");
     }
     for op in [
@@ -225,6 +232,8 @@ fn op_properties() {
         WriteOnlyImm,
         ReadRespOnly,
         Ack,
+        Flush,
+        AtomicWrite,
     ] {
         assert!(op.is_first() && op.is_last(), "{op}");
     }
@@ -247,7 +256,31 @@ fn op_properties() {
         [ReadRespFirst, ReadRespLast, ReadRespOnly, Ack, AtomicAck]
     );
     let reth: Vec<Op> = Op::ALL.into_iter().filter(|o| o.carries_reth()).collect();
-    assert_eq!(reth, [WriteFirst, WriteOnly, WriteOnlyImm, ReadRequest]);
+    assert_eq!(
+        reth,
+        [
+            WriteFirst,
+            WriteOnly,
+            WriteOnlyImm,
+            ReadRequest,
+            Flush,
+            AtomicWrite
+        ]
+    );
+    let feth: Vec<Op> = Op::ALL.into_iter().filter(|o| o.carries_feth()).collect();
+    assert_eq!(feth, [Flush]);
+    let placement: Vec<Op> = Op::ALL.into_iter().filter(|o| o.is_placement()).collect();
+    assert_eq!(placement, [Flush, AtomicWrite]);
+    for op in [Flush, AtomicWrite] {
+        assert!(!op.is_response() && !op.is_atomic(), "{op}");
+        assert_eq!(Opcode::new(Transport::Uc, op), None, "{op}");
+        assert_eq!(Opcode::new(Transport::Ud, op), None, "{op}");
+    }
+    assert_eq!((Flush.code(), AtomicWrite.code()), (0x1c, 0x1d));
+    assert_eq!(
+        (Flush.name(), AtomicWrite.name()),
+        ("FLUSH", "ATOMIC_WRITE")
+    );
 }
 
 /// The ext kind each opcode requires, straight from the brief's table.
@@ -280,6 +313,8 @@ fn ext_kind_table() {
         (FetchAdd, K::Atomic),
         (SendLastInv, K::Inv),
         (SendOnlyInv, K::Inv),
+        (Flush, K::FethReth),
+        (AtomicWrite, K::Reth),
     ] {
         assert_eq!(rc(op), kind, "{op}");
         if let Some(uc) = Opcode::new(Transport::Uc, op) {
@@ -300,6 +335,7 @@ fn ext_kind_table() {
         (K::Atomic, 28),
         (K::Deth, 8),
         (K::DethImm, 12),
+        (K::FethReth, 20),
     ];
     for (k, len) in lens {
         assert_eq!(k.len(), len, "{k:?}");
@@ -323,6 +359,120 @@ fn plain_bth(opcode: Opcode) -> Bth {
         ack_req: false,
         psn: 123,
     }
+}
+
+/// FLUSH and ATOMIC WRITE assembled by hand (IBTA memory placement
+/// extensions; rxe's layout): FETH before RETH, the FETH's reserved bits
+/// zero on emit and ignored on parse, no payload on a FLUSH.
+#[test]
+fn golden_flush_and_atomic_write() {
+    let reth = Reth {
+        va: 0x0011_2233_4455_6677,
+        rkey: 0x8899_aabb,
+        len: 0x0000_1000,
+    };
+    let repr = PacketRepr {
+        bth: Bth {
+            ack_req: true,
+            ..plain_bth(op(Transport::Rc, Op::Flush))
+        },
+        ext: Ext::FethReth(
+            Feth {
+                placement: 1,
+                level: 1,
+            },
+            reth,
+        ),
+        payload_len: 0,
+    };
+    let mut buf = vec![0xeeu8; repr.buffer_len()];
+    repr.emit(&mut buf).unwrap();
+    #[rustfmt::skip]
+    let want = [
+        0x1c, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x11, 0x80, 0x00, 0x00, 0x7b,
+        0x00, 0x00, 0x00, 0x11,
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x00, 0x00, 0x10, 0x00,
+        0xee, 0xee, 0xee, 0xee,
+    ];
+    assert_eq!(buf, want);
+    assert_eq!(
+        repr.to_string(),
+        "RC FLUSH qp=0x000011 psn=123 ack_req plt=1 sel=1 va=0x11223344556677 rkey=0x8899aabb dlen=4096"
+    );
+    // Reserved FETH bits set by a peer: ignored.
+    let mut odd = buf.clone();
+    odd[12] = 0xff;
+    odd[13] = 0xff;
+    odd[14] = 0xff;
+    odd[15] = 0xc2; // reserved bits 7..6, level 0, placement 2
+    let (parsed, range) = PacketRepr::parse(&odd).unwrap();
+    assert_eq!(
+        parsed.ext,
+        Ext::FethReth(
+            Feth {
+                placement: 2,
+                level: 0,
+            },
+            reth
+        )
+    );
+    assert_eq!(range, 32..32);
+    // A FLUSH carries no payload.
+    let mut long = buf[..32].to_vec();
+    long.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0]);
+    assert_eq!(PacketRepr::parse(&long), Err(WireError::BadLength));
+    let with_payload = PacketRepr {
+        payload_len: 4,
+        ..repr
+    };
+    let mut b = vec![0u8; with_payload.buffer_len()];
+    assert_eq!(with_payload.emit(&mut b), Err(WireError::BadLength));
+    // The FETH's fields are 4 and 2 bits.
+    for feth in [
+        Feth {
+            placement: 16,
+            level: 0,
+        },
+        Feth {
+            placement: 1,
+            level: 4,
+        },
+    ] {
+        let r = PacketRepr {
+            ext: Ext::FethReth(feth, reth),
+            ..repr
+        };
+        let mut b = vec![0u8; r.buffer_len()];
+        assert_eq!(r.emit(&mut b), Err(WireError::FieldRange), "{feth:?}");
+    }
+
+    // RC ATOMIC_WRITE: RETH, then the 8 bytes.
+    let repr = PacketRepr {
+        bth: Bth {
+            ack_req: true,
+            ..plain_bth(op(Transport::Rc, Op::AtomicWrite))
+        },
+        ext: Ext::Reth(Reth { len: 8, ..reth }),
+        payload_len: 8,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    buf[28..36].copy_from_slice(b"atomic!!");
+    repr.emit(&mut buf).unwrap();
+    #[rustfmt::skip]
+    let want = [
+        0x1d, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x11, 0x80, 0x00, 0x00, 0x7b,
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x00, 0x00, 0x00, 0x08,
+        b'a', b't', b'o', b'm', b'i', b'c', b'!', b'!',
+        0, 0, 0, 0,
+    ];
+    assert_eq!(buf, want);
+    let (parsed, range) = PacketRepr::parse(&buf).unwrap();
+    assert_eq!(parsed, repr);
+    assert_eq!(&buf[range], b"atomic!!");
+    assert_eq!(
+        repr.to_string(),
+        "RC ATOMIC_WRITE qp=0x000011 psn=123 ack_req va=0x11223344556677 rkey=0x8899aabb dlen=8 len=8"
+    );
 }
 
 /// Packets assembled by hand from the spec's byte layout.
@@ -525,7 +675,7 @@ fn parse_errors() {
         );
     }
     // unknown opcodes
-    for o in [0x15u8, 0x1c, 0x1d, 0x81] {
+    for o in [0x15u8, 0x3c, 0x7d, 0x81] {
         let mut b = good.clone();
         b[0] = o;
         assert_eq!(

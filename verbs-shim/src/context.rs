@@ -94,7 +94,21 @@ pub fn device_attr_ex(dev: &Device) -> ibv_device_attr_ex {
     x.odp_caps.per_transport_caps.rc_odp_caps = a.odp.rc;
     x.odp_caps.per_transport_caps.uc_odp_caps = a.odp.uc;
     x.odp_caps.per_transport_caps.ud_odp_caps = a.odp.ud;
+    x.device_cap_flags_ex = u64::from(x.orig_attr.device_cap_flags) | placement_caps(&a.placement);
     x
+}
+
+/// `device_cap_flags_ex`'s memory placement bits.
+fn placement_caps(p: &soft_rdma::verbs::PlacementCaps) -> u64 {
+    use crate::placement_abi::*;
+    [
+        (p.atomic_write, IB_UVERBS_DEVICE_ATOMIC_WRITE),
+        (p.flush_global, IB_UVERBS_DEVICE_FLUSH_GLOBAL),
+        (p.flush_persistent, IB_UVERBS_DEVICE_FLUSH_PERSISTENT),
+    ]
+    .into_iter()
+    .filter_map(|(on, bit)| on.then_some(bit))
+    .fold(0, |a, b| a | b)
 }
 
 pub fn port_attr(dev: &Device) -> ibv_port_attr {

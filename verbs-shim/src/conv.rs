@@ -62,7 +62,9 @@ pub fn access_from_c(a: c_uint) -> Result<sv::Access, i32> {
         | IBV_ACCESS_REMOTE_READ
         | IBV_ACCESS_REMOTE_ATOMIC
         | IBV_ACCESS_MW_BIND
-        | IBV_ACCESS_ON_DEMAND;
+        | IBV_ACCESS_ON_DEMAND
+        | crate::placement_abi::IBV_ACCESS_FLUSH_GLOBAL
+        | crate::placement_abi::IBV_ACCESS_FLUSH_PERSISTENT;
     let ignored = IBV_ACCESS_HUGETLB | IB_UVERBS_ACCESS_OPTIONAL_RANGE;
     if a & !(known | ignored) != 0 {
         return Err(libc::EINVAL);
@@ -292,6 +294,8 @@ fn wc_opcode_to_c(o: sv::WcOpcode) -> ibv_wc_opcode {
         O::RdmaRead => IBV_WC_RDMA_READ,
         O::CompSwap => IBV_WC_COMP_SWAP,
         O::FetchAdd => IBV_WC_FETCH_ADD,
+        O::AtomicWrite => IBV_WC_ATOMIC_WRITE,
+        O::Flush => crate::placement_abi::IBV_WC_FLUSH,
         O::Recv => IBV_WC_RECV,
         O::RecvRdmaWithImm => IBV_WC_RECV_RDMA_WITH_IMM,
         O::BindMw => IBV_WC_BIND_MW,

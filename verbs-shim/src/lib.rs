@@ -25,6 +25,7 @@ mod device;
 mod mr;
 mod mw;
 mod pd;
+mod placement_abi;
 mod qp;
 mod qp_ex;
 mod registry;

@@ -16,6 +16,10 @@ use std::sync::Mutex;
 #[repr(C)]
 pub struct ShimQp {
     pub qp: ibv_qp_ex,
+    /// `ibv_qp_ex::wr_flush` of rdma-core 45 on, which ends where the
+    /// installed struct does (`placement_abi`): NULL unless created with
+    /// `IBV_QP_EX_WITH_FLUSH`.
+    pub wr_flush: Option<crate::placement_abi::WrFlush>,
     pub soft: Qp,
     /// What `ibv_query_qp` reports besides the live state: the attributes
     /// last set by `ibv_modify_qp`, and the creation attributes.
@@ -30,6 +34,8 @@ pub struct ShimQp {
 // first, and an `ibv_qp` is the first member of an `ibv_qp_ex`.
 const _: () = assert!(std::mem::offset_of!(ShimQp, qp) == 0);
 const _: () = assert!(std::mem::offset_of!(ibv_qp_ex, qp_base) == 0);
+const _: () =
+    assert!(std::mem::offset_of!(ShimQp, wr_flush) == crate::placement_abi::WR_FLUSH_OFFSET);
 
 impl ShimQp {
     /// # Safety
@@ -147,6 +153,7 @@ unsafe fn create(
     let qpn = soft.qp_num();
     let w = Box::into_raw(Box::new(ShimQp {
         qp,
+        wr_flush: send_ops.and_then(crate::qp_ex::wr_flush_op),
         soft,
         shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
         ex: send_ops.is_some(),

@@ -17,6 +17,7 @@
 use crate::ah::ShimAh;
 use crate::conv;
 use crate::ffi::*;
+use crate::placement_abi::{WrFlush, IBV_QP_EX_WITH_FLUSH};
 use crate::qp::ShimQp;
 use soft_rdma::verbs as sv;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -49,8 +50,8 @@ pub struct BatchSlot {
     free: Condvar,
 }
 
-/// The send ops rxe offers per QP type, less those the device lacks (flush,
-/// atomic write; SEND_WITH_INV on UC). Memory windows: `crate::mw`.
+/// The send ops rxe offers per QP type, less those the device lacks (TSO;
+/// SEND_WITH_INV on UC). Memory windows: `crate::mw`.
 pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
     let f = match t {
         IBV_QPT_RC => {
@@ -64,6 +65,8 @@ pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
                 | IBV_QP_EX_WITH_SEND_WITH_INV
                 | IBV_QP_EX_WITH_BIND_MW
                 | IBV_QP_EX_WITH_LOCAL_INV
+                | IBV_QP_EX_WITH_ATOMIC_WRITE
+                | IBV_QP_EX_WITH_FLUSH
         }
         IBV_QPT_UC => {
             IBV_QP_EX_WITH_RDMA_WRITE
@@ -113,6 +116,9 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     if has(IBV_QP_EX_WITH_LOCAL_INV) {
         q.wr_local_inv = Some(crate::mw::wr_local_inv);
     }
+    if has(IBV_QP_EX_WITH_ATOMIC_WRITE) {
+        q.wr_atomic_write = Some(wr_atomic_write);
+    }
     q.wr_set_sge = Some(wr_set_sge);
     q.wr_set_sge_list = Some(wr_set_sge_list);
     q.wr_set_inline_data = Some(wr_set_inline_data);
@@ -121,6 +127,12 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     q.wr_start = Some(wr_start);
     q.wr_complete = Some(wr_complete);
     q.wr_abort = Some(wr_abort);
+}
+
+/// The `wr_flush` builder (kept after the C struct, see `placement_abi`)
+/// if `flags` asks for it.
+pub fn wr_flush_op(flags: u64) -> Option<WrFlush> {
+    (flags & u64::from(IBV_QP_EX_WITH_FLUSH) != 0).then_some(wr_flush as WrFlush)
 }
 
 /// The wrapper of an extended QP.
@@ -229,7 +241,11 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
     let reads = |op: &sv::SendOp| {
         matches!(
             op,
-            sv::SendOp::Read { .. } | sv::SendOp::CompareSwap { .. } | sv::SendOp::FetchAdd { .. }
+            sv::SendOp::Read { .. }
+                | sv::SendOp::CompareSwap { .. }
+                | sv::SendOp::FetchAdd { .. }
+                | sv::SendOp::AtomicWrite { .. }
+                | sv::SendOp::Flush { .. }
         )
     };
     if batch.wrs.iter().any(|p| p.inline.is_some() && reads(&p.op)) {
@@ -342,6 +358,69 @@ unsafe extern "C" fn wr_atomic_fetch_add(
     };
     // SAFETY: reached only through a live extended QP.
     unsafe { build(qp, op) }
+}
+
+/// `ibv_wr_atomic_write`: the 8 bytes at `data` are copied now (the
+/// caller's buffer is free again when this returns, as with rxe).
+unsafe extern "C" fn wr_atomic_write(
+    qp: *mut ibv_qp_ex,
+    rkey: u32,
+    remote_addr: u64,
+    data: *const c_void,
+) {
+    if data.is_null() {
+        // SAFETY: reached only through a live extended QP.
+        unsafe { set_err(qp, libc::EINVAL) };
+        return;
+    }
+    // SAFETY: the caller's 8 bytes (`atomic_wr`); no alignment is promised.
+    let data = unsafe { std::ptr::read_unaligned(data as *const [u8; 8]) };
+    let op = sv::SendOp::AtomicWrite {
+        remote_addr,
+        rkey,
+        data,
+    };
+    // SAFETY: reached only through a live extended QP.
+    unsafe { build(qp, op) }
+}
+
+/// `ibv_wr_flush`: `ptype` `IBV_FLUSH_GLOBAL`/`PERSISTENT`, `level`
+/// `IBV_FLUSH_RANGE`/`MR`. A length past 32 bits or an unknown level is
+/// the batch's EINVAL (the device checks the type when it is posted).
+unsafe extern "C" fn wr_flush(
+    qp: *mut ibv_qp_ex,
+    rkey: u32,
+    remote_addr: u64,
+    len: usize,
+    ptype: u8,
+    level: u8,
+) {
+    let (Ok(len), Some(level)) = (u32::try_from(len), sv::FlushLevel::from_u8(level)) else {
+        // SAFETY: reached only through a live extended QP.
+        unsafe { set_err(qp, libc::EINVAL) };
+        return;
+    };
+    let op = sv::SendOp::Flush {
+        remote_addr,
+        rkey,
+        len,
+        placement: sv::FlushType(ptype),
+        level,
+    };
+    // SAFETY: reached only through a live extended QP.
+    unsafe { build(qp, op) }
+}
+
+/// A builder's own error: it sticks to the batch, as a setter's does.
+///
+/// # Safety
+/// `qp` must be a live extended QP.
+unsafe fn set_err(qp: *mut ibv_qp_ex, e: i32) {
+    // SAFETY: (caller) live QP.
+    let mut b = lock(unsafe { shim(qp) });
+    if b.err == 0 {
+        b.err = e;
+    }
 }
 
 unsafe extern "C" fn wr_set_sge(qp: *mut ibv_qp_ex, lkey: u32, addr: u64, length: u32) {

@@ -13,13 +13,20 @@ use test_support::serial::serial;
 /// Compile `tests/c/NAME.c` (linked with -libverbs: the installed library's
 /// symbol versions, which ours exports too) into a temporary directory.
 fn compile(name: &str) -> PathBuf {
+    compile_with(name, &[])
+}
+
+/// [`compile`] with extra compiler arguments (e.g. `-D` feature macros).
+fn compile_with(name: &str, extra: &[&str]) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
     let dir = std::env::temp_dir().join(format!("verbs-shim-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
-        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-o")
         .arg(&exe)
         .arg(&src)
         .args(["-libverbs", "-pthread"])
@@ -137,6 +144,35 @@ fn open_device_out_of_descriptors_is_null_with_errno() {
     for step in [
         "OK open without descriptors",
         "OK open afterwards",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+/// ATOMIC WRITE and FLUSH through `ibv_wr_atomic_write` / `ibv_wr_flush`
+/// (`tests/c/placement.c`). rdma-core 44's header predates `ibv_wr_flush`:
+/// the program then declares rdma-core 45's ABI for it itself.
+#[test]
+fn atomic_write_and_flush_through_the_qp_ex_builders() {
+    let header = std::fs::read_to_string("/usr/include/infiniband/verbs.h").unwrap_or_default();
+    let defines: &[&str] = if header.contains("ibv_wr_flush") {
+        &["-DHAVE_IBV_WR_FLUSH"]
+    } else {
+        &[]
+    };
+    let exe = compile_with("placement", defines);
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK device caps",
+        "OK reg_mr flush access",
+        "OK qp_ex builders",
+        "OK wr_atomic_write wr_flush",
+        "OK wr_flush length",
+        "OK flush type not allowed",
+        "OK misaligned atomic write",
         "ALL OK",
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");

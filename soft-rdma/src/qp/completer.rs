@@ -27,6 +27,11 @@ pub(super) fn on_response(
     }
     let p = repr.bth.psn;
     let mtu = q.path_mtu.bytes() as u64;
+    if repr.bth.opcode.op() == Op::ReadRespOnly {
+        if let Some(i) = placement_waiting(q, p) {
+            return placement_response(ctx, sh, q, i, repr, payload);
+        }
+    }
     match (repr.bth.opcode.op(), repr.ext) {
         (Op::Ack, Ext::Aeth(aeth)) => match aeth.syndrome {
             Syndrome::Ack { .. } => ack_upto(q, p),
@@ -148,6 +153,55 @@ pub(super) fn on_response(
     }
     complete_front(ctx, sh, q);
     Next::Progress
+}
+
+/// The ATOMIC WRITE or FLUSH sent at PSN `p` still waiting for its answer.
+fn placement_waiting(q: &Inner, p: u32) -> Option<usize> {
+    q.req.sq.iter().take(q.req.send_idx).position(|w| {
+        matches!(w.op, SendOp::AtomicWrite { .. } | SendOp::Flush { .. })
+            && w.result.is_none()
+            && w.psn.is_some_and(|(f, _)| f == p)
+    })
+}
+
+/// The READ response only that answers the ATOMIC WRITE or FLUSH WQE `i`:
+/// empty, with an ACK (rxe's check_ack completes an ATOMIC WRITE on it like
+/// a WRITE, a FLUSH like a READ of nothing). Anything else fails the WQE
+/// (`BAD_RESP_ERR`) and the QP. As an atomic ACK, it acknowledges what came
+/// before and reveals a lost answer just before it.
+fn placement_response(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    i: usize,
+    repr: &PacketRepr,
+    payload: &[u8],
+) -> Next {
+    let ack = matches!(repr.ext, Ext::Aeth(a) if a.syndrome.is_ack());
+    if !ack || !payload.is_empty() {
+        bump(&ctx.stats.bad_responses);
+        let psn = q.req.sq[i].psn;
+        complete_front(ctx, sh, q);
+        if let Some(i) = q.req.sq.iter().position(|w| w.psn == psn) {
+            let w = sh.take_failed(ctx, q, i);
+            sh.complete_send(ctx, &w, WcStatus::BadRespErr);
+        }
+        sh.fail(ctx, q);
+        return Next::Nothing;
+    }
+    let p = repr.bth.psn;
+    let lost = lost_before(q, i);
+    if i > 0 {
+        ack_upto(q, psn::add(p, psn::MASK));
+    }
+    q.req.sq[i].result = Some(WcStatus::Success);
+    q.req.progress_at = Some(Instant::now());
+    q.req.retries_left = q.retry_cnt;
+    complete_front(ctx, sh, q);
+    match lost {
+        Some(lost) => Next::RetryNow(lost),
+        None => Next::Progress,
+    }
 }
 
 /// Whether the READ response for the next packet `w` expects has the

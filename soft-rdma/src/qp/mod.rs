@@ -202,6 +202,8 @@ impl QpShared {
             SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
             SendOp::BindMw(_) => WcOpcode::BindMw,
             SendOp::LocalInv(_) => WcOpcode::LocalInv,
+            SendOp::AtomicWrite { .. } => WcOpcode::AtomicWrite,
+            SendOp::Flush { .. } => WcOpcode::Flush,
         };
         let byte_len = match wqe.op {
             SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => {

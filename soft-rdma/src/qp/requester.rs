@@ -14,7 +14,7 @@ use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::sge::{self, Payload, ResolvedSge};
 use crate::types::{Errno, QpState, QpType, SendOp, SendWr, WcStatus};
-use crate::wire::{AtomicEth, Deth, Ext, Op, Opcode, PacketRepr, Reth};
+use crate::wire::{AtomicEth, Deth, Ext, Feth, Op, Opcode, PacketRepr, Reth};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -51,10 +51,7 @@ impl SendWqe {
         if len > MAX_MSG {
             return Err(Errno::EINVAL);
         }
-        let rd_atomic = matches!(
-            wr.op,
-            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
-        );
+        let rd_atomic = is_rd_atomic(&wr.op);
         let legal = match sh.qp_type {
             // UD has no path MTU of its own: a datagram must fit the port's.
             QpType::Ud => {
@@ -69,6 +66,9 @@ impl SendWqe {
             return Err(Errno::EINVAL);
         }
         if matches!(wr.op, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) && len != 8 {
+            return Err(Errno::EINVAL);
+        }
+        if !placement_ok(&wr.op, len) {
             return Err(Errno::EINVAL);
         }
         let inline = if wr.flags.inline && !rd_atomic && !local {
@@ -111,6 +111,7 @@ impl SendWqe {
         let write = match self.op {
             SendOp::Read { .. } => true,
             SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => return,
+            SendOp::AtomicWrite { .. } | SendOp::Flush { .. } => return,
             _ if self.inline.is_some() => return,
             _ => false,
         };
@@ -122,10 +123,7 @@ impl SendWqe {
     }
 
     pub(super) fn is_rd_atomic(&self) -> bool {
-        matches!(
-            self.op,
-            SendOp::Read { .. } | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
-        )
+        is_rd_atomic(&self.op)
     }
 
     pub(super) fn last_psn(&self) -> Option<u32> {
@@ -143,6 +141,7 @@ impl SendWqe {
     fn npsn(&self, mtu: u64) -> u32 {
         match self.op {
             SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. } => 1,
+            SendOp::AtomicWrite { .. } | SendOp::Flush { .. } => 1,
             _ => self.len.div_ceil(mtu).max(1) as u32,
         }
     }
@@ -153,6 +152,35 @@ impl SendWqe {
             Some(d) => Payload::Inline(d),
             None => Payload::open(&self.sges, pd, from, to),
         }
+    }
+}
+
+/// READs, atomics, ATOMIC WRITE and FLUSH: single requests answered by a
+/// response of their own (READ data, atomic ACK, an empty READ response),
+/// counted against `max_rd_atomic` because the responder keeps a record of
+/// each for duplicates (rxe's `check_init_depth` counts ATOMIC WRITE too;
+/// a FLUSH takes a responder resource as well, so it counts here).
+fn is_rd_atomic(op: &SendOp) -> bool {
+    matches!(
+        op,
+        SendOp::Read { .. }
+            | SendOp::CompareSwap { .. }
+            | SendOp::FetchAdd { .. }
+            | SendOp::AtomicWrite { .. }
+            | SendOp::Flush { .. }
+    )
+}
+
+/// ATOMIC WRITE and FLUSH carry no scatter/gather list (the 8 bytes are in
+/// the WR); a FLUSH names a known placement type and at most `MAX_MSG`
+/// bytes, as a responder checks the RETH length.
+fn placement_ok(op: &SendOp, sge_len: u64) -> bool {
+    match op {
+        SendOp::AtomicWrite { .. } => sge_len == 0,
+        SendOp::Flush { len, placement, .. } => {
+            sge_len == 0 && placement.is_valid() && u64::from(*len) <= MAX_MSG
+        }
+        _ => true,
     }
 }
 
@@ -363,6 +391,10 @@ fn emit(
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
             emit_atomic(ctx, q, w, peer, op_code, tx)?
         }
+        (_, SendOp::AtomicWrite { .. } | SendOp::Flush { .. }) => {
+            let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
+            emit_placement(ctx, q, w, peer, op_code, tx)?
+        }
         _ => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
             emit_segments(ctx, sh, q, w, peer, mtu, limit, op_code, tx)?
@@ -480,6 +512,68 @@ fn emit_atomic(
         payload_len: 0,
     };
     tx.push(ctx, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+    Ok(1)
+}
+
+/// An ATOMIC WRITE (RETH for 8 bytes, the 8 bytes as payload) or a FLUSH
+/// (FETH + RETH, no payload). Returns 1: it is out.
+fn emit_placement(
+    ctx: &Context<'_>,
+    q: &Inner,
+    w: &SendWqe,
+    peer: SocketAddr,
+    op_code: impl Fn(Op) -> Opcode,
+    tx: &mut TxQueue,
+) -> Result<u32, WcStatus> {
+    let (first, _) = w.psn.expect("assigned");
+    let (o, ext, data) = match w.op {
+        SendOp::AtomicWrite {
+            remote_addr,
+            rkey,
+            data,
+        } => (
+            Op::AtomicWrite,
+            Ext::Reth(Reth {
+                va: remote_addr,
+                rkey,
+                len: 8,
+            }),
+            Some(data),
+        ),
+        SendOp::Flush {
+            remote_addr,
+            rkey,
+            len,
+            placement,
+            level,
+        } => (
+            Op::Flush,
+            Ext::FethReth(
+                Feth {
+                    placement: placement.0,
+                    level: level as u8,
+                },
+                Reth {
+                    va: remote_addr,
+                    rkey,
+                    len,
+                },
+            ),
+            None,
+        ),
+        _ => unreachable!("only ATOMIC WRITE and FLUSH come here"),
+    };
+    let repr = PacketRepr {
+        bth: bth(op_code(o), q.dest_qpn, first, true, false),
+        ext,
+        payload_len: data.map_or(0, |d| d.len()),
+    };
+    tx.push(ctx, peer, &repr, |buf| {
+        if let Some(d) = data {
+            buf.copy_from_slice(&d);
+        }
+        Ok::<(), WcStatus>(())
+    })?;
     Ok(1)
 }
 

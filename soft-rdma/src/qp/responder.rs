@@ -6,9 +6,10 @@
 //! overflow) → atomic alignment → receive queue (RNR NAK) → memory (an ODP
 //! region the target unmapped is a remote access error).
 //!
-//! READ and atomic requests are remembered (up to `max_dest_rd_atomic`) so a
-//! duplicate is answered from the record: READ data re-read, atomic result
-//! replayed — an atomic is never executed twice.
+//! READ, atomic, ATOMIC WRITE and FLUSH requests are remembered (up to
+//! `max_dest_rd_atomic`) so a duplicate is answered from the record: READ
+//! data re-read, atomic result replayed, ATOMIC WRITE and FLUSH answered
+//! again — none is ever executed twice.
 
 use super::psn::{self, MAX_UNACKED};
 use super::tx::{bth, TxQueue};
@@ -18,8 +19,9 @@ use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::mr::KeyError;
 use crate::resources::mw::Resolved;
+use crate::resources::placement;
 use crate::resources::sge::{self, RecvWqe};
-use crate::types::{Access, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
+use crate::types::{Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,6 +53,10 @@ enum Replay {
     Atomic {
         psn: u32,
         orig: u64,
+    },
+    /// An ATOMIC WRITE or FLUSH: done, answered by an empty READ response.
+    Placement {
+        psn: u32,
     },
 }
 
@@ -145,6 +151,7 @@ pub(super) fn on_request(
             if repr.bth.ack_req
                 && sh.qp_type == QpType::Rc
                 && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
+                && !op.is_placement()
             {
                 // Coalesced: one ACK a QP at the end of the receive batch,
                 // sent before the receive completions it covers become
@@ -364,6 +371,8 @@ fn execute(
             send_atomic_ack(ctx, q, tx, repr.bth.psn, orig);
             Ok(1)
         }
+        Op::AtomicWrite => atomic_write(ctx, sh, q, repr, payload, tx),
+        Op::Flush => flush(ctx, sh, q, repr, tx),
         _ => Err(invalid),
     }
 }
@@ -713,6 +722,18 @@ fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr,
                 send_atomic_ack(ctx, q, tx, p, orig);
             }
         }
+        Op::AtomicWrite | Op::Flush => {
+            // Answered again, never executed again (rxe's replay); no
+            // record (older than max_dest_rd_atomic): dropped, class D.
+            let done = q
+                .resp
+                .replay
+                .iter()
+                .any(|r| matches!(r, Replay::Placement { psn } if *psn == p));
+            if done {
+                send_read_response_ack(ctx, q, tx, p);
+            }
+        }
         _ => {
             // SEND/WRITE already done: acknowledge everything received so
             // far — once per receive batch (the coalesced ACK), not once per
@@ -785,4 +806,135 @@ fn abandon_uc_message(sh: &QpShared, q: &mut Inner) {
             None => q.resp.rq.push_front(wqe),
         }
     }
+}
+
+/// ATOMIC WRITE (rxe's `atomic_write_reply`): checked as a WRITE of 8
+/// bytes — the QP's and the MR's remote write right, a RETH length and a
+/// payload of exactly 8, the bounds — and aligned as an atomic (misaligned:
+/// invalid request, as rxe); then stored at once, remembered, and answered
+/// by an empty READ response.
+fn atomic_write(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    repr: &PacketRepr,
+    payload: &[u8],
+    tx: &mut TxQueue,
+) -> Result<u32, Fail> {
+    let invalid = Fail::Nak(NakCode::InvalidRequest);
+    let access = Fail::Nak(NakCode::RemoteAccessError);
+    let Ext::Reth(reth) = repr.ext else {
+        return Err(invalid);
+    };
+    if q.resp.cur.is_some() {
+        return Err(invalid);
+    }
+    if !q.access.contains(Access::REMOTE_WRITE) {
+        return Err(access);
+    }
+    let Ok(data) = <[u8; 8]>::try_from(payload) else {
+        return Err(invalid);
+    };
+    if reth.len != 8 || reth.va % 8 != 0 {
+        return Err(invalid);
+    }
+    // An MR's key or a bound window's (checked again while held).
+    let mr = ctx
+        .mrs
+        .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, 8, Access::REMOTE_WRITE)
+        .map_err(key_nak)?;
+    let held = mr
+        .hold()
+        .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+    placement::atomic_write(&mr, reth.va, data).map_err(|_| access)?;
+    drop(held);
+    placed(ctx, q, repr.bth.psn, tx);
+    Ok(1)
+}
+
+/// FLUSH (rxe's `process_flush`): a known placement type and level (else
+/// an invalid request), the right for each type asked for on the QP (as
+/// rxe) and on the MR, the RETH's range inside the MR unless the level is
+/// the whole MR; then the flush (see `placement::flush`), remembered and
+/// answered by an empty READ response. No MR allows persistence, so a
+/// FLUSH asking for it is a remote access error.
+fn flush(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    repr: &PacketRepr,
+    tx: &mut TxQueue,
+) -> Result<u32, Fail> {
+    let invalid = Fail::Nak(NakCode::InvalidRequest);
+    let access = Fail::Nak(NakCode::RemoteAccessError);
+    let Ext::FethReth(feth, reth) = repr.ext else {
+        return Err(invalid);
+    };
+    if q.resp.cur.is_some() {
+        return Err(invalid);
+    }
+    let kind = FlushType(feth.placement);
+    let (true, Some(level)) = (kind.is_valid(), FlushLevel::from_u8(feth.level)) else {
+        return Err(invalid);
+    };
+    let mut need = Access::default();
+    if kind.contains(FlushType::GLOBAL) {
+        need = need | Access::FLUSH_GLOBAL;
+    }
+    if kind.contains(FlushType::PERSISTENT) {
+        need = need | Access::FLUSH_PERSISTENT;
+    }
+    if !q.access.contains(need) {
+        return Err(access);
+    }
+    if u64::from(reth.len) > MAX_MSG {
+        return Err(invalid);
+    }
+    // An MR's key or a bound window's; the whole-MR level names the range
+    // of the MR beneath.
+    let (at, named) = match level {
+        FlushLevel::Range => (reth.va, u64::from(reth.len)),
+        // The RETH's range means nothing here: an MR is checked at its
+        // start, a window at the RETH's address (within the window).
+        FlushLevel::Mr => (ctx.mrs.get(reth.rkey).map_or(reth.va, |m| m.range().0), 0),
+    };
+    let mr = ctx
+        .mrs
+        .resolve(reth.rkey, sh.pd, sh.qpn, at, named, need)
+        .map_err(key_nak)?;
+    let (va, len) = match level {
+        FlushLevel::Range => (reth.va, named),
+        FlushLevel::Mr => mr.range(),
+    };
+    let held = mr
+        .hold()
+        .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+    placement::flush(&mr, va, len).map_err(|_| access)?;
+    drop(held);
+    placed(ctx, q, repr.bth.psn, tx);
+    Ok(1)
+}
+
+/// An ATOMIC WRITE or FLUSH at PSN `p` is done: one more message,
+/// remembered for its duplicates, and answered.
+fn placed(ctx: &Context<'_>, q: &mut Inner, p: u32, tx: &mut TxQueue) {
+    q.resp.msn = psn::add(q.resp.msn, 1);
+    remember(q, Replay::Placement { psn: p });
+    send_read_response_ack(ctx, q, tx, p);
+}
+
+/// The answer to an ATOMIC WRITE or FLUSH: a READ response only with no
+/// payload (rxe's `send_read_response_ack`).
+fn send_read_response_ack(ctx: &Context<'_>, q: &Inner, tx: &mut TxQueue, p: u32) {
+    let Some(peer) = q.peer else { return };
+    let aeth = Aeth {
+        syndrome: Syndrome::Ack { credits: 0x1f },
+        msn: q.resp.msn,
+    };
+    let repr = PacketRepr {
+        bth: bth(rc(Op::ReadRespOnly), q.dest_qpn, p, false, false),
+        ext: Ext::Aeth(aeth),
+        payload_len: 0,
+    };
+    let _ = tx.push(ctx, peer, &repr, |_| Ok::<(), ()>(()));
 }

@@ -10,6 +10,7 @@ pub(crate) mod cq;
 pub(crate) mod events;
 pub(crate) mod mr;
 pub(crate) mod mw;
+pub(crate) mod placement;
 pub(crate) mod sge;
 pub(crate) mod srq;
 pub(crate) mod timers;

@@ -31,6 +31,19 @@ pub struct DeviceAttr {
     pub max_msg: u64,
     pub phys_port_cnt: u8,
     pub odp: OdpCaps,
+    pub placement: PlacementCaps,
+}
+
+/// The memory placement extensions the device offers (the
+/// `IB_UVERBS_DEVICE_ATOMIC_WRITE` / `FLUSH_GLOBAL` / `FLUSH_PERSISTENT`
+/// capability bits).
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementCaps {
+    pub atomic_write: bool,
+    pub flush_global: bool,
+    /// Never: no memory of this device is persistent (rxe announces it and
+    /// then refuses every MR whose pages are not pmem).
+    pub flush_persistent: bool,
 }
 
 /// `ibv_odp_caps`: explicit and implicit ODP for RC (all ops) and UD (SEND/RECV).
@@ -139,9 +152,15 @@ impl Device {
             phys_port_cnt: 1,
             odp: OdpCaps {
                 general: 1 | 2,
-                rc: 1 | 2 | 4 | 8 | 16 | 32,
+                // SEND, RECV, WRITE, READ, ATOMIC, SRQ_RECV, FLUSH, ATOMIC_WRITE
+                rc: 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128,
                 uc: 1 | 2 | 4 | 32,
                 ud: 1 | 2 | 32,
+            },
+            placement: PlacementCaps {
+                atomic_write: true,
+                flush_global: true,
+                flush_persistent: false,
             },
         }
     }

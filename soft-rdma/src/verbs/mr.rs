@@ -23,6 +23,13 @@ impl Mr {
         {
             return Err(Errno::EINVAL);
         }
+        // Persistence needs persistent memory, which this device never has:
+        // it does not announce FLUSH_PERSISTENT, and the kernel refuses an
+        // access flag the device does not announce with EOPNOTSUPP (rxe,
+        // which announces it, refuses pages that are not pmem with EINVAL).
+        if access.contains(Access::FLUSH_PERSISTENT) {
+            return Err(Errno::EOPNOTSUPP);
+        }
         let writable = access.contains(Access::LOCAL_WRITE);
         let implicit = addr == 0 && len == u64::MAX;
         let memory = if access.contains(Access::ON_DEMAND) {

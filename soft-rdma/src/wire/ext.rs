@@ -1,9 +1,9 @@
 //! Extension transport headers: RETH, AETH, AtomicETH, AtomicAckETH, DETH,
-//! ImmDt, IETH, and [`Ext`], the legal combinations of them.
+//! ImmDt, IETH, FETH, and [`Ext`], the legal combinations of them.
 //!
-//! Wire order after the BTH: DETH, then RETH / AtomicETH / AETH, then
-//! AtomicAckETH, then ImmDt / IETH. The DETH's reserved byte is written as
-//! zero and ignored on parse.
+//! Wire order after the BTH: DETH, then FETH, then RETH / AtomicETH / AETH,
+//! then AtomicAckETH, then ImmDt / IETH. The DETH's reserved byte and the
+//! FETH's reserved bits are written as zero and ignored on parse.
 
 use std::fmt;
 
@@ -25,6 +25,8 @@ pub const DETH_LEN: usize = 8;
 pub const IMM_LEN: usize = 4;
 /// Length of an IETH.
 pub const IETH_LEN: usize = 4;
+/// Length of a FETH.
+pub const FETH_LEN: usize = 4;
 /// Largest credit count / RNR timer code in an AETH syndrome.
 pub const MAX_SYNDROME_VALUE: u8 = 0x1f;
 /// AETH credit count meaning "no credit limit".
@@ -260,6 +262,46 @@ impl Deth {
     }
 }
 
+/// FLUSH Extended Transport Header (4 bytes): the placement type (bits
+/// 3..0: 1 global visibility, 2 persistence) and the selectivity level
+/// (bits 5..4: 0 the RETH's range, 1 the whole memory region). The rest is
+/// reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feth {
+    pub placement: u8,
+    pub level: u8,
+}
+
+impl Feth {
+    const PLT_MASK: u32 = 0xf;
+    const SEL_SHIFT: u32 = 4;
+    const SEL_MASK: u32 = 0x3;
+
+    fn parse_unchecked(b: &[u8]) -> Feth {
+        let w = get_u32(b, 0);
+        Feth {
+            placement: (w & Self::PLT_MASK) as u8,
+            level: ((w >> Self::SEL_SHIFT) & Self::SEL_MASK) as u8,
+        }
+    }
+
+    /// Whether both fields fit their bits (4 and 2).
+    pub const fn check(self) -> Result<(), WireError> {
+        if self.placement as u32 > Self::PLT_MASK || self.level as u32 > Self::SEL_MASK {
+            Err(WireError::FieldRange)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reserved bits written as zero; the fields truncated to their bits.
+    pub fn emit(&self, b: &mut [u8]) {
+        let w = (u32::from(self.placement) & Self::PLT_MASK)
+            | ((u32::from(self.level) & Self::SEL_MASK) << Self::SEL_SHIFT);
+        put_u32(b, 0, w);
+    }
+}
+
 /// Which extension headers a packet carries: [`Ext`] without the values.
 /// [`Opcode::ext_kind`](super::Opcode::ext_kind) gives the one an opcode
 /// requires.
@@ -275,6 +317,7 @@ pub enum ExtKind {
     Atomic,
     Deth,
     DethImm,
+    FethReth,
 }
 
 impl ExtKind {
@@ -291,6 +334,7 @@ impl ExtKind {
             ExtKind::Atomic => ATOMIC_ETH_LEN,
             ExtKind::Deth => DETH_LEN,
             ExtKind::DethImm => DETH_LEN + IMM_LEN,
+            ExtKind::FethReth => FETH_LEN + RETH_LEN,
         }
     }
     pub const fn is_empty(self) -> bool {
@@ -307,7 +351,7 @@ pub enum Ext {
     Imm(u32),
     /// SEND last/only with invalidate: the R_Key to invalidate.
     Inv(u32),
-    /// WRITE first/only, READ request.
+    /// WRITE first/only, READ request, ATOMIC WRITE.
     Reth(Reth),
     /// WRITE only with immediate.
     RethImm(Reth, u32),
@@ -321,6 +365,8 @@ pub enum Ext {
     Deth(Deth),
     /// UD SEND only with immediate.
     DethImm(Deth, u32),
+    /// FLUSH: what to make durable or visible, and where.
+    FethReth(Feth, Reth),
 }
 
 impl Ext {
@@ -336,6 +382,7 @@ impl Ext {
             Ext::Atomic(_) => ExtKind::Atomic,
             Ext::Deth(_) => ExtKind::Deth,
             Ext::DethImm(..) => ExtKind::DethImm,
+            Ext::FethReth(..) => ExtKind::FethReth,
         }
     }
 
@@ -366,13 +413,18 @@ impl Ext {
             ExtKind::Atomic => Ext::Atomic(AtomicEth::parse_unchecked(b)),
             ExtKind::Deth => Ext::Deth(Deth::parse_unchecked(b)),
             ExtKind::DethImm => Ext::DethImm(Deth::parse_unchecked(b), get_u32(b, DETH_LEN)),
+            ExtKind::FethReth => Ext::FethReth(
+                Feth::parse_unchecked(b),
+                Reth::parse_unchecked(&b[FETH_LEN..]),
+            ),
         })
     }
 
     /// Whether every field fits its wire width (24-bit MSN / source QP,
-    /// 5-bit credits / RNR timer).
+    /// 5-bit credits / RNR timer, the FETH's 4-bit type and 2-bit level).
     pub fn check(&self) -> Result<(), WireError> {
         match *self {
+            Ext::FethReth(f, _) => f.check(),
             Ext::Aeth(a) | Ext::AtomicAck(a, _) => a.check(),
             Ext::Deth(d) | Ext::DethImm(d, _) if d.src_qp > MAX_U24 => Err(WireError::FieldRange),
             _ => Ok(()),
@@ -403,6 +455,10 @@ impl Ext {
             Ext::DethImm(d, imm) => {
                 d.emit(b);
                 put_u32(b, DETH_LEN, imm);
+            }
+            Ext::FethReth(f, r) => {
+                f.emit(b);
+                r.emit(&mut b[FETH_LEN..]);
             }
         }
     }
@@ -446,6 +502,10 @@ impl fmt::Display for Ext {
             Ext::DethImm(d, imm) => {
                 fmt_deth(f, d)?;
                 write!(f, " imm={imm:#x}")
+            }
+            Ext::FethReth(feth, r) => {
+                write!(f, "plt={} sel={} ", feth.placement, feth.level)?;
+                fmt_reth(f, r)
             }
         }
     }

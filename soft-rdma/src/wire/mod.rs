@@ -12,14 +12,15 @@
 //!   and what each op carries;
 //! * `bth` — [`Bth`] and its field layout;
 //! * `ext` — [`Reth`], [`Aeth`] ([`Syndrome`], [`NakCode`]), [`AtomicEth`],
-//!   [`Deth`], and [`Ext`] / [`ExtKind`];
+//!   [`Deth`], [`Feth`], and [`Ext`] / [`ExtKind`];
 //! * `packet` — [`Packet`], the zero-copy view;
 //! * `repr` — [`PacketRepr`]: parse, emit, `Display`;
 //! * [`icrc`] — the invariant CRC.
 //!
 //! What the parser accepts: a known RC/UC/UD opcode, TVer 0, the opcode's
 //! headers and the ICRC present, payload + pad a multiple of 4 with the pad
-//! inside it, no payload or pad on READ request / ACK / ATOMIC ACK / atomics,
+//! inside it, no payload or pad on READ request / ACK / ATOMIC ACK / atomics
+//! / FLUSH,
 //! and a defined AETH syndrome. Reserved bits and pad contents are ignored
 //! (and written as zero). Whether first/middle packets carry exactly the
 //! path MTU is the QP's business (the wire layer does not know the MTU).
@@ -37,8 +38,9 @@ use std::fmt;
 
 pub use bth::{Bth, BTH_LEN, DEFAULT_PKEY, MAX_U24};
 pub use ext::{
-    Aeth, AtomicEth, Deth, Ext, ExtKind, NakCode, Reth, Syndrome, AETH_LEN, ATOMIC_ACK_ETH_LEN,
-    ATOMIC_ETH_LEN, DETH_LEN, IETH_LEN, IMM_LEN, MAX_SYNDROME_VALUE, NO_CREDIT_LIMIT, RETH_LEN,
+    Aeth, AtomicEth, Deth, Ext, ExtKind, Feth, NakCode, Reth, Syndrome, AETH_LEN,
+    ATOMIC_ACK_ETH_LEN, ATOMIC_ETH_LEN, DETH_LEN, FETH_LEN, IETH_LEN, IMM_LEN, MAX_SYNDROME_VALUE,
+    NO_CREDIT_LIMIT, RETH_LEN,
 };
 pub use icrc::ICRC_LEN;
 pub use opcode::{Op, Opcode, Transport};

@@ -77,11 +77,15 @@ pub enum Op {
     FetchAdd,
     SendLastInv,
     SendOnlyInv,
+    /// FLUSH (IBTA memory placement extensions): FETH + RETH, no payload.
+    Flush,
+    /// ATOMIC WRITE: RETH + an 8-byte payload written at once.
+    AtomicWrite,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 25] = [
         Op::SendFirst,
         Op::SendMiddle,
         Op::SendLast,
@@ -105,6 +109,8 @@ impl Op {
         Op::FetchAdd,
         Op::SendLastInv,
         Op::SendOnlyInv,
+        Op::Flush,
+        Op::AtomicWrite,
     ];
 
     /// The opcode's low five bits.
@@ -133,11 +139,13 @@ impl Op {
             Op::FetchAdd => 0x14,
             Op::SendLastInv => 0x16,
             Op::SendOnlyInv => 0x17,
+            Op::Flush => 0x1c,
+            Op::AtomicWrite => 0x1d,
         }
     }
 
-    /// The operation of `code & 0x1f`; `None` for 0x15 (RESYNC), FLUSH
-    /// (0x1c), ATOMIC WRITE (0x1d) and the reserved codes.
+    /// The operation of `code & 0x1f`; `None` for 0x15 (RESYNC) and the
+    /// reserved codes.
     pub const fn from_code(code: u8) -> Option<Op> {
         Some(match code & 0x1f {
             0x00 => Op::SendFirst,
@@ -163,6 +171,8 @@ impl Op {
             0x14 => Op::FetchAdd,
             0x16 => Op::SendLastInv,
             0x17 => Op::SendOnlyInv,
+            0x1c => Op::Flush,
+            0x1d => Op::AtomicWrite,
             _ => return None,
         })
     }
@@ -193,6 +203,8 @@ impl Op {
             Op::FetchAdd => "FETCH_ADD",
             Op::SendLastInv => "SEND_LAST_INV",
             Op::SendOnlyInv => "SEND_ONLY_INV",
+            Op::Flush => "FLUSH",
+            Op::AtomicWrite => "ATOMIC_WRITE",
         }
     }
 
@@ -244,9 +256,18 @@ impl Op {
     }
 
     /// Whether packets of this op may carry payload (SEND, WRITE, READ
-    /// responses). The others must have none, and no pad.
+    /// responses, ATOMIC WRITE). The others must have none, and no pad.
     pub const fn has_payload(self) -> bool {
-        self.is_send() || self.is_write() || self.is_read_response()
+        self.is_send()
+            || self.is_write()
+            || self.is_read_response()
+            || matches!(self, Op::AtomicWrite)
+    }
+
+    /// FLUSH or ATOMIC WRITE (the memory placement extensions): single
+    /// requests answered by a zero-length READ response.
+    pub const fn is_placement(self) -> bool {
+        matches!(self, Op::Flush | Op::AtomicWrite)
     }
 
     /// Starts a message: first and only packets, and the single-packet ops
@@ -300,8 +321,18 @@ impl Op {
     pub const fn carries_reth(self) -> bool {
         matches!(
             self,
-            Op::WriteFirst | Op::WriteOnly | Op::WriteOnlyImm | Op::ReadRequest
+            Op::WriteFirst
+                | Op::WriteOnly
+                | Op::WriteOnlyImm
+                | Op::ReadRequest
+                | Op::Flush
+                | Op::AtomicWrite
         )
+    }
+
+    /// Carries a FETH (FLUSH: placement type and selectivity level).
+    pub const fn carries_feth(self) -> bool {
+        matches!(self, Op::Flush)
     }
 
     /// Carries an AETH (ACK, ATOMIC ACK, READ response first/last/only).
@@ -325,11 +356,12 @@ impl Op {
             | Op::ReadRespMiddle => ExtKind::None,
             Op::SendLastImm | Op::SendOnlyImm | Op::WriteLastImm => ExtKind::Imm,
             Op::SendLastInv | Op::SendOnlyInv => ExtKind::Inv,
-            Op::WriteFirst | Op::WriteOnly | Op::ReadRequest => ExtKind::Reth,
+            Op::WriteFirst | Op::WriteOnly | Op::ReadRequest | Op::AtomicWrite => ExtKind::Reth,
             Op::WriteOnlyImm => ExtKind::RethImm,
             Op::Ack | Op::ReadRespFirst | Op::ReadRespLast | Op::ReadRespOnly => ExtKind::Aeth,
             Op::AtomicAck => ExtKind::AtomicAck,
             Op::CompareSwap | Op::FetchAdd => ExtKind::Atomic,
+            Op::Flush => ExtKind::FethReth,
         }
     }
 }
@@ -341,7 +373,8 @@ impl fmt::Display for Op {
 }
 
 /// A valid (transport, operation) pair: RC has all ops; UC has SEND and
-/// WRITE; UD only SEND only / SEND only with immediate.
+/// WRITE; UD only SEND only / SEND only with immediate. (FLUSH and ATOMIC
+/// WRITE are RC only, as in rxe's table.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Opcode {
     transport: Transport,

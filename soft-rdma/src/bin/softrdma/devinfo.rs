@@ -43,6 +43,8 @@ const TRANSPORT_CAPS: &[(u64, &str)] = &[
     (8, "SUPPORT_READ"),
     (16, "SUPPORT_ATOMIC"),
     (32, "SUPPORT_SRQ"),
+    (64, "SUPPORT_FLUSH"),
+    (128, "SUPPORT_ATOMIC_WRITE"),
 ];
 
 pub fn run(verbose: bool) -> CliResult<()> {
