@@ -83,9 +83,10 @@ unsafe fn create(
     // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
     let foreign = unsafe {
         let c = (*pd).context;
-        (*ia.send_cq).context != c
-            || (*ia.recv_cq).context != c
-            || (!ia.srq.is_null() && (*ia.srq).context != c)
+        use crate::import::same_file;
+        !same_file((*ia.send_cq).context, c)
+            || !same_file((*ia.recv_cq).context, c)
+            || (!ia.srq.is_null() && !same_file((*ia.srq).context, c))
     };
     if foreign {
         // Objects of another context: EINVAL, as the kernel finds no such
@@ -145,13 +146,20 @@ unsafe fn create(
         crate::qp_ex::set_ops(&mut qp, flags);
     }
     let qpn = soft.qp_num();
-    let w = Box::into_raw(Box::new(ShimQp {
-        qp,
-        soft,
-        shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
-        ex: send_ops.is_some(),
-        batch: Default::default(),
-    }));
+    // SAFETY: (caller) a live PD; destroy_qp releases it.
+    let w = unsafe {
+        crate::alloc::place(
+            pd,
+            crate::alloc::RESOURCE_QP,
+            ShimQp {
+                qp,
+                soft,
+                shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+                ex: send_ops.is_some(),
+                batch: Default::default(),
+            },
+        )
+    }?;
     QPS.insert(qpn, w);
     Ok(w as *mut ibv_qp)
 }
@@ -257,9 +265,10 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     if qp.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: the Box from ibv_create_qp; this ends its life.
-    let w = unsafe { Box::from_raw(qp as *mut ShimQp) };
-    QPS.remove(w.soft.qp_num());
+    // SAFETY: a live QP.
+    QPS.remove(unsafe { ShimQp::from_c(qp) }.soft.qp_num());
+    // SAFETY: placed by ibv_create_qp; this ends its life.
+    unsafe { crate::alloc::release(qp as *mut ShimQp) };
     0
 }
 

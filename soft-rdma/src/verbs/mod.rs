@@ -15,7 +15,7 @@ pub use crate::resources::counters::Stats;
 pub use crate::types::*;
 pub use cq::{CompChannel, Cq};
 pub use device::{Device, DeviceAttr, OdpCaps, PortAttr};
-pub use mr::Mr;
+pub use mr::{Mr, Rereg};
 pub use qp::{Qp, QpInitAttr};
 pub use srq::Srq;
 
