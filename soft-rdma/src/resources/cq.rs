@@ -161,6 +161,10 @@ impl CqShared {
         n
     }
 
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
     /// Drop the completions of QP `qpn` not yet polled (the QP was reset);
     /// the others keep their order. Locks: the CQ's (under the QP's).
     pub(crate) fn purge(&self, qpn: u32) {

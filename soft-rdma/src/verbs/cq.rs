@@ -107,6 +107,11 @@ impl Cq {
         self.0.depth()
     }
 
+    /// Completions waiting to be polled now (no polling, no receiving).
+    pub fn waiting(&self) -> usize {
+        self.0.waiting()
+    }
+
     /// `ibv_resize_cq`: grow or shrink to `depth` completions, keeping those
     /// waiting, in order. EINVAL (as rxe) for a depth outside
     /// 1..=`max_cqe` or below the number of completions waiting now; the
