@@ -346,7 +346,12 @@ pub unsafe extern "C" fn post_send_op(
         let ud = if w.qp.qp_base.qp_type == IBV_QPT_UD {
             // SAFETY: UD WRs carry `wr.ud`.
             let u = unsafe { c.wr.ud };
-            if u.ah.is_null() {
+            // An AH of another command file: EINVAL, as the kernel's
+            // post_send finds no such AH handle.
+            // SAFETY: a non-NULL AH is a live one (its context a live context).
+            if u.ah.is_null()
+                || !crate::import::same_file(unsafe { (*u.ah).context }, w.qp.qp_base.context)
+            {
                 err = Some(libc::EINVAL);
                 break;
             }
