@@ -61,7 +61,7 @@ impl Pair {
 #[test]
 fn a_write_through_the_rkey_lands_in_the_new_range_after_a_translation_change() {
     for (kind, extra) in kinds() {
-        let mut p = pair();
+        let p = pair();
         let old = Buf::new(4096, |_| 0xee);
         let new = Buf::new(8192, |_| 0);
         let mut mr =

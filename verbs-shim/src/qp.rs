@@ -348,10 +348,12 @@ pub unsafe extern "C" fn post_send_op(
             let u = unsafe { c.wr.ud };
             // An AH of another command file: EINVAL, as the kernel's
             // post_send finds no such AH handle.
-            // SAFETY: a non-NULL AH is a live one (its context a live context).
-            if u.ah.is_null()
-                || !crate::import::same_file(unsafe { (*u.ah).context }, w.qp.qp_base.context)
-            {
+            let foreign = !u.ah.is_null() && {
+                // SAFETY: a non-NULL AH is a live one.
+                let ah_ctx = unsafe { (*u.ah).context };
+                !crate::import::same_file(ah_ctx, w.qp.qp_base.context)
+            };
+            if u.ah.is_null() || foreign {
                 err = Some(libc::EINVAL);
                 break;
             }

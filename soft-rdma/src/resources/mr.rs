@@ -268,7 +268,7 @@ impl MrTable {
     ) -> Option<Arc<MrShared>> {
         let mut mrs = self.by_index.write();
         let index = old.key >> 8;
-        if !mrs.get(&index).is_some_and(|m| m.key == old.key) {
+        if mrs.get(&index).is_none_or(|m| m.key != old.key) {
             return None;
         }
         let mr = Arc::new(MrShared {
