@@ -22,8 +22,8 @@ struct Pair {
 fn pair() -> Pair {
     let (a, b) = (node(), node());
     let (qa, qb) = connect(&a, &b, QpType::Rc);
-    let src = Buf::new(4096, |i| (i * 5 + 1) as u8);
-    let mra = a.pd.reg_mr(src.addr(), 4096, all_access()).unwrap();
+    let src = Buf::new(1 << 20, |i| (i * 5 + 1) as u8);
+    let mra = a.pd.reg_mr(src.addr(), 1 << 20, all_access()).unwrap();
     Pair {
         a,
         b,
@@ -48,6 +48,19 @@ impl Pair {
             }])
             .unwrap();
         wait(&self.a.cq, 1)[0].status
+    }
+
+    /// Post the WRITE of [`Pair::write`] without waiting for it.
+    fn post_write(&self, remote_addr: u64, rkey: u32, len: usize) {
+        self.qa
+            .post_send(&[SendWr {
+                wr_id: 9,
+                sg_list: &[self.src.sge(&self.mra, 0, len)],
+                op: SendOp::Write { remote_addr, rkey },
+                flags: signaled(),
+                ud: None,
+            }])
+            .unwrap();
     }
 
     /// A fresh connection after an error (the old QPs are dropped).
@@ -82,7 +95,11 @@ fn a_write_through_the_rkey_lands_in_the_new_range_after_a_translation_change() 
             WcStatus::Success,
             "{kind}"
         );
-        assert_eq!(&new.0[4096..], &p.src.0[..], "{kind}: the new range got it");
+        assert_eq!(
+            &new.0[4096..],
+            &p.src.0[..4096],
+            "{kind}: the new range got it"
+        );
         assert!(new.0[..4096].iter().all(|&b| b == 0), "{kind}");
         // The old range is outside the MR now: a remote access error, and
         // the old buffer keeps what the first WRITE left.
@@ -245,5 +262,46 @@ fn bad_rereg_flows_fail_with_rdma_cores_errnos_and_change_nothing() {
             WcStatus::Success,
             "{what}: still usable"
         );
+    }
+}
+
+/// A WRITE of 1 MiB (1024 packets) in flight while its target MR moves:
+/// once `rereg` returns, not one more byte lands in the old range — the
+/// WRITE either finished before, or its remaining packets fail (a remote
+/// access error), or they land in the new range.
+#[test]
+fn a_write_in_flight_during_rereg_never_lands_in_the_old_range_afterwards() {
+    for (kind, extra) in kinds() {
+        let mut outcomes = [0usize; 2];
+        for round in 0..8 {
+            let mut p = pair();
+            let old = Buf::new(1 << 20, |_| 0);
+            let new = Buf::new(1 << 20, |_| 0);
+            let mut mr =
+                p.b.pd
+                    .reg_mr(old.addr(), 1 << 20, all_access() | extra)
+                    .unwrap();
+            p.post_write(old.addr(), mr.rkey(), 1 << 20);
+            // Let a varying part of the message through first.
+            std::thread::sleep(std::time::Duration::from_micros(50 * round));
+            mr.rereg(Rereg {
+                translation: Some((new.addr(), 1 << 20)),
+                ..Default::default()
+            })
+            .unwrap();
+            let after = old.0.clone();
+            let status = wait(&p.a.cq, 1)[0].status;
+            assert_eq!(
+                old.0, after,
+                "{kind} round {round}: written after rereg returned"
+            );
+            match status {
+                WcStatus::Success => outcomes[0] += 1,
+                WcStatus::RemAccessErr => outcomes[1] += 1,
+                s => panic!("{kind} round {round}: {s:?}"),
+            }
+            p.reconnect();
+        }
+        eprintln!("{kind}: {outcomes:?} (succeeded before the move, refused after)");
     }
 }

@@ -64,7 +64,10 @@ fn ibv_devinfo_verbose() {
         ],
     );
     // rxe's table: only RoCE v2, and only the two populated entries.
-    assert!(!out.contains("RoCE v1") && !out.contains("GID[  2]"), "{out}");
+    assert!(
+        !out.contains("RoCE v1") && !out.contains("GID[  2]"),
+        "{out}"
+    );
 }
 
 /// What a pingpong server run with `-c` prints for a page of its receive
