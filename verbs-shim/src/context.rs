@@ -326,8 +326,61 @@ fn gid_entry(dev: &Device, index: u32) -> Result<ibv_gid_entry, i32> {
         gid_index: index,
         port_num: 1,
         gid_type: IBV_GID_TYPE_ROCE_V2,
-        ndev_ifindex: 1, // lo
+        ndev_ifindex: ifindex_of(dev.local_addr().ip()),
     })
+}
+
+/// The index of the network interface holding `ip` (the GID's netdev), 0
+/// if none does.
+fn ifindex_of(ip: std::net::IpAddr) -> u32 {
+    // The device's socket may be IPv6 with an IPv4-mapped address.
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return 0;
+    }
+    let mut found = 0;
+    let mut p = list;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, live until freed;
+        // its address is NULL or a sockaddr of the family it states.
+        let (a, name, next) = unsafe { ((*p).ifa_addr, (*p).ifa_name, (*p).ifa_next) };
+        // SAFETY: as above: `a` is checked for NULL and read per its family.
+        let addr = unsafe {
+            match a.as_ref().map(|a| a.sa_family as i32) {
+                Some(libc::AF_INET) => {
+                    let sin = &*(a as *const libc::sockaddr_in);
+                    Some(std::net::IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                Some(libc::AF_INET6) => {
+                    let sin6 = &*(a as *const libc::sockaddr_in6);
+                    Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        if addr == Some(ip) {
+            // SAFETY: the node's NUL-terminated interface name.
+            found = unsafe { libc::if_nametoindex(name) };
+            break;
+        }
+        p = next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    if found == 0 && ip.is_loopback() {
+        // The per-process 127.A.B.C addresses are local through `lo`,
+        // which lists only 127.0.0.1.
+        // SAFETY: a NUL-terminated name.
+        found = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    }
+    found
 }
 
 /// `_ibv_query_gid_ex`: returns the errno (and sets it: programs such as

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
 #include <infiniband/verbs.h>
 
 #include "check.h"
@@ -159,6 +160,7 @@ int main(void)
 	CHECK(!ibv_query_gid_ex(ctx, 1, 1, &e, 0) && e.gid_type == IBV_GID_TYPE_ROCE_V2 &&
 		      e.gid_index == 1 && !memcmp(&e.gid, &g1, sizeof g1),
 	      "gid_ex 1");
+	CHECK(e.ndev_ifindex == if_nametoindex("lo"), "the GID's netdev is lo: %u", e.ndev_ifindex);
 	CHECK(ibv_query_gid_ex(ctx, 1, 2, &e, 0) == ENODATA, "gid_ex of an empty entry");
 	CHECK(ibv_query_gid_ex(ctx, 1, 1024, &e, 0) == EINVAL, "gid_ex beyond the table");
 	struct ibv_gid_entry tbl[4];
