@@ -7,10 +7,13 @@
  * serve the imported one (one command file); unknown handles, a PD of
  * another handle, descriptors that are not command descriptors are refused;
  * an imported MR cannot be re-registered; closing the imported context
- * closes its descriptor. Prints "OK <step>" per step and "ALL OK".
+ * closes its descriptor; another process's command descriptor is EOPNOTSUPP.
+ * Prints "OK <step>" per step and "ALL OK".
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,15 @@ int main(void)
 	errno = 0;
 	CHECK(!ibv_import_device(null) && errno == EINVAL, "import_device(/dev/null): %d", errno);
 	close(null);
+	/* What another process's command descriptor looks like here (passed
+	 * over a unix socket): a command memfd naming no file of this process.
+	 * Its objects live in that process: EOPNOTSUPP, never a crash. */
+	int foreign = memfd_create("softrdma-cmd", MFD_CLOEXEC);
+	CHECK(foreign >= 0, "memfd_create");
+	errno = 0;
+	CHECK(!ibv_import_device(foreign) && errno == EOPNOTSUPP, "another process's descriptor: %d",
+	      errno);
+	close(foreign);
 	struct ibv_context *ctx2 = ibv_open_device(list[0]);
 	CHECK(ctx2, "a second context");
 	errno = 0;
