@@ -103,9 +103,11 @@ pub fn file_of_fd(fd: RawFd) -> Result<Arc<CmdFile>, i32> {
     }
 }
 
+/// The command file of a context.
+///
 /// # Safety
 /// `ctx` must be a live context.
-unsafe fn file(ctx: *mut ibv_context) -> Arc<CmdFile> {
+pub unsafe fn file(ctx: *mut ibv_context) -> Arc<CmdFile> {
     // SAFETY: (caller) live context.
     unsafe { crate::context::ShimContext::from_c(ctx) }
         .file
@@ -136,31 +138,21 @@ impl CmdFile {
     }
 }
 
-/// A handle for a new PD of `ctx`'s file.
-///
-/// # Safety
-/// `ctx` must be live; `pd` lives until [`forget`] with the handle.
-pub unsafe fn add_pd(ctx: *mut ibv_context, pd: *mut ShimPd) -> u32 {
-    // SAFETY: (caller) live context.
-    unsafe { file(ctx) }.add(Object::Pd(pd as usize))
-}
+impl CmdFile {
+    /// A handle for a new PD of this file; `pd` lives until [`CmdFile::forget`].
+    pub fn add_pd(&self, pd: *mut ShimPd) -> u32 {
+        self.add(Object::Pd(pd as usize))
+    }
 
-/// A handle for a new MR of `ctx`'s file.
-///
-/// # Safety
-/// As [`add_pd`].
-pub unsafe fn add_mr(ctx: *mut ibv_context, mr: *mut ShimMr) -> u32 {
-    // SAFETY: (caller) live context.
-    unsafe { file(ctx) }.add(Object::Mr(mr as usize))
-}
+    /// A handle for a new MR of this file; as [`CmdFile::add_pd`].
+    pub fn add_mr(&self, mr: *mut ShimMr) -> u32 {
+        self.add(Object::Mr(mr as usize))
+    }
 
-/// The object of `handle` is gone.
-///
-/// # Safety
-/// `ctx` must be live.
-pub unsafe fn forget(ctx: *mut ibv_context, handle: u32) {
-    // SAFETY: (caller) live context.
-    crate::sync::lock(&unsafe { file(ctx) }.objects).remove(&handle);
+    /// The object of `handle` is gone.
+    pub fn forget(&self, handle: u32) {
+        crate::sync::lock(&self.objects).remove(&handle);
+    }
 }
 
 pub fn is_imported_mr(mr: *mut ibv_mr) -> bool {
@@ -193,7 +185,8 @@ pub unsafe extern "C" fn shim_ibv_import_pd(ctx: *mut ibv_context, handle: u32) 
     };
     // SAFETY: a PD stays in its file's map while it lives.
     let orig = unsafe { &*(p as *const ShimPd) };
-    crate::pd::imported(ctx, handle, orig) as *mut ibv_pd
+    // SAFETY: live context.
+    unsafe { crate::pd::imported(ctx, handle, orig) as *mut ibv_pd }
 }
 
 pub unsafe extern "C" fn shim_ibv_unimport_pd(pd: *mut ibv_pd) {

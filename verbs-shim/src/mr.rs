@@ -11,6 +11,8 @@ use soft_rdma::verbs::{Mr, Rereg};
 pub struct ShimMr {
     pub mr: ibv_mr,
     pub soft: Mr,
+    /// The command file its handle is in (the context may be closed first).
+    file: std::sync::Arc<crate::import::CmdFile>,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
@@ -52,10 +54,12 @@ unsafe fn reg(
         rkey: soft.rkey(),
     };
     let lkey = soft.lkey();
-    let w = Box::into_raw(Box::new(ShimMr { mr, soft }));
+    // SAFETY: the PD's context is live.
+    let file = unsafe { crate::import::file(p.pd.context) };
+    let w = Box::into_raw(Box::new(ShimMr { mr, soft, file }));
     MRS.insert(lkey, w);
     // SAFETY: `w` is live until ibv_dereg_mr, which forgets the handle.
-    unsafe { (*w).mr.handle = crate::import::add_mr(p.pd.context, w) };
+    unsafe { (*w).mr.handle = (*w).file.add_mr(w) };
     w as *mut ibv_mr
 }
 
@@ -103,8 +107,7 @@ pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     // SAFETY: `mr` came from ibv_reg_mr's Box; this ends its life.
     let w = unsafe { Box::from_raw(mr as *mut ShimMr) };
     MRS.remove(w.soft.lkey());
-    // SAFETY: the MR's context outlives it.
-    unsafe { crate::import::forget(w.mr.context, w.mr.handle) };
+    w.file.forget(w.mr.handle);
     0
 }
 

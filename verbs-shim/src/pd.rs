@@ -7,8 +7,10 @@
 //! place the shim's own per-object memory (`alloc.rs`).
 
 use crate::ffi::*;
+use crate::import::CmdFile;
 use soft_rdma::verbs::Pd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The custom allocator of a parent domain (`IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS`).
 #[derive(Clone, Copy)]
@@ -38,6 +40,8 @@ pub struct ShimPd {
     /// deallocation is EBUSY meanwhile (the callbacks and the inner PD must
     /// outlive them).
     pub holds: AtomicUsize,
+    /// The command file its handle is in (the context may be closed first).
+    file: Arc<CmdFile>,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
@@ -52,7 +56,11 @@ impl ShimPd {
     }
 }
 
-fn boxed(ctx: *mut ibv_context, handle: u32, soft: Pd, kind: Kind) -> *mut ShimPd {
+/// # Safety
+/// `ctx` must be a live context.
+unsafe fn boxed(ctx: *mut ibv_context, handle: u32, soft: Pd, kind: Kind) -> *mut ShimPd {
+    // SAFETY: (caller) live context.
+    let file = unsafe { crate::import::file(ctx) };
     Box::into_raw(Box::new(ShimPd {
         pd: ibv_pd {
             context: ctx,
@@ -61,6 +69,7 @@ fn boxed(ctx: *mut ibv_context, handle: u32, soft: Pd, kind: Kind) -> *mut ShimP
         soft,
         kind,
         holds: AtomicUsize::new(0),
+        file,
     }))
 }
 
@@ -72,15 +81,21 @@ pub unsafe extern "C" fn shim_ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd
     let soft = unsafe { crate::context::ShimContext::from_c(ctx) }
         .dev
         .alloc_pd();
-    let w = boxed(ctx, 0, soft, Kind::Allocated);
-    // SAFETY: `w` is live until ibv_dealloc_pd, which forgets the handle.
-    unsafe { (*w).pd.handle = crate::import::add_pd(ctx, w) };
+    // SAFETY: live context; `w` is live until ibv_dealloc_pd, which forgets
+    // the handle.
+    let w = unsafe { boxed(ctx, 0, soft, Kind::Allocated) };
+    // SAFETY: as above.
+    unsafe { (*w).pd.handle = (*w).file.add_pd(w) };
     w as *mut ibv_pd
 }
 
 /// `ibv_import_pd`'s new view of `orig` in `ctx`.
-pub fn imported(ctx: *mut ibv_context, handle: u32, orig: &ShimPd) -> *mut ShimPd {
-    boxed(ctx, handle, orig.soft.clone(), Kind::Imported)
+///
+/// # Safety
+/// `ctx` must be a live context.
+pub unsafe fn imported(ctx: *mut ibv_context, handle: u32, orig: &ShimPd) -> *mut ShimPd {
+    // SAFETY: (caller) live context.
+    unsafe { boxed(ctx, handle, orig.soft.clone(), Kind::Imported) }
 }
 
 /// `ibv_unimport_pd`: free an imported PD's view (nothing for others).
@@ -110,8 +125,7 @@ pub unsafe extern "C" fn shim_ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
             if let Err((_, e)) = w.soft.clone().dealloc() {
                 return e.0;
             }
-            // SAFETY: live context (it outlives its PDs).
-            unsafe { crate::import::forget(w.pd.context, w.pd.handle) };
+            w.file.forget(w.pd.handle);
         }
         Kind::Imported => {}
         Kind::Parent { inner, .. } => {
@@ -167,5 +181,6 @@ pub unsafe extern "C" fn alloc_parent_domain_op(
         allocator,
         pd_context,
     };
-    boxed(ctx, inner.pd.handle, inner.soft.clone(), kind) as *mut ibv_pd
+    // SAFETY: live context.
+    unsafe { boxed(ctx, inner.pd.handle, inner.soft.clone(), kind) as *mut ibv_pd }
 }
