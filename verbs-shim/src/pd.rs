@@ -36,7 +36,7 @@ pub struct ShimPd {
     pub pd: ibv_pd,
     pub soft: Pd,
     pub kind: Kind,
-    /// Parent domains over this PD and objects placed by its allocator:
+    /// Parent domains over this PD, and objects made through it (a parent):
     /// deallocation is EBUSY meanwhile (the callbacks and the inner PD must
     /// outlive them).
     pub holds: AtomicUsize,

@@ -185,6 +185,7 @@ fn parent_domains_and_their_allocators() {
         "OK allocator places QP, SRQ, CQ",
         "OK traffic through the parent domain",
         "OK default and failing allocators",
+        "OK no allocators",
         "ALL OK",
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");

@@ -154,6 +154,15 @@ int main(void)
 	CHECK(!ibv_create_qp(parent, &qi) && errno == ENOMEM, "an allocator's NULL: ENOMEM");
 	OK("default and failing allocators");
 
+	/* Without allocators: the library's memory, and still held. */
+	struct ibv_parent_domain_init_attr plain = { .pd = pd };
+	struct ibv_pd *parent2 = ibv_alloc_parent_domain(ctx, &plain);
+	CHECK(parent2, "a parent domain without allocators");
+	struct ibv_qp *q2 = rc_qp(parent2, cq);
+	CHECK(ibv_dealloc_pd(parent2) == EBUSY, "a parent domain without allocators, with a QP");
+	CHECK(!ibv_destroy_qp(q2) && !ibv_dealloc_pd(parent2), "then free");
+	OK("no allocators");
+
 	CHECK(!ibv_dereg_mr(ma) && !ibv_dereg_mr(mb) && !ibv_destroy_qp(peer), "teardown");
 	CHECK(!ibv_dealloc_pd(parent), "dealloc the parent domain");
 	CHECK(!ibv_destroy_cq(cq) && !ibv_dealloc_pd(pd), "dealloc the inner PD");
