@@ -12,3 +12,6 @@ pub(crate) const MAX_SGE: u32 = 32;
 pub(crate) const MAX_INLINE: u32 = 256;
 pub(crate) const MAX_MSG: u64 = 8 << 20;
 pub(crate) const MAX_RD_ATOMIC: u8 = 128;
+/// GID table entries per port (rxe's `RXE_PORT_GID_TBL_LEN`); the device
+/// fills the first two, the rest read as empty.
+pub(crate) const GID_TBL_LEN: u32 = 1024;

@@ -17,6 +17,7 @@ impl Errno {
     pub const EAGAIN: Errno = Errno(libc::EAGAIN);
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
 }
 
 impl fmt::Display for Errno {

@@ -772,3 +772,26 @@ fn an_atomic_write_goes_through_a_window_and_not_once_it_is_invalidated() {
         s.reconnect();
     }
 }
+
+#[test]
+fn an_mr_with_a_window_bound_refuses_rereg_until_the_window_goes() {
+    let n = nodes();
+    let mut s = setup(&n, Access::default());
+    let mw = s.b.pd.alloc_mw(MwType::One).unwrap();
+    let k = s.bind_window(&mw);
+    let change = Rereg {
+        translation: None,
+        pd: None,
+        access: Some(Access::LOCAL_WRITE | Access::MW_BIND | Access::REMOTE_READ),
+    };
+    assert_eq!(s.mrb.rereg(change), Err(Errno::EBUSY));
+    // Unchanged: the window still reaches the MR beneath.
+    assert_eq!(s.run(write(k, s.win_addr()), 64).status, WcStatus::Success);
+    drop(mw);
+    let change = Rereg {
+        translation: None,
+        pd: None,
+        access: Some(Access::LOCAL_WRITE | Access::MW_BIND | Access::REMOTE_READ),
+    };
+    assert_eq!(s.mrb.rereg(change), Ok(()));
+}

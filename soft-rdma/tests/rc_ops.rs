@@ -548,11 +548,35 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
 /// same device, for RC and for UD.
 #[test]
 fn a_peer_addressed_by_gid_index_0_is_reached() {
+    peer_addressed_by_gid_is_reached(0);
+}
+
+/// GID index 1, the device's own address (IPv4-mapped).
+#[test]
+fn a_peer_addressed_by_gid_index_1_is_reached() {
+    peer_addressed_by_gid_is_reached(1);
+}
+
+/// The table holds exactly the GIDs the tests above reach: a new entry
+/// needs its own test.
+#[test]
+fn every_reported_gid_has_a_reachability_test() {
+    let a = node();
+    let indexes: Vec<u32> = a.dev.gids().iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, [0, 1]);
+    assert_eq!(a.dev.gid(2), Err(Errno::ENODATA), "an empty entry");
+    let len = a.dev.port_attr().gid_tbl_len;
+    assert_eq!(a.dev.gid(len), Err(Errno::EINVAL), "beyond the table");
+}
+
+/// RC WRITE and UD SEND to a peer named by its GID at `index` (both sides
+/// address each other by the same index).
+fn peer_addressed_by_gid_is_reached(index: u32) {
     let (a, b) = (node(), node());
     let cfg = QpConfig::new(QpType::Rc);
     let (qa, qb) = (cfg.create(&a.pd, &a.cq), cfg.create(&b.pd, &b.cq));
-    cfg.bring_up(&qa, qb.qp_num(), b.dev.gid(0).unwrap());
-    cfg.bring_up(&qb, qa.qp_num(), a.dev.gid(0).unwrap());
+    cfg.bring_up(&qa, qb.qp_num(), b.dev.gid(index).unwrap());
+    cfg.bring_up(&qb, qa.qp_num(), a.dev.gid(index).unwrap());
     let src = Buf::new(8192, |i| (i * 3) as u8);
     let dst = Buf::new(8192, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 8192, all_access()).unwrap();
@@ -574,8 +598,8 @@ fn a_peer_addressed_by_gid_index_0_is_reached() {
     // UD: an address handle of GID index 0.
     let ud = QpConfig::new(QpType::Ud);
     let (ua, ub) = (ud.create(&a.pd, &a.cq), ud.create(&b.pd, &b.cq));
-    ud.bring_up(&ua, 0, a.dev.gid(0).unwrap());
-    ud.bring_up(&ub, 0, b.dev.gid(0).unwrap());
+    ud.bring_up(&ua, 0, a.dev.gid(index).unwrap());
+    ud.bring_up(&ub, 0, b.dev.gid(index).unwrap());
     let got = Buf::new(40 + 64, |_| 0);
     let mrg = b.pd.reg_mr(got.addr(), 104, all_access()).unwrap();
     ub.post_recv(&[RecvWr {
@@ -583,7 +607,7 @@ fn a_peer_addressed_by_gid_index_0_is_reached() {
         sg_list: &[got.sge(&mrg, 0, 104)],
     }])
     .unwrap();
-    let ah = a.pd.create_ah(b.dev.gid(0).unwrap());
+    let ah = a.pd.create_ah(b.dev.gid(index).unwrap());
     ua.post_send(&[SendWr {
         wr_id: 2,
         sg_list: &[src.sge(&mra, 0, 64)],

@@ -7,6 +7,7 @@ use crate::ffi::*;
 use crate::registry;
 use soft_rdma::verbs::{AsyncEvent, Device};
 use std::mem::{offset_of, size_of};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 /// An open device. `vctx` must come first; programs get `&vctx.context`.
@@ -14,6 +15,10 @@ use std::sync::Arc;
 pub struct ShimContext {
     pub vctx: verbs_context,
     pub dev: Arc<Device>,
+    /// The command file this context's objects belong to (`import.rs`).
+    pub file: Arc<crate::import::CmdFile>,
+    /// `cmd_fd`, closed with the context.
+    _cmd: OwnedFd,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
@@ -156,11 +161,27 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
     if !device::is_ours(dev) {
         return fail_null(libc::ENODEV);
     }
+    let (file, fd) = match crate::import::new_file() {
+        Ok(f) => f,
+        Err(e) => return fail_null(e),
+    };
+    match new_context(file, fd) {
+        Ok(c) => c,
+        Err(e) => fail_null(e),
+    }
+}
+
+/// A context of the process's device on command file `file`, whose
+/// descriptor `cmd` it owns (`ibv_open_device`, `ibv_import_device`).
+pub fn new_context(
+    file: Arc<crate::import::CmdFile>,
+    cmd: OwnedFd,
+) -> Result<*mut ibv_context, i32> {
     let soft = match device::soft() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("softrdma: cannot open the device: {e}");
-            return fail_null(device::open_errno(&e));
+            return Err(device::open_errno(&e));
         }
     };
     let mut vctx = verbs_context {
@@ -173,9 +194,10 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
     vctx.create_qp_ex = Some(crate::qp::create_qp_ex_op);
     vctx.create_cq_ex = Some(crate::cq::create_cq_ex_op);
     vctx.close_xrcd = Some(close_xrcd_op);
+    vctx.alloc_parent_domain = Some(crate::pd::alloc_parent_domain_op);
     let c = &mut vctx.context;
-    c.device = dev;
-    c.cmd_fd = -1;
+    c.device = device::c_device();
+    c.cmd_fd = cmd.as_raw_fd();
     c.async_fd = soft.async_fd();
     c.num_comp_vectors = 1;
     c.abi_compat = usize::MAX as *mut c_void;
@@ -187,9 +209,14 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
     c.ops.alloc_mw = Some(crate::mw::alloc_mw_op);
     c.ops.dealloc_mw = Some(crate::mw::dealloc_mw_op);
     c.ops.bind_mw = Some(crate::mw::bind_mw_op);
-    let ctx = Box::into_raw(Box::new(ShimContext { vctx, dev: soft }));
+    let ctx = Box::into_raw(Box::new(ShimContext {
+        vctx,
+        dev: soft,
+        file,
+        _cmd: cmd,
+    }));
     // SAFETY: just allocated; the context lives until ibv_close_device.
-    unsafe { (*ctx).c_ptr() }
+    Ok(unsafe { (*ctx).c_ptr() })
 }
 
 pub unsafe extern "C" fn shim_ibv_close_device(ctx: *mut ibv_context) -> c_int {
@@ -280,6 +307,8 @@ unsafe extern "C" fn close_xrcd_op(_xrcd: *mut ibv_xrcd) -> c_int {
     libc::EOPNOTSUPP
 }
 
+/// `ibv_query_gid`: an empty entry of the table reads as the zero GID (as
+/// its sysfs file does); an index beyond the table fails (EINVAL).
 pub unsafe extern "C" fn shim_ibv_query_gid(
     ctx: *mut ibv_context,
     port: u8,
@@ -291,40 +320,91 @@ pub unsafe extern "C" fn shim_ibv_query_gid(
         return -1;
     }
     // SAFETY: live context.
-    match unsafe { ShimContext::from_c(ctx) }.dev.gid(index as u32) {
-        Ok(g) => {
-            // SAFETY: `gid` points to a caller's ibv_gid.
-            unsafe { *gid = conv::gid_to_c(g) };
-            0
-        }
+    let g = match unsafe { ShimContext::from_c(ctx) }.dev.gid(index as u32) {
+        Ok(g) => conv::gid_to_c(g),
+        Err(e) if e.0 == libc::ENODATA => ibv_gid::default(),
         Err(e) => {
             set_errno(e.0);
-            -1
+            return -1;
         }
-    }
+    };
+    // SAFETY: `gid` points to a caller's ibv_gid.
+    unsafe { *gid = g };
+    0
 }
 
 /// rdma-core's `enum ibv_gid_type_sysfs` (driver.h, not installed).
 type IbvGidTypeSysfs = c_uint;
-const IBV_GID_TYPE_SYSFS_IB_ROCE_V1: IbvGidTypeSysfs = 0;
 const IBV_GID_TYPE_SYSFS_ROCE_V2: IbvGidTypeSysfs = 1;
 
-/// GID 0 is the link-local (RoCE v1) entry, GID 1 the RoCE v2 address.
+/// A populated entry (all RoCE v2, as rxe's: see `Device::gid`); ENODATA
+/// for an empty one, EINVAL beyond the table.
 fn gid_entry(dev: &Device, index: u32) -> Result<ibv_gid_entry, i32> {
     let g = dev.gid(index).map_err(|e| e.0)?;
     Ok(ibv_gid_entry {
         gid: conv::gid_to_c(g),
         gid_index: index,
         port_num: 1,
-        gid_type: if index == 0 {
-            IBV_GID_TYPE_ROCE_V1
-        } else {
-            IBV_GID_TYPE_ROCE_V2
-        },
-        ndev_ifindex: 1, // lo
+        gid_type: IBV_GID_TYPE_ROCE_V2,
+        ndev_ifindex: ifindex_of(dev.local_addr().ip()),
     })
 }
 
+/// The index of the network interface holding `ip` (the GID's netdev), 0
+/// if none does.
+fn ifindex_of(ip: std::net::IpAddr) -> u32 {
+    // The device's socket may be IPv6 with an IPv4-mapped address.
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return 0;
+    }
+    let mut found = 0;
+    let mut p = list;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, live until freed;
+        // its address is NULL or a sockaddr of the family it states.
+        let (a, name, next) = unsafe { ((*p).ifa_addr, (*p).ifa_name, (*p).ifa_next) };
+        // SAFETY: as above: `a` is checked for NULL and read per its family.
+        let addr = unsafe {
+            match a.as_ref().map(|a| a.sa_family as i32) {
+                Some(libc::AF_INET) => {
+                    let sin = &*(a as *const libc::sockaddr_in);
+                    Some(std::net::IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                Some(libc::AF_INET6) => {
+                    let sin6 = &*(a as *const libc::sockaddr_in6);
+                    Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        if addr == Some(ip) {
+            // SAFETY: the node's NUL-terminated interface name.
+            found = unsafe { libc::if_nametoindex(name) };
+            break;
+        }
+        p = next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    if found == 0 && ip.is_loopback() {
+        // The per-process 127.A.B.C addresses are local through `lo`,
+        // which lists only 127.0.0.1.
+        // SAFETY: a NUL-terminated name.
+        found = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    }
+    found
+}
+
+/// `_ibv_query_gid_ex`: returns the errno (and sets it: programs such as
+/// ibv_devinfo test `errno == ENODATA` to skip empty entries).
 pub unsafe extern "C" fn shim__ibv_query_gid_ex(
     ctx: *mut ibv_context,
     port: u32,
@@ -339,6 +419,7 @@ pub unsafe extern "C" fn shim__ibv_query_gid_ex(
         || port != 1
         || entry_size < size_of::<ibv_gid_entry>()
     {
+        set_errno(libc::EINVAL);
         return libc::EINVAL;
     }
     // SAFETY: live context.
@@ -348,10 +429,15 @@ pub unsafe extern "C" fn shim__ibv_query_gid_ex(
             unsafe { *entry = e };
             0
         }
-        Err(_) => libc::ENODATA,
+        Err(e) => {
+            set_errno(e);
+            e
+        }
     }
 }
 
+/// `_ibv_query_gid_table`: the populated entries only; EINVAL when `max`
+/// cannot hold them all (as the kernel's `rdma_query_gid_table`).
 pub unsafe extern "C" fn shim__ibv_query_gid_table(
     ctx: *mut ibv_context,
     entries: *mut ibv_gid_entry,
@@ -364,20 +450,23 @@ pub unsafe extern "C" fn shim__ibv_query_gid_table(
     }
     // SAFETY: live context.
     let dev = &unsafe { ShimContext::from_c(ctx) }.dev;
-    let n = dev.port_attr().gid_tbl_len as usize;
-    if max < n {
+    let gids = dev.gids();
+    if max < gids.len() || (entries.is_null() && !gids.is_empty()) {
         return -(libc::EINVAL as isize);
     }
-    for i in 0..n {
-        let Ok(e) = gid_entry(dev, i as u32) else {
+    for (slot, (i, _)) in gids.iter().enumerate() {
+        let Ok(e) = gid_entry(dev, *i) else {
             return -(libc::EINVAL as isize);
         };
-        // SAFETY: the caller's array holds `max` >= n entries of `entry_size`.
-        unsafe { *((entries as *mut u8).add(i * entry_size) as *mut ibv_gid_entry) = e };
+        // SAFETY: the caller's array holds `max` >= gids.len() entries of `entry_size`.
+        unsafe { *((entries as *mut u8).add(slot * entry_size) as *mut ibv_gid_entry) = e };
     }
-    n as isize
+    gids.len() as isize
 }
 
+/// `ibv_query_gid_type`: RoCE v2 for a populated entry; -1 otherwise (an
+/// empty entry's sysfs type file fails with ENODATA; beyond the table there
+/// is no file).
 pub unsafe extern "C" fn shim_ibv_query_gid_type(
     ctx: *mut ibv_context,
     port: u8,
@@ -385,20 +474,20 @@ pub unsafe extern "C" fn shim_ibv_query_gid_type(
     ty: *mut IbvGidTypeSysfs,
 ) -> c_int {
     if ctx.is_null() || ty.is_null() || port != 1 {
+        set_errno(libc::EINVAL);
         return -1;
     }
     // SAFETY: live context.
-    if unsafe { ShimContext::from_c(ctx) }.dev.gid(index).is_err() {
+    if let Err(e) = unsafe { ShimContext::from_c(ctx) }.dev.gid(index) {
+        set_errno(if e.0 == libc::ENODATA {
+            e.0
+        } else {
+            libc::ENOENT
+        });
         return -1;
     }
     // SAFETY: `ty` points to the caller's enum.
-    unsafe {
-        *ty = if index == 0 {
-            IBV_GID_TYPE_SYSFS_IB_ROCE_V1
-        } else {
-            IBV_GID_TYPE_SYSFS_ROCE_V2
-        }
-    };
+    unsafe { *ty = IBV_GID_TYPE_SYSFS_ROCE_V2 };
     0
 }
 

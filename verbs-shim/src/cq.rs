@@ -10,7 +10,7 @@
 //! extended poll functions. `start_poll` takes the first completion off the
 //! soft CQ, `next_poll` the next; the `read_*` functions read the one taken.
 
-use crate::context::{wait_readable, ShimContext};
+use crate::context::wait_readable;
 use crate::conv;
 use crate::ffi::*;
 use crate::registry;
@@ -118,32 +118,55 @@ pub unsafe extern "C" fn shim_ibv_create_cq(
     cqe: c_int,
     cq_context: *mut c_void,
     channel: *mut ibv_comp_channel,
-    _comp_vector: c_int,
+    comp_vector: c_int,
 ) -> *mut ibv_cq {
     if ctx.is_null() || cqe < 0 {
         return fail_null(libc::EINVAL);
     }
     // SAFETY: the caller's context and channel.
-    match unsafe { new_cq(ctx, cqe as u32, cq_context, channel) } {
+    match unsafe {
+        new_cq(
+            ctx,
+            cqe as u32,
+            comp_vector,
+            cq_context,
+            channel,
+            std::ptr::null_mut(),
+        )
+    } {
         Ok(w) => w as *mut ibv_cq,
         Err(e) => fail_null(e),
     }
 }
 
-/// A CQ of at least `cqe` entries, registered with `channel` (if any); its
-/// extended poll functions are not set.
+/// A CQ of `cqe` entries, registered with `channel` (if any); its
+/// extended poll functions are not set. As rxe and uverbs: EINVAL for a
+/// `comp_vector` the context does not have, for `cqe` 0 or above `max_cqe`,
+/// and for a channel of another context. Made through a parent domain
+/// `pd` (NULL: none), its memory comes from the domain's allocator.
 ///
 /// # Safety
-/// `ctx` must be a live context and `channel` NULL or a live channel.
+/// `ctx` must be a live context, `channel` NULL or a live channel, `pd`
+/// NULL or a live PD.
 unsafe fn new_cq(
     ctx: *mut ibv_context,
     cqe: u32,
+    comp_vector: c_int,
     cq_context: *mut c_void,
     channel: *mut ibv_comp_channel,
+    pd: *mut ibv_pd,
 ) -> Result<*mut ShimCq, i32> {
-    // SAFETY: (caller) live context (only checked for being ours).
-    let _ = unsafe { ShimContext::from_c(ctx) };
-    let depth = (cqe as usize).max(1);
+    // SAFETY: (caller) live context; a channel is NULL or live.
+    let (c, foreign) = unsafe {
+        (
+            &(*ctx),
+            !channel.is_null() && !crate::import::same_file((*channel).context, ctx),
+        )
+    };
+    if comp_vector < 0 || comp_vector >= c.num_comp_vectors || foreign {
+        return Err(libc::EINVAL);
+    }
+    let depth = cqe as usize;
     let events = if channel.is_null() {
         None
     } else {
@@ -157,12 +180,19 @@ unsafe fn new_cq(
         cqe: depth as c_int,
         ..Default::default()
     };
-    let w = Box::into_raw(Box::new(ShimCq {
-        cq,
-        soft,
-        events,
-        cur: Mutex::new(sv::Wc::EMPTY),
-    }));
+    // SAFETY: (caller) `pd` NULL or live; destroy_cq releases it.
+    let w = unsafe {
+        crate::alloc::place(
+            pd,
+            crate::alloc::RESOURCE_CQ,
+            ShimCq {
+                cq,
+                soft,
+                events,
+                cur: Mutex::new(sv::Wc::EMPTY),
+            },
+        )
+    }?;
     if !channel.is_null() {
         // SAFETY: a live channel; `w` is live until ibv_destroy_cq, which
         // removes it from the epoll set first.
@@ -175,7 +205,7 @@ unsafe fn new_cq(
             };
             if libc::epoll_ctl(ch.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) != 0 {
                 let e = *libc::__errno_location();
-                drop(Box::from_raw(w));
+                crate::alloc::release(w);
                 return Err(e);
             }
             ch.ch.refcnt += 1;
@@ -214,14 +244,36 @@ pub unsafe extern "C" fn create_cq_ex_op(
     {
         return fail_null(libc::EOPNOTSUPP);
     }
-    if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_PD != 0 && a.parent_domain.is_null() {
-        return fail_null(libc::EINVAL);
-    }
-    if a.cqe > c_int::MAX as u32 {
+    // The PD of an extended CQ must be a parent domain of this file.
+    let pd = if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_PD != 0 {
+        // SAFETY: NULL or the caller's live PD.
+        let ok = !a.parent_domain.is_null()
+            && unsafe {
+                let p = crate::pd::ShimPd::from_c(a.parent_domain);
+                matches!(p.kind, crate::pd::Kind::Parent { .. })
+                    && crate::import::same_file(p.pd.context, ctx)
+            };
+        if !ok {
+            return fail_null(libc::EINVAL);
+        }
+        a.parent_domain
+    } else {
+        std::ptr::null_mut()
+    };
+    if a.cqe > c_int::MAX as u32 || a.comp_vector > c_int::MAX as u32 {
         return fail_null(libc::EINVAL);
     }
     // SAFETY: the caller's context and channel.
-    let w = match unsafe { new_cq(ctx, a.cqe, a.cq_context, a.channel) } {
+    let w = match unsafe {
+        new_cq(
+            ctx,
+            a.cqe,
+            a.comp_vector as c_int,
+            a.cq_context,
+            a.channel,
+            pd,
+        )
+    } {
         Ok(w) => w,
         Err(e) => return fail_null(e),
     };
@@ -372,8 +424,8 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     if let Err((_, e)) = unsafe { ShimCq::from_c(cq) }.soft.clone().destroy() {
         return e.0;
     }
-    // SAFETY: the Box allocated in ibv_create_cq; this ends its life.
-    let w = unsafe { Box::from_raw(cq as *mut ShimCq) };
+    // SAFETY: a live CQ; released below, after its last use.
+    let w = unsafe { ShimCq::from_c(cq) };
     registry::CQS.remove(w.soft.id());
     if let (Some(ev), false) = (&w.events, w.cq.channel.is_null()) {
         // SAFETY: the channel outlives its CQs (destroy_comp_channel refuses
@@ -389,11 +441,26 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
             ch.ch.refcnt -= 1;
         }
     }
+    // SAFETY: placed by ibv_create_cq(_ex); this ends its life.
+    unsafe { crate::alloc::release(cq as *mut ShimCq) };
     0
 }
 
-pub unsafe extern "C" fn shim_ibv_resize_cq(_cq: *mut ibv_cq, _cqe: c_int) -> c_int {
-    libc::EOPNOTSUPP
+/// `ibv_resize_cq`: the completions waiting stay, in order; EINVAL for a
+/// size outside 1..=`max_cqe` or below the number waiting (as rxe).
+pub unsafe extern "C" fn shim_ibv_resize_cq(cq: *mut ibv_cq, cqe: c_int) -> c_int {
+    if cq.is_null() || cqe <= 0 {
+        return libc::EINVAL;
+    }
+    // SAFETY: a live CQ.
+    let w = unsafe { ShimCq::from_c(cq) };
+    if let Err(e) = w.soft.resize(cqe as usize) {
+        return e.0;
+    }
+    // SAFETY: a live CQ; `cqe` is the library's to write (as rdma-core's
+    // ibv_cmd_resize_cq does with the size the kernel reports).
+    unsafe { (*cq).cqe = cqe };
+    0
 }
 
 /// `ibv_poll_cq` (through `ctx->ops.poll_cq`).

@@ -18,10 +18,12 @@
 pub mod ffi;
 
 mod ah;
+mod alloc;
 mod context;
 mod conv;
 mod cq;
 mod device;
+mod import;
 mod mr;
 mod mw;
 mod pd;
@@ -38,7 +40,8 @@ mod sync;
 mod exports {
     #[allow(unused_imports)]
     use crate::{
-        ah::*, context::*, cq::*, device::*, mr::*, pd::*, qp::*, srq::*, strings::*, stubs::*,
+        ah::*, context::*, cq::*, device::*, import::*, mr::*, pd::*, qp::*, srq::*, strings::*,
+        stubs::*,
     };
     include!(concat!(env!("OUT_DIR"), "/exports.rs"));
 }

@@ -5,12 +5,14 @@ use crate::conv;
 use crate::ffi::*;
 use crate::pd::ShimPd;
 use crate::registry::MRS;
-use soft_rdma::verbs::Mr;
+use soft_rdma::verbs::{Mr, Rereg};
 
 #[repr(C)]
 pub struct ShimMr {
     pub mr: ibv_mr,
     pub soft: Mr,
+    /// The command file its handle is in (the context may be closed first).
+    file: std::sync::Arc<crate::import::CmdFile>,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
@@ -52,8 +54,12 @@ unsafe fn reg(
         rkey: soft.rkey(),
     };
     let lkey = soft.lkey();
-    let w = Box::into_raw(Box::new(ShimMr { mr, soft }));
+    // SAFETY: the PD's context is live.
+    let file = unsafe { crate::import::file(p.pd.context) };
+    let w = Box::into_raw(Box::new(ShimMr { mr, soft, file }));
     MRS.insert(lkey, w);
+    // SAFETY: `w` is live until ibv_dereg_mr, which forgets the handle.
+    unsafe { (*w).mr.handle = (*w).file.add_mr(w) };
     w as *mut ibv_mr
 }
 
@@ -93,6 +99,11 @@ pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     if mr.is_null() {
         return libc::EINVAL;
     }
+    // An imported MR: this context's view goes (see import.rs).
+    // SAFETY: a live MR.
+    if unsafe { crate::import::release_imported_mr(mr) } {
+        return 0;
+    }
     // Memory windows bound to it: EBUSY, and it lives on.
     // SAFETY: a live MR from ibv_reg_mr.
     if let Err(e) = unsafe { &*(mr as *const ShimMr) }.soft.dereg_in_place() {
@@ -101,7 +112,100 @@ pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     // SAFETY: `mr` came from ibv_reg_mr's Box; this ends its life.
     let w = unsafe { Box::from_raw(mr as *mut ShimMr) };
     MRS.remove(w.soft.lkey());
+    w.file.forget(w.mr.handle);
     0
+}
+
+/// `ibv_rereg_mr`: rdma-core's input checks (`IBV_REREG_MR_ERR_INPUT`,
+/// errno EINVAL), then the kernel's and the device's (`IBV_REREG_MR_ERR_CMD`
+/// with their errno: EINVAL for no flag, a PD of another context or rights
+/// against the verbs rule). On success the C struct follows (PD, address,
+/// length; the keys stay); on failure the MR is unchanged and still needs
+/// `ibv_dereg_mr`.
+pub unsafe extern "C" fn shim_ibv_rereg_mr(
+    mr: *mut ibv_mr,
+    flags: c_int,
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    access: c_int,
+) -> c_int {
+    let input = |e| {
+        set_errno(e);
+        IBV_REREG_MR_ERR_INPUT
+    };
+    let flags = flags as c_uint;
+    if mr.is_null() || crate::import::is_imported_mr(mr) {
+        return input(libc::EINVAL);
+    }
+    if flags & !IBV_REREG_MR_FLAGS_SUPPORTED != 0 {
+        return input(libc::EINVAL);
+    }
+    let translation = flags & IBV_REREG_MR_CHANGE_TRANSLATION != 0;
+    if translation && (addr.is_null() || length == 0) {
+        return input(libc::EINVAL);
+    }
+    if !translation && (!addr.is_null() || length != 0) {
+        return input(libc::EINVAL);
+    }
+    // SAFETY: a live MR from ibv_reg_mr (imported ones were refused above);
+    // the application does not use it concurrently with its re-registration.
+    let w = unsafe { &mut *(mr as *mut ShimMr) };
+    // SAFETY: the PD is NULL or a live PD of the caller's.
+    match unsafe { rereg(w, flags, pd, addr, length, access) } {
+        Ok(()) => 0,
+        Err(e) => {
+            set_errno(e);
+            IBV_REREG_MR_ERR_CMD
+        }
+    }
+}
+
+/// The command half of `ibv_rereg_mr`.
+///
+/// # Safety
+/// `pd` must be NULL or a live PD.
+unsafe fn rereg(
+    w: &mut ShimMr,
+    flags: c_uint,
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    access: c_int,
+) -> Result<(), i32> {
+    if flags == 0 {
+        return Err(libc::EINVAL);
+    }
+    let mut change = Rereg::default();
+    if flags & IBV_REREG_MR_CHANGE_TRANSLATION != 0 {
+        change.translation = Some((addr as u64, length as u64));
+    }
+    let new_pd = if flags & IBV_REREG_MR_CHANGE_PD != 0 {
+        // As the kernel, which finds no such PD handle in the MR's file.
+        // SAFETY: (caller) NULL or a live PD.
+        if pd.is_null() || !crate::import::same_file(unsafe { (*pd).context }, w.mr.context) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: (caller) a live PD.
+        Some(unsafe { ShimPd::from_c(pd) })
+    } else {
+        None
+    };
+    change.pd = new_pd.map(|p| &p.soft);
+    if flags & IBV_REREG_MR_CHANGE_ACCESS != 0 {
+        change.access = Some(conv::access_from_c(access as c_uint)?);
+    }
+    w.soft.rereg(change).map_err(|e| e.0)?;
+    if new_pd.is_some() {
+        w.mr.pd = pd;
+    }
+    if change.translation.is_some() {
+        w.mr.addr = addr;
+        w.mr.length = length;
+    }
+    w.mr.lkey = w.soft.lkey();
+    w.mr.rkey = w.soft.rkey();
+    Ok(())
 }
 
 /// `ibv_advise_mr`: prefetch the SGEs' ranges of their (ODP) MRs.

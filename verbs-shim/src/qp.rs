@@ -89,9 +89,10 @@ unsafe fn create(
     // SAFETY: a live PD, live CQs and (optionally) a live SRQ.
     let foreign = unsafe {
         let c = (*pd).context;
-        (*ia.send_cq).context != c
-            || (*ia.recv_cq).context != c
-            || (!ia.srq.is_null() && (*ia.srq).context != c)
+        use crate::import::same_file;
+        !same_file((*ia.send_cq).context, c)
+            || !same_file((*ia.recv_cq).context, c)
+            || (!ia.srq.is_null() && !same_file((*ia.srq).context, c))
     };
     if foreign {
         // Objects of another context: EINVAL, as the kernel finds no such
@@ -151,14 +152,21 @@ unsafe fn create(
         crate::qp_ex::set_ops(&mut qp, flags);
     }
     let qpn = soft.qp_num();
-    let w = Box::into_raw(Box::new(ShimQp {
-        qp,
-        wr_flush: send_ops.and_then(crate::qp_ex::wr_flush_op),
-        soft,
-        shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
-        ex: send_ops.is_some(),
-        batch: Default::default(),
-    }));
+    // SAFETY: (caller) a live PD; destroy_qp releases it.
+    let w = unsafe {
+        crate::alloc::place(
+            pd,
+            crate::alloc::RESOURCE_QP,
+            ShimQp {
+                qp,
+                wr_flush: send_ops.and_then(crate::qp_ex::wr_flush_op),
+                soft,
+                shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+                ex: send_ops.is_some(),
+                batch: Default::default(),
+            },
+        )
+    }?;
     QPS.insert(qpn, w);
     Ok(w as *mut ibv_qp)
 }
@@ -264,9 +272,10 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     if qp.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: the Box from ibv_create_qp; this ends its life.
-    let w = unsafe { Box::from_raw(qp as *mut ShimQp) };
-    QPS.remove(w.soft.qp_num());
+    // SAFETY: a live QP.
+    QPS.remove(unsafe { ShimQp::from_c(qp) }.soft.qp_num());
+    // SAFETY: placed by ibv_create_qp; this ends its life.
+    unsafe { crate::alloc::release(qp as *mut ShimQp) };
     0
 }
 
@@ -344,7 +353,14 @@ pub unsafe extern "C" fn post_send_op(
         let ud = if w.qp.qp_base.qp_type == IBV_QPT_UD {
             // SAFETY: UD WRs carry `wr.ud`.
             let u = unsafe { c.wr.ud };
-            if u.ah.is_null() {
+            // An AH of another command file: EINVAL, as the kernel's
+            // post_send finds no such AH handle.
+            let foreign = !u.ah.is_null() && {
+                // SAFETY: a non-NULL AH is a live one.
+                let ah_ctx = unsafe { (*u.ah).context };
+                !crate::import::same_file(ah_ctx, w.qp.qp_base.context)
+            };
+            if u.ah.is_null() || foreign {
                 err = Some(libc::EINVAL);
                 break;
             }

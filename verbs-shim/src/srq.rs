@@ -48,11 +48,22 @@ pub unsafe extern "C" fn shim_ibv_create_srq(
         ..Default::default()
     };
     let id = soft.id();
-    let w = Box::into_raw(Box::new(ShimSrq {
-        srq,
-        soft,
-        attr: Mutex::new(ia.attr),
-    }));
+    // SAFETY: a live PD.
+    let placed = unsafe {
+        crate::alloc::place(
+            pd,
+            crate::alloc::RESOURCE_SRQ,
+            ShimSrq {
+                srq,
+                soft,
+                attr: Mutex::new(ia.attr),
+            },
+        )
+    };
+    let w = match placed {
+        Ok(w) => w,
+        Err(e) => return fail_null(e),
+    };
     SRQS.insert(id, w);
     w as *mut ibv_srq
 }
@@ -98,9 +109,10 @@ pub unsafe extern "C" fn shim_ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     if let Err((_, e)) = unsafe { ShimSrq::from_c(srq) }.soft.clone().destroy() {
         return e.0;
     }
-    // SAFETY: the Box from ibv_create_srq.
-    let w = unsafe { Box::from_raw(srq as *mut ShimSrq) };
-    SRQS.remove(w.soft.id());
+    // SAFETY: a live SRQ.
+    SRQS.remove(unsafe { ShimSrq::from_c(srq) }.soft.id());
+    // SAFETY: placed by ibv_create_srq; this ends its life.
+    unsafe { crate::alloc::release(srq as *mut ShimSrq) };
     0
 }
 

@@ -107,9 +107,6 @@ errno_int!(
 
 null_ptr!(
     shim_ibv_create_ah_from_wc,
-    shim_ibv_import_device,
-    shim_ibv_import_pd,
-    shim_ibv_import_mr,
     shim_ibv_import_dm,
     shim_ibv_reg_dmabuf_mr,
     shim__verbs_init_and_alloc_context,
@@ -121,8 +118,6 @@ nothing!(
     shim_ibv_copy_path_rec_to_kern,
     shim_ibv_copy_qp_attr_from_kern,
     shim_ibv_copy_ah_attr_from_kern,
-    shim_ibv_unimport_pd,
-    shim_ibv_unimport_mr,
     shim_ibv_unimport_dm,
     shim___verbs_log,
     shim_verbs_init_cq,
@@ -174,12 +169,6 @@ pub extern "C" fn shim_ibv_dontfork_range() -> c_int {
 
 pub extern "C" fn shim_ibv_dofork_range() -> c_int {
     0
-}
-
-/// `ibv_rereg_mr`: the command fails, as with a provider without rereg.
-pub extern "C" fn shim_ibv_rereg_mr() -> c_int {
-    set_errno(libc::EOPNOTSUPP);
-    IBV_REREG_MR_ERR_CMD
 }
 
 /// Whether data of `op` lands in order: 0, "not guaranteed" (the answer for

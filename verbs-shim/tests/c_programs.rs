@@ -178,3 +178,73 @@ fn atomic_write_and_flush_through_the_qp_ex_builders() {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }
+
+#[test]
+fn several_contexts_talk_and_refuse_each_others_objects() {
+    let exe = compile("contexts");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK two contexts",
+        "OK QPs of two contexts talk",
+        "OK another context's objects are EINVAL",
+        "OK another context's AH is EINVAL",
+        "OK another context's MR is a protection error",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn import_through_the_command_descriptor() {
+    let exe = compile("import");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK import device, PD, MR",
+        "OK traffic through imported objects",
+        "OK bad imports",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn rereg_resize_and_gid_queries() {
+    let exe = compile("rereg_resize");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK rereg bad flows",
+        "OK rereg translation",
+        "OK rereg PD",
+        "OK resize",
+        "OK gids",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn parent_domains_and_their_allocators() {
+    let exe = compile("parent_domain");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK bad attributes",
+        "OK allocator places QP, SRQ, CQ",
+        "OK traffic through the parent domain",
+        "OK default and failing allocators",
+        "OK no allocators",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}

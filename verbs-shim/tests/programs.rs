@@ -55,13 +55,18 @@ fn ibv_devinfo_verbose() {
             "ODP_SUPPORT\n",
             "ODP_SUPPORT_IMPLICIT",
             "rc_odp_caps:\n\t\t\t\t\tSUPPORT_SEND\n\t\t\t\t\tSUPPORT_RECV\n\t\t\t\t\tSUPPORT_WRITE\n\t\t\t\t\tSUPPORT_READ\n\t\t\t\t\tSUPPORT_ATOMIC\n\t\t\t\t\tSUPPORT_SRQ",
-            "gid_tbl_len:\t\t2",
+            "gid_tbl_len:\t\t1024",
             "phys_state:\t\tLINK_UP (5)",
-            "GID[  0]:\t\tfe80:0000:0000:0000:",
-            ", RoCE v1",
+            // RoCE v2 entries print as addresses (v1 ones as raw groups).
+            "GID[  0]:\t\tfe80::ffff:",
             "GID[  1]:\t\t::ffff:127.",
             ", RoCE v2",
         ],
+    );
+    // rxe's table: only RoCE v2, and only the two populated entries.
+    assert!(
+        !out.contains("RoCE v1") && !out.contains("GID[  2]"),
+        "{out}"
     );
 }
 

@@ -126,6 +126,11 @@ impl Locked<'_> {
             S::Reset => {
                 q.req = ReqState::default();
                 q.resp = RespState::default();
+                // Its completions not yet polled go too (as mlx5's
+                // provider cleans its CQs): a QP brought back up from error
+                // does not report the old flushes as new failures.
+                sh.send_cq.purge(sh.qpn);
+                sh.recv_cq.purge(sh.qpn);
             }
             S::Err if cur != S::Err => sh.to_error(ctx, q),
             S::Rts if cur == S::Rtr => {

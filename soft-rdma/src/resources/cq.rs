@@ -61,6 +61,8 @@ impl ChannelShared {
 
 struct CqState {
     ring: VecDeque<Wc>,
+    /// Completions the CQ holds at most (`ibv_resize_cq` changes it).
+    depth: usize,
     /// `ibv_req_notify_cq`: Some(solicited_only) while armed.
     armed: Option<bool>,
     /// Completions lost to overflow; the CQ is in error once this is
@@ -71,7 +73,6 @@ struct CqState {
 pub(crate) struct CqShared {
     /// Names the CQ in `AsyncEvent::CqErr`; unique in the process.
     id: u32,
-    depth: usize,
     state: OrderedMutex<CqState>,
     channel: Option<Arc<ChannelShared>>,
     /// The device of the first QP using this CQ. Weak: the device holds its
@@ -95,11 +96,11 @@ impl CqShared {
         CqShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             users: Arc::default(),
-            depth,
             state: OrderedMutex::new(
                 Level::Cq,
                 CqState {
                     ring: VecDeque::with_capacity(depth),
+                    depth,
                     armed: None,
                     lost: 0,
                 },
@@ -114,7 +115,24 @@ impl CqShared {
     }
 
     pub(crate) fn depth(&self) -> usize {
-        self.depth
+        self.state.lock().depth
+    }
+
+    /// `ibv_resize_cq`: hold up to `depth` completions from now on; false
+    /// (nothing changed) if more than that are waiting to be polled. The
+    /// completions waiting stay, in order. Locks: the CQ's.
+    pub(crate) fn resize(&self, depth: usize) -> bool {
+        let mut s = self.state.lock();
+        if s.ring.len() > depth {
+            return false;
+        }
+        s.depth = depth;
+        // Room for all of it now: a push (possibly under an ODP window,
+        // where nothing may allocate) never grows the ring.
+        let len = s.ring.len();
+        s.ring.shrink_to(depth);
+        s.ring.reserve_exact(depth - len);
+        true
     }
 
     pub(crate) fn has_channel(&self) -> bool {
@@ -148,6 +166,16 @@ impl CqShared {
         n
     }
 
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
+    /// Drop the completions of QP `qpn` not yet polled (the QP was reset);
+    /// the others keep their order. Locks: the CQ's (under the QP's).
+    pub(crate) fn purge(&self, qpn: u32) {
+        self.state.lock().ring.retain(|wc| wc.qp_num != qpn);
+    }
+
     /// `ibv_req_notify_cq`: the next completion (solicited or in error
     /// only, if asked) signals the channel.
     pub(crate) fn arm(&self, solicited_only: bool) {
@@ -170,7 +198,7 @@ impl CqShared {
     #[must_use]
     pub(crate) fn push(self: &Arc<Self>, wc: Wc, solicited: bool) -> Option<Overflow> {
         let mut s = self.state.lock();
-        if s.ring.len() >= self.depth {
+        if s.ring.len() >= s.depth {
             s.lost += 1;
             return Some(if s.lost == 1 {
                 Overflow::First

@@ -4,7 +4,7 @@
 
 use super::mw::MwShared;
 use crate::sync::{Level, OrderedRwLock, ReadGuard};
-use crate::types::Access;
+use crate::types::{Access, Errno};
 use odp::{AccessError, Memory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -17,8 +17,10 @@ pub(crate) struct MrShared {
     /// Registered `[addr, addr+len)`; implicit ODP: the whole address space.
     addr: u64,
     len: u64,
-    memory: Memory,
-    /// False once deregistered. Every access to `memory` holds this shared
+    /// Shared with the MR that replaces this one when `ibv_rereg_mr` keeps
+    /// the translation (new PD or rights on the same pages).
+    memory: Arc<Memory>,
+    /// False once deregistered (or replaced by a re-registration). Every access to `memory` holds this shared
     /// and checks it; deregistration takes it exclusively, so when
     /// `ibv_dereg_mr` returns no access is under way and none starts —
     /// including the rest of a multi-packet WRITE whose first packet found
@@ -56,12 +58,17 @@ impl MrShared {
         &self.memory
     }
 
-    pub(crate) fn pd_id(&self) -> u32 {
-        self.pd_id
+    /// The memory, to share with the MR a re-registration makes.
+    pub(crate) fn shared_memory(&self) -> Arc<Memory> {
+        self.memory.clone()
     }
 
     pub(crate) fn rights(&self) -> Access {
         self.access
+    }
+
+    pub(crate) fn pd_id(&self) -> u32 {
+        self.pd_id
     }
 
     /// Check `[va, va+len)` and the access right: the responder's and the
@@ -103,7 +110,7 @@ impl MrShared {
     /// effort: a failure is reported by the access that needs the page.
     pub(crate) fn fault_in(&self, va: u64, len: u64, write: bool) {
         // Pinned memory is always present: no lock to take on every message.
-        if len > 0 && !matches!(self.memory, Memory::Pinned(_)) {
+        if len > 0 && !matches!(*self.memory, Memory::Pinned(_)) {
             let _ = self.access(|m| m.fault_in(va, len, write));
         }
     }
@@ -239,7 +246,7 @@ impl MrTable {
         access: Access,
         addr: u64,
         len: u64,
-        memory: Memory,
+        memory: Arc<Memory>,
     ) -> Option<Arc<MrShared>> {
         let mut mrs = self.by_index.write();
         if mrs.len() - self.windows.load(Ordering::Relaxed) >= self.max {
@@ -261,6 +268,52 @@ impl MrTable {
         });
         mrs.insert(index, Keyed::Mr(mr.clone()));
         Some(mr)
+    }
+
+    /// `ibv_rereg_mr`: `old`'s key now names a new MR of `pd_id`, `access`,
+    /// `[addr, addr+len)` and `memory`; then `old` is fenced as
+    /// [`MrTable::remove`] fences (`retire` runs under the table lock when
+    /// the old memory goes), so once this returns no access reaches the old
+    /// translation, and every later one — a peer's R_Key, a posted
+    /// receive's L_Key — finds the new MR. None if `old` is no longer in
+    /// the table.
+    pub(crate) fn replace(
+        &self,
+        old: &MrShared,
+        pd_id: u32,
+        access: Access,
+        (addr, len): (u64, u64),
+        memory: Arc<Memory>,
+        retire: impl FnOnce(&MrShared),
+    ) -> Result<Arc<MrShared>, Errno> {
+        let mut mrs = self.by_index.write();
+        let index = old.key >> 8;
+        match mrs.get(&index) {
+            Some(Keyed::Mr(m)) if m.key == old.key => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        // Windows bound to it keep it as it is (rxe: EBUSY, as for
+        // deregistration); binds count under the table lock, held here.
+        if old.windows.load(Ordering::Relaxed) > 0 {
+            return Err(Errno::EBUSY);
+        }
+        let mr = Arc::new(MrShared {
+            pd_id,
+            key: old.key,
+            access,
+            addr,
+            len,
+            memory,
+            valid: OrderedRwLock::new(Level::MrValid, true),
+            windows: AtomicU32::new(0),
+        });
+        mrs.insert(index, Keyed::Mr(mr.clone()));
+        if !Arc::ptr_eq(&old.memory, &mr.memory) {
+            retire(old);
+        }
+        drop(mrs);
+        *old.valid.write() = false;
+        Ok(mr)
     }
 
     /// Tests: the next key index tried (to reach the wrap quickly).

@@ -114,6 +114,22 @@ impl Cq {
         self.0.depth()
     }
 
+    /// Completions waiting to be polled now (no polling, no receiving).
+    pub fn waiting(&self) -> usize {
+        self.0.waiting()
+    }
+
+    /// `ibv_resize_cq`: grow or shrink to `depth` completions, keeping those
+    /// waiting, in order. EINVAL (as rxe) for a depth outside
+    /// 1..=`max_cqe` or below the number of completions waiting now; the
+    /// CQ is then unchanged.
+    pub fn resize(&self, depth: usize) -> Result<()> {
+        if depth == 0 || depth > MAX_CQE || !self.0.resize(depth) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
     /// `ibv_destroy_cq`: EBUSY (and the CQ back) while a QP uses it, as
     /// rdma-core; otherwise this handle is dropped.
     pub fn destroy(self) -> std::result::Result<(), (Cq, Errno)> {

@@ -4,7 +4,8 @@
 use super::{Errno, Gid, Mtu, Result};
 use crate::device::{stats, DeviceInner, Running};
 use crate::limits::{
-    MAX_CQE, MAX_INLINE, MAX_MR, MAX_MSG, MAX_MW, MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC, MAX_SGE,
+    GID_TBL_LEN, MAX_CQE, MAX_INLINE, MAX_MR, MAX_MSG, MAX_MW, MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC,
+    MAX_SGE,
 };
 use crate::transport::{self, Link};
 use std::net::SocketAddr;
@@ -105,8 +106,13 @@ impl Device {
         self.inner().local
     }
 
-    /// GID table: 0 = link-local (RoCEv1-style, derived from the GID), 1 = the
-    /// endpoint's address as a RoCEv2 GID (IPv4-mapped for IPv4).
+    /// The GID table, as rxe's (RoCE v2 only: rxe's port is
+    /// `RDMA_CORE_PORT_IBA_ROCE_UDP_ENCAP`, so ib_core adds no RoCE v1
+    /// entries): 0 = the link-local GID (`fe80::` + the address's low 64
+    /// bits; `Gid::device_ip` maps it back), 1 = the endpoint's address
+    /// (IPv4-mapped for IPv4). Indexes 2..`gid_tbl_len` are empty
+    /// (`ENODATA`, the kernel's answer for an unset entry); beyond the table
+    /// `EINVAL`. Every entry is of type RoCE v2.
     pub fn gid(&self, index: u32) -> Result<Gid> {
         let gid = self.inner().gid;
         match index {
@@ -118,8 +124,16 @@ impl Device {
                 Ok(Gid(g))
             }
             1 => Ok(gid),
+            i if i < GID_TBL_LEN => Err(Errno::ENODATA),
             _ => Err(Errno::EINVAL),
         }
+    }
+
+    /// The populated GID entries, by index (`ibv_query_gid_table`).
+    pub fn gids(&self) -> Vec<(u32, Gid)> {
+        (0..2)
+            .filter_map(|i| Some((i, self.gid(i).ok()?)))
+            .collect()
     }
 
     pub fn attr(&self) -> DeviceAttr {
@@ -174,7 +188,7 @@ impl Device {
             state_active: true,
             max_mtu: Mtu::M4096,
             active_mtu: self.inner().active_mtu,
-            gid_tbl_len: 2,
+            gid_tbl_len: GID_TBL_LEN,
             lid: 0,
         }
     }

@@ -140,12 +140,9 @@ pub fn render(dev: &Device, verbose: bool) -> String {
         l("\t\t\tpkey_tbl_len:\t\t1".into());
         l(format!("\t\t\tgid_tbl_len:\t\t{}", p.gid_tbl_len));
         l(format!("\t\t\tlocal_addr:\t\t{}", dev.local_addr()));
-        for i in 0..p.gid_tbl_len {
-            if let Ok(g) = dev.gid(i) {
-                let ip = std::net::Ipv6Addr::from(g.0);
-                let kind = if i == 0 { "RoCE v1" } else { "RoCE v2" };
-                l(format!("\t\t\tGID[{i:>3}]:\t\t{ip}, {kind}"));
-            }
+        for (i, g) in dev.gids() {
+            let ip = std::net::Ipv6Addr::from(g.0);
+            l(format!("\t\t\tGID[{i:>3}]:\t\t{ip}, RoCE v2"));
         }
     }
     o
