@@ -59,6 +59,9 @@ fn arb_ext(kind: ExtKind) -> BoxedStrategy<Ext> {
         ExtKind::DethImm => (arb_deth(), any::<u32>())
             .prop_map(|(d, i)| Ext::DethImm(d, i))
             .boxed(),
+        ExtKind::Xrc(k) => (0..=MAX_U24, arb_ext(k.base()))
+            .prop_map(|(srqn, rest)| Ext::Xrc(srqn, XrcExt::from_ext(rest).unwrap()))
+            .boxed(),
     }
 }
 
@@ -167,6 +170,9 @@ fn check_bytes(bytes: &[u8]) {
         want[8] &= 0x80;
         if matches!(repr.ext, Ext::Deth(_) | Ext::DethImm(..)) {
             want[BTH_LEN + 4] = 0;
+        }
+        if matches!(repr.ext, Ext::Xrc(..)) {
+            want[BTH_LEN] = 0; // the XRCETH's reserved byte
         }
         assert_eq!(&out[..hl], &want[..]);
         assert_eq!(&out[range.clone()], &bytes[range.clone()]);

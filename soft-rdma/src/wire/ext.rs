@@ -1,7 +1,7 @@
 //! Extension transport headers: RETH, AETH, AtomicETH, AtomicAckETH, DETH,
 //! ImmDt, IETH, and [`Ext`], the legal combinations of them.
 //!
-//! Wire order after the BTH: DETH, then RETH / AtomicETH / AETH, then
+//! Wire order after the BTH: DETH or XRCETH, then RETH / AtomicETH / AETH, then
 //! AtomicAckETH, then ImmDt / IETH. The DETH's reserved byte is written as
 //! zero and ignored on parse.
 
@@ -9,6 +9,7 @@ use std::fmt;
 
 use super::bth::MAX_U24;
 use super::bytes::{get_u24, get_u32, get_u64, put_u24, put_u32, put_u64};
+use super::xrc::{self, XrcExt, XrcKind, XRCETH_LEN};
 use super::WireError;
 
 /// Length of a RETH.
@@ -275,6 +276,8 @@ pub enum ExtKind {
     Atomic,
     Deth,
     DethImm,
+    /// XRC request: an XRCETH, then the RC request headers of this kind.
+    Xrc(XrcKind),
 }
 
 impl ExtKind {
@@ -291,6 +294,7 @@ impl ExtKind {
             ExtKind::Atomic => ATOMIC_ETH_LEN,
             ExtKind::Deth => DETH_LEN,
             ExtKind::DethImm => DETH_LEN + IMM_LEN,
+            ExtKind::Xrc(k) => XRCETH_LEN + k.base().len(),
         }
     }
     pub const fn is_empty(self) -> bool {
@@ -321,6 +325,8 @@ pub enum Ext {
     Deth(Deth),
     /// UD SEND only with immediate.
     DethImm(Deth, u32),
+    /// XRC request: the XRCETH's SRQ number (24-bit), then the RC headers.
+    Xrc(u32, XrcExt),
 }
 
 impl Ext {
@@ -336,6 +342,7 @@ impl Ext {
             Ext::Atomic(_) => ExtKind::Atomic,
             Ext::Deth(_) => ExtKind::Deth,
             Ext::DethImm(..) => ExtKind::DethImm,
+            Ext::Xrc(_, rest) => ExtKind::Xrc(rest.kind()),
         }
     }
 
@@ -366,6 +373,11 @@ impl Ext {
             ExtKind::Atomic => Ext::Atomic(AtomicEth::parse_unchecked(b)),
             ExtKind::Deth => Ext::Deth(Deth::parse_unchecked(b)),
             ExtKind::DethImm => Ext::DethImm(Deth::parse_unchecked(b), get_u32(b, DETH_LEN)),
+            ExtKind::Xrc(k) => {
+                let rest = Ext::parse(k.base(), &b[XRCETH_LEN..])?;
+                let rest = XrcExt::from_ext(rest).expect("a request's headers");
+                Ext::Xrc(xrc::parse_srqn(b)?, rest)
+            }
         })
     }
 
@@ -375,6 +387,7 @@ impl Ext {
         match *self {
             Ext::Aeth(a) | Ext::AtomicAck(a, _) => a.check(),
             Ext::Deth(d) | Ext::DethImm(d, _) if d.src_qp > MAX_U24 => Err(WireError::FieldRange),
+            Ext::Xrc(srqn, _) => xrc::check_srqn(srqn),
             _ => Ok(()),
         }
     }
@@ -403,6 +416,10 @@ impl Ext {
             Ext::DethImm(d, imm) => {
                 d.emit(b);
                 put_u32(b, DETH_LEN, imm);
+            }
+            Ext::Xrc(srqn, rest) => {
+                xrc::emit_srqn(b, srqn);
+                rest.to_ext().emit(&mut b[XRCETH_LEN..]);
             }
         }
     }
@@ -447,6 +464,7 @@ impl fmt::Display for Ext {
                 fmt_deth(f, d)?;
                 write!(f, " imm={imm:#x}")
             }
+            Ext::Xrc(srqn, rest) => xrc::fmt(f, *srqn, rest),
         }
     }
 }
