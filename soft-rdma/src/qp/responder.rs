@@ -17,9 +17,11 @@ use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::mr::{KeyError, MrShared};
+use crate::resources::cq::CqShared;
 use crate::resources::sge::{self, RecvWqe};
+use crate::resources::srq::SrqShared;
 use crate::types::{Access, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
-use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
+use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +80,12 @@ pub(super) struct RespState {
     /// A class C or J error (IBTA 9.9.3.1): once this packet's NAK and
     /// completion are out, the responder QP goes to the error state too.
     pub(super) goto_error: bool,
+    /// An XRC target: the SRQ the current request's XRCETH names (`super::xrc`).
+    pub(super) xrc_srq: Option<Arc<SrqShared>>,
+    /// An XRC target: the current request's XRCETH names no SRQ it may use.
+    pub(super) xrc_refused: bool,
+    /// An XRC target: the CQ of each of `completed`, in the same order.
+    pub(super) xrc_cqs: Vec<Arc<CqShared>>,
 }
 
 /// Why a request fails.
@@ -126,7 +134,7 @@ pub(super) fn on_request(
         }
     } else if d < 0 {
         bump(&ctx.stats.duplicate_requests);
-        duplicate(ctx, sh.pd, q, repr, tx);
+        duplicate(ctx, super::xrc::pd(sh, q), q, repr, tx);
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
@@ -143,7 +151,7 @@ pub(super) fn on_request(
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req
-                && sh.qp_type == QpType::Rc
+                && sh.qp_type.is_reliable()
                 && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
             {
                 // Coalesced: one ACK a QP at the end of the receive batch,
@@ -165,7 +173,7 @@ pub(super) fn on_request(
                 sh.qpn,
                 repr
             );
-            if sh.qp_type == QpType::Rc {
+            if sh.qp_type.is_reliable() {
                 ctx.stats.nak_sent(code);
                 send_aeth(ctx, q, tx, p, Syndrome::Nak(code));
                 // Invalid request, remote access and remote operational
@@ -216,6 +224,12 @@ fn execute(
     let op = repr.bth.opcode.op();
     let mtu = q.path_mtu.bytes() as u64;
     let invalid = Fail::Nak(NakCode::InvalidRequest);
+    if q.resp.xrc_refused {
+        // An XRC request for an SRQ the target may not use.
+        bump(&ctx.stats.xrc_bad_srqn);
+        return Err(invalid);
+    }
+    let pd = super::xrc::pd(sh, q);
     match op {
         Op::SendFirst | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv => {
             if q.resp.cur.is_some() {
@@ -264,7 +278,7 @@ fn execute(
                     .mrs
                     .get(reth.rkey)
                     .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-                mr.check(sh.pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
+                mr.check(pd, reth.va, u64::from(reth.len), Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
                 // ODP: the message's pages in one fault, not one per packet.
                 mr.fault_in(reth.va, u64::from(reth.len), true);
@@ -308,7 +322,7 @@ fn execute(
             if u64::from(reth.len) > MAX_MSG {
                 return Err(invalid);
             }
-            let mr = read_mr(ctx, sh.pd, q, reth)?;
+            let mr = read_mr(ctx, pd, q, reth)?;
             if let Some(mr) = &mr {
                 mr.fault_in(reth.va, u64::from(reth.len), false);
             }
@@ -344,7 +358,7 @@ fn execute(
                 .mrs
                 .get(a.rkey)
                 .ok_or(Fail::Nak(NakCode::RemoteAccessError))?;
-            mr.check(sh.pd, a.va, 8, Access::REMOTE_ATOMIC)
+            mr.check(pd, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
             let r = if op == Op::CompareSwap {
                 mr.compare_and_swap(a.va, a.compare, a.swap_add)
@@ -382,6 +396,7 @@ fn recv_payload(
     payload: &[u8],
 ) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
+    let pd = super::xrc::pd(sh, q);
     let Some(InMsg::Send { wqe, offset }) = q.resp.cur.as_mut() else {
         unreachable!("checked by the caller")
     };
@@ -389,7 +404,7 @@ fn recv_payload(
     let status = if end > wqe.len {
         Some((WcStatus::LocLenErr, NakCode::InvalidRequest))
     } else {
-        sge::scatter(&wqe.sges, sh.pd, *offset, payload)
+        sge::scatter(&wqe.sges, pd, *offset, payload)
             .err()
             .map(|s| (s, NakCode::RemoteOperationalError))
     };
@@ -505,8 +520,9 @@ fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc 
     }
 }
 
-fn rc(op: Op) -> Opcode {
-    Opcode::new(Transport::Rc, op).expect("RC has every op")
+/// A response's opcode: of the QP's transport (RC, or XRC for a target).
+fn reply(q: &Inner, op: Op) -> Opcode {
+    Opcode::new(q.transport, op).expect("RC and XRC have every op")
 }
 
 /// READ responses built under one window onto the memory (the requester's
@@ -583,7 +599,7 @@ fn read_responses(
             _ => (Op::ReadRespMiddle, Ext::None),
         };
         let repr = PacketRepr {
-            bth: bth(rc(op), q.dest_qpn, psn::add(first, k), false, false),
+            bth: bth(reply(q, op), q.dest_qpn, psn::add(first, k), false, false),
             ext,
             payload_len: plen,
         };
@@ -605,7 +621,7 @@ fn send_atomic_ack(ctx: &Context<'_>, q: &Inner, tx: &mut TxQueue, p: u32, orig:
         msn: q.resp.msn,
     };
     let repr = PacketRepr {
-        bth: bth(rc(Op::AtomicAck), q.dest_qpn, p, false, false),
+        bth: bth(reply(q, Op::AtomicAck), q.dest_qpn, p, false, false),
         ext: Ext::AtomicAck(aeth, orig),
         payload_len: 0,
     };
@@ -622,7 +638,7 @@ fn send_aeth(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue, p: u32, syndrom
         q.resp.last_ack = Some(p);
     }
     let repr = PacketRepr {
-        bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false),
+        bth: bth(reply(q, Op::Ack), q.dest_qpn, p, false, false),
         ext: Ext::Aeth(Aeth {
             syndrome,
             msn: q.resp.msn,

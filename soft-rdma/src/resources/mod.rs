@@ -12,3 +12,4 @@ pub(crate) mod mr;
 pub(crate) mod sge;
 pub(crate) mod srq;
 pub(crate) mod timers;
+pub(crate) mod xrcd;

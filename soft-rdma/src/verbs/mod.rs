@@ -8,6 +8,7 @@ mod device;
 mod mr;
 mod qp;
 mod srq;
+mod xrc;
 
 pub use crate::device::publish;
 pub use crate::device::stats::DeviceStats;
@@ -18,6 +19,7 @@ pub use device::{Device, DeviceAttr, OdpCaps, PortAttr};
 pub use mr::Mr;
 pub use qp::{Qp, QpInitAttr};
 pub use srq::Srq;
+pub use xrc::Xrcd;
 
 use crate::device::DeviceInner;
 use std::sync::atomic::{AtomicUsize, Ordering};
