@@ -15,9 +15,8 @@ fn kinds() -> [(&'static str, Access); 2] {
 /// An initiator on `a` (its PD and CQ) and a target of `xrcd` on `b`,
 /// connected and in RTS.
 fn pair(a: &Node, b: &Node, xrcd: &Xrcd) -> (Qp, Qp) {
-    let ini = a
-        .pd
-        .create_qp(QpInitAttr {
+    let ini =
+        a.pd.create_qp(QpInitAttr {
             qp_type: QpType::XrcSend,
             send_cq: a.cq.clone(),
             recv_cq: a.cq.clone(),
@@ -101,10 +100,19 @@ fn one_initiator_several_srqs() {
         )
         .unwrap();
         let sc = wait(&a.cq, 3);
-        assert!(sc.iter().all(|w| w.status == WcStatus::Success), "{kind}: {sc:?}");
+        assert!(
+            sc.iter().all(|w| w.status == WcStatus::Success),
+            "{kind}: {sc:?}"
+        );
         let c1 = wait(&cq1, 1);
         assert_eq!(
-            (c1[0].wr_id, c1[0].status, c1[0].byte_len, c1[0].imm, c1[0].qp_num),
+            (
+                c1[0].wr_id,
+                c1[0].status,
+                c1[0].byte_len,
+                c1[0].imm,
+                c1[0].qp_num
+            ),
             (101, WcStatus::Success, 100, Some(0xfeed), tgt.qp_num()),
             "{kind}"
         );
@@ -167,7 +175,9 @@ fn one_initiator_several_srqs() {
         .unwrap();
         let sc = wait(&a.cq, 3);
         assert_eq!(
-            sc.iter().map(|w| (w.wr_id, w.status, w.opcode)).collect::<Vec<_>>(),
+            sc.iter()
+                .map(|w| (w.wr_id, w.status, w.opcode))
+                .collect::<Vec<_>>(),
             [
                 (4, WcStatus::Success, WcOpcode::RdmaRead),
                 (5, WcStatus::Success, WcOpcode::FetchAdd),
@@ -188,7 +198,10 @@ fn one_initiator_several_srqs() {
             "{kind}: swapped"
         );
         assert_eq!(b.dev.stats().xrc_bad_srqn, 0);
-        assert_eq!(cq1.poll(&mut [Wc::EMPTY; 4]) + cq2.poll(&mut [Wc::EMPTY; 4]), 0);
+        assert_eq!(
+            cq1.poll(&mut [Wc::EMPTY; 4]) + cq2.poll(&mut [Wc::EMPTY; 4]),
+            0
+        );
     }
 }
 
@@ -330,7 +343,11 @@ fn domain_lifetimes_and_open_qp() {
 
     assert_eq!(other.open_qp(tgt.qp_num()).err(), Some(Errno::ENOENT));
     let rc = QpConfig::new(QpType::Rc).create(&b.pd, &b.cq);
-    assert_eq!(xrcd.open_qp(rc.qp_num()).err(), Some(Errno::ENOENT), "not a target");
+    assert_eq!(
+        xrcd.open_qp(rc.qp_num()).err(),
+        Some(Errno::ENOENT),
+        "not a target"
+    );
     let opened = xrcd.open_qp(tgt.qp_num()).unwrap();
     assert_eq!(opened.qp_num(), tgt.qp_num());
     drop(tgt); // the opened handle keeps the target
@@ -349,7 +366,11 @@ fn domain_lifetimes_and_open_qp() {
 
     let qpn = opened.qp_num();
     drop(opened);
-    assert_eq!(xrcd.open_qp(qpn).err(), Some(Errno::ENOENT), "gone with its last handle");
+    assert_eq!(
+        xrcd.open_qp(qpn).err(),
+        Some(Errno::ENOENT),
+        "gone with its last handle"
+    );
     let xrcd = xrcd.close().map(|_| ()).unwrap_err().0; // the SRQ still uses it
     let srq = srq.destroy().map_err(|e| e.1).map(|_| 0).unwrap_or(1);
     assert_eq!(srq, 0);

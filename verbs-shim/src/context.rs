@@ -56,7 +56,8 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
         max_qp_wr: a.max_qp_wr as c_int,
         device_cap_flags: IBV_DEVICE_PORT_ACTIVE_EVENT
             | IBV_DEVICE_SYS_IMAGE_GUID
-            | IBV_DEVICE_RC_RNR_NAK_GEN,
+            | IBV_DEVICE_RC_RNR_NAK_GEN
+            | if a.xrc { IBV_DEVICE_XRC } else { 0 },
         max_sge: a.max_sge as c_int,
         max_sge_rd: a.max_sge as c_int,
         max_cq: int(a.max_cq),
@@ -91,6 +92,7 @@ pub fn device_attr_ex(dev: &Device) -> ibv_device_attr_ex {
     x.odp_caps.per_transport_caps.rc_odp_caps = a.odp.rc;
     x.odp_caps.per_transport_caps.uc_odp_caps = a.odp.uc;
     x.odp_caps.per_transport_caps.ud_odp_caps = a.odp.ud;
+    x.xrc_odp_caps = a.odp.xrc;
     x
 }
 
@@ -155,7 +157,7 @@ pub unsafe extern "C" fn shim_ibv_open_device(dev: *mut ibv_device) -> *mut ibv_
     vctx.advise_mr = Some(crate::mr::advise_mr_op);
     vctx.create_qp_ex = Some(crate::qp::create_qp_ex_op);
     vctx.create_cq_ex = Some(crate::cq::create_cq_ex_op);
-    vctx.close_xrcd = Some(close_xrcd_op);
+    crate::xrc::set_ops(&mut vctx);
     let c = &mut vctx.context;
     c.device = dev;
     c.cmd_fd = -1;
@@ -254,10 +256,6 @@ pub unsafe extern "C" fn shim_ibv_query_port(
             offset_of!(ibv_port_attr, port_cap_flags2),
         )
     }
-}
-
-unsafe extern "C" fn close_xrcd_op(_xrcd: *mut ibv_xrcd) -> c_int {
-    libc::EOPNOTSUPP
 }
 
 pub unsafe extern "C" fn shim_ibv_query_gid(

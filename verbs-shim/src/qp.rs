@@ -77,6 +77,10 @@ unsafe fn create(
     let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else {
         return Err(libc::EOPNOTSUPP);
     };
+    // An XRC initiator receives nothing: its receive CQ may be NULL.
+    if ia.qp_type == IBV_QPT_XRC_SEND && ia.recv_cq.is_null() {
+        ia.recv_cq = ia.send_cq;
+    }
     if ia.send_cq.is_null() || ia.recv_cq.is_null() {
         return Err(libc::EINVAL);
     }
@@ -137,6 +141,18 @@ unsafe fn create(
         qp_type: ia.qp_type,
         ..Default::default()
     };
+    Ok(register(qp, soft, *ia, send_ops))
+}
+
+/// The C handle of `soft`: an `ibv_qp_ex` around `qp`, extended (with the
+/// `wr_*` builders `send_ops` asks for) if given. Async events name the
+/// first handle of a QPN.
+pub fn register(
+    qp: ibv_qp,
+    soft: Qp,
+    init: ibv_qp_init_attr,
+    send_ops: Option<u64>,
+) -> *mut ibv_qp {
     let mut qp = ibv_qp_ex {
         qp_base: qp,
         ..Default::default()
@@ -148,12 +164,14 @@ unsafe fn create(
     let w = Box::into_raw(Box::new(ShimQp {
         qp,
         soft,
-        shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+        shadow: Mutex::new((ibv_qp_attr::default(), init)),
         ex: send_ops.is_some(),
         batch: Default::default(),
     }));
-    QPS.insert(qpn, w);
-    Ok(w as *mut ibv_qp)
+    if QPS.get::<ShimQp>(qpn).is_none() {
+        QPS.insert(qpn, w);
+    }
+    w as *mut ibv_qp
 }
 
 /// `ibv_create_qp_ex` (the inline wrapper calls `ibv_create_qp` itself when
@@ -168,6 +186,10 @@ pub unsafe extern "C" fn create_qp_ex_op(
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &mut *attr };
+    if a.qp_type == IBV_QPT_XRC_RECV {
+        // SAFETY: the caller's domain (checked there).
+        return unsafe { crate::xrc::create_target(_ctx, a) };
+    }
     let known =
         IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_CREATE_FLAGS | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
     if a.comp_mask & !known != 0
@@ -259,7 +281,9 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     }
     // SAFETY: the Box from ibv_create_qp; this ends its life.
     let w = unsafe { Box::from_raw(qp as *mut ShimQp) };
-    QPS.remove(w.soft.qp_num());
+    if QPS.get::<ibv_qp>(w.soft.qp_num()) == Some(qp) {
+        QPS.remove(w.soft.qp_num());
+    }
     0
 }
 
@@ -324,6 +348,8 @@ pub unsafe extern "C" fn post_send_op(
         p = c.next;
     }
     let mut wrs = Vec::with_capacity(ptrs.len());
+    let xrc = w.qp.qp_base.qp_type == IBV_QPT_XRC_SEND;
+    let mut srqns = Vec::new();
     for (i, &p) in ptrs.iter().enumerate() {
         // SAFETY: as above.
         let c = unsafe { &*p };
@@ -351,6 +377,10 @@ pub unsafe extern "C" fn post_send_op(
         } else {
             None
         };
+        if xrc {
+            // SAFETY: an XRC initiator's WRs carry `qp_type.xrc`.
+            srqns.push(unsafe { c.qp_type.xrc.remote_srqn });
+        }
         wrs.push(sv::SendWr {
             wr_id: c.wr_id,
             sg_list: &lists[i],
@@ -360,7 +390,12 @@ pub unsafe extern "C" fn post_send_op(
         });
     }
     let first_bad = wrs.len();
-    let r = match w.soft.post_send(&wrs) {
+    let posted = if xrc {
+        w.soft.post_send_xrc(&wrs, &srqns)
+    } else {
+        w.soft.post_send(&wrs)
+    };
+    let r = match posted {
         Ok(()) => match err {
             None => return 0,
             Some(e) => (first_bad, e),

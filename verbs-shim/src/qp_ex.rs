@@ -30,6 +30,8 @@ struct PendingWr {
     /// Set by `wr_set_inline_data{,_list}`: the data, copied.
     inline: Option<Vec<u8>>,
     ud: Option<sv::UdDest>,
+    /// `wr_set_xrc_srqn`: the remote SRQ (XRC initiators).
+    xrc_srqn: Option<u32>,
 }
 
 /// The batch of one QP.
@@ -53,7 +55,7 @@ pub struct BatchSlot {
 /// windows, local invalidate, flush, atomic write; SEND_WITH_INV on UC).
 pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
     let f = match t {
-        IBV_QPT_RC => {
+        IBV_QPT_RC | IBV_QPT_XRC_SEND => {
             IBV_QP_EX_WITH_RDMA_WRITE
                 | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM
                 | IBV_QP_EX_WITH_SEND
@@ -108,6 +110,7 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     q.wr_set_inline_data = Some(wr_set_inline_data);
     q.wr_set_inline_data_list = Some(wr_set_inline_data_list);
     q.wr_set_ud_addr = Some(wr_set_ud_addr);
+    q.wr_set_xrc_srqn = Some(wr_set_xrc_srqn);
     q.wr_start = Some(wr_start);
     q.wr_complete = Some(wr_complete);
     q.wr_abort = Some(wr_abort);
@@ -153,6 +156,7 @@ unsafe fn build(qp: *mut ibv_qp_ex, op: sv::SendOp) {
         sges: Vec::new(),
         inline: None,
         ud: None,
+        xrc_srqn: None,
     });
 }
 
@@ -243,7 +247,21 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
         })
         .collect();
     // The inline buffers live until post_send_batch has copied them.
-    match w.soft.post_send_batch(&wrs) {
+    let posted = if w.qp.qp_base.qp_type == IBV_QPT_XRC_SEND {
+        // Every WR of an XRC initiator names its remote SRQ.
+        let Some(srqns) = batch
+            .wrs
+            .iter()
+            .map(|p| p.xrc_srqn)
+            .collect::<Option<Vec<u32>>>()
+        else {
+            return libc::EINVAL;
+        };
+        w.soft.post_send_batch_xrc(&wrs, &srqns)
+    } else {
+        w.soft.post_send_batch(&wrs)
+    };
+    match posted {
         Ok(()) => 0,
         Err((_, e)) if e == sv::Errno::ENOMEM => libc::ENOSPC,
         Err((_, e)) => e.0,
@@ -445,6 +463,16 @@ unsafe extern "C" fn wr_set_ud_addr(
                 remote_qpn,
                 remote_qkey,
             });
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn wr_set_xrc_srqn(qp: *mut ibv_qp_ex, remote_srqn: u32) {
+    // SAFETY: reached only through a live extended QP.
+    unsafe {
+        set(qp, |_, wr| {
+            wr.xrc_srqn = Some(remote_srqn);
             Ok(())
         })
     }

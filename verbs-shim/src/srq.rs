@@ -47,11 +47,16 @@ pub unsafe extern "C" fn shim_ibv_create_srq(
         pd,
         ..Default::default()
     };
+    register(srq, soft, ia.attr)
+}
+
+/// The C handle of `soft` (`attr`: what `ibv_query_srq` reports).
+pub fn register(srq: ibv_srq, soft: Srq, attr: ibv_srq_attr) -> *mut ibv_srq {
     let id = soft.id();
     let w = Box::into_raw(Box::new(ShimSrq {
         srq,
         soft,
-        attr: Mutex::new(ia.attr),
+        attr: Mutex::new(attr),
     }));
     SRQS.insert(id, w);
     w as *mut ibv_srq

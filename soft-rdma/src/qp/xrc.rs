@@ -38,7 +38,11 @@ pub(super) fn accept(
         (QpType::XrcRecv, false) => {}
         (QpType::XrcSend | QpType::XrcRecv, _) => {
             bump(&ctx.stats.wrong_transport);
-            log!(Debug, "qp {:#x}: dropped {repr}: not for this XRC half", sh.qpn);
+            log!(
+                Debug,
+                "qp {:#x}: dropped {repr}: not for this XRC half",
+                sh.qpn
+            );
             return None;
         }
         _ => return Some(*repr),

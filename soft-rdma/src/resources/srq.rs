@@ -49,7 +49,10 @@ impl SrqShared {
 
     /// Make it an XRC SRQ of domain `x.xrcd`, completing into `x.cq`.
     pub(crate) fn with_xrc(self, x: XrcSrq) -> SrqShared {
-        SrqShared { xrc: Some(x), ..self }
+        SrqShared {
+            xrc: Some(x),
+            ..self
+        }
     }
 
     pub(crate) fn xrc(&self) -> Option<&XrcSrq> {

@@ -29,15 +29,19 @@ pub struct DeviceAttr {
     pub max_msg: u64,
     pub phys_port_cnt: u8,
     pub odp: OdpCaps,
+    /// XRC domains, SRQs and QPs (`IBV_DEVICE_XRC`).
+    pub xrc: bool,
 }
 
-/// `ibv_odp_caps`: explicit and implicit ODP for RC (all ops) and UD (SEND/RECV).
+/// `ibv_odp_caps`: explicit and implicit ODP for RC (all ops) and UD
+/// (SEND/RECV); `xrc` is `ibv_device_attr_ex`'s `xrc_odp_caps` (RC's).
 #[derive(Debug, Clone, Copy)]
 pub struct OdpCaps {
     pub general: u64,
     pub rc: u32,
     pub uc: u32,
     pub ud: u32,
+    pub xrc: u32,
 }
 
 /// `ibv_port_attr` (the part programs look at).
@@ -134,11 +138,13 @@ impl Device {
             max_inline: MAX_INLINE,
             max_msg: MAX_MSG,
             phys_port_cnt: 1,
+            xrc: true,
             odp: OdpCaps {
                 general: 1 | 2,
                 rc: 1 | 2 | 4 | 8 | 16 | 32,
                 uc: 1 | 2 | 4 | 32,
                 ud: 1 | 2 | 32,
+                xrc: 1 | 2 | 4 | 8 | 16 | 32,
             },
         }
     }
