@@ -467,7 +467,9 @@ pub unsafe fn post_recv_chain(
             sg_list: l,
         })
         .collect();
-    post(&wrs).map_err(|(i, e)| (ptrs[i], e.0))?;
+    // A refusal names one of the WRs handed over (or, with none handed
+    // over, the one that failed to convert).
+    post(&wrs).map_err(|(i, e)| (ptrs.get(i).copied().unwrap_or(p), e.0))?;
     match err {
         None => Ok(()),
         Some(e) => Err(e),

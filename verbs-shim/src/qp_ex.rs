@@ -110,7 +110,9 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     q.wr_set_inline_data = Some(wr_set_inline_data);
     q.wr_set_inline_data_list = Some(wr_set_inline_data_list);
     q.wr_set_ud_addr = Some(wr_set_ud_addr);
-    q.wr_set_xrc_srqn = Some(wr_set_xrc_srqn);
+    if q.qp_base.qp_type == IBV_QPT_XRC_SEND {
+        q.wr_set_xrc_srqn = Some(wr_set_xrc_srqn); // as mlx5: XRC initiators only
+    }
     q.wr_start = Some(wr_start);
     q.wr_complete = Some(wr_complete);
     q.wr_abort = Some(wr_abort);

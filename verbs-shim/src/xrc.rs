@@ -224,9 +224,8 @@ unsafe extern "C" fn get_srq_num_op(srq: *mut ibv_srq, num: *mut u32) -> c_int {
     }
     // SAFETY: a live SRQ.
     let w = unsafe { ShimSrq::from_c(srq) };
-    if !w.soft.is_xrc() {
-        return libc::EINVAL; // only an XRC SRQ has a number initiators name
-    }
+    // Any SRQ has a number, as on mlx5; only an XRC SRQ's is accepted in
+    // an XRCETH.
     // SAFETY: the caller's output.
     unsafe { *num = w.soft.srq_num() };
     0

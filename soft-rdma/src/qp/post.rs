@@ -53,7 +53,8 @@ impl Locked<'_> {
     /// `ibv_post_recv` to the QP's own receive queue.
     pub(crate) fn post_recv(&mut self, ctx: &Context<'_>, wrs: &[RecvWr<'_>]) -> PostResult {
         let (sh, q) = (self.sh, &mut *self.q);
-        if sh.srq.is_some() || matches!(sh.qp_type, QpType::XrcSend | QpType::XrcRecv) {
+        let no_rq = sh.srq.is_some() || matches!(sh.qp_type, QpType::XrcSend | QpType::XrcRecv);
+        if no_rq && !wrs.is_empty() {
             // Receives go to the SRQ (an XRC initiator has no receive side,
             // a target receives through its domain's SRQs).
             return Err((0, Errno::EINVAL));
