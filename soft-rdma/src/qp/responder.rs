@@ -84,6 +84,10 @@ pub(super) struct RespState {
     pub(super) xrc_srq: Option<Arc<SrqShared>>,
     /// An XRC target: the current request's XRCETH names no SRQ it may use.
     pub(super) xrc_refused: bool,
+    /// An XRC target: the SRQ number of the current request, and of the
+    /// first packet of the message in progress.
+    pub(super) xrc_srqn: Option<u32>,
+    pub(super) xrc_msg_srqn: Option<u32>,
     /// An XRC target: the CQ of each of `completed`, in the same order.
     pub(super) xrc_cqs: Vec<Arc<CqShared>>,
 }
@@ -224,8 +228,7 @@ fn execute(
     let op = repr.bth.opcode.op();
     let mtu = q.path_mtu.bytes() as u64;
     let invalid = Fail::Nak(NakCode::InvalidRequest);
-    if q.resp.xrc_refused {
-        // An XRC request for an SRQ the target may not use.
+    if super::xrc::refused(sh, q, op) {
         bump(&ctx.stats.xrc_bad_srqn);
         return Err(invalid);
     }

@@ -7,7 +7,7 @@ use super::{Context, Inner, QpShared};
 use crate::log::log;
 use crate::resources::counters::bump;
 use crate::types::QpType;
-use crate::wire::{Bth, Ext, Opcode, PacketRepr, Transport, XrcExt};
+use crate::wire::{Bth, Ext, Op, Opcode, PacketRepr, Transport, XrcExt};
 
 /// An initiator's request: RC's headers behind an XRCETH naming `srqn`
 /// (`None`: not an XRC request, the packet as built).
@@ -60,12 +60,31 @@ pub(super) fn accept(
     }
     q.resp.xrc_refused = srq.is_none();
     q.resp.xrc_srq = srq;
+    q.resp.xrc_srqn = Some(srqn);
     let opcode = Opcode::new(Transport::Rc, repr.bth.opcode.op()).expect("RC has every op");
     Some(PacketRepr {
         bth: Bth { opcode, ..repr.bth },
         ext: rest.to_ext(),
         payload_len: repr.payload_len,
     })
+}
+
+/// Whether a target refuses its in-sequence request `op`: the XRCETH names
+/// no SRQ it may use, or a packet after a message's first names another
+/// SRQ than the first did (the message's receive WQE came from that one).
+pub(super) fn refused(sh: &QpShared, q: &mut Inner, op: Op) -> bool {
+    if sh.qp_type != QpType::XrcRecv {
+        return false;
+    }
+    if q.resp.xrc_refused {
+        return true;
+    }
+    if op.is_first() {
+        q.resp.xrc_msg_srqn = q.resp.xrc_srqn;
+        false
+    } else {
+        q.resp.xrc_msg_srqn != q.resp.xrc_srqn
+    }
 }
 
 /// The receive completions a target's request added complete on the CQ of
