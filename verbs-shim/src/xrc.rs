@@ -4,9 +4,11 @@
 //! initiator side (`IBV_QPT_XRC_SEND`, `remote_srqn`) is an ordinary QP of
 //! `qp.rs`/`qp_ex.rs`.
 //!
-//! Domains opened on the same file (by inode) in one context are one
-//! domain, counted per open; across contexts or processes they are not
-//! shared (each soft device has its own QPs and SRQs).
+//! Opens of one file (by inode) in one process are one domain, each open
+//! its own `ibv_xrcd` (its context's), counted: the contexts of a process
+//! share its soft device, so an XRC SRQ or target QP made through one open
+//! is the domain's for every other. Across processes domains are not
+//! shared (each process has its own soft device, its own QPs and SRQs).
 
 use crate::context::ShimContext;
 use crate::cq::ShimCq;
@@ -21,17 +23,17 @@ use std::sync::Mutex;
 pub struct ShimXrcd {
     pub xrcd: ibv_xrcd,
     pub soft: Xrcd,
-    /// The file it was opened on (context, device, inode), if any.
+    /// The file it was opened on (device, inode), if any.
     file: Option<FileKey>,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
 const _: () = assert!(std::mem::offset_of!(ShimXrcd, xrcd) == 0);
 
-type FileKey = (usize, u64, u64);
+type FileKey = (u64, u64);
 
-/// Domains opened on a file: the wrapper and how many opens hold it.
-static FILES: Mutex<Option<HashMap<FileKey, (usize, usize)>>> = Mutex::new(None);
+/// Domains opened on a file: the domain and how many opens hold it.
+static FILES: Mutex<Option<HashMap<FileKey, (Xrcd, usize)>>> = Mutex::new(None);
 
 impl ShimXrcd {
     /// # Safety
@@ -82,32 +84,36 @@ unsafe extern "C" fn open_xrcd_op(
         }
         // SAFETY: fstat succeeded, so `st` is initialised.
         let st = unsafe { st.assume_init() };
-        Some((ctx as usize, st.st_dev, st.st_ino))
+        Some((st.st_dev, st.st_ino))
     };
     let mut files = crate::sync::lock(&FILES);
     let files = files.get_or_insert_with(HashMap::new);
-    if let Some(key) = file {
-        if let Some((ptr, opens)) = files.get_mut(&key) {
+    let shared = file.and_then(|key| files.get_mut(&key));
+    let soft = match shared {
+        Some((soft, opens)) => {
             if create && a.oflags & libc::O_EXCL != 0 {
                 return fail_null(libc::EEXIST);
             }
             *opens += 1;
-            return *ptr as *mut ibv_xrcd;
+            soft.clone()
         }
-        if !create {
+        None if file.is_some() && !create => {
             return fail_null(libc::EINVAL); // no domain on that file yet
         }
-    }
-    // SAFETY: live context.
-    let soft = unsafe { ShimContext::from_c(ctx) }.dev.open_xrcd();
+        None => {
+            // SAFETY: live context.
+            let soft = unsafe { ShimContext::from_c(ctx) }.dev.open_xrcd();
+            if let Some(key) = file {
+                files.insert(key, (soft.clone(), 1));
+            }
+            soft
+        }
+    };
     let w = Box::into_raw(Box::new(ShimXrcd {
         xrcd: ibv_xrcd { context: ctx },
         soft,
         file,
     }));
-    if let Some(key) = file {
-        files.insert(key, (w as usize, 1));
-    }
     w as *mut ibv_xrcd
 }
 
@@ -118,21 +124,18 @@ unsafe extern "C" fn close_xrcd_op(x: *mut ibv_xrcd) -> c_int {
     // SAFETY: a live domain.
     let w = unsafe { ShimXrcd::from_c(x) };
     let mut files = crate::sync::lock(&FILES);
-    if let Some(key) = w.file {
-        if let Some((_, opens)) = files.as_mut().and_then(|f| f.get_mut(&key)) {
-            if *opens > 1 {
-                *opens -= 1; // another open still holds it
-                return 0;
+    let shared = w.file.and_then(|key| files.as_mut()?.get_mut(&key));
+    match shared {
+        // Another open still holds the domain: this handle goes.
+        Some((_, opens)) if *opens > 1 => *opens -= 1,
+        _ => {
+            // The last holder: EBUSY while an XRC SRQ or a target QP uses it.
+            if let Err((_, e)) = w.soft.clone().close() {
+                return e.0;
             }
-        }
-    }
-    // The last holder: EBUSY while an XRC SRQ or a target QP uses it.
-    if let Err((_, e)) = w.soft.clone().close() {
-        return e.0;
-    }
-    if let Some(key) = w.file {
-        if let Some(f) = files.as_mut() {
-            f.remove(&key);
+            if let (Some(key), Some(f)) = (w.file, files.as_mut()) {
+                f.remove(&key);
+            }
         }
     }
     // SAFETY: the Box from open_xrcd_op; its last holder closes it.

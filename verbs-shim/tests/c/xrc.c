@@ -1,7 +1,8 @@
 /*
  * XRC through the shim's verbs_context ops: ibv_open_xrcd (a private
- * domain; a file's domain shared by every open of that file, counted;
- * O_EXCL; no O_CREAT on a new file), ibv_create_srq_ex (XRC and basic),
+ * domain; a file's domain shared by every open of that file in the
+ * process, from any context, counted; O_EXCL; no O_CREAT on a new file),
+ * ibv_create_srq_ex (XRC and basic),
  * ibv_get_srq_num, ibv_create_qp_ex with IBV_QPT_XRC_RECV / _SEND,
  * ibv_open_qp, receives refused on both halves, ibv_close_xrcd EBUSY while
  * used; then traffic on the one device: a SEND through ibv_post_send's
@@ -128,7 +129,11 @@ int main(void)
 	int fd2 = open(path, O_RDONLY);
 	CHECK(fd2 >= 0, "open the file again");
 	struct ibv_xrcd *x2 = open_xrcd(ctx, fd2, 0);
-	CHECK(x2 == x, "same inode, same domain");
+	CHECK(x2 && x2 != x, "a second open of the file: %s", strerror(errno));
+	struct ibv_context *ctx2 = ibv_open_device(list[0]);
+	CHECK(ctx2, "a second context");
+	struct ibv_xrcd *x3 = open_xrcd(ctx2, fd2, 0);
+	CHECK(x3 && x3->context == ctx2, "the file's domain from another context");
 	CHECK(!open_xrcd(ctx, fd2, O_CREAT | O_EXCL) && errno == EEXIST, "O_EXCL");
 	CHECK(open_xrcd(ctx, -1, O_CREAT) != priv, "private domains are distinct");
 	OK("open_xrcd");
@@ -187,6 +192,16 @@ int main(void)
 	};
 	struct ibv_qp *opened = ibv_open_qp(ctx, &oa);
 	CHECK(opened && opened != tgt && opened->qp_num == tgt->qp_num, "open_qp");
+	/* The same domain through the other opens, in either context. */
+	oa.xrcd = x2;
+	struct ibv_qp *o2 = ibv_open_qp(ctx, &oa);
+	CHECK(o2 && o2->qp_num == tgt->qp_num, "open_qp through a second open");
+	oa.xrcd = x3;
+	CHECK(!ibv_open_qp(ctx, &oa) && errno == EINVAL, "another context's domain");
+	struct ibv_qp *o3 = ibv_open_qp(ctx2, &oa);
+	CHECK(o3 && o3->qp_num == tgt->qp_num && o3->context == ctx2,
+	      "open_qp from another context");
+	CHECK(ibv_destroy_qp(o2) == 0 && ibv_destroy_qp(o3) == 0, "destroy them");
 	oa.xrcd = priv;
 	CHECK(!ibv_open_qp(ctx, &oa), "another domain's target");
 	oa.xrcd = x;
@@ -206,7 +221,7 @@ int main(void)
 	OK("receives refused");
 
 	/* Busy domain: the second open's close is fine, the last is EBUSY. */
-	CHECK(ibv_close_xrcd(x2) == 0, "close one of two opens");
+	CHECK(ibv_close_xrcd(x2) == 0 && ibv_close_xrcd(x3) == 0, "close two of three opens");
 	CHECK(ibv_close_xrcd(x) == EBUSY, "close while SRQs and a target use it");
 	OK("close_xrcd busy");
 
@@ -264,6 +279,7 @@ int main(void)
 	      ibv_destroy_srq(basic) == 0, "destroy SRQs");
 	CHECK(ibv_close_xrcd(x) == 0 && ibv_close_xrcd(priv) == 0, "close_xrcd");
 	OK("teardown");
+	CHECK(ibv_close_device(ctx2) == 0, "close the second context");
 	close(fd);
 	close(fd2);
 	unlink(path);
