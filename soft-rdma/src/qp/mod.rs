@@ -362,8 +362,15 @@ impl Locked<'_> {
             }
         }
         let response = is_response(repr.bth.opcode.op());
-        let Some(repr) = &xrc::accept(ctx, sh, q, repr, response) else {
-            return;
+        let xrc_form;
+        let repr = if q.transport == Transport::Xrc {
+            let Some(r) = xrc::accept(ctx, sh, q, repr, response) else {
+                return;
+            };
+            xrc_form = r;
+            &xrc_form
+        } else {
+            repr
         };
         if response {
             let next = completer::on_response(ctx, sh, q, repr, payload);

@@ -20,9 +20,9 @@ pub(super) fn with_srqn(repr: PacketRepr, srqn: Option<u32>) -> PacketRepr {
     }
 }
 
-/// What an XRC QP makes of a packet before its roles see it: `None` drops
-/// it (a request to an initiator, a response to a target: counted as a
-/// wrong transport). A target's request comes back in RC form, its
+/// What an XRC QP makes of a packet before its roles see it (other QPs do
+/// not call this): `None` drops it (a request to an initiator, a response
+/// to a target: counted as a wrong transport). A target's request comes back in RC form, its
 /// XRCETH resolved into `q.resp.xrc_srq` — or `q.resp.xrc_refused` set
 /// (another domain's SRQ, a basic one or none: the responder NAKs it as an
 /// invalid request, and counts it, once its PSN is the expected one).
@@ -45,7 +45,7 @@ pub(super) fn accept(
             );
             return None;
         }
-        _ => return Some(*repr),
+        _ => return Some(*repr), // not an XRC QP
     }
     let Ext::Xrc(srqn, rest) = repr.ext else {
         return None; // the wire layer gives every XRC request an XRCETH
