@@ -2,6 +2,7 @@
 //!
 //! Order of checks, each failure a NAK (RC) or a drop (UC/UD) and nothing
 //! written: QP state → PSN (duplicates are answered, gaps NAKed once) →
+//! (an XRC target) the SRQ the XRCETH names, whose PD stands for the QP's →
 //! opcode sequence → QP access flags → R_Key, PD, MR access, bounds (no
 //! overflow) → atomic alignment → receive queue (RNR NAK) → memory (an ODP
 //! region the target unmapped is a remote access error).
