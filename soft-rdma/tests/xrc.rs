@@ -5,7 +5,12 @@
 //! SRQ or a basic SRQ (NAKed, counted, nothing delivered or written),
 //! receives posted on XRC QPs, domains closed while in use.
 
+use soft_rdma::transport::faults::{FaultConfig, FaultLink};
+use soft_rdma::transport::{Hub, Link};
 use soft_rdma::verbs::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use test_support::verbs::*;
 
 fn kinds() -> [(&'static str, Access); 2] {
@@ -15,6 +20,10 @@ fn kinds() -> [(&'static str, Access); 2] {
 /// An initiator on `a` (its PD and CQ) and a target of `xrcd` on `b`,
 /// connected and in RTS.
 fn pair(a: &Node, b: &Node, xrcd: &Xrcd) -> (Qp, Qp) {
+    pair_with(a, b, xrcd, &QpConfig::new(QpType::XrcSend))
+}
+
+fn pair_with(a: &Node, b: &Node, xrcd: &Xrcd, cfg: &QpConfig) -> (Qp, Qp) {
     let ini =
         a.pd.create_qp(QpInitAttr {
             qp_type: QpType::XrcSend,
@@ -27,7 +36,6 @@ fn pair(a: &Node, b: &Node, xrcd: &Xrcd) -> (Qp, Qp) {
         .unwrap();
     let tgt = xrcd.create_target_qp().unwrap();
     assert_eq!(tgt.qp_type(), QpType::XrcRecv);
-    let cfg = QpConfig::new(QpType::XrcSend);
     cfg.bring_up(&ini, tgt.qp_num(), b.dev.gid(1).unwrap());
     cfg.bring_up(&tgt, ini.qp_num(), a.dev.gid(1).unwrap());
     (ini, tgt)
@@ -376,4 +384,141 @@ fn domain_lifetimes_and_open_qp() {
     assert_eq!(srq, 0);
     assert!(xrcd.close().is_ok());
     assert!(other.close().is_ok());
+}
+
+/// Under loss, duplication, reordering and corruption on both devices
+/// (the fault layer of a loopback hub), XRC recovers as RC does: every
+/// SEND lands once in the SRQ it names, WRITEs and READs move every byte,
+/// and every fetch-and-add executes exactly once.
+#[test]
+fn recovers_from_faults() {
+    let hub = Hub::with_queue(1 << 15);
+    let mk = |ip: [u8; 4], seed: u64| {
+        let link = hub.link(SocketAddr::from((ip, 4791))).unwrap();
+        let mut cfg: FaultConfig = "drop=0.05,dup=0.01,reorder=0.02,corrupt=0.001"
+            .parse()
+            .unwrap();
+        cfg.seed = Some(seed);
+        let link: Arc<dyn Link> = Arc::new(FaultLink::new(link, cfg));
+        Node::on_link(link, 4096)
+    };
+    let (a, b) = (mk([127, 11, 0, 1], 7), mk([127, 11, 0, 2], 8));
+    let xrcd = b.dev.open_xrcd();
+    let (cq1, cq2) = (Cq::new(256, None).unwrap(), Cq::new(256, None).unwrap());
+    let srq1 = xrcd.create_srq(&b.pd, &cq1, 128, 1, 0).unwrap();
+    let srq2 = xrcd.create_srq(&b.pd, &cq2, 128, 1, 0).unwrap();
+    let cfg = QpConfig {
+        timeout: Some(11),
+        ..QpConfig::new(QpType::XrcSend)
+    };
+    let (ini, _tgt) = pair_with(&a, &b, &xrcd, &cfg);
+    const N: usize = 48;
+    const LEN: usize = 5000;
+    let src = Buf::new(N * LEN, |i| (i * 13 + i / 4096) as u8);
+    let dst = Buf::new(2 * N * LEN + 8, |_| 0);
+    let back = Buf::new(N * LEN + 8 * N, |_| 0);
+    let mra =
+        a.pd.reg_mr(src.addr(), (N * LEN) as u64, all_access())
+            .unwrap();
+    let mrr =
+        a.pd.reg_mr(back.addr(), (N * LEN + 8 * N) as u64, all_access())
+            .unwrap();
+    let mrb =
+        b.pd.reg_mr(
+            dst.addr(),
+            (2 * N * LEN + 8) as u64,
+            all_access() | Access::ON_DEMAND,
+        )
+        .unwrap();
+    for i in 0..N {
+        let s = if i % 2 == 0 { &srq1 } else { &srq2 };
+        recv(s, i as u64, &dst, &mrb, i * LEN, LEN);
+    }
+    let word = dst.addr() + (2 * N * LEN) as u64;
+    let how = Wait {
+        limit: Duration::from_secs(60),
+        exact: false,
+        ok: true,
+        pause: Some(Duration::from_micros(50)),
+    };
+    for i in 0..N {
+        let sg = [src.sge(&mra, i * LEN, LEN)];
+        let wsg = [src.sge(&mra, i * LEN, LEN)];
+        let rsg = [back.sge(&mrr, i * LEN, LEN)];
+        let fsg = [back.sge(&mrr, N * LEN + 8 * i, 8)];
+        let srqn = if i % 2 == 0 {
+            srq1.srq_num()
+        } else {
+            srq2.srq_num()
+        };
+        let far = dst.addr() + ((N + i) * LEN) as u64;
+        ini.post_send_xrc(
+            &[
+                wr(1, &sg, SendOp::Send),
+                wr(
+                    2,
+                    &wsg,
+                    SendOp::Write {
+                        remote_addr: far,
+                        rkey: mrb.rkey(),
+                    },
+                ),
+                wr(
+                    3,
+                    &rsg,
+                    SendOp::Read {
+                        remote_addr: far,
+                        rkey: mrb.rkey(),
+                    },
+                ),
+                wr(
+                    4,
+                    &fsg,
+                    SendOp::FetchAdd {
+                        remote_addr: word,
+                        rkey: mrb.rkey(),
+                        add: 1,
+                    },
+                ),
+            ],
+            &[srqn; 4],
+        )
+        .unwrap();
+        wait_with(&a.cq, 4, how, &|c| {
+            format!("{c:?}\n{}\n{}", a.dev.stats(), b.dev.stats())
+        });
+    }
+    let r1 = wait_with(&cq1, N / 2, how, &|c| format!("{c:?}"));
+    let r2 = wait_with(&cq2, N / 2, how, &|c| format!("{c:?}"));
+    assert!(r1
+        .iter()
+        .all(|w| w.wr_id % 2 == 0 && w.byte_len == LEN as u32));
+    assert!(r2
+        .iter()
+        .all(|w| w.wr_id % 2 == 1 && w.byte_len == LEN as u32));
+    assert_eq!(&dst.0[..N * LEN], &src.0[..], "SENDs");
+    assert_eq!(&dst.0[N * LEN..2 * N * LEN], &src.0[..], "WRITEs");
+    assert_eq!(&back.0[..N * LEN], &src.0[..], "READs");
+    let mut olds: Vec<u64> = (0..N)
+        .map(|i| {
+            let at = N * LEN + 8 * i;
+            u64::from_ne_bytes(back.0[at..at + 8].try_into().unwrap())
+        })
+        .collect();
+    olds.sort();
+    assert_eq!(olds, (0..N as u64).collect::<Vec<_>>(), "each FAA once");
+    let tail = 2 * N * LEN;
+    assert_eq!(
+        u64::from_ne_bytes(dst.0[tail..tail + 8].try_into().unwrap()),
+        N as u64
+    );
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert!(
+        sa.fault_dropped + sb.fault_dropped > 0 && sa.retransmits > 0,
+        "the faults happened, and were recovered from: {sa}\n{sb}"
+    );
+    println!(
+        "dropped {} + {}, retransmits {}, duplicates answered {}",
+        sa.fault_dropped, sb.fault_dropped, sa.retransmits, sb.duplicate_requests
+    );
 }
