@@ -114,8 +114,13 @@ impl Xrcd {
         if cq.0.driven_by_other(&driver) {
             return Err(Errno::EINVAL);
         }
-        cq.0.attach(driver);
         let id = dev.new_object_id();
+        // An XRCETH names 24 bits. (The device's object numbers reach past
+        // that only after 2^24 PDs and SRQs.)
+        if id > crate::wire::MAX_U24 {
+            return Err(Errno::ENOMEM);
+        }
+        cq.0.attach(driver);
         let srq = SrqShared::new(id, pd.id(), max_wr, max_sge, limit).with_xrc(XrcSrq {
             xrcd: self.0.id,
             cq: cq.0.clone(),
