@@ -19,10 +19,12 @@ use std::time::Duration;
 /// only locks of higher levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
+    Xrcd,
     Receiver,
     Arming,
     QpTable,
     Qp,
+    XrcSrqs,
     Doorbells,
     MrTable,
     Mw,

@@ -67,6 +67,20 @@ pub enum QpType {
     Rc,
     Uc,
     Ud,
+    /// XRC initiator (`IBV_QPT_XRC_SEND`): a send queue only; each request
+    /// names the remote XRC SRQ it is for.
+    XrcSend,
+    /// XRC target (`IBV_QPT_XRC_RECV`): no send queue, no PD or CQs; it
+    /// delivers into the XRC SRQs of its XRC domain.
+    XrcRecv,
+}
+
+impl QpType {
+    /// RC semantics (acknowledged, retransmitted, READ and atomics): RC and
+    /// both XRC halves.
+    pub fn is_reliable(self) -> bool {
+        matches!(self, QpType::Rc | QpType::XrcSend | QpType::XrcRecv)
+    }
 }
 
 /// `ibv_qp_state`.

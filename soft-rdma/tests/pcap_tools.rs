@@ -135,6 +135,77 @@ fn traffic(pcap: &Path) {
     .unwrap();
     wait(&a.cq, 1);
     drop((ua, ub, qa, qb));
+    xrc_traffic(&a, &b, &src, &mra);
+}
+
+/// XRC: a SEND (pad 3), a 3-packet WRITE and READ, a FETCH&ADD, each
+/// request with its XRCETH.
+fn xrc_traffic(a: &Node, b: &Node, src: &Buf, mra: &Mr) {
+    let xrcd = b.dev.open_xrcd();
+    let cq = Cq::new(16, None).unwrap();
+    let srq = xrcd.create_srq(&b.pd, &cq, 16, 1, 0).unwrap();
+    let ini =
+        a.pd.create_qp(QpInitAttr {
+            qp_type: QpType::XrcSend,
+            send_cq: a.cq.clone(),
+            recv_cq: a.cq.clone(),
+            cap: test_support::verbs::cap(),
+            sq_sig_all: false,
+            srq: None,
+        })
+        .unwrap();
+    let tgt = xrcd.create_target_qp().unwrap();
+    let cfg = QpConfig {
+        psn: 1,
+        rd_atomic: Some(4),
+        ..QpConfig::minimal(QpType::XrcSend)
+    };
+    cfg.bring_up(&ini, tgt.qp_num(), b.dev.gid(1).unwrap());
+    cfg.bring_up(&tgt, ini.qp_num(), a.dev.gid(1).unwrap());
+    let dst = Buf::new(8192, |_| 0);
+    let mrb = b.pd.reg_mr(dst.addr(), 8192, all_access()).unwrap();
+    srq.post_recv(&[RecvWr {
+        wr_id: 1,
+        sg_list: &[dst.sge(&mrb, 0, 8192)],
+    }])
+    .unwrap();
+    let remote = |remote_addr| SendOp::Write {
+        remote_addr,
+        rkey: mrb.rkey(),
+    };
+    for (op, len) in [
+        (SendOp::Send, 1),
+        (remote(dst.addr()), 3001),
+        (
+            SendOp::Read {
+                remote_addr: dst.addr(),
+                rkey: mrb.rkey(),
+            },
+            3001,
+        ),
+        (
+            SendOp::FetchAdd {
+                remote_addr: dst.addr(),
+                rkey: mrb.rkey(),
+                add: 1,
+            },
+            8,
+        ),
+    ] {
+        ini.post_send_xrc(
+            &[SendWr {
+                wr_id: 1,
+                sg_list: &[src.sge(mra, 0, len)],
+                op,
+                flags: signaled(),
+                ud: None,
+            }],
+            &[srq.srq_num()],
+        )
+        .unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success, "XRC {op:?}");
+    }
+    assert_eq!(wait(&cq, 1)[0].status, WcStatus::Success);
 }
 
 fn pcap_path(name: &str) -> PathBuf {
@@ -179,9 +250,12 @@ fn scapy_agrees_with_every_icrc_and_tshark_decodes_the_opcodes() {
             .collect();
         // SEND first/middle/last-imm/only; WRITE first/middle/last/last-imm;
         // READ request and responses first/middle/last; ACK; atomic ACK;
-        // CMP&SWAP; FETCH&ADD; UD SEND only (0x64).
+        // CMP&SWAP; FETCH&ADD; UD SEND only (0x64); XRC (0xa0 +) SEND only,
+        // WRITE first/middle/last, READ request and responses, ACK, atomic
+        // ACK, FETCH&ADD.
         let want = [
-            0u32, 1, 3, 4, 6, 7, 8, 9, 12, 13, 14, 15, 17, 18, 19, 20, 100,
+            0u32, 1, 3, 4, 6, 7, 8, 9, 12, 13, 14, 15, 17, 18, 19, 20, 100, 164, 166, 167, 168,
+            172, 173, 174, 175, 177, 178, 180,
         ];
         for w in want {
             assert!(

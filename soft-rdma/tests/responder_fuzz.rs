@@ -21,7 +21,7 @@ use soft_rdma::transport::Hub;
 use soft_rdma::verbs::*;
 use soft_rdma::wire::{
     Aeth, AtomicEth, Deth, Ext, ExtKind, Feth, Op, Opcode, PacketRepr, Reth, Syndrome, Transport,
-    MAX_U24,
+    XrcExt, MAX_U24,
 };
 
 const REGION: usize = 2 * PAGE;
@@ -255,7 +255,13 @@ impl Fixture {
             qkey: if s.key_sel % 4 == 0 { s.len_raw } else { QKEY },
             src_qp: s.len_raw & MAX_U24,
         };
-        let ext = match opcode.ext_kind() {
+        // An XRC request names an SRQ (its number drawn like a length).
+        let (xrc, kind) = match opcode.ext_kind() {
+            ExtKind::Xrc(k) => (Some(s.len_raw & MAX_U24), k.base()),
+            k => (None, k),
+        };
+        let ext = match kind {
+            ExtKind::Xrc(_) => unreachable!("never nested"),
             ExtKind::None => Ext::None,
             ExtKind::Imm => Ext::Imm(s.len_raw),
             ExtKind::Inv => Ext::Inv(rkey),
@@ -278,6 +284,10 @@ impl Fixture {
                 },
                 reth,
             ),
+        };
+        let ext = match xrc {
+            Some(srqn) => Ext::Xrc(srqn, XrcExt::from_ext(ext).expect("a request's headers")),
+            None => ext,
         };
         let payload = vec![s.fill; payload_len];
         let mut b = env.build(opcode, qpn, psn, ext, &payload);

@@ -54,6 +54,10 @@ fn v6() -> IcrcContext {
 }
 
 fn sample(opcode: Opcode) -> Ext {
+    sample_of(opcode.ext_kind())
+}
+
+fn sample_of(kind: ExtKind) -> Ext {
     let aeth = Aeth {
         syndrome: Syndrome::Ack { credits: 0x1f },
         msn: 0x654321,
@@ -67,7 +71,8 @@ fn sample(opcode: Opcode) -> Ext {
         qkey: 0x8001_0000,
         src_qp: 0x123,
     };
-    match opcode.ext_kind() {
+    match kind {
+        ExtKind::Xrc(k) => Ext::Xrc(0x00ab_cdef, XrcExt::from_ext(sample_of(k.base())).unwrap()),
         ExtKind::None => Ext::None,
         ExtKind::Imm => Ext::Imm(0x1357_9bdf),
         ExtKind::Inv => Ext::Inv(0x2468_ace0),

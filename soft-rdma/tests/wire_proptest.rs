@@ -62,6 +62,9 @@ fn arb_ext(kind: ExtKind) -> BoxedStrategy<Ext> {
         ExtKind::FethReth => (0..16u8, 0..4u8, arb_reth())
             .prop_map(|(placement, level, r)| Ext::FethReth(Feth { placement, level }, r))
             .boxed(),
+        ExtKind::Xrc(k) => (0..=MAX_U24, arb_ext(k.base()))
+            .prop_map(|(srqn, rest)| Ext::Xrc(srqn, XrcExt::from_ext(rest).unwrap()))
+            .boxed(),
     }
 }
 
@@ -175,6 +178,9 @@ fn check_bytes(bytes: &[u8]) {
             // The FETH's reserved bits (all but the low 6) are written as zero.
             want[BTH_LEN..BTH_LEN + 3].fill(0);
             want[BTH_LEN + 3] &= 0x3f;
+        }
+        if matches!(repr.ext, Ext::Xrc(..)) {
+            want[BTH_LEN] = 0; // the XRCETH's reserved byte
         }
         assert_eq!(&out[..hl], &want[..]);
         assert_eq!(&out[range.clone()], &bytes[range.clone()]);

@@ -63,7 +63,8 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
             | IBV_DEVICE_SYS_IMAGE_GUID
             | IBV_DEVICE_RC_RNR_NAK_GEN
             | IBV_DEVICE_MEM_WINDOW
-            | IBV_DEVICE_MEM_WINDOW_TYPE_2B,
+            | IBV_DEVICE_MEM_WINDOW_TYPE_2B
+            | if a.xrc { IBV_DEVICE_XRC } else { 0 },
         max_sge: a.max_sge as c_int,
         max_sge_rd: a.max_sge as c_int,
         max_cq: int(a.max_cq),
@@ -100,6 +101,7 @@ pub fn device_attr_ex(dev: &Device) -> ibv_device_attr_ex {
     x.odp_caps.per_transport_caps.uc_odp_caps = a.odp.uc;
     x.odp_caps.per_transport_caps.ud_odp_caps = a.odp.ud;
     x.device_cap_flags_ex = u64::from(x.orig_attr.device_cap_flags) | placement_caps(&a.placement);
+    x.xrc_odp_caps = a.odp.xrc;
     x
 }
 
@@ -193,7 +195,7 @@ pub fn new_context(
     vctx.advise_mr = Some(crate::mr::advise_mr_op);
     vctx.create_qp_ex = Some(crate::qp::create_qp_ex_op);
     vctx.create_cq_ex = Some(crate::cq::create_cq_ex_op);
-    vctx.close_xrcd = Some(close_xrcd_op);
+    crate::xrc::set_ops(&mut vctx);
     vctx.alloc_parent_domain = Some(crate::pd::alloc_parent_domain_op);
     let c = &mut vctx.context;
     c.device = device::c_device();
@@ -301,10 +303,6 @@ pub unsafe extern "C" fn shim_ibv_query_port(
             offset_of!(ibv_port_attr, port_cap_flags2),
         )
     }
-}
-
-unsafe extern "C" fn close_xrcd_op(_xrcd: *mut ibv_xrcd) -> c_int {
-    libc::EOPNOTSUPP
 }
 
 /// `ibv_query_gid`: an empty entry of the table reads as the zero GID (as

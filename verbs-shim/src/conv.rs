@@ -10,6 +10,8 @@ pub fn qp_type_from_c(t: ibv_qp_type) -> Option<sv::QpType> {
         IBV_QPT_RC => Some(sv::QpType::Rc),
         IBV_QPT_UC => Some(sv::QpType::Uc),
         IBV_QPT_UD => Some(sv::QpType::Ud),
+        IBV_QPT_XRC_SEND => Some(sv::QpType::XrcSend),
+        IBV_QPT_XRC_RECV => Some(sv::QpType::XrcRecv),
         _ => None,
     }
 }

@@ -35,6 +35,7 @@ mod srq;
 mod strings;
 mod stubs;
 mod sync;
+mod xrc;
 
 /// The exported ABI: `build.rs`'s `global_asm!` names every `shim_*` function.
 mod exports {

@@ -83,6 +83,10 @@ unsafe fn create(
     let Some(qp_type) = conv::qp_type_from_c(ia.qp_type) else {
         return Err(libc::EOPNOTSUPP);
     };
+    // An XRC initiator receives nothing: its receive CQ may be NULL.
+    if ia.qp_type == IBV_QPT_XRC_SEND && ia.recv_cq.is_null() {
+        ia.recv_cq = ia.send_cq;
+    }
     if ia.send_cq.is_null() || ia.recv_cq.is_null() {
         return Err(libc::EINVAL);
     }
@@ -144,6 +148,18 @@ unsafe fn create(
         qp_type: ia.qp_type,
         ..Default::default()
     };
+    register(qp, soft, *ia, send_ops)
+}
+
+/// The C handle of `soft`: an `ibv_qp_ex` around `qp`, extended (with the
+/// `wr_*` builders `send_ops` asks for) if given. Async events name the
+/// first handle of a QPN.
+pub fn register(
+    qp: ibv_qp,
+    soft: Qp,
+    init: ibv_qp_init_attr,
+    send_ops: Option<u64>,
+) -> Result<*mut ibv_qp, i32> {
     let mut qp = ibv_qp_ex {
         qp_base: qp,
         ..Default::default()
@@ -152,7 +168,9 @@ unsafe fn create(
         crate::qp_ex::set_ops(&mut qp, flags);
     }
     let qpn = soft.qp_num();
-    // SAFETY: (caller) a live PD; destroy_qp releases it.
+    let pd = qp.qp_base.pd;
+    // SAFETY: `pd` is NULL (an XRC target has none) or a live PD (a parent
+    // domain's allocator may place the object); destroy_qp releases it.
     let w = unsafe {
         crate::alloc::place(
             pd,
@@ -161,13 +179,15 @@ unsafe fn create(
                 qp,
                 wr_flush: send_ops.and_then(crate::qp_ex::wr_flush_op),
                 soft,
-                shadow: Mutex::new((ibv_qp_attr::default(), *ia)),
+                shadow: Mutex::new((ibv_qp_attr::default(), init)),
                 ex: send_ops.is_some(),
                 batch: Default::default(),
             },
         )
     }?;
-    QPS.insert(qpn, w);
+    if QPS.get::<ShimQp>(qpn).is_none() {
+        QPS.insert(qpn, w);
+    }
     Ok(w as *mut ibv_qp)
 }
 
@@ -183,6 +203,10 @@ pub unsafe extern "C" fn create_qp_ex_op(
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &mut *attr };
+    if a.qp_type == IBV_QPT_XRC_RECV {
+        // SAFETY: the caller's domain (checked there).
+        return unsafe { crate::xrc::create_target(_ctx, a) };
+    }
     let known =
         IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_CREATE_FLAGS | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
     if a.comp_mask & !known != 0
@@ -273,8 +297,11 @@ pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
         return libc::EINVAL;
     }
     // SAFETY: a live QP.
-    QPS.remove(unsafe { ShimQp::from_c(qp) }.soft.qp_num());
-    // SAFETY: placed by ibv_create_qp; this ends its life.
+    let num = unsafe { ShimQp::from_c(qp) }.soft.qp_num();
+    if QPS.get::<ibv_qp>(num) == Some(qp) {
+        QPS.remove(num);
+    }
+    // SAFETY: placed by register; this ends its life.
     unsafe { crate::alloc::release(qp as *mut ShimQp) };
     0
 }
@@ -340,6 +367,8 @@ pub unsafe extern "C" fn post_send_op(
         p = c.next;
     }
     let mut wrs = Vec::with_capacity(ptrs.len());
+    let xrc = w.qp.qp_base.qp_type == IBV_QPT_XRC_SEND;
+    let mut srqns = Vec::new();
     for (i, &p) in ptrs.iter().enumerate() {
         // SAFETY: as above.
         let c = unsafe { &*p };
@@ -374,6 +403,10 @@ pub unsafe extern "C" fn post_send_op(
         } else {
             None
         };
+        if xrc {
+            // SAFETY: an XRC initiator's WRs carry `qp_type.xrc`.
+            srqns.push(unsafe { c.qp_type.xrc.remote_srqn });
+        }
         wrs.push(sv::SendWr {
             wr_id: c.wr_id,
             sg_list: &lists[i],
@@ -383,7 +416,12 @@ pub unsafe extern "C" fn post_send_op(
         });
     }
     let first_bad = wrs.len();
-    let r = match w.soft.post_send(&wrs) {
+    let posted = if xrc {
+        w.soft.post_send_xrc(&wrs, &srqns)
+    } else {
+        w.soft.post_send(&wrs)
+    };
+    let r = match posted {
         Ok(()) => match err {
             None => return 0,
             Some(e) => (first_bad, e),
@@ -455,7 +493,9 @@ pub unsafe fn post_recv_chain(
             sg_list: l,
         })
         .collect();
-    post(&wrs).map_err(|(i, e)| (ptrs[i], e.0))?;
+    // A refusal names one of the WRs handed over (or, with none handed
+    // over, the one that failed to convert).
+    post(&wrs).map_err(|(i, e)| (ptrs.get(i).copied().unwrap_or(p), e.0))?;
     match err {
         None => Ok(()),
         Some(e) => Err(e),

@@ -31,6 +31,8 @@ struct PendingWr {
     /// Set by `wr_set_inline_data{,_list}`: the data, copied.
     inline: Option<Vec<u8>>,
     ud: Option<sv::UdDest>,
+    /// `wr_set_xrc_srqn`: the remote SRQ (XRC initiators).
+    xrc_srqn: Option<u32>,
 }
 
 /// The batch of one QP.
@@ -54,7 +56,7 @@ pub struct BatchSlot {
 /// SEND_WITH_INV on UC). Memory windows: `crate::mw`.
 pub fn supported_send_ops(t: ibv_qp_type) -> u64 {
     let f = match t {
-        IBV_QPT_RC => {
+        IBV_QPT_RC | IBV_QPT_XRC_SEND => {
             IBV_QP_EX_WITH_RDMA_WRITE
                 | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM
                 | IBV_QP_EX_WITH_SEND
@@ -124,6 +126,9 @@ pub fn set_ops(q: &mut ibv_qp_ex, flags: u64) {
     q.wr_set_inline_data = Some(wr_set_inline_data);
     q.wr_set_inline_data_list = Some(wr_set_inline_data_list);
     q.wr_set_ud_addr = Some(wr_set_ud_addr);
+    if q.qp_base.qp_type == IBV_QPT_XRC_SEND {
+        q.wr_set_xrc_srqn = Some(wr_set_xrc_srqn); // as mlx5: XRC initiators only
+    }
     q.wr_start = Some(wr_start);
     q.wr_complete = Some(wr_complete);
     q.wr_abort = Some(wr_abort);
@@ -175,6 +180,7 @@ pub(crate) unsafe fn build(qp: *mut ibv_qp_ex, op: sv::SendOp) {
         sges: Vec::new(),
         inline: None,
         ud: None,
+        xrc_srqn: None,
     });
 }
 
@@ -281,7 +287,21 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
         })
         .collect();
     // The inline buffers live until post_send_batch has copied them.
-    match w.soft.post_send_batch(&wrs) {
+    let posted = if w.qp.qp_base.qp_type == IBV_QPT_XRC_SEND {
+        // Every WR of an XRC initiator names its remote SRQ.
+        let Some(srqns) = batch
+            .wrs
+            .iter()
+            .map(|p| p.xrc_srqn)
+            .collect::<Option<Vec<u32>>>()
+        else {
+            return libc::EINVAL;
+        };
+        w.soft.post_send_batch_xrc(&wrs, &srqns)
+    } else {
+        w.soft.post_send_batch(&wrs)
+    };
+    match posted {
         Ok(()) => 0,
         Err((_, e)) if e == sv::Errno::ENOMEM => libc::ENOSPC,
         Err((_, e)) => e.0,
@@ -546,6 +566,16 @@ unsafe extern "C" fn wr_set_ud_addr(
                 remote_qpn,
                 remote_qkey,
             });
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn wr_set_xrc_srqn(qp: *mut ibv_qp_ex, remote_srqn: u32) {
+    // SAFETY: reached only through a live extended QP.
+    unsafe {
+        set(qp, |_, wr| {
+            wr.xrc_srqn = Some(remote_srqn);
             Ok(())
         })
     }

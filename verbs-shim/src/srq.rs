@@ -47,8 +47,15 @@ pub unsafe extern "C" fn shim_ibv_create_srq(
         pd,
         ..Default::default()
     };
+    register(srq, soft, ia.attr)
+}
+
+/// The C handle of `soft` (`attr`: what `ibv_query_srq` reports).
+pub fn register(srq: ibv_srq, soft: Srq, attr: ibv_srq_attr) -> *mut ibv_srq {
     let id = soft.id();
-    // SAFETY: a live PD.
+    let pd = srq.pd;
+    // SAFETY: `pd` is a live PD (a parent domain's allocator may place the
+    // object) or NULL.
     let placed = unsafe {
         crate::alloc::place(
             pd,
@@ -56,7 +63,7 @@ pub unsafe extern "C" fn shim_ibv_create_srq(
             ShimSrq {
                 srq,
                 soft,
-                attr: Mutex::new(ia.attr),
+                attr: Mutex::new(attr),
             },
         )
     };

@@ -1,6 +1,6 @@
 //! C programs of our own (`tests/c/*.c`), compiled against the installed
 //! <infiniband/verbs.h> and run on the shim: what no Debian program
-//! exercises (the extended CQ and QP APIs).
+//! exercises (the extended CQ and QP APIs, XRC's domain and QP calls).
 
 mod common;
 use common::*;
@@ -243,6 +243,26 @@ fn parent_domains_and_their_allocators() {
         "OK traffic through the parent domain",
         "OK default and failing allocators",
         "OK no allocators",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn xrc_domains_srqs_and_qps() {
+    let exe = compile("xrc");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK open_xrcd",
+        "OK create_srq_ex get_srq_num",
+        "OK create_qp_ex open_qp",
+        "OK receives refused",
+        "OK close_xrcd busy",
+        "OK traffic",
+        "OK teardown",
         "ALL OK",
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");

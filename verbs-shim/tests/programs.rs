@@ -53,6 +53,7 @@ fn ibv_devinfo_verbose() {
             "atomic_cap:\t\t\tATOMIC_HCA (1)",
             "max_qp_wr:\t\t\t16384",
             "ODP_SUPPORT\n",
+            "\t\t\t\t\tXRC\n",
             "ODP_SUPPORT_IMPLICIT",
             "rc_odp_caps:\n\t\t\t\t\tSUPPORT_SEND\n\t\t\t\t\tSUPPORT_RECV\n\t\t\t\t\tSUPPORT_WRITE\n\t\t\t\t\tSUPPORT_READ\n\t\t\t\t\tSUPPORT_ATOMIC\n\t\t\t\t\tSUPPORT_SRQ",
             "gid_tbl_len:\t\t1024",
@@ -158,6 +159,26 @@ fn rc_pingpong_new_send() {
 #[test]
 fn srq_pingpong() {
     pingpong("ibv_srq_pingpong", 18709, &[]);
+}
+
+/// XRC: each side's initiator QP sends to the other's XRC SRQs through
+/// its target QP (`ibv_open_xrcd`, `ibv_create_srq_ex`, `ibv_get_srq_num`,
+/// `ibv_create_qp_ex` with both XRC types, `remote_srqn`); plain, ODP, and
+/// multi-packet messages.
+#[test]
+fn xsrq_pingpong() {
+    for (port, extra) in [
+        (18750, &[][..]),
+        (18751, &["-o"][..]),
+        (18752, &["-s", "10000", "-m", "1024", "-n", "20"][..]),
+    ] {
+        let mut args = vec!["-g", "1"];
+        args.extend_from_slice(extra);
+        let (s, c) = pair("ibv_xsrq_pingpong", port, &args, &args);
+        for out in [&s, &c] {
+            assert_has(out, &["local: LID", "remote: LID", "SRQN", "success"]);
+        }
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ use crate::resources::cq::Driver;
 use crate::resources::events::EventQueue;
 use crate::resources::mr::MrTable;
 use crate::resources::timers::Timers;
+use crate::resources::xrcd::XrcSrqTable;
 use crate::sync::{lock, wait_timeout, Level, OrderedRwLock};
 use crate::transport::Link;
 use crate::types::{Errno, Gid, Mtu, QpAttr, RecvWr, Result, SendWr};
@@ -48,6 +49,7 @@ pub(crate) struct DeviceInner {
     pub(crate) doorbells: doorbell::Doorbells,
     pub(crate) stats: Stats,
     pub(crate) events: EventQueue,
+    pub(crate) xrc_srqs: XrcSrqTable,
     next_qpn: AtomicU32,
     next_object: AtomicU32,
     closing: AtomicBool,
@@ -69,6 +71,7 @@ impl DeviceInner {
             doorbells: Default::default(),
             stats: Stats::default(),
             events: EventQueue::new()?,
+            xrc_srqs: XrcSrqTable::default(),
             next_qpn: AtomicU32::new(0),
             next_object: AtomicU32::new(0),
             closing: AtomicBool::new(false),
@@ -86,6 +89,7 @@ impl DeviceInner {
             mrs: &self.mrs,
             timers: &self.timers,
             events: &self.events,
+            xrc_srqs: &self.xrc_srqs,
             rx_batch: self.receiver.batch(),
         }
     }
@@ -161,21 +165,23 @@ impl DeviceInner {
         qp.lock().modify(&self.ctx(), attr)
     }
 
-    /// `ibv_post_send` (`batch`: all or nothing, the extended API's
+    /// `ibv_post_send` (`srqns`: an XRC initiator's remote SRQ of each WR;
+    /// `batch`: all or nothing, the extended API's
     /// `ibv_wr_complete`): queue, then transmit — at once (inline
     /// progress), unless the doorbell may wait for more ([`doorbell`]).
     pub(crate) fn post_send(
         self: &Arc<Self>,
         qp: &Arc<QpShared>,
         wrs: &[SendWr<'_>],
+        srqns: &[u32],
         batch: bool,
     ) -> PostResult {
         let ctx = self.ctx();
         let mut l = qp.lock();
         let r = if batch {
-            l.queue_batch(&ctx, wrs)
+            l.queue_batch(&ctx, wrs, srqns)
         } else {
-            l.queue_sends(&ctx, wrs)
+            l.queue_sends(&ctx, wrs, srqns)
         };
         if batch && r.is_err() {
             return r; // nothing was queued

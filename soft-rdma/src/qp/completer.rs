@@ -9,7 +9,7 @@ use super::psn;
 use super::{Context, Inner, Next, QpShared};
 use crate::resources::counters::bump;
 use crate::resources::sge;
-use crate::types::{AsyncEvent, QpState, QpType, SendOp, WcStatus};
+use crate::types::{AsyncEvent, QpState, SendOp, WcStatus};
 use crate::wire::{Ext, NakCode, Op, PacketRepr, Syndrome};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ pub(super) fn on_response(
     repr: &PacketRepr,
     payload: &[u8],
 ) -> Next {
-    if sh.qp_type != QpType::Rc || !q.req.in_flight() {
+    if !sh.qp_type.is_reliable() || !q.req.in_flight() {
         return Next::Nothing; // nothing outstanding: a stale or stray response
     }
     let p = repr.bth.psn;

@@ -7,6 +7,7 @@ use crate::resources::counters::Stats;
 use crate::resources::events::EventQueue;
 use crate::resources::mr::MrTable;
 use crate::resources::timers::Timers;
+use crate::resources::xrcd::XrcSrqTable;
 use crate::transport::Link;
 use crate::types::{Gid, Mtu};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub(crate) struct Context<'d> {
     pub(crate) mrs: &'d MrTable,
     pub(crate) timers: &'d Timers,
     pub(crate) events: &'d EventQueue,
+    /// The device's XRC SRQs (an XRC target resolves its requests' XRCETH).
+    pub(crate) xrc_srqs: &'d XrcSrqTable,
     /// The receive batch being handled (a new number for each): a duplicate
     /// READ is answered at most once a batch.
     pub(crate) rx_batch: u64,

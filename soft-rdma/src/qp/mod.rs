@@ -17,6 +17,7 @@ mod requester;
 mod responder;
 mod state;
 mod tx;
+mod xrc;
 
 pub(crate) use context::Context;
 pub(crate) use post::PostResult;
@@ -64,6 +65,8 @@ pub(crate) struct QpConfig {
     pub(crate) sq_sig_all: bool,
     /// Receive from this shared receive queue instead of the QP's own.
     pub(crate) srq: Option<Arc<SrqShared>>,
+    /// An XRC target's domain: its requests deliver into that domain's SRQs.
+    pub(crate) xrcd: Option<u32>,
 }
 
 pub(crate) struct QpShared {
@@ -75,6 +78,7 @@ pub(crate) struct QpShared {
     cap: QpCap,
     sq_sig_all: bool,
     srq: Option<Arc<SrqShared>>,
+    xrcd: Option<u32>,
     inner: OrderedMutex<Inner>,
 }
 
@@ -92,6 +96,8 @@ struct Inner {
     min_rnr_timer: u8,
     max_rd_atomic: u8,
     max_dest_rd_atomic: u8,
+    /// The transport of the QP's opcodes (its responses' too).
+    transport: Transport,
     req: ReqState,
     resp: RespState,
 }
@@ -113,6 +119,7 @@ impl QpShared {
             cap: c.cap,
             sq_sig_all: c.sq_sig_all,
             srq: c.srq,
+            xrcd: c.xrcd,
             inner: OrderedMutex::new(
                 Level::Qp,
                 Inner {
@@ -128,6 +135,7 @@ impl QpShared {
                     min_rnr_timer: 12,
                     max_rd_atomic: 1,
                     max_dest_rd_atomic: 1,
+                    transport: transport_of(c.qp_type),
                     req: ReqState::default(),
                     resp: RespState::default(),
                 },
@@ -157,11 +165,7 @@ impl QpShared {
 
     /// The transport whose opcodes this QP accepts.
     pub(crate) fn transport(&self) -> Transport {
-        match self.qp_type {
-            QpType::Rc => Transport::Rc,
-            QpType::Uc => Transport::Uc,
-            QpType::Ud => Transport::Ud,
-        }
+        transport_of(self.qp_type)
     }
 
     /// A timer this QP armed expired. Takes the QP lock.
@@ -175,15 +179,16 @@ impl QpShared {
     }
 
     /// The next receive WQE: from the SRQ if the QP has one.
+    /// (An XRC target: from the SRQ its current request names.)
     fn take_recv(&self, ctx: &Context<'_>, q: &mut Inner) -> Option<RecvWqe> {
-        match &self.srq {
+        match self.srq.as_ref().or(q.resp.xrc_srq.as_ref()) {
             Some(s) => s.take(ctx.events),
             None => q.resp.rq.pop_front(),
         }
     }
 
     fn has_recv(&self, q: &Inner) -> bool {
-        match &self.srq {
+        match self.srq.as_ref().or(q.resp.xrc_srq.as_ref()) {
             Some(s) => s.len() > 0,
             None => !q.resp.rq.is_empty(),
         }
@@ -228,12 +233,28 @@ impl QpShared {
 
     /// Post a completion on the receive CQ.
     fn complete_recv(&self, ctx: &Context<'_>, wc: Wc, solicited: bool) {
+        self.complete_recv_on(ctx, &self.recv_cq, wc, solicited);
+    }
+
+    /// Post a receive completion on `cq` (an XRC SRQ's for a target).
+    fn complete_recv_on(&self, ctx: &Context<'_>, cq: &Arc<CqShared>, wc: Wc, solicited: bool) {
         let wc = Wc {
             qp_num: self.qpn,
             ..wc
         };
-        let lost = self.recv_cq.push(wc, solicited);
-        self.on_cq_overflow(ctx, &self.recv_cq, lost);
+        let lost = cq.push(wc, solicited);
+        self.on_cq_overflow(ctx, cq, lost);
+    }
+
+    /// Publish the receive completions of the batch (each on its CQ).
+    fn publish_completed(&self, ctx: &Context<'_>, q: &mut Inner) {
+        let mut cqs = std::mem::take(&mut q.resp.xrc_cqs).into_iter();
+        for (wc, solicited) in q.resp.completed.drain(..) {
+            match cqs.next() {
+                Some(cq) => self.complete_recv_on(ctx, &cq, wc, solicited),
+                None => self.complete_recv(ctx, wc, solicited),
+            }
+        }
     }
 
     /// A full CQ lost a completion of this QP: the CQ is in error, which the
@@ -300,9 +321,7 @@ impl QpShared {
         }
         q.req.reset_progress();
         // Receives that completed in the current receive batch come first.
-        for (wc, solicited) in q.resp.completed.drain(..) {
-            self.complete_recv(ctx, wc, solicited);
-        }
+        self.publish_completed(ctx, q);
         for r in q.resp.rq.drain(..) {
             self.complete_recv(ctx, flush_wc(r.wr_id), false);
         }
@@ -346,11 +365,23 @@ impl Locked<'_> {
                 return;
             }
         }
-        if is_response(repr.bth.opcode.op()) {
+        let response = is_response(repr.bth.opcode.op());
+        let xrc_form;
+        let repr = if q.transport == Transport::Xrc {
+            let Some(r) = xrc::accept(ctx, sh, q, repr, response) else {
+                return;
+            };
+            xrc_form = r;
+            &xrc_form
+        } else {
+            repr
+        };
+        if response {
             let next = completer::on_response(ctx, sh, q, repr, payload);
             requester::after_response(ctx, sh, q, next, tx);
         } else {
             responder::on_request(ctx, sh, q, from, repr, payload, tx);
+            xrc::tag_completions(q);
         }
     }
 
@@ -382,9 +413,7 @@ impl Locked<'_> {
     pub(crate) fn acknowledge_and_complete(&mut self, ctx: &Context<'_>, tx: &mut TxQueue) {
         self.flush_ack(ctx, tx);
         tx.flush(ctx);
-        for (wc, solicited) in self.q.resp.completed.drain(..) {
-            self.sh.complete_recv(ctx, wc, solicited);
-        }
+        self.sh.publish_completed(ctx, &mut self.q);
     }
 
     /// The last request was a class C or J error (IBTA 9.9.3.1): once its
@@ -412,7 +441,7 @@ impl Locked<'_> {
     /// post must leave at once.
     pub(crate) fn unsent_behind_flight(&self) -> Option<(usize, u64)> {
         let q = &self.q;
-        if self.sh.qp_type != QpType::Rc || q.state != QpState::Rts || !q.req.in_flight() {
+        if !self.sh.qp_type.is_reliable() || q.state != QpState::Rts || !q.req.in_flight() {
             return None;
         }
         let fresh = q.req.untransmitted();
@@ -437,6 +466,15 @@ impl Locked<'_> {
         TxQueue::with(ctx, |tx| responder::flush_ack(ctx, &mut self.q, tx));
         self.q.req.timer_generation += 1;
         self.q.state = QpState::Reset;
+    }
+}
+
+fn transport_of(t: QpType) -> Transport {
+    match t {
+        QpType::Rc => Transport::Rc,
+        QpType::Uc => Transport::Uc,
+        QpType::Ud => Transport::Ud,
+        QpType::XrcSend | QpType::XrcRecv => Transport::Xrc,
     }
 }
 

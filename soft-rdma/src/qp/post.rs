@@ -4,7 +4,7 @@
 use super::requester::SendWqe;
 use super::{flush_wc, Context, Inner, Locked, QpShared};
 use crate::resources::sge::RecvWqe;
-use crate::types::{Errno, QpState, RecvWr, SendWr, WcStatus};
+use crate::types::{Errno, QpState, QpType, RecvWr, SendWr, WcStatus};
 
 /// On an error, the index of the first bad WR and its errno (`bad_wr`).
 pub(crate) type PostResult = std::result::Result<(), (usize, Errno)>;
@@ -12,10 +12,17 @@ pub(crate) type PostResult = std::result::Result<(), (usize, Errno)>;
 impl Locked<'_> {
     /// Validate and queue each WR in turn (`ibv_post_send`); the caller
     /// transmits (`Locked::transmit`).
-    pub(crate) fn queue_sends(&mut self, ctx: &Context<'_>, wrs: &[SendWr<'_>]) -> PostResult {
+    /// `srqns`: an XRC initiator's remote SRQ of each WR (empty otherwise).
+    pub(crate) fn queue_sends(
+        &mut self,
+        ctx: &Context<'_>,
+        wrs: &[SendWr<'_>],
+        srqns: &[u32],
+    ) -> PostResult {
         let (sh, q) = (self.sh, &mut *self.q);
         for (i, wr) in wrs.iter().enumerate() {
-            let wqe = check_send(ctx, sh, q, q.req.sq.len(), wr).map_err(|e| (i, e))?;
+            let srqn = srqns.get(i).copied();
+            let wqe = check_send(ctx, sh, q, q.req.sq.len(), wr, srqn).map_err(|e| (i, e))?;
             queue_send(ctx, sh, q, wqe);
         }
         Ok(())
@@ -24,12 +31,18 @@ impl Locked<'_> {
     /// The extended send API's batch (`ibv_wr_complete`): all of `wrs` or
     /// none. Every WR is checked, with room for the whole batch in the send
     /// queue, before any is queued.
-    pub(crate) fn queue_batch(&mut self, ctx: &Context<'_>, wrs: &[SendWr<'_>]) -> PostResult {
+    pub(crate) fn queue_batch(
+        &mut self,
+        ctx: &Context<'_>,
+        wrs: &[SendWr<'_>],
+        srqns: &[u32],
+    ) -> PostResult {
         let (sh, q) = (self.sh, &mut *self.q);
         let mut wqes = Vec::with_capacity(wrs.len());
         for (i, wr) in wrs.iter().enumerate() {
             let queued = q.req.sq.len() + i;
-            wqes.push(check_send(ctx, sh, q, queued, wr).map_err(|e| (i, e))?);
+            let srqn = srqns.get(i).copied();
+            wqes.push(check_send(ctx, sh, q, queued, wr, srqn).map_err(|e| (i, e))?);
         }
         for wqe in wqes {
             queue_send(ctx, sh, q, wqe);
@@ -40,8 +53,11 @@ impl Locked<'_> {
     /// `ibv_post_recv` to the QP's own receive queue.
     pub(crate) fn post_recv(&mut self, ctx: &Context<'_>, wrs: &[RecvWr<'_>]) -> PostResult {
         let (sh, q) = (self.sh, &mut *self.q);
-        if sh.srq.is_some() {
-            return Err((0, Errno::EINVAL)); // receives go to the SRQ
+        let no_rq = sh.srq.is_some() || matches!(sh.qp_type, QpType::XrcSend | QpType::XrcRecv);
+        if no_rq && !wrs.is_empty() {
+            // Receives go to the SRQ (an XRC initiator has no receive side,
+            // a target receives through its domain's SRQs).
+            return Err((0, Errno::EINVAL));
         }
         for (i, wr) in wrs.iter().enumerate() {
             if q.state == QpState::Reset {
@@ -71,6 +87,7 @@ fn check_send(
     q: &Inner,
     queued: usize,
     wr: &SendWr<'_>,
+    xrc_srqn: Option<u32>,
 ) -> Result<SendWqe, Errno> {
     if !matches!(
         q.state,
@@ -84,7 +101,7 @@ fn check_send(
     if wr.sg_list.len() > sh.cap.max_send_sge.max(1) as usize {
         return Err(Errno::EINVAL);
     }
-    SendWqe::new(ctx, sh, wr)
+    SendWqe::new(ctx, sh, wr, xrc_srqn)
 }
 
 /// Queue a checked WQE (one posted to a QP in error is flushed).

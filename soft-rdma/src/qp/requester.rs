@@ -8,7 +8,7 @@
 
 use super::psn::{self, MAX_UNACKED};
 use super::tx::{bth, peer_of, TxQueue};
-use super::{Context, Inner, Next, QpShared};
+use super::{xrc, Context, Inner, Next, QpShared};
 use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
@@ -40,10 +40,22 @@ pub(super) struct SendWqe {
     pub(super) read_done: u32,
     /// Finished (READ/atomic), waiting to complete in order.
     pub(super) result: Option<WcStatus>,
+    /// XRC: the remote XRC SRQ its requests name.
+    pub(super) xrc_srqn: Option<u32>,
 }
 
 impl SendWqe {
-    pub(super) fn new(ctx: &Context<'_>, sh: &QpShared, wr: &SendWr<'_>) -> Result<SendWqe, Errno> {
+    /// `xrc_srqn`: the remote SRQ an XRC initiator's WR names (required
+    /// there, refused elsewhere).
+    pub(super) fn new(
+        ctx: &Context<'_>,
+        sh: &QpShared,
+        wr: &SendWr<'_>,
+        xrc_srqn: Option<u32>,
+    ) -> Result<SendWqe, Errno> {
+        if (sh.qp_type == QpType::XrcSend) != xrc_srqn.is_some() {
+            return Err(Errno::EINVAL);
+        }
         let local = is_local(wr.op);
         // A bind or invalidation moves no data: its gather list is ignored.
         let sges = sge::resolve(ctx.mrs, if local { &[] } else { wr.sg_list });
@@ -61,6 +73,9 @@ impl SendWqe {
             }
             QpType::Uc => !rd_atomic && !matches!(wr.op, SendOp::SendInv(_)),
             QpType::Rc => true,
+            // FLUSH and ATOMIC WRITE are RC only: XRC has no opcodes for them.
+            QpType::XrcSend => !matches!(wr.op, SendOp::AtomicWrite { .. } | SendOp::Flush { .. }),
+            QpType::XrcRecv => false,
         } && !(local && sh.qp_type == QpType::Ud);
         if !legal {
             return Err(Errno::EINVAL);
@@ -100,6 +115,7 @@ impl SendWqe {
             next_pkt: 0,
             read_done: 0,
             result: None,
+            xrc_srqn: xrc_srqn.map(|n| n & psn::MASK),
         })
     }
 
@@ -244,7 +260,7 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         return;
     }
     let mtu = q.path_mtu.bytes() as u64;
-    let limit = (sh.qp_type == QpType::Rc).then(|| window_limit(q));
+    let limit = sh.qp_type.is_reliable().then(|| window_limit(q));
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
         if must_wait(q, idx) {
@@ -293,14 +309,14 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
             break; // stopped by the window: resumed when ACKs open it
         }
         q.req.send_idx += 1;
-        if sh.qp_type != QpType::Rc {
+        if !sh.qp_type.is_reliable() {
             // UC and UD complete once sent, in order.
             let w = q.req.sq.pop_front().expect("sent one");
             q.req.send_idx -= 1;
             sh.complete_send(ctx, &w, WcStatus::Success);
         }
     }
-    if sh.qp_type == QpType::Rc && q.req.in_flight() {
+    if sh.qp_type.is_reliable() && q.req.in_flight() {
         arm(ctx, sh, q);
     }
 }
@@ -343,7 +359,7 @@ fn must_wait(q: &Inner, idx: usize) -> bool {
 fn fail_wqe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, idx: usize, status: WcStatus) {
     let w = sh.take_failed(ctx, q, idx);
     sh.complete_send(ctx, &w, status);
-    if sh.qp_type == QpType::Rc {
+    if sh.qp_type.is_reliable() {
         sh.fail(ctx, q);
     } else {
         sh.to_send_queue_error(ctx, q);
@@ -462,7 +478,9 @@ fn emit_read_request(
         ext: Ext::Reth(reth),
         payload_len: 0,
     };
-    tx.push(ctx, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+    tx.push(ctx, peer, &xrc::with_srqn(repr, w.xrc_srqn), |_| {
+        Ok::<(), WcStatus>(())
+    })?;
     Ok(1)
 }
 
@@ -511,7 +529,9 @@ fn emit_atomic(
         ext: Ext::Atomic(eth),
         payload_len: 0,
     };
-    tx.push(ctx, peer, &repr, |_| Ok::<(), WcStatus>(()))?;
+    tx.push(ctx, peer, &xrc::with_srqn(repr, w.xrc_srqn), |_| {
+        Ok::<(), WcStatus>(())
+    })?;
     Ok(1)
 }
 
@@ -610,7 +630,7 @@ fn emit_segments(
         // again; so do every 64th and the last of the message.
         let edge = limit.is_some_and(|l| psn::add(first, k + 1) == l);
         let last = k == n - 1;
-        let ack_req = sh.qp_type == QpType::Rc && (last || k % 64 == 63 || edge);
+        let ack_req = sh.qp_type.is_reliable() && (last || k % 64 == 63 || edge);
         let (o, ext) = segment_header(w, k, n);
         let off = u64::from(k) * mtu;
         let repr = PacketRepr {
@@ -624,6 +644,7 @@ fn emit_segments(
             ext,
             payload_len: (w.len - off).min(mtu) as usize,
         };
+        let repr = xrc::with_srqn(repr, w.xrc_srqn);
         tx.push(ctx, peer, &repr, |buf| payload.fill(off, buf))?;
     }
     Ok(n)

@@ -2,6 +2,7 @@
 //!
 //! Order of checks, each failure a NAK (RC) or a drop (UC/UD) and nothing
 //! written: QP state → PSN (duplicates are answered, gaps NAKed once) →
+//! (an XRC target) the SRQ the XRCETH names, whose PD stands for the QP's →
 //! opcode sequence → QP access flags → R_Key, PD, MR access, bounds (no
 //! overflow) → atomic alignment → receive queue (RNR NAK) → memory (an ODP
 //! region the target unmapped is a remote access error).
@@ -17,14 +18,17 @@ use super::{Context, Inner, QpShared};
 use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
+use crate::resources::cq::CqShared;
 use crate::resources::mr::KeyError;
 use crate::resources::mw::Resolved;
 use crate::resources::placement;
 use crate::resources::sge::{self, RecvWqe};
+use crate::resources::srq::SrqShared;
 use crate::types::{Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
-use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
+use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A multi-packet message being received.
 enum InMsg {
@@ -84,6 +88,16 @@ pub(super) struct RespState {
     /// A class C or J error (IBTA 9.9.3.1): once this packet's NAK and
     /// completion are out, the responder QP goes to the error state too.
     pub(super) goto_error: bool,
+    /// An XRC target: the SRQ the current request's XRCETH names (`super::xrc`).
+    pub(super) xrc_srq: Option<Arc<SrqShared>>,
+    /// An XRC target: the current request's XRCETH names no SRQ it may use.
+    pub(super) xrc_refused: bool,
+    /// An XRC target: the SRQ number of the current request, and of the
+    /// first packet of the message in progress.
+    pub(super) xrc_srqn: Option<u32>,
+    pub(super) xrc_msg_srqn: Option<u32>,
+    /// An XRC target: the CQ of each of `completed`, in the same order.
+    pub(super) xrc_cqs: Vec<Arc<CqShared>>,
 }
 
 /// Why a request fails.
@@ -132,7 +146,7 @@ pub(super) fn on_request(
         }
     } else if d < 0 {
         bump(&ctx.stats.duplicate_requests);
-        duplicate(ctx, sh, q, repr, tx);
+        duplicate(ctx, sh, super::xrc::pd(sh, q), q, repr, tx);
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
@@ -149,7 +163,7 @@ pub(super) fn on_request(
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req
-                && sh.qp_type == QpType::Rc
+                && sh.qp_type.is_reliable()
                 && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
                 && !op.is_placement()
             {
@@ -172,7 +186,7 @@ pub(super) fn on_request(
                 sh.qpn,
                 repr
             );
-            if sh.qp_type == QpType::Rc {
+            if sh.qp_type.is_reliable() {
                 ctx.stats.nak_sent(code);
                 send_aeth(ctx, q, tx, p, Syndrome::Nak(code));
                 // Invalid request, remote access and remote operational
@@ -223,6 +237,11 @@ fn execute(
     let op = repr.bth.opcode.op();
     let mtu = q.path_mtu.bytes() as u64;
     let invalid = Fail::Nak(NakCode::InvalidRequest);
+    if super::xrc::refused(sh, q, op) {
+        bump(&ctx.stats.xrc_bad_srqn);
+        return Err(invalid);
+    }
+    let pd = super::xrc::pd(sh, q);
     match op {
         Op::SendFirst | Op::SendOnly | Op::SendOnlyImm | Op::SendOnlyInv => {
             if q.resp.cur.is_some() {
@@ -270,7 +289,7 @@ fn execute(
                 let len = u64::from(reth.len);
                 let mr = ctx
                     .mrs
-                    .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_WRITE)
+                    .resolve(reth.rkey, pd, sh.qpn, reth.va, len, Access::REMOTE_WRITE)
                     .map_err(key_nak)?;
                 // ODP: the message's pages in one fault, not one per packet.
                 mr.fault_in(reth.va, u64::from(reth.len), true);
@@ -314,7 +333,7 @@ fn execute(
             if u64::from(reth.len) > MAX_MSG {
                 return Err(invalid);
             }
-            let mr = read_mr(ctx, sh, q, reth)?;
+            let mr = read_mr(ctx, sh, pd, q, reth)?;
             if let Some(mr) = &mr {
                 mr.fault_in(reth.va, u64::from(reth.len), false);
             }
@@ -348,7 +367,7 @@ fn execute(
             }
             let mr = ctx
                 .mrs
-                .resolve(a.rkey, sh.pd, sh.qpn, a.va, 8, Access::REMOTE_ATOMIC)
+                .resolve(a.rkey, pd, sh.qpn, a.va, 8, Access::REMOTE_ATOMIC)
                 .map_err(key_nak)?;
             let held = mr
                 .hold()
@@ -393,6 +412,7 @@ fn recv_payload(
     payload: &[u8],
 ) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
+    let pd = super::xrc::pd(sh, q);
     let Some(InMsg::Send { wqe, offset }) = q.resp.cur.as_mut() else {
         unreachable!("checked by the caller")
     };
@@ -400,7 +420,7 @@ fn recv_payload(
     let status = if end > wqe.len {
         Some((WcStatus::LocLenErr, NakCode::InvalidRequest))
     } else {
-        sge::scatter(&wqe.sges, sh.pd, *offset, payload)
+        sge::scatter(&wqe.sges, pd, *offset, payload)
             .err()
             .map(|s| (s, NakCode::RemoteOperationalError))
     };
@@ -434,7 +454,7 @@ fn recv_payload(
             // other key (a plain MR is never invalidated) fails, as on rxe
             // (class J): the receive completes in error and both QPs go to
             // the error state.
-            if ctx.mrs.invalidate_mw(sh.pd, rkey).is_err() {
+            if ctx.mrs.invalidate_mw(super::xrc::pd(sh, q), rkey).is_err() {
                 q.resp.completed.push((
                     recv_wc(wqe.wr_id, WcStatus::RemInvReqErr, WcOpcode::Recv, 0),
                     false,
@@ -523,8 +543,9 @@ fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc 
     }
 }
 
-fn rc(op: Op) -> Opcode {
-    Opcode::new(Transport::Rc, op).expect("RC has every op")
+/// A response's opcode: of the QP's transport (RC, or XRC for a target).
+fn reply(q: &Inner, op: Op) -> Opcode {
+    Opcode::new(q.transport, op).expect("RC and XRC have every op")
 }
 
 /// READ responses built under one window onto the memory (the requester's
@@ -537,6 +558,7 @@ const WINDOW_PACKETS: u32 = MAX_UNACKED;
 fn read_mr(
     ctx: &Context<'_>,
     sh: &QpShared,
+    pd: u32,
     q: &Inner,
     reth: Reth,
 ) -> Result<Option<Resolved>, Fail> {
@@ -549,7 +571,7 @@ fn read_mr(
     let len = u64::from(reth.len);
     let mr = ctx
         .mrs
-        .resolve(reth.rkey, sh.pd, sh.qpn, reth.va, len, Access::REMOTE_READ)
+        .resolve(reth.rkey, pd, sh.qpn, reth.va, len, Access::REMOTE_READ)
         .map_err(key_nak)?;
     Ok(Some(mr))
 }
@@ -608,7 +630,7 @@ fn read_responses(
             _ => (Op::ReadRespMiddle, Ext::None),
         };
         let repr = PacketRepr {
-            bth: bth(rc(op), q.dest_qpn, psn::add(first, k), false, false),
+            bth: bth(reply(q, op), q.dest_qpn, psn::add(first, k), false, false),
             ext,
             payload_len: plen,
         };
@@ -630,7 +652,7 @@ fn send_atomic_ack(ctx: &Context<'_>, q: &Inner, tx: &mut TxQueue, p: u32, orig:
         msn: q.resp.msn,
     };
     let repr = PacketRepr {
-        bth: bth(rc(Op::AtomicAck), q.dest_qpn, p, false, false),
+        bth: bth(reply(q, Op::AtomicAck), q.dest_qpn, p, false, false),
         ext: Ext::AtomicAck(aeth, orig),
         payload_len: 0,
     };
@@ -647,7 +669,7 @@ fn send_aeth(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue, p: u32, syndrom
         q.resp.last_ack = Some(p);
     }
     let repr = PacketRepr {
-        bth: bth(rc(Op::Ack), q.dest_qpn, p, false, false),
+        bth: bth(reply(q, Op::Ack), q.dest_qpn, p, false, false),
         ext: Ext::Aeth(Aeth {
             syndrome,
             msn: q.resp.msn,
@@ -686,7 +708,14 @@ pub(super) fn flush_ack(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
 /// one; rxe likewise restarts one reply per READ rather than adding one):
 /// a burst of duplicates of one large READ must not become a burst of
 /// copies of it. The requester's own retries come one per timeout or gap.
-fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr, tx: &mut TxQueue) {
+fn duplicate(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    pd: u32,
+    q: &mut Inner,
+    repr: &PacketRepr,
+    tx: &mut TxQueue,
+) {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
     match op {
@@ -708,7 +737,7 @@ fn duplicate(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, repr: &PacketRepr,
             // the key another MR's, by now. A failure answers nothing.
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
-                if let Ok(mr) = read_mr(ctx, sh, q, reth) {
+                if let Ok(mr) = read_mr(ctx, sh, pd, q, reth) {
                     let _ = read_responses(ctx, q, mr.as_ref(), first, npsn, reth, from, tx);
                 }
             }
@@ -932,7 +961,7 @@ fn send_read_response_ack(ctx: &Context<'_>, q: &Inner, tx: &mut TxQueue, p: u32
         msn: q.resp.msn,
     };
     let repr = PacketRepr {
-        bth: bth(rc(Op::ReadRespOnly), q.dest_qpn, p, false, false),
+        bth: bth(reply(q, Op::ReadRespOnly), q.dest_qpn, p, false, false),
         ext: Ext::Aeth(aeth),
         payload_len: 0,
     };

@@ -58,7 +58,9 @@ impl Locked<'_> {
                     && attr.path_mtu.is_some()
                     && (attr.dgid.is_some() || self.q.peer.is_some())
             }
-            (S::Rtr, S::Rts) if qp_type == QpType::Rc => attr.sq_psn.is_some(),
+            (S::Rtr, S::Rts) if matches!(qp_type, QpType::Rc | QpType::XrcSend) => {
+                attr.sq_psn.is_some()
+            }
             _ => true,
         };
         // Above the device's `max_qp_rd_atom` / `max_qp_init_rd_atom`:

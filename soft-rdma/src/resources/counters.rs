@@ -38,6 +38,7 @@ pub struct Stats {
     pub retry_exceeded: AtomicU64,
     pub local_ack_timeouts: AtomicU64,
     pub bad_responses: AtomicU64,
+    pub xrc_bad_srqn: AtomicU64,
     /// ODP counters of MRs already deregistered (live ones are summed).
     pub(crate) odp_retired: [AtomicU64; ODP_COUNTERS],
 }

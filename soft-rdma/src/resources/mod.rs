@@ -14,3 +14,4 @@ pub(crate) mod placement;
 pub(crate) mod sge;
 pub(crate) mod srq;
 pub(crate) mod timers;
+pub(crate) mod xrcd;

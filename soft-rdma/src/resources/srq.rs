@@ -3,6 +3,7 @@
 use super::events::EventQueue;
 use super::mr::MrTable;
 use super::sge::RecvWqe;
+use super::xrcd::XrcSrq;
 use crate::sync::{Level, OrderedMutex};
 use crate::types::{AsyncEvent, Errno, RecvWr};
 use std::collections::VecDeque;
@@ -23,6 +24,8 @@ pub(crate) struct SrqShared {
     state: OrderedMutex<SrqState>,
     /// QPs using this SRQ: destroying it is EBUSY meanwhile (as rdma-core).
     pub(crate) users: Arc<AtomicUsize>,
+    /// An XRC SRQ's domain and CQ (`None`: a basic SRQ).
+    xrc: Option<XrcSrq>,
 }
 
 impl SrqShared {
@@ -33,6 +36,7 @@ impl SrqShared {
             max_wr,
             max_sge: max_sge.max(1),
             users: Arc::default(),
+            xrc: None,
             state: OrderedMutex::new(
                 Level::Srq,
                 SrqState {
@@ -41,6 +45,18 @@ impl SrqShared {
                 },
             ),
         }
+    }
+
+    /// Make it an XRC SRQ of domain `x.xrcd`, completing into `x.cq`.
+    pub(crate) fn with_xrc(self, x: XrcSrq) -> SrqShared {
+        SrqShared {
+            xrc: Some(x),
+            ..self
+        }
+    }
+
+    pub(crate) fn xrc(&self) -> Option<&XrcSrq> {
+        self.xrc.as_ref()
     }
 
     pub(crate) fn id(&self) -> u32 {

@@ -32,6 +32,8 @@ pub struct DeviceAttr {
     pub max_msg: u64,
     pub phys_port_cnt: u8,
     pub odp: OdpCaps,
+    /// XRC domains, SRQs and QPs (`IBV_DEVICE_XRC`).
+    pub xrc: bool,
     pub placement: PlacementCaps,
 }
 
@@ -47,13 +49,15 @@ pub struct PlacementCaps {
     pub flush_persistent: bool,
 }
 
-/// `ibv_odp_caps`: explicit and implicit ODP for RC (all ops) and UD (SEND/RECV).
+/// `ibv_odp_caps`: explicit and implicit ODP for RC (all ops) and UD
+/// (SEND/RECV); `xrc` is `ibv_device_attr_ex`'s `xrc_odp_caps` (RC's).
 #[derive(Debug, Clone, Copy)]
 pub struct OdpCaps {
     pub general: u64,
     pub rc: u32,
     pub uc: u32,
     pub ud: u32,
+    pub xrc: u32,
 }
 
 /// `ibv_port_attr` (the part programs look at).
@@ -164,12 +168,14 @@ impl Device {
             max_inline: MAX_INLINE,
             max_msg: MAX_MSG,
             phys_port_cnt: 1,
+            xrc: true,
             odp: OdpCaps {
                 general: 1 | 2,
                 // SEND, RECV, WRITE, READ, ATOMIC, SRQ_RECV, FLUSH, ATOMIC_WRITE
                 rc: 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128,
                 uc: 1 | 2 | 4 | 32,
                 ud: 1 | 2 | 32,
+                xrc: 1 | 2 | 4 | 8 | 16 | 32,
             },
             placement: PlacementCaps {
                 atomic_write: true,

@@ -9,6 +9,7 @@ mod mr;
 mod mw;
 mod qp;
 mod srq;
+mod xrc;
 
 pub use crate::device::publish;
 pub use crate::device::stats::DeviceStats;
@@ -20,6 +21,7 @@ pub use mr::{Mr, Rereg};
 pub use mw::Mw;
 pub use qp::{Qp, QpInitAttr};
 pub use srq::Srq;
+pub use xrc::Xrcd;
 
 use crate::device::DeviceInner;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -27,12 +27,18 @@ pub struct Qp {
     /// The PD, CQs and SRQ counted as in use until the QP is gone (dropped
     /// after `Drop::drop` destroyed it).
     _uses: Vec<super::Use>,
+    /// An XRC target QP: shared by its handles, destroyed with the last.
+    target: Option<Arc<super::xrc::Target>>,
 }
 
 impl Qp {
     /// A QP numbered by the device, or numbered `fixed` (a special QP).
     pub(crate) fn create(pd: &super::Pd, attr: QpInitAttr, fixed: Option<u32>) -> Result<Qp> {
         let cap = attr.cap;
+        // A target QP belongs to an XRC domain (`Xrcd::create_target_qp`).
+        if attr.qp_type == QpType::XrcRecv {
+            return Err(Errno::EINVAL);
+        }
         if cap.max_send_wr > MAX_QP_WR
             || cap.max_recv_wr > MAX_QP_WR
             || cap.max_send_sge > MAX_SGE
@@ -69,6 +75,7 @@ impl Qp {
                 cap,
                 sq_sig_all: attr.sq_sig_all,
                 srq: attr.srq.map(|s| s.srq),
+                xrcd: None,
             },
             fixed,
         )?;
@@ -76,7 +83,26 @@ impl Qp {
             dev,
             qp,
             _uses: uses,
+            target: None,
         })
+    }
+
+    /// A handle on an XRC target QP.
+    pub(crate) fn of_target(t: Arc<super::xrc::Target>) -> Qp {
+        Qp {
+            dev: t.dev().clone(),
+            qp: t.qp.clone(),
+            _uses: Vec::new(),
+            target: Some(t),
+        }
+    }
+
+    pub(crate) fn dev(&self) -> &Arc<DeviceInner> {
+        &self.dev
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<QpShared> {
+        &self.qp
     }
 
     pub fn qp_num(&self) -> u32 {
@@ -106,7 +132,7 @@ impl Qp {
     /// the doorbell waits for more). On an error, the index of the first bad
     /// WR and its errno (`bad_wr`); the WRs before it were posted.
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
-        self.dev.post_send(&self.qp, wrs, false)
+        self.dev.post_send(&self.qp, wrs, &[], false)
     }
 
     /// The extended send API's batch (`ibv_wr_complete`): all of `wrs` or
@@ -114,7 +140,7 @@ impl Qp {
     /// queue, before any is queued; on an error nothing was posted and the
     /// first bad WR's index and errno are returned.
     pub fn post_send_batch(&self, wrs: &[SendWr<'_>]) -> std::result::Result<(), (usize, Errno)> {
-        self.dev.post_send(&self.qp, wrs, true)
+        self.dev.post_send(&self.qp, wrs, &[], true)
     }
 
     /// `ibv_post_recv`.
@@ -130,6 +156,8 @@ impl Qp {
 
 impl Drop for Qp {
     fn drop(&mut self) {
-        self.dev.destroy_qp(&self.qp);
+        if self.target.is_none() {
+            self.dev.destroy_qp(&self.qp);
+        }
     }
 }

@@ -12,6 +12,8 @@ pub struct Srq {
     dev: Arc<DeviceInner>,
     pub(crate) srq: Arc<SrqShared>,
     _pd: Arc<super::Use>,
+    /// An XRC SRQ's table entry and uses (`super::xrc`).
+    _xrc: Option<Arc<super::xrc::XrcSrqEntry>>,
 }
 
 impl Srq {
@@ -22,11 +24,21 @@ impl Srq {
         let dev = pd.dev().clone();
         let id = dev.new_object_id();
         let srq = SrqShared::new(id, pd.id(), max_wr, max_sge, limit);
-        Ok(Srq {
+        Ok(Srq::from_parts(dev, Arc::new(srq), pd, None))
+    }
+
+    pub(crate) fn from_parts(
+        dev: Arc<DeviceInner>,
+        srq: Arc<SrqShared>,
+        pd: &super::Pd,
+        xrc: Option<Arc<super::xrc::XrcSrqEntry>>,
+    ) -> Srq {
+        Srq {
             dev,
-            srq: Arc::new(srq),
+            srq,
             _pd: Arc::new(pd.use_()),
-        })
+            _xrc: xrc,
+        }
     }
 
     pub fn id(&self) -> u32 {

@@ -1,14 +1,16 @@
 //! Extension transport headers: RETH, AETH, AtomicETH, AtomicAckETH, DETH,
 //! ImmDt, IETH, FETH, and [`Ext`], the legal combinations of them.
 //!
-//! Wire order after the BTH: DETH, then FETH, then RETH / AtomicETH / AETH,
-//! then AtomicAckETH, then ImmDt / IETH. The DETH's reserved byte and the
-//! FETH's reserved bits are written as zero and ignored on parse.
+//! Wire order after the BTH: DETH or XRCETH, then FETH, then RETH /
+//! AtomicETH / AETH, then AtomicAckETH, then ImmDt / IETH. The DETH's
+//! reserved byte and the FETH's reserved bits are written as zero and
+//! ignored on parse.
 
 use std::fmt;
 
 use super::bth::MAX_U24;
 use super::bytes::{get_u24, get_u32, get_u64, put_u24, put_u32, put_u64};
+use super::xrc::{self, XrcExt, XrcKind, XRCETH_LEN};
 use super::WireError;
 
 /// Length of a RETH.
@@ -318,6 +320,8 @@ pub enum ExtKind {
     Deth,
     DethImm,
     FethReth,
+    /// XRC request: an XRCETH, then the RC request headers of this kind.
+    Xrc(XrcKind),
 }
 
 impl ExtKind {
@@ -335,6 +339,7 @@ impl ExtKind {
             ExtKind::Deth => DETH_LEN,
             ExtKind::DethImm => DETH_LEN + IMM_LEN,
             ExtKind::FethReth => FETH_LEN + RETH_LEN,
+            ExtKind::Xrc(k) => XRCETH_LEN + k.base().len(),
         }
     }
     pub const fn is_empty(self) -> bool {
@@ -367,6 +372,8 @@ pub enum Ext {
     DethImm(Deth, u32),
     /// FLUSH: what to make durable or visible, and where.
     FethReth(Feth, Reth),
+    /// XRC request: the XRCETH's SRQ number (24-bit), then the RC headers.
+    Xrc(u32, XrcExt),
 }
 
 impl Ext {
@@ -383,6 +390,7 @@ impl Ext {
             Ext::Deth(_) => ExtKind::Deth,
             Ext::DethImm(..) => ExtKind::DethImm,
             Ext::FethReth(..) => ExtKind::FethReth,
+            Ext::Xrc(_, rest) => ExtKind::Xrc(rest.kind()),
         }
     }
 
@@ -417,6 +425,11 @@ impl Ext {
                 Feth::parse_unchecked(b),
                 Reth::parse_unchecked(&b[FETH_LEN..]),
             ),
+            ExtKind::Xrc(k) => {
+                let rest = Ext::parse(k.base(), &b[XRCETH_LEN..])?;
+                let rest = XrcExt::from_ext(rest).expect("a request's headers");
+                Ext::Xrc(xrc::parse_srqn(b)?, rest)
+            }
         })
     }
 
@@ -427,6 +440,7 @@ impl Ext {
             Ext::FethReth(f, _) => f.check(),
             Ext::Aeth(a) | Ext::AtomicAck(a, _) => a.check(),
             Ext::Deth(d) | Ext::DethImm(d, _) if d.src_qp > MAX_U24 => Err(WireError::FieldRange),
+            Ext::Xrc(srqn, _) => xrc::check_srqn(srqn),
             _ => Ok(()),
         }
     }
@@ -459,6 +473,10 @@ impl Ext {
             Ext::FethReth(f, r) => {
                 f.emit(b);
                 r.emit(&mut b[FETH_LEN..]);
+            }
+            Ext::Xrc(srqn, rest) => {
+                xrc::emit_srqn(b, srqn);
+                rest.to_ext().emit(&mut b[XRCETH_LEN..]);
             }
         }
     }
@@ -507,6 +525,7 @@ impl fmt::Display for Ext {
                 write!(f, "plt={} sel={} ", feth.placement, feth.level)?;
                 fmt_reth(f, r)
             }
+            Ext::Xrc(srqn, rest) => xrc::fmt(f, *srqn, rest),
         }
     }
 }

@@ -15,9 +15,10 @@
 //!   [`Deth`], [`Feth`], and [`Ext`] / [`ExtKind`];
 //! * `packet` — [`Packet`], the zero-copy view;
 //! * `repr` — [`PacketRepr`]: parse, emit, `Display`;
+//! * `xrc` — the XRCETH: [`XrcExt`], [`XrcKind`] (an XRC request's headers);
 //! * [`icrc`] — the invariant CRC.
 //!
-//! What the parser accepts: a known RC/UC/UD opcode, TVer 0, the opcode's
+//! What the parser accepts: a known RC/UC/UD/XRC opcode, TVer 0, the opcode's
 //! headers and the ICRC present, payload + pad a multiple of 4 with the pad
 //! inside it, no payload or pad on READ request / ACK / ATOMIC ACK / atomics
 //! / FLUSH,
@@ -33,6 +34,7 @@ pub mod icrc;
 mod opcode;
 mod packet;
 mod repr;
+mod xrc;
 
 use std::fmt;
 
@@ -46,13 +48,14 @@ pub use icrc::ICRC_LEN;
 pub use opcode::{Op, Opcode, Transport};
 pub use packet::Packet;
 pub use repr::{pad_for, PacketRepr};
+pub use xrc::{XrcExt, XrcKind, XRCETH_LEN};
 
 /// Why bytes are not a valid packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
     /// Shorter than the headers + ICRC the opcode needs.
     Truncated,
-    /// Opcode byte not in the RC/UC/UD tables.
+    /// Opcode byte not in the RC/UC/UD/XRC tables.
     UnknownOpcode(u8),
     /// Transport header version (TVer) not 0.
     BadVersion,

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::ext::ExtKind;
+use super::xrc::XrcKind;
 
 /// Transport service of an opcode (its top three bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -11,27 +12,31 @@ pub enum Transport {
     Rc,
     Uc,
     Ud,
+    /// eXtended Reliable Connected: RC's operations, requests with an XRCETH.
+    Xrc,
 }
 
 impl Transport {
     /// Every transport, in opcode order.
-    pub const ALL: [Transport; 3] = [Transport::Rc, Transport::Uc, Transport::Ud];
+    pub const ALL: [Transport; 4] = [Transport::Rc, Transport::Uc, Transport::Ud, Transport::Xrc];
 
-    /// The opcode's top three bits: RC 0x00, UC 0x20, UD 0x60.
+    /// The opcode's top three bits: RC 0x00, UC 0x20, UD 0x60, XRC 0xa0.
     pub const fn base(self) -> u8 {
         match self {
             Transport::Rc => 0x00,
             Transport::Uc => 0x20,
             Transport::Ud => 0x60,
+            Transport::Xrc => 0xa0,
         }
     }
 
-    /// The transport of `byte & 0xe0`; `None` for RD, CNP, XRC and the rest.
+    /// The transport of `byte & 0xe0`; `None` for RD, CNP and the rest.
     pub const fn from_base(byte: u8) -> Option<Transport> {
         match byte & 0xe0 {
             0x00 => Some(Transport::Rc),
             0x20 => Some(Transport::Uc),
             0x60 => Some(Transport::Ud),
+            0xa0 => Some(Transport::Xrc),
             _ => None,
         }
     }
@@ -41,6 +46,7 @@ impl Transport {
             Transport::Rc => "RC",
             Transport::Uc => "UC",
             Transport::Ud => "UD",
+            Transport::Xrc => "XRC",
         }
     }
 }
@@ -372,9 +378,9 @@ impl fmt::Display for Op {
     }
 }
 
-/// A valid (transport, operation) pair: RC has all ops; UC has SEND and
-/// WRITE; UD only SEND only / SEND only with immediate. (FLUSH and ATOMIC
-/// WRITE are RC only, as in rxe's table.)
+/// A valid (transport, operation) pair: RC has all ops; XRC those of RC but
+/// FLUSH and ATOMIC WRITE (RC only, as in rxe's table); UC has SEND and
+/// WRITE; UD only SEND only / SEND only with immediate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Opcode {
     transport: Transport,
@@ -386,6 +392,7 @@ impl Opcode {
     pub const fn new(transport: Transport, op: Op) -> Option<Opcode> {
         let legal = match transport {
             Transport::Rc => true,
+            Transport::Xrc => !matches!(op, Op::Flush | Op::AtomicWrite),
             Transport::Uc => (op.is_send() && !op.carries_inv()) || op.is_write(),
             Transport::Ud => matches!(op, Op::SendOnly | Op::SendOnlyImm),
         };
@@ -415,7 +422,7 @@ impl Opcode {
         self.op
     }
 
-    /// Every valid opcode (RC, then UC, then UD; in code order).
+    /// Every valid opcode (RC, then UC, UD, XRC; in code order).
     pub fn all() -> impl Iterator<Item = Opcode> {
         Transport::ALL
             .into_iter()
@@ -427,6 +434,10 @@ impl Opcode {
         match (self.transport, self.op) {
             (Transport::Ud, Op::SendOnlyImm) => ExtKind::DethImm,
             (Transport::Ud, _) => ExtKind::Deth,
+            (Transport::Xrc, op) if !op.is_response() => match XrcKind::of(op.ext_kind()) {
+                Some(k) => ExtKind::Xrc(k),
+                None => op.ext_kind(),
+            },
             (_, op) => op.ext_kind(),
         }
     }

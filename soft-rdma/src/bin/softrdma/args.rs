@@ -87,6 +87,7 @@ pub fn conn_name(t: QpType) -> &'static str {
         QpType::Rc => "RC",
         QpType::Uc => "UC",
         QpType::Ud => "UD",
+        QpType::XrcSend | QpType::XrcRecv => "XRC",
     }
 }
 

@@ -245,7 +245,8 @@ fn rtr_attr(conn: QpType, mtu: Mtu, r: &Remote) -> QpAttr {
             dgid: Some(r.gid),
             ..Default::default()
         },
-        QpType::Rc => QpAttr {
+        // The perf tool does not run XRC (`parse_conn` has no name for it).
+        QpType::Rc | QpType::XrcSend | QpType::XrcRecv => QpAttr {
             state: Some(QpState::Rtr),
             path_mtu: Some(mtu),
             dest_qp_num: Some(r.qpn),
