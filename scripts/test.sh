@@ -29,6 +29,15 @@ install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers lib
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).
 install_missing_debs cmake libclang-dev pkg-config libnl-3-dev libnl-route-3-dev
+# rdma-core's own verbs tests (pyverbs) run through the shim.
+install_missing_debs python3-pyverbs
+# Their ODP and parent-domain huge-page tests need reserved 2 MiB pages;
+# reserve some where this machine lets us (verbs-shim/tests/pyverbs.rs then
+# refuses those tests' skip).
+hp=/proc/sys/vm/nr_hugepages
+if [ -w "$hp" ] && [ "$(cat "$hp")" -lt 64 ]; then
+    echo 64 2>/dev/null >"$hp" || echo "could not reserve huge pages: their pyverbs tests skip"
+fi
 # scapy recomputes ICRCs independently of ours.
 python3 -c "import scapy.contrib.roce" 2>/dev/null || python3 -m pip install -q --root-user-action=ignore scapy
 # The tool checks above are then mandatory, not skipped.
