@@ -642,11 +642,12 @@ fn a_flood_of_offers_is_bounded() {
         "forged offers cost memory: {rss0} -> {rss1} KiB"
     );
     assert_eq!(b.same_host_rings_in(), SAME_HOST_MAX_RINGS);
-    // Proven handshakes beyond the limit are refused. (The attacker waits
-    // 200 ms for each ACK: on a loaded machine a few of its 80 go
-    // unanswered, so count what it proved.)
+    // Handshakes beyond the limit are refused: most at the HELLO (no ACK),
+    // any proven beyond it at the offer. (The attacker waits 200 ms for each
+    // ACK, so on a loaded machine how many it proved varies: count those.)
     let proven_n = field(&proven.ready, "proven");
-    assert!(proven_n > SAME_HOST_MAX_RINGS as u64, "{proven_n} proven");
+    assert!(proven_n >= SAME_HOST_MAX_RINGS as u64, "{proven_n} proven");
+    assert!(s.same_host_over_limit > 0, "{s:?}");
     assert!(
         s.same_host_over_limit >= proven_n - SAME_HOST_MAX_RINGS as u64,
         "{s:?}"
