@@ -1080,3 +1080,53 @@ fn ud_local_send_error_moves_to_sqe_receives_go_on_and_rts_recovers() {
     .unwrap();
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
 }
+
+#[test]
+fn a_uc_send_with_no_receive_posted_is_dropped_without_an_answer() {
+    let (a, b) = pair();
+    let (qa, qb) = connect_with(&a, &b, QpType::Uc, 7, 7, 8);
+    let src = Buf::new(4096, |i| (i % 97) as u8);
+    let dst = Buf::new(4096, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 4096, Access::LOCAL_WRITE).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    let send = |wr_id, off| SendWr {
+        wr_id,
+        sg_list: &[],
+        op: SendOp::SendImm(off),
+        flags: signaled(),
+        ud: None,
+    };
+    let sent_before = b.dev.stats().sent_pkts;
+    let dropped_before = b.dev.stats().uc_dropped;
+    qa.post_send(&[SendWr {
+        sg_list: &[src.sge(&mra, 0, 100)],
+        ..send(1, 1)
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while b.dev.stats().uc_dropped == dropped_before && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(b.dev.stats().uc_dropped, dropped_before + 1, "counted");
+    assert_eq!(
+        b.dev.stats().sent_pkts,
+        sent_before,
+        "UC answers nothing (no RNR NAK)"
+    );
+    // The next message, with a receive posted, arrives.
+    qb.post_recv(&[RecvWr {
+        wr_id: 9,
+        sg_list: &[dst.sge(&mrb, 0, 4096)],
+    }])
+    .unwrap();
+    qa.post_send(&[SendWr {
+        sg_list: &[src.sge(&mra, 0, 200)],
+        ..send(2, 2)
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    let r = wait(&b.cq, 1);
+    assert_eq!((r[0].wr_id, r[0].byte_len, r[0].imm), (9, 200, Some(2)));
+    assert_eq!(&dst.0[..200], &src.0[..200]);
+}

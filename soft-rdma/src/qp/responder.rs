@@ -25,7 +25,7 @@ use crate::resources::placement;
 use crate::resources::sge::{self, RecvWqe};
 use crate::resources::srq::SrqShared;
 use crate::types::{Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
-use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome};
+use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,10 +173,16 @@ pub(super) fn on_request(
                 q.resp.ack_pending = Some(p);
             }
         }
-        Err(Fail::Rnr) => {
+        Err(Fail::Rnr) if sh.qp_type.is_reliable() => {
             let t = q.min_rnr_timer;
             bump(&ctx.stats.rnr_naks_sent);
             send_aeth(ctx, q, tx, p, Syndrome::RnrNak { timer: t });
+        }
+        Err(Fail::Rnr) => {
+            // UC has no RNR NAK either: a message with no receive WQE for it
+            // is dropped (IBA 9.7.5.2.2); the sender never learns.
+            q.resp.cur = None;
+            bump(&ctx.stats.uc_dropped);
         }
         Err(Fail::Nak(code)) => {
             q.resp.cur = None;
@@ -544,8 +550,13 @@ fn recv_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, byte_len: u32) -> Wc 
 }
 
 /// A response's opcode: of the QP's transport (RC, or XRC for a target).
+/// Only RC and XRC QPs answer (their callers check); should another ever
+/// reach here, it answers as RC rather than take the receive thread down.
 fn reply(q: &Inner, op: Op) -> Opcode {
-    Opcode::new(q.transport, op).expect("RC and XRC have every op")
+    debug_assert!(matches!(q.transport, Transport::Rc | Transport::Xrc));
+    Opcode::new(q.transport, op)
+        .or(Opcode::new(Transport::Rc, op))
+        .expect("RC has every op")
 }
 
 /// READ responses built under one window onto the memory (the requester's
