@@ -1,0 +1,253 @@
+//! Devices of one process opened and closed, one after another and at
+//! once: traffic for a device never reaches another one. Peers know a
+//! device by its address alone, so no two devices of a process may share
+//! one (the tenth device of a process once fell back to the first one's
+//! address on another port, and traffic for its peers went to whoever held
+//! that port), and a device opened after one closed must not take the
+//! closed one's address while others are free: its peers' retries would
+//! reach it, with the same QP numbers (the closed device must look gone:
+//! RETRY_EXC for RC, dropped for UD).
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use soft_rdma::transport::addr::FALLBACK_TRIES;
+use soft_rdma::verbs::*;
+use test_support::verbs::*;
+
+/// More devices than rule 2 tries addresses for.
+const MANY: usize = FALLBACK_TRIES as usize + 4;
+
+/// Whether `a` is a normal device (UDP 4791), not one that fell back.
+fn on_4791(a: SocketAddr) -> bool {
+    a.port() == soft_rdma::transport::ROCE_PORT
+}
+
+/// An RDMA WRITE of `len` bytes from `src` to `(addr, rkey)`.
+fn write(qp: &Qp, wr_id: u64, sge: Sge, remote_addr: u64, rkey: u32) {
+    qp.post_send(&[SendWr {
+        wr_id,
+        sg_list: &[sge],
+        op: SendOp::Write { remote_addr, rkey },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+}
+
+/// The status of the one completion `cq` gets (10 s at most).
+fn status(cq: &Cq) -> WcStatus {
+    wait(cq, 1)[0].status
+}
+
+#[test]
+fn no_two_devices_of_a_process_share_an_address() {
+    let devs: Vec<Device> = (0..2 * MANY).map(|_| Device::open().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = devs.iter().map(|d| d.local_addr()).collect();
+    let ips: HashSet<_> = addrs.iter().map(|a| a.ip()).collect();
+    assert_eq!(ips.len(), addrs.len(), "a GID twice: {addrs:?}");
+    // A fallback port only when 4791 is held on every address (by a
+    // wildcard socket): not because this process's devices hold a few.
+    if on_4791(addrs[0]) {
+        assert!(addrs.iter().all(|a| on_4791(*a)), "{addrs:?}");
+    }
+}
+
+/// The case that was seen: a request that must be refused (a bad R_Key)
+/// ended in RETRY_EXC instead of the NAK, because the tenth device's
+/// packets went to another device ("no such QP").
+#[test]
+fn each_of_many_devices_reaches_its_own_peer() {
+    let nodes: Vec<Node> = (0..MANY).map(|_| Node::open()).collect();
+    let bufs: Vec<Buf> = (0..MANY)
+        .map(|i| Buf::new(4096, |k| (i + k) as u8))
+        .collect();
+    let mrs: Vec<Mr> = nodes
+        .iter()
+        .zip(&bufs)
+        .map(|(n, b)| n.pd.reg_mr(b.addr(), 4096, all_access()).unwrap())
+        .collect();
+    // Kept to the end: a late retransmission finds its QP.
+    let mut qps = Vec::new();
+    for i in 0..MANY {
+        let j = (i + 1) % MANY;
+        let (a, b) = (&nodes[i], &nodes[j]);
+        let (qa, qb) = connect(a, b, QpType::Rc);
+        write(
+            &qa,
+            1,
+            bufs[i].sge(&mrs[i], 0, 64),
+            bufs[j].addr() + 1024,
+            mrs[j].rkey(),
+        );
+        assert_eq!(status(&a.cq), WcStatus::Success, "{i} to {j}");
+        write(
+            &qa,
+            2,
+            bufs[i].sge(&mrs[i], 0, 64),
+            bufs[j].addr(),
+            mrs[j].rkey() ^ 0x80,
+        );
+        assert_eq!(
+            status(&a.cq),
+            WcStatus::RemAccessErr,
+            "{i} ({}) to {j} ({})",
+            a.dev.local_addr(),
+            b.dev.local_addr()
+        );
+        qps.push((qa, qb));
+    }
+    for i in 0..MANY {
+        let j = (i + MANY - 1) % MANY;
+        assert_eq!(bufs[i].0[1024..1088], bufs[j].0[..64], "{j} to {i}");
+        assert_eq!(nodes[i].dev.stats().unknown_qp, 0, "device {i}");
+    }
+}
+
+/// `b` closes with a peer `a` still connected to it; `c` opens and sets up
+/// as `b` had (same QP numbers, R_Key, PSN, connected to `a`'s address).
+/// `a`'s RC write to `b` ends in RETRY_EXC, its UD send to `b` is dropped,
+/// and `c` receives nothing.
+#[test]
+fn a_device_opened_after_one_closed_gets_none_of_its_traffic() {
+    let a = Node::open();
+    let src = Buf::new(4096, |k| k as u8);
+    let mra = a.pd.reg_mr(src.addr(), 4096, all_access()).unwrap();
+    let rc = QpConfig {
+        // 67 ms, 4 retries: gone in a third of a second, and a loaded
+        // machine does not fail the writes that must succeed.
+        timeout: Some(14),
+        retry_cnt: Some(4),
+        ..QpConfig::new(QpType::Rc)
+    };
+    let ud = QpConfig::new(QpType::Ud);
+    // Set up `b` or `c`: an MR, an RC QP connected to `qa` expecting PSN
+    // `psn`, a UD QP with a receive posted.
+    let peer = |qa: &Qp, psn: u32| {
+        let n = Node::open();
+        let buf = Buf::new(4096, |_| 0);
+        let mr = n.pd.reg_mr(buf.addr(), 4096, all_access()).unwrap();
+        let q = rc.create(&n.pd, &n.cq);
+        let rc = QpConfig { psn, ..rc.clone() };
+        rc.bring_up(&q, qa.qp_num(), a.dev.gid(1).unwrap());
+        let u = ud.create(&n.pd, &n.cq);
+        ud.bring_up(&u, 0, n.dev.gid(1).unwrap());
+        u.post_recv(&[RecvWr {
+            wr_id: 9,
+            sg_list: &[buf.sge(&mr, 0, 4096)],
+        }])
+        .unwrap();
+        (n, buf, mr, q, u)
+    };
+    let qa = rc.create(&a.pd, &a.cq);
+    let ua = ud.create(&a.pd, &a.cq);
+    ud.bring_up(&ua, 0, a.dev.gid(1).unwrap());
+    let (b, bbuf, bmr, qb, ub) = peer(&qa, rc.psn);
+    rc.bring_up(&qa, qb.qp_num(), b.dev.gid(1).unwrap());
+    // `a` and `b` talk (by ring, if the fast path is on).
+    write(&qa, 1, src.sge(&mra, 0, 64), bbuf.addr(), bmr.rkey());
+    assert_eq!(status(&a.cq), WcStatus::Success);
+    assert_eq!(bbuf.0[..64], src.0[..64]);
+    let (b_at, qpn, uqpn) = (b.dev.local_addr(), qb.qp_num(), ub.qp_num());
+    drop((qb, ub, bmr, b));
+    drop(bbuf);
+    // `c` expects the PSN `b` would have: the worst case.
+    let (c, cbuf, cmr, qc, uc) = peer(&qa, rc.psn + 1);
+    // Had it taken it, `c` would have been `b` to `a`.
+    assert_eq!((qc.qp_num(), uc.qp_num()), (qpn, uqpn));
+    // `a` still sends to `b`: by UD, and an RC write that would land in
+    // `c`'s buffer had `c` taken `b`'s place (its QP number, and its R_Key
+    // and address as `a` may have learnt them).
+    ua.post_send(&[SendWr {
+        wr_id: 3,
+        sg_list: &[src.sge(&mra, 0, 64)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(UdDest {
+            ah: a.pd.create_ah(Gid::from_ip(b_at.ip())),
+            remote_qpn: uqpn,
+            remote_qkey: ud.qkey,
+        }),
+    }])
+    .unwrap();
+    assert_eq!(status(&a.cq), WcStatus::Success, "a UD send completes");
+    write(&qa, 2, src.sge(&mra, 0, 64), cbuf.addr(), cmr.rkey());
+    assert_eq!(status(&a.cq), WcStatus::RetryExcErr, "the peer is gone");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(c.cq.poll(&mut [Wc::EMPTY; 4]) == 0, "c completed something");
+    assert!(cbuf.0.iter().all(|&x| x == 0), "c's memory was written");
+    assert_eq!(c.dev.stats().rcvd_pkts, 0, "c received packets meant for b");
+    assert_ne!(c.dev.local_addr(), b_at);
+}
+
+/// A pair talks (writes, verified) while other threads open devices, each
+/// connecting to the pair's first device, writing once and closing, a few
+/// alive at a time: every operation of everyone succeeds and lands where
+/// it was meant to.
+#[test]
+fn a_pair_keeps_talking_while_devices_come_and_go() {
+    let a = Arc::new(Node::open());
+    let b = Node::open();
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    let src = Buf::new(4096, |k| (k * 7) as u8);
+    let dst = Buf::new(4096, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 4096, all_access()).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn: Vec<_> = (0..3u8)
+        .map(|t| {
+            let (a, stop) = (a.clone(), stop.clone());
+            let (src, rkey) = (src.addr(), mra.rkey());
+            std::thread::spawn(move || {
+                let mut rounds = 0;
+                while !stop.load(Ordering::Relaxed) || rounds < 3 {
+                    // A few alive at once (more than rule 2's tries in all).
+                    let ns: Vec<Node> = (0..4).map(|_| Node::open()).collect();
+                    for n in &ns {
+                        // Read `a`'s source: what comes back must be it.
+                        let back = Buf::new(256, |_| t);
+                        let mr = n.pd.reg_mr(back.addr(), 256, all_access()).unwrap();
+                        let (qn, _qa) = connect(n, &a, QpType::Rc);
+                        qn.post_send(&[SendWr {
+                            wr_id: 5,
+                            sg_list: &[back.sge(&mr, 0, 256)],
+                            op: SendOp::Read {
+                                remote_addr: src,
+                                rkey,
+                            },
+                            flags: signaled(),
+                            ud: None,
+                        }])
+                        .unwrap();
+                        let wc = wait(&n.cq, 1)[0];
+                        assert_eq!(wc.status, WcStatus::Success, "{}", n.dev.local_addr());
+                        assert!(back.0.iter().enumerate().all(|(i, &x)| x == (i * 7) as u8));
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut i = 0u64;
+    while Instant::now() < end {
+        let off = (i as usize * 64) % 4096;
+        write(
+            &qa,
+            i,
+            src.sge(&mra, off, 64),
+            dst.addr() + off as u64,
+            mrb.rkey(),
+        );
+        assert_eq!(status(&a.cq), WcStatus::Success, "write {i}");
+        assert_eq!(dst.0[off..off + 64], src.0[off..off + 64]);
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in churn {
+        assert!(t.join().unwrap() >= 3);
+    }
+}
