@@ -251,3 +251,189 @@ fn a_pair_keeps_talking_while_devices_come_and_go() {
         assert!(t.join().unwrap() >= 3);
     }
 }
+
+/// What `peer_process` does in the child: set up a device as `b` for the
+/// parent's QP (`A` = its address, RC QP number, UD QP number), say so,
+/// and on `CLOSE psn` close it and set up `c` alike, expecting `psn`;
+/// on `CHECK` say what `c` received. Lines on stdout, commands on stdin.
+#[test]
+fn churn_child() {
+    let Ok(a) = std::env::var("SOFTRDMA_TEST_CHURN_CHILD") else {
+        return;
+    };
+    let mut it = a.split(' ');
+    let a_ip: std::net::IpAddr = it.next().unwrap().parse().unwrap();
+    let a_qpn: u32 = it.next().unwrap().parse().unwrap();
+    let rc = QpConfig::new(QpType::Rc);
+    let ud = QpConfig::new(QpType::Ud);
+    let setup = |psn: u32| {
+        let n = Node::open();
+        let buf = Buf::new(4096, |_| 0);
+        let mr = n.pd.reg_mr(buf.addr(), 4096, all_access()).unwrap();
+        let q = rc.create(&n.pd, &n.cq);
+        QpConfig { psn, ..rc.clone() }.bring_up(&q, a_qpn, Gid::from_ip(a_ip));
+        let u = ud.create(&n.pd, &n.cq);
+        ud.bring_up(&u, 0, n.dev.gid(1).unwrap());
+        u.post_recv(&[RecvWr {
+            wr_id: 9,
+            sg_list: &[buf.sge(&mr, 0, 4096)],
+        }])
+        .unwrap();
+        println!(
+            "DEVICE {} {} {} {} {}",
+            n.dev.local_addr(),
+            q.qp_num(),
+            u.qp_num(),
+            buf.addr(),
+            mr.rkey()
+        );
+        (n, buf, mr, q, u)
+    };
+    let line = || {
+        let mut l = String::new();
+        std::io::stdin().read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    let b = setup(rc.psn);
+    let next_psn = line().strip_prefix("CLOSE ").unwrap().parse().unwrap();
+    let b_ok = b.1 .0[..64].iter().enumerate().all(|(k, &x)| x == k as u8);
+    println!("B {}", u8::from(b_ok));
+    drop(b);
+    let c = setup(next_psn);
+    assert_eq!(line(), "CHECK");
+    std::thread::sleep(Duration::from_millis(50));
+    let completions = c.0.cq.poll(&mut [Wc::EMPTY; 4]);
+    let clean = c.1 .0.iter().all(|&x| x == 0);
+    println!(
+        "C {} {} {}",
+        c.0.dev.stats().rcvd_pkts,
+        completions,
+        u8::from(clean)
+    );
+}
+
+/// As `a_device_opened_after_one_closed_gets_none_of_its_traffic`, with
+/// `b` and `c` in another process, `a` and `b` talking by ring: `a`'s ring
+/// and route to `b` end with `b`, and `c` gets nothing meant for `b`.
+#[test]
+fn a_device_of_another_process_reopened_gets_none_of_its_traffic() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let a = Node::open();
+    let src = Buf::new(4096, |k| k as u8);
+    let mra = a.pd.reg_mr(src.addr(), 4096, all_access()).unwrap();
+    let rc = QpConfig {
+        timeout: Some(14),
+        retry_cnt: Some(4),
+        ..QpConfig::new(QpType::Rc)
+    };
+    let ud = QpConfig::new(QpType::Ud);
+    let qa = rc.create(&a.pd, &a.cq);
+    let ua = ud.create(&a.pd, &a.cq);
+    ud.bring_up(&ua, 0, a.dev.gid(1).unwrap());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "churn_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(
+            "SOFTRDMA_TEST_CHURN_CHILD",
+            format!("{} {}", a.dev.local_addr().ip(), qa.qp_num()),
+        )
+        .env_remove("SOFTRDMA_ADDR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    // The child's lines, read by a thread: a silent child fails the test
+    // instead of hanging it.
+    let (lines, from) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if lines.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // What follows `what` in the child's next line that holds it (the
+    // test harness may have printed before it on the line), split.
+    let said = |what: &str| -> Vec<String> {
+        loop {
+            let l = from
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("waiting for {what:?} from the child: {e}"));
+            if let Some(at) = l.find(what) {
+                return l[at + what.len()..]
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+            }
+        }
+    };
+    let b = said("DEVICE ");
+    let b_at: SocketAddr = b[0].parse().unwrap();
+    let num = |s: &String| s.parse::<u64>().unwrap();
+    let (qpn, uqpn, b_buf, b_rkey) = (num(&b[1]) as u32, num(&b[2]) as u32, num(&b[3]), num(&b[4]));
+    rc.bring_up(&qa, qpn, Gid::from_ip(b_at.ip()));
+    // Writes until one goes by ring (unless the fast path is off).
+    let shm = std::env::var("SOFTRDMA_SHM").map_or(true, |v| !matches!(v.trim(), "off" | "0"));
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    loop {
+        write(&qa, i, src.sge(&mra, 0, 64), b_buf, b_rkey as u32);
+        assert_eq!(status(&a.cq), WcStatus::Success, "write {i}");
+        i += 1;
+        if !shm || a.dev.stats().link_same_host_sent > 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "no ring to the child's device");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `c` expects the PSN `b` would have: the worst case.
+    writeln!(to, "CLOSE {}", rc.psn + i as u32).unwrap();
+    assert_eq!(said("B "), ["1"], "b got a's writes");
+    let c = said("DEVICE ");
+    let c_at: SocketAddr = c[0].parse().unwrap();
+    assert_eq!((num(&c[1]) as u32, num(&c[2]) as u32), (qpn, uqpn));
+    ua.post_send(&[SendWr {
+        wr_id: 3,
+        sg_list: &[src.sge(&mra, 0, 64)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(UdDest {
+            ah: a.pd.create_ah(Gid::from_ip(b_at.ip())),
+            remote_qpn: uqpn,
+            remote_qkey: ud.qkey,
+        }),
+    }])
+    .unwrap();
+    assert_eq!(status(&a.cq), WcStatus::Success, "a UD send completes");
+    write(
+        &qa,
+        100,
+        src.sge(&mra, 0, 64),
+        num(&c[3]),
+        num(&c[4]) as u32,
+    );
+    assert_eq!(status(&a.cq), WcStatus::RetryExcErr, "the peer is gone");
+    writeln!(to, "CHECK").unwrap();
+    assert_eq!(
+        said("C "),
+        ["0", "0", "1"],
+        "c: packets, completions, clean"
+    );
+    let out = test_support::procs::finish("churn child", child, Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{}",
+        test_support::procs::all_text(&out)
+    );
+    assert_ne!(c_at, b_at);
+}
