@@ -176,8 +176,8 @@ pub fn from_env() -> io::Result<Option<SocketAddr>> {
     }
 }
 
-/// The address this process's device would use first (rule 1 or 2), without
-/// binding.
+/// The address a process's first device uses (rule 1 or 2) if it is free,
+/// without binding.
 pub fn default_addr() -> io::Result<SocketAddr> {
     Ok(match from_env()? {
         Some(a) => a,
@@ -267,6 +267,27 @@ mod tests {
             nth_after(Ipv4Addr::new(127, 64, 255, 255), 1),
             Ipv4Addr::new(127, 1, 0, 0)
         );
+    }
+
+    #[test]
+    fn own_addresses_are_skipped_and_given_up_ones_tried_last_oldest_first() {
+        let base = Ipv4Addr::new(127, 9, 0, 250);
+        let at = |k| nth_after(base, k);
+        let t0 = Instant::now();
+        let mut own = Own {
+            live: vec![at(0), at(2)],
+            released: [(at(5), t0), (at(1), t0 + Duration::from_secs(1))].into(),
+        };
+        let now = t0 + Duration::from_secs(2);
+        let tries = own.candidates(base, now);
+        let fresh: Vec<_> = [3, 4, 6, 7, 8, 9, 10, 11, 12].map(at).into();
+        assert_eq!(tries[..9], fresh[..]);
+        assert_eq!(tries[9..], [at(5), at(1)], "given up: last, oldest first");
+        // Out of quarantine, an address is like any other again.
+        let tries = own.candidates(base, t0 + QUARANTINE + Duration::from_millis(1500));
+        assert_eq!(own.released.len(), 0);
+        assert_eq!(tries[..3], [at(1), at(3), at(4)]);
+        assert_eq!(tries.len(), FALLBACK_TRIES as usize + 1);
     }
 
     #[test]
