@@ -83,6 +83,7 @@ static OWN: Mutex<Own> = Mutex::new(Own {
 pub(super) struct Held(Ipv4Addr);
 
 impl Drop for Held {
+    /// Locks: the address registry (alone).
     fn drop(&mut self) {
         let mut own = crate::lock(&OWN);
         own.live.retain(|a| *a != self.0);
@@ -186,6 +187,9 @@ pub fn default_addr() -> io::Result<SocketAddr> {
 }
 
 /// Bind the device's endpoint by the rule above.
+///
+/// Locks: the process's address registry, for the whole search (alone:
+/// binding takes no other lock).
 pub fn bind_default() -> io::Result<UdpLink> {
     if let Some(a) = from_env()? {
         return UdpLink::bind_same_host(a);
