@@ -55,6 +55,20 @@ fn no_two_devices_of_a_process_share_an_address() {
     }
 }
 
+/// Opened and closed in a loop, a device never gets an address one of the
+/// last few had (other tests of this process give addresses up meanwhile:
+/// only the recent ones are sure to be in quarantine).
+#[test]
+fn a_device_opened_and_closed_in_a_loop_moves_on() {
+    let mut seen: Vec<SocketAddr> = Vec::new();
+    for _ in 0..20 {
+        let at = Device::open().unwrap().local_addr();
+        let recent = &seen[seen.len().saturating_sub(8)..];
+        assert!(!recent.contains(&at), "{at} again: {seen:?}");
+        seen.push(at);
+    }
+}
+
 /// The case that was seen: a request that must be refused (a bad R_Key)
 /// ended in RETRY_EXC instead of the NAK, because the tenth device's
 /// packets went to another device ("no such QP").
