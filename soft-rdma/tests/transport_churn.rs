@@ -266,6 +266,48 @@ fn a_pair_keeps_talking_while_devices_come_and_go() {
     }
 }
 
+/// A device closed while the program still holds its PD, CQ and QP (so
+/// its endpoint stays bound): its peers' rings to it end at the close —
+/// `a`'s next packets go by UDP into nothing, not into a ring nobody reads.
+#[test]
+fn closing_a_device_ends_its_peers_rings_at_once() {
+    if std::env::var("SOFTRDMA_SHM").is_ok_and(|v| matches!(v.trim(), "off" | "0")) {
+        return;
+    }
+    let a = Node::open();
+    let Node { dev, pd, cq } = Node::open();
+    let src = Buf::new(4096, |k| k as u8);
+    let dst = Buf::new(4096, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 4096, all_access()).unwrap();
+    let mrb = pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    let rc = QpConfig {
+        timeout: Some(14),
+        retry_cnt: Some(4),
+        ..QpConfig::new(QpType::Rc)
+    };
+    let (qa, qb) = (rc.create(&a.pd, &a.cq), rc.create(&pd, &cq));
+    rc.bring_up(&qa, qb.qp_num(), dev.gid(1).unwrap());
+    rc.bring_up(&qb, qa.qp_num(), a.dev.gid(1).unwrap());
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while a.dev.stats().link_same_host_sent == 0 {
+        assert!(Instant::now() < end, "no ring");
+        write(&qa, i, src.sge(&mra, 0, 64), dst.addr(), mrb.rkey());
+        assert_eq!(status(&a.cq), WcStatus::Success);
+        i += 1;
+    }
+    drop(dev);
+    let before = a.dev.stats().link_same_host_sent;
+    write(&qa, 99, src.sge(&mra, 0, 64), dst.addr(), mrb.rkey());
+    assert_eq!(status(&a.cq), WcStatus::RetryExcErr, "the peer is gone");
+    assert_eq!(
+        a.dev.stats().link_same_host_sent,
+        before,
+        "packets went into the closed device's ring"
+    );
+    drop((qb, mrb, pd, cq));
+}
+
 /// What `peer_process` does in the child: set up a device as `b` for the
 /// parent's QP (`A` = its address, RC QP number, UD QP number), say so,
 /// and on `CLOSE psn` close it and set up `c` alike, expecting `psn`;
