@@ -19,6 +19,17 @@
 //!    of another pid namespace sharing the network), the next few addresses
 //!    (`C + 1`, … with carry) are tried. Such a device reaches only devices of
 //!    the same host (or network namespace).
+//!
+//!    A process's own devices never share an address, and an address one of
+//!    them gave up is not taken again while others are free: the tries skip
+//!    the addresses the process's devices hold (so its tenth device is
+//!    tried further on, not pushed to rule 3 onto its first one's address),
+//!    then take the ones given up in the last [`QUARANTINE`] (up to
+//!    [`MAX_RELEASED`] of them) only after the rest, oldest first. Peers know
+//!    a device by its address alone: a new device at a closed one's address
+//!    would receive what they still send to it (their QPs' retries, a UD
+//!    peer), with the same QP numbers — the closed device must look gone
+//!    (TCP's TIME_WAIT, for the same reason).
 //! 3. If every one of those is in use — one socket bound to UDP 4791 on the
 //!    wildcard address (any user's, or the kernel's rxe) takes the port on
 //!    every address — the device binds its pid-derived address at the first
@@ -30,8 +41,11 @@
 //!    bound 4791 (before, or after the holder let go) does not reach them,
 //!    nor they it. Without this step the device did not open at all.
 #![forbid(unsafe_code)]
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{UdpLink, ROCE_PORT};
 
@@ -43,6 +57,78 @@ pub const FALLBACK_TRIES: u32 = 8;
 
 /// The ports rule 3 tries, in order.
 pub const FALLBACK_PORTS: std::ops::RangeInclusive<u16> = 4792..=4799;
+
+/// How long an address a device of this process gave up is taken only
+/// after every other (rule 2).
+pub const QUARANTINE: Duration = Duration::from_secs(60);
+
+/// Most given-up addresses remembered (the oldest is forgotten first).
+pub const MAX_RELEASED: usize = 64;
+
+/// The loopback addresses of this process's default devices.
+struct Own {
+    live: Vec<Ipv4Addr>,
+    /// Given up, oldest first.
+    released: VecDeque<(Ipv4Addr, Instant)>,
+}
+
+static OWN: Mutex<Own> = Mutex::new(Own {
+    live: Vec::new(),
+    released: VecDeque::new(),
+});
+
+/// A default device's hold on its address: dropped with its link, it puts
+/// the address in quarantine.
+#[derive(Debug)]
+pub(super) struct Held(Ipv4Addr);
+
+impl Drop for Held {
+    /// Locks: the address registry (alone).
+    fn drop(&mut self) {
+        let mut own = crate::lock(&OWN);
+        own.live.retain(|a| *a != self.0);
+        own.released.retain(|(a, _)| *a != self.0);
+        if own.released.len() >= MAX_RELEASED {
+            own.released.pop_front();
+        }
+        own.released.push_back((self.0, Instant::now()));
+    }
+}
+
+impl Own {
+    /// The addresses rule 2 tries from `base`, in order: the first
+    /// `FALLBACK_TRIES + 1` that no device of this process holds or gave up
+    /// lately, then those given up lately, oldest first.
+    fn candidates(&mut self, base: Ipv4Addr, now: Instant) -> Vec<Ipv4Addr> {
+        while self
+            .released
+            .front()
+            .is_some_and(|(_, at)| now.duration_since(*at) >= QUARANTINE)
+        {
+            self.released.pop_front();
+        }
+        let recent = |a: &Ipv4Addr| self.released.iter().any(|(r, _)| r == a);
+        let mut fresh = Vec::new();
+        // Every address skipped is held or recent: the walk is bounded.
+        for k in 0.. {
+            if fresh.len() > FALLBACK_TRIES as usize {
+                break;
+            }
+            let a = nth_after(base, k);
+            if !self.live.contains(&a) && !recent(&a) {
+                fresh.push(a);
+            }
+        }
+        let live = &self.live;
+        fresh.extend(
+            self.released
+                .iter()
+                .map(|(a, _)| *a)
+                .filter(|a| !live.contains(a)),
+        );
+        fresh
+    }
+}
 
 /// Rule 3 was announced (once a process).
 static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -91,8 +177,8 @@ pub fn from_env() -> io::Result<Option<SocketAddr>> {
     }
 }
 
-/// The address this process's device would use first (rule 1 or 2), without
-/// binding.
+/// The address a process's first device uses (rule 1 or 2) if it is free,
+/// without binding.
 pub fn default_addr() -> io::Result<SocketAddr> {
     Ok(match from_env()? {
         Some(a) => a,
@@ -101,16 +187,27 @@ pub fn default_addr() -> io::Result<SocketAddr> {
 }
 
 /// Bind the device's endpoint by the rule above.
+///
+/// Locks: the process's address registry, for the whole search (alone:
+/// binding takes no other lock).
 pub fn bind_default() -> io::Result<UdpLink> {
     if let Some(a) = from_env()? {
         return UdpLink::bind_same_host(a);
     }
-    let base = pid_loopback(std::process::id());
+    // Held while binding: two devices opening at once must not both count
+    // the other's new address as a stranger's (that is rule 3's evidence).
+    let mut own = crate::lock(&OWN);
+    let tries = own.candidates(pid_loopback(std::process::id()), Instant::now());
+    let held = |mut l: UdpLink, own: &mut Own, ip: Ipv4Addr| {
+        own.live.push(ip);
+        l.held = Some(Held(ip));
+        l
+    };
     let mut first_err = None;
-    for k in 0..=FALLBACK_TRIES {
-        let addr = SocketAddr::new(IpAddr::V4(nth_after(base, k)), ROCE_PORT);
+    for &ip in &tries {
+        let addr = SocketAddr::new(IpAddr::V4(ip), ROCE_PORT);
         match UdpLink::bind_same_host(addr) {
-            Ok(l) => return Ok(l),
+            Ok(l) => return Ok(held(l, &mut own, ip)),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 first_err.get_or_insert(e);
             }
@@ -121,8 +218,8 @@ pub fn bind_default() -> io::Result<UdpLink> {
         first_err.unwrap_or_else(|| io::Error::other("softrdma: no loopback address free"));
     // Rule 3: every address was taken, which is what a wildcard holder of
     // 4791 does. The port first: devices that fall back must agree on it.
-    for (port, k) in FALLBACK_PORTS.flat_map(|p| (0..=FALLBACK_TRIES).map(move |k| (p, k))) {
-        let addr = SocketAddr::new(IpAddr::V4(nth_after(base, k)), port);
+    for (port, &ip) in FALLBACK_PORTS.flat_map(|p| tries.iter().map(move |ip| (p, ip))) {
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
         match UdpLink::bind_fallback(addr) {
             Ok(l) => {
                 if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -134,7 +231,7 @@ pub fn bind_default() -> io::Result<UdpLink> {
                          fell back alike (docs/RELIABILITY.md, Local users)"
                     );
                 }
-                return Ok(l);
+                return Ok(held(l, &mut own, ip));
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
@@ -174,6 +271,27 @@ mod tests {
             nth_after(Ipv4Addr::new(127, 64, 255, 255), 1),
             Ipv4Addr::new(127, 1, 0, 0)
         );
+    }
+
+    #[test]
+    fn own_addresses_are_skipped_and_given_up_ones_tried_last_oldest_first() {
+        let base = Ipv4Addr::new(127, 9, 0, 250);
+        let at = |k| nth_after(base, k);
+        let t0 = Instant::now();
+        let mut own = Own {
+            live: vec![at(0), at(2)],
+            released: [(at(5), t0), (at(1), t0 + Duration::from_secs(1))].into(),
+        };
+        let now = t0 + Duration::from_secs(2);
+        let tries = own.candidates(base, now);
+        let fresh: Vec<_> = [3, 4, 6, 7, 8, 9, 10, 11, 12].map(at).into();
+        assert_eq!(tries[..9], fresh[..]);
+        assert_eq!(tries[9..], [at(5), at(1)], "given up: last, oldest first");
+        // Out of quarantine, an address is like any other again.
+        let tries = own.candidates(base, t0 + QUARANTINE + Duration::from_millis(1500));
+        assert_eq!(own.released.len(), 0);
+        assert_eq!(tries[..3], [at(1), at(3), at(4)]);
+        assert_eq!(tries.len(), FALLBACK_TRIES as usize + 1);
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub(super) struct SameHost {
     last_control: AtomicU64,
     /// `WARN_*` bits already logged.
     warned: AtomicU32,
+    /// The link was closed: no new routes or rings.
+    closed: AtomicBool,
 }
 
 /// How packets to one peer travel.
@@ -283,7 +285,19 @@ impl SameHost {
             epoch: Instant::now(),
             last_control: AtomicU64::new(0),
             warned: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// The device is closing: let go of every ring, which tells each peer
+    /// (a producer sees its consumer gone, a consumer its producer), while
+    /// our endpoint and name are still held — a device that takes our
+    /// address later must not inherit a peer's ring to us.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.inbound).clear();
+        lock(&self.out).clear();
+        lock(&self.proofs).clear();
     }
 
     /// The socket offers and kicks arrive on (readable: call [`SameHost::control`]).
@@ -327,7 +341,7 @@ impl SameHost {
             return None;
         }
         let peer = canon(peer);
-        if !self.candidate(peer) {
+        if !self.candidate(peer) || self.closed.load(Ordering::Acquire) {
             return None;
         }
         let mut out = lock(&self.out);
@@ -635,6 +649,9 @@ impl SameHost {
     /// address (the peer's device was closed and opened again).
     fn take(&self, peer: SocketAddr, fd: OwnedFd, c: &Counters) {
         let mut rings = lock(&self.inbound);
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         rings.retain(|r| r.peer != peer);
         if rings.len() >= MAX_RINGS {
             drop(rings);
@@ -743,6 +760,13 @@ impl SameHost {
         lock(&self.inbound)
             .iter()
             .any(|r| r.gate == 0 && r.ring.pending())
+    }
+}
+
+impl Drop for SameHost {
+    /// The rings go before the fields that hold our endpoint and name.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

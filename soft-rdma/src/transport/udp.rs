@@ -86,6 +86,9 @@ pub struct UdpLink {
     /// wire, and this port is 4791 above the link.
     fallback: Option<u16>,
     counters: Counters,
+    /// A default device's hold on its address (`addr::bind_default`): its
+    /// drop quarantines the address.
+    pub(super) held: Option<super::addr::Held>,
 }
 
 /// The one-line message for a failed bind, saying what to do.
@@ -173,6 +176,7 @@ impl UdpLink {
             arrivals_on: AtomicBool::new(true),
             fallback: None,
             counters: Counters::default(),
+            held: None,
         })
     }
 
@@ -678,6 +682,11 @@ impl Link for UdpLink {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // Nobody reads any more: every peer's ring to us, and ours to
+        // them, ends now (their next send goes by UDP, into nothing).
+        if let Some(sh) = &self.same_host {
+            sh.close();
+        }
         self.rung.store(true, Ordering::Relaxed);
         self.wake.signal();
     }
