@@ -87,6 +87,12 @@ fn idle(l: &UdpLink, d: Duration) {
     }
 }
 
+/// The tests of this file run one at a time: the flood test measures this
+/// process's memory, which another test's rings would grow.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    test_support::serial::serial()
+}
+
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -472,6 +478,7 @@ fn attacker() {
 /// every datagram.)
 #[test]
 fn squatting_the_receivers_name_before_it_opens_gets_nothing() {
+    let _one = one_at_a_time();
     for (net, nobody) in [(1, false), (2, true)] {
         if nobody && !is_root() {
             eprintln!("not root: the other-uid squatter is skipped");
@@ -499,6 +506,7 @@ fn squatting_the_receivers_name_before_it_opens_gets_nothing() {
 /// the ring to the device comes up as usual.
 #[test]
 fn squatting_a_name_after_the_device_opened_fails() {
+    let _one = one_at_a_time();
     let (a, b) = (link(addr(3, 1)), link(addr(3, 2)));
     assert!(b.has_same_host());
     let squat = spawn_attacker("squat", &[("NAMES", name_of(b.local()))], false);
@@ -517,6 +525,7 @@ fn squatting_a_name_after_the_device_opened_fails() {
 /// each, and the real sender's UDP traffic arrives intact.
 #[test]
 fn squatting_the_senders_name_and_forged_offers_inject_nothing() {
+    let _one = one_at_a_time();
     for (net, nobody) in [(4, false), (5, true)] {
         if nobody && !is_root() {
             eprintln!("not root: the other-uid forger is skipped");
@@ -562,6 +571,7 @@ fn squatting_the_senders_name_and_forged_offers_inject_nothing() {
 /// ring, which carries on.
 #[test]
 fn a_second_name_of_a_peer_cannot_replace_its_ring() {
+    let _one = one_at_a_time();
     let (a, b) = (link(addr(6, 1)), link(addr(6, 2)));
     exchange(&a, &b, 2000);
     assert!(a.stats().same_host_sent > 0);
@@ -589,6 +599,7 @@ fn a_second_name_of_a_peer_cannot_replace_its_ring() {
 /// is at its limit).
 #[test]
 fn a_flood_of_offers_is_bounded() {
+    let _one = one_at_a_time();
     let (a, b) = (link(addr(7, 1)), link(addr(7, 2)));
     let rss0 = rss_kib();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -723,6 +734,7 @@ fn wildcard_child() {
 /// from every other device on this (shared) host meanwhile.
 #[test]
 fn a_wildcard_socket_on_4791_does_not_stop_default_devices() {
+    let _one = one_at_a_time();
     if !is_root() {
         eprintln!("not root: no network namespace, the wildcard test is skipped");
         return;
@@ -761,6 +773,7 @@ fn a_wildcard_socket_on_4791_does_not_stop_default_devices() {
 /// squatter gets nothing.
 #[test]
 fn a_perf_server_whose_name_is_squatted_serves_verified_and_leaks_nothing() {
+    let _one = one_at_a_time();
     let bin = env!("CARGO_BIN_EXE_softrdma");
     let (srv, cli) = (addr(10, 2), addr(10, 1));
     let squat = spawn_attacker("squat", &[("NAMES", name_of(srv))], is_root());
