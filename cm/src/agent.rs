@@ -435,7 +435,7 @@ impl Shared {
         };
         let now = Instant::now();
         match msg {
-            CmMessage::Req(req) => self.on_req(from, tid, req, now),
+            CmMessage::Req(req) => self.on_req(from, tid, req),
             CmMessage::Mra(m) => {
                 let _ = self.with_conn(m.remote_comm_id, |c, _, _| {
                     c.on_mra(&m, now);
@@ -520,16 +520,74 @@ impl Shared {
     /// A SIDR_REQ: a new UD request for a listener, a repeated one, or one
     /// nobody listens for (answered "unsupported service ID", as ib_cm).
     fn on_sidr_req(&self, from: Gid, tid: u64, req: SidrReq) {
+        let nobody = || {
+            let rep = CmMessage::SidrRep(SidrRep {
+                request_id: req.request_id,
+                status: SIDR_UNSUPPORTED,
+                vendor_id: 0,
+                qpn: 0,
+                service_id: req.service_id,
+                qkey: 0,
+                info: vec![],
+                private_data: vec![],
+            });
+            if let Ok(mad) = rep.emit(tid) {
+                let _ = self.gsi.send(from, &mad);
+            }
+        };
+        self.incoming(
+            from,
+            (req.request_id, req.service_id),
+            |c, out| c.on_dup_sidr_req(out),
+            |c, out| c.on_sidr_req(from, tid, &req, out),
+            nobody,
+        );
+    }
+
+    /// A REQ: a new connection for a listener, a repeated one, or one nobody
+    /// listens for (REJ "invalid service ID", as ib_cm).
+    fn on_req(&self, from: Gid, tid: u64, req: crate::wire::Req) {
+        let nobody = || {
+            self.reject_stray(
+                from,
+                tid,
+                req.local_comm_id,
+                Answered::Req,
+                RejReason::INVALID_SERVICE_ID,
+            )
+        };
+        self.incoming(
+            from,
+            (req.local_comm_id, req.service_id),
+            |c, out| c.on_dup_req(out),
+            |c, out| c.on_req(from, tid, &req, out),
+            nobody,
+        );
+    }
+
+    /// A request (REQ or SIDR_REQ) from `from` with its communication or
+    /// request ID and service ID: `again` answers a repeated one, `first`
+    /// starts a new connection of the listener of the service, `nobody`
+    /// refuses it when there is none. Locks: the tables, released before
+    /// anything is sent.
+    fn incoming(
+        &self,
+        from: Gid,
+        (remote_id, service_id): (u32, u64),
+        again: impl FnOnce(&mut Conn, &mut Out),
+        first: impl FnOnce(&mut Conn, &mut Out),
+        nobody: impl FnOnce(),
+    ) {
         let mut out = Out::default();
-        let (id, chan, lid) = {
+        let (id, chan, lid, remote) = {
             let mut t = self.lock();
-            if let Some(&id) = t.by_remote.get(&(from, req.request_id)) {
+            if let Some(&id) = t.by_remote.get(&(from, remote_id)) {
                 if let Some(Entry {
                     kind: Kind::Conn(c),
                     ..
                 }) = t.ids.get_mut(&id)
                 {
-                    c.on_dup_sidr_req(&mut out);
+                    again(c, &mut out);
                 }
                 drop(t);
                 self.flush(id, None, None, None, out);
@@ -537,78 +595,18 @@ impl Shared {
             }
             let Some((lid, chan)) = t
                 .listeners
-                .get(&req.service_id)
+                .get(&service_id)
                 .and_then(|l| Some((*l, t.ids.get(l)?.chan.clone())))
             else {
                 drop(t);
-                let rep = CmMessage::SidrRep(SidrRep {
-                    request_id: req.request_id,
-                    status: SIDR_UNSUPPORTED,
-                    vendor_id: 0,
-                    qpn: 0,
-                    service_id: req.service_id,
-                    qkey: 0,
-                    info: vec![],
-                    private_data: vec![],
-                });
-                if let Ok(mad) = rep.emit(tid) {
-                    let _ = self.gsi.send(from, &mad);
-                }
+                nobody();
                 return;
             };
             let id = t.new_id();
             let mut conn = Conn::new(id, self.timing);
-            conn.on_sidr_req(from, tid, &req, &mut out);
-            t.by_remote.insert((from, req.request_id), id);
-            t.ids.insert(
-                id,
-                Entry {
-                    kind: Kind::Conn(Box::new(conn)),
-                    claim: None,
-                    chan: chan.clone(),
-                    listen_id: Some(lid),
-                },
-            );
-            (id, chan, lid)
-        };
-        self.flush(id, Some(chan), Some(lid), None, out);
-    }
-
-    fn on_req(&self, from: Gid, tid: u64, req: crate::wire::Req, _now: Instant) {
-        let mut out = Out::default();
-        let (id, chan, listen_id, remote) = {
-            let mut t = self.lock();
-            if let Some(&id) = t.by_remote.get(&(from, req.local_comm_id)) {
-                if let Some(Entry {
-                    kind: Kind::Conn(c),
-                    ..
-                }) = t.ids.get_mut(&id)
-                {
-                    c.on_dup_req(&mut out);
-                }
-                drop(t);
-                self.flush(id, None, None, None, out);
-                return;
-            }
-            let Some(&lid) = t.listeners.get(&req.service_id) else {
-                drop(t);
-                self.reject_stray(
-                    from,
-                    tid,
-                    req.local_comm_id,
-                    Answered::Req,
-                    RejReason::INVALID_SERVICE_ID,
-                );
-                return;
-            };
-            let Some(chan) = t.ids.get(&lid).map(|e| e.chan.clone()) else {
-                return;
-            };
-            let id = t.new_id();
-            let mut conn = Conn::new(id, self.timing);
-            conn.on_req(from, tid, &req, &mut out);
+            first(&mut conn, &mut out);
             let remote = conn.remote;
-            t.by_remote.insert((from, req.local_comm_id), id);
+            t.by_remote.insert((from, remote_id), id);
             t.ids.insert(
                 id,
                 Entry {
@@ -618,9 +616,9 @@ impl Shared {
                     listen_id: Some(lid),
                 },
             );
-            (id, chan, Some(lid), remote)
+            (id, chan, lid, remote)
         };
-        self.flush(id, Some(chan), listen_id, remote, out);
+        self.flush(id, Some(chan), Some(lid), remote, out);
     }
 }
 
