@@ -28,13 +28,15 @@ static inline struct ibv_qp *rc_qp(struct ibv_pd *pd, struct ibv_cq *cq)
 	return qp;
 }
 
-/* Bring `qp` to RTS towards QP `dest` of the device whose GID 1 is `gid`. */
-static inline void rc_connect(struct ibv_qp *qp, uint32_t dest, const union ibv_gid *gid)
+/* Bring `qp` to RTS towards QP `dest` of the device whose GID 1 is `gid`,
+ * granting peers `access` (PSNs 0, MTU 1024, 4 reads/atomics each way). */
+static inline void rc_connect_access(struct ibv_qp *qp, uint32_t dest,
+				     const union ibv_gid *gid, unsigned int access)
 {
 	struct ibv_qp_attr a = {
 		.qp_state = IBV_QPS_INIT,
 		.port_num = 1,
-		.qp_access_flags = ALL_ACCESS,
+		.qp_access_flags = access,
 	};
 	CHECK(!ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
 					     IBV_QP_ACCESS_FLAGS), "INIT");
@@ -62,6 +64,12 @@ static inline void rc_connect(struct ibv_qp *qp, uint32_t dest, const union ibv_
 	CHECK(!ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
 					     IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
 					     IBV_QP_MAX_QP_RD_ATOMIC), "RTS");
+}
+
+/* rc_connect_access with every remote right. */
+static inline void rc_connect(struct ibv_qp *qp, uint32_t dest, const union ibv_gid *gid)
+{
+	rc_connect_access(qp, dest, gid, ALL_ACCESS);
 }
 
 /* Connect `a` and `b` to each other (both on this process's device). */
