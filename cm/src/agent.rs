@@ -673,16 +673,11 @@ impl CmId {
     pub fn connect(&self, dgid: Gid, service_id: u64, p: &ConnParam) -> Result<()> {
         check_private(p, crate::wire::Req::PRIVATE_DATA_LEN)?;
         let s = &self.shared;
-        let mut out = Out::default();
-        let chan = {
-            let mut t = s.lock();
-            let tid = t.new_tid();
-            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-            if !matches!(e.kind, Kind::Fresh) {
-                return Err(Errno::EINVAL);
-            }
-            let mut conn = Conn::new(self.id, s.timing);
-            let primary = Path {
+        let to = Target {
+            peer: dgid,
+            service_id,
+            transport: Transport::Rc,
+            primary: Path {
                 local_lid: 0xffff,
                 remote_lid: 0xffff,
                 local_gid: s.gid.0,
@@ -694,18 +689,30 @@ impl CmId {
                 sl: 0,
                 subnet_local: false,
                 local_ack_timeout: 14,
-            };
-            let p = ConnParam {
-                local_ca_guid: s.guid,
-                ..p.clone()
-            };
-            let to = Target {
-                peer: dgid,
-                service_id,
-                transport: Transport::Rc,
-                primary,
-            };
-            conn.connect(&to, tid, &p, Instant::now(), &mut out);
+            },
+        };
+        let p = ConnParam {
+            local_ca_guid: s.guid,
+            ..p.clone()
+        };
+        self.start(|conn, tid, out| conn.connect(&to, tid, &p, Instant::now(), out))
+    }
+
+    /// Makes this fresh id a connection and runs `first` on it (with a new
+    /// transaction ID); EINVAL for an id in use. Locks: the tables, released
+    /// before anything is sent.
+    fn start(&self, first: impl FnOnce(&mut Conn, u64, &mut Out)) -> Result<()> {
+        let s = &self.shared;
+        let mut out = Out::default();
+        let chan = {
+            let mut t = s.lock();
+            let tid = t.new_tid();
+            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+            if !matches!(e.kind, Kind::Fresh) {
+                return Err(Errno::EINVAL);
+            }
+            let mut conn = Conn::new(self.id, s.timing);
+            first(&mut conn, tid, &mut out);
             e.kind = Kind::Conn(Box::new(conn));
             e.chan.clone()
         };
@@ -749,30 +756,9 @@ impl CmId {
         if private_data.len() > SidrReq::PRIVATE_DATA_LEN {
             return Err(Errno::EINVAL);
         }
-        let s = &self.shared;
-        let mut out = Out::default();
-        let chan = {
-            let mut t = s.lock();
-            let tid = t.new_tid();
-            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-            if !matches!(e.kind, Kind::Fresh) {
-                return Err(Errno::EINVAL);
-            }
-            let mut conn = Conn::new(self.id, s.timing);
-            conn.sidr_request(
-                dgid,
-                service_id,
-                tid,
-                private_data,
-                Instant::now(),
-                &mut out,
-            );
-            e.kind = Kind::Conn(Box::new(conn));
-            e.chan.clone()
-        };
-        s.flush(self.id, Some(chan), None, None, out);
-        s.kick.signal();
-        Ok(())
+        self.start(|conn, tid, out| {
+            conn.sidr_request(dgid, service_id, tid, private_data, Instant::now(), out)
+        })
     }
 
     /// `rdma_accept` of a UD request: answer with our QP and Q_Key.
