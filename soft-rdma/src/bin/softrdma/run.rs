@@ -27,6 +27,8 @@ pub const USAGE: &str = "usage: softrdma run [--] PROGRAM [ARGS...]";
 /// The library the program loader looks for, and Cargo's name for the shim.
 const SONAME: &str = "libibverbs.so.1";
 const CARGO_NAME: &str = "libibverbs.so";
+/// The file-system face's library (preloaded).
+const FACE: &str = "libsoftrdma_fsface.so";
 
 /// Run `argv` (PROGRAM ARGS...) on the soft device. Returns only on failure.
 pub fn run(argv: &[OsString]) -> CliResult<()> {
@@ -49,10 +51,12 @@ pub fn run(argv: &[OsString]) -> CliResult<()> {
         path.push(":");
         path.push(old);
     }
-    let err = Command::new(prog)
-        .args(args)
-        .env("LD_LIBRARY_PATH", path)
-        .exec();
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env("LD_LIBRARY_PATH", path);
+    if let Some(preload) = face_preload(&dir) {
+        cmd.env("LD_PRELOAD", preload);
+    }
+    let err = cmd.exec();
     // `exec` returned: the program could not be started. 127/126 as a shell.
     let code = if err.kind() == std::io::ErrorKind::NotFound {
         127
@@ -63,6 +67,22 @@ pub fn run(argv: &[OsString]) -> CliResult<()> {
         code,
         format!("run: cannot execute {}: {err}", prog.to_string_lossy()),
     ))
+}
+
+/// The file-system face (`fsface/`: `/dev/infiniband`, `/sys/class/infiniband`
+/// for the program and its children only) first in `LD_PRELOAD`, when
+/// `cargo build -p softrdma-fsface` put it beside the shim.
+fn face_preload(dir: &Path) -> Option<OsString> {
+    let lib = dir.join(FACE);
+    if !lib.is_file() {
+        return None;
+    }
+    let mut v = OsString::from(lib.as_os_str());
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+        v.push(":");
+        v.push(old);
+    }
+    Some(v)
 }
 
 /// The directory to put first on `LD_LIBRARY_PATH` (it holds `libibverbs.so.1`).
