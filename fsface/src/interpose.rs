@@ -197,7 +197,7 @@ unsafe fn unroot(res: *mut c_char) -> *mut c_char {
     let s = unsafe { CStr::from_ptr(res) }.to_bytes();
     if s.len() > root.len() && s.starts_with(root) && s[root.len()] == b'/' {
         let tail = s.len() - root.len() + 1; // with the NUL
-        // SAFETY: moving the tail (and its NUL) to the front of the same buffer.
+                                             // SAFETY: moving the tail (and its NUL) to the front of the same buffer.
         unsafe { std::ptr::copy(res.add(root.len()), res, tail) };
     }
     res
@@ -214,8 +214,8 @@ macro_rules! interpose_realpath {
                 unsafe { *libc::__errno_location() = libc::ENOSYS };
                 return std::ptr::null_mut();
             }
-            // SAFETY: the next definition of this function, of this signature.
             let f: unsafe extern "C" fn(*const c_char $(, $t)*) -> *mut c_char =
+                // SAFETY: the next definition of this function, of this signature.
                 unsafe { std::mem::transmute(f) };
             // SAFETY: the caller passes a valid path pointer or NULL.
             match unsafe { redirect(path) } {
@@ -232,4 +232,3 @@ interpose_realpath! {
     fn realpath(resolved: *mut c_char);
     fn __realpath_chk(resolved: *mut c_char, resolvedlen: size_t);
 }
-

@@ -10,9 +10,9 @@ const PREFIXES: [&[u8]; 3] = [
 
 /// Whether `path` names something in the face.
 pub fn in_face(path: &[u8]) -> bool {
-    PREFIXES.iter().any(|p| {
-        path.starts_with(p) && (path.len() == p.len() || path[p.len()] == b'/')
-    })
+    PREFIXES
+        .iter()
+        .any(|p| path.starts_with(p) && (path.len() == p.len() || path[p.len()] == b'/'))
 }
 
 /// `root` followed by `path`: where `path` lives in the tree.

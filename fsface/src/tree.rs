@@ -20,11 +20,39 @@ const GIDS: [u32; 2] = [0, 1];
 /// address, if known. Returns the directory.
 pub fn build(ndev: Option<&str>) -> io::Result<PathBuf> {
     let root = fresh_dir()?;
+    sweep(&root);
     if let Err(e) = write(&root, ndev) {
         let _ = fs::remove_dir_all(&root);
         return Err(e);
     }
     Ok(root)
+}
+
+/// Remove the trees of this user's processes that are gone: a process that
+/// ends without running its exit handlers (`_exit`, a signal) leaves its tree,
+/// and the next one to make a tree clears it.
+fn sweep(mine: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(dir), Ok(me)) = (mine.parent(), fs::symlink_metadata(mine)) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("softrdma-face."))
+            .and_then(|r| r.split('.').next())
+        else {
+            continue;
+        };
+        let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me.uid());
+        if ours && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A new directory (mode 0700) named after this process; `mkdir` never
@@ -66,7 +94,10 @@ fn write(root: &Path, ndev: Option<&str>) -> io::Result<()> {
     for i in GIDS {
         file(&port.join(format!("gid_attrs/types/{i}")), "RoCE v2\n")?;
         if let Some(n) = ndev {
-            file(&port.join(format!("gid_attrs/ndevs/{i}")), &format!("{n}\n"))?;
+            file(
+                &port.join(format!("gid_attrs/ndevs/{i}")),
+                &format!("{n}\n"),
+            )?;
         }
     }
     // No NUMA node and no local_cpus: a software device is near every CPU.

@@ -24,11 +24,13 @@ pub fn own_profile_dir() -> PathBuf {
 }
 
 /// Build into `dir` (a `target/<profile>/`) whatever is missing of the shim
-/// and, if `softrdma`, the `softrdma` program (`cargo build -q -p verbs-shim
-/// [-p soft-rdma --bin softrdma --lib]`, release if `dir` is `release/`).
+/// and, if `softrdma`, the `softrdma` program and the file-system face it
+/// preloads (`cargo build -q -p verbs-shim [-p soft-rdma --bin softrdma --lib
+/// -p softrdma-fsface]`, release if `dir` is `release/`).
 pub fn ensure_built(dir: &Path, softrdma: bool) {
-    let missing =
-        !dir.join("libibverbs.so").exists() || (softrdma && !dir.join("softrdma").exists());
+    let missing = !dir.join("libibverbs.so").exists()
+        || (softrdma
+            && (!dir.join("softrdma").exists() || !dir.join("libsoftrdma_fsface.so").exists()));
     if !missing {
         return;
     }
@@ -37,6 +39,7 @@ pub fn ensure_built(dir: &Path, softrdma: bool) {
     cmd.args(["build", "-q", "-p", "verbs-shim"]);
     if softrdma {
         cmd.args(["-p", "soft-rdma", "--bin", "softrdma", "--lib"]);
+        cmd.args(["-p", "softrdma-fsface"]);
     }
     cmd.arg("--target-dir").arg(target);
     if dir.file_name().is_some_and(|n| n == "release") {

@@ -1,0 +1,247 @@
+//! UCX (Debian `ucx-utils` 1.13) on the soft device through `softrdma run`:
+//! `ucx_info -d` finds `softrdma0:1` with `rc_verbs` and `ud_verbs`, and
+//! `ucx_perftest` pairs run over each (a hang fails after 60 s); and the
+//! file-system face UCX needs (`fsface/`) is seen by the program run and by
+//! nobody else, and changes no other path.
+//!
+//! ucx_perftest 1.13 has no data validation: these runs check completion
+//! and sane figures; the bytes are checked by the verbs programs' tests.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use test_support::net::wait_listening;
+use test_support::procs::{all_text, finish};
+use test_support::serial::serial;
+use test_support::{shim, tools};
+
+/// `softrdma` beside the shim (built with the face if missing).
+fn softrdma() -> PathBuf {
+    let dir = lib_dir();
+    shim::ensure_built(dir, true);
+    dir.join("softrdma")
+}
+
+/// `softrdma run -- prog args`, with UCX limited to `tls` on our device.
+fn through_run(prog: &str, args: &[&str], tls: Option<&str>) -> Command {
+    let mut c = Command::new(softrdma());
+    c.arg("run").arg("--").arg(prog).args(args);
+    c.env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = tls {
+        c.env("UCX_TLS", t).env("UCX_NET_DEVICES", "softrdma0:1");
+    }
+    c
+}
+
+fn run_ok(prog: &str, args: &[&str]) -> String {
+    let child = through_run(prog, args, None).spawn().expect("softrdma run");
+    let out = finish(prog, child, Duration::from_secs(60));
+    let all = all_text(&out);
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}\n{all}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ucx_info_lists_rc_and_ud_verbs_on_softrdma0() {
+    if !tools::have("ucx_info") {
+        return;
+    }
+    let out = run_ok("ucx_info", &["-d"]);
+    let md = out
+        .split("# Memory domain: ")
+        .find(|s| s.starts_with("softrdma0\n"))
+        .unwrap_or_else(|| panic!("no softrdma0 memory domain:\n{out}"));
+    for tl in ["rc_verbs", "ud_verbs"] {
+        let at = md
+            .find(&format!("Transport: {tl}\n"))
+            .unwrap_or_else(|| panic!("no {tl}:\n{md}"));
+        let dev = md[at..].lines().nth(1).unwrap_or("");
+        assert!(dev.ends_with("Device: softrdma0:1"), "{tl}: {dev:?}");
+    }
+}
+
+/// The figures of a `-f` run's last line: iterations, then typical,
+/// average and overall latency (µs), average and overall bandwidth (MB/s),
+/// average and overall message rate.
+fn figures(out: &str) -> Vec<f64> {
+    let line = out.lines().last().unwrap_or("");
+    line.split_whitespace()
+        .map(|w| w.parse().unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// One ucx_perftest pair on TCP `port` over `tls`; returns the client's figures.
+fn perftest(port: u16, tls: &str, args: &[&str], iters: u32) -> Vec<f64> {
+    let _g = serial();
+    let p = port.to_string();
+    let server = through_run("ucx_perftest", &["-p", &p], Some(tls))
+        .spawn()
+        .expect("server");
+    assert!(
+        wait_listening(None, port, Duration::from_secs(20)),
+        "ucx_perftest server never listened on {port}"
+    );
+    let n = iters.to_string();
+    let mut cargs = vec!["-p", &p, "127.0.0.1", "-f", "-n", &n, "-w", "100"];
+    cargs.extend_from_slice(args);
+    let client = through_run("ucx_perftest", &cargs, Some(tls))
+        .spawn()
+        .expect("client");
+    let c = finish("ucx_perftest client", client, Duration::from_secs(60));
+    let s = finish("ucx_perftest server", server, Duration::from_secs(30));
+    let (so, co) = (all_text(&s), all_text(&c));
+    assert!(
+        s.status.success() && c.status.success(),
+        "{tls} {args:?}: server {}, client {}\n--- server:\n{so}\n--- client:\n{co}",
+        s.status,
+        c.status
+    );
+    let f = figures(&String::from_utf8_lossy(&c.stdout));
+    assert!(
+        f.len() == 8 && f[0] == f64::from(iters) && f.iter().all(|x| x.is_finite() && *x > 0.0),
+        "{tls} {args:?}: no sane result line:\n{co}"
+    );
+    f
+}
+
+/// The tests each transport runs: (args, iterations, a bandwidth test?).
+const UCP_TESTS: [(&[&str], u32, bool); 5] = [
+    (&["-t", "tag_bw", "-s", "65536"], 1000, true),
+    (&["-t", "tag_lat", "-s", "8"], 5000, false),
+    (&["-t", "ucp_put_bw", "-s", "65536"], 1000, true),
+    (&["-t", "ucp_get", "-s", "65536"], 1000, true),
+    (&["-t", "ucp_am_bw", "-s", "65536"], 1000, true),
+];
+
+fn check(tls: &str, port: u16, args: &[&str], iters: u32, bw: bool) {
+    let f = perftest(port, tls, args, iters);
+    if bw {
+        // More than 1 MB/s moved: the run did not crawl through timeouts.
+        assert!(f[5] > 1.0, "{tls} {args:?}: {} MB/s", f[5]);
+    } else {
+        // A typical round trip under a millisecond.
+        assert!(f[1] < 1000.0, "{tls} {args:?}: {} us", f[1]);
+    }
+}
+
+#[test]
+fn ucx_perftest_over_rc_verbs() {
+    if !tools::have("ucx_perftest") {
+        return;
+    }
+    // UCP connects RC endpoints through an auxiliary transport (`:aux`: wireup only).
+    for (i, (args, n, bw)) in UCP_TESTS.into_iter().enumerate() {
+        check("rc_verbs,ud_verbs:aux", 14310 + i as u16, args, n, bw);
+    }
+    let uct = ["-x", "rc_verbs", "-d", "softrdma0:1"];
+    for (i, t) in [["put_bw", "zcopy"], ["get", "zcopy"], ["am_bw", "bcopy"]]
+        .into_iter()
+        .enumerate()
+    {
+        let args: Vec<&str> = uct
+            .iter()
+            .copied()
+            .chain(["-t", t[0], "-D", t[1], "-s", "8192"])
+            .collect();
+        check("rc_verbs", 14320 + i as u16, &args, 2000, true);
+    }
+}
+
+#[test]
+fn ucx_perftest_over_ud_verbs() {
+    if !tools::have("ucx_perftest") {
+        return;
+    }
+    for (i, (args, n, bw)) in UCP_TESTS.into_iter().enumerate() {
+        check("ud_verbs", 14330 + i as u16, args, n, bw);
+    }
+    let args = [
+        "-x",
+        "ud_verbs",
+        "-d",
+        "softrdma0:1",
+        "-t",
+        "am_bw",
+        "-D",
+        "bcopy",
+        "-s",
+        "4000",
+    ];
+    check("ud_verbs", 14340, &args, 2000, true);
+}
+
+/// The face's trees a process left in the temporary directory.
+fn trees_of(pid: u32) -> Vec<String> {
+    let pfx = format!("softrdma-face.{pid}.");
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&pfx))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_face_is_the_programs_alone_and_changes_no_other_path() {
+    let before = std::fs::read_dir("/sys/class/infiniband").is_ok();
+    let sh = |script: &str| run_ok("/bin/sh", &["-c", script]);
+    // The program sees the device's paths...
+    let out = sh(
+        "cat /sys/class/infiniband/softrdma0/ports/1/gid_attrs/types/1; \
+                  test -c /dev/infiniband/uverbs0 && echo chr; \
+                  cat /sys/class/infiniband_verbs/uverbs0/ibdev; \
+                  ls /sys/class/infiniband/softrdma0/device/net/; echo pid $$",
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("RoCE v2"), "{out}");
+    assert_eq!(lines.next(), Some("chr"), "{out}");
+    assert_eq!(lines.next(), Some("softrdma0"), "{out}");
+    assert!(
+        lines.next().is_some_and(|l| !l.is_empty()),
+        "a netdev: {out}"
+    );
+    let pid: u32 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.parse().ok())
+        .expect("the shell's pid");
+    // ... and leaves nothing behind: a tree its exit handlers did not remove
+    // (the shell ends with _exit) goes with the next program's lookup.
+    let _ = sh("cat /sys/class/infiniband/softrdma0/node_type");
+    assert!(trees_of(pid).is_empty(), "{:?} left", trees_of(pid));
+    // Other paths read as they do outside: a file, a directory's listing
+    // (the face's parent included), and a missing path's error.
+    let outside = |p: &str| {
+        let o = Command::new("/bin/sh")
+            .args(["-c", &format!("ls -a {p} 2>&1; cat {p}/mtu 2>&1")])
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for p in [
+        "/sys/class/net/lo",
+        "/sys/class",
+        "/dev",
+        "/sys/class/infinibandx",
+    ] {
+        let inside = sh(&format!("ls -a {p} 2>&1; cat {p}/mtu 2>&1; true"));
+        assert_eq!(inside, outside(p), "{p} differs inside the face");
+    }
+    // Nobody else sees it: not this process, before or after.
+    assert_eq!(std::fs::read_dir("/sys/class/infiniband").is_ok(), before);
+    assert_eq!(
+        std::fs::metadata("/dev/infiniband/uverbs0").is_ok(),
+        std::path::Path::new("/dev/infiniband").exists()
+    );
+}
