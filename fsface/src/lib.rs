@@ -11,6 +11,8 @@
 //! (`tree.rs`); each interposed libc call (`interpose.rs`) then runs on the
 //! same path inside that tree, so directory listings, relative lookups from
 //! a directory descriptor and every `stat` variant behave as real files do.
+//! `unsafe` lives in `interpose.rs` only (the C entry points, each block
+//! with a `// SAFETY:` note); the other modules forbid it.
 //! Why preloading rather than the verbs shim or a mount namespace:
 //! docs/ARCHITECTURE.md, "The file-system face".
 

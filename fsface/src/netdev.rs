@@ -2,6 +2,8 @@
 //! `gid_attrs/ndevs/<idx>` and `device/net/` name), found as the device
 //! finds its address: `SOFTRDMA_ADDR`, else a loopback address (on `lo`).
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, SocketAddr};
 
 /// The address `SOFTRDMA_ADDR` names (with or without a port), if set.

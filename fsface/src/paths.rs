@@ -1,5 +1,7 @@
 //! Which paths the face answers.
 
+#![forbid(unsafe_code)]
+
 /// The directories the face stands for; a path is in the face when it is one
 /// of them or below one (literal absolute paths, as programs spell them).
 const PREFIXES: [&[u8]; 3] = [

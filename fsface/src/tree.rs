@@ -2,6 +2,8 @@
 //! that first looks into it; a forked child uses its parent's) and removed
 //! when that process exits normally.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -28,9 +30,16 @@ pub fn build(ndev: Option<&str>) -> io::Result<PathBuf> {
     Ok(root)
 }
 
+/// This process's PID namespace (the inode of `/proc/self/ns/pid`): a pid
+/// names a process only there, so only trees of this namespace are swept.
+fn pid_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
 /// Remove the trees of this user's processes that are gone: a process that
 /// ends without running its exit handlers (`_exit`, a signal) leaves its tree,
-/// and the next one to make a tree clears it.
+/// and the next one to make a tree (in the same PID namespace) clears it.
 fn sweep(mine: &Path) {
     use std::os::unix::fs::MetadataExt;
     let (Some(dir), Ok(me)) = (mine.parent(), fs::symlink_metadata(mine)) else {
@@ -41,13 +50,18 @@ fn sweep(mine: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
+        let mut parts = name
             .to_str()
             .and_then(|n| n.strip_prefix("softrdma-face."))
-            .and_then(|r| r.split('.').next())
-        else {
+            .unwrap_or("")
+            .split('.');
+        let (Some(ns), Some(pid)) = (parts.next(), parts.next()) else {
             continue;
         };
+        if ns != pid_ns().to_string() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
         let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me.uid());
         if ours && !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_dir_all(e.path());
@@ -55,8 +69,8 @@ fn sweep(mine: &Path) {
     }
 }
 
-/// A new directory (mode 0700) named after this process; `mkdir` never
-/// follows a planted link, and a name taken is skipped.
+/// A new directory (mode 0700) named after this process and its PID
+/// namespace; `mkdir` never follows a planted link, and a name taken is skipped.
 fn fresh_dir() -> io::Result<PathBuf> {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
@@ -66,7 +80,7 @@ fn fresh_dir() -> io::Result<PathBuf> {
         .unwrap_or(0);
     let mut last = None;
     for n in 0..16u32 {
-        let p = tmp.join(format!("softrdma-face.{pid}.{salt:x}.{n}"));
+        let p = tmp.join(format!("softrdma-face.{}.{pid}.{salt:x}.{n}", pid_ns()));
         match fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),

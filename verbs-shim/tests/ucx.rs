@@ -198,9 +198,11 @@ fn ucx_perftest_over_ud_verbs() {
     check("ud_verbs", 14340, &args, 2000, true);
 }
 
-/// The face's trees a process left in the temporary directory.
+/// The face's trees a process (of this PID namespace) left in the temporary directory.
 fn trees_of(pid: u32) -> Vec<String> {
-    let pfx = format!("softrdma-face.{pid}.");
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+    let pfx = format!("softrdma-face.{ns}.{pid}.");
     std::fs::read_dir(std::env::temp_dir())
         .map(|d| {
             d.filter_map(|e| e.ok())
