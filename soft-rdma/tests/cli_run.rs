@@ -86,6 +86,22 @@ fn run_passes_exit_status_signal_and_environment() {
 }
 
 #[test]
+fn run_preloads_the_file_system_face_before_the_callers_preloads() {
+    let dir = shim::profile_dir(Path::new(BIN));
+    shim::ensure_built(&dir, true);
+    let o = softrdma_run(&["--", "sh", "-c", "echo \"$LD_PRELOAD\""])
+        .env("LD_PRELOAD", "libm.so.6")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", all_text(&o));
+    let face = dir.canonicalize().unwrap().join("libsoftrdma_fsface.so");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("{}:libm.so.6", face.display())
+    );
+}
+
+#[test]
 fn run_errors_are_one_line() {
     let empty = std::env::temp_dir().join(format!("softrdma-noshim-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();

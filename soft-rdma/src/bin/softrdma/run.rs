@@ -15,6 +15,10 @@
 //! The program loader looks for `libibverbs.so.1`; where only Cargo's
 //! `libibverbs.so` exists, the `libibverbs.so.1` symlink is made beside it
 //! (what `verbs-shim/tools/link.sh` does).
+//!
+//! Beside the shim, `libsoftrdma_fsface.so` (crate `softrdma-fsface`) goes
+//! first in `LD_PRELOAD`: the device's `/dev/infiniband` and
+//! `/sys/class/infiniband` entries, for the program and its children only.
 
 use crate::{usage, CliError, CliResult};
 use std::ffi::OsString;
