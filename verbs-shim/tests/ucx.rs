@@ -12,7 +12,7 @@ use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use test_support::net::wait_listening;
+use test_support::net::{two_hosts, wait_listening, TwoHosts};
 use test_support::procs::{all_text, finish};
 use test_support::serial::serial;
 use test_support::{shim, tools};
@@ -26,7 +26,21 @@ fn softrdma() -> PathBuf {
 
 /// `softrdma run -- prog args`, with UCX limited to `tls` on our device.
 fn through_run(prog: &str, args: &[&str], tls: Option<&str>) -> Command {
-    let mut c = Command::new(softrdma());
+    on_host(None, prog, args, tls)
+}
+
+/// [`through_run`] on a host: in network namespace `ns` with the device on
+/// address `addr` (`ip netns exec` keeps the environment).
+fn on_host(host: Option<(&str, &str)>, prog: &str, args: &[&str], tls: Option<&str>) -> Command {
+    let mut c = match host {
+        None => Command::new(softrdma()),
+        Some((ns, addr)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(softrdma());
+            c.env("SOFTRDMA_ADDR", addr);
+            c
+        }
+    };
     c.arg("run").arg("--").arg(prog).args(args);
     c.env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
@@ -91,30 +105,40 @@ fn ended_well(st: std::process::ExitStatus, out: &str, odp: bool) -> bool {
 
 /// One ucx_perftest pair on TCP `port` over `tls`; returns the client's figures.
 fn perftest(port: u16, tls: &str, args: &[&str], iters: u32) -> Vec<f64> {
-    perftest_with(port, tls, args, iters, false)
+    perftest_with(port, tls, args, iters, false, None)
 }
 
 /// As [`perftest`]; with `odp`, memory is registered by UCX's implicit ODP
-/// key (`UCX_IB_REG_METHODS=odp`: the only method, so the device must have it).
-fn perftest_with(port: u16, tls: &str, args: &[&str], iters: u32, odp: bool) -> Vec<f64> {
+/// key (`UCX_IB_REG_METHODS=odp`: the only method, so the device must have
+/// it); with `hosts`, server and client run on two network-namespace hosts.
+fn perftest_with(
+    port: u16,
+    tls: &str,
+    args: &[&str],
+    iters: u32,
+    odp: bool,
+    hosts: Option<&TwoHosts>,
+) -> Vec<f64> {
     let _g = serial();
     let p = port.to_string();
-    let run = |args: &[&str]| {
-        let mut c = through_run("ucx_perftest", args, Some(tls));
+    let host = |k: usize| hosts.map(|h| (h.ns[k].as_str(), h.addr[k].as_str()));
+    let run = |k: usize, args: &[&str]| {
+        let mut c = on_host(host(k), "ucx_perftest", args, Some(tls));
         if odp {
             c.env("UCX_IB_REG_METHODS", "odp");
         }
         c
     };
-    let server = run(&["-p", &p]).spawn().expect("server");
+    let server = run(0, &["-p", &p]).spawn().expect("server");
     assert!(
-        wait_listening(None, port, Duration::from_secs(20)),
+        wait_listening(host(0).map(|h| h.0), port, Duration::from_secs(20)),
         "ucx_perftest server never listened on {port}"
     );
     let n = iters.to_string();
-    let mut cargs = vec!["-p", &p, "127.0.0.1", "-f", "-n", &n, "-w", "100"];
+    let peer = host(0).map_or("127.0.0.1", |h| h.1);
+    let mut cargs = vec!["-p", &p, peer, "-f", "-n", &n, "-w", "100"];
     cargs.extend_from_slice(args);
-    let client = run(&cargs).spawn().expect("client");
+    let client = run(1, &cargs).spawn().expect("client");
     let c = finish("ucx_perftest client", client, Duration::from_secs(60));
     let s = finish("ucx_perftest server", server, Duration::from_secs(30));
     let (so, co) = (all_text(&s), all_text(&c));
@@ -284,9 +308,49 @@ fn ucx_perftest_put_bw_with_implicit_odp() {
         "-s",
         "65536",
     ];
-    let f = perftest_with(14350, "rc_verbs", &uct, 1000, true);
+    let f = perftest_with(14350, "rc_verbs", &uct, 1000, true, None);
     assert!(f[5] > 1.0, "UCT put_bw over implicit ODP: {} MB/s", f[5]);
     let ucp = ["-t", "ucp_put_bw", "-s", "65536"];
-    let f = perftest_with(14351, "rc_verbs,ud_verbs:aux", &ucp, 1000, true);
+    let f = perftest_with(14351, "rc_verbs,ud_verbs:aux", &ucp, 1000, true, None);
     assert!(f[5] > 1.0, "UCP put_bw over implicit ODP: {} MB/s", f[5]);
+}
+
+#[test]
+fn ucx_perftest_between_two_network_namespace_hosts() {
+    if !tools::have("ucx_perftest") {
+        return;
+    }
+    let Some(hosts) = two_hosts("ucx", [10, 79, 0]) else {
+        return;
+    };
+    // Each host's face names the interface behind its device's address.
+    for k in 0..2 {
+        let child = on_host(
+            Some((&hosts.ns[k], &hosts.addr[k])),
+            "cat",
+            &["/sys/class/infiniband/softrdma0/ports/1/gid_attrs/ndevs/1"],
+            None,
+        )
+        .spawn()
+        .expect("cat");
+        let out = finish("cat", child, Duration::from_secs(30));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            hosts.veth[k],
+            "{}",
+            all_text(&out)
+        );
+    }
+    for (i, tls) in ["rc_verbs,ud_verbs:aux", "ud_verbs"]
+        .into_iter()
+        .enumerate()
+    {
+        let port = 14360 + 2 * i as u16;
+        let bw = ["-t", "tag_bw", "-s", "65536"];
+        let f = perftest_with(port, tls, &bw, 500, false, Some(&hosts));
+        assert!(f[5] > 1.0, "{tls} tag_bw between hosts: {} MB/s", f[5]);
+        let lat = ["-t", "tag_lat", "-s", "8"];
+        let f = perftest_with(port + 1, tls, &lat, 2000, false, Some(&hosts));
+        assert!(f[1] < 1000.0, "{tls} tag_lat between hosts: {} us", f[1]);
+    }
 }
