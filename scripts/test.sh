@@ -25,8 +25,8 @@ install_missing_debs tshark iproute2
 # from binutils), the headers of its layout test (libibverbs-dev), and the
 # providers and librdmacm that perftest links.
 install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers librdmacm1 binutils
-# UCX (ucx_info, ucx_perftest) over the shim and the file-system face (verbs-shim/tests/ucx.rs).
-install_missing_debs ucx-utils libucx0
+# UCX (ucx_info, ucx_perftest, and UCP's headers for tests/c/ucp_data.c) over the shim and the file-system face (verbs-shim/tests/ucx.rs).
+install_missing_debs ucx-utils libucx0 libucx-dev
 # tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).

@@ -4,8 +4,9 @@
 //! file-system face UCX needs (`fsface/`) is seen by the program run and by
 //! nobody else, and changes no other path.
 //!
-//! ucx_perftest 1.13 has no data validation: these runs check completion
-//! and sane figures; the bytes are checked by the verbs programs' tests.
+//! ucx_perftest 1.13 has no data validation: its runs check completion and
+//! sane figures; `tests/c/ucp_data.c` checks every byte of UCP's tagged
+//! messages (eager and rendezvous), PUTs and GETs.
 
 mod common;
 use common::*;
@@ -352,5 +353,59 @@ fn ucx_perftest_between_two_network_namespace_hosts() {
         let lat = ["-t", "tag_lat", "-s", "8"];
         let f = perftest_with(port + 1, tls, &lat, 2000, false, Some(&hosts));
         assert!(f[1] < 1000.0, "{tls} tag_lat between hosts: {} us", f[1]);
+    }
+}
+
+/// `tests/c/ucp_data.c` compiled against UCX's headers (Debian `libucx-dev`);
+/// None (skipped, unless tools are required) without them.
+fn ucp_data() -> Option<PathBuf> {
+    if !std::path::Path::new("/usr/include/ucp/api/ucp.h").exists() {
+        tools::unavailable("libucx-dev", "no /usr/include/ucp/api/ucp.h");
+        return None;
+    }
+    let c = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let dir = std::env::temp_dir().join(format!("verbs-shim-ucx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("ucp_data");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-I"])
+        .arg(&c)
+        .arg("-o")
+        .arg(&exe)
+        .arg(c.join("ucp_data.c"))
+        .args(["-lucp", "-lucs", "-pthread"])
+        .output()
+        .expect("run cc");
+    assert!(out.status.success(), "{cc}: {}", all_text(&out));
+    Some(exe)
+}
+
+#[test]
+fn ucp_moves_every_byte_over_rc_verbs_and_ud_verbs() {
+    let Some(exe) = ucp_data() else { return };
+    let exe = exe.to_str().expect("a UTF-8 path");
+    // Pinned (UCX's registration cache), then UCX's implicit ODP key.
+    for odp in [false, true] {
+        for tls in ["rc_verbs,ud_verbs:aux", "ud_verbs"] {
+            let _g = serial();
+            let mut cmd = through_run(exe, &[], Some(tls));
+            if odp {
+                cmd.env("UCX_IB_REG_METHODS", "odp");
+            }
+            let child = cmd.spawn().expect("ucp_data");
+            let out = finish("ucp_data", child, Duration::from_secs(60));
+            let all = all_text(&out);
+            assert!(
+                ended_well(out.status, &all, odp),
+                "{tls} odp={odp}: {}\n{all}",
+                out.status
+            );
+            // "done" comes after the teardown, which UCX's bug may end.
+            let steps = if odp { 3 } else { 4 };
+            for step in &["OK tag", "OK put", "OK get", "OK done"][..steps] {
+                assert!(all.contains(step), "{tls} odp={odp}: no {step:?}:\n{all}");
+            }
+        }
     }
 }
