@@ -73,6 +73,10 @@ fn sweep(mine: &Path) {
 /// namespace; `mkdir` never follows a planted link, and a name taken is skipped.
 fn fresh_dir() -> io::Result<PathBuf> {
     let tmp = std::env::temp_dir();
+    // A tree inside the face would be looked up through the face while it is made.
+    if crate::paths::in_face(tmp.as_os_str().as_encoded_bytes()) {
+        return Err(io::Error::other("the temporary directory is in the face"));
+    }
     let pid = std::process::id();
     let salt = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
