@@ -801,6 +801,26 @@ impl CmId {
         })
     }
 
+    /// `rdma_migrate_id`: this id's events go to `chan` from now on, and
+    /// those waiting on its old channel move there.
+    pub fn set_channel(&self, chan: &EventChannel) -> Result<()> {
+        let mut t = self.shared.lock();
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        let old = std::mem::replace(&mut e.chan, chan.clone());
+        for q in old.take_for(self.id) {
+            chan.push(q);
+        }
+        Ok(())
+    }
+
+    /// The peer's device, once this id connects or was connected to.
+    pub fn peer(&self) -> Option<Gid> {
+        match &self.shared.lock().ids.get(&self.id)?.kind {
+            Kind::Conn(c) => Some(c.peer),
+            _ => None,
+        }
+    }
+
     /// The peer's end, once its REQ or REP arrived.
     pub fn remote(&self) -> Option<Remote> {
         match &self.shared.lock().ids.get(&self.id)?.kind {

@@ -30,6 +30,7 @@ mod pd;
 mod placement_abi;
 mod qp;
 mod qp_ex;
+mod rdmacm;
 mod registry;
 mod srq;
 mod strings;
@@ -43,5 +44,7 @@ mod exports {
         ah::*, context::*, cq::*, device::*, import::*, mr::*, pd::*, qp::*, srq::*, strings::*,
         stubs::*,
     };
+    #[allow(unused_imports)]
+    use crate::rdmacm::exports::*;
     include!(concat!(env!("OUT_DIR"), "/exports.rs"));
 }

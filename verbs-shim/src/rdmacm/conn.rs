@@ -1,0 +1,268 @@
+//! `rdma_connect`, `rdma_accept`, `rdma_reject`, `rdma_establish`,
+//! `rdma_disconnect`, and the ECE calls (no ECE: EOPNOTSUPP).
+//!
+//! A connect of a TCP/IB id sends a REQ whose private data begins with
+//! the rdma_cm IP header (so the user has 56 bytes of the REQ's 92); a UD
+//! id asks by SIDR_REQ. Parameters are clamped to the device as librdmacm
+//! clamps them; a NULL `conn_param` takes librdmacm's defaults.
+
+use super::channel;
+use super::global::{global, Agreed, Phase, ShimId};
+use super::qp::{self, UDP_QKEY};
+use super::{fail, ret};
+use crate::ffi::rdmacm_bindings::*;
+use crate::ffi::*;
+use soft_rdma_cm::wire::ip::IP_HEADER_LEN;
+use soft_rdma_cm::wire::{IpHeader, PortSpace};
+use soft_rdma_cm::ConnParam;
+
+/// The user's private data.
+///
+/// # Safety
+/// `p` is NULL or readable.
+unsafe fn private(p: *const rdma_conn_param) -> Vec<u8> {
+    if p.is_null() {
+        return vec![];
+    }
+    // SAFETY: (caller) a readable parameter block with `private_data_len`
+    // readable bytes at `private_data`.
+    unsafe {
+        let p = &*p;
+        if p.private_data.is_null() || p.private_data_len == 0 {
+            return vec![];
+        }
+        std::slice::from_raw_parts(p.private_data as *const u8, p.private_data_len.into()).to_vec()
+    }
+}
+
+fn qpn_of(id: &ShimId, p: Option<&rdma_conn_param>) -> u32 {
+    if id.c.qp.is_null() {
+        p.map_or(0, |p| p.qp_num)
+    } else {
+        // SAFETY: the id's QP is live while the id has it.
+        unsafe { (*id.c.qp).qp_num }
+    }
+}
+
+pub unsafe extern "C" fn shim_rdma_connect(
+    idp: *mut rdma_cm_id,
+    param: *mut rdma_conn_param,
+) -> c_int {
+    if idp.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a live id; `param` NULL or readable.
+    let (id, p, data) = unsafe { (&*(idp as *const ShimId), param.as_ref(), private(param)) };
+    ret(connect(id, p, data))
+}
+
+fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(), i32> {
+    let g = global()?;
+    let (src, dst, peer) = {
+        let st = id.st();
+        if st.phase != Phase::RouteResolved {
+            return Err(libc::EINVAL);
+        }
+        match (st.src, st.dst, st.peer) {
+            (Some(s), Some(d), Some(p)) => (s, d, p),
+            _ => return Err(libc::EINVAL),
+        }
+    };
+    let ps = PortSpace::from_value(id.c.ps).ok_or(libc::EINVAL)?;
+    let mut pd = vec![0u8; IP_HEADER_LEN];
+    IpHeader { src, dst: dst.ip() }
+        .emit(&mut pd)
+        .map_err(|_| libc::EINVAL)?;
+    pd.extend_from_slice(&data);
+    let service_id = ps.service_id(dst.port());
+    id.st().phase = Phase::Connecting;
+    let r = if id.is_ud() {
+        id.cm.resolve_ud(peer, service_id, &pd)
+    } else {
+        let max = g.max_rd_atomic;
+        let agreed = Agreed {
+            responder_resources: p.map_or(max, |p| p.responder_resources.min(max)),
+            initiator_depth: p.map_or(max, |p| p.initiator_depth.min(max)),
+            retry_count: p.map_or(7, |p| p.retry_count.min(7)),
+            rnr_retry_count: p.map_or(7, |p| p.rnr_retry_count.min(7)),
+        };
+        let psn = {
+            let mut st = id.st();
+            st.agreed = agreed;
+            st.psn
+        };
+        let cp = ConnParam {
+            qpn: qpn_of(id, p),
+            psn,
+            responder_resources: agreed.responder_resources,
+            initiator_depth: agreed.initiator_depth,
+            retry_count: agreed.retry_count,
+            rnr_retry_count: agreed.rnr_retry_count,
+            srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
+            path_mtu: g.mtu as u8,
+            local_ca_guid: 0,
+            private_data: pd,
+        };
+        id.cm.connect(peer, service_id, &cp)
+    };
+    if let Err(e) = r {
+        id.st().phase = Phase::RouteResolved;
+        return Err(e.0);
+    }
+    if id.sync {
+        // SAFETY: a live synchronous id.
+        unsafe { channel::complete(id, RDMA_CM_EVENT_ESTABLISHED) }?;
+    }
+    Ok(())
+}
+
+pub unsafe extern "C" fn shim_rdma_accept(
+    idp: *mut rdma_cm_id,
+    param: *mut rdma_conn_param,
+) -> c_int {
+    if idp.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a live id; `param` NULL or readable.
+    let (id, p, data) = unsafe { (&*(idp as *const ShimId), param.as_ref(), private(param)) };
+    ret(accept(id, p, data))
+}
+
+fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(), i32> {
+    let g = global()?;
+    let remote = {
+        let st = id.st();
+        if st.phase != Phase::Requested {
+            return Err(libc::EINVAL);
+        }
+        st.remote
+    };
+    if id.is_ud() {
+        id.cm
+            .accept_ud(qpn_of(id, p), UDP_QKEY, &data)
+            .map_err(|e| e.0)?;
+        id.st().phase = Phase::Connected;
+        return Ok(());
+    }
+    let r = remote.ok_or(libc::EINVAL)?;
+    let max = g.max_rd_atomic;
+    let agreed = Agreed {
+        responder_resources: p.map_or(r.initiator_depth, |p| p.responder_resources).min(max),
+        initiator_depth: p.map_or(r.responder_resources, |p| p.initiator_depth).min(max),
+        retry_count: r.retry_count,
+        rnr_retry_count: r.rnr_retry_count,
+    };
+    let psn = {
+        let mut st = id.st();
+        st.agreed = agreed;
+        st.psn
+    };
+    if let Err(e) = qp::accept_moves(id) {
+        let _ = id.cm.reject(&[]);
+        return Err(e);
+    }
+    let cp = ConnParam {
+        qpn: qpn_of(id, p),
+        psn,
+        responder_resources: agreed.responder_resources,
+        initiator_depth: agreed.initiator_depth,
+        retry_count: 7,
+        rnr_retry_count: p.map_or(7, |p| p.rnr_retry_count.min(7)),
+        srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
+        path_mtu: g.mtu as u8,
+        local_ca_guid: 0,
+        private_data: data,
+    };
+    id.cm.accept(&cp).map_err(|e| e.0)?;
+    id.st().phase = Phase::Connecting;
+    if id.sync {
+        // SAFETY: a live synchronous id.
+        unsafe { channel::complete(id, RDMA_CM_EVENT_ESTABLISHED) }?;
+    }
+    Ok(())
+}
+
+pub unsafe extern "C" fn shim_rdma_reject(
+    idp: *mut rdma_cm_id,
+    data: *const c_void,
+    len: u8,
+) -> c_int {
+    if idp.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a live id; `len` readable bytes at `data`.
+    let (id, pd) = unsafe {
+        let pd = if data.is_null() {
+            vec![]
+        } else {
+            std::slice::from_raw_parts(data as *const u8, len.into()).to_vec()
+        };
+        (&*(idp as *const ShimId), pd)
+    };
+    let r = id.cm.reject(&pd).map_err(|e| e.0);
+    if r.is_ok() {
+        id.st().phase = Phase::Disconnected;
+    }
+    ret(r)
+}
+
+pub unsafe extern "C" fn shim_rdma_establish(idp: *mut rdma_cm_id) -> c_int {
+    if idp.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a live id.
+    let id = unsafe { &*(idp as *const ShimId) };
+    if !id.c.qp.is_null() {
+        // librdmacm moves the id's QP first.
+        // SAFETY: the id's QP is live while the id has it.
+        return ret(unsafe { qp::complete_connect(id) });
+    }
+    id.st().quiet_established = true;
+    let r = id.cm.establish().map_err(|e| e.0);
+    if r.is_err() {
+        id.st().quiet_established = false;
+    }
+    ret(r)
+}
+
+pub unsafe extern "C" fn shim_rdma_disconnect(idp: *mut rdma_cm_id) -> c_int {
+    if idp.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a live id.
+    let id = unsafe { &*(idp as *const ShimId) };
+    if !id.c.qp.is_null() {
+        // SAFETY: the id's QP is live while the id has it.
+        unsafe { qp::to_error(id.c.qp) };
+    }
+    ret(id.cm.disconnect().map_err(|e| e.0))
+}
+
+pub unsafe extern "C" fn shim_rdma_set_local_ece(
+    id: *mut rdma_cm_id,
+    _ece: *mut c_void,
+) -> c_int {
+    if id.is_null() {
+        return fail(libc::EINVAL);
+    }
+    fail(libc::EOPNOTSUPP)
+}
+
+pub unsafe extern "C" fn shim_rdma_get_remote_ece(
+    id: *mut rdma_cm_id,
+    _ece: *mut c_void,
+) -> c_int {
+    if id.is_null() {
+        return fail(libc::EINVAL);
+    }
+    fail(libc::EOPNOTSUPP)
+}
+
+pub unsafe extern "C" fn shim_rdma_reject_ece(
+    idp: *mut rdma_cm_id,
+    data: *const c_void,
+    len: u8,
+) -> c_int {
+    // SAFETY: (caller) as rdma_reject.
+    unsafe { shim_rdma_reject(idp, data, len) }
+}
