@@ -197,7 +197,9 @@ unsafe fn build_ep(
         id.c.pd = pd;
         if !init.is_null() {
             // SAFETY: (caller) readable attributes, kept for rdma_get_request.
-            id.st().ep_init = Some(Box::new(unsafe { *init }));
+            let mut a = unsafe { *init };
+            a.qp_type = r.ai_qp_type as ibv_qp_type;
+            id.st().ep_init = Some(Box::new(a));
         }
         return Ok(());
     }
@@ -211,7 +213,10 @@ unsafe fn build_ep(
     }
     if !init.is_null() {
         // SAFETY: (caller) the attributes, written back as librdmacm does.
-        unsafe { create_qp(idp, pd, init) }?;
+        unsafe {
+            (*init).qp_type = r.ai_qp_type as ibv_qp_type;
+            create_qp(idp, pd, init)?;
+        }
     }
     Ok(())
 }
