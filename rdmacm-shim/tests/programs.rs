@@ -1,0 +1,139 @@
+//! The real rdma_cm programs of Debian (rdmacm-utils, perftest) between two
+//! processes on our libibverbs.so.1 and librdmacm.so.1, each under a
+//! deadline; and our own C program of the API's semantics (tests/c/).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use test_support::procs::{all_text, text};
+
+const TCP: u16 = 0x0106;
+const UDP: u16 = 0x0111;
+
+#[test]
+fn rping_verifies_100_iterations() {
+    let (s, c) = pair(
+        ("rping", &["-s", "-a", "0.0.0.0", "-p", "20901", "-V", "-C", "100", "-v"]),
+        ("rping", &["-c", "-a", "127.0.0.1", "-p", "20901", "-V", "-C", "100", "-v"]),
+        TCP,
+        20901,
+    );
+    assert!(c.contains("ping data: rdma-ping-99: "), "{c}");
+    assert!(s.contains("server ping data: rdma-ping-99: "), "{s}");
+}
+
+#[test]
+fn rping_to_a_port_nobody_listens_on_is_rejected() {
+    let _g = test_support::serial::serial();
+    let t0 = std::time::Instant::now();
+    let c = spawn("rping", &["-c", "-a", "127.0.0.1", "-p", "20902", "-C", "1"]);
+    let o = wait("rping client", c, 30);
+    let t = all_text(&o);
+    assert!(!o.status.success());
+    // IB_CM_REJ_INVALID_SERVICE_ID, at once (no retransmissions).
+    assert!(t.contains("RDMA_CM_EVENT_REJECTED, error 8"), "{t}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn ucmatose_10_connections() {
+    let (s, c) = pair(
+        ("ucmatose", &["-p", "20903", "-c", "10", "-C", "10"]),
+        ("ucmatose", &["-s", "127.0.0.1", "-p", "20903", "-c", "10", "-C", "10"]),
+        TCP,
+        20903,
+    );
+    for o in [&s, &c] {
+        assert!(o.contains("data transfers complete"), "{o}");
+        assert!(o.contains("return status 0"), "{o}");
+    }
+}
+
+#[test]
+fn udaddy_sidr_and_datagrams() {
+    // udaddy's port is fixed (7174); -p is its port space.
+    let (s, c) = pair(
+        ("udaddy", &["-c", "2", "-C", "5"]),
+        ("udaddy", &["-s", "127.0.0.1", "-c", "2", "-C", "5"]),
+        UDP,
+        7174,
+    );
+    for o in [&s, &c] {
+        assert!(o.contains("data transfers complete"), "{o}");
+        assert!(o.contains("return status 0"), "{o}");
+    }
+}
+
+#[test]
+fn rdma_server_and_client() {
+    let (s, c) = pair(
+        ("rdma_server", &["-p", "20904"]),
+        ("rdma_client", &["-s", "127.0.0.1", "-p", "20904"]),
+        TCP,
+        20904,
+    );
+    assert!(s.contains("rdma_server: end 0"), "{s}");
+    assert!(c.contains("rdma_client: end 0"), "{c}");
+}
+
+#[test]
+fn ib_write_bw_over_rdma_cm() {
+    let (s, c) = pair(
+        ("ib_write_bw", &["-R", "-p", "20905", "-n", "200"]),
+        ("ib_write_bw", &["-R", "-p", "20905", "-n", "200", "127.0.0.1"]),
+        TCP,
+        20905,
+    );
+    for o in [&s, &c] {
+        assert!(o.contains(" 65536      200"), "{o}");
+    }
+}
+
+#[test]
+fn ib_send_bw_odp_over_rdma_cm() {
+    let (s, c) = pair(
+        ("ib_send_bw", &["-R", "--odp", "-p", "20906", "-n", "200"]),
+        ("ib_send_bw", &["-R", "--odp", "-p", "20906", "-n", "200", "127.0.0.1"]),
+        TCP,
+        20906,
+    );
+    for o in [&s, &c] {
+        assert!(o.contains(" 65536      200"), "{o}");
+    }
+}
+
+/// tests/c/NAME.c compiled against the installed headers, linked with
+/// -lrdmacm -libverbs (the installed symbol versions, which ours export).
+fn compile(name: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let dir = std::env::temp_dir().join(format!("rdmacm-shim-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(["-lrdmacm", "-libverbs", "-pthread"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "{cc} failed on {} (needs librdmacm-dev):\n{}",
+        src.display(),
+        text(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn cm_api_semantics() {
+    let exe = compile("cm_api");
+    let _g = test_support::serial::serial();
+    let c = program(exe.to_str().unwrap(), &["20907"]).spawn().unwrap();
+    let o = wait("cm_api", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "cm_api: {}\n{t}", o.status);
+    assert!(t.contains("cm_api: ok"), "{t}");
+}
