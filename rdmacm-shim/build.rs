@@ -54,7 +54,11 @@ fn main() {
     let mut asm = String::from("core::arch::global_asm!(\n");
     for (ver, name) in &exports {
         let local = format!("__softrdmacm_export_{name}");
-        writeln!(asm, "    \".pushsection .text.{local},\\\"ax\\\",@progbits\",").unwrap();
+        writeln!(
+            asm,
+            "    \".pushsection .text.{local},\\\"ax\\\",@progbits\","
+        )
+        .unwrap();
         writeln!(asm, "    \".globl {local}\", \".type {local},@function\",").unwrap();
         writeln!(
             asm,

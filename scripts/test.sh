@@ -25,6 +25,9 @@ install_missing_debs tshark iproute2
 # from binutils), the headers of its layout test (libibverbs-dev), and the
 # providers and librdmacm that perftest links.
 install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers librdmacm1 binutils
+# rdmacm-shim: the rdma_cm programs it runs (rdmacm-utils) and the headers of
+# its layout test and C program (librdmacm-dev).
+install_missing_debs rdmacm-utils librdmacm-dev
 # tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).

@@ -67,10 +67,13 @@ fn soname_and_needed() {
 #[test]
 fn the_loader_binds_rdma_calls_to_our_libraries() {
     // rping with no server: its first calls are enough to see the bindings.
-    let out = common::program("rping", &["-c", "-a", "127.0.0.1", "-p", "20887", "-C", "1"])
-        .env("LD_DEBUG", "bindings")
-        .output()
-        .expect("rping (rdmacm-utils)");
+    let out = common::program(
+        "rping",
+        &["-c", "-a", "127.0.0.1", "-p", "20887", "-C", "1"],
+    )
+    .env("LD_DEBUG", "bindings")
+    .output()
+    .expect("rping (rdmacm-utils)");
     let t = String::from_utf8_lossy(&out.stderr).into_owned();
     let dir = common::lib_dir().display().to_string();
     let bound = |from: &str, to: &str, sym: &str| {
@@ -81,7 +84,11 @@ fn the_loader_binds_rdma_calls_to_our_libraries() {
         })
     };
     assert!(
-        bound("rping", &format!("{dir}/librdmacm.so.1"), "rdma_create_event_channel"),
+        bound(
+            "rping",
+            &format!("{dir}/librdmacm.so.1"),
+            "rdma_create_event_channel"
+        ),
         "rping's rdma_create_event_channel is not ours:\n{t}"
     );
     assert!(

@@ -14,8 +14,26 @@ const UDP: u16 = 0x0111;
 #[test]
 fn rping_verifies_100_iterations() {
     let (s, c) = pair(
-        ("rping", &["-s", "-a", "0.0.0.0", "-p", "20901", "-V", "-C", "100", "-v"]),
-        ("rping", &["-c", "-a", "127.0.0.1", "-p", "20901", "-V", "-C", "100", "-v"]),
+        (
+            "rping",
+            &[
+                "-s", "-a", "0.0.0.0", "-p", "20901", "-V", "-C", "100", "-v",
+            ],
+        ),
+        (
+            "rping",
+            &[
+                "-c",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "20901",
+                "-V",
+                "-C",
+                "100",
+                "-v",
+            ],
+        ),
         TCP,
         20901,
     );
@@ -27,7 +45,10 @@ fn rping_verifies_100_iterations() {
 fn rping_to_a_port_nobody_listens_on_is_rejected() {
     let _g = test_support::serial::serial();
     let t0 = std::time::Instant::now();
-    let c = spawn("rping", &["-c", "-a", "127.0.0.1", "-p", "20902", "-C", "1"]);
+    let c = spawn(
+        "rping",
+        &["-c", "-a", "127.0.0.1", "-p", "20902", "-C", "1"],
+    );
     let o = wait("rping client", c, 30);
     let t = all_text(&o);
     assert!(!o.status.success());
@@ -40,7 +61,10 @@ fn rping_to_a_port_nobody_listens_on_is_rejected() {
 fn ucmatose_10_connections() {
     let (s, c) = pair(
         ("ucmatose", &["-p", "20903", "-c", "10", "-C", "10"]),
-        ("ucmatose", &["-s", "127.0.0.1", "-p", "20903", "-c", "10", "-C", "10"]),
+        (
+            "ucmatose",
+            &["-s", "127.0.0.1", "-p", "20903", "-c", "10", "-C", "10"],
+        ),
         TCP,
         20903,
     );
@@ -81,7 +105,10 @@ fn rdma_server_and_client() {
 fn ib_write_bw_over_rdma_cm() {
     let (s, c) = pair(
         ("ib_write_bw", &["-R", "-p", "20905", "-n", "200"]),
-        ("ib_write_bw", &["-R", "-p", "20905", "-n", "200", "127.0.0.1"]),
+        (
+            "ib_write_bw",
+            &["-R", "-p", "20905", "-n", "200", "127.0.0.1"],
+        ),
         TCP,
         20905,
     );
@@ -94,7 +121,10 @@ fn ib_write_bw_over_rdma_cm() {
 fn ib_send_bw_odp_over_rdma_cm() {
     let (s, c) = pair(
         ("ib_send_bw", &["-R", "--odp", "-p", "20906", "-n", "200"]),
-        ("ib_send_bw", &["-R", "--odp", "-p", "20906", "-n", "200", "127.0.0.1"]),
+        (
+            "ib_send_bw",
+            &["-R", "--odp", "-p", "20906", "-n", "200", "127.0.0.1"],
+        ),
         TCP,
         20906,
     );

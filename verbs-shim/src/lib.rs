@@ -40,11 +40,11 @@ mod sync;
 /// The exported ABI: `build.rs`'s `global_asm!` names every `shim_*` function.
 mod exports {
     #[allow(unused_imports)]
+    use crate::rdmacm::exports::*;
+    #[allow(unused_imports)]
     use crate::{
         ah::*, context::*, cq::*, device::*, import::*, mr::*, pd::*, qp::*, srq::*, strings::*,
         stubs::*,
     };
-    #[allow(unused_imports)]
-    use crate::rdmacm::exports::*;
     include!(concat!(env!("OUT_DIR"), "/exports.rs"));
 }

@@ -60,11 +60,26 @@ fn rdmacm_bindings_match_the_c_headers() {
     };
     // The anonymous unions' members, by the C names.
     let extra = [
-        ("offsetof rdma_cm_id.route.addr.src_addr", offset_of!(rdma_cm_id, route.addr.__bindgen_anon_1)),
-        ("offsetof rdma_cm_id.route.addr.dst_addr", offset_of!(rdma_cm_id, route.addr.__bindgen_anon_2)),
-        ("offsetof rdma_cm_id.route.addr.addr.ibaddr", offset_of!(rdma_cm_id, route.addr.addr)),
-        ("offsetof rdma_cm_event.param.conn", offset_of!(rdma_cm_event, param)),
-        ("offsetof rdma_cm_event.param.ud", offset_of!(rdma_cm_event, param)),
+        (
+            "offsetof rdma_cm_id.route.addr.src_addr",
+            offset_of!(rdma_cm_id, route.addr.__bindgen_anon_1),
+        ),
+        (
+            "offsetof rdma_cm_id.route.addr.dst_addr",
+            offset_of!(rdma_cm_id, route.addr.__bindgen_anon_2),
+        ),
+        (
+            "offsetof rdma_cm_id.route.addr.addr.ibaddr",
+            offset_of!(rdma_cm_id, route.addr.addr),
+        ),
+        (
+            "offsetof rdma_cm_event.param.conn",
+            offset_of!(rdma_cm_event, param),
+        ),
+        (
+            "offsetof rdma_cm_event.param.ud",
+            offset_of!(rdma_cm_event, param),
+        ),
     ];
     let mut rust = rust;
     let mut body = body;

@@ -54,8 +54,10 @@ pub fn wait(what: &str, child: Child, secs: u64) -> Output {
 /// (`soft_rdma_cm::rendezvous`) is in /proc/net/unix.
 pub fn cm_listening(ps: u16, port: u16) -> bool {
     let name = format!("@softrdma-cm/{ps:#06x}/{port}");
-    std::fs::read_to_string("/proc/net/unix")
-        .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().last() == Some(name.as_str())))
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(name.as_str()))
+    })
 }
 
 /// `server` started, then, once it holds `port` of `ps`, `client`; both must exit 0

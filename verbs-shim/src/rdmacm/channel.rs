@@ -381,10 +381,7 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
     };
     let lport = lsrc.map_or(0, |a| a.port());
     let (src, dst) = match hdr {
-        Some(h) => (
-            Some(std::net::SocketAddr::new(h.dst, lport)),
-            Some(h.src),
-        ),
+        Some(h) => (Some(std::net::SocketAddr::new(h.dst, lport)), Some(h.src)),
         None => (lsrc, None),
     };
     // SAFETY: the route's address unions have room for either family.

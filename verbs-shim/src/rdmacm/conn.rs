@@ -147,8 +147,12 @@ fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(),
     let r = remote.ok_or(libc::EINVAL)?;
     let max = g.max_rd_atomic;
     let agreed = Agreed {
-        responder_resources: p.map_or(r.initiator_depth, |p| p.responder_resources).min(max),
-        initiator_depth: p.map_or(r.responder_resources, |p| p.initiator_depth).min(max),
+        responder_resources: p
+            .map_or(r.initiator_depth, |p| p.responder_resources)
+            .min(max),
+        initiator_depth: p
+            .map_or(r.responder_resources, |p| p.initiator_depth)
+            .min(max),
         retry_count: r.retry_count,
         rnr_retry_count: r.rnr_retry_count,
     };
@@ -238,20 +242,14 @@ pub unsafe extern "C" fn shim_rdma_disconnect(idp: *mut rdma_cm_id) -> c_int {
     ret(id.cm.disconnect().map_err(|e| e.0))
 }
 
-pub unsafe extern "C" fn shim_rdma_set_local_ece(
-    id: *mut rdma_cm_id,
-    _ece: *mut c_void,
-) -> c_int {
+pub unsafe extern "C" fn shim_rdma_set_local_ece(id: *mut rdma_cm_id, _ece: *mut c_void) -> c_int {
     if id.is_null() {
         return fail(libc::EINVAL);
     }
     fail(libc::EOPNOTSUPP)
 }
 
-pub unsafe extern "C" fn shim_rdma_get_remote_ece(
-    id: *mut rdma_cm_id,
-    _ece: *mut c_void,
-) -> c_int {
+pub unsafe extern "C" fn shim_rdma_get_remote_ece(id: *mut rdma_cm_id, _ece: *mut c_void) -> c_int {
     if id.is_null() {
         return fail(libc::EINVAL);
     }

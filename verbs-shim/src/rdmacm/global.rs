@@ -191,10 +191,7 @@ pub fn unregister(local: u32) {
 }
 
 pub fn lookup(local: u32) -> Option<*mut ShimId> {
-    lock(&IDS)
-        .as_ref()?
-        .get(&local)
-        .map(|p| *p as *mut ShimId)
+    lock(&IDS).as_ref()?.get(&local).map(|p| *p as *mut ShimId)
 }
 
 /// A random 24-bit PSN, as the kernel's rdma_cm picks one.

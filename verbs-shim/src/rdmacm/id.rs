@@ -254,7 +254,10 @@ impl Post for rdma_cm_id {
     }
 }
 
-pub unsafe extern "C" fn shim_rdma_resolve_route(idp: *mut rdma_cm_id, _timeout_ms: c_int) -> c_int {
+pub unsafe extern "C" fn shim_rdma_resolve_route(
+    idp: *mut rdma_cm_id,
+    _timeout_ms: c_int,
+) -> c_int {
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -370,9 +373,7 @@ pub unsafe extern "C" fn shim_rdma_set_option(
     };
     let r = match (level as u32, optname as u32) {
         (RDMA_OPTION_ID, RDMA_OPTION_ID_TOS) => int(1).map(|v| id.st().tos = v as u8),
-        (RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR) => {
-            int(4).map(|v| id.st().reuseaddr = v != 0)
-        }
+        (RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR) => int(4).map(|v| id.st().reuseaddr = v != 0),
         (RDMA_OPTION_ID, RDMA_OPTION_ID_AFONLY) => int(4).map(|v| id.st().afonly = v != 0),
         (RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT) => int(1).and_then(|v| {
             if v > 31 {

@@ -19,8 +19,8 @@ const RAI_NUMERICHOST: c_int = 0x2;
 fn alloc_addr(a: std::net::SocketAddr) -> (*mut sockaddr, socklen_t) {
     let len = addr::len_of(&a);
     // SAFETY: calloc of a sockaddr_storage; checked before use.
-    let p = unsafe { libc::calloc(1, std::mem::size_of::<libc::sockaddr_storage>()) }
-        as *mut sockaddr;
+    let p =
+        unsafe { libc::calloc(1, std::mem::size_of::<libc::sockaddr_storage>()) } as *mut sockaddr;
     if !p.is_null() {
         // SAFETY: room for either family.
         unsafe { addr::write(p, a) };
@@ -73,7 +73,8 @@ pub unsafe extern "C" fn shim_rdma_getaddrinfo(
         return fail(libc::EADDRNOTAVAIL);
     };
     // SAFETY: calloc of one rdma_addrinfo; checked.
-    let out = unsafe { libc::calloc(1, std::mem::size_of::<rdma_addrinfo>()) } as *mut rdma_addrinfo;
+    let out =
+        unsafe { libc::calloc(1, std::mem::size_of::<rdma_addrinfo>()) } as *mut rdma_addrinfo;
     if out.is_null() {
         return fail(libc::ENOMEM);
     }
