@@ -349,10 +349,18 @@ impl Shared {
                     .map(|c| rustix::event::PollFd::new(&**c, rustix::event::PollFlags::IN)),
             );
             let _ = rustix::event::poll(&mut fds, ts.as_ref());
+            // Only the ports a client is dialling: one accept each, not
+            // one per claimed port per round.
+            let ready: Vec<usize> = fds[2..]
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect();
             drop(fds);
             self.kick.drain();
-            for c in &claims {
-                c.serve();
+            for i in ready {
+                claims[i].serve();
             }
             drop(claims);
             *self.rounds.lock().unwrap_or_else(|e| e.into_inner()) += 1;

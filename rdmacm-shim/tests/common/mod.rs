@@ -60,15 +60,16 @@ pub fn cm_listening(ps: u16, port: u16) -> bool {
     })
 }
 
-/// `server` started, then, once it holds `port` of `ps`, `client`; both must exit 0
-/// within their deadlines. Returns (server, client) output.
-pub fn pair(
+/// One run of a pair: `server` started, then, once it holds `port` of `ps`
+/// and `settle` more has passed, `client`. Returns (server, client) output
+/// and whether both exited 0; a client that fails has its server killed.
+pub fn run_pair(
     server: (&str, &[&str]),
     client: (&str, &[&str]),
     ps: u16,
     port: u16,
-) -> (String, String) {
-    let _g = test_support::serial::serial();
+    settle: Duration,
+) -> (String, String, bool) {
     let mut s = spawn(server.0, server.1);
     let end = std::time::Instant::now() + Duration::from_secs(30);
     while !cm_listening(ps, port) {
@@ -79,16 +80,32 @@ pub fn pair(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(settle);
     let c = spawn(client.0, client.1);
     let co = wait(&format!("{} client", client.0), c, 90);
+    if !co.status.success() {
+        let _ = s.kill();
+    }
     let so = wait(&format!("{} server", server.0), s, 30);
-    let (st, ct) = (all_text(&so), all_text(&co));
+    let ok = so.status.success() && co.status.success();
+    (all_text(&so), all_text(&co), ok)
+}
+
+/// [`run_pair`], one pair at a time; both must exit 0 within their
+/// deadlines. Returns (server, client) output.
+pub fn pair(
+    server: (&str, &[&str]),
+    client: (&str, &[&str]),
+    ps: u16,
+    port: u16,
+    settle: Duration,
+) -> (String, String) {
+    let _g = test_support::serial::serial();
+    let (st, ct, ok) = run_pair(server, client, ps, port, settle);
     assert!(
-        so.status.success() && co.status.success(),
-        "{}: server {}, client {}\n--- server:\n{st}\n--- client:\n{ct}",
-        server.0,
-        so.status,
-        co.status
+        ok,
+        "{}: failed\n--- server:\n{st}\n--- client:\n{ct}",
+        server.0
     );
     (st, ct)
 }

@@ -14,7 +14,7 @@ use crate::ffi::rdmacm_bindings::*;
 use crate::ffi::*;
 use soft_rdma_cm::wire::ip::IP_HEADER_LEN;
 use soft_rdma_cm::wire::{IpHeader, PortSpace};
-use soft_rdma_cm::ConnParam;
+use soft_rdma_cm::{rendezvous, ConnParam};
 
 /// The user's private data.
 ///
@@ -69,6 +69,15 @@ fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<()
         }
     };
     let ps = PortSpace::from_value(id.c.ps).ok_or(libc::EINVAL)?;
+    // The listener is looked up again now: the kernel's REQ to a local
+    // address finds whoever listens when it arrives, not when the address
+    // was resolved (a server may listen in between, or restart).
+    let peer = match rendezvous::resolve(ps, dst) {
+        Ok(Some(p)) => p,
+        Ok(None) => g.gid,
+        Err(_) => peer,
+    };
+    id.st().peer = Some(peer);
     let mut pd = vec![0u8; IP_HEADER_LEN];
     IpHeader { src, dst: dst.ip() }
         .emit(&mut pd)

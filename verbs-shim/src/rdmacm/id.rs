@@ -150,6 +150,22 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     Ok(())
 }
 
+/// A source port for an active id that bound none: the kernel's
+/// ephemeral range, from a per-process random start.
+fn ephemeral_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const LOW: u32 = 32768;
+    const SPAN: u32 = 60999 - 32768 + 1;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        super::global::random_psn() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16
+}
+
 /// Whether a socket may bind `a`'s address here (an address of this host).
 fn is_ours(a: SocketAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(a.ip(), 0)).is_ok()
@@ -196,8 +212,20 @@ pub fn resolve_addr(id: &mut ShimId, s: Option<SocketAddr>, d: SocketAddr) -> Re
         }
     }
     if !id.st().claimed {
-        let s = s.unwrap_or_else(|| addr::any_like(&d, 0));
-        bind(id, s)?;
+        match s {
+            // A source port asked for is claimed as rdma_bind_addr does.
+            Some(s) if s.port() != 0 => bind(id, s)?,
+            // An ephemeral one is not: only listeners must be found on the
+            // host, and every claimed port costs the CM's thread a
+            // descriptor to watch (thousands of clients would slow it).
+            _ => {
+                let s = s.unwrap_or_else(|| addr::any_like(&d, 0));
+                if !s.ip().is_unspecified() && !s.ip().is_loopback() && !is_ours(s) {
+                    return Err(libc::EADDRNOTAVAIL);
+                }
+                id.st().src = Some(SocketAddr::new(s.ip(), ephemeral_port()));
+            }
+        }
     }
     let ps = port_space(id)?;
     // Where the listener is: the device holding the port on this host, or
