@@ -186,3 +186,66 @@ fn cm_api_semantics() {
     assert!(o.status.success(), "cm_api: {}\n{t}", o.status);
     assert!(t.contains("cm_api: ok"), "{t}");
 }
+
+/// `rping -c` to `dst` in a network namespace of its own (`unshare -n`)
+/// whose routing `setup` makes; its output (it must fail) within `secs`.
+fn rping_in_netns(setup: &str, dst: &str, secs: u64) -> Option<String> {
+    if !test_support::tools::works("unshare", &["-n", "true"]) {
+        return None;
+    }
+    let script = format!("ip link set lo up && {setup} exec rping -c -a {dst} -p 20908 -C 1 -v");
+    let c = spawn("unshare", &["-n", "sh", "-c", &script]);
+    let t0 = std::time::Instant::now();
+    let o = wait("rping in a namespace", c, 30);
+    let t = all_text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t0.elapsed() < Duration::from_secs(secs), "{t}");
+    Some(t)
+}
+
+#[test]
+fn no_route_is_addr_error() {
+    // No route but the loopback's: ENETUNREACH (101), at once.
+    if let Some(t) = rping_in_netns("", "10.1.1.1", 5) {
+        assert!(t.contains("RDMA_CM_EVENT_ADDR_ERROR, error -101"), "{t}");
+    }
+}
+
+#[test]
+fn nobody_answering_is_unreachable() {
+    // A route to a host that never answers: the REQ's retries run out
+    // (15 × 268 ms), UNREACHABLE with -ETIMEDOUT.
+    if let Some(t) = rping_in_netns("ip route add 10.9.0.0/16 dev lo &&", "10.9.1.1", 15) {
+        assert!(t.contains("RDMA_CM_EVENT_UNREACHABLE, error -110"), "{t}");
+    }
+}
+
+#[test]
+fn softrdma_run_provides_librdmacm() {
+    // `softrdma run` puts our librdmacm.so.1 first: the real one would fail
+    // to open /dev/infiniband/rdma_cm; ours rejects (nobody listens).
+    let dir = lib_dir();
+    test_support::shim::ensure_built(dir, true);
+    let _g = test_support::serial::serial();
+    let c = Command::new(dir.join("softrdma"))
+        .args([
+            "run",
+            "--",
+            "rping",
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "20909",
+            "-C",
+            "1",
+        ])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait("softrdma run rping", c, 30);
+    let t = all_text(&o);
+    assert!(t.contains("RDMA_CM_EVENT_REJECTED, error 8"), "{t}");
+}

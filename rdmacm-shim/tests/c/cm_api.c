@@ -222,6 +222,27 @@ int main(int argc, char **argv)
 	rdma_destroy_qp(c);
 	CHECK(rdma_destroy_id(c) == 0);
 
+	/* rdma_migrate_id: the id's events come on the new channel; its
+	 * context is the one device rdma_get_devices lists. */
+	{
+		struct rdma_event_channel *other = rdma_create_event_channel();
+		struct sockaddr_in dst = sin_of("127.0.0.1", port);
+		struct ibv_context **devs;
+		int n;
+		CHECK(other != NULL);
+		CHECK(rdma_create_id(cch, &c, NULL, RDMA_PS_TCP) == 0);
+		CHECK(rdma_migrate_id(c, other) == 0 && c->channel == other);
+		CHECK(rdma_resolve_addr(c, NULL, (struct sockaddr *)&dst, 2000) == 0);
+		ev = expect(other, RDMA_CM_EVENT_ADDR_RESOLVED);
+		CHECK(ev->id == c);
+		CHECK(rdma_ack_cm_event(ev) == 0);
+		CHECK((devs = rdma_get_devices(&n)) != NULL && n == 1);
+		CHECK(devs[0] == c->verbs && devs[1] == NULL);
+		rdma_free_devices(devs);
+		CHECK(rdma_destroy_id(c) == 0);
+		rdma_destroy_event_channel(other);
+	}
+
 	/* A second listener on the port: EADDRINUSE. */
 	CHECK(rdma_create_id(sch, &c, NULL, RDMA_PS_TCP) == 0);
 	errno = 0;

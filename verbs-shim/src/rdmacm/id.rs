@@ -166,6 +166,18 @@ fn ephemeral_port() -> u16 {
     (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16
 }
 
+/// Whether this host has a route to `d` (a UDP socket's connect asks the
+/// routing table; nothing is sent): the errno of the failure.
+fn route_to(d: SocketAddr) -> Result<(), i32> {
+    if d.ip().is_loopback() || d.ip().is_unspecified() {
+        return Ok(());
+    }
+    let any = addr::any_like(&d, 0);
+    let s = std::net::UdpSocket::bind(any).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    s.connect(SocketAddr::new(d.ip(), 4791))
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::ENETUNREACH))
+}
+
 /// Whether a socket may bind `a`'s address here (an address of this host).
 fn is_ours(a: SocketAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(a.ip(), 0)).is_ok()
@@ -231,10 +243,19 @@ pub fn resolve_addr(id: &mut ShimId, s: Option<SocketAddr>, d: SocketAddr) -> Re
     // Where the listener is: the device holding the port on this host, or
     // the address's own; nobody at a local port → our own device, whose CM
     // rejects the REQ (invalid service ID) as a host with no listener does.
-    let peer = match rendezvous::resolve(ps, d) {
-        Ok(p) => p.unwrap_or(g.gid),
-        Err(_) => {
-            id.c.channel_post(LOCAL_ADDR_ERROR, -libc::EHOSTUNREACH, id.cm.local_id());
+    let peer = match rendezvous::resolve(ps, d).map_err(|_| libc::EHOSTUNREACH) {
+        Ok(p) => route_to(d).map(|()| p.unwrap_or(g.gid)),
+        Err(e) => Err(e),
+    };
+    let peer = match peer {
+        Ok(p) => p,
+        Err(e) => {
+            // ADDR_ERROR with the routing error, as the kernel reports it.
+            id.c.channel_post(LOCAL_ADDR_ERROR, -e, id.cm.local_id());
+            if id.sync {
+                // SAFETY: a live synchronous id.
+                unsafe { channel::complete(id, RDMA_CM_EVENT_ADDR_RESOLVED) }?;
+            }
             return Ok(());
         }
     };
