@@ -249,3 +249,41 @@ fn softrdma_run_provides_librdmacm() {
     let t = all_text(&o);
     assert!(t.contains("RDMA_CM_EVENT_REJECTED, error 8"), "{t}");
 }
+
+#[test]
+fn rping_connects_through_lost_duplicated_reordered_datagrams() {
+    // Both devices drop a fifth of what they receive (CM MADs included),
+    // duplicate and reorder some: the CM's retransmissions and the RC
+    // transport still deliver every iteration, verified.
+    let run = |args: &[&str]| {
+        let mut c = program("rping", args);
+        c.env("SOFTRDMA_FAULTS", "drop=0.2,dup=0.1,reorder=0.1,seed=7");
+        c.spawn().unwrap()
+    };
+    let _g = test_support::serial::serial();
+    let s = run(&["-s", "-a", "0.0.0.0", "-p", "20910", "-V", "-C", "20"]);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !cm_listening(TCP, 20910) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = run(&[
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "20910",
+        "-V",
+        "-C",
+        "20",
+        "-v",
+    ]);
+    let co = wait("rping client", c, 90);
+    let so = wait("rping server", s, 30);
+    let ct = all_text(&co);
+    assert!(
+        co.status.success() && so.status.success(),
+        "{ct}\n{}",
+        all_text(&so)
+    );
+    assert!(ct.contains("ping data: rdma-ping-19: "), "{ct}");
+}

@@ -60,8 +60,9 @@ pub unsafe extern "C" fn shim_rdma_getaddrinfo(
     // SAFETY: C strings from the caller (or NULL), a local hints block.
     let r = unsafe { libc::getaddrinfo(node, service, &ai, &mut list) };
     if r != 0 || list.is_null() {
-        // librdmacm returns the resolver's code with errno set.
-        return fail(libc::EADDRNOTAVAIL);
+        // librdmacm returns the resolver's code (for gai_strerror).
+        crate::ffi::set_errno(libc::EADDRNOTAVAIL);
+        return if r != 0 { r } else { libc::EAI_NONAME };
     }
     // SAFETY: the resolver's list, read then freed.
     let found = unsafe {
@@ -70,7 +71,8 @@ pub unsafe extern "C" fn shim_rdma_getaddrinfo(
         a
     };
     let Some(found) = found else {
-        return fail(libc::EADDRNOTAVAIL);
+        crate::ffi::set_errno(libc::EAFNOSUPPORT);
+        return libc::EAI_FAMILY;
     };
     // SAFETY: calloc of one rdma_addrinfo; checked.
     let out =
