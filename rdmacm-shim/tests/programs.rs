@@ -287,3 +287,14 @@ fn rping_connects_through_lost_duplicated_reordered_datagrams() {
     );
     assert!(ct.contains("ping data: rdma-ping-19: "), "{ct}");
 }
+
+#[test]
+fn exiting_with_a_connection_open_disconnects_it() {
+    let exe = compile("exit_disconnects");
+    let _g = test_support::serial::serial();
+    let c = program(exe.to_str().unwrap(), &["20911"]).spawn().unwrap();
+    let o = wait("exit_disconnects", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "exit_disconnects: {}\n{t}", o.status);
+    assert!(t.contains("exit_disconnects: ok"), "{t}");
+}

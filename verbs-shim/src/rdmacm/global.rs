@@ -49,6 +49,9 @@ fn open() -> Result<Global, i32> {
         return Err(libc::ENODEV);
     }
     let port = crate::context::port_attr(&dev);
+    // SAFETY: registers a function of no arguments that only takes our
+    // locks and sends MADs.
+    unsafe { libc::atexit(farewell) };
     Ok(Global {
         gid: cm.gid(),
         cm,
@@ -192,6 +195,45 @@ pub fn unregister(local: u32) {
 
 pub fn lookup(local: u32) -> Option<*mut ShimId> {
     lock(&IDS).as_ref()?.get(&local).map(|p| *p as *mut ShimId)
+}
+
+/// At `exit`: what the kernel does for a process whose ids are still open
+/// when its rdma_cm file closes — DREQ for every connection, REJ for every
+/// request not answered — so that peers hear DISCONNECTED (or REJECTED)
+/// rather than nothing. (A process killed outright says nothing: its peers
+/// learn from their QPs' errors.) Run on a thread of its own: the exiting
+/// thread's thread-locals (the device's lock bookkeeping) are gone by now.
+extern "C" fn farewell() {
+    let mut t: libc::pthread_t = 0;
+    // SAFETY: a plain pthread running `farewell_thread`, joined at once.
+    unsafe {
+        if libc::pthread_create(
+            &mut t,
+            std::ptr::null(),
+            farewell_thread,
+            std::ptr::null_mut(),
+        ) == 0
+        {
+            libc::pthread_join(t, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The id table stays locked meanwhile, so no id is freed under us.
+extern "C" fn farewell_thread(_: *mut c_void) -> *mut c_void {
+    let ids = lock(&IDS);
+    for p in ids.iter().flat_map(|m| m.values()) {
+        // SAFETY: registered ids are live; destroy_id unregisters (under
+        // this lock) before it frees.
+        let id = unsafe { &*(*p as *const ShimId) };
+        let phase = lock(&id.st).phase;
+        let _ = match phase {
+            Phase::Connected | Phase::Connecting if !id.is_ud() => id.cm.disconnect(),
+            Phase::Requested => id.cm.reject(&[]),
+            _ => Ok(()),
+        };
+    }
+    std::ptr::null_mut()
 }
 
 /// A random 24-bit PSN, as the kernel's rdma_cm picks one.
