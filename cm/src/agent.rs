@@ -330,8 +330,16 @@ impl Shared {
                         _ => None,
                     })
                     .min();
-                let claims: Vec<Arc<Claim>> =
-                    t.ids.values().filter_map(|e| e.claim.clone()).collect();
+                // A port answers its clients once its id listens: a client
+                // dialling between bind and listen waits for the listener
+                // (at most the rendezvous' answer wait) instead of racing
+                // it into a REJ.
+                let claims: Vec<Arc<Claim>> = t
+                    .ids
+                    .values()
+                    .filter(|e| matches!(e.kind, Kind::Listener { .. }))
+                    .filter_map(|e| e.claim.clone())
+                    .collect();
                 (next, claims)
             };
             let wait = next.map(|d| d.saturating_duration_since(Instant::now()));
@@ -675,6 +683,9 @@ impl CmId {
         }
         e.kind = Kind::Listener { service_id };
         t.listeners.insert(service_id, self.id);
+        drop(t);
+        // Its port answers clients from the thread's next round.
+        self.shared.kick.signal();
         Ok(())
     }
 

@@ -15,30 +15,18 @@ const TCP: u16 = 0x0106;
 const PERFTEST_SETTLE: Duration = Duration::from_secs(2);
 
 /// A perftest pair over rdma_cm. perftest connects twice (its parameter
-/// channel, then the test's QPs) and its server listens anew for the
-/// second: a client quicker than that is rejected, "invalid service ID",
-/// as by the kernel's CM, and Debian's perftest (4.5-0.17) then retries on
-/// the ids it just destroyed (fixed upstream later) and crashes. That race
-/// (and only that) is run again, up to three times.
+/// channel, then the test's QPs) and its server destroys its listener and
+/// binds a new one in between: the client must find the second
+/// (`NO_LISTENER_GRACE` in verbs-shim/src/rdmacm/conn.rs), or it is
+/// rejected and Debian's perftest (4.5-0.17) crashes retrying on the ids
+/// it destroyed.
 fn perftest(prog: &str, args: &[&str], port: u16) -> (String, String) {
-    let _g = test_support::serial::serial();
     let p = port.to_string();
     let mut sargs = args.to_vec();
     sargs.extend(["-p", &p]);
     let mut cargs = sargs.clone();
     cargs.push("127.0.0.1");
-    for attempt in 1.. {
-        let (s, c, ok) = run_pair((prog, &sargs), (prog, &cargs), TCP, port, PERFTEST_SETTLE);
-        if ok {
-            return (s, c);
-        }
-        let raced = c.contains("RDMA_CM_EVENT_REJECTED; error: 8");
-        assert!(
-            raced && attempt < 3,
-            "{prog} (attempt {attempt}) failed\n--- server:\n{s}\n--- client:\n{c}"
-        );
-    }
-    unreachable!()
+    pair((prog, &sargs), (prog, &cargs), TCP, port, PERFTEST_SETTLE)
 }
 const UDP: u16 = 0x0111;
 
@@ -215,7 +203,7 @@ fn no_route_is_addr_error() {
 fn nobody_answering_is_unreachable() {
     // A route to a host that never answers: the REQ's retries run out
     // (15 × 268 ms), UNREACHABLE with -ETIMEDOUT.
-    if let Some(t) = rping_in_netns("ip route add 10.9.0.0/16 dev lo &&", "10.9.1.1", 15) {
+    if let Some(t) = rping_in_netns("ip route add 10.9.0.0/16 dev lo &&", "10.9.1.1", 25) {
         assert!(t.contains("RDMA_CM_EVENT_UNREACHABLE, error -110"), "{t}");
     }
 }
@@ -254,14 +242,15 @@ fn softrdma_run_provides_librdmacm() {
 fn rping_connects_through_lost_duplicated_reordered_datagrams() {
     // Both devices drop a fifth of what they receive (CM MADs included),
     // duplicate and reorder some: the CM's retransmissions and the RC
-    // transport still deliver every iteration, verified.
+    // transport still connect and deliver every iteration, verified (-V)
+    // on both sides.
     let run = |args: &[&str]| {
         let mut c = program("rping", args);
         c.env("SOFTRDMA_FAULTS", "drop=0.2,dup=0.1,reorder=0.1,seed=7");
         c.spawn().unwrap()
     };
     let _g = test_support::serial::serial();
-    let s = run(&["-s", "-a", "0.0.0.0", "-p", "20910", "-V", "-C", "20"]);
+    let s = run(&["-s", "-a", "0.0.0.0", "-p", "20910", "-V", "-C", "20", "-v"]);
     let end = std::time::Instant::now() + Duration::from_secs(30);
     while !cm_listening(TCP, 20910) && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
@@ -279,13 +268,17 @@ fn rping_connects_through_lost_duplicated_reordered_datagrams() {
     ]);
     let co = wait("rping client", c, 90);
     let so = wait("rping server", s, 30);
-    let ct = all_text(&co);
-    assert!(
-        co.status.success() && so.status.success(),
-        "{ct}\n{}",
-        all_text(&so)
-    );
+    let (ct, st) = (all_text(&co), all_text(&so));
+    assert!(co.status.success(), "{ct}\n{st}");
     assert!(ct.contains("ping data: rdma-ping-19: "), "{ct}");
+    assert!(st.contains("server ping data: rdma-ping-19: "), "{st}");
+    // The server's last SEND may lose its ACK after the client, done,
+    // has disconnected: that completion fails (retry exceeded, 12) as on
+    // any lossy fabric. Nothing else may.
+    assert!(
+        so.status.success() || st.contains("cq completion failed status 12"),
+        "{st}"
+    );
 }
 
 #[test]

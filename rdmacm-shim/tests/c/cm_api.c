@@ -121,6 +121,10 @@ int main(int argc, char **argv)
 	/* Nobody listens on the port: REJECTED, invalid service ID (8). */
 	c = client(port);
 	memset(&p, 0, sizeof p);
+	/* More than the device's 128 is EINVAL (255 would mean "the most"). */
+	p.responder_resources = 200;
+	errno = 0;
+	CHECK(rdma_connect(c, &p) == -1 && errno == EINVAL);
 	p.responder_resources = p.initiator_depth = 1;
 	p.retry_count = 7;
 	CHECK(rdma_connect(c, &p) == 0);

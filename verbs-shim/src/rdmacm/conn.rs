@@ -35,6 +35,48 @@ unsafe fn private(p: *const rdma_conn_param) -> Vec<u8> {
     }
 }
 
+/// How long a connect to a local port nobody holds asks again before the
+/// REQ goes to our own CM (and is rejected): a server may be between
+/// destroying a listener and binding the next (perftest -R does exactly
+/// that between its two connections). The kernel's REQ takes a trip
+/// through the CM and the network stack first; this is that margin.
+const NO_LISTENER_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The device listening at `dst` ([`rendezvous::resolve`]), asking again
+/// for [`NO_LISTENER_GRACE`] while nobody holds a local port.
+fn listener_of(
+    ps: PortSpace,
+    dst: std::net::SocketAddr,
+) -> std::io::Result<Option<soft_rdma::verbs::Gid>> {
+    let end = std::time::Instant::now() + NO_LISTENER_GRACE;
+    loop {
+        let r = rendezvous::resolve(ps, dst)?;
+        if r.is_some() || std::time::Instant::now() >= end {
+            return Ok(r);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A depth the user asked for: `RDMA_MAX_RESP_RES`/`RDMA_MAX_INIT_DEPTH`
+/// (255) is the device's maximum; more than the device has is EINVAL, as
+/// librdmacm checks.
+fn depth(v: u8, max: u8) -> Result<u8, i32> {
+    match v {
+        255 => Ok(max),
+        v if v > max => Err(libc::EINVAL),
+        v => Ok(v),
+    }
+}
+
+/// librdmacm: an id without a QP must say which QP (`conn_param`).
+fn need_param(id: &ShimId, p: Option<&rdma_conn_param>) -> Result<(), i32> {
+    if id.c.qp.is_null() && p.is_none() {
+        return Err(libc::EINVAL);
+    }
+    Ok(())
+}
+
 fn qpn_of(id: &ShimId, p: Option<&rdma_conn_param>) -> u32 {
     if id.c.qp.is_null() {
         p.map_or(0, |p| p.qp_num)
@@ -58,6 +100,7 @@ pub unsafe extern "C" fn shim_rdma_connect(
 
 fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(), i32> {
     let g = global()?;
+    need_param(id, p)?;
     let (src, dst, peer) = {
         let st = id.st();
         if st.phase != Phase::RouteResolved {
@@ -72,7 +115,7 @@ fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<()
     // The listener is looked up again now: the kernel's REQ to a local
     // address finds whoever listens when it arrives, not when the address
     // was resolved (a server may listen in between, or restart).
-    let peer = match rendezvous::resolve(ps, dst) {
+    let peer = match listener_of(ps, dst) {
         Ok(Some(p)) => p,
         Ok(None) => g.gid,
         Err(_) => peer,
@@ -84,17 +127,17 @@ fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<()
         .map_err(|_| libc::EINVAL)?;
     pd.extend_from_slice(&data);
     let service_id = ps.service_id(dst.port());
+    let max = g.max_rd_atomic;
+    let agreed = Agreed {
+        responder_resources: p.map_or(Ok(max), |p| depth(p.responder_resources, max))?,
+        initiator_depth: p.map_or(Ok(max), |p| depth(p.initiator_depth, max))?,
+        retry_count: p.map_or(7, |p| p.retry_count.min(7)),
+        rnr_retry_count: p.map_or(7, |p| p.rnr_retry_count.min(7)),
+    };
     id.st().phase = Phase::Connecting;
     let r = if id.is_ud() {
         id.cm.resolve_ud(peer, service_id, &pd)
     } else {
-        let max = g.max_rd_atomic;
-        let agreed = Agreed {
-            responder_resources: p.map_or(max, |p| p.responder_resources.min(max)),
-            initiator_depth: p.map_or(max, |p| p.initiator_depth.min(max)),
-            retry_count: p.map_or(7, |p| p.retry_count.min(7)),
-            rnr_retry_count: p.map_or(7, |p| p.rnr_retry_count.min(7)),
-        };
         let psn = {
             let mut st = id.st();
             st.agreed = agreed;
@@ -139,6 +182,7 @@ pub unsafe extern "C" fn shim_rdma_accept(
 
 fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(), i32> {
     let g = global()?;
+    need_param(id, p)?;
     let remote = {
         let st = id.st();
         if st.phase != Phase::Requested {
@@ -156,12 +200,14 @@ fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(),
     let r = remote.ok_or(libc::EINVAL)?;
     let max = g.max_rd_atomic;
     let agreed = Agreed {
-        responder_resources: p
-            .map_or(r.initiator_depth, |p| p.responder_resources)
-            .min(max),
-        initiator_depth: p
-            .map_or(r.responder_resources, |p| p.initiator_depth)
-            .min(max),
+        responder_resources: match p {
+            Some(p) => depth(p.responder_resources, max)?,
+            None => r.initiator_depth.min(max),
+        },
+        initiator_depth: match p {
+            Some(p) => depth(p.initiator_depth, max)?,
+            None => r.responder_resources.min(max),
+        },
         retry_count: r.retry_count,
         rnr_retry_count: r.rnr_retry_count,
     };
