@@ -206,6 +206,26 @@ impl Cm {
         }
     }
 
+    /// Waits (at most `max`) until no disconnection of this CM waits for
+    /// its DREP: what a process about to exit does so that its DREQs, sent
+    /// again while lost, reach the peers (the kernel's CM outlives the
+    /// process; ours does not).
+    pub fn linger(&self, max: Duration) {
+        let end = Instant::now() + max;
+        while Instant::now() < end {
+            let waiting = self
+                .shared
+                .lock()
+                .ids
+                .values()
+                .any(|e| matches!(&e.kind, Kind::Conn(c) if c.state == State::DreqSent));
+            if !waiting {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The GID requests from this CM come from (the device's RoCE v2 GID).
     pub fn gid(&self) -> Gid {
         self.shared.gid

@@ -180,6 +180,14 @@ pub unsafe extern "C" fn shim_rdma_event_str(event: rdma_cm_event_type) -> *cons
 /// once, whichever thread reads it.
 static TRANSLATE: Mutex<()> = Mutex::new(());
 
+/// Runs `f` with no event being turned into a C event meanwhile: once an
+/// id is unregistered this way, no translation is touching it, and none
+/// will.
+pub fn quiesced<R>(f: impl FnOnce() -> R) -> R {
+    let _g = crate::sync::lock(&TRANSLATE);
+    f()
+}
+
 fn new_event(owner: *mut ShimId, id: *mut ShimId, kind: u32, status: i32) -> Box<ShimEvent> {
     Box::new(ShimEvent {
         c: rdma_cm_event {

@@ -3,8 +3,9 @@
 //! list), the table from CM communication IDs to our ids, and the C
 //! wrappers of ids and channels.
 //!
-//! Locks: `IDS` (the table), then one id's `st`; a channel's queue is the
-//! CM crate's leaf. No lock is held across a CM call that waits.
+//! Locks, in this order: `channel::TRANSLATE` (events being turned into C
+//! events), `IDS` (the table), one id's `st`; a channel's queue is the CM
+//! crate's leaf. No lock is held across a wait for an event.
 
 use crate::ffi::rdmacm_bindings::*;
 use crate::ffi::*;
@@ -219,7 +220,12 @@ extern "C" fn farewell() {
     }
 }
 
-/// The id table stays locked meanwhile, so no id is freed under us.
+/// How long an exiting process waits for its DREQs' answers.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The id table stays locked meanwhile, so no id is freed under us; then
+/// the process lingers (at most [`LINGER`]) until every DREQ, its own and
+/// those of ids destroyed before, is answered.
 extern "C" fn farewell_thread(_: *mut c_void) -> *mut c_void {
     let ids = lock(&IDS);
     for p in ids.iter().flat_map(|m| m.values()) {
@@ -232,6 +238,10 @@ extern "C" fn farewell_thread(_: *mut c_void) -> *mut c_void {
             Phase::Requested => id.cm.reject(&[]),
             _ => Ok(()),
         };
+    }
+    drop(ids);
+    if let Some(Ok(g)) = GLOBAL.get() {
+        g.cm.linger(LINGER);
     }
     std::ptr::null_mut()
 }

@@ -100,7 +100,8 @@ pub unsafe extern "C" fn shim_rdma_destroy_id(idp: *mut rdma_cm_id) -> c_int {
         // SAFETY: the synchronous id's kept event.
         unsafe { channel::shim_rdma_ack_cm_event(ev) };
     }
-    unregister(id.cm.local_id());
+    // No event of it is being translated (which would count it) once out.
+    channel::quiesced(|| unregister(id.cm.local_id()));
     // librdmacm waits for the id's events to be acknowledged.
     {
         let mut st = id.st();
