@@ -25,8 +25,12 @@ install_missing_debs tshark iproute2
 # from binutils), the headers of its layout test (libibverbs-dev), and the
 # providers and librdmacm that perftest links.
 install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers librdmacm1 binutils
-# UCX (ucx_info, ucx_perftest, and UCP's headers for tests/c/ucp_data.c) over the shim and the file-system face (verbs-shim/tests/ucx.rs).
+# UCX (ucx_info, ucx_perftest, and UCP's headers for tests/c/ucp_data.c)
+# over the shim and the file-system face (verbs-shim/tests/ucx.rs).
 install_missing_debs ucx-utils libucx0 libucx-dev
+# rdmacm-shim: the rdma_cm programs it runs (rdmacm-utils) and the headers of
+# its layout test and C program (librdmacm-dev).
+install_missing_debs rdmacm-utils librdmacm-dev
 # tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).

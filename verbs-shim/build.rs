@@ -30,13 +30,21 @@ const NODES: &[(&str, Option<&str>)] = &[
     ("IBVERBS_1.13", Some("IBVERBS_1.12")),
     ("IBVERBS_1.14", Some("IBVERBS_1.13")),
     ("IBVERBS_PRIVATE_34", None),
+    // librdmacm's API for our thin librdmacm.so.1 (`rdmacm-shim/`), whose
+    // exports jump here: `__softrdma_NAME` is the Rust `shim_NAME`.
+    ("SOFTRDMA_RDMACM_PRIVATE", None),
 ];
+
+/// The private names' prefix (`src/rdmacm/exports.txt`).
+const PRIVATE_PREFIX: &str = "__softrdma_";
 
 fn main() {
     println!("cargo:rerun-if-changed=src/exports.txt");
+    println!("cargo:rerun-if-changed=src/rdmacm/exports.txt");
     println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    let list = std::fs::read_to_string("src/exports.txt").expect("src/exports.txt");
+    let mut list = std::fs::read_to_string("src/exports.txt").expect("src/exports.txt");
+    list += &std::fs::read_to_string("src/rdmacm/exports.txt").expect("src/rdmacm/exports.txt");
     let mut map = String::new();
     let mut asm = String::new();
     let exports: Vec<(&str, &str, &str)> = list
@@ -83,7 +91,8 @@ fn main() {
                 .unwrap();
                 writeln!(asm, "    \".globl {local}\", \".type {local},@function\",").unwrap();
                 writeln!(asm, "    \"{local}: jmp {{{name}}}\", \".size {local}, .-{local}\", \".popsection\",").unwrap();
-                writeln!(operands, "    {name} = sym shim_{name},").unwrap();
+                let rust = name.strip_prefix(PRIVATE_PREFIX).unwrap_or(name);
+                writeln!(operands, "    {name} = sym shim_{rust},").unwrap();
             }
             "O" => {
                 // A one-byte zero-initialised object (`bool` in C).

@@ -206,6 +206,26 @@ impl Cm {
         }
     }
 
+    /// Waits (at most `max`) until no disconnection of this CM waits for
+    /// its DREP: what a process about to exit does so that its DREQs, sent
+    /// again while lost, reach the peers (the kernel's CM outlives the
+    /// process; ours does not).
+    pub fn linger(&self, max: Duration) {
+        let end = Instant::now() + max;
+        while Instant::now() < end {
+            let waiting = self
+                .shared
+                .lock()
+                .ids
+                .values()
+                .any(|e| matches!(&e.kind, Kind::Conn(c) if c.state == State::DreqSent));
+            if !waiting {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The GID requests from this CM come from (the device's RoCE v2 GID).
     pub fn gid(&self) -> Gid {
         self.shared.gid
@@ -330,8 +350,16 @@ impl Shared {
                         _ => None,
                     })
                     .min();
-                let claims: Vec<Arc<Claim>> =
-                    t.ids.values().filter_map(|e| e.claim.clone()).collect();
+                // A port answers its clients once its id listens: a client
+                // dialling between bind and listen waits for the listener
+                // (at most the rendezvous' answer wait) instead of racing
+                // it into a REJ.
+                let claims: Vec<Arc<Claim>> = t
+                    .ids
+                    .values()
+                    .filter(|e| matches!(e.kind, Kind::Listener { .. }))
+                    .filter_map(|e| e.claim.clone())
+                    .collect();
                 (next, claims)
             };
             let wait = next.map(|d| d.saturating_duration_since(Instant::now()));
@@ -349,10 +377,18 @@ impl Shared {
                     .map(|c| rustix::event::PollFd::new(&**c, rustix::event::PollFlags::IN)),
             );
             let _ = rustix::event::poll(&mut fds, ts.as_ref());
+            // Only the ports a client is dialling: one accept each, not
+            // one per claimed port per round.
+            let ready: Vec<usize> = fds[2..]
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect();
             drop(fds);
             self.kick.drain();
-            for c in &claims {
-                c.serve();
+            for i in ready {
+                claims[i].serve();
             }
             drop(claims);
             *self.rounds.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -665,6 +701,9 @@ impl CmId {
         }
         e.kind = Kind::Listener { service_id };
         t.listeners.insert(service_id, self.id);
+        drop(t);
+        // Its port answers clients from the thread's next round.
+        self.shared.kick.signal();
         Ok(())
     }
 
@@ -783,6 +822,26 @@ impl CmId {
             let tid = t.new_tid();
             c.disconnect(tid, Instant::now(), out)
         })
+    }
+
+    /// `rdma_migrate_id`: this id's events go to `chan` from now on, and
+    /// those waiting on its old channel move there.
+    pub fn set_channel(&self, chan: &EventChannel) -> Result<()> {
+        let mut t = self.shared.lock();
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        let old = std::mem::replace(&mut e.chan, chan.clone());
+        for q in old.take_for(self.id) {
+            chan.push(q);
+        }
+        Ok(())
+    }
+
+    /// The peer's device, once this id connects or was connected to.
+    pub fn peer(&self) -> Option<Gid> {
+        match &self.shared.lock().ids.get(&self.id)?.kind {
+            Kind::Conn(c) => Some(c.peer),
+            _ => None,
+        }
     }
 
     /// The peer's end, once its REQ or REP arrived.

@@ -23,6 +23,9 @@ pub enum EventKind {
     Disconnected,
     /// The connection's time-wait ended: its QP may be reused.
     TimewaitExit,
+    /// An event the library above queues itself ([`EventChannel::post`]),
+    /// e.g. rdma_cm's address and route resolution: its own code.
+    Local(u32),
 }
 
 /// What the peer's REQ, REP or SIDR_REP said about its end.
@@ -111,6 +114,34 @@ impl EventChannel {
         q.push_back(e);
         self.0.fd.signal();
         self.0.ready.notify_one();
+    }
+
+    /// Queues an event of the caller's own (`EventKind::Local`) for id
+    /// `id`, behind those waiting: it wakes readers and the descriptor as
+    /// the CM's do.
+    pub fn post(&self, id: u32, code: u32, status: i32) {
+        self.push(Queued {
+            id,
+            listen_id: None,
+            kind: EventKind::Local(code),
+            private_data: vec![],
+            status,
+            remote: None,
+        });
+    }
+
+    /// Takes the events waiting for id `id` out of the queue.
+    pub(crate) fn take_for(&self, id: u32) -> Vec<Queued> {
+        let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let (mine, rest): (VecDeque<Queued>, VecDeque<Queued>) =
+            q.drain(..).partition(|e| e.id == id);
+        *q = rest;
+        // Drained only when it held something (a counter known non-zero):
+        // the user may have made the descriptor blocking.
+        if q.is_empty() && !mine.is_empty() {
+            self.0.fd.drain();
+        }
+        mine.into()
     }
 
     /// The next event, waiting at most `timeout` (None: forever).

@@ -5,7 +5,9 @@
 //! `0.0.0.0`, `127.0.0.1`, any address of the host) claims the abstract
 //! Unix socket name `softrdma-cm/S/P`, and answers each connection to it
 //! with its device's GID. A client connecting to a local address and port
-//! P asks that name. The kernel gives an abstract name to the first to bind
+//! P asks that name. A port is answered once its id listens (a client
+//! dialling a port bound but not yet listening waits for the listen, at
+//! most two seconds, rather than racing it). The kernel gives an abstract name to the first to bind
 //! it in the network namespace, as it gives a port: another local user can
 //! take a port no sooner than with TCP — a listener finding its port taken
 //! fails with EADDRINUSE as `rdma_listen` does, and never shares it — and

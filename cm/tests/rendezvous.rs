@@ -28,6 +28,11 @@ fn a_client_dialing_a_local_address_finds_the_device_holding_the_port() {
     let id = cm.create_id(&chan);
     let port = id.bind(PortSpace::Tcp, 0).unwrap();
     assert!(port >= 32768, "an ephemeral port: {port}");
+    // Answered once the id listens: a client dialling in between waits.
+    let early = std::thread::spawn(move || find(PortSpace::Tcp, port).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    id.listen(PortSpace::Tcp.service_id(port)).unwrap();
+    assert_eq!(early.join().unwrap(), Some(cm.gid()));
     for dst in ["127.0.0.1", "0.0.0.0", "::1", "127.99.1.2"] {
         let dst = SocketAddr::new(dst.parse().unwrap(), port);
         assert_eq!(

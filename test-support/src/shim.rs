@@ -64,3 +64,25 @@ pub fn link_soname(dir: &Path) {
         assert!(link.exists(), "symlink {}: {e}", link.display());
     }
 }
+
+/// Build the verbs shim and the thin `librdmacm.so` (crate rdmacm-shim)
+/// into `dir` (a `target/<profile>/`), always: the two libraries must be
+/// of the same source, and a no-op build is quick. Then make the
+/// `libibverbs.so.1` and `librdmacm.so.1` links programs load.
+pub fn ensure_rdmacm_built(dir: &Path) {
+    let target = dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", "verbs-shim", "-p", "rdmacm-shim"]);
+    cmd.arg("--target-dir").arg(target);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build");
+    assert!(st.success(), "{cmd:?} failed");
+    link_soname(dir);
+    let link = dir.join("librdmacm.so.1");
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink("librdmacm.so", &link) {
+        assert!(link.exists(), "symlink {}: {e}", link.display());
+    }
+}

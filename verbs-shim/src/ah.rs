@@ -55,3 +55,75 @@ pub unsafe extern "C" fn shim_ibv_destroy_ah(ah: *mut ibv_ah) -> c_int {
     drop(unsafe { Box::from_raw(ah as *mut ShimAh) });
     0
 }
+
+/// `ibv_init_ah_from_wc`: the address that answers a UD receive — the
+/// GRH's source as the destination, its destination (one of our GIDs) as
+/// the source index. The device writes the IPv6 layout (RoCE v2 GIDs), so
+/// that is what is read; a receive without a GRH cannot be answered on
+/// RoCE (EINVAL).
+pub unsafe extern "C" fn shim_ibv_init_ah_from_wc(
+    ctx: *mut ibv_context,
+    port_num: u8,
+    wc: *const ibv_wc,
+    grh: *const ibv_grh,
+    attr: *mut ibv_ah_attr,
+) -> c_int {
+    if ctx.is_null() || wc.is_null() || grh.is_null() || attr.is_null() {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's completion, GRH area (40 bytes), attributes, and
+    // a live context of ours.
+    let (wc, grh, attr, c) = unsafe {
+        (
+            &*wc,
+            &*(grh as *const [u8; 40]),
+            &mut *attr,
+            crate::context::ShimContext::from_c(ctx),
+        )
+    };
+    *attr = ibv_ah_attr {
+        port_num,
+        sl: wc.sl,
+        ..Default::default()
+    };
+    if wc.wc_flags & IBV_WC_GRH == 0 || grh[0] >> 4 != 6 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let mut sgid = [0u8; 16];
+    sgid.copy_from_slice(&grh[8..24]);
+    let mut dgid = [0u8; 16];
+    dgid.copy_from_slice(&grh[24..40]);
+    let Some((index, _)) = c.dev.gids().into_iter().find(|(_, g)| g.0 == dgid) else {
+        set_errno(libc::ENOENT);
+        return -1;
+    };
+    attr.is_global = 1;
+    attr.grh.dgid = conv::gid_to_c(Gid(sgid));
+    attr.grh.flow_label = u32::from_be_bytes([0, grh[1] & 0x0f, grh[2], grh[3]]);
+    attr.grh.sgid_index = index as u8;
+    attr.grh.hop_limit = 0xff;
+    attr.grh.traffic_class = (grh[0] << 4) | (grh[1] >> 4);
+    0
+}
+
+/// `ibv_create_ah_from_wc`: [`shim_ibv_init_ah_from_wc`], then an AH.
+pub unsafe extern "C" fn shim_ibv_create_ah_from_wc(
+    pd: *mut ibv_pd,
+    wc: *const ibv_wc,
+    grh: *const ibv_grh,
+    port_num: u8,
+) -> *mut ibv_ah {
+    if pd.is_null() {
+        return fail_null(libc::EINVAL);
+    }
+    let mut attr = ibv_ah_attr::default();
+    // SAFETY: a live PD; the rest is checked by the callee.
+    unsafe {
+        if shim_ibv_init_ah_from_wc((*pd).context, port_num, wc, grh, &mut attr) != 0 {
+            return std::ptr::null_mut();
+        }
+        shim_ibv_create_ah(pd, &mut attr)
+    }
+}

@@ -30,6 +30,7 @@ mod pd;
 mod placement_abi;
 mod qp;
 mod qp_ex;
+mod rdmacm;
 mod registry;
 mod srq;
 mod strings;
@@ -39,6 +40,8 @@ mod xrc;
 
 /// The exported ABI: `build.rs`'s `global_asm!` names every `shim_*` function.
 mod exports {
+    #[allow(unused_imports)]
+    use crate::rdmacm::exports::*;
     #[allow(unused_imports)]
     use crate::{
         ah::*, context::*, cq::*, device::*, import::*, mr::*, pd::*, qp::*, srq::*, strings::*,

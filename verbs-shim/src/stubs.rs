@@ -39,7 +39,6 @@ macro_rules! nothing {
 errno_int!(
     shim_ibv_attach_mcast,
     shim_ibv_detach_mcast,
-    shim_ibv_init_ah_from_wc,
     shim_ibv_query_ece,
     shim_ibv_set_ece,
     shim_ibv_resolve_eth_l2_from_gid,
@@ -106,7 +105,6 @@ errno_int!(
 );
 
 null_ptr!(
-    shim_ibv_create_ah_from_wc,
     shim_ibv_import_dm,
     shim_ibv_reg_dmabuf_mr,
     shim__verbs_init_and_alloc_context,

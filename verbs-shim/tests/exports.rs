@@ -66,7 +66,8 @@ fn our_library_exports_exactly_the_installed_symbols() {
         "ours vs installed:\n{}",
         diff(&ours, &installed)
     );
-    // And nothing else: no Rust symbols, no unversioned ones.
+    // And nothing else: no Rust symbols, no unversioned ones; only the
+    // private node of rdma_cm's API (`__softrdma_*`, for rdmacm-shim).
     let t = Command::new("objdump")
         .arg("-T")
         .arg(common::shim_lib())
@@ -75,7 +76,11 @@ fn our_library_exports_exactly_the_installed_symbols() {
     let t = String::from_utf8_lossy(&t.stdout).into_owned();
     let extra: Vec<&str> = t
         .lines()
-        .filter(|l| l.contains(" g ") && !l.contains("*UND*") && !l.contains("IBVERBS_"))
+        .filter(|l| {
+            let private = l.contains("SOFTRDMA_RDMACM_PRIVATE") && l.contains(" __softrdma_");
+            let ibverbs = l.contains("IBVERBS_");
+            l.contains(" g ") && !l.contains("*UND*") && !ibverbs && !private
+        })
         .collect();
     assert!(extra.is_empty(), "unexpected exports: {extra:#?}");
 }
@@ -93,4 +98,34 @@ fn soname_is_libibverbs_so_1() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["SONAME", "libibverbs.so.1"]),
         "{p}"
     );
+}
+
+#[test]
+fn rdma_cm_api_is_exported_privately() {
+    // Every librdmacm export has its `__softrdma_` twin here, in the
+    // private node, which the thin librdmacm.so.1 jumps to.
+    let t = Command::new("objdump")
+        .arg("-T")
+        .arg(common::shim_lib())
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&t.stdout).into_owned();
+    let ours: std::collections::BTreeSet<&str> = t
+        .lines()
+        .filter(|l| l.contains("SOFTRDMA_RDMACM_PRIVATE") && !l.contains("*ABS*"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let list = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rdmacm-shim/src/exports.txt"
+    ))
+    .unwrap();
+    let want: std::collections::BTreeSet<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|n| format!("__softrdma_{n}"))
+        .collect();
+    assert_eq!(want.len(), 68);
+    let ours: std::collections::BTreeSet<String> = ours.into_iter().map(String::from).collect();
+    assert_eq!(ours, want);
 }

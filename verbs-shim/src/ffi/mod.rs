@@ -14,6 +14,17 @@
 pub mod bindings;
 pub use bindings::*;
 
+/// `<rdma/rdma_cma.h>`'s structures over the types above
+/// (`tools/gen-rdmacm-bindings.sh`), for `crate::rdmacm`.
+#[allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes
+)]
+#[rustfmt::skip]
+pub mod rdmacm_bindings;
+
 pub use std::os::raw::{c_char, c_int, c_uint, c_void};
 
 /// Set the caller's `errno` (the verbs API reports many failures this way).

@@ -117,9 +117,21 @@ fn shim_dir() -> CliResult<PathBuf> {
     })
 }
 
+/// The thin `librdmacm.so.1` (crate rdmacm-shim), put beside the shim when
+/// built, so that rdma_cm programs run on the soft device too.
+const RDMACM_SONAME: &str = "librdmacm.so.1";
+const RDMACM_CARGO_NAME: &str = "librdmacm.so";
+
 /// `dir` if it holds `libibverbs.so.1`, making that symlink to Cargo's
-/// `libibverbs.so` when only the latter exists; else why not.
+/// `libibverbs.so` when only the latter exists; else why not. Makes the
+/// `librdmacm.so.1` link likewise when Cargo's `librdmacm.so` is there.
 fn with_soname(dir: &Path) -> Result<PathBuf, String> {
+    if dir.join(RDMACM_CARGO_NAME).is_file() && !dir.join(RDMACM_SONAME).is_file() {
+        let link = dir.join(RDMACM_SONAME);
+        let _ = std::fs::remove_file(&link);
+        // A failure leaves the installed librdmacm in use: verbs still work.
+        let _ = std::os::unix::fs::symlink(RDMACM_CARGO_NAME, &link);
+    }
     let soname = dir.join(SONAME);
     if soname.is_file() {
         return Ok(dir.to_path_buf());

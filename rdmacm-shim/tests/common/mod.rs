@@ -1,0 +1,111 @@
+//! What the librdmacm tests share: the directory holding our
+//! `libibverbs.so.1` and `librdmacm.so.1` (built there first), and running
+//! programs against them with a deadline (a hang fails the test).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use test_support::procs::{all_text, finish};
+use test_support::shim;
+
+/// The installed rdma-core library ours replaces.
+pub const SYSTEM_LIB: &str = "/usr/lib/x86_64-linux-gnu/librdmacm.so.1";
+
+/// `target/<profile>/` with both libraries and their SONAME links.
+pub fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = shim::own_profile_dir();
+        shim::ensure_rdmacm_built(&dir);
+        dir
+    })
+}
+
+pub fn our_lib() -> PathBuf {
+    lib_dir().join("librdmacm.so")
+}
+
+/// A program with our libraries first on `LD_LIBRARY_PATH`.
+pub fn program(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(name);
+    c.args(args)
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+pub fn spawn(name: &str, args: &[&str]) -> Child {
+    program(name, args).spawn().unwrap_or_else(|e| {
+        panic!("{name}: {e} (is the Debian package installed? scripts/test.sh installs it)")
+    })
+}
+
+/// Waits for `child` (deadline `secs`); its output, status checked by the caller.
+pub fn wait(what: &str, child: Child, secs: u64) -> Output {
+    finish(what, child, Duration::from_secs(secs))
+}
+
+/// Whether a process of this host holds `port` of the rdma_cm port space
+/// `ps` (0x0106 TCP, 0x0111 UDP): the CM's rendezvous name
+/// (`soft_rdma_cm::rendezvous`) is in /proc/net/unix.
+pub fn cm_listening(ps: u16, port: u16) -> bool {
+    let name = format!("@softrdma-cm/{ps:#06x}/{port}");
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(name.as_str()))
+    })
+}
+
+/// One run of a pair: `server` started, then, once it holds `port` of `ps`
+/// and `settle` more has passed, `client`. Returns (server, client) output
+/// and whether both exited 0; a client that fails has its server killed.
+pub fn run_pair(
+    server: (&str, &[&str]),
+    client: (&str, &[&str]),
+    ps: u16,
+    port: u16,
+    settle: Duration,
+) -> (String, String, bool) {
+    let mut s = spawn(server.0, server.1);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !cm_listening(ps, port) {
+        if std::time::Instant::now() > end || s.try_wait().is_ok_and(|x| x.is_some()) {
+            let _ = s.kill();
+            let o = wait(server.0, s, 5);
+            panic!("{} never listened on {port}:\n{}", server.0, all_text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(settle);
+    let c = spawn(client.0, client.1);
+    let co = wait(&format!("{} client", client.0), c, 90);
+    if !co.status.success() {
+        let _ = s.kill();
+    }
+    let so = wait(&format!("{} server", server.0), s, 30);
+    let ok = so.status.success() && co.status.success();
+    (all_text(&so), all_text(&co), ok)
+}
+
+/// [`run_pair`], one pair at a time; both must exit 0 within their
+/// deadlines. Returns (server, client) output.
+pub fn pair(
+    server: (&str, &[&str]),
+    client: (&str, &[&str]),
+    ps: u16,
+    port: u16,
+    settle: Duration,
+) -> (String, String) {
+    let _g = test_support::serial::serial();
+    let (st, ct, ok) = run_pair(server, client, ps, port, settle);
+    assert!(
+        ok,
+        "{}: failed\n--- server:\n{st}\n--- client:\n{ct}",
+        server.0
+    );
+    (st, ct)
+}
