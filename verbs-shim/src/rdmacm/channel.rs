@@ -384,7 +384,8 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         recv_cq_channel: std::ptr::null_mut(),
         recv_cq: std::ptr::null_mut(),
         srq: std::ptr::null_mut(),
-        pd: std::ptr::null_mut(),
+        // The device's PD, as librdmacm gives every id on the device.
+        pd: g.default_pd().unwrap_or(std::ptr::null_mut()),
         qp_type,
     };
     let lport = lsrc.map_or(0, |a| a.port());

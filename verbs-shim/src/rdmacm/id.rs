@@ -147,6 +147,9 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     if !a.ip().is_unspecified() {
         id.c.verbs = g.ctx;
         id.c.port_num = 1;
+        // librdmacm gives an id its device's PD with the device (pyverbs
+        // builds its PD object from `id->pd` after route resolution).
+        id.c.pd = g.default_pd()?;
     }
     Ok(())
 }
@@ -283,6 +286,8 @@ pub fn resolve_addr(id: &mut ShimId, s: Option<SocketAddr>, d: SocketAddr) -> Re
     }
     id.c.verbs = g.ctx;
     id.c.port_num = 1;
+    // The device's PD comes with the device, as in librdmacm.
+    id.c.pd = g.default_pd()?;
     id.c.channel_post(LOCAL_ADDR_RESOLVED, 0, id.cm.local_id());
     if id.sync {
         // SAFETY: a live synchronous id.
