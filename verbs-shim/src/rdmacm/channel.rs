@@ -412,6 +412,15 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         remote,
         remote_mtu: remote.and_then(|r| r.path_mtu),
         tos: listener.st().tos,
+        // The REQ's terms, as the kernel CM keeps them from the request:
+        // rdma_init_qp_attr before rdma_accept (an external QP) needs them;
+        // accept may still change the depths.
+        agreed: remote.map_or_else(Default::default, |r| super::global::Agreed {
+            responder_resources: r.initiator_depth.min(g.max_rd_atomic),
+            initiator_depth: r.responder_resources.min(g.max_rd_atomic),
+            retry_count: r.retry_count,
+            rnr_retry_count: r.rnr_retry_count,
+        }),
         ..Default::default()
     };
     // A synchronous listener's requests get ids of their own channel, as

@@ -100,7 +100,10 @@ pub fn init_attr(id: &ShimId, state: ibv_qp_state) -> Result<(ibv_qp_attr, c_int
             a.dest_qp_num = r.qpn;
             a.rq_psn = r.psn;
             a.max_dest_rd_atomic = st.agreed.responder_resources;
-            a.min_rnr_timer = 12;
+            // The kernel CM's value: code 0, the longest RNR delay
+            // (655.36 ms), so a peer that posts its receive a little late
+            // (after its own send completes) is waited for, not failed.
+            a.min_rnr_timer = 0;
             a.ah_attr = ah_to(peer, st.tos);
             a.qp_access_flags = access(st.agreed.responder_resources);
             mask = IBV_QP_STATE
