@@ -53,6 +53,7 @@ pub fn new_channel() -> Result<*mut ShimChannel, i32> {
     Ok(Box::into_raw(Box::new(ShimChannel {
         c: rdma_event_channel { fd },
         chan,
+        gen: crate::device::generation(),
     })))
 }
 
@@ -120,6 +121,10 @@ pub unsafe extern "C" fn shim_rdma_get_cm_event(
 ) -> c_int {
     if ch.is_null() || event.is_null() {
         return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a channel of ours.
+    if unsafe { super::global::forked_channel(ch) } {
+        return fail(super::global::FORKED);
     }
     // SAFETY: (caller) a live channel of ours.
     match unsafe { next_event(ch, None) } {
@@ -444,6 +449,7 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         st: Mutex::new(st),
         acked: Default::default(),
         sync,
+        gen: crate::device::generation(),
     }));
     // SAFETY: just made.
     let n = unsafe { &mut *nid };

@@ -90,6 +90,10 @@ pub unsafe extern "C" fn shim_rdma_connect(
     idp: *mut rdma_cm_id,
     param: *mut rdma_conn_param,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -172,6 +176,10 @@ pub unsafe extern "C" fn shim_rdma_accept(
     idp: *mut rdma_cm_id,
     param: *mut rdma_conn_param,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -246,6 +254,10 @@ pub unsafe extern "C" fn shim_rdma_reject(
     data: *const c_void,
     len: u8,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -266,6 +278,10 @@ pub unsafe extern "C" fn shim_rdma_reject(
 }
 
 pub unsafe extern "C" fn shim_rdma_establish(idp: *mut rdma_cm_id) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -285,6 +301,10 @@ pub unsafe extern "C" fn shim_rdma_establish(idp: *mut rdma_cm_id) -> c_int {
 }
 
 pub unsafe extern "C" fn shim_rdma_disconnect(idp: *mut rdma_cm_id) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }

@@ -109,12 +109,38 @@ impl Global {
     }
 }
 
+/// What an id or channel made before this process forked fails with (as
+/// the verbs objects of that time: `context::FORKED`).
+pub const FORKED: i32 = crate::context::FORKED;
+
+/// Whether `id` was made before this process forked: its CM is the
+/// parent's, whose agent thread this process lacks and whose socket it must
+/// not send on.
+///
+/// # Safety
+/// `id` is NULL or an id this library made (here or before a fork).
+pub unsafe fn forked_id(id: *mut rdma_cm_id) -> bool {
+    // SAFETY: (caller) a live id when not NULL.
+    !id.is_null() && unsafe { ShimId::from_c(id) }.gen != crate::device::generation()
+}
+
+/// Whether `ch` was made before this process forked (see [`forked_id`]).
+///
+/// # Safety
+/// `ch` is NULL or a channel this library made (here or before a fork).
+pub unsafe fn forked_channel(ch: *mut rdma_event_channel) -> bool {
+    // SAFETY: (caller) a live channel when not NULL.
+    !ch.is_null() && unsafe { &*(ch as *const ShimChannel) }.gen != crate::device::generation()
+}
+
 /// An `rdma_event_channel`: its `fd` is the CM channel's descriptor,
 /// readable while an event waits.
 #[repr(C)]
 pub struct ShimChannel {
     pub c: rdma_event_channel,
     pub chan: EventChannel,
+    /// The fork generation it was made in (`device.rs`).
+    pub gen: u32,
 }
 
 const _: () = assert!(std::mem::offset_of!(ShimChannel, c) == 0);
@@ -188,6 +214,8 @@ pub struct ShimId {
     /// Made with no channel: its calls wait for their own events and it
     /// owns `c.channel`.
     pub sync: bool,
+    /// The fork generation it was made in (`device.rs`).
+    pub gen: u32,
 }
 
 const _: () = assert!(std::mem::offset_of!(ShimId, c) == 0);

@@ -194,6 +194,10 @@ pub unsafe extern "C" fn shim_rdma_init_qp_attr(
     attr: *mut ibv_qp_attr,
     mask: *mut c_int,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() || mask.is_null() {
         return fail(libc::EINVAL);
     }
@@ -370,6 +374,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp(
     pd: *mut ibv_pd,
     attr: *mut ibv_qp_init_attr,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     // SAFETY: (caller) as create_qp asks.
     ret(unsafe { create_qp(id, pd, attr) })
 }
@@ -378,6 +386,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp_ex(
     id: *mut rdma_cm_id,
     attr: *mut ibv_qp_init_attr_ex,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -411,6 +423,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp_ex(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_qp(idp: *mut rdma_cm_id) {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return;
+    }
     if idp.is_null() {
         return;
     }
@@ -430,6 +446,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq(
     mut pd: *mut ibv_pd,
     attr: *mut ibv_srq_init_attr,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -459,6 +479,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq_ex(
     id: *mut rdma_cm_id,
     attr: *mut ibv_srq_init_attr_ex,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -481,6 +505,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq_ex(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_srq(idp: *mut rdma_cm_id) {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return;
+    }
     if idp.is_null() {
         return;
     }
