@@ -1,7 +1,8 @@
 /*
  * fork after the device is open (pyverbs' rdma_cm tests fork their two
  * players): each child opens the device again and gets one of its own (a
- * new GID), whose RC QPs carry traffic to the other child's; an object
+ * new GID), whose RC QPs carry traffic to the other child's (into an
+ * on-demand-paged MR); an object
  * the parent made fails in a child with ENODEV, touching nothing of the
  * parent's; and the parent's own QPs still work once the children are
  * gone. Prints "OK <step>" per step and "ALL OK".
@@ -92,7 +93,11 @@ static int child(int writer, int out, int in, const union ibv_gid *parent_gid,
 	CHECK(pd && cq, "PD and CQ in the child");
 	struct ibv_qp *qp = rc_qp(pd, cq);
 	static char buf[LEN], msg[64];
-	struct ibv_mr *mr = ibv_reg_mr(pd, buf, LEN, ALL_ACCESS);
+	/* The receiver's buffer is on-demand paged: the child's address space
+	 * needs a mirror of its own (the parent's userfaultfd watches the
+	 * parent's). */
+	struct ibv_mr *mr = ibv_reg_mr(pd, buf, LEN,
+				       ALL_ACCESS | (writer ? 0 : IBV_ACCESS_ON_DEMAND));
 	struct ibv_mr *mm = ibv_reg_mr(pd, msg, sizeof msg, ALL_ACCESS);
 	CHECK(mr && mm, "reg_mr in the child");
 	me.qpn = qp->qp_num;
