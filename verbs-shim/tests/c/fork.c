@@ -58,6 +58,10 @@ static void parent_objects_fail(struct ibv_pd *pd, struct ibv_cq *cq, struct ibv
 	errno = 0;
 	CHECK(!ibv_create_cq(pd->context, 4, NULL, NULL, 0) && errno == ENODEV, "create_cq");
 	errno = 0;
+	CHECK(!ibv_alloc_pd(pd->context) && errno == ENODEV, "alloc_pd");
+	errno = 0;
+	CHECK(!ibv_alloc_mw(pd, IBV_MW_TYPE_2) && errno == ENODEV, "alloc_mw");
+	errno = 0;
 	struct ibv_qp_init_attr ia = {
 		.send_cq = cq, .recv_cq = cq, .qp_type = IBV_QPT_RC,
 		.cap = { .max_send_wr = 1, .max_recv_wr = 1, .max_send_sge = 1, .max_recv_sge = 1 },
