@@ -547,6 +547,13 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(
         set_errno(libc::EINVAL);
         return -1;
     }
+    // The descriptor is shared with the parent: reading it here would take
+    // the parent's events.
+    // SAFETY: the caller's live context.
+    if unsafe { forked_away(ctx) } {
+        set_errno(FORKED);
+        return -1;
+    }
     // SAFETY: live context.
     let w = unsafe { ShimContext::from_c(ctx) };
     let fd = w.vctx.context.async_fd;

@@ -527,6 +527,12 @@ pub unsafe extern "C" fn shim_ibv_get_cq_event(
         set_errno(libc::EINVAL);
         return -1;
     }
+    // As for async events: the parent's channel's descriptor is shared.
+    // SAFETY: a live channel's context pointer.
+    if unsafe { crate::context::forked_away((*ch).context) } {
+        set_errno(crate::context::FORKED);
+        return -1;
+    }
     // SAFETY: a live channel.
     let epfd = unsafe { &*(ch as *const ShimChannel) }.epoll.as_raw_fd();
     loop {

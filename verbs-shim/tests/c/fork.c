@@ -37,8 +37,16 @@ static void fill(char *p, int seed)
 
 /* The parent's objects in a child: refused with ENODEV, nothing sent. */
 static void parent_objects_fail(struct ibv_pd *pd, struct ibv_cq *cq, struct ibv_qp *qp,
-				struct ibv_mr *mr, char *buf)
+				struct ibv_mr *mr, char *buf, struct ibv_comp_channel *ch)
 {
+	/* Their descriptors are the parent's too: not read here. */
+	struct ibv_cq *ecq;
+	void *ectx;
+	errno = 0;
+	CHECK(ibv_get_cq_event(ch, &ecq, &ectx) == -1 && errno == ENODEV, "get_cq_event");
+	struct ibv_async_event ae;
+	errno = 0;
+	CHECK(ibv_get_async_event(pd->context, &ae) == -1 && errno == ENODEV, "get_async_event");
 	struct ibv_sge sge = { .addr = (uintptr_t)buf, .length = 8, .lkey = mr->lkey };
 	struct ibv_send_wr wr = {
 		.wr_id = 9, .sg_list = &sge, .num_sge = 1,
@@ -77,9 +85,9 @@ static void parent_objects_fail(struct ibv_pd *pd, struct ibv_cq *cq, struct ibv
  * LEN bytes into the other's buffer then SENDs; the other checks both. */
 static int child(int writer, int out, int in, const union ibv_gid *parent_gid,
 		 struct ibv_pd *ppd, struct ibv_cq *pcq, struct ibv_qp *pqp, struct ibv_mr *pmr,
-		 char *pbuf)
+		 char *pbuf, struct ibv_comp_channel *pch)
 {
-	parent_objects_fail(ppd, pcq, pqp, pmr, pbuf);
+	parent_objects_fail(ppd, pcq, pqp, pmr, pbuf, pch);
 	if (writer)
 		OK("the parent's objects are ENODEV in a child");
 
@@ -149,8 +157,9 @@ int main(void)
 	union ibv_gid gid;
 	CHECK(!ibv_query_gid(ctx, 1, 1, &gid), "query_gid");
 	struct ibv_pd *pd = ibv_alloc_pd(ctx);
-	struct ibv_cq *cq = ibv_create_cq(ctx, 64, NULL, NULL, 0);
-	CHECK(pd && cq, "PD and CQ");
+	struct ibv_comp_channel *ch = ibv_create_comp_channel(ctx);
+	struct ibv_cq *cq = ibv_create_cq(ctx, 64, NULL, ch, 0);
+	CHECK(pd && ch && cq, "PD, channel and CQ");
 	struct ibv_qp *qa = rc_qp(pd, cq), *qb = rc_qp(pd, cq);
 	rc_pair(qa, qb);
 	static char src[LEN], dst[LEN];
@@ -170,7 +179,7 @@ int main(void)
 		CHECK(kids[i] >= 0, "fork");
 		if (kids[i] == 0) {
 			int out = i == 0 ? p12[1] : p21[1], in = i == 0 ? p21[0] : p12[0];
-			exit(child(i == 0, out, in, &gid, pd, cq, qa, ms, src));
+			exit(child(i == 0, out, in, &gid, pd, cq, qa, ms, src, ch));
 		}
 	}
 	for (int i = 0; i < 2; i++) {
@@ -197,8 +206,8 @@ int main(void)
 	CHECK(seen == 3 && !memcmp(dst, src + 64, 64), "SEND and receive after the children");
 	OK("the parent's traffic after the children");
 	CHECK(!ibv_destroy_qp(qa) && !ibv_destroy_qp(qb) && !ibv_dereg_mr(ms) &&
-		      !ibv_dereg_mr(md) && !ibv_destroy_cq(cq) && !ibv_dealloc_pd(pd) &&
-		      !ibv_close_device(ctx),
+		      !ibv_dereg_mr(md) && !ibv_destroy_cq(cq) && !ibv_destroy_comp_channel(ch) &&
+		      !ibv_dealloc_pd(pd) && !ibv_close_device(ctx),
 	      "teardown");
 	ibv_free_device_list(list);
 	printf("ALL OK\n");
