@@ -171,15 +171,27 @@ impl Mm {
     }
 
     /// The process-wide address space, created on first use (and again after
-    /// a previous one was released).
+    /// a previous one was released, or in a forked child: the inherited
+    /// userfaultfd still watches the parent's address space, and its monitor
+    /// thread did not survive the fork, so the child's memory needs one of
+    /// its own; the inherited `Mm` is left to whoever holds it, never
+    /// released here, as releasing would join a thread the child lacks).
     pub fn current() -> MmGet {
-        static CURRENT: std::sync::Mutex<Option<MmGrab>> = std::sync::Mutex::new(None);
+        static CURRENT: std::sync::Mutex<Option<(u32, MmGrab)>> = std::sync::Mutex::new(None);
         let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(get) = cur.as_ref().and_then(MmGrab::get) {
-            return get;
+        let pid = std::process::id();
+        match cur.take() {
+            Some((p, grab)) if p == pid => {
+                if let Some(get) = grab.get() {
+                    *cur = Some((p, grab));
+                    return get;
+                }
+            }
+            Some((_, inherited)) => std::mem::forget(inherited),
+            None => {}
         }
         let get = Mm::new(MmConfig::default());
-        *cur = Some(get.grab());
+        *cur = Some((pid, get.grab()));
         get
     }
 

@@ -175,6 +175,17 @@ fn cm_api_semantics() {
     assert!(t.contains("cm_api: ok"), "{t}");
 }
 
+#[test]
+fn ids_and_channels_across_fork() {
+    let exe = compile("fork_ids");
+    let _g = test_support::serial::serial();
+    let c = program(exe.to_str().unwrap(), &["20917"]).spawn().unwrap();
+    let o = wait("fork_ids", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "fork_ids: {}\n{t}", o.status);
+    assert!(t.contains("fork_ids: ok"), "{t}");
+}
+
 /// `rping -c` to `dst` in a network namespace of its own (`unshare -n`)
 /// whose routing `setup` makes; its output (it must fail) within `secs`.
 fn rping_in_netns(setup: &str, dst: &str, secs: u64) -> Option<String> {

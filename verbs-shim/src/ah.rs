@@ -30,6 +30,10 @@ pub unsafe extern "C" fn shim_ibv_create_ah(
     if pd.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: the caller's attributes and a live PD.
     let (a, p) = unsafe { (&*attr, ShimPd::from_c(pd)) };
     if a.is_global == 0 {
@@ -50,6 +54,10 @@ pub unsafe extern "C" fn shim_ibv_create_ah(
 pub unsafe extern "C" fn shim_ibv_destroy_ah(ah: *mut ibv_ah) -> c_int {
     if ah.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*ah).context) } {
+        return crate::context::FORKED;
     }
     // SAFETY: the Box from ibv_create_ah.
     drop(unsafe { Box::from_raw(ah as *mut ShimAh) });

@@ -19,6 +19,8 @@ pub struct ShimContext {
     pub file: Arc<crate::import::CmdFile>,
     /// `cmd_fd`, closed with the context.
     _cmd: OwnedFd,
+    /// The fork generation `dev` belongs to (`device.rs`).
+    gen: u32,
 }
 
 // The C pointer converts back to the wrapper with a cast: the C struct comes first.
@@ -40,6 +42,24 @@ impl ShimContext {
     pub fn c_ptr(&self) -> *mut ibv_context {
         &self.vctx.context as *const ibv_context as *mut ibv_context
     }
+}
+
+/// What an object made before this process forked fails with: its device
+/// is the parent's, which this process has no threads of and must not send
+/// on. ENODEV rather than EINVAL: the arguments are well-formed, it is the
+/// device behind them that is not there (as for an open that finds none).
+pub const FORKED: c_int = libc::ENODEV;
+
+/// Whether `ctx` (an object's `context`) belongs to an older fork
+/// generation than this process's, i.e. to the parent's device. A load and
+/// a compare: cheap enough for the data path.
+///
+/// # Safety
+/// `ctx` is NULL or a context from `ibv_open_device` that was never closed
+/// (in this process or before a fork).
+pub unsafe fn forked_away(ctx: *const ibv_context) -> bool {
+    // SAFETY: (caller) a live context, or NULL (not ours to judge).
+    !ctx.is_null() && unsafe { ShimContext::from_c(ctx as *mut _) }.gen != device::generation()
 }
 
 /// Largest `ibv_query_device` values that fit a C `int`.
@@ -216,6 +236,7 @@ pub fn new_context(
         dev: soft,
         file,
         _cmd: cmd,
+        gen: device::generation(),
     }));
     // SAFETY: just allocated; the context lives until ibv_close_device.
     Ok(unsafe { (*ctx).c_ptr() })
@@ -524,6 +545,13 @@ pub unsafe extern "C" fn shim_ibv_get_async_event(
 ) -> c_int {
     if ctx.is_null() || event.is_null() {
         set_errno(libc::EINVAL);
+        return -1;
+    }
+    // The descriptor is shared with the parent: reading it here would take
+    // the parent's events.
+    // SAFETY: the caller's live context.
+    if unsafe { forked_away(ctx) } {
+        set_errno(FORKED);
         return -1;
     }
     // SAFETY: live context.

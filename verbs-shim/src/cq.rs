@@ -123,6 +123,10 @@ pub unsafe extern "C" fn shim_ibv_create_cq(
     if ctx.is_null() || cqe < 0 {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: the caller's context and channel.
     match unsafe {
         new_cq(
@@ -228,6 +232,10 @@ pub unsafe extern "C" fn create_cq_ex_op(
 ) -> *mut ibv_cq_ex {
     if ctx.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &*attr };
@@ -419,6 +427,10 @@ pub unsafe extern "C" fn shim_ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     if cq.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*cq).context) } {
+        return crate::context::FORKED;
+    }
     // A QP still uses it: EBUSY, and it lives on (as rdma-core).
     // SAFETY: a live CQ from ibv_create_cq.
     if let Err((_, e)) = unsafe { ShimCq::from_c(cq) }.soft.clone().destroy() {
@@ -468,6 +480,10 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
     if cq.is_null() || n < 0 || (wc.is_null() && n > 0) {
         return -libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*cq).context) } {
+        return -crate::context::FORKED;
+    }
     // SAFETY: live CQ.
     let w = unsafe { ShimCq::from_c(cq) };
     let mut buf = [sv::Wc::EMPTY; 16];
@@ -488,6 +504,10 @@ pub unsafe extern "C" fn poll_cq_op(cq: *mut ibv_cq, n: c_int, wc: *mut ibv_wc) 
 }
 
 pub unsafe extern "C" fn req_notify_cq_op(cq: *mut ibv_cq, solicited_only: c_int) -> c_int {
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*cq).context) } {
+        return crate::context::FORKED;
+    }
     // SAFETY: live CQ.
     match unsafe { ShimCq::from_c(cq) }
         .soft
@@ -505,6 +525,12 @@ pub unsafe extern "C" fn shim_ibv_get_cq_event(
 ) -> c_int {
     if ch.is_null() || cq_out.is_null() || ctx_out.is_null() {
         set_errno(libc::EINVAL);
+        return -1;
+    }
+    // As for async events: the parent's channel's descriptor is shared.
+    // SAFETY: a live channel's context pointer.
+    if unsafe { crate::context::forked_away((*ch).context) } {
+        set_errno(crate::context::FORKED);
         return -1;
     }
     // SAFETY: a live channel.

@@ -1,10 +1,19 @@
 //! Device discovery without sysfs: one device, `softrdma0`, backed by the
 //! process's soft-rdma `Device` (opened on first need and kept for the life
 //! of the process, so its GUID and GID stay the same across open/close).
+//!
+//! **Fork.** A child inherits the device's socket, rings and tables but none
+//! of its threads, so it must not use that device: an `atfork` child handler
+//! bumps [`generation`], and the child's first [`soft`] opens a device of its
+//! own (a new pid-derived address, new threads). The inherited one is leaked
+//! on purpose: dropping it would join threads that do not exist in the
+//! child. Objects of the older generation fail with ENODEV
+//! ([`crate::context::forked_away`]).
 
 use crate::ffi::*;
 use soft_rdma::verbs::Device;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 pub const NAME: &str = "softrdma0";
 
@@ -23,7 +32,33 @@ unsafe impl Send for ShimDevice {}
 unsafe impl Sync for ShimDevice {}
 
 static C_DEVICE: OnceLock<Box<ShimDevice>> = OnceLock::new();
-static SOFT: Mutex<Option<Arc<Device>>> = Mutex::new(None);
+/// The device and the [`generation`] it was opened in.
+static SOFT: Mutex<Option<(u32, Arc<Device>)>> = Mutex::new(None);
+
+/// How many forks lie between the first process and this one: bumped in the
+/// child by an `atfork` handler, so checking it costs a load, not a
+/// `getpid` system call.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forked_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's fork generation (see the module docs).
+pub fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Install the fork handler once, before the first device opens (a fork
+/// before that leaves nothing to replace).
+fn watch_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only bumps an atomic
+        // (async-signal-safe, as a handler run after fork must be).
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+}
 
 pub fn c_device() -> *mut ibv_device {
     let d = C_DEVICE.get_or_init(|| {
@@ -45,14 +80,26 @@ pub fn is_ours(dev: *const ibv_device) -> bool {
     !dev.is_null() && std::ptr::eq(dev, c_device())
 }
 
-/// The process's soft device, opened on first use.
+/// The process's soft device, opened on first use — and again on first use
+/// after a fork, leaking the inherited one (see the module docs) and
+/// forgetting the parent's numbers ([`crate::registry::forget_all`]).
 pub fn soft() -> std::io::Result<Arc<Device>> {
+    watch_forks();
     let mut g = crate::sync::lock(&SOFT);
-    if let Some(d) = g.as_ref() {
-        return Ok(d.clone());
+    let now = generation();
+    match g.take() {
+        Some((gen, d)) if gen == now => {
+            *g = Some((gen, d.clone()));
+            return Ok(d);
+        }
+        Some((_, inherited)) => {
+            std::mem::forget(inherited);
+            crate::registry::forget_all();
+        }
+        None => {}
     }
     let d = Arc::new(Device::open()?);
-    *g = Some(d.clone());
+    *g = Some((now, d.clone()));
     Ok(d)
 }
 

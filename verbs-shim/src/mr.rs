@@ -30,6 +30,10 @@ unsafe fn reg(
     if pd.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return fail_null(crate::context::FORKED);
+    }
     if iova != addr as u64 {
         // Needs an IOVA-based MR in soft-rdma (see the README's "next").
         return fail_null(libc::EOPNOTSUPP);
@@ -98,6 +102,10 @@ pub unsafe extern "C" fn shim_ibv_reg_mr_iova2(
 pub unsafe extern "C" fn shim_ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     if mr.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*mr).context) } {
+        return crate::context::FORKED;
     }
     // An imported MR: this context's view goes (see import.rs).
     // SAFETY: a live MR.

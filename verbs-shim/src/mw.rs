@@ -93,6 +93,10 @@ pub unsafe extern "C" fn alloc_mw_op(pd: *mut ibv_pd, kind: ibv_mw_type) -> *mut
     if pd.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return fail_null(crate::context::FORKED);
+    }
     // The kernel's uverbs refuses other types with EINVAL.
     let kind = match kind {
         IBV_MW_TYPE_1 => MwType::One,
@@ -123,6 +127,10 @@ pub unsafe extern "C" fn dealloc_mw_op(mw: *mut ibv_mw) -> c_int {
     if mw.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*mw).context) } {
+        return crate::context::FORKED;
+    }
     // SAFETY: `mw` came from alloc_mw_op's Box; this ends its life.
     drop(unsafe { Box::from_raw(mw as *mut ShimMw) });
     0
@@ -137,6 +145,10 @@ pub unsafe extern "C" fn bind_mw_op(
 ) -> c_int {
     if qp.is_null() || mw.is_null() || mw_bind.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        return crate::context::FORKED;
     }
     // SAFETY: the caller's live bind request, MW and QP.
     let (b, old) = unsafe { (&*mw_bind, (*mw).rkey) };

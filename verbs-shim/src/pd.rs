@@ -77,6 +77,10 @@ pub unsafe extern "C" fn shim_ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd
     if ctx.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: live context.
     let soft = unsafe { crate::context::ShimContext::from_c(ctx) }
         .dev
@@ -113,6 +117,10 @@ pub unsafe fn unimport(pd: *mut ibv_pd) {
 pub unsafe extern "C" fn shim_ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
     if pd.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return crate::context::FORKED;
     }
     // SAFETY: a live PD from ibv_alloc_pd, ibv_import_pd or ibv_alloc_parent_domain.
     let w = unsafe { ShimPd::from_c(pd) };

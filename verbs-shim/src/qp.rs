@@ -63,6 +63,10 @@ pub unsafe extern "C" fn shim_ibv_create_qp(
     if pd.is_null() || init.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: the caller's PD and init attributes.
     match unsafe { create(pd, &mut *init, None) } {
         Ok(qp) => qp,
@@ -203,6 +207,10 @@ pub unsafe extern "C" fn create_qp_ex_op(
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &mut *attr };
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(_ctx) } {
+        return fail_null(crate::context::FORKED);
+    }
     if a.qp_type == IBV_QPT_XRC_RECV {
         // SAFETY: the caller's domain (checked there).
         return unsafe { crate::xrc::create_target(_ctx, a) };
@@ -251,6 +259,10 @@ pub unsafe extern "C" fn shim_ibv_modify_qp(
     if qp.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        return crate::context::FORKED;
+    }
     // SAFETY: live QP; the caller's attributes.
     let (w, a) = unsafe { (ShimQp::from_c(qp), &*attr) };
     let sa = match conv::qp_attr_from_c(a, mask) {
@@ -277,6 +289,10 @@ pub unsafe extern "C" fn shim_ibv_query_qp(
     if qp.is_null() || attr.is_null() || init.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        return crate::context::FORKED;
+    }
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     let (mut a, mut i) = *crate::sync::lock(&w.shadow);
@@ -295,6 +311,10 @@ pub unsafe extern "C" fn shim_ibv_query_qp(
 pub unsafe extern "C" fn shim_ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     if qp.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        return crate::context::FORKED;
     }
     // SAFETY: a live QP.
     let num = unsafe { ShimQp::from_c(qp) }.soft.qp_num();
@@ -345,6 +365,14 @@ pub unsafe extern "C" fn post_send_op(
     wr: *mut ibv_send_wr,
     bad: *mut *mut ibv_send_wr,
 ) -> c_int {
+    // SAFETY: a live QP's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        if !bad.is_null() {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *bad = wr };
+        }
+        return crate::context::FORKED;
+    }
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     let max_sge = w.soft.cap().max_send_sge;
@@ -441,6 +469,14 @@ pub unsafe extern "C" fn post_recv_op(
     wr: *mut ibv_recv_wr,
     bad: *mut *mut ibv_recv_wr,
 ) -> c_int {
+    // SAFETY: a live QP's context pointer.
+    if unsafe { crate::context::forked_away((*qp).context) } {
+        if !bad.is_null() {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *bad = wr };
+        }
+        return crate::context::FORKED;
+    }
     // SAFETY: live QP.
     let w = unsafe { ShimQp::from_c(qp) };
     // SAFETY: the caller's WR chain.

@@ -239,6 +239,10 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> c_int {
     // SAFETY: reached only through a live extended QP.
     let w = unsafe { shim(qp) };
     let batch = finish(w);
+    // SAFETY: a live extended QP's context pointer.
+    if unsafe { crate::context::forked_away((*qp).qp_base.context) } {
+        return crate::context::FORKED;
+    }
     if batch.err != 0 {
         return batch.err;
     }

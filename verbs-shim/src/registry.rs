@@ -20,6 +20,10 @@ impl Registry {
             m.remove(&k);
         }
     }
+    /// Drop every entry (after a fork: the numbers are the parent's device's).
+    fn forget(&self) {
+        *crate::sync::lock(&self.0) = None;
+    }
     pub fn get<T>(&self, k: u32) -> Option<*mut T> {
         crate::sync::lock(&self.0)
             .as_ref()?
@@ -32,3 +36,11 @@ pub static QPS: Registry = Registry::new();
 pub static SRQS: Registry = Registry::new();
 pub static CQS: Registry = Registry::new();
 pub static MRS: Registry = Registry::new();
+
+/// After a fork, before the child's own device opens: its numbers would
+/// otherwise find the parent's objects.
+pub fn forget_all() {
+    for r in [&QPS, &SRQS, &CQS, &MRS] {
+        r.forget();
+    }
+}

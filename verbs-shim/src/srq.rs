@@ -33,6 +33,10 @@ pub unsafe extern "C" fn shim_ibv_create_srq(
     if pd.is_null() || init.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*pd).context) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: a live PD; the caller's attributes.
     let (p, ia) = unsafe { (ShimPd::from_c(pd), &mut *init) };
     let a = ia.attr;
@@ -111,6 +115,10 @@ pub unsafe extern "C" fn shim_ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     if srq.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*srq).context) } {
+        return crate::context::FORKED;
+    }
     // A QP still uses it: EBUSY, and it lives on (as rdma-core).
     // SAFETY: a live SRQ from ibv_create_srq.
     if let Err((_, e)) = unsafe { ShimSrq::from_c(srq) }.soft.clone().destroy() {
@@ -128,6 +136,14 @@ pub unsafe extern "C" fn post_srq_recv_op(
     wr: *mut ibv_recv_wr,
     bad: *mut *mut ibv_recv_wr,
 ) -> c_int {
+    // SAFETY: a live SRQ's context pointer.
+    if unsafe { crate::context::forked_away((*srq).context) } {
+        if !bad.is_null() {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *bad = wr };
+        }
+        return crate::context::FORKED;
+    }
     // SAFETY: live SRQ.
     let w = unsafe { ShimSrq::from_c(srq) };
     let max_sge = crate::sync::lock(&w.attr).max_sge;

@@ -60,6 +60,10 @@ unsafe extern "C" fn open_xrcd_op(
     if ctx.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
     }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
+    }
     // SAFETY: the caller's attributes.
     let a = unsafe { *attr };
     let known = IBV_XRCD_INIT_ATTR_FD | IBV_XRCD_INIT_ATTR_OFLAGS;
@@ -121,6 +125,10 @@ unsafe extern "C" fn close_xrcd_op(x: *mut ibv_xrcd) -> c_int {
     if x.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live object's context pointer.
+    if unsafe { crate::context::forked_away((*x).context) } {
+        return crate::context::FORKED;
+    }
     // SAFETY: a live domain.
     let w = unsafe { ShimXrcd::from_c(x) };
     let mut files = crate::sync::lock(&FILES);
@@ -151,6 +159,10 @@ unsafe extern "C" fn create_srq_ex_op(
 ) -> *mut ibv_srq {
     if ctx.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { &mut *attr };
@@ -287,6 +299,10 @@ fn target_handle(
 unsafe extern "C" fn open_qp_op(ctx: *mut ibv_context, attr: *mut ibv_qp_open_attr) -> *mut ibv_qp {
     if ctx.is_null() || attr.is_null() {
         return fail_null(libc::EINVAL);
+    }
+    // SAFETY: the caller's live context.
+    if unsafe { crate::context::forked_away(ctx) } {
+        return fail_null(crate::context::FORKED);
     }
     // SAFETY: the caller's attributes.
     let a = unsafe { *attr };

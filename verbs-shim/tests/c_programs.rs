@@ -180,6 +180,25 @@ fn atomic_write_and_flush_through_the_qp_ex_builders() {
 }
 
 #[test]
+fn forked_children_get_devices_of_their_own() {
+    let exe = compile("fork");
+    let _g = serial();
+    let out = run(&exe);
+    let _ = std::fs::remove_file(&exe);
+    for step in [
+        "OK the parent's QPs talk",
+        "OK the parent's objects are ENODEV in a child",
+        "OK a child's QP talks to another child's",
+        "OK the data arrived",
+        "OK both children exited",
+        "OK the parent's traffic after the children",
+        "ALL OK",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn several_contexts_talk_and_refuse_each_others_objects() {
     let exe = compile("contexts");
     let _g = serial();

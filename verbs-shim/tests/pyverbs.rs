@@ -29,6 +29,10 @@ const HARDWARE_SKIPS: &[&str] = &[
     "Create Raw Packet QP",
 ];
 
+/// Skips allowed in `test_rdmacm` only: its three multicast tests, as the
+/// device offers no multicast (`rdma_join_multicast` is EOPNOTSUPP).
+const RDMACM_SKIPS: &[&str] = &["Multicast is not supported"];
+
 /// The skip of the huge-page tests, allowed only where no 2 MiB huge page is
 /// reserved (scripts/test.sh reserves them where it may).
 const NO_HUGE_PAGES: &str = "There are no huge pages of size 2M allocated";
@@ -126,15 +130,23 @@ fn module(name: &str) {
     let log = dir.join(format!("{name}.log"));
     let out = File::create(&log).expect("log file");
     // A file, not a pipe: a module's report can outgrow a pipe's buffer.
-    let child = Command::new(PYTHON)
-        .args(["run_tests.py", "-v", &format!("tests.{name}")])
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["run_tests.py", "-v", &format!("tests.{name}")])
         .current_dir(dir)
         .env("LD_LIBRARY_PATH", lib_dir())
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .spawn()
-        .expect("python3");
+        .stderr(out);
+    let rdmacm = name == "test_rdmacm";
+    if rdmacm {
+        // librdmacm.so.1 beside the shim, and the file-system face
+        // preloaded as `softrdma run` does: without the device's net
+        // interface in /sys the module skips every test.
+        test_support::shim::ensure_rdmacm_built(lib_dir());
+        test_support::shim::ensure_built(lib_dir(), true);
+        cmd.env("LD_PRELOAD", lib_dir().join("libsoftrdma_fsface.so"));
+    }
+    let child = cmd.spawn().expect("python3");
     let status = finish(name, child, DEADLINE).status;
     let text = fs::read_to_string(&log).unwrap_or_default();
     let o = parse(&text);
@@ -144,6 +156,7 @@ fn module(name: &str) {
         .iter()
         .filter(|r| !HARDWARE_SKIPS.iter().any(|h| r.starts_with(h)))
         .filter(|r| !(no_huge_pages && r.starts_with(NO_HUGE_PAGES)))
+        .filter(|r| !(rdmacm && RDMACM_SKIPS.iter().any(|h| r.starts_with(h))))
         .collect();
     eprintln!(
         "pyverbs {name}: ran {}, failed/errors {}, skipped {} ({} for hardware)",
@@ -188,6 +201,7 @@ modules!(
     test_parent_domain,
     test_fork,
     test_relaxed_ordering,
+    test_rdmacm,
 );
 
 #[test]

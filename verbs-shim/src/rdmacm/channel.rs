@@ -53,6 +53,7 @@ pub fn new_channel() -> Result<*mut ShimChannel, i32> {
     Ok(Box::into_raw(Box::new(ShimChannel {
         c: rdma_event_channel { fd },
         chan,
+        gen: crate::device::generation(),
     })))
 }
 
@@ -120,6 +121,10 @@ pub unsafe extern "C" fn shim_rdma_get_cm_event(
 ) -> c_int {
     if ch.is_null() || event.is_null() {
         return fail(libc::EINVAL);
+    }
+    // SAFETY: (caller) a channel of ours.
+    if unsafe { super::global::forked_channel(ch) } {
+        return fail(super::global::FORKED);
     }
     // SAFETY: (caller) a live channel of ours.
     match unsafe { next_event(ch, None) } {
@@ -384,7 +389,8 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         recv_cq_channel: std::ptr::null_mut(),
         recv_cq: std::ptr::null_mut(),
         srq: std::ptr::null_mut(),
-        pd: std::ptr::null_mut(),
+        // The device's PD, as librdmacm gives every id on the device.
+        pd: g.default_pd().unwrap_or(std::ptr::null_mut()),
         qp_type,
     };
     let lport = lsrc.map_or(0, |a| a.port());
@@ -411,6 +417,15 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         remote,
         remote_mtu: remote.and_then(|r| r.path_mtu),
         tos: listener.st().tos,
+        // The REQ's terms, as the kernel CM keeps them from the request:
+        // rdma_init_qp_attr before rdma_accept (an external QP) needs them;
+        // accept may still change the depths.
+        agreed: remote.map_or_else(Default::default, |r| super::global::Agreed {
+            responder_resources: r.initiator_depth.min(g.max_rd_atomic),
+            initiator_depth: r.responder_resources.min(g.max_rd_atomic),
+            retry_count: r.retry_count,
+            rnr_retry_count: r.rnr_retry_count,
+        }),
         ..Default::default()
     };
     // A synchronous listener's requests get ids of their own channel, as
@@ -434,6 +449,7 @@ unsafe fn connect_request(mut e: Event) -> Option<*mut rdma_cm_event> {
         st: Mutex::new(st),
         acked: Default::default(),
         sync,
+        gen: crate::device::generation(),
     }));
     // SAFETY: just made.
     let n = unsafe { &mut *nid };

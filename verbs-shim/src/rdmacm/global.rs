@@ -14,7 +14,7 @@ use soft_rdma::verbs::Gid;
 use soft_rdma_cm::{Cm, CmConfig, CmId, EventChannel, Remote};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 
 pub struct Global {
     pub cm: Cm,
@@ -34,11 +34,37 @@ unsafe impl Send for Global {}
 // SAFETY: as above.
 unsafe impl Sync for Global {}
 
-static GLOBAL: OnceLock<Result<Global, i32>> = OnceLock::new();
+/// The CM and context (or the errno of a failed open) and the fork
+/// generation they belong to. One is leaked per generation: a forked child
+/// opens its own (`device.rs`) and must never drop its parent's, whose
+/// threads it does not have.
+static GLOBAL: Mutex<Option<(u32, &'static Result<Global, i32>)>> = Mutex::new(None);
 
-/// The CM and context, made on first use; the errno of a failed open.
+/// The CM and context, made on first use (and on first use after a fork,
+/// forgetting the parent's ids); the errno of a failed open.
 pub fn global() -> Result<&'static Global, i32> {
-    GLOBAL.get_or_init(open).as_ref().map_err(|e| *e)
+    let mut g = lock(&GLOBAL);
+    let now = crate::device::generation();
+    let r = match *g {
+        Some((gen, r)) if gen == now => r,
+        inherited => {
+            if inherited.is_some() {
+                *lock(&IDS) = None;
+            }
+            let r: &'static _ = Box::leak(Box::new(open()));
+            *g = Some((now, r));
+            r
+        }
+    };
+    r.as_ref().map_err(|e| *e)
+}
+
+/// This process's CM if it has opened one since its last fork.
+fn current() -> Option<&'static Global> {
+    match *lock(&GLOBAL) {
+        Some((gen, Ok(g))) if gen == crate::device::generation() => Some(g),
+        _ => None,
+    }
 }
 
 fn open() -> Result<Global, i32> {
@@ -50,9 +76,13 @@ fn open() -> Result<Global, i32> {
         return Err(libc::ENODEV);
     }
     let port = crate::context::port_attr(&dev);
+    // Once per process image: a forked child inherits the registration.
+    static FAREWELL: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a function of no arguments that only takes our
     // locks and sends MADs.
-    unsafe { libc::atexit(farewell) };
+    FAREWELL.call_once(|| unsafe {
+        libc::atexit(farewell);
+    });
     Ok(Global {
         gid: cm.gid(),
         cm,
@@ -79,12 +109,38 @@ impl Global {
     }
 }
 
+/// What an id or channel made before this process forked fails with (as
+/// the verbs objects of that time: `context::FORKED`).
+pub const FORKED: i32 = crate::context::FORKED;
+
+/// Whether `id` was made before this process forked: its CM is the
+/// parent's, whose agent thread this process lacks and whose socket it must
+/// not send on.
+///
+/// # Safety
+/// `id` is NULL or an id this library made (here or before a fork).
+pub unsafe fn forked_id(id: *mut rdma_cm_id) -> bool {
+    // SAFETY: (caller) a live id when not NULL.
+    !id.is_null() && unsafe { ShimId::from_c(id) }.gen != crate::device::generation()
+}
+
+/// Whether `ch` was made before this process forked (see [`forked_id`]).
+///
+/// # Safety
+/// `ch` is NULL or a channel this library made (here or before a fork).
+pub unsafe fn forked_channel(ch: *mut rdma_event_channel) -> bool {
+    // SAFETY: (caller) a live channel when not NULL.
+    !ch.is_null() && unsafe { &*(ch as *const ShimChannel) }.gen != crate::device::generation()
+}
+
 /// An `rdma_event_channel`: its `fd` is the CM channel's descriptor,
 /// readable while an event waits.
 #[repr(C)]
 pub struct ShimChannel {
     pub c: rdma_event_channel,
     pub chan: EventChannel,
+    /// The fork generation it was made in (`device.rs`).
+    pub gen: u32,
 }
 
 const _: () = assert!(std::mem::offset_of!(ShimChannel, c) == 0);
@@ -158,6 +214,8 @@ pub struct ShimId {
     /// Made with no channel: its calls wait for their own events and it
     /// owns `c.channel`.
     pub sync: bool,
+    /// The fork generation it was made in (`device.rs`).
+    pub gen: u32,
 }
 
 const _: () = assert!(std::mem::offset_of!(ShimId, c) == 0);
@@ -227,6 +285,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// the process lingers (at most [`LINGER`]) until every DREQ, its own and
 /// those of ids destroyed before, is answered.
 extern "C" fn farewell_thread(_: *mut c_void) -> *mut c_void {
+    // A forked child that opened no CM of its own: the ids and the CM are
+    // its parent's, and saying goodbye for them is the parent's business.
+    let Some(g) = current() else {
+        return std::ptr::null_mut();
+    };
     let ids = lock(&IDS);
     for p in ids.iter().flat_map(|m| m.values()) {
         // SAFETY: registered ids are live; destroy_id unregisters (under
@@ -240,9 +303,7 @@ extern "C" fn farewell_thread(_: *mut c_void) -> *mut c_void {
         };
     }
     drop(ids);
-    if let Some(Ok(g)) = GLOBAL.get() {
-        g.cm.linger(LINGER);
-    }
+    g.cm.linger(LINGER);
     std::ptr::null_mut()
 }
 

@@ -82,6 +82,7 @@ pub unsafe fn create_id(
         }),
         acked: Default::default(),
         sync,
+        gen: crate::device::generation(),
     }));
     register(local, id);
     // SAFETY: (caller) writable.
@@ -90,6 +91,10 @@ pub unsafe fn create_id(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_id(idp: *mut rdma_cm_id) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -147,6 +152,9 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     if !a.ip().is_unspecified() {
         id.c.verbs = g.ctx;
         id.c.port_num = 1;
+        // librdmacm gives an id its device's PD with the device (pyverbs
+        // builds its PD object from `id->pd` after route resolution).
+        id.c.pd = g.default_pd()?;
     }
     Ok(())
 }
@@ -185,6 +193,10 @@ fn is_ours(a: SocketAddr) -> bool {
 }
 
 pub unsafe extern "C" fn shim_rdma_bind_addr(idp: *mut rdma_cm_id, sa: *mut sockaddr) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -205,6 +217,10 @@ pub unsafe extern "C" fn shim_rdma_resolve_addr(
     dst: *mut sockaddr,
     _timeout_ms: c_int,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -283,6 +299,8 @@ pub fn resolve_addr(id: &mut ShimId, s: Option<SocketAddr>, d: SocketAddr) -> Re
     }
     id.c.verbs = g.ctx;
     id.c.port_num = 1;
+    // The device's PD comes with the device, as in librdmacm.
+    id.c.pd = g.default_pd()?;
     id.c.channel_post(LOCAL_ADDR_RESOLVED, 0, id.cm.local_id());
     if id.sync {
         // SAFETY: a live synchronous id.
@@ -308,6 +326,10 @@ pub unsafe extern "C" fn shim_rdma_resolve_route(
     idp: *mut rdma_cm_id,
     _timeout_ms: c_int,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -327,6 +349,10 @@ pub unsafe extern "C" fn shim_rdma_resolve_route(
 }
 
 pub unsafe extern "C" fn shim_rdma_listen(idp: *mut rdma_cm_id, _backlog: c_int) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -359,6 +385,10 @@ pub unsafe extern "C" fn shim_rdma_migrate_id(
     idp: *mut rdma_cm_id,
     ch: *mut rdma_event_channel,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }
@@ -404,6 +434,10 @@ pub unsafe extern "C" fn shim_rdma_set_option(
     optval: *mut c_void,
     optlen: usize,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() || optval.is_null() {
         return fail(libc::EINVAL);
     }
@@ -463,6 +497,10 @@ pub unsafe extern "C" fn shim_rdma_get_dst_port(idp: *mut rdma_cm_id) -> u16 {
 }
 
 pub unsafe extern "C" fn shim_rdma_notify(idp: *mut rdma_cm_id, _event: ibv_event_type) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() {
         return fail(libc::EINVAL);
     }

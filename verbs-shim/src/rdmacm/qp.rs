@@ -100,7 +100,10 @@ pub fn init_attr(id: &ShimId, state: ibv_qp_state) -> Result<(ibv_qp_attr, c_int
             a.dest_qp_num = r.qpn;
             a.rq_psn = r.psn;
             a.max_dest_rd_atomic = st.agreed.responder_resources;
-            a.min_rnr_timer = 12;
+            // The kernel CM's value: code 0, the longest RNR delay
+            // (655.36 ms), so a peer that posts its receive a little late
+            // (after its own send completes) is waited for, not failed.
+            a.min_rnr_timer = 0;
             a.ah_attr = ah_to(peer, st.tos);
             a.qp_access_flags = access(st.agreed.responder_resources);
             mask = IBV_QP_STATE
@@ -191,6 +194,10 @@ pub unsafe extern "C" fn shim_rdma_init_qp_attr(
     attr: *mut ibv_qp_attr,
     mask: *mut c_int,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() || mask.is_null() {
         return fail(libc::EINVAL);
     }
@@ -367,6 +374,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp(
     pd: *mut ibv_pd,
     attr: *mut ibv_qp_init_attr,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     // SAFETY: (caller) as create_qp asks.
     ret(unsafe { create_qp(id, pd, attr) })
 }
@@ -375,6 +386,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp_ex(
     id: *mut rdma_cm_id,
     attr: *mut ibv_qp_init_attr_ex,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -408,6 +423,10 @@ pub unsafe extern "C" fn shim_rdma_create_qp_ex(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_qp(idp: *mut rdma_cm_id) {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return;
+    }
     if idp.is_null() {
         return;
     }
@@ -427,6 +446,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq(
     mut pd: *mut ibv_pd,
     attr: *mut ibv_srq_init_attr,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return fail(super::global::FORKED);
+    }
     if idp.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -456,6 +479,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq_ex(
     id: *mut rdma_cm_id,
     attr: *mut ibv_srq_init_attr_ex,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(id) } {
+        return fail(super::global::FORKED);
+    }
     if id.is_null() || attr.is_null() {
         return fail(libc::EINVAL);
     }
@@ -478,6 +505,10 @@ pub unsafe extern "C" fn shim_rdma_create_srq_ex(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_srq(idp: *mut rdma_cm_id) {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return;
+    }
     if idp.is_null() {
         return;
     }

@@ -225,6 +225,10 @@ unsafe fn build_ep(
 }
 
 pub unsafe extern "C" fn shim_rdma_destroy_ep(idp: *mut rdma_cm_id) {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(idp) } {
+        return;
+    }
     if idp.is_null() {
         return;
     }
@@ -240,6 +244,10 @@ pub unsafe extern "C" fn shim_rdma_get_request(
     listen: *mut rdma_cm_id,
     out: *mut *mut rdma_cm_id,
 ) -> c_int {
+    // SAFETY: (caller) NULL or an id of ours.
+    if unsafe { super::global::forked_id(listen) } {
+        return fail(super::global::FORKED);
+    }
     if listen.is_null() || out.is_null() {
         return fail(libc::EINVAL);
     }
