@@ -159,7 +159,7 @@ fn module(name: &str) {
         .filter(|r| !(rdmacm && RDMACM_SKIPS.iter().any(|h| r.starts_with(h))))
         .collect();
     eprintln!(
-        "pyverbs {name}: ran {}, failed/errors {}, skipped {} ({} for hardware)",
+        "pyverbs {name}: ran {}, failed/errors {}, skipped {} ({} allowed)",
         o.ran,
         o.failed.len(),
         o.skipped.len(),
