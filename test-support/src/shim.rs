@@ -23,30 +23,40 @@ pub fn own_profile_dir() -> PathBuf {
     profile_dir(&std::env::current_exe().expect("test executable path"))
 }
 
-/// Build into `dir` (a `target/<profile>/`) whatever is missing of the shim
-/// and, if `softrdma`, the `softrdma` program and the file-system face it
-/// preloads (`cargo build -q -p verbs-shim [-p soft-rdma --bin softrdma --lib
-/// -p softrdma-fsface]`, release if `dir` is `release/`).
-pub fn ensure_built(dir: &Path, softrdma: bool) {
-    let missing = !dir.join("libibverbs.so").exists()
-        || (softrdma
-            && (!dir.join("softrdma").exists() || !dir.join("libsoftrdma_fsface.so").exists()));
-    if !missing {
-        return;
-    }
+/// `cargo build -q ARGS` into the target directory of `dir` (a
+/// `target/<profile>/`), release if `dir` is `release/`.
+fn cargo_build(dir: &Path, args: &[&str]) {
     let target = dir.parent().expect("target dir");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "verbs-shim"]);
-    if softrdma {
-        cmd.args(["-p", "soft-rdma", "--bin", "softrdma", "--lib"]);
-        cmd.args(["-p", "softrdma-fsface"]);
-    }
+    cmd.args(["build", "-q"]).args(args);
     cmd.arg("--target-dir").arg(target);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     let st = cmd.status().expect("run cargo build");
     assert!(st.success(), "{cmd:?} failed");
+}
+
+/// Build into `dir` (a `target/<profile>/`) the shim and, if `softrdma`, the
+/// `softrdma` program and the file-system face it preloads (`cargo build -q
+/// -p verbs-shim [-p soft-rdma --bin softrdma --lib -p softrdma-fsface]`).
+/// Always, not only when missing: `cargo test -p X` builds only X's targets,
+/// and a library older than its sources would test yesterday's code; a
+/// build with nothing to do is quick.
+pub fn ensure_built(dir: &Path, softrdma: bool) {
+    let mut args = vec!["-p", "verbs-shim"];
+    if softrdma {
+        args.extend([
+            "-p",
+            "soft-rdma",
+            "--bin",
+            "softrdma",
+            "--lib",
+            "-p",
+            "softrdma-fsface",
+        ]);
+    }
+    cargo_build(dir, &args);
     assert!(
         dir.join("libibverbs.so").exists(),
         "{} missing after the build",
@@ -70,19 +80,24 @@ pub fn link_soname(dir: &Path) {
 /// of the same source, and a no-op build is quick. Then make the
 /// `libibverbs.so.1` and `librdmacm.so.1` links programs load.
 pub fn ensure_rdmacm_built(dir: &Path) {
-    let target = dir.parent().expect("target dir");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "verbs-shim", "-p", "rdmacm-shim"]);
-    cmd.arg("--target-dir").arg(target);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let st = cmd.status().expect("run cargo build");
-    assert!(st.success(), "{cmd:?} failed");
+    cargo_build(dir, &["-p", "verbs-shim", "-p", "rdmacm-shim"]);
     link_soname(dir);
     let link = dir.join("librdmacm.so.1");
     let _ = std::fs::remove_file(&link);
     if let Err(e) = std::os::unix::fs::symlink("librdmacm.so", &link) {
         assert!(link.exists(), "symlink {}: {e}", link.display());
     }
+}
+
+/// `name args` with `dir` (where our libraries are) first on
+/// `LD_LIBRARY_PATH`, no stdin, stdout and stderr piped.
+pub fn program_in(dir: &Path, name: &str, args: &[&str]) -> std::process::Command {
+    use std::process::Stdio;
+    let mut c = Command::new(name);
+    c.args(args)
+        .env("LD_LIBRARY_PATH", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 use test_support::procs::{all_text, finish};
@@ -29,13 +29,7 @@ pub fn our_lib() -> PathBuf {
 
 /// A program with our libraries first on `LD_LIBRARY_PATH`.
 pub fn program(name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(name);
-    c.args(args)
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    shim::program_in(lib_dir(), name, args)
 }
 
 pub fn spawn(name: &str, args: &[&str]) -> Child {

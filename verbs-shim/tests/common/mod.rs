@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 use test_support::net::wait_listening;
@@ -36,13 +36,7 @@ pub fn shim_lib() -> PathBuf {
 
 /// A real program with our library first on `LD_LIBRARY_PATH`.
 pub fn program(name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(name);
-    c.args(args)
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    shim::program_in(lib_dir(), name, args)
 }
 
 /// Run a program to completion (deadline 60 s); it must exit 0. Its stdout
