@@ -399,16 +399,17 @@ fn ucp_moves_every_byte_over_rc_verbs_and_ud_verbs() {
                 cmd.env("UCX_IB_REG_METHODS", "odp");
             }
             let child = cmd.spawn().expect("ucp_data");
-            let out = finish("ucp_data", child, Duration::from_secs(60));
+            // 4 MiB over ud_verbs in a debug build can take half a minute.
+            let out = finish("ucp_data", child, Duration::from_secs(150));
             let all = all_text(&out);
+            // With implicit ODP, ucp_data leaves UCX's context to the exit
+            // (see its teardown): every run ends cleanly.
             assert!(
-                ended_well(out.status, &all, odp),
+                out.status.success(),
                 "{tls} odp={odp}: {}\n{all}",
                 out.status
             );
-            // "done" comes after the teardown, which UCX's bug may end.
-            let steps = if odp { 3 } else { 4 };
-            for step in &["OK tag", "OK put", "OK get", "OK done"][..steps] {
+            for step in ["OK tag", "OK put", "OK get", "OK done"] {
                 assert!(all.contains(step), "{tls} odp={odp}: no {step:?}:\n{all}");
             }
         }

@@ -178,7 +178,13 @@ static void teardown(struct peer *p)
 	wait_req(p, ucp_ep_close_nbx(p->ep, &rp));
 	ucp_mem_unmap(p->ctx, p->memh);
 	ucp_worker_destroy(p->worker);
-	ucp_cleanup(p->ctx);
+	/* UCX 1.13.1's md close hands its implicit-ODP handle to mem_dereg as
+	 * if it were the parameters and crashes, whatever the device (and its
+	 * crash handler can take half a minute symbolising a backtrace): with
+	 * implicit ODP the context is left to the process's exit. */
+	const char *m = getenv("UCX_IB_REG_METHODS");
+	if (!(m && strstr(m, "odp")))
+		ucp_cleanup(p->ctx);
 }
 
 /* The sender: tagged messages, then PUT into the receiver, then GET. */
