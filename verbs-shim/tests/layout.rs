@@ -13,6 +13,7 @@
 #[rustfmt::skip]
 #[path = "../src/ffi/bindings.rs"]
 mod bindings;
+mod layout_check;
 use bindings::*;
 use std::mem::{offset_of, size_of};
 
@@ -67,39 +68,13 @@ fn bindings_match_the_c_headers() {
         ibv_srq_init_attr { srq_context, attr }
         ibv_ah_attr { grh, dlid, is_global, port_num }
     };
-    let dir = std::env::temp_dir().join(format!("verbs-shim-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("layout.c");
-    let exe = dir.join("layout");
-    std::fs::write(&src, format!("#include <stddef.h>\n#include <stdio.h>\n#include <infiniband/verbs.h>\nint main(void) {{\n{body}  return 0;\n}}\n")).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = std::process::Command::new(&cc)
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("run cc");
-    assert!(
-        st.success(),
-        "{cc} failed on {} (needs libibverbs-dev)",
-        src.display()
+    let r = layout_check::compare_with_c(
+        "layout",
+        "infiniband/verbs.h",
+        "libibverbs-dev",
+        &body,
+        &rust,
     );
-    let out = std::process::Command::new(&exe).output().unwrap();
-    let c: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let r: Vec<String> = rust.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    let bad: Vec<String> = c
-        .iter()
-        .zip(&r)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("C: {a}  Rust: {b}"))
-        .collect();
-    assert_eq!(c.len(), r.len());
-    assert!(bad.is_empty(), "layout differences:\n{}", bad.join("\n"));
     // The sizes measured on this machine's rdma-core, as a guard on the
     // comparison itself.
     for (k, v) in [

@@ -12,6 +12,7 @@
 #[rustfmt::skip]
 #[path = "../src/ffi/bindings.rs"]
 mod bindings;
+mod layout_check;
 #[allow(
     clippy::all,
     clippy::undocumented_unsafe_blocks,
@@ -88,39 +89,13 @@ fn rdmacm_bindings_match_the_c_headers() {
         let (ty, field) = k.trim_start_matches("offsetof ").split_once('.').unwrap();
         body += &format!("  printf(\"{k} %zu\\n\", offsetof(struct {ty}, {field}));\n");
     }
-    let dir = std::env::temp_dir().join(format!("verbs-shim-rdmacm-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("layout.c");
-    let exe = dir.join("layout");
-    std::fs::write(&src, format!("#include <stddef.h>\n#include <stdio.h>\n#include <rdma/rdma_cma.h>\nint main(void) {{\n{body}  return 0;\n}}\n")).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = std::process::Command::new(&cc)
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("run cc");
-    assert!(
-        st.success(),
-        "{cc} failed on {} (needs librdmacm-dev)",
-        src.display()
+    let r = layout_check::compare_with_c(
+        "rdmacm-layout",
+        "rdma/rdma_cma.h",
+        "librdmacm-dev",
+        &body,
+        &rust,
     );
-    let out = std::process::Command::new(&exe).output().unwrap();
-    let c: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let r: Vec<String> = rust.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    let bad: Vec<String> = c
-        .iter()
-        .zip(&r)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("C: {a}  Rust: {b}"))
-        .collect();
-    assert_eq!(c.len(), r.len());
-    assert!(bad.is_empty(), "layout differences:\n{}", bad.join("\n"));
     // Guards on the comparison itself: sizes measured on rdma-core 44.
     for (k, v) in [
         ("sizeof rdma_cm_id", 416),
