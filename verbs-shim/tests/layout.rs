@@ -13,27 +13,9 @@
 #[rustfmt::skip]
 #[path = "../src/ffi/bindings.rs"]
 mod bindings;
+#[macro_use]
 mod layout_check;
 use bindings::*;
-use std::mem::{offset_of, size_of};
-
-/// (struct, fields whose offsets are compared)
-macro_rules! layouts {
-    ($($t:ident { $($f:ident $(. $g:ident)*),* })*) => {{
-        let mut v: Vec<(String, usize)> = Vec::new();
-        let mut c = String::new();
-        $(
-            v.push((format!("sizeof {}", stringify!($t)), size_of::<$t>()));
-            c += &format!("  printf(\"sizeof {0} %zu\\n\", sizeof(struct {0}));\n", stringify!($t));
-            $(
-                let name = concat!(stringify!($f) $(, ".", stringify!($g))*);
-                v.push((format!("offsetof {}.{}", stringify!($t), name), offset_of!($t, $f $(. $g)*)));
-                c += &format!("  printf(\"offsetof {0}.{1} %zu\\n\", offsetof(struct {0}, {1}));\n", stringify!($t), name);
-            )*
-        )*
-        (v, c)
-    }};
-}
 
 #[test]
 fn bindings_match_the_c_headers() {

@@ -1,6 +1,26 @@
 //! What the two layout tests share: the C compiler's view of the sizes and
 //! offsets the Rust bindings claim.
 
+/// `(Rust measurements, C printfs)` of `struct { fields }`: each struct's
+/// size and the offsets of the fields named (`a.b` for a member's member),
+/// for [`compare_with_c`].
+macro_rules! layouts {
+    ($($t:ident { $($f:ident $(. $g:ident)*),* })*) => {{
+        let mut v: Vec<(String, usize)> = Vec::new();
+        let mut c = String::new();
+        $(
+            v.push((format!("sizeof {}", stringify!($t)), std::mem::size_of::<$t>()));
+            c += &format!("  printf(\"sizeof {0} %zu\\n\", sizeof(struct {0}));\n", stringify!($t));
+            $(
+                let name = concat!(stringify!($f) $(, ".", stringify!($g))*);
+                v.push((format!("offsetof {}.{}", stringify!($t), name), std::mem::offset_of!($t, $f $(. $g)*)));
+                c += &format!("  printf(\"offsetof {0}.{1} %zu\\n\", offsetof(struct {0}, {1}));\n", stringify!($t), name);
+            )*
+        )*
+        (v, c)
+    }};
+}
+
 /// Compiles and runs a C program that includes `header` and runs `body` (one
 /// `printf` per measurement, `"NAME VALUE"`), and fails on any line that
 /// differs from `rust`'s (`needs`: the Debian package with the header).
