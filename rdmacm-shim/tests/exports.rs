@@ -4,17 +4,13 @@
 //! — a program's rdma_* calls reach our libibverbs.so.1.
 
 mod common;
-use std::process::Command;
+use test_support::shim;
 
 fn exports_of(lib: &std::path::Path) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/gen-exports.sh");
-    let out = Command::new("sh")
-        .arg(script)
-        .arg(lib)
-        .output()
-        .expect("run tools/gen-exports.sh (needs objdump)");
-    assert!(out.status.success(), "gen-exports.sh {}", lib.display());
-    String::from_utf8(out.stdout).unwrap()
+    shim::exports_of(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tools/gen-exports.sh"),
+        lib,
+    )
 }
 
 #[test]
@@ -35,12 +31,7 @@ fn our_library_exports_exactly_the_installed_symbols() {
     let ours = exports_of(&common::our_lib());
     let installed = exports_of(common::SYSTEM_LIB.as_ref());
     assert_eq!(ours, installed);
-    let t = Command::new("objdump")
-        .arg("-T")
-        .arg(common::our_lib())
-        .output()
-        .unwrap();
-    let t = String::from_utf8_lossy(&t.stdout).into_owned();
+    let t = shim::objdump("-T", &common::our_lib());
     let extra: Vec<&str> = t
         .lines()
         .filter(|l| l.contains(" g ") && !l.contains("*UND*") && !l.contains("RDMACM_"))
@@ -50,12 +41,7 @@ fn our_library_exports_exactly_the_installed_symbols() {
 
 #[test]
 fn soname_and_needed() {
-    let p = Command::new("objdump")
-        .arg("-p")
-        .arg(common::our_lib())
-        .output()
-        .unwrap();
-    let p = String::from_utf8_lossy(&p.stdout).into_owned();
+    let p = shim::objdump("-p", &common::our_lib());
     let has = |k: &str, v: &str| {
         p.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == [k, v])

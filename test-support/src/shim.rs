@@ -101,3 +101,31 @@ pub fn program_in(dir: &Path, name: &str, args: &[&str]) -> std::process::Comman
         .stderr(Stdio::piped());
     c
 }
+
+/// `objdump FLAG lib`'s output (`-T` the dynamic symbols, `-p` the headers;
+/// binutils).
+pub fn objdump(flag: &str, lib: &Path) -> String {
+    let out = Command::new("objdump")
+        .arg(flag)
+        .arg(lib)
+        .output()
+        .expect("run objdump (binutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The "VERSION NAME KIND" list of `lib`'s default exports that `script` (a
+/// shim's `tools/gen-exports.sh`) makes — what its `src/exports.txt` holds.
+pub fn exports_of(script: &str, lib: &Path) -> String {
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(lib)
+        .output()
+        .expect("run tools/gen-exports.sh (needs objdump)");
+    assert!(
+        out.status.success(),
+        "gen-exports.sh {}: {}",
+        lib.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

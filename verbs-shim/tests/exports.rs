@@ -2,22 +2,13 @@
 //! default symbols with the same version nodes, and the SONAME.
 
 mod common;
-use std::process::Command;
+use test_support::shim;
 
 fn exports_of(lib: &std::path::Path) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/gen-exports.sh");
-    let out = Command::new("sh")
-        .arg(script)
-        .arg(lib)
-        .output()
-        .expect("run tools/gen-exports.sh (needs objdump)");
-    assert!(
-        out.status.success(),
-        "gen-exports.sh {}: {}",
-        lib.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    shim::exports_of(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tools/gen-exports.sh"),
+        lib,
+    )
 }
 
 fn diff(a: &str, b: &str) -> String {
@@ -68,12 +59,7 @@ fn our_library_exports_exactly_the_installed_symbols() {
     );
     // And nothing else: no Rust symbols, no unversioned ones; only the
     // private node of rdma_cm's API (`__softrdma_*`, for rdmacm-shim).
-    let t = Command::new("objdump")
-        .arg("-T")
-        .arg(common::shim_lib())
-        .output()
-        .unwrap();
-    let t = String::from_utf8_lossy(&t.stdout).into_owned();
+    let t = shim::objdump("-T", &common::shim_lib());
     let extra: Vec<&str> = t
         .lines()
         .filter(|l| {
@@ -87,12 +73,7 @@ fn our_library_exports_exactly_the_installed_symbols() {
 
 #[test]
 fn soname_is_libibverbs_so_1() {
-    let p = Command::new("objdump")
-        .arg("-p")
-        .arg(common::shim_lib())
-        .output()
-        .unwrap();
-    let p = String::from_utf8_lossy(&p.stdout).into_owned();
+    let p = shim::objdump("-p", &common::shim_lib());
     assert!(
         p.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["SONAME", "libibverbs.so.1"]),
@@ -104,12 +85,7 @@ fn soname_is_libibverbs_so_1() {
 fn rdma_cm_api_is_exported_privately() {
     // Every librdmacm export has its `__softrdma_` twin here, in the
     // private node, which the thin librdmacm.so.1 jumps to.
-    let t = Command::new("objdump")
-        .arg("-T")
-        .arg(common::shim_lib())
-        .output()
-        .unwrap();
-    let t = String::from_utf8_lossy(&t.stdout).into_owned();
+    let t = shim::objdump("-T", &common::shim_lib());
     let ours: std::collections::BTreeSet<&str> = t
         .lines()
         .filter(|l| l.contains("SOFTRDMA_RDMACM_PRIVATE") && !l.contains("*ABS*"))
