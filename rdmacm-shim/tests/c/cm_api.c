@@ -18,34 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed (errno %d)\n",  \
-				__FILE__, __LINE__, #c, errno);                \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
+#include "cm.h"
 
 static struct rdma_event_channel *cch, *sch;
-
-/* The next event of a channel, waiting by poll (the channel may be
- * non-blocking), which must be `want`; 10 s at most. */
-static struct rdma_cm_event *expect(struct rdma_event_channel *ch,
-				    enum rdma_cm_event_type want)
-{
-	struct rdma_cm_event *ev;
-	struct pollfd p = { .fd = ch->fd, .events = POLLIN };
-	CHECK(poll(&p, 1, 10000) == 1);
-	CHECK(rdma_get_cm_event(ch, &ev) == 0);
-	if (ev->event != want) {
-		fprintf(stderr, "got %s (status %d), want %s\n",
-			rdma_event_str(ev->event), ev->status,
-			rdma_event_str(want));
-		exit(1);
-	}
-	return ev;
-}
 
 static struct sockaddr_in sin_of(const char *ip, int port)
 {

@@ -13,30 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed (errno %d)\n",  \
-				__FILE__, __LINE__, #c, errno);                \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
-static struct rdma_cm_event *expect(struct rdma_event_channel *ch,
-				    enum rdma_cm_event_type want)
-{
-	struct rdma_cm_event *ev;
-	struct pollfd p = { .fd = ch->fd, .events = POLLIN };
-	CHECK(poll(&p, 1, 10000) == 1);
-	CHECK(rdma_get_cm_event(ch, &ev) == 0);
-	if (ev->event != want) {
-		fprintf(stderr, "got %s (status %d), want %s\n",
-			rdma_event_str(ev->event), ev->status,
-			rdma_event_str(want));
-		exit(1);
-	}
-	return ev;
-}
+#include "cm.h"
 
 static struct ibv_qp_init_attr qp_attr(void)
 {

@@ -13,14 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed (errno %d)\n",  \
-				__FILE__, __LINE__, #c, errno);                \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
+#include "cm.h"
 
 static struct sockaddr_in loopback(int port)
 {
@@ -29,14 +22,10 @@ static struct sockaddr_in loopback(int port)
 	return a;
 }
 
-static void expect(struct rdma_event_channel *ch, enum rdma_cm_event_type t)
+/* The next event of `ch`, which must be `t`, acknowledged. */
+static void expect_ack(struct rdma_event_channel *ch, enum rdma_cm_event_type t)
 {
-	struct rdma_cm_event *e;
-	CHECK(!rdma_get_cm_event(ch, &e));
-	if (e->event != t)
-		fprintf(stderr, "got %s, want %s\n", rdma_event_str(e->event), rdma_event_str(t));
-	CHECK(e->event == t);
-	CHECK(!rdma_ack_cm_event(e));
+	CHECK(!rdma_ack_cm_event(expect(ch, t)));
 }
 
 int main(int argc, char **argv)
@@ -73,10 +62,10 @@ int main(int argc, char **argv)
 		CHECK(!rdma_bind_addr(l, (struct sockaddr *)&d));
 		CHECK(!rdma_listen(l, 1));
 		CHECK(!rdma_resolve_addr(c, NULL, (struct sockaddr *)&d, 1000));
-		expect(ch, RDMA_CM_EVENT_ADDR_RESOLVED);
+		expect_ack(ch, RDMA_CM_EVENT_ADDR_RESOLVED);
 		CHECK(c->verbs && c->pd);
 		CHECK(!rdma_resolve_route(c, 1000));
-		expect(ch, RDMA_CM_EVENT_ROUTE_RESOLVED);
+		expect_ack(ch, RDMA_CM_EVENT_ROUTE_RESOLVED);
 		CHECK(!rdma_destroy_id(c) && !rdma_destroy_id(l));
 		rdma_destroy_event_channel(ch);
 		exit(0);
@@ -90,7 +79,7 @@ int main(int argc, char **argv)
 	struct rdma_cm_id *c;
 	CHECK(!rdma_create_id(pch, &c, NULL, RDMA_PS_TCP));
 	CHECK(!rdma_resolve_addr(c, NULL, (struct sockaddr *)&a, 1000));
-	expect(pch, RDMA_CM_EVENT_ADDR_RESOLVED);
+	expect_ack(pch, RDMA_CM_EVENT_ADDR_RESOLVED);
 	CHECK(!rdma_destroy_id(c) && !rdma_destroy_id(pid));
 	rdma_destroy_event_channel(pch);
 	printf("fork_ids: ok\n");
