@@ -230,6 +230,12 @@ impl Cm {
     pub fn gid(&self) -> Gid {
         self.shared.gid
     }
+
+    /// Whether QP1's completion queue ever overflowed (MADs were lost
+    /// inside this device, not on the network).
+    pub fn qp1_overflowed(&self) -> bool {
+        self.shared.gsi.overflowed()
+    }
 }
 
 impl Drop for Cm {

@@ -10,11 +10,12 @@ use crate::wire::MAD_LEN;
 use odp::Mapping;
 use soft_rdma::verbs::*;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Receive buffers kept posted: MADs arriving faster than the agent takes
 /// them beyond this are dropped by the device, and the CM's retransmissions
 /// recover them.
-const RECV_SLOTS: usize = 256;
+const RECV_SLOTS: usize = 1024;
 /// Sends in flight before their completions are taken.
 const SEND_DEPTH: u32 = 256;
 /// UD receives start with a 40-byte GRH; the source GID is at 8..24.
@@ -22,6 +23,11 @@ const GRH_LEN: usize = 40;
 const RECV_SLOT: usize = GRH_LEN + MAD_LEN;
 /// Send completions carry this wr_id (receives carry their slot).
 const SEND_ID: u64 = u64::MAX;
+/// One send in this many asks for a completion. The device frees a send
+/// slot when the send completes, not when its completion is polled, so
+/// signalling every send let completions pile up past the CQ while the
+/// agent was busy (cmtime's 1000 connections overflowed it).
+const SIGNAL_EVERY: u32 = 64;
 
 /// One MAD received: from whom (the GID in its GRH, and its source QP)
 /// and its bytes.
@@ -40,6 +46,7 @@ pub struct Gsi {
     mr: Mr,
     recv: Mapping,
     _pd: Pd,
+    sends: AtomicU32,
 }
 
 impl Gsi {
@@ -82,6 +89,7 @@ impl Gsi {
             mr,
             recv,
             _pd: pd,
+            sends: AtomicU32::new(0),
         };
         for slot in 0..RECV_SLOTS {
             gsi.post_recv(slot)?;
@@ -111,8 +119,7 @@ impl Gsi {
     /// queue (ENOMEM) is the caller's to retry: CM messages are
     /// retransmitted anyway.
     pub fn send(&self, to: Gid, mad: &[u8; MAD_LEN]) -> Result<()> {
-        // Signalled: the send queue's slots return as [`Gsi::receive`]
-        // takes the completions.
+        let signaled = self.sends.fetch_add(1, Ordering::Relaxed) % SIGNAL_EVERY == 0;
         self.qp
             .post_send(&[SendWr {
                 wr_id: SEND_ID,
@@ -124,7 +131,7 @@ impl Gsi {
                 op: SendOp::Send,
                 flags: SendFlags {
                     inline: true,
-                    signaled: true,
+                    signaled,
                     ..SendFlags::default()
                 },
                 ud: Some(UdDest {
@@ -134,6 +141,12 @@ impl Gsi {
                 }),
             }])
             .map_err(|(_, e)| e)
+    }
+
+    /// Whether QP1's completion queue ever overflowed: completions, so
+    /// MADs, were lost (a sizing bug, never the network's doing).
+    pub fn overflowed(&self) -> bool {
+        self.cq.overflowed()
     }
 
     /// Takes every completion: returns the MADs received (reposting their

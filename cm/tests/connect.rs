@@ -357,3 +357,58 @@ fn sidr_without_a_listener_or_refused_is_unreachable_with_its_status() {
     assert_eq!(e.status, 2, "rejected");
     assert_eq!(&e.private_data[..7], b"go away");
 }
+
+#[test]
+fn a_burst_of_thousands_of_disconnects_leaves_the_cm_working() {
+    // Thousands of DREQs and DREPs at once: more completions than QP1's
+    // completion queue holds if every send were signalled. Every one must
+    // arrive (retransmitted if a burst overran a receive queue) and the CM
+    // must still work after.
+    let (s, c) = pair(None, 10);
+    let n = 3000;
+    let listener = s.cm.create_id(&s.chan);
+    let service = PortSpace::Tcp.service_id(9000);
+    listener.listen(service).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let cid = c.cm.create_id(&c.chan);
+        cid.connect(
+            s.cm.gid(),
+            service,
+            &ConnParam {
+                qpn: 0x100,
+                ..ConnParam::default()
+            },
+        )
+        .unwrap();
+        let req = expect(&s, EventKind::ConnectRequest);
+        let sid = req.new_id.expect("a new id");
+        sid.accept(&ConnParam {
+            qpn: 0x200,
+            ..ConnParam::default()
+        })
+        .unwrap();
+        expect(&c, EventKind::ConnectResponse);
+        cid.establish().unwrap();
+        expect(&c, EventKind::Established);
+        expect(&s, EventKind::Established);
+        ids.push((cid, sid));
+    }
+    for (cid, _) in &ids {
+        cid.disconnect().unwrap();
+    }
+    for side in [&s, &c] {
+        let (mut disconnected, mut timewait_over) = (0, 0);
+        while timewait_over < n {
+            match next(side).kind {
+                EventKind::Disconnected => disconnected += 1,
+                EventKind::TimewaitExit => timewait_over += 1,
+                k => panic!("{k:?}"),
+            }
+        }
+        assert_eq!(disconnected, n);
+        assert!(!side.cm.qp1_overflowed());
+    }
+    let (cqp, _cid, sqp, _sid, _l) = connect(&s, &c, PortSpace::Tcp.service_id(9001));
+    write_works((&c, &cqp), (&s, &sqp));
+}
