@@ -1,5 +1,5 @@
 //! Turns `src/exports.txt` (the installed librdmacm.so.1's default symbols,
-//! `tools/gen-exports.sh`) into a version script with rdma-core's nodes
+//! `scripts/gen-exports.sh`) into a version script with rdma-core's nodes
 //! (RDMACM_1.0 … 1.3, each inheriting the previous) and one trampoline per
 //! `NAME@@VERSION`: `jmp __softrdma_NAME@PLT`, the private export of our
 //! libibverbs.so.1 (`verbs-shim/src/rdmacm/`) that implements it.

@@ -1,5 +1,5 @@
 //! Turns `src/exports.txt` (generated from the installed libibverbs.so.1 by
-//! `tools/gen-exports.sh`) into
+//! `scripts/gen-exports.sh`) into
 //! - `$OUT_DIR/libibverbs.map`: the version script with rdma-core's version
 //!   nodes (IBVERBS_1.0 … 1.14, each inheriting the previous, and
 //!   IBVERBS_PRIVATE_34), and

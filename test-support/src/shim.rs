@@ -113,14 +113,17 @@ pub fn objdump(flag: &str, lib: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The "VERSION NAME KIND" list of `lib`'s default exports that `script` (a
-/// shim's `tools/gen-exports.sh`) makes — what its `src/exports.txt` holds.
-pub fn exports_of(script: &str, lib: &Path) -> String {
+/// The "VERSION NAME KIND" list of `lib`'s default exports in the version
+/// nodes named `prefix`* (`scripts/gen-exports.sh`) — what a shim's
+/// `src/exports.txt` holds.
+pub fn exports_of(prefix: &str, lib: &Path) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gen-exports.sh");
     let out = Command::new("sh")
         .arg(script)
+        .arg(prefix)
         .arg(lib)
         .output()
-        .expect("run tools/gen-exports.sh (needs objdump)");
+        .expect("run scripts/gen-exports.sh (needs objdump)");
     assert!(
         out.status.success(),
         "gen-exports.sh {}: {}",
