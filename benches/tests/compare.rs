@@ -1,42 +1,12 @@
 //! `compare --quick` once: the harness runs every measure (the baselines'
-//! peers, perftest through the shim, softrdma perf, the footprint), prints a
-//! complete table with a verdict for every goal, and draws the SVG. Only
+//! peers, perftest through the shim, softrdma perf, the footprint, rdma_cm
+//! set-up through both shims), prints a complete table with a verdict for
+//! every goal, and draws the SVG. Only
 //! structure and sanity are checked here; the goals' figures belong in the
 //! harness's output (a loaded 2-core box says nothing about them).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-/// `target/<profile>`, from this test's path (`target/<profile>/deps/NAME`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// The harness needs the shim and `softrdma` next to it: build them if this
-/// test runs alone (`cargo test -p benches`).
-fn ensure_built(dir: &Path) {
-    if dir.join("libibverbs.so").is_file() && dir.join("softrdma").is_file() {
-        return;
-    }
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "-p",
-        "verbs-shim",
-        "-p",
-        "soft-rdma",
-        "--target-dir",
-    ])
-    .arg(dir.parent().unwrap());
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().unwrap().success(),
-        "building the shim and softrdma"
-    );
-}
 
 fn value(row: &str) -> f64 {
     let cols: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -47,8 +17,10 @@ fn value(row: &str) -> f64 {
 
 #[test]
 fn quick_run_prints_the_table_and_draws_the_svg() {
-    let dir = profile_dir();
-    ensure_built(&dir);
+    // The harness needs the shims and `softrdma` next to it.
+    let dir = test_support::shim::own_profile_dir();
+    test_support::shim::ensure_built(&dir, true);
+    test_support::shim::ensure_rdmacm_built(&dir);
     let out = tempdir();
     let o = Command::new(env!("CARGO_BIN_EXE_compare"))
         .args(["--quick", "--out"])
@@ -95,6 +67,8 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         ),
         ("huge pages advised (--thp), one thread", "MiB/s"),
         ("implicit ODP over 1 TiB", "bytes"),
+        ("rdma_cm: 100 connections connected at once", "conn/s"),
+        ("rdma_cm: 100 connections from nothing", "conn/s"),
     ] {
         let row = rows
             .iter()
@@ -117,7 +91,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         .iter()
         .filter(|r| r.contains(" >= ") || r.contains(" <= "))
         .collect();
-    assert_eq!(goals.len(), 15, "{stdout}");
+    assert_eq!(goals.len(), 16, "{stdout}");
     for g in goals {
         assert!(g.ends_with("| PASS |") || g.ends_with("| FAIL |"), "{g}");
         assert!(g.contains("x | "), "{g}");

@@ -23,6 +23,17 @@ pub fn listening(port: u16) -> bool {
     })
 }
 
+/// Whether a process of this host holds `port` of the rdma_cm port space
+/// `ps` (0x0106 TCP, 0x0111 UDP) on the soft device: the CM's rendezvous
+/// name (`soft_rdma_cm::rendezvous`) is in /proc/net/unix.
+pub fn cm_listening(ps: u16, port: u16) -> bool {
+    let name = format!("@softrdma-cm/{ps:#06x}/{port}");
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(name.as_str()))
+    })
+}
+
 /// Whether a socket in network namespace `ns` listens on TCP `port`.
 pub fn listening_in(ns: &str, port: u16) -> bool {
     Command::new("ip")

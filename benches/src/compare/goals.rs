@@ -123,6 +123,13 @@ pub(super) const GOALS: &[Goal] = &[
         at_least: false,
         target: 1.0,
     },
+    Goal {
+        what: "rdma_cm: 1000 connections set up at once, per second, vs 1000/s",
+        num: "cm_connect",
+        den: Den::Const(1000.0),
+        at_least: true,
+        target: 1.0,
+    },
 ];
 
 impl Goal {

@@ -47,6 +47,8 @@ struct Plan {
     memcpy_len: usize,
     memcpy_reps: usize,
     touched: u64,
+    /// rdma_cm connections set up at once (cmtime).
+    cm_conns: u32,
 }
 
 const FULL: Plan = Plan {
@@ -66,6 +68,7 @@ const FULL: Plan = Plan {
     memcpy_len: 256 << 20,
     memcpy_reps: 7,
     touched: 1 << 30,
+    cm_conns: 1000,
 };
 
 const QUICK: Plan = Plan {
@@ -85,6 +88,7 @@ const QUICK: Plan = Plan {
     memcpy_len: 32 << 20,
     memcpy_reps: 3,
     touched: 64 << 20,
+    cm_conns: 100,
 };
 
 /// One measured figure (or why its run failed).
@@ -177,5 +181,6 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
     runs::softrdma_default(p, &tools, cfg.quick, &mut r);
     runs::fresh_vs_steady(p, &tools, &mut r);
     runs::device_memory(p, &mut r);
+    runs::connection_rate(p, &tools, &mut r);
     Ok(report::write(cfg, &tools, &mut r, started))
 }

@@ -20,6 +20,8 @@ pub struct Tools {
     pub timeout: Duration,
     /// Runs that failed once and passed when run again: (name, first error).
     pub retried: std::cell::RefCell<Vec<(String, String)>>,
+    /// Whether our `librdmacm.so.1` (rdmacm-shim) is beside the shim.
+    pub rdmacm: bool,
 }
 
 pub const PERFTEST: [&str; 5] = [
@@ -62,6 +64,11 @@ impl Tools {
         let link = lib_dir.join("libibverbs.so.1");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&shim, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+        // rdma_cm programs need our librdmacm too (`cargo build -p rdmacm-shim`).
+        let cm = exe_dir.join("librdmacm.so");
+        let cm_link = lib_dir.join("librdmacm.so.1");
+        let _ = std::fs::remove_file(&cm_link);
+        let rdmacm = cm.is_file() && std::os::unix::fs::symlink(&cm, &cm_link).is_ok();
         let logs = out.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
         Ok(Tools {
@@ -70,6 +77,7 @@ impl Tools {
             logs,
             timeout,
             retried: Default::default(),
+            rdmacm,
         })
     }
 
@@ -135,11 +143,50 @@ impl Tools {
         let p = port.to_string();
         let mut common: Vec<&str> = vec!["-d", "softrdma0", "-x", "1", "-F", "-p", &p];
         common.extend_from_slice(args);
-        let spawn = |role: &str, extra: &[&str]| -> Result<(PathBuf, Child), String> {
+        let mut client = common.clone();
+        client.push("127.0.0.1");
+        // Ready once its out-of-band port listens (a probe connection would
+        // use up the one connection the server accepts).
+        self.pair_once(name, prog, (&common, &client), env, true, || {
+            listening(port)
+        })
+    }
+
+    /// An rdma_cm program pair (`prog server_args`, then `prog
+    /// client_args` once `ready`), both through our libraries; the client
+    /// must exit 0, the server (which serves until killed, as cmtime's
+    /// does) is then killed. Returns the client's output. `None` when our
+    /// librdmacm was not built.
+    pub fn cm_pair(
+        &self,
+        name: &str,
+        prog: &str,
+        args: (&[&str], &[&str]),
+        ready: impl Fn() -> bool,
+    ) -> Option<Result<String, String>> {
+        self.rdmacm.then(|| {
+            self.twice(name, || {
+                self.pair_once(name, prog, args, &[], false, &ready)
+            })
+        })
+    }
+
+    /// Server, then client once `ready()`; the client must exit 0 within
+    /// the timeout, and the server, if `server_exits`, 30 s after it (else
+    /// it is killed once the client is done).
+    fn pair_once(
+        &self,
+        name: &str,
+        prog: &str,
+        (server_args, client_args): (&[&str], &[&str]),
+        env: &[(&str, &str)],
+        server_exits: bool,
+        ready: impl Fn() -> bool,
+    ) -> Result<String, String> {
+        let spawn = |role: &str, args: &[&str]| -> Result<(PathBuf, Child), String> {
             let (path, out, err) = self.log(&format!("{name}.{role}"))?;
             let child = Command::new(prog)
-                .args(&common)
-                .args(extra)
+                .args(args)
                 .env("LD_LIBRARY_PATH", &self.lib_dir)
                 .env_remove("SOFTRDMA_ADDR")
                 .env_remove("SOFTRDMA_SHM")
@@ -151,25 +198,23 @@ impl Tools {
                 .map_err(|e| format!("{prog}: {e}"))?;
             Ok((path, child))
         };
-        let (slog, mut server) = spawn("server", &[])?;
-        // Ready once its out-of-band port listens (a probe connection would
-        // use up the one connection the server accepts).
+        let (slog, mut server) = spawn("server", server_args)?;
         let t = Instant::now();
-        while !listening(port) {
+        while !ready() {
             if let Ok(Some(st)) = server.try_wait() {
                 return Err(format!(
-                    "{prog} server exited ({st}) before listening: {}",
+                    "{prog} server exited ({st}) before it was ready: {}",
                     tail(&slog)
                 ));
             }
             if t.elapsed() > Duration::from_secs(20) {
                 let _ = server.kill();
                 let _ = server.wait();
-                return Err(format!("{prog} server never listened on port {port}"));
+                return Err(format!("{prog} server not ready after 20 s"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let (clog, client) = match spawn("client", &["127.0.0.1"]) {
+        let (clog, client) = match spawn("client", client_args) {
             Ok(c) => c,
             Err(e) => {
                 let _ = server.kill();
@@ -180,20 +225,21 @@ impl Tools {
         let cst = wait(client, self.timeout);
         let sst = wait(
             server,
-            if cst.is_ok() {
+            if cst.is_ok() && server_exits {
                 Duration::from_secs(30)
             } else {
                 Duration::ZERO
             },
         );
         let out = std::fs::read_to_string(&clog).unwrap_or_default();
-        match (cst, sst) {
-            (Ok(c), Ok(s)) if c.success() && s.success() => Ok(out),
-            (c, s) => Err(format!(
+        let server_ok = !server_exits || matches!(&sst, Ok(s) if s.success());
+        match cst {
+            Ok(c) if c.success() && server_ok => Ok(out),
+            c => Err(format!(
                 "{prog} {}: client {}, server {}; client said: {} | server said: {}",
-                args.join(" "),
+                client_args.join(" "),
                 status(&c),
-                status(&s),
+                status(&sst),
                 tail(&clog),
                 tail(&slog)
             )),
@@ -328,6 +374,43 @@ pub fn lat_typical(out: &str) -> Result<f64, String> {
     }
 }
 
+/// The rdma_cm TCP port space.
+pub const RDMA_PS_TCP: u16 = 0x0106;
+
+/// What `cmtime`'s client measured, total milliseconds per step.
+#[derive(Clone, Copy)]
+pub struct CmtimeSteps {
+    pub connect: f64,
+    /// create id + resolve addr + resolve route + create qp + connect.
+    pub until_connected: f64,
+}
+
+/// Parses cmtime's table (`step : total ms  max ms  min us  us/conn`).
+pub fn cmtime_steps(out: &str) -> Result<CmtimeSteps, String> {
+    let total = |step: &str| -> Result<f64, String> {
+        out.lines()
+            .find_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                (name.trim() == step).then(|| rest.split_whitespace().next()?.parse().ok())?
+            })
+            .ok_or_else(|| format!("no `{step}` row in cmtime's output"))
+    };
+    let mut until_connected = 0.0;
+    for step in [
+        "create id",
+        "resolve addr",
+        "resolve route",
+        "create qp",
+        "connect",
+    ] {
+        until_connected += total(step)?;
+    }
+    Ok(CmtimeSteps {
+        connect: total("connect")?,
+        until_connected,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +425,14 @@ mod tests {
         let lat = " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] \n 2       2000          23.29          2925.41      49.44    \t       50.32       \t29.88  \t\t77.80   \t\t937.37 \n";
         assert_eq!(lat_typical(lat).unwrap(), 49.44);
         assert!(bw_row("no rows here").is_err());
+    }
+
+    #[test]
+    fn parses_cmtime_steps() {
+        let out = "step              total ms     max ms     min us  us / conn\ncreate id    :        1.07       0.06       0.00       1.07\nresolve addr :       48.65       0.20      32.00      48.65\nresolve route:        1.70       0.57      12.00       1.70\ncreate qp    :        1.22       0.04       0.00       1.22\nconnect      :      209.50       8.68     353.00     209.50\ndisconnect   :      548.43     537.60     455.00     548.43\n";
+        let s = cmtime_steps(out).unwrap();
+        assert_eq!(s.connect, 209.50);
+        assert!((s.until_connected - 262.14).abs() < 1e-9);
+        assert!(cmtime_steps("connect : 1.0").is_err());
     }
 }

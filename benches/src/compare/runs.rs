@@ -345,3 +345,55 @@ pub(super) fn device_memory(p: &Plan, r: &mut Results) {
         ));
     }
 }
+
+/// rdma_cm connection set-up between two processes: rdma-core's `cmtime`
+/// (its client resolves, creates the QPs and connects N connections, each
+/// step for all of them at once) through our libibverbs and librdmacm.
+pub(super) fn connection_rate(p: &Plan, tools: &Tools, r: &mut Results) {
+    let n = p.cm_conns.to_string();
+    let mut connect = Vec::new();
+    let mut setup = Vec::new();
+    for k in 0..BW_RUNS {
+        let port = 21_000 + k as u16;
+        let ports = port.to_string();
+        let server: [&str; 4] = ["-p", &ports, "-c", &n];
+        let client: [&str; 6] = ["-s", "127.0.0.1", "-p", &ports, "-c", &n];
+        let Some(out) = tools.cm_pair(&format!("cmtime.{k}"), "cmtime", (&server, &client), || {
+            test_support::net::cm_listening(procs::RDMA_PS_TCP, port)
+        }) else {
+            r.add(
+                "cm_connect",
+                "rdma_cm connections (cmtime)",
+                "conn/s",
+                Err("librdmacm.so not built: `cargo build -p rdmacm-shim`".into()),
+            );
+            return;
+        };
+        let steps = out.and_then(|o| procs::cmtime_steps(&o));
+        let per_s = |ms: f64| p.cm_conns as f64 / (ms / 1000.0);
+        connect.push(steps.clone().map(|s| per_s(s.connect)));
+        setup.push(steps.map(|s| per_s(s.until_connected)));
+    }
+    let (v, spread) = median(Ok(connect));
+    r.add(
+        "cm_connect",
+        format!(
+            "rdma_cm: {} connections connected at once, 2 processes (cmtime's connect step; median of {BW_RUNS})",
+            p.cm_conns
+        ),
+        "conn/s",
+        v,
+    );
+    r.note(spread);
+    let (v, spread) = median(Ok(setup));
+    r.add(
+        "cm_setup",
+        format!(
+            "rdma_cm: {} connections from nothing (create id, resolve address and route, create QP, connect; median of {BW_RUNS})",
+            p.cm_conns
+        ),
+        "conn/s",
+        v,
+    );
+    r.note(spread);
+}

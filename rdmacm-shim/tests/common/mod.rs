@@ -43,16 +43,7 @@ pub fn wait(what: &str, child: Child, secs: u64) -> Output {
     finish(what, child, Duration::from_secs(secs))
 }
 
-/// Whether a process of this host holds `port` of the rdma_cm port space
-/// `ps` (0x0106 TCP, 0x0111 UDP): the CM's rendezvous name
-/// (`soft_rdma_cm::rendezvous`) is in /proc/net/unix.
-pub fn cm_listening(ps: u16, port: u16) -> bool {
-    let name = format!("@softrdma-cm/{ps:#06x}/{port}");
-    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
-        t.lines()
-            .any(|l| l.split_whitespace().last() == Some(name.as_str()))
-    })
-}
+pub use test_support::net::cm_listening;
 
 /// One run of a pair: `server` started, then, once it holds `port` of `ps`
 /// and `settle` more has passed, `client`. Returns (server, client) output
