@@ -394,6 +394,9 @@ pub unsafe extern "C" fn shim_rdma_migrate_id(
     }
     // SAFETY: (caller) a live id.
     let id = unsafe { &mut *(idp as *mut ShimId) };
+    if id.sync && ch.is_null() {
+        return fail(libc::EINVAL);
+    }
     let (new, own) = if ch.is_null() {
         match channel::new_channel() {
             Ok(c) => (c as *mut rdma_event_channel, true),
@@ -402,6 +405,14 @@ pub unsafe extern "C" fn shim_rdma_migrate_id(
     } else {
         (ch, false)
     };
+    // A synchronous id keeps its last event (`id->event`) unacknowledged;
+    // librdmacm acknowledges it here (libfabric resolves synchronously, then
+    // migrates to its event queue's channel).
+    if id.sync && !id.c.event.is_null() {
+        let ev = std::mem::replace(&mut id.c.event, std::ptr::null_mut());
+        // SAFETY: the id's own event, handed out by `channel::complete`.
+        unsafe { channel::shim_rdma_ack_cm_event(ev) };
+    }
     // Events handed out and not acknowledged would name the old channel.
     {
         let mut st = id.st();
