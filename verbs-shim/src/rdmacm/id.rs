@@ -149,7 +149,10 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     }
     // SAFETY: the route's source union has room for either family.
     unsafe { addr::write(&mut id.c.route.addr.__bindgen_anon_1.src_addr, a) };
-    if !a.ip().is_unspecified() {
+    // The kernel's rdma_cm binds a loopback address as a wildcard (its
+    // `cma_any_addr`): no device until a listen or resolution. libfabric
+    // relies on it, advertising its device's interface address instead.
+    if !a.ip().is_unspecified() && !a.ip().is_loopback() {
         id.c.verbs = g.ctx;
         id.c.port_num = 1;
         // librdmacm gives an id its device's PD with the device (pyverbs
