@@ -152,7 +152,11 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     // The kernel's rdma_cm binds a loopback address as a wildcard (its
     // `cma_any_addr`): no device until a listen or resolution. libfabric
     // relies on it, advertising its device's interface address instead.
-    if !a.ip().is_unspecified() && !a.ip().is_loopback() {
+    // Alone on a host our device is on loopback (its address is 127.x and
+    // the file-system face names `lo` its interface): a loopback address
+    // is then its own, as an interface's address binds a NIC.
+    let on_lo = g.gid.to_ip().is_loopback();
+    if !a.ip().is_unspecified() && (!a.ip().is_loopback() || on_lo) {
         id.c.verbs = g.ctx;
         id.c.port_num = 1;
         // librdmacm gives an id its device's PD with the device (pyverbs
