@@ -263,13 +263,27 @@ fn qperf_cm1_rc_tests_on_one_host() {
     }
 }
 
-#[test]
-fn librdmacm_semantics_libfabric_relies_on() {
+/// `tests/c/addr_api.c` through `softrdma run` (on `host` if given),
+/// expecting a loopback bind to attach the device or not (`expect`).
+fn addr_api(host: Option<(&str, &str)>, expect: &str) {
     let exe = compile("addr_api");
-    let _g = serial();
-    let c = program(exe.to_str().unwrap(), &["20946"]).spawn().unwrap();
+    let c = start(
+        &mut run(host, exe.to_str().unwrap(), &["20946", expect], &[]),
+        "addr_api",
+    );
     let o = wait("addr_api", c, 90);
     let t = all_text(&o);
-    assert!(o.status.success(), "addr_api: {}\n{t}", o.status);
+    assert!(o.status.success(), "addr_api {expect}: {}\n{t}", o.status);
     assert!(t.contains("addr_api: ok"), "{t}");
+}
+
+#[test]
+fn librdmacm_semantics_libfabric_relies_on() {
+    let _g = serial();
+    // Alone on a host the device is on loopback: 127.0.0.1 is its own.
+    addr_api(None, "device");
+    // With an address of its own, loopback is not the device's (kernel).
+    if let Some(h) = two_hosts("fabapi", [10, 82, 0]) {
+        addr_api(Some((&h.ns[0], &h.addr[0])), "wildcard");
+    }
 }

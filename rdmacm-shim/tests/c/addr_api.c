@@ -1,10 +1,12 @@
 /* What libfabric's verbs provider relies on in librdmacm, beyond what
  * cm_api.c covers: rdma_getaddrinfo with no node and service (the hints'
  * own addresses), with an IPv6 node and no family, with a UD QP type; a
- * loopback bind that attaches no device (the kernel binds it as a
- * wildcard) yet listens; and rdma_migrate_id of a synchronous id whose
- * last event is still held (libfabric resolves synchronously, then moves
- * the id to its event queue's channel). Usage: addr_api PORT. */
+ * loopback bind, which attaches no device where the device has an address
+ * of its own (the kernel binds loopback as a wildcard) but attaches it
+ * where the device is on loopback (alone on a host), and listens either
+ * way; and rdma_migrate_id of a synchronous id whose last event is still
+ * held (libfabric resolves synchronously, then moves the id to its event
+ * queue's channel). Usage: addr_api PORT device|wildcard. */
 #include "cm.h"
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -90,9 +92,10 @@ static void getaddrinfo_cases(void)
 	CHECK(rdma_getaddrinfo("no-such-host.invalid", "1", &h, &r) != 0);
 }
 
-/* A loopback bind attaches no device, as the kernel's wildcard; listening
- * on it still gets requests, on ids that have the device. */
-static void loopback_bind(int port)
+/* A loopback bind attaches the device if it is on loopback, else none
+ * (as the kernel's wildcard); listening on it gets requests, on ids that
+ * have the device. */
+static void loopback_bind(int port, int device)
 {
 	struct rdma_event_channel *ch = rdma_create_event_channel();
 	struct rdma_cm_id *l, *c;
@@ -102,7 +105,7 @@ static void loopback_bind(int port)
 	CHECK(ch);
 	CHECK(rdma_create_id(ch, &l, NULL, RDMA_PS_TCP) == 0);
 	CHECK(rdma_bind_addr(l, (struct sockaddr *)&a) == 0);
-	CHECK(l->verbs == NULL);
+	CHECK(device ? l->verbs != NULL : l->verbs == NULL);
 	CHECK(same_in(rdma_get_local_addr(l), &a));
 	CHECK(rdma_listen(l, 4) == 0);
 
@@ -160,10 +163,13 @@ static void migrate_synchronous(int port)
 
 int main(int argc, char **argv)
 {
-	int port = argc > 1 ? atoi(argv[1]) : 20940;
+	CHECK(argc == 3);
+	int port = atoi(argv[1]);
+	int device = !strcmp(argv[2], "device");
+	CHECK(device || !strcmp(argv[2], "wildcard"));
 	alarm(60);
 	getaddrinfo_cases();
-	loopback_bind(port);
+	loopback_bind(port, device);
 	migrate_synchronous(port + 1);
 	printf("addr_api: ok\n");
 	return 0;
