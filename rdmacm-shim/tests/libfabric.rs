@@ -2,7 +2,8 @@
 //! as a user runs them, through `softrdma run`: `fi_info -p verbs` lists
 //! softrdma0 for MSG (verbs) and RDM (verbs;ofi_rxm) endpoints;
 //! `fi_pingpong` over each, with its data checks (`-c`), between two
-//! processes of one host and between two network-namespace hosts; `qperf
+//! processes of one host and between two network-namespace hosts (and, on
+//! one host, RDM's tagged messages and verbs' datagram endpoints); `qperf
 //! -cm1` RC bandwidth, latency, RDMA WRITE and READ between two processes.
 //! `tests/c/addr_api.c` checks the librdmacm semantics libfabric relies on.
 
@@ -103,14 +104,25 @@ fn rows(out: &str) -> Vec<Row> {
 }
 
 /// The sizes fi_pingpong runs without `-S`.
-const ALL_SIZES: [&str; 6] = ["64", "256", "1k", "4k", "64k", "1m"];
+const ALL_SIZES: &[&str] = &["64", "256", "1k", "4k", "64k", "1m"];
+/// Those a datagram endpoint runs (up to its MTU, 4096 here).
+const DGRAM_SIZES: &[&str] = &["64", "256", "1k", "4k"];
+
+/// How a fi_pingpong pair runs: iterations of each size, the environment
+/// added, the sizes the results must show.
+struct Run<'a> {
+    iters: u32,
+    env: &'a [(&'a str, &'a str)],
+    sizes: &'a [&'a str],
+}
 
 /// One fi_pingpong pair with `args` (which name provider and endpoint type)
-/// plus data checks and `iters` iterations of every size: the server on
+/// plus data checks and `r.iters` iterations of every size: the server on
 /// control port `port` (on host 0 of `hosts`, else here), the client
-/// dialing it (from host 1). Both must exit 0 and report every size with
-/// every message acknowledged.
-fn pingpong(port: u16, args: &[&str], iters: u32, env: &[(&str, &str)], hosts: Option<&TwoHosts>) {
+/// dialing it (from host 1). Both must exit 0 and report every size of
+/// `r.sizes` with every message acknowledged.
+fn pingpong(port: u16, args: &[&str], r: Run, hosts: Option<&TwoHosts>) {
+    let Run { iters, env, sizes } = r;
     if !tools::have("fi_pingpong") {
         return;
     }
@@ -143,8 +155,8 @@ fn pingpong(port: u16, args: &[&str], iters: u32, env: &[(&str, &str)], hosts: O
     );
     for (who, out) in [("server", &so), ("client", &co)] {
         let r = rows(&text(&out.stdout));
-        let sizes: Vec<&str> = r.iter().map(|r| r.bytes.as_str()).collect();
-        assert_eq!(sizes, ALL_SIZES, "{args:?} {who}:\n{}", all_text(out));
+        let seen: Vec<&str> = r.iter().map(|r| r.bytes.as_str()).collect();
+        assert_eq!(seen, sizes, "{args:?} {who}:\n{}", all_text(out));
         for row in &r {
             assert!(
                 row.sent == u64::from(iters) && row.acked == row.sent && row.usec > 0.0,
@@ -169,20 +181,36 @@ fn wait_or_kill(what: &str, mut child: Child, secs: u64) -> std::process::Output
     child.wait_with_output().expect("output")
 }
 
+/// `iters` of every size fi_pingpong runs by default, with `env`.
+fn all(iters: u32, env: &'static [(&'static str, &'static str)]) -> Run<'static> {
+    Run {
+        iters,
+        env,
+        sizes: ALL_SIZES,
+    }
+}
+
 #[test]
 fn fi_pingpong_msg_endpoints_on_one_host() {
-    pingpong(20941, &["-p", "verbs", "-e", "msg"], 20, &[], None);
+    pingpong(20941, &["-p", "verbs", "-e", "msg"], all(20, &[]), None);
 }
 
 #[test]
 fn fi_pingpong_rdm_over_rxm_on_one_host() {
-    pingpong(
-        20942,
-        &["-p", "verbs;ofi_rxm", "-e", "rdm"],
-        20,
-        &[UNIVERSE],
-        None,
-    );
+    let rdm = ["-p", "verbs;ofi_rxm", "-e", "rdm"];
+    pingpong(20942, &rdm, all(20, &[UNIVERSE]), None);
+    let tagged = [&rdm[..], &["-m", "tagged"]].concat();
+    pingpong(20947, &tagged, all(10, &[UNIVERSE]), None);
+}
+
+#[test]
+fn fi_pingpong_dgram_endpoints_on_one_host() {
+    let r = Run {
+        iters: 20,
+        env: &[],
+        sizes: DGRAM_SIZES,
+    };
+    pingpong(20948, &["-p", "verbs", "-e", "dgram"], r, None);
 }
 
 #[test]
@@ -193,14 +221,10 @@ fn fi_pingpong_between_two_network_namespace_hosts() {
     let Some(hosts) = two_hosts("fab", [10, 81, 0]) else {
         return;
     };
-    pingpong(20943, &["-p", "verbs", "-e", "msg"], 10, &[], Some(&hosts));
-    pingpong(
-        20944,
-        &["-p", "verbs;ofi_rxm", "-e", "rdm"],
-        10,
-        &[UNIVERSE],
-        Some(&hosts),
-    );
+    let h = Some(&hosts);
+    pingpong(20943, &["-p", "verbs", "-e", "msg"], all(10, &[]), h);
+    let rdm = ["-p", "verbs;ofi_rxm", "-e", "rdm"];
+    pingpong(20944, &rdm, all(10, &[UNIVERSE]), h);
 }
 
 /// qperf's results: (test, figure name, value, unit) from its
