@@ -4,7 +4,8 @@
 //! `fi_pingpong` over each, with its data checks (`-c`), between two
 //! processes of one host and between two network-namespace hosts (and, on
 //! one host, RDM's tagged messages and verbs' datagram endpoints); `qperf
-//! -cm1` RC bandwidth, latency, RDMA WRITE and READ between two processes.
+//! -cm1` RC bandwidth, latency, RDMA WRITE and READ between two processes,
+//! on one host and between two network-namespace hosts.
 //! `tests/c/addr_api.c` checks the librdmacm semantics libfabric relies on.
 
 mod common;
@@ -245,22 +246,26 @@ fn qperf_figures(out: &str) -> Vec<(String, String, f64, String)> {
     v
 }
 
-#[test]
-fn qperf_cm1_rc_tests_on_one_host() {
+/// `qperf -cm1` RC bandwidth, latency, RDMA WRITE and READ: its server on
+/// TCP `port` (on host 0 of `hosts`, else here), the client from host 1.
+/// Each test must report a positive figure.
+fn qperf(port: u16, hosts: Option<&TwoHosts>) {
     if !tools::have("qperf") {
         return;
     }
     let _g = serial();
-    let port = "20945";
-    let mut server = start(&mut run(None, "qperf", &["-lp", port], &[]), "qperf");
+    let host = |k: usize| hosts.map(|h| (h.ns[k].as_str(), h.addr[k].as_str()));
+    let p = port.to_string();
+    let mut server = start(&mut run(host(0), "qperf", &["-lp", &p], &[]), "qperf");
     assert!(
-        wait_listening(None, 20945, Duration::from_secs(30)),
+        wait_listening(host(0).map(|h| h.0), port, Duration::from_secs(30)),
         "qperf server never listened on {port}"
     );
     let tests = ["rc_bw", "rc_lat", "rc_rdma_write_bw", "rc_rdma_read_bw"];
-    let mut args = vec!["-cm1", "-lp", port, "127.0.0.1", "-t", "1"];
+    let peer = host(0).map_or("127.0.0.1", |h| h.1);
+    let mut args = vec!["-cm1", "-lp", &p, peer, "-t", "1"];
     args.extend(tests);
-    let client = start(&mut run(None, "qperf", &args, &[]), "qperf");
+    let client = start(&mut run(host(1), "qperf", &args, &[]), "qperf");
     let co = wait_or_kill("qperf client", client, 120);
     // The server serves until killed.
     let _ = server.kill();
@@ -284,6 +289,21 @@ fn qperf_cm1_rc_tests_on_one_host() {
                 .any(|(n, k, x, u)| n == t && k == key && *x > 0.0 && units.contains(&u.as_str())),
             "qperf {t}: no positive {key}:\n{ct}"
         );
+    }
+}
+
+#[test]
+fn qperf_cm1_rc_tests_on_one_host() {
+    qperf(20945, None);
+}
+
+#[test]
+fn qperf_cm1_rc_tests_between_two_network_namespace_hosts() {
+    if !tools::have("qperf") {
+        return;
+    }
+    if let Some(hosts) = two_hosts("fabqp", [10, 83, 0]) {
+        qperf(20949, Some(&hosts));
     }
 }
 
