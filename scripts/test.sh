@@ -31,6 +31,9 @@ install_missing_debs ucx-utils libucx0 libucx-dev
 # rdmacm-shim: the rdma_cm programs it runs (rdmacm-utils) and the headers of
 # its layout test and C program (librdmacm-dev).
 install_missing_debs rdmacm-utils librdmacm-dev
+# libfabric's verbs provider (fi_info, fi_pingpong) and qperf over it
+# (rdmacm-shim/tests/libfabric.rs).
+install_missing_debs qperf libfabric-bin
 # tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).

@@ -4,10 +4,9 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use test_support::procs::{all_text, text};
+use test_support::procs::all_text;
 
 const TCP: u16 = 0x0106;
 /// perftest binds its port, then builds its buffers and QPs before
@@ -138,30 +137,6 @@ fn ib_send_bw_odp_over_rdma_cm() {
     for o in [&s, &c] {
         assert!(o.contains(" 65536      200"), "{o}");
     }
-}
-
-/// tests/c/NAME.c compiled against the installed headers, linked with
-/// -lrdmacm -libverbs (the installed symbol versions, which ours export).
-fn compile(name: &str) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let dir = std::env::temp_dir().join(format!("rdmacm-shim-c-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join(name);
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .args(["-lrdmacm", "-libverbs", "-pthread"])
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "{cc} failed on {} (needs librdmacm-dev):\n{}",
-        src.display(),
-        text(&out.stderr)
-    );
-    exe
 }
 
 #[test]

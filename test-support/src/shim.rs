@@ -102,6 +102,30 @@ pub fn program_in(dir: &Path, name: &str, args: &[&str]) -> std::process::Comman
     c
 }
 
+/// `softrdma run -- name args` with `dir`'s `softrdma` (see
+/// [`ensure_built`]), no stdin, stdout and stderr piped. With `host` =
+/// (network namespace, address) it runs on that host: `ip netns exec NS`
+/// with the device on `SOFTRDMA_ADDR` = address (`ip netns exec` keeps the
+/// environment).
+pub fn run_on(dir: &Path, host: Option<(&str, &str)>, name: &str, args: &[&str]) -> Command {
+    use std::process::Stdio;
+    let mut c = match host {
+        None => Command::new(dir.join("softrdma")),
+        Some((ns, addr)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(dir.join("softrdma"));
+            c.env("SOFTRDMA_ADDR", addr);
+            c
+        }
+    };
+    c.arg("run").arg("--").arg(name).args(args);
+    c.env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// `objdump FLAG lib`'s output (`-T` the dynamic symbols, `-p` the headers;
 /// binutils).
 pub fn objdump(flag: &str, lib: &Path) -> String {

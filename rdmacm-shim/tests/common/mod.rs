@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
-use test_support::procs::{all_text, finish};
+use test_support::procs::{all_text, finish, text};
 use test_support::shim;
 
 /// The installed rdma-core library ours replaces.
@@ -93,4 +93,28 @@ pub fn pair(
         server.0
     );
     (st, ct)
+}
+
+/// tests/c/NAME.c compiled against the installed headers, linked with
+/// -lrdmacm -libverbs (the installed symbol versions, which ours export).
+pub fn compile(name: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let dir = std::env::temp_dir().join(format!("rdmacm-shim-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(["-lrdmacm", "-libverbs", "-pthread"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "{cc} failed on {} (needs librdmacm-dev):\n{}",
+        src.display(),
+        text(&out.stderr)
+    );
+    exe
 }

@@ -71,14 +71,6 @@ pub unsafe fn write(dst: *mut sockaddr, a: SocketAddr) {
     }
 }
 
-/// The length of a socket address of `a`'s family.
-pub fn len_of(a: &SocketAddr) -> usize {
-    match a {
-        SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
-        SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
-    }
-}
-
 /// The unspecified address of `a`'s family with `port`.
 pub fn any_like(a: &SocketAddr, port: u16) -> SocketAddr {
     match a {

@@ -149,7 +149,14 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
     }
     // SAFETY: the route's source union has room for either family.
     unsafe { addr::write(&mut id.c.route.addr.__bindgen_anon_1.src_addr, a) };
-    if !a.ip().is_unspecified() {
+    // The kernel's rdma_cm binds a loopback address as a wildcard (its
+    // `cma_any_addr`): no device until a listen or resolution. libfabric
+    // relies on it, advertising its device's interface address instead.
+    // Alone on a host our device is on loopback (its address is 127.x and
+    // the file-system face names `lo` its interface): a loopback address
+    // is then its own, as an interface's address binds a NIC.
+    let on_lo = g.gid.to_ip().is_loopback();
+    if !a.ip().is_unspecified() && (!a.ip().is_loopback() || on_lo) {
         id.c.verbs = g.ctx;
         id.c.port_num = 1;
         // librdmacm gives an id its device's PD with the device (pyverbs
@@ -394,6 +401,9 @@ pub unsafe extern "C" fn shim_rdma_migrate_id(
     }
     // SAFETY: (caller) a live id.
     let id = unsafe { &mut *(idp as *mut ShimId) };
+    if id.sync && ch.is_null() {
+        return fail(libc::EINVAL);
+    }
     let (new, own) = if ch.is_null() {
         match channel::new_channel() {
             Ok(c) => (c as *mut rdma_event_channel, true),
@@ -402,6 +412,14 @@ pub unsafe extern "C" fn shim_rdma_migrate_id(
     } else {
         (ch, false)
     };
+    // A synchronous id keeps its last event (`id->event`) unacknowledged;
+    // librdmacm acknowledges it here (libfabric resolves synchronously, then
+    // migrates to its event queue's channel).
+    if id.sync && !id.c.event.is_null() {
+        let ev = std::mem::replace(&mut id.c.event, std::ptr::null_mut());
+        // SAFETY: the id's own event, handed out by `channel::complete`.
+        unsafe { channel::shim_rdma_ack_cm_event(ev) };
+    }
     // Events handed out and not acknowledged would name the old channel.
     {
         let mut st = id.st();

@@ -14,109 +14,173 @@ use crate::ffi::*;
 /// `<rdma/rdma_cma.h>`'s `RAI_*` flags (macros, which bindgen skips).
 const RAI_PASSIVE: c_int = 0x1;
 const RAI_NUMERICHOST: c_int = 0x2;
+/// `<rdma/ib.h>`'s `AF_IB`: never handed to the system resolver.
+const AF_IB: c_int = 27;
 
-/// A calloc'd copy of a socket address (freed by `rdma_freeaddrinfo`).
-fn alloc_addr(a: std::net::SocketAddr) -> (*mut sockaddr, socklen_t) {
-    let len = addr::len_of(&a);
-    // SAFETY: calloc of a sockaddr_storage; checked before use.
-    let p =
-        unsafe { libc::calloc(1, std::mem::size_of::<libc::sockaddr_storage>()) } as *mut sockaddr;
-    if !p.is_null() {
-        // SAFETY: room for either family.
-        unsafe { addr::write(p, a) };
+/// A malloc'd copy of `len` bytes of a socket address (freed by
+/// `rdma_freeaddrinfo`); whatever its family, as librdmacm copies it.
+///
+/// # Safety
+/// `src` is readable for `len` bytes.
+unsafe fn copy_addr(src: *const sockaddr, len: socklen_t) -> Result<*mut sockaddr, i32> {
+    // SAFETY: malloc of `len` bytes (at least one), checked before use.
+    let p = unsafe { libc::malloc((len as usize).max(1)) } as *mut sockaddr;
+    if p.is_null() {
+        return Err(libc::ENOMEM);
     }
-    (p, len as socklen_t)
+    // SAFETY: (caller) `len` readable bytes; `p` holds as many.
+    unsafe { std::ptr::copy_nonoverlapping(src as *const u8, p as *mut u8, len as usize) };
+    Ok(p)
 }
 
+/// The system resolver's hints for `h`, as librdmacm derives them: the
+/// family (AF_IB is the resolver's "any"), the socket type from the QP type
+/// and the protocol from the port space.
+fn resolver_hints(h: &rdma_addrinfo) -> libc::addrinfo {
+    // SAFETY: an all-zero addrinfo is the "no hints" value.
+    let mut ai: libc::addrinfo = unsafe { std::mem::zeroed() };
+    if h.ai_flags & RAI_PASSIVE != 0 {
+        ai.ai_flags |= libc::AI_PASSIVE;
+    }
+    if h.ai_flags & RAI_NUMERICHOST != 0 {
+        ai.ai_flags |= libc::AI_NUMERICHOST;
+    }
+    if h.ai_family != AF_IB {
+        ai.ai_family = h.ai_family;
+    }
+    ai.ai_socktype = match h.ai_qp_type as ibv_qp_type {
+        IBV_QPT_RC | IBV_QPT_UC | IBV_QPT_XRC_SEND | IBV_QPT_XRC_RECV => libc::SOCK_STREAM,
+        IBV_QPT_UD => libc::SOCK_DGRAM,
+        _ => 0,
+    };
+    ai.ai_protocol = match h.ai_port_space as rdma_port_space {
+        RDMA_PS_TCP => libc::IPPROTO_TCP,
+        RDMA_PS_UDP | RDMA_PS_IPOIB => libc::IPPROTO_UDP,
+        RDMA_PS_IB if ai.ai_socktype == libc::SOCK_STREAM => libc::IPPROTO_TCP,
+        RDMA_PS_IB if ai.ai_socktype == libc::SOCK_DGRAM => libc::IPPROTO_UDP,
+        _ => 0,
+    };
+    ai
+}
+
+/// Resolves `node`/`service` into `o` (still zeroed): the first answer of
+/// the system resolver, a source address if passive, else a destination.
+/// `Err` holds the resolver's code (librdmacm returns it as is).
+///
+/// # Safety
+/// `node`/`service` NULL or C strings; `o` a zeroed rdma_addrinfo of ours.
+unsafe fn resolve(
+    node: *const c_char,
+    service: *const c_char,
+    h: &rdma_addrinfo,
+    o: &mut rdma_addrinfo,
+) -> Result<(), c_int> {
+    let ai = resolver_hints(h);
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: (caller) C strings or NULL, a local hints block.
+    let r = unsafe { libc::getaddrinfo(node, service, &ai, &mut list) };
+    if r != 0 || list.is_null() {
+        crate::ffi::set_errno(libc::EADDRNOTAVAIL);
+        return Err(if r != 0 { r } else { libc::EAI_NONAME });
+    }
+    // SAFETY: the resolver's list, read then freed.
+    let done = unsafe {
+        let a = &*list;
+        o.ai_qp_type = match (h.ai_qp_type, a.ai_socktype) {
+            (0, libc::SOCK_STREAM) => IBV_QPT_RC as c_int,
+            (0, libc::SOCK_DGRAM) => IBV_QPT_UD as c_int,
+            (t, _) => t,
+        };
+        o.ai_port_space = match (h.ai_port_space, a.ai_protocol) {
+            (0, libc::IPPROTO_TCP) => RDMA_PS_TCP as c_int,
+            (0, libc::IPPROTO_UDP) => RDMA_PS_UDP as c_int,
+            (ps, _) => ps,
+        };
+        o.ai_family = a.ai_family;
+        let len = a.ai_addrlen;
+        let copied = copy_addr(a.ai_addr as *const sockaddr, len);
+        let canon = if a.ai_canonname.is_null() {
+            std::ptr::null_mut()
+        } else {
+            libc::strdup(a.ai_canonname)
+        };
+        let passive = h.ai_flags & RAI_PASSIVE != 0;
+        libc::freeaddrinfo(list);
+        copied.map(|p| {
+            if passive {
+                o.ai_flags = RAI_PASSIVE;
+                (o.ai_src_addr, o.ai_src_len, o.ai_src_canonname) = (p, len, canon);
+            } else {
+                (o.ai_dst_addr, o.ai_dst_len, o.ai_dst_canonname) = (p, len, canon);
+            }
+        })
+    };
+    done.map_err(|e| {
+        crate::ffi::set_errno(e);
+        -1
+    })
+}
+
+/// librdmacm's `rdma_getaddrinfo`: `node`/`service` through the system
+/// resolver with hints derived from `hints`, or, with neither, the hints'
+/// own addresses and attributes (libfabric asks this way with a source
+/// address); a source address in the hints fills an answer that has none.
 pub unsafe extern "C" fn shim_rdma_getaddrinfo(
     node: *const c_char,
     service: *const c_char,
     hints: *const rdma_addrinfo,
     res: *mut *mut rdma_addrinfo,
 ) -> c_int {
-    if res.is_null() || (node.is_null() && service.is_null()) {
+    if res.is_null() || (node.is_null() && service.is_null() && hints.is_null()) {
         return fail(libc::EINVAL);
     }
+    let none = rdma_addrinfo::default();
     // SAFETY: (caller) NULL or readable hints.
-    let h = unsafe { hints.as_ref() };
-    let flags = h.map_or(0, |h| h.ai_flags);
-    let passive = flags & RAI_PASSIVE != 0;
-    let mut ai: libc::addrinfo = {
-        // SAFETY: an all-zero addrinfo is the "no hints" value.
-        unsafe { std::mem::zeroed() }
-    };
-    ai.ai_family = h.map_or(libc::AF_UNSPEC, |h| h.ai_family);
-    if ai.ai_family != libc::AF_INET && ai.ai_family != libc::AF_INET6 {
-        ai.ai_family = libc::AF_INET;
-    }
-    ai.ai_socktype = libc::SOCK_STREAM;
-    if passive {
-        ai.ai_flags |= libc::AI_PASSIVE;
-    }
-    if flags & RAI_NUMERICHOST != 0 {
-        ai.ai_flags |= libc::AI_NUMERICHOST;
-    }
-    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
-    // SAFETY: C strings from the caller (or NULL), a local hints block.
-    let r = unsafe { libc::getaddrinfo(node, service, &ai, &mut list) };
-    if r != 0 || list.is_null() {
-        // librdmacm returns the resolver's code (for gai_strerror).
-        crate::ffi::set_errno(libc::EADDRNOTAVAIL);
-        return if r != 0 { r } else { libc::EAI_NONAME };
-    }
-    // SAFETY: the resolver's list, read then freed.
-    let found = unsafe {
-        let a = addr::read((*list).ai_addr as *const sockaddr);
-        libc::freeaddrinfo(list);
-        a
-    };
-    let Some(found) = found else {
-        crate::ffi::set_errno(libc::EAFNOSUPPORT);
-        return libc::EAI_FAMILY;
-    };
+    let h = unsafe { hints.as_ref() }.unwrap_or(&none);
     // SAFETY: calloc of one rdma_addrinfo; checked.
     let out =
         unsafe { libc::calloc(1, std::mem::size_of::<rdma_addrinfo>()) } as *mut rdma_addrinfo;
     if out.is_null() {
         return fail(libc::ENOMEM);
     }
-    // SAFETY: `out` is a zeroed rdma_addrinfo of ours; hints readable.
-    unsafe {
+    // SAFETY: `out` is a zeroed rdma_addrinfo of ours; the hints' addresses
+    // are readable for their lengths (caller).
+    let r = unsafe {
         let o = &mut *out;
-        o.ai_flags = flags;
-        o.ai_family = if found.is_ipv4() {
-            libc::AF_INET
+        let mut r = if !node.is_null() || !service.is_null() {
+            resolve(node, service, h, o)
         } else {
-            libc::AF_INET6
-        };
-        o.ai_qp_type = h.map_or(0, |h| h.ai_qp_type);
-        if o.ai_qp_type == 0 {
-            o.ai_qp_type = IBV_QPT_RC as c_int;
-        }
-        o.ai_port_space = h.map_or(0, |h| h.ai_port_space);
-        if o.ai_port_space == 0 {
-            o.ai_port_space = if o.ai_qp_type == IBV_QPT_UD as c_int {
-                RDMA_PS_UDP as c_int
+            o.ai_flags = h.ai_flags;
+            o.ai_family = h.ai_family;
+            o.ai_qp_type = h.ai_qp_type;
+            o.ai_port_space = h.ai_port_space;
+            if h.ai_dst_len != 0 && !h.ai_dst_addr.is_null() {
+                copy_addr(h.ai_dst_addr, h.ai_dst_len)
+                    .map(|p| (o.ai_dst_addr, o.ai_dst_len) = (p, h.ai_dst_len))
+                    .map_err(fail)
             } else {
-                RDMA_PS_TCP as c_int
-            };
-        }
-        let (p, len) = alloc_addr(found);
-        if passive {
-            o.ai_src_addr = p;
-            o.ai_src_len = len;
-        } else {
-            o.ai_dst_addr = p;
-            o.ai_dst_len = len;
-            if let Some(s) = h.and_then(|h| addr::read(h.ai_src_addr)) {
-                let (p, len) = alloc_addr(s);
-                o.ai_src_addr = p;
-                o.ai_src_len = len;
+                Ok(())
             }
+        };
+        if r.is_ok() && o.ai_src_len == 0 && h.ai_src_len != 0 && !h.ai_src_addr.is_null() {
+            r = copy_addr(h.ai_src_addr, h.ai_src_len)
+                .map(|p| (o.ai_src_addr, o.ai_src_len) = (p, h.ai_src_len))
+                .map_err(fail);
         }
-        *res = out;
+        r
+    };
+    match r {
+        Ok(()) => {
+            // SAFETY: (caller) writable.
+            unsafe { *res = out };
+            0
+        }
+        Err(code) => {
+            // SAFETY: ours, partly filled.
+            unsafe { shim_rdma_freeaddrinfo(out) };
+            code
+        }
     }
-    0
 }
 
 pub unsafe extern "C" fn shim_rdma_freeaddrinfo(mut res: *mut rdma_addrinfo) {
