@@ -3,28 +3,12 @@
 //! `--mr`, its ODP MRs' counters in the shape of `rdma statistic mr show`.
 //! What the directory held besides is summed up on stderr in one line.
 
-use crate::{runtime, usage, CliResult};
+use crate::{runtime, CliResult};
 use soft_rdma::verbs::{publish, MrStats};
 
-const USAGE: &str = "usage: softrdma stats [--mr] [PID]";
-
-pub fn run(args: Vec<String>) -> CliResult<()> {
-    let mut pid = None;
-    let mut mr = false;
-    for a in &args {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}\nCounters of the live soft RDMA devices (all processes, or process PID),\nread from the files they publish in ${} (default {}).\n--mr: each ODP MR's counters, as `rdma statistic mr show` prints mlx5's.", publish::DIR_ENV, publish::DEFAULT_DIR);
-                return Ok(());
-            }
-            "--mr" => mr = true,
-            _ if pid.is_none() => match a.parse::<u32>() {
-                Ok(p) => pid = Some(p),
-                Err(_) => return usage(format!("stats: {a:?} is not a process id ({USAGE})")),
-            },
-            _ => return usage(format!("stats: unexpected argument {a:?} ({USAGE})")),
-        }
-    }
+/// Print the counters of the live devices (of process `pid`), or with
+/// `mr` their ODP MRs'.
+pub fn run(pid: Option<u32>, mr: bool) -> CliResult<()> {
     let Some(dir) = publish::stats_dir() else {
         return runtime(format!(
             "{} is empty: devices publish no counters",
