@@ -22,7 +22,7 @@ use crate::notifier::{Event, InvalidateRange};
 use crate::sync::{Arc, Ordering};
 use crate::sys::event::{poll_readable, EventFd};
 use crate::sys::uffd::{self, Userfaultfd};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 pub(crate) struct Monitor {
     stop: Arc<EventFd>,
@@ -57,7 +57,7 @@ fn run(mm: MmGrab, fd: Arc<Userfaultfd>, stop: Arc<EventFd>) {
     // Preallocated so the loop does not allocate while holding the barrier.
     let mut events: Vec<uffd::Event> = Vec::with_capacity(64);
     loop {
-        let (ready, stopping) = match poll_readable(fd.as_raw_fd(), stop.as_raw_fd()) {
+        let (ready, stopping) = match poll_readable(fd.as_fd(), stop.as_fd()) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("odp: monitor poll failed: {e}; invalidation monitor stopped");

@@ -107,6 +107,7 @@ fn munmap_invalidates_and_later_access_is_an_error_not_a_crash() {
     mm.sync_invalidations();
     let c = u.counters();
     assert!(c.invalidations >= 1);
+    assert!(c.invalidations_of_present >= 1);
     assert_eq!(c.pages_invalidated, 4);
     assert_eq!(u.region().mapped_pages(), 12);
     assert_eq!(
@@ -307,6 +308,12 @@ fn prefetch_advices_sync_and_best_effort() {
     u.prefetch(m.addr, 4 * PAGE as u64, Advice::Prefetch, true)
         .unwrap();
     assert_eq!(u.region().mapped_pages(), 4);
+    // mlx5's split: prefetched pages are not faults.
+    let c = u.counters();
+    assert_eq!(
+        (c.pages_prefetched, c.page_faults, c.pages_faulted),
+        (4, 0, 0)
+    );
     u.prefetch(
         m.addr + 4 * PAGE as u64,
         4 * PAGE as u64,
@@ -348,6 +355,7 @@ fn prefetch_advices_sync_and_best_effort() {
     }
     assert_eq!(u.region().mapped_pages(), 13);
     assert_eq!(u.counters().prefetches, 4);
+    assert_eq!(u.counters().pages_prefetched, 13);
     let ro = Umem::new(&mm, m.addr, PAGE as u64, false).unwrap();
     assert_eq!(
         ro.prefetch(m.addr, 8, Advice::PrefetchWrite, true),
@@ -537,4 +545,23 @@ fn a_window_serves_a_message_with_one_fault_and_holds_off_munmap() {
         kinds[1].window(maps[1].addr, PAGE as u64, false).err(),
         Some(AccessError::Unmapped)
     );
+}
+
+#[test]
+fn an_invalidation_finding_no_page_present_is_not_counted_as_handled() {
+    let mm = mm();
+    let m = map_anon(4 * PAGE);
+    let u = Umem::new(&mm, m.addr, m.len as u64, true).unwrap();
+    u.write(m.addr, &[1u8; 8]).unwrap();
+    m.dontneed(0, PAGE);
+    mm.sync_invalidations();
+    let c = u.counters();
+    assert_eq!((c.invalidations_of_present, c.pages_invalidated), (1, 1));
+    // Still covered, nothing present: the callback runs and finds nothing
+    // (mlx5 counts neither).
+    m.dontneed(0, 4 * PAGE);
+    mm.sync_invalidations();
+    let c = u.counters();
+    assert_eq!(c.invalidations, 2, "{c:?}");
+    assert_eq!((c.invalidations_of_present, c.pages_invalidated), (1, 1));
 }

@@ -616,3 +616,87 @@ fn duration_repeats_rounds_on_the_same_devices() {
     let o = run(&["perf", "write_bw", "--duration", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
 }
+
+/// The help clap generates names perftest's spellings; a JSON row is JSON
+/// (parsed, not matched) with the run's fields and figures.
+#[test]
+fn help_names_perftest_flags_and_json_rows_parse() {
+    let help = ok(&["perf", "--help"]);
+    for f in [
+        "-s, --size",
+        "-n, --iters",
+        "-a, --all",
+        "-q, --qp",
+        "-c, --connection",
+        "-m, --mtu",
+        "-t, --tx-depth",
+        "-r, --rx-depth",
+        "-Q, --cq-mod",
+        "-A, --atomic_type",
+        "--odp",
+        "--implicit-odp",
+        "-D, --duration",
+        "--server",
+        "--client",
+        "-p, --port",
+        "--json",
+    ] {
+        assert!(help.contains(f), "{f} in:\n{help}");
+    }
+    for sub in ["devinfo", "perf", "run", "stats"] {
+        assert!(ok(&["--help"]).contains(sub), "{sub}");
+    }
+    // perftest's spellings, long with `=`, the implicit ODP alias.
+    let out = ok(&[
+        "perf",
+        "atomic_bw",
+        "--iters=20",
+        "-A",
+        "CMP_AND_SWAP",
+        "--use-implicit-odp",
+        "--json",
+        "--verify",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON row");
+    assert_eq!(j["test"], "atomic_bw", "{j}");
+    assert_eq!(j["memory"], "implicit_odp", "{j}");
+    assert_eq!(j["atomic_type"], "CMP_AND_SWAP", "{j}");
+    assert_eq!(
+        (j["bytes"].as_u64(), j["iterations"].as_u64()),
+        (Some(8), Some(20)),
+        "{j}"
+    );
+    assert_eq!(j["verified"], true, "{j}");
+    assert!(j["msg_rate_mpps"].as_f64().is_some_and(|r| r > 0.0), "{j}");
+    // A flag given twice: the last one counts, as perftest's getopt.
+    let out = ok(&[
+        "perf",
+        "write_lat",
+        "-n",
+        "5",
+        "-n",
+        "7",
+        "-s",
+        "4",
+        "--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON row");
+    assert_eq!(
+        (j["bytes"].as_u64(), j["iterations"].as_u64()),
+        (Some(4), Some(7)),
+        "{j}"
+    );
+    for bad in [
+        &["perf", "write_bw", "--client", "a", "b"][..],
+        &["perf", "write_bw", "--server", "host"],
+        &["perf"],
+        &["stats", "--mr", "1", "2"],
+        &["devinfo", "-x"],
+        &["bogus"],
+    ] {
+        let o = run(bad);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+    }
+}

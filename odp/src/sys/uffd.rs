@@ -15,7 +15,7 @@
 //!   range is not covered; registering again with the same descriptor is
 //!   cheap and succeeds, which is how coverage is refreshed.
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::populate::{last_errno, page_size};
 
@@ -378,6 +378,12 @@ impl Userfaultfd {
 impl AsRawFd for Userfaultfd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Userfaultfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

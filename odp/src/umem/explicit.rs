@@ -161,13 +161,13 @@ pub(crate) fn prefetch_now<S: Space>(
 ) -> Result<(), AccessError> {
     let r = match advice {
         Advice::Prefetch => region
-            .map(space, va, len, Access::Read, Mode::Fault)
+            .prefetch(space, va, len, Access::Read, Mode::Fault)
             .map(drop),
         Advice::PrefetchWrite => region
-            .map(space, va, len, Access::Write, Mode::Fault)
+            .prefetch(space, va, len, Access::Write, Mode::Fault)
             .map(drop),
         Advice::PrefetchNoFault => region
-            .map(space, va, len, Access::Read, Mode::Snapshot)
+            .prefetch(space, va, len, Access::Read, Mode::Snapshot)
             .map(drop),
     };
     match r {

@@ -119,26 +119,40 @@ impl From<crate::guarded::GuardedFault> for AccessError {
     }
 }
 
-/// Per-umem counters (the figures `rdma stat show mr` gives for mlx5 ODP MRs).
+/// Per-umem counters (the figures `rdma stat show mr` gives for mlx5 ODP
+/// MRs): relaxed atomics, bumped where a fault commits or an invalidation
+/// clears pages — never on an access that finds its pages present.
 #[derive(Debug, Default)]
 pub struct Counters {
     page_faults: AtomicU64,
     pages_faulted: AtomicU64,
     invalidations: AtomicU64,
+    invalidations_of_present: AtomicU64,
     pages_invalidated: AtomicU64,
     prefetches: AtomicU64,
+    pages_prefetched: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
-    /// Fault operations that committed pages.
+    /// Fault operations of device accesses that committed pages (mlx5's
+    /// `page_faults_handled`; a prefetch's are not counted here).
     pub page_faults: u64,
+    /// Pages those faults made present (mlx5's `page_faults`).
     pub pages_faulted: u64,
     /// Invalidation callbacks that reached this umem.
     pub invalidations: u64,
+    /// Of those, the ones that found pages present in the umem (mlx5's
+    /// `page_invalidations_handled`: its callback does nothing before the
+    /// first page is mapped).
+    pub invalidations_of_present: u64,
+    /// Present pages invalidations cleared (mlx5's `page_invalidations`).
     pub pages_invalidated: u64,
+    /// `ibv_advise_mr` calls.
     pub prefetches: u64,
+    /// Pages prefetches made present (mlx5's `page_prefetch`).
+    pub pages_prefetched: u64,
     /// Pinned regions only: accesses that met pages the application unmapped,
     /// moved or discarded while registered (see [`crate::Pinned`]).
     pub orphan_accesses: u64,
@@ -151,8 +165,10 @@ impl Counters {
             page_faults: r(&self.page_faults),
             pages_faulted: r(&self.pages_faulted),
             invalidations: r(&self.invalidations),
+            invalidations_of_present: r(&self.invalidations_of_present),
             pages_invalidated: r(&self.pages_invalidated),
             prefetches: r(&self.prefetches),
+            pages_prefetched: r(&self.pages_prefetched),
             orphan_accesses: 0,
         }
     }

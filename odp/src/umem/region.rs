@@ -89,6 +89,11 @@ impl Invalidate for Core {
         // An unmap or remap may have taken coverage with it.
         pages.covered = false;
         let (first, n) = self.page_range(s, e - s);
+        if pages.mapped() > 0 {
+            self.counters
+                .invalidations_of_present
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let cleared = pages.clear(first, n);
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -168,6 +173,31 @@ impl Region {
         len: u64,
         access: Access,
         mode: Mode,
+    ) -> Result<UmemGuard<'a>, AccessError> {
+        self.map_for(space, va, len, access, mode, false)
+    }
+
+    /// [`Region::map`] for `ibv_advise_mr`: the pages it makes present are
+    /// counted as prefetched, not faulted (as mlx5 counts them).
+    pub(crate) fn prefetch<'a, S: Space>(
+        &'a self,
+        space: &'a S,
+        va: u64,
+        len: u64,
+        access: Access,
+        mode: Mode,
+    ) -> Result<UmemGuard<'a>, AccessError> {
+        self.map_for(space, va, len, access, mode, true)
+    }
+
+    fn map_for<'a, S: Space>(
+        &'a self,
+        space: &'a S,
+        va: u64,
+        len: u64,
+        access: Access,
+        mode: Mode,
+        prefetch: bool,
     ) -> Result<UmemGuard<'a>, AccessError> {
         let core = &*self.core;
         if !within(va, len, core.start, core.end) {
@@ -261,10 +291,14 @@ impl Region {
                 Mode::Fault => pages.set(mfirst, mn, write),
                 Mode::Snapshot => resident.iter().map(|&p| pages.set(p, 1, false)).sum(),
             };
-            core.counters.page_faults.fetch_add(1, Ordering::Relaxed);
-            core.counters
-                .pages_faulted
-                .fetch_add(newly as u64, Ordering::Relaxed);
+            let c = &core.counters;
+            if prefetch {
+                c.pages_prefetched
+                    .fetch_add(newly as u64, Ordering::Relaxed);
+            } else {
+                c.page_faults.fetch_add(1, Ordering::Relaxed);
+                c.pages_faulted.fetch_add(newly as u64, Ordering::Relaxed);
+            }
             if !pages.all_valid(first, n, write) {
                 return Err(AccessError::NotPresent);
             }

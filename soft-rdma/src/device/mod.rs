@@ -278,11 +278,17 @@ impl Drop for Running {
 /// file goes with the publication. The directory's stale files are swept
 /// here, once per process: never on the device-open path.
 fn publish_loop(dev: &DeviceInner, p: publish::Publication, stop: &(Mutex<bool>, Condvar)) {
-    p.store(&stats::snapshot(dev));
+    let store = || {
+        p.store(
+            &stats::snapshot(dev),
+            &stats::mr_snapshot(dev, publish::MR_SLOTS),
+        )
+    };
+    store();
     p.sweep_once(|| *lock(&stop.0));
     let mut stopped = lock(&stop.0);
     while !*stopped {
-        p.store(&stats::snapshot(dev));
+        store();
         stopped = wait_timeout(&stop.1, stopped, publish::PUBLISH_INTERVAL);
     }
 }

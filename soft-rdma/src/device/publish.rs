@@ -5,12 +5,17 @@
 //! unmodified program running through the shim are visible too, like
 //! `/sys/class/infiniband/rxe0/ports/1/hw_counters`.
 //!
-//! Layout (native endian; one machine), version 2: a 192-byte header —
+//! Layout (native endian; one machine), version 3: a 192-byte header —
 //! magic `SOFTRDMA`, version, counter count `n`, pid, owner uid, the
 //! process's start time (`/proc/<pid>/stat` field 22, to tell a reused
 //! pid), its PID namespace (device and inode of `/proc/self/ns/pid`), the
-//! boot id, device name, local address — then `n` 32-byte names, a sequence
-//! word, and `n` 64-bit counters. The header and names are written once,
+//! boot id, device name, local address, MR slot count `m` — then `n`
+//! 32-byte names, a sequence word, `n` 64-bit counters, and the ODP MRs'
+//! counters ([`MrStats`], mlx5's per-MR figures): how many ODP MRs the
+//! device has, then `m` slots of six words (MR number — the key's 24-bit
+//! index, never its unpredictable byte nor an address: the file is
+//! world-readable, and a key is a capability — and the five counters; a
+//! slot of number 0 is empty). The header and names are written once,
 //! under a temporary name; the counters are atomics in the publisher's
 //! shared mapping ([`crate::shm`]), refreshed every [`PUBLISH_INTERVAL`] by
 //! the device's `softrdma-stats` thread (which sleeps in between) as a
@@ -29,7 +34,7 @@
 //! - a reader opens with `O_NONBLOCK|O_NOFOLLOW` (a FIFO, or a file under
 //!   its owner's lease, cannot block the open; a symlink is not followed),
 //!   refuses on the descriptor anything but a regular file of exactly the
-//!   size its header implies (40 KiB at most), owned by the uid the header
+//!   size its header implies (90 KiB at most), owned by the uid the header
 //!   names, and copies with `pread` rather than mapping: a file truncated
 //!   under it cannot raise SIGBUS (as a mapped page past the end would;
 //!   /dev/shm files cannot be sealed against it);
@@ -49,7 +54,7 @@
 //! the cost is a few stores every 200 ms, and a crash leaves a file that is
 //! recognisably stale.
 
-use super::stats::{write_row, DeviceStats};
+use super::stats::{write_row, DeviceStats, MrStats};
 use crate::log::log;
 use crate::shm::SharedCounters;
 use crate::sync::lock;
@@ -71,13 +76,21 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
 /// scan's work, not just its memory).
 pub const MAX_FILES: usize = 4096;
 
+/// ODP MRs a device publishes at most (the lowest numbers; `softrdma stats
+/// --mr` says how many more there are).
+pub const MR_SLOTS: usize = 256;
+
 const MAGIC: &[u8; 8] = b"SOFTRDMA";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 192;
 const NAME: usize = 32;
 const PREFIX: &str = "softrdma.";
 /// Far more counters than any version has: bounds what a reader reads.
 const MAX_COUNTERS: usize = 1024;
+/// Far more MR slots than any version publishes: bounds what a reader reads.
+const MAX_MR_SLOTS: usize = 1024;
+/// Words of one MR slot: the number and the five counters.
+const MR_WORDS: usize = 6;
 /// Header fields (byte offsets).
 const AT_VERSION: usize = 8;
 const AT_N: usize = 12;
@@ -90,15 +103,23 @@ const AT_NS: usize = 32;
 const AT_BOOT: usize = 48;
 const AT_DEVICE: usize = 64;
 const AT_LOCAL: usize = 96;
+/// The MR slot count (u32), after the local address's 92 bytes.
+const AT_MRS: usize = 188;
 
 /// Where the sequence word is (the counters follow it).
 fn seq_at(n: usize) -> usize {
     HEADER + NAME * n
 }
 
-/// The size of a file of `n` counters.
-fn file_len(n: usize) -> usize {
-    seq_at(n) + 8 * (n + 1)
+/// The size of a file of `n` counters and `m` MR slots.
+fn file_len(n: usize, m: usize) -> usize {
+    seq_at(n) + 8 * (n + 1) + 8 * (1 + MR_WORDS * m)
+}
+
+/// The 64-bit words after the sequence word: the counters, the ODP MR
+/// count, the MR slots.
+fn words(n: usize, m: usize) -> usize {
+    n + 1 + MR_WORDS * m
 }
 
 /// Counters of the publishing process (not of one device), published after
@@ -276,14 +297,15 @@ impl Publication {
             head[AT_NS..][..16].copy_from_slice(&epoch.ns);
             head[AT_BOOT..][..16].copy_from_slice(&epoch.boot);
             put_str(&mut head[AT_DEVICE..AT_LOCAL], dev);
-            put_str(&mut head[AT_LOCAL..HEADER], &local.to_string());
+            put_str(&mut head[AT_LOCAL..AT_MRS], &local.to_string());
+            head[AT_MRS..][..4].copy_from_slice(&(MR_SLOTS as u32).to_ne_bytes());
             let names = DeviceStats::NAMES.iter().chain(EXTRA.iter().map(|e| &e.0));
             for (i, nm) in names.enumerate() {
                 put_str(&mut head[HEADER + NAME * i..][..NAME], nm);
             }
             file.write_all_at(&head, 0)?;
-            file.set_len(file_len(n) as u64)?;
-            let counters = SharedCounters::map(&file, seq_at(n), n + 1)?;
+            file.set_len(file_len(n, MR_SLOTS) as u64)?;
+            let counters = SharedCounters::map(&file, seq_at(n), 1 + words(n, MR_SLOTS))?;
             let path = link_public(dir, pid, &tmp)?;
             Ok(Publication {
                 dir: dir.to_owned(),
@@ -301,18 +323,31 @@ impl Publication {
         &self.path
     }
 
-    pub(crate) fn store(&self, s: &DeviceStats) {
+    /// Publish `s` and the ODP MRs' counters `mrs` (at most [`MR_SLOTS`],
+    /// and how many ODP MRs there are).
+    pub(crate) fn store(&self, s: &DeviceStats, (mrs, total): &(Vec<(u32, MrStats)>, usize)) {
         let (seq, values) = self
             .counters
             .values()
             .split_first()
             .expect("a sequence word");
         let extra = [&REFUSED, &NAME_TAKEN].map(|a| a.load(Ordering::Relaxed));
+        let slots = mrs
+            .iter()
+            .take(MR_SLOTS)
+            .flat_map(|(k, m)| std::iter::once(u64::from(*k)).chain(m.values()))
+            .chain(std::iter::repeat(0));
+        let all = s
+            .values()
+            .into_iter()
+            .chain(extra)
+            .chain(std::iter::once(*total as u64))
+            .chain(slots);
         // A seqlock (one writer: this thread): odd while the counters change.
         let s0 = seq.load(Ordering::Relaxed);
         seq.store(s0.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (a, v) in values.iter().zip(s.values().into_iter().chain(extra)) {
+        for (a, v) in values.iter().zip(all) {
             a.store(v, Ordering::Relaxed);
         }
         seq.store(s0.wrapping_add(2), Ordering::Release);
@@ -408,6 +443,12 @@ pub struct PublishedDevice {
     pub local: String,
     /// (name, value) in the publisher's order.
     pub counters: Vec<(String, u64)>,
+    /// The ODP MRs' counters by MR number, in number order (the first
+    /// [`MR_SLOTS`]).
+    pub mrs: Vec<(u32, MrStats)>,
+    /// How many ODP MRs the device has (more than `mrs` holds when past
+    /// [`MR_SLOTS`]).
+    pub mr_total: u64,
 }
 
 impl PublishedDevice {
@@ -604,7 +645,7 @@ fn inspect(path: &Path, me: &Reader) -> Verdict {
         return Refused(key, kind(m.file_type()).into());
     }
     let len = m.len();
-    if len < file_len(1) as u64 || len > file_len(MAX_COUNTERS) as u64 {
+    if len < file_len(1, 0) as u64 || len > file_len(MAX_COUNTERS, MAX_MR_SLOTS) as u64 {
         return Refused(key, format!("{len} bytes, not a counters file's size"));
     }
     let mut head = [0u8; HEADER];
@@ -619,7 +660,8 @@ fn inspect(path: &Path, me: &Reader) -> Verdict {
         return OtherVersion;
     }
     let n = u32_at(AT_N) as usize;
-    if n == 0 || n > MAX_COUNTERS || len != file_len(n) as u64 {
+    let slots = u32_at(AT_MRS) as usize;
+    if n == 0 || n > MAX_COUNTERS || slots > MAX_MR_SLOTS || len != file_len(n, slots) as u64 {
         return Refused(key, format!("{len} bytes, not the size its header says"));
     }
     let (pid, uid) = (u32_at(AT_PID), u32_at(AT_UID));
@@ -661,27 +703,41 @@ fn inspect(path: &Path, me: &Reader) -> Verdict {
     if f.read_exact_at(&mut names, HEADER as u64).is_err() {
         return Refused(key, "shrank while read".into());
     }
-    let Some(values) = read_counters(&f, n) else {
+    let Some(mut values) = read_counters(&f, n, slots) else {
         return Refused(key, "shrank while read".into());
     };
+    let mr_words = values.split_off(n + 1);
+    let mr_total = values.pop().expect("the MR count");
+    // Empty slots are number 0; a forged number past 24 bits is no MR's.
+    let mrs = mr_words
+        .chunks_exact(MR_WORDS)
+        .filter(|w| (1..=0xff_ffff).contains(&w[0]))
+        .map(|w| {
+            let c = w[1..].try_into().expect("five counters");
+            (w[0] as u32, MrStats::from_values(c))
+        })
+        .collect();
     Live(PublishedDevice {
         path: path.to_owned(),
         pid,
         uid,
         device: get_str(&head[AT_DEVICE..AT_LOCAL]),
-        local: get_str(&head[AT_LOCAL..HEADER]),
+        local: get_str(&head[AT_LOCAL..AT_MRS]),
         counters: names.chunks_exact(NAME).map(get_str).zip(values).collect(),
+        mrs,
+        mr_total,
     })
 }
 
-/// The `n` counters as one snapshot: copied with `pread` (a short copy, as
+/// The `n` counters, the MR count and `m` MR slots as one snapshot: copied
+/// with `pread` (a short copy, as
 /// from a file truncated meanwhile, is `None`) between two copies of the
 /// sequence word, even and unchanged (no update in between). A publisher
 /// stopped mid-update leaves the word odd: after a few tries the last copy
 /// is taken as it is.
-fn read_counters(f: &File, n: usize) -> Option<Vec<u64>> {
+fn read_counters(f: &File, n: usize, m: usize) -> Option<Vec<u64>> {
     let at = seq_at(n) as u64;
-    let (mut seq, mut again, mut buf) = ([0u8; 8], [0u8; 8], vec![0u8; 8 * n]);
+    let (mut seq, mut again, mut buf) = ([0u8; 8], [0u8; 8], vec![0u8; 8 * words(n, m)]);
     for _ in 0..64 {
         f.read_exact_at(&mut seq, at).ok()?;
         // Each copy is done before the next begins (the load-load order of

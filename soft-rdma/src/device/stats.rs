@@ -5,6 +5,7 @@
 
 use super::DeviceInner;
 use crate::resources::counters::{odp_values, ODP_COUNTERS};
+use crate::resources::mr::MrShared;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! device_stats {
@@ -64,11 +65,12 @@ device_stats! {
     local_ack_timeouts: "local ACK timeouts (retransmission timer fired)",
     bad_responses: "READ responses of the wrong opcode or length (READ in error)",
     xrc_bad_srqn: "XRC requests NAKed: the XRCETH names no XRC SRQ of the target's domain",
-    odp_page_faults: "ODP fault operations that committed pages",
-    odp_pages_faulted: "ODP pages faulted in",
+    odp_page_faults: "ODP fault operations of device accesses that committed pages",
+    odp_pages_faulted: "ODP pages faulted in by device accesses",
     odp_invalidations: "ODP invalidations that reached an MR",
     odp_pages_invalidated: "ODP pages invalidated",
     odp_prefetches: "ODP prefetches (ibv_advise_mr)",
+    odp_pages_prefetched: "ODP pages prefetches made present",
     odp_orphan_accesses: "pinned MR accesses to pages the application unmapped (dropped / zeros)",
     odp_mm_events: "address-space events seen (unmap, remove, remap; per process)",
     link_sent: "datagrams the link sent",
@@ -174,7 +176,8 @@ pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
         odp_invalidations: odp[2],
         odp_pages_invalidated: odp[3],
         odp_prefetches: odp[4],
-        odp_orphan_accesses: odp[5],
+        odp_pages_prefetched: odp[5],
+        odp_orphan_accesses: odp[6],
         odp_mm_events: g(&mm.unmap_events) + g(&mm.remove_events) + g(&mm.remap_events),
         link_sent: link.sent,
         link_received: link.received,
@@ -196,4 +199,84 @@ pub(crate) fn snapshot(dev: &DeviceInner) -> DeviceStats {
         fault_delayed: fault.delayed,
         fault_overflow: fault.overflow,
     }
+}
+
+/// One ODP MR's counters under mlx5's names and meanings (`rdma statistic
+/// mr show`): pages and operations, faults and invalidations, and pages
+/// `ibv_advise_mr` made present. A pinned MR has none (mlx5 gives none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MrStats {
+    /// Pages the device faulted in (its own accesses, not prefetches).
+    pub page_faults: u64,
+    /// Fault operations that committed those pages.
+    pub page_faults_handled: u64,
+    /// Present pages invalidations cleared (`munmap`, `madvise`, `mremap`…).
+    pub page_invalidations: u64,
+    /// Invalidations that found pages present in the MR.
+    pub page_invalidations_handled: u64,
+    /// Pages prefetches (`ibv_advise_mr`) made present.
+    pub page_prefetch: u64,
+}
+
+impl MrStats {
+    /// The counters' names, in mlx5's order.
+    pub const NAMES: [&'static str; 5] = [
+        "page_faults",
+        "page_faults_handled",
+        "page_invalidations",
+        "page_invalidations_handled",
+        "page_prefetch",
+    ];
+
+    /// The values, in [`MrStats::NAMES`]' order.
+    pub fn values(&self) -> [u64; 5] {
+        [
+            self.page_faults,
+            self.page_faults_handled,
+            self.page_invalidations,
+            self.page_invalidations_handled,
+            self.page_prefetch,
+        ]
+    }
+
+    /// From [`MrStats::values`]' order.
+    pub fn from_values(v: [u64; 5]) -> MrStats {
+        MrStats {
+            page_faults: v[0],
+            page_faults_handled: v[1],
+            page_invalidations: v[2],
+            page_invalidations_handled: v[3],
+            page_prefetch: v[4],
+        }
+    }
+
+    /// An ODP MR's counters; `None` for a pinned MR.
+    pub(crate) fn of(mr: &MrShared) -> Option<MrStats> {
+        if matches!(mr.memory(), odp::Memory::Pinned(_)) {
+            return None;
+        }
+        let c = mr.odp_counters();
+        Some(MrStats {
+            page_faults: c.pages_faulted,
+            page_faults_handled: c.page_faults,
+            page_invalidations: c.pages_invalidated,
+            page_invalidations_handled: c.invalidations_of_present,
+            page_prefetch: c.pages_prefetched,
+        })
+    }
+}
+
+/// The device's ODP MRs, by MR number (the key's 24-bit index, mlx5's
+/// `mrn`), in number order: at most `max`, and how many there are.
+pub(crate) fn mr_snapshot(dev: &DeviceInner, max: usize) -> (Vec<(u32, MrStats)>, usize) {
+    let mut all = Vec::new();
+    dev.mrs.for_each(|mr| {
+        if let Some(s) = MrStats::of(mr) {
+            all.push((mr.key() >> 8, s));
+        }
+    });
+    all.sort_unstable_by_key(|m| m.0);
+    let n = all.len();
+    all.truncate(max);
+    (all, n)
 }

@@ -44,7 +44,7 @@ pub struct Stats {
 }
 
 /// How many per-MR ODP counters the device sums ([`odp_values`]).
-pub(crate) const ODP_COUNTERS: usize = 6;
+pub(crate) const ODP_COUNTERS: usize = 7;
 
 /// An MR's ODP counters in the order `DeviceStats` shows them.
 pub(crate) fn odp_values(c: &odp::umem::CounterSnapshot) -> [u64; ODP_COUNTERS] {
@@ -54,6 +54,7 @@ pub(crate) fn odp_values(c: &odp::umem::CounterSnapshot) -> [u64; ODP_COUNTERS] 
         c.invalidations,
         c.pages_invalidated,
         c.prefetches,
+        c.pages_prefetched,
         c.orphan_accesses,
     ]
 }

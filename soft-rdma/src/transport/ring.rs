@@ -235,7 +235,7 @@ impl Consumer {
     /// that matches the file, a head of 0. Marks it attached.
     pub(super) fn attach(fd: OwnedFd) -> io::Result<Consumer> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        if sys::seals(fd.as_fd()).map_or(true, |s| s & libc::F_SEAL_SHRINK == 0) {
+        if !sys::sealed_against_shrinking(fd.as_fd()) {
             return Err(bad("not a memfd sealed against shrinking"));
         }
         let file = std::fs::File::from(fd);

@@ -1,10 +1,22 @@
-//! The transport's syscalls (`libc`), each behind a safe function. All of the
+//! The transport's syscalls, each behind a safe function: rustix's where
+//! it has them (sockets and their options, unix datagrams with descriptors
+//! and credentials, epoll, ppoll, memfd and seals, getrandom), raw `libc`
+//! where it does not — `sendmmsg` with `UDP_SEGMENT` and `recvmmsg` with
+//! `UDP_GRO` (the hot path: rustix has no `recvmmsg` and no GSO/GRO control
+//! messages), `UDP_GRO` itself, `getifaddrs` and `SIOCGIFMTU`. All of the
 //! transport's `unsafe` is in this file, but for the same-host ring's access
 //! to its shared memory (`ring.rs`).
-use std::io;
-use std::mem::{size_of, zeroed};
+use rustix::event::{self, epoll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{
+    self, sockopt, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+use rustix::{fs, rand::GetRandomFlags};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call (the arrays live on the stack).
@@ -18,45 +30,59 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub(super) fn setsockopt_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+/// Path MTU discovery on (`IP_PMTUDISC_DO`: DF set, never fragmented) for
+/// an IPv4 (`v4`) or IPv6 UDP socket.
+pub(super) fn path_mtu_discovery_do(fd: BorrowedFd<'_>, v4: bool) -> io::Result<()> {
+    if v4 {
+        sockopt::set_ip_mtu_discover(fd, sockopt::Ipv4PathMtuDiscovery::DO)?;
+    } else {
+        sockopt::set_ipv6_mtu_discover(fd, sockopt::Ipv6PathMtuDiscovery::DO)?;
+    }
+    Ok(())
+}
+
+/// The socket's path-MTU-discovery mode (`IP_PMTUDISC_*`).
+pub(super) fn path_mtu_discovery(fd: BorrowedFd<'_>, v4: bool) -> io::Result<i32> {
+    Ok(if v4 {
+        sockopt::ip_mtu_discover(fd)?.as_raw() as i32
+    } else {
+        sockopt::ipv6_mtu_discover(fd)?.as_raw() as i32
+    })
+}
+
+/// Receive and send buffers of `size` bytes: forced past the system's
+/// maximum with CAP_NET_ADMIN, else capped at net.core.[rw]mem_max. Either
+/// way the socket carries on with what it got.
+pub(super) fn socket_buffers(fd: BorrowedFd<'_>, size: usize) {
+    if sockopt::set_socket_recv_buffer_size_force(fd, size).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(fd, size);
+    }
+    if sockopt::set_socket_send_buffer_size_force(fd, size).is_err() {
+        let _ = sockopt::set_socket_send_buffer_size(fd, size);
+    }
+}
+
+/// The kernel's receive buffer size for the socket (after doubling).
+pub(super) fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(sockopt::socket_recv_buffer_size(fd)?)
+}
+
+/// Ask for `UDP_GRO` (rustix has no wrapper for it); whether the kernel
+/// accepted.
+pub(super) fn enable_udp_gro(fd: BorrowedFd<'_>) -> bool {
+    let on: libc::c_int = 1;
     // SAFETY: `fd` is a live descriptor (borrowed); the option value points to
     // a c_int that lives for the call, and its size is passed exactly.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    cvt(r).map(drop)
-}
-
-pub(super) fn getsockopt_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `fd` is live; `value` and `len` are valid for writes and `len`
-    // holds the size of `value`, so the kernel writes at most that much.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    cvt(r).map(|_| value)
+    r == 0
 }
 
 /// An epoll instance watching `fd` for `EPOLLIN`: itself pollable, it is
@@ -64,101 +90,53 @@ pub(super) fn getsockopt_int(
 /// [`epoll_interest`]), so a thread sleeping in [`poll`] on it can be
 /// spared the wake-ups of arrivals another thread takes.
 pub(super) fn epoll_watching(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: epoll_create1 takes no pointers.
-    let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    // SAFETY: `ep` was just returned by epoll_create1, so it is open and ours.
-    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: 0,
-    };
-    // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
-    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) })?;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    epoll::add(&ep, fd, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
     Ok(ep)
 }
 
 /// Turn the `EPOLLIN` interest of `fd` in `ep` on or off. Turning it on
 /// while `fd` is readable wakes the instance's waiters at once.
 pub(super) fn epoll_interest(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: if on { libc::EPOLLIN as u32 } else { 0 },
-        u64: 0,
+    let flags = if on {
+        epoll::EventFlags::IN
+    } else {
+        epoll::EventFlags::empty()
     };
-    // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
-    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) })
-        .map(drop)
+    Ok(epoll::modify(ep, fd, epoll::EventData::new_u64(0), flags)?)
 }
 
-/// Wait until one of `fds` (at most 3) has `events`; returns which did (by
-/// index), or an empty set on timeout. EINTR is reported as a timeout
-/// (callers loop). `None` blocks; the timeout has microsecond precision
-/// (`ppoll`), so a short wait — a fault layer's delay line, a deadline — is
-/// not rounded up to a millisecond.
+/// Wait until one of `fds` (at most 3) has `events` (`POLL*` bits); returns
+/// which did (by index), or an empty set on timeout. EINTR is reported as a
+/// timeout (callers loop). `None` blocks; the timeout has microsecond
+/// precision (`ppoll`), so a short wait — a fault layer's delay line, a
+/// deadline — is not rounded up to a millisecond.
 pub(super) fn poll(
     fds: &[(BorrowedFd<'_>, libc::c_short)],
     timeout: Option<Duration>,
 ) -> io::Result<[bool; 3]> {
     assert!(fds.len() <= 3);
-    let mut p = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 3];
-    for (slot, (fd, ev)) in p.iter_mut().zip(fds) {
-        slot.fd = fd.as_raw_fd();
-        slot.events = *ev;
-    }
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
+    let mut p: [PollFd<'_>; 3] = std::array::from_fn(|i| {
+        let (fd, ev) = fds.get(i).copied().unwrap_or((fds[0].0, 0));
+        PollFd::from_borrowed_fd(fd, PollFlags::from_bits_retain(ev as u16))
     });
-    let tsp = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `p` is a live array of `fds.len()` initialised pollfds; `tsp`
-    // is null or points to a live timespec; no signal mask is passed.
-    let r = unsafe {
-        libc::ppoll(
-            p.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            tsp,
-            std::ptr::null(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok([false; 3]);
-        }
-        return Err(e);
+    let ts = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    match event::poll(&mut p[..fds.len()], ts.as_ref()) {
+        Ok(_) => {}
+        Err(Errno::INTR) => return Ok([false; 3]),
+        Err(e) => return Err(e.into()),
     }
-    Ok([p[0].revents != 0, p[1].revents != 0, p[2].revents != 0])
+    let ready = |i: usize| i < fds.len() && !p[i].revents().is_empty();
+    Ok([ready(0), ready(1), ready(2)])
 }
 
-/// A `sockaddr_un` for the abstract name `name` (no leading NUL), and its length.
-fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: plain old data; all-zero is valid.
-    let mut a: libc::sockaddr_un = unsafe { zeroed() };
-    if name.len() + 1 > a.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
-    }
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, &b) in a.sun_path[1..].iter_mut().zip(name) {
-        *d = b as libc::c_char;
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len();
-    Ok((a, len as libc::socklen_t))
+/// The abstract unix address `name` (no leading NUL).
+fn abstract_addr(name: &[u8]) -> io::Result<SocketAddrUnix> {
+    Ok(SocketAddrUnix::new_abstract_name(name)?)
 }
-
-/// Control-message room for one descriptor (CMSG_SPACE(4), 8-aligned).
-#[repr(C, align(8))]
-struct FdCmsg([u8; 24]);
-
-/// Receive-side room: one descriptor and the sender's credentials
-/// (CMSG_SPACE(4) + CMSG_SPACE(12) = 24 + 32), 8-aligned. A second
-/// descriptor would not fit: the kernel closes it (`MSG_CTRUNC`).
-#[repr(C, align(8))]
-struct RecvCmsg([u8; 56]);
 
 /// Send `payload` with the descriptor `fd` (`SCM_RIGHTS`) on the unix
 /// datagram socket `sock` to the abstract name `to`, without blocking.
@@ -168,59 +146,27 @@ pub(super) fn send_with_fd(
     payload: &[u8],
     fd: BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let (addr, addr_len) = abstract_addr(to)?;
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    let mut cmsg = FdCmsg([0; 24]);
-    // SAFETY: plain old data; all-zero is valid.
-    let mut h: libc::msghdr = unsafe { zeroed() };
-    h.msg_name = (&addr as *const libc::sockaddr_un) as *mut libc::c_void;
-    h.msg_namelen = addr_len;
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    h.msg_control = cmsg.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is arithmetic on its argument.
-    h.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-    // SAFETY: msg_control points to 24 writable, 8-aligned bytes, which
-    // CMSG_SPACE(4) (16 or 24) fits: the header and its int are inside.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&h);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-        libc::CMSG_DATA(c)
-            .cast::<libc::c_int>()
-            .write_unaligned(fd.as_raw_fd());
+    let addr = abstract_addr(to)?;
+    let fds = [fd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor"));
     }
-    // SAFETY: every pointer in `h` refers to a local that lives for the
-    // call; sendmsg only reads through them.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    net::sendmsg_addr(
+        sock,
+        &addr,
+        &[IoSlice::new(payload)],
+        &mut control,
+        SendFlags::DONTWAIT,
+    )?;
     Ok(())
 }
 
 /// Send a datagram on the unix datagram socket `sock` to the abstract name
 /// `to`, without blocking.
 pub(super) fn send_to_abstract(sock: BorrowedFd<'_>, to: &[u8], payload: &[u8]) -> io::Result<()> {
-    let (addr, addr_len) = abstract_addr(to)?;
-    // SAFETY: `payload` and `addr` are live for the call; sendto only reads them.
-    let r = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            payload.as_ptr().cast(),
-            payload.len(),
-            libc::MSG_DONTWAIT,
-            (&addr as *const libc::sockaddr_un).cast(),
-            addr_len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    net::sendto(sock, payload, SendFlags::DONTWAIT, &abstract_addr(to)?)?;
     Ok(())
 }
 
@@ -240,79 +186,30 @@ pub(super) struct UnixMessage {
 /// (EAGAIN is an error), with the sender's name and up to one descriptor.
 /// Descriptors that do not fit are closed by the kernel (`MSG_CTRUNC`).
 pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<UnixMessage> {
-    // SAFETY: plain old data; all-zero is valid.
-    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cmsg = RecvCmsg([0; 56]);
-    // SAFETY: plain old data; all-zero is valid.
-    let mut h: libc::msghdr = unsafe { zeroed() };
-    h.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
-    h.msg_namelen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    h.msg_control = cmsg.0.as_mut_ptr().cast();
-    h.msg_controllen = size_of::<RecvCmsg>();
-    // SAFETY: every pointer in `h` refers to a live local or to `buf`, with
-    // its true size; the kernel writes within those bounds only.
-    let r = unsafe {
-        libc::recvmsg(
-            sock.as_raw_fd(),
-            &mut h,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1), ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let m = net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
     let mut uid = None;
-    // SAFETY: the kernel filled msg_control up to msg_controllen (within our
-    // RecvCmsg); CMSG_FIRSTHDR/NXTHDR stay within it. Each SCM_RIGHTS int is
-    // a descriptor the kernel installed for us, owned by nobody else; an
-    // SCM_CREDENTIALS payload is one `ucred`, read unaligned.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&h);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for k in 0..n {
-                    let fd = libc::CMSG_DATA(c)
-                        .cast::<libc::c_int>()
-                        .add(k)
-                        .read_unaligned();
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            if (*c).cmsg_level == libc::SOL_SOCKET
-                && (*c).cmsg_type == libc::SCM_CREDENTIALS
-                && (*c).cmsg_len as usize
-                    >= libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize
-            {
-                uid = Some(
-                    libc::CMSG_DATA(c)
-                        .cast::<libc::ucred>()
-                        .read_unaligned()
-                        .uid,
-                );
-            }
-            c = libc::CMSG_NXTHDR(&h, c);
+    for msg in control.drain() {
+        match msg {
+            RecvAncillaryMessage::ScmRights(got) => fds.extend(got),
+            RecvAncillaryMessage::ScmCredentials(c) => uid = Some(c.uid.as_raw()),
+            _ => {}
         }
     }
-    let path = std::mem::offset_of!(libc::sockaddr_un, sun_path);
-    let name_len = (h.msg_namelen as usize).saturating_sub(path);
-    let from = if name_len > 1 && addr.sun_path[0] == 0 {
-        addr.sun_path[1..name_len]
-            .iter()
-            .map(|&c| c as u8)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let from = m
+        .address
+        .and_then(|a| SocketAddrUnix::try_from(a).ok())
+        .and_then(|u| u.abstract_name().map(<[u8]>::to_vec))
+        .unwrap_or_default();
     Ok(UnixMessage {
-        len: r as usize,
+        len: m.bytes,
         from,
         fd: if fds.len() == 1 { fds.pop() } else { None },
         uid,
@@ -323,33 +220,20 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
 /// name `name`, with `SO_PASSCRED` (every message it receives says who sent
 /// it).
 pub(super) fn unix_dgram_bound(name: &[u8]) -> io::Result<OwnedFd> {
-    // SAFETY: no pointers; a non-negative result is a new descriptor.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: just created, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let (addr, len) = abstract_addr(name)?;
-    // SAFETY: `addr` is a live sockaddr_un of at least `len` bytes.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
-    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    let fd = net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    net::bind(&fd, &abstract_addr(name)?)?;
+    sockopt::set_socket_passcred(&fd, true)?;
     Ok(fd)
 }
 
 /// This process's real uid.
 pub(super) fn uid() -> u32 {
-    // SAFETY: getuid has no arguments and cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Random bytes from the kernel (`getrandom`; it blocks only before the
@@ -357,16 +241,10 @@ pub(super) fn uid() -> u32 {
 pub(super) fn random(buf: &mut [u8]) -> io::Result<()> {
     let mut at = 0;
     while at < buf.len() {
-        // SAFETY: writes at most `buf.len() - at` bytes into the live rest
-        // of `buf`.
-        let r = unsafe { libc::getrandom(buf[at..].as_mut_ptr().cast(), buf.len() - at, 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e);
-            }
-        } else {
-            at += r as usize;
+        match rustix::rand::getrandom(&mut buf[at..], GetRandomFlags::empty()) {
+            Ok(n) => at += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -638,12 +516,12 @@ pub(super) fn recv_batch(
 /// `SIOCGIFMTU`, both answered for the caller's network namespace).
 pub(super) fn interface_mtu(ip: std::net::IpAddr) -> io::Result<u32> {
     let name = interface_of(ip)?;
-    let fd = cvt(
-        // SAFETY: plain socket(2); the result is checked before use.
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+    let fd = net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
     )?;
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
     let mut req: libc::ifreq = unsafe { zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
@@ -696,29 +574,20 @@ fn interface_of(ip: std::net::IpAddr) -> io::Result<std::ffi::CString> {
 /// A close-on-exec memfd of `len` bytes, sealed so that it can no longer
 /// shrink or grow (a process mapping it cannot be made to fault past its end).
 pub(super) fn sealed_memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; a non-negative result is a new
-    // descriptor nobody else owns.
-    let fd = cvt(unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    })?;
-    // SAFETY: just created, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain calls on a descriptor we own; no pointers.
-    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
-    // SAFETY: as above.
-    cvt(unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-        )
-    })?;
+    let fd = fs::memfd_create(
+        name,
+        fs::MemfdFlags::CLOEXEC | fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    fs::ftruncate(&fd, len as u64)?;
+    fs::fcntl_add_seals(
+        &fd,
+        fs::SealFlags::SHRINK | fs::SealFlags::GROW | fs::SealFlags::SEAL,
+    )?;
     Ok(fd)
 }
 
-/// The seals of a file (`F_GET_SEALS`; an error for a file that has none to
-/// give, e.g. not a memfd).
-pub(super) fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
-    // SAFETY: a plain fcntl on a live descriptor; no pointers.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+/// Whether a file is sealed against shrinking (`F_GET_SEALS`; false for a
+/// file that has no seals to give, e.g. not a memfd).
+pub(super) fn sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
+    fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(fs::SealFlags::SHRINK))
 }

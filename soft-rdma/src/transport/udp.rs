@@ -131,36 +131,10 @@ impl UdpLink {
             SocketAddr::V4(_) => true,
             SocketAddr::V6(_) => false,
         };
-        if is_v4 {
-            sys::setsockopt_int(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )?;
-        } else {
-            sys::setsockopt_int(
-                fd,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
-            )?;
-        }
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        ] {
-            // FORCE needs CAP_NET_ADMIN; otherwise the request is capped at
-            // net.core.[rw]mem_max. Either way, carry on with what we get.
-            if sys::setsockopt_int(fd, libc::SOL_SOCKET, force, SOCKET_BUFFER as libc::c_int)
-                .is_err()
-            {
-                let _ =
-                    sys::setsockopt_int(fd, libc::SOL_SOCKET, plain, SOCKET_BUFFER as libc::c_int);
-            }
-        }
+        sys::path_mtu_discovery_do(fd, is_v4)?;
+        sys::socket_buffers(fd, SOCKET_BUFFER);
         let local = sock.local_addr()?;
-        let gro = sys::setsockopt_int(fd, libc::SOL_UDP, sys::UDP_GRO, 1).is_ok();
+        let gro = sys::enable_udp_gro(fd);
         Ok(UdpLink {
             gro,
             gso: AtomicBool::new(true),
@@ -253,22 +227,12 @@ impl UdpLink {
 
     /// The kernel's receive buffer size for the socket (after doubling).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        sys::getsockopt_int(self.sock.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF)
-            .map(|v| v as usize)
+        sys::recv_buffer_size(self.sock.as_fd())
     }
 
     /// The socket's path-MTU-discovery mode (`IP_PMTUDISC_*`).
     pub fn mtu_discover(&self) -> io::Result<i32> {
-        match self.local {
-            SocketAddr::V4(_) => {
-                sys::getsockopt_int(self.sock.as_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
-            }
-            SocketAddr::V6(_) => sys::getsockopt_int(
-                self.sock.as_fd(),
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-            ),
-        }
+        sys::path_mtu_discovery(self.sock.as_fd(), self.local.is_ipv4())
     }
 
     /// The peer in the socket's family (an IPv4 peer of an IPv6 socket

@@ -12,7 +12,7 @@ mod srq;
 mod xrc;
 
 pub use crate::device::publish;
-pub use crate::device::stats::DeviceStats;
+pub use crate::device::stats::{DeviceStats, MrStats};
 pub use crate::resources::counters::Stats;
 pub use crate::types::*;
 pub use cq::{CompChannel, Cq};

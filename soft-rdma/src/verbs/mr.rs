@@ -163,6 +163,16 @@ impl Mr {
     pub fn odp_counters(&self) -> odp::umem::CounterSnapshot {
         self.mr.odp_counters()
     }
+    /// The MR's ODP counters under mlx5's names (`rdma statistic mr show`);
+    /// `None` for a pinned MR, which has none. A relaxed read of atomics.
+    pub fn stats(&self) -> Option<super::MrStats> {
+        super::MrStats::of(&self.mr)
+    }
+    /// The MR number `softrdma stats --mr` shows (mlx5's `mrn`): the key's
+    /// 24-bit index, without its 8 unpredictable bits.
+    pub fn number(&self) -> u32 {
+        self.mr.key() >> 8
+    }
     /// `ibv_advise_mr` for `[addr, addr+len)` of this MR.
     pub fn advise(&self, advice: odp::Advice, addr: u64, len: u64, flush: bool) -> Result<()> {
         let r = match self.mr.memory() {

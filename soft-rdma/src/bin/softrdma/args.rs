@@ -168,196 +168,193 @@ impl PerfArgs {
 /// Largest `--buffer` (per QP, per side).
 pub const MAX_BUFFER: u64 = 64 << 30;
 
-/// A byte count with an optional K/M/G suffix (powers of 1024), at least 4096.
-fn bytes(flag: &str, v: Option<&String>, max: u64) -> CliResult<u64> {
-    let Some(v) = v else {
-        return usage(format!("{flag} needs a value"));
+/// `softrdma perf`'s command line as clap sees it: perftest's spellings
+/// (`-s`, `-n`, `--odp`, `-D`…), values checked as they are parsed; turned
+/// into [`PerfArgs`] (defaults that depend on the test, perftest's
+/// refusals) by [`PerfFlags::into_args`].
+#[derive(clap::Args, Debug)]
+#[command(
+    args_override_self = true,
+    after_help = "Without --server/--client both sides run in this process (two devices).
+The device address follows SOFTRDMA_ADDR (else a per-process 127.x address).
+SOFTRDMA_FAULTS=drop=P,dup=P,reorder=P,corrupt=P,delay_us=N,seed=N injects
+faults on what each device receives; SOFTRDMA_PCAP=FILE records the traffic."
+)]
+pub struct PerfFlags {
+    /// write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat
+    #[arg(value_name = "TEST", value_parser = test)]
+    test: Test,
+    /// The server to run against (as `--client HOST`)
+    #[arg(value_name = "HOST")]
+    host: Option<String>,
+    /// Message size (default 65536 for bw, 2 for lat)
+    #[arg(short = 's', long = "size", value_parser = num::<1, MAX_SIZE>)]
+    size: Option<u64>,
+    /// Iterations per size (default 5000 bw, 1000 lat)
+    #[arg(short = 'n', long = "iters", value_parser = num::<5, 100_000_000>)]
+    iters: Option<u64>,
+    /// All sizes 2..2^23
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// QPs (bw tests)
+    #[arg(short = 'q', long = "qp", default_value = "1", value_parser = num::<1, 16>)]
+    qps: u64,
+    /// RC | UC | UD (UD: send tests; UC: not read/atomic)
+    #[arg(short = 'c', long = "connection", value_name = "T", default_value = "RC", value_parser = conn)]
+    conn: QpType,
+    /// 256 | 512 | 1024 | 2048 | 4096 (default: the active MTU)
+    #[arg(short = 'm', long = "mtu", value_parser = mtu)]
+    mtu: Option<Mtu>,
+    /// Operations in flight per QP (default 128; lat 1)
+    #[arg(short = 't', long = "tx-depth", value_parser = num::<1, 8192>)]
+    tx_depth: Option<u64>,
+    /// Receives posted per QP (send tests)
+    #[arg(short = 'r', long = "rx-depth", default_value = "512", value_parser = num::<1, 8192>)]
+    rx_depth: u64,
+    /// Signal every N-th send
+    #[arg(short = 'Q', long = "cq-mod", default_value = "100", value_parser = num::<1, 1000>)]
+    cq_mod: u64,
+    /// CMP_AND_SWAP | FETCH_AND_ADD
+    #[arg(short = 'A', long = "atomic_type", value_name = "T", default_value = "FETCH_AND_ADD", value_parser = atomic)]
+    atomic: AtomicKind,
+    /// Register the buffers as ODP memory regions
+    #[arg(long)]
+    odp: bool,
+    /// Register one implicit ODP region (whole address space)
+    #[arg(long = "implicit-odp", alias = "use-implicit-odp")]
+    implicit_odp: bool,
+    /// bw: per-QP buffers of SIZE (e.g. 1G) walked slot by slot, so each
+    /// page of a fresh ODP region faults once (write/send)
+    #[arg(long, value_name = "SIZE", value_parser = bytes)]
+    buffer: Option<u64>,
+    /// Advise transparent huge pages for the buffers (MADV_HUGEPAGE): a
+    /// fresh region then faults in 2 MiB pages where it can
+    #[arg(long)]
+    thp: bool,
+    /// Run the test again and again on the same devices, QPs and MRs until
+    /// SECONDS have passed (a soak; a row a round)
+    #[arg(short = 'D', long, value_name = "SECONDS", value_parser = num::<1, { 7 * 24 * 3600 }>)]
+    duration: Option<u64>,
+    /// Check every byte of the destination (and atomic results)
+    #[arg(long)]
+    verify: bool,
+    /// One JSON object per result row instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Print each device's counters at the end (stderr with --json)
+    #[arg(long)]
+    stats: bool,
+    /// Wait for a client (TCP port -p, on 0.0.0.0)
+    #[arg(long)]
+    server: bool,
+    /// Run against a server
+    #[arg(long, value_name = "HOST")]
+    client: Option<String>,
+    /// TCP port of the exchange
+    #[arg(short = 'p', long, default_value_t = DEFAULT_PORT as u64, value_parser = num::<1, 65535>)]
+    port: u64,
+}
+
+fn test(s: &str) -> Result<Test, String> {
+    Test::parse(s).ok_or_else(|| {
+        "use one of write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat"
+            .into()
+    })
+}
+
+fn conn(s: &str) -> Result<QpType, String> {
+    parse_conn(s).ok_or_else(|| "connection type must be RC, UC or UD".into())
+}
+
+fn mtu(s: &str) -> Result<Mtu, String> {
+    num::<256, 4096>(s)
+        .and_then(|n| parse_mtu(n).ok_or_else(|| "MTU must be 256, 512, 1024, 2048 or 4096".into()))
+}
+
+fn atomic(s: &str) -> Result<AtomicKind, String> {
+    AtomicKind::parse(s).ok_or_else(|| "atomic type must be CMP_AND_SWAP or FETCH_AND_ADD".into())
+}
+
+/// A number in `MIN..=MAX`, decimal or `0x` hexadecimal (as perftest's).
+fn num<const MIN: u64, const MAX: u64>(v: &str) -> Result<u64, String> {
+    let parsed = match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse::<u64>().ok(),
     };
+    parsed
+        .filter(|n| (MIN..=MAX).contains(n))
+        .ok_or_else(|| format!("expected a number between {MIN} and {MAX}"))
+}
+
+/// A byte count with an optional K/M/G suffix (powers of 1024), at least 4096.
+fn bytes(v: &str) -> Result<u64, String> {
     let (digits, shift) = match v.char_indices().last() {
         Some((i, 'K' | 'k')) => (&v[..i], 10),
         Some((i, 'M' | 'm')) => (&v[..i], 20),
         Some((i, 'G' | 'g')) => (&v[..i], 30),
-        _ => (v.as_str(), 0),
+        _ => (v, 0),
     };
-    match digits
+    digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-    {
-        Some(n) if (4096..=max).contains(&n) => Ok(n),
-        _ => usage(format!(
-            "{flag} {v}: expected a size such as 1G, 256M or 65536, between 4096 and {}G",
-            max >> 30
-        )),
-    }
+        .filter(|n| (4096..=MAX_BUFFER).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "expected a size such as 1G, 256M or 65536, between 4096 and {}G",
+                MAX_BUFFER >> 30
+            )
+        })
 }
 
-fn num(flag: &str, v: Option<&String>, min: u64, max: u64) -> CliResult<u64> {
-    let Some(v) = v else {
-        return usage(format!("{flag} needs a value"));
-    };
-    let parsed = if let Some(h) = v.strip_prefix("0x") {
-        u64::from_str_radix(h, 16).ok()
-    } else {
-        v.parse::<u64>().ok()
-    };
-    match parsed {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => usage(format!(
-            "{flag} {v}: expected a number between {min} and {max}"
-        )),
-    }
-}
-
-pub fn parse(argv: &[String]) -> CliResult<PerfArgs> {
-    let Some(first) = argv.first() else {
-        return usage("perf: missing TEST (one of write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat)");
-    };
-    let Some(test) = Test::parse(first) else {
-        return usage(format!("perf: unknown test {first:?}; use one of write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat"));
-    };
-    let mut a = PerfArgs {
-        test,
-        size: None,
-        iters: if test.lat { 1000 } else { 5000 },
-        all: false,
-        qps: 1,
-        conn: QpType::Rc,
-        mtu: None,
-        odp: OdpMode::Pinned,
-        atomic: AtomicKind::FetchAndAdd,
-        json: false,
-        verify: false,
-        stats: false,
-        mode: Mode::Embedded,
-        port: DEFAULT_PORT,
-        tx_depth: if test.lat { 1 } else { 128 },
-        rx_depth: 512,
-        cq_mod: 100,
-        buffer: None,
-        thp: false,
-        duration: None,
-    };
-    let (mut server, mut client): (bool, Option<String>) = (false, None);
-    let mut tx_given = false;
-    let mut i = 1;
-    while i < argv.len() {
-        let f = argv[i].as_str();
-        // `--flag=value` as well as `--flag value`.
-        let (f, inline_val) = match f.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
-            _ => (f, None),
-        };
-        let takes_value = matches!(
-            f,
-            "-s" | "--size"
-                | "-n"
-                | "--iters"
-                | "-q"
-                | "--qp"
-                | "-c"
-                | "--connection"
-                | "-m"
-                | "--mtu"
-                | "-A"
-                | "--atomic_type"
-                | "-p"
-                | "--port"
-                | "-t"
-                | "--tx-depth"
-                | "-r"
-                | "--rx-depth"
-                | "-Q"
-                | "--cq-mod"
-                | "--client"
-                | "--buffer"
-                | "--duration"
-        );
-        let val = if takes_value {
-            match inline_val {
-                Some(v) => Some(v),
-                None => {
-                    i += 1;
-                    argv.get(i).cloned()
-                }
-            }
-        } else {
-            None
-        };
-        let v = val.as_ref();
-        match f {
-            "-s" | "--size" => a.size = Some(num(f, v, 1, MAX_SIZE)?),
-            "-n" | "--iters" => a.iters = num(f, v, 5, 100_000_000)?,
-            "-a" | "--all" => a.all = true,
-            "-q" | "--qp" => a.qps = num(f, v, 1, 16)? as u32,
-            "-c" | "--connection" => match v.and_then(|s| parse_conn(s)) {
-                Some(t) => a.conn = t,
-                None => {
-                    return usage(format!(
-                        "{f}: connection type must be RC, UC or UD (got {})",
-                        v.map_or("nothing", |s| s.as_str())
-                    ))
-                }
-            },
-            "-m" | "--mtu" => {
-                let n = num(f, v, 256, 4096)?;
-                match parse_mtu(n) {
-                    Some(m) => a.mtu = Some(m),
-                    None => {
-                        return usage(format!("{f} {n}: MTU must be 256, 512, 1024, 2048 or 4096"))
-                    }
-                }
-            }
-            "-A" | "--atomic_type" => match v.and_then(|s| AtomicKind::parse(s)) {
-                Some(k) => a.atomic = k,
-                None => {
-                    return usage(format!(
-                        "{f}: atomic type must be CMP_AND_SWAP or FETCH_AND_ADD"
-                    ))
-                }
-            },
-            "-p" | "--port" => a.port = num(f, v, 1, 65535)? as u16,
-            "-t" | "--tx-depth" => {
-                a.tx_depth = num(f, v, 1, 8192)? as u32;
-                tx_given = true;
-            }
-            "-r" | "--rx-depth" => a.rx_depth = num(f, v, 1, 8192)? as u32,
-            "-Q" | "--cq-mod" => a.cq_mod = num(f, v, 1, 1000)? as u32,
-            "--buffer" => a.buffer = Some(bytes(f, v, MAX_BUFFER)?),
-            "--duration" => a.duration = Some(num(f, v, 1, 7 * 24 * 3600)?),
-            "--odp" => {
-                if a.odp == OdpMode::Pinned {
-                    a.odp = OdpMode::Explicit
-                }
-            }
-            "--implicit-odp" | "--use-implicit-odp" => a.odp = OdpMode::Implicit,
-            "--json" => a.json = true,
-            "--verify" => a.verify = true,
-            "--thp" => a.thp = true,
-            "--stats" => a.stats = true,
-            "--server" => server = true,
-            "--client" => match v {
-                Some(h) => client = Some(h.clone()),
-                None => return usage("--client needs the server's host name or address"),
-            },
-            _ if !f.starts_with('-') && client.is_none() => client = Some(f.to_string()),
-            _ => {
+impl PerfFlags {
+    /// The run these flags ask for, with perftest's refusals.
+    pub fn into_args(self) -> CliResult<PerfArgs> {
+        let test = self.test;
+        let mode = match (self.server, self.client, self.host) {
+            (_, Some(_), Some(h)) => {
                 return usage(format!(
-                    "perf: unknown flag {:?} (see softrdma perf --help)",
-                    argv[i]
+                    "perf: unknown flag {h:?} (see softrdma perf --help)"
                 ))
             }
-        }
-        i += 1;
+            (true, Some(_), None) | (true, None, Some(_)) => {
+                return usage("--server and --client exclude each other")
+            }
+            (true, None, None) => Mode::Server,
+            (false, Some(h), None) | (false, None, Some(h)) => Mode::Client(h),
+            (false, None, None) => Mode::Embedded,
+        };
+        let mut a = PerfArgs {
+            test,
+            size: self.size,
+            iters: self.iters.unwrap_or(if test.lat { 1000 } else { 5000 }),
+            all: self.all,
+            qps: self.qps as u32,
+            conn: self.conn,
+            mtu: self.mtu,
+            odp: if self.implicit_odp {
+                OdpMode::Implicit
+            } else if self.odp {
+                OdpMode::Explicit
+            } else {
+                OdpMode::Pinned
+            },
+            atomic: self.atomic,
+            json: self.json,
+            verify: self.verify,
+            stats: self.stats,
+            mode,
+            port: self.port as u16,
+            tx_depth: self.tx_depth.unwrap_or(if test.lat { 1 } else { 128 }) as u32,
+            rx_depth: self.rx_depth as u32,
+            cq_mod: self.cq_mod as u32,
+            buffer: self.buffer,
+            thp: self.thp,
+            duration: self.duration,
+        };
+        check(&mut a, self.tx_depth.is_some())?;
+        Ok(a)
     }
-    a.mode = match (server, client) {
-        (true, Some(_)) => return usage("--server and --client exclude each other"),
-        (true, None) => Mode::Server,
-        (false, Some(h)) => Mode::Client(h),
-        (false, None) => Mode::Embedded,
-    };
-    check(&mut a, tx_given)?;
-    Ok(a)
 }
 
 /// perftest's refusals.

@@ -46,77 +46,90 @@ pub fn runtime<T>(msg: impl Into<String>) -> CliResult<T> {
     Err(CliError::Runtime(msg.into()))
 }
 
-const HELP: &str = "\
-usage: softrdma devinfo [-v]
-       softrdma perf TEST [flags] [--server | --client HOST | HOST]
-       softrdma run [--] PROGRAM [ARGS...]   (a verbs program on the soft device)
-       softrdma stats [PID]    counters of the live devices (of process PID)
+/// The command line (`run` is dispatched before clap sees it: its
+/// arguments are passed on as they are, not checked for UTF-8).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "softrdma",
+    about = "A software RoCEv2 device: its attributes, perftest-style benchmarks, its counters, and unmodified verbs programs run on it",
+    after_help = "Exit codes: 0 success, 1 runtime failure, 2 usage error; `run` exits as the program does.",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-TEST: write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat atomic_lat
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The device's attributes, as ibv_devinfo prints them
+    Devinfo {
+        /// Every attribute (ODP capabilities, the invalidation source…)
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// perftest-style benchmarks (ib_write_bw & co.) on the soft device
+    Perf(args::PerfFlags),
+    /// Run an unmodified verbs program on the soft device
+    Run {
+        /// The program and its arguments
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PROGRAM"
+        )]
+        program: Vec<std::ffi::OsString>,
+    },
+    /// Counters of the live soft RDMA devices (all processes, or process
+    /// PID), read from the files they publish in $SOFTRDMA_STATS_DIR
+    /// (default /dev/shm)
+    Stats {
+        /// Each ODP MR's counters, as `rdma statistic mr show` prints mlx5's
+        #[arg(long)]
+        mr: bool,
+        /// Only this process's devices
+        #[arg(value_name = "PID")]
+        pid: Option<u32>,
+    },
+}
 
-flags (perftest's):
-  -s, --size SIZE        message size (default 65536 for bw, 2 for lat)
-  -n, --iters N          iterations per size (default 5000 bw, 1000 lat)
-  -a, --all              all sizes 2..2^23
-  -q, --qp N             QPs (bw tests; default 1)
-  -c, --connection T     RC | UC | UD (UD: send tests; UC: not read/atomic)
-  -m, --mtu MTU          256 | 512 | 1024 | 2048 | 4096 (default: the active MTU)
-  -t, --tx-depth N       operations in flight per QP (default 128; lat 1)
-  -r, --rx-depth N       receives posted per QP (send tests; default 512)
-  -Q, --cq-mod N         signal every N-th send (default 100)
-  -A, --atomic_type T    CMP_AND_SWAP | FETCH_AND_ADD (default FETCH_AND_ADD)
-      --odp              register the buffers as ODP memory regions
-      --implicit-odp     register one implicit ODP region (whole address space)
-      --buffer SIZE      bw: per-QP buffers of SIZE (e.g. 1G) walked slot by slot,
-                         so each page of a fresh ODP region faults once (write/send)
-      --thp              advise transparent huge pages for the buffers (MADV_HUGEPAGE):
-                         a fresh region then faults in 2 MiB pages where it can
-      --duration SECONDS run the test again and again on the same devices, QPs
-                         and MRs until SECONDS have passed (a soak; a row a round)
-      --verify           check every byte of the destination (and atomic results)
-      --json             one JSON object per result row instead of the table
-      --stats            print each device's counters at the end (stderr with --json)
-      --server           wait for a client (TCP port -p, on 0.0.0.0)
-      --client HOST      run against a server
-  -p, --port PORT        TCP port of the exchange (default 18516)
-
-Without --server/--client both sides run in this process (two devices).
-The device address follows SOFTRDMA_ADDR (else a per-process 127.x address).
-SOFTRDMA_FAULTS=drop=P,dup=P,reorder=P,corrupt=P,delay_us=N,seed=N injects
-faults on what each device receives; SOFTRDMA_PCAP=FILE records the traffic.";
+/// A clap error as this tool's errors are: help on stdout (exit 0), or
+/// one line of usage error (exit 2), naming the subcommand `sub`.
+fn clap_error(e: clap::Error, sub: Option<&str>) -> CliError {
+    if !e.use_stderr() {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    // The message is the text before clap's usage and tips, on one line.
+    let text = e.to_string();
+    let msg: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    CliError::Usage(match sub {
+        Some(sub) => format!("{sub}: {msg} (see softrdma {sub} --help)"),
+        None => format!("{msg} (see softrdma --help)"),
+    })
+}
 
 fn run(argv: Vec<String>) -> CliResult<()> {
-    let mut it = argv.into_iter();
-    match it.next().as_deref() {
-        Some("devinfo") => {
-            let mut verbose = false;
-            for a in it {
-                match a.as_str() {
-                    "-v" | "--verbose" => verbose = true,
-                    "-h" | "--help" => {
-                        println!("usage: softrdma devinfo [-v]");
-                        return Ok(());
-                    }
-                    _ => return usage(format!("devinfo: unknown flag {a:?} (usage: softrdma devinfo [-v])")),
-                }
-            }
-            devinfo::run(verbose)
-        }
-        Some("perf") => {
-            let rest: Vec<String> = it.collect();
-            if rest.iter().any(|a| a == "-h" || a == "--help") {
-                println!("{HELP}");
-                return Ok(());
-            }
-            let a = args::parse(&rest)?;
-            perf::run(&a)
-        }
-        Some("stats") => stats::run(it.collect()),
-        Some("-h") | Some("--help") | Some("help") => {
-            println!("{HELP}");
-            Ok(())
-        }
-        Some(other) => usage(format!("unknown command {other:?}; commands: devinfo, perf, run, stats (see softrdma --help)")),
+    use clap::Parser;
+    let sub = argv
+        .first()
+        .filter(|c| ["devinfo", "perf", "stats"].contains(&c.as_str()))
+        .cloned();
+    let cli = Cli::try_parse_from(std::iter::once("softrdma".to_string()).chain(argv))
+        .map_err(|e| clap_error(e, sub.as_deref()))?;
+    match cli.command {
+        Some(Command::Devinfo { verbose }) => devinfo::run(verbose),
+        Some(Command::Perf(flags)) => perf::run(&flags.into_args()?),
+        Some(Command::Stats { mr, pid }) => stats::run(pid, mr),
+        // Reached only through `softrdma help run`-like spellings: `main`
+        // dispatches `run` itself.
+        Some(Command::Run { .. }) => usage("run: use `softrdma run [--] PROGRAM [ARGS...]`"),
         None => usage("missing command; try `softrdma devinfo` or `softrdma perf write_bw` (see softrdma --help)"),
     }
 }

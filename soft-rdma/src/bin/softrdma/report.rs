@@ -195,64 +195,105 @@ pub struct JsonCtx<'a> {
     pub verified: Option<bool>,
 }
 
-fn json_common(c: &JsonCtx<'_>) -> String {
+/// What every JSON row says of the run.
+#[derive(serde::Serialize)]
+struct JsonRun {
+    test: String,
+    connection: &'static str,
+    qps: u32,
+    mtu: usize,
+    memory: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    atomic_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    odp_faults: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    odp_invalidations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<bool>,
+}
+
+fn json_run(c: &JsonCtx<'_>) -> JsonRun {
     let a = c.args;
-    let mut s = format!(
-        "\"test\":\"{}\",\"connection\":\"{}\",\"qps\":{},\"mtu\":{},\"memory\":\"{}\"",
-        a.test.name(),
-        conn_name(a.conn),
-        a.qps,
-        c.mtu.bytes(),
-        match a.odp {
+    JsonRun {
+        test: a.test.name(),
+        connection: conn_name(a.conn),
+        qps: a.qps,
+        mtu: c.mtu.bytes(),
+        memory: match a.odp {
             crate::args::OdpMode::Pinned => "pinned",
             crate::args::OdpMode::Explicit => "odp",
             crate::args::OdpMode::Implicit => "implicit_odp",
-        }
-    );
-    if a.test.verb == Verb::Atomic {
-        s.push_str(&format!(",\"atomic_type\":\"{}\"", a.atomic.name()));
+        },
+        atomic_type: (a.test.verb == Verb::Atomic).then(|| a.atomic.name()),
+        odp_faults: c.odp.map(|o| o.0),
+        odp_invalidations: c.odp.map(|o| o.1),
+        verified: c.verified,
     }
-    if let Some((f, i)) = c.odp {
-        s.push_str(&format!(",\"odp_faults\":{f},\"odp_invalidations\":{i}"));
-    }
-    if let Some(v) = c.verified {
-        s.push_str(&format!(",\"verified\":{v}"));
-    }
-    s
 }
 
-fn num(x: f64) -> String {
+/// A figure to the microsecond / byte per second the table shows (6
+/// decimals); serde_json writes a non-finite one as `null`.
+fn num(x: f64) -> f64 {
     if x.is_finite() {
-        format!("{x:.6}")
+        (x * 1e6).round() / 1e6
     } else {
-        "null".into()
+        x
     }
+}
+
+#[derive(serde::Serialize)]
+struct BwJson {
+    #[serde(flatten)]
+    run: JsonRun,
+    bytes: u64,
+    iterations: u64,
+    bw_peak_mb_s: f64,
+    bw_avg_mb_s: f64,
+    msg_rate_mpps: f64,
+}
+
+#[derive(serde::Serialize)]
+struct LatJson {
+    #[serde(flatten)]
+    run: JsonRun,
+    bytes: u64,
+    iterations: u64,
+    t_min_us: f64,
+    t_max_us: f64,
+    t_typical_us: f64,
+    t_avg_us: f64,
+    t_stdev_us: f64,
+    p99_us: f64,
+    p99_9_us: f64,
+}
+
+fn to_json(row: &impl serde::Serialize) -> String {
+    serde_json::to_string(row).expect("a row of numbers and strings serialises")
 }
 
 pub fn bw_json(c: &JsonCtx<'_>, r: &BwRow) -> String {
-    format!(
-        "{{{},\"bytes\":{},\"iterations\":{},\"bw_peak_mb_s\":{},\"bw_avg_mb_s\":{},\"msg_rate_mpps\":{}}}",
-        json_common(c),
-        r.bytes,
-        r.iters,
-        num(r.peak_mbs),
-        num(r.avg_mbs),
-        num(r.mpps)
-    )
+    to_json(&BwJson {
+        run: json_run(c),
+        bytes: r.bytes,
+        iterations: r.iters,
+        bw_peak_mb_s: num(r.peak_mbs),
+        bw_avg_mb_s: num(r.avg_mbs),
+        msg_rate_mpps: num(r.mpps),
+    })
 }
 
 pub fn lat_json(c: &JsonCtx<'_>, r: &LatRow) -> String {
-    format!(
-        "{{{},\"bytes\":{},\"iterations\":{},\"t_min_us\":{},\"t_max_us\":{},\"t_typical_us\":{},\"t_avg_us\":{},\"t_stdev_us\":{},\"p99_us\":{},\"p99_9_us\":{}}}",
-        json_common(c),
-        r.bytes,
-        r.iters,
-        num(r.min),
-        num(r.max),
-        num(r.typical),
-        num(r.avg),
-        num(r.stdev),
-        num(r.p99),
-        num(r.p999)
-    )
+    to_json(&LatJson {
+        run: json_run(c),
+        bytes: r.bytes,
+        iterations: r.iters,
+        t_min_us: num(r.min),
+        t_max_us: num(r.max),
+        t_typical_us: num(r.typical),
+        t_avg_us: num(r.avg),
+        t_stdev_us: num(r.stdev),
+        p99_us: num(r.p99),
+        p99_9_us: num(r.p999),
+    })
 }

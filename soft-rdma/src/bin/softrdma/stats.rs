@@ -1,27 +1,14 @@
-//! `softrdma stats [PID]`: the counters every live device publishes (see
-//! `soft_rdma::verbs::publish`), of all processes or of one. What the
-//! directory held besides is summed up on stderr in one line.
+//! `softrdma stats [--mr] [PID]`: the counters every live device publishes
+//! (see `soft_rdma::verbs::publish`), of all processes or of one; with
+//! `--mr`, its ODP MRs' counters in the shape of `rdma statistic mr show`.
+//! What the directory held besides is summed up on stderr in one line.
 
-use crate::{runtime, usage, CliResult};
-use soft_rdma::verbs::publish;
+use crate::{runtime, CliResult};
+use soft_rdma::verbs::{publish, MrStats};
 
-const USAGE: &str = "usage: softrdma stats [PID]";
-
-pub fn run(args: Vec<String>) -> CliResult<()> {
-    let mut pid = None;
-    for a in &args {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}\nCounters of the live soft RDMA devices (all processes, or process PID),\nread from the files they publish in ${} (default {}).", publish::DIR_ENV, publish::DEFAULT_DIR);
-                return Ok(());
-            }
-            _ if pid.is_none() => match a.parse::<u32>() {
-                Ok(p) => pid = Some(p),
-                Err(_) => return usage(format!("stats: {a:?} is not a process id ({USAGE})")),
-            },
-            _ => return usage(format!("stats: unexpected argument {a:?} ({USAGE})")),
-        }
-    }
+/// Print the counters of the live devices (of process `pid`), or with
+/// `mr` their ODP MRs'.
+pub fn run(pid: Option<u32>, mr: bool) -> CliResult<()> {
     let Some(dir) = publish::stats_dir() else {
         return runtime(format!(
             "{} is empty: devices publish no counters",
@@ -49,10 +36,37 @@ pub fn run(args: Vec<String>) -> CliResult<()> {
     }
     let mut out = String::new();
     for d in &devs {
-        out.push_str(&d.to_string());
+        if mr {
+            mr_lines(&mut out, d);
+        } else {
+            out.push_str(&d.to_string());
+        }
     }
     print!("{out}");
     Ok(())
+}
+
+/// A device's ODP MRs as `rdma statistic mr show` prints mlx5's (`dev NAME
+/// mrn N` and the counters as name/value pairs), the process last (a device
+/// name is per process here).
+fn mr_lines(out: &mut String, d: &publish::PublishedDevice) {
+    use std::fmt::Write;
+    for (mrn, s) in &d.mrs {
+        let _ = write!(out, "dev {} mrn {mrn}", d.device);
+        for (n, v) in MrStats::NAMES.iter().zip(s.values()) {
+            let _ = write!(out, " {n} {v}");
+        }
+        let _ = writeln!(out, " pid {}", d.pid);
+    }
+    let hidden = d.mr_total.saturating_sub(d.mrs.len() as u64);
+    if hidden > 0 {
+        eprintln!(
+            "softrdma stats: pid {} {}: {hidden} more ODP MRs not shown (the first {} are published)",
+            d.pid,
+            d.device,
+            publish::MR_SLOTS
+        );
+    }
 }
 
 /// One line on stderr for the files not listed (but not for the stale files
