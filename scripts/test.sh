@@ -28,6 +28,8 @@ install_missing_debs libibverbs-dev ibverbs-utils perftest ibverbs-providers lib
 # UCX (ucx_info, ucx_perftest, and UCP's headers for tests/c/ucp_data.c)
 # over the shim and the file-system face (verbs-shim/tests/ucx.rs).
 install_missing_debs ucx-utils libucx0 libucx-dev
+# Open MPI (mpicc, mpirun) over UCX over the device (verbs-shim/tests/mpi.rs).
+install_missing_debs openmpi-bin libopenmpi-dev
 # rdmacm-shim: the rdma_cm programs it runs (rdmacm-utils) and the headers of
 # its layout test and C program (librdmacm-dev).
 install_missing_debs rdmacm-utils librdmacm-dev

@@ -78,6 +78,34 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         let v = value(row);
         assert!(v > 0.0 && v.is_finite(), "{row}");
     }
+    // UCX's rows where ucx_perftest is installed (the two-host ones where
+    // namespaces can be made: root).
+    let have_ucx = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ucx_perftest").is_file()));
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    let ours = "UCX rc_verbs on the soft device";
+    for (place, needs_root, theirs) in [
+        ("(one host", false, "UCX posix,cma"),
+        ("(2 network-namespace hosts", true, "UCX tcp"),
+    ] {
+        if !have_ucx || (needs_root && !root) {
+            continue;
+        }
+        for (test, unit) in [("tag_bw -s 65536", "MiB/s"), ("tag_lat -s 8", "usec")] {
+            for party in [ours, theirs] {
+                let row = rows
+                    .iter()
+                    .find(|r| r.contains(test) && r.contains(party) && r.contains(place))
+                    .unwrap_or_else(|| panic!("no row for {test} {party} {place}:\n{stdout}"));
+                assert!(row.contains(&format!("| {unit} |")), "{row}");
+                let v = value(row);
+                assert!(v > 0.0 && v.is_finite(), "{row}");
+            }
+        }
+    }
     // The implicit footprint is a count of bytes, not a timing: a 1 GiB
     // touch costs per-page state (2 bits a page at least), far below 1 GiB.
     let fp = value(

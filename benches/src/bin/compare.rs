@@ -1,7 +1,7 @@
 //! `compare`: the soft device against the alternatives, side by side, in one
 //! run (docs/BENCHMARKS.md, "Device (soft-rdma)").
 //!
-//!     cargo build --release -p verbs-shim -p soft-rdma
+//!     cargo build --release -p verbs-shim -p soft-rdma -p softrdma-fsface
 //!     cargo run --release -p benches --bin compare [-- --quick] [--out DIR]
 //!
 //! Exit: 0 when every run worked (whatever the goals say), 1 when a run

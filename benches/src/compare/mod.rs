@@ -1,8 +1,9 @@
 //! The side-by-side comparison (issue 5): the soft device (unmodified
 //! perftest through the shim between two processes, and `softrdma perf`)
 //! against baselines built here (TCP/UDP loopback between two processes,
-//! memcpy), in one run. Prints the measures, the goals with their ratios
-//! and pass/fail, a sweep table, and draws the bandwidth picture.
+//! memcpy), and UCX on the device against UCX's own transports (issue 18),
+//! in one run. Prints the measures, the goals with their ratios and
+//! pass/fail, a sweep table, and draws the bandwidth picture.
 //!
 //! A missed goal never fails the run; a measure whose run failed does (exit
 //! 1, after everything else ran and printed).
@@ -14,6 +15,7 @@ pub mod plot;
 pub mod procs;
 mod report;
 mod runs;
+mod ucx;
 
 use procs::Tools;
 use std::path::PathBuf;
@@ -182,5 +184,6 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
     runs::fresh_vs_steady(p, &tools, &mut r);
     runs::device_memory(p, &mut r);
     runs::connection_rate(p, &tools, &mut r);
+    ucx::side_by_side(p, &tools, &mut r);
     Ok(report::write(cfg, &tools, &mut r, started))
 }

@@ -32,7 +32,7 @@ pub const PERFTEST: [&str; 5] = [
     "ib_send_lat",
 ];
 
-fn in_path(prog: &str) -> bool {
+pub(super) fn in_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
@@ -81,7 +81,7 @@ impl Tools {
         })
     }
 
-    fn log(&self, name: &str) -> Result<(PathBuf, File, File), String> {
+    pub(super) fn log(&self, name: &str) -> Result<(PathBuf, File, File), String> {
         let p = self.logs.join(format!("{name}.txt"));
         let f = File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let g = f.try_clone().map_err(|e| e.to_string())?;
@@ -95,7 +95,7 @@ impl Tools {
 
     /// A run failing once on a shared, loaded machine is retried once; the
     /// first failure is kept for the report (the lead should see it).
-    fn twice(
+    pub(super) fn twice(
         &self,
         name: &str,
         run: impl Fn() -> Result<String, String>,
@@ -275,7 +275,7 @@ impl Tools {
     }
 }
 
-fn status(s: &Result<ExitStatus, String>) -> String {
+pub(super) fn status(s: &Result<ExitStatus, String>) -> String {
     match s {
         Ok(s) => s.to_string(),
         Err(e) => e.clone(),
@@ -283,7 +283,7 @@ fn status(s: &Result<ExitStatus, String>) -> String {
 }
 
 /// The last lines of a log, on one line.
-fn tail(p: &Path) -> String {
+pub(super) fn tail(p: &Path) -> String {
     let t = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
     let from = lines.len().saturating_sub(3);
@@ -291,7 +291,7 @@ fn tail(p: &Path) -> String {
 }
 
 /// Wait at most `limit`, then kill.
-fn wait(mut child: Child, limit: Duration) -> Result<ExitStatus, String> {
+pub(super) fn wait(mut child: Child, limit: Duration) -> Result<ExitStatus, String> {
     let t = Instant::now();
     loop {
         match child.try_wait() {
@@ -310,7 +310,7 @@ fn wait(mut child: Child, limit: Duration) -> Result<ExitStatus, String> {
 /// A TCP port nobody listens on, below the ephemeral range (so concurrent
 /// connections elsewhere cannot take it between our probe and perftest's
 /// bind), starting from a per-process offset.
-fn free_port() -> Result<u16, String> {
+pub(super) fn free_port() -> Result<u16, String> {
     let start = (std::process::id() % 1000) as u16;
     for k in 0..1000u16 {
         let port = 19000 + (start + k) % 1000;
