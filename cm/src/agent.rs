@@ -10,13 +10,15 @@
 use crate::conn::{Conn, ConnParam, Out, State, Target, Timing, SIDR_UNSUPPORTED};
 use crate::event::{EventChannel, EventKind, Queued, Remote};
 use crate::gsi::Gsi;
+use crate::liveness::{Keepalive, Liveness};
 use crate::rendezvous::Claim;
 use crate::wire::msg::Transport;
+use crate::wire::probe::ProbeMad;
 use crate::wire::{
     Answered, CmMessage, Path, PortSpace, Rej, RejReason, SidrRep, SidrReq, MAD_LEN,
 };
 use soft_rdma::verbs::{Device, Errno, Gid, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -36,6 +38,17 @@ pub struct CmConfig {
     pub mra_timeout: u8,
     /// How long a disconnected connection answers late DREQs.
     pub timewait: Duration,
+    /// A peer with established connections from which no MAD came for
+    /// this long is probed ([`crate::wire::probe`])…
+    pub keepalive_idle: Duration,
+    /// …every this long…
+    pub keepalive_interval: Duration,
+    /// …and, this many probes unanswered, is gone: its connections are
+    /// DISCONNECTED. A killed peer is noticed within `keepalive_idle +
+    /// keepalive_probes × keepalive_interval` (2.8 s by default; six
+    /// probes, so that 10 % loss each way declares a live peer dead about
+    /// once in 20 000 probe rounds).
+    pub keepalive_probes: u8,
 }
 
 impl Default for CmConfig {
@@ -45,6 +58,9 @@ impl Default for CmConfig {
             max_retries: 15,
             mra_timeout: 20,
             timewait: Duration::from_millis(500),
+            keepalive_idle: Duration::from_secs(1),
+            keepalive_interval: Duration::from_millis(300),
+            keepalive_probes: 6,
         }
     }
 }
@@ -75,6 +91,7 @@ struct Tables {
     by_remote: HashMap<(Gid, u32), u32>,
     next_id: u32,
     next_tid: u64,
+    liveness: Liveness,
 }
 
 impl Tables {
@@ -170,6 +187,11 @@ impl Cm {
                 by_remote: HashMap::new(),
                 next_id: s,
                 next_tid: u64::from(s) << 32,
+                liveness: Liveness::new(Keepalive {
+                    idle: config.keepalive_idle,
+                    interval: config.keepalive_interval,
+                    probes: config.keepalive_probes,
+                }),
             }),
             kick,
             stop: AtomicBool::new(false),
@@ -311,7 +333,11 @@ impl Shared {
                 t.ids.insert(id, entry);
                 return Err(Errno::EINVAL);
             };
+            let was = conn.watched();
             let r = f(conn, &mut t, &mut out);
+            if was != conn.watched() {
+                t.liveness.changed();
+            }
             let remote = conn.remote;
             let closed = conn.state == State::Closed;
             if closed {
@@ -349,6 +375,7 @@ impl Shared {
                         Kind::Conn(c) => c.deadline(),
                         _ => None,
                     })
+                    .chain(t.liveness.deadline())
                     .min();
                 // A port answers its clients once its id listens: a client
                 // dialling between bind and listen waits for the listener
@@ -405,6 +432,7 @@ impl Shared {
 
     fn on_timers(&self) {
         let now = Instant::now();
+        self.check_peers(now);
         let due: Vec<u32> = self
             .lock()
             .ids
@@ -464,12 +492,65 @@ impl Shared {
         }
     }
 
+    /// Probes the silent peers of established connections, and
+    /// disconnects every connection to a peer that stopped answering
+    /// ([`crate::liveness`]). Locks: the tables, released before anything
+    /// is sent.
+    fn check_peers(&self, now: Instant) {
+        let (probes, lost) = {
+            let mut t = self.lock();
+            if !t.liveness.due(now) {
+                return;
+            }
+            let connected: HashSet<Gid> = t
+                .ids
+                .values()
+                .filter_map(|e| match &e.kind {
+                    Kind::Conn(c) if c.watched() => Some(c.peer),
+                    _ => None,
+                })
+                .collect();
+            let tick = t.liveness.tick(&connected, now);
+            let probes: Vec<(Gid, u64)> = tick.probe.iter().map(|g| (*g, t.new_tid())).collect();
+            let lost: Vec<u32> = t
+                .ids
+                .iter()
+                .filter_map(|(id, e)| match &e.kind {
+                    Kind::Conn(c) if c.watched() && tick.dead.contains(&c.peer) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            (probes, lost)
+        };
+        for (to, tid) in probes {
+            let _ = self.gsi.send(to, &crate::wire::probe::probe(tid));
+        }
+        for id in lost {
+            let _ = self.with_conn(id, |c, t, out| {
+                let tid = t.new_tid();
+                c.peer_lost(tid, now, out);
+                Ok(())
+            });
+        }
+    }
+
     fn on_mad(&self, from: Gid, mad: &[u8; MAD_LEN]) {
+        let now = Instant::now();
+        self.lock().liveness.heard(from, now);
+        match crate::wire::probe::classify(mad) {
+            Some(ProbeMad::Request) => {
+                let _ = self
+                    .gsi
+                    .send(from, &crate::wire::probe::unmatched_response(mad));
+                return;
+            }
+            Some(ProbeMad::Response(_)) => return,
+            None => {}
+        }
         // A malformed or foreign MAD is dropped: it names no connection.
         let Ok((tid, msg)) = CmMessage::parse(mad) else {
             return;
         };
-        let now = Instant::now();
         match msg {
             CmMessage::Req(req) => self.on_req(from, tid, req),
             CmMessage::Mra(m) => {

@@ -601,6 +601,25 @@ impl Conn {
         }
     }
 
+    /// Whether the agent watches the peer's liveness for this connection
+    /// (an established RC connection; UD ids have no peer to lose).
+    pub fn watched(&self) -> bool {
+        self.state == State::Established && !self.ud
+    }
+
+    /// The peer stopped answering probes: DISCONNECTED, as after a DREQ
+    /// whose DREP never came. One DREQ goes out unrepeated, for a peer
+    /// that is alive but was cut off: it ends its side too.
+    pub fn peer_lost(&mut self, tid: u64, now: Instant, out: &mut Out) {
+        if !self.watched() {
+            return;
+        }
+        if self.disconnect(tid, now, out).is_ok() {
+            self.event(out, EventKind::Disconnected, vec![]);
+            self.enter_timewait(now);
+        }
+    }
+
     /// The user destroyed the id: end the connection as the kernel does
     /// (REJ before it was established, DREQ after) and say nothing more.
     pub fn detach(&mut self, tid: u64, now: Instant, out: &mut Out) {

@@ -8,7 +8,8 @@
 //! end. [`wire`] holds the formats, `conn` one connection's state machine
 //! (no I/O), `agent` the tables, the thread and the user's handles
 //! ([`Cm`], [`CmId`], [`EventChannel`]), `gsi` QP1 and its buffers,
-//! [`rendezvous`] how a client finds a listener of the same host.
+//! [`rendezvous`] how a client finds a listener of the same host, `liveness`
+//! how a peer killed without a DREQ is noticed.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ mod agent;
 mod conn;
 mod event;
 mod gsi;
+mod liveness;
 pub mod rendezvous;
 pub mod wire;
 

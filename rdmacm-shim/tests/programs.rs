@@ -302,3 +302,23 @@ fn exiting_with_a_connection_open_disconnects_it() {
     assert!(o.status.success(), "exit_disconnects: {}\n{t}", o.status);
     assert!(t.contains("exit_disconnects: ok"), "{t}");
 }
+
+/// A peer killed with SIGKILL after ESTABLISHED (no DREQ: its device dies
+/// with it): the survivor, idle or sending, hears DISCONNECTED from the
+/// CM's liveness probe (2.8 s at most by default), its QP in error and
+/// its receives flushed (tests/c/killed_peer.c).
+#[test]
+fn a_peer_killed_after_established_is_disconnected() {
+    let exe = compile("killed_peer");
+    let _g = test_support::serial::serial();
+    for (mode, port) in [("idle", "20912"), ("send", "20913")] {
+        let c = program(exe.to_str().unwrap(), &[port, mode])
+            .spawn()
+            .unwrap();
+        let o = wait("killed_peer", c, 60);
+        let t = all_text(&o);
+        assert!(o.status.success(), "killed_peer {mode}: {}\n{t}", o.status);
+        assert!(t.contains(&format!("killed_peer: ok: {mode}")), "{t}");
+        println!("{t}");
+    }
+}
