@@ -92,7 +92,18 @@ struct Tables {
     next_id: u32,
     next_tid: u64,
     liveness: Liveness,
+    /// Service IDs whose listener was destroyed, and when (for
+    /// [`RELISTEN_GRACE`]).
+    unlistened: HashMap<u64, Instant>,
 }
+
+/// How long a REQ for a service whose listener was just destroyed goes
+/// unanswered rather than rejected: a server may be between destroying a
+/// listener and binding and listening on the next (perftest -R does that
+/// between its two connections), and the peer's retransmission finds the
+/// new one — as a local client's rendezvous waits (`NO_LISTENER_GRACE` in
+/// the shim). A remote peer's REQ comes without that wait.
+const RELISTEN_GRACE: Duration = Duration::from_millis(500);
 
 impl Tables {
     fn new_id(&mut self) -> u32 {
@@ -102,6 +113,23 @@ impl Tables {
                 return self.next_id;
             }
         }
+    }
+
+    /// Whether a REQ for `service_id`, which nobody listens for, should go
+    /// unanswered for now: a fresh id of this device holds its port (bound,
+    /// not listening yet), or its listener went within [`RELISTEN_GRACE`].
+    fn listener_coming(&self, service_id: u64) -> bool {
+        let recent = self
+            .unlistened
+            .get(&service_id)
+            .is_some_and(|at| at.elapsed() < RELISTEN_GRACE);
+        recent
+            || self.ids.values().any(|e| {
+                matches!(e.kind, Kind::Fresh)
+                    && e.claim
+                        .as_ref()
+                        .is_some_and(|c| c.ps.service_id(c.port) == service_id)
+            })
     }
 
     fn new_tid(&mut self) -> u64 {
@@ -187,6 +215,7 @@ impl Cm {
                 by_remote: HashMap::new(),
                 next_id: s,
                 next_tid: u64::from(s) << 32,
+                unlistened: HashMap::new(),
                 liveness: Liveness::new(Keepalive {
                     idle: config.keepalive_idle,
                     interval: config.keepalive_interval,
@@ -715,6 +744,9 @@ impl Shared {
                 .get(&service_id)
                 .and_then(|l| Some((*l, t.ids.get(l)?.chan.clone())))
             else {
+                if t.listener_coming(service_id) {
+                    return;
+                }
                 drop(t);
                 nobody();
                 return;
@@ -951,6 +983,8 @@ impl Drop for CmId {
                 Some(Kind::Listener { service_id }) => {
                     let sid = *service_id;
                     t.listeners.remove(&sid);
+                    t.unlistened.retain(|_, at| at.elapsed() < RELISTEN_GRACE);
+                    t.unlistened.insert(sid, Instant::now());
                     t.ids.remove(&self.id)
                 }
                 _ => t.ids.remove(&self.id),

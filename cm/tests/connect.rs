@@ -345,6 +345,42 @@ fn a_live_idle_peer_is_never_taken_for_dead_even_under_loss() {
     write_works((&c, &cqp), (&s, &sqp));
 }
 
+/// A REQ that comes while the server is between listeners (the last one
+/// destroyed just now, or the port bound and not listening yet) is left
+/// to its retransmission, which finds the next listener: no REJ.
+#[test]
+fn a_req_between_listeners_waits_for_the_next_one() {
+    let (s, c) = pair(None, 16);
+    let qp = rc().create(&c.node.pd, &c.node.cq);
+    // The listener just went.
+    let service = PortSpace::Tcp.service_id(16);
+    drop({
+        let l = s.cm.create_id(&s.chan);
+        l.listen(service).unwrap();
+        l
+    });
+    let id = c.cm.create_id(&c.chan);
+    id.connect(s.cm.gid(), service, &param(&qp, b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let l = s.cm.create_id(&s.chan);
+    l.listen(service).unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    drop(req.new_id);
+    expect(&c, EventKind::Rejected(RejReason::CONSUMER_DEFINED));
+
+    // Bound, listening only later (another service: no grace involved).
+    let b = s.cm.create_id(&s.chan);
+    let port = b.bind(PortSpace::Tcp, 0).unwrap();
+    let service = PortSpace::Tcp.service_id(port);
+    let qp = rc().create(&c.node.pd, &c.node.cq);
+    let id = c.cm.create_id(&c.chan);
+    id.connect(s.cm.gid(), service, &param(&qp, b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    b.listen(service).unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    assert_eq!(req.listen_id, Some(b.local_id()));
+}
+
 fn ud_qp(n: &Node) -> Qp {
     let cfg = QpConfig {
         qkey: 0x1ee7,

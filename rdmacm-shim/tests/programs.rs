@@ -322,3 +322,77 @@ fn a_peer_killed_after_established_is_disconnected() {
         println!("{t}");
     }
 }
+
+/// Two network-namespace hosts joined by a veth (`NET.1` the server's,
+/// `NET.2` the client's), each program's device on its host's address
+/// (`SOFTRDMA_ADDR`); None where namespaces cannot be made.
+fn two_hosts(prefix: &str, net: [u8; 3]) -> Option<test_support::net::TwoHosts> {
+    test_support::net::two_hosts(prefix, net)
+}
+
+fn on(h: &test_support::net::TwoHosts) -> [Option<Host<'_>>; 2] {
+    [0, 1].map(|k| {
+        Some(Host {
+            ns: &h.ns[k],
+            addr: &h.addr[k],
+        })
+    })
+}
+
+#[test]
+fn rping_verifies_100_iterations_between_two_hosts() {
+    let Some(h) = two_hosts("rcmr", [10, 81, 0]) else {
+        return;
+    };
+    let _g = test_support::serial::serial();
+    let (s, c, ok) = run_pair_on(
+        on(&h),
+        (
+            "rping",
+            &[
+                "-s", "-a", "0.0.0.0", "-p", "20921", "-V", "-C", "100", "-v",
+            ],
+        ),
+        (
+            "rping",
+            &[
+                "-c", "-a", &h.addr[0], "-p", "20921", "-V", "-C", "100", "-v",
+            ],
+        ),
+        TCP,
+        20921,
+        Duration::ZERO,
+    );
+    assert!(
+        ok,
+        "rping between hosts failed\n--- server:\n{s}\n--- client:\n{c}"
+    );
+    assert!(c.contains("ping data: rdma-ping-99: "), "{c}");
+    assert!(s.contains("server ping data: rdma-ping-99: "), "{s}");
+}
+
+#[test]
+fn ib_write_bw_odp_over_rdma_cm_between_two_hosts() {
+    let Some(h) = two_hosts("rcmw", [10, 82, 0]) else {
+        return;
+    };
+    let _g = test_support::serial::serial();
+    let args = ["-R", "--odp", "-n", "200", "-p", "20922"];
+    let mut cargs = args.to_vec();
+    cargs.push(&h.addr[0]);
+    let (s, c, ok) = run_pair_on(
+        on(&h),
+        ("ib_write_bw", &args),
+        ("ib_write_bw", &cargs),
+        TCP,
+        20922,
+        PERFTEST_SETTLE,
+    );
+    assert!(
+        ok,
+        "ib_write_bw between hosts failed\n--- server:\n{s}\n--- client:\n{c}"
+    );
+    for o in [&s, &c] {
+        assert!(o.contains(" 65536      200"), "{o}");
+    }
+}
