@@ -396,3 +396,42 @@ fn ib_write_bw_odp_over_rdma_cm_between_two_hosts() {
         assert!(o.contains(" 65536      200"), "{o}");
     }
 }
+
+/// [`a_peer_killed_after_established_is_disconnected`] between two hosts:
+/// the server on one is killed with SIGKILL once established; the client
+/// on the other (idle) hears DISCONNECTED over the veth.
+#[test]
+fn a_peer_killed_on_another_host_is_disconnected() {
+    use std::io::{Read, Write};
+    let Some(h) = two_hosts("rcmk", [10, 84, 0]) else {
+        return;
+    };
+    let exe = compile("killed_peer");
+    let exe = exe.to_str().unwrap();
+    let [sh, ch] = on(&h);
+    let _g = test_support::serial::serial();
+    let mut s = program_on(sh, exe, &["20924", "idle", "server"])
+        .spawn()
+        .unwrap();
+    let mut from_server = s.stdout.take().unwrap();
+    let mut said = |want: u8| {
+        let mut b = [0u8];
+        from_server.read_exact(&mut b).expect("the server's word");
+        assert_eq!(b[0], want);
+    };
+    said(b'l');
+    let mut c = program_on(ch, exe, &["20924", "idle", "client", &h.addr[0]])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    said(b'e');
+    // `ip netns exec` execs the program: this is the server itself.
+    s.kill().unwrap();
+    let _ = s.wait();
+    c.stdin.take().unwrap().write_all(b"k").unwrap();
+    let o = wait("killed_peer client", c, 30);
+    let t = all_text(&o);
+    assert!(o.status.success(), "killed_peer client: {}\n{t}", o.status);
+    assert!(t.contains("killed_peer: ok: idle"), "{t}");
+    println!("{t}");
+}

@@ -6,7 +6,13 @@
  * parent, the client, survives: idle ("idle": receives posted, nothing
  * sent) or sending ("send": SENDs kept in flight until the end).
  *
- *   killed_peer PORT idle|send */
+ *   killed_peer PORT idle|send
+ *
+ * Between two hosts the test harness plays the parent's part: it starts
+ * "killed_peer PORT MODE server" on one (which writes 'l' listening, 'e'
+ * established to stdout), "killed_peer PORT MODE client ADDR" on the
+ * other, kills the server once established and then writes a byte to the
+ * client's stdin. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,7 +49,7 @@ static double now(void)
 
 /* The server: accepts, says so, then waits to be killed (its receives
  * posted so that the client's SENDs succeed until then). */
-static void server(int port, int to_parent)
+static void __attribute__((noreturn)) server(int port, int to_parent)
 {
 	struct rdma_event_channel *ch;
 	struct rdma_cm_id *listener, *s;
@@ -90,12 +96,27 @@ static void post_send(struct rdma_cm_id *id, struct ibv_mr *mr, char *b)
 	CHECK(ibv_post_send(id->qp, &wr, &bad) == 0);
 }
 
-int main(int argc, char **argv)
+/* The server, a forked child, is killed now; or (child < 0) the harness
+ * kills it and tells us on stdin. */
+static void peer_dies(pid_t child)
 {
-	int port = argc > 1 ? atoi(argv[1]) : 20912;
-	int sending = argc > 2 && strcmp(argv[2], "send") == 0;
-	int pipefd[2], st, flushed = 0, in_flight = 0, sends_ok = 0;
-	pid_t pid;
+	int st;
+	char c;
+
+	if (child < 0) {
+		CHECK(read(0, &c, 1) == 1);
+		return;
+	}
+	CHECK(kill(child, SIGKILL) == 0);
+	CHECK(waitpid(child, &st, 0) == child && WIFSIGNALED(st));
+}
+
+/* The survivor: connects to `addr`, waits for `ready` to say the server
+ * is established (-1: not asked), lets the server die, checks. */
+static int client(int port, const char *addr, int sending, int ready,
+		  pid_t child)
+{
+	int flushed = 0, in_flight = 0, sends_ok = 0;
 	struct rdma_event_channel *ch;
 	struct rdma_cm_id *id;
 	struct rdma_cm_event *ev;
@@ -111,17 +132,7 @@ int main(int argc, char **argv)
 	double killed, took;
 	char c;
 
-	alarm(60);
-	/* Fork first: the child opens its own device. */
-	CHECK(pipe(pipefd) == 0);
-	CHECK((pid = fork()) >= 0);
-	if (pid == 0) {
-		close(pipefd[0]);
-		server(port, pipefd[1]);
-	}
-	close(pipefd[1]);
-	CHECK(read(pipefd[0], &c, 1) == 1 && c == 'l');
-	inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+	CHECK(inet_pton(AF_INET, addr, &dst.sin_addr) == 1);
 	CHECK((ch = rdma_create_event_channel()) != NULL);
 	CHECK(rdma_create_id(ch, &id, NULL, RDMA_PS_TCP) == 0);
 	CHECK(rdma_resolve_addr(id, NULL, (struct sockaddr *)&dst, 2000) == 0);
@@ -140,7 +151,8 @@ int main(int argc, char **argv)
 	}
 	CHECK(rdma_connect(id, &p) == 0);
 	rdma_ack_cm_event(expect(ch, RDMA_CM_EVENT_ESTABLISHED));
-	CHECK(read(pipefd[0], &c, 1) == 1 && c == 'e');
+	if (ready >= 0)
+		CHECK(read(ready, &c, 1) == 1 && c == 'e');
 	if (sending) {
 		/* Three SENDs land (the server posted four receives); the
 		 * fourth is in flight across the kill. */
@@ -155,8 +167,7 @@ int main(int argc, char **argv)
 		in_flight = 1;
 	}
 
-	CHECK(kill(pid, SIGKILL) == 0);
-	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st));
+	peer_dies(child);
 	killed = now();
 	/* Wait for DISCONNECTED; a sender keeps one SEND in flight (its
 	 * completions may fail first: the transport's retries run out). */
@@ -199,4 +210,31 @@ int main(int argc, char **argv)
 	       "(%d SENDs completed before)\n",
 	       sending ? "sending" : "idle", took, sends_ok);
 	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int port = argc > 1 ? atoi(argv[1]) : 20912;
+	int sending = argc > 2 && strcmp(argv[2], "send") == 0;
+	const char *role = argc > 3 ? argv[3] : "both";
+	int pipefd[2];
+	pid_t pid;
+	char c;
+
+	alarm(60);
+	if (strcmp(role, "server") == 0)
+		server(port, 1);
+	if (strcmp(role, "client") == 0)
+		return client(port, argc > 4 ? argv[4] : "127.0.0.1", sending,
+			      -1, -1);
+	/* Fork first: the child opens its own device. */
+	CHECK(pipe(pipefd) == 0);
+	CHECK((pid = fork()) >= 0);
+	if (pid == 0) {
+		close(pipefd[0]);
+		server(port, pipefd[1]);
+	}
+	close(pipefd[1]);
+	CHECK(read(pipefd[0], &c, 1) == 1 && c == 'l');
+	return client(port, "127.0.0.1", sending, pipefd[0], pid);
 }
