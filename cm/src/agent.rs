@@ -11,6 +11,7 @@ use crate::conn::{Conn, ConnParam, Out, State, Target, Timing, SIDR_UNSUPPORTED}
 use crate::event::{EventChannel, EventKind, Queued, Remote};
 use crate::gsi::Gsi;
 use crate::liveness::{Keepalive, Liveness};
+use crate::ports::Binding;
 use crate::rendezvous::Claim;
 use crate::wire::msg::Transport;
 use crate::wire::probe::ProbeMad;
@@ -70,6 +71,9 @@ enum Kind {
     Conn(Box<Conn>),
     Listener {
         service_id: u64,
+        /// Connection requests it may still be handed before one is taken
+        /// ([`crate::ports::backlog`]).
+        backlog: u32,
     },
     /// Created, neither connecting nor listening yet.
     Fresh,
@@ -77,8 +81,10 @@ enum Kind {
 
 struct Entry {
     kind: Kind,
-    /// The port this id holds on the host ([`CmId::bind`]).
+    /// The port this id holds on the host ([`CmId::bind`]), shared by the
+    /// ids of this CM that bind it together ([`crate::ports`]).
     claim: Option<Arc<Claim>>,
+    binding: Binding,
     chan: EventChannel,
     /// Set for a connection a listener's REQ made, until the user takes it.
     listen_id: Option<u32>,
@@ -86,7 +92,8 @@ struct Entry {
 
 struct Tables {
     ids: HashMap<u32, Entry>,
-    listeners: HashMap<u64, u32>,
+    /// Several when they take different address families (AF-only).
+    listeners: HashMap<u64, Vec<u32>>,
     /// (peer, its communication ID) → ours: how a repeated REQ is known.
     by_remote: HashMap<(Gid, u32), u32>,
     next_id: u32,
@@ -113,6 +120,34 @@ impl Tables {
                 return self.next_id;
             }
         }
+    }
+
+    /// The listener of `service_id` that takes a request to an address of
+    /// family `v4`, and its channel.
+    fn listener_for(&self, service_id: u64, v4: Option<bool>) -> Option<(u32, EventChannel)> {
+        self.listeners.get(&service_id)?.iter().find_map(|l| {
+            let e = self.ids.get(l)?;
+            e.binding.takes(v4).then(|| (*l, e.chan.clone()))
+        })
+    }
+
+    /// The bindings of the ids other than `me` holding `port` of `ps`, and
+    /// the claim they share.
+    fn holders(&self, me: u32, ps: PortSpace, port: u16) -> (Vec<Binding>, Option<Arc<Claim>>) {
+        let mut claim = None;
+        let b = self
+            .ids
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(_, e)| {
+                let c = e.claim.as_ref()?;
+                (c.ps == ps && c.port == port).then(|| {
+                    claim = Some(c.clone());
+                    e.binding
+                })
+            })
+            .collect();
+        (b, claim)
     }
 
     /// Whether a REQ for `service_id`, which nobody listens for, should go
@@ -247,6 +282,7 @@ impl Cm {
             Entry {
                 kind: Kind::Fresh,
                 claim: None,
+                binding: Binding::default(),
                 chan: chan.clone(),
                 listen_id: None,
             },
@@ -298,6 +334,16 @@ impl EventChannel {
     /// forever).
     pub fn get(&self, timeout: Option<Duration>, cm: &Cm) -> Option<Event> {
         let q = self.pop(timeout)?;
+        if let (EventKind::ConnectRequest, Some(lid)) = (q.kind, q.listen_id) {
+            // Taken: room for one more in the listener's backlog.
+            if let Some(Entry {
+                kind: Kind::Listener { backlog, .. },
+                ..
+            }) = cm.shared.lock().ids.get_mut(&lid)
+            {
+                *backlog += 1;
+            }
+        }
         let new_id = (q.kind == EventKind::ConnectRequest).then(|| CmId {
             shared: cm.shared.clone(),
             id: q.id,
@@ -681,12 +727,31 @@ impl Shared {
                 let _ = self.gsi.send(from, &mad);
             }
         };
+        let v4 = crate::wire::IpHeader::parse(&req.private_data)
+            .ok()
+            .map(|h| h.dst.is_ipv4());
+        let full = || {
+            let rep = CmMessage::SidrRep(SidrRep {
+                request_id: req.request_id,
+                status: crate::conn::SIDR_REJECTED,
+                vendor_id: 0,
+                qpn: 0,
+                service_id: req.service_id,
+                qkey: 0,
+                info: vec![],
+                private_data: vec![],
+            });
+            if let Ok(mad) = rep.emit(tid) {
+                let _ = self.gsi.send(from, &mad);
+            }
+        };
         self.incoming(
             from,
-            (req.request_id, req.service_id),
+            (req.request_id, req.service_id, v4),
             |c, out| c.on_dup_sidr_req(out),
             |c, out| c.on_sidr_req(from, tid, &req, out),
             nobody,
+            full,
         );
     }
 
@@ -702,12 +767,27 @@ impl Shared {
                 RejReason::INVALID_SERVICE_ID,
             )
         };
+        // Past the listener's backlog: refused as ucma's handler refuses
+        // it (ib_cm's REJ for a destroyed request, consumer defined).
+        let full = || {
+            self.reject_stray(
+                from,
+                tid,
+                req.local_comm_id,
+                Answered::Req,
+                RejReason::CONSUMER_DEFINED,
+            )
+        };
+        let v4 = crate::wire::IpHeader::parse(&req.private_data)
+            .ok()
+            .map(|h| h.dst.is_ipv4());
         self.incoming(
             from,
-            (req.local_comm_id, req.service_id),
+            (req.local_comm_id, req.service_id, v4),
             |c, out| c.on_dup_req(out),
             |c, out| c.on_req(from, tid, &req, out),
             nobody,
+            full,
         );
     }
 
@@ -719,10 +799,11 @@ impl Shared {
     fn incoming(
         &self,
         from: Gid,
-        (remote_id, service_id): (u32, u64),
+        (remote_id, service_id, v4): (u32, u64, Option<bool>),
         again: impl FnOnce(&mut Conn, &mut Out),
         first: impl FnOnce(&mut Conn, &mut Out),
         nobody: impl FnOnce(),
+        full: impl FnOnce(),
     ) {
         let mut out = Out::default();
         let (id, chan, lid, remote) = {
@@ -739,11 +820,7 @@ impl Shared {
                 self.flush(id, None, None, None, out);
                 return;
             }
-            let Some((lid, chan)) = t
-                .listeners
-                .get(&service_id)
-                .and_then(|l| Some((*l, t.ids.get(l)?.chan.clone())))
-            else {
+            let Some((lid, chan)) = t.listener_for(service_id, v4) else {
                 if t.listener_coming(service_id) {
                     return;
                 }
@@ -751,6 +828,18 @@ impl Shared {
                 nobody();
                 return;
             };
+            if let Some(Entry {
+                kind: Kind::Listener { backlog, .. },
+                ..
+            }) = t.ids.get_mut(&lid)
+            {
+                if *backlog == 0 {
+                    drop(t);
+                    full();
+                    return;
+                }
+                *backlog -= 1;
+            }
             let id = t.new_id();
             let mut conn = Conn::new(id, self.timing);
             first(&mut conn, &mut out);
@@ -761,6 +850,7 @@ impl Shared {
                 Entry {
                     kind: Kind::Conn(Box::new(conn)),
                     claim: None,
+                    binding: Binding::default(),
                     chan: chan.clone(),
                     listen_id: Some(lid),
                 },
@@ -777,43 +867,128 @@ impl CmId {
         self.id
     }
 
-    /// `rdma_bind_addr`: hold `port` of `ps` on this host (0: a free one),
-    /// so that clients of the host find this device there
-    /// ([`crate::rendezvous`]). Returns the port; EADDRINUSE when taken,
-    /// EINVAL when this id holds one already.
+    /// `rdma_bind_addr` to the IPv4 wildcard and `port` of `ps`
+    /// ([`CmId::bind_addr`]).
     pub fn bind(&self, ps: PortSpace, port: u16) -> Result<u16> {
+        self.bind_addr(ps, std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
+    /// `rdma_bind_addr`: hold `a`'s port of `ps` on this host (0: a free
+    /// one), so that clients of the host find this device there
+    /// ([`crate::rendezvous`]). Returns the port. Ids of this CM share a
+    /// port as the kernel lets them ([`crate::ports::check`]:
+    /// EADDRNOTAVAIL, EADDRINUSE); a port another process holds is
+    /// EADDRINUSE; EINVAL when this id holds one already. Locks: the tables
+    /// (the port's name is bound under them).
+    pub fn bind_addr(&self, ps: PortSpace, a: std::net::SocketAddr) -> Result<u16> {
         let gid = self.shared.gid;
-        let claim = if port == 0 {
-            Claim::take_any(ps, gid)
-        } else {
-            Claim::take(ps, port, gid)
-        }
-        .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EADDRINUSE)))?;
-        let port = claim.port;
         let mut t = self.shared.lock();
-        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        let e = t.ids.get(&self.id).ok_or(Errno::EINVAL)?;
         if e.claim.is_some() {
             return Err(Errno::EINVAL);
         }
-        e.claim = Some(Arc::new(claim));
+        let me = Binding {
+            ip: Some(a.ip()),
+            ..e.binding
+        };
+        let shared = if a.port() == 0 {
+            None
+        } else {
+            let (others, claim) = t.holders(self.id, ps, a.port());
+            crate::ports::check(&me, me.reuse, &others)?;
+            claim
+        };
+        let claim = match shared {
+            Some(c) => c,
+            None => Arc::new(
+                if a.port() == 0 {
+                    Claim::take_any(ps, gid)
+                } else {
+                    Claim::take(ps, a.port(), gid)
+                }
+                .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EADDRINUSE)))?,
+            ),
+        };
+        let port = claim.port;
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        e.claim = Some(claim);
+        e.binding = me;
         drop(t);
         self.shared.kick.signal();
         Ok(port)
     }
 
-    /// `rdma_listen`: REQs for `service_id` come to this id. EADDRINUSE when
-    /// another id listens there; EINVAL for an id in use.
-    pub fn listen(&self, service_id: u64) -> Result<()> {
+    /// RDMA_OPTION_ID_REUSEADDR, as `rdma_set_reuseaddr`: turning it on is
+    /// refused (EINVAL) only to a listener, turning it off to any id but a
+    /// fresh unbound one.
+    pub fn set_reuseaddr(&self, on: bool) -> Result<()> {
         let mut t = self.shared.lock();
-        if t.listeners.contains_key(&service_id) {
-            return Err(Errno(libc::EADDRINUSE));
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        let idle = matches!(e.kind, Kind::Fresh) && e.claim.is_none();
+        let listening = matches!(e.kind, Kind::Listener { .. });
+        if !((on && !listening) || idle) {
+            return Err(Errno::EINVAL);
         }
+        e.binding.reuse = on;
+        Ok(())
+    }
+
+    /// RDMA_OPTION_ID_AFONLY, as `rdma_set_afonly`: for an id neither
+    /// listening nor connecting (EINVAL).
+    pub fn set_afonly(&self, on: bool) -> Result<()> {
+        let mut t = self.shared.lock();
         let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
         if !matches!(e.kind, Kind::Fresh) {
             return Err(Errno::EINVAL);
         }
-        e.kind = Kind::Listener { service_id };
-        t.listeners.insert(service_id, self.id);
+        e.binding.afonly_set = Some(on);
+        Ok(())
+    }
+
+    /// `rdma_listen` with the largest backlog ([`CmId::listen_backlog`]).
+    pub fn listen(&self, service_id: u64) -> Result<()> {
+        self.listen_backlog(service_id, 0)
+    }
+
+    /// `rdma_listen`: REQs for `service_id` come to this id, at most
+    /// `backlog` of them waiting to be taken ([`crate::ports::backlog`]).
+    /// A REUSEADDR id must be alone on its port now, as the kernel's
+    /// listen checks (EADDRNOTAVAIL, EADDRINUSE), and stops sharing it;
+    /// EADDRINUSE when another id of the same address family listens
+    /// there; EINVAL for an id in use.
+    pub fn listen_backlog(&self, service_id: u64, backlog: i32) -> Result<()> {
+        let mut t = self.shared.lock();
+        let e = t.ids.get(&self.id).ok_or(Errno::EINVAL)?;
+        if !matches!(e.kind, Kind::Fresh) {
+            return Err(Errno::EINVAL);
+        }
+        let me = e.binding;
+        if let (true, Some(c)) = (me.reuse, e.claim.as_ref()) {
+            let (ps, port) = (c.ps, c.port);
+            let (others, _) = t.holders(self.id, ps, port);
+            crate::ports::check(&me, false, &others)?;
+        }
+        let taken = t.listeners.get(&service_id).is_some_and(|ls| {
+            ls.iter().any(|l| {
+                t.ids.get(l).is_some_and(|o| {
+                    let b = o.binding;
+                    // AF-only listeners of two families share a service.
+                    !(me.afonly()
+                        && b.afonly()
+                        && me.ip.map(|i| i.is_ipv4()) != b.ip.map(|i| i.is_ipv4()))
+                })
+            })
+        });
+        if taken {
+            return Err(Errno(libc::EADDRINUSE));
+        }
+        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
+        e.binding.reuse = false;
+        e.kind = Kind::Listener {
+            service_id,
+            backlog: crate::ports::backlog(backlog),
+        };
+        t.listeners.entry(service_id).or_default().push(self.id);
         drop(t);
         // Its port answers clients from the thread's next round.
         self.shared.kick.signal();
@@ -836,7 +1011,7 @@ impl CmId {
                 remote_gid: dgid.0,
                 flow_label: 0,
                 packet_rate: 0,
-                traffic_class: 0,
+                traffic_class: p.traffic_class,
                 hop_limit: 64,
                 sl: 0,
                 subnet_local: false,
@@ -980,9 +1155,15 @@ impl Drop for CmId {
             let mut t = s.lock();
             match t.ids.get(&self.id).map(|e| &e.kind) {
                 Some(Kind::Conn(_)) => None,
-                Some(Kind::Listener { service_id }) => {
+                Some(Kind::Listener { service_id, .. }) => {
                     let sid = *service_id;
-                    t.listeners.remove(&sid);
+                    let me = self.id;
+                    if let Some(ls) = t.listeners.get_mut(&sid) {
+                        ls.retain(|l| *l != me);
+                        if ls.is_empty() {
+                            t.listeners.remove(&sid);
+                        }
+                    }
                     t.unlistened.retain(|_, at| at.elapsed() < RELISTEN_GRACE);
                     t.unlistened.insert(sid, Instant::now());
                     t.ids.remove(&self.id)

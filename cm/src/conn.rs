@@ -126,6 +126,8 @@ pub struct ConnParam {
     pub srq: bool,
     /// The IBA MTU encoding (1 = 256 … 5 = 4096).
     pub path_mtu: u8,
+    /// The REQ's primary path traffic class (rdma_cm's TOS).
+    pub traffic_class: u8,
     pub local_ca_guid: u64,
     pub private_data: Vec<u8>,
 }

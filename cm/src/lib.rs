@@ -18,6 +18,7 @@ mod conn;
 mod event;
 mod gsi;
 mod liveness;
+pub mod ports;
 pub mod rendezvous;
 pub mod wire;
 

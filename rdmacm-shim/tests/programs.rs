@@ -435,3 +435,16 @@ fn a_peer_killed_on_another_host_is_disconnected() {
     assert!(t.contains("killed_peer: ok: idle"), "{t}");
     println!("{t}");
 }
+
+/// rdma_set_option (REUSEADDR, AFONLY, TOS, ACK_TIMEOUT) and the listen
+/// backlog with the kernel's rules and errnos (tests/c/options.c).
+#[test]
+fn options_and_backlog_as_the_kernel_enforces_them() {
+    let exe = compile("options");
+    let _g = test_support::serial::serial();
+    let c = program(exe.to_str().unwrap(), &["20930"]).spawn().unwrap();
+    let o = wait("options", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "options: {}\n{t}", o.status);
+    assert!(t.contains("options: ok"), "{t}");
+}

@@ -36,9 +36,13 @@ pub fn ah_to(peer: Gid, tos: u8) -> ibv_ah_attr {
 /// Fills `id->route` once both ends are known: the GIDs and one path.
 pub fn fill_route(id: &mut ShimId) {
     let Ok(g) = global() else { return };
-    let (peer, mtu) = {
+    let (peer, mtu, tos) = {
         let st = id.st();
-        (st.peer, st.remote_mtu.map(u32::from).unwrap_or(g.mtu))
+        (
+            st.peer,
+            st.remote_mtu.map(u32::from).unwrap_or(g.mtu),
+            st.tos,
+        )
     };
     let Some(peer) = peer else { return };
     let mut rec = Box::new(ibv_sa_path_rec {
@@ -50,6 +54,8 @@ pub fn fill_route(id: &mut ShimId) {
         packet_life_time_selector: 2,
         reversible: 1,
         numb_path: 1,
+        // RoCE: the TOS the user set is the path's traffic class.
+        traffic_class: tos,
         ..Default::default()
     });
     rec.sgid.raw = g.gid.0;
