@@ -1003,7 +1003,7 @@ impl CmId {
         let to = Target {
             peer: dgid,
             service_id,
-            transport: Transport::Rc,
+            transport: if p.xrc { Transport::Xrc } else { Transport::Rc },
             primary: Path {
                 local_lid: 0xffff,
                 remote_lid: 0xffff,

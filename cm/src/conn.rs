@@ -128,6 +128,8 @@ pub struct ConnParam {
     pub path_mtu: u8,
     /// The REQ's primary path traffic class (rdma_cm's TOS).
     pub traffic_class: u8,
+    /// The REQ offers an XRC initiator QP (transport type XRC), not RC.
+    pub xrc: bool,
     pub local_ca_guid: u64,
     pub private_data: Vec<u8>,
 }

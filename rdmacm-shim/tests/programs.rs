@@ -448,3 +448,23 @@ fn options_and_backlog_as_the_kernel_enforces_them() {
     assert!(o.status.success(), "options: {}\n{t}", o.status);
     assert!(t.contains("options: ok"), "{t}");
 }
+
+/// rdma_xserver/rdma_xclient (rdmacm-utils): RC, and XRC over rdma_cm
+/// (RDMA_PS_IB, rdma_create_ep with IBV_QPT_XRC_SEND/XRC_RECV, the SRQ
+/// number in the accept's private data, `rdma_get_request`).
+#[test]
+fn rdma_xserver_and_xclient_rc_and_xrc() {
+    const IB: u16 = 0x013f;
+    for (mode, ps, port) in [("r", TCP, 20951u16), ("x", IB, 20952)] {
+        let p = port.to_string();
+        let (s, c) = pair(
+            ("rdma_xserver", &["-p", &p, "-c", mode]),
+            ("rdma_xclient", &["-s", "127.0.0.1", "-p", &p, "-c", mode]),
+            ps,
+            port,
+            Duration::ZERO,
+        );
+        assert!(s.contains("rdma_xserver: end 0"), "{mode}: {s}");
+        assert!(c.contains("rdma_xclient: end 0"), "{mode}: {c}");
+    }
+}

@@ -157,6 +157,7 @@ fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<()
             srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
             path_mtu: g.mtu as u8,
             traffic_class: id.st().tos,
+            xrc: id.c.qp_type == IBV_QPT_XRC_SEND,
             local_ca_guid: 0,
             private_data: pd,
         };
@@ -239,6 +240,7 @@ fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(),
         srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
         path_mtu: g.mtu as u8,
         traffic_class: 0, // a REP carries no path
+        xrc: false,
         local_ca_guid: 0,
         private_data: data,
     };
