@@ -16,7 +16,7 @@ use crate::ports::Binding;
 use crate::rendezvous::Claim;
 use crate::wire::probe::ProbeMad;
 use crate::wire::{Answered, CmMessage, PortSpace, Rej, RejReason, SidrRep, SidrReq, MAD_LEN};
-use soft_rdma::verbs::{Device, Errno, Gid, Result};
+use soft_rdma::verbs::{Device, Errno, Gid, PeerWatch, Result};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -178,6 +178,8 @@ impl Tables {
 
 pub(crate) struct Shared {
     gsi: Gsi,
+    /// Whether a same-host peer's endpoint closed ([`PeerWatch`]).
+    watch: PeerWatch,
     pub(crate) gid: Gid,
     pub(crate) guid: u64,
     pub(crate) timing: Timing,
@@ -232,6 +234,7 @@ impl Cm {
         let s = seed();
         let shared = Arc::new(Shared {
             gsi,
+            watch: dev.peer_watch(),
             gid: dev.gid(1)?,
             guid: dev.attr().node_guid,
             timing: Timing {
@@ -568,7 +571,7 @@ impl Shared {
     /// ([`crate::liveness`]). Locks: the tables, released before anything
     /// is sent.
     fn check_peers(&self, now: Instant) {
-        let (probes, lost) = {
+        let (probes, mut dead) = {
             let mut t = self.lock();
             if !t.liveness.due(now) {
                 return;
@@ -583,15 +586,29 @@ impl Shared {
                 .collect();
             let tick = t.liveness.tick(&connected, now);
             let probes: Vec<(Gid, u64)> = tick.probe.iter().map(|g| (*g, t.new_tid())).collect();
-            let lost: Vec<u32> = t
-                .ids
+            (probes, tick.dead)
+        };
+        // A peer of this host whose endpoint closed (its process ended) is
+        // gone now, not after the probes (asked outside the tables: the
+        // link has locks of its own).
+        let (gone, probes): (Vec<_>, Vec<_>) = probes
+            .into_iter()
+            .partition(|(g, _): &(Gid, u64)| self.watch.gone(*g));
+        dead.extend(gone.into_iter().map(|(g, _)| g));
+        let lost: Vec<u32> = if dead.is_empty() {
+            Vec::new()
+        } else {
+            let mut t = self.lock();
+            for g in &dead {
+                t.liveness.forget(*g);
+            }
+            t.ids
                 .iter()
                 .filter_map(|(id, e)| match &e.kind {
-                    Kind::Conn(c) if c.watched() && tick.dead.contains(&c.peer) => Some(*id),
+                    Kind::Conn(c) if c.watched() && dead.contains(&c.peer) => Some(*id),
                     _ => None,
                 })
-                .collect();
-            (probes, lost)
+                .collect()
         };
         for (to, tid) in probes {
             let _ = self.gsi.send(to, &crate::wire::probe::probe(tid));

@@ -67,6 +67,11 @@ impl Liveness {
         }
     }
 
+    /// Stop watching `peer` (found gone by other means).
+    pub fn forget(&mut self, peer: Gid) {
+        self.peers.remove(&peer);
+    }
+
     /// The set of established connections' peers may have changed.
     pub fn changed(&mut self) {
         self.dirty = true;

@@ -345,6 +345,57 @@ fn a_live_idle_peer_is_never_taken_for_dead_even_under_loss() {
     write_works((&c, &cqp), (&s, &sqp));
 }
 
+/// On one host the survivor need not wait for its probes: the peer's
+/// device is gone once the shared-memory ring to it ends
+/// (`PeerWatch`), which the CM asks before probing. With probes alone
+/// this peer would take 15 s to be given up.
+#[test]
+fn a_same_host_peer_whose_device_closes_is_disconnected_before_the_probes_end() {
+    use soft_rdma::transport::udp::UdpLink;
+    let cfg = CmConfig {
+        keepalive_idle: Duration::from_millis(100),
+        keepalive_interval: Duration::from_millis(300),
+        keepalive_probes: 50,
+        ..fast()
+    };
+    let on = |ip: [u8; 4]| {
+        let link = UdpLink::bind_same_host(SocketAddr::from((ip, 4791))).unwrap();
+        let node = Node::on_link(Arc::new(link), 1024);
+        let cm = Cm::new(&node.dev, cfg).unwrap();
+        Side {
+            node,
+            cm,
+            chan: EventChannel::new().unwrap(),
+            faults: None,
+        }
+    };
+    let (s, c) = (on([127, 24, 0, 1]), on([127, 24, 0, 2]));
+    let (cqp, _cid, sqp, sid, l) = connect(&s, &c, PortSpace::Tcp.service_id(17));
+    for _ in 0..4 {
+        write_works((&c, &cqp), (&s, &sqp));
+        write_works((&s, &sqp), (&c, &cqp));
+    }
+    assert!(
+        c.node.dev.stats().link_same_host_sent > 0,
+        "the rings carry the traffic"
+    );
+    // The server's process ends: no DREQ, its device closes.
+    std::mem::forget(sid);
+    std::mem::forget(l);
+    let Side { node, cm, .. } = s;
+    drop(cm);
+    let t = Instant::now();
+    drop(node);
+    let e = next(&c);
+    assert_eq!(e.kind, EventKind::Disconnected);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "by the ring's end, not the probes: {:?}",
+        t.elapsed()
+    );
+    drop(sqp);
+}
+
 /// A REQ that comes while the server is between listeners (the last one
 /// destroyed just now, or the port bound and not listening yet) is left
 /// to its retransmission, which finds the next listener: no REJ.
