@@ -305,7 +305,7 @@ fn exiting_with_a_connection_open_disconnects_it() {
 
 /// A peer killed with SIGKILL after ESTABLISHED (no DREQ: its device dies
 /// with it): the survivor, idle or sending, hears DISCONNECTED from the
-/// CM's liveness probe (2.8 s at most by default), its QP in error and
+/// CM's liveness probe (3 s at most by default), its QP in error and
 /// its receives flushed (tests/c/killed_peer.c).
 #[test]
 fn a_peer_killed_after_established_is_disconnected() {
