@@ -1,22 +1,23 @@
 //! The CM agent of one device: its GSI endpoint, the table of ids (by local
 //! communication ID), the listeners (by service ID), and a thread that
-//! receives MADs and runs the timers. Users hold [`CmId`]s and read
-//! [`Event`]s from their [`EventChannel`]s.
+//! receives MADs and runs the timers. Users hold [`CmId`]s (their calls
+//! are in `id.rs`) and read [`Event`]s from their [`EventChannel`]s.
 //!
 //! Locks: `Shared::tables` (one per device), then a channel's queue (a
 //! leaf). Nothing is sent and no id handle is dropped under `tables`: what
 //! an input produced is collected in an `Out` and acted on after.
 
-use crate::conn::{Conn, ConnParam, Out, State, Target, Timing, SIDR_UNSUPPORTED};
+use crate::conn::{Conn, Out, State, Timing, SIDR_UNSUPPORTED};
 use crate::event::{EventChannel, EventKind, Queued, Remote};
 use crate::gsi::Gsi;
+pub use crate::id::CmId;
+use crate::liveness::{Keepalive, Liveness};
+use crate::ports::Binding;
 use crate::rendezvous::Claim;
-use crate::wire::msg::Transport;
-use crate::wire::{
-    Answered, CmMessage, Path, PortSpace, Rej, RejReason, SidrRep, SidrReq, MAD_LEN,
-};
-use soft_rdma::verbs::{Device, Errno, Gid, Result};
-use std::collections::HashMap;
+use crate::wire::probe::ProbeMad;
+use crate::wire::{Answered, CmMessage, PortSpace, Rej, RejReason, SidrRep, SidrReq, MAD_LEN};
+use soft_rdma::verbs::{Device, Errno, Gid, PeerWatch, Result};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -36,6 +37,18 @@ pub struct CmConfig {
     pub mra_timeout: u8,
     /// How long a disconnected connection answers late DREQs.
     pub timewait: Duration,
+    /// A peer with established connections from which no MAD came for
+    /// this long is probed ([`crate::wire::probe`])…
+    pub keepalive_idle: Duration,
+    /// …every this long…
+    pub keepalive_interval: Duration,
+    /// …and, this many probes unanswered, is gone: its connections are
+    /// DISCONNECTED. A killed peer is noticed within `keepalive_idle +
+    /// keepalive_probes × keepalive_interval` (3 s by default; eight
+    /// probes, so that a live peer is declared dead about once in 3 500
+    /// probe rounds under 20 % loss each way, once in 600 000 under 10 %).
+    /// The probes are UD MADs: data traffic to the peer does not count.
+    pub keepalive_probes: u8,
 }
 
 impl Default for CmConfig {
@@ -45,37 +58,58 @@ impl Default for CmConfig {
             max_retries: 15,
             mra_timeout: 20,
             timewait: Duration::from_millis(500),
+            keepalive_idle: Duration::from_secs(1),
+            keepalive_interval: Duration::from_millis(250),
+            keepalive_probes: 8,
         }
     }
 }
 
 /// What an id is.
-enum Kind {
+pub(crate) enum Kind {
     Conn(Box<Conn>),
     Listener {
         service_id: u64,
+        /// Connection requests it may still be handed before one is taken
+        /// ([`crate::ports::backlog`]).
+        backlog: u32,
     },
     /// Created, neither connecting nor listening yet.
     Fresh,
 }
 
-struct Entry {
-    kind: Kind,
-    /// The port this id holds on the host ([`CmId::bind`]).
-    claim: Option<Arc<Claim>>,
-    chan: EventChannel,
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    /// The port this id holds on the host ([`CmId::bind`]), shared by the
+    /// ids of this CM that bind it together ([`crate::ports`]).
+    pub(crate) claim: Option<Arc<Claim>>,
+    pub(crate) binding: Binding,
+    pub(crate) chan: EventChannel,
     /// Set for a connection a listener's REQ made, until the user takes it.
-    listen_id: Option<u32>,
+    pub(crate) listen_id: Option<u32>,
 }
 
-struct Tables {
-    ids: HashMap<u32, Entry>,
-    listeners: HashMap<u64, u32>,
+pub(crate) struct Tables {
+    pub(crate) ids: HashMap<u32, Entry>,
+    /// Several when they take different address families (AF-only).
+    pub(crate) listeners: HashMap<u64, Vec<u32>>,
     /// (peer, its communication ID) → ours: how a repeated REQ is known.
     by_remote: HashMap<(Gid, u32), u32>,
     next_id: u32,
     next_tid: u64,
+    liveness: Liveness,
+    /// Service IDs whose listener was destroyed, and when (for
+    /// [`RELISTEN_GRACE`]).
+    pub(crate) unlistened: HashMap<u64, Instant>,
 }
+
+/// How long a REQ for a service whose listener was just destroyed goes
+/// unanswered rather than rejected: a server may be between destroying a
+/// listener and binding and listening on the next (perftest -R does that
+/// between its two connections), and the peer's retransmission finds the
+/// new one — as a local client's rendezvous waits (`NO_LISTENER_GRACE` in
+/// the shim). A remote peer's REQ comes without that wait.
+pub(crate) const RELISTEN_GRACE: Duration = Duration::from_millis(500);
 
 impl Tables {
     fn new_id(&mut self) -> u32 {
@@ -87,7 +121,57 @@ impl Tables {
         }
     }
 
-    fn new_tid(&mut self) -> u64 {
+    /// The listener of `service_id` that takes a request to an address of
+    /// family `v4`, and its channel.
+    fn listener_for(&self, service_id: u64, v4: Option<bool>) -> Option<(u32, EventChannel)> {
+        self.listeners.get(&service_id)?.iter().find_map(|l| {
+            let e = self.ids.get(l)?;
+            e.binding.takes(v4).then(|| (*l, e.chan.clone()))
+        })
+    }
+
+    /// The bindings of the ids other than `me` holding `port` of `ps`, and
+    /// the claim they share.
+    pub(crate) fn holders(
+        &self,
+        me: u32,
+        ps: PortSpace,
+        port: u16,
+    ) -> (Vec<Binding>, Option<Arc<Claim>>) {
+        let mut claim = None;
+        let b = self
+            .ids
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(_, e)| {
+                let c = e.claim.as_ref()?;
+                (c.ps == ps && c.port == port).then(|| {
+                    claim = Some(c.clone());
+                    e.binding
+                })
+            })
+            .collect();
+        (b, claim)
+    }
+
+    /// Whether a REQ for `service_id`, which nobody listens for, should go
+    /// unanswered for now: a fresh id of this device holds its port (bound,
+    /// not listening yet), or its listener went within [`RELISTEN_GRACE`].
+    fn listener_coming(&self, service_id: u64) -> bool {
+        let recent = self
+            .unlistened
+            .get(&service_id)
+            .is_some_and(|at| at.elapsed() < RELISTEN_GRACE);
+        recent
+            || self.ids.values().any(|e| {
+                matches!(e.kind, Kind::Fresh)
+                    && e.claim
+                        .as_ref()
+                        .is_some_and(|c| c.ps.service_id(c.port) == service_id)
+            })
+    }
+
+    pub(crate) fn new_tid(&mut self) -> u64 {
         self.next_tid = self.next_tid.wrapping_add(1);
         self.next_tid
     }
@@ -95,12 +179,14 @@ impl Tables {
 
 pub(crate) struct Shared {
     gsi: Gsi,
-    gid: Gid,
-    guid: u64,
-    timing: Timing,
+    /// Whether a same-host peer's endpoint closed ([`PeerWatch`]).
+    watch: PeerWatch,
+    pub(crate) gid: Gid,
+    pub(crate) guid: u64,
+    pub(crate) timing: Timing,
     tables: Mutex<Tables>,
     /// Wakes the thread when a new deadline may be earlier than its wait.
-    kick: odp::EventFd,
+    pub(crate) kick: odp::EventFd,
     stop: AtomicBool,
     /// Rounds of the thread's loop completed: a released port is closed once
     /// the round that may hold it ends ([`Shared::wait_round`]).
@@ -131,13 +217,6 @@ pub struct Event {
     pub new_id: Option<CmId>,
 }
 
-/// An `rdma_cm_id` of the CM: listens, or is one end of a connection.
-/// Dropping it ends the connection as `rdma_destroy_id` does.
-pub struct CmId {
-    shared: Arc<Shared>,
-    id: u32,
-}
-
 fn seed() -> u32 {
     // Communication IDs of a restarted process should not repeat the last
     // one's (a peer may still hold them): start from the clock.
@@ -156,6 +235,7 @@ impl Cm {
         let s = seed();
         let shared = Arc::new(Shared {
             gsi,
+            watch: dev.peer_watch(),
             gid: dev.gid(1)?,
             guid: dev.attr().node_guid,
             timing: Timing {
@@ -170,6 +250,12 @@ impl Cm {
                 by_remote: HashMap::new(),
                 next_id: s,
                 next_tid: u64::from(s) << 32,
+                unlistened: HashMap::new(),
+                liveness: Liveness::new(Keepalive {
+                    idle: config.keepalive_idle,
+                    interval: config.keepalive_interval,
+                    probes: config.keepalive_probes,
+                }),
             }),
             kick,
             stop: AtomicBool::new(false),
@@ -196,6 +282,7 @@ impl Cm {
             Entry {
                 kind: Kind::Fresh,
                 claim: None,
+                binding: Binding::default(),
                 chan: chan.clone(),
                 listen_id: None,
             },
@@ -253,6 +340,16 @@ impl EventChannel {
     /// forever).
     pub fn get(&self, timeout: Option<Duration>, cm: &Cm) -> Option<Event> {
         let q = self.pop(timeout)?;
+        if let (EventKind::ConnectRequest, Some(lid)) = (q.kind, q.listen_id) {
+            // Taken: room for one more in the listener's backlog.
+            if let Some(Entry {
+                kind: Kind::Listener { backlog, .. },
+                ..
+            }) = cm.shared.lock().ids.get_mut(&lid)
+            {
+                *backlog += 1;
+            }
+        }
         let new_id = (q.kind == EventKind::ConnectRequest).then(|| CmId {
             shared: cm.shared.clone(),
             id: q.id,
@@ -270,13 +367,13 @@ impl EventChannel {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Tables> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends what an input produced and queues its events. Call with no
     /// lock held.
-    fn flush(
+    pub(crate) fn flush(
         &self,
         id: u32,
         chan: Option<EventChannel>,
@@ -304,7 +401,7 @@ impl Shared {
 
     /// Runs `f` on connection `id` under the table lock, then acts on what
     /// it produced; removes the connection once closed.
-    fn with_conn<R>(
+    pub(crate) fn with_conn<R>(
         &self,
         id: u32,
         f: impl FnOnce(&mut Conn, &mut Tables, &mut Out) -> Result<R>,
@@ -317,7 +414,11 @@ impl Shared {
                 t.ids.insert(id, entry);
                 return Err(Errno::EINVAL);
             };
+            let was = conn.watched();
             let r = f(conn, &mut t, &mut out);
+            if was != conn.watched() {
+                t.liveness.changed();
+            }
             let remote = conn.remote;
             let closed = conn.state == State::Closed;
             if closed {
@@ -355,6 +456,7 @@ impl Shared {
                         Kind::Conn(c) => c.deadline(),
                         _ => None,
                     })
+                    .chain(t.liveness.deadline())
                     .min();
                 // A port answers its clients once its id listens: a client
                 // dialling between bind and listen waits for the listener
@@ -411,6 +513,7 @@ impl Shared {
 
     fn on_timers(&self) {
         let now = Instant::now();
+        self.check_peers(now);
         let due: Vec<u32> = self
             .lock()
             .ids
@@ -430,7 +533,7 @@ impl Shared {
 
     /// Returns once the thread's current round is over (so it holds no port
     /// released before this call), or after a second should it be stuck.
-    fn wait_round(&self) {
+    pub(crate) fn wait_round(&self) {
         let mut r = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
         let start = *r;
         self.kick.signal();
@@ -470,12 +573,79 @@ impl Shared {
         }
     }
 
+    /// Probes the silent peers of established connections, and
+    /// disconnects every connection to a peer that stopped answering
+    /// ([`crate::liveness`]). Locks: the tables, released before anything
+    /// is sent.
+    fn check_peers(&self, now: Instant) {
+        let (probes, mut dead) = {
+            let mut t = self.lock();
+            if !t.liveness.due(now) {
+                return;
+            }
+            let connected: HashSet<Gid> = t
+                .ids
+                .values()
+                .filter_map(|e| match &e.kind {
+                    Kind::Conn(c) if c.watched() => Some(c.peer),
+                    _ => None,
+                })
+                .collect();
+            let tick = t.liveness.tick(&connected, now);
+            let probes: Vec<(Gid, u64)> = tick.probe.iter().map(|g| (*g, t.new_tid())).collect();
+            (probes, tick.dead)
+        };
+        // A peer of this host whose endpoint closed (its process ended) is
+        // gone now, not after the probes (asked outside the tables: the
+        // link has locks of its own).
+        let (gone, probes): (Vec<_>, Vec<_>) = probes
+            .into_iter()
+            .partition(|(g, _): &(Gid, u64)| self.watch.gone(*g));
+        dead.extend(gone.into_iter().map(|(g, _)| g));
+        let lost: Vec<u32> = if dead.is_empty() {
+            Vec::new()
+        } else {
+            let mut t = self.lock();
+            for g in &dead {
+                t.liveness.forget(*g);
+            }
+            t.ids
+                .iter()
+                .filter_map(|(id, e)| match &e.kind {
+                    Kind::Conn(c) if c.watched() && dead.contains(&c.peer) => Some(*id),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (to, tid) in probes {
+            let _ = self.gsi.send(to, &crate::wire::probe::probe(tid));
+        }
+        for id in lost {
+            let _ = self.with_conn(id, |c, t, out| {
+                let tid = t.new_tid();
+                c.peer_lost(tid, now, out);
+                Ok(())
+            });
+        }
+    }
+
     fn on_mad(&self, from: Gid, mad: &[u8; MAD_LEN]) {
+        let now = Instant::now();
+        self.lock().liveness.heard(from, now);
+        match crate::wire::probe::classify(mad) {
+            Some(ProbeMad::Request) => {
+                let _ = self
+                    .gsi
+                    .send(from, &crate::wire::probe::unmatched_response(mad));
+                return;
+            }
+            Some(ProbeMad::Response(_)) => return,
+            None => {}
+        }
         // A malformed or foreign MAD is dropped: it names no connection.
         let Ok((tid, msg)) = CmMessage::parse(mad) else {
             return;
         };
-        let now = Instant::now();
         match msg {
             CmMessage::Req(req) => self.on_req(from, tid, req),
             CmMessage::Mra(m) => {
@@ -577,12 +747,31 @@ impl Shared {
                 let _ = self.gsi.send(from, &mad);
             }
         };
+        let v4 = crate::wire::IpHeader::parse(&req.private_data)
+            .ok()
+            .map(|h| h.dst.is_ipv4());
+        let full = || {
+            let rep = CmMessage::SidrRep(SidrRep {
+                request_id: req.request_id,
+                status: crate::conn::SIDR_REJECTED,
+                vendor_id: 0,
+                qpn: 0,
+                service_id: req.service_id,
+                qkey: 0,
+                info: vec![],
+                private_data: vec![],
+            });
+            if let Ok(mad) = rep.emit(tid) {
+                let _ = self.gsi.send(from, &mad);
+            }
+        };
         self.incoming(
             from,
-            (req.request_id, req.service_id),
+            (req.request_id, req.service_id, v4),
             |c, out| c.on_dup_sidr_req(out),
             |c, out| c.on_sidr_req(from, tid, &req, out),
             nobody,
+            full,
         );
     }
 
@@ -598,12 +787,27 @@ impl Shared {
                 RejReason::INVALID_SERVICE_ID,
             )
         };
+        // Past the listener's backlog: refused as ucma's handler refuses
+        // it (ib_cm's REJ for a destroyed request, consumer defined).
+        let full = || {
+            self.reject_stray(
+                from,
+                tid,
+                req.local_comm_id,
+                Answered::Req,
+                RejReason::CONSUMER_DEFINED,
+            )
+        };
+        let v4 = crate::wire::IpHeader::parse(&req.private_data)
+            .ok()
+            .map(|h| h.dst.is_ipv4());
         self.incoming(
             from,
-            (req.local_comm_id, req.service_id),
+            (req.local_comm_id, req.service_id, v4),
             |c, out| c.on_dup_req(out),
             |c, out| c.on_req(from, tid, &req, out),
             nobody,
+            full,
         );
     }
 
@@ -615,10 +819,11 @@ impl Shared {
     fn incoming(
         &self,
         from: Gid,
-        (remote_id, service_id): (u32, u64),
+        (remote_id, service_id, v4): (u32, u64, Option<bool>),
         again: impl FnOnce(&mut Conn, &mut Out),
         first: impl FnOnce(&mut Conn, &mut Out),
         nobody: impl FnOnce(),
+        full: impl FnOnce(),
     ) {
         let mut out = Out::default();
         let (id, chan, lid, remote) = {
@@ -635,15 +840,26 @@ impl Shared {
                 self.flush(id, None, None, None, out);
                 return;
             }
-            let Some((lid, chan)) = t
-                .listeners
-                .get(&service_id)
-                .and_then(|l| Some((*l, t.ids.get(l)?.chan.clone())))
-            else {
+            let Some((lid, chan)) = t.listener_for(service_id, v4) else {
+                if t.listener_coming(service_id) {
+                    return;
+                }
                 drop(t);
                 nobody();
                 return;
             };
+            if let Some(Entry {
+                kind: Kind::Listener { backlog, .. },
+                ..
+            }) = t.ids.get_mut(&lid)
+            {
+                if *backlog == 0 {
+                    drop(t);
+                    full();
+                    return;
+                }
+                *backlog -= 1;
+            }
             let id = t.new_id();
             let mut conn = Conn::new(id, self.timing);
             first(&mut conn, &mut out);
@@ -654,6 +870,7 @@ impl Shared {
                 Entry {
                     kind: Kind::Conn(Box::new(conn)),
                     claim: None,
+                    binding: Binding::default(),
                     chan: chan.clone(),
                     listen_id: Some(lid),
                 },
@@ -661,243 +878,5 @@ impl Shared {
             (id, chan, lid, remote)
         };
         self.flush(id, Some(chan), Some(lid), remote, out);
-    }
-}
-
-impl CmId {
-    /// The id's local communication ID: what its events name.
-    pub fn local_id(&self) -> u32 {
-        self.id
-    }
-
-    /// `rdma_bind_addr`: hold `port` of `ps` on this host (0: a free one),
-    /// so that clients of the host find this device there
-    /// ([`crate::rendezvous`]). Returns the port; EADDRINUSE when taken,
-    /// EINVAL when this id holds one already.
-    pub fn bind(&self, ps: PortSpace, port: u16) -> Result<u16> {
-        let gid = self.shared.gid;
-        let claim = if port == 0 {
-            Claim::take_any(ps, gid)
-        } else {
-            Claim::take(ps, port, gid)
-        }
-        .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EADDRINUSE)))?;
-        let port = claim.port;
-        let mut t = self.shared.lock();
-        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-        if e.claim.is_some() {
-            return Err(Errno::EINVAL);
-        }
-        e.claim = Some(Arc::new(claim));
-        drop(t);
-        self.shared.kick.signal();
-        Ok(port)
-    }
-
-    /// `rdma_listen`: REQs for `service_id` come to this id. EADDRINUSE when
-    /// another id listens there; EINVAL for an id in use.
-    pub fn listen(&self, service_id: u64) -> Result<()> {
-        let mut t = self.shared.lock();
-        if t.listeners.contains_key(&service_id) {
-            return Err(Errno(libc::EADDRINUSE));
-        }
-        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-        if !matches!(e.kind, Kind::Fresh) {
-            return Err(Errno::EINVAL);
-        }
-        e.kind = Kind::Listener { service_id };
-        t.listeners.insert(service_id, self.id);
-        drop(t);
-        // Its port answers clients from the thread's next round.
-        self.shared.kick.signal();
-        Ok(())
-    }
-
-    /// `rdma_connect`: send a REQ for `service_id` to the device `dgid`
-    /// names, offering QP `p.qpn` (moved to INIT by the caller).
-    pub fn connect(&self, dgid: Gid, service_id: u64, p: &ConnParam) -> Result<()> {
-        check_private(p, crate::wire::Req::PRIVATE_DATA_LEN)?;
-        let s = &self.shared;
-        let to = Target {
-            peer: dgid,
-            service_id,
-            transport: Transport::Rc,
-            primary: Path {
-                local_lid: 0xffff,
-                remote_lid: 0xffff,
-                local_gid: s.gid.0,
-                remote_gid: dgid.0,
-                flow_label: 0,
-                packet_rate: 0,
-                traffic_class: 0,
-                hop_limit: 64,
-                sl: 0,
-                subnet_local: false,
-                local_ack_timeout: 14,
-            },
-        };
-        let p = ConnParam {
-            local_ca_guid: s.guid,
-            ..p.clone()
-        };
-        self.start(|conn, tid, out| conn.connect(&to, tid, &p, Instant::now(), out))
-    }
-
-    /// Makes this fresh id a connection and runs `first` on it (with a new
-    /// transaction ID); EINVAL for an id in use. Locks: the tables, released
-    /// before anything is sent.
-    fn start(&self, first: impl FnOnce(&mut Conn, u64, &mut Out)) -> Result<()> {
-        let s = &self.shared;
-        let mut out = Out::default();
-        let chan = {
-            let mut t = s.lock();
-            let tid = t.new_tid();
-            let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-            if !matches!(e.kind, Kind::Fresh) {
-                return Err(Errno::EINVAL);
-            }
-            let mut conn = Conn::new(self.id, s.timing);
-            first(&mut conn, tid, &mut out);
-            e.kind = Kind::Conn(Box::new(conn));
-            e.chan.clone()
-        };
-        s.flush(self.id, Some(chan), None, None, out);
-        s.kick.signal();
-        Ok(())
-    }
-
-    /// `rdma_accept`: answer the REQ with a REP offering QP `p.qpn` (moved
-    /// to RTR/RTS by the caller).
-    pub fn accept(&self, p: &ConnParam) -> Result<()> {
-        check_private(p, crate::wire::Rep::PRIVATE_DATA_LEN)?;
-        let guid = self.shared.guid;
-        self.shared.with_conn(self.id, |c, _, out| {
-            let p = ConnParam {
-                local_ca_guid: guid,
-                ..p.clone()
-            };
-            c.accept(&p, Instant::now(), out)
-        })
-    }
-
-    /// `rdma_reject`: refuse a connection request (or a REP), or a UD
-    /// request (a SIDR_REP "rejected").
-    pub fn reject(&self, private_data: &[u8]) -> Result<()> {
-        if private_data.len() > SidrRep::PRIVATE_DATA_LEN.min(Rej::PRIVATE_DATA_LEN) {
-            return Err(Errno::EINVAL);
-        }
-        self.shared.with_conn(self.id, |c, _, out| {
-            if c.state == State::SidrReqRcvd {
-                c.sidr_answer(None, private_data, out)
-            } else {
-                c.reject(RejReason::CONSUMER_DEFINED, private_data, out)
-            }
-        })
-    }
-
-    /// `rdma_resolve_route` + `rdma_connect` of a UD id: ask the service at
-    /// `dgid` for its QP (SIDR); ESTABLISHED brings its QPN and Q_Key.
-    pub fn resolve_ud(&self, dgid: Gid, service_id: u64, private_data: &[u8]) -> Result<()> {
-        if private_data.len() > SidrReq::PRIVATE_DATA_LEN {
-            return Err(Errno::EINVAL);
-        }
-        self.start(|conn, tid, out| {
-            conn.sidr_request(dgid, service_id, tid, private_data, Instant::now(), out)
-        })
-    }
-
-    /// `rdma_accept` of a UD request: answer with our QP and Q_Key.
-    pub fn accept_ud(&self, qpn: u32, qkey: u32, private_data: &[u8]) -> Result<()> {
-        if private_data.len() > SidrRep::PRIVATE_DATA_LEN {
-            return Err(Errno::EINVAL);
-        }
-        self.shared.with_conn(self.id, |c, _, out| {
-            c.sidr_answer(Some((qpn, qkey)), private_data, out)
-        })
-    }
-
-    /// `rdma_establish`: after the REP and the QP's move to RTS, send the RTU.
-    pub fn establish(&self) -> Result<()> {
-        self.shared
-            .with_conn(self.id, |c, _, out| c.establish(&[], out))
-    }
-
-    /// `rdma_disconnect`: send a DREQ.
-    pub fn disconnect(&self) -> Result<()> {
-        self.shared.with_conn(self.id, |c, t, out| {
-            let tid = t.new_tid();
-            c.disconnect(tid, Instant::now(), out)
-        })
-    }
-
-    /// `rdma_migrate_id`: this id's events go to `chan` from now on, and
-    /// those waiting on its old channel move there.
-    pub fn set_channel(&self, chan: &EventChannel) -> Result<()> {
-        let mut t = self.shared.lock();
-        let e = t.ids.get_mut(&self.id).ok_or(Errno::EINVAL)?;
-        let old = std::mem::replace(&mut e.chan, chan.clone());
-        for q in old.take_for(self.id) {
-            chan.push(q);
-        }
-        Ok(())
-    }
-
-    /// The peer's device, once this id connects or was connected to.
-    pub fn peer(&self) -> Option<Gid> {
-        match &self.shared.lock().ids.get(&self.id)?.kind {
-            Kind::Conn(c) => Some(c.peer),
-            _ => None,
-        }
-    }
-
-    /// The peer's end, once its REQ or REP arrived.
-    pub fn remote(&self) -> Option<Remote> {
-        match &self.shared.lock().ids.get(&self.id)?.kind {
-            Kind::Conn(c) => c.remote,
-            _ => None,
-        }
-    }
-}
-
-fn check_private(p: &ConnParam, max: usize) -> Result<()> {
-    if p.private_data.len() > max {
-        return Err(Errno::EINVAL);
-    }
-    Ok(())
-}
-
-impl Drop for CmId {
-    fn drop(&mut self) {
-        let s = &self.shared;
-        let entry = {
-            let mut t = s.lock();
-            match t.ids.get(&self.id).map(|e| &e.kind) {
-                Some(Kind::Conn(_)) => None,
-                Some(Kind::Listener { service_id }) => {
-                    let sid = *service_id;
-                    t.listeners.remove(&sid);
-                    t.ids.remove(&self.id)
-                }
-                _ => t.ids.remove(&self.id),
-            }
-        };
-        let claimed = entry.as_ref().is_some_and(|e| e.claim.is_some())
-            || s.lock()
-                .ids
-                .get_mut(&self.id)
-                .and_then(|e| e.claim.take())
-                .is_some();
-        drop(entry);
-        if claimed {
-            // The port is free again once this returns, as a closed
-            // socket's: the thread may be polling it.
-            s.wait_round();
-        }
-        // A connection finishes its protocol detached, then is forgotten.
-        let _ = s.with_conn(self.id, |c, t, out| {
-            let tid = t.new_tid();
-            c.detach(tid, Instant::now(), out);
-            Ok(())
-        });
     }
 }

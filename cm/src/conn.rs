@@ -126,6 +126,10 @@ pub struct ConnParam {
     pub srq: bool,
     /// The IBA MTU encoding (1 = 256 … 5 = 4096).
     pub path_mtu: u8,
+    /// The REQ's primary path traffic class (rdma_cm's TOS).
+    pub traffic_class: u8,
+    /// The REQ offers an XRC initiator QP (transport type XRC), not RC.
+    pub xrc: bool,
     pub local_ca_guid: u64,
     pub private_data: Vec<u8>,
 }
@@ -598,6 +602,25 @@ impl Conn {
                 self.event(out, EventKind::Unreachable, vec![]);
             }
             _ => {}
+        }
+    }
+
+    /// Whether the agent watches the peer's liveness for this connection
+    /// (an established RC connection; UD ids have no peer to lose).
+    pub fn watched(&self) -> bool {
+        self.state == State::Established && !self.ud
+    }
+
+    /// The peer stopped answering probes: DISCONNECTED, as after a DREQ
+    /// whose DREP never came. One DREQ goes out unrepeated, for a peer
+    /// that is alive but was cut off: it ends its side too.
+    pub fn peer_lost(&mut self, tid: u64, now: Instant, out: &mut Out) {
+        if !self.watched() {
+            return;
+        }
+        if self.disconnect(tid, now, out).is_ok() {
+            self.event(out, EventKind::Disconnected, vec![]);
+            self.enter_timewait(now);
         }
     }
 

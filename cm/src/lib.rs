@@ -7,8 +7,10 @@
 //! `rdma_cm` do over rxe or mlx5 — so a kernel peer could be on the other
 //! end. [`wire`] holds the formats, `conn` one connection's state machine
 //! (no I/O), `agent` the tables, the thread and the user's handles
-//! ([`Cm`], [`CmId`], [`EventChannel`]), `gsi` QP1 and its buffers,
-//! [`rendezvous`] how a client finds a listener of the same host.
+//! ([`Cm`], [`EventChannel`]), `id` the id handle ([`CmId`]), `gsi` QP1 and
+//! its buffers, `ports` the port sharing rules,
+//! [`rendezvous`] how a client finds a listener of the same host, `liveness`
+//! how a peer killed without a DREQ is noticed.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,9 @@ mod agent;
 mod conn;
 mod event;
 mod gsi;
+mod id;
+mod liveness;
+pub mod ports;
 pub mod rendezvous;
 pub mod wire;
 

@@ -129,3 +129,124 @@ fn tshark_decodes_a_captured_connection() {
     let want: std::collections::BTreeSet<u64> = [0x10, 0x11, 0x13, 0x14, 0x15, 0x16].into();
     assert_eq!(attrs, want, "{text}");
 }
+
+/// `tshark -r path -Y filter -T fields -e …`: one `|`-separated line per
+/// packet (None without tshark).
+fn fields(path: &std::path::Path, filter: &str, names: &[&str]) -> Option<Vec<Vec<String>>> {
+    if !tools::works("tshark", &["-v"]) {
+        return None;
+    }
+    let mut c = Command::new("tshark");
+    c.arg("-r").arg(path).args(["-Y", filter]);
+    c.args(["-T", "fields", "-E", "separator=|"]);
+    for n in names {
+        c.args(["-e", n]);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('|').map(str::to_string).collect())
+            .collect(),
+    )
+}
+
+/// The liveness probe as a kernel peer would see it: a Get of the CM
+/// class's ClassPortInfo, answered by a GetResp with the same transaction
+/// ID and status 0x000C; and a REQ's traffic class (rdma_cm's TOS) and
+/// XRC transport (service type 3, extended).
+#[test]
+fn tshark_decodes_the_liveness_probe_and_an_xrc_req_with_its_traffic_class() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cm_probe.pcap");
+    let _ = std::fs::remove_file(&path);
+    let hub = Hub::new();
+    let cfg = CmConfig {
+        keepalive_idle: Duration::from_millis(50),
+        keepalive_interval: Duration::from_millis(50),
+        ..CmConfig::default()
+    };
+    let side = |last: u8| {
+        let link = hub
+            .link(SocketAddr::from(([127, 23, 0, last], 4791)))
+            .unwrap();
+        let node = Node::on_link(Arc::new(PcapLink::new(link, &path).unwrap()), 64);
+        let cm = Cm::new(&node.dev, cfg).unwrap();
+        (node, cm, EventChannel::new().unwrap())
+    };
+    let (sn, scm, sch) = side(1);
+    let (cn, ccm, cch) = side(2);
+    let service = PortSpace::Ib.service_id(7472);
+    let listener = scm.create_id(&sch);
+    listener.listen(service).unwrap();
+    let qcfg = QpConfig::new(QpType::Rc);
+    let cqp = qcfg.create(&cn.pd, &cn.cq);
+    let param = |qp: &Qp| ConnParam {
+        qpn: qp.qp_num(),
+        retry_count: 7,
+        rnr_retry_count: 7,
+        path_mtu: 3,
+        traffic_class: 0x20,
+        xrc: true,
+        ..ConnParam::default()
+    };
+    let cid = ccm.create_id(&cch);
+    cid.connect(scm.gid(), service, &param(&cqp)).unwrap();
+    let sid = next(&sch, &scm, EventKind::ConnectRequest).new_id.unwrap();
+    let sqp = qcfg.create(&sn.pd, &sn.cq);
+    sid.accept(&param(&sqp)).unwrap();
+    next(&cch, &ccm, EventKind::ConnectResponse);
+    cid.establish().unwrap();
+    next(&sch, &scm, EventKind::Established);
+    next(&cch, &ccm, EventKind::Established);
+    // Idle: both sides probe each other.
+    std::thread::sleep(Duration::from_millis(400));
+    drop((cid, sid, listener, scm, ccm, cqp, sqp, sn, cn));
+
+    let Some(req) = fields(
+        &path,
+        "infiniband.mad.attributeid == 0x0010",
+        &[
+            "infiniband.cm.req.transpsvctype",
+            "infiniband.cm.req.ext_transport",
+            "infiniband.cm.req.prim_tfcclass",
+        ],
+    ) else {
+        return;
+    };
+    assert!(!req.is_empty());
+    for f in &req {
+        assert_eq!(f, &["0x03", "0x01", "0x20"].map(String::from), "{req:?}");
+    }
+    let mads = fields(
+        &path,
+        "infiniband.mad.mgmtclass == 0x07 && infiniband.mad.attributeid == 0x0001",
+        &[
+            "infiniband.mad.method",
+            "infiniband.mad.status",
+            "infiniband.mad.transactionid",
+            "infiniband.deth.srcqp",
+        ],
+    )
+    .unwrap();
+    let gets: std::collections::HashSet<&str> = mads
+        .iter()
+        .filter(|f| f[0] == "0x01")
+        .map(|f| f[2].as_str())
+        .collect();
+    let answered: Vec<&Vec<String>> = mads
+        .iter()
+        .filter(|f| f[0] == "0x81" && gets.contains(f[2].as_str()))
+        .collect();
+    assert!(!gets.is_empty() && !answered.is_empty(), "{mads:?}");
+    for f in &mads {
+        assert_eq!(f[3], "0x00000001", "QP1: {f:?}");
+        if f[0] == "0x81" {
+            assert_eq!(f[1], "0x000c", "unsupported method/attribute: {f:?}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The CM end to end between two devices on a loopback hub: connect,
 //! accept, data over the connected QPs, disconnect and time-wait; the
 //! refusals (nobody listening, a consumer's REJ, a port taken); a peer that
-//! never answers, and one that goes away; lossy, duplicating, reordering
-//! links.
+//! never answers, one that goes away mid-handshake or dies once connected
+//! (the liveness probe), and a live one the probe must not lose; lossy,
+//! duplicating, reordering links.
 
 use soft_rdma::transport::faults::{FaultConfig, FaultLink};
 use soft_rdma::transport::{Hub, Link};
@@ -21,6 +22,7 @@ fn fast() -> CmConfig {
         max_retries: 15,
         mra_timeout: 14,
         timewait: Duration::from_millis(50),
+        ..CmConfig::default()
     }
 }
 
@@ -280,6 +282,154 @@ fn connections_survive_lost_duplicated_and_reordered_mads() {
         // reorder behind, so reordering is not asserted.)
         assert!(f.dropped > 0 && f.duplicated > 0, "{f:?}");
     }
+}
+
+/// Quick keepalives: probed after 100 ms of silence, every 50 ms, gone
+/// after six unanswered (400 ms).
+fn quick_keepalive() -> CmConfig {
+    CmConfig {
+        keepalive_idle: Duration::from_millis(100),
+        keepalive_interval: Duration::from_millis(50),
+        keepalive_probes: 6,
+        ..fast()
+    }
+}
+
+#[test]
+fn a_peer_whose_cm_dies_without_a_dreq_is_disconnected_in_bounded_time() {
+    let hub = Hub::new();
+    let s = side(&hub, [127, 20, 2, 1], None, 12, quick_keepalive());
+    let c = side(&hub, [127, 20, 2, 2], None, 13, quick_keepalive());
+    let (_cqp, _cid, _sqp, sid, l) = connect(&s, &c, PortSpace::Tcp.service_id(12));
+    // The server's process dies: no DREQ, no REJ — its CM is simply gone
+    // (the ids are never destroyed; the device stays, silent on QP1).
+    std::mem::forget(sid);
+    std::mem::forget(l);
+    let Side { node, cm, .. } = s;
+    let t = Instant::now();
+    drop(cm);
+    let e = next(&c);
+    let took = t.elapsed();
+    assert_eq!(e.kind, EventKind::Disconnected);
+    // Idle 100 ms + 6 × 50 ms = 400 ms; slack for a loaded machine.
+    assert!(
+        took >= Duration::from_millis(350),
+        "not before the probes: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    expect(&c, EventKind::TimewaitExit);
+    drop(node);
+}
+
+#[test]
+fn a_live_idle_peer_is_never_taken_for_dead_even_under_loss() {
+    let hub = Hub::new();
+    let cfg = quick_keepalive();
+    let s = side(&hub, [127, 20, 3, 1], Some("drop=0.1"), 14, cfg);
+    let c = side(&hub, [127, 20, 3, 2], Some("drop=0.1"), 15, cfg);
+    let (cqp, _cid, sqp, _sid, _l) = connect(&s, &c, PortSpace::Tcp.service_id(14));
+    let before = c.node.dev.stats().link_received;
+    // Neither application reads its channel (a slow poller): the CMs
+    // answer probes by themselves. ~15 probe rounds, some MADs lost.
+    std::thread::sleep(Duration::from_millis(1500));
+    for side in [&s, &c] {
+        if let Some(e) = side.chan.get(Some(Duration::ZERO), &side.cm) {
+            panic!("a live peer lost its connection: {:?}", e.kind);
+        }
+    }
+    let heard = c.node.dev.stats().link_received - before;
+    assert!(
+        heard >= 10,
+        "the peer was probed and answered: {heard} MADs"
+    );
+    write_works((&c, &cqp), (&s, &sqp));
+}
+
+/// On one host the survivor need not wait for its probes: the peer's
+/// device is gone once the shared-memory ring to it ends
+/// (`PeerWatch`), which the CM asks before probing. With probes alone
+/// this peer would take 15 s to be given up.
+#[test]
+fn a_same_host_peer_whose_device_closes_is_disconnected_before_the_probes_end() {
+    use soft_rdma::transport::udp::UdpLink;
+    let cfg = CmConfig {
+        keepalive_idle: Duration::from_millis(100),
+        keepalive_interval: Duration::from_millis(300),
+        keepalive_probes: 50,
+        ..fast()
+    };
+    let on = |ip: [u8; 4]| {
+        let link = UdpLink::bind_same_host(SocketAddr::from((ip, 4791))).unwrap();
+        let node = Node::on_link(Arc::new(link), 1024);
+        let cm = Cm::new(&node.dev, cfg).unwrap();
+        Side {
+            node,
+            cm,
+            chan: EventChannel::new().unwrap(),
+            faults: None,
+        }
+    };
+    let (s, c) = (on([127, 24, 0, 1]), on([127, 24, 0, 2]));
+    let (cqp, _cid, sqp, sid, l) = connect(&s, &c, PortSpace::Tcp.service_id(17));
+    for _ in 0..4 {
+        write_works((&c, &cqp), (&s, &sqp));
+        write_works((&s, &sqp), (&c, &cqp));
+    }
+    assert!(
+        c.node.dev.stats().link_same_host_sent > 0,
+        "the rings carry the traffic"
+    );
+    // The server's process ends: no DREQ, its device closes.
+    std::mem::forget(sid);
+    std::mem::forget(l);
+    let Side { node, cm, .. } = s;
+    drop(cm);
+    let t = Instant::now();
+    drop(node);
+    let e = next(&c);
+    assert_eq!(e.kind, EventKind::Disconnected);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "by the ring's end, not the probes: {:?}",
+        t.elapsed()
+    );
+    drop(sqp);
+}
+
+/// A REQ that comes while the server is between listeners (the last one
+/// destroyed just now, or the port bound and not listening yet) is left
+/// to its retransmission, which finds the next listener: no REJ.
+#[test]
+fn a_req_between_listeners_waits_for_the_next_one() {
+    let (s, c) = pair(None, 16);
+    let qp = rc().create(&c.node.pd, &c.node.cq);
+    // The listener just went.
+    let service = PortSpace::Tcp.service_id(16);
+    drop({
+        let l = s.cm.create_id(&s.chan);
+        l.listen(service).unwrap();
+        l
+    });
+    let id = c.cm.create_id(&c.chan);
+    id.connect(s.cm.gid(), service, &param(&qp, b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let l = s.cm.create_id(&s.chan);
+    l.listen(service).unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    drop(req.new_id);
+    expect(&c, EventKind::Rejected(RejReason::CONSUMER_DEFINED));
+
+    // Bound, listening only later (another service: no grace involved).
+    let b = s.cm.create_id(&s.chan);
+    let port = b.bind(PortSpace::Tcp, 0).unwrap();
+    let service = PortSpace::Tcp.service_id(port);
+    let qp = rc().create(&c.node.pd, &c.node.cq);
+    let id = c.cm.create_id(&c.chan);
+    id.connect(s.cm.gid(), service, &param(&qp, b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    b.listen(service).unwrap();
+    let req = expect(&s, EventKind::ConnectRequest);
+    assert_eq!(req.listen_id, Some(b.local_id()));
 }
 
 fn ud_qp(n: &Node) -> Qp {

@@ -277,3 +277,169 @@ fn exiting_with_a_connection_open_disconnects_it() {
     assert!(o.status.success(), "exit_disconnects: {}\n{t}", o.status);
     assert!(t.contains("exit_disconnects: ok"), "{t}");
 }
+
+/// A peer killed with SIGKILL after ESTABLISHED (no DREQ: its device dies
+/// with it): the survivor, idle or sending, hears DISCONNECTED from the
+/// CM's liveness probe (3 s at most by default), its QP in error and
+/// its receives flushed (tests/c/killed_peer.c).
+#[test]
+fn a_peer_killed_after_established_is_disconnected() {
+    let exe = compile("killed_peer");
+    let _g = test_support::serial::serial();
+    for (mode, port) in [("idle", "20912"), ("send", "20913")] {
+        let c = program(exe.to_str().unwrap(), &[port, mode])
+            .spawn()
+            .unwrap();
+        let o = wait("killed_peer", c, 60);
+        let t = all_text(&o);
+        assert!(o.status.success(), "killed_peer {mode}: {}\n{t}", o.status);
+        assert!(t.contains(&format!("killed_peer: ok: {mode}")), "{t}");
+        println!("{t}");
+    }
+}
+
+/// Two network-namespace hosts joined by a veth (`NET.1` the server's,
+/// `NET.2` the client's), each program's device on its host's address
+/// (`SOFTRDMA_ADDR`); None where namespaces cannot be made.
+fn two_hosts(prefix: &str, net: [u8; 3]) -> Option<test_support::net::TwoHosts> {
+    test_support::net::two_hosts(prefix, net)
+}
+
+fn on(h: &test_support::net::TwoHosts) -> [Option<Host<'_>>; 2] {
+    [0, 1].map(|k| {
+        Some(Host {
+            ns: &h.ns[k],
+            addr: &h.addr[k],
+        })
+    })
+}
+
+#[test]
+fn rping_verifies_100_iterations_between_two_hosts() {
+    let Some(h) = two_hosts("rcmr", [10, 81, 0]) else {
+        return;
+    };
+    let _g = test_support::serial::serial();
+    let (s, c, ok) = run_pair_on(
+        on(&h),
+        (
+            "rping",
+            &[
+                "-s", "-a", "0.0.0.0", "-p", "20921", "-V", "-C", "100", "-v",
+            ],
+        ),
+        (
+            "rping",
+            &[
+                "-c", "-a", &h.addr[0], "-p", "20921", "-V", "-C", "100", "-v",
+            ],
+        ),
+        TCP,
+        20921,
+        Duration::ZERO,
+    );
+    assert!(
+        ok,
+        "rping between hosts failed\n--- server:\n{s}\n--- client:\n{c}"
+    );
+    assert!(c.contains("ping data: rdma-ping-99: "), "{c}");
+    assert!(s.contains("server ping data: rdma-ping-99: "), "{s}");
+}
+
+#[test]
+fn ib_write_bw_odp_over_rdma_cm_between_two_hosts() {
+    let Some(h) = two_hosts("rcmw", [10, 82, 0]) else {
+        return;
+    };
+    let _g = test_support::serial::serial();
+    let args = ["-R", "--odp", "-n", "200", "-p", "20922"];
+    let mut cargs = args.to_vec();
+    cargs.push(&h.addr[0]);
+    let (s, c, ok) = run_pair_on(
+        on(&h),
+        ("ib_write_bw", &args),
+        ("ib_write_bw", &cargs),
+        TCP,
+        20922,
+        PERFTEST_SETTLE,
+    );
+    assert!(
+        ok,
+        "ib_write_bw between hosts failed\n--- server:\n{s}\n--- client:\n{c}"
+    );
+    for o in [&s, &c] {
+        assert!(o.contains(" 65536      200"), "{o}");
+    }
+}
+
+/// [`a_peer_killed_after_established_is_disconnected`] between two hosts:
+/// the server on one is killed with SIGKILL once established; the client
+/// on the other (idle) hears DISCONNECTED over the veth.
+#[test]
+fn a_peer_killed_on_another_host_is_disconnected() {
+    use std::io::{Read, Write};
+    let Some(h) = two_hosts("rcmk", [10, 84, 0]) else {
+        return;
+    };
+    let exe = compile("killed_peer");
+    let exe = exe.to_str().unwrap();
+    let [sh, ch] = on(&h);
+    let _g = test_support::serial::serial();
+    let mut s = program_on(sh, exe, &["20924", "idle", "server"])
+        .spawn()
+        .unwrap();
+    let mut from_server = s.stdout.take().unwrap();
+    let mut said = |want: u8| {
+        let mut b = [0u8];
+        from_server.read_exact(&mut b).expect("the server's word");
+        assert_eq!(b[0], want);
+    };
+    said(b'l');
+    let mut c = program_on(ch, exe, &["20924", "idle", "client", &h.addr[0]])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    said(b'e');
+    // `ip netns exec` execs the program: this is the server itself.
+    s.kill().unwrap();
+    let _ = s.wait();
+    c.stdin.take().unwrap().write_all(b"k").unwrap();
+    let o = wait("killed_peer client", c, 30);
+    let t = all_text(&o);
+    assert!(o.status.success(), "killed_peer client: {}\n{t}", o.status);
+    assert!(t.contains("killed_peer: ok: idle"), "{t}");
+    println!("{t}");
+}
+
+/// rdma_set_option (REUSEADDR, AFONLY, TOS, ACK_TIMEOUT) and the listen
+/// backlog with the kernel's rules and errnos (tests/c/options.c).
+#[test]
+fn options_and_backlog_as_the_kernel_enforces_them() {
+    let exe = compile("options");
+    let _g = test_support::serial::serial();
+    let c = program(exe.to_str().unwrap(), &["20930"]).spawn().unwrap();
+    let o = wait("options", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "options: {}\n{t}", o.status);
+    assert!(t.contains("options: ok"), "{t}");
+}
+
+/// rdma_xserver/rdma_xclient (rdmacm-utils): RC, and XRC over rdma_cm
+/// (RDMA_PS_IB, rdma_create_ep with IBV_QPT_XRC_SEND/XRC_RECV, the SRQ
+/// number in the accept's private data, `rdma_get_request`).
+#[test]
+fn rdma_xserver_and_xclient_rc_and_xrc() {
+    const IB: u16 = 0x013f;
+    for (mode, ps, port) in [("r", TCP, 20951u16), ("x", IB, 20952)] {
+        let p = port.to_string();
+        let (s, c) = pair(
+            ("rdma_xserver", &["-p", &p, "-c", mode]),
+            ("rdma_xclient", &["-s", "127.0.0.1", "-p", &p, "-c", mode]),
+            ps,
+            port,
+            Duration::ZERO,
+        );
+        assert!(s.contains("rdma_xserver: end 0"), "{mode}: {s}");
+        assert!(c.contains("rdma_xclient: end 0"), "{mode}: {c}");
+    }
+}

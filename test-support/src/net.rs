@@ -27,8 +27,22 @@ pub fn listening(port: u16) -> bool {
 /// `ps` (0x0106 TCP, 0x0111 UDP) on the soft device: the CM's rendezvous
 /// name (`soft_rdma_cm::rendezvous`) is in /proc/net/unix.
 pub fn cm_listening(ps: u16, port: u16) -> bool {
+    cm_listening_on(None, ps, port)
+}
+
+/// [`cm_listening`] in network namespace `ns` (abstract names are per
+/// namespace), or here for `None`.
+pub fn cm_listening_on(ns: Option<&str>, ps: u16, port: u16) -> bool {
     let name = format!("@softrdma-cm/{ps:#06x}/{port}");
-    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+    let table = match ns {
+        None => std::fs::read_to_string("/proc/net/unix").ok(),
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "cat", "/proc/net/unix"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+    };
+    table.is_some_and(|t| {
         t.lines()
             .any(|l| l.split_whitespace().last() == Some(name.as_str()))
     })

@@ -53,7 +53,7 @@ pub fn set_ops(v: &mut verbs_context) {
     v.open_qp = Some(open_qp_op);
 }
 
-unsafe extern "C" fn open_xrcd_op(
+pub(crate) unsafe extern "C" fn open_xrcd_op(
     ctx: *mut ibv_context,
     attr: *mut ibv_xrcd_init_attr,
 ) -> *mut ibv_xrcd {
@@ -153,7 +153,7 @@ unsafe extern "C" fn close_xrcd_op(x: *mut ibv_xrcd) -> c_int {
 
 /// `ibv_create_srq_ex`: a basic SRQ (as `ibv_create_srq`) or an XRC SRQ
 /// (PD, domain and CQ required). Tag matching is EOPNOTSUPP.
-unsafe extern "C" fn create_srq_ex_op(
+pub(crate) unsafe extern "C" fn create_srq_ex_op(
     ctx: *mut ibv_context,
     attr: *mut ibv_srq_init_attr_ex,
 ) -> *mut ibv_srq {

@@ -1,6 +1,7 @@
 //! CM wire formats: the MAD header ([`mad`]), the CM messages of IBTA
 //! volume 1 chapter 12 ([`msg`]) and the rdma_cm IP header carried in a
-//! REQ's private data ([`ip`]).
+//! REQ's private data ([`ip`]), and the liveness probe's Get and its answer
+//! ([`probe`]).
 //!
 //! Each message has a parsed form (a `struct` of typed fields) with `parse`
 //! from bytes and `emit` into bytes; reserved bits are written as zero and
@@ -13,6 +14,7 @@ mod bits;
 pub mod ip;
 pub mod mad;
 pub mod msg;
+pub mod probe;
 
 pub use ip::{IpHeader, PortSpace};
 pub use mad::{AttrId, MadHeader, MAD_LEN};

@@ -43,7 +43,27 @@ pub fn wait(what: &str, child: Child, secs: u64) -> Output {
     finish(what, child, Duration::from_secs(secs))
 }
 
-pub use test_support::net::cm_listening;
+pub use test_support::net::{cm_listening, cm_listening_on};
+
+/// A host to run a program on: a network namespace and the address its
+/// device takes (`SOFTRDMA_ADDR`).
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub ns: &'a str,
+    pub addr: &'a str,
+}
+
+/// [`program`] on `host` (`ip netns exec` keeps the environment), or here.
+pub fn program_on(host: Option<Host<'_>>, name: &str, args: &[&str]) -> Command {
+    let Some(h) = host else {
+        return program(name, args);
+    };
+    let mut all = vec!["netns", "exec", h.ns, name];
+    all.extend_from_slice(args);
+    let mut c = program("ip", &all);
+    c.env("SOFTRDMA_ADDR", h.addr);
+    c
+}
 
 /// One run of a pair: `server` started, then, once it holds `port` of `ps`
 /// and `settle` more has passed, `client`. Returns (server, client) output
@@ -55,9 +75,26 @@ pub fn run_pair(
     port: u16,
     settle: Duration,
 ) -> (String, String, bool) {
-    let mut s = spawn(server.0, server.1);
+    run_pair_on([None, None], server, client, ps, port, settle)
+}
+
+/// [`run_pair`] with the server on `hosts[0]` and the client on `hosts[1]`.
+pub fn run_pair_on(
+    hosts: [Option<Host<'_>>; 2],
+    server: (&str, &[&str]),
+    client: (&str, &[&str]),
+    ps: u16,
+    port: u16,
+    settle: Duration,
+) -> (String, String, bool) {
+    let start = |h: Option<Host<'_>>, (name, args): (&str, &[&str])| {
+        program_on(h, name, args).spawn().unwrap_or_else(|e| {
+            panic!("{name}: {e} (is the Debian package installed? scripts/test.sh installs it)")
+        })
+    };
+    let mut s = start(hosts[0], server);
     let end = std::time::Instant::now() + Duration::from_secs(30);
-    while !cm_listening(ps, port) {
+    while !cm_listening_on(hosts[0].map(|h| h.ns), ps, port) {
         if std::time::Instant::now() > end || s.try_wait().is_ok_and(|x| x.is_some()) {
             let _ = s.kill();
             let o = wait(server.0, s, 5);
@@ -66,7 +103,7 @@ pub fn run_pair(
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(settle);
-    let c = spawn(client.0, client.1);
+    let c = start(hosts[1], client);
     let co = wait(&format!("{} client", client.0), c, 90);
     if !co.status.success() {
         let _ = s.kill();

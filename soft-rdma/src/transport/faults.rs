@@ -540,4 +540,8 @@ impl<L: Link> Link for FaultLink<L> {
     fn fault_stats(&self) -> Option<FaultStats> {
         Some(FaultLink::fault_stats(self))
     }
+
+    fn peer_gone(&self, peer: SocketAddr) -> bool {
+        self.inner.peer_gone(peer)
+    }
 }

@@ -331,6 +331,12 @@ pub trait Link: Send + Sync {
     fn fault_stats(&self) -> Option<FaultStats> {
         None
     }
+    /// Whether `peer`, a device of this host this link had a ring to, is
+    /// known to be gone (its endpoint closed: its process ended). False
+    /// when not known (no ring, another host). Middleware forwards it.
+    fn peer_gone(&self, _peer: SocketAddr) -> bool {
+        false
+    }
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -366,6 +372,9 @@ macro_rules! forward_link {
             }
             fn fault_stats(&self) -> Option<FaultStats> {
                 (**self).fault_stats()
+            }
+            fn peer_gone(&self, peer: SocketAddr) -> bool {
+                (**self).peer_gone(peer)
             }
         }
     )*};

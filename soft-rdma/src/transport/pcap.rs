@@ -151,6 +151,10 @@ impl<L: Link> Link for PcapLink<L> {
     fn fault_stats(&self) -> Option<super::FaultStats> {
         self.inner.fault_stats()
     }
+
+    fn peer_gone(&self, peer: std::net::SocketAddr) -> bool {
+        self.inner.peer_gone(peer)
+    }
 }
 
 /// One open capture file, shared by the links of this process that record

@@ -508,6 +508,23 @@ impl SameHost {
         let _ = self.udp.send_to(&control_msg(ACK, x, y), from);
     }
 
+    /// Whether the device at `peer`, to which a ring of ours is open, is
+    /// gone: its consumer said so, or its socket no longer exists (a kick
+    /// is refused — the process ended, however). Only a peer proven to be
+    /// a same-host device has a ring, so a refusal means gone, not "never
+    /// had a socket". False for any other peer.
+    pub(super) fn peer_gone(&self, peer: SocketAddr) -> bool {
+        let o = match lock(&self.out).get(&canon(peer)) {
+            Some(Route::Ring(o)) => o.clone(),
+            _ => return false,
+        };
+        if o.dead.load(Ordering::Relaxed) || lock(&o.producer).consumer_gone() {
+            return true;
+        }
+        self.kick(&o);
+        o.dead.load(Ordering::Relaxed)
+    }
+
     fn kick(&self, o: &Outbound) {
         match sys::send_to_abstract(self.sock.as_fd(), &o.to, b"k") {
             // The consumer's socket is gone: so is its device.

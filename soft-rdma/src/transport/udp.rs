@@ -558,6 +558,12 @@ impl Link for UdpLink {
         self.local
     }
 
+    fn peer_gone(&self, peer: SocketAddr) -> bool {
+        self.same_host
+            .as_ref()
+            .is_some_and(|sh| sh.peer_gone(self.wire(peer)))
+    }
+
     fn mtu(&self) -> Option<u32> {
         self.mtu
     }

@@ -73,6 +73,22 @@ pub struct PortAttr {
 /// An open device (`ibv_context`). Dropping it stops its threads.
 pub struct Device(Running);
 
+/// Asks the device's link whether the device a GID names is gone: known
+/// only for a device of this host the link had a shared-memory ring to,
+/// whose endpoint closed (its process ended). What a CM may use to notice
+/// a killed peer before its probes time out; false means "not known".
+#[derive(Clone)]
+pub struct PeerWatch(Arc<DeviceInner>);
+
+impl PeerWatch {
+    pub fn gone(&self, peer: Gid) -> bool {
+        self.0.link.peer_gone(SocketAddr::new(
+            peer.device_ip(),
+            crate::transport::ROCE_PORT,
+        ))
+    }
+}
+
 impl Device {
     /// Open a device on the address the documented rule picks
     /// (`SOFTRDMA_ADDR`, else a per-process loopback address), injecting the
@@ -103,6 +119,12 @@ impl Device {
 
     pub fn name(&self) -> &'static str {
         "softrdma0"
+    }
+
+    /// A handle that tells whether a peer device is known to be gone
+    /// ([`PeerWatch`]); it keeps the device's state, not its threads.
+    pub fn peer_watch(&self) -> PeerWatch {
+        PeerWatch(self.inner().clone())
     }
 
     /// The local endpoint; its IP is GID index 1.

@@ -16,7 +16,7 @@ pub use crate::device::stats::{DeviceStats, MrStats};
 pub use crate::resources::counters::Stats;
 pub use crate::types::*;
 pub use cq::{CompChannel, Cq};
-pub use device::{Device, DeviceAttr, OdpCaps, PlacementCaps, PortAttr};
+pub use device::{Device, DeviceAttr, OdpCaps, PeerWatch, PlacementCaps, PortAttr};
 pub use mr::{Mr, Rereg};
 pub use mw::Mw;
 pub use qp::{Qp, QpInitAttr};

@@ -47,6 +47,17 @@ impl Qp {
         {
             return Err(Errno::EINVAL);
         }
+        // As rxe: a send WQE has room for max_send_sge SGEs or the inline
+        // data, whichever is more, so inline sends of up to that many SGEs'
+        // bytes (16 each) are allowed even when less was asked for
+        // (rdma_xclient asks for 0 and sends 16 bytes inline).
+        let cap = QpCap {
+            max_inline_data: cap
+                .max_inline_data
+                .max(cap.max_send_sge.saturating_mul(16))
+                .min(MAX_INLINE),
+            ..cap
+        };
         // Another device's SRQ (its PD ids are its own): EINVAL, as a
         // handle of another context is to rdma-core.
         if attr

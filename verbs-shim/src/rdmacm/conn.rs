@@ -156,6 +156,8 @@ fn connect(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<()
             rnr_retry_count: agreed.rnr_retry_count,
             srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
             path_mtu: g.mtu as u8,
+            traffic_class: id.st().tos,
+            xrc: id.c.qp_type == IBV_QPT_XRC_SEND,
             local_ca_guid: 0,
             private_data: pd,
         };
@@ -237,6 +239,8 @@ fn accept(id: &ShimId, p: Option<&rdma_conn_param>, data: Vec<u8>) -> Result<(),
         rnr_retry_count: p.map_or(7, |p| p.rnr_retry_count.min(7)),
         srq: !id.c.srq.is_null() || p.is_some_and(|p| p.srq != 0),
         path_mtu: g.mtu as u8,
+        traffic_class: 0, // a REP carries no path
+        xrc: false,
         local_ca_guid: 0,
         private_data: data,
     };

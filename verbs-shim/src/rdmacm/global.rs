@@ -26,6 +26,8 @@ pub struct Global {
     pub max_rd_atomic: u8,
     /// The PD of ids given none (librdmacm's per-device PD).
     pub pd: Mutex<usize>,
+    /// The XRC domain of XRC_RECV ids (librdmacm's per-device one).
+    pub xrcd: Mutex<usize>,
 }
 
 // SAFETY: `ctx` is a context that lives for the process; its C struct is
@@ -90,6 +92,7 @@ fn open() -> Result<Global, i32> {
         mtu: port.active_mtu,
         max_rd_atomic: dev.attr().max_qp_rd_atom,
         pd: Mutex::new(0),
+        xrcd: Mutex::new(0),
     })
 }
 

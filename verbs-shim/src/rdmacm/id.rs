@@ -137,7 +137,7 @@ pub fn bind(id: &mut ShimId, a: SocketAddr) -> Result<(), i32> {
         return Err(libc::EADDRNOTAVAIL);
     }
     let ps = port_space(id)?;
-    let port = id.cm.bind(ps, a.port()).map_err(|e| e.0)?;
+    let port = id.cm.bind_addr(ps, a).map_err(|e| e.0)?;
     let a = SocketAddr::new(a.ip(), port);
     {
         let mut st = id.st();
@@ -355,7 +355,7 @@ pub unsafe extern "C" fn shim_rdma_resolve_route(
     0
 }
 
-pub unsafe extern "C" fn shim_rdma_listen(idp: *mut rdma_cm_id, _backlog: c_int) -> c_int {
+pub unsafe extern "C" fn shim_rdma_listen(idp: *mut rdma_cm_id, backlog: c_int) -> c_int {
     // SAFETY: (caller) NULL or an id of ours.
     if unsafe { super::global::forked_id(idp) } {
         return fail(super::global::FORKED);
@@ -365,10 +365,10 @@ pub unsafe extern "C" fn shim_rdma_listen(idp: *mut rdma_cm_id, _backlog: c_int)
     }
     // SAFETY: (caller) a live id.
     let id = unsafe { &mut *(idp as *mut ShimId) };
-    ret(listen(id))
+    ret(listen(id, backlog))
 }
 
-fn listen(id: &mut ShimId) -> Result<(), i32> {
+fn listen(id: &mut ShimId, backlog: c_int) -> Result<(), i32> {
     let ps = port_space(id)?;
     let (phase, src) = {
         let st = id.st();
@@ -383,7 +383,9 @@ fn listen(id: &mut ShimId) -> Result<(), i32> {
         _ => return Err(libc::EINVAL),
     }
     let port = id.st().src.or(src).map_or(0, |a| a.port());
-    id.cm.listen(ps.service_id(port)).map_err(|e| e.0)?;
+    id.cm
+        .listen_backlog(ps.service_id(port), backlog)
+        .map_err(|e| e.0)?;
     id.st().phase = Phase::Listening;
     Ok(())
 }
@@ -475,10 +477,20 @@ pub unsafe extern "C" fn shim_rdma_set_option(
     };
     let r = match (level as u32, optname as u32) {
         (RDMA_OPTION_ID, RDMA_OPTION_ID_TOS) => int(1).map(|v| id.st().tos = v as u8),
-        (RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR) => int(4).map(|v| id.st().reuseaddr = v != 0),
-        (RDMA_OPTION_ID, RDMA_OPTION_ID_AFONLY) => int(4).map(|v| id.st().afonly = v != 0),
+        // The CM enforces both ([`soft_rdma_cm::ports`]).
+        (RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR) => int(4).and_then(|v| {
+            id.cm.set_reuseaddr(v != 0).map_err(|e| e.0)?;
+            id.st().reuseaddr = v != 0;
+            Ok(())
+        }),
+        (RDMA_OPTION_ID, RDMA_OPTION_ID_AFONLY) => int(4).and_then(|v| {
+            id.cm.set_afonly(v != 0).map_err(|e| e.0)?;
+            id.st().afonly = v != 0;
+            Ok(())
+        }),
         (RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT) => int(1).and_then(|v| {
-            if v > 31 {
+            // As rdma_set_ack_timeout: connected QP types only.
+            if v > 31 || id.is_ud() {
                 return Err(libc::EINVAL);
             }
             id.st().ack_timeout = Some(v as u8);

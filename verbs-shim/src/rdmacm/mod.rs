@@ -24,6 +24,7 @@ mod id;
 mod qp;
 mod sync_api;
 mod unsupported;
+mod xrc;
 
 /// Every `shim_rdma_*`/`shim_r*` the trampolines name.
 pub mod exports {

@@ -36,9 +36,13 @@ pub fn ah_to(peer: Gid, tos: u8) -> ibv_ah_attr {
 /// Fills `id->route` once both ends are known: the GIDs and one path.
 pub fn fill_route(id: &mut ShimId) {
     let Ok(g) = global() else { return };
-    let (peer, mtu) = {
+    let (peer, mtu, tos) = {
         let st = id.st();
-        (st.peer, st.remote_mtu.map(u32::from).unwrap_or(g.mtu))
+        (
+            st.peer,
+            st.remote_mtu.map(u32::from).unwrap_or(g.mtu),
+            st.tos,
+        )
     };
     let Some(peer) = peer else { return };
     let mut rec = Box::new(ibv_sa_path_rec {
@@ -50,6 +54,8 @@ pub fn fill_route(id: &mut ShimId) {
         packet_life_time_selector: 2,
         reversible: 1,
         numb_path: 1,
+        // RoCE: the TOS the user set is the path's traffic class.
+        traffic_class: tos,
         ..Default::default()
     });
     rec.sgid.raw = g.gid.0;
@@ -333,8 +339,13 @@ pub unsafe fn create_qp(
     if a.srq.is_null() && !id.c.srq.is_null() {
         a.srq = id.c.srq;
     }
-    // SAFETY: a live PD and valid attributes.
-    let qp = unsafe { crate::qp::shim_ibv_create_qp(pd, attr) };
+    let qp = if a.qp_type == IBV_QPT_XRC_RECV {
+        // SAFETY: a live PD and valid attributes.
+        unsafe { super::xrc::create_target_qp(pd, a) }
+    } else {
+        // SAFETY: a live PD and valid attributes.
+        unsafe { crate::qp::shim_ibv_create_qp(pd, attr) }
+    };
     if qp.is_null() {
         // SAFETY: ours, unused.
         unsafe { free_cqs(id) };
@@ -465,8 +476,16 @@ pub unsafe extern "C" fn shim_rdma_create_srq(
             id.c.pd
         };
     }
-    // SAFETY: a live PD and the caller's attributes.
-    let srq = unsafe { crate::srq::shim_ibv_create_srq(pd, attr) };
+    let srq = if id.c.qp_type == IBV_QPT_XRC_RECV {
+        // SAFETY: a live id and PD, the caller's attributes.
+        match unsafe { super::xrc::create_srq(id, pd, attr) } {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        }
+    } else {
+        // SAFETY: a live PD and the caller's attributes.
+        unsafe { crate::srq::shim_ibv_create_srq(pd, attr) }
+    };
     if srq.is_null() {
         return -1;
     }
