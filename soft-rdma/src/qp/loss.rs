@@ -144,6 +144,23 @@ impl Recovery {
     }
 }
 
+impl Recovery {
+    /// What `verdict` shows of the responder: Some(true) if it held what
+    /// followed the gap (everything sent before the recovery got in, or
+    /// another gap past the resent packet was NAKed), Some(false) if it
+    /// took the resent packet alone (go-back-N), None if it tells nothing.
+    pub(super) fn holding(&self, verdict: &Verdict) -> Option<bool> {
+        let after = psn::add(self.from, 1);
+        let more = psn::diff(self.end, after) > 0; // sent after `from`
+        match verdict {
+            Verdict::Done => more.then_some(true),
+            Verdict::ResendOne(e) => (psn::diff(*e, self.end) < 0).then_some(true),
+            Verdict::GoBack(e) if *e == after && more => Some(false),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +185,13 @@ mod tests {
         assert_eq!(r.verdict(next(7), false), Verdict::GoBack(next(7)));
         // A NAK of a packet sent after the recovery began.
         assert_eq!(r.verdict(25, true), Verdict::ResendOne(25));
+        // What each answer shows of the responder.
+        assert_eq!(r.holding(&r.verdict(20, false)), Some(true));
+        assert_eq!(r.holding(&r.verdict(next(7), true)), Some(true));
+        assert_eq!(r.holding(&r.verdict(next(1), false)), Some(false));
+        assert_eq!(r.holding(&r.verdict(r.from, false)), None);
+        let alone = Recovery { end: next(1), ..r };
+        assert_eq!(alone.holding(&alone.verdict(next(1), false)), None);
         // After a probe, an ACK short of the end may predate the copy.
         let p = Recovery { probe: true, ..r };
         assert_eq!(p.verdict(next(7), false), Verdict::Wait);

@@ -9,7 +9,7 @@
 //! works (its resent copies of held packets are duplicates, answered with an
 //! ACK). Held requests are never acknowledged before they run.
 
-use super::psn::{self, MAX_UNACKED};
+use super::psn::{self, HELD_PSNS};
 use crate::wire::PacketRepr;
 use std::collections::VecDeque;
 
@@ -25,12 +25,12 @@ pub(super) struct Reorder {
 
 impl Reorder {
     /// Hold the request at `p`, `d` PSNs past the expected PSN `epsn`.
-    /// False (not held: dropped as before) past the window a requester may
-    /// have in flight, or if `p` is held already.
+    /// False (not held: dropped as before) [`HELD_PSNS`] or more past it,
+    /// or if `p` is held already.
     pub(super) fn hold(&mut self, epsn: u32, p: u32, repr: &PacketRepr, payload: &[u8]) -> bool {
         self.rebase(epsn);
         let d = psn::diff(p, epsn);
-        if d <= 0 || d as u32 >= MAX_UNACKED {
+        if d <= 0 || d as u32 >= HELD_PSNS {
             return false;
         }
         let k = d as usize;
@@ -121,10 +121,7 @@ mod tests {
             "once"
         );
         assert!(!r.hold(e, e, &req(e), &[0]), "the expected PSN is not held");
-        assert!(
-            !r.hold(e, psn::add(e, MAX_UNACKED), &req(0), &[0]),
-            "window"
-        );
+        assert!(!r.hold(e, psn::add(e, HELD_PSNS), &req(0), &[0]), "window");
         assert_eq!(r.take(e), None, "the gap is not filled yet");
         let e = psn::add(e, 1);
         assert_eq!(psn_of(r.take(e)), Some(e));

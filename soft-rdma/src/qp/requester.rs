@@ -9,7 +9,7 @@
 //! acknowledgement made progress since; only then is it a probe or a timeout.
 
 use super::loss::{Recovery, Rtt, Verdict};
-use super::psn::{self, MAX_UNACKED};
+use super::psn::{self, HELD_PSNS, MAX_UNACKED};
 use super::tx::{bth, peer_of, TxQueue};
 use super::{xrc, Context, Inner, Next, QpShared};
 use crate::limits::MAX_MSG;
@@ -227,6 +227,8 @@ pub(super) struct ReqState {
     probes: u8,
     /// A sequence NAK or probe resent one packet; the answer decides the rest.
     recovery: Option<Recovery>,
+    /// The peer was seen to hold requests past a gap (`super::reorder`).
+    peer_holds: bool,
     /// The highest PSN ever transmitted (later ones are fresh: timed).
     sent_high: Option<u32>,
     rtt: Rtt,
@@ -271,7 +273,13 @@ fn window_limit(q: &Inner) -> u32 {
     } else {
         q.req.next_psn
     };
-    psn::add(base, MAX_UNACKED)
+    // Recovering from a NAK against a peer that holds what follows a gap:
+    // the window stays open past the packet resent (`super::loss`).
+    let room = match q.req.recovery {
+        Some(r) if q.req.peer_holds && !r.probe => HELD_PSNS,
+        _ => MAX_UNACKED,
+    };
+    psn::add(base, room)
 }
 
 /// Transmit whatever the send queue allows now.
@@ -442,9 +450,12 @@ fn emit(
                 let (first, _) = w.psn.expect("assigned");
                 let last = psn::add(first, sent - 1);
                 if q.req.sent_high.is_none_or(|h| psn::diff(last, h) > 0) {
-                    // Fresh packets: timed (a retransmission never is).
+                    // Fresh packets: timed (a retransmission never is, nor
+                    // what waits behind one in a recovery).
                     q.req.sent_high = Some(last);
-                    q.req.rtt.sent(last, Instant::now());
+                    if q.req.recovery.is_none() {
+                        q.req.rtt.sent(last, Instant::now());
+                    }
                 }
             }
             sent
@@ -866,7 +877,9 @@ pub(super) fn after_response(
         Next::Nothing => {}
         Next::Progress => {
             if let (Some(r), Some(a)) = (q.req.recovery, q.req.acked_psn) {
-                match r.verdict(psn::add(a, 1), false) {
+                let verdict = r.verdict(psn::add(a, 1), false);
+                q.req.peer_holds = r.holding(&verdict).unwrap_or(q.req.peer_holds);
+                match verdict {
                     Verdict::Wait => {}
                     Verdict::Done => q.req.recovery = None,
                     Verdict::GoBack(e) | Verdict::ResendOne(e) => {
@@ -879,7 +892,11 @@ pub(super) fn after_response(
         }
         Next::Resend(p) => {
             let verdict = match q.req.recovery {
-                Some(r) => r.verdict(p, true),
+                Some(r) => {
+                    let v = r.verdict(p, true);
+                    q.req.peer_holds = r.holding(&v).unwrap_or(q.req.peer_holds);
+                    v
+                }
                 None => Verdict::ResendOne(p),
             };
             match verdict {
@@ -982,10 +999,18 @@ fn resend_one(
     bump(&ctx.stats.retransmits);
     q.req.rtt.discard();
     let end = q.req.sent_high.map_or(q.req.next_psn, |h| psn::add(h, 1));
-    q.req.recovery = Some(Recovery {
-        from: p,
-        end,
-        probe,
+    q.req.recovery = Some(match q.req.recovery {
+        // A probe resending the packet a NAK's recovery waits for (the
+        // copy or its answer was lost, or is late): the same recovery.
+        Some(r) if r.from == p => Recovery {
+            probe: r.probe && probe,
+            ..r
+        },
+        _ => Recovery {
+            from: p,
+            end,
+            probe,
+        },
     });
     true
 }
