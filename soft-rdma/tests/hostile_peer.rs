@@ -600,6 +600,8 @@ fn bad_psns_are_duplicates_or_sequence_naks() {
     // diff > 0 → out of sequence: one PSN sequence error NAK carrying ePSN
     // for the gap (class B, RESPST_ERR_PSN_OUT_OF_SEQ), then silence
     // (sent_psn_nak) while the gap lasts; each counted; the QP goes on.
+    // Those within the window (128 PSNs) are held, not run, until the gap
+    // fills (`qp::reorder`).
     let before = t.mem.snapshot();
     let s = env.snap();
     let (p1, p2, p3) = (
@@ -616,28 +618,46 @@ fn bad_psns_are_duplicates_or_sequence_naks() {
     t.mem.assert_unchanged(&before, "out-of-sequence WRITEs");
     env.assert_counted(
         &s,
-        &[("out_of_sequence", 3), ("nak_sent_seq_err", 1)],
+        &[
+            ("out_of_sequence", 3),
+            ("reorder_held", 2),
+            ("nak_sent_seq_err", 1),
+        ],
         "three out-of-sequence WRITEs",
     );
     assert_eq!(qp.state(), QpState::Rts);
-    // The expected PSN still works, and ends the gap.
+    // The expected PSN still works, and ends the gap: it runs, then the
+    // held ePSN + 1; ePSN + 50 is still held past the new gap at ePSN + 2,
+    // which is NAKed at once (the NAK's PSN acknowledges what ran).
     let s = env.snap();
     let good = w(&env, EPSN);
     env.send(&good);
-    assert_ack(&env.sync(), peer, EPSN, "the expected WRITE");
-    assert_eq!(&t.mem.region()[..32], &[0x99; 32]);
-    assert!(t.mem.canaries_intact());
-    env.assert_counted(&s, &[], "the expected WRITE");
-    // A new gap gets a new NAK, for the new ePSN.
-    let p4 = w(&env, psn_add(EPSN, 3));
-    env.send(&p4);
     assert_nak(
         &env.sync(),
         peer,
-        psn_add(EPSN, 1),
+        psn_add(EPSN, 2),
+        NakCode::PsnSequenceError,
+        "the expected WRITE, then the held one",
+    );
+    assert_eq!(&t.mem.region()[..32], &[0x99; 32]);
+    assert!(t.mem.canaries_intact());
+    env.assert_counted(
+        &s,
+        &[("reorder_run", 1), ("nak_sent_seq_err", 1)],
+        "the expected WRITE",
+    );
+    // Filling that gap moves the NAK on to the next one.
+    let s = env.snap();
+    env.send(&w(&env, psn_add(EPSN, 2)));
+    assert_nak(
+        &env.sync(),
+        peer,
+        psn_add(EPSN, 3),
         NakCode::PsnSequenceError,
         "a new gap",
     );
+    env.assert_counted(&s, &[("nak_sent_seq_err", 1)], "a new gap");
+    assert!(t.mem.canaries_intact());
 }
 
 #[test]

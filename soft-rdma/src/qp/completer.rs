@@ -46,7 +46,6 @@ pub(super) fn on_response(
                 ack_upto(q, psn::add(p, psn::MASK));
                 complete_front(ctx, sh, q);
                 if code == NakCode::PsnSequenceError {
-                    bump(&ctx.stats.retransmits);
                     return Next::Resend(p);
                 } else {
                     let status = match code {

@@ -11,8 +11,10 @@
 
 mod completer;
 mod context;
+mod loss;
 mod post;
 mod psn;
+mod reorder;
 mod requester;
 mod responder;
 mod state;

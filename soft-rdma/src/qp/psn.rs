@@ -11,6 +11,13 @@ pub(crate) const MASK: u32 = 0x00ff_ffff;
 /// retry-exceeded errors).
 pub(crate) const MAX_UNACKED: u32 = 128;
 
+/// How far past a gap the responder holds requests (`qp::reorder`), and so
+/// how many PSNs a requester recovering from a loss may have in flight
+/// past it once the peer is known to hold them (`qp::loss`): the window
+/// keeps moving while the lost packet is resent, instead of stalling for
+/// its round trip.
+pub(crate) const HELD_PSNS: u32 = 2 * MAX_UNACKED;
+
 pub(crate) fn add(psn: u32, n: u32) -> u32 {
     psn.wrapping_add(n) & MASK
 }

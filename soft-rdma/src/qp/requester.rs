@@ -1,12 +1,15 @@
 //! The requester (rxe_req.c's role): turns send work requests into packets —
 //! segmentation by path MTU, PSN assignment, `max_rd_atomic`, fences — and
-//! retransmits go-back-N from the oldest unacknowledged PSN on timeout, on a
-//! sequence NAK, or after an RNR wait.
+//! retransmits go-back-N from the oldest unacknowledged PSN on timeout or
+//! after an RNR wait; a sequence NAK or a loss probe resends one packet
+//! first and lets the answer decide (`super::loss`).
 //!
-//! The retransmission timer is lazy: armed once, and when it fires it checks
-//! whether an acknowledgement made progress since; only then is it a timeout.
+//! The timer is lazy: armed for the earlier of the loss probe's and the
+//! local ACK timeout's deadlines, and when it fires it checks whether an
+//! acknowledgement made progress since; only then is it a probe or a timeout.
 
-use super::psn::{self, MAX_UNACKED};
+use super::loss::{Recovery, Rtt, Verdict};
+use super::psn::{self, HELD_PSNS, MAX_UNACKED};
 use super::tx::{bth, peer_of, TxQueue};
 use super::{xrc, Context, Inner, Next, QpShared};
 use crate::limits::MAX_MSG;
@@ -215,6 +218,20 @@ pub(super) struct ReqState {
     pub(super) timer_armed: bool,
     pub(super) progress_at: Option<Instant>,
     pub(super) rnr_waiting: bool,
+    /// When the timer's deadline is (while armed).
+    timer_at: Option<Instant>,
+    /// Start of the current wait for acknowledgements (None: idle).
+    wait_from: Option<Instant>,
+    /// The last loss probe, and how many since the last progress.
+    probe_at: Option<Instant>,
+    probes: u8,
+    /// A sequence NAK or probe resent one packet; the answer decides the rest.
+    recovery: Option<Recovery>,
+    /// The peer was seen to hold requests past a gap (`super::reorder`).
+    peer_holds: bool,
+    /// The highest PSN ever transmitted (later ones are fresh: timed).
+    sent_high: Option<u32>,
+    rtt: Rtt,
     /// The QP is on its device's list of held doorbells (`device::doorbell`).
     pub(super) doorbell_held: bool,
 }
@@ -240,7 +257,12 @@ impl ReqState {
     pub(super) fn reset_progress(&mut self) {
         self.send_idx = 0;
         self.timer_armed = false;
+        self.timer_at = None;
+        self.wait_from = None;
         self.rnr_waiting = false;
+        self.recovery = None;
+        self.probes = 0;
+        self.rtt.discard();
     }
 }
 
@@ -251,7 +273,13 @@ fn window_limit(q: &Inner) -> u32 {
     } else {
         q.req.next_psn
     };
-    psn::add(base, MAX_UNACKED)
+    // Recovering from a NAK against a peer that holds what follows a gap:
+    // the window stays open past the packet resent (`super::loss`).
+    let room = match q.req.recovery {
+        Some(r) if q.req.peer_holds && !r.probe => HELD_PSNS,
+        _ => MAX_UNACKED,
+    };
+    psn::add(base, room)
 }
 
 /// Transmit whatever the send queue allows now.
@@ -316,8 +344,12 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
             sh.complete_send(ctx, &w, WcStatus::Success);
         }
     }
-    if sh.qp_type.is_reliable() && q.req.in_flight() {
-        arm(ctx, sh, q);
+    if sh.qp_type.is_reliable() {
+        if q.req.in_flight() {
+            arm(ctx, sh, q);
+        } else {
+            q.req.recovery = None;
+        }
     }
 }
 
@@ -413,7 +445,20 @@ fn emit(
         }
         _ => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
-            emit_segments(ctx, sh, q, w, peer, mtu, limit, op_code, tx)?
+            let sent = emit_segments(ctx, sh, q, w, peer, mtu, w.next_pkt, limit, op_code, tx)?;
+            if sh.qp_type.is_reliable() && sent > 0 {
+                let (first, _) = w.psn.expect("assigned");
+                let last = psn::add(first, sent - 1);
+                if q.req.sent_high.is_none_or(|h| psn::diff(last, h) > 0) {
+                    // Fresh packets: timed (a retransmission never is, nor
+                    // what waits behind one in a recovery).
+                    q.req.sent_high = Some(last);
+                    if q.req.recovery.is_none() {
+                        q.req.rtt.sent(last, Instant::now());
+                    }
+                }
+            }
+            sent
         }
     };
     q.req.sq[idx].next_pkt = sent;
@@ -598,8 +643,9 @@ fn emit_placement(
 }
 
 /// SEND/WRITE (RC, UC): the message's packets of one path MTU each from
-/// `next_pkt` on, as many as the window allows, their payload read through
-/// one window onto the memory. Returns the first packet not sent.
+/// packet `from` on, as many as the window allows (none at or past PSN
+/// `limit`), their payload read through one window onto the memory.
+/// Returns the first packet not sent.
 #[allow(clippy::too_many_arguments)]
 fn emit_segments(
     ctx: &Context<'_>,
@@ -608,6 +654,7 @@ fn emit_segments(
     w: &SendWqe,
     peer: SocketAddr,
     mtu: u64,
+    from: u32,
     limit: Option<u32>,
     op_code: impl Fn(Op) -> Opcode,
     tx: &mut TxQueue,
@@ -615,14 +662,14 @@ fn emit_segments(
     let (first, n) = w.psn.expect("assigned");
     // The packets this pass may send, and their payload opened once.
     let stop = limit.map_or(n, |l| {
-        let room = psn::diff(l, psn::add(first, w.next_pkt)).max(0) as u32;
-        w.next_pkt.saturating_add(room).min(n)
+        let room = psn::diff(l, psn::add(first, from)).max(0) as u32;
+        from.saturating_add(room).min(n)
     });
-    let from = u64::from(w.next_pkt) * mtu;
+    let start = u64::from(from) * mtu;
     // Sized before the payload's window opens (nothing allocates under it).
-    tx.reserve(ctx, (stop - w.next_pkt) as usize, mtu as usize);
-    let mut payload = w.payload(sh.pd, from, (u64::from(stop) * mtu).min(w.len).max(from));
-    for k in w.next_pkt..n {
+    tx.reserve(ctx, stop.saturating_sub(from) as usize, mtu as usize);
+    let mut payload = w.payload(sh.pd, start, (u64::from(stop) * mtu).min(w.len).max(start));
+    for k in from..n {
         if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
             return Ok(k);
         }
@@ -768,20 +815,51 @@ fn rnr_delay(code: u8) -> Duration {
     Duration::from_micros(u64::from(US[usize::from(code & 0x1f)]))
 }
 
-/// Arm the retransmission timer (lazily: once; see the module comment).
+/// Arm the timer for the earlier of the probe's and the timeout's
+/// deadlines (lazily: only if it is not armed for that time or earlier;
+/// see the module comment).
 fn arm(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
-    if q.req.timer_armed {
-        return;
+    if q.req.rnr_waiting {
+        return; // the RNR wait holds the timer
     }
     let Some(d) = rto(q) else { return };
+    let now = Instant::now();
+    q.req.wait_from.get_or_insert(now);
+    let at = timeout_at(q, d).min(probe_at(q, d)).max(now);
+    if q.req.timer_armed && q.req.timer_at.is_some_and(|t| t <= at) {
+        return;
+    }
     q.req.timer_armed = true;
+    q.req.timer_at = Some(at);
     q.req.timer_generation += 1;
-    let base = q
-        .req
-        .progress_at
-        .unwrap_or_else(Instant::now)
-        .max(Instant::now());
-    ctx.timers.arm(base + d, sh.qpn, q.req.timer_generation);
+    ctx.timers.arm(at, sh.qpn, q.req.timer_generation);
+}
+
+/// The last sign of life: the start of the wait or the last progress.
+fn waited_since(q: &Inner) -> Instant {
+    let from = q.req.wait_from.unwrap_or_else(Instant::now);
+    q.req.progress_at.map_or(from, |p| p.max(from))
+}
+
+/// When the local ACK timeout (`d`) expires.
+fn timeout_at(q: &Inner, d: Duration) -> Instant {
+    waited_since(q) + d
+}
+
+/// Probes sent since the last progress.
+fn probes(q: &Inner) -> u8 {
+    match (q.req.probe_at, q.req.progress_at) {
+        (Some(p), Some(g)) if p <= g => 0,
+        (Some(_), _) => q.req.probes,
+        (None, _) => 0,
+    }
+}
+
+/// When the next loss probe is due (the timeout `d` bounds its wait).
+fn probe_at(q: &Inner, d: Duration) -> Instant {
+    let since = waited_since(q);
+    let since = q.req.probe_at.map_or(since, |p| p.max(since));
+    since + q.req.rtt.pto(d, probes(q))
 }
 
 /// Act on what the completer made of a response.
@@ -792,11 +870,48 @@ pub(super) fn after_response(
     next: Next,
     tx: &mut TxQueue,
 ) {
+    if let Some(a) = q.req.acked_psn {
+        q.req.rtt.acked(a, Instant::now());
+    }
     match next {
         Next::Nothing => {}
-        Next::Progress => progress(ctx, sh, q, tx),
+        Next::Progress => {
+            if let (Some(r), Some(a)) = (q.req.recovery, q.req.acked_psn) {
+                let verdict = r.verdict(psn::add(a, 1), false);
+                q.req.peer_holds = r.holding(&verdict).unwrap_or(q.req.peer_holds);
+                match verdict {
+                    Verdict::Wait => {}
+                    Verdict::Done => q.req.recovery = None,
+                    Verdict::GoBack(e) | Verdict::ResendOne(e) => {
+                        bump(&ctx.stats.retransmits);
+                        go_back(q, e);
+                    }
+                }
+            }
+            progress(ctx, sh, q, tx);
+        }
         Next::Resend(p) => {
-            go_back(q, p);
+            let verdict = match q.req.recovery {
+                Some(r) => {
+                    let v = r.verdict(p, true);
+                    q.req.peer_holds = r.holding(&v).unwrap_or(q.req.peer_holds);
+                    v
+                }
+                None => Verdict::ResendOne(p),
+            };
+            match verdict {
+                Verdict::Wait | Verdict::Done => {}
+                Verdict::GoBack(e) => {
+                    bump(&ctx.stats.retransmits);
+                    go_back(q, e);
+                }
+                Verdict::ResendOne(e) => {
+                    if !resend_one(ctx, sh, q, e, false, tx) {
+                        bump(&ctx.stats.retransmits);
+                        go_back(q, e);
+                    }
+                }
+            }
             progress(ctx, sh, q, tx);
         }
         Next::RetryNow(p) => {
@@ -811,6 +926,8 @@ pub(super) fn after_response(
 
 /// Go back to PSN `p`: everything from there is sent again.
 fn go_back(q: &mut Inner, p: u32) {
+    q.req.recovery = None;
+    q.req.rtt.discard();
     let Some(i) = q
         .req
         .sq
@@ -838,23 +955,105 @@ fn go_back(q: &mut Inner, p: u32) {
     q.req.send_idx = i;
 }
 
+/// Send the packet at PSN `p` again, alone and asking for an ACK, and
+/// start a recovery from it (`super::loss`). False if that is not how `p`
+/// is resent: not RC (an XRC target of ours does not hold requests past a
+/// gap), a READ/atomic (resent by going back), or not sent yet.
+fn resend_one(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    p: u32,
+    probe: bool,
+    tx: &mut TxQueue,
+) -> bool {
+    if sh.qp_type != QpType::Rc {
+        return false;
+    }
+    let Some(i) = q
+        .req
+        .sq
+        .iter()
+        .take(q.req.transmitted())
+        .position(|w| w.holds(p))
+    else {
+        return false;
+    };
+    let w = &q.req.sq[i];
+    let (first, _) = w.psn.expect("transmitted");
+    let k = psn::diff(p, first) as u32;
+    let (Some(peer), false, true) = (
+        q.peer,
+        w.is_rd_atomic(),
+        i < q.req.send_idx || k < w.next_pkt,
+    ) else {
+        return false;
+    };
+    let mtu = q.path_mtu.bytes() as u64;
+    let op_code = |op: Op| Opcode::new(sh.transport(), op).expect("op legal for this transport");
+    let limit = Some(psn::add(p, 1)); // the one packet, its AckReq set as a window edge
+    if let Err(status) = emit_segments(ctx, sh, q, w, peer, mtu, k, limit, op_code, tx) {
+        fail_wqe(ctx, sh, q, i, status);
+        return true;
+    }
+    bump(&ctx.stats.retransmits);
+    q.req.rtt.discard();
+    let end = q.req.sent_high.map_or(q.req.next_psn, |h| psn::add(h, 1));
+    q.req.recovery = Some(match q.req.recovery {
+        // A probe resending the packet a NAK's recovery waits for (the
+        // copy or its answer was lost, or is late): the same recovery.
+        Some(r) if r.from == p => Recovery {
+            probe: r.probe && probe,
+            ..r
+        },
+        _ => Recovery {
+            from: p,
+            end,
+            probe,
+        },
+    });
+    true
+}
+
+/// Nothing acknowledged for the probe timeout: send the oldest
+/// unacknowledged packet again (a READ/atomic by going back to it). No
+/// retry is counted: see `super::loss`.
+fn probe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue, now: Instant) {
+    bump(&ctx.stats.loss_probes);
+    q.req.probes = probes(q).saturating_add(1);
+    q.req.probe_at = Some(now);
+    let from = first_unacked(q);
+    if !resend_one(ctx, sh, q, from, true, tx) {
+        bump(&ctx.stats.retransmits);
+        go_back(q, from);
+        progress(ctx, sh, q, tx);
+    }
+}
+
 /// The QP's timer fired (retransmission timeout or end of an RNR wait).
 pub(super) fn on_timer(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
     q.req.timer_armed = false;
+    q.req.timer_at = None;
     if q.req.rnr_waiting {
         q.req.rnr_waiting = false;
         progress(ctx, sh, q, tx);
         return;
     }
     if !q.req.in_flight() {
+        q.req.wait_from = None;
         return; // nothing outstanding
     }
     let Some(d) = rto(q) else { return };
-    if let Some(t) = q.req.progress_at {
-        if t + d > Instant::now() {
-            arm(ctx, sh, q); // acknowledged since the timer was armed: not a timeout
-            return;
+    let now = Instant::now();
+    if timeout_at(q, d) > now {
+        // Acknowledged since the timer was armed: no timeout; maybe a probe.
+        if probe_at(q, d) <= now {
+            probe(ctx, sh, q, tx, now);
         }
+        if q.state == QpState::Rts && q.req.in_flight() {
+            arm(ctx, sh, q);
+        }
+        return;
     }
     bump(&ctx.stats.local_ack_timeouts);
     if q.req.retries_left == 0 {
@@ -875,7 +1074,7 @@ pub(super) fn on_timer(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
     bump(&ctx.stats.retransmits);
     let from = first_unacked(q);
     go_back(q, from);
-    q.req.progress_at = Some(Instant::now());
+    q.req.progress_at = Some(now);
     progress(ctx, sh, q, tx);
 }
 

@@ -1,7 +1,9 @@
 //! The responder (rxe_resp.c's role): executes requests arriving for a QP.
 //!
 //! Order of checks, each failure a NAK (RC) or a drop (UC/UD) and nothing
-//! written: QP state → PSN (duplicates are answered, gaps NAKed once) →
+//! written: QP state → PSN (duplicates are answered, gaps NAKed once; an RC
+//! request past a gap is held and runs, checked here, once the gap fills:
+//! `super::reorder`) →
 //! (an XRC target) the SRQ the XRCETH names, whose PD stands for the QP's →
 //! opcode sequence → QP access flags → R_Key, PD, MR access, bounds (no
 //! overflow) → atomic alignment → receive queue (RNR NAK) → memory (an ODP
@@ -13,6 +15,7 @@
 //! again — none is ever executed twice.
 
 use super::psn::{self, MAX_UNACKED};
+use super::reorder::Reorder;
 use super::tx::{bth, TxQueue};
 use super::{Context, Inner, QpShared};
 use crate::limits::MAX_MSG;
@@ -74,6 +77,8 @@ pub(super) struct RespState {
     pub(super) msn: u32,
     /// A sequence NAK was sent for the current gap.
     nak_sent: bool,
+    /// Requests past the gap, held until it fills.
+    reorder: Reorder,
     cur: Option<InMsg>,
     replay: VecDeque<Replay>,
     /// Coalesced ACK to send at the end of the receive batch.
@@ -150,6 +155,11 @@ pub(super) fn on_request(
         return;
     } else if d > 0 {
         bump(&ctx.stats.out_of_sequence);
+        // Held to run once the gap fills (not XRC: its SRQ is resolved per
+        // packet on arrival, `super::xrc::accept`).
+        if sh.qp_type == QpType::Rc && q.resp.reorder.hold(q.resp.epsn, p, repr, payload) {
+            bump(&ctx.stats.reorder_held);
+        }
         if !q.resp.nak_sent {
             q.resp.nak_sent = true;
             let e = q.resp.epsn;
@@ -159,19 +169,72 @@ pub(super) fn on_request(
         return;
     }
     q.resp.nak_sent = false;
+    if in_sequence(ctx, sh, q, from, repr, payload, tx) && q.resp.reorder.any() {
+        run_held(ctx, sh, q, from, tx);
+    }
+}
+
+/// The requests held past a gap that the request just run filled, in PSN
+/// order, until the next gap. If requests are still held past that one, it
+/// is NAKed at once — in place of the coalesced ACK, which the NAK's PSN
+/// implies: an ACK alone would tell the requester that everything past it
+/// was dropped, as a go-back-N responder's would.
+fn run_held(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, from: SocketAddr, tx: &mut TxQueue) {
+    let mut last = None;
+    while let Some((repr, payload)) = q.resp.reorder.take(q.resp.epsn) {
+        bump(&ctx.stats.reorder_run);
+        if !in_sequence(ctx, sh, q, from, &repr, &payload, tx) {
+            // Refused (an RNR or error NAK went out): the requester sends
+            // everything from there again.
+            q.resp.reorder.clear();
+            return;
+        }
+        last = Some(repr);
+    }
+    if let Some(r) = last.filter(|r| !is_rd_atomic(r.bth.opcode.op())) {
+        // The ACK covers everything run, not only the last request that
+        // asked for one: the requester learns at once that nothing past
+        // the gap is missing (a READ's or atomic's answer speaks for it).
+        q.resp.ack_pending = Some(r.bth.psn);
+    }
+    if q.resp.reorder.any() {
+        q.resp.ack_pending = None;
+        q.resp.nak_sent = true;
+        let e = q.resp.epsn;
+        ctx.stats.nak_sent(NakCode::PsnSequenceError);
+        send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
+    }
+}
+
+/// Whether `op` is answered by a response of its own (not an ACK).
+fn is_rd_atomic(op: Op) -> bool {
+    matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd) || op.is_placement()
+}
+
+/// Run the request at the expected PSN: on success the expected PSN moves
+/// past it (and its ACK is due if it asked for one); a failure is NAKed
+/// (RC) or dropped (UC). Whether it succeeded.
+fn in_sequence(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    from: SocketAddr,
+    repr: &PacketRepr,
+    payload: &[u8],
+    tx: &mut TxQueue,
+) -> bool {
+    let p = repr.bth.psn;
+    let op = repr.bth.opcode.op();
     match execute(ctx, sh, q, repr, payload, tx) {
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
-            if repr.bth.ack_req
-                && sh.qp_type.is_reliable()
-                && !matches!(op, Op::ReadRequest | Op::CompareSwap | Op::FetchAdd)
-                && !op.is_placement()
-            {
+            if repr.bth.ack_req && sh.qp_type.is_reliable() && !is_rd_atomic(op) {
                 // Coalesced: one ACK a QP at the end of the receive batch,
                 // sent before the receive completions it covers become
                 // visible (`device::rx`).
                 q.resp.ack_pending = Some(p);
             }
+            return true;
         }
         Err(Fail::Rnr) if sh.qp_type.is_reliable() => {
             let t = q.min_rnr_timer;
@@ -205,6 +268,7 @@ pub(super) fn on_request(
         }
         Err(Fail::Drop) => q.resp.cur = None,
     }
+    false
 }
 
 /// Payload length rules of IBTA 9.7.5.1.x as rxe's check_length applies

@@ -346,18 +346,22 @@ impl<L: Link> FaultLink<L> {
     }
 
     /// Hand one datagram on: to the caller's batch if nothing waits in the
-    /// delay line and no delay applies, else to the line (FIFO).
+    /// delay line and no delay applies, else to the line (FIFO). `intact`:
+    /// it came untouched from a medium that cannot corrupt it (kept on the
+    /// direct way only), so the receiver need not check its ICRC — the
+    /// injector must not add costs of its own to what it measures.
     fn deliver(
         &self,
         line: &mut Line,
         out: &mut RecvBatch,
         peer: SocketAddr,
         data: &[u8],
+        intact: bool,
         now: Instant,
     ) {
         let delay = self.cfg.delay;
         if delay.is_zero() && line.len == 0 && out.len() < out.capacity() {
-            out.push(peer, data);
+            out.push_with(peer, data.len(), intact, |d| d.copy_from_slice(data));
             return;
         }
         if !delay.is_zero() {
@@ -374,7 +378,7 @@ impl<L: Link> FaultLink<L> {
             if reordered {
                 bump(&self.counters.reordered);
             }
-            self.deliver(&mut p.line, out, p.held_peer, &p.held[..n], now);
+            self.deliver(&mut p.line, out, p.held_peer, &p.held[..n], false, now);
         }
     }
 
@@ -390,17 +394,21 @@ impl<L: Link> FaultLink<L> {
             let corrupt = rng.chance(cfg.corrupt);
             let dup = rng.chance(cfg.dup);
             let reorder = rng.chance(cfg.reorder);
-            let (peer, data) = scratch.get_mut(i);
-            if corrupt && !data.is_empty() {
-                // Any byte but BTH byte 4 (resv8a), which the ICRC masks.
-                let mut at = rng.below(data.len());
-                if at == 4 {
-                    at = if data.len() > 5 { 5 } else { 0 };
+            // Only a corruption edits the bytes (and clears `intact`).
+            let intact = scratch.intact(i) && !corrupt;
+            if corrupt {
+                let (_, data) = scratch.get_mut(i);
+                if !data.is_empty() {
+                    // Any byte but BTH byte 4 (resv8a), which the ICRC masks.
+                    let mut at = rng.below(data.len());
+                    if at == 4 {
+                        at = if data.len() > 5 { 5 } else { 0 };
+                    }
+                    data[at] ^= 1 << rng.below(8);
+                    bump(&self.counters.corrupted);
                 }
-                data[at] ^= 1 << rng.below(8);
-                bump(&self.counters.corrupted);
             }
-            let data = &*data;
+            let (peer, data) = scratch.get(i);
             if reorder && pend.held_len.is_none() {
                 pend.held[..data.len()].copy_from_slice(data);
                 pend.held_peer = peer;
@@ -409,15 +417,15 @@ impl<L: Link> FaultLink<L> {
                 if dup {
                     // Its copy goes ahead of it: out of order as well.
                     bump(&self.counters.duplicated);
-                    self.deliver(&mut pend.line, out, peer, data, now);
+                    self.deliver(&mut pend.line, out, peer, data, intact, now);
                     self.release_held(pend, out, now, true);
                 }
                 continue;
             }
-            self.deliver(&mut pend.line, out, peer, data, now);
+            self.deliver(&mut pend.line, out, peer, data, intact, now);
             if dup {
                 bump(&self.counters.duplicated);
-                self.deliver(&mut pend.line, out, peer, data, now);
+                self.deliver(&mut pend.line, out, peer, data, intact, now);
             }
             // A successor went out: the held datagram follows it.
             self.release_held(pend, out, now, true);
@@ -543,5 +551,57 @@ impl<L: Link> Link for FaultLink<L> {
 
     fn peer_gone(&self, peer: SocketAddr) -> bool {
         self.inner.peer_gone(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A medium that cannot corrupt: every datagram it gives is intact.
+    struct Ring;
+
+    impl Link for Ring {
+        fn local(&self) -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 1], 4791))
+        }
+        fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+            Ok(batch.len())
+        }
+        fn recv(&self, batch: &mut RecvBatch, _: Option<Duration>) -> io::Result<usize> {
+            batch.clear();
+            for k in 0..64u8 {
+                batch.push_with(self.local(), 16, true, |d| d.fill(k));
+            }
+            Ok(batch.len())
+        }
+        fn wait(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn kick(&self) {}
+        fn close(&self) {}
+    }
+
+    /// What passes untouched stays intact (no ICRC check needed); what the
+    /// injector corrupts does not.
+    #[test]
+    fn only_untouched_datagrams_stay_intact() {
+        let cfg = FaultConfig {
+            corrupt: 0.5,
+            seed: Some(3),
+            ..FaultConfig::default()
+        };
+        let link = FaultLink::new(Ring, cfg);
+        let mut b = RecvBatch::new(64);
+        let n = link.recv(&mut b, Some(Duration::ZERO)).unwrap();
+        assert_eq!(n, 64);
+        let edited =
+            |i: usize| b.get(i).1.iter().any(|&x| x != b.get(i).1[0]) || b.get(i).1[1] != i as u8;
+        let corrupted = (0..n).filter(|&i| !b.intact(i)).count() as u64;
+        assert_eq!(corrupted, link.fault_stats().corrupted);
+        assert!(corrupted > 0 && corrupted < 64, "{corrupted}");
+        for i in 0..n {
+            assert_eq!(b.intact(i), !edited(i), "datagram {i}");
+        }
     }
 }
