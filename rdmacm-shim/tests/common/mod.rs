@@ -43,6 +43,7 @@ pub fn wait(what: &str, child: Child, secs: u64) -> Output {
     finish(what, child, Duration::from_secs(secs))
 }
 
+#[allow(unused_imports)] // not every test file uses both
 pub use test_support::net::{cm_listening, cm_listening_on};
 
 /// A host to run a program on: a network namespace and the address its
