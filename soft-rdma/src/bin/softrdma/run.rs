@@ -44,7 +44,7 @@ pub fn run(argv: &[OsString]) -> CliResult<()> {
     let argv = match argv.first() {
         Some(a) if a == "--" => &argv[1..],
         Some(a) if a == "-h" || a == "--help" => {
-            println!("{USAGE}\n\nRuns PROGRAM with the soft device's libibverbs.so.1 first on LD_LIBRARY_PATH\n(from SOFTRDMA_SHIM_DIR, else beside this executable); the rest of the\nenvironment (SOFTRDMA_ADDR, SOFTRDMA_PCAP, ...) passes through.");
+            println!("{USAGE}\n\nRuns PROGRAM with the soft device's libibverbs.so.1 first on LD_LIBRARY_PATH\n(from SOFTRDMA_SHIM_DIR, else beside this executable, else ../lib/softrdma/,\nelse the copies an installed softrdma carries, written to a private cache in\n$XDG_CACHE_HOME or ~/.cache); the rest of the environment (SOFTRDMA_ADDR,\nSOFTRDMA_PCAP, ...) passes through.");
             return Ok(());
         }
         _ => argv,
