@@ -100,6 +100,14 @@ step "soak (softrdma perf pairs under SOFTRDMA_FAULTS, verified; RSS and fds mus
 SOAK_SECONDS="${SOAK_SECONDS:-90}" bash scripts/soak.sh
 ok
 
+step "one install command: cargo install --path soft-rdma, then softrdma run alone (scripts/install-check.sh)"
+bash scripts/install-check.sh
+ok
+
+step "Debian package: build, dpkg -i, softrdma run -- ibv_devinfo, dpkg -r (scripts/deb.sh --check)"
+bash scripts/deb.sh --check
+ok
+
 step "benchmarks compile"
 cargo bench -p benches --no-run --quiet
 ok

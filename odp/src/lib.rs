@@ -19,7 +19,7 @@ pub mod sys;
 pub mod umem;
 
 pub use mm::{InvalidationSource, Mm, MmConfig, MmGet, MmGrab};
-pub use pinned::{Memory, Pinned, Window};
+pub use pinned::{pinned_pages, Memory, Pinned, Window};
 pub use sys::event::EventFd;
 pub use sys::mapping::{MapOptions, Mapping, Prot};
 pub use umem::{Access, AccessError, Advice, ImplicitUmem, Mode, Umem, UmemGuard};

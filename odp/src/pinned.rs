@@ -20,6 +20,14 @@
 //! before the `munmap` (or `mremap`, `madvise`) returns, or sees the mark.
 //! Without userfaultfd no event arrives: pinned memory follows the virtual
 //! address as before (guarded copies: no crash, unmapped memory is an error).
+//!
+//! Registration is charged to the process as the kernel charges
+//! `mm->pinned_vm` in `ib_umem_get`: the pages of every live pinned region
+//! count against `RLIMIT_MEMLOCK` (read at each registration), and one that
+//! would pass it fails ([`AccessError::MemlockLimit`], ENOMEM at the verbs
+//! layer) unless the process holds `CAP_IPC_LOCK`. ODP regions pin nothing
+//! and are not charged. Independently, the pages are `mlock`ed where the
+//! limit allows; that `mlock`'s own accounting does not decide anything.
 
 use crate::guarded;
 use crate::lockdep;
@@ -28,6 +36,40 @@ use crate::notifier::{Event, IntervalNotifier, Invalidate, Invalidation, Refused
 use crate::sync::{self, Arc, AtomicU64, Mutex, Ordering};
 use crate::sys::{mlock, populate};
 use crate::umem::{within, AccessError, CounterSnapshot, ImplicitUmem, Umem, PAGE_SIZE};
+
+/// Pages of the live pinned regions of this process (`mm->pinned_vm`).
+/// (std's atomic: a process-wide total, outside any loom model.)
+static PINNED_PAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Pages charged to [`PINNED_PAGES`]; uncharged when dropped.
+struct Charge(u64);
+
+impl Charge {
+    /// Charge `pages`, or refuse if that passes `RLIMIT_MEMLOCK` and the
+    /// process lacks `CAP_IPC_LOCK` (checked only then, as the kernel does).
+    fn new(pages: u64) -> Result<Charge, AccessError> {
+        let now = PINNED_PAGES.fetch_add(pages, Ordering::Relaxed) + pages;
+        let charge = Charge(pages);
+        match mlock::memlock_limit() {
+            Some(limit) if now > limit / PAGE_SIZE && !mlock::has_ipc_lock() => {
+                Err(AccessError::MemlockLimit)
+            }
+            _ => Ok(charge),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        PINNED_PAGES.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Pages the process's live pinned regions hold (what `RLIMIT_MEMLOCK` is
+/// checked against).
+pub fn pinned_pages() -> u64 {
+    PINNED_PAGES.load(Ordering::Relaxed)
+}
 
 /// A registered, populated and (if the limit allows) locked range.
 pub struct Pinned {
@@ -38,6 +80,8 @@ pub struct Pinned {
     span: (u64, u64),
     /// Page-aligned locked span, if `mlock` succeeded.
     locked: Option<(usize, usize)>,
+    /// Its pages in the process's pinned total.
+    _charge: Charge,
     mm: MmGrab,
     orphans: Arc<Orphans>,
     /// Dropped (removed: a fence against running callbacks) before the
@@ -98,9 +142,10 @@ impl Invalidate for Orphans {
 
 impl Pinned {
     /// Subscribe, cover, populate (for write if `writable`) and lock
-    /// `[addr, addr+len)`. `mlock` beyond `RLIMIT_MEMLOCK` is not an error:
-    /// the pages are populated, which is what the device needs; `is_locked`
-    /// tells.
+    /// `[addr, addr+len)`, charged to the process's pinned pages
+    /// ([`AccessError::MemlockLimit`] past `RLIMIT_MEMLOCK`, see the module
+    /// docs). `mlock` itself failing is not an error: the pages are
+    /// populated, which is what the device needs; `is_locked` tells.
     pub fn new(mm: &MmGet, addr: u64, len: u64, writable: bool) -> Result<Pinned, AccessError> {
         let end = addr
             .checked_add(len)
@@ -111,6 +156,7 @@ impl Pinned {
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(AccessError::OutOfBounds)?;
         let npages = ((end - start) / PAGE_SIZE) as usize;
+        let charge = Charge::new(npages as u64)?;
         let orphans = Arc::new(Orphans {
             start,
             marked: AtomicU64::new(0),
@@ -139,6 +185,7 @@ impl Pinned {
             writable,
             span: (start, end),
             locked,
+            _charge: charge,
             mm: mm.grab(),
             orphans,
             notifier: Some(notifier),

@@ -53,3 +53,29 @@ pub fn works(cmd: &str, probe: &[&str]) -> bool {
     unavailable(cmd, &why);
     false
 }
+
+/// Whether the C compiler (`$CC`, else `cc`) finds `header` — e.g.
+/// `infiniband/verbs.h` from Debian's `package` (libibverbs-dev); see
+/// [`unavailable`] for one it does not find. A machine with only Rust has the
+/// compiler (Rust links with it) but none of these headers.
+pub fn have_header(header: &str, package: &str) -> bool {
+    use std::io::Write;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let child = Command::new(&cc)
+        .args(["-E", "-x", "c", "-o", "/dev/null", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let found = child.is_ok_and(|mut c| {
+        let fed = c
+            .stdin
+            .take()
+            .is_some_and(|mut i| writeln!(i, "#include <{header}>").is_ok());
+        c.wait().is_ok_and(|s| s.success()) && fed
+    });
+    if !found {
+        unavailable(package, &format!("{cc} finds no <{header}>"));
+    }
+    found
+}

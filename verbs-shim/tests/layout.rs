@@ -50,13 +50,15 @@ fn bindings_match_the_c_headers() {
         ibv_srq_init_attr { srq_context, attr }
         ibv_ah_attr { grh, dlid, is_global, port_num }
     };
-    let r = layout_check::compare_with_c(
+    let Some(r) = layout_check::compare_with_c(
         "layout",
         "infiniband/verbs.h",
         "libibverbs-dev",
         &body,
         &rust,
-    );
+    ) else {
+        return;
+    };
     // The sizes measured on this machine's rdma-core, as a guard on the
     // comparison itself.
     for (k, v) in [

@@ -86,6 +86,9 @@ pub enum AccessError {
     Detached,
     /// An unexpected errno from the kernel.
     Os(i32),
+    /// Pinning the range would take the process's pinned pages past
+    /// `RLIMIT_MEMLOCK` (the kernel's `ib_umem_get`: ENOMEM).
+    MemlockLimit,
 }
 
 impl std::fmt::Display for AccessError {

@@ -60,6 +60,8 @@ fn memory_for(dev: &DeviceInner, addr: u64, len: u64, access: Access) -> Result<
         Memory::Pinned(
             odp::Pinned::new(&dev.mm, addr, len, writable).map_err(|e| match e {
                 AccessError::OutOfBounds => Errno::EINVAL,
+                // Over RLIMIT_MEMLOCK without CAP_IPC_LOCK, as ib_umem_get.
+                AccessError::MemlockLimit => Errno::ENOMEM,
                 _ => Errno::EFAULT,
             })?,
         )

@@ -88,3 +88,38 @@ pub fn pair(name: &str, port: u16, server_args: &[&str], client_args: &[&str]) -
     );
     (so, co)
 }
+
+/// Compile `tests/c/NAME.c` (linked with -libverbs: the installed library's
+/// symbol versions, which ours exports too) into a temporary directory;
+/// `None` (the test skips) where libibverbs-dev is not installed.
+pub fn compile(name: &str) -> Option<PathBuf> {
+    compile_with(name, &[])
+}
+
+/// [`compile`] with extra compiler arguments (e.g. `-D` feature macros).
+pub fn compile_with(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    if !test_support::tools::have_header("infiniband/verbs.h", "libibverbs-dev") {
+        return None;
+    }
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let dir = std::env::temp_dir().join(format!("verbs-shim-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .args(["-libverbs", "-pthread"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "{cc} failed on {} (needs libibverbs-dev):\n{}",
+        src.display(),
+        test_support::procs::text(&out.stderr)
+    );
+    Some(exe)
+}

@@ -7,6 +7,7 @@
 //! the program does (126/127: it could not be executed / was not found).
 
 mod args;
+mod bundle;
 mod ctrl;
 mod devinfo;
 mod pattern;

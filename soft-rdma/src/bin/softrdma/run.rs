@@ -10,7 +10,11 @@
 //! 1. `SOFTRDMA_SHIM_DIR`, a directory holding `libibverbs.so.1` (or Cargo's
 //!    `libibverbs.so`);
 //! 2. the directory of this executable: `cargo build -p verbs-shim` puts the
-//!    shim (`libibverbs.so`) in the same `target/<profile>/` as `softrdma`.
+//!    shim (`libibverbs.so`) in the same `target/<profile>/` as `softrdma`;
+//! 3. `../lib/softrdma/` from it (the Debian package: `/usr/bin/softrdma`,
+//!    `/usr/lib/softrdma/`, never over the system's libibverbs.so.1);
+//! 4. the shims this executable carries (`cargo install`; [`crate::bundle`]),
+//!    written out to a private per-user cache.
 //!
 //! The program loader looks for `libibverbs.so.1`; where only Cargo's
 //! `libibverbs.so` exists, the `libibverbs.so.1` symlink is made beside it
@@ -20,6 +24,7 @@
 //! first in `LD_PRELOAD`: the device's `/dev/infiniband` and
 //! `/sys/class/infiniband` entries, for the program and its children only.
 
+use crate::bundle;
 use crate::{usage, CliError, CliResult};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -39,7 +44,7 @@ pub fn run(argv: &[OsString]) -> CliResult<()> {
     let argv = match argv.first() {
         Some(a) if a == "--" => &argv[1..],
         Some(a) if a == "-h" || a == "--help" => {
-            println!("{USAGE}\n\nRuns PROGRAM with the soft device's libibverbs.so.1 first on LD_LIBRARY_PATH\n(from SOFTRDMA_SHIM_DIR, else beside this executable); the rest of the\nenvironment (SOFTRDMA_ADDR, SOFTRDMA_PCAP, ...) passes through.");
+            println!("{USAGE}\n\nRuns PROGRAM with the soft device's libibverbs.so.1 first on LD_LIBRARY_PATH\n(from SOFTRDMA_SHIM_DIR, else beside this executable, else ../lib/softrdma/,\nelse the copies an installed softrdma carries, written to a private cache in\n$XDG_CACHE_HOME or ~/.cache); the rest of the environment (SOFTRDMA_ADDR,\nSOFTRDMA_PCAP, ...) passes through.");
             return Ok(());
         }
         _ => argv,
@@ -104,17 +109,31 @@ fn shim_dir() -> CliResult<PathBuf> {
         .and_then(|e| e.canonicalize())
         .map_err(|e| CliError::Runtime(format!("run: cannot find this executable: {e}")))?;
     let dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let beside = match with_soname(&dir) {
+        Ok(d) => return Ok(d),
+        Err(why) => why,
+    };
+    if let Some(packaged) = dir.parent().map(|p| p.join("lib/softrdma")) {
+        if packaged.join(SONAME).is_file() {
+            return Ok(packaged);
+        }
+    }
+    if bundle::carried() {
+        return bundle::dir().map_err(|why| {
+            CliError::Runtime(format!(
+                "run: no private directory to write the shims this softrdma carries to ({why}); set XDG_CACHE_HOME to a directory of yours"
+            ))
+        });
+    }
     let profile = if dir.ends_with("release") {
         " --release"
     } else {
         ""
     };
-    with_soname(&dir).map_err(|why| {
-        CliError::Runtime(format!(
-            "run: the verbs shim is not beside softrdma: {} {why}; build it with `cargo build -p verbs-shim{profile}` (or set SOFTRDMA_SHIM_DIR)",
-            dir.display()
-        ))
-    })
+    Err(CliError::Runtime(format!(
+        "run: the verbs shim is not beside softrdma: {} {beside}; build it with `cargo build -p verbs-shim{profile}` (or set SOFTRDMA_SHIM_DIR)",
+        dir.display()
+    )))
 }
 
 /// The thin `librdmacm.so.1` (crate rdmacm-shim), put beside the shim when
