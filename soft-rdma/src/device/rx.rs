@@ -313,6 +313,9 @@ fn handle_run<'a>(
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
+    if qpn == Some(super::mcast::MULTICAST_QPN) {
+        return super::mcast::handle_run(dev, run, tx, acks);
+    }
     let ctx = dev.ctx();
     let found = qpn.and_then(|n| dev.qp(n));
     // Locked at the first datagram that passes the checks before it.

@@ -9,7 +9,8 @@
 //! * [`faults`] — middleware that drops, duplicates, reorders, corrupts and
 //!   delays received datagrams (`SOFTRDMA_FAULTS=drop=0.05,seed=7`), counting
 //!   what it did;
-//! * [`addr`] — which local address a device uses (the documented rule).
+//! * [`addr`] — which local address a device uses (the documented rule);
+//! * `multicast` — a UDP link's IP multicast group memberships.
 //!
 //! No per-packet allocation: receive buffers are a preallocated batch
 //! ([`RecvBatch`]), reused across calls.
@@ -22,7 +23,7 @@
 //! as an application thread polling a CQ, which turns the thread's wake-ups
 //! off while it polls ([`Link::wake_on_arrival`]).
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use std::time::Duration;
 pub mod addr;
 pub mod faults;
 pub mod loopback;
+mod multicast;
 pub mod pcap;
 mod ring;
 mod same_host;
@@ -331,6 +333,14 @@ pub trait Link: Send + Sync {
     fn fault_stats(&self) -> Option<FaultStats> {
         None
     }
+    /// Receive, from now on, datagrams sent to the IP multicast `group`
+    /// (the device joins a group once, however many QPs attach). Middleware
+    /// forwards it; a link that cannot is `Unsupported`.
+    fn join(&self, _group: IpAddr) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Stop receiving what is sent to `group` (after a [`Link::join`]).
+    fn leave(&self, _group: IpAddr) {}
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -366,6 +376,12 @@ macro_rules! forward_link {
             }
             fn fault_stats(&self) -> Option<FaultStats> {
                 (**self).fault_stats()
+            }
+            fn join(&self, group: IpAddr) -> io::Result<()> {
+                (**self).join(group)
+            }
+            fn leave(&self, group: IpAddr) {
+                (**self).leave(group)
             }
         }
     )*};

@@ -148,6 +148,14 @@ impl<L: Link> Link for PcapLink<L> {
         self.inner.mtu()
     }
 
+    fn join(&self, group: std::net::IpAddr) -> io::Result<()> {
+        self.inner.join(group)
+    }
+
+    fn leave(&self, group: std::net::IpAddr) {
+        self.inner.leave(group)
+    }
+
     fn fault_stats(&self) -> Option<super::FaultStats> {
         self.inner.fault_stats()
     }

@@ -722,3 +722,40 @@ pub(super) fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: a plain fcntl on a live descriptor; no pointers.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
 }
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR`, so that
+/// every device of the host can bind the same multicast group and port.
+pub(super) fn udp_bound_shared(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let flags = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: no pointers; a non-negative result is a new descriptor.
+    let fd = cvt(unsafe { libc::socket(family, flags, 0) })?;
+    // SAFETY: just created, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let raw = RawAddr::new(addr);
+    // SAFETY: `raw.storage` holds a sockaddr of `raw.len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw.storage as *const libc::sockaddr_storage).cast(),
+            raw.len,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Add `fd` to the epoll instance `ep` (`EPOLLIN`); closing `fd` removes it.
+pub(super) fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are live; `ev` is a live epoll_event for the call.
+    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) })
+        .map(drop)
+}

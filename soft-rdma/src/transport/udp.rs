@@ -89,6 +89,8 @@ pub struct UdpLink {
     /// A default device's hold on its address (`addr::bind_default`): its
     /// drop quarantines the address.
     pub(super) held: Option<super::addr::Held>,
+    /// The multicast groups joined (`Link::join`).
+    groups: super::multicast::Groups,
 }
 
 /// The one-line message for a failed bind, saying what to do.
@@ -160,6 +162,8 @@ impl UdpLink {
             }
         }
         let local = sock.local_addr()?;
+        // Best effort: a device that cannot send multicast still does the rest.
+        let _ = super::multicast::send_from(&sock, local.ip());
         let gro = sys::setsockopt_int(fd, libc::SOL_UDP, sys::UDP_GRO, 1).is_ok();
         Ok(UdpLink {
             gro,
@@ -177,6 +181,7 @@ impl UdpLink {
             fallback: None,
             counters: Counters::default(),
             held: None,
+            groups: Default::default(),
         })
     }
 
@@ -482,6 +487,7 @@ impl UdpLink {
     /// `batch` without blocking; Ok(false) when there was nothing.
     fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<bool> {
         self.try_recv_udp(batch)?;
+        self.groups.receive(batch, &self.counters);
         if let Some(sh) = &self.same_host {
             sh.receive(batch, &self.counters);
         }
@@ -693,6 +699,18 @@ impl Link for UdpLink {
 
     fn stats(&self) -> LinkStats {
         self.counters.snapshot()
+    }
+
+    /// A waiter wakes for the groups' datagrams whatever `wake_on_arrival`
+    /// says (multicast is rare); a blocked `recv` does not — the device
+    /// receives with a zero timeout after its waits.
+    fn join(&self, group: IpAddr) -> io::Result<()> {
+        self.groups
+            .join(group, self.local.ip(), self.arrivals.as_fd())
+    }
+
+    fn leave(&self, group: IpAddr) {
+        self.groups.leave(group)
     }
 }
 
