@@ -1,0 +1,74 @@
+//! UD multicast through rdma_cm: rdmacm-utils' `mckey` (a receiver that
+//! joins a group and counts its messages, a sender that joins and sends
+//! them to the group) through `softrdma run`, on one host and between two
+//! network-namespace hosts (real IP multicast over a veth).
+
+mod common;
+use common::*;
+use std::process::Child;
+use std::time::Duration;
+use test_support::net::two_hosts;
+use test_support::procs::all_text;
+use test_support::{serial::serial, shim};
+
+fn start(host: Option<(&str, &str)>, args: &[&str]) -> Child {
+    let dir = lib_dir();
+    shim::ensure_built(dir, true);
+    shim::run_on(dir, host, "mckey", args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("mckey: {e} (rdmacm-utils; scripts/test.sh installs it)"))
+}
+
+/// `mckey -m group` receiving on `rx`, `mckey -m group -s` sending from
+/// `tx` (each with `-b` its address on a namespace host): both must
+/// finish, the receiver having counted every message of the sender.
+fn mckey(group: &str, rx: Option<(&str, &str)>, tx: Option<(&str, &str)>) {
+    let _g = serial();
+    let args = |host: Option<(&str, &str)>, send: bool| {
+        let mut a = vec!["-m", group, "-C", "20", "-S", "512"];
+        if let Some((_, addr)) = host {
+            a.extend(["-b", addr]);
+        }
+        if send {
+            a.push("-s");
+        }
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let ra = args(rx, false);
+    let r = start(rx, &ra.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    // The sender waits 3 s after its join before it sends: the receiver,
+    // started first, has joined by then.
+    std::thread::sleep(Duration::from_millis(500));
+    let ta = args(tx, true);
+    let s = start(tx, &ta.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let so = wait("mckey sender", s, 60);
+    // The receiver polls until it has every message: a lost one is a hang,
+    // killed at the deadline.
+    let ro = wait("mckey receiver", r, 30);
+    let (st, rt) = (all_text(&so), all_text(&ro));
+    let joined = format!("joined dgid: ::ffff:{group} ");
+    for (who, o, t) in [("sender", &so, &st), ("receiver", &ro, &rt)] {
+        assert!(
+            o.status.success() && t.contains("return status 0"),
+            "mckey {who}: {}\n{t}\n--- sender:\n{st}",
+            o.status
+        );
+        assert!(t.contains(&joined), "mckey {who}: {t}");
+        assert!(t.contains("data transfers complete"), "mckey {who}: {t}");
+    }
+    assert!(rt.contains("receiving data transfers"), "{rt}");
+}
+
+#[test]
+fn mckey_on_one_host() {
+    mckey("239.1.1.1", None, None);
+}
+
+#[test]
+fn mckey_between_two_network_namespace_hosts() {
+    let Some(hosts) = two_hosts("mck", [10, 83, 0]) else {
+        return;
+    };
+    let host = |k: usize| Some((hosts.ns[k].as_str(), hosts.addr[k].as_str()));
+    mckey("239.1.1.2", host(0), host(1));
+}
