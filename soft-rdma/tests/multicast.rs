@@ -279,3 +279,43 @@ fn malformed_and_unauthorised_multicast_packets_are_dropped_and_counted() {
     let wc = wait(&r.cq, 1)[0];
     assert_eq!((wc.status, wc.wr_id), (WcStatus::Success, 1));
 }
+
+#[test]
+fn over_udp_links_the_group_is_ip_multicast_on_loopback() {
+    // Real sockets: each member device binds group:4791 and joins the group
+    // on its loopback address; the sender needs no multicast route.
+    let link = |n: u8| -> Arc<dyn Link> {
+        let a = SocketAddr::from(([127, 77, 0, n], 0));
+        Arc::new(soft_rdma::transport::UdpLink::bind(a).expect("bind"))
+    };
+    let (s, r1, r2, other) = (
+        Node::on_link(link(1), 16),
+        Node::on_link(link(2), 16),
+        Node::on_link(link(3), 16),
+        Node::on_link(link(4), 16),
+    );
+    let g = group("239.77.0.9");
+    let sender = member(&s, 1);
+    let (m1, m2) = (member(&r1, 2), member(&r2, 2));
+    m1.qp.attach_mcast(g, 0).unwrap();
+    m2.qp.attach_mcast(g, 0).unwrap();
+    send(&s, &sender.qp, g, QKEY, 0x42);
+    for (n, m) in [(&r1, &m1), (&r2, &m2)] {
+        let wc = wait(&n.cq, 1)[0];
+        assert_eq!(
+            (wc.status, wc.src_qp),
+            (WcStatus::Success, sender.qp.qp_num())
+        );
+        assert_eq!(&m.buf.0[24..40], &g.0);
+        assert!(m.buf.0[40..104].iter().all(|&b| b == 0x42));
+    }
+    quiet(&other.cq);
+    assert_eq!(other.dev.stats().link_received, 0, "not a member");
+    // The last QP of r2 detaches: r2's socket leaves the group.
+    m2.qp.detach_mcast(g, 0).unwrap();
+    let before = r2.dev.stats().link_received;
+    send(&s, &sender.qp, g, QKEY, 0x43);
+    assert_eq!(wait(&r1.cq, 1)[0].status, WcStatus::Success);
+    quiet(&r2.cq);
+    assert_eq!(r2.dev.stats().link_received, before);
+}
