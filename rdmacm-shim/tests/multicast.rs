@@ -72,3 +72,28 @@ fn mckey_between_two_network_namespace_hosts() {
     let host = |k: usize| Some((hosts.ns[k].as_str(), hosts.addr[k].as_str()));
     mckey("239.1.1.2", host(0), host(1));
 }
+
+#[test]
+fn mckey_in_a_bare_namespace_with_no_multicast_route() {
+    // Only `lo`, up, and no route at all: the group still reaches the
+    // receiver (the sender names its interface).
+    if !test_support::tools::works("unshare", &["-n", "true"]) {
+        return;
+    }
+    let dir = lib_dir();
+    shim::ensure_built(dir, true);
+    let _g = serial();
+    let run = format!(
+        "{} run -- mckey -m 239.1.1.3 -C 5",
+        dir.join("softrdma").display()
+    );
+    let script = format!(
+        "ip link set lo up && {{ {run} > /dev/stderr & }} && sleep 0.5 && {run} -s && wait $!"
+    );
+    let c = spawn("unshare", &["-n", "sh", "-c", &script]);
+    let o = wait("mckey pair in a namespace", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "{}\n{t}", o.status);
+    assert_eq!(t.matches("return status 0").count(), 2, "{t}");
+    assert!(t.contains("receiving data transfers"), "{t}");
+}
