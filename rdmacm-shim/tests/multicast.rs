@@ -97,3 +97,14 @@ fn mckey_in_a_bare_namespace_with_no_multicast_route() {
     assert_eq!(t.matches("return status 0").count(), 2, "{t}");
     assert!(t.contains("receiving data transfers"), "{t}");
 }
+
+#[test]
+fn join_and_leave_semantics() {
+    let exe = compile("mcast_api");
+    let _g = serial();
+    let c = program(exe.to_str().unwrap(), &[]).spawn().unwrap();
+    let o = wait("mcast_api", c, 60);
+    let t = all_text(&o);
+    assert!(o.status.success(), "mcast_api: {}\n{t}", o.status);
+    assert!(t.contains("mcast_api: ok"), "{t}");
+}

@@ -5,7 +5,8 @@
 //! librdmacm's user-space part.
 //!
 //! A join is checked (a UD id bound to the device or with its address
-//! resolved, a multicast address, FULLMEMBER or SENDONLY_FULLMEMBER) and
+//! resolved, an address that is not zero, FULLMEMBER or
+//! SENDONLY_FULLMEMBER) and
 //! answered by RDMA_CM_EVENT_MULTICAST_JOIN, whose `param.ud` is the
 //! kernel's `cma_make_mc_event`: the user's context as private data, an
 //! address handle to the group, QPN 0xFFFFFF and the port space's Q_Key.
@@ -54,7 +55,9 @@ unsafe fn join(idp: *mut rdma_cm_id, sa: *const sockaddr, flags: u32, context: u
     }
     // SAFETY: (caller) a live id and a readable address.
     let (id, a) = unsafe { (&mut *(idp as *mut ShimId), addr::read(sa)) };
-    let Some(a) = a.filter(|a| a.ip().is_multicast()) else {
+    // The kernel refuses only the zero address; a unicast one gets its
+    // JOIN event and fails the QP's attach (MULTICAST_ERROR) as on rxe.
+    let Some(a) = a.filter(|a| !a.ip().is_unspecified()) else {
         return fail(libc::EINVAL);
     };
     if flags > RDMA_MC_JOIN_FLAG_SENDONLY_FULLMEMBER || !id.is_ud() {
