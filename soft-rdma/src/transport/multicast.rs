@@ -10,6 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::sys;
@@ -20,6 +21,9 @@ use crate::sync::lock;
 #[derive(Debug, Default)]
 pub(super) struct Groups {
     socks: Mutex<Vec<(IpAddr, UdpSocket)>>,
+    /// `socks` is not empty: read without the lock, so a link that joined
+    /// nothing pays one load a receive.
+    any: AtomicBool,
 }
 
 /// Send multicast from `sock` (bound to `local`) on `local`'s interface —
@@ -65,18 +69,26 @@ impl Groups {
         }
         sys::epoll_add(arrivals, sock.as_fd())?;
         socks.push((group, sock));
+        self.any.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     /// Leave `group` (closing its socket ends the membership and takes it
     /// out of the epoll).
     pub(super) fn leave(&self, group: IpAddr) {
-        lock(&self.socks).retain(|(g, _)| *g != group);
+        let mut socks = lock(&self.socks);
+        socks.retain(|(g, _)| *g != group);
+        self.any.store(!socks.is_empty(), Ordering::Relaxed);
     }
 
     /// Append what the groups' sockets hold to `batch`, without blocking,
     /// while it has room.
     pub(super) fn receive(&self, batch: &mut RecvBatch, c: &Counters) {
+        // A datagram that came as the flag was set is read next time: the
+        // epoll still reports its socket readable.
+        if !self.any.load(Ordering::Relaxed) {
+            return;
+        }
         let socks = lock(&self.socks);
         if socks.is_empty() {
             return;
