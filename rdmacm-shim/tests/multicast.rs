@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::Duration;
 use test_support::net::two_hosts;
 use test_support::procs::all_text;
-use test_support::{serial::serial, shim};
+use test_support::{serial::serial, shim, tools};
 
 fn start(host: Option<(&str, &str)>, args: &[&str]) -> Child {
     let dir = lib_dir();
@@ -70,7 +70,58 @@ fn mckey_between_two_network_namespace_hosts() {
         return;
     };
     let host = |k: usize| Some((hosts.ns[k].as_str(), hosts.addr[k].as_str()));
+    // What crosses the veth, as tshark's RoCE dissector reads it: the
+    // sender's address to the group, UDP 4791 both ways, DF with IP ID 0,
+    // UD SEND with immediate (mckey's) to QPN 0xFFFFFF with RDMA_UDP_QKEY.
+    let capture = tools::have("tshark").then(|| {
+        let fields = [
+            "ip.src",
+            "ip.dst",
+            "ip.id",
+            "ip.flags.df",
+            "udp.srcport",
+            "udp.dstport",
+            "infiniband.bth.opcode",
+            "infiniband.bth.destqp",
+            "infiniband.deth.q_key",
+        ];
+        let mut args = vec![
+            "netns",
+            "exec",
+            &hosts.ns[0],
+            "tshark",
+            "-i",
+            &hosts.veth[0],
+        ];
+        args.extend(["-c", "3", "-f", "udp port 4791", "-T", "fields"]);
+        for f in fields {
+            args.extend(["-e", f]);
+        }
+        let c = std::process::Command::new("ip")
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tshark");
+        // tshark takes a moment to open the interface.
+        std::thread::sleep(Duration::from_secs(2));
+        c
+    });
     mckey("239.1.1.2", host(0), host(1));
+    if let Some(c) = capture {
+        let o = wait("tshark", c, 20);
+        let t = test_support::procs::text(&o.stdout);
+        let want = format!(
+            "{}\t239.1.1.2\t0x0000\t1\t4791\t4791\t101\t0xffffff\t0x0000000001234567",
+            hosts.addr[1]
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines.len() == 3 && lines.iter().all(|l| *l == want),
+            "captured:\n{t}\n{}",
+            all_text(&o)
+        );
+    }
 }
 
 #[test]
