@@ -319,3 +319,37 @@ fn over_udp_links_the_group_is_ip_multicast_on_loopback() {
     quiet(&r2.cq);
     assert_eq!(r2.dev.stats().link_received, before);
 }
+
+#[test]
+fn a_capture_records_a_received_group_datagram_as_sent_to_the_group() {
+    if !test_support::tools::works("tshark", &["-v"]) {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("mcast-{}.pcap", std::process::id()));
+    let hub = Hub::new();
+    let s = Node::on_hub(&hub, addr(1), 16);
+    let cap = soft_rdma::transport::PcapLink::new(hub.link(addr(2)).unwrap(), &path).unwrap();
+    let r = Node::on_link(Arc::new(cap), 16);
+    let g = group("239.4.4.4");
+    let sender = member(&s, 1);
+    let m = member(&r, 1);
+    m.qp.attach_mcast(g, 0).unwrap();
+    send(&s, &sender.qp, g, QKEY, 9);
+    assert_eq!(wait(&r.cq, 1)[0].status, WcStatus::Success);
+    drop((m, r));
+    let o = std::process::Command::new("tshark")
+        .args(["-r", path.to_str().unwrap(), "-T", "fields"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "infiniband.bth.destqp",
+        ])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(t.trim(), "10.0.0.1\t239.4.4.4\t0xffffff", "{o:?}");
+    std::fs::remove_file(&path).unwrap();
+}
