@@ -4,7 +4,8 @@
  * context, QPN 0xFFFFFF, RDMA_UDP_QKEY, an AH to the IPv4-mapped group),
  * the id's QP attached (it hears its own datagram to the group), leaving
  * (detached; again: EADDRNOTAVAIL), a send-only join attaching nothing,
- * and a unicast address failing the attach: MULTICAST_ERROR. */
+ * a unicast address failing the attach: MULTICAST_ERROR, and a synchronous
+ * id's join returning with its event. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -152,6 +153,17 @@ int main(void)
 	rdma_destroy_qp(u);
 	CHECK(rdma_destroy_id(u) == 0);
 	rdma_destroy_event_channel(ch);
+
+	/* A synchronous id (no channel): the join returns with its event. */
+	struct rdma_cm_id *y;
+	struct sockaddr_in d = sin_of("239.9.9.11");
+	CHECK(rdma_create_id(NULL, &y, NULL, RDMA_PS_UDP) == 0);
+	CHECK(rdma_resolve_addr(y, NULL, (struct sockaddr *)&d, 2000) == 0);
+	CHECK(rdma_join_multicast(y, (struct sockaddr *)&d, &marker) == 0);
+	CHECK(y->event && y->event->event == RDMA_CM_EVENT_MULTICAST_JOIN);
+	CHECK(y->event->param.ud.private_data == &marker);
+	CHECK(rdma_leave_multicast(y, (struct sockaddr *)&d) == 0);
+	CHECK(rdma_destroy_id(y) == 0);
 	printf("mcast_api: ok\n");
 	return 0;
 }
