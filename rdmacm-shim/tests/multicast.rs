@@ -11,6 +11,35 @@ use test_support::net::two_hosts;
 use test_support::procs::all_text;
 use test_support::{serial::serial, shim, tools};
 
+/// `group` as /proc/net/igmp shows it (the address's bytes, read as a
+/// little-endian word, in hex).
+fn igmp_hex(group: &str) -> String {
+    let ip: std::net::Ipv4Addr = group.parse().unwrap();
+    format!("{:08X}", u32::from_le_bytes(ip.octets()))
+}
+
+/// Whether a socket of network namespace `ns` (None: ours) joins `group`
+/// within 30 s.
+fn joined(ns: Option<&str>, group: &str) -> bool {
+    let hex = igmp_hex(group);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < end {
+        let table = match ns {
+            None => std::fs::read_to_string("/proc/net/igmp").unwrap_or_default(),
+            Some(ns) => std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "cat", "/proc/net/igmp"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+        };
+        if table.contains(&hex) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 fn start(host: Option<(&str, &str)>, args: &[&str]) -> Child {
     let dir = lib_dir();
     shim::ensure_built(dir, true);
@@ -35,10 +64,14 @@ fn mckey(group: &str, rx: Option<(&str, &str)>, tx: Option<(&str, &str)>) {
         a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
     let ra = args(rx, false);
-    let r = start(rx, &ra.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    // The sender waits 3 s after its join before it sends: the receiver,
-    // started first, has joined by then.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut r = start(rx, &ra.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    // The receiver's device is a member (its QP attached) before the
+    // sender starts.
+    if !joined(rx.map(|h| h.0), group) {
+        let _ = r.kill();
+        let o = wait("mckey receiver", r, 10);
+        panic!("the receiver never joined {group}:\n{}", all_text(&o));
+    }
     let ta = args(tx, true);
     let s = start(tx, &ta.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     let so = wait("mckey sender", s, 60);
@@ -139,7 +172,9 @@ fn mckey_in_a_bare_namespace_with_no_multicast_route() {
         dir.join("softrdma").display()
     );
     let script = format!(
-        "ip link set lo up && {{ {run} > /dev/stderr & }} && sleep 0.5 && {run} -s && wait $!"
+        "ip link set lo up && {{ {run} > /dev/stderr & }} && \
+         until grep -q {} /proc/net/igmp; do sleep 0.05; done && {run} -s && wait $!",
+        igmp_hex("239.1.1.3")
     );
     let c = spawn("unshare", &["-n", "sh", "-c", &script]);
     let o = wait("mckey pair in a namespace", c, 60);
