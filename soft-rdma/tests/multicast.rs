@@ -151,9 +151,25 @@ fn the_sender_hears_itself_when_its_qp_is_attached() {
     let g = group("ff0e::1:2");
     let m = member(&s, 2);
     m.qp.attach_mcast(g, 0).unwrap();
-    send(&s, &m.qp, g, QKEY, 7);
-    let wc = wait(&s.cq, 1)[0];
-    assert_eq!((wc.status, wc.src_qp), (WcStatus::Success, m.qp.qp_num()));
+    let src = Buf::new(64, |_| 7);
+    let mr = s.pd.reg_mr(src.addr(), 64, all_access()).unwrap();
+    m.qp.post_send(&[SendWr {
+        wr_id: 99,
+        sg_list: &[src.sge(&mr, 0, 64)],
+        op: SendOp::Send,
+        flags: signaled(),
+        ud: Some(UdDest {
+            ah: s.pd.create_ah(g),
+            remote_qpn: MULTICAST_QPN,
+            remote_qkey: QKEY,
+        }),
+    }])
+    .unwrap();
+    // The send's completion and the receive's, on the one CQ.
+    let wcs = wait(&s.cq, 2);
+    assert!(wcs.iter().all(|w| w.status == WcStatus::Success), "{wcs:?}");
+    let recv = wcs.iter().find(|w| w.wr_id != 99).expect("a receive");
+    assert_eq!(recv.src_qp, m.qp.qp_num());
 }
 
 #[test]
@@ -352,4 +368,53 @@ fn a_capture_records_a_received_group_datagram_as_sent_to_the_group() {
     let t = String::from_utf8_lossy(&o.stdout);
     assert_eq!(t.trim(), "10.0.0.1\t239.4.4.4\t0xffffff", "{o:?}");
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn over_udp_links_forged_and_malformed_group_datagrams_are_dropped_and_counted() {
+    let udp = |n: u8| soft_rdma::transport::UdpLink::bind(SocketAddr::from(([127, 77, 1, n], 0)));
+    let (s, r) = (
+        Node::on_link(Arc::new(udp(1).unwrap()), 16),
+        Node::on_link(Arc::new(udp(2).unwrap()), 16),
+    );
+    let g = group("239.77.1.9");
+    let to = SocketAddr::new(g.to_ip(), 4791);
+    let sender = member(&s, 1);
+    let m = member(&r, 2);
+    m.qp.attach_mcast(g, 0).unwrap();
+    // Another local user's socket in the group: it reads what any member
+    // reads (as on a host with a kernel RoCE device) and sends what it likes.
+    let spy = udp(3).unwrap();
+    spy.join(g.to_ip()).unwrap();
+    send(&s, &sender.qp, g, QKEY, 5);
+    assert_eq!(wait(&r.cq, 1)[0].status, WcStatus::Success);
+    let mut batch = RecvBatch::new(4);
+    assert_eq!(
+        spy.recv(&mut batch, Some(Duration::from_secs(5))).unwrap(),
+        1
+    );
+    assert_eq!(batch.group(0), Some(g.to_ip()));
+    let good = batch.get(0).1.to_vec();
+    let before = r.dev.stats();
+    // Replayed from its own address (the ICRC covers the source), and cut
+    // short.
+    spy.send(&[
+        Outgoing {
+            peer: to,
+            data: &good,
+        },
+        Outgoing {
+            peer: to,
+            data: &good[..9],
+        },
+    ])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    quiet(&r.cq);
+    let after = r.dev.stats();
+    assert_eq!(after.icrc_errors - before.icrc_errors, 1, "{after}");
+    assert_eq!(after.parse_errors - before.parse_errors, 1, "{after}");
+    // The member still hears the group.
+    send(&s, &sender.qp, g, QKEY, 6);
+    assert_eq!(wait(&r.cq, 1)[0].status, WcStatus::Success);
 }

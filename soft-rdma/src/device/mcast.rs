@@ -3,11 +3,13 @@
 //! fan-out to them.
 //!
 //! A RoCEv2 packet carries no GRH: its destination GID is the IP
-//! destination, which a link does not report. A packet to the multicast QPN
-//! is taken to be for the joined group whose ICRC it verifies with (the
-//! ICRC covers the destination address); one that verifies with none is
-//! counted as an ICRC error, one sent to the device's own address as for no
-//! QP (rxe finds no group for it either).
+//! destination. A UDP link reports it (`RecvBatch::group`: the group socket
+//! it came from); where the link cannot tell (a test hub, datagrams a fault
+//! layer held back), a packet to the multicast QPN is taken to be for the
+//! joined group whose ICRC it verifies with (the ICRC covers the
+//! destination address). One that verifies with none is counted as an ICRC
+//! error, one sent to the device's own address as for no QP (rxe finds no
+//! group for it either).
 #![forbid(unsafe_code)]
 
 use super::DeviceInner;
@@ -16,12 +18,12 @@ use crate::log::log;
 use crate::qp::{QpShared, TxQueue};
 use crate::resources::counters::bump;
 use crate::sync::{Level, OrderedMutex};
-use crate::transport::ROCE_PORT;
+use crate::transport::{RecvBatch, ROCE_PORT};
 use crate::types::{Errno, Gid, QpType, Result};
 use crate::wire::icrc::{self, IcrcContext};
 use crate::wire::PacketRepr;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// The destination QPN of a multicast packet (`IB_MULTICAST_QPN`).
@@ -127,20 +129,39 @@ impl DeviceInner {
         found
     }
 
-    /// The group a multicast packet from `from` was sent to (see the
-    /// module comment) and its QPs; None after counting the drop.
+    /// The group a multicast packet from `from` was sent to (`known`, if
+    /// the link said; see the module comment) and its QPs; None after
+    /// counting the drop.
     /// Locks: under the receive lock; takes the groups lock.
-    fn mcast_destination(&self, from: SocketAddr, bytes: &[u8]) -> Option<(Gid, Vec<u32>)> {
+    fn mcast_destination(
+        &self,
+        from: SocketAddr,
+        bytes: &[u8],
+        known: Option<IpAddr>,
+    ) -> Option<(Gid, Vec<u32>)> {
         let t = self.mcast.table.lock();
-        let found = t.groups.iter().find(|(g, _)| {
+        let verifies = |g: &Gid| {
             let to = SocketAddr::new(g.to_ip(), ROCE_PORT);
             icrc::verify(&IcrcContext::between(from, to), bytes)
-        });
+        };
+        // Known: one check, however many groups (a flood costs no more).
+        let (found, no_group) = match known {
+            Some(ip) => match t.groups.get_key_value(&Gid::from_ip(ip)) {
+                Some(e) => (Some(e).filter(|(g, _)| verifies(g)), false),
+                // Left since it was queued.
+                None => (None, true),
+            },
+            None => (t.groups.iter().find(|(g, _)| verifies(g)), false),
+        };
         if let Some((g, m)) = found {
             return Some((*g, m.clone()));
         }
         drop(t);
-        if icrc::verify(&IcrcContext::between(from, self.local), bytes) {
+        let unicast = known.is_none() && {
+            let to = IcrcContext::between(from, self.local);
+            icrc::verify(&to, bytes)
+        };
+        if no_group || unicast {
             bump(&self.stats.unknown_qp);
         } else {
             bump(&self.stats.icrc_errors);
@@ -156,13 +177,15 @@ impl DeviceInner {
 ///
 /// Locks: under the receive lock; the groups lock, released, then each
 /// QP's lock in turn.
-pub(super) fn handle_run<'a>(
+pub(super) fn handle_run(
     dev: &DeviceInner,
-    run: impl Iterator<Item = (SocketAddr, &'a [u8], bool)>,
+    batch: &RecvBatch,
+    run: std::ops::Range<usize>,
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
-    for (from, bytes, _) in run {
+    for k in run {
+        let (from, bytes) = batch.get(k);
         bump(&dev.stats.rcvd_pkts);
         let (repr, payload) = match PacketRepr::parse(bytes) {
             Ok(r) => r,
@@ -173,7 +196,7 @@ pub(super) fn handle_run<'a>(
             }
         };
         // Verified even if `intact`: the ICRC is what names the group.
-        let Some((group, qpns)) = dev.mcast_destination(from, bytes) else {
+        let Some((group, qpns)) = dev.mcast_destination(from, bytes, batch.group(k)) else {
             log!(
                 Debug,
                 "dropped {repr} from {from}: no multicast group of ours"

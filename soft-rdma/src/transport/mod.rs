@@ -95,6 +95,9 @@ pub(crate) struct Slot {
     /// marks its packets CHECKSUM_UNNECESSARY for the same reason. Anything
     /// that edits the bytes clears it.
     pub(crate) intact: bool,
+    /// The multicast group it was sent to, if the link knows (a group
+    /// socket's datagram); None for unicast, or unknown.
+    pub(crate) group: Option<IpAddr>,
 }
 
 impl RecvBatch {
@@ -175,8 +178,24 @@ impl RecvBatch {
             start,
             len,
             intact,
+            group: None,
         });
         true
+    }
+
+    /// [`RecvBatch::push`] of a datagram sent to the multicast `group`.
+    pub(crate) fn push_to_group(&mut self, peer: SocketAddr, group: IpAddr, data: &[u8]) -> bool {
+        let pushed = self.push(peer, data);
+        if let Some(s) = self.pkts.last_mut().filter(|_| pushed) {
+            s.group = Some(group);
+        }
+        pushed
+    }
+
+    /// The multicast group the `i`th datagram was sent to, if the link
+    /// knows it (None: unicast, or a link that cannot tell).
+    pub fn group(&self, i: usize) -> Option<IpAddr> {
+        self.pkts[i].group
     }
     /// Keep only the datagrams for which `keep` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(SocketAddr, &[u8]) -> bool) {

@@ -95,12 +95,12 @@ impl Groups {
         }
         // One byte more than a packet: a longer datagram is seen as such.
         let mut buf = [0u8; MAX_PACKET + 1];
-        for (_, sock) in socks.iter() {
+        for (group, sock) in socks.iter() {
             while batch.len() < batch.capacity() && batch.used + MAX_PACKET <= batch.buf.len() {
                 match sock.recv_from(&mut buf) {
                     Ok((n, _)) if n > MAX_PACKET => Counters::add(&c.recv_truncated, 1),
                     Ok((n, from)) => {
-                        batch.push(from, &buf[..n]);
+                        batch.push_to_group(from, *group, &buf[..n]);
                         Counters::add(&c.received, 1);
                         Counters::add(&c.received_bytes, n as u64);
                     }

@@ -574,6 +574,7 @@ impl UdpLink {
                         start: base + off,
                         len,
                         intact: false,
+                        group: None,
                     });
                     off += len;
                 }
