@@ -15,3 +15,9 @@ pub(crate) const MAX_RD_ATOMIC: u8 = 128;
 /// GID table entries per port (rxe's `RXE_PORT_GID_TBL_LEN`); the device
 /// fills the first two, the rest read as empty.
 pub(crate) const GID_TBL_LEN: u32 = 1024;
+/// Multicast groups, QPs attached to one group, attachments in all
+/// (rxe's `RXE_MAX_MCAST_GRP`, `RXE_MAX_MCAST_QP_ATTACH`,
+/// `RXE_MAX_TOT_MCAST_QP_ATTACH`); beyond them an attach is `ENOMEM`.
+pub(crate) const MAX_MCAST_GRP: usize = 8192;
+pub(crate) const MAX_MCAST_QP_ATTACH: usize = 56;
+pub(crate) const MAX_TOT_MCAST_QP_ATTACH: usize = 0x70000;

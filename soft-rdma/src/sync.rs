@@ -22,6 +22,7 @@ pub(crate) enum Level {
     Xrcd,
     Receiver,
     Arming,
+    McastGroups,
     QpTable,
     Qp,
     XrcSrqs,

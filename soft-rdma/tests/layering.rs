@@ -46,6 +46,7 @@ const FORBIDDING: &[&str] = &[
     "transport/addr.rs",
     "transport/faults.rs",
     "transport/loopback.rs",
+    "transport/multicast.rs",
     "transport/pcap.rs",
     "transport/same_host.rs",
     "transport/udp.rs",

@@ -101,6 +101,9 @@ pub fn device_attr(dev: &Device) -> ibv_device_attr {
         max_srq_wr: a.max_qp_wr as c_int,
         max_srq_sge: a.max_sge as c_int,
         max_pkeys: 1,
+        max_mcast_grp: int(a.max_mcast_grp),
+        max_mcast_qp_attach: int(a.max_mcast_qp_attach),
+        max_total_mcast_qp_attach: int(a.max_total_mcast_qp_attach),
         local_ca_ack_delay: 15,
         phys_port_cnt: a.phys_port_cnt,
         ..Default::default()

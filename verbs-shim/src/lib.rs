@@ -24,6 +24,7 @@ mod conv;
 mod cq;
 mod device;
 mod import;
+mod mcast;
 mod mr;
 mod mw;
 mod pd;
@@ -44,8 +45,8 @@ mod exports {
     use crate::rdmacm::exports::*;
     #[allow(unused_imports)]
     use crate::{
-        ah::*, context::*, cq::*, device::*, import::*, mr::*, pd::*, qp::*, srq::*, strings::*,
-        stubs::*,
+        ah::*, context::*, cq::*, device::*, import::*, mcast::*, mr::*, pd::*, qp::*, srq::*,
+        strings::*, stubs::*,
     };
     include!(concat!(env!("OUT_DIR"), "/exports.rs"));
 }

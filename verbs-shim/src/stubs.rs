@@ -37,8 +37,6 @@ macro_rules! nothing {
 }
 
 errno_int!(
-    shim_ibv_attach_mcast,
-    shim_ibv_detach_mcast,
     shim_ibv_query_ece,
     shim_ibv_set_ece,
     shim_ibv_resolve_eth_l2_from_gid,

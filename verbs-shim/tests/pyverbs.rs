@@ -29,10 +29,6 @@ const HARDWARE_SKIPS: &[&str] = &[
     "Create Raw Packet QP",
 ];
 
-/// Skips allowed in `test_rdmacm` only: its three multicast tests, as the
-/// device offers no multicast (`rdma_join_multicast` is EOPNOTSUPP).
-const RDMACM_SKIPS: &[&str] = &["Multicast is not supported"];
-
 /// The skip of the huge-page tests, allowed only where no 2 MiB huge page is
 /// reserved (scripts/test.sh reserves them where it may).
 const NO_HUGE_PAGES: &str = "There are no huge pages of size 2M allocated";
@@ -156,7 +152,6 @@ fn module(name: &str) {
         .iter()
         .filter(|r| !HARDWARE_SKIPS.iter().any(|h| r.starts_with(h)))
         .filter(|r| !(no_huge_pages && r.starts_with(NO_HUGE_PAGES)))
-        .filter(|r| !(rdmacm && RDMACM_SKIPS.iter().any(|h| r.starts_with(h))))
         .collect();
     eprintln!(
         "pyverbs {name}: ran {}, failed/errors {}, skipped {} ({} allowed)",

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod doorbell;
+pub mod mcast;
 pub mod publish;
 pub(crate) mod rx;
 pub(crate) mod stats;
@@ -50,6 +51,7 @@ pub(crate) struct DeviceInner {
     pub(crate) stats: Stats,
     pub(crate) events: EventQueue,
     pub(crate) xrc_srqs: XrcSrqTable,
+    pub(crate) mcast: mcast::Groups,
     next_qpn: AtomicU32,
     next_object: AtomicU32,
     closing: AtomicBool,
@@ -72,6 +74,7 @@ impl DeviceInner {
             stats: Stats::default(),
             events: EventQueue::new()?,
             xrc_srqs: XrcSrqTable::default(),
+            mcast: mcast::Groups::new(),
             next_qpn: AtomicU32::new(0),
             next_object: AtomicU32::new(0),
             closing: AtomicBool::new(false),
@@ -146,6 +149,9 @@ impl DeviceInner {
 
     /// Destroy a QP: out of the table once its last words are sent.
     pub(crate) fn destroy_qp(&self, qp: &QpShared) {
+        if qp.qp_type() == crate::types::QpType::Ud {
+            self.detach_all_mcast(qp.qpn());
+        }
         qp.lock().destroy(&self.ctx());
         let mut qps = self.qps.write();
         if qps.get(&qp.qpn()).is_some_and(|q| std::ptr::eq(&**q, qp)) {

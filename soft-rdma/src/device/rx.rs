@@ -289,6 +289,11 @@ fn handle_all(
         while j < n && qpn.is_some() && dest_qp(batch.get(j).1) == qpn {
             j += 1;
         }
+        if qpn == Some(super::mcast::MULTICAST_QPN) {
+            super::mcast::handle_run(dev, batch, i..j, tx, acks);
+            i = j;
+            continue;
+        }
         let run = (i..j).map(|k| {
             let (from, bytes) = batch.get(k);
             (from, bytes, batch.intact(k))

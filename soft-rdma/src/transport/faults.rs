@@ -545,6 +545,14 @@ impl<L: Link> Link for FaultLink<L> {
         self.inner.stats()
     }
 
+    fn join(&self, group: std::net::IpAddr) -> io::Result<()> {
+        self.inner.join(group)
+    }
+
+    fn leave(&self, group: std::net::IpAddr) {
+        self.inner.leave(group)
+    }
+
     fn fault_stats(&self) -> Option<FaultStats> {
         Some(FaultLink::fault_stats(self))
     }

@@ -10,7 +10,7 @@
 use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ const FREE_BUFFERS: usize = 256;
 #[derive(Debug)]
 pub struct Hub {
     links: Mutex<HashMap<SocketAddr, Arc<Port>>>,
+    /// IP multicast groups: the links that joined each (`Link::join`).
+    groups: Mutex<HashMap<IpAddr, Vec<SocketAddr>>>,
     queue: usize,
 }
 
@@ -57,6 +59,7 @@ impl Hub {
     pub fn with_queue(queue: usize) -> Arc<Hub> {
         Arc::new(Hub {
             links: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             queue: queue.max(1),
         })
     }
@@ -97,6 +100,21 @@ impl Hub {
 
     fn lookup(&self, addr: &SocketAddr) -> Option<Arc<Port>> {
         lock(&self.links).get(addr).cloned()
+    }
+
+    /// Where a datagram to `peer` goes: the link bound there, or for a
+    /// multicast address every link that joined the group (none: dropped,
+    /// as IP multicast nobody listens to).
+    fn destinations(&self, peer: &SocketAddr) -> Vec<Arc<Port>> {
+        if !peer.ip().is_multicast() {
+            return self.lookup(peer).into_iter().collect();
+        }
+        let members = lock(&self.groups).get(&peer.ip()).cloned();
+        members
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| self.lookup(a))
+            .collect()
     }
 }
 
@@ -167,6 +185,37 @@ impl LoopbackLink {
     }
 }
 
+impl LoopbackLink {
+    /// Queue `group` on `dst`'s port; false if it is closed.
+    fn deliver(&self, dst: &Port, group: &[Outgoing<'_>]) -> bool {
+        let mut st = lock(&dst.state);
+        if st.closed {
+            return false;
+        }
+        let mut delivered = 0;
+        for o in group.iter().filter(|o| o.data.len() <= u16::MAX as usize) {
+            if st.queue.len() >= self.hub.queue {
+                Counters::add(&dst.counters.recv_dropped, 1);
+                continue;
+            }
+            let mut buf = st
+                .free
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(MAX_PACKET));
+            buf.clear();
+            buf.extend_from_slice(o.data);
+            st.queue.push_back((self.addr, buf));
+            delivered += 1;
+        }
+        let wake = delivered > 0 && st.waiters > 0;
+        drop(st);
+        if wake {
+            dst.cond.notify_all();
+        }
+        true
+    }
+}
+
 impl Link for LoopbackLink {
     fn local(&self) -> SocketAddr {
         self.addr
@@ -190,42 +239,19 @@ impl Link for LoopbackLink {
             }
             let group = &batch[i..j];
             i = j;
-            let Some(dst) = self.hub.lookup(&peer) else {
-                Counters::add(&me.send_dropped, group.len() as u64);
-                continue;
-            };
-            let mut st = lock(&dst.state);
-            if st.closed {
-                Counters::add(&me.send_dropped, group.len() as u64);
-                continue;
+            // Sent if some destination took it (a closed one does not).
+            let mut open = false;
+            for dst in self.hub.destinations(&peer) {
+                open |= self.deliver(&dst, group);
             }
-            let mut delivered = 0;
             for o in group {
-                if o.data.len() > u16::MAX as usize {
+                if !open || o.data.len() > u16::MAX as usize {
                     Counters::add(&me.send_dropped, 1);
                     continue;
                 }
-                // Sent as far as the sender can tell, like UDP.
                 Counters::add(&me.sent, 1);
                 Counters::add(&me.sent_bytes, o.data.len() as u64);
                 sent += 1;
-                if st.queue.len() >= self.hub.queue {
-                    Counters::add(&dst.counters.recv_dropped, 1);
-                    continue;
-                }
-                let mut buf = st
-                    .free
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(MAX_PACKET));
-                buf.clear();
-                buf.extend_from_slice(o.data);
-                st.queue.push_back((self.addr, buf));
-                delivered += 1;
-            }
-            let wake = delivered > 0 && st.waiters > 0;
-            drop(st);
-            if wake {
-                dst.cond.notify_all();
             }
         }
         Ok(sent)
@@ -278,5 +304,27 @@ impl Link for LoopbackLink {
 
     fn stats(&self) -> LinkStats {
         self.stats()
+    }
+
+    fn join(&self, group: IpAddr) -> io::Result<()> {
+        if !group.is_multicast() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let mut groups = lock(&self.hub.groups);
+        let members = groups.entry(group).or_default();
+        if !members.contains(&self.addr) {
+            members.push(self.addr);
+        }
+        Ok(())
+    }
+
+    fn leave(&self, group: IpAddr) {
+        let mut groups = lock(&self.hub.groups);
+        if let Some(m) = groups.get_mut(&group) {
+            m.retain(|a| *a != self.addr);
+            if m.is_empty() {
+                groups.remove(&group);
+            }
+        }
     }
 }

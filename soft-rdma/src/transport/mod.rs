@@ -9,7 +9,8 @@
 //! * [`faults`] — middleware that drops, duplicates, reorders, corrupts and
 //!   delays received datagrams (`SOFTRDMA_FAULTS=drop=0.05,seed=7`), counting
 //!   what it did;
-//! * [`addr`] — which local address a device uses (the documented rule).
+//! * [`addr`] — which local address a device uses (the documented rule);
+//! * `multicast` — a UDP link's IP multicast group memberships.
 //!
 //! No per-packet allocation: receive buffers are a preallocated batch
 //! ([`RecvBatch`]), reused across calls.
@@ -22,7 +23,7 @@
 //! as an application thread polling a CQ, which turns the thread's wake-ups
 //! off while it polls ([`Link::wake_on_arrival`]).
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use std::time::Duration;
 pub mod addr;
 pub mod faults;
 pub mod loopback;
+mod multicast;
 pub mod pcap;
 mod ring;
 mod same_host;
@@ -93,6 +95,9 @@ pub(crate) struct Slot {
     /// marks its packets CHECKSUM_UNNECESSARY for the same reason. Anything
     /// that edits the bytes clears it.
     pub(crate) intact: bool,
+    /// The multicast group it was sent to, if the link knows (a group
+    /// socket's datagram); None for unicast, or unknown.
+    pub(crate) group: Option<IpAddr>,
 }
 
 impl RecvBatch {
@@ -173,8 +178,24 @@ impl RecvBatch {
             start,
             len,
             intact,
+            group: None,
         });
         true
+    }
+
+    /// [`RecvBatch::push`] of a datagram sent to the multicast `group`.
+    pub(crate) fn push_to_group(&mut self, peer: SocketAddr, group: IpAddr, data: &[u8]) -> bool {
+        let pushed = self.push(peer, data);
+        if let Some(s) = self.pkts.last_mut().filter(|_| pushed) {
+            s.group = Some(group);
+        }
+        pushed
+    }
+
+    /// The multicast group the `i`th datagram was sent to, if the link
+    /// knows it (None: unicast, or a link that cannot tell).
+    pub fn group(&self, i: usize) -> Option<IpAddr> {
+        self.pkts[i].group
     }
     /// Keep only the datagrams for which `keep` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(SocketAddr, &[u8]) -> bool) {
@@ -337,6 +358,14 @@ pub trait Link: Send + Sync {
     fn peer_gone(&self, _peer: SocketAddr) -> bool {
         false
     }
+    /// Receive, from now on, datagrams sent to the IP multicast `group`
+    /// (the device joins a group once, however many QPs attach). Middleware
+    /// forwards it; a link that cannot is `Unsupported`.
+    fn join(&self, _group: IpAddr) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Stop receiving what is sent to `group` (after a [`Link::join`]).
+    fn leave(&self, _group: IpAddr) {}
 }
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
@@ -375,6 +404,12 @@ macro_rules! forward_link {
             }
             fn peer_gone(&self, peer: SocketAddr) -> bool {
                 (**self).peer_gone(peer)
+            }
+            fn join(&self, group: IpAddr) -> io::Result<()> {
+                (**self).join(group)
+            }
+            fn leave(&self, group: IpAddr) {
+                (**self).leave(group)
             }
         }
     )*};

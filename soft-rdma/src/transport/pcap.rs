@@ -46,6 +46,9 @@ pub struct PcapLink<L: Link> {
     inner: L,
     rec: Arc<Recorder>,
     local: SocketAddr,
+    /// The multicast groups joined: a datagram to one is recorded as sent
+    /// to the group (see [`PcapLink::destination`]).
+    groups: Mutex<Vec<IpAddr>>,
 }
 
 impl<L: Link> std::fmt::Debug for PcapLink<L> {
@@ -64,7 +67,30 @@ impl<L: Link> PcapLink<L> {
         let rec = Recorder::open(path)?;
         let local = inner.local();
         lock(&rec.w).locals.push(local);
-        Ok(PcapLink { inner, rec, local })
+        Ok(PcapLink {
+            inner,
+            rec,
+            local,
+            groups: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Where a received datagram was sent: this link, or for one to the
+    /// multicast QPN the joined group its ICRC verifies with (a link does
+    /// not report a datagram's destination address).
+    fn destination(&self, from: SocketAddr, data: &[u8]) -> SocketAddr {
+        let multicast =
+            crate::wire::Packet::new_checked(data).is_ok_and(|p| p.dest_qp() == 0xff_ffff);
+        if multicast {
+            for &g in lock(&self.groups).iter() {
+                let to = SocketAddr::new(g, super::ROCE_PORT);
+                let ctx = crate::wire::icrc::IcrcContext::between(from, to);
+                if crate::wire::icrc::verify(&ctx, data) {
+                    return to;
+                }
+            }
+        }
+        self.local
     }
 
     /// The wrapped link.
@@ -117,7 +143,7 @@ impl<L: Link> Link for PcapLink<L> {
             let mut w = lock(&self.rec.w);
             for (peer, data) in batch.iter() {
                 if !w.locals.contains(&peer) {
-                    w.record(peer, self.local, data);
+                    w.record(peer, self.destination(peer, data), data);
                 }
             }
         }
@@ -146,6 +172,17 @@ impl<L: Link> Link for PcapLink<L> {
 
     fn mtu(&self) -> Option<u32> {
         self.inner.mtu()
+    }
+
+    fn join(&self, group: std::net::IpAddr) -> io::Result<()> {
+        self.inner.join(group)?;
+        lock(&self.groups).push(group);
+        Ok(())
+    }
+
+    fn leave(&self, group: std::net::IpAddr) {
+        self.inner.leave(group);
+        lock(&self.groups).retain(|g| *g != group);
     }
 
     fn fault_stats(&self) -> Option<super::FaultStats> {

@@ -591,3 +591,37 @@ pub(super) fn sealed_memfd(name: &std::ffi::CStr, len: usize) -> io::Result<Owne
 pub(super) fn sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
     fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(fs::SealFlags::SHRINK))
 }
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR`, so that
+/// every device of the host can bind the same multicast group and port.
+pub(super) fn udp_bound_shared(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = net::socket_with(
+        family,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    net::bind(&fd, addr)?;
+    Ok(fd)
+}
+
+/// Add `fd` to the epoll instance `ep` (`EPOLLIN`); closing `fd` removes it.
+pub(super) fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(epoll::add(
+        ep,
+        fd,
+        epoll::EventData::new_u64(0),
+        epoll::EventFlags::IN,
+    )?)
+}
+
+/// Multicast from `fd` leaves through the interface holding `local`.
+pub(super) fn multicast_from(fd: BorrowedFd<'_>, local: &Ipv4Addr) -> io::Result<()> {
+    Ok(sockopt::set_ip_multicast_if(fd, local)?)
+}

@@ -89,6 +89,8 @@ pub struct UdpLink {
     /// A default device's hold on its address (`addr::bind_default`): its
     /// drop quarantines the address.
     pub(super) held: Option<super::addr::Held>,
+    /// The multicast groups joined (`Link::join`).
+    groups: super::multicast::Groups,
 }
 
 /// The one-line message for a failed bind, saying what to do.
@@ -134,6 +136,8 @@ impl UdpLink {
         sys::path_mtu_discovery_do(fd, is_v4)?;
         sys::socket_buffers(fd, SOCKET_BUFFER);
         let local = sock.local_addr()?;
+        // Best effort: a device that cannot send multicast still does the rest.
+        let _ = super::multicast::send_from(&sock, local.ip());
         let gro = sys::enable_udp_gro(fd);
         Ok(UdpLink {
             gro,
@@ -151,6 +155,7 @@ impl UdpLink {
             fallback: None,
             counters: Counters::default(),
             held: None,
+            groups: Default::default(),
         })
     }
 
@@ -446,6 +451,7 @@ impl UdpLink {
     /// `batch` without blocking; Ok(false) when there was nothing.
     fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<bool> {
         self.try_recv_udp(batch)?;
+        self.groups.receive(batch, &self.counters);
         if let Some(sh) = &self.same_host {
             sh.receive(batch, &self.counters);
         }
@@ -532,6 +538,7 @@ impl UdpLink {
                         start: base + off,
                         len,
                         intact: false,
+                        group: None,
                     });
                     off += len;
                 }
@@ -663,6 +670,18 @@ impl Link for UdpLink {
 
     fn stats(&self) -> LinkStats {
         self.counters.snapshot()
+    }
+
+    /// A waiter wakes for the groups' datagrams whatever `wake_on_arrival`
+    /// says (multicast is rare); a blocked `recv` does not — the device
+    /// receives with a zero timeout after its waits.
+    fn join(&self, group: IpAddr) -> io::Result<()> {
+        self.groups
+            .join(group, self.local.ip(), self.arrivals.as_fd())
+    }
+
+    fn leave(&self, group: IpAddr) {
+        self.groups.leave(group)
     }
 }
 

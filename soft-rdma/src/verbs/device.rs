@@ -4,8 +4,8 @@
 use super::{Errno, Gid, Mtu, Result};
 use crate::device::{stats, DeviceInner, Running};
 use crate::limits::{
-    GID_TBL_LEN, MAX_CQE, MAX_INLINE, MAX_MR, MAX_MSG, MAX_MW, MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC,
-    MAX_SGE,
+    GID_TBL_LEN, MAX_CQE, MAX_INLINE, MAX_MCAST_GRP, MAX_MCAST_QP_ATTACH, MAX_MR, MAX_MSG, MAX_MW,
+    MAX_QP, MAX_QP_WR, MAX_RD_ATOMIC, MAX_SGE, MAX_TOT_MCAST_QP_ATTACH,
 };
 use crate::transport::{self, Link};
 use std::net::SocketAddr;
@@ -35,6 +35,10 @@ pub struct DeviceAttr {
     /// XRC domains, SRQs and QPs (`IBV_DEVICE_XRC`).
     pub xrc: bool,
     pub placement: PlacementCaps,
+    /// Multicast groups, QPs a group, attachments in all (rxe's).
+    pub max_mcast_grp: usize,
+    pub max_mcast_qp_attach: usize,
+    pub max_total_mcast_qp_attach: usize,
 }
 
 /// The memory placement extensions the device offers (the
@@ -199,6 +203,9 @@ impl Device {
                 ud: 1 | 2 | 32,
                 xrc: 1 | 2 | 4 | 8 | 16 | 32,
             },
+            max_mcast_grp: MAX_MCAST_GRP,
+            max_mcast_qp_attach: MAX_MCAST_QP_ATTACH,
+            max_total_mcast_qp_attach: MAX_TOT_MCAST_QP_ATTACH,
             placement: PlacementCaps {
                 atomic_write: true,
                 flush_global: true,

@@ -11,6 +11,7 @@ mod qp;
 mod srq;
 mod xrc;
 
+pub use crate::device::mcast::{is_multicast, MULTICAST_QPN};
 pub use crate::device::publish;
 pub use crate::device::stats::{DeviceStats, MrStats};
 pub use crate::resources::counters::Stats;

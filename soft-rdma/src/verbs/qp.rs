@@ -159,6 +159,20 @@ impl Qp {
         self.dev.post_recv(&self.qp, wrs)
     }
 
+    /// `ibv_attach_mcast`: datagrams sent to the multicast `gid` reach
+    /// this UD QP too. `lid` is ignored (RoCE has none). EINVAL for a QP
+    /// other than UD or a GID that is not multicast; ENOMEM past the
+    /// device's multicast limits (`DeviceAttr::max_mcast_*`).
+    pub fn attach_mcast(&self, gid: Gid, _lid: u16) -> Result<()> {
+        self.dev.attach_mcast(&self.qp, gid)
+    }
+
+    /// `ibv_detach_mcast`: EINVAL as for attach, and if the QP is not
+    /// attached to `gid`.
+    pub fn detach_mcast(&self, gid: Gid, _lid: u16) -> Result<()> {
+        self.dev.detach_mcast(&self.qp, gid)
+    }
+
     /// The local endpoint's GID this QP sends from.
     pub fn local_gid(&self) -> Gid {
         self.dev.gid

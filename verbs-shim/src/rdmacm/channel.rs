@@ -222,6 +222,13 @@ unsafe fn translate(e: Event) -> Option<*mut rdma_cm_event> {
     // SAFETY: (caller) registered ids are live.
     let id = unsafe { &*idp };
     let ev = match e.kind {
+        EventKind::Local(RDMA_CM_EVENT_MULTICAST_JOIN) => {
+            let mut ev = new_event(idp, idp, RDMA_CM_EVENT_MULTICAST_JOIN, e.status);
+            if !super::multicast::joined(id, &mut ev.c) {
+                return None;
+            }
+            ev
+        }
         EventKind::Local(code) => new_event(idp, idp, code, e.status),
         EventKind::ConnectResponse => {
             {

@@ -107,6 +107,7 @@ pub unsafe extern "C" fn shim_rdma_destroy_id(idp: *mut rdma_cm_id) -> c_int {
     }
     // No event of it is being translated (which would count it) once out.
     channel::quiesced(|| unregister(id.cm.local_id()));
+    super::multicast::forget(id.cm.local_id());
     // librdmacm waits for the id's events to be acknowledged.
     {
         let mut st = id.st();
@@ -267,9 +268,14 @@ pub fn resolve_addr(id: &mut ShimId, s: Option<SocketAddr>, d: SocketAddr) -> Re
     // Where the listener is: the device holding the port on this host, or
     // the address's own; nobody at a local port → our own device, whose CM
     // rejects the REQ (invalid service ID) as a host with no listener does.
-    let peer = match rendezvous::resolve(ps, d).map_err(|_| libc::EHOSTUNREACH) {
-        Ok(p) => route_to(d).map(|()| p.unwrap_or(g.gid)),
-        Err(e) => Err(e),
+    let peer = if d.ip().is_multicast() {
+        // A group is reached on the device's interface, routed or not.
+        Ok(soft_rdma::verbs::Gid::from_ip(d.ip()))
+    } else {
+        match rendezvous::resolve(ps, d).map_err(|_| libc::EHOSTUNREACH) {
+            Ok(p) => route_to(d).map(|()| p.unwrap_or(g.gid)),
+            Err(e) => Err(e),
+        }
     };
     let peer = match peer {
         Ok(p) => p,

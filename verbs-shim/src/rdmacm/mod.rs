@@ -11,7 +11,8 @@
 //! - `qp`: QPs on ids and their moves (`rdma_init_qp_attr`);
 //! - `conn`: connect, accept, reject, establish, disconnect;
 //! - `sync_api`: `rdma_getaddrinfo`, `rdma_create_ep`, `rdma_get_request`;
-//! - `unsupported`: multicast, ECE and rsockets (ENOSYS / EOPNOTSUPP).
+//! - `multicast`: joining and leaving multicast groups (UD ids);
+//! - `unsupported`: ECE and rsockets (ENOSYS / EOPNOTSUPP).
 //!
 //! What librdmacm does in user space (QP moves, the RTU sent for an id
 //! with a QP, synchronous ids without a channel) is done here the same way.
@@ -21,6 +22,7 @@ mod channel;
 mod conn;
 mod global;
 mod id;
+mod multicast;
 mod qp;
 mod sync_api;
 mod unsupported;
@@ -31,6 +33,7 @@ pub mod exports {
     pub use super::channel::*;
     pub use super::conn::*;
     pub use super::id::*;
+    pub use super::multicast::*;
     pub use super::qp::*;
     pub use super::sync_api::*;
     pub use super::unsupported::*;

@@ -1,30 +1,8 @@
-//! What is exported but not offered: multicast joins (ENOSYS) and
-//! rsockets (`rsocket`, `rbind`, … — every call fails with ENOSYS and
+//! What is exported but not offered: rsockets (`rsocket`, `rbind`, … — every call fails with ENOSYS and
 //! returns -1, which the `int`, `ssize_t` and `off_t` callers all read as
 //! -1; `riowrite`'s `size_t` reads as its error value too).
 
-use super::fail;
 use crate::ffi::*;
-
-pub unsafe extern "C" fn shim_rdma_join_multicast(
-    _id: *mut c_void,
-    _addr: *mut c_void,
-    _context: *mut c_void,
-) -> c_int {
-    fail(libc::ENOSYS)
-}
-
-pub unsafe extern "C" fn shim_rdma_join_multicast_ex(
-    _id: *mut c_void,
-    _attr: *mut c_void,
-    _context: *mut c_void,
-) -> c_int {
-    fail(libc::ENOSYS)
-}
-
-pub unsafe extern "C" fn shim_rdma_leave_multicast(_id: *mut c_void, _addr: *mut c_void) -> c_int {
-    fail(libc::ENOSYS)
-}
 
 /// An rsocket call: ENOSYS. Arguments are ignored (the caller's registers
 /// go unread), so one signature serves every function.
