@@ -204,8 +204,10 @@ fn backed_off_timeouts_outlast_a_stalled_receive_thread() {
 #[test]
 fn at_most_128_psns_are_unacknowledged_and_duplicates_get_one_ack_per_batch() {
     let (a, b) = pair();
-    // timeout 14: 4.096 µs × 2^14 ≈ 67 ms.
-    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 14);
+    // timeout 18: 4.096 µs × 2^18 ≈ 1.07 s, far past the 30 ms below even
+    // on a loaded machine (at 67 ms a descheduled test thread saw the
+    // timeout's go-back-N resend the window).
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 7, 7, 18);
     let len = 1 << 20; // 1024 packets at MTU 1024
     let src = Buf::new(len, |i| (i * 7) as u8);
     let dst = Buf::new(len, |_| 0);
@@ -226,11 +228,14 @@ fn at_most_128_psns_are_unacknowledged_and_duplicates_get_one_ack_per_batch() {
     }])
     .unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    let sa = a.dev.stats();
-    assert_eq!(
-        sa.sent_pkts,
-        128 + sa.loss_probes,
-        "the window stops the requester without ACKs (loss probes resend one packet each): {sa}"
+    // The window stops the requester without ACKs: the responder saw no
+    // more than 128 new PSNs (loss probes, or a timeout's go-back-N on a
+    // loaded machine, only repeat them).
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert!(sa.sent_pkts >= 128, "{sa}");
+    assert!(
+        sb.rcvd_pkts - sb.duplicate_requests <= 128,
+        "past the window: {sb}"
     );
     set_rule(&b, |_| false);
     // A probe (one packet, a duplicate now) or the timeout (the 128) is
@@ -313,8 +318,9 @@ fn lost_read_response_is_requested_again() {
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(local.0, remote.0);
     let st = a.dev.stats();
+    // A loss probe may fire too when the machine delays the responses.
     assert_eq!(
-        (st.retransmits, st.local_ack_timeouts),
+        (st.retransmits - st.loss_probes, st.local_ack_timeouts),
         (1, 0),
         "the response after the gap asks again at once, no timeout: {st}"
     );
@@ -496,7 +502,9 @@ fn rnr_nak_then_retry_succeeds_once_a_receive_is_posted() {
 #[test]
 fn rnr_retry_exhausted_ends_in_error_and_flushes() {
     let (a, b) = pair();
-    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 2, 7, 8);
+    // A local ACK timeout of 268 ms: at 1 ms a loaded machine's late RNR
+    // NAKs met retransmissions, each answered by another RNR NAK.
+    let (qa, _qb) = connect_with(&a, &b, QpType::Rc, 2, 7, 16);
     let src = Buf::new(16, |_| 1);
     let mra = a.pd.reg_mr(src.addr(), 16, Access::LOCAL_WRITE).unwrap();
     let wrs: Vec<SendWr<'_>> = (0..3)
@@ -519,7 +527,9 @@ fn rnr_retry_exhausted_ends_in_error_and_flushes() {
     assert_eq!(qa.state(), QpState::Err);
     let st = a.dev.stats();
     assert_eq!((st.rnr_retries, st.rnr_retry_exceeded), (2, 1), "{st}");
-    assert_eq!(b.dev.stats().rnr_nak_sent, 3, "{st}");
+    // A loss probe sent while a late RNR NAK was on its way gets one too.
+    let naks = b.dev.stats().rnr_nak_sent;
+    assert!((3..=3 + st.loss_probes).contains(&naks), "{naks}: {st}");
 }
 
 #[test]
@@ -1183,10 +1193,16 @@ fn a_lost_packet_is_resent_alone_and_what_followed_it_was_held() {
     assert!(dst.0 == src.0);
     let (sa, sb) = (a.dev.stats(), b.dev.stats());
     assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
-    assert_eq!(sa.sent_pkts, 40 + 1, "one packet resent: {sa}");
-    assert_eq!(sb.reorder_held, 38, "the 38 after it were held: {sb}");
-    assert_eq!(sb.reorder_run, 38, "{sb}");
-    assert_eq!(sb.duplicate_requests, 0, "{sb}");
+    // A loaded machine may delay the ACKs past a loss probe's time: each
+    // probe resends one more packet (and may find it already received).
+    let probes = sa.loss_probes;
+    assert_eq!(sa.sent_pkts, 40 + 1 + probes, "one packet resent: {sa}");
+    if probes == 0 {
+        assert_eq!(sb.reorder_held, 38, "the 38 after it were held: {sb}");
+        assert_eq!(sb.duplicate_requests, 0, "{sb}");
+    }
+    assert!(sb.duplicate_requests <= probes, "{sb}");
+    assert_eq!(sb.reorder_run, sb.reorder_held, "{sb}");
     assert_eq!(sa.local_ack_timeouts, 0, "{sa}");
 }
 
