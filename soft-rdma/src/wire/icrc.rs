@@ -285,14 +285,48 @@ fn after_id(packet_len: usize) -> usize {
 pub struct IdDeltas {
     /// x^(8·bytes after the ID): moves the ID's contribution to the end.
     shift: u32,
+    /// Its inverse: moves a difference at the end back to the ID.
+    unshift: u32,
     packet_len: usize,
 }
+
+/// [`id_register`] of the IDs a GSO segment can carry, by ID.
+const ID_REGISTERS: [u32; GSO_MAX_SEGMENTS as usize] = {
+    let mut t = [0u32; GSO_MAX_SEGMENTS as usize];
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = id_register(k as u16);
+        k += 1;
+    }
+    t
+};
+
+/// The shifts of every packet length up to this, computed once each
+/// (two modular powers are dearer than hashing a short packet).
+const SHIFT_CACHE_LEN: usize = 4096 + 256;
+static SHIFTS: [std::sync::atomic::AtomicU64; SHIFT_CACHE_LEN] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; SHIFT_CACHE_LEN];
 
 impl IdDeltas {
     /// For IB packets (BTH .. ICRC) of `packet_len` bytes.
     pub fn new(packet_len: usize) -> IdDeltas {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cached = SHIFTS.get(packet_len).map(|c| c.load(Relaxed));
+        // 0 is no power of x: not computed yet.
+        let (shift, unshift) = match cached {
+            Some(v) if v != 0 => ((v >> 32) as u32, v as u32),
+            _ => {
+                let n = after_id(packet_len);
+                let pair = (pow_mod(X8, n), pow_mod(X_INV, 8 * n));
+                if let Some(c) = SHIFTS.get(packet_len) {
+                    c.store((u64::from(pair.0) << 32) | u64::from(pair.1), Relaxed);
+                }
+                pair
+            }
+        };
         IdDeltas {
-            shift: pow_mod(X8, after_id(packet_len)),
+            shift,
+            unshift,
             packet_len,
         }
     }
@@ -307,16 +341,20 @@ impl IdDeltas {
         mul_mod(id_register(id), self.shift)
     }
 
-    /// The IP ID below `limit` that turns the ICRC `with_id0` (computed
-    /// with ID 0) into `stored`, if any.
+    /// The IP ID below `limit` (at most [`GSO_MAX_SEGMENTS`]) that turns
+    /// the ICRC `with_id0` (computed with ID 0) into `stored`, if any.
     pub fn id_between(&self, with_id0: u32, stored: u32, limit: u16) -> Option<u16> {
         let d = with_id0 ^ stored;
         if d == 0 {
             return Some(0);
         }
         // Undo the shift: what the register held right after the ID.
-        let reg = mul_mod(d, pow_mod(X_INV, 8 * after_id(self.packet_len)));
-        (1..limit).find(|&k| id_register(k) == reg)
+        let reg = mul_mod(d, self.unshift);
+        let limit = usize::from(limit.min(GSO_MAX_SEGMENTS));
+        ID_REGISTERS[..limit]
+            .iter()
+            .position(|&r| r == reg)
+            .map(|k| k as u16)
     }
 }
 
