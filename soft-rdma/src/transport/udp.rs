@@ -9,17 +9,21 @@
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
 //! known (docs/ARCHITECTURE.md, the ICRC paragraph).
 //!
-//! Loopback GSO: consecutive packets of equal size to one peer go out
-//! as one UDP GSO datagram (`UDP_SEGMENT`: the kernel cuts it into the same
+//! GSO: consecutive packets of equal size to one peer go out as one UDP GSO
+//! datagram (`UDP_SEGMENT`: the kernel, or a NIC, cuts it into the same
 //! packets), and the socket takes coalesced datagrams back (`UDP_GRO`, split
 //! here by the segment size the kernel reports) — one skb and one copy per
-//! ~15 packets instead of per packet. GSO is used only towards loopback
-//! addresses and IPv6 peers: IPv4 segments leave with IP IDs 0, 1, 2…, and
-//! the ICRC covers the ID, so a foreign receiver across a network could not
-//! verify them; on loopback the packets never reach a wire, and IPv6 has no
-//! ID. Hand-written over `sendmmsg`/`recvmmsg` rather than a crate such as
-//! quinn-udp because it mixes peers and segment sizes in one system call and
-//! needs DF with IP ID 0, which QUIC's socket set-up does not keep.
+//! up to 64 packets instead of per packet. Over IPv4 the kernel gives the
+//! segments IP IDs 0, 1, 2… and the ICRC covers the ID, so segment k leaves
+//! with the ICRC for ID k (`wire::icrc::IdDeltas`: a 4-byte part of its own
+//! after the packet's other bytes) — what a kernel rxe peer, which verifies
+//! against the real header, accepts; our receiver cannot see the ID and
+//! accepts one below 64. IPv6 has no ID. `SOFTRDMA_GSO=off` sends every
+//! packet alone; a kernel that refuses a GSO send turns GSO off for the
+//! link and the refused packets go again unsegmented. Hand-written over
+//! `sendmmsg`/`recvmmsg` rather than a crate such as quinn-udp because it
+//! mixes peers and segment sizes in one system call and needs DF with IP ID
+//! 0, which QUIC's socket set-up does not keep.
 //!
 //! A link bound with [`UdpLink::bind_same_host`] (the device's default) also
 //! sends to and receives from other devices of the host through shared-memory

@@ -5,7 +5,9 @@
 //!
 //! A UDP socket never sees the IP header, so the IP and UDP headers are
 //! rebuilt from [`IcrcContext`]. IPv4: DF set and IP ID 0 — what the kernel
-//! sends from a socket with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (measured).
+//! sends from a socket with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (measured),
+//! and the first segment of a UDP GSO send; later segments' IDs count up
+//! ([`IdDeltas`], [`verify_gso_segment`]).
 //!
 //! Masked ("variant") fields: IPv4 TOS, TTL, header checksum; IPv6 traffic
 //! class, flow label, hop limit; UDP checksum; BTH byte 4 (FECN, BECN,
