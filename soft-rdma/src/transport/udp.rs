@@ -14,8 +14,8 @@
 //! packets), and the socket takes coalesced datagrams back (`UDP_GRO`, split
 //! here by the segment size the kernel reports) — one skb and one copy per
 //! up to 64 packets instead of per packet. Over IPv4 the kernel gives the
-//! segments IP IDs 0, 1, 2… and the ICRC covers the ID, so segment k leaves
-//! with the ICRC for ID k (`wire::icrc::IdDeltas`: a 4-byte part of its own
+//! segments IP IDs 0, 1, 2… and the ICRC covers the ID, so segment k to a
+//! peer off loopback leaves with the ICRC for ID k (`wire::icrc::IdDeltas`: a 4-byte part of its own
 //! after the packet's other bytes) — what a kernel rxe peer, which verifies
 //! against the real header, accepts; our receiver cannot see the ID and
 //! accepts one below 64. IPv6 has no ID. `SOFTRDMA_GSO=off` sends every
@@ -84,12 +84,16 @@ impl GsoMode {
     }
 }
 
-/// Whether datagrams to `peer` (in the socket's family) travel over IPv4,
-/// whose header has an ID the ICRC covers.
-fn on_ipv4(peer: &SocketAddr) -> bool {
+/// Whether GSO segments to `peer` (in the socket's family) need their
+/// ICRCs for the IP IDs the kernel numbers them with: IPv4 peers that are
+/// not on loopback. `lo` keeps a GSO datagram whole up to the receiving
+/// socket (it takes every offload), so on loopback the IDs reach no wire
+/// and no rxe (which does not bind `lo`), and the link sends the bytes it
+/// was given, as the transport tests check.
+fn ids_on_wire(peer: &SocketAddr) -> bool {
     match peer {
-        SocketAddr::V4(_) => true,
-        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        SocketAddr::V4(a) => !a.ip().is_loopback(),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some_and(|v4| !v4.is_loopback()),
     }
 }
 
@@ -443,8 +447,8 @@ impl UdpLink {
     ///
     /// Over IPv4 the kernel numbers a GSO datagram's segments' IP IDs 0, 1,
     /// 2… (see `wire::icrc::IdDeltas`), and the ICRC covers the ID, so
-    /// segment k > 0 goes out with its ICRC for ID k: its bytes less the
-    /// ICRC, then the adjusted ICRC, as two parts.
+    /// segment k > 0 to a peer off loopback goes out with its ICRC for ID
+    /// k: its bytes less the ICRC, then the adjusted ICRC, as two parts.
     fn send_udp(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
         /// One datagram being planned: `pkts` packets of `batch` from
         /// `first` on, each `seg` bytes but the last, `bytes` in all.
@@ -510,7 +514,7 @@ impl UdpLink {
                         pkts: 1,
                         seg: len,
                         bytes: len,
-                        ids: on_ipv4(&p),
+                        ids: ids_on_wire(&p),
                     };
                     n += 1;
                     open = true;
