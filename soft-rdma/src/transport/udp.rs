@@ -417,9 +417,16 @@ impl UdpLink {
                     Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT) => return Err(e),
                     // A kernel without UDP GSO, or a device that cannot
                     // segment (a path MTU below the segment size), refuses
-                    // a GSO datagram (EIO, EINVAL, EMSGSIZE...): plain
-                    // datagrams from now on, starting with this one's packets.
-                    _ if dgrams[off].segment > 0 => {
+                    // a GSO datagram: plain datagrams from now on, starting
+                    // with this one's packets. (An unreachable peer is not
+                    // GSO's fault: below, as for any datagram.)
+                    Some(
+                        libc::EIO
+                        | libc::EINVAL
+                        | libc::EMSGSIZE
+                        | libc::EOPNOTSUPP
+                        | libc::ENOPROTOOPT,
+                    ) if dgrams[off].segment > 0 => {
                         if self.gso.swap(false, Ordering::Relaxed) {
                             Counters::add(&self.counters.gso_refused, 1);
                             crate::log::log!(
