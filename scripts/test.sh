@@ -18,8 +18,9 @@ install_missing_debs() {
     fi
 }
 # tshark decodes the device's captures; iproute2 makes the two-host tests'
-# network namespaces.
-install_missing_debs tshark iproute2
+# network namespaces, ethtool switches their veths' segmentation offload off
+# (soft-rdma/tests/between_hosts.rs).
+install_missing_debs tshark iproute2 ethtool
 # verbs-shim: the real verbs programs it runs (ibverbs-utils, perftest), the
 # library it replaces and whose exports it checks (libibverbs1, with objdump
 # from binutils), the headers of its layout test (libibverbs-dev), and the

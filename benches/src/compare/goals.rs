@@ -19,6 +19,62 @@ enum Den {
 
 pub(super) const GOALS: &[Goal] = &[
     Goal {
+        what: "between hosts, MTU 9000: softrdma WRITE 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_wbw_9000",
+        den: Den::Measure("hosts_ucx_bw_9000"),
+        at_least: true,
+        target: 1.5,
+    },
+    Goal {
+        what: "between hosts, MTU 1500: softrdma WRITE 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_wbw_1500",
+        den: Den::Measure("hosts_ucx_bw_1500"),
+        at_least: true,
+        target: 1.0,
+    },
+    Goal {
+        what: "between hosts, MTU 9000: softrdma READ 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_rbw_9000",
+        den: Den::Measure("hosts_ucx_bw_9000"),
+        at_least: true,
+        target: 1.5,
+    },
+    Goal {
+        what: "between hosts, MTU 1500: softrdma READ 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_rbw_1500",
+        den: Den::Measure("hosts_ucx_bw_1500"),
+        at_least: true,
+        target: 1.0,
+    },
+    Goal {
+        what: "between hosts, MTU 9000: softrdma SEND 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_sbw_9000",
+        den: Den::Measure("hosts_ucx_bw_9000"),
+        at_least: true,
+        target: 1.5,
+    },
+    Goal {
+        what: "between hosts, MTU 1500: softrdma SEND 64 KiB vs UCX tcp tag_bw",
+        num: "hosts_sbw_1500",
+        den: Den::Measure("hosts_ucx_bw_1500"),
+        at_least: true,
+        target: 1.0,
+    },
+    Goal {
+        what: "between hosts, MTU 9000: softrdma WRITE 64 KiB vs iperf3 TCP",
+        num: "hosts_wbw_9000",
+        den: Den::Measure("hosts_tcp_9000"),
+        at_least: true,
+        target: 1.0,
+    },
+    Goal {
+        what: "between hosts, MTU 1500: softrdma write_lat 2 B vs UCX tcp tag_lat",
+        num: "hosts_wlat_1500",
+        den: Den::Measure("hosts_ucx_lat_1500"),
+        at_least: false,
+        target: 1.0,
+    },
+    Goal {
         what: "ib_write_bw 64 KiB RC --odp vs TCP loopback stream",
         num: "wbw_odp",
         den: Den::Measure("tcp_64k"),

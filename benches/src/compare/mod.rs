@@ -11,6 +11,7 @@
 pub mod baseline;
 pub mod footprint;
 mod goals;
+mod hosts;
 pub mod plot;
 pub mod procs;
 mod report;
@@ -185,5 +186,6 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
     runs::device_memory(p, &mut r);
     runs::connection_rate(p, &tools, &mut r);
     ucx::side_by_side(p, &tools, &mut r);
+    hosts::between_hosts(p, &tools, &cfg.out, &mut r);
     Ok(report::write(cfg, &tools, &mut r, started))
 }

@@ -260,6 +260,11 @@ pub struct LinkStats {
     /// 1 if the link is bound to a fallback port, not 4791: another socket
     /// holds UDP 4791 on every address (`addr::bind_default`).
     pub port_fallback: u64,
+    /// UDP GSO datagrams handed to the kernel (each several of `sent`).
+    pub gso_sent: u64,
+    /// 1 if the kernel refused a GSO datagram (or `SOFTRDMA_GSO=refuse`
+    /// made it seem to): the link went on with plain datagrams.
+    pub gso_refused: u64,
 }
 
 /// The live counters behind [`LinkStats`].
@@ -280,6 +285,8 @@ pub(crate) struct Counters {
     pub same_host_over_limit: AtomicU64,
     pub same_host_squatted: AtomicU64,
     pub port_fallback: AtomicU64,
+    pub gso_sent: AtomicU64,
+    pub gso_refused: AtomicU64,
 }
 
 impl Counters {
@@ -306,6 +313,8 @@ impl Counters {
             same_host_over_limit: g(&self.same_host_over_limit),
             same_host_squatted: g(&self.same_host_squatted),
             port_fallback: g(&self.port_fallback),
+            gso_sent: g(&self.gso_sent),
+            gso_refused: g(&self.gso_refused),
         }
     }
 }

@@ -9,17 +9,21 @@
 //! covered by the ICRC, so a receiver can only recompute an IPv4 ICRC if it is
 //! known (docs/ARCHITECTURE.md, the ICRC paragraph).
 //!
-//! Loopback GSO: consecutive packets of equal size to one peer go out
-//! as one UDP GSO datagram (`UDP_SEGMENT`: the kernel cuts it into the same
+//! GSO: consecutive packets of equal size to one peer go out as one UDP GSO
+//! datagram (`UDP_SEGMENT`: the kernel, or a NIC, cuts it into the same
 //! packets), and the socket takes coalesced datagrams back (`UDP_GRO`, split
 //! here by the segment size the kernel reports) — one skb and one copy per
-//! ~15 packets instead of per packet. GSO is used only towards loopback
-//! addresses and IPv6 peers: IPv4 segments leave with IP IDs 0, 1, 2…, and
-//! the ICRC covers the ID, so a foreign receiver across a network could not
-//! verify them; on loopback the packets never reach a wire, and IPv6 has no
-//! ID. Hand-written over `sendmmsg`/`recvmmsg` rather than a crate such as
-//! quinn-udp because it mixes peers and segment sizes in one system call and
-//! needs DF with IP ID 0, which QUIC's socket set-up does not keep.
+//! up to 64 packets instead of per packet. Over IPv4 the kernel gives the
+//! segments IP IDs 0, 1, 2… and the ICRC covers the ID, so segment k to a
+//! peer off loopback leaves with the ICRC for ID k (`wire::icrc::IdDeltas`: a 4-byte part of its own
+//! after the packet's other bytes) — what a kernel rxe peer, which verifies
+//! against the real header, accepts; our receiver cannot see the ID and
+//! accepts one below 64. IPv6 has no ID. `SOFTRDMA_GSO=off` sends every
+//! packet alone; a kernel that refuses a GSO send turns GSO off for the
+//! link and the refused packets go again unsegmented. Hand-written over
+//! `sendmmsg`/`recvmmsg` rather than a crate such as quinn-udp because it
+//! mixes peers and segment sizes in one system call and needs DF with IP ID
+//! 0, which QUIC's socket set-up does not keep.
 //!
 //! A link bound with [`UdpLink::bind_same_host`] (the device's default) also
 //! sends to and receives from other devices of the host through shared-memory
@@ -34,6 +38,7 @@ use std::time::{Duration, Instant};
 use super::same_host::{self, SameHost};
 use super::sys::{self, Datagram, RawAddr, RecvMeta, CHUNK, MAX_IOV};
 use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET, ROCE_PORT};
+use crate::wire::icrc::{IdDeltas, ICRC_LEN};
 
 /// Socket buffer size asked for (each direction).
 pub const SOCKET_BUFFER: usize = 16 << 20;
@@ -44,7 +49,7 @@ const SEND_RETRIES: u32 = 4;
 /// Largest GSO datagram (the UDP payload limit, with room to spare) and the
 /// kernel's limit on its segments (`UDP_MAX_SEGMENTS`).
 const GSO_MAX_BYTES: usize = 65000;
-const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_SEGMENTS: usize = crate::wire::icrc::GSO_MAX_SEGMENTS as usize;
 
 /// How long a waiter with nothing else to do watches the same-host rings
 /// before it sleeps: a streaming sender's next datagram usually comes
@@ -55,6 +60,42 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// Receive slot for a possibly coalesced (GRO) datagram.
 pub(super) const GRO_SLOT: usize = 1 << 16;
+
+/// `SOFTRDMA_GSO`: `off` (or `0`) sends every packet as its own datagram
+/// and takes no coalesced ones (no `UDP_GRO`); `refuse` is a test hook that
+/// makes the first GSO send fail as a kernel without UDP GSO would (the
+/// link then falls back to plain datagrams, resending that one's packets).
+pub const GSO_ENV: &str = "SOFTRDMA_GSO";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GsoMode {
+    On,
+    Off,
+    Refuse,
+}
+
+impl GsoMode {
+    fn from_env() -> GsoMode {
+        match std::env::var(GSO_ENV).as_deref().map(str::trim) {
+            Ok("off" | "0" | "no" | "false") => GsoMode::Off,
+            Ok("refuse") => GsoMode::Refuse,
+            _ => GsoMode::On,
+        }
+    }
+}
+
+/// Whether GSO segments to `peer` (in the socket's family) need their
+/// ICRCs for the IP IDs the kernel numbers them with: IPv4 peers that are
+/// not on loopback. `lo` keeps a GSO datagram whole up to the receiving
+/// socket (it takes every offload), so on loopback the IDs reach no wire
+/// and no rxe (which does not bind `lo`), and the link sends the bytes it
+/// was given, as the transport tests check.
+fn ids_on_wire(peer: &SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V4(a) => !a.ip().is_loopback(),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some_and(|v4| !v4.is_loopback()),
+    }
+}
 
 /// A RoCEv2 endpoint on a UDP socket.
 #[derive(Debug)]
@@ -74,8 +115,12 @@ pub struct UdpLink {
     mtu: Option<u32>,
     /// The socket takes coalesced datagrams (`UDP_GRO` accepted).
     gro: bool,
-    /// Cleared if the kernel refuses a GSO send: plain datagrams from then on.
+    /// Cleared if the kernel refuses a GSO send (or `SOFTRDMA_GSO=off`):
+    /// plain datagrams from then on.
     gso: AtomicBool,
+    /// Test hook (`SOFTRDMA_GSO=refuse`): the next GSO send fails as on a
+    /// kernel without UDP GSO.
+    refuse_gso: AtomicBool,
     /// The same-host fast path, if bound with it.
     same_host: Option<SameHost>,
     /// The last `wake_on_arrival` (a waiter then also wants kicks from rings).
@@ -138,10 +183,12 @@ impl UdpLink {
         let local = sock.local_addr()?;
         // Best effort: a device that cannot send multicast still does the rest.
         let _ = super::multicast::send_from(&sock, local.ip());
-        let gro = sys::enable_udp_gro(fd);
+        let mode = GsoMode::from_env();
+        let gro = mode != GsoMode::Off && sys::enable_udp_gro(fd);
         Ok(UdpLink {
             gro,
-            gso: AtomicBool::new(true),
+            gso: AtomicBool::new(mode != GsoMode::Off),
+            refuse_gso: AtomicBool::new(mode == GsoMode::Refuse),
             arrivals: sys::epoll_watching(fd)?,
             sock,
             wake: odp::EventFd::new()?,
@@ -320,13 +367,19 @@ impl UdpLink {
     }
 
     /// Whether packets to `peer` may be coalesced into a GSO datagram.
-    fn gso_to(&self, peer: &SocketAddr) -> bool {
-        (peer.ip().is_loopback() || peer.is_ipv6()) && self.gso.load(Ordering::Relaxed)
+    fn gso_to(&self, _peer: &SocketAddr) -> bool {
+        self.gso.load(Ordering::Relaxed)
     }
 
     /// Send planned datagrams (`plan[i]` says how many packets and bytes
-    /// `dgrams[i]` carries); returns how many packets left.
-    fn send_planned(&self, dgrams: &[Datagram<'_>], plan: &[(usize, usize)]) -> io::Result<usize> {
+    /// `dgrams[i]` carries). Returns how many packets left and, if the
+    /// kernel refused a GSO datagram (and GSO is now off), its index: the
+    /// caller sends its packets and the rest again, one datagram each.
+    fn send_planned(
+        &self,
+        dgrams: &[Datagram<'_>],
+        plan: &[(usize, usize)],
+    ) -> io::Result<(usize, Option<usize>)> {
         let fd = self.sock.as_fd();
         let (mut off, mut sent, mut retries) = (0, 0, 0);
         let count = |r: std::ops::Range<usize>| {
@@ -335,9 +388,18 @@ impl UdpLink {
                 .fold((0, 0), |(p, b), &(np, nb)| (p + np, b + nb))
         };
         while off < dgrams.len() {
-            match sys::send_batch(fd, &dgrams[off..]) {
+            let result =
+                if dgrams[off].segment > 0 && self.refuse_gso.swap(false, Ordering::Relaxed) {
+                    // The test hook: a kernel that refuses UDP_SEGMENT.
+                    Err(io::Error::from_raw_os_error(libc::EIO))
+                } else {
+                    sys::send_batch(fd, &dgrams[off..])
+                };
+            match result {
                 Ok(k) => {
                     let (pkts, bytes) = count(off..off + k);
+                    let gso = dgrams[off..off + k].iter().filter(|d| d.segment > 0);
+                    Counters::add(&self.counters.gso_sent, gso.count() as u64);
                     Counters::add(&self.counters.sent, pkts as u64);
                     Counters::add(&self.counters.sent_bytes, bytes as u64);
                     off += k;
@@ -355,19 +417,33 @@ impl UdpLink {
                         // Still full after the retries: drop the rest.
                         let (pkts, _) = count(off..dgrams.len());
                         Counters::add(&self.counters.send_dropped, pkts as u64);
-                        return Ok(sent);
+                        return Ok((sent, None));
                     }
                     Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT) => return Err(e),
-                    // Refused, unreachable, too large, bad address...: this
-                    // datagram only. A kernel without UDP GSO refuses it
-                    // (EINVAL/EIO): plain datagrams from now on.
-                    _ => {
-                        if dgrams[off].segment > 0 && self.gso.swap(false, Ordering::Relaxed) {
+                    // A kernel without UDP GSO, or a device that cannot
+                    // segment (a path MTU below the segment size), refuses
+                    // a GSO datagram: plain datagrams from now on, starting
+                    // with this one's packets. (An unreachable peer is not
+                    // GSO's fault: below, as for any datagram.)
+                    Some(
+                        libc::EIO
+                        | libc::EINVAL
+                        | libc::EMSGSIZE
+                        | libc::EOPNOTSUPP
+                        | libc::ENOPROTOOPT,
+                    ) if dgrams[off].segment > 0 => {
+                        if self.gso.swap(false, Ordering::Relaxed) {
+                            Counters::add(&self.counters.gso_refused, 1);
                             crate::log::log!(
                                 Warn,
                                 "UDP GSO refused ({e}): sending plain datagrams"
                             );
                         }
+                        return Ok((sent, Some(off)));
+                    }
+                    // Refused, unreachable, too large, bad address...: this
+                    // datagram only.
+                    _ => {
                         let (pkts, _) = count(off..off + 1);
                         Counters::add(&self.counters.send_dropped, pkts as u64);
                         off += 1;
@@ -375,76 +451,150 @@ impl UdpLink {
                 },
             }
         }
-        Ok(sent)
+        Ok((sent, None))
     }
 
     /// Send through the kernel: runs of equal-size packets to one peer as
     /// GSO datagrams where allowed; returns how many packets left.
+    ///
+    /// Over IPv4 the kernel numbers a GSO datagram's segments' IP IDs 0, 1,
+    /// 2… (see `wire::icrc::IdDeltas`), and the ICRC covers the ID, so
+    /// segment k > 0 to a peer off loopback goes out with its ICRC for ID
+    /// k: its bytes less the ICRC, then the adjusted ICRC, as two parts.
     fn send_udp(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        if batch.is_empty() {
-            return Ok(0);
+        /// One datagram being planned: `pkts` packets of `batch` from
+        /// `first` on, each `seg` bytes but the last, `bytes` in all.
+        #[derive(Clone, Copy)]
+        struct Group {
+            peer: SocketAddr,
+            first: usize,
+            pkts: usize,
+            seg: usize,
+            bytes: usize,
+            ids: bool,
         }
-        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
-        // Per datagram: peer, first part, parts, segment size, bytes.
-        let mut groups = [(self.local, 0usize, 0usize, 0usize, 0usize); CHUNK];
         let mut sent = 0;
-        let mut it = batch.iter().peekable();
-        loop {
-            let (mut n, mut v) = (0, 0);
-            while let Some(o) = it.peek() {
+        let mut at = 0;
+        while at < batch.len() {
+            let mut groups = [Group {
+                peer: self.local,
+                first: 0,
+                pkts: 0,
+                seg: 0,
+                bytes: 0,
+                ids: false,
+            }; CHUNK];
+            let (mut n, mut iovs, mut open) = (0, 0, false);
+            let mut i = at;
+            while i < batch.len() {
+                let o = &batch[i];
                 let len = o.data.len();
                 let Some(p) = self.peer_addr(o.peer).filter(|_| len <= u16::MAX as usize) else {
                     Counters::add(&self.counters.send_dropped, 1);
-                    it.next();
+                    // A datagram's packets are consecutive in `batch`.
+                    open = false;
+                    i += 1;
                     continue;
                 };
-                if v == MAX_IOV {
-                    break;
-                }
                 // Joins the open datagram: same peer, GSO allowed, the open
                 // one's segments are all full so far, and it stays in limits.
-                let joins = n > 0 && {
-                    let g = &groups[n - 1];
-                    g.0 == p
-                        && g.4 == g.2 * g.3
-                        && len <= g.3
-                        && g.2 < GSO_MAX_SEGMENTS
-                        && g.4 + len <= GSO_MAX_BYTES
-                };
-                if joins && self.gso_to(&p) {
+                let joins =
+                    open && {
+                        let g = &groups[n - 1];
+                        g.peer == p
+                            && g.bytes == g.seg * g.pkts
+                            && len <= g.seg
+                            && len >= ICRC_LEN
+                            && g.pkts < GSO_MAX_SEGMENTS
+                            && g.bytes + len <= GSO_MAX_BYTES
+                    } && self.gso_to(&p);
+                let parts = if joins && groups[n - 1].ids { 2 } else { 1 };
+                if iovs + parts > MAX_IOV {
+                    break;
+                }
+                if joins {
                     let g = &mut groups[n - 1];
-                    g.2 += 1;
-                    g.4 += len;
+                    g.pkts += 1;
+                    g.bytes += len;
                 } else {
                     if n == CHUNK {
                         break;
                     }
-                    groups[n] = (p, v, 1, len, len);
+                    groups[n] = Group {
+                        peer: p,
+                        first: i,
+                        pkts: 1,
+                        seg: len,
+                        bytes: len,
+                        ids: ids_on_wire(&p),
+                    };
                     n += 1;
+                    open = true;
                 }
-                parts[v] = o.data;
-                v += 1;
-                it.next();
+                iovs += parts;
+                i += 1;
             }
             if n == 0 {
                 return Ok(sent);
             }
+            // The ICRCs of the later IPv4 segments, for the IDs they get.
+            let mut icrcs = [[0u8; ICRC_LEN]; MAX_IOV];
+            let mut m = 0;
+            for g in groups[..n].iter().filter(|g| g.ids) {
+                let mut deltas: Option<IdDeltas> = None;
+                for (k, o) in batch[g.first..g.first + g.pkts].iter().enumerate().skip(1) {
+                    let len = o.data.len();
+                    let d = match deltas {
+                        Some(d) if d.packet_len() == len => d,
+                        _ => *deltas.insert(IdDeltas::new(len)),
+                    };
+                    let t = &o.data[len - ICRC_LEN..];
+                    let icrc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) ^ d.delta(k as u16);
+                    icrcs[m] = icrc.to_le_bytes();
+                    m += 1;
+                }
+            }
+            let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+            let (mut v, mut m) = (0, 0);
             let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
                 addr: RawAddr::empty(),
                 parts: &[],
                 segment: 0,
             });
             let mut plan = [(0usize, 0usize); CHUNK];
+            let mut spans = [(0usize, 0usize); CHUNK];
+            for (k, g) in groups[..n].iter().enumerate() {
+                let from = v;
+                for (j, o) in batch[g.first..g.first + g.pkts].iter().enumerate() {
+                    if g.ids && j > 0 {
+                        parts[v] = &o.data[..o.data.len() - ICRC_LEN];
+                        parts[v + 1] = &icrcs[m];
+                        v += 2;
+                        m += 1;
+                    } else {
+                        parts[v] = o.data;
+                        v += 1;
+                    }
+                }
+                spans[k] = (from, v);
+                plan[k] = (g.pkts, g.bytes);
+            }
             for (k, g) in groups[..n].iter().enumerate() {
                 dgrams[k] = Datagram {
-                    addr: RawAddr::new(&g.0),
-                    parts: &parts[g.1..g.1 + g.2],
-                    segment: if g.2 > 1 { g.3 as u16 } else { 0 },
+                    addr: RawAddr::new(&g.peer),
+                    parts: &parts[spans[k].0..spans[k].1],
+                    segment: if g.pkts > 1 { g.seg as u16 } else { 0 },
                 };
-                plan[k] = (g.2, g.4);
             }
-            sent += self.send_planned(&dgrams[..n], &plan[..n])?;
+            let (k, refused) = self.send_planned(&dgrams[..n], &plan[..n])?;
+            sent += k;
+            at = match refused {
+                // Again from the refused datagram's first packet, unsegmented.
+                Some(r) => groups[r].first,
+                None => i,
+            };
         }
+        Ok(sent)
     }
 
     /// What the socket and then the same-host rings hold, appended to

@@ -5,7 +5,9 @@
 //!
 //! A UDP socket never sees the IP header, so the IP and UDP headers are
 //! rebuilt from [`IcrcContext`]. IPv4: DF set and IP ID 0 — what the kernel
-//! sends from a socket with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (measured).
+//! sends from a socket with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (measured),
+//! and the first segment of a UDP GSO send; later segments' IDs count up
+//! ([`IdDeltas`], [`verify_gso_segment`]).
 //!
 //! Masked ("variant") fields: IPv4 TOS, TTL, header checksum; IPv6 traffic
 //! class, flow label, hop limit; UDP checksum; BTH byte 4 (FECN, BECN,
@@ -202,6 +204,188 @@ pub fn verify(ctx: &IcrcContext, packet: &[u8]) -> bool {
     stored(packet) == Some(compute(ctx, packet))
 }
 
+/// The kernel's UDP segmentation offload gives the IPv4 segments of one
+/// GSO send consecutive IDs from the first's (0 from an unconnected socket
+/// with `IP_PMTUDISC_DO`: `ip_select_ident_segs`, then `inet_gso_segment`
+/// counts up), and the ID is covered. Flipping the ID from 0 to `k` flips
+/// the ICRC by a value that depends only on `k` and the packet's length
+/// (the CRC is linear): [`IdDeltas`] computes it without hashing the packet.
+///
+/// The most segments one UDP GSO send may have (the kernel's
+/// `UDP_MAX_SEGMENTS`): a segment's IP ID is below this.
+pub const GSO_MAX_SEGMENTS: u16 = 64;
+
+/// CRC-32 polynomials in the reflected form crc32fast uses: bit 31 is x^0.
+const POLY: u32 = 0xedb8_8320;
+/// x^0, x^8 and x^-1 modulo the polynomial (x^-1 = x^31 + (p(x) - 1)/x,
+/// p(x) = 0x04c11db7 the polynomial less x^32).
+const X0: u32 = 1 << 31;
+const X8: u32 = 1 << 23;
+const X_INV: u32 = 0x8260_8edb_u32.reverse_bits();
+
+/// `t` times x, modulo the polynomial.
+const fn times_x(t: u32) -> u32 {
+    if t & 1 != 0 {
+        (t >> 1) ^ POLY
+    } else {
+        t >> 1
+    }
+}
+
+/// `a` times `b` modulo the polynomial.
+const fn mul_mod(a: u32, b: u32) -> u32 {
+    let (mut r, mut t, mut j) = (0, b, 0);
+    while j < 32 {
+        if a & (X0 >> j) != 0 {
+            r ^= t;
+        }
+        t = times_x(t);
+        j += 1;
+    }
+    r
+}
+
+/// `base` to the power `n`, modulo the polynomial.
+fn pow_mod(mut base: u32, mut n: usize) -> u32 {
+    let mut r = X0;
+    while n > 0 {
+        if n & 1 != 0 {
+            r = mul_mod(r, base);
+        }
+        base = mul_mod(base, base);
+        n >>= 1;
+    }
+    r
+}
+
+/// The CRC register (from zero, not inverted) after the two ID bytes of `id`.
+const fn id_register(id: u16) -> u32 {
+    let mut reg = 0u32;
+    let bytes = id.to_be_bytes();
+    let mut i = 0;
+    while i < 2 {
+        reg ^= bytes[i] as u32;
+        let mut k = 0;
+        while k < 8 {
+            reg = times_x(reg);
+            k += 1;
+        }
+        i += 1;
+    }
+    reg
+}
+
+/// Bytes the ICRC covers after an IPv4 header's ID: the rest of that header
+/// (14), the UDP header (8) and the packet less its ICRC.
+fn after_id(packet_len: usize) -> usize {
+    IPV4_LEN - 6 + UDP_LEN + packet_len.saturating_sub(ICRC_LEN)
+}
+
+/// How the ICRC of an IPv4 packet of one length changes with its IP ID
+/// (see [`POLY`]): `ICRC(id k) = ICRC(id 0) ^ delta(k)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdDeltas {
+    /// x^(8·bytes after the ID): moves the ID's contribution to the end.
+    shift: u32,
+    /// Its inverse: moves a difference at the end back to the ID.
+    unshift: u32,
+    packet_len: usize,
+}
+
+/// [`id_register`] of the IDs a GSO segment can carry, by ID.
+const ID_REGISTERS: [u32; GSO_MAX_SEGMENTS as usize] = {
+    let mut t = [0u32; GSO_MAX_SEGMENTS as usize];
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = id_register(k as u16);
+        k += 1;
+    }
+    t
+};
+
+/// The shifts of every packet length up to this, computed once each
+/// (two modular powers are dearer than hashing a short packet).
+const SHIFT_CACHE_LEN: usize = 4096 + 256;
+static SHIFTS: [std::sync::atomic::AtomicU64; SHIFT_CACHE_LEN] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; SHIFT_CACHE_LEN];
+
+impl IdDeltas {
+    /// For IB packets (BTH .. ICRC) of `packet_len` bytes.
+    pub fn new(packet_len: usize) -> IdDeltas {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cached = SHIFTS.get(packet_len).map(|c| c.load(Relaxed));
+        // 0 is no power of x: not computed yet.
+        let (shift, unshift) = match cached {
+            Some(v) if v != 0 => ((v >> 32) as u32, v as u32),
+            _ => {
+                let n = after_id(packet_len);
+                let pair = (pow_mod(X8, n), pow_mod(X_INV, 8 * n));
+                if let Some(c) = SHIFTS.get(packet_len) {
+                    c.store((u64::from(pair.0) << 32) | u64::from(pair.1), Relaxed);
+                }
+                pair
+            }
+        };
+        IdDeltas {
+            shift,
+            unshift,
+            packet_len,
+        }
+    }
+
+    /// The packet length these are for.
+    pub fn packet_len(&self) -> usize {
+        self.packet_len
+    }
+
+    /// What XORs the ICRC computed with IP ID 0 into the one for ID `id`.
+    pub fn delta(&self, id: u16) -> u32 {
+        mul_mod(id_register(id), self.shift)
+    }
+
+    /// The IP ID below `limit` (at most [`GSO_MAX_SEGMENTS`]) that turns
+    /// the ICRC `with_id0` (computed with ID 0) into `stored`, if any.
+    pub fn id_between(&self, with_id0: u32, stored: u32, limit: u16) -> Option<u16> {
+        let d = with_id0 ^ stored;
+        if d == 0 {
+            return Some(0);
+        }
+        // Undo the shift: what the register held right after the ID.
+        let reg = mul_mod(d, self.unshift);
+        let limit = usize::from(limit.min(GSO_MAX_SEGMENTS));
+        ID_REGISTERS[..limit]
+            .iter()
+            .position(|&r| r == reg)
+            .map(|k| k as u16)
+    }
+}
+
+/// The IP ID below `limit` with which `packet`'s stored ICRC verifies (0
+/// first: what a lone datagram carries; higher ones are the later segments
+/// of a GSO send, see [`IdDeltas`]); None if none does. Over IPv6 (no ID)
+/// only 0, i.e. [`verify`]. `cached` holds the deltas of the last length
+/// seen (a stream's segments mostly share one).
+pub fn verify_gso_segment(
+    ctx: &IcrcContext,
+    packet: &[u8],
+    limit: u16,
+    cached: &mut Option<IdDeltas>,
+) -> Option<u16> {
+    let stored = stored(packet)?;
+    let computed = compute(ctx, packet);
+    if stored == computed {
+        return Some(0);
+    }
+    if !matches!(family(ctx), Family::V4(..)) {
+        return None;
+    }
+    let d = match cached {
+        Some(d) if d.packet_len == packet.len() => *d,
+        _ => *cached.insert(IdDeltas::new(packet.len())),
+    };
+    d.id_between(computed, stored, limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +481,66 @@ mod tests {
         ip6[24..40].copy_from_slice(&"fe80::2".parse::<Ipv6Addr>().unwrap().octets());
         let udp6 = [0xc0, 0x01, 0x12, 0xb7, 0x00, 0x28, 0x00, 0x00];
         assert_eq!(compute(&v6, ib), compute_with_headers(&ip6, &udp6, ib));
+    }
+
+    fn ipv4_header_with_id(ctx_src: [u8; 4], ctx_dst: [u8; 4], id: u16, ib_len: usize) -> [u8; 20] {
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + 8 + ib_len) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[6] = 0x40;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&ctx_src);
+        ip[16..20].copy_from_slice(&ctx_dst);
+        ip
+    }
+
+    /// The delta of an IP ID is what the full computation over a header
+    /// holding that ID gives, for several lengths (a short last segment
+    /// included), and the receiver finds the ID back from it.
+    #[test]
+    fn id_deltas_match_headers_with_that_id() {
+        assert_eq!(mul_mod(1 << 30, X_INV), X0, "x * x^-1 = 1");
+        let ctx = IcrcContext {
+            src: "10.77.0.2".parse().unwrap(),
+            dst: "10.77.0.1".parse().unwrap(),
+            src_port: 4791,
+            dst_port: 4791,
+        };
+        for len in [16usize, 32, 1052, 1084, 777, 4124] {
+            let mut ib: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let d = IdDeltas::new(len);
+            for id in [0u16, 1, 2, 17, 63, 64, 0x1234] {
+                let ip = ipv4_header_with_id([10, 77, 0, 2], [10, 77, 0, 1], id, len);
+                let mut udp = [0u8; 8];
+                udp[0..2].copy_from_slice(&4791u16.to_be_bytes());
+                udp[2..4].copy_from_slice(&4791u16.to_be_bytes());
+                udp[4..6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+                let want = compute_with_headers(&ip, &udp, &ib);
+                assert_eq!(compute(&ctx, &ib) ^ d.delta(id), want, "len {len} id {id}");
+                // Stored with that ID: the receiver finds it (below the limit).
+                let at = len - 4;
+                ib[at..].copy_from_slice(&want.to_le_bytes());
+                let mut cache = None;
+                let got = verify_gso_segment(&ctx, &ib, 64, &mut cache);
+                assert_eq!(got, (id < 64).then_some(id), "len {len} id {id}");
+            }
+            // One flipped payload bit matches no ID.
+            ib[len / 2] ^= 0x10;
+            assert_eq!(verify_gso_segment(&ctx, &ib, 64, &mut None), None);
+        }
+        // IPv6 has no ID: only the ICRC as computed.
+        let v6 = IcrcContext {
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            ..ctx
+        };
+        let mut ib = vec![5u8; 64];
+        seal(&v6, &mut ib);
+        assert_eq!(verify_gso_segment(&v6, &ib, 64, &mut None), Some(0));
+        let icrc = compute(&v6, &ib) ^ IdDeltas::new(64).delta(1);
+        ib[60..].copy_from_slice(&icrc.to_le_bytes());
+        assert_eq!(verify_gso_segment(&v6, &ib, 64, &mut None), None);
     }
 
     #[test]
