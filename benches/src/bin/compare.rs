@@ -2,7 +2,7 @@
 //! run (docs/BENCHMARKS.md, "Device (soft-rdma)").
 //!
 //!     cargo build --release -p verbs-shim -p soft-rdma -p softrdma-fsface
-//!     cargo run --release -p benches --bin compare [-- --quick] [--out DIR]
+//!     cargo run --release -p benches --bin compare [-- --quick] [--only STEP,...] [--out DIR]
 //!
 //! Exit: 0 when every run worked (whatever the goals say), 1 when a run
 //! failed, 2 when something to run is missing (one line says what to build
@@ -12,7 +12,7 @@
 use benches::compare::{self, baseline, Config};
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: compare [--quick] [--out DIR]";
+const USAGE: &str = "usage: compare [--quick] [--only STEP,...] [--out DIR]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +27,7 @@ fn main() {
     let exe_dir = exe.parent().expect("target/<profile>").to_path_buf();
     let mut cfg = Config {
         quick: false,
+        only: Vec::new(),
         // target/<profile>/compare -> target/compare
         out: exe_dir.parent().unwrap_or(&exe_dir).join("compare"),
         exe_dir,
@@ -35,6 +36,20 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => cfg.quick = true,
+            "--only" => match it.next() {
+                Some(list) => {
+                    for step in list.split(',') {
+                        if !compare::STEPS.contains(&step) {
+                            usage(&format!(
+                                "no step {step:?}; the steps: {}",
+                                compare::STEPS.join(",")
+                            ));
+                        }
+                        cfg.only.push(step.to_string());
+                    }
+                }
+                None => usage("--only needs a list of steps"),
+            },
             "--out" => match it.next() {
                 Some(d) => cfg.out = PathBuf::from(d),
                 None => usage("--out needs a directory"),

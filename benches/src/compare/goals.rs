@@ -189,6 +189,12 @@ pub(super) const GOALS: &[Goal] = &[
 ];
 
 impl Goal {
+    /// Whether every measure behind the goal was run (failed or not).
+    fn measured(&self, r: &Results) -> bool {
+        let ran = |k: &str| r.rows.iter().any(|m| m.key == k);
+        ran(self.num) && !matches!(self.den, Den::Measure(k) if !ran(k))
+    }
+
     /// The goal's row: the ratio, the target, and whether it is met (n/a
     /// when a measure behind it failed).
     pub(super) fn row(&self, r: &Results) -> (String, String, &'static str) {
@@ -206,6 +212,7 @@ impl Goal {
                 };
                 (format!("{x:.2}x"), if ok { "PASS" } else { "FAIL" })
             }
+            _ if !self.measured(r) => ("n/a".into(), "n/a (not run: --only)"),
             _ => ("n/a".into(), "n/a (a run failed)"),
         };
         let target = format!(

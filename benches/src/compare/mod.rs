@@ -26,6 +26,8 @@ const MIB: f64 = (1u64 << 20) as f64;
 
 pub struct Config {
     pub quick: bool,
+    /// Run only these steps ([`STEPS`]); all when empty.
+    pub only: Vec<String>,
     /// Output directory (the SVG, the table, the programs' logs).
     pub out: PathBuf,
     /// Where the shim and `softrdma` are (`target/<profile>`).
@@ -168,7 +170,25 @@ fn sweep_sizes() -> Vec<usize> {
     (1..=23).map(|k| 1usize << k).collect()
 }
 
-/// Runs everything; returns the report text and whether every run succeeded.
+/// The steps, in the order they run (`compare --only STEP,...`): the
+/// baselines, perftest through the shim (ODP vs pinned, the UDP path,
+/// size sweeps, message rate/QPs/latency), `softrdma perf` (the embedded
+/// default, fresh vs steady memory), the device's memory, rdma_cm set-up,
+/// UCX side by side, between two network-namespace hosts.
+pub const STEPS: &[&str] = &[
+    "baselines",
+    "odp",
+    "udp",
+    "sweeps",
+    "rate",
+    "default",
+    "fresh",
+    "memory",
+    "cm",
+    "ucx",
+];
+
+/// Runs the steps; returns the report text and whether every run succeeded.
 pub fn run(cfg: &Config) -> Result<(String, bool), String> {
     let p = if cfg.quick { &QUICK } else { &FULL };
     let timeout = Duration::from_secs(if cfg.quick { 60 } else { 300 });
@@ -176,16 +196,25 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
     let tools = Tools::find(&cfg.exe_dir, &cfg.out, timeout)?;
     let started = Instant::now();
     let mut r = Results::default();
-    runs::baselines(p, &mut r);
-    runs::perftest_odp_vs_pinned(p, &tools, &mut r);
-    runs::perftest_udp_path(p, &tools, &mut r);
-    runs::perftest_sweeps(p, &tools, &mut r);
-    runs::perftest_rate_qps_lat(p, &tools, &mut r);
-    runs::softrdma_default(p, &tools, cfg.quick, &mut r);
-    runs::fresh_vs_steady(p, &tools, &mut r);
-    runs::device_memory(p, &mut r);
-    runs::connection_rate(p, &tools, &mut r);
-    ucx::side_by_side(p, &tools, &mut r);
-    hosts::between_hosts(p, &tools, &cfg.out, &mut r);
+    let want = |step: &str| cfg.only.is_empty() || cfg.only.iter().any(|s| s == step);
+    for step in STEPS {
+        if !want(step) {
+            continue;
+        }
+        match *step {
+            "baselines" => runs::baselines(p, &mut r),
+            "odp" => runs::perftest_odp_vs_pinned(p, &tools, &mut r),
+            "udp" => runs::perftest_udp_path(p, &tools, &mut r),
+            "sweeps" => runs::perftest_sweeps(p, &tools, &mut r),
+            "rate" => runs::perftest_rate_qps_lat(p, &tools, &mut r),
+            "default" => runs::softrdma_default(p, &tools, cfg.quick, &mut r),
+            "fresh" => runs::fresh_vs_steady(p, &tools, &mut r),
+            "memory" => runs::device_memory(p, &mut r),
+            "cm" => runs::connection_rate(p, &tools, &mut r),
+            "ucx" => ucx::side_by_side(p, &tools, &mut r),
+            "hosts" => hosts::between_hosts(p, &tools, &cfg.out, &mut r),
+            _ => unreachable!("STEPS names every step"),
+        }
+    }
     Ok(report::write(cfg, &tools, &mut r, started))
 }
