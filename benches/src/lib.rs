@@ -2,3 +2,4 @@
 //! side-by-side comparison harness behind `src/bin/compare.rs`.
 
 pub mod compare;
+pub mod lookup;

@@ -12,11 +12,12 @@
 pub(crate) mod doorbell;
 pub mod mcast;
 pub mod publish;
+mod qp_table;
 pub(crate) mod rx;
 pub(crate) mod stats;
 mod timer;
 
-use crate::limits::{MAX_MR, MAX_QP};
+use crate::limits::MAX_MR;
 use crate::log::log;
 use crate::qp::{Context, PostResult, QpConfig, QpShared, TxQueue};
 use crate::resources::counters::Stats;
@@ -25,10 +26,9 @@ use crate::resources::events::EventQueue;
 use crate::resources::mr::MrTable;
 use crate::resources::timers::Timers;
 use crate::resources::xrcd::XrcSrqTable;
-use crate::sync::{lock, wait_timeout, Level, OrderedRwLock};
+use crate::sync::{lock, wait_timeout};
 use crate::transport::Link;
 use crate::types::{Errno, Gid, Mtu, QpAttr, RecvWr, Result, SendWr};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,7 +43,7 @@ pub(crate) struct DeviceInner {
     pub(crate) active_mtu: Mtu,
     pub(crate) gid: Gid,
     pub(crate) mm: odp::MmGet,
-    qps: OrderedRwLock<HashMap<u32, Arc<QpShared>>>,
+    qps: qp_table::QpTable,
     pub(crate) mrs: MrTable,
     pub(crate) timers: Timers,
     pub(crate) receiver: rx::Receiver,
@@ -66,7 +66,7 @@ impl DeviceInner {
             local,
             gid: Gid::from_ip(local.ip()),
             mm: odp::Mm::current(),
-            qps: OrderedRwLock::new(Level::QpTable, HashMap::new()),
+            qps: qp_table::QpTable::new(),
             mrs: MrTable::new(MAX_MR),
             timers: Timers::default(),
             receiver: rx::Receiver::new(),
@@ -102,8 +102,9 @@ impl DeviceInner {
         self.next_object.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The live QP numbered `qpn` (the QP table's lock, for reading).
     pub(crate) fn qp(&self, qpn: u32) -> Option<Arc<QpShared>> {
-        self.qps.read().get(&qpn).cloned()
+        self.qps.get(qpn)
     }
 
     /// Create a QP with the next QPN — or with `fixed`, the number of a
@@ -116,35 +117,19 @@ impl DeviceInner {
         config: QpConfig,
         fixed: Option<u32>,
     ) -> Result<Arc<QpShared>> {
-        // Holding the table: the count cannot change before the insert.
-        let mut qps = self.qps.write();
-        if qps.len() >= MAX_QP {
-            return Err(Errno::EINVAL);
-        }
-        // QPN 0 and 1 are the special QPs; QPNs are 24 bits and wrap, so
-        // skip those in use (a new QP must not replace a live one). Ends:
-        // the table holds at most MAX_QP.
-        let qpn = match fixed {
-            Some(n) if qps.contains_key(&n) => return Err(Errno::EBUSY),
-            Some(n) => n,
-            None => loop {
-                let n = self.next_qpn.fetch_add(1, Ordering::Relaxed);
-                let qpn = FIRST_QPN + n % (0x0100_0000 - FIRST_QPN);
-                if !qps.contains_key(&qpn) {
-                    break qpn;
-                }
-            },
-        };
         let driver: std::sync::Weak<dyn Driver> = Arc::downgrade(self) as _;
         // A CQ polls the device of its first QP: another device's is EINVAL.
         if config.send_cq.driven_by_other(&driver) || config.recv_cq.driven_by_other(&driver) {
             return Err(Errno::EINVAL);
         }
-        config.send_cq.attach(driver.clone());
-        config.recv_cq.attach(driver);
-        let qp = Arc::new(QpShared::new(QpConfig { qpn, ..config }));
-        qps.insert(qpn, qp.clone());
-        Ok(qp)
+        let counter = || self.next_qpn.fetch_add(1, Ordering::Relaxed);
+        // QPN 0 and 1 are the special QPs; the table skips QPNs in use (a
+        // new QP must not replace a live one).
+        self.qps.insert(fixed, FIRST_QPN, counter, |qpn| {
+            config.send_cq.attach(driver.clone());
+            config.recv_cq.attach(driver);
+            Arc::new(QpShared::new(QpConfig { qpn, ..config }))
+        })
     }
 
     /// Destroy a QP: out of the table once its last words are sent.
@@ -153,10 +138,7 @@ impl DeviceInner {
             self.detach_all_mcast(qp.qpn());
         }
         qp.lock().destroy(&self.ctx());
-        let mut qps = self.qps.write();
-        if qps.get(&qp.qpn()).is_some_and(|q| std::ptr::eq(&**q, qp)) {
-            qps.remove(&qp.qpn());
-        }
+        self.qps.remove(qp);
     }
 
     /// Tests: the QPN and MR key index tried next (to reach the wraps).

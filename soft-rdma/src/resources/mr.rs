@@ -2,11 +2,11 @@
 //! through `odp::Memory`: one access path, no "null umem" (kernel bug
 //! pattern 8) — and the table that finds them by key.
 
+use super::key_slots::KeySlots;
 use super::mw::MwShared;
 use crate::sync::{Level, OrderedRwLock, ReadGuard};
 use crate::types::{Access, Errno};
 use odp::{AccessError, Memory};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -207,7 +207,7 @@ pub(crate) enum Keyed {
 /// so a peer cannot guess a key from another: a stale or forged R_Key
 /// mostly misses.
 pub(crate) struct MrTable {
-    pub(super) by_index: OrderedRwLock<HashMap<u32, Keyed>>,
+    pub(super) by_index: OrderedRwLock<KeySlots>,
     next_index: AtomicU32,
     max: usize,
     /// How many entries are windows (each kind has its own maximum).
@@ -217,7 +217,7 @@ pub(crate) struct MrTable {
 impl MrTable {
     pub(crate) fn new(max: usize) -> MrTable {
         MrTable {
-            by_index: OrderedRwLock::new(Level::MrTable, HashMap::new()),
+            by_index: OrderedRwLock::new(Level::MrTable, KeySlots::default()),
             next_index: AtomicU32::new(1),
             max,
             windows: AtomicUsize::new(0),
@@ -225,13 +225,13 @@ impl MrTable {
     }
 
     /// A free key index (under the table lock, held for writing).
-    pub(super) fn free_index(&self, map: &HashMap<u32, Keyed>) -> u32 {
-        // Indexes wrap at 2^24: skip 0 and those in use, or a new object
-        // would replace a live one (whose removal then removes the new
-        // one). Ends: the table holds fewer than 2^24 - 1 objects.
+    pub(super) fn free_index(&self, map: &KeySlots) -> u32 {
+        // Indexes wrap at 2^24: skip 0 and those whose slot is in use, or a
+        // new object would replace a live one (whose removal then removes
+        // the new one). Ends: at most half the slots are taken.
         loop {
             let i = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-            if i != 0 && !map.contains_key(&i) {
+            if i != 0 && map.is_free(i) {
                 return i;
             }
         }
@@ -288,7 +288,7 @@ impl MrTable {
     ) -> Result<Arc<MrShared>, Errno> {
         let mut mrs = self.by_index.write();
         let index = old.key >> 8;
-        match mrs.get(&index) {
+        match mrs.get(index) {
             Some(Keyed::Mr(m)) if m.key == old.key => {}
             _ => return Err(Errno::EINVAL),
         }
@@ -323,7 +323,7 @@ impl MrTable {
 
     /// The MR with exactly this key.
     pub(crate) fn get(&self, key: u32) -> Option<Arc<MrShared>> {
-        match self.by_index.read().get(&(key >> 8))? {
+        match self.by_index.read().get(key >> 8)? {
             Keyed::Mr(mr) if mr.key == key => Some(mr.clone()),
             _ => None,
         }
@@ -347,8 +347,8 @@ impl MrTable {
             return false;
         }
         // Only this MR's entry (the same key): never another's.
-        if matches!(mrs.get(&(mr.key >> 8)), Some(Keyed::Mr(m)) if m.key == mr.key) {
-            mrs.remove(&(mr.key >> 8));
+        if matches!(mrs.get(mr.key >> 8), Some(Keyed::Mr(m)) if m.key == mr.key) {
+            mrs.remove(mr.key >> 8);
             retire(mr);
         }
         drop(mrs);

@@ -115,8 +115,8 @@ impl MrTable {
         let mut map = self.by_index.write();
         let mut st = mw.state.lock();
         let index = st.rkey >> 8;
-        if matches!(map.get(&index), Some(Keyed::Mw(m)) if Arc::ptr_eq(m, mw)) {
-            map.remove(&index);
+        if matches!(map.get(index), Some(Keyed::Mw(m)) if Arc::ptr_eq(m, mw)) {
+            map.remove(index);
             self.windows.fetch_sub(1, Ordering::Relaxed);
         }
         st.dead = true;
@@ -134,7 +134,7 @@ impl MrTable {
     pub(crate) fn bind_mw(&self, pd_id: u32, qpn: u32, b: &MwBind) -> Result<u32, Refused> {
         let _old; // declared before the guards: dropped after them
         let map = self.by_index.read();
-        let Some(Keyed::Mw(mw)) = map.get(&(b.mw_rkey >> 8)) else {
+        let Some(Keyed::Mw(mw)) = map.get(b.mw_rkey >> 8) else {
             return Err(Refused);
         };
         if mw.pd_id != pd_id || b.access.0 & !WINDOW_RIGHTS != 0 {
@@ -143,7 +143,7 @@ impl MrTable {
         let mr = if b.length == 0 {
             None
         } else {
-            let Some(Keyed::Mr(mr)) = map.get(&(b.mr_lkey >> 8)) else {
+            let Some(Keyed::Mr(mr)) = map.get(b.mr_lkey >> 8) else {
                 return Err(Refused);
             };
             let (addr, len) = mr.range();
@@ -187,7 +187,7 @@ impl MrTable {
     pub(crate) fn invalidate_mw(&self, pd_id: u32, rkey: u32) -> Result<(), Refused> {
         let _old; // declared before the guards: dropped after them
         let map = self.by_index.read();
-        let Some(Keyed::Mw(mw)) = map.get(&(rkey >> 8)) else {
+        let Some(Keyed::Mw(mw)) = map.get(rkey >> 8) else {
             return Err(Refused);
         };
         let mut st = mw.state.lock();
@@ -213,7 +213,7 @@ impl MrTable {
         need: Access,
     ) -> Result<Resolved, KeyError> {
         let map = self.by_index.read();
-        match map.get(&(rkey >> 8)) {
+        match map.get(rkey >> 8) {
             Some(Keyed::Mr(mr)) if mr.key() == rkey => {
                 mr.check(pd_id, va, len, need)?;
                 Ok(Resolved {

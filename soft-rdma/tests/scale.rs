@@ -1,0 +1,134 @@
+//! Scale (issue 21, goal 5): 10 000 RC QPs connected between two devices
+//! (in one process, on the loopback hub: the two-process run is
+//! `scripts/scale.sh`), each used once with its data checked; and the QP
+//! table's number reuse: a QPN handed out again after a destroy reaches
+//! the new QP only, and destroying the old one again leaves the new one in.
+
+use soft_rdma::transport::Hub;
+use soft_rdma::verbs::*;
+use std::sync::Arc;
+use test_support::verbs::*;
+
+fn hub_node(hub: &Arc<Hub>, last: u8, cq_depth: usize) -> Node {
+    Node::on_hub(hub, ([127, 33, 0, last], 4791).into(), cq_depth)
+}
+
+/// Small queues: what is measured is the number of QPs, not their depth.
+fn small() -> QpConfig {
+    QpConfig {
+        cap: QpCap {
+            max_send_wr: 2,
+            max_recv_wr: 1,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        ..QpConfig::new(QpType::Rc)
+    }
+}
+
+const QPS: usize = 10_000;
+
+/// This process's resident set (`/proc/self/statm`, 4 KiB pages).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+const SLOT: usize = 64;
+
+#[test]
+fn ten_thousand_rc_qps_each_write_their_own_slot() {
+    let hub = Hub::new();
+    let (a, b) = (hub_node(&hub, 1, 1 << 16), hub_node(&hub, 2, 16));
+    let cfg = small();
+    let before = rss_kib();
+    let pairs: Vec<(Qp, Qp)> = (0..QPS).map(|_| cfg.connect(&a, &b)).collect();
+    // Reported, not asserted (docs/BENCHMARKS.md, "Scale"): both sides'
+    // QPs, so half of it per QP.
+    eprintln!(
+        "RSS for {QPS} connected pairs: {} KiB, {} bytes per QP",
+        rss_kib() - before,
+        (rss_kib() - before) * 1024 / (2 * QPS as u64)
+    );
+    // Every QPN distinct on each side.
+    let mut nums: Vec<u32> = pairs.iter().map(|(qa, _)| qa.qp_num()).collect();
+    nums.sort_unstable();
+    nums.dedup();
+    assert_eq!(nums.len(), QPS);
+
+    // QP i writes SLOT bytes of pattern i into slot i of one MR of b.
+    let src = Buf::new(QPS * SLOT, |j| ((j / SLOT) * 7 + j % SLOT) as u8);
+    let dst = Buf::new(QPS * SLOT, |_| 0);
+    let smr =
+        a.pd.reg_mr(src.addr(), (QPS * SLOT) as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let dmr =
+        b.pd.reg_mr(dst.addr(), (QPS * SLOT) as u64, all_access())
+            .unwrap();
+    for (i, (qa, _)) in pairs.iter().enumerate() {
+        qa.post_send(&[SendWr {
+            wr_id: i as u64,
+            sg_list: &[src.sge(&smr, i * SLOT, SLOT)],
+            op: SendOp::Write {
+                remote_addr: dst.addr() + (i * SLOT) as u64,
+                rkey: dmr.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
+    }
+    let how = Wait {
+        limit: std::time::Duration::from_secs(120),
+        ok: true,
+        ..Wait::default()
+    };
+    let wcs = wait_with(&a.cq, QPS, how, &|w| format!("{} completions", w.len()));
+    // One completion per QP, each from its own QP.
+    let mut by_qp: Vec<u32> = wcs.iter().map(|w| w.qp_num).collect();
+    by_qp.sort_unstable();
+    assert_eq!(by_qp, nums);
+    for (i, slot) in dst.0.chunks(SLOT).enumerate() {
+        assert_eq!(slot, &src.0[i * SLOT..(i + 1) * SLOT], "slot {i}");
+    }
+}
+
+#[test]
+fn a_reused_qpn_reaches_only_the_new_qp() {
+    let hub = Hub::new();
+    let (a, b) = (hub_node(&hub, 3, 64), hub_node(&hub, 4, 64));
+    let cfg = small();
+    let (qa, old) = cfg.connect(&a, &b);
+    let num = old.qp_num();
+    let dst = Buf::new(4096, |_| 0);
+    let mr = b.pd.reg_mr(dst.addr(), 4096, all_access()).unwrap();
+    drop(old); // destroyed: out of the table
+    b.dev.set_next_ids(num, 1);
+    let new = cfg.create(&b.pd, &b.cq);
+    assert_eq!(new.qp_num(), num, "the number is free again");
+    cfg.bring_up(&new, qa.qp_num(), a.dev.gid(1).unwrap());
+    // a's QP still targets `num`: its WRITE lands through the new QP.
+    let src = Buf::new(64, |_| 0x77);
+    let smr = a.pd.reg_mr(src.addr(), 64, Access::LOCAL_WRITE).unwrap();
+    qa.post_send(&[SendWr {
+        wr_id: 9,
+        sg_list: &[src.sge(&smr, 0, 64)],
+        op: SendOp::Write {
+            remote_addr: dst.addr(),
+            rkey: mr.rkey(),
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    assert!(dst.0[..64].iter().all(|&x| x == 0x77));
+    // A second QP at a live number's slot gets another number.
+    b.dev.set_next_ids(num, 1);
+    let other = cfg.create(&b.pd, &b.cq);
+    assert_ne!(other.qp_num(), num);
+    assert_ne!(other.qp_num() & 0xffff, num & 0xffff, "slot shared");
+    drop(other);
+    assert_eq!(new.state(), QpState::Rts);
+}
