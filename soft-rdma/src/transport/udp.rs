@@ -92,6 +92,8 @@ pub struct UdpLink {
     udp_recent: AtomicBool,
     /// Receives in a row that found the rings busy and skipped the socket.
     udp_skips: AtomicU32,
+    /// A waiter is (about to be) in a wait that does not watch the rings.
+    deaf: AtomicBool,
     /// Bound to this port instead of [`ROCE_PORT`] (another socket holds
     /// 4791 on every address: `addr::bind_default`): loopback peers are
     /// taken to have fallen back alike, so their 4791 is this port on the
@@ -163,6 +165,7 @@ impl UdpLink {
             watched: Mutex::new(true),
             udp_recent: AtomicBool::new(false),
             udp_skips: AtomicU32::new(0),
+            deaf: AtomicBool::new(false),
             fallback: None,
             counters: Counters::default(),
             held: None,
@@ -682,8 +685,16 @@ impl Link for UdpLink {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let on = self.arrivals_on.load(Ordering::Relaxed);
-        let ready = self.sleep_on(self.arrivals.as_fd(), timeout, on)?;
+        // Dekker with `wake_on_arrival(true)`: either it sees `deaf` and
+        // kicks, or this sees `on` and watches the rings.
+        self.deaf.store(true, Ordering::SeqCst);
+        let on = self.arrivals_on.load(Ordering::SeqCst);
+        if on {
+            self.deaf.store(false, Ordering::Relaxed);
+        }
+        let ready = self.sleep_on(self.arrivals.as_fd(), timeout, on);
+        self.deaf.store(false, Ordering::Relaxed);
+        let ready = ready?;
         if ready && !on {
             // Arrivals are off but the socket was left watched (see
             // `wake_on_arrival`): now that it has traffic, stop watching.
@@ -705,9 +716,14 @@ impl Link for UdpLink {
     /// per off when it is not.
     fn wake_on_arrival(&self, on: bool) {
         self.arrivals_on.store(on, Ordering::SeqCst);
-        // A waiter does not watch the rings while this is off: one that
-        // holds something must end its wait now, as a readable socket does.
-        if on && self.same_host.as_ref().is_some_and(|sh| sh.pending()) {
+        // A waiter does not watch the rings while this is off: it must wait
+        // again watching them, or a ring datagram waits for its timeout
+        // (the application may now spin on memory, as `ib_write_lat` does).
+        if on
+            && self.same_host.is_some()
+            && (self.deaf.load(Ordering::SeqCst)
+                || self.same_host.as_ref().is_some_and(|sh| sh.pending()))
+        {
             self.kick();
         }
         if on || self.udp_recent.swap(false, Ordering::Relaxed) {
