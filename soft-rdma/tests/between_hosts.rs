@@ -190,10 +190,9 @@ fn captured_gso_segments_verify_with_the_ip_ids_they_carry() {
         .filter_map(|l| u16::from_str_radix(l.trim().trim_start_matches("0x"), 16).ok())
         .collect();
     let _ = std::fs::remove_file(&pcap);
-    assert!(
-        ids.contains(&0) && ids.contains(&1) && ids.contains(&4),
-        "IP IDs: {ids:?}"
-    );
+    // (How many segments a batch holds depends on timing: only "more than
+    // ID 0" is certain.)
+    assert!(ids.contains(&0) && ids.contains(&1), "IP IDs: {ids:?}");
 }
 
 #[test]

@@ -482,8 +482,11 @@ fn wait_sleeps_through_arrivals_while_wakeups_are_off_and_receives_nothing() {
     // On (the default): an arrival ends the wait long before its timeout.
     to_b(b"one");
     assert!(timed_wait(&b, Some(Duration::from_secs(60))) < Duration::from_secs(10));
-    // Off: the datagram waiting does not end the wait; the timeout does.
+    // Off, with no datagram received since the last off: the socket leaves
+    // the interest lazily, so the datagram waiting ends one wait at most;
+    // the next runs to its timeout.
     b.wake_on_arrival(false);
+    let _ = timed_wait(&b, Some(Duration::from_millis(300)));
     let slept = timed_wait(&b, Some(Duration::from_millis(300)));
     assert!(slept >= Duration::from_millis(300), "woken after {slept:?}");
     // Waiting took nothing: both datagrams are there for recv.
@@ -495,6 +498,15 @@ fn wait_sleeps_through_arrivals_while_wakeups_are_off_and_receives_nothing() {
         got.extend(batch.iter().map(|(_, d)| d.to_vec()));
     }
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    // Off after UDP traffic: the socket leaves the interest at once, so not
+    // even the first wait ends for a datagram waiting.
+    b.wake_on_arrival(true);
+    b.wake_on_arrival(false);
+    to_b(b"two and a half");
+    let slept = timed_wait(&b, Some(Duration::from_millis(300)));
+    assert!(slept >= Duration::from_millis(300), "woken after {slept:?}");
+    assert!(b.recv(&mut batch, Some(Duration::from_secs(5))).unwrap() > 0);
+    assert_eq!(batch.iter().next().unwrap().1, b"two and a half");
     // Turning wake-ups on with a datagram waiting ends a wait with no timeout.
     to_b(b"three");
     let l = b.clone();

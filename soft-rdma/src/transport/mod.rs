@@ -342,8 +342,10 @@ pub trait Link: Send + Sync {
     /// Whether an arrival ends a blocked [`Link::wait`] (on by default).
     /// A thread that receives inline while it polls turns this off, so the
     /// waiting thread is not woken for datagrams the poller takes itself;
-    /// the wait's timeout still runs. Turning it on while a datagram is
-    /// waiting ends the wait at once. Links without the distinction ignore it.
+    /// the wait's timeout still runs (a link may let the first arrival after
+    /// an off end one wait: `UdpLink` turns it off lazily). Turning it on
+    /// while a datagram is waiting ends the wait at once. Links without the
+    /// distinction ignore it.
     fn wake_on_arrival(&self, _on: bool) {}
     /// Wake every blocked `recv`; later ones return Ok(0) at once.
     fn close(&self);

@@ -32,7 +32,8 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::same_host::{self, SameHost};
@@ -57,6 +58,9 @@ const GSO_MAX_SEGMENTS: usize = crate::wire::icrc::GSO_MAX_SEGMENTS as usize;
 /// that schedules the other process) for each gap. Linux's `busy_poll`
 /// suggestion, 50 us.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Receives in a row that may skip the UDP socket while the rings deliver.
+const UDP_SKIPS: u32 = 8;
 
 /// Receive slot for a possibly coalesced (GRO) datagram.
 pub(super) const GRO_SLOT: usize = 1 << 16;
@@ -125,6 +129,16 @@ pub struct UdpLink {
     same_host: Option<SameHost>,
     /// The last `wake_on_arrival` (a waiter then also wants kicks from rings).
     arrivals_on: AtomicBool,
+    /// Whether `sock` is in `arrivals`' interest list. Turned off lazily
+    /// (`wake_on_arrival`); the lock orders the toggles of pollers and of
+    /// the waiter, and nothing is taken under it.
+    watched: Mutex<bool>,
+    /// A UDP datagram arrived since the last `wake_on_arrival(false)`.
+    udp_recent: AtomicBool,
+    /// Receives in a row that found the rings busy and skipped the socket.
+    udp_skips: AtomicU32,
+    /// A waiter is (about to be) in a wait that does not watch the rings.
+    deaf: AtomicBool,
     /// Bound to this port instead of [`ROCE_PORT`] (another socket holds
     /// 4791 on every address: `addr::bind_default`): loopback peers are
     /// taken to have fallen back alike, so their 4791 is this port on the
@@ -199,6 +213,10 @@ impl UdpLink {
             mtu: super::addr::link_mtu(local.ip()).ok(),
             same_host: None,
             arrivals_on: AtomicBool::new(true),
+            watched: Mutex::new(true),
+            udp_recent: AtomicBool::new(false),
+            udp_skips: AtomicU32::new(0),
+            deaf: AtomicBool::new(false),
             fallback: None,
             counters: Counters::default(),
             held: None,
@@ -309,13 +327,13 @@ impl UdpLink {
     /// Sleep until `fd` is readable, the doorbell rings, or the timeout
     /// passes — or, with `rings`, a same-host ring gets a datagram (or an
     /// offer arrives). A kick is consumed; a close stays (later sleeps end
-    /// at once).
+    /// at once). True if `fd` was found readable.
     fn sleep_on(
         &self,
         fd: BorrowedFd<'_>,
         timeout: Option<Duration>,
         rings: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let (fd, wake) = ((fd, libc::POLLIN), (self.wake.as_fd(), libc::POLLIN));
         let ready = match self.same_host.as_ref().filter(|_| rings) {
             None => sys::poll(&[fd, wake], timeout)?,
@@ -323,10 +341,10 @@ impl UdpLink {
                 // Only an unbounded wait spins: a bounded one is a thread
                 // that shares the work with a polling application thread.
                 if timeout.is_none() && self.spin_until_ready(sh) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if !sh.arm() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let ready = sys::poll(&[fd, wake, (sh.fd(), libc::POLLIN)], timeout);
                 sh.disarm();
@@ -341,7 +359,25 @@ impl UdpLink {
             self.rung.store(false, Ordering::Relaxed);
             self.wake.drain();
         }
-        Ok(())
+        Ok(ready[0])
+    }
+
+    /// Put `sock` in the waiter's interest list, or take it out.
+    /// Locks: `watched` (a leaf).
+    fn set_watched(&self, on: bool) {
+        let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        // Off only while still off: a poller may have turned arrivals on
+        // since the waiter decided (it stores `arrivals_on` before locking).
+        if *w == on || (!on && self.arrivals_on.load(Ordering::SeqCst)) {
+            return;
+        }
+        if let Err(e) = sys::epoll_interest(self.arrivals.as_fd(), self.sock.as_fd(), on) {
+            // Cannot happen with our own two live descriptors; a waiter
+            // that stays deaf still wakes at its timeout.
+            crate::log::log!(Error, "epoll_ctl: {e}");
+            return;
+        }
+        *w = on;
     }
 
     /// Watch the rings for up to [`SPIN_BEFORE_SLEEP`]: true if a datagram
@@ -599,12 +635,35 @@ impl UdpLink {
 
     /// What the socket and then the same-host rings hold, appended to
     /// `batch` without blocking; Ok(false) when there was nothing.
+    ///
+    /// While the rings deliver, up to [`UDP_SKIPS`] receives in a row leave
+    /// the socket alone: on the same-host path it is silent, and its empty
+    /// `recvmmsg` was a system call a message. Every so often it goes first
+    /// (as always when the rings are idle), so a busy ring cannot starve it.
+    /// Datagrams of one peer come one way at a time (a new ring waits for
+    /// its marker), so the order of the two reads changes no peer's order.
     fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<bool> {
-        self.try_recv_udp(batch)?;
-        self.groups.receive(batch, &self.counters);
-        if let Some(sh) = &self.same_host {
-            sh.receive(batch, &self.counters);
+        match &self.same_host {
+            Some(sh) if self.udp_skips.load(Ordering::Relaxed) < UDP_SKIPS => {
+                sh.receive(batch, &self.counters);
+                if batch.is_empty() {
+                    self.udp_skips.store(0, Ordering::Relaxed);
+                    self.try_recv_udp(batch)?;
+                } else {
+                    self.udp_skips.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(sh) => {
+                self.udp_skips.store(0, Ordering::Relaxed);
+                self.try_recv_udp(batch)?;
+                sh.receive(batch, &self.counters);
+            }
+            None => {
+                self.try_recv_udp(batch)?;
+            }
         }
+        // A link that joined no multicast group pays one load here.
+        self.groups.receive(batch, &self.counters);
         if let Some(f) = self.fallback {
             for s in &mut batch.pkts {
                 if s.peer.port() == f && s.peer.ip().is_loopback() {
@@ -647,6 +706,9 @@ impl UdpLink {
                     _ => return Err(e),
                 },
             };
+            if got > 0 {
+                self.udp_recent.store(true, Ordering::Relaxed);
+            }
             let before = batch.pkts.len();
             let mut bytes = 0;
             for (i, m) in meta[..got].iter().enumerate() {
@@ -781,11 +843,22 @@ impl Link for UdpLink {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.sleep_on(
-            self.arrivals.as_fd(),
-            timeout,
-            self.arrivals_on.load(Ordering::Relaxed),
-        )
+        // Dekker with `wake_on_arrival(true)`: either it sees `deaf` and
+        // kicks, or this sees `on` and watches the rings.
+        self.deaf.store(true, Ordering::SeqCst);
+        let on = self.arrivals_on.load(Ordering::SeqCst);
+        if on {
+            self.deaf.store(false, Ordering::Relaxed);
+        }
+        let ready = self.sleep_on(self.arrivals.as_fd(), timeout, on);
+        self.deaf.store(false, Ordering::Relaxed);
+        let ready = ready?;
+        if ready && !on {
+            // Arrivals are off but the socket was left watched (see
+            // `wake_on_arrival`): now that it has traffic, stop watching.
+            self.set_watched(false);
+        }
+        Ok(())
     }
 
     fn kick(&self) {
@@ -793,17 +866,26 @@ impl Link for UdpLink {
         self.wake.signal();
     }
 
+    /// Off takes the socket out of the waiter's interest at once only if
+    /// UDP datagrams came since the last off; else it stays watched until
+    /// one wakes the waiter, which then takes it out (`wait`). A ping-pong
+    /// on the rings toggles this twice a message, and the socket is silent
+    /// there: two `epoll_ctl` calls a message saved, one wake-up at most
+    /// per off when it is not.
     fn wake_on_arrival(&self, on: bool) {
-        self.arrivals_on.store(on, Ordering::Relaxed);
-        // A waiter does not watch the rings while this is off: one that
-        // holds something must end its wait now, as a readable socket does.
-        if on && self.same_host.as_ref().is_some_and(|sh| sh.pending()) {
+        self.arrivals_on.store(on, Ordering::SeqCst);
+        // A waiter does not watch the rings while this is off: it must wait
+        // again watching them, or a ring datagram waits for its timeout
+        // (the application may now spin on memory, as `ib_write_lat` does).
+        if on
+            && self.same_host.is_some()
+            && (self.deaf.load(Ordering::SeqCst)
+                || self.same_host.as_ref().is_some_and(|sh| sh.pending()))
+        {
             self.kick();
         }
-        if let Err(e) = sys::epoll_interest(self.arrivals.as_fd(), self.sock.as_fd(), on) {
-            // Cannot happen with our own two live descriptors; a waiter
-            // that stays deaf still wakes at its timeout.
-            crate::log::log!(Error, "epoll_ctl: {e}");
+        if on || self.udp_recent.swap(false, Ordering::Relaxed) {
+            self.set_watched(on);
         }
     }
 
