@@ -154,6 +154,25 @@ pub fn two_hosts(prefix: &str, net: [u8; 3]) -> Option<TwoHosts> {
         ip(&["-n", &n[k], "link", "set", &v[k], "up"]).unwrap();
         ip(&["-n", &n[k], "link", "set", "lo", "up"]).unwrap();
     }
+    // A veth's operational state turns UP a moment (0.3-1 s here) after
+    // both ends are set up; programs that list usable interfaces (UCX's
+    // tcp) skip it until then.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    for k in 0..2 {
+        let operstate = format!("/sys/class/net/{}/operstate", v[k]);
+        while !Command::new("ip")
+            .args(["netns", "exec", &n[k], "cat", &operstate])
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"up"))
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "{} is not UP after 10 s",
+                v[k]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     Some(hosts)
 }
 

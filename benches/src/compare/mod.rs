@@ -186,6 +186,7 @@ pub const STEPS: &[&str] = &[
     "memory",
     "cm",
     "ucx",
+    "hosts",
 ];
 
 /// Runs the steps; returns the report text and whether every run succeeded.
