@@ -732,10 +732,12 @@ impl Shared {
     /// A SIDR_REQ: a new UD request for a listener, a repeated one, or one
     /// nobody listens for (answered "unsupported service ID", as ib_cm).
     fn on_sidr_req(&self, from: Gid, tid: u64, req: SidrReq) {
-        let nobody = || {
+        // Refused without a connection: nobody listens (unsupported), or
+        // the listener's backlog is full (rejected).
+        let refuse = |status| {
             let rep = CmMessage::SidrRep(SidrRep {
                 request_id: req.request_id,
-                status: SIDR_UNSUPPORTED,
+                status,
                 vendor_id: 0,
                 qpn: 0,
                 service_id: req.service_id,
@@ -747,24 +749,11 @@ impl Shared {
                 let _ = self.gsi.send(from, &mad);
             }
         };
+        let nobody = || refuse(SIDR_UNSUPPORTED);
+        let full = || refuse(crate::conn::SIDR_REJECTED);
         let v4 = crate::wire::IpHeader::parse(&req.private_data)
             .ok()
             .map(|h| h.dst.is_ipv4());
-        let full = || {
-            let rep = CmMessage::SidrRep(SidrRep {
-                request_id: req.request_id,
-                status: crate::conn::SIDR_REJECTED,
-                vendor_id: 0,
-                qpn: 0,
-                service_id: req.service_id,
-                qkey: 0,
-                info: vec![],
-                private_data: vec![],
-            });
-            if let Ok(mad) = rep.emit(tid) {
-                let _ = self.gsi.send(from, &mad);
-            }
-        };
         self.incoming(
             from,
             (req.request_id, req.service_id, v4),
@@ -778,26 +767,12 @@ impl Shared {
     /// A REQ: a new connection for a listener, a repeated one, or one nobody
     /// listens for (REJ "invalid service ID", as ib_cm).
     fn on_req(&self, from: Gid, tid: u64, req: crate::wire::Req) {
-        let nobody = || {
-            self.reject_stray(
-                from,
-                tid,
-                req.local_comm_id,
-                Answered::Req,
-                RejReason::INVALID_SERVICE_ID,
-            )
-        };
+        let reject =
+            |reason| self.reject_stray(from, tid, req.local_comm_id, Answered::Req, reason);
+        let nobody = || reject(RejReason::INVALID_SERVICE_ID);
         // Past the listener's backlog: refused as ucma's handler refuses
         // it (ib_cm's REJ for a destroyed request, consumer defined).
-        let full = || {
-            self.reject_stray(
-                from,
-                tid,
-                req.local_comm_id,
-                Answered::Req,
-                RejReason::CONSUMER_DEFINED,
-            )
-        };
+        let full = || reject(RejReason::CONSUMER_DEFINED);
         let v4 = crate::wire::IpHeader::parse(&req.private_data)
             .ok()
             .map(|h| h.dst.is_ipv4());

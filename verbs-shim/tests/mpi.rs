@@ -16,7 +16,7 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 use test_support::net::{two_hosts, TwoHosts};
@@ -84,16 +84,8 @@ fn scratch(name: &str) -> PathBuf {
 /// With `host`, mpirun runs in network namespace `ns` with the device on
 /// address `addr` (`ip netns exec` keeps the environment).
 fn mpirun(exe: &Path, host: Option<(&str, &str)>, launch: &[&str], odp: bool) -> Command {
-    let mut c = match host {
-        None => Command::new(softrdma()),
-        Some((ns, addr)) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(softrdma());
-            c.env("SOFTRDMA_ADDR", addr);
-            c
-        }
-    };
-    c.args(["run", "--", "mpirun", "--allow-run-as-root", "-np", "2"]);
+    let dir = softrdma().parent().unwrap();
+    let mut c = shim::run_on(dir, host, "mpirun", &["--allow-run-as-root", "-np", "2"]);
     // mpirun ends a job that hangs (and its ranks) itself.
     c.args(["--timeout", "240", "--tag-output"]).args(launch);
     c.args(["--mca", "pml", "ucx", "--mca", "btl", "self"]);
@@ -105,12 +97,8 @@ fn mpirun(exe: &Path, host: Option<(&str, &str)>, launch: &[&str], odp: bool) ->
         c.args(["-x", "UCX_IB_REG_METHODS=odp"]);
     }
     c.arg(exe).arg(softrdma());
-    c.env_remove("LD_PRELOAD")
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     c
 }
 

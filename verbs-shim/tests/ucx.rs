@@ -11,7 +11,7 @@
 mod common;
 use common::*;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use test_support::net::{two_hosts, wait_listening, TwoHosts};
 use test_support::procs::{all_text, finish};
@@ -33,20 +33,8 @@ fn through_run(prog: &str, args: &[&str], tls: Option<&str>) -> Command {
 /// [`through_run`] on a host: in network namespace `ns` with the device on
 /// address `addr` (`ip netns exec` keeps the environment).
 fn on_host(host: Option<(&str, &str)>, prog: &str, args: &[&str], tls: Option<&str>) -> Command {
-    let mut c = match host {
-        None => Command::new(softrdma()),
-        Some((ns, addr)) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(softrdma());
-            c.env("SOFTRDMA_ADDR", addr);
-            c
-        }
-    };
-    c.arg("run").arg("--").arg(prog).args(args);
-    c.env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let dir = softrdma();
+    let mut c = shim::run_on(dir.parent().unwrap(), host, prog, args);
     if let Some(t) = tls {
         c.env("UCX_TLS", t).env("UCX_NET_DEVICES", "softrdma0:1");
     }

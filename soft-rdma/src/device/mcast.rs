@@ -21,7 +21,6 @@ use crate::sync::{Level, OrderedMutex};
 use crate::transport::{RecvBatch, ROCE_PORT};
 use crate::types::{Errno, Gid, QpType, Result};
 use crate::wire::icrc::{self, IcrcContext};
-use crate::wire::PacketRepr;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -186,14 +185,8 @@ pub(super) fn handle_run(
 ) {
     for k in run {
         let (from, bytes) = batch.get(k);
-        bump(&dev.stats.rcvd_pkts);
-        let (repr, payload) = match PacketRepr::parse(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                bump(&dev.stats.parse_errors);
-                log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
-                continue;
-            }
+        let Some((repr, payload)) = super::rx::parse_counted(dev, from, bytes) else {
+            continue;
         };
         // Verified even if `intact`: the ICRC is what names the group.
         let Some((group, qpns)) = dev.mcast_destination(from, bytes, batch.group(k)) else {

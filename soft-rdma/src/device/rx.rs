@@ -268,6 +268,22 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
 }
 
 /// The destination QP a datagram names, if it is long enough to name one.
+/// A received datagram counted and parsed; a malformed one is counted as
+/// such and dropped (`None`).
+pub(super) fn parse_counted(
+    dev: &DeviceInner,
+    from: SocketAddr,
+    bytes: &[u8],
+) -> Option<(PacketRepr, std::ops::Range<usize>)> {
+    bump(&dev.stats.rcvd_pkts);
+    PacketRepr::parse(bytes)
+        .map_err(|e| {
+            bump(&dev.stats.parse_errors);
+            log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
+        })
+        .ok()
+}
+
 fn dest_qp(bytes: &[u8]) -> Option<u32> {
     Packet::new_checked(bytes).ok().map(|p| p.dest_qp())
 }
@@ -325,14 +341,8 @@ fn handle_run<'a>(
     let mut id_deltas = None;
     let mut run = run.peekable();
     while let Some((from, bytes, intact)) = run.next() {
-        bump(&dev.stats.rcvd_pkts);
-        let (repr, payload) = match PacketRepr::parse(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                bump(&dev.stats.parse_errors);
-                log!(Debug, "dropped {} bytes from {from}: {e:?}", bytes.len());
-                continue;
-            }
+        let Some((repr, payload)) = parse_counted(dev, from, bytes) else {
+            continue;
         };
         // Over IPv4 a GSO sender's later segments carry IDs 1, 2…, which a
         // socket cannot see: the ICRC must hold for one ID below the most
