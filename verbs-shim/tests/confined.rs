@@ -402,21 +402,6 @@ fn as_nobody(dir: &Path, prog: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Whether this process holds CAP_IPC_LOCK (`CapEff` bit 14).
-fn has_ipc_lock() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_owned();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|e| e & (1 << 14) != 0)
-}
-
 #[test]
 fn nobody_memlock_accounting() {
     if !can_setpriv() {
@@ -439,7 +424,7 @@ fn nobody_memlock_accounting() {
         "{}\n{out}",
         o.status
     );
-    if has_ipc_lock() {
+    if odp::sys::mlock::has_ipc_lock() {
         // CAP_IPC_LOCK exempts, as in the kernel: the same limit, root's caps.
         let mut c = Command::new("prlimit");
         c.args(["--memlock=8388608", "--"])
