@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 arch=$(dpkg --print-architecture)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' soft-rdma/Cargo.toml | head -1)
 # The shims come from the same build, beside softrdma: no bundle needed.
-cargo build --release --quiet --locked -p soft-rdma --bin softrdma -p verbs-shim -p rdmacm-shim -p softrdma-fsface
+# --lib as well: with only --bin, cargo builds no library of the other packages.
+cargo build --release --quiet --locked -p soft-rdma --bin softrdma --lib -p verbs-shim -p rdmacm-shim -p softrdma-fsface
 rel=target/release
 stage=target/deb/softrdma_${version}_${arch}
 rm -rf "$stage"

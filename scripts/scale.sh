@@ -19,7 +19,7 @@ qps=${1:-10000}
 size=${2:-8}
 iters=${3:-5}
 port=$((20000 + RANDOM % 10000))
-cargo build --release --quiet -p soft-rdma --bin softrdma -p verbs-shim
+cargo build --release --quiet -p soft-rdma --bin softrdma --lib -p verbs-shim
 s=target/release/softrdma
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
