@@ -320,6 +320,20 @@ fn from_env_wraps_only_when_set() {
     drop(l);
     assert_eq!(parse_file(&path).len(), 1);
     std::fs::remove_file(&path).unwrap();
+    // `%p`: the process id, so processes of one launch write files of their own.
+    let pattern = tmp("env-%p");
+    std::env::set_var(pcap::ENV, &pattern);
+    let l = pcap::from_env(Box::new(hub.link(addr("10.3.0.4:4791")).unwrap())).unwrap();
+    std::env::remove_var(pcap::ENV);
+    drop(l);
+    let own = PathBuf::from(
+        pattern
+            .to_str()
+            .unwrap()
+            .replace("%p", &std::process::id().to_string()),
+    );
+    assert!(own.exists() && !pattern.exists(), "{own:?}");
+    std::fs::remove_file(&own).unwrap();
     let e = match PcapLink::new(
         hub.link(addr("10.3.0.3:4791")).unwrap(),
         std::path::Path::new("/nonexistent/dir/x.pcap"),

@@ -114,12 +114,18 @@ impl<L: Link> Drop for PcapLink<L> {
     }
 }
 
-/// Wrap `inner` in a [`PcapLink`] if `SOFTRDMA_PCAP` names a file.
+/// Wrap `inner` in a [`PcapLink`] if `SOFTRDMA_PCAP` names a file. A `%p`
+/// in the name becomes the process id: a launcher (mpirun) passes one
+/// environment to many processes, and two writers of one file corrupt it.
 pub fn from_env(inner: Box<dyn Link>) -> io::Result<Box<dyn Link>> {
-    match std::env::var_os(ENV) {
-        Some(p) if !p.is_empty() => Ok(Box::new(PcapLink::new(inner, Path::new(&p))?)),
-        _ => Ok(inner),
-    }
+    let Some(name) = std::env::var_os(ENV).filter(|p| !p.is_empty()) else {
+        return Ok(inner);
+    };
+    let path = match name.to_str() {
+        Some(s) => PathBuf::from(s.replace("%p", &std::process::id().to_string())),
+        None => PathBuf::from(name),
+    };
+    Ok(Box::new(PcapLink::new(inner, &path)?))
 }
 
 impl<L: Link> Link for PcapLink<L> {
