@@ -24,6 +24,15 @@ impl Registry {
     fn forget(&self) {
         *crate::sync::lock(&self.0) = None;
     }
+    /// Run `f` if `k` still names `p`, holding the map meanwhile: for a
+    /// pointer kept where the application may destroy the object behind our
+    /// back. A destroy removes the entry before it releases the object, so
+    /// the object outlives `f`. `f` must not use this registry.
+    pub fn with_live<T, R>(&self, k: u32, p: *mut T, f: impl FnOnce() -> R) -> Option<R> {
+        let m = crate::sync::lock(&self.0);
+        (m.as_ref()?.get(&k) == Some(&(p as usize))).then(f)
+    }
+
     pub fn get<T>(&self, k: u32) -> Option<*mut T> {
         crate::sync::lock(&self.0)
             .as_ref()?

@@ -297,10 +297,7 @@ unsafe fn translate(e: Event) -> Option<*mut rdma_cm_event> {
         }
         EventKind::Disconnected => {
             id.st().phase = Phase::Disconnected;
-            if !id.c.qp.is_null() {
-                // SAFETY: the id's QP is live while the id has it.
-                unsafe { qp::to_error(id.c.qp) };
-            }
+            qp::to_error_if_live(id);
             new_event(idp, idp, RDMA_CM_EVENT_DISCONNECTED, 0)
         }
         EventKind::TimewaitExit => new_event(idp, idp, RDMA_CM_EVENT_TIMEWAIT_EXIT, 0),

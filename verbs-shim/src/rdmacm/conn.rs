@@ -314,10 +314,7 @@ pub unsafe extern "C" fn shim_rdma_disconnect(idp: *mut rdma_cm_id) -> c_int {
     }
     // SAFETY: (caller) a live id.
     let id = unsafe { &*(idp as *const ShimId) };
-    if !id.c.qp.is_null() {
-        // SAFETY: the id's QP is live while the id has it.
-        unsafe { qp::to_error(id.c.qp) };
-    }
+    qp::to_error_if_live(id);
     match id.cm.disconnect() {
         // The kernel's rdma_disconnect "initiates or responds to" a
         // disconnect and succeeds for a connection already going or gone

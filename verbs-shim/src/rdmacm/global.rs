@@ -199,6 +199,10 @@ pub struct IdState {
     pub path: Option<Box<ibv_sa_path_rec>>,
     /// CQs and channels `rdma_create_qp` made, destroyed with the QP.
     pub own_cqs: bool,
+    /// The number of the QP `rdma_create_qp` made: `id->qp` may dangle
+    /// (rping destroys it with `ibv_destroy_qp`), so the number is checked
+    /// against the live QPs before the pointer is used.
+    pub qp_num: Option<u32>,
     /// The REP's private data, for the ESTABLISHED that the RTU we send for
     /// an id with a QP brings.
     pub rep_data: Option<Vec<u8>>,

@@ -184,9 +184,25 @@ pub fn accept_moves(id: &ShimId) -> Result<(), i32> {
     modify(id, IBV_QPS_RTS)
 }
 
+/// To the error state if the id's QP is still live: a peer's disconnect
+/// comes whenever it comes, and an application may have destroyed the QP
+/// with `ibv_destroy_qp` (rping does), leaving `id->qp` dangling. (The
+/// kernel's rdma_cm leaves a user QP alone then; we flush it, as a killed
+/// peer's survivor expects.)
+pub fn to_error_if_live(id: &ShimId) {
+    let Some(num) = id.st().qp_num else { return };
+    let qp = id.c.qp;
+    if qp.is_null() {
+        return;
+    }
+    // SAFETY: the registry says `qp` is the live QP `num`, and it stays
+    // live while the registry is held.
+    crate::registry::QPS.with_live(num, qp, || unsafe { to_error(qp) });
+}
+
 /// # Safety
 /// `qp` is live.
-pub unsafe fn to_error(qp: *mut ibv_qp) {
+unsafe fn to_error(qp: *mut ibv_qp) {
     let mut a = ibv_qp_attr {
         qp_state: IBV_QPS_ERR,
         ..Default::default()
@@ -357,6 +373,8 @@ pub unsafe fn create_qp(
     id.c.qp = qp;
     id.c.pd = pd;
     id.c.qp_type = a.qp_type;
+    // SAFETY: the QP just made.
+    id.st().qp_num = Some(unsafe { (*qp).qp_num });
     let moved = if id.is_ud() {
         modify(id, IBV_QPS_INIT)
             .and_then(|()| modify(id, IBV_QPS_RTR))
@@ -444,6 +462,7 @@ pub unsafe extern "C" fn shim_rdma_destroy_qp(idp: *mut rdma_cm_id) {
     // SAFETY: (caller) a live id of ours.
     let id = unsafe { &mut *(idp as *mut ShimId) };
     let qp = std::mem::replace(&mut id.c.qp, std::ptr::null_mut());
+    id.st().qp_num = None;
     if !qp.is_null() {
         // SAFETY: the id's QP, no longer reachable through it.
         unsafe { crate::qp::shim_ibv_destroy_qp(qp) };
