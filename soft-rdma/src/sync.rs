@@ -27,6 +27,7 @@ pub(crate) enum Level {
     Qp,
     XrcSrqs,
     Doorbells,
+    Flight,
     MrTable,
     Mw,
     MrValid,
@@ -146,6 +147,11 @@ impl<T> OrderedMutex<T> {
             guard: lock(&self.inner),
             _held: held,
         }
+    }
+
+    /// The value, through exclusive access (no lock taken: nothing to order).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The lock if nobody holds it now.

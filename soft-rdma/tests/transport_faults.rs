@@ -174,10 +174,8 @@ fn reorder_changes_the_order_and_loses_nothing() {
     // A held datagram with no successor still arrives (after the hold).
     let (a, b) = pair("reorder=1,seed=5");
     send_numbered(&a, b.local(), 1);
-    let t = Instant::now();
-    let got = drain(&b, Duration::from_millis(100));
-    assert_eq!(got.len(), 1);
-    assert!(t.elapsed() < Duration::from_millis(100) + Duration::from_millis(50));
+    let got = drain(&b, Duration::from_secs(2));
+    assert_eq!(got.len(), 1, "released once its hold passed");
 }
 
 #[test]
@@ -205,11 +203,15 @@ fn corrupt_flips_a_bit_and_delay_holds_every_datagram() {
     let t = Instant::now();
     send_numbered(&a, b.local(), 10);
     let mut batch = RecvBatch::new(32);
-    assert_eq!(
-        b.recv(&mut batch, Some(Duration::from_millis(5))).unwrap(),
-        0
+    // Nothing before the delay (a loaded machine may take that long to
+    // get here: then the datagrams may be due already).
+    let early = b.recv(&mut batch, Some(Duration::from_millis(5))).unwrap();
+    assert!(
+        early == 0 || t.elapsed() >= Duration::from_millis(30),
+        "{early} datagrams after {:?}",
+        t.elapsed()
     );
-    let mut n = 0;
+    let mut n = early;
     while n < 10 {
         n += b.recv(&mut batch, Some(Duration::from_secs(1))).unwrap();
     }

@@ -23,6 +23,7 @@ use crate::qp::{Context, PostResult, QpConfig, QpShared, TxQueue};
 use crate::resources::counters::Stats;
 use crate::resources::cq::Driver;
 use crate::resources::events::EventQueue;
+use crate::resources::flight::Flight;
 use crate::resources::mr::MrTable;
 use crate::resources::timers::Timers;
 use crate::resources::xrcd::XrcSrqTable;
@@ -48,6 +49,8 @@ pub(crate) struct DeviceInner {
     pub(crate) timers: Timers,
     pub(crate) receiver: rx::Receiver,
     pub(crate) doorbells: doorbell::Doorbells,
+    /// The RC bytes in flight its QPs share (`resources::flight`).
+    pub(crate) flight: Arc<Flight>,
     pub(crate) stats: Stats,
     pub(crate) events: EventQueue,
     pub(crate) xrc_srqs: XrcSrqTable,
@@ -71,6 +74,7 @@ impl DeviceInner {
             timers: Timers::default(),
             receiver: rx::Receiver::new(),
             doorbells: Default::default(),
+            flight: Arc::default(),
             stats: Stats::default(),
             events: EventQueue::new()?,
             xrc_srqs: XrcSrqTable::default(),
@@ -128,7 +132,7 @@ impl DeviceInner {
         self.qps.insert(fixed, FIRST_QPN, counter, |qpn| {
             config.send_cq.attach(driver.clone());
             config.recv_cq.attach(driver);
-            Arc::new(QpShared::new(QpConfig { qpn, ..config }))
+            Arc::new(QpShared::new(QpConfig { qpn, ..config }, self.flight.clone()))
         })
     }
 

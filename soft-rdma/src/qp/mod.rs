@@ -28,6 +28,7 @@ pub(crate) use tx::TxQueue;
 use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::cq::{CqShared, Overflow};
+use crate::resources::flight::Flight;
 use crate::resources::sge::RecvWqe;
 use crate::resources::srq::SrqShared;
 use crate::sync::{Guard, Level, OrderedMutex};
@@ -81,6 +82,8 @@ pub(crate) struct QpShared {
     sq_sig_all: bool,
     srq: Option<Arc<SrqShared>>,
     xrcd: Option<u32>,
+    /// The device's budget of bytes in flight, charged at each unlock.
+    flight: Arc<Flight>,
     inner: OrderedMutex<Inner>,
 }
 
@@ -105,14 +108,34 @@ struct Inner {
 }
 
 /// A held QP lock: the only way to the QP's state from outside `qp`.
+/// Released, it settles the QP's charge on the device's budget of bytes
+/// in flight: every change to what is in flight happens under it.
 pub(crate) struct Locked<'a> {
     sh: &'a QpShared,
     q: Guard<'a, Inner>,
 }
 
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.sh.qp_type.is_reliable() {
+            let now = requester::charge(&self.q);
+            self.sh.flight.settle(&mut self.q.req.charged, now);
+        }
+    }
+}
+
+impl Drop for QpShared {
+    /// What the QP still has charged goes back to the budget.
+    fn drop(&mut self) {
+        let q = self.inner.get_mut();
+        self.flight.settle(&mut q.req.charged, 0);
+    }
+}
+
 impl QpShared {
-    pub(crate) fn new(c: QpConfig) -> QpShared {
+    pub(crate) fn new(c: QpConfig, flight: Arc<Flight>) -> QpShared {
         QpShared {
+            flight,
             qpn: c.qpn,
             qp_type: c.qp_type,
             pd: c.pd,

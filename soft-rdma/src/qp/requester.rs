@@ -15,6 +15,7 @@ use super::{xrc, Context, Inner, Next, QpShared};
 use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
+use crate::resources::flight;
 use crate::resources::sge::{self, Payload, ResolvedSge};
 use crate::types::{Errno, QpState, QpType, SendOp, SendWr, WcStatus};
 use crate::wire::{AtomicEth, Deth, Ext, Feth, Op, Opcode, PacketRepr, Reth};
@@ -218,6 +219,9 @@ pub(super) struct ReqState {
     pub(super) timer_armed: bool,
     pub(super) progress_at: Option<Instant>,
     pub(super) rnr_waiting: bool,
+    /// Stopped with nothing in flight by the device's budget: in its line
+    /// (`resources::flight`), the timer armed to look again.
+    budget_waiting: bool,
     /// When the timer's deadline is (while armed).
     timer_at: Option<Instant>,
     /// Start of the current wait for acknowledgements (None: idle).
@@ -234,6 +238,9 @@ pub(super) struct ReqState {
     rtt: Rtt,
     /// The QP is on its device's list of held doorbells (`device::doorbell`).
     pub(super) doorbell_held: bool,
+    /// What the QP has charged to its device's budget of bytes in flight
+    /// (`resources::flight`), settled at each unlock ([`charge`]).
+    pub(super) charged: u64,
 }
 
 impl ReqState {
@@ -260,9 +267,71 @@ impl ReqState {
         self.timer_at = None;
         self.wait_from = None;
         self.rnr_waiting = false;
+        self.budget_waiting = false;
         self.recovery = None;
         self.probes = 0;
         self.rtt.discard();
+    }
+}
+
+/// The first PSN not transmitted yet: where the send queue stands, or past
+/// the highest PSN sent when a recovery went back before it.
+fn sent_edge(q: &Inner) -> u32 {
+    let mut edge = q.req.next_psn;
+    if let Some((first, _)) = q.req.sq.get(q.req.send_idx).and_then(|w| w.psn) {
+        edge = psn::add(first, q.req.sq[q.req.send_idx].next_pkt);
+    }
+    match q.req.sent_high {
+        Some(h) if psn::diff(psn::add(h, 1), edge) > 0 => psn::add(h, 1),
+        _ => edge,
+    }
+}
+
+/// What the QP has in flight, for its device's budget: its PSNs sent and
+/// not acknowledged (a READ's responses included), at the path MTU.
+pub(super) fn charge(q: &Inner) -> u64 {
+    if !q.req.in_flight() {
+        return 0;
+    }
+    let psns = psn::diff(sent_edge(q), first_unacked(q)).clamp(0, HELD_PSNS as i32);
+    psns as u64 * q.path_mtu.bytes() as u64
+}
+
+/// The first PSN the device's budget of bytes in flight does not allow
+/// yet, given the `room` the other QPs leave: packets sent before (resent
+/// after a loss) are charged already; new ones only within the room. A QP
+/// stopped with packets in flight goes on when their ACK comes (the last
+/// packet the limit allows asks for it); one with none waits in line
+/// ([`wait_for_room`]).
+fn budget_limit(q: &Inner, room: u64) -> u32 {
+    let packets = room / q.path_mtu.bytes() as u64;
+    psn::add(sent_edge(q), packets.min(u64::from(HELD_PSNS)) as u32)
+}
+
+/// Stopped by the budget with nothing in flight: wait in the device's line
+/// for an ACK of another QP to free room, or [`flight::RETRY`] at most.
+fn wait_for_room(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
+    q.req.budget_waiting = true;
+    q.req.wait_from = None; // nothing in flight, nothing waited for
+    q.req.timer_generation += 1;
+    let at = Instant::now() + flight::RETRY;
+    q.req.timer_armed = true;
+    q.req.timer_at = Some(at);
+    ctx.timers.arm(at, sh.qpn, q.req.timer_generation);
+    sh.flight.wait(sh.qpn, q.req.timer_generation);
+}
+
+/// An ACK freed room: the QP's charge settles now (not at its unlock) and
+/// the first QPs in line are woken, their timers armed for now.
+/// Locks: under the QP lock; takes the line's, then the timers'.
+fn wake_waiters(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
+    let now_charged = charge(q);
+    sh.flight.settle(&mut q.req.charged, now_charged);
+    let mut woken = Vec::new();
+    sh.flight.wake(q.path_mtu.bytes() as u64, &mut woken);
+    let now = Instant::now();
+    for (qpn, generation) in woken {
+        ctx.timers.arm(now, qpn, generation);
     }
 }
 
@@ -288,7 +357,15 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         return;
     }
     let mtu = q.path_mtu.bytes() as u64;
-    let limit = sh.qp_type.is_reliable().then(|| window_limit(q));
+    // The tighter of the QP's window and the device's budget.
+    let mut stopped_by_budget = false;
+    let (limit, by_budget) = if sh.qp_type.is_reliable() {
+        let (w, b) = (window_limit(q), budget_limit(q, sh.flight.room()));
+        let by_budget = psn::diff(b, w) < 0;
+        (Some(if by_budget { b } else { w }), by_budget)
+    } else {
+        (None, false)
+    };
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
         if must_wait(q, idx) {
@@ -321,6 +398,10 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
         if q.req.sq[idx].psn.is_none() {
             if limit.is_some_and(|l| psn::diff(q.req.next_psn, l) >= 0) {
+                if by_budget {
+                    bump(&ctx.stats.flight_limited);
+                    stopped_by_budget = true;
+                }
                 break; // the window is full
             }
             let n = q.req.sq[idx].npsn(mtu);
@@ -334,6 +415,10 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
         let w = &q.req.sq[idx];
         if w.next_pkt < w.psn.map_or(0, |(_, n)| n) && !w.is_rd_atomic() {
+            if by_budget {
+                bump(&ctx.stats.flight_limited);
+                stopped_by_budget = true;
+            }
             break; // stopped by the window: resumed when ACKs open it
         }
         q.req.send_idx += 1;
@@ -345,7 +430,9 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
     }
     if sh.qp_type.is_reliable() {
-        if q.req.in_flight() {
+        if stopped_by_budget && charge(q) == 0 {
+            wait_for_room(ctx, sh, q);
+        } else if q.req.in_flight() {
             arm(ctx, sh, q);
         } else {
             q.req.recovery = None;
@@ -922,6 +1009,7 @@ pub(super) fn after_response(
         }
         Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
     }
+    wake_waiters(ctx, sh, q);
 }
 
 /// Go back to PSN `p`: everything from there is sent again.
@@ -1034,6 +1122,10 @@ fn probe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue, now:
 pub(super) fn on_timer(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
     q.req.timer_armed = false;
     q.req.timer_at = None;
+    if std::mem::take(&mut q.req.budget_waiting) {
+        progress(ctx, sh, q, tx);
+        return;
+    }
     if q.req.rnr_waiting {
         q.req.rnr_waiting = false;
         progress(ctx, sh, q, tx);

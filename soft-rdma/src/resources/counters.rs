@@ -13,6 +13,7 @@ pub struct Stats {
     pub rcvd_inline: AtomicU64,
     pub rx_wakeups: AtomicU64,
     pub posts_held: AtomicU64,
+    pub flight_limited: AtomicU64,
     pub retransmits: AtomicU64,
     pub duplicate_requests: AtomicU64,
     pub out_of_sequence: AtomicU64,

@@ -8,6 +8,7 @@
 pub(crate) mod counters;
 pub(crate) mod cq;
 pub(crate) mod events;
+pub(crate) mod flight;
 pub(crate) mod key_slots;
 pub(crate) mod mr;
 pub(crate) mod mw;
