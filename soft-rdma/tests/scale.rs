@@ -4,7 +4,7 @@
 //! table's number reuse: a QPN handed out again after a destroy reaches
 //! the new QP only, and destroying the old one again leaves the new one in.
 
-use soft_rdma::transport::Hub;
+use soft_rdma::transport::{FaultConfig, FaultLink, Hub};
 use soft_rdma::verbs::*;
 use std::sync::Arc;
 use test_support::verbs::*;
@@ -131,4 +131,67 @@ fn a_reused_qpn_reaches_only_the_new_qp() {
     assert_ne!(other.qp_num() & 0xffff, num & 0xffff, "slot shared");
     drop(other);
     assert_eq!(new.state(), QpState::Rts);
+}
+
+/// Many busy QPs share the device's budget of bytes in flight
+/// (`resources::flight`): 512 QPs each WRITE 256 KiB at once — 128 MiB
+/// offered against a 4 MiB budget, each QP's window alone 128 KiB, the
+/// ACKs 20 ms on their way (so the budget fills before any comes back,
+/// however fast the peer). QPs stopped by the budget (counted) go on as
+/// ACKs free room, those with nothing in flight wait in line; every WRITE
+/// completes, every byte lands.
+#[test]
+fn busy_qps_share_the_devices_budget_of_bytes_in_flight() {
+    const N: usize = 512;
+    const PART: usize = 64 << 10;
+    const PARTS: usize = 4;
+    let hub = Hub::new();
+    let slow: FaultConfig = "delay_us=20000".parse().unwrap();
+    let link = hub.link(([127, 33, 0, 5], 4791).into()).unwrap();
+    let a = Node::on_link(Arc::new(FaultLink::new(link, slow)), 4096);
+    let b = hub_node(&hub, 6, 64);
+    let cfg = QpConfig {
+        cap: QpCap {
+            max_send_wr: PARTS as u32,
+            ..small().cap
+        },
+        timeout: Some(14), // 67 ms, perftest's: the budget, not the timer, paces
+        ..QpConfig::new(QpType::Rc)
+    };
+    let pairs: Vec<(Qp, Qp)> = (0..N).map(|_| cfg.connect(&a, &b)).collect();
+    let len = N * PARTS * PART;
+    let src = Buf::new(len, |j| (j / 4093 + j % 251) as u8);
+    let dst = Buf::new(len, |_| 0);
+    let smr =
+        a.pd.reg_mr(src.addr(), len as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let dmr = b.pd.reg_mr(dst.addr(), len as u64, all_access()).unwrap();
+    for k in 0..PARTS {
+        for (i, (qa, _)) in pairs.iter().enumerate() {
+            let off = (i * PARTS + k) * PART;
+            qa.post_send(&[SendWr {
+                wr_id: off as u64,
+                sg_list: &[src.sge(&smr, off, PART)],
+                op: SendOp::Write {
+                    remote_addr: dst.addr() + off as u64,
+                    rkey: dmr.rkey(),
+                },
+                flags: signaled(),
+                ud: None,
+            }])
+            .unwrap();
+        }
+    }
+    let how = Wait {
+        limit: std::time::Duration::from_secs(120),
+        ok: true,
+        ..Wait::default()
+    };
+    wait_with(&a.cq, N * PARTS, how, &|w| {
+        format!("{} completions", w.len())
+    });
+    assert!(dst.0 == src.0, "every byte of every WRITE");
+    let s = a.dev.stats();
+    assert!(s.flight_limited > 0, "the budget never stopped a QP: {s}");
+    assert_eq!(s.retry_exceeded, 0, "{s}");
 }

@@ -132,7 +132,10 @@ impl DeviceInner {
         self.qps.insert(fixed, FIRST_QPN, counter, |qpn| {
             config.send_cq.attach(driver.clone());
             config.recv_cq.attach(driver);
-            Arc::new(QpShared::new(QpConfig { qpn, ..config }, self.flight.clone()))
+            Arc::new(QpShared::new(
+                QpConfig { qpn, ..config },
+                self.flight.clone(),
+            ))
         })
     }
 

@@ -130,7 +130,11 @@ mod tests {
         assert!(woken.is_empty(), "no room, nobody woken");
         f.settle(&mut full, FLIGHT_BUDGET - (128 << 10));
         f.wake(4096, &mut woken);
-        assert_eq!(woken, [(1, 10), (2, 20), (3, 30)], "1 + 128 KiB / 64 KiB, first in line first");
+        assert_eq!(
+            woken,
+            [(1, 10), (2, 20), (3, 30)],
+            "1 + 128 KiB / 64 KiB, first in line first"
+        );
         f.settle(&mut full, 0);
         woken.clear();
         f.wake(4096, &mut woken);
