@@ -211,9 +211,9 @@ fn placement_response(
 /// Whether READ response `k` of `w` has the opcode and length that packet
 /// must have (IBTA 9.7.5.2: first and middle carry the path MTU, last and
 /// only the rest): the READ's first packet is a first/only and its last a
-/// last/only; a response to a request asked again may start anywhere and
-/// end where that request ended (rxe's responder ends such a range with a
-/// last); a response carries no NAK.
+/// last/only; once responses were asked for again, one may start anywhere
+/// and end where such a request ended (rxe's responder ends such a range
+/// with a last); a response carries no NAK.
 fn read_response_fits(
     repr: &PacketRepr,
     payload: &[u8],
@@ -230,8 +230,11 @@ fn read_response_fits(
         Ext::Aeth(a) => matches!(a.syndrome, Syndrome::Ack { .. }),
         _ => op == Op::ReadRespMiddle,
     };
-    let asked_again = k < w.read_gaps.asked_to();
-    let end_ok = if k + 1 == n { end } else { !end || asked_again };
+    let end_ok = if k + 1 == n {
+        end
+    } else {
+        !end || w.read_gaps.asked_again()
+    };
     ack && end_ok && (k > 0 || start) && payload.len() as u64 == want
 }
 

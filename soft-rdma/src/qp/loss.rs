@@ -179,6 +179,8 @@ pub(super) struct ReadGaps {
     seen: [u64; 4],
     /// Responses before this index were asked for again (or arrived).
     asked_to: u32,
+    /// Some were asked for again (by a reread or a go-back-N).
+    again: bool,
 }
 
 impl ReadGaps {
@@ -215,19 +217,22 @@ impl ReadGaps {
         (from < k).then_some((from, k))
     }
 
-    /// Responses before this index were asked for again or arrived.
-    pub(super) fn asked_to(&self) -> u32 {
-        self.asked_to
+    /// Everything from `done` on is asked for again (a go-back-N): holes
+    /// of the new stream of responses are holes again.
+    pub(super) fn restart(&mut self, done: u32) {
+        self.asked_to = done;
+        self.again = true;
     }
 
     /// Whether any response was asked for again.
     pub(super) fn asked_again(&self) -> bool {
-        self.asked_to > 0
+        self.again
     }
 
     /// Responses before `to` were asked for again.
     pub(super) fn asked(&mut self, to: u32) {
         self.asked_to = self.asked_to.max(to);
+        self.again = true;
     }
 
     fn bit(&self, d: u32) -> bool {
@@ -290,9 +295,14 @@ mod tests {
             g,
             ReadGaps {
                 asked_to: 7,
+                again: true,
                 ..ReadGaps::default()
             }
         );
+        // A go-back-N: the new stream's holes show again.
+        done = g.arrived(done, done);
+        g.restart(done);
+        assert_eq!(g.hole_before(done, done + 3), Some((done, done + 3)));
     }
 
     #[test]

@@ -995,9 +995,9 @@ fn go_back(q: &mut Inner, p: u32) {
         if w.is_rd_atomic() {
             if w.result.is_none() {
                 w.next_pkt = 0;
-                // The whole rest is asked for again: a response missing from
-                // it shows no new hole (the next probe finds it).
-                w.read_gaps.asked(w.psn.map_or(0, |(_, n)| n));
+                // The rest is asked for again: a new stream of responses,
+                // whose own holes are asked for again as they show.
+                w.read_gaps.restart(w.read_done);
             }
         } else {
             w.next_pkt = if j == i && w.holds(p) {
