@@ -939,7 +939,7 @@ pub(super) fn after_response(
             progress(ctx, sh, q, tx);
         }
         Next::Reread { from, to } => {
-            reread(ctx, sh, q, from, to, tx);
+            reread(ctx, sh, q, from, to, false, tx);
             progress(ctx, sh, q, tx);
         }
         Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
@@ -948,8 +948,18 @@ pub(super) fn after_response(
 
 /// READ responses `[from, to)` (PSNs) are lost: ask for just those again
 /// (`super::loss`). A loss of this request or of its answers is left to
-/// the loss probe, which goes back to the first missing response.
-fn reread(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, from: u32, to: u32, tx: &mut TxQueue) {
+/// the loss probe, which asks from the first missing response to the end
+/// (`restart`: the answer is a new stream, whose own holes are asked for
+/// again as they show).
+fn reread(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    from: u32,
+    to: u32,
+    restart: bool,
+    tx: &mut TxQueue,
+) {
     let Some(i) =
         q.req.sq.iter().take(q.req.transmitted()).position(|w| {
             matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(from)
@@ -973,7 +983,12 @@ fn reread(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, from: u32, to: u32, t
         return;
     }
     bump(&ctx.stats.retransmits);
-    q.req.sq[i].read_gaps.asked(end);
+    let w = &mut q.req.sq[i];
+    if restart {
+        w.read_gaps.restart(w.read_done);
+    } else {
+        w.read_gaps.asked(end);
+    }
 }
 
 /// Go back to PSN `p`: everything from there is sent again.
@@ -1084,7 +1099,7 @@ fn probe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue, now:
     {
         // A READ under way: only its own missing responses, not every
         // READ after it again (they are answered or probed in turn).
-        reread(ctx, sh, q, from, psn::add(f, n), tx);
+        reread(ctx, sh, q, from, psn::add(f, n), true, tx);
         return;
     }
     if !resend_one(ctx, sh, q, from, true, tx) {
