@@ -185,3 +185,159 @@ fn a_go_back_n_requester_resending_everything_gets_duplicates_acknowledged() {
         "the gap filled",
     );
 }
+
+/// A READ whose third response is lost: the requester places what follows
+/// and asks for the lost response alone (its PSN, VA and length); a
+/// responder that answers every duplicate READ with the rest of the
+/// original (go-back-N of responses) sends 2..7 again — duplicates but 2 —
+/// and the READ completes with every byte right.
+#[test]
+fn a_lost_read_response_is_asked_for_alone_and_the_rest_resent_is_harmless() {
+    let mut env = Env::new(43);
+    let (qp, peer) = env.qp(QpType::Rc, all_access());
+    let n = 8u32;
+    let len = n as usize * MTU_BYTES;
+    let remote: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    let dst = Buf::new(len, |_| 0);
+    let mr = env
+        .pd
+        .reg_mr(dst.addr(), len as u64, Access::LOCAL_WRITE)
+        .unwrap();
+    let va = 0x20_0000u64;
+    qp.post_send(&[SendWr {
+        wr_id: 5,
+        sg_list: &[dst.sge(&mr, 0, len)],
+        op: SendOp::Read {
+            remote_addr: va,
+            rkey: 0x4321,
+        },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+    let mut batch = RecvBatch::new(256);
+    let psn = |k: u32| psn_add(EPSN, k);
+    let req = take_until(&env, &mut batch, |r| !r.is_empty());
+    assert_eq!(req[0].repr.bth.opcode.op(), Op::ReadRequest);
+    let aeth = Ext::Aeth(Aeth {
+        syndrome: Syndrome::Ack { credits: 0x1f },
+        msn: 1,
+    });
+    let response = |env: &Env, k: u32| {
+        let op = match k {
+            0 => Op::ReadRespFirst,
+            k if k == n - 1 => Op::ReadRespLast,
+            _ => Op::ReadRespMiddle,
+        };
+        let ext = if op == Op::ReadRespMiddle {
+            Ext::None
+        } else {
+            aeth
+        };
+        let off = k as usize * MTU_BYTES;
+        env.build(
+            rc(op),
+            qp.qp_num(),
+            psn(k),
+            ext,
+            &remote[off..off + MTU_BYTES],
+        )
+    };
+    // Response 2 lost.
+    let first: Vec<_> = (0..n)
+        .filter(|&k| k != 2)
+        .map(|k| response(&env, k))
+        .collect();
+    env.send_many(&first.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let again = take_until(&env, &mut batch, |r| !r.is_empty());
+    let r = &again[0];
+    assert_eq!(
+        (r.repr.bth.opcode.op(), r.repr.bth.psn),
+        (Op::ReadRequest, psn(2)),
+        "{again:?}"
+    );
+    let Ext::Reth(reth) = r.repr.ext else {
+        panic!("no RETH: {again:?}")
+    };
+    assert_eq!(
+        (reth.va, reth.rkey, reth.len),
+        (va + 2 * MTU_BYTES as u64, 0x4321, MTU_BYTES as u32),
+        "just the lost response"
+    );
+    assert!(dst.0[..] != remote[..], "not complete yet");
+    // The go-back-N responder resends everything from 2.
+    let rest: Vec<_> = (2..n).map(|k| response(&env, k)).collect();
+    env.send_many(&rest.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let c = wait(&env.cq, 1)[0];
+    assert_eq!((c.wr_id, c.status), (5, WcStatus::Success));
+    assert!(dst.0[..] == remote[..], "every byte");
+    let st = env.dev.stats();
+    assert_eq!((st.local_ack_timeouts, st.bad_responses), (0, 0), "{st}");
+    let _ = peer;
+}
+
+/// The responder answers a duplicate READ with the range its RETH names
+/// (rxe's way): one response asked for is one response, a last at its PSN;
+/// a duplicate naming the rest of the READ gets the rest.
+#[test]
+fn a_duplicate_read_naming_one_response_is_answered_with_that_one() {
+    let mut env = Env::new(44);
+    let (qp, peer) = env.qp(QpType::Rc, all_access());
+    let n = 6usize;
+    let data: Vec<u8> = (0..n * MTU_BYTES).map(|i| (i * 13 + 5) as u8).collect();
+    let mem = Buf::new(n * MTU_BYTES, |i| data[i]);
+    let mr = env
+        .pd
+        .reg_mr(mem.addr(), (n * MTU_BYTES) as u64, all_access())
+        .unwrap();
+    let read = |env: &Env, k: usize, len: usize| {
+        let reth = Ext::Reth(Reth {
+            va: mem.addr() + (k * MTU_BYTES) as u64,
+            rkey: mr.rkey(),
+            len: len as u32,
+        });
+        env.build(
+            rc(Op::ReadRequest),
+            qp.qp_num(),
+            psn_add(EPSN, k as u32),
+            reth,
+            &[],
+        )
+    };
+    let req = read(&env, 0, n * MTU_BYTES);
+    env.send(&req);
+    let r = env.sync();
+    let resp: Vec<_> = r.iter().filter(|r| r.repr.bth.dest_qp == peer).collect();
+    assert_eq!(resp.len(), n, "{r:?}");
+    // Response 3 asked for again, alone.
+    let dup = read(&env, 3, MTU_BYTES);
+    env.send(&dup);
+    let r = env.sync();
+    let resp: Vec<_> = r.iter().filter(|r| r.repr.bth.dest_qp == peer).collect();
+    assert_eq!(resp.len(), 1, "{r:?}");
+    assert_eq!(
+        (resp[0].repr.bth.opcode.op(), resp[0].repr.bth.psn),
+        (Op::ReadRespLast, psn_add(EPSN, 3))
+    );
+    assert_eq!(&resp[0].payload[..], &data[3 * MTU_BYTES..4 * MTU_BYTES]);
+    // The rest from 2: 2 (middle) .. 5 (last).
+    let dup = read(&env, 2, (n - 2) * MTU_BYTES);
+    env.send(&dup);
+    let r = env.sync();
+    let ops: Vec<_> = r
+        .iter()
+        .filter(|r| r.repr.bth.dest_qp == peer)
+        .map(|r| (r.repr.bth.opcode.op(), r.repr.bth.psn))
+        .collect();
+    let want: Vec<_> = (2..n as u32)
+        .map(|k| {
+            let op = if k == n as u32 - 1 {
+                Op::ReadRespLast
+            } else {
+                Op::ReadRespMiddle
+            };
+            (op, psn_add(EPSN, k))
+        })
+        .collect();
+    assert_eq!(ops, want);
+}

@@ -1257,3 +1257,131 @@ fn lost_probes_and_a_lost_ack_are_probed_again() {
     assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 2);
     assert_eq!(b.lossy.dropped.load(Ordering::SeqCst), 1);
 }
+
+/// What a side sent: (opcode, PSN) of every packet, and the rule's picks
+/// dropped (`drop` sees the packet and how many matched `pred` before).
+fn recording(
+    s: &Side,
+    mut drop: impl FnMut(&PacketRepr) -> bool + Send + 'static,
+) -> Arc<Mutex<Vec<(Op, u32)>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    set_rule(s, move |p| {
+        l.lock().unwrap().push((p.bth.opcode.op(), p.bth.psn));
+        drop(p)
+    });
+    log
+}
+
+/// READs of 40 packets each (MTU 1024) from B into A, every byte checked;
+/// the QP's timeout ≈ 4.3 s, far beyond the bound asserted.
+fn read_losing(
+    a: &Side,
+    b: &Side,
+    reads: usize,
+    lose: impl FnMut(&PacketRepr) -> bool + Send + 'static,
+) -> Arc<Mutex<Vec<(Op, u32)>>> {
+    let (qa, _qb) = connect_with(a, b, QpType::Rc, 7, 7, 20);
+    let len = 40_000;
+    let local = Buf::new(len * reads, |_| 0);
+    let remote = Buf::new(len * reads, |i| (i * 7 + i / 4096) as u8);
+    let mra =
+        a.pd.reg_mr(local.addr(), (len * reads) as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let mrb =
+        b.pd.reg_mr(remote.addr(), (len * reads) as u64, all_access())
+            .unwrap();
+    let log = recording(b, lose);
+    let t = std::time::Instant::now();
+    let wrs: Vec<Vec<_>> = (0..reads)
+        .map(|r| vec![local.sge(&mra, r * len, len)])
+        .collect();
+    let wrs: Vec<SendWr> = wrs
+        .iter()
+        .enumerate()
+        .map(|(r, sg)| SendWr {
+            wr_id: r as u64,
+            sg_list: sg,
+            op: SendOp::Read {
+                remote_addr: remote.addr() + (r * len) as u64,
+                rkey: mrb.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        })
+        .collect();
+    qa.post_send(&wrs).unwrap();
+    let wcs = wait(&a.cq, reads);
+    assert!(wcs.iter().all(|w| w.status == WcStatus::Success), "{wcs:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(local.0 == remote.0, "every byte read");
+    assert_eq!(a.dev.stats().local_ack_timeouts, 0);
+    log
+}
+
+/// A lost middle READ response: the ones after it are placed as they
+/// come, and the first of them asks for the lost one alone — a READ
+/// request at its PSN for its 1024 bytes, which the responder answers with
+/// that one response (a last: the end of what was asked), not the rest.
+#[test]
+fn a_lost_read_response_is_asked_for_alone_and_answered_alone() {
+    let (a, b) = pair();
+    let log = read_losing(
+        &a,
+        &b,
+        1,
+        nth(9, |p| p.bth.opcode.op() == Op::ReadRespMiddle),
+    );
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    let log = log.lock().unwrap();
+    let lost = log[10].1;
+    let probes = sa.loss_probes;
+    // A loaded machine may delay responses past a loss probe's time: a
+    // probe asks again for what is still missing.
+    if probes == 0 {
+        assert_eq!(sa.sent_pkts, 2, "the READ and one request again: {sa}");
+        assert_eq!(sb.sent_pkts, 41, "40 responses and the lost one: {sb}");
+        assert_eq!(log[40], (Op::ReadRespLast, lost), "{log:?}");
+        assert_eq!(sb.duplicate_requests, 1, "{sb}");
+    }
+    assert!(sb.sent_pkts <= 41 + 30 * probes, "{sb}");
+}
+
+/// The last response of the first of two READs is lost: the second READ's
+/// first response shows it, and only it is asked for again.
+#[test]
+fn a_lost_last_read_response_is_asked_for_when_the_next_read_answers() {
+    let (a, b) = pair();
+    let log = read_losing(&a, &b, 2, nth(0, |p| p.bth.opcode.op() == Op::ReadRespLast));
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    let log = log.lock().unwrap();
+    if sa.loss_probes == 0 {
+        assert_eq!(sa.sent_pkts, 3, "two READs, one request again: {sa}");
+        assert_eq!(sb.sent_pkts, 81, "{sb}");
+        assert_eq!(log[80], (Op::ReadRespLast, log[39].1), "{log:?}");
+    }
+}
+
+/// The request asking again is lost too: the loss probe asks again (for
+/// the READ's missing responses only), well before the QP's timeout.
+#[test]
+fn a_lost_request_for_a_lost_read_response_is_probed() {
+    let (a, b) = pair();
+    set_rule(&a, nth(1, |p| p.bth.opcode.op() == Op::ReadRequest));
+    read_losing(
+        &a,
+        &b,
+        1,
+        nth(19, |p| p.bth.opcode.op() == Op::ReadRespMiddle),
+    );
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert!(sa.loss_probes >= 1, "{sa}");
+    assert_eq!(a.lossy.dropped.load(Ordering::SeqCst), 1);
+    // The probe asks from the lost response to the READ's end: 20 at most
+    // per probe, never the whole READ again.
+    assert!(sb.sent_pkts <= 40 + 20 * sa.loss_probes, "{sb}");
+}

@@ -71,16 +71,16 @@ pub(super) fn on_response(
                 return Next::Nothing;
             };
             let (first, n) = q.req.sq[i].psn.expect("transmitted");
-            let expected = psn::add(first, q.req.sq[i].read_done);
-            if expected != p {
-                // A duplicate (ignored), or a gap: the response right after a
-                // lost one asks again for the rest at once (as rxe does).
-                if p == psn::add(expected, 1) {
-                    return Next::RetryNow(expected);
-                }
+            let k = psn::diff(p, first) as u32;
+            let (done, gaps) = (q.req.sq[i].read_done, &q.req.sq[i].read_gaps);
+            if !gaps.wanted(done, k) {
+                // A duplicate, or too far past a gap to keep track of.
                 return Next::Nothing;
             }
-            if !read_response_fits(repr, payload, &q.req.sq[i], mtu) {
+            // Responses come in PSN order: what is missing before this one
+            // (of this READ or an earlier one) is lost.
+            let hole = read_hole(q, i, k);
+            if !read_response_fits(repr, payload, &q.req.sq[i], k, mtu) {
                 // A faulty responder, or path MTUs that differ: the READ
                 // fails rather than completing with holes (rxe's check_ack
                 // errs too); nothing of this packet is trusted.
@@ -98,7 +98,8 @@ pub(super) fn on_response(
             if i > 0 {
                 ack_upto(q, psn::add(first, psn::MASK));
             }
-            let off = u64::from(q.req.sq[i].read_done) * mtu;
+            // Placed where it belongs, in or out of order (`super::loss`).
+            let off = u64::from(k) * mtu;
             let w = &mut q.req.sq[i];
             if let Err(st) = sge::scatter(&w.sges, sh.pd, off, payload) {
                 // What this response acknowledged completes first.
@@ -115,12 +116,16 @@ pub(super) fn on_response(
                 sh.fail(ctx, q);
                 return Next::Nothing;
             }
-            w.read_done += 1;
+            w.read_done = w.read_gaps.arrived(w.read_done, k);
             if w.read_done == n {
                 w.result = Some(WcStatus::Success);
             }
             q.req.progress_at = Some(Instant::now());
             q.req.retries_left = q.retry_cnt;
+            if let Some((from, to)) = hole {
+                complete_front(ctx, sh, q);
+                return Next::Reread { from, to };
+            }
         }
         (Op::AtomicAck, Ext::AtomicAck(_, orig)) => {
             let Some(i) = q.req.sq.iter().take(q.req.send_idx).position(|w| {
@@ -203,15 +208,20 @@ fn placement_response(
     }
 }
 
-/// Whether the READ response for the next packet `w` expects has the
-/// opcode and length that packet must have (IBTA 9.7.5.2: first and middle
-/// carry the path MTU, last and only the rest): the last packet of the READ
-/// and no other is a last/only, its first a first/only — or, after a
-/// re-request of the rest, any packet may start a response again — and a
-/// response carries no NAK.
-fn read_response_fits(repr: &PacketRepr, payload: &[u8], w: &super::SendWqe, mtu: u64) -> bool {
+/// Whether READ response `k` of `w` has the opcode and length that packet
+/// must have (IBTA 9.7.5.2: first and middle carry the path MTU, last and
+/// only the rest): the READ's first packet is a first/only and its last a
+/// last/only; once responses were asked for again, one may start anywhere
+/// and end where such a request ended (rxe's responder ends such a range
+/// with a last); a response carries no NAK.
+fn read_response_fits(
+    repr: &PacketRepr,
+    payload: &[u8],
+    w: &super::SendWqe,
+    k: u32,
+    mtu: u64,
+) -> bool {
     let Some((_, n)) = w.psn else { return false };
-    let k = w.read_done;
     let op = repr.bth.opcode.op();
     let start = matches!(op, Op::ReadRespFirst | Op::ReadRespOnly);
     let end = matches!(op, Op::ReadRespLast | Op::ReadRespOnly);
@@ -220,7 +230,32 @@ fn read_response_fits(repr: &PacketRepr, payload: &[u8], w: &super::SendWqe, mtu
         Ext::Aeth(a) => matches!(a.syndrome, Syndrome::Ack { .. }),
         _ => op == Op::ReadRespMiddle,
     };
-    ack && end == (k + 1 == n) && (k > 0 || start) && payload.len() as u64 == want
+    let end_ok = if k + 1 == n {
+        end
+    } else {
+        !end || w.read_gaps.asked_again()
+    };
+    ack && end_ok && (k > 0 || start) && payload.len() as u64 == want
+}
+
+/// The READ responses lost before response `k` of READ `i` arrived, not
+/// asked for again yet (PSNs `[from, to)`): a run of READ `i`'s own, else
+/// the missing tail of the READ just before it (one at a time: the next
+/// response finds the next). Responses come in PSN order,
+/// so whatever did not arrive before `k` is lost.
+fn read_hole(q: &Inner, i: usize, k: u32) -> Option<(u32, u32)> {
+    let w = &q.req.sq[i];
+    let (first, _) = w.psn?;
+    if let Some((a, b)) = w.read_gaps.hole_before(w.read_done, k) {
+        return Some((psn::add(first, a), psn::add(first, b)));
+    }
+    // The READ before it has ended by now.
+    let prev = q.req.sq.iter().take(i).rev().find(|w| w.is_rd_atomic())?;
+    let (SendOp::Read { .. }, None, Some((f, n))) = (prev.op, prev.result, prev.psn) else {
+        return None;
+    };
+    let (a, b) = prev.read_gaps.hole_before(prev.read_done, n)?;
+    Some((psn::add(f, a), psn::add(f, b)))
 }
 
 /// Everything up to PSN `a` is acknowledged (if `a` is in the outstanding window).

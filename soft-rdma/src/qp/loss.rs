@@ -18,8 +18,15 @@
 //!   the local ACK timeout and does not spend `retry_cnt`: that counts
 //!   timeouts, which still fire on their own clock (probes do not move it),
 //!   so a dead peer still ends in RETRY_EXC after the same waits.
+//! * READ responses past a missing one are placed where they belong, not
+//!   dropped ([`ReadGaps`]), and the missing ones alone are asked for again:
+//!   a READ request with the PSN of the first missing response and the VA
+//!   and length of the missing run (IBA 9.7.5.2.8; rxe's responder answers
+//!   such a request with just that range). A responder that answers every
+//!   duplicate READ with the rest of the original sends the rest: those are
+//!   duplicates here, and the READ completes all the same.
 
-use super::psn;
+use super::psn::{self, HELD_PSNS};
 use std::time::{Duration, Instant};
 
 /// The probe timeout before any round trip was measured.
@@ -161,9 +168,142 @@ impl Recovery {
     }
 }
 
+/// A READ's responses that arrived past the first missing one (the READ's
+/// `read_done`, "done" below), and how far responses were asked for again.
+/// Only [`HELD_PSNS`] responses past the missing one are kept track of:
+/// later ones are dropped and asked for again after the gap fills.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub(super) struct ReadGaps {
+    /// Bit `d`: response `done + d` arrived (bit 0 never set: it is the
+    /// missing one).
+    seen: [u64; 4],
+    /// Responses before this index were asked for again (or arrived).
+    asked_to: u32,
+    /// Some were asked for again (by a reread or a go-back-N).
+    again: bool,
+}
+
+impl ReadGaps {
+    /// Whether response `k` may be taken now: not yet arrived and within
+    /// the tracked window past `done`.
+    pub(super) fn wanted(&self, done: u32, k: u32) -> bool {
+        k >= done && k - done < HELD_PSNS && !self.bit(k - done)
+    }
+
+    /// Response `k` (one [`ReadGaps::wanted`]) arrived; returns the new
+    /// `done`: past every response now received in a row.
+    pub(super) fn arrived(&mut self, done: u32, k: u32) -> u32 {
+        let d = k - done;
+        self.seen[(d / 64) as usize] |= 1 << (d % 64);
+        let mut run = 0;
+        for w in self.seen {
+            run += w.trailing_ones();
+            if w != u64::MAX {
+                break;
+            }
+        }
+        self.shift(run);
+        done + run
+    }
+
+    /// The run of responses missing before `k` and not asked for again
+    /// yet, `[from, to)`: responses come in PSN order, so whatever did not
+    /// arrive before `k` is lost.
+    pub(super) fn hole_before(&self, done: u32, k: u32) -> Option<(u32, u32)> {
+        let mut from = done.max(self.asked_to);
+        while from < k && from - done < HELD_PSNS && self.bit(from - done) {
+            from += 1;
+        }
+        (from < k).then_some((from, k))
+    }
+
+    /// Everything from `done` on is asked for again (a go-back-N): holes
+    /// of the new stream of responses are holes again.
+    pub(super) fn restart(&mut self, done: u32) {
+        self.asked_to = done;
+        self.again = true;
+    }
+
+    /// Whether any response was asked for again.
+    pub(super) fn asked_again(&self) -> bool {
+        self.again
+    }
+
+    /// Responses before `to` were asked for again.
+    pub(super) fn asked(&mut self, to: u32) {
+        self.asked_to = self.asked_to.max(to);
+        self.again = true;
+    }
+
+    fn bit(&self, d: u32) -> bool {
+        d < HELD_PSNS && self.seen[(d / 64) as usize] & (1 << (d % 64)) != 0
+    }
+
+    fn shift(&mut self, s: u32) {
+        let (w, b) = ((s / 64) as usize, s % 64);
+        for i in 0..self.seen.len() {
+            let lo = self.seen.get(i + w).copied().unwrap_or(0);
+            let hi = self.seen.get(i + w + 1).copied().unwrap_or(0);
+            self.seen[i] = if b == 0 {
+                lo
+            } else {
+                (lo >> b) | (hi << (64 - b))
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_gaps_place_past_a_hole_and_ask_for_each_hole_once() {
+        let mut g = ReadGaps::default();
+        // 0 and 1 in order; 2 lost; 3 shows the hole [2, 3).
+        let mut done = g.arrived(0, 0);
+        done = g.arrived(done, 1);
+        assert_eq!(done, 2);
+        assert_eq!(g.hole_before(done, 2), None);
+        assert_eq!(g.hole_before(done, 3), Some((2, 3)));
+        assert!(g.wanted(done, 3));
+        assert_eq!(g.arrived(done, 3), 2);
+        g.asked(3);
+        assert!(!g.wanted(done, 3), "a duplicate");
+        // 4 arrives: no new hole; 5 and 6 lost, 7 shows them.
+        assert_eq!(g.arrived(done, 4), 2);
+        assert_eq!(g.hole_before(done, 5), None);
+        assert_eq!(g.hole_before(done, 7), Some((5, 7)));
+        assert_eq!(g.arrived(done, 7), 2);
+        g.asked(7);
+        assert_eq!(g.hole_before(done, 8), None);
+        // The resent 2 fills the first hole up to the second.
+        done = g.arrived(done, 2);
+        assert_eq!(done, 5);
+        assert!(g.wanted(done, 5) && !g.wanted(done, 7) && !g.wanted(done, 4));
+        done = g.arrived(done, 6);
+        assert_eq!(done, 5);
+        done = g.arrived(done, 5);
+        assert_eq!(done, 8);
+        // Past the window: not taken; runs across words of the bitmap.
+        assert!(!g.wanted(done, done + HELD_PSNS));
+        for k in done + 1..done + 200 {
+            g.arrived(done, k);
+        }
+        assert_eq!(g.arrived(done, done), done + 200);
+        assert_eq!(
+            g,
+            ReadGaps {
+                asked_to: 7,
+                again: true,
+                ..ReadGaps::default()
+            }
+        );
+        // A go-back-N: the new stream's holes show again.
+        done = g.arrived(done, done);
+        g.restart(done);
+        assert_eq!(g.hole_before(done, done + 3), Some((done, done + 3)));
+    }
 
     #[test]
     fn verdicts_against_a_holding_and_a_go_back_n_responder() {

@@ -52,6 +52,9 @@ enum Next {
     /// A READ response or atomic ACK is known lost: ask again from this PSN
     /// at once instead of when the retransmission timer fires.
     RetryNow(u32),
+    /// READ responses with PSNs `from..to` are lost (later ones arrived):
+    /// ask for just those again.
+    Reread { from: u32, to: u32 },
     /// An RNR NAK for this PSN: wait `timer`, then send again from it.
     RnrWait { psn: u32, timer: u8 },
 }

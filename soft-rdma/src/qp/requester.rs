@@ -8,7 +8,7 @@
 //! local ACK timeout's deadlines, and when it fires it checks whether an
 //! acknowledgement made progress since; only then is it a probe or a timeout.
 
-use super::loss::{Recovery, Rtt, Verdict};
+use super::loss::{ReadGaps, Recovery, Rtt, Verdict};
 use super::psn::{self, HELD_PSNS, MAX_UNACKED};
 use super::tx::{bth, peer_of, TxQueue};
 use super::{xrc, Context, Inner, Next, QpShared};
@@ -42,6 +42,8 @@ pub(super) struct SendWqe {
     pub(super) next_pkt: u32,
     /// READ: responses received in order.
     pub(super) read_done: u32,
+    /// READ: responses received past the first missing one.
+    pub(super) read_gaps: ReadGaps,
     /// Finished (READ/atomic), waiting to complete in order.
     pub(super) result: Option<WcStatus>,
     /// XRC: the remote XRC SRQ its requests name.
@@ -118,6 +120,7 @@ impl SendWqe {
             psn: None,
             next_pkt: 0,
             read_done: 0,
+            read_gaps: ReadGaps::default(),
             result: None,
             xrc_srqn: xrc_srqn.map(|n| n & psn::MASK),
         })
@@ -520,7 +523,17 @@ fn emit(
         (QpType::Ud, _) => emit_ud(ctx, sh, w, op_code, tx)?,
         (_, SendOp::Read { remote_addr, rkey }) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
-            emit_read_request(ctx, q, w, peer, remote_addr, rkey, mtu, op_code, tx)?
+            let (first, n) = w.psn.expect("assigned");
+            let ks = w.read_done..n;
+            let fresh = w.read_done == 0 && !w.read_gaps.asked_again();
+            emit_read_request(ctx, q, w, peer, (remote_addr, rkey), ks, mtu, op_code, tx)?;
+            if fresh {
+                // Timed like fresh packets: a READ-only stream gets a round
+                // trip for its loss probes (acknowledged by the responses
+                // to the next request).
+                timed(q, psn::add(first, n - 1));
+            }
+            1
         }
         (_, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }) => {
             let peer = q.peer.ok_or(WcStatus::GeneralErr)?;
@@ -535,21 +548,24 @@ fn emit(
             let sent = emit_segments(ctx, sh, q, w, peer, mtu, w.next_pkt, limit, op_code, tx)?;
             if sh.qp_type.is_reliable() && sent > 0 {
                 let (first, _) = w.psn.expect("assigned");
-                let last = psn::add(first, sent - 1);
-                if q.req.sent_high.is_none_or(|h| psn::diff(last, h) > 0) {
-                    // Fresh packets: timed (a retransmission never is, nor
-                    // what waits behind one in a recovery).
-                    q.req.sent_high = Some(last);
-                    if q.req.recovery.is_none() {
-                        q.req.rtt.sent(last, Instant::now());
-                    }
-                }
+                timed(q, psn::add(first, sent - 1));
             }
             sent
         }
     };
     q.req.sq[idx].next_pkt = sent;
     Ok(())
+}
+
+/// Packets up to `last` were sent: time them if they are fresh (a
+/// retransmission never is, nor what waits behind one in a recovery).
+fn timed(q: &mut Inner, last: u32) {
+    if q.req.sent_high.is_none_or(|h| psn::diff(last, h) > 0) {
+        q.req.sent_high = Some(last);
+        if q.req.recovery.is_none() {
+            q.req.rtt.sent(last, Instant::now());
+        }
+    }
 }
 
 /// UD: one datagram with a DETH (remote QPN and Q_Key from the WR).
@@ -583,28 +599,30 @@ fn emit_ud(
     Ok(n)
 }
 
-/// A READ request for what has not arrived yet (after a go-back-N, from the
-/// first response missing). Returns 1: the request is out.
+/// A READ request for responses `ks` of READ `w` (those not arrived yet
+/// after a go-back-N; a run found missing, `super::loss`): the PSN of the
+/// first, the VA and length adjusted. Returns 1: the request is out.
 #[allow(clippy::too_many_arguments)]
 fn emit_read_request(
     ctx: &Context<'_>,
     q: &Inner,
     w: &SendWqe,
     peer: SocketAddr,
-    remote_addr: u64,
-    rkey: u32,
+    (remote_addr, rkey): (u64, u32),
+    ks: std::ops::Range<u32>,
     mtu: u64,
     op_code: impl Fn(Op) -> Opcode,
     tx: &mut TxQueue,
 ) -> Result<u32, WcStatus> {
     let (first, _) = w.psn.expect("assigned");
-    let off = u64::from(w.read_done) * mtu;
+    let off = (u64::from(ks.start) * mtu).min(w.len);
+    let end = (u64::from(ks.end) * mtu).min(w.len);
     let reth = Reth {
         va: remote_addr.wrapping_add(off),
         rkey,
-        len: (w.len - off.min(w.len)) as u32,
+        len: (end - off.min(end)) as u32,
     };
-    let psn = psn::add(first, w.read_done);
+    let psn = psn::add(first, ks.start);
     let repr = PacketRepr {
         bth: bth(op_code(Op::ReadRequest), q.dest_qpn, psn, true, false),
         ext: Ext::Reth(reth),
@@ -1007,9 +1025,58 @@ pub(super) fn after_response(
             q.req.progress_at = Some(Instant::now());
             progress(ctx, sh, q, tx);
         }
+        Next::Reread { from, to } => {
+            reread(ctx, sh, q, from, to, false, tx);
+            progress(ctx, sh, q, tx);
+        }
         Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
     }
     wake_waiters(ctx, sh, q);
+}
+
+/// READ responses `[from, to)` (PSNs) are lost: ask for just those again
+/// (`super::loss`). A loss of this request or of its answers is left to
+/// the loss probe, which asks from the first missing response to the end
+/// (`restart`: the answer is a new stream, whose own holes are asked for
+/// again as they show).
+fn reread(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    from: u32,
+    to: u32,
+    restart: bool,
+    tx: &mut TxQueue,
+) {
+    let Some(i) =
+        q.req.sq.iter().take(q.req.transmitted()).position(|w| {
+            matches!(w.op, SendOp::Read { .. }) && w.result.is_none() && w.holds(from)
+        })
+    else {
+        return;
+    };
+    let w = &q.req.sq[i];
+    let (SendOp::Read { remote_addr, rkey }, Some(peer), Some((first, n))) = (w.op, q.peer, w.psn)
+    else {
+        return;
+    };
+    let ks = psn::diff(from, first) as u32..(psn::diff(to, first) as u32).min(n);
+    let mtu = q.path_mtu.bytes() as u64;
+    let op_code = |op: Op| Opcode::new(sh.transport(), op).expect("op legal for this transport");
+    let end = ks.end;
+    if let Err(status) =
+        emit_read_request(ctx, q, w, peer, (remote_addr, rkey), ks, mtu, op_code, tx)
+    {
+        fail_wqe(ctx, sh, q, i, status);
+        return;
+    }
+    bump(&ctx.stats.retransmits);
+    let w = &mut q.req.sq[i];
+    if restart {
+        w.read_gaps.restart(w.read_done);
+    } else {
+        w.read_gaps.asked(end);
+    }
 }
 
 /// Go back to PSN `p`: everything from there is sent again.
@@ -1031,6 +1098,9 @@ fn go_back(q: &mut Inner, p: u32) {
         if w.is_rd_atomic() {
             if w.result.is_none() {
                 w.next_pkt = 0;
+                // The rest is asked for again: a new stream of responses,
+                // whose own holes are asked for again as they show.
+                w.read_gaps.restart(w.read_done);
             }
         } else {
             w.next_pkt = if j == i && w.holds(p) {
@@ -1111,6 +1181,15 @@ fn probe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue, now:
     q.req.probes = probes(q).saturating_add(1);
     q.req.probe_at = Some(now);
     let from = first_unacked(q);
+    let front = q.req.sq.front().expect("outstanding");
+    if let (SendOp::Read { .. }, None, Some((f, n)), true) =
+        (front.op, front.result, front.psn, front.next_pkt > 0)
+    {
+        // A READ under way: only its own missing responses, not every
+        // READ after it again (they are answered or probed in turn).
+        reread(ctx, sh, q, from, psn::add(f, n), true, tx);
+        return;
+    }
     if !resend_one(ctx, sh, q, from, true, tx) {
         bump(&ctx.stats.retransmits);
         go_back(q, from);

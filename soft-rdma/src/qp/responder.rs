@@ -49,13 +49,14 @@ enum InMsg {
 
 /// What a READ or atomic request did, for duplicates.
 enum Replay {
-    /// `answered`: the receive batch that last answered it (a duplicate is
-    /// answered at most once a batch, however many arrive).
+    /// `answered`: the receive batch that last answered it and the PSN
+    /// it was asked from (a duplicate is answered at most once a batch,
+    /// however many arrive; one asking from another PSN is another).
     Read {
         first: u32,
         npsn: u32,
         reth: Reth,
-        answered: u64,
+        answered: (u64, u32),
     },
     Atomic {
         psn: u32,
@@ -416,7 +417,7 @@ fn execute(
                     first,
                     npsn,
                     reth,
-                    answered: ctx.rx_batch,
+                    answered: (ctx.rx_batch, first),
                 },
             );
             q.resp.msn = psn::add(q.resp.msn, 1);
@@ -802,8 +803,8 @@ fn duplicate(
                     reth,
                     answered,
                 } if psn::diff(p, *first) >= 0 && (psn::diff(p, *first) as u32) < *npsn => {
-                    let again = *answered != ctx.rx_batch;
-                    *answered = ctx.rx_batch;
+                    let again = *answered != (ctx.rx_batch, p);
+                    *answered = (ctx.rx_batch, p);
                     again.then_some((*first, *npsn, *reth))
                 }
                 _ => None,
@@ -812,8 +813,14 @@ fn duplicate(
             // the key another MR's, by now. A failure answers nothing.
             if let Some((first, npsn, reth)) = found {
                 let from = psn::diff(p, first) as u32;
+                let mtu = q.path_mtu.bytes() as u64;
+                let to = match repr.ext {
+                    Ext::Reth(asked) => asked_range_end(reth, npsn, from, asked, mtu),
+                    _ => npsn,
+                };
                 if let Ok(mr) = read_mr(ctx, sh, pd, q, reth) {
-                    let _ = read_responses(ctx, q, mr.as_ref(), first, npsn, reth, from, tx);
+                    // Responses `from..to`: the last of them a last.
+                    let _ = read_responses(ctx, q, mr.as_ref(), first, to, reth, from, tx);
                 }
             }
         }
@@ -845,6 +852,28 @@ fn duplicate(
             // burst of ACKs.
             q.resp.ack_pending = Some(psn::add(q.resp.epsn, psn::MASK));
         }
+    }
+}
+
+/// Where the responses to a duplicate READ end (exclusive, a packet index
+/// of the original READ `reth` of `npsn` packets): where its own RETH
+/// (`asked`, from packet `from`) ends, as rxe's responder answers, if that
+/// RETH names a part of the original that starts at `from` and ends on a
+/// packet boundary or at the original's end; else the original's end (a
+/// requester that re-asks for the rest gets the rest either way).
+fn asked_range_end(reth: Reth, npsn: u32, from: u32, asked: Reth, mtu: u64) -> u32 {
+    let off = u64::from(from) * mtu;
+    let end = off + u64::from(asked.len);
+    let total = u64::from(reth.len);
+    let fits = asked.rkey == reth.rkey
+        && asked.va == reth.va.wrapping_add(off)
+        && asked.len > 0
+        && end <= total
+        && (end == total || end % mtu == 0);
+    if fits {
+        (end.div_ceil(mtu) as u32).clamp(from + 1, npsn)
+    } else {
+        npsn
     }
 }
 

@@ -36,6 +36,13 @@
 //!   alone once [`REORDER_HOLD`] passes without one);
 //! * `delay_us` — every datagram waits in a FIFO delay line.
 //!
+//! A spec of only `drop` and `corrupt` (the loss measurements) edits the
+//! caller's batch in place: the inner link receives into it, dropped
+//! datagrams leave it and a corruption flips its bit there, so what passes
+//! travels exactly as without the wrapper — the same batch size, coalesced
+//! (GRO) segments, "intact" marks, no copy. With `dup`, `reorder` or
+//! `delay_us` the arrivals go through a scratch batch instead.
+//!
 //! No allocation per datagram: the delay line is a ring of preallocated
 //! slots, the held datagram has its own slot, arrivals land in a
 //! preallocated batch. Datagrams that find the ring full (more than
@@ -140,6 +147,15 @@ impl std::str::FromStr for FaultConfig {
             seen.push(k);
         }
         Ok(c)
+    }
+}
+
+impl FaultConfig {
+    /// Whether every fault is decided per datagram where it lies (drop,
+    /// corrupt): nothing is held, copied or delivered twice, so the
+    /// caller's batch can be edited in place.
+    pub fn in_place(&self) -> bool {
+        self.dup == 0.0 && self.reorder == 0.0 && self.delay.is_zero()
     }
 }
 
@@ -382,6 +398,62 @@ impl<L: Link> FaultLink<L> {
         }
     }
 
+    /// Flip one random bit of `data`: any byte but BTH byte 4 (resv8a),
+    /// which the ICRC masks, so the receiver's check must catch it.
+    fn flip_bit(&self, rng: &mut Rng, data: &mut [u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let mut at = rng.below(data.len());
+        if at == 4 {
+            at = if data.len() > 5 { 5 } else { 0 };
+        }
+        data[at] ^= 1 << rng.below(8);
+        bump(&self.counters.corrupted);
+    }
+
+    /// Drop and corrupt the datagrams of `batch` where they lie (the
+    /// [`FaultConfig::in_place`] case), drawing from the generator exactly
+    /// as [`FaultLink::inject`] does, so a seed decides the same either way.
+    fn edit_in_place(&self, rng: &mut Rng, batch: &mut RecvBatch) {
+        let cfg = self.cfg;
+        let RecvBatch { buf, pkts, .. } = batch;
+        pkts.retain_mut(|s| {
+            if rng.chance(cfg.drop) {
+                bump(&self.counters.dropped);
+                return false;
+            }
+            let corrupt = rng.chance(cfg.corrupt);
+            // Never true here (`in_place`); drawn to keep the sequence.
+            let _dup = rng.chance(cfg.dup);
+            let _reorder = rng.chance(cfg.reorder);
+            if corrupt {
+                s.intact = false;
+                self.flip_bit(rng, &mut buf[s.start..][..s.len]);
+            }
+            true
+        });
+    }
+
+    /// [`Link::recv`] when the faults edit the batch in place: the inner
+    /// link receives into the caller's batch. The generator's lock is held
+    /// only while editing, never while the inner link blocks.
+    fn recv_in_place(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = super::deadline(timeout);
+        loop {
+            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if self.inner.recv(batch, wait.or(timeout))? == 0 {
+                return Ok(0);
+            }
+            self.edit_in_place(&mut lock(&self.rx).rng, batch);
+            let time_up =
+                timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d);
+            if !batch.is_empty() || time_up || self.closed.load(Ordering::Acquire) {
+                return Ok(batch.len());
+            }
+        }
+    }
+
     /// Apply the faults to the arrivals in `st.scratch`.
     fn inject(&self, st: &mut RxState, out: &mut RecvBatch, now: Instant) {
         let cfg = self.cfg;
@@ -397,16 +469,7 @@ impl<L: Link> FaultLink<L> {
             // Only a corruption edits the bytes (and clears `intact`).
             let intact = scratch.intact(i) && !corrupt;
             if corrupt {
-                let (_, data) = scratch.get_mut(i);
-                if !data.is_empty() {
-                    // Any byte but BTH byte 4 (resv8a), which the ICRC masks.
-                    let mut at = rng.below(data.len());
-                    if at == 4 {
-                        at = if data.len() > 5 { 5 } else { 0 };
-                    }
-                    data[at] ^= 1 << rng.below(8);
-                    bump(&self.counters.corrupted);
-                }
+                self.flip_bit(rng, scratch.get_mut(i).1);
             }
             let (peer, data) = scratch.get(i);
             if reorder && pend.held_len.is_none() {
@@ -460,6 +523,9 @@ impl<L: Link> Link for FaultLink<L> {
     }
 
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        if self.cfg.in_place() {
+            return self.recv_in_place(batch, timeout);
+        }
         batch.clear();
         // A non-blocking attempt must not wait for a blocked receiver.
         let mut st = if timeout == Some(Duration::ZERO) {
@@ -511,6 +577,10 @@ impl<L: Link> Link for FaultLink<L> {
     /// Waits on the inner link, but no longer than until the next datagram
     /// held back (reordered or delayed) falls due.
     fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.cfg.in_place() {
+            // Nothing is ever held back.
+            return self.inner.wait(timeout);
+        }
         let now = Instant::now();
         let due = {
             let st = lock(&self.rx);
@@ -543,6 +613,11 @@ impl<L: Link> Link for FaultLink<L> {
 
     fn stats(&self) -> LinkStats {
         self.inner.stats()
+    }
+
+    /// Forwarded: the device's active MTU must not change with the wrapper.
+    fn mtu(&self) -> Option<u32> {
+        self.inner.mtu()
     }
 
     fn join(&self, group: std::net::IpAddr) -> io::Result<()> {
@@ -611,5 +686,127 @@ mod tests {
         for i in 0..n {
             assert_eq!(b.intact(i), !edited(i), "datagram {i}");
         }
+    }
+
+    /// A UDP link with GRO: two coalesced datagrams of 40 segments each,
+    /// 80 packets from one receive into a batch of capacity 32; the second
+    /// datagram's packets marked intact (as a ring's would be). It has them
+    /// once; later receives find nothing.
+    #[derive(Default)]
+    struct Gro(AtomicBool);
+
+    const SEGS: usize = 40;
+    const SLOT: usize = super::super::udp::GRO_SLOT;
+
+    impl Link for Gro {
+        fn local(&self) -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 2], 4791))
+        }
+        fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+            Ok(batch.len())
+        }
+        fn recv(&self, batch: &mut RecvBatch, _: Option<Duration>) -> io::Result<usize> {
+            batch.clear();
+            if self.0.swap(true, Ordering::Relaxed) {
+                return Ok(0);
+            }
+            for d in 0..2 {
+                for k in 0..SEGS {
+                    let start = d * SLOT + k * 100;
+                    batch.buf[start..start + 100].fill((d * SEGS + k) as u8);
+                    batch.pkts.push(super::super::Slot {
+                        peer: self.local(),
+                        start,
+                        len: 100,
+                        intact: d == 1,
+                        group: None,
+                    });
+                }
+            }
+            batch.used = SLOT + SEGS * 100;
+            Ok(batch.len())
+        }
+        fn wait(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn kick(&self) {}
+        fn close(&self) {}
+        fn mtu(&self) -> Option<u32> {
+            Some(9000)
+        }
+    }
+
+    /// Where each datagram lies, its length, mark and first byte.
+    fn slots(b: &RecvBatch) -> Vec<(usize, usize, bool, u8)> {
+        b.pkts
+            .iter()
+            .map(|s| (s.start, s.len, s.intact, b.buf[s.start]))
+            .collect()
+    }
+
+    /// With nothing to drop the wrapper changes nothing about how datagrams
+    /// travel: one receive still hands over every coalesced segment (more
+    /// than the batch's capacity), each where the inner link put it (no
+    /// copy), intact marks kept; and the MTU the device sizes its packets
+    /// by is the inner link's.
+    #[test]
+    fn drop_zero_passes_the_batch_through_untouched() {
+        let link = FaultLink::new(Gro::default(), "drop=0".parse().unwrap());
+        assert_eq!(Link::mtu(&link), Some(9000));
+        let (mut direct, mut wrapped) = (RecvBatch::new(32), RecvBatch::new(32));
+        Gro::default().recv(&mut direct, None).unwrap();
+        let n = link.recv(&mut wrapped, Some(Duration::ZERO)).unwrap();
+        assert_eq!(n, 2 * SEGS);
+        assert!(n > wrapped.capacity());
+        assert_eq!(slots(&wrapped), slots(&direct));
+        assert_eq!(link.fault_stats(), FaultStats::default());
+    }
+
+    /// Dropping in place removes datagrams without moving the others (and
+    /// clears the mark only of what it corrupts), and a seed drops and
+    /// corrupts the same ones as the copying path (here forced by a delay
+    /// line) does.
+    #[test]
+    fn in_place_faults_match_the_copying_path_for_a_seed() {
+        let in_place: FaultConfig = "drop=0.3,corrupt=0.1,seed=11".parse().unwrap();
+        let copying: FaultConfig = "drop=0.3,corrupt=0.1,seed=11,delay_us=1".parse().unwrap();
+        assert!(in_place.in_place() && !copying.in_place());
+        let mut direct = RecvBatch::new(32);
+        Gro::default().recv(&mut direct, None).unwrap();
+        let direct = slots(&direct);
+
+        let a = FaultLink::new(Gro::default(), in_place);
+        let mut got = RecvBatch::new(32);
+        let n = a.recv(&mut got, Some(Duration::ZERO)).unwrap();
+        let st = a.fault_stats();
+        assert!(st.dropped > 0 && st.corrupted > 0, "{st:?}");
+        assert_eq!(n as u64 + st.dropped, 2 * SEGS as u64);
+        let mut edited = 0;
+        let mut from = 0;
+        for (i, (start, len, intact, _)) in slots(&got).into_iter().enumerate() {
+            let at = from + direct[from..].iter().position(|d| d.0 == start).unwrap();
+            from = at + 1;
+            let whole = got.get(i).1.iter().all(|&x| x == direct[at].3);
+            assert_eq!(len, direct[at].1);
+            assert_eq!(intact, direct[at].2 && whole, "datagram {i}");
+            edited += u64::from(!whole);
+        }
+        assert_eq!(edited, st.corrupted);
+
+        let b = FaultLink::new(Gro::default(), copying);
+        let mut other = RecvBatch::new(128);
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            b.recv(&mut other, Some(Duration::ZERO)).unwrap();
+            seen.extend(other.iter().map(|(_, d)| d.to_vec()));
+            if seen.len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let want: Vec<Vec<u8>> = got.iter().map(|(_, d)| d.to_vec()).collect();
+        assert_eq!(seen, want);
+        assert_eq!(b.fault_stats().dropped, st.dropped);
+        assert_eq!(b.fault_stats().corrupted, st.corrupted);
     }
 }
