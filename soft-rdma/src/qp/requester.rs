@@ -669,6 +669,15 @@ fn emit_segments(
     // Sized before the payload's window opens (nothing allocates under it).
     tx.reserve(ctx, stop.saturating_sub(from) as usize, mtu as usize);
     let mut payload = w.payload(sh.pd, start, (u64::from(stop) * mtu).min(w.len).max(start));
+    // One copy: an RC WRITE's payload to a device of this host stays here,
+    // and the peer reads it from our memory (`transport::same_host`, "One
+    // copy"); anything else carries it (a peer that could not read one
+    // asks for that, and the resend then does).
+    let by_ref = sh.qp_type == QpType::Rc
+        && w.xrc_srqn.is_none()
+        && matches!(w.op, SendOp::Write { .. } | SendOp::WriteImm { .. })
+        && payload.va(0).is_some()
+        && ctx.link.by_ref(peer);
     for k in from..n {
         if limit.is_some_and(|l| psn::diff(psn::add(first, k), l) >= 0) {
             return Ok(k);
@@ -692,7 +701,10 @@ fn emit_segments(
             payload_len: (w.len - off).min(mtu) as usize,
         };
         let repr = xrc::with_srqn(repr, w.xrc_srqn);
-        tx.push(ctx, peer, &repr, |buf| payload.fill(off, buf))?;
+        match payload.va(off).filter(|_| by_ref) {
+            Some(va) => tx.push_by_ref(peer, &repr, va),
+            None => tx.push(ctx, peer, &repr, |buf| payload.fill(off, buf))?,
+        }
     }
     Ok(n)
 }
