@@ -326,13 +326,15 @@ impl Consumer {
                     .cast::<u32>()
                     .read_volatile()
             };
-            // SAFETY (both copies): `src..src + len` is inside the record
-            // area (checked above) and published by the producer (below
-            // `tail`); `dst` is private memory of at most `len` bytes. A
-            // producer that writes these bytes meanwhile garbles only our
-            // copy, which is parsed and checked like any datagram.
-            let copy = |from: usize, dst: &mut [u8]| unsafe {
-                std::ptr::copy_nonoverlapping(src.add(from), dst.as_mut_ptr(), dst.len())
+            let copy = |from: usize, dst: &mut [u8]| {
+                debug_assert!(from + dst.len() <= len as usize);
+                // SAFETY: `src + from .. + dst.len()` is inside the record
+                // (both callers stay within `len`), which is inside the
+                // record area (checked above) and published by the producer
+                // (below `tail`); `dst` is private memory. A producer that
+                // writes these bytes meanwhile garbles only our copy, which
+                // is parsed and checked like any datagram.
+                unsafe { std::ptr::copy_nonoverlapping(src.add(from), dst.as_mut_ptr(), dst.len()) }
             };
             // Intact: memory does not flip bits on the way, so the ICRC is
             // not checked; a producer that writes garbage on purpose could
@@ -453,7 +455,7 @@ mod tests {
             }
             p.publish();
             batch.clear();
-            let (n, _) = c.pop_into(&mut batch, peer(), None).unwrap();
+            let (n, _, _) = c.pop_into(&mut batch, peer(), None).unwrap();
             assert_eq!(n, batch.len());
             for (from, d) in batch.iter() {
                 assert_eq!(from, peer());
@@ -586,6 +588,42 @@ mod tests {
         batch.clear();
         c.pop_into(&mut batch, peer(), None).unwrap();
         assert!(c.finished());
+    }
+
+    #[test]
+    fn a_reference_comes_out_as_headers_and_where_its_payload_is() {
+        let (mut p, mut c) = pair();
+        let mut stub = b"headers.".to_vec();
+        stub.extend_from_slice(&0x1234_5678u64.to_le_bytes());
+        stub.extend_from_slice(&4096u32.to_le_bytes());
+        stub.extend_from_slice(&[0; 4]);
+        p.push_kind(&stub, BY_REF).unwrap();
+        p.push(b"plain").unwrap();
+        p.publish();
+        let mut batch = RecvBatch::new(4);
+        assert_eq!(c.pop_into(&mut batch, peer(), Some(7)).map(|r| r.2), Ok(1));
+        assert_eq!(batch.get(0).1, b"headers.");
+        assert_eq!(
+            batch.remote(0),
+            Some(Remote::new(Some(7), 0x1234_5678, 4096))
+        );
+        assert_eq!((batch.get(1).1, batch.remote(1)), (&b"plain"[..], None));
+        // The consumer asks for payloads in full; the producer sees it.
+        assert!(!p.refs_refused());
+        c.refuse_refs();
+        assert!(p.refs_refused());
+        // Too short to hold a reference, one naming more than a packet
+        // holds, an unknown kind: the ring is broken.
+        let mut long = stub.clone();
+        long[16..20].copy_from_slice(&(MAX_PACKET as u32 + 1).to_le_bytes());
+        for (d, kind) in [(&b"short"[..], BY_REF), (&long[..], BY_REF), (&b"x"[..], 9)] {
+            let (mut p, mut c) = pair();
+            p.push_kind(d, kind).unwrap();
+            p.publish();
+            batch.clear();
+            assert_eq!(c.pop_into(&mut batch, peer(), None), Err(Corrupt), "{d:?}");
+            assert!(batch.is_empty());
+        }
     }
 
     #[test]

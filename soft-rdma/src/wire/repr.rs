@@ -50,7 +50,7 @@ impl PacketRepr {
     pub fn parse_header(header: &[u8], payload_len: usize) -> Result<PacketRepr, WireError> {
         const MAX_HEADER: usize = 64;
         let n = header.len();
-        if n < super::bth::BTH_LEN || n > MAX_HEADER {
+        if !(super::bth::BTH_LEN..=MAX_HEADER).contains(&n) {
             return Err(WireError::Truncated);
         }
         // A payload-less packet to parse: the header, pad 0, an ICRC slot.
