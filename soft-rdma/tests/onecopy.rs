@@ -308,3 +308,30 @@ fn a_capture_sees_whole_packets() {
     // Both devices record what they receive: the 40 WRITEs' payload at least.
     assert!(size > 40 * 65536, "capture of {size} bytes:\n{out}");
 }
+
+/// A receiver whose link is wrapped (a fault layer here, a capture alike)
+/// asks its peers for whole packets, whatever the sender's own link is:
+/// the wrapper edits and records real packets.
+#[test]
+fn a_wrapped_receiver_gets_whole_packets() {
+    use soft_rdma::transport::{FaultConfig, FaultLink};
+    let a = node();
+    let link = UdpLink::bind_same_host("127.77.42.2:4791".parse().unwrap()).unwrap();
+    let b = Node::on_link(
+        std::sync::Arc::new(FaultLink::new(link, FaultConfig::default())),
+        256,
+    );
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    let src = Buf::new(1 << 20, |i| (i % 241) as u8);
+    let dst = Buf::new(1 << 20, |_| 0);
+    let mra = a.pd.reg_mr(src.addr(), 1 << 20, all_access()).unwrap();
+    let mrb = b.pd.reg_mr(dst.addr(), 1 << 20, all_access()).unwrap();
+    for k in 0..20 {
+        write(&qa, k, src.sge(&mra, 0, 1 << 20), dst.addr(), mrb.rkey());
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
+    }
+    assert!(std::hint::black_box(&dst.0) == &src.0);
+    let (sa, sb) = (a.dev.stats(), b.dev.stats());
+    assert!(sb.link_same_host_received > 0, "no ring: {sb:?}");
+    assert_eq!((sa.link_by_ref_sent, sb.link_by_ref_received), (0, 0));
+}

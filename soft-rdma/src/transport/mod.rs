@@ -234,12 +234,9 @@ impl RecvBatch {
     /// is no longer [intact](Self::intact).
     pub fn get_mut(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
         self.pkts[i].intact = false;
-        // Only the link that received it sees a packet by reference
-        // (middleware turns by-reference sending off): never edited.
-        debug_assert!(
-            self.pkts[i].remote.is_none(),
-            "a packet by reference edited"
-        );
+        // Middleware turns references off (`Link::refuse_all_by_ref`); one
+        // that came before is left as its headers alone: malformed.
+        self.pkts[i].remote = None;
         let s = self.pkts[i];
         (s.peer, &mut self.buf[s.start..][..s.len])
     }
@@ -542,6 +539,9 @@ pub trait Link: Send + Sync {
     /// A payload `peer` sent by reference could not be read: it is to send
     /// its payloads in its packets from now on.
     fn refuse_by_ref(&self, _peer: SocketAddr) {}
+    /// Every peer is to send whole packets to us (middleware that must see
+    /// the payload, a capture or a fault layer, wraps this link).
+    fn refuse_all_by_ref(&self) {}
 }
 
 /// Bytes of the reference that ends a by-reference packet's stub.
@@ -598,6 +598,9 @@ macro_rules! forward_link {
             }
             fn refuse_by_ref(&self, peer: SocketAddr) {
                 (**self).refuse_by_ref(peer)
+            }
+            fn refuse_all_by_ref(&self) {
+                (**self).refuse_all_by_ref()
             }
         }
     )*};

@@ -251,8 +251,10 @@ pub(super) struct Consumer {
 impl Consumer {
     /// Map a ring handed over as `fd`, if it is one: sealed against
     /// shrinking, a header with our magic, a power-of-two size within limits
-    /// that matches the file, a head of 0. Marks it attached.
-    pub(super) fn attach(fd: OwnedFd) -> io::Result<Consumer> {
+    /// that matches the file, a head of 0. Marks it attached — and, with
+    /// `no_refs`, refusing references from the start
+    /// ([`Consumer::refuse_refs`]).
+    pub(super) fn attach(fd: OwnedFd, no_refs: bool) -> io::Result<Consumer> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         if !sys::sealed_against_shrinking(fd.as_fd()) {
             return Err(bad("not a memfd sealed against shrinking"));
@@ -273,7 +275,9 @@ impl Consumer {
         if map.u64_at(OFF_HEAD).load(Ordering::Acquire) != 0 {
             return Err(bad("not a fresh ring"));
         }
-        map.u32_at(OFF_STATE).fetch_or(ATTACHED, Ordering::Release);
+        let refs = if no_refs { NO_REFS } else { 0 };
+        map.u32_at(OFF_STATE)
+            .fetch_or(ATTACHED | refs, Ordering::Release);
         Ok(Consumer { map, size, head: 0 })
     }
 
@@ -414,7 +418,7 @@ mod tests {
 
     fn pair() -> (Producer, Consumer) {
         let (p, fd) = Producer::create().unwrap();
-        (p, Consumer::attach(fd).unwrap())
+        (p, Consumer::attach(fd, false).unwrap())
     }
 
     fn peer() -> SocketAddr {
@@ -553,7 +557,7 @@ mod tests {
         let f = std::fs::File::create(&path).unwrap();
         f.set_len((HEADER + RING_BYTES) as u64).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert!(Consumer::attach(OwnedFd::from(f)).is_err());
+        assert!(Consumer::attach(OwnedFd::from(f), false).is_err());
         // Sealed, but the header lies: magic, size, then a head that is not
         // the start (misaligned: the first read would be undefined).
         for (off, v) in [
@@ -563,7 +567,9 @@ mod tests {
         ] {
             let (p, fd) = Producer::create().unwrap();
             p.map.u64_at(off).store(v, Ordering::Release);
-            let e = Consumer::attach(fd).err().expect("attached a bad ring");
+            let e = Consumer::attach(fd, false)
+                .err()
+                .expect("attached a bad ring");
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
             assert!(!p.attached());
         }

@@ -62,6 +62,22 @@
 //! any untrusted memory: the consumer maps only sealed memfds, checks every
 //! counter and length it reads, and drops a ring that breaks the format;
 //! what it copies out is checked like any datagram.
+//!
+//! **One copy.** An RC WRITE packet may go on a ring by reference: its
+//! headers and (address, length) of its payload in the sender's memory, a
+//! record of kind `BY_REF` — no payload copied into the ring, no ICRC
+//! computed. Only the `UdpLink` offers it ([`SameHost::by_ref`]: a ring in
+//! use whose consumer has not refused them), so a capture or a fault layer
+//! above the link always sees whole packets. The consumer labels the
+//! packet with the producer's pid from `SCM_CREDENTIALS` (never a number
+//! from the ring), and the device reads the payload with
+//! `process_vm_readv` — the kernel checks that range of the sender's and
+//! the ptrace rules — or, for another device of this process, with odp's
+//! guarded copy. So a hostile reference can make us read only the
+//! sender's own memory, into a range the R_Key allowed. A read that fails
+//! makes the consumer set `NO_REFS` in the ring ([`SameHost::refuse_by_ref`]):
+//! its producer sends whole packets from then on. Details and figures:
+//! docs/TRANSPORT.md, "One copy".
 #![forbid(unsafe_code)]
 use crate::lock;
 use std::collections::HashMap;
@@ -201,6 +217,8 @@ pub(super) struct SameHost {
     warned: AtomicU32,
     /// The link was closed: no new routes or rings.
     closed: AtomicBool,
+    /// Every ring we read asks its producer for whole packets.
+    no_refs: AtomicBool,
 }
 
 /// How packets to one peer travel.
@@ -290,6 +308,7 @@ impl SameHost {
             last_control: AtomicU64::new(0),
             warned: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            no_refs: AtomicBool::new(false),
         })
     }
 
@@ -655,6 +674,15 @@ impl SameHost {
         }
     }
 
+    /// From now on every ring we read (those to come too) asks for whole
+    /// packets.
+    pub(super) fn refuse_all_by_ref(&self) {
+        self.no_refs.store(true, Ordering::Release);
+        lock(&self.inbound)
+            .iter()
+            .for_each(|r| r.ring.refuse_refs());
+    }
+
     /// Take up offers waiting on the socket (and swallow kicks).
     pub(super) fn control(&self, c: &Counters) {
         self.last_control.store(self.now(), Ordering::Relaxed);
@@ -743,7 +771,7 @@ impl SameHost {
                 format_args!("same-host rings: {MAX_RINGS} already; {peer} stays on UDP"),
             );
         }
-        match Consumer::attach(fd) {
+        match Consumer::attach(fd, self.no_refs.load(Ordering::Acquire)) {
             Ok(ring) => {
                 let gate = self.now() + GATE_MAX.as_nanos() as u64;
                 // Our own pid now (a forked child has its own device).

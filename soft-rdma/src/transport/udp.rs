@@ -938,6 +938,12 @@ impl Link for UdpLink {
             sh.refuse_by_ref(self.wire(peer), &self.counters);
         }
     }
+
+    fn refuse_all_by_ref(&self) {
+        if let Some(sh) = &self.same_host {
+            sh.refuse_all_by_ref();
+        }
+    }
 }
 
 impl AsRawFd for UdpLink {
