@@ -134,35 +134,50 @@ fn a_refused_read_falls_back_to_payloads_in_the_packets() {
     );
 }
 
-/// Two processes: the receiver reads the sender's memory with
-/// `process_vm_readv` (the same uid; no Yama here, or a permissive one).
-#[test]
-fn two_processes_write_by_reference() {
-    let port = (21000 + std::process::id() % 9000).to_string();
+/// A `softrdma perf write_bw` pair in two processes with `env`: the
+/// client's output and the server's.
+fn two_processes(env: &[(&str, &str)], port: u16) -> (String, String) {
+    let port = port.to_string();
     let srv = Command::new(BIN)
         .args([
             "perf", "write_bw", "-s", "65536", "--stats", "--server", "-p", &port,
         ])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let out = perf(&[], &["-n", "2000", "--client", "127.0.0.1", "-p", &port]);
+    let out = perf(env, &["-n", "2000", "--client", "127.0.0.1", "-p", &port]);
     let s = srv.wait_with_output().unwrap();
     let sout = String::from_utf8_lossy(&s.stdout).to_string() + &String::from_utf8_lossy(&s.stderr);
     assert!(s.status.success(), "server:\n{sout}");
+    (out, sout)
+}
+
+/// Two processes: the receiver reads the sender's memory with
+/// `process_vm_readv` (the same uid; no Yama here, or a permissive one);
+/// with `SOFTRDMA_ONECOPY=local` it asks for whole packets instead.
+#[test]
+fn two_processes_write_by_reference() {
+    let port = 21000 + (std::process::id() % 9000) as u16;
+    let (out, sout) = two_processes(&[], port);
     let sent: u64 = stat(&out, "link_by_ref_sent").iter().sum();
     let received: u64 = stat(&sout, "link_by_ref_received").iter().sum();
     if stat(&sout, "link_by_ref_failed").iter().sum::<u64>() > 0 {
         // A kernel that forbids it (Yama): the fallback carried the bytes.
         eprintln!("process_vm_readv refused here: fell back to full packets");
-        return;
+    } else {
+        assert!(
+            sent > 1000 && received > 1000,
+            "client:\n{out}\nserver:\n{sout}"
+        );
     }
-    assert!(
-        sent > 1000 && received > 1000,
-        "client:\n{out}\nserver:\n{sout}"
-    );
+    let (out, sout) = two_processes(&[("SOFTRDMA_ONECOPY", "local")], port + 1);
+    let refs: u64 = stat(&(out.clone() + &sout), "link_by_ref_sent")
+        .iter()
+        .sum();
+    assert_eq!(refs, 0, "client:\n{out}\nserver:\n{sout}");
 }
 
 /// An attacker in the same process (a link of its own, connected to the

@@ -122,9 +122,11 @@ impl Remote {
     }
 }
 
-/// `SOFTRDMA_ONECOPY`: `off` sends every payload in its packet; `eperm`
-/// (for tests) makes every read of a payload by reference fail as a
-/// kernel that forbids it would (`EPERM`, Yama's `ptrace_scope`).
+/// `SOFTRDMA_ONECOPY`: `off` sends every payload in its packet; `local`
+/// takes references only from devices of this process (a receiver then
+/// asks other processes for whole packets: for comparing the two ways);
+/// `eperm` (for tests) makes every read of a payload by reference fail as
+/// a kernel that forbids it would (`EPERM`, Yama's `ptrace_scope`).
 pub const ONECOPY_ENV: &str = "SOFTRDMA_ONECOPY";
 
 fn onecopy_setting() -> &'static str {
@@ -140,6 +142,11 @@ fn onecopy_setting() -> &'static str {
 /// Whether this process sends payloads by reference to same-host peers.
 pub(crate) fn by_ref_enabled() -> bool {
     !matches!(onecopy_setting(), "off" | "0" | "no" | "false")
+}
+
+/// Whether a receiver takes references from another process.
+pub(crate) fn by_ref_across_processes() -> bool {
+    onecopy_setting() != "local"
 }
 
 /// The test hook: reads by reference fail with `EPERM`.

@@ -771,11 +771,13 @@ impl SameHost {
                 format_args!("same-host rings: {MAX_RINGS} already; {peer} stays on UDP"),
             );
         }
-        match Consumer::attach(fd, self.no_refs.load(Ordering::Acquire)) {
+        // Our own pid now (a forked child has its own device).
+        let pid = (pid != std::process::id() as i32).then_some(pid);
+        let no_refs = self.no_refs.load(Ordering::Acquire)
+            || (pid.is_some() && !super::by_ref_across_processes());
+        match Consumer::attach(fd, no_refs) {
             Ok(ring) => {
                 let gate = self.now() + GATE_MAX.as_nanos() as u64;
-                // Our own pid now (a forked child has its own device).
-                let pid = (pid != std::process::id() as i32).then_some(pid);
                 rings.push(Inbound {
                     peer,
                     pid,
