@@ -26,8 +26,9 @@ fn write(qp: &Qp, wr_id: u64, sge: Sge, remote_addr: u64, rkey: u32) {
 }
 
 /// Embedded: the sender's buffer is read with a plain (guarded) copy, for
-/// pinned and ODP memory on both sides, at odd offsets and lengths; the
-/// bytes around each target range stay as they were.
+/// pinned and ODP memory on both sides, at odd offsets and lengths (below
+/// 16 KiB the payload is carried); the bytes around each target range stay
+/// as they were.
 #[test]
 fn writes_by_reference_place_every_byte_and_nothing_else() {
     const LEN: usize = 2 << 20;
@@ -46,7 +47,13 @@ fn writes_by_reference_place_every_byte_and_nothing_else() {
         let t = Instant::now();
         while b.dev.stats().link_by_ref_received == 0 {
             assert!(t.elapsed() < Duration::from_secs(10), "no ring came up");
-            write(&qa, 0, src.sge(&mra, 0, 8), dst.addr() + 4096, mrb.rkey());
+            write(
+                &qa,
+                0,
+                src.sge(&mra, 0, 16 << 10),
+                dst.addr() + 4096,
+                mrb.rkey(),
+            );
             wait(&a.cq, 1);
         }
         let before = b.dev.stats().link_by_ref_received;
@@ -56,6 +63,8 @@ fn writes_by_reference_place_every_byte_and_nothing_else() {
             (4093, 1),
             (4095, 4096),
             (4097, 8191),
+            (16384, 5),
+            (16387, 4091),
             (65536, 0),
             (65541, 77),
         ];
