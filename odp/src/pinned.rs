@@ -277,6 +277,24 @@ impl Pinned {
         })
     }
 
+    /// Let `fill` write `[va, va+len)` itself, a run of pages at a time
+    /// (see [`crate::umem::UmemGuard::fill_with`]); orphaned pages are
+    /// skipped, as a write's.
+    pub fn fill_with(
+        &self,
+        va: u64,
+        len: u64,
+        mut fill: impl FnMut(u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        self.check(va, len, true)?;
+        self.access(va, len, |at, n, orphan| {
+            if orphan {
+                return Ok(());
+            }
+            fill(at, n)
+        })
+    }
+
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         self.check(va, out.len() as u64, false)?;
         self.access(va, out.len() as u64, |at, n, orphan| {
@@ -384,6 +402,21 @@ impl Memory {
     }
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         each!(self, m => m.read(va, out))
+    }
+
+    /// Let `fill(address, length)` write `[va, va+len)` itself, in one or
+    /// more pieces (see [`crate::umem::UmemGuard::fill_with`]).
+    pub fn fill_with(
+        &self,
+        va: u64,
+        len: u64,
+        mut fill: impl FnMut(u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        match self {
+            Memory::Pinned(p) => p.fill_with(va, len, fill),
+            Memory::Odp(u) => u.fill_with(va, len, &mut fill),
+            Memory::Implicit(u) => u.fill_with(va, len, fill),
+        }
     }
 
     /// Open `[va, va+len)` for several accesses (see [`Window`]); faults it

@@ -95,6 +95,24 @@ pub unsafe fn copy_out(dst: *mut u8, src: &[u8]) -> Result<(), GuardedFault> {
     result(unsafe { x86_64::odp_guarded_copy(dst, src.as_ptr(), src.len()) }).map(drop)
 }
 
+/// Copy `len` bytes from application address `src` to application
+/// address `dst` (e.g. another device's buffer of this process into an MR).
+///
+/// On a fault (on either side), the bytes before it have been copied.
+///
+/// # Safety
+/// As [`copy_in`] and [`copy_out`]: either may be unmapped, neither may be
+/// Rust-owned memory, and they must not overlap.
+pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), GuardedFault> {
+    if len == 0 {
+        return Ok(());
+    }
+    signal::ensure_installed();
+    // SAFETY: faults on either address are caught by the installed handler;
+    // the caller guarantees neither is Rust-owned and they do not overlap.
+    result(unsafe { x86_64::odp_guarded_copy(dst, src, len) }).map(drop)
+}
+
 /// Atomic compare-and-swap of the u64 at `addr`; returns the value found.
 ///
 /// The store is attempted even when the comparison fails (a locked

@@ -107,6 +107,18 @@ impl Umem {
             .write(va, data)
     }
 
+    /// Fault in and let `fill` write `[va, va+len)` (see
+    /// [`UmemGuard::fill_with`](super::UmemGuard::fill_with)).
+    pub fn fill_with(
+        &self,
+        va: u64,
+        len: u64,
+        fill: impl FnOnce(u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        self.map(va, len, Access::Write, Mode::Fault)?
+            .fill_with(va, len, fill)
+    }
+
     /// Fault in and copy from `va` into `out`.
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         self.map(va, out.len() as u64, Access::Read, Mode::Fault)?

@@ -83,6 +83,21 @@ impl<'a> UmemGuard<'a> {
         unsafe { guarded::copy_out(va as *mut u8, data) }.map_err(|f| self.faulted(f))
     }
 
+    /// Let `fill` write `[va, va+len)` itself (e.g. a system call that
+    /// copies from another process): the range is checked and held present
+    /// and writable like any write's, and `fill` gets only its address — it
+    /// must write through the kernel, which reports a fault as an error,
+    /// never by dereferencing it.
+    pub fn fill_with(
+        &mut self,
+        va: u64,
+        len: u64,
+        fill: impl FnOnce(u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        self.check(va, len, true)?;
+        fill(va, len as usize)
+    }
+
     /// Copy from application address `va` into `out`.
     pub fn read(&mut self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         self.check(va, out.len() as u64, false)?;

@@ -178,6 +178,21 @@ impl ImplicitUmem {
         })
     }
 
+    /// Let `fill` write `[va, va+len)`, a child's piece at a time (see
+    /// [`UmemGuard::fill_with`](super::UmemGuard::fill_with)).
+    pub fn fill_with(
+        &self,
+        va: u64,
+        len: u64,
+        mut fill: impl FnMut(u64, usize) -> Result<(), AccessError>,
+    ) -> Result<(), AccessError> {
+        self.chunks(va, len, |at, n, _| {
+            self.with_map(at, n, Access::Write, Mode::Fault, |g| {
+                g.fill_with(at, n, &mut fill)
+            })
+        })
+    }
+
     pub fn read(&self, va: u64, out: &mut [u8]) -> Result<(), AccessError> {
         let len = out.len() as u64;
         self.chunks(va, len, |at, n, off| {

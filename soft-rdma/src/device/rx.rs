@@ -23,9 +23,9 @@ use crate::log::log;
 use crate::qp::{QpShared, TxQueue};
 use crate::resources::counters::bump;
 use crate::sync::{Level, OrderedMutex};
-use crate::transport::RecvBatch;
+use crate::transport::{RecvBatch, Remote, MAX_PACKET};
 use crate::wire::icrc::{self, IcrcContext};
-use crate::wire::{Packet, PacketRepr};
+use crate::wire::{Packet, PacketRepr, BTH_LEN};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,6 +61,8 @@ pub(crate) struct Receiver {
 
 struct Work {
     batch: RecvBatch,
+    /// Payloads by reference of another process, read ahead (see [`Fetched`]).
+    fetched: Fetched,
     tx: TxQueue,
     acks: Vec<Arc<QpShared>>,
     /// QPs whose coalesced ACK waits for a ride (see [`receive`]).
@@ -82,6 +84,7 @@ impl Receiver {
                 Level::Receiver,
                 Work {
                     batch: RecvBatch::new(BATCH),
+                    fetched: Fetched::new(BATCH),
                     tx: TxQueue::default(),
                     acks: Vec::new(),
                     deferred: Vec::new(),
@@ -229,6 +232,7 @@ pub(crate) fn run(dev: &DeviceInner) {
 fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()> {
     let Work {
         batch,
+        fetched,
         tx,
         acks,
         deferred,
@@ -249,7 +253,7 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
     if inline && n > 0 {
         dev.stats.rcvd_inline.fetch_add(n as u64, Ordering::Relaxed);
     }
-    handle_all(dev, batch, tx, acks);
+    handle_all(dev, batch, fetched, tx, acks);
     let polling = r.app_polling();
     for qp in acks.drain(..) {
         let mut q = qp.lock();
@@ -284,8 +288,116 @@ pub(super) fn parse_counted(
         .ok()
 }
 
+/// A datagram as [`handle_run`] takes it.
+#[derive(Clone, Copy)]
+enum Arrived<'a> {
+    /// A whole packet.
+    Full(&'a [u8]),
+    /// A packet by reference (its headers) whose payload was read ahead.
+    Fetched(&'a [u8], &'a [u8]),
+    /// A packet by reference (its headers) whose payload is read when it
+    /// is placed, straight into the MR: another device of this process
+    /// (a plain copy), or a read ahead that failed (which fails again
+    /// there, and is answered so).
+    Remote(&'a [u8], Remote),
+}
+
+/// Payloads by reference of another process, read ahead for a run of
+/// datagrams to one QP: a `process_vm_readv` costs a system call and a
+/// page walk, so consecutive payloads that follow each other in the
+/// sender's memory (the packets of a message) are read in one call — a
+/// 64 KiB WRITE's sixteen packets cost one. Placing each then copies from
+/// this buffer, which the read just left in the cache.
+struct Fetched {
+    buf: Box<[u8]>,
+    /// Per datagram of the run: its payload's range in `buf`, if read.
+    at: Vec<Option<(usize, usize)>>,
+    run: Vec<Remote>,
+}
+
+impl Fetched {
+    fn new(n: usize) -> Fetched {
+        Fetched {
+            buf: vec![0u8; n * MAX_PACKET].into_boxed_slice(),
+            at: Vec::with_capacity(n),
+            run: Vec::with_capacity(n),
+        }
+    }
+
+    /// Read ahead the payloads of `range` of `batch` that are in another
+    /// process; one that cannot be read is left to its placement.
+    fn fetch(&mut self, batch: &RecvBatch, range: std::ops::Range<usize>) {
+        self.at.clear();
+        let (mut used, mut k) = (0, range.start);
+        while k < range.end {
+            let Some(first) = batch.remote(k).filter(Remote::other_process) else {
+                self.at.push(None);
+                k += 1;
+                continue;
+            };
+            self.run.clear();
+            self.run.push(first);
+            let mut len = first.len();
+            while let Some(next) = (k + self.run.len() < range.end)
+                .then(|| batch.remote(k + self.run.len()))
+                .flatten()
+                .filter(|n| self.run.last().unwrap().follows(n))
+                .filter(|n| used + len + n.len() <= self.buf.len())
+            {
+                self.run.push(next);
+                len += next.len();
+            }
+            let ok = used + len <= self.buf.len()
+                && Remote::read_run_to(&self.run, &mut self.buf[used..used + len]).is_ok();
+            for r in &self.run {
+                self.at.push(ok.then_some((used, r.len())));
+                used += if ok { r.len() } else { 0 };
+            }
+            k += self.run.len();
+        }
+    }
+
+    /// The read-ahead payload of the `i`th datagram of the run.
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.at
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|(at, n)| &self.buf[at..at + n])
+    }
+}
+
+/// [`parse_counted`] of a packet by reference: `header` and the length of
+/// the payload that stayed with the sender (the range is then empty).
+fn parse_header_counted(
+    dev: &DeviceInner,
+    from: SocketAddr,
+    header: &[u8],
+    payload_len: usize,
+) -> Option<(PacketRepr, std::ops::Range<usize>)> {
+    bump(&dev.stats.rcvd_pkts);
+    PacketRepr::parse_header(header, payload_len)
+        .map(|r| (r, 0..0))
+        .map_err(|e| {
+            bump(&dev.stats.parse_errors);
+            log!(Debug, "dropped a by-reference packet from {from}: {e:?}");
+        })
+        .ok()
+}
+
 fn dest_qp(bytes: &[u8]) -> Option<u32> {
     Packet::new_checked(bytes).ok().map(|p| p.dest_qp())
+}
+
+/// The destination QP of the `i`th datagram of `batch` (a packet by
+/// reference holds only its headers: its BTH is enough).
+fn dest_qp_at(batch: &RecvBatch, i: usize) -> Option<u32> {
+    let bytes = batch.get(i).1;
+    match batch.remote(i) {
+        Some(_) if bytes.len() >= BTH_LEN => Some(Packet::new_unchecked(bytes).dest_qp()),
+        Some(_) => None,
+        None => dest_qp(bytes),
+    }
 }
 
 /// Handle the datagrams of `batch` in order, grouped into runs to the
@@ -294,25 +406,40 @@ fn dest_qp(bytes: &[u8]) -> Option<u32> {
 fn handle_all(
     dev: &DeviceInner,
     batch: &RecvBatch,
+    fetched: &mut Fetched,
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
     let n = batch.len();
     let mut i = 0;
     while i < n {
-        let qpn = dest_qp(batch.get(i).1);
+        let qpn = dest_qp_at(batch, i);
         let mut j = i + 1;
-        while j < n && qpn.is_some() && dest_qp(batch.get(j).1) == qpn {
+        while j < n && qpn.is_some() && dest_qp_at(batch, j) == qpn {
             j += 1;
+        }
+        if qpn == Some(super::mcast::MULTICAST_QPN) && (i..j).any(|k| batch.remote(k).is_some()) {
+            // Only RC WRITEs go by reference: no multicast packet does.
+            bump(&dev.stats.rcvd_pkts);
+            bump(&dev.stats.parse_errors);
+            i += 1;
+            continue;
         }
         if qpn == Some(super::mcast::MULTICAST_QPN) {
             super::mcast::handle_run(dev, batch, i..j, tx, acks);
             i = j;
             continue;
         }
+        fetched.fetch(batch, i..j);
+        let fetched = &*fetched;
         let run = (i..j).map(|k| {
             let (from, bytes) = batch.get(k);
-            (from, bytes, batch.intact(k))
+            let body = match (batch.remote(k), fetched.get(k - i)) {
+                (None, _) => Arrived::Full(bytes),
+                (Some(_), Some(payload)) => Arrived::Fetched(bytes, payload),
+                (Some(r), None) => Arrived::Remote(bytes, r),
+            };
+            (from, body, batch.intact(k))
         });
         handle_run(dev, qpn, run, tx, acks);
         i = j;
@@ -321,8 +448,10 @@ fn handle_all(
 
 /// Datagrams that all name destination QP `qpn` (None: too short to name
 /// one), in arrival order, each with its `intact` mark (`RecvBatch::intact`:
-/// no ICRC check needed). Anything malformed is dropped and counted, never
-/// a panic.
+/// no ICRC check needed) and, for a packet by reference, where its payload
+/// is (`RecvBatch::remote`: the bytes are its headers; it came by a ring,
+/// so it is intact). Anything malformed is dropped and counted, never a
+/// panic.
 ///
 /// Locks: under the receive lock; the QP's lock is taken at the first
 /// datagram that passes the device's checks and held for the rest of the
@@ -330,7 +459,7 @@ fn handle_all(
 fn handle_run<'a>(
     dev: &DeviceInner,
     qpn: Option<u32>,
-    run: impl Iterator<Item = (SocketAddr, &'a [u8], bool)>,
+    run: impl Iterator<Item = (SocketAddr, Arrived<'a>, bool)>,
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
@@ -340,8 +469,13 @@ fn handle_run<'a>(
     let mut held = None;
     let mut id_deltas = None;
     let mut run = run.peekable();
-    while let Some((from, bytes, intact)) = run.next() {
-        let Some((repr, payload)) = parse_counted(dev, from, bytes) else {
+    while let Some((from, body, intact)) = run.next() {
+        let (parsed, bytes) = match body {
+            Arrived::Full(b) => (parse_counted(dev, from, b), b),
+            Arrived::Fetched(h, p) => (parse_header_counted(dev, from, h, p.len()), p),
+            Arrived::Remote(h, r) => (parse_header_counted(dev, from, h, r.len()), h),
+        };
+        let Some((repr, payload)) = parsed else {
             continue;
         };
         // Over IPv4 a GSO sender's later segments carry IDs 1, 2…, which a
@@ -376,7 +510,12 @@ fn handle_run<'a>(
             continue;
         }
         let q = held.get_or_insert_with(|| qp.lock());
-        q.receive(&ctx, from, &repr, &bytes[payload], tx);
+        match body {
+            Arrived::Full(_) => q.receive(&ctx, from, &repr, &bytes[payload], tx),
+            // Read ahead: from here on, as if it had come in the packet.
+            Arrived::Fetched(_, p) => q.receive(&ctx, from, &repr, p, tx),
+            Arrived::Remote(_, r) => q.receive_by_ref(&ctx, from, &repr, r, tx),
+        }
         if run.peek().is_some() && q.ack_due() {
             // More of the run to handle: let the requester go on meanwhile.
             q.flush_ack(&ctx, tx);

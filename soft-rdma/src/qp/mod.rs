@@ -32,6 +32,7 @@ use crate::resources::flight::Flight;
 use crate::resources::sge::RecvWqe;
 use crate::resources::srq::SrqShared;
 use crate::sync::{Guard, Level, OrderedMutex};
+use crate::transport::Remote;
 use crate::types::{
     Access, AsyncEvent, Mtu, QpCap, QpState, QpType, SendOp, Wc, WcOpcode, WcStatus,
 };
@@ -411,6 +412,38 @@ impl Locked<'_> {
             responder::on_request(ctx, sh, q, from, repr, payload, tx);
             xrc::tag_completions(q);
         }
+    }
+
+    /// A request whose payload stayed with its sender (`remote`: a
+    /// same-host peer's packet by reference). Only an RC WRITE may come so
+    /// (the only kind a requester sends so); anything else is dropped and
+    /// counted as malformed, as its payload is not here to parse.
+    pub(crate) fn receive_by_ref(
+        &mut self,
+        ctx: &Context<'_>,
+        from: SocketAddr,
+        repr: &PacketRepr,
+        remote: Remote,
+        tx: &mut TxQueue,
+    ) {
+        let (sh, q) = (self.sh, &mut *self.q);
+        let op = repr.bth.opcode.op();
+        if sh.qp_type != QpType::Rc || q.transport != Transport::Rc || !op.is_write() {
+            bump(&ctx.stats.parse_errors);
+            log!(
+                Debug,
+                "dropped {repr} from {from}: no payload by reference for it"
+            );
+            return;
+        }
+        if let Some(peer) = q.peer {
+            if canonical(peer.ip()) != canonical(from.ip()) {
+                bump(&ctx.stats.wrong_source);
+                log!(Debug, "dropped {repr} from {from}: the QP's peer is {peer}");
+                return;
+            }
+        }
+        responder::on_write_by_ref(ctx, sh, q, from, repr, remote, tx);
     }
 
     /// Whether the coalesced ACK should leave now rather than at the end of

@@ -22,11 +22,13 @@ use crate::limits::MAX_MSG;
 use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::cq::CqShared;
+use crate::resources::mr::FillError;
 use crate::resources::mr::KeyError;
 use crate::resources::mw::Resolved;
 use crate::resources::placement;
 use crate::resources::sge::{self, RecvWqe};
 use crate::resources::srq::SrqShared;
+use crate::transport::Remote;
 use crate::types::{Access, FlushLevel, FlushType, Gid, QpState, QpType, Wc, WcOpcode, WcStatus};
 use crate::wire::{Aeth, Ext, NakCode, Op, Opcode, PacketRepr, Reth, Syndrome, Transport};
 use std::collections::VecDeque;
@@ -112,6 +114,68 @@ enum Fail {
     Rnr,
     /// UC/UD: drop silently.
     Drop,
+    /// A payload by reference could not be read: ask for the packet again
+    /// (a PSN sequence NAK; the sender carries its payloads from now on).
+    Resend,
+}
+
+/// A request's payload: its bytes, or where a same-host sender kept it
+/// (`from`'s packet by reference, see `transport::same_host`).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    Remote { remote: Remote, from: SocketAddr },
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Remote { remote, .. } => remote.len(),
+        }
+    }
+}
+
+/// An RC WRITE packet whose payload stayed with the same-host sender
+/// (`qp::Locked::receive_by_ref` checked the kind and the source). As
+/// [`on_request`], except that one past a gap is not held (the payload is
+/// not here to hold): the gap's NAK makes the sender send it again.
+pub(super) fn on_write_by_ref(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    from: SocketAddr,
+    repr: &PacketRepr,
+    remote: Remote,
+    tx: &mut TxQueue,
+) {
+    if !matches!(
+        q.state,
+        QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe
+    ) {
+        return;
+    }
+    let d = psn::diff(repr.bth.psn, q.resp.epsn);
+    if d < 0 {
+        bump(&ctx.stats.duplicate_requests);
+        duplicate(ctx, sh, super::xrc::pd(sh, q), q, repr, tx);
+        return;
+    }
+    if d > 0 {
+        bump(&ctx.stats.out_of_sequence);
+        if !q.resp.nak_sent {
+            q.resp.nak_sent = true;
+            let e = q.resp.epsn;
+            ctx.stats.nak_sent(NakCode::PsnSequenceError);
+            send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
+        }
+        return;
+    }
+    q.resp.nak_sent = false;
+    let body = Body::Remote { remote, from };
+    if in_sequence(ctx, sh, q, from, repr, body, tx) && q.resp.reorder.any() {
+        run_held(ctx, sh, q, from, tx);
+    }
 }
 
 fn key_nak(_: KeyError) -> Fail {
@@ -170,7 +234,7 @@ pub(super) fn on_request(
         return;
     }
     q.resp.nak_sent = false;
-    if in_sequence(ctx, sh, q, from, repr, payload, tx) && q.resp.reorder.any() {
+    if in_sequence(ctx, sh, q, from, repr, Body::Bytes(payload), tx) && q.resp.reorder.any() {
         run_held(ctx, sh, q, from, tx);
     }
 }
@@ -184,7 +248,7 @@ fn run_held(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, from: SocketAddr, t
     let mut last = None;
     while let Some((repr, payload)) = q.resp.reorder.take(q.resp.epsn) {
         bump(&ctx.stats.reorder_run);
-        if !in_sequence(ctx, sh, q, from, &repr, &payload, tx) {
+        if !in_sequence(ctx, sh, q, from, &repr, Body::Bytes(&payload), tx) {
             // Refused (an RNR or error NAK went out): the requester sends
             // everything from there again.
             q.resp.reorder.clear();
@@ -221,12 +285,12 @@ fn in_sequence(
     q: &mut Inner,
     from: SocketAddr,
     repr: &PacketRepr,
-    payload: &[u8],
+    body: Body<'_>,
     tx: &mut TxQueue,
 ) -> bool {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
-    match execute(ctx, sh, q, repr, payload, tx) {
+    match execute(ctx, sh, q, repr, body, tx) {
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req && sh.qp_type.is_reliable() && !is_rd_atomic(op) {
@@ -268,6 +332,17 @@ fn in_sequence(
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
+        Err(Fail::Resend) => {
+            // As before the packet: a first one had opened the message.
+            if op.is_first() {
+                q.resp.cur = None;
+            }
+            if !q.resp.nak_sent {
+                q.resp.nak_sent = true;
+                ctx.stats.nak_sent(NakCode::PsnSequenceError);
+                send_aeth(ctx, q, tx, p, Syndrome::Nak(NakCode::PsnSequenceError));
+            }
+        }
     }
     false
 }
@@ -302,10 +377,17 @@ fn execute(
     sh: &QpShared,
     q: &mut Inner,
     repr: &PacketRepr,
-    payload: &[u8],
+    body: Body<'_>,
     tx: &mut TxQueue,
 ) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
+    // Only a WRITE comes by reference (`qp::Locked::receive_by_ref`).
+    let payload = match body {
+        Body::Bytes(b) => b,
+        Body::Remote { .. } if op.is_write() => &[],
+        Body::Remote { .. } => return Err(Fail::Nak(NakCode::InvalidRequest)),
+    };
+    let plen = body.len() as u64;
     let mtu = q.path_mtu.bytes() as u64;
     let invalid = Fail::Nak(NakCode::InvalidRequest);
     if super::xrc::refused(sh, q, op) {
@@ -346,9 +428,9 @@ fn execute(
                 return Err(Fail::Nak(NakCode::RemoteAccessError));
             }
             let single = op != Op::WriteFirst;
-            if !packet_len_ok(op, payload.len() as u64, mtu)
+            if !packet_len_ok(op, plen, mtu)
                 || u64::from(reth.len) > MAX_MSG
-                || (single && payload.len() as u64 != u64::from(reth.len))
+                || (single && plen != u64::from(reth.len))
                 || (!single && u64::from(reth.len) <= mtu)
             {
                 return Err(invalid);
@@ -375,19 +457,19 @@ fn execute(
                 remaining: u64::from(reth.len),
                 total: reth.len,
             });
-            write_payload(ctx, sh, q, repr, payload)
+            write_payload(ctx, sh, q, repr, body)
         }
         Op::WriteMiddle | Op::WriteLast | Op::WriteLastImm => {
             if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
                 return Err(invalid);
             }
-            if !packet_len_ok(op, payload.len() as u64, mtu) {
+            if !packet_len_ok(op, plen, mtu) {
                 return Err(invalid);
             }
             if op == Op::WriteLastImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
-            write_payload(ctx, sh, q, repr, payload)
+            write_payload(ctx, sh, q, repr, body)
         }
         Op::ReadRequest => {
             let Ext::Reth(reth) = repr.ext else {
@@ -549,7 +631,7 @@ fn write_payload(
     sh: &QpShared,
     q: &mut Inner,
     repr: &PacketRepr,
-    payload: &[u8],
+    body: Body<'_>,
 ) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
     let Some(InMsg::Write {
@@ -565,7 +647,7 @@ fn write_payload(
         op,
         Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm
     );
-    let n = payload.len() as u64;
+    let n = body.len() as u64;
     if n > *remaining || (last && n != *remaining) {
         return Err(Fail::Nak(NakCode::InvalidRequest));
     }
@@ -576,8 +658,32 @@ fn write_payload(
             .hold()
             .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
         // The ODP path: a region the target unmapped is a remote access error.
-        m.write(*va, payload)
-            .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+        let remote_failed = match body {
+            Body::Bytes(b) => {
+                m.write(*va, b)
+                    .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
+                None
+            }
+            // The one copy: from the sender's memory into the MR's range
+            // (checked above, as for bytes carried), by the kernel.
+            Body::Remote { remote, from } => match m.fill_by_ref(*va, &remote) {
+                Ok(()) => None,
+                Err(FillError::Target(_)) => return Err(Fail::Nak(NakCode::RemoteAccessError)),
+                Err(e) => Some((e, from)),
+            },
+        };
+        if let Some((e, from)) = remote_failed {
+            // Not the MR's fault (it was checked): the sender's memory or
+            // the kernel's rules. Nothing of the packet counts; the sender
+            // carries its payloads from now on and sends this one again.
+            log!(
+                Debug,
+                "qp {:#x}: payload by reference from {from}: {e}",
+                sh.qpn
+            );
+            ctx.link.refuse_by_ref(from);
+            return Err(Fail::Resend);
+        }
     }
     *va += n;
     *remaining -= n;

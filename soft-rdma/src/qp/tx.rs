@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::resources::mr;
-use crate::transport::{Outgoing, ROCE_PORT};
+use crate::transport::{Outgoing, REF_LEN, ROCE_PORT};
 use crate::types::Gid;
 use crate::wire::icrc::{self, IcrcContext};
 use crate::wire::{Bth, Opcode, PacketRepr};
@@ -19,8 +19,10 @@ pub(crate) struct TxQueue {
     /// built, so reusing the arena needs no zeroing pass.
     bytes: Vec<u8>,
     used: usize,
-    /// (peer, start, length) of each packet in `bytes`.
-    pkts: Vec<(SocketAddr, usize, usize)>,
+    /// (peer, start, length, by reference) of each packet in `bytes`:
+    /// a packet by reference is its headers and a reference
+    /// ([`Link::send_by_ref`](crate::transport::Link::send_by_ref)).
+    pkts: Vec<(SocketAddr, usize, usize, bool)>,
 }
 
 thread_local! {
@@ -69,8 +71,37 @@ impl TxQueue {
         fill(&mut buf[h..h + repr.payload_len])?;
         icrc::seal(&IcrcContext::between(local, peer), buf);
         self.used = start + len;
-        self.pkts.push((peer, start, len));
+        self.pkts.push((peer, start, len, false));
         Ok(())
+    }
+
+    /// Build one packet to `peer` whose payload stays at our address `va`:
+    /// its headers and the reference, no payload copied and no ICRC
+    /// computed (the link hands it to the peer itself: only when
+    /// `ctx.link.by_ref(peer)` said so).
+    pub(crate) fn push_by_ref(&mut self, peer: SocketAddr, repr: &PacketRepr, va: u64) {
+        let (start, h) = (self.used, repr.header_len());
+        let len = h + REF_LEN;
+        self.grow_to(start + len);
+        if self.pkts.len() == self.pkts.capacity() {
+            no_window("the packet list grows");
+        }
+        let buf = &mut self.bytes[start..start + len];
+        let mut full = [0u8; 64 + crate::wire::ICRC_LEN];
+        // The headers as `emit` writes them (into a payload-less copy).
+        let stub = PacketRepr {
+            payload_len: 0,
+            ..*repr
+        };
+        stub.emit(&mut full[..stub.buffer_len()])
+            .expect("QPs build only legal packets");
+        // Pad 0: the receiver takes the pad from the reference's length.
+        buf[..h].copy_from_slice(&full[..h]);
+        buf[h..h + 8].copy_from_slice(&va.to_le_bytes());
+        buf[h + 8..h + 12].copy_from_slice(&(repr.payload_len as u32).to_le_bytes());
+        buf[h + 12..h + 16].fill(0);
+        self.used = start + len;
+        self.pkts.push((peer, start, len, true));
     }
 
     /// Room for `n` more packets of up to `payload` bytes each, so that
@@ -113,14 +144,31 @@ impl TxQueue {
             data: &[],
         };
         let mut batch = [none; BATCH];
-        for chunk in self.pkts.chunks(BATCH) {
-            for (slot, &(peer, start, len)) in batch.iter_mut().zip(chunk) {
+        let mut stubs: [&[u8]; BATCH] = [&[]; BATCH];
+        // Runs of packets in full, and runs by reference to one peer, in order.
+        let mut rest = &self.pkts[..];
+        while let Some(&(peer, _, _, by_ref)) = rest.first() {
+            let n = rest
+                .iter()
+                .take(BATCH)
+                .take_while(|p| p.3 == by_ref && (!by_ref || p.0 == peer))
+                .count();
+            let (run, after) = rest.split_at(n);
+            rest = after;
+            if by_ref {
+                for (slot, &(_, start, len, _)) in stubs.iter_mut().zip(run) {
+                    *slot = &self.bytes[start..start + len];
+                }
+                ctx.link.send_by_ref(peer, &stubs[..n]);
+                continue;
+            }
+            for (slot, &(peer, start, len, _)) in batch.iter_mut().zip(run) {
                 *slot = Outgoing {
                     peer,
                     data: &self.bytes[start..start + len],
                 };
             }
-            let _ = ctx.link.send(&batch[..chunk.len()]);
+            let _ = ctx.link.send(&batch[..n]);
         }
         ctx.stats
             .sent_pkts
@@ -143,7 +191,7 @@ impl TxQueue {
     fn packets(&self) -> impl Iterator<Item = &[u8]> {
         self.pkts
             .iter()
-            .map(|&(_, start, len)| &self.bytes[start..start + len])
+            .map(|&(_, start, len, _)| &self.bytes[start..start + len])
     }
 }
 

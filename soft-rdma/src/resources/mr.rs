@@ -142,6 +142,32 @@ impl MrShared {
         self.access(|m| m.write(va, data))
     }
 
+    /// Write `[va, va+remote.len())` with the payload a same-host sender
+    /// kept (`transport::Remote`): the kernel copies it from the sender's
+    /// memory straight into ours, held present and writable as for
+    /// [`MrShared::write`] (a range outside the MR is refused the same
+    /// way). Err: the MR's refusal, or the kernel's (`Other`).
+    pub(crate) fn fill_by_ref(
+        &self,
+        va: u64,
+        remote: &crate::transport::Remote,
+    ) -> std::result::Result<(), FillError> {
+        let mut failed = None;
+        let r = self.access(|m| {
+            m.fill_with(va, remote.len() as u64, |at, n| {
+                remote.read_into((at - va) as usize, at, n).map_err(|e| {
+                    failed = Some(e);
+                    AccessError::Os(0)
+                })
+            })
+        });
+        match (r, failed) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(e)) => Err(FillError::Source(e)),
+            (Err(e), None) => Err(FillError::Target(e)),
+        }
+    }
+
     pub(crate) fn compare_and_swap(
         &self,
         va: u64,
@@ -158,6 +184,24 @@ impl MrShared {
     /// ODP counters (pinned MRs: only `orphan_accesses`).
     pub(crate) fn odp_counters(&self) -> odp::umem::CounterSnapshot {
         self.memory.counters()
+    }
+}
+
+/// Why [`MrShared::fill_by_ref`] failed.
+#[derive(Debug)]
+pub(crate) enum FillError {
+    /// The MR's memory refused the write.
+    Target(AccessError),
+    /// The sender's memory could not be read.
+    Source(std::io::Error),
+}
+
+impl std::fmt::Display for FillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FillError::Target(e) => write!(f, "target memory: {e}"),
+            FillError::Source(e) => write!(f, "sender's memory: {e}"),
+        }
     }
 }
 

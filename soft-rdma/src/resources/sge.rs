@@ -147,6 +147,15 @@ impl<'a> Payload<'a> {
         Payload::Gather { sges, pd }
     }
 
+    /// Our address of message byte `off`, if the payload is one window
+    /// onto an MR (checked when it opened: the message's bytes are there).
+    pub(crate) fn va(&self, off: u64) -> Option<u64> {
+        match self {
+            Payload::Window { base, .. } => base.checked_add(off),
+            _ => None,
+        }
+    }
+
     /// Copy message bytes `[off, off+out.len())` into `out`.
     pub(crate) fn fill(&mut self, off: u64, out: &mut [u8]) -> Result<(), WcStatus> {
         match self {

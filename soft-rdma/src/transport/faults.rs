@@ -303,6 +303,8 @@ impl<L: Link> FaultLink<L> {
     /// local address, so two devices of one process given the same seed do
     /// not lose the same packets, and a rerun loses the same ones again.
     pub fn new(inner: L, cfg: FaultConfig) -> FaultLink<L> {
+        // It edits, duplicates and holds what arrives: whole packets only.
+        inner.refuse_all_by_ref();
         let local = inner.local();
         let seed = cfg.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()

@@ -51,6 +51,109 @@ pub const ROCE_PORT: u16 = 4791;
 /// Largest IB packet we send or accept: 4096-byte path MTU + headers + ICRC.
 pub const MAX_PACKET: usize = 4096 + 128;
 
+/// A packet's payload left where the sender keeps it: `len` bytes at `va`
+/// in process `pid` (None: this process, another device of it) — a
+/// same-host peer that sent the packet by reference, see `same_host`, "One
+/// copy". `pid` is the ring's producer as the kernel named it, never a
+/// number from the ring; `va` and `len` are the peer's word, as untrusted
+/// as any packet byte: read only through [`Remote::read_into`] and
+/// [`Remote::read_to`], where the kernel (or a guarded copy) checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    pid: Option<i32>,
+    va: u64,
+    len: u32,
+}
+
+impl Remote {
+    pub(crate) fn new(pid: Option<i32>, va: u64, len: u32) -> Remote {
+        Remote { pid, va, len }
+    }
+    /// Whether the payload is in another process (reading it is then a
+    /// system call: worth batching, see [`Remote::follows`]).
+    pub fn other_process(&self) -> bool {
+        self.pid.is_some()
+    }
+    /// Whether `next`'s payload continues this one's in the same process.
+    pub fn follows(&self, next: &Remote) -> bool {
+        self.pid == next.pid && self.va.checked_add(u64::from(self.len)) == Some(next.va)
+    }
+    /// Copy the payloads of `run` (each [`following`](Remote::follows) the
+    /// one before) into `out`, exactly their total length, in one read.
+    pub fn read_run_to(run: &[Remote], out: &mut [u8]) -> io::Result<()> {
+        let (Some(first), total) = (run.first(), run.iter().map(Remote::len).sum::<usize>()) else {
+            return Ok(());
+        };
+        if total != out.len() || run.windows(2).any(|w| !w[0].follows(&w[1])) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        if by_ref_refused() {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        match first.pid {
+            Some(pid) => sys::read_remote(pid, first.va, out.as_mut_ptr() as u64, out.len()),
+            None => sys::read_own(first.va, out.as_mut_ptr() as u64, out.len()),
+        }
+    }
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Copy payload bytes `[off, off+n)` to our address `dst` (memory an
+    /// MR's access holds, see `odp::Memory::fill_with`). An error — the
+    /// sender unmapped its buffer, may not be read by us (ptrace rules), is
+    /// gone, or [`by_ref_refused`] says so — writes nothing the caller may
+    /// trust: the packet is to be dropped.
+    pub fn read_into(&self, off: usize, dst: u64, n: usize) -> io::Result<()> {
+        if off.checked_add(n).is_none_or(|e| e > self.len()) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        if by_ref_refused() {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let src = self.va.wrapping_add(off as u64);
+        match self.pid {
+            Some(pid) => sys::read_remote(pid, src, dst, n),
+            None => sys::read_own(src, dst, n),
+        }
+    }
+}
+
+/// `SOFTRDMA_ONECOPY`: `off` sends every payload in its packet; `local`
+/// takes references only from devices of this process (a receiver then
+/// asks other processes for whole packets: for comparing the two ways);
+/// `eperm` (for tests) makes every read of a payload by reference fail as
+/// a kernel that forbids it would (`EPERM`, Yama's `ptrace_scope`).
+pub const ONECOPY_ENV: &str = "SOFTRDMA_ONECOPY";
+
+fn onecopy_setting() -> &'static str {
+    static S: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        std::env::var(ONECOPY_ENV)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
+}
+
+/// Whether this process sends payloads by reference to same-host peers.
+pub(crate) fn by_ref_enabled() -> bool {
+    !matches!(onecopy_setting(), "off" | "0" | "no" | "false")
+}
+
+/// Whether a receiver takes references from another process.
+pub(crate) fn by_ref_across_processes() -> bool {
+    onecopy_setting() != "local"
+}
+
+/// The test hook: reads by reference fail with `EPERM`.
+fn by_ref_refused() -> bool {
+    onecopy_setting() == "eperm"
+}
+
 /// One datagram to send.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
@@ -98,6 +201,9 @@ pub(crate) struct Slot {
     /// The multicast group it was sent to, if the link knows (a group
     /// socket's datagram); None for unicast, or unknown.
     pub(crate) group: Option<IpAddr>,
+    /// Sent by reference: the bytes are the headers only, the payload is
+    /// there (see [`RecvBatch::remote`]).
+    pub(crate) remote: Option<Remote>,
 }
 
 impl RecvBatch {
@@ -135,6 +241,9 @@ impl RecvBatch {
     /// is no longer [intact](Self::intact).
     pub fn get_mut(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
         self.pkts[i].intact = false;
+        // Middleware turns references off (`Link::refuse_all_by_ref`); one
+        // that came before is left as its headers alone: malformed.
+        self.pkts[i].remote = None;
         let s = self.pkts[i];
         (s.peer, &mut self.buf[s.start..][..s.len])
     }
@@ -179,8 +288,32 @@ impl RecvBatch {
             len,
             intact,
             group: None,
+            remote: None,
         });
         true
+    }
+
+    /// Append the headers of a packet whose payload stays at `remote`
+    /// (intact: it came by a ring). False where [`RecvBatch::push`] would be.
+    pub(crate) fn push_remote(
+        &mut self,
+        peer: SocketAddr,
+        len: usize,
+        remote: Remote,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let pushed = self.push_with(peer, len, true, fill);
+        if let Some(s) = self.pkts.last_mut().filter(|_| pushed) {
+            s.remote = Some(remote);
+        }
+        pushed
+    }
+
+    /// If the `i`th datagram was sent by reference: where its payload is
+    /// (its bytes are then the packet's headers only, BTH to the last
+    /// extension header, with no payload, pad or ICRC).
+    pub fn remote(&self, i: usize) -> Option<Remote> {
+        self.pkts[i].remote
     }
 
     /// [`RecvBatch::push`] of a datagram sent to the multicast `group`.
@@ -260,6 +393,15 @@ pub struct LinkStats {
     /// 1 if the link is bound to a fallback port, not 4791: another socket
     /// holds UDP 4791 on every address (`addr::bind_default`).
     pub port_fallback: u64,
+    /// Of `same_host_sent`/`_received`: packets whose payload went by
+    /// reference (the receiver read it from the sender's memory).
+    pub by_ref_sent: u64,
+    pub by_ref_received: u64,
+    /// Payloads by reference the receiver could not read (the kernel
+    /// refused: ptrace rules, an unmapped range, a gone sender; or a
+    /// malformed reference): dropped, and the sender told to carry its
+    /// payloads from then on.
+    pub by_ref_failed: u64,
     /// UDP GSO datagrams handed to the kernel (each several of `sent`).
     pub gso_sent: u64,
     /// 1 if the kernel refused a GSO datagram (or `SOFTRDMA_GSO=refuse`
@@ -285,6 +427,9 @@ pub(crate) struct Counters {
     pub same_host_over_limit: AtomicU64,
     pub same_host_squatted: AtomicU64,
     pub port_fallback: AtomicU64,
+    pub by_ref_sent: AtomicU64,
+    pub by_ref_received: AtomicU64,
+    pub by_ref_failed: AtomicU64,
     pub gso_sent: AtomicU64,
     pub gso_refused: AtomicU64,
 }
@@ -313,6 +458,9 @@ impl Counters {
             same_host_over_limit: g(&self.same_host_over_limit),
             same_host_squatted: g(&self.same_host_squatted),
             port_fallback: g(&self.port_fallback),
+            by_ref_sent: g(&self.by_ref_sent),
+            by_ref_received: g(&self.by_ref_received),
+            by_ref_failed: g(&self.by_ref_failed),
             gso_sent: g(&self.gso_sent),
             gso_refused: g(&self.gso_refused),
         }
@@ -377,7 +525,34 @@ pub trait Link: Send + Sync {
     }
     /// Stop receiving what is sent to `group` (after a [`Link::join`]).
     fn leave(&self, _group: IpAddr) {}
+    /// Whether packets to `peer` may leave by reference now
+    /// ([`Link::send_by_ref`]): only a link that hands them to the peer
+    /// itself, over a ring to a device of this host. Middleware does not
+    /// forward it: a capture or a fault layer needs the payload in the
+    /// packet.
+    fn by_ref(&self, _peer: SocketAddr) -> bool {
+        false
+    }
+    /// Send packets to `peer` whose payload stays in our memory: each
+    /// `stubs` entry is the packet's headers followed by a reference (our
+    /// address, as 8 bytes LE, and the payload's length, as 4 bytes LE,
+    /// then 4 zero bytes: [`REF_LEN`]); no payload, pad or ICRC. Returns how
+    /// many went; the rest are dropped and counted (the route changed since
+    /// [`Link::by_ref`]: the RC requester sends them again, in full).
+    fn send_by_ref(&self, _peer: SocketAddr, stubs: &[&[u8]]) -> usize {
+        let _ = stubs;
+        0
+    }
+    /// A payload `peer` sent by reference could not be read: it is to send
+    /// its payloads in its packets from now on.
+    fn refuse_by_ref(&self, _peer: SocketAddr) {}
+    /// Every peer is to send whole packets to us (middleware that must see
+    /// the payload, a capture or a fault layer, wraps this link).
+    fn refuse_all_by_ref(&self) {}
 }
+
+/// Bytes of the reference that ends a by-reference packet's stub.
+pub const REF_LEN: usize = 16;
 
 /// A boxed or shared link is a link (the device holds `Arc<dyn Link>`).
 macro_rules! forward_link {
@@ -421,6 +596,18 @@ macro_rules! forward_link {
             }
             fn leave(&self, group: IpAddr) {
                 (**self).leave(group)
+            }
+            fn by_ref(&self, peer: SocketAddr) -> bool {
+                (**self).by_ref(peer)
+            }
+            fn send_by_ref(&self, peer: SocketAddr, stubs: &[&[u8]]) -> usize {
+                (**self).send_by_ref(peer, stubs)
+            }
+            fn refuse_by_ref(&self, peer: SocketAddr) {
+                (**self).refuse_by_ref(peer)
+            }
+            fn refuse_all_by_ref(&self) {
+                (**self).refuse_all_by_ref()
             }
         }
     )*};

@@ -65,6 +65,8 @@ impl<L: Link> PcapLink<L> {
     /// link of this process already records there: then they share it).
     pub fn new(inner: L, path: &Path) -> io::Result<Self> {
         let rec = Recorder::open(path)?;
+        // What it records must be whole RoCEv2 packets.
+        inner.refuse_all_by_ref();
         let local = inner.local();
         lock(&rec.w).locals.push(local);
         Ok(PcapLink {

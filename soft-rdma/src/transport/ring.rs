@@ -7,7 +7,9 @@
 //! and hands over by descriptor; the consumer maps it only if it can no
 //! longer shrink (`F_SEAL_SHRINK`: an access past its end would be SIGBUS).
 //! Layout: one header page, then [`RING_BYTES`] (a power of two) of records.
-//! A record is a `u32` length, 4 zero bytes, the datagram, padding to 8;
+//! A record is a `u32` length, a `u32` kind ([`PLAIN`], or [`BY_REF`]: the
+//! datagram is a packet's headers and a reference to its payload in the
+//! producer's memory, see [`super::same_host`]), the datagram, padding to 8;
 //! [`WRAP`] as a length says "continue at the ring's start". Positions are
 //! byte counters that only grow (`tail`: written up to, by the producer;
 //! `head`: read up to, by the consumer); each side reads the other's counter
@@ -25,7 +27,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use super::{sys, RecvBatch, MAX_PACKET};
+use super::{sys, RecvBatch, Remote, MAX_PACKET, REF_LEN};
 
 /// Bytes of records a ring holds: eight QPs' full 128-packet windows of
 /// 4 KiB packets (a consumer drains it while it fills). Both ends map it
@@ -51,6 +53,12 @@ const OFF_STATE: usize = 196;
 const ATTACHED: u32 = 1;
 const CONSUMER_GONE: u32 = 2;
 const PRODUCER_GONE: u32 = 4;
+/// The consumer could not read a payload by reference: send them in full.
+const NO_REFS: u32 = 8;
+
+/// Record kinds.
+pub(super) const PLAIN: u32 = 0;
+pub(super) const BY_REF: u32 = 1;
 
 /// The ring broke its format (a counter out of range, a record too long or
 /// past the published end): the consumer drops the ring.
@@ -149,6 +157,11 @@ impl Producer {
         self.map.u32_at(OFF_STATE).load(Ordering::Acquire) & CONSUMER_GONE != 0
     }
 
+    /// The consumer asked for payloads in full ([`Consumer::refuse_refs`]).
+    pub(super) fn refs_refused(&self) -> bool {
+        self.map.u32_at(OFF_STATE).load(Ordering::Relaxed) & NO_REFS != 0
+    }
+
     /// Room for `need` more bytes, re-reading the consumer's head if the
     /// last one read does not leave it.
     fn room(&mut self, need: u64) -> Result<bool, PushError> {
@@ -164,7 +177,13 @@ impl Producer {
     }
 
     /// Append one datagram (not yet visible: see [`Producer::publish`]).
+    #[cfg(test)]
     pub(super) fn push(&mut self, data: &[u8]) -> Result<(), PushError> {
+        self.push_kind(data, PLAIN)
+    }
+
+    /// Append one record of `kind` ([`PLAIN`] or [`BY_REF`]).
+    pub(super) fn push_kind(&mut self, data: &[u8], kind: u32) -> Result<(), PushError> {
         debug_assert!(data.len() <= MAX_PACKET);
         let need = record(data.len());
         let off = self.tail & (self.size - 1);
@@ -194,7 +213,7 @@ impl Producer {
         unsafe {
             let at = data_area.add(off);
             at.cast::<u32>().write_volatile(data.len() as u32);
-            at.add(4).cast::<u32>().write_volatile(0);
+            at.add(4).cast::<u32>().write_volatile(kind);
             std::ptr::copy_nonoverlapping(data.as_ptr(), at.add(8), data.len());
         }
         self.tail += need;
@@ -232,8 +251,10 @@ pub(super) struct Consumer {
 impl Consumer {
     /// Map a ring handed over as `fd`, if it is one: sealed against
     /// shrinking, a header with our magic, a power-of-two size within limits
-    /// that matches the file, a head of 0. Marks it attached.
-    pub(super) fn attach(fd: OwnedFd) -> io::Result<Consumer> {
+    /// that matches the file, a head of 0. Marks it attached — and, with
+    /// `no_refs`, refusing references from the start
+    /// ([`Consumer::refuse_refs`]).
+    pub(super) fn attach(fd: OwnedFd, no_refs: bool) -> io::Result<Consumer> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         if !sys::sealed_against_shrinking(fd.as_fd()) {
             return Err(bad("not a memfd sealed against shrinking"));
@@ -254,22 +275,33 @@ impl Consumer {
         if map.u64_at(OFF_HEAD).load(Ordering::Acquire) != 0 {
             return Err(bad("not a fresh ring"));
         }
-        map.u32_at(OFF_STATE).fetch_or(ATTACHED, Ordering::Release);
+        let refs = if no_refs { NO_REFS } else { 0 };
+        map.u32_at(OFF_STATE)
+            .fetch_or(ATTACHED | refs, Ordering::Release);
         Ok(Consumer { map, size, head: 0 })
     }
 
-    /// Move datagrams into `batch` (as from `peer`) while it has room;
-    /// returns (datagrams, bytes).
+    /// Ask the producer to send payloads in full from now on.
+    pub(super) fn refuse_refs(&self) {
+        self.map
+            .u32_at(OFF_STATE)
+            .fetch_or(NO_REFS, Ordering::Relaxed);
+    }
+
+    /// Move datagrams into `batch` (as from `peer`, the device of process
+    /// `pid`, None: ours) while it has room; returns (datagrams, bytes, of them by
+    /// reference).
     pub(super) fn pop_into(
         &mut self,
         batch: &mut RecvBatch,
         peer: std::net::SocketAddr,
-    ) -> Result<(usize, usize), Corrupt> {
+        pid: Option<i32>,
+    ) -> Result<(usize, usize, usize), Corrupt> {
         let tail = self.map.u64_at(OFF_TAIL).load(Ordering::Acquire);
         if tail < self.head || tail - self.head > self.size {
             return Err(Corrupt);
         }
-        let (mut n, mut bytes) = (0, 0);
+        let (mut n, mut bytes, mut refs) = (0, 0, 0);
         let data_area = self.map.data();
         while self.head != tail {
             let off = self.head & (self.size - 1);
@@ -290,17 +322,45 @@ impl Consumer {
                 return Err(Corrupt);
             }
             let src = data_area.wrapping_add(off as usize + 8);
+            // SAFETY: the kind word is inside the record area, 4-aligned
+            // (`off` is 8-aligned), published with the record.
+            let kind = unsafe {
+                data_area
+                    .add(off as usize + 4)
+                    .cast::<u32>()
+                    .read_volatile()
+            };
+            let copy = |from: usize, dst: &mut [u8]| {
+                debug_assert!(from + dst.len() <= len as usize);
+                // SAFETY: `src + from .. + dst.len()` is inside the record
+                // (both callers stay within `len`), which is inside the
+                // record area (checked above) and published by the producer
+                // (below `tail`); `dst` is private memory. A producer that
+                // writes these bytes meanwhile garbles only our copy, which
+                // is parsed and checked like any datagram.
+                unsafe { std::ptr::copy_nonoverlapping(src.add(from), dst.as_mut_ptr(), dst.len()) }
+            };
             // Intact: memory does not flip bits on the way, so the ICRC is
             // not checked; a producer that writes garbage on purpose could
             // have computed a valid ICRC over it anyway.
-            let pushed = batch.push_with(peer, len as usize, true, |dst| {
-                // SAFETY: `src..src + len` is inside the record area (checked
-                // above) and published by the producer (below `tail`); `dst`
-                // is private memory of exactly `len` bytes. A producer that
-                // writes these bytes meanwhile garbles only our copy, which
-                // is parsed and checked like any datagram.
-                unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
-            });
+            let pushed = match kind {
+                PLAIN => batch.push_with(peer, len as usize, true, |dst| copy(0, dst)),
+                BY_REF if len as usize >= REF_LEN => {
+                    let head = len as usize - REF_LEN;
+                    let mut r = [0u8; REF_LEN];
+                    copy(head, &mut r);
+                    let va = u64::from_le_bytes(r[..8].try_into().unwrap());
+                    let plen = u32::from_le_bytes(r[8..12].try_into().unwrap());
+                    if plen as usize > MAX_PACKET {
+                        return Err(Corrupt);
+                    }
+                    let remote = Remote::new(pid, va, plen);
+                    let pushed = batch.push_remote(peer, head, remote, |dst| copy(0, dst));
+                    refs += usize::from(pushed);
+                    pushed
+                }
+                _ => return Err(Corrupt),
+            };
             if !pushed {
                 break;
             }
@@ -311,7 +371,7 @@ impl Consumer {
         self.map
             .u64_at(OFF_HEAD)
             .store(self.head, Ordering::Release);
-        Ok((n, bytes))
+        Ok((n, bytes, refs))
     }
 
     /// About to sleep: ask the producer for a kick. False (and not asked)
@@ -358,7 +418,7 @@ mod tests {
 
     fn pair() -> (Producer, Consumer) {
         let (p, fd) = Producer::create().unwrap();
-        (p, Consumer::attach(fd).unwrap())
+        (p, Consumer::attach(fd, false).unwrap())
     }
 
     fn peer() -> SocketAddr {
@@ -399,7 +459,7 @@ mod tests {
             }
             p.publish();
             batch.clear();
-            let (n, _) = c.pop_into(&mut batch, peer()).unwrap();
+            let (n, _, _) = c.pop_into(&mut batch, peer(), None).unwrap();
             assert_eq!(n, batch.len());
             for (from, d) in batch.iter() {
                 assert_eq!(from, peer());
@@ -409,7 +469,7 @@ mod tests {
         }
         while next_out < next_in {
             batch.clear();
-            c.pop_into(&mut batch, peer()).unwrap();
+            c.pop_into(&mut batch, peer(), None).unwrap();
             assert!(!batch.is_empty());
             for (_, d) in batch.iter() {
                 assert_eq!(d, datagram(next_out));
@@ -437,9 +497,12 @@ mod tests {
         assert_eq!(p.push(&[1]), Err(PushError::Full));
         // Unpublished data is not the consumer's yet.
         let mut batch = RecvBatch::new(4);
-        assert_eq!(c.pop_into(&mut batch, peer()), Ok((0, 0)));
+        assert_eq!(c.pop_into(&mut batch, peer(), None), Ok((0, 0, 0)));
         p.publish();
-        assert_eq!(c.pop_into(&mut batch, peer()), Ok((4, 4 * MAX_PACKET)));
+        assert_eq!(
+            c.pop_into(&mut batch, peer(), None),
+            Ok((4, 4 * MAX_PACKET, 0))
+        );
         assert_eq!(p.push(&big), Ok(()));
     }
 
@@ -451,14 +514,14 @@ mod tests {
         p.map
             .u64_at(OFF_TAIL)
             .store(RING_BYTES as u64 + 8, Ordering::Release);
-        assert_eq!(c.pop_into(&mut batch, peer()), Err(Corrupt));
+        assert_eq!(c.pop_into(&mut batch, peer(), None), Err(Corrupt));
         // A tail behind the head.
         let (mut p, mut c) = pair();
         p.push(&[1; 8]).unwrap();
         p.publish();
-        c.pop_into(&mut batch, peer()).unwrap();
+        c.pop_into(&mut batch, peer(), None).unwrap();
         p.map.u64_at(OFF_TAIL).store(0, Ordering::Release);
-        assert_eq!(c.pop_into(&mut batch, peer()), Err(Corrupt));
+        assert_eq!(c.pop_into(&mut batch, peer(), None), Err(Corrupt));
         // A length past MAX_PACKET, then one past the published tail.
         for bad in [MAX_PACKET as u32 + 1, 64] {
             let (mut p, mut c) = pair();
@@ -466,7 +529,11 @@ mod tests {
             p.publish();
             p.poke_data(0, bad);
             batch.clear();
-            assert_eq!(c.pop_into(&mut batch, peer()), Err(Corrupt), "length {bad}");
+            assert_eq!(
+                c.pop_into(&mut batch, peer(), None),
+                Err(Corrupt),
+                "length {bad}"
+            );
             assert!(batch.is_empty());
         }
         // A wrap marker with less published than the ring's rest.
@@ -474,7 +541,7 @@ mod tests {
         p.push(&[3; 16]).unwrap();
         p.publish();
         p.poke_data(0, WRAP);
-        assert_eq!(c.pop_into(&mut batch, peer()), Err(Corrupt));
+        assert_eq!(c.pop_into(&mut batch, peer(), None), Err(Corrupt));
         // A consumer head the producer never allowed.
         let (mut p, c) = pair();
         c.map.u64_at(OFF_HEAD).store(1 << 40, Ordering::Release);
@@ -490,7 +557,7 @@ mod tests {
         let f = std::fs::File::create(&path).unwrap();
         f.set_len((HEADER + RING_BYTES) as u64).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert!(Consumer::attach(OwnedFd::from(f)).is_err());
+        assert!(Consumer::attach(OwnedFd::from(f), false).is_err());
         // Sealed, but the header lies: magic, size, then a head that is not
         // the start (misaligned: the first read would be undefined).
         for (off, v) in [
@@ -500,7 +567,9 @@ mod tests {
         ] {
             let (p, fd) = Producer::create().unwrap();
             p.map.u64_at(off).store(v, Ordering::Release);
-            let e = Consumer::attach(fd).err().expect("attached a bad ring");
+            let e = Consumer::attach(fd, false)
+                .err()
+                .expect("attached a bad ring");
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
             assert!(!p.attached());
         }
@@ -516,15 +585,51 @@ mod tests {
         assert!(!p.publish(), "one kick per sleep");
         assert!(!c.arm(), "a datagram waits: do not sleep");
         let mut batch = RecvBatch::new(1);
-        assert_eq!(c.pop_into(&mut batch, peer()), Ok((1, 1)));
+        assert_eq!(c.pop_into(&mut batch, peer(), None), Ok((1, 1, 0)));
         c.disarm();
         p.push(b"y").unwrap();
         assert!(!p.publish(), "awake consumer: no kick");
         drop(p);
         assert!(!c.finished(), "one datagram still to read");
         batch.clear();
-        c.pop_into(&mut batch, peer()).unwrap();
+        c.pop_into(&mut batch, peer(), None).unwrap();
         assert!(c.finished());
+    }
+
+    #[test]
+    fn a_reference_comes_out_as_headers_and_where_its_payload_is() {
+        let (mut p, mut c) = pair();
+        let mut stub = b"headers.".to_vec();
+        stub.extend_from_slice(&0x1234_5678u64.to_le_bytes());
+        stub.extend_from_slice(&4096u32.to_le_bytes());
+        stub.extend_from_slice(&[0; 4]);
+        p.push_kind(&stub, BY_REF).unwrap();
+        p.push(b"plain").unwrap();
+        p.publish();
+        let mut batch = RecvBatch::new(4);
+        assert_eq!(c.pop_into(&mut batch, peer(), Some(7)).map(|r| r.2), Ok(1));
+        assert_eq!(batch.get(0).1, b"headers.");
+        assert_eq!(
+            batch.remote(0),
+            Some(Remote::new(Some(7), 0x1234_5678, 4096))
+        );
+        assert_eq!((batch.get(1).1, batch.remote(1)), (&b"plain"[..], None));
+        // The consumer asks for payloads in full; the producer sees it.
+        assert!(!p.refs_refused());
+        c.refuse_refs();
+        assert!(p.refs_refused());
+        // Too short to hold a reference, one naming more than a packet
+        // holds, an unknown kind: the ring is broken.
+        let mut long = stub.clone();
+        long[16..20].copy_from_slice(&(MAX_PACKET as u32 + 1).to_le_bytes());
+        for (d, kind) in [(&b"short"[..], BY_REF), (&long[..], BY_REF), (&b"x"[..], 9)] {
+            let (mut p, mut c) = pair();
+            p.push_kind(d, kind).unwrap();
+            p.publish();
+            batch.clear();
+            assert_eq!(c.pop_into(&mut batch, peer(), None), Err(Corrupt), "{d:?}");
+            assert!(batch.is_empty());
+        }
     }
 
     #[test]

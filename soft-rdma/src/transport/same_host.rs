@@ -62,6 +62,22 @@
 //! any untrusted memory: the consumer maps only sealed memfds, checks every
 //! counter and length it reads, and drops a ring that breaks the format;
 //! what it copies out is checked like any datagram.
+//!
+//! **One copy.** An RC WRITE packet may go on a ring by reference: its
+//! headers and (address, length) of its payload in the sender's memory, a
+//! record of kind `BY_REF` — no payload copied into the ring, no ICRC
+//! computed. Only the `UdpLink` offers it ([`SameHost::by_ref`]: a ring in
+//! use whose consumer has not refused them), so a capture or a fault layer
+//! above the link always sees whole packets. The consumer labels the
+//! packet with the producer's pid from `SCM_CREDENTIALS` (never a number
+//! from the ring), and the device reads the payload with
+//! `process_vm_readv` — the kernel checks that range of the sender's and
+//! the ptrace rules — or, for another device of this process, with odp's
+//! guarded copy. So a hostile reference can make us read only the
+//! sender's own memory, into a range the R_Key allowed. A read that fails
+//! makes the consumer set `NO_REFS` in the ring ([`SameHost::refuse_by_ref`]):
+//! its producer sends whole packets from then on. Details and figures:
+//! docs/TRANSPORT.md, "One copy".
 #![forbid(unsafe_code)]
 use crate::lock;
 use std::collections::HashMap;
@@ -72,7 +88,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ring::{Consumer, Producer, PushError};
+use super::ring::{self, Consumer, Producer, PushError};
 use super::{sys, Counters, RecvBatch, MAX_PACKET};
 use crate::log::log;
 
@@ -201,6 +217,8 @@ pub(super) struct SameHost {
     warned: AtomicU32,
     /// The link was closed: no new routes or rings.
     closed: AtomicBool,
+    /// Every ring we read asks its producer for whole packets.
+    no_refs: AtomicBool,
 }
 
 /// How packets to one peer travel.
@@ -264,6 +282,10 @@ pub(super) struct Outbound {
 /// A ring we read, from one peer.
 struct Inbound {
     peer: SocketAddr,
+    /// The offering process, as the kernel named it (None: this one):
+    /// payloads by reference are read from its memory, never from a pid of
+    /// its choice.
+    pid: Option<i32>,
     ring: Consumer,
     /// Not read before (ns after `epoch`): the marker has not come yet. 0:
     /// open.
@@ -286,6 +308,7 @@ impl SameHost {
             last_control: AtomicU64::new(0),
             warned: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            no_refs: AtomicBool::new(false),
         })
     }
 
@@ -543,6 +566,17 @@ impl SameHost {
         data: impl Iterator<Item = &'a [u8]>,
         c: &Counters,
     ) -> usize {
+        self.send_kind(o, data, ring::PLAIN, c)
+    }
+
+    /// [`SameHost::send`] of records of `kind`.
+    fn send_kind<'a>(
+        &self,
+        o: &Outbound,
+        data: impl Iterator<Item = &'a [u8]>,
+        kind: u32,
+        c: &Counters,
+    ) -> usize {
         let mut p = lock(&o.producer);
         let (mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize);
         let mut waits = 0;
@@ -555,7 +589,7 @@ impl SameHost {
                 continue;
             }
             loop {
-                match p.push(d) {
+                match p.push_kind(d, kind) {
                     Ok(()) => {
                         sent += 1;
                         bytes += d.len();
@@ -599,6 +633,56 @@ impl SameHost {
         sent
     }
 
+    /// The ring to `peer` if packets may go on it by reference now: it is
+    /// in use (its marker sent), its consumer alive and not refusing them.
+    fn ring_for_refs(&self, peer: SocketAddr) -> Option<Arc<Outbound>> {
+        let o = match lock(&self.out).get(&canon(peer)) {
+            Some(Route::Ring(o)) => o.clone(),
+            _ => return None,
+        };
+        let ok = !o.dead.load(Ordering::Relaxed) && {
+            let p = lock(&o.producer);
+            !p.refs_refused() && !p.consumer_gone()
+        };
+        ok.then_some(o)
+    }
+
+    /// Whether packets to `peer` may leave by reference (see "One copy").
+    pub(super) fn by_ref(&self, peer: SocketAddr) -> bool {
+        super::by_ref_enabled() && self.ring_for_refs(peer).is_some()
+    }
+
+    /// Send by-reference stubs to `peer` on its ring; those that cannot go
+    /// (no ring any more) are dropped and counted.
+    pub(super) fn send_by_ref(&self, peer: SocketAddr, stubs: &[&[u8]], c: &Counters) -> usize {
+        let Some(o) = self.ring_for_refs(peer) else {
+            Counters::add(&c.send_dropped, stubs.len() as u64);
+            return 0;
+        };
+        let sent = self.send_kind(&o, stubs.iter().copied(), ring::BY_REF, c);
+        Counters::add(&c.by_ref_sent, sent as u64);
+        sent
+    }
+
+    /// A payload `peer` sent by reference could not be read: ask it (its
+    /// ring's producer) to carry them from now on.
+    pub(super) fn refuse_by_ref(&self, peer: SocketAddr, c: &Counters) {
+        Counters::add(&c.by_ref_failed, 1);
+        let peer = canon(peer);
+        if let Some(r) = lock(&self.inbound).iter().find(|r| r.peer == peer) {
+            r.ring.refuse_refs();
+        }
+    }
+
+    /// From now on every ring we read (those to come too) asks for whole
+    /// packets.
+    pub(super) fn refuse_all_by_ref(&self) {
+        self.no_refs.store(true, Ordering::Release);
+        lock(&self.inbound)
+            .iter()
+            .for_each(|r| r.ring.refuse_refs());
+    }
+
     /// Take up offers waiting on the socket (and swallow kicks).
     pub(super) fn control(&self, c: &Counters) {
         self.last_control.store(self.now(), Ordering::Relaxed);
@@ -615,13 +699,20 @@ impl SameHost {
                 }
             };
             let Some(fd) = m.fd else { continue };
-            self.consider(&buf[..m.len], &m.from, m.uid, fd, c);
+            self.consider(&buf[..m.len], &m.from, (m.uid, m.pid), fd, c);
         }
     }
 
     /// An offer: `msg` with the ring `fd`, from the socket named `from`, of
     /// a process of `uid`.
-    fn consider(&self, msg: &[u8], from: &[u8], uid: Option<u32>, fd: OwnedFd, c: &Counters) {
+    fn consider(
+        &self,
+        msg: &[u8],
+        from: &[u8],
+        (uid, pid): (Option<u32>, Option<i32>),
+        fd: OwnedFd,
+        c: &Counters,
+    ) {
         let (Some(words), Some(y)) = (msg.get(..OFFER.len()), msg.get(OFFER.len()..)) else {
             return self.refuse(c, None);
         };
@@ -659,12 +750,14 @@ impl SameHost {
                 ),
             );
         }
-        self.take(peer, fd, c);
+        // No pid (cannot happen with SO_PASSCRED): 0 names no process, so
+        // reads by reference fail and the peer is asked to stop.
+        self.take(peer, pid.unwrap_or(0), fd, c);
     }
 
     /// Map a ring `peer` offered; it replaces an older one from the same
     /// address (the peer's device was closed and opened again).
-    fn take(&self, peer: SocketAddr, fd: OwnedFd, c: &Counters) {
+    fn take(&self, peer: SocketAddr, pid: i32, fd: OwnedFd, c: &Counters) {
         let mut rings = lock(&self.inbound);
         if self.closed.load(Ordering::Acquire) {
             return;
@@ -678,10 +771,19 @@ impl SameHost {
                 format_args!("same-host rings: {MAX_RINGS} already; {peer} stays on UDP"),
             );
         }
-        match Consumer::attach(fd) {
+        // Our own pid now (a forked child has its own device).
+        let pid = (pid != std::process::id() as i32).then_some(pid);
+        let no_refs = self.no_refs.load(Ordering::Acquire)
+            || (pid.is_some() && !super::by_ref_across_processes());
+        match Consumer::attach(fd, no_refs) {
             Ok(ring) => {
                 let gate = self.now() + GATE_MAX.as_nanos() as u64;
-                rings.push(Inbound { peer, ring, gate });
+                rings.push(Inbound {
+                    peer,
+                    pid,
+                    ring,
+                    gate,
+                });
                 log!(Debug, "same-host ring from {peer}");
             }
             Err(e) => {
@@ -733,8 +835,9 @@ impl Inbound {
     /// (finished, or broken: counted).
     fn pop(&mut self, batch: &mut RecvBatch, c: &Counters) -> bool {
         let r = self;
-        match r.ring.pop_into(batch, r.peer) {
-            Ok((n, bytes)) => {
+        match r.ring.pop_into(batch, r.peer, r.pid) {
+            Ok((n, bytes, refs)) => {
+                Counters::add(&c.by_ref_received, refs as u64);
                 Counters::add(&c.received, n as u64);
                 Counters::add(&c.same_host_received, n as u64);
                 Counters::add(&c.received_bytes, bytes as u64);

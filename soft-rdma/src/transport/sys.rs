@@ -180,6 +180,8 @@ pub(super) struct UnixMessage {
     /// The sender's uid as the kernel saw it (`SCM_CREDENTIALS`: the
     /// socket has `SO_PASSCRED`, see [`unix_dgram_bound`]).
     pub(super) uid: Option<u32>,
+    /// The sender's pid, from the same credentials (in our PID namespace).
+    pub(super) pid: Option<i32>,
 }
 
 /// Take one message off the unix datagram socket `sock` without blocking
@@ -195,11 +197,14 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
         RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
     )?;
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let mut uid = None;
+    let (mut uid, mut pid) = (None, None);
     for msg in control.drain() {
         match msg {
             RecvAncillaryMessage::ScmRights(got) => fds.extend(got),
-            RecvAncillaryMessage::ScmCredentials(c) => uid = Some(c.uid.as_raw()),
+            RecvAncillaryMessage::ScmCredentials(c) => {
+                uid = Some(c.uid.as_raw());
+                pid = Some(c.pid.as_raw_nonzero().get());
+            }
             _ => {}
         }
     }
@@ -213,6 +218,7 @@ pub(super) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<U
         from,
         fd: if fds.len() == 1 { fds.pop() } else { None },
         uid,
+        pid,
     })
 }
 
@@ -229,6 +235,53 @@ pub(super) fn unix_dgram_bound(name: &[u8]) -> io::Result<OwnedFd> {
     net::bind(&fd, &abstract_addr(name)?)?;
     sockopt::set_socket_passcred(&fd, true)?;
     Ok(fd)
+}
+
+/// Copy `len` bytes at `remote` in process `pid`'s address space to our
+/// address `local` (`process_vm_readv`). The kernel checks both sides: a
+/// range `pid` has not mapped, or `local` not writable, is `EFAULT`; a
+/// process we may not trace is `EPERM`; a short copy is `EFAULT` too.
+///
+/// `local` must be memory the caller may have overwritten behind Rust's
+/// back: application memory inside a registered MR, held present and
+/// writable by its access (`odp::Memory::fill_with`), never Rust-owned.
+pub(super) fn read_remote(pid: i32, remote: u64, local: u64, len: usize) -> io::Result<()> {
+    let liov = libc::iovec {
+        iov_base: local as *mut libc::c_void,
+        iov_len: len,
+    };
+    let riov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: the iovecs are valid for the call; the kernel reads only
+    // `pid`'s memory (checked by it: ptrace access, mapped range) and writes
+    // only `local..local+len` of ours, which the caller holds for us (the
+    // MR's access, see above) and which no Rust reference covers. A fault
+    // on either side is an error return, not a signal.
+    let n = unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) };
+    match n {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n if n as usize != len => Err(io::Error::from_raw_os_error(libc::EFAULT)),
+        _ => Ok(()),
+    }
+}
+
+/// Copy `len` bytes from our address `src` to our address `local`, as
+/// [`read_remote`] does from another process: a fault on either side is
+/// `EFAULT`, never a signal (odp's guarded copy). `local` as there; `src`
+/// is an address a peer named (another device of this process), which we
+/// only read, through the guarded copy.
+pub(super) fn read_own(src: u64, local: u64, len: usize) -> io::Result<()> {
+    // SAFETY: the guarded copy turns a fault on either address into an
+    // error; `local` is held for us and no Rust reference covers it (see
+    // `read_remote`). `src` may be any of our addresses, Rust-owned ones
+    // included: it is only read, by the copy's own instructions (as the
+    // kernel reads for `process_vm_readv`), so whatever it finds lands in
+    // the MR and nothing of ours changes. They cannot overlap harmfully:
+    // an overlap only garbles the MR's own bytes.
+    unsafe { odp::guarded::copy(local as *mut u8, src as *const u8, len) }
+        .map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))
 }
 
 /// This process's real uid.

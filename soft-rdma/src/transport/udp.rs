@@ -751,6 +751,7 @@ impl UdpLink {
                         len,
                         intact: false,
                         group: None,
+                        remote: None,
                     });
                     off += len;
                 }
@@ -914,6 +915,34 @@ impl Link for UdpLink {
 
     fn leave(&self, group: IpAddr) {
         self.groups.leave(group)
+    }
+
+    fn by_ref(&self, peer: SocketAddr) -> bool {
+        self.same_host
+            .as_ref()
+            .is_some_and(|sh| sh.by_ref(self.wire(peer)))
+    }
+
+    fn send_by_ref(&self, peer: SocketAddr, stubs: &[&[u8]]) -> usize {
+        match &self.same_host {
+            Some(sh) => sh.send_by_ref(self.wire(peer), stubs, &self.counters),
+            None => {
+                Counters::add(&self.counters.send_dropped, stubs.len() as u64);
+                0
+            }
+        }
+    }
+
+    fn refuse_by_ref(&self, peer: SocketAddr) {
+        if let Some(sh) = &self.same_host {
+            sh.refuse_by_ref(self.wire(peer), &self.counters);
+        }
+    }
+
+    fn refuse_all_by_ref(&self) {
+        if let Some(sh) = &self.same_host {
+            sh.refuse_all_by_ref();
+        }
     }
 }
 

@@ -42,6 +42,36 @@ impl PacketRepr {
         Ok((repr, range))
     }
 
+    /// Parse the headers of a packet whose `payload_len` bytes of payload
+    /// travel apart (a same-host packet by reference): `header` is exactly
+    /// BTH and the opcode's extension headers, of an opcode with payload;
+    /// no pad or ICRC follow. The BTH's pad count is taken as
+    /// `payload_len`'s, whatever the header says.
+    pub fn parse_header(header: &[u8], payload_len: usize) -> Result<PacketRepr, WireError> {
+        const MAX_HEADER: usize = 64;
+        let n = header.len();
+        if !(super::bth::BTH_LEN..=MAX_HEADER).contains(&n) {
+            return Err(WireError::Truncated);
+        }
+        // A payload-less packet to parse: the header, pad 0, an ICRC slot.
+        let mut buf = [0u8; MAX_HEADER + ICRC_LEN];
+        buf[..n].copy_from_slice(header);
+        buf[super::bth::field::FLAGS] &= !super::bth::field::PAD_MASK;
+        let (repr, payload) = PacketRepr::parse(&buf[..n + ICRC_LEN])?;
+        if repr.header_len() != n || !payload.is_empty() || !repr.bth.opcode.op().has_payload() {
+            return Err(WireError::BadLength);
+        }
+        let bth = Bth {
+            pad: pad_for(payload_len),
+            ..repr.bth
+        };
+        Ok(PacketRepr {
+            bth,
+            payload_len,
+            ..repr
+        })
+    }
+
     /// BTH + extension headers (as the opcode requires them).
     pub fn header_len(&self) -> usize {
         self.bth.opcode.header_len()
