@@ -164,13 +164,13 @@ fn two_processes(env: &[(&str, &str)], port: u16) -> (String, String) {
     (out, sout)
 }
 
-/// Two processes: the receiver reads the sender's memory with
-/// `process_vm_readv` (the same uid; no Yama here, or a permissive one);
-/// with `SOFTRDMA_ONECOPY=local` it asks for whole packets instead.
+/// Two processes with `SOFTRDMA_ONECOPY=all`: the receiver reads the
+/// sender's memory with `process_vm_readv` (the same uid; no Yama here, or
+/// a permissive one); by default (`local`) it asks for whole packets.
 #[test]
 fn two_processes_write_by_reference() {
     let port = 21000 + (std::process::id() % 9000) as u16;
-    let (out, sout) = two_processes(&[], port);
+    let (out, sout) = two_processes(&[("SOFTRDMA_ONECOPY", "all")], port);
     let sent: u64 = stat(&out, "link_by_ref_sent").iter().sum();
     let received: u64 = stat(&sout, "link_by_ref_received").iter().sum();
     if stat(&sout, "link_by_ref_failed").iter().sum::<u64>() > 0 {
@@ -182,7 +182,7 @@ fn two_processes_write_by_reference() {
             "client:\n{out}\nserver:\n{sout}"
         );
     }
-    let (out, sout) = two_processes(&[("SOFTRDMA_ONECOPY", "local")], port + 1);
+    let (out, sout) = two_processes(&[], port + 1);
     let refs: u64 = stat(&(out.clone() + &sout), "link_by_ref_sent")
         .iter()
         .sum();

@@ -122,11 +122,15 @@ impl Remote {
     }
 }
 
-/// `SOFTRDMA_ONECOPY`: `off` sends every payload in its packet; `local`
-/// takes references only from devices of this process (a receiver then
-/// asks other processes for whole packets: for comparing the two ways);
-/// `eperm` (for tests) makes every read of a payload by reference fail as
-/// a kernel that forbids it would (`EPERM`, Yama's `ptrace_scope`).
+/// `SOFTRDMA_ONECOPY`: unset (or `local`), payloads go by reference only
+/// between devices of one process (a receiver asks other processes for
+/// whole packets: across processes the page walk of `process_vm_readv`
+/// cost about what it saved on the 2-core VM, and the two-process runs
+/// with it were not faster — docs/BENCHMARKS.md, "One copy"); `all` takes
+/// references from other processes too; `off` sends every payload in its
+/// packet; `eperm` (for tests) is `all` with every read of a payload by
+/// reference failing as a kernel that forbids it would (`EPERM`, Yama's
+/// `ptrace_scope`).
 pub const ONECOPY_ENV: &str = "SOFTRDMA_ONECOPY";
 
 fn onecopy_setting() -> &'static str {
@@ -146,7 +150,7 @@ pub(crate) fn by_ref_enabled() -> bool {
 
 /// Whether a receiver takes references from another process.
 pub(crate) fn by_ref_across_processes() -> bool {
-    onecopy_setting() != "local"
+    matches!(onecopy_setting(), "all" | "eperm")
 }
 
 /// The test hook: reads by reference fail with `EPERM`.
