@@ -722,6 +722,7 @@ mod tests {
                         len: 100,
                         intact: d == 1,
                         group: None,
+                        remote: None,
                     });
                 }
             }
