@@ -1,0 +1,198 @@
+//! Read-ahead for a device streaming through an explicit umem: once its
+//! message faults march forward, the pages after them are faulted in on the
+//! prefetch worker while the device copies, instead of each message waiting
+//! for its own pages to be allocated and zeroed.
+//!
+//! Only the bookkeeping lives here (what to fault next); the faulting is
+//! `Region::map_for`, with its read_begin/read_retry commit, so a chunk
+//! racing an invalidation never marks an invalidated page present.
+
+use super::PAGE_SIZE;
+
+/// Pages handed to one worker fault: small enough that the stream's own
+/// fault rarely waits behind a chunk in flight, large enough that the
+/// system call is a small part of it.
+pub(crate) const CHUNK: u64 = 256 << 10;
+
+/// How far past the stream's end read-ahead goes. Bounds the memory it may
+/// fault that the device never touches (a stream that stops, or jumps).
+pub(crate) const DISTANCE: u64 = 8 << 20;
+
+/// One umem's stream: the last message faulted and how far ahead of it the
+/// worker has gone. Under its own lock, never with the umem lock held.
+#[derive(Debug, Default)]
+pub(crate) struct Stream {
+    /// `[start, end)` of the last fault.
+    last: (u64, u64),
+    /// Faults in a row that continued the stream.
+    run: u32,
+    write: bool,
+    /// Read-ahead wants pages up to here (page-aligned, exclusive).
+    want: u64,
+    /// The worker's next chunk starts here: everything below was handed out.
+    next: u64,
+    /// A chunk here failed (a hole, a read-only mapping): the stream stays
+    /// below it until it jumps.
+    cap: u64,
+    /// A worker job is running or queued for this stream.
+    busy: bool,
+}
+
+impl Stream {
+    /// Note a device fault of `[va, va+len)` in a region ending at `limit`.
+    /// True if a worker job should be started (and `busy` is now set).
+    pub(crate) fn note(&mut self, va: u64, len: u64, write: bool, limit: u64) -> bool {
+        let end = va.saturating_add(len);
+        let (ls, le) = self.last;
+        // Forward, at most one message's length past the last one: a
+        // sequential stream (perftest's cycle buffer, a bulk transfer).
+        let continues = len > 0
+            && le > ls
+            && write == self.write
+            && va >= ls
+            && va <= le.saturating_add(le - ls);
+        self.last = (va, end);
+        if !continues {
+            self.run = 0;
+            self.write = write;
+            self.cap = limit;
+            self.want = 0;
+            self.next = 0;
+            return false;
+        }
+        self.run += 1;
+        let aligned = end.next_multiple_of(PAGE_SIZE).min(limit);
+        self.want = self
+            .want
+            .max(aligned.saturating_add(DISTANCE).min(self.cap.min(limit)));
+        // The next message is the device's own fault; start after it, so the
+        // two do not allocate the same pages at once.
+        let after_next = aligned.saturating_add(len).next_multiple_of(PAGE_SIZE);
+        self.next = self.next.max(after_next);
+        // Restarted once a whole chunk is due, not for every message.
+        let due = self.want.saturating_sub(self.next);
+        let whole = CHUNK.min(limit.saturating_sub(self.next)).max(1);
+        if !self.busy && due >= whole {
+            self.busy = true;
+            return true;
+        }
+        false
+    }
+
+    /// The worker's next chunk `(start, end, write)`, or `None` when it has
+    /// caught up (then `busy` is cleared: the next fault starts a job again).
+    pub(crate) fn next_chunk(&mut self) -> Option<(u64, u64, bool)> {
+        if self.next >= self.want {
+            self.busy = false;
+            return None;
+        }
+        let s = self.next;
+        let e = (s + CHUNK).min(self.want);
+        self.next = e;
+        Some((s, e, self.write))
+    }
+
+    /// The chunk at `start` could not be faulted: stop there.
+    pub(crate) fn failed(&mut self, start: u64) {
+        self.cap = start;
+        self.want = self.want.min(start);
+        self.busy = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: u64 = 64 << 10;
+    const LIMIT: u64 = 1 << 30;
+
+    #[test]
+    fn a_single_fault_or_a_jump_starts_nothing() {
+        let mut s = Stream::default();
+        assert!(!s.note(0x10_0000, M, true, LIMIT));
+        assert!(
+            !s.note(0x800_0000, M, true, LIMIT),
+            "a jump is not a stream"
+        );
+        assert!(
+            !s.note(0x100_0000, M, true, LIMIT),
+            "backwards is not a stream"
+        );
+        assert_eq!(s.next_chunk(), None);
+    }
+
+    #[test]
+    fn a_forward_stream_reads_ahead_in_chunks_past_its_next_message() {
+        let mut s = Stream::default();
+        assert!(!s.note(0, M, true, LIMIT));
+        assert!(s.note(M, M, true, LIMIT));
+        // The message after this one (2M..3M) is left to the device.
+        assert_eq!(s.next_chunk(), Some((3 * M, 3 * M + CHUNK, true)));
+        assert!(!s.note(2 * M, M, true, LIMIT), "a job is already running");
+        let mut last = 0;
+        while let Some((a, b, _)) = s.next_chunk() {
+            assert!(b - a <= CHUNK && a < b);
+            last = b;
+        }
+        assert_eq!(last, 3 * M + DISTANCE, "up to DISTANCE past the stream");
+        assert!(!s.busy);
+        // Later faults restart the worker where it stopped, once a whole
+        // chunk is due.
+        let mut k = 3;
+        while !s.note(k * M, M, true, LIMIT) {
+            k += 1;
+        }
+        assert_eq!((k - 2) * M, CHUNK, "want (k+1)M+D, the worker at 3M+D");
+        let c = (3 * M + DISTANCE, 3 * M + DISTANCE + CHUNK, true);
+        assert_eq!(s.next_chunk(), Some(c));
+    }
+
+    #[test]
+    fn a_stream_that_overtakes_the_worker_moves_it_forward() {
+        let mut s = Stream::default();
+        s.note(0, M, true, LIMIT);
+        s.note(M, M, true, LIMIT);
+        s.next_chunk();
+        // The device ran far ahead of the worker.
+        s.note(2 * M, M, true, LIMIT);
+        for k in 3..64 {
+            s.note(k * M, M, true, LIMIT);
+        }
+        let (a, _, _) = s.next_chunk().unwrap();
+        assert_eq!(a, 65 * M);
+    }
+
+    #[test]
+    fn read_ahead_stays_inside_the_region_and_below_a_failure() {
+        let mut s = Stream::default();
+        let limit = 4 * M + 4096;
+        s.note(0, M, false, limit);
+        assert!(s.note(M, M, false, limit));
+        let mut last = 0;
+        while let Some((_, b, write)) = s.next_chunk() {
+            assert!(!write);
+            last = b;
+        }
+        assert_eq!(last, limit);
+
+        let mut s = Stream::default();
+        s.note(0, M, true, LIMIT);
+        s.note(M, M, true, LIMIT);
+        let (a, _, _) = s.next_chunk().unwrap();
+        s.failed(a);
+        assert_eq!(s.next_chunk(), None);
+        assert!(!s.note(2 * M, M, true, LIMIT), "capped below the failure");
+        // A jump starts a new stream, without the cap.
+        s.note(100 * M, M, true, LIMIT);
+        assert!(s.note(101 * M, M, true, LIMIT));
+    }
+
+    #[test]
+    fn a_change_of_access_is_a_new_stream() {
+        let mut s = Stream::default();
+        s.note(0, M, false, LIMIT);
+        assert!(!s.note(M, M, true, LIMIT));
+        assert!(s.note(2 * M, M, true, LIMIT));
+    }
+}
