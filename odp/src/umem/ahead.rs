@@ -1,7 +1,12 @@
-//! Read-ahead for a device streaming through an explicit umem: once its
-//! message faults march forward, the pages after them are faulted in on the
-//! prefetch worker while the device copies, instead of each message waiting
-//! for its own pages to be allocated and zeroed.
+//! Read-ahead for a device streaming writes through an explicit umem: once
+//! its message faults march forward, the pages after them are faulted in
+//! for writing on the prefetch worker while the device copies, instead of
+//! each message waiting for its own pages to be allocated and zeroed.
+//!
+//! Writes only: a read of fresh memory maps the shared zero page (cheap),
+//! and a read of memory the application wrote finds its pages resident;
+//! neither is worth the worker's time, which a write stream on the same
+//! worker needs (both sides of a same-process run share it).
 //!
 //! Only the bookkeeping lives here (what to fault next); the faulting is
 //! `Region::map_for`, with its read_begin/read_retry commit, so a chunk
@@ -26,7 +31,6 @@ pub(crate) struct Stream {
     last: (u64, u64),
     /// Faults in a row that continued the stream.
     run: u32,
-    write: bool,
     /// Read-ahead wants pages up to here (page-aligned, exclusive).
     want: u64,
     /// The worker's next chunk starts here: everything below was handed out.
@@ -39,22 +43,17 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Note a device fault of `[va, va+len)` in a region ending at `limit`.
-    /// True if a worker job should be started (and `busy` is now set).
-    pub(crate) fn note(&mut self, va: u64, len: u64, write: bool, limit: u64) -> bool {
+    /// Note a device write fault of `[va, va+len)` in a region ending at
+    /// `limit`. True if a worker job should be started (`busy` is now set).
+    pub(crate) fn note(&mut self, va: u64, len: u64, limit: u64) -> bool {
         let end = va.saturating_add(len);
         let (ls, le) = self.last;
         // Forward, at most one message's length past the last one: a
         // sequential stream (perftest's cycle buffer, a bulk transfer).
-        let continues = len > 0
-            && le > ls
-            && write == self.write
-            && va >= ls
-            && va <= le.saturating_add(le - ls);
+        let continues = len > 0 && le > ls && va >= ls && va <= le.saturating_add(le - ls);
         self.last = (va, end);
         if !continues {
             self.run = 0;
-            self.write = write;
             self.cap = limit;
             self.want = 0;
             self.next = 0;
@@ -79,9 +78,9 @@ impl Stream {
         false
     }
 
-    /// The worker's next chunk `(start, end, write)`, or `None` when it has
-    /// caught up (then `busy` is cleared: the next fault starts a job again).
-    pub(crate) fn next_chunk(&mut self) -> Option<(u64, u64, bool)> {
+    /// The worker's next chunk `(start, end)`, or `None` when it has caught
+    /// up (then `busy` is cleared: the next fault starts a job again).
+    pub(crate) fn next_chunk(&mut self) -> Option<(u64, u64)> {
         if self.next >= self.want {
             self.busy = false;
             return None;
@@ -89,7 +88,7 @@ impl Stream {
         let s = self.next;
         let e = (s + CHUNK).min(self.want);
         self.next = e;
-        Some((s, e, self.write))
+        Some((s, e))
     }
 
     /// The chunk at `start` could not be faulted: stop there.
@@ -110,28 +109,22 @@ mod tests {
     #[test]
     fn a_single_fault_or_a_jump_starts_nothing() {
         let mut s = Stream::default();
-        assert!(!s.note(0x10_0000, M, true, LIMIT));
-        assert!(
-            !s.note(0x800_0000, M, true, LIMIT),
-            "a jump is not a stream"
-        );
-        assert!(
-            !s.note(0x100_0000, M, true, LIMIT),
-            "backwards is not a stream"
-        );
+        assert!(!s.note(0x10_0000, M, LIMIT));
+        assert!(!s.note(0x800_0000, M, LIMIT), "a jump is not a stream");
+        assert!(!s.note(0x100_0000, M, LIMIT), "backwards is not a stream");
         assert_eq!(s.next_chunk(), None);
     }
 
     #[test]
     fn a_forward_stream_reads_ahead_in_chunks_past_its_next_message() {
         let mut s = Stream::default();
-        assert!(!s.note(0, M, true, LIMIT));
-        assert!(s.note(M, M, true, LIMIT));
+        assert!(!s.note(0, M, LIMIT));
+        assert!(s.note(M, M, LIMIT));
         // The message after this one (2M..3M) is left to the device.
-        assert_eq!(s.next_chunk(), Some((3 * M, 3 * M + CHUNK, true)));
-        assert!(!s.note(2 * M, M, true, LIMIT), "a job is already running");
+        assert_eq!(s.next_chunk(), Some((3 * M, 3 * M + CHUNK)));
+        assert!(!s.note(2 * M, M, LIMIT), "a job is already running");
         let mut last = 0;
-        while let Some((a, b, _)) = s.next_chunk() {
+        while let Some((a, b)) = s.next_chunk() {
             assert!(b - a <= CHUNK && a < b);
             last = b;
         }
@@ -140,26 +133,26 @@ mod tests {
         // Later faults restart the worker where it stopped, once a whole
         // chunk is due.
         let mut k = 3;
-        while !s.note(k * M, M, true, LIMIT) {
+        while !s.note(k * M, M, LIMIT) {
             k += 1;
         }
         assert_eq!((k - 2) * M, CHUNK, "want (k+1)M+D, the worker at 3M+D");
-        let c = (3 * M + DISTANCE, 3 * M + DISTANCE + CHUNK, true);
+        let c = (3 * M + DISTANCE, 3 * M + DISTANCE + CHUNK);
         assert_eq!(s.next_chunk(), Some(c));
     }
 
     #[test]
     fn a_stream_that_overtakes_the_worker_moves_it_forward() {
         let mut s = Stream::default();
-        s.note(0, M, true, LIMIT);
-        s.note(M, M, true, LIMIT);
+        s.note(0, M, LIMIT);
+        s.note(M, M, LIMIT);
         s.next_chunk();
         // The device ran far ahead of the worker.
-        s.note(2 * M, M, true, LIMIT);
+        s.note(2 * M, M, LIMIT);
         for k in 3..64 {
-            s.note(k * M, M, true, LIMIT);
+            s.note(k * M, M, LIMIT);
         }
-        let (a, _, _) = s.next_chunk().unwrap();
+        let (a, _) = s.next_chunk().unwrap();
         assert_eq!(a, 65 * M);
     }
 
@@ -167,32 +160,23 @@ mod tests {
     fn read_ahead_stays_inside_the_region_and_below_a_failure() {
         let mut s = Stream::default();
         let limit = 4 * M + 4096;
-        s.note(0, M, false, limit);
-        assert!(s.note(M, M, false, limit));
+        s.note(0, M, limit);
+        assert!(s.note(M, M, limit));
         let mut last = 0;
-        while let Some((_, b, write)) = s.next_chunk() {
-            assert!(!write);
+        while let Some((_, b)) = s.next_chunk() {
             last = b;
         }
         assert_eq!(last, limit);
 
         let mut s = Stream::default();
-        s.note(0, M, true, LIMIT);
-        s.note(M, M, true, LIMIT);
-        let (a, _, _) = s.next_chunk().unwrap();
+        s.note(0, M, LIMIT);
+        s.note(M, M, LIMIT);
+        let (a, _) = s.next_chunk().unwrap();
         s.failed(a);
         assert_eq!(s.next_chunk(), None);
-        assert!(!s.note(2 * M, M, true, LIMIT), "capped below the failure");
+        assert!(!s.note(2 * M, M, LIMIT), "capped below the failure");
         // A jump starts a new stream, without the cap.
-        s.note(100 * M, M, true, LIMIT);
-        assert!(s.note(101 * M, M, true, LIMIT));
-    }
-
-    #[test]
-    fn a_change_of_access_is_a_new_stream() {
-        let mut s = Stream::default();
-        s.note(0, M, false, LIMIT);
-        assert!(!s.note(M, M, true, LIMIT));
-        assert!(s.note(2 * M, M, true, LIMIT));
+        s.note(100 * M, M, LIMIT);
+        assert!(s.note(101 * M, M, LIMIT));
     }
 }

@@ -103,15 +103,13 @@ impl Umem {
     /// for its pages instead of one per packet). Not a prefetch in the
     /// counters: the device, not the application, asked.
     ///
-    /// Faults that march forward through the umem (one message after
+    /// Write faults that march forward through the umem (one message after
     /// another) also start read-ahead of the pages after them on the
     /// prefetch worker (`umem/ahead.rs`), so that later messages find their
     /// pages present. Locks: the umem lock, released before the stream's.
     pub fn fault_in(&self, va: u64, len: u64, access: Access) -> Result<(), AccessError> {
         self.map(va, len, access, Mode::Fault).map(drop)?;
-        let start =
-            sync::lock(&self.0.stream).note(va, len, access.is_write(), self.0.region.end());
-        if start {
+        if access.is_write() && sync::lock(&self.0.stream).note(va, len, self.0.region.end()) {
             let me = Arc::downgrade(&self.0);
             super::defer(Box::new(move || read_ahead(&me)));
         }
@@ -174,15 +172,14 @@ impl Umem {
 /// job ends at the next chunk (its pages were the application's to fault).
 fn read_ahead(me: &Weak<Shared>) {
     while let Some(sh) = me.upgrade() {
-        let Some((start, end, write)) = sync::lock(&sh.stream).next_chunk() else {
+        let Some((start, end)) = sync::lock(&sh.stream).next_chunk() else {
             return;
         };
-        let access = if write { Access::Write } else { Access::Read };
         // Best effort: a hole or a read-only page stops read-ahead there;
         // the device's own fault reports it if it gets there.
         if sh
             .region
-            .read_ahead(&sh.mm, start, end - start, access)
+            .read_ahead(&sh.mm, start, end - start, Access::Write)
             .is_err()
         {
             sync::lock(&sh.stream).failed(start);
