@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const MSG: usize = 64 << 10;
 
 fn mm() -> odp::MmGet {
+    // Off by default (see `odp::umem::ahead::enabled`).
+    odp::umem::ahead::set_enabled(true);
     let mm = Mm::new(MmConfig::default());
     assert!(
         matches!(mm.source(), InvalidationSource::Userfaultfd(_)),

@@ -635,6 +635,9 @@ fn peer_addressed_by_gid_is_reached(index: u32) {
 fn writes_streaming_into_fresh_odp_memory_are_read_ahead_and_land_whole() {
     const MSG: usize = 64 << 10;
     const LEN: usize = 16 << 20;
+    // Off by default (see `odp::umem::ahead::enabled`); the other tests
+    // here pass either way.
+    odp::umem::ahead::set_enabled(true);
     let (a, b) = (node(), node());
     let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let local = Buf::new(LEN, |i| (i % 251) as u8 ^ (i >> 16) as u8);

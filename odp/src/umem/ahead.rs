@@ -13,6 +13,37 @@
 //! racing an invalidation never marks an invalidated page present.
 
 use super::PAGE_SIZE;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0: not decided yet, 1: off, 2: on.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether read-ahead runs: off unless the environment says
+/// `ODP_READ_AHEAD=1` or [`set_enabled`] turned it on. Off by default
+/// because on an otherwise idle 2-core machine the extra busy thread cost
+/// more than it hid (docs/BENCHMARKS.md, "Fresh ODP memory").
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var("ODP_READ_AHEAD").is_ok_and(|v| v == "1");
+            // A concurrent `set_enabled` wins.
+            let _ = ENABLED.compare_exchange(
+                0,
+                if on { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            ENABLED.load(Ordering::Relaxed) == 2
+        }
+    }
+}
+
+/// Turn read-ahead on or off for the process (tests, benchmarks).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
 
 /// Pages handed to one worker fault: small enough that the stream's own
 /// fault rarely waits behind a chunk in flight, large enough that the
@@ -104,6 +135,13 @@ mod tests {
     use super::*;
 
     const M: u64 = 64 << 10;
+
+    #[test]
+    fn off_unless_asked_for() {
+        if std::env::var_os("ODP_READ_AHEAD").is_none() {
+            assert!(!enabled());
+        }
+    }
     const LIMIT: u64 = 1 << 30;
 
     #[test]

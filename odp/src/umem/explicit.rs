@@ -106,10 +106,14 @@ impl Umem {
     /// Write faults that march forward through the umem (one message after
     /// another) also start read-ahead of the pages after them on the
     /// prefetch worker (`umem/ahead.rs`), so that later messages find their
-    /// pages present. Locks: the umem lock, released before the stream's.
+    /// pages present — when enabled ([`super::ahead::enabled`]; off by
+    /// default). Locks: the umem lock, released before the stream's.
     pub fn fault_in(&self, va: u64, len: u64, access: Access) -> Result<(), AccessError> {
         self.map(va, len, access, Mode::Fault).map(drop)?;
-        if access.is_write() && sync::lock(&self.0.stream).note(va, len, self.0.region.end()) {
+        if access.is_write()
+            && super::ahead::enabled()
+            && sync::lock(&self.0.stream).note(va, len, self.0.region.end())
+        {
             let me = Arc::downgrade(&self.0);
             super::defer(Box::new(move || read_ahead(&me)));
         }

@@ -12,7 +12,7 @@
 //! * [`Space`]: what a region needs from the operating system (fault, coverage,
 //!   barrier). [`crate::MmGrab`] implements it; the loom model replaces it.
 
-mod ahead;
+pub mod ahead;
 mod explicit;
 mod guard;
 mod implicit;
