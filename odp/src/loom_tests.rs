@@ -180,8 +180,15 @@ impl Space for ModelSpace {
 /// faulted first if `prefault`); the application unmaps page 0 (a new
 /// generation) while the device faults the page at `at`. With the guard
 /// held — so no invalidation is mid-callback on the region — `check` runs
-/// if the unmap has finished.
-fn unmap_races_a_fault(len: u64, prefault: bool, at: u64, check: impl Fn(&ModelSpace)) {
+/// if the unmap has finished. `ahead`: the fault is the device's read-ahead
+/// (`Region::read_ahead`, on the prefetch worker) instead of an access.
+fn unmap_races_a_fault(
+    len: u64,
+    prefault: bool,
+    at: u64,
+    ahead: bool,
+    check: impl Fn(&ModelSpace),
+) {
     let mm = Mm::new(MmConfig { userfaultfd: false });
     let region = Region::new(&mm, 0, len, Arc::new(Counters::default()), None, true).unwrap();
     let space = Arc::new(ModelSpace::new());
@@ -201,7 +208,12 @@ fn unmap_races_a_fault(len: u64, prefault: bool, at: u64, check: impl Fn(&ModelS
             done.store(1, Ordering::SeqCst);
         })
     };
-    match region.map(&*space, at, 8, Access::Write, Mode::Fault) {
+    let guard = if ahead {
+        region.read_ahead(&*space, at, 0x1000, Access::Write)
+    } else {
+        region.map(&*space, at, 8, Access::Write, Mode::Fault)
+    };
+    match guard {
         Ok(_guard) => {
             if done.load(Ordering::SeqCst) == 1 {
                 check(&space);
@@ -215,7 +227,7 @@ fn unmap_races_a_fault(len: u64, prefault: bool, at: u64, check: impl Fn(&ModelS
 #[test]
 fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation() {
     loom::model(|| {
-        unmap_races_a_fault(0x1000, false, 0, |space| {
+        unmap_races_a_fault(0x1000, false, 0, false, |space| {
             // If the unmap has finished, our pages postdate it.
             assert_eq!(
                 space.seen.load(Ordering::SeqCst),
@@ -235,12 +247,26 @@ fn region_fault_commit_never_trusts_pages_faulted_before_a_finished_invalidation
 #[test]
 fn region_fault_never_skips_coverage_lost_to_a_finished_invalidation() {
     loom::model(|| {
-        unmap_races_a_fault(0x2000, true, 0x1000, |space| {
+        unmap_races_a_fault(0x2000, true, 0x1000, false, |space| {
             assert_eq!(
                 space.covered.load(Ordering::SeqCst),
                 1,
                 "guard over a region not covered since the unmap"
             );
+        })
+    });
+}
+
+/// The device's read-ahead commits through the same loop: a chunk faulted
+/// on the worker while the application unmaps it is never trusted once the
+/// unmap has finished (a second page, faulted and covered before, so the
+/// chunk also takes the "covered since" shortcut that must be re-checked).
+#[test]
+fn read_ahead_never_trusts_pages_faulted_before_a_finished_invalidation() {
+    loom::model(|| {
+        unmap_races_a_fault(0x2000, true, 0x1000, true, |space| {
+            assert_eq!(space.seen.load(Ordering::SeqCst), 1);
+            assert_eq!(space.covered.load(Ordering::SeqCst), 1);
         })
     });
 }

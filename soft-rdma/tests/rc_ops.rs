@@ -625,3 +625,63 @@ fn peer_addressed_by_gid_is_reached(index: u32) {
     assert_eq!((wc.wr_id, wc.status), (7, WcStatus::Success));
     assert_eq!(&got.0[40..], &src.0[..64]);
 }
+
+/// WRITEs marching through a fresh ODP buffer one message after another
+/// (perftest's cycle buffer over a big `--buffer`): the responder's faults
+/// form a stream, so odp reads ahead of it on its worker; every byte still
+/// lands where it was sent, and each page is made present once, by the
+/// stream's own fault or by read-ahead.
+#[test]
+fn writes_streaming_into_fresh_odp_memory_are_read_ahead_and_land_whole() {
+    const MSG: usize = 64 << 10;
+    const LEN: usize = 16 << 20;
+    // Off by default (see `odp::umem::ahead::enabled`); the other tests
+    // here pass either way.
+    odp::umem::ahead::set_enabled(true);
+    let (a, b) = (node(), node());
+    let (qa, _qb) = connect(&a, &b, QpType::Rc);
+    let local = Buf::new(LEN, |i| (i % 251) as u8 ^ (i >> 16) as u8);
+    let odp_local = Access::LOCAL_WRITE | Access::ON_DEMAND;
+    let mra = a.pd.reg_mr(local.addr(), LEN as u64, odp_local).unwrap();
+    let map = Mapping::anon(LEN).unwrap();
+    let base = map.addr() as u64;
+    let mr =
+        b.pd.reg_mr(base, LEN as u64, all_access() | Access::ON_DEMAND)
+            .unwrap();
+    for k in 0..LEN / MSG {
+        qa.post_send(&[SendWr {
+            wr_id: k as u64,
+            sg_list: &[local.sge(&mra, k * MSG, MSG)],
+            op: SendOp::Write {
+                remote_addr: base + (k * MSG) as u64,
+                rkey: mr.rkey(),
+            },
+            flags: signaled(),
+            ud: None,
+        }])
+        .unwrap();
+        assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success, "message {k}");
+        if k == 1 {
+            // Two messages in a row are a stream: read-ahead starts (on
+            // the worker, when the scheduler lets it).
+            let t = std::time::Instant::now();
+            while mr.odp_counters().pages_read_ahead == 0 {
+                assert!(t.elapsed().as_secs() < 20, "no read-ahead in 20 s");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+    // SAFETY: reads the mapping the WRITEs filled; this test owns it and
+    // nothing writes it any more (every WRITE completed).
+    let got = unsafe { std::slice::from_raw_parts(base as *const u8, LEN) };
+    if let Some(i) = (0..LEN).find(|&i| got[i] != local.0[i]) {
+        panic!("byte {i}: {} instead of {}", got[i], local.0[i]);
+    }
+    let c = mr.odp_counters();
+    assert!(c.pages_read_ahead > 0);
+    assert_eq!(
+        c.pages_faulted + c.pages_read_ahead,
+        (LEN / 4096) as u64,
+        "{c:?}"
+    );
+}

@@ -1,12 +1,14 @@
 //! An explicit ODP umem: one region over a registered VA range.
 
+use super::ahead::Stream;
 use super::region::{Region, Space};
 use super::{
     within, Access, AccessError, Advice, CounterSnapshot, Counters, Mode, UmemGuard, PAGE_SIZE,
 };
 use crate::mm::{Coverage, MmGet, MmGrab};
-use crate::sync::{Arc, Ordering, RwLockReadGuard};
+use crate::sync::{self, Arc, Mutex, Ordering, RwLockReadGuard};
 use crate::sys::{mincore, populate};
+use std::sync::Weak;
 
 /// An explicit ODP umem: nothing pinned, O(1) to register.
 pub struct Umem(Arc<Shared>);
@@ -20,6 +22,8 @@ struct Shared {
     writable: bool,
     counters: Arc<Counters>,
     region: Region,
+    /// The device's message faults, for read-ahead (`umem/ahead.rs`).
+    stream: Mutex<Stream>,
 }
 
 impl Umem {
@@ -43,6 +47,7 @@ impl Umem {
             writable,
             counters,
             region,
+            stream: Mutex::new(Stream::default()),
         })))
     }
 
@@ -97,8 +102,22 @@ impl Umem {
     /// follow (a device about to read or write a whole message: one fault
     /// for its pages instead of one per packet). Not a prefetch in the
     /// counters: the device, not the application, asked.
+    ///
+    /// Write faults that march forward through the umem (one message after
+    /// another) also start read-ahead of the pages after them on the
+    /// prefetch worker (`umem/ahead.rs`), so that later messages find their
+    /// pages present — when enabled ([`super::ahead::enabled`]; off by
+    /// default). Locks: the umem lock, released before the stream's.
     pub fn fault_in(&self, va: u64, len: u64, access: Access) -> Result<(), AccessError> {
-        self.map(va, len, access, Mode::Fault).map(drop)
+        self.map(va, len, access, Mode::Fault).map(drop)?;
+        if access.is_write()
+            && super::ahead::enabled()
+            && sync::lock(&self.0.stream).note(va, len, self.0.region.end())
+        {
+            let me = Arc::downgrade(&self.0);
+            super::defer(Box::new(move || read_ahead(&me)));
+        }
+        Ok(())
     }
 
     /// Fault in and copy `data` to `va`.
@@ -160,6 +179,27 @@ impl Umem {
                 let _ = job();
             }));
             Ok(())
+        }
+    }
+}
+
+/// The read-ahead job: fault the stream's chunks in until it has caught
+/// up. Holds the umem only while faulting a chunk: a deregistered umem's
+/// job ends at the next chunk (its pages were the application's to fault).
+fn read_ahead(me: &Weak<Shared>) {
+    while let Some(sh) = me.upgrade() {
+        let Some((start, end)) = sync::lock(&sh.stream).next_chunk() else {
+            return;
+        };
+        // Best effort: a hole or a read-only page stops read-ahead there;
+        // the device's own fault reports it if it gets there.
+        if sh
+            .region
+            .read_ahead(&sh.mm, start, end - start, Access::Write)
+            .is_err()
+        {
+            sync::lock(&sh.stream).failed(start);
+            return;
         }
     }
 }

@@ -12,6 +12,7 @@
 //! * [`Space`]: what a region needs from the operating system (fault, coverage,
 //!   barrier). [`crate::MmGrab`] implements it; the loom model replaces it.
 
+pub mod ahead;
 mod explicit;
 mod guard;
 mod implicit;
@@ -134,6 +135,7 @@ pub struct Counters {
     pages_invalidated: AtomicU64,
     prefetches: AtomicU64,
     pages_prefetched: AtomicU64,
+    pages_read_ahead: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -156,6 +158,9 @@ pub struct CounterSnapshot {
     pub prefetches: u64,
     /// Pages prefetches made present (mlx5's `page_prefetch`).
     pub pages_prefetched: u64,
+    /// Pages the device's own read-ahead made present (a sequential stream
+    /// of message faults; see `umem/ahead.rs`). Not in mlx5's counters.
+    pub pages_read_ahead: u64,
     /// Pinned regions only: accesses that met pages the application unmapped,
     /// moved or discarded while registered (see [`crate::Pinned`]).
     pub orphan_accesses: u64,
@@ -172,6 +177,7 @@ impl Counters {
             pages_invalidated: r(&self.pages_invalidated),
             prefetches: r(&self.prefetches),
             pages_prefetched: r(&self.pages_prefetched),
+            pages_read_ahead: r(&self.pages_read_ahead),
             orphan_accesses: 0,
         }
     }

@@ -108,6 +108,17 @@ impl Invalidate for Core {
     }
 }
 
+/// Who asked for a fault, for the counters.
+#[derive(Clone, Copy)]
+enum Why {
+    /// A device access.
+    Access,
+    /// `ibv_advise_mr`.
+    Prefetch,
+    /// The device's read-ahead of a stream.
+    ReadAhead,
+}
+
 /// One interval of mirrored address space.
 pub struct Region {
     pub(crate) core: Arc<Core>,
@@ -160,6 +171,17 @@ impl Region {
         sync::lock(&self.core.pages).mapped()
     }
 
+    /// Whether every page of `[va, va+len)` (inside the region) is present,
+    /// and writable if `write`: what the device would use without faulting.
+    pub fn present(&self, va: u64, len: u64, write: bool) -> bool {
+        let core = &*self.core;
+        if len == 0 || !within(va, len, core.start, core.end) {
+            return false;
+        }
+        let (first, n) = core.page_range(va, len);
+        sync::lock(&core.pages).all_valid(first, n, write)
+    }
+
     pub(crate) fn footprint(&self) -> usize {
         sync::lock(&self.core.pages).footprint() + std::mem::size_of::<Core>()
     }
@@ -174,7 +196,7 @@ impl Region {
         access: Access,
         mode: Mode,
     ) -> Result<UmemGuard<'a>, AccessError> {
-        self.map_for(space, va, len, access, mode, false)
+        self.map_for(space, va, len, access, mode, Why::Access)
     }
 
     /// [`Region::map`] for `ibv_advise_mr`: the pages it makes present are
@@ -187,7 +209,19 @@ impl Region {
         access: Access,
         mode: Mode,
     ) -> Result<UmemGuard<'a>, AccessError> {
-        self.map_for(space, va, len, access, mode, true)
+        self.map_for(space, va, len, access, mode, Why::Prefetch)
+    }
+
+    /// [`Region::map`] for the device's read-ahead (`umem/ahead.rs`): the
+    /// pages it makes present are counted as read ahead.
+    pub(crate) fn read_ahead<'a, S: Space>(
+        &'a self,
+        space: &'a S,
+        va: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<UmemGuard<'a>, AccessError> {
+        self.map_for(space, va, len, access, Mode::Fault, Why::ReadAhead)
     }
 
     fn map_for<'a, S: Space>(
@@ -197,7 +231,7 @@ impl Region {
         len: u64,
         access: Access,
         mode: Mode,
-        prefetch: bool,
+        why: Why,
     ) -> Result<UmemGuard<'a>, AccessError> {
         let core = &*self.core;
         if !within(va, len, core.start, core.end) {
@@ -292,13 +326,18 @@ impl Region {
                 Mode::Snapshot => resident.iter().map(|&p| pages.set(p, 1, false)).sum(),
             };
             let c = &core.counters;
-            if prefetch {
-                c.pages_prefetched
-                    .fetch_add(newly as u64, Ordering::Relaxed);
-            } else {
-                c.page_faults.fetch_add(1, Ordering::Relaxed);
-                c.pages_faulted.fetch_add(newly as u64, Ordering::Relaxed);
-            }
+            match why {
+                Why::Prefetch => c
+                    .pages_prefetched
+                    .fetch_add(newly as u64, Ordering::Relaxed),
+                Why::ReadAhead => c
+                    .pages_read_ahead
+                    .fetch_add(newly as u64, Ordering::Relaxed),
+                Why::Access => {
+                    c.page_faults.fetch_add(1, Ordering::Relaxed);
+                    c.pages_faulted.fetch_add(newly as u64, Ordering::Relaxed)
+                }
+            };
             if !pages.all_valid(first, n, write) {
                 return Err(AccessError::NotPresent);
             }

@@ -115,6 +115,14 @@ pub fn munmap(addr: u64, len: usize) {
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
 
+/// `MADV_DONTNEED` by address (for threads that hold only the address).
+pub fn dontneed(addr: u64, len: usize) {
+    // SAFETY: discards pages of memory the test owns; it reads them only
+    // through volatile reads or the device's guarded copies.
+    let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
+}
+
 /// Run `f` on a thread and fail (instead of hanging) if it takes more than `secs`.
 pub fn within_secs<T: Send + 'static>(
     secs: u64,
