@@ -262,6 +262,12 @@ pub struct LinkStats {
     pub port_fallback: u64,
     /// UDP GSO datagrams handed to the kernel (each several of `sent`).
     pub gso_sent: u64,
+    /// `sendmmsg` calls that sent something: `sent` less `same_host_sent`
+    /// over this is the packets a system call carries.
+    pub send_calls: u64,
+    /// `recvmmsg` calls that returned datagrams: `received` less
+    /// `same_host_received` over this is the packets a system call brings.
+    pub recv_calls: u64,
     /// 1 if the kernel refused a GSO datagram (or `SOFTRDMA_GSO=refuse`
     /// made it seem to): the link went on with plain datagrams.
     pub gso_refused: u64,
@@ -286,6 +292,8 @@ pub(crate) struct Counters {
     pub same_host_squatted: AtomicU64,
     pub port_fallback: AtomicU64,
     pub gso_sent: AtomicU64,
+    pub send_calls: AtomicU64,
+    pub recv_calls: AtomicU64,
     pub gso_refused: AtomicU64,
 }
 
@@ -314,6 +322,8 @@ impl Counters {
             same_host_squatted: g(&self.same_host_squatted),
             port_fallback: g(&self.port_fallback),
             gso_sent: g(&self.gso_sent),
+            send_calls: g(&self.send_calls),
+            recv_calls: g(&self.recv_calls),
             gso_refused: g(&self.gso_refused),
         }
     }
