@@ -119,6 +119,20 @@ fn every_byte_crosses_in_gso_segments_at_mtu_1500_and_9000() {
                     assert_eq!(counter(out, "icrc_errors"), 0, "{out}");
                     assert_eq!(counter(out, "link_gso_refused"), 0, "{out}");
                 }
+                if size == 65000 {
+                    // Batched both ways: a system call carries a run of
+                    // packets (the sender's GSO, the receiver's GRO), not
+                    // one each. (How many depends on timing; 4 is far
+                    // below the 16-64 packets of one message.)
+                    let back = if test == "read_bw" { &c } else { &s };
+                    let per = |out: &str, what: &str, calls: &str| {
+                        counter(out, what) as f64 / counter(out, calls).max(1) as f64
+                    };
+                    let sent = per(data, "link_sent", "link_send_calls");
+                    let got = per(back, "link_received", "link_recv_calls");
+                    assert!(sent >= 4.0, "{test} at MTU {mtu}: {sent} a send\n{data}");
+                    assert!(got >= 4.0, "{test} at MTU {mtu}: {got} a receive\n{back}");
+                }
             }
         }
     }

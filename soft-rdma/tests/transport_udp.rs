@@ -548,3 +548,50 @@ fn kick_ends_one_wait_and_close_ends_all() {
         assert!(timed_wait(&b, None) < Duration::from_secs(10));
     }
 }
+
+/// After a receive that found datagrams, an unbounded wait first watches
+/// the socket for a while (`SOFTRDMA_RX_SPIN`), then sleeps: a datagram
+/// arriving during the spin, or long after it, ends the wait, and so does a
+/// kick — the spin loses no wake-up and takes no datagram.
+#[test]
+fn a_wait_after_traffic_spins_then_sleeps_and_misses_nothing() {
+    let (a, b) = pair(32);
+    let b = Arc::new(b);
+    let to_b = |data: &[u8]| {
+        let sent = a.send(&[Outgoing {
+            peer: b.local(),
+            data,
+        }]);
+        assert_eq!(sent.unwrap(), 1);
+    };
+    let mut batch = RecvBatch::new(8);
+    for (k, gap) in [0, 1, 300].into_iter().enumerate() {
+        to_b(b"traffic");
+        assert!(b.recv(&mut batch, Some(Duration::from_secs(5))).unwrap() > 0);
+        let l = b.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            l.wait(None).unwrap();
+            let _ = tx.send(());
+        });
+        std::thread::sleep(Duration::from_millis(gap));
+        let next = [b'n', k as u8];
+        to_b(&next);
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("a datagram {gap} ms into the wait did not end it"));
+        assert!(b.recv(&mut batch, Some(Duration::from_secs(5))).unwrap() > 0);
+        assert_eq!(batch.iter().next().unwrap().1, next);
+    }
+    // A kick right after traffic (during the spin) ends the wait too.
+    to_b(b"traffic");
+    assert!(b.recv(&mut batch, Some(Duration::from_secs(5))).unwrap() > 0);
+    let l = b.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        l.wait(None).unwrap();
+        let _ = tx.send(());
+    });
+    b.kick();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("a kick during the spin did not end the wait");
+}

@@ -408,6 +408,12 @@ pub struct LinkStats {
     pub by_ref_failed: u64,
     /// UDP GSO datagrams handed to the kernel (each several of `sent`).
     pub gso_sent: u64,
+    /// `sendmmsg` calls that sent something: `sent` less `same_host_sent`
+    /// over this is the packets a system call carries.
+    pub send_calls: u64,
+    /// `recvmmsg` calls that returned datagrams: `received` less
+    /// `same_host_received` over this is the packets a system call brings.
+    pub recv_calls: u64,
     /// 1 if the kernel refused a GSO datagram (or `SOFTRDMA_GSO=refuse`
     /// made it seem to): the link went on with plain datagrams.
     pub gso_refused: u64,
@@ -435,6 +441,8 @@ pub(crate) struct Counters {
     pub by_ref_received: AtomicU64,
     pub by_ref_failed: AtomicU64,
     pub gso_sent: AtomicU64,
+    pub send_calls: AtomicU64,
+    pub recv_calls: AtomicU64,
     pub gso_refused: AtomicU64,
 }
 
@@ -466,6 +474,8 @@ impl Counters {
             by_ref_received: g(&self.by_ref_received),
             by_ref_failed: g(&self.by_ref_failed),
             gso_sent: g(&self.gso_sent),
+            send_calls: g(&self.send_calls),
+            recv_calls: g(&self.recv_calls),
             gso_refused: g(&self.gso_refused),
         }
     }

@@ -395,6 +395,21 @@ impl RawAddr {
     }
 }
 
+/// Involuntary context switches of the calling thread so far (0 if the
+/// kernel does not say): a rise across a spin means another thread wanted
+/// the core.
+pub(super) fn preempted() -> u64 {
+    // SAFETY: rusage is plain old data (all-zero is valid).
+    let mut u: libc::rusage = unsafe { zeroed() };
+    // SAFETY: getrusage writes one rusage into `u`, which we own.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    if r == 0 {
+        u.ru_nivcsw.max(0) as u64
+    } else {
+        0
+    }
+}
+
 /// `UDP_SEGMENT` and `UDP_GRO` (linux/udp.h; not in the libc crate).
 pub(super) const UDP_SEGMENT: libc::c_int = 103;
 pub(super) const UDP_GRO: libc::c_int = 104;
