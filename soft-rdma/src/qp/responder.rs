@@ -136,6 +136,17 @@ impl Body<'_> {
     }
 }
 
+/// A request past the expected PSN: NAK the gap (sequence error) once,
+/// until an expected request arrives (one NAK per gap, as the IBA has it).
+fn nak_gap_once(ctx: &Context<'_>, q: &mut Inner, tx: &mut TxQueue) {
+    if !q.resp.nak_sent {
+        q.resp.nak_sent = true;
+        let e = q.resp.epsn;
+        ctx.stats.nak_sent(NakCode::PsnSequenceError);
+        send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
+    }
+}
+
 /// An RC WRITE packet whose payload stayed with the same-host sender
 /// (`qp::Locked::receive_by_ref` checked the kind and the source). As
 /// [`on_request`], except that one past a gap is not held (the payload is
@@ -163,12 +174,7 @@ pub(super) fn on_write_by_ref(
     }
     if d > 0 {
         bump(&ctx.stats.out_of_sequence);
-        if !q.resp.nak_sent {
-            q.resp.nak_sent = true;
-            let e = q.resp.epsn;
-            ctx.stats.nak_sent(NakCode::PsnSequenceError);
-            send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
-        }
+        nak_gap_once(ctx, q, tx);
         return;
     }
     q.resp.nak_sent = false;
@@ -225,12 +231,7 @@ pub(super) fn on_request(
         if sh.qp_type == QpType::Rc && q.resp.reorder.hold(q.resp.epsn, p, repr, payload) {
             bump(&ctx.stats.reorder_held);
         }
-        if !q.resp.nak_sent {
-            q.resp.nak_sent = true;
-            let e = q.resp.epsn;
-            ctx.stats.nak_sent(NakCode::PsnSequenceError);
-            send_aeth(ctx, q, tx, e, Syndrome::Nak(NakCode::PsnSequenceError));
-        }
+        nak_gap_once(ctx, q, tx);
         return;
     }
     q.resp.nak_sent = false;
