@@ -14,17 +14,6 @@ use test_support::verbs::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_softrdma");
 
-fn write(qp: &Qp, wr_id: u64, sge: Sge, remote_addr: u64, rkey: u32) {
-    qp.post_send(&[SendWr {
-        wr_id,
-        sg_list: &[sge],
-        op: SendOp::Write { remote_addr, rkey },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
-}
-
 /// Embedded: the sender's buffer is read with a plain (guarded) copy, for
 /// pinned and ODP memory on both sides, at odd offsets and lengths (below
 /// 16 KiB the payload is carried); the bytes around each target range stay

@@ -25,18 +25,6 @@ fn on_4791(a: SocketAddr) -> bool {
     a.port() == soft_rdma::transport::ROCE_PORT
 }
 
-/// An RDMA WRITE of `len` bytes from `src` to `(addr, rkey)`.
-fn write(qp: &Qp, wr_id: u64, sge: Sge, remote_addr: u64, rkey: u32) {
-    qp.post_send(&[SendWr {
-        wr_id,
-        sg_list: &[sge],
-        op: SendOp::Write { remote_addr, rkey },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
-}
-
 /// The status of the one completion `cq` gets (10 s at most).
 fn status(cq: &Cq) -> WcStatus {
     wait(cq, 1)[0].status

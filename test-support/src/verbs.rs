@@ -65,6 +65,18 @@ pub fn cap() -> QpCap {
     }
 }
 
+/// Post a signaled RDMA WRITE of `sge` to `(remote_addr, rkey)`.
+pub fn write(qp: &Qp, wr_id: u64, sge: Sge, remote_addr: u64, rkey: u32) {
+    qp.post_send(&[SendWr {
+        wr_id,
+        sg_list: &[sge],
+        op: SendOp::Write { remote_addr, rkey },
+        flags: signaled(),
+        ud: None,
+    }])
+    .unwrap();
+}
+
 /// Send flags with only `signaled`.
 pub fn signaled() -> SendFlags {
     SendFlags {
