@@ -54,6 +54,8 @@ struct Plan {
     touched: u64,
     /// rdma_cm connections set up at once (cmtime).
     cm_conns: u32,
+    /// The README's main job's `-n`.
+    main_iters: u32,
 }
 
 const FULL: Plan = Plan {
@@ -74,6 +76,7 @@ const FULL: Plan = Plan {
     memcpy_reps: 7,
     touched: 1 << 30,
     cm_conns: 1000,
+    main_iters: 5000,
 };
 
 const QUICK: Plan = Plan {
@@ -94,6 +97,7 @@ const QUICK: Plan = Plan {
     memcpy_reps: 3,
     touched: 64 << 20,
     cm_conns: 100,
+    main_iters: 200,
 };
 
 /// One measured figure (or why its run failed).

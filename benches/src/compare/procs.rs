@@ -246,6 +246,22 @@ impl Tools {
         }
     }
 
+    /// `softrdma perf ARGS` as two processes on this host (`--server`,
+    /// then `--client 127.0.0.1` once the server's exchange port listens).
+    pub fn softrdma_pair(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        self.twice(name, || {
+            let port = free_port()?;
+            let p = port.to_string();
+            let common = [&["perf"][..], args, &["-p", &p]].concat();
+            let server = [&common[..], &["--server"]].concat();
+            let client = [&common[..], &["--client", "127.0.0.1"]].concat();
+            let prog = self.softrdma.to_str().ok_or("softrdma: not a UTF-8 path")?;
+            self.pair_once(name, prog, (&server, &client), &[], true, || {
+                listening(port)
+            })
+        })
+    }
+
     /// `softrdma perf ARGS` (embedded: both sides in one process).
     pub fn softrdma(&self, name: &str, args: &[&str]) -> Result<String, String> {
         self.twice(name, || self.softrdma_once(name, args))

@@ -221,6 +221,23 @@ pub(super) fn perftest_rate_qps_lat(p: &Plan, tools: &Tools, r: &mut Results) {
         "MiB/s",
         o.map(|x| x.avg_mbs),
     );
+    // As many messages in all as `wbw_odp` (perftest takes 5 a QP at
+    // least), over 1000 QPs (-t 64: perftest sizes its CQ tx_depth × QPs,
+    // and 128 × 1000 is over max_cqe).
+    let per_qp = (p.bw_iters / 1000).max(5).to_string();
+    let o = bw(tools.perftest(
+        "wbw_q1000",
+        "ib_write_bw",
+        &[
+            "-s", "65536", "-q", "1000", "-t", "64", "-n", &per_qp, "--odp",
+        ],
+    ));
+    r.add(
+        "wbw_q1000",
+        format!("ib_write_bw -s 65536 -q 1000 -t 64 -n {per_qp} RC --odp"),
+        "MiB/s",
+        o.map(|x| x.avg_mbs),
+    );
     let iters = p.lat_iters.to_string();
     let o = tools
         .perftest("wlat", "ib_write_lat", &["-s", "2", "-n", &iters, "--odp"])
@@ -254,6 +271,42 @@ pub(super) fn softrdma_default(p: &Plan, tools: &Tools, quick: bool, r: &mut Res
         "MiB/s",
         o.map(|x| x.avg_mbs),
     );
+    main_job_embedded_vs_two_processes(p, tools, r);
+}
+
+/// The README's main job (`perf write_bw -s 65536 -n 5000 --odp
+/// --verify`: both devices in one process) against the same run as two
+/// processes, taking turns `BW_RUNS` times (issue 21, goal 6).
+fn main_job_embedded_vs_two_processes(p: &Plan, tools: &Tools, r: &mut Results) {
+    let iters = p.main_iters.to_string();
+    let args = ["write_bw", "-s", "65536", "-n", &iters, "--odp", "--verify"];
+    let mut runs = [Vec::new(), Vec::new()];
+    for k in 0..BW_RUNS {
+        let o = bw(tools.softrdma(&format!("main_embedded.{k}"), &args));
+        runs[0].push(o.map(|x| x.avg_mbs));
+        let o = bw(tools.softrdma_pair(&format!("main_2proc.{k}"), &args));
+        runs[1].push(o.map(|x| x.avg_mbs));
+    }
+    let what = format!("softrdma perf write_bw -s 65536 -n {iters} --odp --verify");
+    for ((key, how), runs) in [
+        (
+            "main_embedded",
+            "embedded: one process, the README's main job",
+        ),
+        ("main_2proc", "two processes: --server, --client 127.0.0.1"),
+    ]
+    .into_iter()
+    .zip(runs)
+    {
+        let (v, spread) = median(Ok(runs));
+        r.add(
+            key,
+            format!("{what} ({how}; median of {BW_RUNS})"),
+            "MiB/s",
+            v,
+        );
+        r.note(spread);
+    }
 }
 
 /// Steady state, a fresh buffer, and the kernel's floor under the fresh
