@@ -184,17 +184,7 @@ fn flush_range_and_whole_mr_on_every_kind_of_mr() {
         let mra = a.pd.reg_mr(local.addr(), 8192, all_access()).unwrap();
         let mrb = register(&b.pd, kind, &remote, all_access() | Access::FLUSH_GLOBAL);
         // A WRITE, then a FLUSH of its range, then of the whole MR.
-        qa.post_send(&[SendWr {
-            wr_id: 1,
-            sg_list: &[local.sge(&mra, 0, 8192)],
-            op: SendOp::Write {
-                remote_addr: remote.addr(),
-                rkey: mrb.rkey(),
-            },
-            flags: signaled(),
-            ud: None,
-        }])
-        .unwrap();
+        write(&qa, 1, local.sge(&mra, 0, 8192), remote.addr(), mrb.rkey());
         let g = FlushType::GLOBAL;
         post(
             &qa,

@@ -16,17 +16,7 @@ fn hub_node(hub: &Arc<Hub>, last: u8) -> Node {
 fn write_lands(a: &Node, qa: &Qp, dst: &Buf, mr: &Mr, byte: u8) {
     let src = Buf::new(64, |_| byte);
     let smr = a.pd.reg_mr(src.addr(), 64, Access::LOCAL_WRITE).unwrap();
-    qa.post_send(&[SendWr {
-        wr_id: 1,
-        sg_list: &[src.sge(&smr, 0, 64)],
-        op: SendOp::Write {
-            remote_addr: dst.addr(),
-            rkey: mr.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(qa, 1, src.sge(&smr, 0, 64), dst.addr(), mr.rkey());
     let wc = wait(&a.cq, 1);
     assert_eq!(
         wc[0].status,

@@ -343,17 +343,7 @@ fn send_with_invalidate_of_a_plain_mr_fails_on_both_sides_and_invalidates_nothin
     wait_state(&qb, QpState::Err, "send with invalidate");
     // The MR named by the key is still valid: a new connection writes into it.
     let (qa, _qb) = connect(&a, &b, QpType::Rc);
-    qa.post_send(&[SendWr {
-        wr_id: 2,
-        sg_list: &[src.sge(&mra, 0, 64)],
-        op: SendOp::Write {
-            remote_addr: dst.addr() + 1024,
-            rkey: mrb.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(&qa, 2, src.sge(&mra, 0, 64), dst.addr() + 1024, mrb.rkey());
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(&dst.0[1024..1088], &src.0[..]);
 }
@@ -374,17 +364,7 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
         b.pd.reg_mr(p, len as u64, all_access() | Access::ON_DEMAND)
             .unwrap();
     assert_eq!(mrb.odp_counters().pages_faulted, 0);
-    qa.post_send(&[SendWr {
-        wr_id: 1,
-        sg_list: &[local.sge(&mra, 0, 65536)],
-        op: SendOp::Write {
-            remote_addr: p + 4096,
-            rkey: mrb.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(&qa, 1, local.sge(&mra, 0, 65536), p + 4096, mrb.rkey());
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert!(mrb.odp_counters().pages_faulted >= 16);
     // SAFETY: reads memory the MR covers and this test owns.
@@ -399,17 +379,7 @@ fn odp_write_faults_in_never_touched_memory_and_unmapped_is_remote_access_error(
     // SAFETY: replaces memory this test owns, and nothing else; no
     // reference into it is live (`got` above is not used again).
     unsafe { map.replace(8192, 8192, Prot::None) }.unwrap();
-    qa.post_send(&[SendWr {
-        wr_id: 2,
-        sg_list: &[local.sge(&mra, 0, 4096)],
-        op: SendOp::Write {
-            remote_addr: p + 8192,
-            rkey: mrb.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(&qa, 2, local.sge(&mra, 0, 4096), p + 8192, mrb.rkey());
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::RemAccessErr);
     // The device counters carry the MR's ODP figures and the NAK.
     let st = b.dev.stats();
@@ -439,17 +409,13 @@ fn implicit_odp_across_children_and_prefetch() {
     implicit
         .advise(odp::Advice::PrefetchWrite, remote.addr(), 1 << 20, true)
         .unwrap();
-    qa.post_send(&[SendWr {
-        wr_id: 1,
-        sg_list: &[local.sge(&mra, 0, 5 << 20)],
-        op: SendOp::Write {
-            remote_addr: remote.addr(),
-            rkey: implicit.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(
+        &qa,
+        1,
+        local.sge(&mra, 0, 5 << 20),
+        remote.addr(),
+        implicit.rkey(),
+    );
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(
         remote.0, local.0,
@@ -494,17 +460,7 @@ fn an_odp_message_faults_its_pages_in_one_go_not_one_per_packet() {
             (sa.odp_page_faults, sb.odp_page_faults)
         };
         let before = faults();
-        qa.post_send(&[SendWr {
-            wr_id: 1,
-            sg_list: &[local.sge(&mra, 0, LEN)],
-            op: SendOp::Write {
-                remote_addr: w,
-                rkey: wkey,
-            },
-            flags: signaled(),
-            ud: None,
-        }])
-        .unwrap();
+        write(&qa, 1, local.sge(&mra, 0, LEN), w, wkey);
         assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
         let after_write = faults();
         qa.post_send(&[SendWr {
@@ -581,17 +537,7 @@ fn peer_addressed_by_gid_is_reached(index: u32) {
     let dst = Buf::new(8192, |_| 0);
     let mra = a.pd.reg_mr(src.addr(), 8192, all_access()).unwrap();
     let mrb = b.pd.reg_mr(dst.addr(), 8192, all_access()).unwrap();
-    qa.post_send(&[SendWr {
-        wr_id: 1,
-        sg_list: &[src.sge(&mra, 0, 8192)],
-        op: SendOp::Write {
-            remote_addr: dst.addr(),
-            rkey: mrb.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(&qa, 1, src.sge(&mra, 0, 8192), dst.addr(), mrb.rkey());
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert_eq!(dst.0, src.0);
 
@@ -649,17 +595,13 @@ fn writes_streaming_into_fresh_odp_memory_are_read_ahead_and_land_whole() {
         b.pd.reg_mr(base, LEN as u64, all_access() | Access::ON_DEMAND)
             .unwrap();
     for k in 0..LEN / MSG {
-        qa.post_send(&[SendWr {
-            wr_id: k as u64,
-            sg_list: &[local.sge(&mra, k * MSG, MSG)],
-            op: SendOp::Write {
-                remote_addr: base + (k * MSG) as u64,
-                rkey: mr.rkey(),
-            },
-            flags: signaled(),
-            ud: None,
-        }])
-        .unwrap();
+        write(
+            &qa,
+            k as u64,
+            local.sge(&mra, k * MSG, MSG),
+            base + (k * MSG) as u64,
+            mr.rkey(),
+        );
         assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success, "message {k}");
         if k == 1 {
             // Two messages in a row are a stream: read-ahead starts (on

@@ -67,17 +67,13 @@ fn ten_thousand_rc_qps_each_write_their_own_slot() {
         b.pd.reg_mr(dst.addr(), (QPS * SLOT) as u64, all_access())
             .unwrap();
     for (i, (qa, _)) in pairs.iter().enumerate() {
-        qa.post_send(&[SendWr {
-            wr_id: i as u64,
-            sg_list: &[src.sge(&smr, i * SLOT, SLOT)],
-            op: SendOp::Write {
-                remote_addr: dst.addr() + (i * SLOT) as u64,
-                rkey: dmr.rkey(),
-            },
-            flags: signaled(),
-            ud: None,
-        }])
-        .unwrap();
+        write(
+            qa,
+            i as u64,
+            src.sge(&smr, i * SLOT, SLOT),
+            dst.addr() + (i * SLOT) as u64,
+            dmr.rkey(),
+        );
     }
     let how = Wait {
         limit: std::time::Duration::from_secs(120),
@@ -111,17 +107,7 @@ fn a_reused_qpn_reaches_only_the_new_qp() {
     // a's QP still targets `num`: its WRITE lands through the new QP.
     let src = Buf::new(64, |_| 0x77);
     let smr = a.pd.reg_mr(src.addr(), 64, Access::LOCAL_WRITE).unwrap();
-    qa.post_send(&[SendWr {
-        wr_id: 9,
-        sg_list: &[src.sge(&smr, 0, 64)],
-        op: SendOp::Write {
-            remote_addr: dst.addr(),
-            rkey: mr.rkey(),
-        },
-        flags: signaled(),
-        ud: None,
-    }])
-    .unwrap();
+    write(&qa, 9, src.sge(&smr, 0, 64), dst.addr(), mr.rkey());
     assert_eq!(wait(&a.cq, 1)[0].status, WcStatus::Success);
     assert!(dst.0[..64].iter().all(|&x| x == 0x77));
     // A second QP at a live number's slot gets another number.
@@ -169,17 +155,13 @@ fn busy_qps_share_the_devices_budget_of_bytes_in_flight() {
     for k in 0..PARTS {
         for (i, (qa, _)) in pairs.iter().enumerate() {
             let off = (i * PARTS + k) * PART;
-            qa.post_send(&[SendWr {
-                wr_id: off as u64,
-                sg_list: &[src.sge(&smr, off, PART)],
-                op: SendOp::Write {
-                    remote_addr: dst.addr() + off as u64,
-                    rkey: dmr.rkey(),
-                },
-                flags: signaled(),
-                ud: None,
-            }])
-            .unwrap();
+            write(
+                qa,
+                off as u64,
+                src.sge(&smr, off, PART),
+                dst.addr() + off as u64,
+                dmr.rkey(),
+            );
         }
     }
     let how = Wait {
