@@ -361,7 +361,7 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
     }
     let mtu = q.path_mtu.bytes() as u64;
     // The tighter of the QP's window and the device's budget.
-    let mut stopped_by_budget = false;
+    let mut stopped = false; // by the limit, with more to send
     let (limit, by_budget) = if sh.qp_type.is_reliable() {
         let (w, b) = (window_limit(q), budget_limit(q, sh.flight.room()));
         let by_budget = psn::diff(b, w) < 0;
@@ -401,10 +401,7 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
         if q.req.sq[idx].psn.is_none() {
             if limit.is_some_and(|l| psn::diff(q.req.next_psn, l) >= 0) {
-                if by_budget {
-                    bump(&ctx.stats.flight_limited);
-                    stopped_by_budget = true;
-                }
+                stopped = true;
                 break; // the window is full
             }
             let n = q.req.sq[idx].npsn(mtu);
@@ -418,10 +415,7 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
         let w = &q.req.sq[idx];
         if w.next_pkt < w.psn.map_or(0, |(_, n)| n) && !w.is_rd_atomic() {
-            if by_budget {
-                bump(&ctx.stats.flight_limited);
-                stopped_by_budget = true;
-            }
+            stopped = true;
             break; // stopped by the window: resumed when ACKs open it
         }
         q.req.send_idx += 1;
@@ -433,6 +427,10 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
     }
     if sh.qp_type.is_reliable() {
+        let stopped_by_budget = stopped && by_budget;
+        if stopped_by_budget {
+            bump(&ctx.stats.flight_limited);
+        }
         if stopped_by_budget && charge(q) == 0 {
             wait_for_room(ctx, sh, q);
         } else if q.req.in_flight() {
