@@ -52,7 +52,10 @@ echo "$deb"
 
 [ "${1:-}" = --check ] || exit 0
 fail() { echo "deb check: FAILED: $*" >&2; exit 1; }
-sys=$(ldconfig -p | awk '/libibverbs.so.1 / {print $NF; exit}')
+# awk reads to the end: exiting at the first match would leave ldconfig a
+# closed pipe (SIGPIPE, which pipefail and set -e turn into the script's
+# exit 141 — as one suite run did).
+sys=$(ldconfig -p | awk '/libibverbs.so.1 / && !found {print $NF; found = 1}')
 before=$(sha256sum "$sys")
 dpkg -i "$deb" >/dev/null
 trap 'dpkg -r softrdma >/dev/null 2>&1 || true' EXIT
