@@ -105,11 +105,16 @@ pub(crate) struct Tables {
 
 /// How long a REQ for a service whose listener was just destroyed goes
 /// unanswered rather than rejected: a server may be between destroying a
-/// listener and binding and listening on the next (perftest -R does that
-/// between its two connections), and the peer's retransmission finds the
-/// new one — as a local client's rendezvous waits (`NO_LISTENER_GRACE` in
-/// the shim). A remote peer's REQ comes without that wait.
-pub(crate) const RELISTEN_GRACE: Duration = Duration::from_millis(500);
+/// listener and binding and listening on the next, and the peer's
+/// retransmission (every 268 ms, `response_timeout` 16) finds the new one
+/// — as a local client's rendezvous waits (`NO_LISTENER_GRACE` in the
+/// shim). perftest -R's server destroys its first listener, sleeps 1 s,
+/// exchanges versions and parameters, and only after a handshake with
+/// its client creates, binds and listens on the second, while the client
+/// resolves and sends its REQ: so the REQ comes more than a second after
+/// the destroy, and the grace must outlast that with room for a loaded
+/// machine. A port nobody listened on lately is refused at once, as ib_cm.
+pub(crate) const RELISTEN_GRACE: Duration = Duration::from_secs(3);
 
 impl Tables {
     fn new_id(&mut self) -> u32 {

@@ -397,19 +397,22 @@ fn a_same_host_peer_whose_device_closes_is_disconnected_before_the_probes_end() 
 }
 
 /// A REQ that comes while the server is between listeners (the last one
-/// destroyed just now, or the port bound and not listening yet) is left
+/// destroyed lately, or the port bound and not listening yet) is left
 /// to its retransmission, which finds the next listener: no REJ.
 #[test]
 fn a_req_between_listeners_waits_for_the_next_one() {
     let (s, c) = pair(None, 16);
     let qp = rc().create(&c.node.pd, &c.node.cq);
-    // The listener just went.
+    // The listener went a while ago: perftest -R's server sleeps 1 s and
+    // exchanges parameters between destroying its first listener and
+    // listening on the next, and its client's REQ comes in between.
     let service = PortSpace::Tcp.service_id(16);
     drop({
         let l = s.cm.create_id(&s.chan);
         l.listen(service).unwrap();
         l
     });
+    std::thread::sleep(Duration::from_millis(1300));
     let id = c.cm.create_id(&c.chan);
     id.connect(s.cm.gid(), service, &param(&qp, b"")).unwrap();
     std::thread::sleep(Duration::from_millis(150));
