@@ -119,7 +119,7 @@ fn quick_run_prints_the_table_and_draws_the_svg() {
         .iter()
         .filter(|r| r.contains(" >= ") || r.contains(" <= "))
         .collect();
-    assert_eq!(goals.len(), 31, "{stdout}");
+    assert_eq!(goals.len(), 33, "{stdout}");
     for g in goals {
         assert!(g.ends_with("| PASS |") || g.ends_with("| FAIL |"), "{g}");
         assert!(g.contains("x | "), "{g}");

@@ -208,6 +208,20 @@ pub(super) const GOALS: &[Goal] = &[
         target: 0.8,
     },
     Goal {
+        what: "RC WRITE 64 KiB dropping 1 packet in 1 000 vs no loss (embedded, --odp --verify)",
+        num: "loss_0001",
+        den: Den::Measure("loss_none"),
+        at_least: true,
+        target: 0.8,
+    },
+    Goal {
+        what: "RC WRITE 64 KiB dropping 1 packet in 100 vs no loss (embedded, --odp --verify)",
+        num: "loss_001",
+        den: Den::Measure("loss_none"),
+        at_least: true,
+        target: 0.3,
+    },
+    Goal {
         what: "write_bw over a fresh 1 GiB ODP buffer vs populating fresh memory alone, 4 KiB",
         num: "fresh",
         den: Den::Measure("populate"),

@@ -56,6 +56,9 @@ struct Plan {
     cm_conns: u32,
     /// The README's main job's `-n`.
     main_iters: u32,
+    /// `-n` of the runs under loss, and their rounds.
+    loss_iters: u32,
+    loss_rounds: usize,
 }
 
 const FULL: Plan = Plan {
@@ -77,6 +80,8 @@ const FULL: Plan = Plan {
     touched: 1 << 30,
     cm_conns: 1000,
     main_iters: 5000,
+    loss_iters: 20_000,
+    loss_rounds: 5,
 };
 
 const QUICK: Plan = Plan {
@@ -98,6 +103,8 @@ const QUICK: Plan = Plan {
     touched: 64 << 20,
     cm_conns: 100,
     main_iters: 200,
+    loss_iters: 500,
+    loss_rounds: 1,
 };
 
 /// One measured figure (or why its run failed).
@@ -177,7 +184,7 @@ fn sweep_sizes() -> Vec<usize> {
 /// The steps, in the order they run (`compare --only STEP,...`): the
 /// baselines, perftest through the shim (ODP vs pinned, the UDP path,
 /// size sweeps, message rate/QPs/latency), `softrdma perf` (the embedded
-/// default, fresh vs steady memory), the device's memory, rdma_cm set-up,
+/// default, fresh vs steady memory, under loss), the device's memory, rdma_cm set-up,
 /// UCX side by side, between two network-namespace hosts.
 pub const STEPS: &[&str] = &[
     "baselines",
@@ -187,6 +194,7 @@ pub const STEPS: &[&str] = &[
     "rate",
     "default",
     "fresh",
+    "loss",
     "memory",
     "cm",
     "ucx",
@@ -214,6 +222,7 @@ pub fn run(cfg: &Config) -> Result<(String, bool), String> {
             "rate" => runs::perftest_rate_qps_lat(p, &tools, &mut r),
             "default" => runs::softrdma_default(p, &tools, cfg.quick, &mut r),
             "fresh" => runs::fresh_vs_steady(p, &tools, &mut r),
+            "loss" => runs::under_loss(p, &tools, &mut r),
             "memory" => runs::device_memory(p, &mut r),
             "cm" => runs::connection_rate(p, &tools, &mut r),
             "ucx" => ucx::side_by_side(p, &tools, &mut r),

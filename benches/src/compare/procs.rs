@@ -264,15 +264,32 @@ impl Tools {
 
     /// `softrdma perf ARGS` (embedded: both sides in one process).
     pub fn softrdma(&self, name: &str, args: &[&str]) -> Result<String, String> {
-        self.twice(name, || self.softrdma_once(name, args))
+        self.softrdma_env(name, args, &[])
     }
 
-    fn softrdma_once(&self, name: &str, args: &[&str]) -> Result<String, String> {
+    /// [`Tools::softrdma`] with `env` set for the run (e.g. `SOFTRDMA_FAULTS`).
+    pub fn softrdma_env(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, String> {
+        self.twice(name, || self.softrdma_once(name, args, env))
+    }
+
+    fn softrdma_once(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, String> {
         let (path, out, err) = self.log(name)?;
         let child = Command::new(&self.softrdma)
             .arg("perf")
             .args(args)
             .env_remove("SOFTRDMA_ADDR")
+            .env_remove("SOFTRDMA_FAULTS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

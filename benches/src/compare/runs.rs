@@ -374,6 +374,51 @@ pub(super) fn fresh_vs_steady(p: &Plan, tools: &Tools, r: &mut Results) {
     }
 }
 
+/// RC WRITE under loss (issue 21, goal 3): the embedded `write_bw -s 65536
+/// --odp --verify` with no injector, then dropping 1 packet in 1 000 and 1
+/// in 100 (`SOFTRDMA_FAULTS`, each datagram on its own), the three taking
+/// turns in each round — a run's figure swings with the machine, so each
+/// lossy one is compared with the loss-free ones around it through the
+/// medians of all rounds.
+pub(super) fn under_loss(p: &Plan, tools: &Tools, r: &mut Results) {
+    let iters = p.loss_iters.to_string();
+    let args = ["write_bw", "-s", "65536", "-n", &iters, "--odp", "--verify"];
+    let cases = [
+        ("loss_none", None, "no loss"),
+        (
+            "loss_0001",
+            Some("drop=0.001"),
+            "SOFTRDMA_FAULTS=drop=0.001",
+        ),
+        ("loss_001", Some("drop=0.01"), "SOFTRDMA_FAULTS=drop=0.01"),
+    ];
+    let mut runs: Vec<Vec<Result<f64, String>>> = vec![Vec::new(); cases.len()];
+    for k in 0..p.loss_rounds {
+        // Rotate the order so no case always runs first or last.
+        for j in 0..cases.len() {
+            let c = (j + k) % cases.len();
+            let (key, faults, _) = cases[c];
+            let env: Vec<(&str, &str)> =
+                faults.map(|f| ("SOFTRDMA_FAULTS", f)).into_iter().collect();
+            let o = bw(tools.softrdma_env(&format!("{key}.{k}"), &args, &env));
+            runs[c].push(o.map(|x| x.avg_mbs));
+        }
+    }
+    for ((key, _, how), runs) in cases.into_iter().zip(runs) {
+        let (v, spread) = median(Ok(runs));
+        r.add(
+            key,
+            format!(
+                "softrdma perf write_bw -s 65536 -n {iters} --odp --verify, {how}; median of {}",
+                p.loss_rounds
+            ),
+            "MiB/s",
+            v,
+        );
+        r.note(spread);
+    }
+}
+
 /// The device's own memory: implicit ODP's per-page state over 1 TiB of
 /// address space, per GiB touched.
 pub(super) fn device_memory(p: &Plan, r: &mut Results) {
