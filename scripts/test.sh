@@ -37,6 +37,9 @@ install_missing_debs rdmacm-utils librdmacm-dev
 # libfabric's verbs provider (fi_info, fi_pingpong) and qperf over it
 # (rdmacm-shim/tests/libfabric.rs).
 install_missing_debs qperf libfabric-bin
+# The compare harness's TCP baseline between two namespace hosts
+# (benches/tests/compare.rs runs it: benches/src/compare/hosts.rs).
+install_missing_debs iperf3
 # tests/ (the end-to-end crate): its verbs client, the `ibverbs` crate, builds
 # ibverbs-sys, which runs cmake over its bundled rdma-core (needing pkg-config
 # and libnl) and bindgen (libclang).

@@ -149,6 +149,9 @@ fn ucx_bw(out: Result<String, String>) -> Result<f64, String> {
 
 /// iperf3 TCP host 1 → host 0, `-l LEN` writes for 3 s: received MiB/s.
 fn iperf3(h: &TwoHosts, tools: &Tools, name: &str, len: usize) -> Result<f64, String> {
+    if !super::procs::in_path("iperf3") {
+        return Err("no iperf3 (Debian iperf3; scripts/test.sh installs it)".into());
+    }
     let mut s = in_ns(h, 0, &[], "iperf3");
     s.args(["-s", "-1", "-p", "18602"]);
     let mut c = in_ns(h, 1, &[], "iperf3");
