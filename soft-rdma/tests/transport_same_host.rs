@@ -242,3 +242,42 @@ fn a_full_ring_drops_the_rest_of_a_send_and_keeps_working() {
     assert_eq!(recv(&b, a.local(), 10), (0..10).collect::<Vec<_>>());
     assert_eq!(b.stats().same_host_refused, 0);
 }
+
+/// Zero-timeout receives (an application's poll loop) until one brings
+/// something (or 5 s passed): what it brought, with the sender.
+fn poll_until(b: &UdpLink) -> Vec<(SocketAddr, u32)> {
+    let mut batch = RecvBatch::new(8);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        b.recv(&mut batch, Some(Duration::ZERO)).unwrap();
+        if !batch.is_empty() {
+            return batch.iter().map(|(p, d)| (p, number(d))).collect();
+        }
+        assert!(Instant::now() < end, "nothing after 5 s of polls");
+    }
+}
+
+#[test]
+fn polls_of_a_link_whose_peers_are_on_rings_still_take_udp_datagrams() {
+    // Polls that find the rings empty leave a socket found empty alone for
+    // a while (`UdpLink::try_recv`); a UDP datagram must still come in to
+    // polls alone, ring datagrams around it too.
+    let (a, b) = (bind(7, 1), bind(7, 2));
+    let c = UdpLink::bind("127.78.7.3:0".parse().unwrap()).unwrap();
+    let first = until_on_ring(&a, &b, 0);
+    let mut batch = RecvBatch::new(8);
+    for round in 0..20u32 {
+        let n = first + round;
+        for _ in 0..1000 {
+            b.recv(&mut batch, Some(Duration::ZERO)).unwrap();
+            assert!(batch.is_empty());
+        }
+        send(&c, b.local(), round..round + 1);
+        assert_eq!(poll_until(&b), [(c.local(), round)]);
+        send(&a, b.local(), n..n + 1);
+        assert_eq!(poll_until(&b), [(a.local(), n)]);
+    }
+    assert_eq!(c.stats().same_host_sent, 0);
+    assert_eq!(a.stats().same_host_sent, b.stats().same_host_received);
+    assert!(b.stats().same_host_received >= 20);
+}

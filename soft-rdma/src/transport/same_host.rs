@@ -812,8 +812,9 @@ impl SameHost {
     }
 
     /// Append what the rings hold to `batch` (and take up offers, at most
-    /// every [`CONTROL_EVERY`]).
-    pub(super) fn receive(&self, batch: &mut RecvBatch, c: &Counters) {
+    /// every [`CONTROL_EVERY`]); if some peer has a ring to us, the time
+    /// (ns on this link's clock) it read.
+    pub(super) fn receive(&self, batch: &mut RecvBatch, c: &Counters) -> Option<u64> {
         let now = self.now();
         let last = self.last_control.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= CONTROL_EVERY.as_nanos() as u64 {
@@ -827,6 +828,7 @@ impl SameHost {
             r.gate = 0;
             r.pop(batch, c)
         });
+        (!rings.is_empty()).then_some(now)
     }
 }
 

@@ -32,7 +32,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,11 @@ const SPIN_CALM: u32 = 256;
 
 /// Receives in a row that may skip the UDP socket while the rings deliver.
 const UDP_SKIPS: u32 = 8;
+
+/// How long polls may leave alone a socket found empty at its last read,
+/// on a device whose peers are on the rings (`try_recv`): at most one
+/// empty `recvmmsg` this often, and at most this long for a datagram.
+const UDP_IDLE: Duration = Duration::from_micros(10);
 
 /// Receive slot for a possibly coalesced (GRO) datagram.
 pub(super) const GRO_SLOT: usize = 1 << 16;
@@ -152,8 +157,13 @@ pub struct UdpLink {
     watched: Mutex<bool>,
     /// A UDP datagram arrived since the last `wake_on_arrival(false)`.
     udp_recent: AtomicBool,
-    /// Receives in a row that found the rings busy and skipped the socket.
+    /// Receives in a row that skipped the socket (rings busy, or idle
+    /// polls: `try_recv`).
     udp_skips: AtomicU32,
+    /// The last `recvmmsg` found the socket empty.
+    udp_quiet: AtomicBool,
+    /// When `try_recv` last read the socket (the same-host clock, ns).
+    udp_read_at: AtomicU64,
     /// A waiter is (about to be) in a wait that does not watch the rings.
     deaf: AtomicBool,
     /// The last receive from the socket found datagrams (cleared by a spin
@@ -240,6 +250,8 @@ impl UdpLink {
             watched: Mutex::new(true),
             udp_recent: AtomicBool::new(false),
             udp_skips: AtomicU32::new(0),
+            udp_quiet: AtomicBool::new(false),
+            udp_read_at: AtomicU64::new(0),
             deaf: AtomicBool::new(false),
             streaming: AtomicBool::new(false),
             calm: AtomicU32::new(0),
@@ -398,6 +410,11 @@ impl UdpLink {
         if ready[1] && !self.closed.load(Ordering::Acquire) {
             self.rung.store(false, Ordering::Relaxed);
             self.wake.drain();
+        }
+        if ready[0] {
+            // The socket (or, for `arrivals`, a socket it watches) has
+            // datagrams: the next poll reads it (`try_recv`).
+            self.udp_quiet.store(false, Ordering::Relaxed);
         }
         Ok(ready[0])
     }
@@ -717,21 +734,43 @@ impl UdpLink {
     /// (as always when the rings are idle), so a busy ring cannot starve it.
     /// Datagrams of one peer come one way at a time (a new ring waits for
     /// its marker), so the order of the two reads changes no peer's order.
-    fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<bool> {
+    ///
+    /// `poll` (a zero-timeout `recv`: an application's empty CQ, or the
+    /// receive thread after a wait): on a device whose peers are on the
+    /// rings, an empty ring is no reason to read a socket that was empty at
+    /// its last read, less than [`UDP_IDLE`] ago, and has not woken a wait
+    /// since (`sleep_on`). A 64 B `ib_write_bw` polled its empty CQ, hence
+    /// the socket, once a message (995 000 `recvmmsg` for 1 000 000
+    /// WRITEs, each a system call that found nothing). A datagram waits at
+    /// most [`UDP_IDLE`] while anyone polls; if nobody does, the receive
+    /// thread's wait sees the socket readable (arrivals on, or at the end of
+    /// its bounded wait).
+    fn try_recv(&self, batch: &mut RecvBatch, poll: bool) -> io::Result<bool> {
         match &self.same_host {
             Some(sh) if self.udp_skips.load(Ordering::Relaxed) < UDP_SKIPS => {
-                sh.receive(batch, &self.counters);
-                if batch.is_empty() {
+                let rings_at = sh.receive(batch, &self.counters);
+                let idle = poll
+                    && self.udp_quiet.load(Ordering::Relaxed)
+                    && rings_at.is_some_and(|now| {
+                        now.saturating_sub(self.udp_read_at.load(Ordering::Relaxed))
+                            < UDP_IDLE.as_nanos() as u64
+                    });
+                if !batch.is_empty() {
+                    self.udp_skips.fetch_add(1, Ordering::Relaxed);
+                } else if !idle {
                     self.udp_skips.store(0, Ordering::Relaxed);
                     self.try_recv_udp(batch)?;
-                } else {
-                    self.udp_skips.fetch_add(1, Ordering::Relaxed);
+                    if let Some(now) = rings_at {
+                        self.udp_read_at.store(now, Ordering::Relaxed);
+                    }
                 }
             }
             Some(sh) => {
                 self.udp_skips.store(0, Ordering::Relaxed);
                 self.try_recv_udp(batch)?;
-                sh.receive(batch, &self.counters);
+                if let Some(now) = sh.receive(batch, &self.counters) {
+                    self.udp_read_at.store(now, Ordering::Relaxed);
+                }
             }
             None => {
                 self.try_recv_udp(batch)?;
@@ -768,7 +807,10 @@ impl UdpLink {
             ) {
                 Ok(n) => n,
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(!batch.is_empty()),
+                    Some(libc::EAGAIN) => {
+                        self.udp_quiet.store(true, Ordering::Relaxed);
+                        return Ok(!batch.is_empty());
+                    }
                     Some(libc::EINTR) => continue,
                     // A queued ICMP error (only with IP_RECVERR or a
                     // connected socket): not ours to report, keep going.
@@ -782,6 +824,7 @@ impl UdpLink {
                 },
             };
             if got > 0 {
+                self.udp_quiet.store(false, Ordering::Relaxed);
                 self.udp_recent.store(true, Ordering::Relaxed);
                 self.streaming.store(true, Ordering::Relaxed);
                 Counters::add(&self.counters.recv_calls, 1);
@@ -897,7 +940,7 @@ impl Link for UdpLink {
         if timeout.is_some_and(|t| t.is_zero()) {
             // A poll (an application's empty CQ, spinning): no clock read.
             if !self.closed.load(Ordering::Acquire) {
-                self.try_recv(batch)?;
+                self.try_recv(batch, true)?;
             }
             return Ok(batch.len());
         }
@@ -907,7 +950,7 @@ impl Link for UdpLink {
                 return Ok(0);
             }
             // Fast path first: under load the socket is usually readable.
-            if self.try_recv(batch)? {
+            if self.try_recv(batch, false)? {
                 return Ok(batch.len());
             }
             let rest = match deadline {
