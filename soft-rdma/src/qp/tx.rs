@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::resources::mr;
-use crate::transport::{Outgoing, REF_LEN, ROCE_PORT};
+use crate::transport::{Packed, REF_LEN, ROCE_PORT};
 use crate::types::Gid;
 use crate::wire::icrc::{self, IcrcContext};
 use crate::wire::{Bth, Opcode, PacketRepr};
@@ -19,10 +19,12 @@ pub(crate) struct TxQueue {
     /// built, so reusing the arena needs no zeroing pass.
     bytes: Vec<u8>,
     used: usize,
-    /// (peer, start, length, by reference) of each packet in `bytes`:
-    /// a packet by reference is its headers and a reference
-    /// ([`Link::send_by_ref`](crate::transport::Link::send_by_ref)).
-    pkts: Vec<(SocketAddr, usize, usize, bool)>,
+    /// Where each packet is in `bytes`, in order (each right after the one
+    /// before: a link sends a run of them as one piece of memory).
+    pkts: Vec<Packed>,
+    /// Per packet of `pkts`: whether it goes by reference (its headers and
+    /// a reference, [`Link::send_by_ref`](crate::transport::Link::send_by_ref)).
+    by_ref: Vec<bool>,
 }
 
 thread_local! {
@@ -60,9 +62,7 @@ impl TxQueue {
     ) -> Result<(), E> {
         let (start, len) = (self.used, repr.buffer_len());
         self.grow_to(start + len);
-        if self.pkts.len() == self.pkts.capacity() {
-            no_window("the packet list grows");
-        }
+        self.check_room();
         let buf = &mut self.bytes[start..start + len];
         // Headers and pad here, the payload by `fill` (all of it, or an
         // error), the ICRC by `seal`: no stale byte survives.
@@ -71,7 +71,7 @@ impl TxQueue {
         fill(&mut buf[h..h + repr.payload_len])?;
         icrc::seal(&IcrcContext::between(local, peer), buf);
         self.used = start + len;
-        self.pkts.push((peer, start, len, false));
+        self.queue(peer, start, len, false);
         Ok(())
     }
 
@@ -83,9 +83,7 @@ impl TxQueue {
         let (start, h) = (self.used, repr.header_len());
         let len = h + REF_LEN;
         self.grow_to(start + len);
-        if self.pkts.len() == self.pkts.capacity() {
-            no_window("the packet list grows");
-        }
+        self.check_room();
         let buf = &mut self.bytes[start..start + len];
         let mut full = [0u8; 64 + crate::wire::ICRC_LEN];
         // The headers as `emit` writes them (into a payload-less copy).
@@ -101,7 +99,19 @@ impl TxQueue {
         buf[h + 8..h + 12].copy_from_slice(&(repr.payload_len as u32).to_le_bytes());
         buf[h + 12..h + 16].fill(0);
         self.used = start + len;
-        self.pkts.push((peer, start, len, true));
+        self.queue(peer, start, len, true);
+    }
+
+    /// The packet lists grow only outside a window.
+    fn check_room(&self) {
+        if self.pkts.len() == self.pkts.capacity() || self.by_ref.len() == self.by_ref.capacity() {
+            no_window("the packet list grows");
+        }
+    }
+
+    fn queue(&mut self, peer: SocketAddr, start: usize, len: usize, by_ref: bool) {
+        self.pkts.push(Packed { peer, start, len });
+        self.by_ref.push(by_ref);
     }
 
     /// Room for `n` more packets of up to `payload` bytes each, so that
@@ -111,7 +121,9 @@ impl TxQueue {
     /// [`FLUSH_ABOVE`]: the arena holds at most that plus one reservation.
     pub(crate) fn reserve(&mut self, ctx: &Context<'_>, n: usize, payload: usize) {
         let need = n * (payload + MAX_OVERHEAD);
-        if self.pkts.capacity() - self.pkts.len() < n {
+        if self.pkts.capacity() - self.pkts.len() < n
+            || self.by_ref.capacity() - self.by_ref.len() < n
+        {
             no_window("the packet list grows");
         }
         if self.used > 0 && self.used + need > FLUSH_ABOVE {
@@ -119,6 +131,7 @@ impl TxQueue {
         }
         self.grow_to(self.used + need);
         self.pkts.reserve(n);
+        self.by_ref.reserve(n);
     }
 
     /// Make the arena at least `need` bytes long. Only growth past its
@@ -131,7 +144,9 @@ impl TxQueue {
         }
     }
 
-    /// Send everything queued, up to 64 datagrams a system call.
+    /// Send everything queued: runs of packets in full in one
+    /// [`Link::send_packed`](crate::transport::Link::send_packed) each (the
+    /// link fills its system calls), runs by reference to one peer 64 a call.
     pub(crate) fn flush(&mut self, ctx: &Context<'_>) {
         if self.pkts.is_empty() {
             return;
@@ -139,36 +154,27 @@ impl TxQueue {
         // A link may allocate (the hub copies, the capture writes).
         no_window("the queue is sent");
         const BATCH: usize = 64;
-        let none = Outgoing {
-            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-            data: &[],
-        };
-        let mut batch = [none; BATCH];
-        let mut stubs: [&[u8]; BATCH] = [&[]; BATCH];
-        // Runs of packets in full, and runs by reference to one peer, in order.
-        let mut rest = &self.pkts[..];
-        while let Some(&(peer, _, _, by_ref)) = rest.first() {
-            let n = rest
+        let mut at = 0;
+        while at < self.pkts.len() {
+            let by_ref = self.by_ref[at];
+            let peer = self.pkts[at].peer;
+            let n = self.pkts[at..]
                 .iter()
-                .take(BATCH)
-                .take_while(|p| p.3 == by_ref && (!by_ref || p.0 == peer))
+                .zip(&self.by_ref[at..])
+                .take_while(|&(p, &r)| r == by_ref && (!by_ref || p.peer == peer))
                 .count();
-            let (run, after) = rest.split_at(n);
-            rest = after;
+            let n = if by_ref { n.min(BATCH) } else { n };
+            let run = &self.pkts[at..at + n];
+            at += n;
             if by_ref {
-                for (slot, &(_, start, len, _)) in stubs.iter_mut().zip(run) {
-                    *slot = &self.bytes[start..start + len];
+                let mut stubs: [&[u8]; BATCH] = [&[]; BATCH];
+                for (slot, p) in stubs.iter_mut().zip(run) {
+                    *slot = &self.bytes[p.start..p.start + p.len];
                 }
                 ctx.link.send_by_ref(peer, &stubs[..n]);
                 continue;
             }
-            for (slot, &(peer, start, len, _)) in batch.iter_mut().zip(run) {
-                *slot = Outgoing {
-                    peer,
-                    data: &self.bytes[start..start + len],
-                };
-            }
-            let _ = ctx.link.send(&batch[..n]);
+            let _ = ctx.link.send_packed(&mut self.bytes, run);
         }
         ctx.stats
             .sent_pkts
@@ -179,11 +185,13 @@ impl TxQueue {
             self.bytes.truncate(FLUSH_ABOVE);
             self.bytes.shrink_to_fit();
             self.pkts.shrink_to(FLUSH_ABOVE / 1024);
+            self.by_ref.shrink_to(FLUSH_ABOVE / 1024);
         }
     }
 
     fn clear(&mut self) {
         self.pkts.clear();
+        self.by_ref.clear();
         self.used = 0;
     }
 
@@ -191,7 +199,7 @@ impl TxQueue {
     fn packets(&self) -> impl Iterator<Item = &[u8]> {
         self.pkts
             .iter()
-            .map(|&(_, start, len, _)| &self.bytes[start..start + len])
+            .map(|p| &self.bytes[p.start..p.start + p.len])
     }
 }
 

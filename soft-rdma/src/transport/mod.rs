@@ -165,6 +165,40 @@ pub struct Outgoing<'a> {
     pub data: &'a [u8],
 }
 
+/// Where one packet to send lies in a buffer of packets
+/// ([`Link::send_packed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Packed {
+    pub peer: SocketAddr,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// [`Link::send_packed`] through [`Link::send`], 64 packets a call.
+pub fn send_packed_as_is<L: Link + ?Sized>(
+    link: &L,
+    bytes: &[u8],
+    pkts: &[Packed],
+) -> io::Result<usize> {
+    const BATCH: usize = 64;
+    let none = Outgoing {
+        peer: UNSPECIFIED,
+        data: &[],
+    };
+    let mut batch = [none; BATCH];
+    let mut sent = 0;
+    for run in pkts.chunks(BATCH) {
+        for (slot, p) in batch.iter_mut().zip(run) {
+            *slot = Outgoing {
+                peer: p.peer,
+                data: &bytes[p.start..p.start + p.len],
+            };
+        }
+        sent += link.send(&batch[..run.len()])?;
+    }
+    Ok(sent)
+}
+
 /// A placeholder peer for preallocated slots.
 pub(crate) const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::UNSPECIFIED,
@@ -489,6 +523,14 @@ pub trait Link: Send + Sync {
     /// refuses (unreachable peer, buffer full after retries) is dropped and
     /// counted, not an error of the whole batch.
     fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize>;
+    /// [`Link::send`] of packets laid out in `bytes` (each [`Packed`] says
+    /// where), which the link may change as it sends them: the UDP link
+    /// writes each later GSO segment's ICRC for its IP ID in place, so a
+    /// datagram's packets leave as one piece of memory (one iovec) instead
+    /// of two pieces a packet. Any other link sends them as they are.
+    fn send_packed(&self, bytes: &mut [u8], pkts: &[Packed]) -> io::Result<usize> {
+        send_packed_as_is(self, bytes, pkts)
+    }
     /// Block until at least one datagram arrives, the link is closed, or the
     /// timeout passes; fills `batch` and returns how many (0: closed/timeout).
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize>;
@@ -577,6 +619,9 @@ macro_rules! forward_link {
             }
             fn send(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
                 (**self).send(batch)
+            }
+            fn send_packed(&self, bytes: &mut [u8], pkts: &[Packed]) -> io::Result<usize> {
+                (**self).send_packed(bytes, pkts)
             }
             fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
                 (**self).recv(batch, timeout)

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::same_host::{self, SameHost};
 use super::sys::{self, Datagram, RawAddr, RecvMeta, CHUNK, MAX_IOV};
-use super::{Counters, Link, LinkStats, Outgoing, RecvBatch, MAX_PACKET, ROCE_PORT};
+use super::{Counters, Link, LinkStats, Outgoing, Packed, RecvBatch, MAX_PACKET, ROCE_PORT};
 use crate::wire::icrc::{IdDeltas, ICRC_LEN};
 
 /// Socket buffer size asked for (each direction).
@@ -725,6 +725,143 @@ impl UdpLink {
         Ok(sent)
     }
 
+    /// [`UdpLink::send_udp`] of packets laid out in `bytes` (a transmit
+    /// queue's arena: each packet right after the one before). A datagram
+    /// is a run of consecutive packets, so it leaves as one iovec; over IPv4
+    /// off loopback its later segments' ICRCs are first turned, in place,
+    /// into the ones for the IP IDs the kernel gives them (and back, for a
+    /// datagram the kernel refused, which goes again unsegmented).
+    ///
+    /// Before: 2 iovecs a segment (the bytes less the ICRC, the adjusted
+    /// ICRC), 127 for a 64 KiB message at MTU 1024, and at most
+    /// [`MAX_IOV`] a `sendmmsg` (two such messages).
+    fn send_udp_packed(&self, bytes: &mut [u8], pkts: &[Packed]) -> io::Result<usize> {
+        /// One datagram: `pkts` packets of `pkts` from `first` on, each
+        /// `seg` bytes but the last, `bytes` in all, at `start..end`.
+        #[derive(Clone, Copy)]
+        struct Group {
+            peer: SocketAddr,
+            first: usize,
+            pkts: usize,
+            seg: usize,
+            bytes: usize,
+            start: usize,
+            end: usize,
+            ids: bool,
+        }
+        let (mut sent, mut at) = (0, 0);
+        while at < pkts.len() {
+            let mut groups = [Group {
+                peer: self.local,
+                first: 0,
+                pkts: 0,
+                seg: 0,
+                bytes: 0,
+                start: 0,
+                end: 0,
+                ids: false,
+            }; CHUNK];
+            let (mut n, mut open, mut i) = (0, false, at);
+            while i < pkts.len() {
+                let Packed { peer, start, len } = pkts[i];
+                let Some(p) = self.peer_addr(peer).filter(|_| len <= u16::MAX as usize) else {
+                    Counters::add(&self.counters.send_dropped, 1);
+                    open = false;
+                    i += 1;
+                    continue;
+                };
+                // As in `send_udp`, and right after the open one in memory.
+                let joins =
+                    open && {
+                        let g = &groups[n - 1];
+                        g.peer == p
+                            && g.end == start
+                            && g.bytes == g.seg * g.pkts
+                            && len <= g.seg
+                            && len >= ICRC_LEN
+                            && g.pkts < GSO_MAX_SEGMENTS
+                            && g.bytes + len <= GSO_MAX_BYTES
+                    } && self.gso_to(&p);
+                if joins {
+                    let g = &mut groups[n - 1];
+                    g.pkts += 1;
+                    g.bytes += len;
+                    g.end += len;
+                } else {
+                    if n == CHUNK {
+                        break;
+                    }
+                    groups[n] = Group {
+                        peer: p,
+                        first: i,
+                        pkts: 1,
+                        seg: len,
+                        bytes: len,
+                        start,
+                        end: start + len,
+                        ids: ids_on_wire(&p),
+                    };
+                    n += 1;
+                    open = true;
+                }
+                i += 1;
+            }
+            if n == 0 {
+                return Ok(sent);
+            }
+            // Segment k's ICRC for IP ID k (XOR again undoes it).
+            let adjust = |bytes: &mut [u8], g: &Group| {
+                let mut deltas: Option<IdDeltas> = None;
+                for (k, p) in pkts[g.first..g.first + g.pkts].iter().enumerate().skip(1) {
+                    let d = match deltas {
+                        Some(d) if d.packet_len() == p.len => d,
+                        _ => *deltas.insert(IdDeltas::new(p.len)),
+                    };
+                    let t = &mut bytes[p.start + p.len - ICRC_LEN..p.start + p.len];
+                    let icrc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) ^ d.delta(k as u16);
+                    t.copy_from_slice(&icrc.to_le_bytes());
+                }
+            };
+            for g in groups[..n].iter().filter(|g| g.ids && g.pkts > 1) {
+                adjust(bytes, g);
+            }
+            let (k, refused) = {
+                let mut parts: [&[u8]; CHUNK] = [&[]; CHUNK];
+                let mut plan = [(0usize, 0usize); CHUNK];
+                for (k, g) in groups[..n].iter().enumerate() {
+                    parts[k] = &bytes[g.start..g.end];
+                    plan[k] = (g.pkts, g.bytes);
+                }
+                let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
+                    addr: RawAddr::empty(),
+                    parts: &[],
+                    segment: 0,
+                });
+                for (k, g) in groups[..n].iter().enumerate() {
+                    dgrams[k] = Datagram {
+                        addr: RawAddr::new(&g.peer),
+                        parts: &parts[k..k + 1],
+                        segment: if g.pkts > 1 { g.seg as u16 } else { 0 },
+                    };
+                }
+                self.send_planned(&dgrams[..n], &plan[..n])?
+            };
+            sent += k;
+            at = match refused {
+                // Again from the refused datagram's first packet, unsegmented:
+                // with the ICRCs for ID 0 each then leaves with.
+                Some(r) => {
+                    for g in groups[r..n].iter().filter(|g| g.ids && g.pkts > 1) {
+                        adjust(bytes, g);
+                    }
+                    groups[r].first
+                }
+                None => i,
+            };
+        }
+        Ok(sent)
+    }
+
     /// What the socket and then the same-host rings hold, appended to
     /// `batch` without blocking; Ok(false) when there was nothing.
     ///
@@ -933,6 +1070,14 @@ impl Link for UdpLink {
             i = end;
         }
         Ok(sent + self.send_udp(&batch[udp_from..])?)
+    }
+
+    fn send_packed(&self, bytes: &mut [u8], pkts: &[Packed]) -> io::Result<usize> {
+        match self.same_host {
+            // Rings take packets one by one: as they are.
+            Some(_) => super::send_packed_as_is(self, bytes, pkts),
+            None => self.send_udp_packed(bytes, pkts),
+        }
     }
 
     fn recv(&self, batch: &mut RecvBatch, timeout: Option<Duration>) -> io::Result<usize> {
