@@ -23,7 +23,7 @@ use crate::log::log;
 use crate::qp::{QpShared, TxQueue};
 use crate::resources::counters::bump;
 use crate::sync::{Level, OrderedMutex};
-use crate::transport::{RecvBatch, Remote, MAX_PACKET};
+use crate::transport::{RecvBatch, Remote};
 use crate::wire::icrc::{self, IcrcContext};
 use crate::wire::{Packet, PacketRepr, BTH_LEN};
 use std::net::SocketAddr;
@@ -65,8 +65,6 @@ pub(crate) struct Receiver {
 
 struct Work {
     batch: RecvBatch,
-    /// Payloads by reference of another process, read ahead (see [`Fetched`]).
-    fetched: Fetched,
     tx: TxQueue,
     acks: Vec<Arc<QpShared>>,
     /// QPs whose coalesced ACK waits for a ride (see [`receive`]).
@@ -88,7 +86,6 @@ impl Receiver {
                 Level::Receiver,
                 Work {
                     batch: RecvBatch::new(BATCH),
-                    fetched: Fetched::new(BATCH),
                     tx: TxQueue::default(),
                     acks: Vec::new(),
                     deferred: Vec::new(),
@@ -257,7 +254,6 @@ pub(crate) fn run(dev: &DeviceInner) {
 fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()> {
     let Work {
         batch,
-        fetched,
         tx,
         acks,
         deferred,
@@ -278,7 +274,7 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
     if inline && n > 0 {
         dev.stats.rcvd_inline.fetch_add(n as u64, Ordering::Relaxed);
     }
-    handle_all(dev, batch, fetched, tx, acks);
+    handle_all(dev, batch, tx, acks);
     let polling = r.app_polling();
     for qp in acks.drain(..) {
         let mut q = qp.lock();
@@ -318,78 +314,10 @@ pub(super) fn parse_counted(
 enum Arrived<'a> {
     /// A whole packet.
     Full(&'a [u8]),
-    /// A packet by reference (its headers) whose payload was read ahead.
-    Fetched(&'a [u8], &'a [u8]),
-    /// A packet by reference (its headers) whose payload is read when it
-    /// is placed, straight into the MR: another device of this process
-    /// (a plain copy), or a read ahead that failed (which fails again
-    /// there, and is answered so).
+    /// A packet by reference (its headers): the responder places its
+    /// payload straight from the sender's memory into the MR, one read for
+    /// a run of them (`qp::Locked::place_deferred`).
     Remote(&'a [u8], Remote),
-}
-
-/// Payloads by reference of another process, read ahead for a run of
-/// datagrams to one QP: a `process_vm_readv` costs a system call and a
-/// page walk, so consecutive payloads that follow each other in the
-/// sender's memory (the packets of a message) are read in one call — a
-/// 64 KiB WRITE's sixteen packets cost one. Placing each then copies from
-/// this buffer, which the read just left in the cache.
-struct Fetched {
-    buf: Box<[u8]>,
-    /// Per datagram of the run: its payload's range in `buf`, if read.
-    at: Vec<Option<(usize, usize)>>,
-    run: Vec<Remote>,
-}
-
-impl Fetched {
-    fn new(n: usize) -> Fetched {
-        Fetched {
-            buf: vec![0u8; n * MAX_PACKET].into_boxed_slice(),
-            at: Vec::with_capacity(n),
-            run: Vec::with_capacity(n),
-        }
-    }
-
-    /// Read ahead the payloads of `range` of `batch` that are in another
-    /// process; one that cannot be read is left to its placement.
-    fn fetch(&mut self, batch: &RecvBatch, range: std::ops::Range<usize>) {
-        self.at.clear();
-        let (mut used, mut k) = (0, range.start);
-        while k < range.end {
-            let Some(first) = batch.remote(k).filter(Remote::other_process) else {
-                self.at.push(None);
-                k += 1;
-                continue;
-            };
-            self.run.clear();
-            self.run.push(first);
-            let mut len = first.len();
-            while let Some(next) = (k + self.run.len() < range.end)
-                .then(|| batch.remote(k + self.run.len()))
-                .flatten()
-                .filter(|n| self.run.last().unwrap().follows(n))
-                .filter(|n| used + len + n.len() <= self.buf.len())
-            {
-                self.run.push(next);
-                len += next.len();
-            }
-            let ok = used + len <= self.buf.len()
-                && Remote::read_run_to(&self.run, &mut self.buf[used..used + len]).is_ok();
-            for r in &self.run {
-                self.at.push(ok.then_some((used, r.len())));
-                used += if ok { r.len() } else { 0 };
-            }
-            k += self.run.len();
-        }
-    }
-
-    /// The read-ahead payload of the `i`th datagram of the run.
-    fn get(&self, i: usize) -> Option<&[u8]> {
-        self.at
-            .get(i)
-            .copied()
-            .flatten()
-            .map(|(at, n)| &self.buf[at..at + n])
-    }
 }
 
 /// [`parse_counted`] of a packet by reference: `header` and the length of
@@ -431,7 +359,6 @@ fn dest_qp_at(batch: &RecvBatch, i: usize) -> Option<u32> {
 fn handle_all(
     dev: &DeviceInner,
     batch: &RecvBatch,
-    fetched: &mut Fetched,
     tx: &mut TxQueue,
     acks: &mut Vec<Arc<QpShared>>,
 ) {
@@ -455,19 +382,25 @@ fn handle_all(
             i = j;
             continue;
         }
-        fetched.fetch(batch, i..j);
-        let fetched = &*fetched;
         let run = (i..j).map(|k| {
             let (from, bytes) = batch.get(k);
-            let body = match (batch.remote(k), fetched.get(k - i)) {
-                (None, _) => Arrived::Full(bytes),
-                (Some(_), Some(payload)) => Arrived::Fetched(bytes, payload),
-                (Some(r), None) => Arrived::Remote(bytes, r),
+            let body = match batch.remote(k) {
+                None => Arrived::Full(bytes),
+                Some(r) => Arrived::Remote(bytes, r),
             };
             (from, body, batch.intact(k))
         });
         handle_run(dev, qpn, run, tx, acks);
         i = j;
+    }
+}
+
+/// The last request was a class C or J error: what completed before it is
+/// acknowledged and completes first; the flush completions follow.
+fn fail_if_due(ctx: &crate::qp::Context<'_>, q: &mut crate::qp::Locked<'_>, tx: &mut TxQueue) {
+    if q.take_goto_error() {
+        q.acknowledge_and_complete(ctx, tx);
+        q.fail(ctx);
     }
 }
 
@@ -497,7 +430,6 @@ fn handle_run<'a>(
     while let Some((from, body, intact)) = run.next() {
         let (parsed, bytes) = match body {
             Arrived::Full(b) => (parse_counted(dev, from, b), b),
-            Arrived::Fetched(h, p) => (parse_header_counted(dev, from, h, p.len()), p),
             Arrived::Remote(h, r) => (parse_header_counted(dev, from, h, r.len()), h),
         };
         let Some((repr, payload)) = parsed else {
@@ -537,25 +469,23 @@ fn handle_run<'a>(
         let q = held.get_or_insert_with(|| qp.lock());
         match body {
             Arrived::Full(_) => q.receive(&ctx, from, &repr, &bytes[payload], tx),
-            // Read ahead: from here on, as if it had come in the packet.
-            Arrived::Fetched(_, p) => q.receive(&ctx, from, &repr, p, tx),
             Arrived::Remote(_, r) => q.receive_by_ref(&ctx, from, &repr, r, tx),
         }
         if run.peek().is_some() && q.ack_due() {
-            // More of the run to handle: let the requester go on meanwhile.
+            // More of the run to handle: let the requester go on meanwhile
+            // (what the ACK covers is placed first).
             q.flush_ack(&ctx, tx);
             tx.flush(&ctx);
         }
-        if q.take_goto_error() {
-            // What completed before the error is acknowledged and completes
-            // first; the flush completions follow.
-            q.acknowledge_and_complete(&ctx, tx);
-            q.fail(&ctx);
-        }
+        fail_if_due(&ctx, q, tx);
     }
-    let (Some(qp), Some(q)) = (&found, held) else {
+    let (Some(qp), Some(mut q)) = (&found, held) else {
         return;
     };
+    // WRITE payloads by reference still deferred: placed (or undone and
+    // NAKed) before anything leaves or the lock goes.
+    q.place_deferred(&ctx, tx);
+    fail_if_due(&ctx, &mut q, tx);
     // Packets this QP produced leave before its lock is released (PSN order).
     tx.flush(&ctx);
     // The coalesced ACK and the completions it covers: at the batch's end.

@@ -452,9 +452,18 @@ impl Locked<'_> {
         responder::ack_due(&self.q)
     }
 
-    /// Send the coalesced ACK, if any.
+    /// Send the coalesced ACK, if any — after placing what it covers (a
+    /// run of WRITEs by reference waits to be placed in one read).
     pub(crate) fn flush_ack(&mut self, ctx: &Context<'_>, tx: &mut TxQueue) {
+        self.place_deferred(ctx, tx);
         responder::flush_ack(ctx, &mut self.q, tx);
+    }
+
+    /// Place the run of WRITE payloads by reference the responder deferred
+    /// (one read for a run of packets), or undo it and NAK its first packet
+    /// if it cannot be: a receiver calls it before it lets the QP lock go.
+    pub(crate) fn place_deferred(&mut self, ctx: &Context<'_>, tx: &mut TxQueue) {
+        responder::place_deferred(ctx, self.sh, &mut self.q, tx);
     }
 
     /// An ACK or receive completions wait for the end of the batch.

@@ -106,6 +106,29 @@ pub(super) struct RespState {
     pub(super) xrc_msg_srqn: Option<u32>,
     /// An XRC target: the CQ of each of `completed`, in the same order.
     pub(super) xrc_cqs: Vec<Arc<CqShared>>,
+    /// WRITE packets by reference checked and counted but not yet placed.
+    deferred: Option<Deferred>,
+}
+
+/// A run of WRITE packets by reference of one message, in sequence and
+/// checked like any (QP, source, PSN, opcode sequence, lengths, R_Key, PD,
+/// bounds), counted as received but not yet placed: their payloads follow
+/// each other in the sender's memory and their targets in the MR, so one
+/// read places them all ([`place_deferred`]) — across processes one
+/// `process_vm_readv` whose local iovec is the MR's own range, as UCX's
+/// cma does. Until then nothing may acknowledge them: the message's last
+/// packet, a packet that is not the run's next, an error, the coalesced
+/// ACK, and the end of the receive run (before the QP lock goes) place
+/// the run first. A failed read undoes it whole.
+struct Deferred {
+    /// The first packet's PSN: where a failed read takes the responder back.
+    psn: u32,
+    /// The first packet opened the message (undone, no message is open).
+    opened: bool,
+    /// Where the run lands in the MR, and its payloads joined.
+    va: u64,
+    remote: Remote,
+    from: SocketAddr,
 }
 
 /// Why a request fails.
@@ -114,9 +137,10 @@ enum Fail {
     Rnr,
     /// UC/UD: drop silently.
     Drop,
-    /// A payload by reference could not be read: ask for the packet again
-    /// (a PSN sequence NAK; the sender carries its payloads from now on).
-    Resend,
+    /// The deferred run before this packet could not be placed and was
+    /// undone ([`place_deferred`] answered it); this packet, past it now,
+    /// comes again with the rest.
+    Undone,
 }
 
 /// A request's payload: its bytes, or where a same-host sender kept it
@@ -166,6 +190,10 @@ pub(super) fn on_write_by_ref(
     ) {
         return;
     }
+    if repr.bth.psn != q.resp.epsn {
+        // Not the run's next: whatever answers it must follow the run.
+        place_deferred(ctx, sh, q, tx);
+    }
     let d = psn::diff(repr.bth.psn, q.resp.epsn);
     if d < 0 {
         bump(&ctx.stats.duplicate_requests);
@@ -179,9 +207,83 @@ pub(super) fn on_write_by_ref(
     }
     q.resp.nak_sent = false;
     let body = Body::Remote { remote, from };
-    if in_sequence(ctx, sh, q, from, repr, body, tx) && q.resp.reorder.any() {
+    if in_sequence(ctx, sh, q, from, repr, body, tx)
+        && q.resp.reorder.any()
+        && place_deferred(ctx, sh, q, tx)
+    {
         run_held(ctx, sh, q, from, tx);
     }
+}
+
+/// Place the deferred run, if any (see [`Deferred`]), with one read from
+/// the sender's memory into the MR's range, under the MR's access as any
+/// write (its window held, `valid` read, odp's guard or the pinned
+/// barrier: the pages stay the MR's for the read, and a pinned region's
+/// orphaned pages are skipped, never written through their address).
+/// Whether it was placed (or there was none). If not, the run is undone —
+/// the responder is as before its first packet, which is NAKed: a read
+/// that failed (the sender's memory, the kernel's rules) with a PSN
+/// sequence error, the sender asked to carry its payloads from then on; an
+/// MR that refused (unmapped ODP pages, a window unbound meanwhile) with a
+/// remote access error, as the first packet's own write would have been.
+/// Either NAK implies the coalesced ACK, which is dropped.
+///
+/// Locks: under the QP lock; takes the window's lock and the MR's (see
+/// `MrShared::fill_by_ref`) for the read.
+pub(super) fn place_deferred(
+    ctx: &Context<'_>,
+    sh: &QpShared,
+    q: &mut Inner,
+    tx: &mut TxQueue,
+) -> bool {
+    let Some(d) = q.resp.deferred.take() else {
+        return true;
+    };
+    let r = match &q.resp.cur {
+        Some(InMsg::Write { mr: Some(m), .. }) => match m.hold() {
+            Ok(_held) => m.fill_by_ref(d.va, &d.remote),
+            Err(_) => Err(FillError::Target(odp::AccessError::OutOfBounds)),
+        },
+        // A run is deferred only inside an open message that names an MR.
+        _ => Err(FillError::Target(odp::AccessError::OutOfBounds)),
+    };
+    let Err(e) = r else {
+        return true;
+    };
+    log!(
+        Debug,
+        "qp {:#x}: {} bytes by reference from {} at PSN {:#x}: {e}",
+        sh.qpn,
+        d.remote.len(),
+        d.from,
+        d.psn
+    );
+    let n = d.remote.len() as u64;
+    q.resp.epsn = d.psn;
+    q.resp.ack_pending = None;
+    match &mut q.resp.cur {
+        Some(InMsg::Write { va, remaining, .. }) if !d.opened => {
+            *va = d.va;
+            *remaining += n;
+        }
+        _ => q.resp.cur = None,
+    }
+    let code = match e {
+        FillError::Target(_) => {
+            q.resp.cur = None;
+            q.resp.goto_error = true;
+            NakCode::RemoteAccessError
+        }
+        FillError::Source(_) => {
+            // Not the MR's fault: the sender's memory or the kernel's rules.
+            ctx.link.refuse_by_ref(d.from);
+            q.resp.nak_sent = true;
+            NakCode::PsnSequenceError
+        }
+    };
+    ctx.stats.nak_sent(code);
+    send_aeth(ctx, q, tx, d.psn, Syndrome::Nak(code));
+    false
 }
 
 fn key_nak(_: KeyError) -> Fail {
@@ -204,6 +306,9 @@ pub(super) fn on_request(
     ) {
         return;
     }
+    // A carried request ends a run by reference (the same sender switched
+    // to carrying): the run is placed, or undone, before it is looked at.
+    place_deferred(ctx, sh, q, tx);
     if sh.qp_type == QpType::Ud {
         ud_receive(ctx, sh, q, from, repr, payload);
         return;
@@ -291,7 +396,13 @@ fn in_sequence(
 ) -> bool {
     let p = repr.bth.psn;
     let op = repr.bth.opcode.op();
-    match execute(ctx, sh, q, repr, body, tx) {
+    let mut r = execute(ctx, sh, q, repr, body, tx);
+    // Refused: what came before it in the run is placed first (its NAK
+    // acknowledges them); if that fails, the run's undoing answers all.
+    if matches!(r, Err(ref f) if !matches!(f, Fail::Undone)) && !place_deferred(ctx, sh, q, tx) {
+        r = Err(Fail::Undone);
+    }
+    match r {
         Ok(npsn) => {
             q.resp.epsn = psn::add(p, npsn);
             if repr.bth.ack_req && sh.qp_type.is_reliable() && !is_rd_atomic(op) {
@@ -333,17 +444,7 @@ fn in_sequence(
             }
         }
         Err(Fail::Drop) => q.resp.cur = None,
-        Err(Fail::Resend) => {
-            // As before the packet: a first one had opened the message.
-            if op.is_first() {
-                q.resp.cur = None;
-            }
-            if !q.resp.nak_sent {
-                q.resp.nak_sent = true;
-                ctx.stats.nak_sent(NakCode::PsnSequenceError);
-                send_aeth(ctx, q, tx, p, Syndrome::Nak(NakCode::PsnSequenceError));
-            }
-        }
+        Err(Fail::Undone) => {}
     }
     false
 }
@@ -458,7 +559,7 @@ fn execute(
                 remaining: u64::from(reth.len),
                 total: reth.len,
             });
-            write_payload(ctx, sh, q, repr, body)
+            write_payload(ctx, sh, q, repr, body, tx)
         }
         Op::WriteMiddle | Op::WriteLast | Op::WriteLastImm => {
             if !matches!(q.resp.cur, Some(InMsg::Write { .. })) {
@@ -470,7 +571,7 @@ fn execute(
             if op == Op::WriteLastImm && !sh.has_recv(q) {
                 return Err(Fail::Rnr);
             }
-            write_payload(ctx, sh, q, repr, body)
+            write_payload(ctx, sh, q, repr, body, tx)
         }
         Op::ReadRequest => {
             let Ext::Reth(reth) = repr.ext else {
@@ -627,14 +728,29 @@ fn recv_payload(
 }
 
 /// WRITE payload into the target MR; on a last-with-immediate, a completion.
+/// A payload by reference joins the deferred run (see [`Deferred`]),
+/// placed at the message's last packet at the latest.
 fn write_payload(
     ctx: &Context<'_>,
     sh: &QpShared,
     q: &mut Inner,
     repr: &PacketRepr,
     body: Body<'_>,
+    tx: &mut TxQueue,
 ) -> Result<u32, Fail> {
     let op = repr.bth.opcode.op();
+    let last = matches!(
+        op,
+        Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm
+    );
+    let joined = match (body, &q.resp.deferred) {
+        (Body::Remote { remote, .. }, Some(d)) => d.remote.join(&remote),
+        _ => None,
+    };
+    if joined.is_none() && !place_deferred(ctx, sh, q, tx) {
+        // (Only a run's next packet can find one deferred: this is it.)
+        return Err(Fail::Undone);
+    }
     let Some(InMsg::Write {
         mr,
         va,
@@ -644,10 +760,6 @@ fn write_payload(
     else {
         unreachable!("checked by the caller")
     };
-    let last = matches!(
-        op,
-        Op::WriteLast | Op::WriteLastImm | Op::WriteOnly | Op::WriteOnlyImm
-    );
     let n = body.len() as u64;
     if n > *remaining || (last && n != *remaining) {
         return Err(Fail::Nak(NakCode::InvalidRequest));
@@ -658,38 +770,34 @@ fn write_payload(
         let _held = m
             .hold()
             .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
-        // The ODP path: a region the target unmapped is a remote access error.
-        let remote_failed = match body {
-            Body::Bytes(b) => {
-                m.write(*va, b)
-                    .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?;
-                None
-            }
-            // The one copy: from the sender's memory into the MR's range
-            // (checked above, as for bytes carried), by the kernel.
-            Body::Remote { remote, from } => match m.fill_by_ref(*va, &remote) {
-                Ok(()) => None,
-                Err(FillError::Target(_)) => return Err(Fail::Nak(NakCode::RemoteAccessError)),
-                Err(e) => Some((e, from)),
+        match body {
+            // The ODP path: a region the target unmapped is a remote access error.
+            Body::Bytes(b) => m
+                .write(*va, b)
+                .map_err(|_| Fail::Nak(NakCode::RemoteAccessError))?,
+            // Checked above as carried bytes are: placed with its run.
+            Body::Remote { remote, from } => match (joined, q.resp.deferred.as_mut()) {
+                (Some(j), Some(d)) => d.remote = j,
+                _ => {
+                    q.resp.deferred = Some(Deferred {
+                        psn: repr.bth.psn,
+                        opened: op.is_first(),
+                        va: *va,
+                        remote,
+                        from,
+                    })
+                }
             },
-        };
-        if let Some((e, from)) = remote_failed {
-            // Not the MR's fault (it was checked): the sender's memory or
-            // the kernel's rules. Nothing of the packet counts; the sender
-            // carries its payloads from now on and sends this one again.
-            log!(
-                Debug,
-                "qp {:#x}: payload by reference from {from}: {e}",
-                sh.qpn
-            );
-            ctx.link.refuse_by_ref(from);
-            return Err(Fail::Resend);
         }
     }
     *va += n;
     *remaining -= n;
     let total = *total;
     if last {
+        // The message ends here: placed before it counts (MSN, completion).
+        if !place_deferred(ctx, sh, q, tx) {
+            return Err(Fail::Undone);
+        }
         q.resp.cur = None;
         q.resp.msn = psn::add(q.resp.msn, 1);
         let imm = match repr.ext {

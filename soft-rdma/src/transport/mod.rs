@@ -78,22 +78,10 @@ impl Remote {
     pub fn follows(&self, next: &Remote) -> bool {
         self.pid == next.pid && self.va.checked_add(u64::from(self.len)) == Some(next.va)
     }
-    /// Copy the payloads of `run` (each [`following`](Remote::follows) the
-    /// one before) into `out`, exactly their total length, in one read.
-    pub fn read_run_to(run: &[Remote], out: &mut [u8]) -> io::Result<()> {
-        let (Some(first), total) = (run.first(), run.iter().map(Remote::len).sum::<usize>()) else {
-            return Ok(());
-        };
-        if total != out.len() || run.windows(2).any(|w| !w[0].follows(&w[1])) {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        if by_ref_refused() {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
-        }
-        match first.pid {
-            Some(pid) => sys::read_remote(pid, first.va, out.as_mut_ptr() as u64, out.len()),
-            None => sys::read_own(first.va, out.as_mut_ptr() as u64, out.len()),
-        }
+    /// This payload and `next`'s as one, if `next` [follows](Remote::follows) it.
+    pub fn join(&self, next: &Remote) -> Option<Remote> {
+        let len = self.len.checked_add(next.len)?;
+        self.follows(next).then_some(Remote { len, ..*self })
     }
     /// The payload's length.
     pub fn len(&self) -> usize {
@@ -125,8 +113,10 @@ impl Remote {
 /// `SOFTRDMA_ONECOPY`: unset (or `local`), payloads go by reference only
 /// between devices of one process (a receiver asks other processes for
 /// whole packets: across processes the page walk of `process_vm_readv`
-/// cost about what it saved on the 2-core VM, and the two-process runs
-/// with it were not faster — docs/BENCHMARKS.md, "One copy"); `all` takes
+/// costs the receiver about what the ring's copy does, and on the loaded
+/// 2-core VM the two-process runs with it were not clearly faster, even
+/// placing straight into the MR — docs/BENCHMARKS.md, "One copy across
+/// processes"); `all` takes
 /// references from other processes too; `off` sends every payload in its
 /// packet; `eperm` (for tests) is `all` with every read of a payload by
 /// reference failing as a kernel that forbids it would (`EPERM`, Yama's
