@@ -1,9 +1,8 @@
 //! The `softrdma-timer` thread: sleeps until the earliest retransmission or
-//! RNR deadline (no busy thread), then lets that QP act on it; and runs the
-//! QPs the budget's line woke (`resources::flight`).
+//! RNR deadline (no busy thread), then lets that QP act on it.
 
 use super::DeviceInner;
-use crate::resources::flight::{self, LINE_TIMER, PERIODIC};
+use crate::resources::flight::{self, LINE_TIMER};
 use std::time::Instant;
 
 pub(crate) fn run(dev: &DeviceInner) {
@@ -12,7 +11,7 @@ pub(crate) fn run(dev: &DeviceInner) {
     while dev.timers.wait_due(&mut due) {
         for (qpn, generation) in due.drain(..) {
             if qpn == LINE_TIMER {
-                line(dev, generation == PERIODIC, &mut woken);
+                line_timer(dev, &mut woken);
                 continue;
             }
             if let Some(qp) = dev.qp(qpn) {
@@ -22,22 +21,16 @@ pub(crate) fn run(dev: &DeviceInner) {
     }
 }
 
-/// The budget's line: on its periodic timer, wake whom the room allows and
-/// look again while anyone waits; then run the woken, first in line first
-/// (each gives its reservation back, a QP gone too).
-/// Locks: none held; the line's and the timers' (not nested), then each
-/// woken QP's in turn.
-fn line(dev: &DeviceInner, periodic: bool, woken: &mut Vec<flight::Waiter>) {
-    if periodic && dev.flight.on_line_timer() {
-        let at = Instant::now() + flight::RETRY;
-        dev.timers.arm(at, LINE_TIMER, PERIODIC);
+/// The budget's line timer (`resources::flight`): wake who the room allows,
+/// and look again while anyone waits. Locks: none held; the line's, then
+/// the timers' (not nested).
+fn line_timer(dev: &DeviceInner, woken: &mut Vec<(u32, u64)>) {
+    let again = dev.flight.on_line_timer(woken);
+    let now = Instant::now();
+    for (qpn, generation) in woken.drain(..) {
+        dev.timers.arm(now, qpn, generation);
     }
-    dev.flight.take_woken(woken);
-    let ctx = dev.ctx();
-    for w in woken.drain(..) {
-        match dev.qp(w.qpn) {
-            Some(qp) => qp.on_room(&ctx, w),
-            None => dev.flight.unreserve(w.need),
-        }
+    if again {
+        dev.timers.arm(now + flight::RETRY, LINE_TIMER, 0);
     }
 }

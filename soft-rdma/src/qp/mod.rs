@@ -28,7 +28,7 @@ pub(crate) use tx::TxQueue;
 use crate::log::log;
 use crate::resources::counters::bump;
 use crate::resources::cq::{CqShared, Overflow};
-use crate::resources::flight::{Flight, Waiter};
+use crate::resources::flight::Flight;
 use crate::resources::sge::RecvWqe;
 use crate::resources::srq::SrqShared;
 use crate::sync::{Guard, Level, OrderedMutex};
@@ -205,19 +205,6 @@ impl QpShared {
             return;
         }
         TxQueue::with(ctx, |tx| requester::on_timer(ctx, self, q, tx));
-    }
-
-    /// Woken from the device's budget line with room set aside
-    /// (`resources::flight`): send what it allows, and give the room back
-    /// — also if the QP no longer waits. Takes the QP lock.
-    pub(crate) fn on_room(&self, ctx: &Context<'_>, w: Waiter) {
-        let mut l = self.lock();
-        let q = &mut *l.q;
-        if q.req.timer_generation != w.generation || q.state == QpState::Err {
-            self.flight.unreserve(w.need);
-            return;
-        }
-        TxQueue::with(ctx, |tx| requester::on_room(ctx, self, q, w.need, tx));
     }
 
     /// The next receive WQE: from the SRQ if the QP has one.

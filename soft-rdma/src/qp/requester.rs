@@ -244,9 +244,6 @@ pub(super) struct ReqState {
     /// What the QP has charged to its device's budget of bytes in flight
     /// (`resources::flight`), settled at each unlock ([`charge`]).
     pub(super) charged: u64,
-    /// Room the budget's line set aside for this QP, while it runs woken
-    /// ([`on_room`]).
-    granted: u64,
 }
 
 impl ReqState {
@@ -315,78 +312,35 @@ fn budget_limit(q: &Inner, room: u64) -> u32 {
 }
 
 /// Stopped by the budget with nothing in flight: wait in the device's line
-/// for an ACK of another QP to free the room its next message needs (the
-/// line's one timer looks again every [`flight::RETRY`] meanwhile). Queued
-/// once: until woken the QP sends nothing ([`progress`] returns at once),
-/// so its posts do not queue it again. A QP woken that still found too
-/// little goes back to the front. The timer generation is bumped: a wake-up
-/// names it, and a stale retransmission deadline passes for nothing.
+/// for an ACK of another QP to free room (the line's one timer looks
+/// again every [`flight::RETRY`] meanwhile). Queued once: until woken the
+/// QP sends nothing ([`progress`] returns at once), so its posts do not
+/// queue it again. The timer generation is bumped so that a stale
+/// retransmission deadline does not pass for the wake-up.
 /// Locks: under the QP lock; takes the line's, then the timers'.
 fn wait_for_room(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
-    let mtu = q.path_mtu.bytes() as u64;
-    let need = q.req.sq.get(q.req.send_idx).map_or(1, |w| {
-        let n = if w.psn.is_some() {
-            w.npsn(mtu).saturating_sub(w.next_pkt)
-        } else {
-            w.npsn(mtu)
-        };
-        whole(n, mtu)
-    });
     q.req.budget_waiting = true;
     q.req.wait_from = None; // nothing in flight, nothing waited for
     q.req.timer_generation += 1;
     q.req.timer_armed = false;
     q.req.timer_at = None;
-    let w = flight::Waiter {
-        qpn: sh.qpn,
-        generation: q.req.timer_generation,
-        need: u64::from(need.max(1)) * mtu,
-    };
-    if sh.flight.wait(w, q.req.granted > 0) {
-        ctx.timers.arm(
-            Instant::now() + flight::RETRY,
-            flight::LINE_TIMER,
-            flight::PERIODIC,
-        );
+    if sh.flight.wait(sh.qpn, q.req.timer_generation) {
+        ctx.timers
+            .arm(Instant::now() + flight::RETRY, flight::LINE_TIMER, 0);
     }
-}
-
-/// Of a message of `n` packets, how many the budget's room must hold for
-/// it to start: all of it up to [`flight::WHOLE`] (and the window).
-fn whole(n: u32, mtu: u64) -> u32 {
-    n.min((flight::WHOLE / mtu).max(1) as u32).min(MAX_UNACKED)
-}
-
-/// Woken from the budget's line with `need` bytes set aside for it: send
-/// what that allows, settle the charge, give the reservation back.
-/// Locks: under the QP lock; takes the line's and the timers'.
-pub(super) fn on_room(
-    ctx: &Context<'_>,
-    sh: &QpShared,
-    q: &mut Inner,
-    need: u64,
-    tx: &mut TxQueue,
-) {
-    if std::mem::take(&mut q.req.budget_waiting) {
-        q.req.granted = need;
-        progress(ctx, sh, q, tx);
-        let now = charge(q);
-        sh.flight.settle(&mut q.req.charged, now);
-        q.req.granted = 0;
-    }
-    sh.flight.unreserve(need);
 }
 
 /// An ACK freed room: the QP's charge settles now (not at its unlock) and
-/// the line is woken as far as the room holds, the timer thread to run
-/// the woken at once. Locks: under the QP lock; takes the line's, then the
-/// timers'.
+/// the first QPs in line are woken, their timers armed for now.
+/// Locks: under the QP lock; takes the line's, then the timers'.
 fn wake_waiters(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
     let now_charged = charge(q);
     sh.flight.settle(&mut q.req.charged, now_charged);
-    if sh.flight.wake() {
-        ctx.timers
-            .arm(Instant::now(), flight::LINE_TIMER, flight::WOKEN);
+    let mut woken = Vec::new();
+    sh.flight.wake(q.path_mtu.bytes() as u64, &mut woken);
+    let now = Instant::now();
+    for (qpn, generation) in woken {
+        ctx.timers.arm(now, qpn, generation);
     }
 }
 
@@ -414,14 +368,12 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
     let mtu = q.path_mtu.bytes() as u64;
     // The tighter of the QP's window and the device's budget.
     let mut stopped = false; // by the limit, with more to send
-    let mut not_whole = false; // a message the budget's room would split
-    let (limit, budget, by_budget) = if sh.qp_type.is_reliable() {
-        let room = sh.flight.room() + q.req.granted;
-        let (w, b) = (window_limit(q), budget_limit(q, room));
+    let (limit, by_budget) = if sh.qp_type.is_reliable() {
+        let (w, b) = (window_limit(q), budget_limit(q, sh.flight.room()));
         let by_budget = psn::diff(b, w) < 0;
-        (Some(if by_budget { b } else { w }), Some(b), by_budget)
+        (Some(if by_budget { b } else { w }), by_budget)
     } else {
-        (None, None, false)
+        (None, false)
     };
     while q.req.send_idx < q.req.sq.len() {
         let idx = q.req.send_idx;
@@ -459,12 +411,6 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
                 break; // the window is full
             }
             let n = q.req.sq[idx].npsn(mtu);
-            if budget.is_some_and(|b| psn::diff(psn::add(q.req.next_psn, whole(n, mtu)), b) > 0) {
-                // Whole or not yet: its ACK, and the receiver's run of it,
-                // are one.
-                (stopped, not_whole) = (true, true);
-                break;
-            }
             q.req.sq[idx].psn = Some((q.req.next_psn, n));
             q.req.next_psn = psn::add(q.req.next_psn, n);
             q.req.sq[idx].fault_in();
@@ -487,7 +433,7 @@ pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut
         }
     }
     if sh.qp_type.is_reliable() {
-        let stopped_by_budget = stopped && (by_budget || not_whole);
+        let stopped_by_budget = stopped && by_budget;
         if stopped_by_budget {
             bump(&ctx.stats.flight_limited);
         }
@@ -1278,6 +1224,10 @@ fn probe(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue, now:
 pub(super) fn on_timer(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
     q.req.timer_armed = false;
     q.req.timer_at = None;
+    if std::mem::take(&mut q.req.budget_waiting) {
+        progress(ctx, sh, q, tx);
+        return;
+    }
     if q.req.rnr_waiting {
         q.req.rnr_waiting = false;
         progress(ctx, sh, q, tx);

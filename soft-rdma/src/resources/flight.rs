@@ -7,26 +7,23 @@
 //! while the queues ahead of its ACKs grow longer than its timeout. So the
 //! QPs of a device share one budget, as a NIC's send queues share its
 //! wire: a QP charges what it has in flight, and sends new packets only
-//! within what the others leave — and starts a message only if the room
-//! holds all of it (up to [`WHOLE`]): slivers of messages each asked for
-//! an ACK and split the receiver's runs of one message.
+//! within what the others leave — at least one packet when it has none in
+//! flight, so nobody starves, and its own ACKs (asked for by the last
+//! packet the budget allows) let it go on.
 //!
-//! A QP with nothing in flight that finds no room waits in line, once,
-//! saying how much its next message needs: it sends nothing more (its
-//! posts only queue) until woken. The QPs whose ACKs free room wake the
-//! line in order, as far as the room holds each one's need, and set that
-//! room aside for them ([`Flight::reserved`]) until they run: a woken QP
-//! is not overtaken by the QPs whose ACKs come in meanwhile. The woken are
-//! handed to the timer thread ([`Flight::take_woken`], [`LINE_TIMER`]
-//! armed for now), which runs each and gives its reservation back. No
-//! waiter has a timer of its own — a thousand of them looking again every
-//! millisecond kept the timer thread busy with nothing to send; the line's
-//! one timer, armed while anyone waits, looks every [`RETRY`] should room
-//! have been freed with no ACK to tell (a QP reset or destroyed).
+//! A QP with nothing in flight that finds no room waits in line, once: it
+//! sends nothing more (its posts only queue) until the QPs whose ACKs free
+//! room wake it, first in line first (its timer, armed for now). No waiter
+//! has a timer of its own — a thousand of them looking again every
+//! millisecond kept the timer thread busy with nothing to send. One timer
+//! for the whole line, armed while anyone waits ([`LINE_TIMER`]), wakes
+//! the first in line every [`RETRY`] should room have been freed with no
+//! ACK to tell (a QP reset or destroyed) or a wake-up gone to a QP that no
+//! longer waits.
 //!
 //! The charges are settled when a QP's lock is released (`qp::Locked`), so
 //! the total is exact between operations and may run over by what the QPs
-//! sending at that moment add in one go. The totals are relaxed atomics;
+//! sending at that moment add in one go. The total is a relaxed atomic;
 //! the line has a lock of its own, a leaf under a QP's.
 
 use crate::sync::{Level, OrderedMutex};
@@ -34,41 +31,23 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How often the line's own timer looks while anyone waits (ACKs wake the
-/// line in the normal course).
+/// How often the line's own timer wakes its first waiter while anyone
+/// waits (ACKs wake them in the normal course).
 pub(crate) const RETRY: Duration = Duration::from_millis(1);
 
 /// The timer heap's name for the line's timer: no QPN (24 bits) is it.
-/// Generation [`PERIODIC`]: the timer proper; [`WOKEN`]: run the woken now.
 pub(crate) const LINE_TIMER: u32 = u32::MAX;
-pub(crate) const PERIODIC: u64 = 0;
-pub(crate) const WOKEN: u64 = 1;
 
-/// The budget: three quarters of the same-host ring (4 MiB of records,
-/// each packet's headers on top of its payload: a budget of the ring's
-/// whole size, once whole messages filled it, overflowed it), and less
-/// than a quarter of a UDP socket's buffer. One QP's whole window fits
-/// three times over.
-pub(crate) const FLIGHT_BUDGET: u64 = 3 << 20;
+/// The least room worth a wake-up: the smallest path MTU.
+const MIN_ROOM: u64 = 256;
 
-/// Messages up to this size start only when the room holds them whole;
-/// larger ones go out as the room allows, packet by packet.
-pub(crate) const WHOLE: u64 = 256 << 10;
-
-/// A QP in line: its timer generation when it queued (a later one means it
-/// no longer waits) and the room its next message needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Waiter {
-    pub(crate) qpn: u32,
-    pub(crate) generation: u64,
-    pub(crate) need: u64,
-}
+/// The budget: the same-host ring's size, and a quarter of a UDP socket's
+/// buffer. One QP's whole window fits four times over.
+pub(crate) const FLIGHT_BUDGET: u64 = 4 << 20;
 
 /// Bytes in flight on a device's RC QPs, against [`FLIGHT_BUDGET`].
 pub(crate) struct Flight {
     bytes: AtomicU64,
-    /// Room set aside for QPs woken and not run yet.
-    reserved: AtomicU64,
     /// `line` is not empty (the ACK path's fast check).
     any: AtomicBool,
     line: OrderedMutex<Line>,
@@ -76,10 +55,9 @@ pub(crate) struct Flight {
 
 #[derive(Default)]
 struct Line {
-    waiting: VecDeque<Waiter>,
-    /// Woken, their room reserved, for the timer thread to run.
-    woken: Vec<Waiter>,
-    /// The line's periodic timer is armed.
+    /// QPs waiting for room: QPN and the timer generation to wake.
+    waiting: VecDeque<(u32, u64)>,
+    /// The line's timer is armed ([`LINE_TIMER`]).
     timer: bool,
 }
 
@@ -87,7 +65,6 @@ impl Default for Flight {
     fn default() -> Flight {
         Flight {
             bytes: AtomicU64::new(0),
-            reserved: AtomicU64::new(0),
             any: AtomicBool::new(false),
             line: OrderedMutex::new(Level::Flight, Line::default()),
         }
@@ -95,11 +72,9 @@ impl Default for Flight {
 }
 
 impl Flight {
-    /// What the budget leaves beyond every charge settled so far and the
-    /// room set aside for woken QPs.
+    /// What the budget leaves beyond every charge settled so far.
     pub(crate) fn room(&self) -> u64 {
-        let used = self.bytes.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed);
-        FLIGHT_BUDGET.saturating_sub(used)
+        FLIGHT_BUDGET.saturating_sub(self.bytes.load(Ordering::Relaxed))
     }
 
     /// A QP that had `charged` bytes in flight now has `now`.
@@ -112,65 +87,42 @@ impl Flight {
         *charged = now;
     }
 
-    /// A woken QP ran (or is gone): the room set aside for it is free.
-    pub(crate) fn unreserve(&self, need: u64) {
-        self.reserved.fetch_sub(need, Ordering::Relaxed);
-    }
-
-    /// `w` waits for room: at the back of the line, or at its front for a
-    /// QP woken that still found too little. True if the caller is to arm
-    /// the line's timer ([`LINE_TIMER`], [`PERIODIC`], at [`RETRY`]).
+    /// QP `qpn` (timer generation `generation`) waits for room. True if
+    /// the caller is to arm the line's timer ([`LINE_TIMER`] at [`RETRY`]).
     /// Locks: takes the line's (a leaf; under the QP's lock).
-    pub(crate) fn wait(&self, w: Waiter, front: bool) -> bool {
+    pub(crate) fn wait(&self, qpn: u32, generation: u64) -> bool {
         let mut line = self.line.lock();
-        if front {
-            line.waiting.push_front(w);
-        } else {
-            line.waiting.push_back(w);
-        }
+        line.waiting.push_back((qpn, generation));
         self.any.store(true, Ordering::Release);
         !std::mem::replace(&mut line.timer, true)
     }
 
-    /// Wake the line in order as far as the room holds each one's need,
-    /// setting it aside. True if any was woken: the caller arms
-    /// [`LINE_TIMER`] ([`WOKEN`]) for now, and the timer thread runs them.
+    /// The line's timer fired: the waiters the room allows (the first at
+    /// least, if any room is left), as [`Flight::wake`]. True if anyone
+    /// still waits: the caller arms the timer again.
     /// Locks: takes the line's, a leaf.
-    pub(crate) fn wake(&self) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
-        }
-        let mut line = self.line.lock();
-        let mut room = self.room();
-        let mut any = false;
-        while let Some(&w) = line.waiting.front() {
-            if w.need > room {
-                break;
-            }
-            room -= w.need;
-            self.reserved.fetch_add(w.need, Ordering::Relaxed);
-            line.waiting.pop_front();
-            line.woken.push(w);
-            any = true;
-        }
-        self.any.store(!line.waiting.is_empty(), Ordering::Release);
-        any
-    }
-
-    /// The QPs woken, to run (each then gives its reservation back).
-    /// Locks: takes the line's, a leaf.
-    pub(crate) fn take_woken(&self, out: &mut Vec<Waiter>) {
-        out.append(&mut self.line.lock().woken);
-    }
-
-    /// The line's periodic timer fired: wake whom the room allows (as
-    /// [`Flight::wake`]). True if anyone still waits: the caller arms it
-    /// again. Locks: takes the line's, a leaf.
-    pub(crate) fn on_line_timer(&self) -> bool {
-        self.wake();
+    pub(crate) fn on_line_timer(&self, out: &mut Vec<(u32, u64)>) -> bool {
+        self.wake(MIN_ROOM, out);
         let mut line = self.line.lock();
         line.timer = !line.waiting.is_empty();
         line.timer
+    }
+
+    /// The waiters to wake now that the room is `room` bytes at `mtu`: one
+    /// per 64 KiB of room and at least one (each takes what it can; the
+    /// rest wait on). Locks: takes the line's, a leaf.
+    pub(crate) fn wake(&self, mtu: u64, out: &mut Vec<(u32, u64)>) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let room = self.room();
+        if room < mtu {
+            return;
+        }
+        let mut line = self.line.lock();
+        let n = ((1 + room / (64 << 10)) as usize).min(line.waiting.len());
+        out.extend(line.waiting.drain(..n));
+        self.any.store(!line.waiting.is_empty(), Ordering::Release);
     }
 
     /// Everything settled so far (a test's view).
@@ -184,71 +136,66 @@ impl Flight {
 mod tests {
     use super::*;
 
-    fn waiter(qpn: u32, need: u64) -> Waiter {
-        Waiter {
-            qpn,
-            generation: u64::from(qpn) * 10,
-            need,
-        }
-    }
-
     #[test]
     fn settling_moves_the_total_by_the_difference() {
         let f = Flight::default();
         let (mut a, mut b) = (0, 0);
-        f.settle(&mut a, 2 << 20);
+        f.settle(&mut a, 3 << 20);
         f.settle(&mut b, 2 << 20);
         assert_eq!(f.room(), 0, "over the budget: no room, not an underflow");
-        f.settle(&mut a, FLIGHT_BUDGET - (3 << 20));
-        assert_eq!(f.in_flight(), FLIGHT_BUDGET - (1 << 20));
-        assert_eq!((a, f.room()), (FLIGHT_BUDGET - (3 << 20), 1 << 20));
+        f.settle(&mut a, 1 << 20);
+        assert_eq!((a, f.in_flight(), f.room()), (1 << 20, 3 << 20, 1 << 20));
         f.settle(&mut a, 0);
         f.settle(&mut b, 0);
         assert_eq!(f.in_flight(), 0);
     }
 
     #[test]
-    fn waiters_are_woken_in_line_as_far_as_the_room_holds_their_needs() {
+    fn waiters_are_woken_in_line_as_room_allows() {
         let f = Flight::default();
         let mut full = 0;
         f.settle(&mut full, FLIGHT_BUDGET);
         for qpn in 1..=40 {
-            let first = f.wait(waiter(qpn, 64 << 10), false);
+            let first = f.wait(qpn, u64::from(qpn) * 10);
             assert_eq!(first, qpn == 1, "the line's timer is armed once");
         }
         let mut woken = Vec::new();
-        assert!(!f.wake(), "no room, nobody woken");
-        f.settle(&mut full, FLIGHT_BUDGET - (160 << 10));
-        assert!(f.wake());
-        f.take_woken(&mut woken);
-        assert_eq!(woken, [waiter(1, 64 << 10), waiter(2, 64 << 10)]);
-        assert_eq!(f.room(), 32 << 10, "their room is set aside");
-        assert!(!f.wake(), "the third's need is more than what is left");
-        f.unreserve(64 << 10);
-        f.unreserve(64 << 10);
+        f.wake(4096, &mut woken);
+        assert!(woken.is_empty(), "no room, nobody woken");
+        f.settle(&mut full, FLIGHT_BUDGET - (128 << 10));
+        f.wake(4096, &mut woken);
+        assert_eq!(
+            woken,
+            [(1, 10), (2, 20), (3, 30)],
+            "1 + 128 KiB / 64 KiB, first in line first"
+        );
         f.settle(&mut full, 0);
         woken.clear();
-        assert!(f.wake());
-        f.take_woken(&mut woken);
-        assert_eq!(woken.len(), 38, "the rest");
-        assert_eq!(f.room(), FLIGHT_BUDGET - 38 * (64 << 10));
-        assert!(!f.on_line_timer(), "nobody waits: the timer stops");
-        assert!(f.wait(waiter(41, 4096), false), "armed again");
+        f.wake(4096, &mut woken);
+        assert_eq!(woken.len(), 37, "the rest");
+        woken.clear();
+        f.wake(4096, &mut woken);
+        assert!(woken.is_empty());
+        assert!(
+            !f.on_line_timer(&mut woken),
+            "nobody waits: the timer stops"
+        );
+        assert!(f.wait(41, 410), "armed again for the next waiter");
     }
 
     #[test]
-    fn a_woken_qp_that_found_too_little_goes_back_to_the_front() {
+    fn the_line_timer_wakes_the_first_waiter_once_there_is_room() {
         let f = Flight::default();
         let mut full = 0;
         f.settle(&mut full, FLIGHT_BUDGET);
-        f.wait(waiter(7, 4096), false);
-        f.wait(waiter(8, 4096), true);
-        assert!(f.on_line_timer(), "no room: still waiting");
+        f.wait(7, 70);
+        f.wait(8, 80);
+        let mut woken = Vec::new();
+        assert!(f.on_line_timer(&mut woken), "no room: still waiting");
+        assert!(woken.is_empty());
         // Room freed with no ACK to tell (a QP destroyed).
         f.settle(&mut full, FLIGHT_BUDGET - 4096);
-        assert!(f.on_line_timer(), "one woken, one waits on");
-        let mut woken = Vec::new();
-        f.take_woken(&mut woken);
-        assert_eq!(woken, [waiter(8, 4096)], "the one put at the front first");
+        assert!(f.on_line_timer(&mut woken), "one woken, one waits on");
+        assert_eq!(woken, [(7, 70)]);
     }
 }
