@@ -184,7 +184,7 @@ fn busy_qps_share_the_devices_budget_of_bytes_in_flight() {
 /// line's own timer wakes it — nothing else would: no ACK ever comes.
 #[test]
 fn a_qp_waiting_for_room_goes_on_when_room_is_freed_without_an_ack() {
-    const DEAD: usize = 34; // 32 × 128 KiB fill the 4 MiB budget
+    const DEAD: usize = 26; // 24 × 128 KiB fill the 3 MiB budget
     const LEN: usize = 128 << 10; // one window at MTU 1024
     let hub = Hub::new();
     let (a, b) = (hub_node(&hub, 7, 64), hub_node(&hub, 8, 64));

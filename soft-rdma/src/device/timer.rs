@@ -1,5 +1,6 @@
 //! The `softrdma-timer` thread: sleeps until the earliest retransmission or
-//! RNR deadline (no busy thread), then lets that QP act on it.
+//! RNR deadline (no busy thread), then lets that QP act on it; and the
+//! budget's line (`resources::flight`): its timer, and running the woken.
 
 use super::DeviceInner;
 use crate::resources::flight::{self, LINE_TIMER};
@@ -32,5 +33,23 @@ fn line_timer(dev: &DeviceInner, woken: &mut Vec<(u32, u64)>) {
     }
     if again {
         dev.timers.arm(now + flight::RETRY, LINE_TIMER, 0);
+    }
+    run_woken(dev); // none left behind, should a receive have missed them
+}
+
+/// Run the QPs the budget's line woke as a receive batch's ACKs freed room
+/// (first in line first): called by the receive path once it has let go
+/// of the QPs of the batch, so they send from that thread.
+/// Locks: none but the receive lock held; each woken QP's in turn.
+pub(crate) fn run_woken(dev: &DeviceInner) {
+    let woken = dev.flight.take_woken();
+    if woken.is_empty() {
+        return;
+    }
+    let ctx = dev.ctx();
+    for (qpn, generation) in woken {
+        if let Some(qp) = dev.qp(qpn) {
+            qp.on_timer(&ctx, generation);
+        }
     }
 }

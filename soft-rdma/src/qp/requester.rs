@@ -331,17 +331,13 @@ fn wait_for_room(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
 }
 
 /// An ACK freed room: the QP's charge settles now (not at its unlock) and
-/// the first QPs in line are woken, their timers armed for now.
-/// Locks: under the QP lock; takes the line's, then the timers'.
-fn wake_waiters(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
+/// the first QPs in line are woken, for the receive path to run once it
+/// has let go of this QP (`device::timer::run_woken`).
+/// Locks: under the QP lock; takes the line's.
+fn wake_waiters(sh: &QpShared, q: &mut Inner) {
     let now_charged = charge(q);
     sh.flight.settle(&mut q.req.charged, now_charged);
-    let mut woken = Vec::new();
-    sh.flight.wake(q.path_mtu.bytes() as u64, &mut woken);
-    let now = Instant::now();
-    for (qpn, generation) in woken {
-        ctx.timers.arm(now, qpn, generation);
-    }
+    sh.flight.wake_later(q.path_mtu.bytes() as u64);
 }
 
 /// The first PSN the window does not allow yet.
@@ -1054,7 +1050,7 @@ pub(super) fn after_response(
         }
         Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
     }
-    wake_waiters(ctx, sh, q);
+    wake_waiters(sh, q);
 }
 
 /// READ responses `[from, to)` (PSNs) are lost: ask for just those again

@@ -13,7 +13,9 @@
 //!
 //! A QP with nothing in flight that finds no room waits in line, once: it
 //! sends nothing more (its posts only queue) until the QPs whose ACKs free
-//! room wake it, first in line first (its timer, armed for now). No waiter
+//! room wake it, first in line first; the thread that received those ACKs
+//! runs it once it has let go of their QP (no hand-off to the timer
+//! thread: a wake-up and two context switches). No waiter
 //! has a timer of its own — a thousand of them looking again every
 //! millisecond kept the timer thread busy with nothing to send. One timer
 //! for the whole line, armed while anyone waits ([`LINE_TIMER`]), wakes
@@ -41,15 +43,19 @@ pub(crate) const LINE_TIMER: u32 = u32::MAX;
 /// The least room worth a wake-up: the smallest path MTU.
 const MIN_ROOM: u64 = 256;
 
-/// The budget: the same-host ring's size, and a quarter of a UDP socket's
-/// buffer. One QP's whole window fits four times over.
-pub(crate) const FLIGHT_BUDGET: u64 = 4 << 20;
+/// The budget: three quarters of the same-host ring (4 MiB of records:
+/// 4 MiB of payload and its headers overflowed it, a few to 500 link drops
+/// a 1 000-QP run), and less than a quarter of a UDP socket's buffer. One
+/// QP's whole window fits three times over.
+pub(crate) const FLIGHT_BUDGET: u64 = 3 << 20;
 
 /// Bytes in flight on a device's RC QPs, against [`FLIGHT_BUDGET`].
 pub(crate) struct Flight {
     bytes: AtomicU64,
     /// `line` is not empty (the ACK path's fast check).
     any: AtomicBool,
+    /// Some are woken and not run yet (the receive path's fast check).
+    woken: AtomicBool,
     line: OrderedMutex<Line>,
 }
 
@@ -59,6 +65,8 @@ struct Line {
     waiting: VecDeque<(u32, u64)>,
     /// The line's timer is armed ([`LINE_TIMER`]).
     timer: bool,
+    /// Woken by an ACK, for the receive path to run ([`Flight::take_woken`]).
+    woken: Vec<(u32, u64)>,
 }
 
 impl Default for Flight {
@@ -66,6 +74,7 @@ impl Default for Flight {
         Flight {
             bytes: AtomicU64::new(0),
             any: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
             line: OrderedMutex::new(Level::Flight, Line::default()),
         }
     }
@@ -125,6 +134,29 @@ impl Flight {
         self.any.store(!line.waiting.is_empty(), Ordering::Release);
     }
 
+    /// As [`Flight::wake`], the woken kept for the thread that received
+    /// the ACK to run once it has let go of the QP ([`Flight::take_woken`]).
+    /// Locks: takes the line's, a leaf.
+    pub(crate) fn wake_later(&self, mtu: u64) {
+        let mut out = Vec::new();
+        self.wake(mtu, &mut out);
+        if !out.is_empty() {
+            self.line.lock().woken.append(&mut out);
+            self.woken.store(true, Ordering::Release);
+        }
+    }
+
+    /// The QPs woken by ACKs and not run yet (QPN, timer generation).
+    /// Locks: takes the line's (a leaf) if there are any.
+    pub(crate) fn take_woken(&self) -> Vec<(u32, u64)> {
+        if !self.woken.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut line = self.line.lock();
+        self.woken.store(false, Ordering::Release);
+        std::mem::take(&mut line.woken)
+    }
+
     /// Everything settled so far (a test's view).
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> u64 {
@@ -140,11 +172,12 @@ mod tests {
     fn settling_moves_the_total_by_the_difference() {
         let f = Flight::default();
         let (mut a, mut b) = (0, 0);
-        f.settle(&mut a, 3 << 20);
+        f.settle(&mut a, 2 << 20);
         f.settle(&mut b, 2 << 20);
         assert_eq!(f.room(), 0, "over the budget: no room, not an underflow");
-        f.settle(&mut a, 1 << 20);
-        assert_eq!((a, f.in_flight(), f.room()), (1 << 20, 3 << 20, 1 << 20));
+        f.settle(&mut a, FLIGHT_BUDGET - (3 << 20));
+        assert_eq!(f.in_flight(), FLIGHT_BUDGET - (1 << 20));
+        assert_eq!((a, f.room()), (FLIGHT_BUDGET - (3 << 20), 1 << 20));
         f.settle(&mut a, 0);
         f.settle(&mut b, 0);
         assert_eq!(f.in_flight(), 0);
@@ -181,6 +214,10 @@ mod tests {
             "nobody waits: the timer stops"
         );
         assert!(f.wait(41, 410), "armed again for the next waiter");
+        assert!(f.take_woken().is_empty(), "nobody woken to run later");
+        f.wake_later(4096);
+        assert_eq!(f.take_woken(), [(41, 410)], "kept for the receive path");
+        assert!(f.take_woken().is_empty(), "taken once");
     }
 
     #[test]
