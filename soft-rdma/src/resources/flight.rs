@@ -15,13 +15,12 @@
 //! sends nothing more (its posts only queue) until the QPs whose ACKs free
 //! room wake it, first in line first; the thread that received those ACKs
 //! runs it once it has let go of their QP (no hand-off to the timer
-//! thread: a wake-up and two context switches). No waiter
-//! has a timer of its own — a thousand of them looking again every
-//! millisecond kept the timer thread busy with nothing to send. One timer
-//! for the whole line, armed while anyone waits ([`LINE_TIMER`]), wakes
-//! the first in line every [`RETRY`] should room have been freed with no
-//! ACK to tell (a QP reset or destroyed) or a wake-up gone to a QP that no
-//! longer waits.
+//! thread: a wake-up and two context switches). No waiter has a timer of
+//! its own — a thousand of them looking again every millisecond kept the
+//! timer thread busy with nothing to send. One timer for the whole line,
+//! armed while anyone waits ([`LINE_TIMER`]), wakes the first in line
+//! every [`RETRY`] should room have been freed with no ACK to tell (a QP
+//! reset or destroyed) or a wake-up gone to a QP that no longer waits.
 //!
 //! The charges are settled when a QP's lock is released (`qp::Locked`), so
 //! the total is exact between operations and may run over by what the QPs
