@@ -177,3 +177,61 @@ fn busy_qps_share_the_devices_budget_of_bytes_in_flight() {
     assert!(s.flight_limited > 0, "the budget never stopped a QP: {s}");
     assert_eq!(s.retry_exceeded, 0, "{s}");
 }
+
+/// Room freed with no ACK to tell: QPs whose peer is gone fill the
+/// device's budget, a WRITE on a live pair waits in line behind them (and
+/// behind two of them that wait too), and once they are destroyed the
+/// line's own timer wakes it — nothing else would: no ACK ever comes.
+#[test]
+fn a_qp_waiting_for_room_goes_on_when_room_is_freed_without_an_ack() {
+    const DEAD: usize = 26; // 24 × 128 KiB fill the 3 MiB budget
+    const LEN: usize = 128 << 10; // one window at MTU 1024
+    let hub = Hub::new();
+    let (a, b) = (hub_node(&hub, 7, 64), hub_node(&hub, 8, 64));
+    let cfg = QpConfig {
+        timeout: Some(20), // 4 s: the dead QPs keep their bytes in flight
+        ..small()
+    };
+    let src = Buf::new(LEN, |j| (j % 253) as u8);
+    let dst = Buf::new(LEN, |_| 0);
+    let smr =
+        a.pd.reg_mr(src.addr(), LEN as u64, Access::LOCAL_WRITE)
+            .unwrap();
+    let dmr = b.pd.reg_mr(dst.addr(), LEN as u64, all_access()).unwrap();
+    let dead: Vec<Qp> = (0..DEAD)
+        .map(|_| {
+            let (qa, qb) = cfg.connect(&a, &b);
+            drop(qb); // its packets now reach no QP: never acknowledged
+            qa
+        })
+        .collect();
+    for (i, qa) in dead.iter().enumerate() {
+        write(qa, i as u64, src.sge(&smr, 0, LEN), dst.addr(), dmr.rkey());
+    }
+    let (live, _peer) = cfg.connect(&a, &b);
+    write(
+        &live,
+        99,
+        src.sge(&smr, 0, 64 << 10),
+        dst.addr(),
+        dmr.rkey(),
+    );
+    let s = a.dev.stats();
+    assert!(
+        s.flight_limited >= 3,
+        "two dead QPs and the live one wait: {s}"
+    );
+    assert_eq!(a.cq.poll(&mut [Wc::EMPTY; 4]), 0, "nothing is acknowledged");
+    drop(dead);
+    let wc = wait_with(
+        &a.cq,
+        1,
+        Wait {
+            ok: true,
+            ..Wait::default()
+        },
+        &|w| format!("{w:?}\n{}", a.dev.stats()),
+    );
+    assert_eq!(wc[0].wr_id, 99);
+    assert!(dst.0[..64 << 10] == src.0[..64 << 10]);
+}

@@ -289,6 +289,9 @@ fn receive(dev: &DeviceInner, w: &mut Work, inline: bool) -> std::io::Result<()>
     if !deferred.is_empty() {
         r.acks_deferred.store(true, Ordering::Relaxed);
     }
+    // QPs the budget's line woke as this batch's ACKs freed room send from
+    // here, not from the timer thread.
+    super::timer::run_woken(dev);
     Ok(())
 }
 

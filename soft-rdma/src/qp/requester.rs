@@ -312,30 +312,32 @@ fn budget_limit(q: &Inner, room: u64) -> u32 {
 }
 
 /// Stopped by the budget with nothing in flight: wait in the device's line
-/// for an ACK of another QP to free room, or [`flight::RETRY`] at most.
+/// for an ACK of another QP to free room (the line's one timer looks
+/// again every [`flight::RETRY`] meanwhile). Queued once: until woken the
+/// QP sends nothing ([`progress`] returns at once), so its posts do not
+/// queue it again. The timer generation is bumped so that a stale
+/// retransmission deadline does not pass for the wake-up.
+/// Locks: under the QP lock; takes the line's, then the timers'.
 fn wait_for_room(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
     q.req.budget_waiting = true;
     q.req.wait_from = None; // nothing in flight, nothing waited for
     q.req.timer_generation += 1;
-    let at = Instant::now() + flight::RETRY;
-    q.req.timer_armed = true;
-    q.req.timer_at = Some(at);
-    ctx.timers.arm(at, sh.qpn, q.req.timer_generation);
-    sh.flight.wait(sh.qpn, q.req.timer_generation);
+    q.req.timer_armed = false;
+    q.req.timer_at = None;
+    if sh.flight.wait(sh.qpn, q.req.timer_generation) {
+        ctx.timers
+            .arm(Instant::now() + flight::RETRY, flight::LINE_TIMER, 0);
+    }
 }
 
 /// An ACK freed room: the QP's charge settles now (not at its unlock) and
-/// the first QPs in line are woken, their timers armed for now.
-/// Locks: under the QP lock; takes the line's, then the timers'.
-fn wake_waiters(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner) {
+/// the first QPs in line are woken, for the receive path to run once it
+/// has let go of this QP (`device::timer::run_woken`).
+/// Locks: under the QP lock; takes the line's.
+fn wake_waiters(sh: &QpShared, q: &mut Inner) {
     let now_charged = charge(q);
     sh.flight.settle(&mut q.req.charged, now_charged);
-    let mut woken = Vec::new();
-    sh.flight.wake(q.path_mtu.bytes() as u64, &mut woken);
-    let now = Instant::now();
-    for (qpn, generation) in woken {
-        ctx.timers.arm(now, qpn, generation);
-    }
+    sh.flight.wake_later(q.path_mtu.bytes() as u64);
 }
 
 /// The first PSN the window does not allow yet.
@@ -356,8 +358,8 @@ fn window_limit(q: &Inner) -> u32 {
 
 /// Transmit whatever the send queue allows now.
 pub(super) fn progress(ctx: &Context<'_>, sh: &QpShared, q: &mut Inner, tx: &mut TxQueue) {
-    if !matches!(q.state, QpState::Rts) || q.req.rnr_waiting {
-        return;
+    if !matches!(q.state, QpState::Rts) || q.req.rnr_waiting || q.req.budget_waiting {
+        return; // a QP in the budget's line goes on when woken
     }
     let mtu = q.path_mtu.bytes() as u64;
     // The tighter of the QP's window and the device's budget.
@@ -1048,7 +1050,7 @@ pub(super) fn after_response(
         }
         Next::RnrWait { psn, timer } => on_rnr_nak(ctx, sh, q, psn, timer),
     }
-    wake_waiters(ctx, sh, q);
+    wake_waiters(sh, q);
 }
 
 /// READ responses `[from, to)` (PSNs) are lost: ask for just those again
