@@ -645,18 +645,16 @@ fn a_capture_sees_whole_packets() {
     assert!(size > 40 * 65536, "capture of {size} bytes:\n{out}");
 }
 
-/// A receiver whose link is wrapped (a fault layer here, a capture alike)
-/// asks its peers for whole packets, whatever the sender's own link is:
-/// the wrapper edits and records real packets.
+/// A receiver whose link is wrapped (a fault layer that holds packets
+/// here, a capture alike) asks its peers for whole packets, whatever the
+/// sender's own link is: the wrapper edits and records real packets.
 #[test]
 fn a_wrapped_receiver_gets_whole_packets() {
     use soft_rdma::transport::{FaultConfig, FaultLink};
     let a = node();
     let link = UdpLink::bind_same_host("127.77.42.2:4791".parse().unwrap()).unwrap();
-    let b = Node::on_link(
-        std::sync::Arc::new(FaultLink::new(link, FaultConfig::default())),
-        256,
-    );
+    let cfg: FaultConfig = "delay_us=1".parse().unwrap();
+    let b = Node::on_link(std::sync::Arc::new(FaultLink::new(link, cfg)), 256);
     let (qa, _qb) = connect(&a, &b, QpType::Rc);
     let src = Buf::new(1 << 20, |i| (i % 241) as u8);
     let dst = Buf::new(1 << 20, |_| 0);
@@ -670,4 +668,26 @@ fn a_wrapped_receiver_gets_whole_packets() {
     let (sa, sb) = (a.dev.stats(), b.dev.stats());
     assert!(sb.link_same_host_received > 0, "no ring: {sb:?}");
     assert_eq!((sa.link_by_ref_sent, sb.link_by_ref_received), (0, 0));
+}
+
+/// An injector that only drops needs no packet's bytes: references go on,
+/// lost ones are resent (as references again), and every byte arrives —
+/// so a lossy run and a loss-free one take the same path. One that may
+/// corrupt gets whole packets.
+#[test]
+fn a_drop_only_injector_keeps_references() {
+    let out = perf(&[("SOFTRDMA_FAULTS", "drop=0.01,seed=7")], &["-n", "400"]);
+    let sent: u64 = stat(&out, "link_by_ref_sent").iter().sum();
+    let dropped: u64 = stat(&out, "fault_dropped").iter().sum();
+    let resent: u64 = stat(&out, "retransmits").iter().sum();
+    assert!(sent >= 400 * 16, "references stopped:\n{out}");
+    assert!(dropped > 0 && resent > 0, "nothing lost or resent:\n{out}");
+    let out = perf(
+        &[("SOFTRDMA_FAULTS", "corrupt=0.001,seed=7")],
+        &["-n", "40"],
+    );
+    assert!(
+        stat(&out, "link_by_ref_sent").iter().all(|&n| n == 0),
+        "{out}"
+    );
 }

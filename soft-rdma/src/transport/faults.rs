@@ -157,6 +157,15 @@ impl FaultConfig {
     pub fn in_place(&self) -> bool {
         self.dup == 0.0 && self.reorder == 0.0 && self.delay.is_zero()
     }
+
+    /// Whether the injector only drops: it never needs a packet's bytes,
+    /// so a packet by reference (headers and a reference to the sender's
+    /// memory, `Link::send_by_ref`) is lost or delivered as a whole one is,
+    /// and the device keeps its one-copy path. Anything that edits, holds
+    /// or repeats packets sees whole ones instead.
+    pub fn drop_only(&self) -> bool {
+        self.in_place() && self.corrupt == 0.0
+    }
 }
 
 /// What the injector did, a snapshot.
@@ -303,8 +312,11 @@ impl<L: Link> FaultLink<L> {
     /// local address, so two devices of one process given the same seed do
     /// not lose the same packets, and a rerun loses the same ones again.
     pub fn new(inner: L, cfg: FaultConfig) -> FaultLink<L> {
-        // It edits, duplicates and holds what arrives: whole packets only.
-        inner.refuse_all_by_ref();
+        // It edits, duplicates and holds what arrives: whole packets only,
+        // unless it only drops them.
+        if !cfg.drop_only() {
+            inner.refuse_all_by_ref();
+        }
         let local = inner.local();
         let seed = cfg.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
@@ -636,6 +648,28 @@ impl<L: Link> Link for FaultLink<L> {
 
     fn peer_gone(&self, peer: SocketAddr) -> bool {
         self.inner.peer_gone(peer)
+    }
+
+    /// References pass a drop-only injector ([`FaultConfig::drop_only`]):
+    /// a loss-free run and a lossy one then take the same path.
+    fn by_ref(&self, peer: SocketAddr) -> bool {
+        self.cfg.drop_only() && self.inner.by_ref(peer)
+    }
+
+    fn send_by_ref(&self, peer: SocketAddr, stubs: &[&[u8]]) -> usize {
+        if self.cfg.drop_only() {
+            self.inner.send_by_ref(peer, stubs)
+        } else {
+            0
+        }
+    }
+
+    fn refuse_by_ref(&self, peer: SocketAddr) {
+        self.inner.refuse_by_ref(peer)
+    }
+
+    fn refuse_all_by_ref(&self) {
+        self.inner.refuse_all_by_ref()
     }
 }
 
