@@ -123,6 +123,116 @@ fn ids_on_wire(peer: &SocketAddr) -> bool {
     }
 }
 
+/// One datagram being planned: `pkts` packets from the `first`th on, each
+/// `seg` bytes but the last, `bytes` in all; `end`, where the last one ends
+/// when the packets lie one after another in one buffer
+/// (`UdpLink::send_udp_packed`; 0 otherwise).
+#[derive(Clone, Copy)]
+struct Group {
+    peer: SocketAddr,
+    first: usize,
+    pkts: usize,
+    seg: usize,
+    bytes: usize,
+    end: usize,
+    ids: bool,
+}
+
+/// Up to [`CHUNK`] datagrams for one `sendmmsg`, packets taken in order:
+/// the planning both send paths share.
+struct Planner {
+    groups: [Group; CHUNK],
+    n: usize,
+    /// The last group may take more packets (no packet was skipped since).
+    open: bool,
+}
+
+impl Planner {
+    fn new(local: SocketAddr) -> Planner {
+        let empty = Group {
+            peer: local,
+            first: 0,
+            pkts: 0,
+            seg: 0,
+            bytes: 0,
+            end: 0,
+            ids: false,
+        };
+        Planner {
+            groups: [empty; CHUNK],
+            n: 0,
+            open: false,
+        }
+    }
+
+    fn planned(&self) -> &[Group] {
+        &self.groups[..self.n]
+    }
+
+    /// Whether a packet of `len` bytes to `p` (at `at` in the buffer, for
+    /// packed ones) joins the open datagram: same peer, its segments all
+    /// full so far, within GSO's limits, right after it in memory, and GSO
+    /// allowed to `p`.
+    fn joins(&self, link: &UdpLink, p: SocketAddr, len: usize, at: Option<usize>) -> bool {
+        self.open
+            && {
+                let g = &self.groups[self.n - 1];
+                g.peer == p
+                    && at.is_none_or(|a| g.end == a)
+                    && g.bytes == g.seg * g.pkts
+                    && len <= g.seg
+                    && len >= ICRC_LEN
+                    && g.pkts < GSO_MAX_SEGMENTS
+                    && g.bytes + len <= GSO_MAX_BYTES
+            }
+            && link.gso_to(&p)
+    }
+
+    /// Whether the open datagram numbers its segments' IP IDs.
+    fn open_ids(&self) -> bool {
+        self.open && self.groups[self.n - 1].ids
+    }
+
+    /// Packet `i` joins the open datagram (`joins`, from [`Planner::joins`])
+    /// or opens a new one; false when [`CHUNK`] are planned already.
+    fn push(
+        &mut self,
+        i: usize,
+        p: SocketAddr,
+        len: usize,
+        at: Option<usize>,
+        joins: bool,
+    ) -> bool {
+        if joins {
+            let g = &mut self.groups[self.n - 1];
+            g.pkts += 1;
+            g.bytes += len;
+            g.end += len;
+            return true;
+        }
+        if self.n == CHUNK {
+            return false;
+        }
+        self.groups[self.n] = Group {
+            peer: p,
+            first: i,
+            pkts: 1,
+            seg: len,
+            bytes: len,
+            end: at.map_or(0, |a| a + len),
+            ids: ids_on_wire(&p),
+        };
+        self.n += 1;
+        self.open = true;
+        true
+    }
+
+    /// A packet was skipped: the next one cannot join across it.
+    fn close(&mut self) {
+        self.open = false;
+    }
+}
+
 /// A RoCEv2 endpoint on a UDP socket.
 #[derive(Debug)]
 pub struct UdpLink {
@@ -590,29 +700,11 @@ impl UdpLink {
     /// segment k > 0 to a peer off loopback goes out with its ICRC for ID
     /// k: its bytes less the ICRC, then the adjusted ICRC, as two parts.
     fn send_udp(&self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        /// One datagram being planned: `pkts` packets of `batch` from
-        /// `first` on, each `seg` bytes but the last, `bytes` in all.
-        #[derive(Clone, Copy)]
-        struct Group {
-            peer: SocketAddr,
-            first: usize,
-            pkts: usize,
-            seg: usize,
-            bytes: usize,
-            ids: bool,
-        }
         let mut sent = 0;
         let mut at = 0;
         while at < batch.len() {
-            let mut groups = [Group {
-                peer: self.local,
-                first: 0,
-                pkts: 0,
-                seg: 0,
-                bytes: 0,
-                ids: false,
-            }; CHUNK];
-            let (mut n, mut iovs, mut open) = (0, 0, false);
+            let mut plan = Planner::new(self.local);
+            let mut iovs = 0;
             let mut i = at;
             while i < batch.len() {
                 let o = &batch[i];
@@ -620,48 +712,20 @@ impl UdpLink {
                 let Some(p) = self.peer_addr(o.peer).filter(|_| len <= u16::MAX as usize) else {
                     Counters::add(&self.counters.send_dropped, 1);
                     // A datagram's packets are consecutive in `batch`.
-                    open = false;
+                    plan.close();
                     i += 1;
                     continue;
                 };
-                // Joins the open datagram: same peer, GSO allowed, the open
-                // one's segments are all full so far, and it stays in limits.
-                let joins =
-                    open && {
-                        let g = &groups[n - 1];
-                        g.peer == p
-                            && g.bytes == g.seg * g.pkts
-                            && len <= g.seg
-                            && len >= ICRC_LEN
-                            && g.pkts < GSO_MAX_SEGMENTS
-                            && g.bytes + len <= GSO_MAX_BYTES
-                    } && self.gso_to(&p);
-                let parts = if joins && groups[n - 1].ids { 2 } else { 1 };
-                if iovs + parts > MAX_IOV {
+                let joins = plan.joins(self, p, len, None);
+                let parts = if joins && plan.open_ids() { 2 } else { 1 };
+                if iovs + parts > MAX_IOV || !plan.push(i, p, len, None, joins) {
                     break;
-                }
-                if joins {
-                    let g = &mut groups[n - 1];
-                    g.pkts += 1;
-                    g.bytes += len;
-                } else {
-                    if n == CHUNK {
-                        break;
-                    }
-                    groups[n] = Group {
-                        peer: p,
-                        first: i,
-                        pkts: 1,
-                        seg: len,
-                        bytes: len,
-                        ids: ids_on_wire(&p),
-                    };
-                    n += 1;
-                    open = true;
                 }
                 iovs += parts;
                 i += 1;
             }
+            let groups = plan.planned();
+            let n = groups.len();
             if n == 0 {
                 return Ok(sent);
             }
@@ -736,76 +800,26 @@ impl UdpLink {
     /// ICRC), 127 for a 64 KiB message at MTU 1024, and at most
     /// [`MAX_IOV`] a `sendmmsg` (two such messages).
     fn send_udp_packed(&self, bytes: &mut [u8], pkts: &[Packed]) -> io::Result<usize> {
-        /// One datagram: `pkts` packets of `pkts` from `first` on, each
-        /// `seg` bytes but the last, `bytes` in all, at `start..end`.
-        #[derive(Clone, Copy)]
-        struct Group {
-            peer: SocketAddr,
-            first: usize,
-            pkts: usize,
-            seg: usize,
-            bytes: usize,
-            start: usize,
-            end: usize,
-            ids: bool,
-        }
         let (mut sent, mut at) = (0, 0);
         while at < pkts.len() {
-            let mut groups = [Group {
-                peer: self.local,
-                first: 0,
-                pkts: 0,
-                seg: 0,
-                bytes: 0,
-                start: 0,
-                end: 0,
-                ids: false,
-            }; CHUNK];
-            let (mut n, mut open, mut i) = (0, false, at);
+            let mut plan = Planner::new(self.local);
+            let mut i = at;
             while i < pkts.len() {
                 let Packed { peer, start, len } = pkts[i];
                 let Some(p) = self.peer_addr(peer).filter(|_| len <= u16::MAX as usize) else {
                     Counters::add(&self.counters.send_dropped, 1);
-                    open = false;
+                    plan.close();
                     i += 1;
                     continue;
                 };
-                // As in `send_udp`, and right after the open one in memory.
-                let joins =
-                    open && {
-                        let g = &groups[n - 1];
-                        g.peer == p
-                            && g.end == start
-                            && g.bytes == g.seg * g.pkts
-                            && len <= g.seg
-                            && len >= ICRC_LEN
-                            && g.pkts < GSO_MAX_SEGMENTS
-                            && g.bytes + len <= GSO_MAX_BYTES
-                    } && self.gso_to(&p);
-                if joins {
-                    let g = &mut groups[n - 1];
-                    g.pkts += 1;
-                    g.bytes += len;
-                    g.end += len;
-                } else {
-                    if n == CHUNK {
-                        break;
-                    }
-                    groups[n] = Group {
-                        peer: p,
-                        first: i,
-                        pkts: 1,
-                        seg: len,
-                        bytes: len,
-                        start,
-                        end: start + len,
-                        ids: ids_on_wire(&p),
-                    };
-                    n += 1;
-                    open = true;
+                let joins = plan.joins(self, p, len, Some(start));
+                if !plan.push(i, p, len, Some(start), joins) {
+                    break;
                 }
                 i += 1;
             }
+            let groups = plan.planned();
+            let n = groups.len();
             if n == 0 {
                 return Ok(sent);
             }
@@ -829,7 +843,7 @@ impl UdpLink {
                 let mut parts: [&[u8]; CHUNK] = [&[]; CHUNK];
                 let mut plan = [(0usize, 0usize); CHUNK];
                 for (k, g) in groups[..n].iter().enumerate() {
-                    parts[k] = &bytes[g.start..g.end];
+                    parts[k] = &bytes[g.end - g.bytes..g.end];
                     plan[k] = (g.pkts, g.bytes);
                 }
                 let mut dgrams: [Datagram<'_>; CHUNK] = std::array::from_fn(|_| Datagram {
