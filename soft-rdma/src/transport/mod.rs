@@ -113,10 +113,10 @@ impl Remote {
 /// `SOFTRDMA_ONECOPY`: unset (or `local`), payloads go by reference only
 /// between devices of one process (a receiver asks other processes for
 /// whole packets: across processes the page walk of `process_vm_readv`
-/// costs the receiver about what the ring's copy does, and on the loaded
-/// 2-core VM the two-process runs with it were not clearly faster, even
-/// placing straight into the MR — docs/BENCHMARKS.md, "One copy across
-/// processes"); `all` takes
+/// costs the receiver more than the ring's copy: on a quiet 2-core VM
+/// two-process `ib_write_bw` ran at 3.4-4.5 GB/s with it, even placing
+/// straight into the MR, against 4.6-5.4 without — docs/BENCHMARKS.md,
+/// "Issue 21's goals in one compare run (session 12)"); `all` takes
 /// references from other processes too; `off` sends every payload in its
 /// packet; `eperm` (for tests) is `all` with every read of a payload by
 /// reference failing as a kernel that forbids it would (`EPERM`, Yama's
