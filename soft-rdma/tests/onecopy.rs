@@ -558,8 +558,6 @@ fn a_violation_in_the_middle_of_a_run_places_nothing_past_it() {
     }
 }
 
-/// An attacker in the same process
-
 #[test]
 fn a_hostile_reference_writes_nothing_outside_the_mr_and_is_counted() {
     let victim = node();
